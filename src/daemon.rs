@@ -1,0 +1,1 @@
+//! Wiring: queue → engine → nft → verdict.

@@ -1,0 +1,44 @@
+//! nfknock — Single Packet Authorization for nftables hosts.
+//!
+//! A client sends one encrypted UDP datagram; the kernel diverts it through an NFQUEUE to the
+//! daemon, which authenticates it in-process and writes `source . proto . port` into an nftables
+//! set with an element timeout. The kernel enforces the gate and expires the grant.
+//!
+//! # Map of the modules
+//!
+//! Pure core (no I/O, no clock, no RNG of its own, never panics on input):
+//!
+//! | module | role |
+//! | --- | --- |
+//! | [`access`] | `proto/port` values shared by every layer |
+//! | [`wire`] | packet formats: [`wire::ip`] (IP/UDP headers from the queue), [`wire::native`] (nfknock v1, AES-256-GCM), [`wire::fwknop`] (fwknop 2.x) |
+//! | [`crypto`] | keys (zeroized on drop), key derivation, the [`crypto::Rng`] trait |
+//! | [`replay`] | replay cache bounded by time, and the encoding of its on-disk journal |
+//! | [`policy`] | `(request, packet source, client, now) -> Decision` |
+//! | [`engine`] | the whole per-packet pipeline: parse → key lookup → authenticate → replay → policy |
+//! | [`config`] | TOML → validated [`config::Config`]; every error names the file, line and key |
+//!
+//! Shells (I/O, nothing clever):
+//!
+//! | module | role |
+//! | --- | --- |
+//! | [`netfilter::queue`] | NFQUEUE over a raw netlink socket: receive, verdict |
+//! | [`netfilter::nft`] | nftables over netlink: the owned table, grants with timeouts, listing, events |
+//! | [`state`] | the replay journal on disk (append, compact by write-then-rename) |
+//! | [`daemon`] | wiring: queue → engine → nft → verdict; signals, reload, sd_notify |
+//! | [`cli`] | the command line; `main.rs` is thin |
+//!
+//! `wire`, `crypto`, `replay`, `policy`, `engine` and `config` import neither `netfilter` nor
+//! `daemon`. Only `daemon` turns a [`policy::Decision`] into netlink calls.
+
+pub mod access;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod daemon;
+pub mod engine;
+pub mod netfilter;
+pub mod policy;
+pub mod replay;
+pub mod state;
+pub mod wire;

@@ -1,0 +1,1 @@
+//! `(request, packet source, client, now) -> Decision`. Pure.

@@ -1,0 +1,180 @@
+//! IPv4/IPv6 + UDP headers of a packet handed over by NFQUEUE (a raw IP packet, no link-layer
+//! header). Parsing is by length and named offsets and never panics.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+const IPV4_MIN_HEADER: usize = 20;
+const IPV6_HEADER: usize = 40;
+const UDP_HEADER: usize = 8;
+const PROTO_UDP: u8 = 17;
+
+/// A UDP datagram as the kernel queued it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Datagram<'a> {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub payload: &'a [u8],
+}
+
+/// Why a queued packet is not a UDP datagram we can read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IpError {
+    #[error("truncated IP or UDP header")]
+    Truncated,
+    #[error("not IPv4 or IPv6")]
+    Version,
+    #[error("not UDP (or IPv6 extension headers)")]
+    NotUdp,
+    #[error("IP fragment")]
+    Fragment,
+    #[error("inconsistent length fields")]
+    Length,
+}
+
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+/// Parse a raw IPv4 or IPv6 packet carrying UDP.
+pub fn parse(packet: &[u8]) -> Result<Datagram<'_>, IpError> {
+    let first = *packet.first().ok_or(IpError::Truncated)?;
+    let (src, dst, l4) = match first >> 4 {
+        4 => {
+            if packet.len() < IPV4_MIN_HEADER {
+                return Err(IpError::Truncated);
+            }
+            let ihl = usize::from(first & 0x0f) * 4;
+            let total = usize::from(be16(packet, 2));
+            if ihl < IPV4_MIN_HEADER || total < ihl || total > packet.len() {
+                return Err(IpError::Length);
+            }
+            // More-fragments flag or a non-zero offset: a knock is never fragmented.
+            if be16(packet, 6) & 0x3fff != 0 {
+                return Err(IpError::Fragment);
+            }
+            if packet[9] != PROTO_UDP {
+                return Err(IpError::NotUdp);
+            }
+            let src = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
+            let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
+            (IpAddr::V4(src), IpAddr::V4(dst), &packet[ihl..total])
+        }
+        6 => {
+            if packet.len() < IPV6_HEADER {
+                return Err(IpError::Truncated);
+            }
+            let payload_len = usize::from(be16(packet, 4));
+            if IPV6_HEADER + payload_len > packet.len() {
+                return Err(IpError::Length);
+            }
+            if packet[6] != PROTO_UDP {
+                return Err(IpError::NotUdp);
+            }
+            let mut s = [0u8; 16];
+            let mut d = [0u8; 16];
+            s.copy_from_slice(&packet[8..24]);
+            d.copy_from_slice(&packet[24..40]);
+            (
+                IpAddr::V6(Ipv6Addr::from(s)),
+                IpAddr::V6(Ipv6Addr::from(d)),
+                &packet[IPV6_HEADER..IPV6_HEADER + payload_len],
+            )
+        }
+        _ => return Err(IpError::Version),
+    };
+    if l4.len() < UDP_HEADER {
+        return Err(IpError::Truncated);
+    }
+    let udp_len = usize::from(be16(l4, 4));
+    if udp_len < UDP_HEADER || udp_len > l4.len() {
+        return Err(IpError::Length);
+    }
+    Ok(Datagram {
+        src,
+        dst,
+        src_port: be16(l4, 0),
+        dst_port: be16(l4, 2),
+        payload: &l4[UDP_HEADER..udp_len],
+    })
+}
+
+/// Build a raw IPv4/IPv6 + UDP packet (checksums zero). For tests, benchmarks and `verify`.
+pub fn build(src: IpAddr, dst: IpAddr, src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    let udp_len = (UDP_HEADER + payload.len()) as u16;
+    let mut udp = Vec::with_capacity(udp_len as usize);
+    udp.extend_from_slice(&src_port.to_be_bytes());
+    udp.extend_from_slice(&dst_port.to_be_bytes());
+    udp.extend_from_slice(&udp_len.to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    let mut p = Vec::with_capacity(IPV6_HEADER + udp.len());
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let total = (IPV4_MIN_HEADER + udp.len()) as u16;
+            p.extend_from_slice(&[0x45, 0]);
+            p.extend_from_slice(&total.to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0x40, 0, 64, PROTO_UDP, 0, 0]);
+            p.extend_from_slice(&s.octets());
+            p.extend_from_slice(&d.octets());
+        }
+        (s, d) => {
+            let to6 = |a: IpAddr| match a {
+                IpAddr::V4(v) => v.to_ipv6_mapped(),
+                IpAddr::V6(v) => v,
+            };
+            p.extend_from_slice(&[0x60, 0, 0, 0]);
+            p.extend_from_slice(&(udp.len() as u16).to_be_bytes());
+            p.extend_from_slice(&[PROTO_UDP, 64]);
+            p.extend_from_slice(&to6(s).octets());
+            p.extend_from_slice(&to6(d).octets());
+        }
+    }
+    p.extend_from_slice(&udp);
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_v4_and_v6() {
+        for (s, d) in [
+            ("10.0.0.2", "10.0.0.1"),
+            ("fd00::2", "fd00::1"),
+        ] {
+            let (s, d): (IpAddr, IpAddr) = (s.parse().unwrap(), d.parse().unwrap());
+            let pkt = build(s, d, 40000, 62201, b"hello");
+            let g = parse(&pkt).unwrap();
+            assert_eq!((g.src, g.dst, g.src_port, g.dst_port, g.payload), (s, d, 40000, 62201, &b"hello"[..]));
+        }
+    }
+
+    #[test]
+    fn refuses_fragments_truncation_and_other_protocols() {
+        let s: IpAddr = "10.0.0.2".parse().unwrap();
+        let d: IpAddr = "10.0.0.1".parse().unwrap();
+        let pkt = build(s, d, 1, 2, b"x");
+        let mut frag = pkt.clone();
+        frag[6] = 0x20; // more fragments
+        assert_eq!(parse(&frag), Err(IpError::Fragment));
+        let mut tcp = pkt.clone();
+        tcp[9] = 6;
+        assert_eq!(parse(&tcp), Err(IpError::NotUdp));
+        for n in 0..pkt.len() {
+            assert!(parse(&pkt[..n]).is_err());
+        }
+        assert_eq!(parse(&[0x15; 40]), Err(IpError::Version));
+    }
+
+    #[test]
+    fn never_panics_on_short_garbage() {
+        for len in 0..64 {
+            for fill in [0u8, 0x45, 0x60, 0xff] {
+                let _ = parse(&vec![fill; len]);
+            }
+        }
+    }
+}
