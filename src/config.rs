@@ -113,3 +113,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let _ = path;
     unimplemented!("config helper")
 }
+
+/// Legal but risky settings, logged at start.
+pub fn warnings(config: &Config) -> Vec<String> {
+    let _ = config;
+    unimplemented!("config helper")
+}

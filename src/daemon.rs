@@ -1,1 +1,494 @@
-//! Wiring: queue → engine → nft → verdict.
+//! Wiring: queue → engine → nft → verdict, plus signals, reload, sd_notify, privileges.
+//!
+//! The only place a [`Decision`] becomes netlink. One thread, one `poll(2)` over the queue
+//! socket, the nftables event socket and a signal pipe: a signal never waits for a packet.
+//!
+//! Per burst of queued packets: every packet goes through the pure [`Engine`]; the replay
+//! records of authenticated packets are appended to the journal (before any grant, so a crash
+//! can never forget a packet that opened something); all grants go to the kernel in one netlink
+//! batch; then one batch verdict drops every packet of the burst — a knock is never delivered
+//! and the host never answers.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use tracing::{debug, error, info, warn};
+
+use crate::access::{format_list, Access};
+use crate::config::{self, Config};
+use crate::engine::{Engine, Outcome};
+use crate::netfilter::nft::{Element, Nft, NftError, NftEvents, QueueBackend, RulesetSpec};
+use crate::netfilter::queue::{Queue, QueueConfig};
+use crate::policy::{Decision, Reason};
+use crate::replay::ReplayKey;
+use crate::state::{LoadReport, ReplayJournal};
+use crate::wire::{self, native};
+
+/// Packets handled per burst before grants are flushed and verdicts given.
+const BURST: usize = 256;
+/// How often the engine's windows move and the journal is synced.
+const TICK: Duration = Duration::from_secs(1);
+/// How often the journal is rewritten without expired entries.
+const COMPACT_EVERY: Duration = Duration::from_secs(600);
+/// Rejections logged at `warn` per second at most; the rest are counted.
+const WARN_PER_SEC: u32 = 10;
+
+/// Where grants go. The kernel's allow sets in production; a log line with `--dry-run`.
+pub trait AccessSet {
+    fn upsert(&mut self, elems: &[Element]) -> Result<(), NftError>;
+}
+
+impl AccessSet for Nft {
+    fn upsert(&mut self, elems: &[Element]) -> Result<(), NftError> {
+        Nft::upsert(self, elems)
+    }
+}
+
+/// `--dry-run`: every grant is logged as it would have been written, and recorded.
+#[derive(Debug, Default)]
+pub struct DryRun {
+    pub written: Vec<Element>,
+}
+
+impl AccessSet for DryRun {
+    fn upsert(&mut self, elems: &[Element]) -> Result<(), NftError> {
+        for e in elems {
+            info!(addr = %e.addr, access = %e.access, timeout_ms = e.timeout_ms, "dry run: would add grant");
+        }
+        self.written.extend_from_slice(elems);
+        Ok(())
+    }
+}
+
+/// `nfknock serve` options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: PathBuf,
+    pub dry_run: bool,
+}
+
+/// The ruleset a config asks for.
+pub fn ruleset_spec(config: &Config, backend: QueueBackend) -> RulesetSpec {
+    RulesetSpec {
+        knock_port: config.server.port,
+        queue: config.server.queue,
+        backend,
+        protect: config.server.protect.clone(),
+        native_len: native::PACKET_LEN as u16,
+        fwknop: config.clients.iter().any(|c| matches!(c.credential, config::Credential::Fwknop(_))),
+        rate_limit: config.server.rate_limit,
+        gate_forward: config.server.gate_forward,
+    }
+}
+
+/// Seconds since the Unix epoch (the one clock read of the daemon's decisions).
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Load a config or explain every problem.
+pub fn load_config(path: &Path) -> anyhow::Result<Config> {
+    config::load(path).map_err(|e| anyhow::anyhow!("{e}\nfix the problems above and run `nfknock check --config {}`", path.display()))
+}
+
+/// Run the daemon until SIGTERM/SIGINT.
+pub fn serve(opts: &Options) -> anyhow::Result<()> {
+    let config = Arc::new(load_config(&opts.config)?);
+    for w in config::warnings(&config) {
+        warn!("{w}");
+    }
+    let now = unix_now();
+    let (journal, cache, report) = ReplayJournal::open(&config.server.state_dir, now)
+        .context("cannot open the replay journal; check `state_dir` and its permissions")?;
+    let refuse_before = match &report {
+        LoadReport::Fresh => {
+            info!(dir = %config.server.state_dir.display(), "new replay journal");
+            0
+        }
+        LoadReport::Loaded { live, torn_tail } => {
+            info!(live, torn_tail, "replay journal loaded");
+            0
+        }
+        LoadReport::Corrupt { reason, refuse_before } => {
+            error!(%reason, refuse_before, "replay journal was corrupt and has been set aside; knocks stamped before now are refused");
+            *refuse_before
+        }
+    };
+
+    let mut nft = Nft::open().context("cannot open the nftables netlink socket")?;
+    let backend = nft.detect_queue_backend().context("cannot probe the kernel's queue support")?;
+    match backend {
+        QueueBackend::Native => info!("kernel has nft_queue: knocks are diverted with the native `queue` expression"),
+        QueueBackend::Compat => info!("kernel has no nft_queue: knocks are diverted with the xt NFQUEUE target (nft_compat)"),
+    }
+    let spec = ruleset_spec(&config, backend);
+    if config.server.manage_ruleset {
+        nft.install(&spec, &[]).context("cannot install the `inet nfknock` table")?;
+        info!(port = spec.knock_port, queue = spec.queue, protect = %format_list(&spec.protect), "gate installed");
+    } else if !nft.table_exists()? {
+        bail!("table `inet nfknock` is not loaded and manage_ruleset = false; load nft/nfknock.nft (`nft -f nft/nfknock.nft`) or set manage_ruleset = true");
+    }
+    let queue = Queue::open(QueueConfig { num: config.server.queue, ..QueueConfig::default() })?;
+    let events = NftEvents::open().context("cannot subscribe to nftables events")?;
+
+    let signals = Signals::register()?;
+    drop_privileges()?;
+    let engine = Engine::new(config.clone(), cache, refuse_before, now);
+    let mut d = Daemon {
+        engine,
+        journal,
+        queue,
+        nft,
+        events,
+        dry_run: opts.dry_run.then(DryRun::default),
+        spec,
+        live: HashMap::new(),
+        warn_budget: WarnBudget::default(),
+        config_path: opts.config.clone(),
+    };
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    info!(clients = config.clients.len(), dry_run = opts.dry_run, "nfknock serving");
+    let result = d.run(&signals);
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    if let Err(e) = d.journal.sync() {
+        error!("{e}");
+    }
+    result
+}
+
+struct Daemon {
+    engine: Engine,
+    journal: ReplayJournal,
+    queue: Queue,
+    nft: Nft,
+    events: NftEvents,
+    dry_run: Option<DryRun>,
+    spec: RulesetSpec,
+    /// Grants we wrote and their deadlines, to restore them if someone flushes the ruleset.
+    live: HashMap<(IpAddr, Access), Instant>,
+    warn_budget: WarnBudget,
+    config_path: PathBuf,
+}
+
+impl Daemon {
+    fn run(&mut self, signals: &Signals) -> anyhow::Result<()> {
+        let mut last_tick = Instant::now();
+        let mut last_compact = Instant::now();
+        loop {
+            let ready = poll3(self.queue.as_raw_fd(), self.events.as_raw_fd(), signals.fd(), 1000)?;
+            if signals.take_terminate() {
+                info!("shutting down; grants stay in the kernel until they expire");
+                return Ok(());
+            }
+            if signals.take_reload() {
+                self.reload();
+            }
+            if ready[0] {
+                self.drain_queue()?;
+            }
+            if ready[1] {
+                self.check_ruleset();
+            }
+            if last_tick.elapsed() >= TICK {
+                last_tick = Instant::now();
+                let now = unix_now();
+                self.engine.tick(now);
+                let t = Instant::now();
+                self.live.retain(|_, deadline| *deadline > t);
+                self.warn_budget.reset();
+                if let Err(e) = self.journal.sync() {
+                    error!("{e}");
+                }
+                if last_compact.elapsed() >= COMPACT_EVERY {
+                    last_compact = Instant::now();
+                    if let Err(e) = self.journal.compact(self.engine.replay()) {
+                        error!("{e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handle every packet waiting in the queue, burst by burst.
+    fn drain_queue(&mut self) -> anyhow::Result<()> {
+        let mut outcomes: Vec<(u32, Option<IpAddr>, Outcome)> = Vec::with_capacity(BURST);
+        loop {
+            outcomes.clear();
+            let now = unix_now();
+            let engine = &mut self.engine;
+            let n = self.queue.recv_batch(BURST, &mut |id, pkt| {
+                let src = wire::ip::parse(pkt).ok().map(|d| d.src);
+                outcomes.push((id, src, engine.handle_ip(pkt, now)));
+            })?;
+            if n == 0 {
+                return Ok(());
+            }
+            self.apply(&outcomes, now)?;
+            // Ids are assigned in order by the kernel; one batch verdict covers the burst.
+            if let Some(max_id) = outcomes.iter().map(|(id, _, _)| *id).max() {
+                self.queue.drop_upto(max_id)?;
+            }
+        }
+    }
+
+    /// Persist replay records, write grants, log.
+    fn apply(&mut self, outcomes: &[(u32, Option<IpAddr>, Outcome)], now: u64) -> anyhow::Result<()> {
+        let records: Vec<(ReplayKey, u64)> = outcomes.iter().filter_map(|(_, _, o)| o.record).collect();
+        if !records.is_empty() {
+            // A failure here must not open anything: without the record, no grant.
+            if let Err(e) = self.journal.append(&records) {
+                error!("{e}; refusing this burst's grants so no replay window opens");
+                return Ok(());
+            }
+        }
+        let mut elems = Vec::new();
+        let config = self.engine.config().clone();
+        for (_, src, o) in outcomes {
+            let client = o.client.map(|i| config.clients[i].name.as_str());
+            let src = src.map_or_else(|| "?".to_string(), |s| s.to_string());
+            match &o.decision {
+                Decision::Grant(g) => {
+                    for a in &g.access {
+                        elems.push(Element { addr: g.addr, access: *a, timeout_ms: u64::from(g.ttl) * 1000 });
+                    }
+                    info!(
+                        client = client.unwrap_or("?"),
+                        src = %src,
+                        addr = %g.addr,
+                        access = %format_list(&g.access),
+                        ttl = g.ttl,
+                        format = o.format.map_or("?", |f| f.name()),
+                        "grant"
+                    );
+                }
+                Decision::Reject(reason) => self.log_reject(o, reason, &src, client, now),
+            }
+        }
+        if elems.is_empty() {
+            return Ok(());
+        }
+        let result = match &mut self.dry_run {
+            Some(d) => d.upsert(&elems),
+            None => self.nft.upsert(&elems),
+        };
+        match result {
+            Ok(()) => {
+                let t = Instant::now();
+                for e in &elems {
+                    self.live.insert((e.addr, e.access), t + Duration::from_millis(e.timeout_ms));
+                }
+            }
+            Err(e) => {
+                error!("{e}; re-installing the table");
+                self.reinstall();
+                if let Err(e) = self.nft.upsert(&elems) {
+                    error!("grants lost: {e}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn log_reject(&mut self, o: &Outcome, reason: &Reason, src: &str, client: Option<&str>, now: u64) {
+        let format = o.format.map_or("?", |f| f.name());
+        let skew = match reason {
+            Reason::Stale { skew } => Some(*skew),
+            _ => o.knock.as_ref().map(|k| crate::policy::skew(k.timestamp, now)),
+        };
+        let client = client.unwrap_or("-");
+        if reason.is_noise() || !self.warn_budget.take() {
+            debug!(src, reason = reason.code(), format, client, skew, "rejected knock: {reason}");
+        } else {
+            warn!(src, reason = reason.code(), format, client, skew, "rejected knock: {reason}");
+        }
+    }
+
+    /// Someone changed the ruleset: if our table lost anything, put it back with live grants.
+    fn check_ruleset(&mut self) {
+        match self.events.drain() {
+            Ok(false) => {}
+            Ok(true) => {
+                if self.engine.config().server.manage_ruleset {
+                    self.reinstall();
+                } else {
+                    error!("table `inet nfknock` was changed and manage_ruleset = false: reload nft/nfknock.nft");
+                }
+            }
+            Err(e) => error!("{e}"),
+        }
+    }
+
+    fn reinstall(&mut self) {
+        let t = Instant::now();
+        let restore: Vec<Element> = self
+            .live
+            .iter()
+            .filter(|(_, d)| **d > t)
+            .map(|(&(addr, access), d)| Element { addr, access, timeout_ms: (*d - t).as_millis().max(1) as u64 })
+            .collect();
+        match self.nft.install(&self.spec, &restore) {
+            Ok(()) => warn!(grants = restore.len(), "table `inet nfknock` was removed or changed by someone else; re-created it"),
+            Err(e) => error!("cannot re-create table `inet nfknock`: {e}"),
+        }
+    }
+
+    fn reload(&mut self) {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+        match config::load(&self.config_path) {
+            Err(e) => error!("new config refused, the running one stays:\n{e}"),
+            Ok(new) => {
+                let old = self.engine.config().clone();
+                if new.server.queue != old.server.queue || new.server.state_dir != old.server.state_dir {
+                    warn!("`queue` and `state_dir` changes take effect at the next restart");
+                }
+                for w in config::warnings(&new) {
+                    warn!("{w}");
+                }
+                let spec = ruleset_spec(&new, self.spec.backend);
+                let spec = RulesetSpec { queue: self.spec.queue, ..spec };
+                if spec != self.spec && new.server.manage_ruleset {
+                    if let Err(e) = self.nft.install(&spec, &[]) {
+                        error!("new config refused, cannot update the ruleset: {e}");
+                        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+                        return;
+                    }
+                }
+                self.spec = spec;
+                info!(clients = new.clients.len(), "config reloaded");
+                self.engine.reconfigure(Arc::new(new), unix_now());
+            }
+        }
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    }
+}
+
+/// Rate limit for `warn` lines about rejected knocks (a flood must not flood the journal).
+#[derive(Default)]
+struct WarnBudget {
+    used: u32,
+    suppressed: u64,
+}
+
+impl WarnBudget {
+    fn take(&mut self) -> bool {
+        if self.used < WARN_PER_SEC {
+            self.used += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+
+    fn reset(&mut self) {
+        if self.suppressed > 0 {
+            warn!(suppressed = self.suppressed, "rejected knocks not logged at warn in the last second (see debug)");
+        }
+        self.used = 0;
+        self.suppressed = 0;
+    }
+}
+
+/// SIGTERM/SIGINT/SIGHUP as flags plus a wake-up pipe that `poll(2)` watches.
+struct Signals {
+    terminate: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+    read: UnixStream,
+}
+
+impl Signals {
+    fn register() -> anyhow::Result<Signals> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let (read, write) = UnixStream::pair().context("cannot create the signal pipe")?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        let terminate = Arc::new(AtomicBool::new(false));
+        let reload = Arc::new(AtomicBool::new(false));
+        for sig in [SIGTERM, SIGINT] {
+            signal_hook::flag::register(sig, terminate.clone())?;
+        }
+        signal_hook::flag::register(SIGHUP, reload.clone())?;
+        for sig in [SIGTERM, SIGINT, SIGHUP] {
+            signal_hook::low_level::pipe::register(sig, write.try_clone()?)?;
+        }
+        Ok(Signals { terminate, reload, read })
+    }
+
+    fn fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+
+    fn drain(&self) {
+        use std::io::Read;
+        let mut buf = [0u8; 64];
+        while let Ok(n) = (&self.read).read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+
+    fn take_terminate(&self) -> bool {
+        self.drain();
+        self.terminate.load(Ordering::SeqCst)
+    }
+
+    fn take_reload(&self) -> bool {
+        self.reload.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// `poll(2)` three descriptors for input; which are readable.
+fn poll3(a: RawFd, b: RawFd, c: RawFd, timeout_ms: i32) -> anyhow::Result<[bool; 3]> {
+    let mut fds = [a, b, c].map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+    // SAFETY: `fds` is a valid array of three pollfd structs for the duration of the call.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::Interrupted {
+            return Ok([false; 3]);
+        }
+        return Err(e).context("poll failed");
+    }
+    Ok(fds.map(|p| p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0))
+}
+
+/// Keep only CAP_NET_ADMIN (effective, permitted, bounding; nothing inheritable or ambient),
+/// forbid privilege gain through exec, and keep keys out of core dumps and ptrace.
+pub fn drop_privileges() -> anyhow::Result<()> {
+    use caps::{CapSet, Capability};
+    // SAFETY: prctl with these constant arguments has no memory effects.
+    unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+    let keep: caps::CapsHashSet = [Capability::CAP_NET_ADMIN].into_iter().collect();
+    let permitted = caps::read(None, CapSet::Permitted).context("cannot read capabilities")?;
+    if !permitted.contains(&Capability::CAP_NET_ADMIN) {
+        bail!("nfknock serve needs CAP_NET_ADMIN: run it as root or with AmbientCapabilities=CAP_NET_ADMIN");
+    }
+    if permitted.contains(&Capability::CAP_SETPCAP) {
+        for cap in caps::all() {
+            if cap != Capability::CAP_NET_ADMIN {
+                caps::drop(None, CapSet::Bounding, cap).with_context(|| format!("cannot drop {cap} from the bounding set"))?;
+            }
+        }
+    }
+    caps::clear(None, CapSet::Ambient).context("cannot clear ambient capabilities")?;
+    caps::clear(None, CapSet::Inheritable).context("cannot clear inheritable capabilities")?;
+    caps::set(None, CapSet::Effective, &keep).context("cannot set effective capabilities")?;
+    caps::set(None, CapSet::Permitted, &keep).context("cannot set permitted capabilities")?;
+    Ok(())
+}
+
+/// Parse a knock payload file or hex (for `verify`): raw bytes of the UDP payload.
+pub fn describe_format(payload: &[u8]) -> &'static str {
+    wire::detect(payload).map_or("unknown", |f| f.name())
+}

@@ -87,8 +87,8 @@ impl Nft {
     }
 
     /// Create or refresh the owned table in one atomic batch. Existing grants are kept.
-    pub fn install(&mut self, spec: &RulesetSpec) -> Result<(), NftError> {
-        let _ = spec;
+    pub fn install(&mut self, spec: &RulesetSpec, restore: &[Element]) -> Result<(), NftError> {
+        let _ = (spec, restore);
         unimplemented!("nft helper")
     }
 
