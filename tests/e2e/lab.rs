@@ -1,0 +1,335 @@
+//! A lab of network namespaces for the end-to-end tests, driven against the real kernel and the
+//! real `nfknock` binary.
+//!
+//! ```text
+//!   cli (10.77.0.2, fd77::2) ──veth── srv (10.77.0.1, fd77::1) ──veth── ctr (10.79.0.2)
+//!                                      │ 10.78.0.1, fd78::1        "container": listens on :80,
+//!   oth (10.78.0.2, fd78::2) ──veth────┘                            published as srv:8080 (DNAT)
+//! ```
+//! Every lab has its own uniquely named namespaces (`nfk-<pid>-<n>-<role>`), removed on drop, so
+//! tests run in parallel and after a crashed run. Traffic never leaves these namespaces.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const SRV4: &str = "10.77.0.1";
+pub const CLI4: &str = "10.77.0.2";
+pub const SRV6: &str = "fd77::1";
+pub const CLI6: &str = "fd77::2";
+pub const SRV_OTH4: &str = "10.78.0.1";
+pub const OTH4: &str = "10.78.0.2";
+pub const SRV_OTH6: &str = "fd78::1";
+pub const OTH6: &str = "fd78::2";
+pub const CTR4: &str = "10.79.0.2";
+/// Host service gated in the input hook.
+pub const HOST_PORT: u16 = 2222;
+/// DNAT-published container port gated in the forward hook (→ ctr:80).
+pub const PUBLISHED_PORT: u16 = 8080;
+pub const KNOCK_PORT: u16 = 62201;
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_nfknock")
+}
+
+fn sh(args: &[&str]) -> Output {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    out
+}
+
+fn must(args: &[&str]) {
+    let out = sh(args);
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Run `f` on a thread that has entered network namespace `ns`.
+pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    thread::spawn(move || {
+        enter(&path);
+        f()
+    })
+    .join()
+    .expect("thread in namespace panicked")
+}
+
+fn enter(path: &str) {
+    let file = File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    // SAFETY: setns on a valid namespace fd; affects only the calling thread's network namespace.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+}
+
+/// A TCP echo service running in a namespace until dropped.
+pub struct Echo {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+pub fn echo_server(ns: &str, addr: SocketAddr) -> Echo {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let path = format!("/run/netns/{ns}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        enter(&path);
+        let l = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        l.set_nonblocking(true).unwrap();
+        tx.send(()).unwrap();
+        while !s.load(Ordering::SeqCst) {
+            match l.accept() {
+                Ok((mut c, _)) => {
+                    c.set_nonblocking(false).unwrap();
+                    thread::spawn(move || {
+                        let mut buf = [0u8; 1024];
+                        while let Ok(n) = c.read(&mut buf) {
+                            if n == 0 || c.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                Err(_) => thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    rx.recv().expect("echo server did not start");
+    Echo { stop }
+}
+
+/// Can `ns` open a TCP connection to `to` (SYN answered within `within`)?
+pub fn tcp_open(ns: &str, to: SocketAddr, within: Duration) -> bool {
+    in_ns(ns, move || TcpStream::connect_timeout(&to, within).is_ok())
+}
+
+/// Open a TCP connection from `ns` that stays usable outside the namespace thread.
+pub fn tcp_connect(ns: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    in_ns(ns, move || TcpStream::connect_timeout(&to, Duration::from_secs(1)))
+}
+
+/// Send one UDP datagram from `ns`.
+pub fn send_udp(ns: &str, to: SocketAddr, payload: Vec<u8>) {
+    in_ns(ns, move || {
+        let bind: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap();
+        let s = UdpSocket::bind(bind).unwrap();
+        s.send_to(&payload, to).unwrap();
+    })
+}
+
+pub fn sock(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port)
+}
+
+/// Poll `cond` every 20 ms until it holds or `limit` passes; returns the time it took.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub struct Lab {
+    pub name: String,
+    pub srv: String,
+    pub cli: String,
+    pub oth: String,
+    pub ctr: String,
+    pub dir: tempfile::TempDir,
+    daemon: Option<Child>,
+    log_path: PathBuf,
+    runs: usize,
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        let name = format!("nfk-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+        let ns = |role: &str| format!("{name}-{role}");
+        let (srv, cli, oth, ctr) = (ns("srv"), ns("cli"), ns("oth"), ns("ctr"));
+        let dir = tempfile::Builder::new().prefix("nfknock-e2e-").tempdir().unwrap();
+        let lab = Lab { name, srv, cli, oth, ctr, log_path: dir.path().join("daemon.log"), dir, daemon: None, runs: 0 };
+        for n in [&lab.srv, &lab.cli, &lab.oth, &lab.ctr] {
+            let _ = sh(&["ip", "netns", "del", n]);
+            must(&["ip", "netns", "add", n]);
+            must(&["ip", "-n", n, "link", "set", "lo", "up"]);
+        }
+        lab.link(&lab.srv.clone(), "to-cli", &lab.cli.clone(), "to-srv");
+        lab.link(&lab.srv.clone(), "to-oth", &lab.oth.clone(), "to-srv");
+        lab.link(&lab.srv.clone(), "to-ctr", &lab.ctr.clone(), "to-srv");
+        let (s, c, o, k) = (lab.srv.as_str(), lab.cli.as_str(), lab.oth.as_str(), lab.ctr.as_str());
+        for (n, dev, a) in [
+            (s, "to-cli", "10.77.0.1/24"), (c, "to-srv", "10.77.0.2/24"),
+            (s, "to-oth", "10.78.0.1/24"), (o, "to-srv", "10.78.0.2/24"),
+            (s, "to-ctr", "10.79.0.1/24"), (k, "to-srv", "10.79.0.2/24"),
+        ] {
+            must(&["ip", "-n", n, "addr", "add", a, "dev", dev]);
+        }
+        for (n, dev, a) in [
+            (s, "to-cli", "fd77::1/64"), (c, "to-srv", "fd77::2/64"),
+            (s, "to-oth", "fd78::1/64"), (o, "to-srv", "fd78::2/64"),
+        ] {
+            must(&["ip", "-n", n, "addr", "add", a, "dev", dev, "nodad"]);
+        }
+        must(&["ip", "-n", k, "route", "add", "default", "via", "10.79.0.1"]);
+        must(&["ip", "netns", "exec", s, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        // The "container runtime": publish ctr:80 as srv:8080, the way Docker/Podman do.
+        let nat = format!(
+            "table ip labnat {{ chain pre {{ type nat hook prerouting priority dstnat; \
+             tcp dport {PUBLISHED_PORT} dnat to {CTR4}:80 }} \
+             chain post {{ type nat hook postrouting priority srcnat; oifname \"to-ctr\" masquerade }} }}"
+        );
+        must(&["ip", "netns", "exec", s, "nft", &nat]);
+        lab
+    }
+
+    fn link(&self, a: &str, a_dev: &str, b: &str, b_dev: &str) {
+        must(&["ip", "link", "add", a_dev, "netns", a, "type", "veth", "peer", "name", b_dev, "netns", b]);
+        must(&["ip", "-n", a, "link", "set", a_dev, "up"]);
+        must(&["ip", "-n", b, "link", "set", b_dev, "up"]);
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A new key file (mode 0600) made by `nfknock keygen --out`.
+    pub fn keygen(&self, name: &str) -> PathBuf {
+        let p = self.path(name);
+        let out = sh(&[bin(), "keygen", "--out", p.to_str().unwrap()]);
+        assert!(out.status.success(), "keygen: {}", String::from_utf8_lossy(&out.stderr));
+        p
+    }
+
+    /// Write `nfknock.toml` for the daemon; `clients` is appended after the `[server]` table.
+    pub fn write_config(&self, server_extra: &str, clients: &str) -> PathBuf {
+        let p = self.path("nfknock.toml");
+        let text = format!(
+            "[server]\nport = {KNOCK_PORT}\nqueue = 3\nstate_dir = \"{}\"\n\
+             protect = [\"tcp/{HOST_PORT}\", \"tcp/{PUBLISHED_PORT}\"]\nmax_age = 120\n{server_extra}\n{clients}",
+            self.path("state").display()
+        );
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn run(&self, ns: &str, args: &[&str]) -> Output {
+        let mut all = vec!["ip", "netns", "exec", ns];
+        all.extend_from_slice(args);
+        sh(&all)
+    }
+
+    pub fn nfknock(&self, ns: &str, args: &[&str]) -> Output {
+        let mut all = vec![bin()];
+        all.extend_from_slice(args);
+        self.run(ns, &all)
+    }
+
+    /// Start `nfknock serve` in the server namespace and wait until it is serving.
+    pub fn start_daemon(&mut self) {
+        assert!(self.daemon.is_none(), "daemon already running");
+        self.runs += 1;
+        let log = File::options().create(true).append(true).open(&self.log_path).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.srv, bin(), "serve", "--config"])
+            .arg(self.path("nfknock.toml"))
+            .env("NFKNOCK_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+        let want = self.runs;
+        let ok = wait_until(Duration::from_secs(15), || {
+            self.log().matches("nfknock serving").count() >= want || self.daemon_exited()
+        });
+        assert!(ok.is_some() && !self.daemon_exited(), "daemon did not start:\n{}", self.log());
+    }
+
+    fn daemon_exited(&mut self) -> bool {
+        match self.daemon.as_mut() {
+            Some(c) => c.try_wait().ok().flatten().is_some(),
+            None => true,
+        }
+    }
+
+    pub fn daemon_pid(&self) -> u32 {
+        self.daemon.as_ref().expect("daemon not running").id()
+    }
+
+    /// SIGTERM the daemon; returns how long it took to exit, and its exit status.
+    pub fn stop_daemon(&mut self) -> (Duration, std::process::ExitStatus) {
+        self.signal("TERM");
+        let start = Instant::now();
+        let mut child = self.daemon.take().expect("daemon not running");
+        let status = child.wait().unwrap();
+        (start.elapsed(), status)
+    }
+
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        // `ip netns exec` execs the daemon, so the child's pid is the daemon's.
+        must(&["kill", &format!("-{sig}"), &self.daemon_pid().to_string()]);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Knock from `ns` with `args` appended to `knock --server SERVER --port 62201`.
+    pub fn knock(&self, ns: &str, server: &str, args: &[&str]) -> Output {
+        let mut all = vec!["knock", "--server", server, "--port", "62201"];
+        all.extend_from_slice(args);
+        let out = self.nfknock(ns, &all);
+        assert!(out.status.success(), "knock failed: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
+    pub fn nft_list(&self) -> String {
+        String::from_utf8_lossy(&self.run(&self.srv, &["nft", "list", "table", "inet", "nfknock"]).stdout).into_owned()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.kill_daemon();
+        for n in [&self.srv, &self.cli, &self.oth, &self.ctr] {
+            let _ = sh(&["ip", "netns", "del", n]);
+        }
+        if thread::panicking() {
+            eprintln!("--- daemon log of {} ---\n{}", self.name, self.log());
+        }
+    }
+}
+
+/// Read a whole file as bytes.
+pub fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}

@@ -1,0 +1,234 @@
+//! End-to-end tests: the real `nfknock` binary and the real kernel, in network namespaces.
+//! Each test builds its own lab (see `lab.rs`) and asserts what an admin would check: real TCP
+//! connections that fail before a knock, succeed after it, and fail again after expiry.
+
+mod lab;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use lab::*;
+
+const CLOSED_WITHIN: Duration = Duration::from_millis(400);
+const OPEN_WITHIN: Duration = Duration::from_secs(1);
+
+fn alice(lab: &Lab, timeout: u32) -> (std::path::PathBuf, String) {
+    let key = lab.keygen("alice.key");
+    let client = format!(
+        "[[client]]\nname = \"alice\"\nkey_file = \"{}\"\nallow = [\"tcp/{HOST_PORT}\", \"tcp/{PUBLISHED_PORT}\"]\n\
+         timeout = {timeout}\nmax_timeout = 60\n",
+        key.display()
+    );
+    (key, client)
+}
+
+fn started(timeout: u32) -> (Lab, std::path::PathBuf) {
+    let mut lab = Lab::new();
+    let (key, client) = alice(&lab, timeout);
+    lab.write_config("", &client);
+    lab.start_daemon();
+    (lab, key)
+}
+
+fn knock_host(lab: &Lab, key: &std::path::Path, extra: &[&str]) {
+    let mut args = vec!["--key-file", key.to_str().unwrap(), "--access", "tcp/2222"];
+    args.extend_from_slice(extra);
+    lab.knock(&lab.cli, SRV4, &args);
+}
+
+#[test]
+fn knock_opens_the_port_for_that_source_only_and_it_closes_on_expiry() {
+    let (lab, key) = started(2);
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let target = sock(SRV4, HOST_PORT);
+
+    // 1. closed before any knock
+    assert!(!tcp_open(&lab.cli, target, CLOSED_WITHIN), "port open before any knock");
+
+    // 2. a knock opens it for this source within 1 s ...
+    knock_host(&lab, &key, &[]);
+    let took = wait_until(OPEN_WITHIN, || tcp_open(&lab.cli, target, Duration::from_millis(200)));
+    assert!(took.is_some(), "port did not open within 1 s:\n{}", lab.log());
+    // ... and not for another source
+    assert!(!tcp_open(&lab.oth, sock(SRV_OTH4, HOST_PORT), CLOSED_WITHIN), "port opened for a stranger");
+
+    // 9. status shows the live grant with its remaining time
+    let st = lab.nfknock(&lab.srv, &["status", "--json"]);
+    let text = String::from_utf8_lossy(&st.stdout);
+    assert!(st.status.success(), "status failed: {}", String::from_utf8_lossy(&st.stderr));
+    let line = text.lines().find(|l| l.contains(CLI4)).unwrap_or_else(|| panic!("no grant in status: {text}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["access"], "tcp/2222");
+    let left = v["seconds_left"].as_u64().unwrap();
+    assert!((1..=2).contains(&left), "seconds_left {left}");
+    let human = lab.nfknock(&lab.srv, &["status"]);
+    assert!(String::from_utf8_lossy(&human.stdout).contains("10.77.0.2"));
+
+    // 3. an established connection survives the grant's expiry; new ones are refused after it
+    let mut conn = tcp_connect(&lab.cli, target).expect("connect during grant");
+    let closed = wait_until(Duration::from_secs(5), || !tcp_open(&lab.cli, target, Duration::from_millis(200)));
+    assert!(closed.is_some(), "grant did not expire");
+    conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    conn.write_all(b"still here").unwrap();
+    let mut buf = [0u8; 10];
+    conn.read_exact(&mut buf).expect("established connection cut by expiry");
+    assert_eq!(&buf, b"still here");
+    assert!(lab.log().contains("grant"), "no grant log line");
+}
+
+#[test]
+fn replayed_knock_is_refused_also_after_a_restart() {
+    let (mut lab, key) = started(1);
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let target = sock(SRV4, HOST_PORT);
+    let saved = lab.path("knock.bin");
+    knock_host(&lab, &key, &["--save-packet", saved.to_str().unwrap()]);
+    assert!(wait_until(OPEN_WITHIN, || tcp_open(&lab.cli, target, Duration::from_millis(200))).is_some());
+    assert!(wait_until(Duration::from_secs(4), || !tcp_open(&lab.cli, target, Duration::from_millis(200))).is_some());
+
+    // the same bytes again: refused
+    send_udp(&lab.cli, sock(SRV4, KNOCK_PORT), read(&saved));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!tcp_open(&lab.cli, target, CLOSED_WITHIN), "replay opened the port");
+    assert!(lab.log().contains("replay"), "no replay log line:\n{}", lab.log());
+
+    // and after a restart of the daemon
+    let (_, status) = lab.stop_daemon();
+    assert!(status.success());
+    lab.start_daemon();
+    let before = lab.log().matches("reason=\"replay\"").count() + lab.log().matches("reason=replay").count();
+    send_udp(&lab.cli, sock(SRV4, KNOCK_PORT), read(&saved));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!tcp_open(&lab.cli, target, CLOSED_WITHIN), "replay after restart opened the port");
+    let after = lab.log().matches("reason=\"replay\"").count() + lab.log().matches("reason=replay").count();
+    assert!(after > before, "replay after restart not detected:\n{}", lab.log());
+}
+
+#[test]
+fn bad_knocks_are_refused_and_the_port_stays_closed() {
+    let (lab, key) = started(5);
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let target = sock(SRV4, HOST_PORT);
+    let to = sock(SRV4, KNOCK_PORT);
+
+    // wrong key
+    let other = lab.keygen("mallory.key");
+    knock_host(&lab, &other, &[]);
+    // stale timestamp (client clock 10 minutes behind)
+    knock_host(&lab, &key, &["--time-offset", "-600"]);
+    // tampered byte
+    let p = lab.path("good.bin");
+    knock_host(&lab, &key, &["--save-packet", p.to_str().unwrap(), "--dry-run"]);
+    let mut bytes = read(&p);
+    bytes[60] ^= 0x01;
+    send_udp(&lab.cli, to, bytes);
+    // wrong length
+    let mut long = read(&p);
+    long.push(0);
+    send_udp(&lab.cli, to, long);
+    send_udp(&lab.cli, to, vec![1u8; 40]);
+
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!tcp_open(&lab.cli, target, CLOSED_WITHIN), "a bad knock opened the port:\n{}", lab.log());
+    let log = lab.log();
+    assert!(log.contains("stale"), "stale knock not reported:\n{log}");
+    assert!(log.contains("skew=-60"), "skew not in the log line:\n{log}");
+    assert!(log.contains("unknown-key") || log.contains("auth-failed"), "wrong key not reported:\n{log}");
+    // the untouched packet is still good: proof the refusals were about the damage
+    send_udp(&lab.cli, to, read(&p));
+    assert!(wait_until(OPEN_WITHIN, || tcp_open(&lab.cli, target, Duration::from_millis(200))).is_some());
+}
+
+#[test]
+fn ipv6_knock_opens_the_port_for_that_source_only() {
+    let (lab, key) = started(2);
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let target = sock(SRV6, HOST_PORT);
+    assert!(!tcp_open(&lab.cli, target, CLOSED_WITHIN), "v6 port open before knock");
+    lab.knock(&lab.cli, SRV6, &["--key-file", key.to_str().unwrap(), "--access", "tcp/2222"]);
+    assert!(wait_until(OPEN_WITHIN, || tcp_open(&lab.cli, target, Duration::from_millis(200))).is_some(), "{}", lab.log());
+    assert!(!tcp_open(&lab.oth, sock(SRV_OTH6, HOST_PORT), CLOSED_WITHIN), "v6 port open for a stranger");
+    // the v4 grant set is untouched: the v6 knock opened only the v6 source
+    assert!(!tcp_open(&lab.cli, sock(SRV4, HOST_PORT), CLOSED_WITHIN), "v6 knock opened v4");
+    assert!(wait_until(Duration::from_secs(5), || !tcp_open(&lab.cli, target, Duration::from_millis(200))).is_some());
+}
+
+#[test]
+fn dnat_published_container_port_is_gated_the_same_way() {
+    let (lab, key) = started(2);
+    let _ctr = echo_server(&lab.ctr, sock("0.0.0.0", 80));
+    let published = sock(SRV4, PUBLISHED_PORT);
+    assert!(!tcp_open(&lab.cli, published, CLOSED_WITHIN), "published port open before knock");
+    lab.knock(&lab.cli, SRV4, &["--key-file", key.to_str().unwrap(), "--access", "tcp/8080"]);
+    assert!(wait_until(OPEN_WITHIN, || tcp_open(&lab.cli, published, Duration::from_millis(200))).is_some(), "{}", lab.log());
+    assert!(!tcp_open(&lab.oth, sock(SRV_OTH4, PUBLISHED_PORT), CLOSED_WITHIN), "published port open for a stranger");
+    assert!(wait_until(Duration::from_secs(5), || !tcp_open(&lab.cli, published, Duration::from_millis(200))).is_some());
+}
+
+/// A knock — valid or not, daemon up or down — gets no answer of any kind (no UDP, no ICMP).
+#[test]
+fn knocks_get_no_reply_of_any_kind() {
+    let (mut lab, key) = started(2);
+    let capture = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.cli, "tcpdump", "-n", "-l", "-i", "to-srv", "-w"])
+        .arg(lab.path("cap.pcap"))
+        .args(["src", "host", SRV4, "or", "src", "host", SRV6])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // A connected UDP socket would see ECONNREFUSED if an ICMP port-unreachable came back.
+    let probe = |lab: &Lab, payload: Vec<u8>, v6: bool| {
+        let to = if v6 { sock(SRV6, KNOCK_PORT) } else { sock(SRV4, KNOCK_PORT) };
+        in_ns(&lab.cli, move || {
+            let s = std::net::UdpSocket::bind(if v6 { "[::]:0" } else { "0.0.0.0:0" }).unwrap();
+            s.connect(to).unwrap();
+            s.send(&payload).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(400))).unwrap();
+            let mut buf = [0u8; 64];
+            let r = s.recv(&mut buf);
+            assert!(
+                matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+                "knock got an answer: {r:?}"
+            );
+        })
+    };
+    let good = lab.path("k.bin");
+    knock_host(&lab, &key, &["--save-packet", good.to_str().unwrap(), "--dry-run"]);
+    probe(&lab, read(&good), false);
+    probe(&lab, vec![7u8; 128], false);
+    probe(&lab, vec![7u8; 128], true);
+    lab.stop_daemon();
+    // daemon down: knocks are still dropped, never answered
+    probe(&lab, vec![1u8; 128], false);
+    // Stop tcpdump and read back what it saw from the server (neighbour discovery aside).
+    let _ = std::process::Command::new("kill").arg(capture.id().to_string()).status();
+    std::thread::sleep(Duration::from_millis(300));
+    let read_back = std::process::Command::new("tcpdump")
+        .args(["-n", "-r"])
+        .arg(lab.path("cap.pcap"))
+        .args(["ip", "or", "(ip6", "and", "not", "(icmp6", "and", "ip6[40]", ">=", "128))"])
+        .output()
+        .unwrap();
+    let seen = String::from_utf8_lossy(&read_back.stdout).into_owned();
+    assert!(seen.trim().is_empty(), "the server answered knocks:\n{seen}");
+}
+
+#[test]
+fn sigterm_exits_within_a_second_and_a_broken_reload_keeps_the_old_config() {
+    let (mut lab, key) = started(2);
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    // break the config, ask for a reload: refused with a message, old one keeps serving
+    std::fs::write(lab.path("nfknock.toml"), "[server]\nport = \"not a number\"\n").unwrap();
+    lab.signal("HUP");
+    assert!(wait_until(Duration::from_secs(3), || lab.log().contains("new config refused")).is_some(), "{}", lab.log());
+    knock_host(&lab, &key, &[]);
+    assert!(wait_until(OPEN_WITHIN, || tcp_open(&lab.cli, sock(SRV4, HOST_PORT), Duration::from_millis(200))).is_some());
+    // idle daemon, no packet in flight: SIGTERM must still be prompt
+    std::thread::sleep(Duration::from_millis(300));
+    let (took, status) = lab.stop_daemon();
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(1), "took {took:?} to stop");
+    // grants stay in the kernel after the daemon is gone
+    assert!(lab.nft_list().contains("10.77.0.2"), "grant vanished with the daemon");
+}
