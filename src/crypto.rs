@@ -54,9 +54,13 @@ impl std::fmt::Debug for NativeKey {
 /// Why key material was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
-    #[error("not valid base64 (standard alphabet with `=` padding, as printed by `nfknock keygen`)")]
+    #[error(
+        "not valid base64 (standard alphabet with `=` padding, as printed by `nfknock keygen`)"
+    )]
     Base64,
-    #[error("wrong length: {got} bytes, expected {expected}; generate a secret with `nfknock keygen`")]
+    #[error(
+        "wrong length: {got} bytes, expected {expected}; generate a secret with `nfknock keygen`"
+    )]
     Length { got: usize, expected: usize },
 }
 
@@ -90,10 +94,11 @@ impl NativeKey {
                 .decode(text)
                 .map_err(|_| KeyError::Base64)?,
         );
-        let secret: &[u8; SECRET_LEN] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| KeyError::Length { got: bytes.len(), expected: SECRET_LEN })?;
+        let secret: &[u8; SECRET_LEN] =
+            bytes.as_slice().try_into().map_err(|_| KeyError::Length {
+                got: bytes.len(),
+                expected: SECRET_LEN,
+            })?;
         Ok(NativeKey::derive(secret))
     }
 }
@@ -148,8 +153,10 @@ mod tests {
         let mut ext = <Hmac<Sha256> as KeyInit>::new_from_slice(&[0u8; 32]).unwrap();
         ext.update(&secret);
         let prk = ext.finalize().into_bytes();
-        for (label, got) in [(AEAD_KEY_LABEL, *NativeKey::derive(&secret).enc),
-                             (HINT_KEY_LABEL, *NativeKey::derive(&secret).hint)] {
+        for (label, got) in [
+            (AEAD_KEY_LABEL, *NativeKey::derive(&secret).enc),
+            (HINT_KEY_LABEL, *NativeKey::derive(&secret).hint),
+        ] {
             let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(&prk).unwrap();
             m.update(label);
             m.update(&[1]);
@@ -171,7 +178,10 @@ mod tests {
 
     #[test]
     fn base64_refusals_are_specific() {
-        assert_eq!(NativeKey::from_base64("not base64!").unwrap_err(), KeyError::Base64);
+        assert_eq!(
+            NativeKey::from_base64("not base64!").unwrap_err(),
+            KeyError::Base64
+        );
         // 44 chars but without padding is not canonical.
         let mut text = generate_secret_base64(&mut CountingRng(0)).to_string();
         text.pop();
@@ -179,16 +189,25 @@ mod tests {
         // 16 bytes, valid base64.
         assert_eq!(
             NativeKey::from_base64("AAAAAAAAAAAAAAAAAAAAAA==").unwrap_err(),
-            KeyError::Length { got: 16, expected: 32 }
+            KeyError::Length {
+                got: 16,
+                expected: 32
+            }
         );
         assert_eq!(
             NativeKey::from_base64("").unwrap_err(),
-            KeyError::Length { got: 0, expected: 32 }
+            KeyError::Length {
+                got: 0,
+                expected: 32
+            }
         );
         let long = base64::engine::general_purpose::STANDARD.encode([1u8; 33]);
         assert_eq!(
             NativeKey::from_base64(&long).unwrap_err(),
-            KeyError::Length { got: 33, expected: 32 }
+            KeyError::Length {
+                got: 33,
+                expected: 32
+            }
         );
     }
 

@@ -91,7 +91,11 @@ impl ReplayCache {
         // Stale items can only pile up when keys are re-inserted with later expiries, which
         // the daemon never does for a replayed packet; still, keep the heap bounded.
         if self.by_expiry.len() > 2 * self.entries.len() + 1024 {
-            self.by_expiry = self.entries.iter().map(|(k, &e)| Reverse((e, *k))).collect();
+            self.by_expiry = self
+                .entries
+                .iter()
+                .map(|(k, &e)| Reverse((e, *k)))
+                .collect();
         }
     }
 
@@ -133,7 +137,9 @@ pub enum CorruptJournal {
     Short { len: usize },
     #[error("header does not start with \"NFKR\"")]
     Magic,
-    #[error("unsupported journal format version {0} (this nfknock reads version {JOURNAL_VERSION})")]
+    #[error(
+        "unsupported journal format version {0} (this nfknock reads version {JOURNAL_VERSION})"
+    )]
     Version(u16),
     #[error("reserved header bytes are not zero")]
     Reserved,
@@ -220,7 +226,11 @@ pub fn decode(bytes: &[u8], now: u64) -> Result<Decoded, CorruptJournal> {
     let records = body.chunks_exact(RECORD_LEN);
     let partial = !records.remainder().is_empty();
     let count = records.len();
-    let mut out = Decoded { entries: Vec::with_capacity(count), torn_tail: partial, expired: 0 };
+    let mut out = Decoded {
+        entries: Vec::with_capacity(count),
+        torn_tail: partial,
+        expired: 0,
+    };
     for (index, rec) in records.enumerate() {
         let Some((key, expires_at)) = decode_record(rec) else {
             // A garbled final record is a torn append (e.g. the file grew but the data block
@@ -229,7 +239,10 @@ pub fn decode(bytes: &[u8], now: u64) -> Result<Decoded, CorruptJournal> {
                 out.torn_tail = true;
                 break;
             }
-            return Err(CorruptJournal::Checksum { index, offset: HEADER_LEN + index * RECORD_LEN });
+            return Err(CorruptJournal::Checksum {
+                index,
+                offset: HEADER_LEN + index * RECORD_LEN,
+            });
         };
         if expires_at >= now {
             out.entries.push((key, expires_at));
@@ -262,7 +275,10 @@ mod tests {
         let mut c = ReplayCache::new();
         c.insert(k(1), 100);
         assert!(c.contains(&k(1), 0));
-        assert!(c.contains(&k(1), 100), "still refused at the expiry second itself");
+        assert!(
+            c.contains(&k(1), 100),
+            "still refused at the expiry second itself"
+        );
         assert!(!c.contains(&k(1), 101));
         assert!(!c.contains(&k(2), 0));
         c.prune(100);
@@ -328,7 +344,14 @@ mod tests {
     fn round_trip_drops_expired() {
         let all = vec![(k(1), 10), (k(2), 20), (k(3), 30)];
         let d = decode(&journal(&all), 20).unwrap();
-        assert_eq!(d, Decoded { entries: vec![(k(2), 20), (k(3), 30)], torn_tail: false, expired: 1 });
+        assert_eq!(
+            d,
+            Decoded {
+                entries: vec![(k(2), 20), (k(3), 30)],
+                torn_tail: false,
+                expired: 1
+            }
+        );
         assert_eq!(decode(&encode_header(), 0).unwrap().entries, vec![]);
     }
 
@@ -357,7 +380,10 @@ mod tests {
             let index = (i - HEADER_LEN) / RECORD_LEN;
             assert_eq!(
                 decode(&bad, 0),
-                Err(CorruptJournal::Checksum { index, offset: HEADER_LEN + index * RECORD_LEN })
+                Err(CorruptJournal::Checksum {
+                    index,
+                    offset: HEADER_LEN + index * RECORD_LEN
+                })
             );
         }
         // A flipped last record followed by a torn partial one: the flip is not at the end.
@@ -365,16 +391,31 @@ mod tests {
         let n = bad.len();
         bad[n - 1] ^= 1;
         bad.extend_from_slice(&[0; 5]);
-        assert_eq!(decode(&bad, 0), Err(CorruptJournal::Checksum { index: 2, offset: HEADER_LEN + 2 * RECORD_LEN }));
+        assert_eq!(
+            decode(&bad, 0),
+            Err(CorruptJournal::Checksum {
+                index: 2,
+                offset: HEADER_LEN + 2 * RECORD_LEN
+            })
+        );
     }
 
     #[test]
     fn bad_headers_are_corruption_with_a_reason() {
         assert_eq!(decode(b"", 0), Err(CorruptJournal::Short { len: 0 }));
-        assert_eq!(decode(b"NFKR\0\x01\0", 0), Err(CorruptJournal::Short { len: 7 }));
+        assert_eq!(
+            decode(b"NFKR\0\x01\0", 0),
+            Err(CorruptJournal::Short { len: 7 })
+        );
         assert_eq!(decode(b"NFKX\0\x01\0\0", 0), Err(CorruptJournal::Magic));
-        assert_eq!(decode(b"NFKR\0\x02\0\0", 0), Err(CorruptJournal::Version(2)));
-        assert_eq!(decode(b"NFKR\0\x01\0\x01", 0), Err(CorruptJournal::Reserved));
+        assert_eq!(
+            decode(b"NFKR\0\x02\0\0", 0),
+            Err(CorruptJournal::Version(2))
+        );
+        assert_eq!(
+            decode(b"NFKR\0\x01\0\x01", 0),
+            Err(CorruptJournal::Reserved)
+        );
         let reason = CorruptJournal::Version(2).to_string();
         assert!(reason.contains("version 2"), "{reason}");
     }

@@ -41,7 +41,12 @@ pub enum LoadReport {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot {op} replay journal {path}: {source}")]
-    Io { op: &'static str, path: std::path::PathBuf, #[source] source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The open journal.
@@ -57,12 +62,19 @@ pub struct ReplayJournal {
 
 impl std::fmt::Debug for ReplayJournal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReplayJournal").field("path", &self.path).field("len", &self.len).finish()
+        f.debug_struct("ReplayJournal")
+            .field("path", &self.path)
+            .field("len", &self.len)
+            .finish()
     }
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StateError + 'a {
-    move |source| StateError::Io { op, path: path.to_path_buf(), source }
+    move |source| StateError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl ReplayJournal {
@@ -72,7 +84,10 @@ impl ReplayJournal {
     /// a partial record would misalign every later one). A journal that fails to decode is
     /// renamed to `replay.journal.corrupt-<now>` and replaced by an empty one; the report says
     /// why and from when the daemon must refuse knocks.
-    pub fn open(dir: &Path, now: u64) -> Result<(ReplayJournal, ReplayCache, LoadReport), StateError> {
+    pub fn open(
+        dir: &Path,
+        now: u64,
+    ) -> Result<(ReplayJournal, ReplayCache, LoadReport), StateError> {
         DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -96,12 +111,20 @@ impl ReplayJournal {
                 for (key, expires_at) in decoded.entries {
                     cache.insert(key, expires_at);
                 }
-                let report = LoadReport::Loaded { live: cache.len(), torn_tail: decoded.torn_tail };
+                let report = LoadReport::Loaded {
+                    live: cache.len(),
+                    torn_tail: decoded.torn_tail,
+                };
                 let journal = if decoded.torn_tail || decoded.expired > 0 {
                     ReplayJournal::rewrite(dir, path, &cache)?
                 } else {
                     let file = open_append(&path)?;
-                    ReplayJournal { dir: dir.to_path_buf(), path, file, len: bytes.len() as u64 }
+                    ReplayJournal {
+                        dir: dir.to_path_buf(),
+                        path,
+                        file,
+                        len: bytes.len() as u64,
+                    }
                 };
                 Ok((journal, cache, report))
             }
@@ -109,7 +132,10 @@ impl ReplayJournal {
                 let aside = dir.join(format!("{JOURNAL_FILE}.corrupt-{now}"));
                 fs::rename(&path, &aside).map_err(io_err("move aside corrupt", &path))?;
                 let journal = ReplayJournal::rewrite(dir, path, &cache)?;
-                let report = LoadReport::Corrupt { reason: corrupt.to_string(), refuse_before: now };
+                let report = LoadReport::Corrupt {
+                    reason: corrupt.to_string(),
+                    refuse_before: now,
+                };
                 Ok((journal, cache, report))
             }
         }
@@ -161,7 +187,11 @@ impl ReplayJournal {
 
     /// Write `cache` to `replay.journal.tmp`, fsync it, rename it over `path`, fsync the
     /// directory (so the rename itself is durable), and open the result for appending.
-    fn rewrite(dir: &Path, path: PathBuf, cache: &ReplayCache) -> Result<ReplayJournal, StateError> {
+    fn rewrite(
+        dir: &Path,
+        path: PathBuf,
+        cache: &ReplayCache,
+    ) -> Result<ReplayJournal, StateError> {
         let tmp = dir.join(JOURNAL_TMP_FILE);
         let bytes = replay::encode_journal(cache.iter());
         {
@@ -173,21 +203,33 @@ impl ReplayJournal {
                 .open(&tmp)
                 .map_err(io_err("create", &tmp))?;
             // `mode` applies only on creation; a leftover tmp file keeps its old mode otherwise.
-            f.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io_err("chmod", &tmp))?;
+            f.set_permissions(fs::Permissions::from_mode(0o600))
+                .map_err(io_err("chmod", &tmp))?;
             f.write_all(&bytes).map_err(io_err("write", &tmp))?;
             f.sync_all().map_err(io_err("sync", &tmp))?;
         }
         fs::rename(&tmp, &path).map_err(io_err("rename compacted", &path))?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("sync directory of", &path))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("sync directory of", &path))?;
         let file = open_append(&path)?;
-        Ok(ReplayJournal { dir: dir.to_path_buf(), path, file, len: bytes.len() as u64 })
+        Ok(ReplayJournal {
+            dir: dir.to_path_buf(),
+            path,
+            file,
+            len: bytes.len() as u64,
+        })
     }
 }
 
 /// Open the journal for appending and make sure nobody else can read it.
 fn open_append(path: &Path) -> Result<File, StateError> {
-    let file = OpenOptions::new().append(true).open(path).map_err(io_err("open", path))?;
-    file.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io_err("chmod", path))?;
+    let file = OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(io_err("open", path))?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(io_err("chmod", path))?;
     Ok(file)
 }
 
@@ -226,7 +268,13 @@ mod tests {
         j.sync().unwrap();
         drop(j);
         let (_, cache, report) = ReplayJournal::open(tmp.path(), 1500).unwrap();
-        assert_eq!(report, LoadReport::Loaded { live: 3, torn_tail: false });
+        assert_eq!(
+            report,
+            LoadReport::Loaded {
+                live: 3,
+                torn_tail: false
+            }
+        );
         for (key, t) in [(k(1), 2000), (k(2), 3000), (k(3), 4000)] {
             assert!(cache.contains(&key, t));
             assert!(!cache.contains(&key, t + 1));
@@ -237,10 +285,17 @@ mod tests {
     fn expired_entries_are_dropped_and_compacted_at_open() {
         let tmp = tempfile::tempdir().unwrap();
         let (mut j, _, _) = ReplayJournal::open(tmp.path(), 1000).unwrap();
-        j.append(&[(k(1), 2000), (k(2), 3000), (k(3), 4000)]).unwrap();
+        j.append(&[(k(1), 2000), (k(2), 3000), (k(3), 4000)])
+            .unwrap();
         drop(j);
         let (j, cache, report) = ReplayJournal::open(tmp.path(), 2500).unwrap();
-        assert_eq!(report, LoadReport::Loaded { live: 2, torn_tail: false });
+        assert_eq!(
+            report,
+            LoadReport::Loaded {
+                live: 2,
+                torn_tail: false
+            }
+        );
         assert!(!cache.contains(&k(1), 0));
         let len = fs::metadata(j.path()).unwrap().len() as usize;
         assert_eq!(len, replay::HEADER_LEN + 2 * replay::RECORD_LEN);
@@ -254,17 +309,34 @@ mod tests {
         j.append(&[(k(1), 100), (k(2), 200)]).unwrap();
         // Simulate a crash halfway through the next append.
         let half = &replay::encode_record(&k(3), 300)[..20];
-        OpenOptions::new().append(true).open(j.path()).unwrap().write_all(half).unwrap();
+        OpenOptions::new()
+            .append(true)
+            .open(j.path())
+            .unwrap()
+            .write_all(half)
+            .unwrap();
         drop(j);
 
         let (mut j, cache, report) = ReplayJournal::open(tmp.path(), 0).unwrap();
-        assert_eq!(report, LoadReport::Loaded { live: 2, torn_tail: true });
+        assert_eq!(
+            report,
+            LoadReport::Loaded {
+                live: 2,
+                torn_tail: true
+            }
+        );
         assert!(!cache.contains(&k(3), 0));
         // Appends after the repair line up again.
         j.append(&[(k(4), 400)]).unwrap();
         drop(j);
         let (_, cache, report) = ReplayJournal::open(tmp.path(), 0).unwrap();
-        assert_eq!(report, LoadReport::Loaded { live: 3, torn_tail: false });
+        assert_eq!(
+            report,
+            LoadReport::Loaded {
+                live: 3,
+                torn_tail: false
+            }
+        );
         assert!(cache.contains(&k(4), 400));
     }
 
@@ -304,19 +376,33 @@ mod tests {
         fs::write(&path, &bytes).unwrap();
 
         let (j, cache, report) = ReplayJournal::open(tmp.path(), 777).unwrap();
-        let LoadReport::Corrupt { reason, refuse_before } = report else {
+        let LoadReport::Corrupt {
+            reason,
+            refuse_before,
+        } = report
+        else {
             panic!("expected Corrupt, got {report:?}");
         };
         assert_eq!(refuse_before, 777);
         assert!(reason.contains("checksum"), "{reason}");
         assert!(cache.is_empty());
         let aside = tmp.path().join("replay.journal.corrupt-777");
-        assert_eq!(fs::read(&aside).unwrap(), bytes, "the damaged file is kept as it was");
+        assert_eq!(
+            fs::read(&aside).unwrap(),
+            bytes,
+            "the damaged file is kept as it was"
+        );
         assert_eq!(fs::read(j.path()).unwrap(), replay::encode_header());
         drop(j);
         // The replacement loads cleanly.
         let (_, _, report) = ReplayJournal::open(tmp.path(), 800).unwrap();
-        assert_eq!(report, LoadReport::Loaded { live: 0, torn_tail: false });
+        assert_eq!(
+            report,
+            LoadReport::Loaded {
+                live: 0,
+                torn_tail: false
+            }
+        );
     }
 
     #[test]
@@ -324,7 +410,16 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         fs::write(tmp.path().join(JOURNAL_FILE), b"hello").unwrap();
         let (_, _, report) = ReplayJournal::open(tmp.path(), 5).unwrap();
-        assert!(matches!(report, LoadReport::Corrupt { refuse_before: 5, .. }), "{report:?}");
+        assert!(
+            matches!(
+                report,
+                LoadReport::Corrupt {
+                    refuse_before: 5,
+                    ..
+                }
+            ),
+            "{report:?}"
+        );
     }
 
     #[test]

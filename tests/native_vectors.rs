@@ -32,7 +32,12 @@ struct VectorRng {
 
 impl VectorRng {
     fn new(seed: &str) -> VectorRng {
-        VectorRng { seed: seed.as_bytes().to_vec(), counter: 0, block: [0; 32], used: 32 }
+        VectorRng {
+            seed: seed.as_bytes().to_vec(),
+            counter: 0,
+            block: [0; 32],
+            used: 32,
+        }
     }
 }
 
@@ -59,7 +64,10 @@ fn hex(bytes: &[u8]) -> String {
 
 fn unhex(s: &str) -> Vec<u8> {
     assert!(s.len() % 2 == 0, "odd hex length");
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -113,7 +121,13 @@ fn request_of(v: &Valid) -> Request {
 
 /// A plaintext written by hand from the PROTOCOL.md layout (not from the implementation's
 /// constants), so the malformed vectors test the document as much as the code.
-fn plaintext(timestamp: u64, family: u8, addr: [u8; 16], accesses: &[(u8, u16)], count: u8) -> [u8; PLAINTEXT_LEN] {
+fn plaintext(
+    timestamp: u64,
+    family: u8,
+    addr: [u8; 16],
+    accesses: &[(u8, u16)],
+    count: u8,
+) -> [u8; PLAINTEXT_LEN] {
     let mut pt = [0u8; PLAINTEXT_LEN];
     pt[0..8].copy_from_slice(&timestamp.to_be_bytes());
     pt[8..12].copy_from_slice(&300u32.to_be_bytes());
@@ -179,11 +193,26 @@ fn generate() -> Vec<Value> {
         p[i] ^= 0x01;
         p
     };
-    negative("tampered-hint", 1, &flip(3), "byte 3 (hint, part of the AAD) ^= 0x01");
+    negative(
+        "tampered-hint",
+        1,
+        &flip(3),
+        "byte 3 (hint, part of the AAD) ^= 0x01",
+    );
     negative("tampered-nonce", 1, &flip(15), "byte 15 (nonce) ^= 0x01");
-    negative("tampered-ciphertext", 1, &flip(50), "byte 50 (ciphertext) ^= 0x01");
+    negative(
+        "tampered-ciphertext",
+        1,
+        &flip(50),
+        "byte 50 (ciphertext) ^= 0x01",
+    );
     negative("tampered-tag", 1, &flip(127), "byte 127 (tag) ^= 0x01");
-    negative("wrong-key", 2, &good, "source-address-tcp22 opened with secret 2");
+    negative(
+        "wrong-key",
+        2,
+        &good,
+        "source-address-tcp22 opened with secret 2",
+    );
     negative("short", 1, &good[..PACKET_LEN - 1], "127 bytes");
     let mut long = good.to_vec();
     long.push(0);
@@ -207,15 +236,51 @@ fn generate() -> Vec<Value> {
     let mut stray = [0u8; 16];
     stray[0] = 1;
     let malformed: [(&str, [u8; PLAINTEXT_LEN], &str); 9] = [
-        ("malformed-family", plaintext(ts, 5, [0; 16], &[(6, 22)], 1), "family byte 5"),
-        ("malformed-address-without-family", plaintext(ts, 0, stray, &[(6, 22)], 1), "family 0 with a nonzero address byte"),
-        ("malformed-ipv4-tail", plaintext(ts, 4, v4_tail, &[(6, 22)], 1), "family 4, address byte 15 nonzero"),
-        ("malformed-count-0", plaintext(ts, 0, [0; 16], &[], 0), "access count 0"),
-        ("malformed-count-17", plaintext(ts, 0, [0; 16], &[(6, 22)], 17), "access count 17"),
-        ("malformed-proto", plaintext(ts, 0, [0; 16], &[(1, 22)], 1), "protocol 1 (icmp)"),
-        ("malformed-port-0", plaintext(ts, 0, [0; 16], &[(17, 0)], 1), "udp port 0"),
-        ("malformed-duplicate", plaintext(ts, 4, v4, &[(6, 22), (6, 22)], 2), "tcp/22 twice"),
-        ("malformed-hint-epoch", plaintext(ts + 60, 0, [0; 16], &[(6, 22)], 1), "timestamp one epoch after the hint's"),
+        (
+            "malformed-family",
+            plaintext(ts, 5, [0; 16], &[(6, 22)], 1),
+            "family byte 5",
+        ),
+        (
+            "malformed-address-without-family",
+            plaintext(ts, 0, stray, &[(6, 22)], 1),
+            "family 0 with a nonzero address byte",
+        ),
+        (
+            "malformed-ipv4-tail",
+            plaintext(ts, 4, v4_tail, &[(6, 22)], 1),
+            "family 4, address byte 15 nonzero",
+        ),
+        (
+            "malformed-count-0",
+            plaintext(ts, 0, [0; 16], &[], 0),
+            "access count 0",
+        ),
+        (
+            "malformed-count-17",
+            plaintext(ts, 0, [0; 16], &[(6, 22)], 17),
+            "access count 17",
+        ),
+        (
+            "malformed-proto",
+            plaintext(ts, 0, [0; 16], &[(1, 22)], 1),
+            "protocol 1 (icmp)",
+        ),
+        (
+            "malformed-port-0",
+            plaintext(ts, 0, [0; 16], &[(17, 0)], 1),
+            "udp port 0",
+        ),
+        (
+            "malformed-duplicate",
+            plaintext(ts, 4, v4, &[(6, 22), (6, 22)], 2),
+            "tcp/22 twice",
+        ),
+        (
+            "malformed-hint-epoch",
+            plaintext(ts + 60, 0, [0; 16], &[(6, 22)], 1),
+            "timestamp one epoch after the hint's",
+        ),
     ];
     for (name, pt, note) in malformed {
         let packet = native::seal_raw_plaintext(&key, h, &pt, &mut VectorRng::new(name));
@@ -231,15 +296,19 @@ fn render(lines: &[Value]) -> String {
 fn load() -> Vec<Value> {
     let text = std::fs::read_to_string(VECTORS)
         .unwrap_or_else(|e| panic!("{VECTORS}: {e}; generate it with `cargo test --test native_vectors -- --ignored generate_vectors`"));
-    text.lines().map(|l| serde_json::from_str(l).expect("vector line is JSON")).collect()
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("vector line is JSON"))
+        .collect()
 }
 
 fn str_field<'a>(v: &'a Value, f: &str) -> &'a str {
-    v[f].as_str().unwrap_or_else(|| panic!("{}: field {f} missing", v["name"]))
+    v[f].as_str()
+        .unwrap_or_else(|| panic!("{}: field {f} missing", v["name"]))
 }
 
 fn u64_field(v: &Value, f: &str) -> u64 {
-    v[f].as_u64().unwrap_or_else(|| panic!("{}: field {f} missing", v["name"]))
+    v[f].as_u64()
+        .unwrap_or_else(|| panic!("{}: field {f} missing", v["name"]))
 }
 
 #[test]
@@ -251,7 +320,10 @@ fn generate_vectors() {
 #[test]
 fn vectors_file_is_up_to_date() {
     let on_disk = std::fs::read_to_string(VECTORS).expect("vectors file");
-    assert!(on_disk == render(&generate()), "tests/vectors/native.jsonl differs from the generator's output");
+    assert!(
+        on_disk == render(&generate()),
+        "tests/vectors/native.jsonl differs from the generator's output"
+    );
 }
 
 #[test]
@@ -261,7 +333,9 @@ fn every_vector_holds() {
     assert!(lines.iter().filter(|l| l["expect"] == "error").count() >= 10);
     for v in &lines {
         let name = str_field(v, "name");
-        let secret = base64::engine::general_purpose::STANDARD.decode(str_field(v, "secret")).expect("secret b64");
+        let secret = base64::engine::general_purpose::STANDARD
+            .decode(str_field(v, "secret"))
+            .expect("secret b64");
         let key = NativeKey::from_base64(str_field(v, "secret")).expect("secret");
         assert_eq!(secret.len(), 32);
         let packet = unhex(str_field(v, "packet"));
@@ -270,18 +344,34 @@ fn every_vector_holds() {
                 let want = Request {
                     timestamp: u64_field(v, "timestamp"),
                     timeout: u32::try_from(u64_field(v, "timeout")).expect("u32 timeout"),
-                    allow_ip: v["allow_ip"].as_str().map(|s| s.parse::<IpAddr>().expect("address")),
+                    allow_ip: v["allow_ip"]
+                        .as_str()
+                        .map(|s| s.parse::<IpAddr>().expect("address")),
                     access: access::parse_list(str_field(v, "access")).expect("access"),
                 };
                 assert_eq!(packet.len(), PACKET_LEN, "{name}");
                 let epoch = u64_field(v, "epoch");
                 assert_eq!(epoch, want.timestamp / 60, "{name}");
                 let hint = unhex(str_field(v, "hint"));
-                assert_eq!(native::hint_of(&packet).expect("hint_of").as_slice(), hint, "{name}: hint in packet");
-                assert_eq!(native::hint(&key, epoch).as_slice(), hint, "{name}: hint from key");
-                assert_eq!(native::open(&key, &packet).as_ref(), Ok(&want), "{name}: open");
+                assert_eq!(
+                    native::hint_of(&packet).expect("hint_of").as_slice(),
+                    hint,
+                    "{name}: hint in packet"
+                );
+                assert_eq!(
+                    native::hint(&key, epoch).as_slice(),
+                    hint,
+                    "{name}: hint from key"
+                );
+                assert_eq!(
+                    native::open(&key, &packet).as_ref(),
+                    Ok(&want),
+                    "{name}: open"
+                );
                 // The encoder reproduces the bytes from the same random stream.
-                let resealed = native::seal(&key, &want, &mut VectorRng::new(str_field(v, "rng_seed"))).expect("seal");
+                let resealed =
+                    native::seal(&key, &want, &mut VectorRng::new(str_field(v, "rng_seed")))
+                        .expect("seal");
                 assert_eq!(hex(&resealed), str_field(v, "packet"), "{name}: seal");
             }
             "error" => {
@@ -290,7 +380,11 @@ fn every_vector_holds() {
                 assert_eq!(code["error"], v["error"], "{name}");
                 assert_eq!(code.get("reason"), v.get("reason"), "{name}");
                 if v["error"] == "length" || v["error"] == "version" {
-                    assert_eq!(native::hint_of(&packet).map_err(error_code), Err(code), "{name}: cheap check");
+                    assert_eq!(
+                        native::hint_of(&packet).map_err(error_code),
+                        Err(code),
+                        "{name}: cheap check"
+                    );
                 }
             }
             other => panic!("{name}: unknown expect {other}"),
@@ -301,6 +395,12 @@ fn every_vector_holds() {
 #[test]
 fn epoch_boundary_vectors_have_different_hints() {
     let lines = load();
-    let hint = |n: &str| lines.iter().find(|l| l["name"] == n).map(|l| l["hint"].clone()).expect(n);
+    let hint = |n: &str| {
+        lines
+            .iter()
+            .find(|l| l["name"] == n)
+            .map(|l| l["hint"].clone())
+            .expect(n)
+    };
     assert_ne!(hint("epoch-last-second"), hint("epoch-first-second"));
 }

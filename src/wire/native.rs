@@ -114,6 +114,13 @@ pub fn epoch_of(timestamp: u64) -> u64 {
     timestamp / EPOCH_SECS
 }
 
+/// The epochs whose hints a server must recognise at `now` when it accepts timestamps within
+/// `max_age` seconds either side: `epoch_of(now − max_age) ..= epoch_of(now + max_age)`
+/// (saturating). The key-lookup table holds each client's hint for every epoch in this range.
+pub fn epochs_within(now: u64, max_age: u64) -> std::ops::RangeInclusive<u64> {
+    epoch_of(now.saturating_sub(max_age))..=epoch_of(now.saturating_add(max_age))
+}
+
 /// Cheap pre-crypto check: length and version. Returns the key hint.
 pub fn hint_of(packet: &[u8]) -> Result<[u8; HINT_LEN], NativeError> {
     let packet: &[u8; PACKET_LEN] = packet.try_into().map_err(|_| NativeError::Length)?;
@@ -164,7 +171,9 @@ pub fn open(key: &NativeKey, packet: &[u8]) -> Result<Request, NativeError> {
     // The hint is authenticated (AAD), so only a holder of the key can send one that does not
     // belong to the timestamp's epoch: a broken client. Refuse rather than guess.
     if aad[HINT_OFF..] != hint(key, epoch_of(req.timestamp)) {
-        return Err(NativeError::Malformed("hint does not match the timestamp's epoch"));
+        return Err(NativeError::Malformed(
+            "hint does not match the timestamp's epoch",
+        ));
     }
     Ok(req)
 }
@@ -173,7 +182,11 @@ pub fn open(key: &NativeKey, packet: &[u8]) -> Result<Request, NativeError> {
 ///
 /// Draws the 12-byte nonce from `rng` first, then the padding (docs/PROTOCOL.md relies on this
 /// order to make the test vectors reproducible).
-pub fn seal(key: &NativeKey, req: &Request, rng: &mut dyn Rng) -> Result<[u8; PACKET_LEN], NativeError> {
+pub fn seal(
+    key: &NativeKey,
+    req: &Request,
+    rng: &mut dyn Rng,
+) -> Result<[u8; PACKET_LEN], NativeError> {
     let mut pt = Zeroizing::new([0u8; PLAINTEXT_LEN]);
     let used = encode_plaintext(req, &mut pt)?;
     let h = hint(key, epoch_of(req.timestamp));
@@ -280,16 +293,22 @@ fn parse_plaintext(pt: &[u8; PLAINTEXT_LEN]) -> Result<Request, NativeError> {
     let allow_ip = match pt[PT_FAMILY] {
         FAMILY_SOURCE => {
             if addr != [0; ADDR_LEN] {
-                return Err(NativeError::Malformed("address bytes set without an address family"));
+                return Err(NativeError::Malformed(
+                    "address bytes set without an address family",
+                ));
             }
             None
         }
         FAMILY_V4 => {
             let (v4, tail) = addr.split_at(4);
             if tail.iter().any(|&b| b != 0) {
-                return Err(NativeError::Malformed("IPv4 address with nonzero trailing bytes"));
+                return Err(NativeError::Malformed(
+                    "IPv4 address with nonzero trailing bytes",
+                ));
             }
-            let v4: [u8; 4] = v4.try_into().map_err(|_| NativeError::Malformed("IPv4 address"))?;
+            let v4: [u8; 4] = v4
+                .try_into()
+                .map_err(|_| NativeError::Malformed("IPv4 address"))?;
             Some(IpAddr::V4(Ipv4Addr::from(v4)))
         }
         FAMILY_V6 => Some(IpAddr::V6(Ipv6Addr::from(addr))),
@@ -300,8 +319,12 @@ fn parse_plaintext(pt: &[u8; PLAINTEXT_LEN]) -> Result<Request, NativeError> {
         return Err(NativeError::Malformed("access count not in 1..=16"));
     }
     let mut access = Vec::with_capacity(count);
-    for slot in pt[PT_ACCESS..PT_FIXED_END].chunks_exact(ACCESS_LEN).take(count) {
-        let proto = Proto::from_number(slot[0]).ok_or(NativeError::Malformed("protocol not tcp (6) or udp (17)"))?;
+    for slot in pt[PT_ACCESS..PT_FIXED_END]
+        .chunks_exact(ACCESS_LEN)
+        .take(count)
+    {
+        let proto = Proto::from_number(slot[0])
+            .ok_or(NativeError::Malformed("protocol not tcp (6) or udp (17)"))?;
         let port = u16::from_be_bytes([slot[1], slot[2]]);
         let a = Access::new(proto, port).ok_or(NativeError::Malformed("port 0"))?;
         if access.contains(&a) {
@@ -309,7 +332,12 @@ fn parse_plaintext(pt: &[u8; PLAINTEXT_LEN]) -> Result<Request, NativeError> {
         }
         access.push(a);
     }
-    Ok(Request { timestamp, timeout, allow_ip, access })
+    Ok(Request {
+        timestamp,
+        timeout,
+        allow_ip,
+        access,
+    })
 }
 
 /// `N` bytes of `pt` from `off`. Offsets are constants, so this never fails; the `Result` keeps
@@ -358,7 +386,12 @@ mod tests {
     }
 
     fn req(allow_ip: Option<IpAddr>, access: Vec<Access>) -> Request {
-        Request { timestamp: 1_760_000_000, timeout: 300, allow_ip, access }
+        Request {
+            timestamp: 1_760_000_000,
+            timeout: 300,
+            allow_ip,
+            access,
+        }
     }
 
     fn round_trip(r: &Request) {
@@ -374,19 +407,43 @@ mod tests {
     fn round_trips_every_family_and_access_count() {
         round_trip(&req(None, vec![tcp(22)]));
         round_trip(&req(Some("192.0.2.7".parse().unwrap()), vec![udp(53)]));
-        round_trip(&req(Some("2001:db8::1".parse().unwrap()), vec![tcp(22), udp(51820)]));
-        let sixteen: Vec<Access> =
-            (1..=16).map(|i| if i % 2 == 0 { tcp(i) } else { udp(i * 1000) }).collect();
+        round_trip(&req(
+            Some("2001:db8::1".parse().unwrap()),
+            vec![tcp(22), udp(51820)],
+        ));
+        let sixteen: Vec<Access> = (1..=16)
+            .map(|i| if i % 2 == 0 { tcp(i) } else { udp(i * 1000) })
+            .collect();
         round_trip(&req(Some("2001:db8::ff".parse().unwrap()), sixteen.clone()));
-        round_trip(&Request { timestamp: 0, timeout: 0, allow_ip: None, access: sixteen.clone() });
-        round_trip(&Request { timestamp: u64::MAX, timeout: u32::MAX, allow_ip: None, access: sixteen });
+        round_trip(&Request {
+            timestamp: 0,
+            timeout: 0,
+            allow_ip: None,
+            access: sixteen.clone(),
+        });
+        round_trip(&Request {
+            timestamp: u64::MAX,
+            timeout: u32::MAX,
+            allow_ip: None,
+            access: sixteen,
+        });
     }
 
     #[test]
     fn layout_arithmetic() {
         assert_eq!(PLAINTEXT_LEN, 91);
         assert_eq!((HINT_OFF, NONCE_OFF, CT_OFF, TAG_OFF), (1, 9, 21, 112));
-        assert_eq!((PT_TIMEOUT, PT_FAMILY, PT_ADDR, PT_COUNT, PT_ACCESS, PT_FIXED_END), (8, 12, 13, 29, 30, 78));
+        assert_eq!(
+            (
+                PT_TIMEOUT,
+                PT_FAMILY,
+                PT_ADDR,
+                PT_COUNT,
+                PT_ACCESS,
+                PT_FIXED_END
+            ),
+            (8, 12, 13, 29, 30, 78)
+        );
     }
 
     #[test]
@@ -397,16 +454,26 @@ mod tests {
         let a = seal(&k, &r, &mut rng).unwrap();
         let b = seal(&k, &r, &mut rng).unwrap();
         assert_ne!(a, b);
-        assert_eq!(a[..NONCE_OFF], b[..NONCE_OFF], "same key and epoch give the same hint");
+        assert_eq!(
+            a[..NONCE_OFF],
+            b[..NONCE_OFF],
+            "same key and epoch give the same hint"
+        );
     }
 
     #[test]
     fn seal_refuses_unencodable_requests() {
         let k = key(1);
         let mut rng = TestRng(1);
-        assert_eq!(seal(&k, &req(None, vec![]), &mut rng), Err(NativeError::Encode("no access requested")));
+        assert_eq!(
+            seal(&k, &req(None, vec![]), &mut rng),
+            Err(NativeError::Encode("no access requested"))
+        );
         let seventeen: Vec<Access> = (1..=17).map(tcp).collect();
-        assert_eq!(seal(&k, &req(None, seventeen), &mut rng), Err(NativeError::Encode("more than 16 accesses")));
+        assert_eq!(
+            seal(&k, &req(None, seventeen), &mut rng),
+            Err(NativeError::Encode("more than 16 accesses"))
+        );
         assert_eq!(
             seal(&k, &req(None, vec![tcp(22), udp(22), tcp(22)]), &mut rng),
             Err(NativeError::Encode("the same access twice"))
@@ -444,7 +511,11 @@ mod tests {
             for flip in [0x01u8, 0x80, 0xFF] {
                 let mut t = p;
                 t[i] ^= flip;
-                let want = if i == VERSION_OFF { NativeError::Version } else { NativeError::Auth };
+                let want = if i == VERSION_OFF {
+                    NativeError::Version
+                } else {
+                    NativeError::Auth
+                };
                 assert_eq!(open(&k, &t), Err(want), "byte {i} ^ {flip:#x}");
             }
         }
@@ -461,11 +532,30 @@ mod tests {
         assert_eq!(epoch_of(119), 1);
         assert_eq!(epoch_of(120), 2);
         let at = |t: u64| {
-            let r = Request { timestamp: t, ..req(None, vec![tcp(22)]) };
+            let r = Request {
+                timestamp: t,
+                ..req(None, vec![tcp(22)])
+            };
             hint_of(&seal(&a, &r, &mut TestRng(1)).unwrap()).unwrap()
         };
         assert_eq!(at(120), at(179));
         assert_ne!(at(179), at(180));
+    }
+
+    #[test]
+    fn epoch_window_covers_every_accepted_timestamp() {
+        assert_eq!(
+            epochs_within(1_000_000, 120),
+            epoch_of(999_880)..=epoch_of(1_000_120)
+        );
+        for t in 999_880..=1_000_120 {
+            assert!(epochs_within(1_000_000, 120).contains(&epoch_of(t)));
+        }
+        assert_eq!(epochs_within(10, 120), 0..=2);
+        assert_eq!(
+            epochs_within(u64::MAX, 120),
+            epoch_of(u64::MAX - 120)..=epoch_of(u64::MAX)
+        );
     }
 
     /// A well-formed plaintext for [`seal_raw_plaintext`] tests: tcp/22, family 0.
@@ -498,22 +588,53 @@ mod tests {
     #[test]
     fn strict_parse_refuses_each_malformation() {
         let m = |s| Err(NativeError::Malformed(s));
-        assert_eq!(open_raw(|pt| pt[PT_FAMILY] = 5), m("unknown address family"));
-        assert_eq!(open_raw(|pt| pt[PT_FAMILY] = 0x46), m("unknown address family"));
-        assert_eq!(open_raw(|pt| pt[PT_ADDR + 15] = 1), m("address bytes set without an address family"));
         assert_eq!(
-            open_raw(|pt| { pt[PT_FAMILY] = 4; pt[PT_ADDR] = 10; pt[PT_ADDR + 4] = 1; }),
+            open_raw(|pt| pt[PT_FAMILY] = 5),
+            m("unknown address family")
+        );
+        assert_eq!(
+            open_raw(|pt| pt[PT_FAMILY] = 0x46),
+            m("unknown address family")
+        );
+        assert_eq!(
+            open_raw(|pt| pt[PT_ADDR + 15] = 1),
+            m("address bytes set without an address family")
+        );
+        assert_eq!(
+            open_raw(|pt| {
+                pt[PT_FAMILY] = 4;
+                pt[PT_ADDR] = 10;
+                pt[PT_ADDR + 4] = 1;
+            }),
             m("IPv4 address with nonzero trailing bytes")
         );
-        assert_eq!(open_raw(|pt| pt[PT_COUNT] = 0), m("access count not in 1..=16"));
-        assert_eq!(open_raw(|pt| pt[PT_COUNT] = 17), m("access count not in 1..=16"));
-        assert_eq!(open_raw(|pt| pt[PT_COUNT] = 255), m("access count not in 1..=16"));
-        assert_eq!(open_raw(|pt| pt[PT_ACCESS] = 1), m("protocol not tcp (6) or udp (17)"));
+        assert_eq!(
+            open_raw(|pt| pt[PT_COUNT] = 0),
+            m("access count not in 1..=16")
+        );
+        assert_eq!(
+            open_raw(|pt| pt[PT_COUNT] = 17),
+            m("access count not in 1..=16")
+        );
+        assert_eq!(
+            open_raw(|pt| pt[PT_COUNT] = 255),
+            m("access count not in 1..=16")
+        );
+        assert_eq!(
+            open_raw(|pt| pt[PT_ACCESS] = 1),
+            m("protocol not tcp (6) or udp (17)")
+        );
         assert_eq!(open_raw(|pt| pt[PT_ACCESS + 2] = 0), m("port 0"));
         // Count 2: the second slot is parsed too (here: zeros = proto 0).
-        assert_eq!(open_raw(|pt| pt[PT_COUNT] = 2), m("protocol not tcp (6) or udp (17)"));
         assert_eq!(
-            open_raw(|pt| { pt[PT_COUNT] = 2; pt[PT_ACCESS + 3..PT_ACCESS + 6].copy_from_slice(&[6, 0, 22]); }),
+            open_raw(|pt| pt[PT_COUNT] = 2),
+            m("protocol not tcp (6) or udp (17)")
+        );
+        assert_eq!(
+            open_raw(|pt| {
+                pt[PT_COUNT] = 2;
+                pt[PT_ACCESS + 3..PT_ACCESS + 6].copy_from_slice(&[6, 0, 22]);
+            }),
             m("the same access twice")
         );
         // The timestamp moved to another epoch than the (authenticated) hint says.
@@ -522,14 +643,22 @@ mod tests {
             m("hint does not match the timestamp's epoch")
         );
         // A valid v4 and v6 address are accepted.
-        let v4 = open_raw(|pt| { pt[PT_FAMILY] = 4; pt[PT_ADDR..PT_ADDR + 4].copy_from_slice(&[192, 0, 2, 9]); });
+        let v4 = open_raw(|pt| {
+            pt[PT_FAMILY] = 4;
+            pt[PT_ADDR..PT_ADDR + 4].copy_from_slice(&[192, 0, 2, 9]);
+        });
         assert_eq!(v4.unwrap().allow_ip, Some("192.0.2.9".parse().unwrap()));
-        let v6 = open_raw(|pt| { pt[PT_FAMILY] = 6; pt[PT_ADDR] = 0x20; pt[PT_ADDR + 15] = 1; });
+        let v6 = open_raw(|pt| {
+            pt[PT_FAMILY] = 6;
+            pt[PT_ADDR] = 0x20;
+            pt[PT_ADDR + 15] = 1;
+        });
         assert_eq!(v6.unwrap().allow_ip, Some("2000::1".parse().unwrap()));
     }
 
     fn arb_access() -> impl Strategy<Value = Access> {
-        (prop_oneof![Just(Proto::Tcp), Just(Proto::Udp)], 1u16..).prop_map(|(proto, port)| Access { proto, port })
+        (prop_oneof![Just(Proto::Tcp), Just(Proto::Udp)], 1u16..)
+            .prop_map(|(proto, port)| Access { proto, port })
     }
 
     fn arb_request() -> impl Strategy<Value = Request> {
@@ -541,8 +670,14 @@ mod tests {
         let access = proptest::collection::btree_set(arb_access(), 1..=MAX_ACCESS)
             .prop_map(|s| s.into_iter().collect::<Vec<_>>())
             .prop_shuffle();
-        (any::<u64>(), any::<u32>(), ip, access)
-            .prop_map(|(timestamp, timeout, allow_ip, access)| Request { timestamp, timeout, allow_ip, access })
+        (any::<u64>(), any::<u32>(), ip, access).prop_map(
+            |(timestamp, timeout, allow_ip, access)| Request {
+                timestamp,
+                timeout,
+                allow_ip,
+                access,
+            },
+        )
     }
 
     proptest! {
