@@ -1,11 +1,25 @@
 //! The replay journal on disk, in `state_dir`. Shell: file I/O only; the encoding is in
 //! [`crate::replay`].
 //!
-//! SKELETON: the native-format helper owns this file.
+//! Files in `state_dir` (created 0700):
+//!
+//! - `replay.journal` (0600): header, then records appended one batch per `write(2)`.
+//! - `replay.journal.tmp`: a compaction in progress; renamed over the journal when complete,
+//!   so a crash leaves either the old or the new journal, never a mix.
+//! - `replay.journal.corrupt-<unix time>`: a journal that failed to decode, kept for a person
+//!   to look at; nfknock never reads it again.
 
-use std::path::Path;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
-use crate::replay::{ReplayCache, ReplayKey};
+use crate::replay::{self, ReplayCache, ReplayKey};
+
+/// Name of the journal inside the state directory.
+pub const JOURNAL_FILE: &str = "replay.journal";
+/// Name of the compaction's temporary file inside the state directory.
+pub const JOURNAL_TMP_FILE: &str = "replay.journal.tmp";
 
 /// What loading the journal found; the daemon logs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +30,10 @@ pub enum LoadReport {
     Loaded { live: usize, torn_tail: bool },
     /// The journal was unreadable; the daemon must refuse every knock whose timestamp is before
     /// `refuse_before` (the safe fallback: no replay window opens).
+    ///
+    /// `refuse_before` is the time the journal was opened. A packet accepted before the restart
+    /// may carry a timestamp slightly in the future (client clock ahead, within the allowed
+    /// skew), so the daemon should compare `timestamp < refuse_before + allowed_future_skew`.
     Corrupt { reason: String, refuse_before: u64 },
 }
 
@@ -23,35 +41,394 @@ pub enum LoadReport {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot {op} replay journal {path}: {source}")]
-    Io { op: &'static str, path: std::path::PathBuf, #[source] source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The open journal.
 pub struct ReplayJournal {
-    _private: (),
+    dir: PathBuf,
+    path: PathBuf,
+    /// `O_WRONLY | O_APPEND`: every append lands at the end even if something else grew the file.
+    file: File,
+    /// Length of the file up to the last complete append; a failed append is cut back to it so
+    /// a half-written batch cannot sit in the middle of later records.
+    len: u64,
+}
+
+impl std::fmt::Debug for ReplayJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayJournal")
+            .field("path", &self.path)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StateError + 'a {
+    move |source| StateError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl ReplayJournal {
     /// Open (creating `dir` if needed) and load the journal, dropping entries expired at `now`.
-    pub fn open(dir: &Path, now: u64) -> Result<(ReplayJournal, ReplayCache, LoadReport), StateError> {
-        let _ = (dir, now);
-        unimplemented!("native helper")
+    ///
+    /// A journal with a torn tail or expired entries is compacted straight away (appending after
+    /// a partial record would misalign every later one). A journal that fails to decode is
+    /// renamed to `replay.journal.corrupt-<now>` and replaced by an empty one; the report says
+    /// why and from when the daemon must refuse knocks.
+    pub fn open(
+        dir: &Path,
+        now: u64,
+    ) -> Result<(ReplayJournal, ReplayCache, LoadReport), StateError> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err("create directory for", dir))?;
+        let path = dir.join(JOURNAL_FILE);
+        let mut cache = ReplayCache::new();
+
+        let bytes = match fs::read(&path) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
+        let Some(bytes) = bytes else {
+            let journal = ReplayJournal::rewrite(dir, path, &cache)?;
+            return Ok((journal, cache, LoadReport::Fresh));
+        };
+
+        match replay::decode(&bytes, now) {
+            Ok(decoded) => {
+                for (key, expires_at) in decoded.entries {
+                    cache.insert(key, expires_at);
+                }
+                let report = LoadReport::Loaded {
+                    live: cache.len(),
+                    torn_tail: decoded.torn_tail,
+                };
+                let journal = if decoded.torn_tail || decoded.expired > 0 {
+                    ReplayJournal::rewrite(dir, path, &cache)?
+                } else {
+                    let file = open_append(&path)?;
+                    ReplayJournal {
+                        dir: dir.to_path_buf(),
+                        path,
+                        file,
+                        len: bytes.len() as u64,
+                    }
+                };
+                Ok((journal, cache, report))
+            }
+            Err(corrupt) => {
+                let aside = dir.join(format!("{JOURNAL_FILE}.corrupt-{now}"));
+                fs::rename(&path, &aside).map_err(io_err("move aside corrupt", &path))?;
+                let journal = ReplayJournal::rewrite(dir, path, &cache)?;
+                let report = LoadReport::Corrupt {
+                    reason: corrupt.to_string(),
+                    refuse_before: now,
+                };
+                Ok((journal, cache, report))
+            }
+        }
+    }
+
+    /// Path of the journal file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Append entries (one `write(2)`; survives a crash of the process).
+    ///
+    /// The records reach the page cache before this returns, so a crash of the process loses
+    /// nothing; a crash of the machine can lose what was not yet [`sync`](Self::sync)ed. On a
+    /// regular file Linux writes the whole buffer in one call unless the disk is full or the
+    /// call is interrupted; if any part fails, the file is cut back to its previous length.
     pub fn append(&mut self, entries: &[(ReplayKey, u64)]) -> Result<(), StateError> {
-        let _ = entries;
-        unimplemented!("native helper")
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let buf = replay::encode_records(entries.iter().map(|(k, e)| (k, *e)));
+        match self.file.write_all(&buf) {
+            Ok(()) => {
+                self.len += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Best effort: if even the truncate fails, the next load sees a torn or
+                // corrupt journal and takes the safe fallback.
+                let _ = self.file.set_len(self.len);
+                Err(io_err("append to", &self.path)(e))
+            }
+        }
     }
 
     /// Flush appended entries to stable storage (`fdatasync`).
     pub fn sync(&mut self) -> Result<(), StateError> {
-        unimplemented!("native helper")
+        self.file.sync_data().map_err(io_err("sync", &self.path))
     }
 
     /// Rewrite the journal with only `cache`'s live entries (write-then-rename, fsync).
+    ///
+    /// Writes every entry `cache` holds: prune it first.
     pub fn compact(&mut self, cache: &ReplayCache) -> Result<(), StateError> {
-        let _ = cache;
-        unimplemented!("native helper")
+        let fresh = ReplayJournal::rewrite(&self.dir, self.path.clone(), cache)?;
+        *self = fresh;
+        Ok(())
+    }
+
+    /// Write `cache` to `replay.journal.tmp`, fsync it, rename it over `path`, fsync the
+    /// directory (so the rename itself is durable), and open the result for appending.
+    fn rewrite(
+        dir: &Path,
+        path: PathBuf,
+        cache: &ReplayCache,
+    ) -> Result<ReplayJournal, StateError> {
+        let tmp = dir.join(JOURNAL_TMP_FILE);
+        let bytes = replay::encode_journal(cache.iter());
+        {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io_err("create", &tmp))?;
+            // `mode` applies only on creation; a leftover tmp file keeps its old mode otherwise.
+            f.set_permissions(fs::Permissions::from_mode(0o600))
+                .map_err(io_err("chmod", &tmp))?;
+            f.write_all(&bytes).map_err(io_err("write", &tmp))?;
+            f.sync_all().map_err(io_err("sync", &tmp))?;
+        }
+        fs::rename(&tmp, &path).map_err(io_err("rename compacted", &path))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("sync directory of", &path))?;
+        let file = open_append(&path)?;
+        Ok(ReplayJournal {
+            dir: dir.to_path_buf(),
+            path,
+            file,
+            len: bytes.len() as u64,
+        })
+    }
+}
+
+/// Open the journal for appending and make sure nobody else can read it.
+fn open_append(path: &Path) -> Result<File, StateError> {
+    let file = OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(io_err("open", path))?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(io_err("chmod", path))?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(n: u8) -> ReplayKey {
+        [n; 32]
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn fresh_directory_and_journal_are_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state/nested");
+        let (j, cache, report) = ReplayJournal::open(&dir, 1000).unwrap();
+        assert_eq!(report, LoadReport::Fresh);
+        assert!(cache.is_empty());
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(j.path()), 0o600);
+        assert_eq!(fs::read(j.path()).unwrap(), replay::encode_header());
+        assert!(!dir.join(JOURNAL_TMP_FILE).exists());
+    }
+
+    #[test]
+    fn appended_entries_survive_a_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut j, _, _) = ReplayJournal::open(tmp.path(), 1000).unwrap();
+        j.append(&[(k(1), 2000), (k(2), 3000)]).unwrap();
+        j.append(&[]).unwrap();
+        j.append(&[(k(3), 4000)]).unwrap();
+        j.sync().unwrap();
+        drop(j);
+        let (_, cache, report) = ReplayJournal::open(tmp.path(), 1500).unwrap();
+        assert_eq!(
+            report,
+            LoadReport::Loaded {
+                live: 3,
+                torn_tail: false
+            }
+        );
+        for (key, t) in [(k(1), 2000), (k(2), 3000), (k(3), 4000)] {
+            assert!(cache.contains(&key, t));
+            assert!(!cache.contains(&key, t + 1));
+        }
+    }
+
+    #[test]
+    fn expired_entries_are_dropped_and_compacted_at_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut j, _, _) = ReplayJournal::open(tmp.path(), 1000).unwrap();
+        j.append(&[(k(1), 2000), (k(2), 3000), (k(3), 4000)])
+            .unwrap();
+        drop(j);
+        let (j, cache, report) = ReplayJournal::open(tmp.path(), 2500).unwrap();
+        assert_eq!(
+            report,
+            LoadReport::Loaded {
+                live: 2,
+                torn_tail: false
+            }
+        );
+        assert!(!cache.contains(&k(1), 0));
+        let len = fs::metadata(j.path()).unwrap().len() as usize;
+        assert_eq!(len, replay::HEADER_LEN + 2 * replay::RECORD_LEN);
+        assert_eq!(mode(j.path()), 0o600);
+    }
+
+    #[test]
+    fn torn_tail_is_reported_and_repaired() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut j, _, _) = ReplayJournal::open(tmp.path(), 0).unwrap();
+        j.append(&[(k(1), 100), (k(2), 200)]).unwrap();
+        // Simulate a crash halfway through the next append.
+        let half = &replay::encode_record(&k(3), 300)[..20];
+        OpenOptions::new()
+            .append(true)
+            .open(j.path())
+            .unwrap()
+            .write_all(half)
+            .unwrap();
+        drop(j);
+
+        let (mut j, cache, report) = ReplayJournal::open(tmp.path(), 0).unwrap();
+        assert_eq!(
+            report,
+            LoadReport::Loaded {
+                live: 2,
+                torn_tail: true
+            }
+        );
+        assert!(!cache.contains(&k(3), 0));
+        // Appends after the repair line up again.
+        j.append(&[(k(4), 400)]).unwrap();
+        drop(j);
+        let (_, cache, report) = ReplayJournal::open(tmp.path(), 0).unwrap();
+        assert_eq!(
+            report,
+            LoadReport::Loaded {
+                live: 3,
+                torn_tail: false
+            }
+        );
+        assert!(cache.contains(&k(4), 400));
+    }
+
+    #[test]
+    fn compact_keeps_exactly_the_cache() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut j, mut cache, _) = ReplayJournal::open(tmp.path(), 0).unwrap();
+        let batch: Vec<_> = (0..10).map(|i| (k(i), u64::from(i) * 100)).collect();
+        j.append(&batch).unwrap();
+        for &(key, e) in &batch {
+            cache.insert(key, e);
+        }
+        cache.prune(500);
+        j.compact(&cache).unwrap();
+        assert!(!tmp.path().join(JOURNAL_TMP_FILE).exists());
+        let decoded = replay::decode(&fs::read(j.path()).unwrap(), 0).unwrap();
+        let mut got = decoded.entries;
+        got.sort();
+        assert_eq!(got, batch[5..].to_vec());
+        // The handle points at the new file: appends after compaction are kept.
+        j.append(&[(k(42), 9999)]).unwrap();
+        drop(j);
+        let (_, cache, _) = ReplayJournal::open(tmp.path(), 500).unwrap();
+        assert_eq!(cache.len(), 6);
+        assert!(cache.contains(&k(42), 9999));
+    }
+
+    #[test]
+    fn corrupt_journal_is_moved_aside_and_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut j, _, _) = ReplayJournal::open(tmp.path(), 0).unwrap();
+        j.append(&[(k(1), 100), (k(2), 200)]).unwrap();
+        let path = j.path().to_path_buf();
+        drop(j);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[replay::HEADER_LEN + 3] ^= 0x10; // inside the first (non-final) record
+        fs::write(&path, &bytes).unwrap();
+
+        let (j, cache, report) = ReplayJournal::open(tmp.path(), 777).unwrap();
+        let LoadReport::Corrupt {
+            reason,
+            refuse_before,
+        } = report
+        else {
+            panic!("expected Corrupt, got {report:?}");
+        };
+        assert_eq!(refuse_before, 777);
+        assert!(reason.contains("checksum"), "{reason}");
+        assert!(cache.is_empty());
+        let aside = tmp.path().join("replay.journal.corrupt-777");
+        assert_eq!(
+            fs::read(&aside).unwrap(),
+            bytes,
+            "the damaged file is kept as it was"
+        );
+        assert_eq!(fs::read(j.path()).unwrap(), replay::encode_header());
+        drop(j);
+        // The replacement loads cleanly.
+        let (_, _, report) = ReplayJournal::open(tmp.path(), 800).unwrap();
+        assert_eq!(
+            report,
+            LoadReport::Loaded {
+                live: 0,
+                torn_tail: false
+            }
+        );
+    }
+
+    #[test]
+    fn garbage_file_is_corrupt_not_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join(JOURNAL_FILE), b"hello").unwrap();
+        let (_, _, report) = ReplayJournal::open(tmp.path(), 5).unwrap();
+        assert!(
+            matches!(
+                report,
+                LoadReport::Corrupt {
+                    refuse_before: 5,
+                    ..
+                }
+            ),
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn unusable_directory_names_the_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("not-a-dir");
+        fs::write(&file, b"").unwrap();
+        let err = ReplayJournal::open(&file, 0).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("not-a-dir"), "{msg}");
     }
 }
