@@ -120,6 +120,13 @@ pub enum QueueError {
          namespace (run it as root or give the service AmbientCapabilities=CAP_NET_ADMIN)"
     )]
     Permission { queue: u16 },
+    /// socket(2) refused by a sandbox or security policy.
+    #[error(
+        "cannot open a netlink socket for NFQUEUE {queue}: {source}; the sandbox must allow \
+         AF_NETLINK (systemd: RestrictAddressFamilies=AF_NETLINK ...) and the security policy \
+         NETLINK_NETFILTER sockets"
+    )]
+    Socket { queue: u16, #[source] source: std::io::Error },
     /// The kernel has no nfnetlink_queue subsystem.
     #[error(
         "cannot bind NFQUEUE {queue}: the kernel has no NFQUEUE support ({source}); load it with \
@@ -216,8 +223,11 @@ impl Queue {
         if raw < 0 {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error() {
-                Some(libc::EPROTONOSUPPORT) | Some(libc::EAFNOSUPPORT) => {
-                    QueueError::Unsupported { queue: num, source: e }
+                // No nfnetlink in this kernel.
+                Some(libc::EPROTONOSUPPORT) => QueueError::Unsupported { queue: num, source: e },
+                // systemd's RestrictAddressFamilies= answers EAFNOSUPPORT; LSMs answer EACCES.
+                Some(libc::EAFNOSUPPORT) | Some(libc::EACCES) | Some(libc::EPERM) => {
+                    QueueError::Socket { queue: num, source: e }
                 }
                 _ => QueueError::Io { op: "open a netlink socket for", queue: num, source: e },
             });
@@ -367,6 +377,9 @@ impl Queue {
     /// for each. Returns how many were received (0 when none is waiting). A socket overrun
     /// (`ENOBUFS`) is counted in [`Queue::overruns`], not returned as an error.
     ///
+    /// The kernel sends one datagram per queued packet; should a datagram ever carry several,
+    /// all of them are delivered, so the count can then exceed `max`.
+    ///
     /// `ip_packet` is the raw IPv4/IPv6 packet (no link-layer header), at most `copy_range`
     /// bytes; it borrows the queue's one receive buffer. Every packet handed to `f` must get a
     /// verdict ([`Queue::drop_upto`], [`Queue::drop_pending`] or [`Queue::verdict`]), or it
@@ -447,9 +460,14 @@ impl Queue {
     }
 
     /// Error messages the kernel sent back for verdicts (e.g. `ENOENT` for an id that was no
-    /// longer queued), and the errno of the last one.
-    pub fn verdict_errors(&self) -> (u64, i32) {
-        (self.verdict_errors, self.last_verdict_errno)
+    /// longer queued). They arrive with the next [`Queue::recv_batch`].
+    pub fn verdict_errors(&self) -> u64 {
+        self.verdict_errors
+    }
+
+    /// The errno of the last verdict error, if any.
+    pub fn last_verdict_error(&self) -> Option<io::Error> {
+        (self.last_verdict_errno != 0).then(|| io::Error::from_raw_os_error(self.last_verdict_errno))
     }
 
     /// Netlink messages from the kernel that failed their length checks (should stay 0).
@@ -670,7 +688,8 @@ fn ne_u32(b: &[u8], at: usize) -> Option<u32> {
 }
 
 fn be_u32(b: &[u8], at: usize) -> Option<u32> {
-    ne_u32(b, at).map(|v| u32::from_be(v))
+    let s = b.get(at..at.checked_add(4)?)?;
+    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
 
 impl<'a> Iterator for Messages<'a> {
@@ -952,9 +971,8 @@ mod tests {
 
         let unbind = config_msg(5, 2, NFQNL_CFG_CMD_UNBIND, None);
         assert_eq!(unbind.len(), 28);
-        assert_eq!(&unbind[20..28], &[8, 0, 1, 0, 2, 0, 0, 0][..].iter().enumerate()
-            .map(|(i, b)| if i < 4 { [8u16.to_ne_bytes(), 1u16.to_ne_bytes()].concat()[i] } else { *b })
-            .collect::<Vec<u8>>()[..]);
+        let attrs: Vec<(u16, &[u8])> = Attrs::new(&unbind[20..]).collect();
+        assert_eq!(attrs, vec![(NFQA_CFG_CMD, &[2u8, 0, 0, 0][..])]);
     }
 
     #[test]
@@ -1160,7 +1178,7 @@ mod tests {
 
                 // Any kernel complaint about our verdicts would show up on the next receive.
                 assert_eq!(q.recv_batch(16, &mut |_, _| {}).unwrap(), 0);
-                assert_eq!(q.verdict_errors().0, 0);
+                assert_eq!(q.verdict_errors(), 0, "{:?}", q.last_verdict_error());
                 assert_eq!((q.overruns(), q.malformed()), (0, 0));
             });
         }
@@ -1180,6 +1198,12 @@ mod tests {
                 let t = Instant::now();
                 assert_eq!(q.recv_batch(64, &mut |_, _| panic!("no packet expected")).unwrap(), 0);
                 assert!(t.elapsed() < Duration::from_millis(100), "recv_batch must not block");
+
+                // A verdict for an id that is not queued: the kernel's error message is counted.
+                q.verdict(999, false).unwrap();
+                assert_eq!(q.recv_batch(64, &mut |_, _| panic!("no packet expected")).unwrap(), 0);
+                assert_eq!(q.verdict_errors(), 1);
+                assert_eq!(q.last_verdict_error().and_then(|e| e.raw_os_error()), Some(libc::ENOENT));
 
                 match Queue::open(QueueConfig { num: 4, ..QueueConfig::default() }) {
                     Err(QueueError::Busy { queue: 4, portid }) => assert_eq!(portid, q.portid()),
@@ -1266,6 +1290,35 @@ mod tests {
                 assert_eq!(got, queued as usize);
                 assert_eq!(got + st.queue_dropped as usize + st.user_dropped as usize, BURST);
                 assert_eq!(st.queue_total, 0, "every packet got its verdict");
+            });
+        }
+
+        /// A tiny socket buffer and nobody reading: the kernel drops (fail-closed), and the
+        /// overrun is visible to us as ENOBUFS rather than silently swallowed.
+        #[test]
+        fn overrun_is_counted_and_fails_closed() {
+            let Some(ns) = NetNs::new() else { return };
+            ns.queue_udp(7);
+            ns.within(|| {
+                let l4 = UdpSocket::bind(("127.0.0.1", PORT)).unwrap();
+                l4.set_nonblocking(true).unwrap();
+                // The kernel raises this to its minimum (a few KiB).
+                let cfg = QueueConfig { num: 7, max_len: 10_000, rcvbuf: 1, copy_range: 1600 };
+                let mut q = Queue::open(cfg).unwrap();
+                send_burst(1000, &[0x11; 64]);
+                std::thread::sleep(Duration::from_millis(100));
+                let (got, _) = drain(&mut q, Duration::from_millis(300), usize::MAX);
+                let st = kernel_stats(7).unwrap();
+                eprintln!(
+                    "overrun: rcvbuf {}, received {got}, overruns {}, kernel user_dropped {}",
+                    q.rcvbuf(),
+                    q.overruns(),
+                    st.user_dropped
+                );
+                assert!(st.user_dropped > 0, "a tiny buffer must overflow");
+                assert!(q.overruns() >= 1, "ENOBUFS must reach us");
+                assert_eq!(got + st.user_dropped as usize + st.queue_dropped as usize, 1000);
+                assert_nothing_delivered(&l4);
             });
         }
 
