@@ -99,7 +99,12 @@ pub struct QueueConfig {
 
 impl Default for QueueConfig {
     fn default() -> QueueConfig {
-        QueueConfig { num: 0, max_len: 4096, rcvbuf: 8 << 20, copy_range: 1600 }
+        QueueConfig {
+            num: 0,
+            max_len: 4096,
+            rcvbuf: 8 << 20,
+            copy_range: 1600,
+        }
     }
 }
 
@@ -107,7 +112,12 @@ impl Default for QueueConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("cannot {op} NFQUEUE {queue}: {source}")]
-    Io { op: &'static str, queue: u16, #[source] source: std::io::Error },
+    Io {
+        op: &'static str,
+        queue: u16,
+        #[source]
+        source: std::io::Error,
+    },
     /// `EPERM` from the bind while `/proc/net/netfilter/nfnetlink_queue` shows another owner.
     #[error(
         "cannot bind NFQUEUE {queue}: another process holds it (netlink port {portid}); stop that \
@@ -126,13 +136,21 @@ pub enum QueueError {
          AF_NETLINK (systemd: RestrictAddressFamilies=AF_NETLINK ...) and the security policy \
          NETLINK_NETFILTER sockets"
     )]
-    Socket { queue: u16, #[source] source: std::io::Error },
+    Socket {
+        queue: u16,
+        #[source]
+        source: std::io::Error,
+    },
     /// The kernel has no nfnetlink_queue subsystem.
     #[error(
         "cannot bind NFQUEUE {queue}: the kernel has no NFQUEUE support ({source}); load it with \
          `modprobe nfnetlink_queue`"
     )]
-    Unsupported { queue: u16, #[source] source: std::io::Error },
+    Unsupported {
+        queue: u16,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// One line of `/proc/net/netfilter/nfnetlink_queue` (`seq_show` in `nfnetlink_queue.c`).
@@ -159,10 +177,13 @@ pub struct QueueStats {
 pub fn kernel_stats(queue: u16) -> Option<QueueStats> {
     // /proc/net follows the thread group leader's namespace; /proc/thread-self/net follows this
     // thread's, which matters for a thread that entered another namespace with setns(2).
-    ["/proc/thread-self/net/netfilter/nfnetlink_queue", "/proc/net/netfilter/nfnetlink_queue"]
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok())
-        .and_then(|text| parse_stats(&text, queue))
+    [
+        "/proc/thread-self/net/netfilter/nfnetlink_queue",
+        "/proc/net/netfilter/nfnetlink_queue",
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok())
+    .and_then(|text| parse_stats(&text, queue))
 }
 
 fn parse_stats(text: &str, queue: u16) -> Option<QueueStats> {
@@ -210,7 +231,13 @@ impl Queue {
     /// (fail-closed; a client simply knocks again).
     pub fn open(cfg: QueueConfig) -> Result<Queue, QueueError> {
         let num = cfg.num;
-        let io_err = |op: &'static str| move |source| QueueError::Io { op, queue: num, source };
+        let io_err = |op: &'static str| {
+            move |source| QueueError::Io {
+                op,
+                queue: num,
+                source,
+            }
+        };
 
         // SAFETY: plain socket(2); the descriptor is owned by `OwnedFd` right after.
         let raw = unsafe {
@@ -224,12 +251,22 @@ impl Queue {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error() {
                 // No nfnetlink in this kernel.
-                Some(libc::EPROTONOSUPPORT) => QueueError::Unsupported { queue: num, source: e },
+                Some(libc::EPROTONOSUPPORT) => QueueError::Unsupported {
+                    queue: num,
+                    source: e,
+                },
                 // systemd's RestrictAddressFamilies= answers EAFNOSUPPORT; LSMs answer EACCES.
                 Some(libc::EAFNOSUPPORT) | Some(libc::EACCES) | Some(libc::EPERM) => {
-                    QueueError::Socket { queue: num, source: e }
+                    QueueError::Socket {
+                        queue: num,
+                        source: e,
+                    }
                 }
-                _ => QueueError::Io { op: "open a netlink socket for", queue: num, source: e },
+                _ => QueueError::Io {
+                    op: "open a netlink socket for",
+                    queue: num,
+                    source: e,
+                },
             });
         }
         // SAFETY: `raw` is a fresh descriptor that nothing else owns.
@@ -263,15 +300,23 @@ impl Queue {
         // SAFETY: `addr` is a valid sockaddr_nl of `addr_len` bytes.
         let rc = unsafe { libc::bind(fd.as_raw_fd(), std::ptr::addr_of!(addr).cast(), addr_len) };
         if rc != 0 {
-            return Err(io_err("bind the netlink socket for")(io::Error::last_os_error()));
+            return Err(io_err("bind the netlink socket for")(
+                io::Error::last_os_error(),
+            ));
         }
         let mut len = addr_len;
         // SAFETY: `addr` has room for `len` bytes and `len` is updated by the kernel.
         let rc = unsafe {
-            libc::getsockname(fd.as_raw_fd(), std::ptr::addr_of_mut!(addr).cast(), &mut len)
+            libc::getsockname(
+                fd.as_raw_fd(),
+                std::ptr::addr_of_mut!(addr).cast(),
+                &mut len,
+            )
         };
         if rc != 0 {
-            return Err(io_err("read the netlink port id for")(io::Error::last_os_error()));
+            return Err(io_err("read the netlink port id for")(
+                io::Error::last_os_error(),
+            ));
         }
 
         let mut q = Queue {
@@ -295,7 +340,12 @@ impl Queue {
         // sent: a fresh instance has no flags, so a full queue drops (fail-closed).
         q.seq = q.seq.wrapping_add(1);
         let seq = q.seq;
-        let msg = config_msg(num, seq, NFQNL_CFG_CMD_BIND, Some((cfg.copy_range, cfg.max_len)));
+        let msg = config_msg(
+            num,
+            seq,
+            NFQNL_CFG_CMD_BIND,
+            Some((cfg.copy_range, cfg.max_len)),
+        );
         q.send(&msg).map_err(io_err("send the bind request for"))?;
         match q.wait_ack(seq) {
             Ok(()) => {}
@@ -311,13 +361,21 @@ impl Queue {
             // `nfqnl_recv_config`: EPERM when the queue exists for another port id; nfnetlink
             // also answers EPERM when the sender lacks CAP_NET_ADMIN.
             libc::EPERM => match kernel_stats(self.num) {
-                Some(s) if s.portid != self.portid => QueueError::Busy { queue: self.num, portid: s.portid },
+                Some(s) if s.portid != self.portid => QueueError::Busy {
+                    queue: self.num,
+                    portid: s.portid,
+                },
                 _ => QueueError::Permission { queue: self.num },
             },
-            libc::EOPNOTSUPP | libc::EPROTONOSUPPORT | ENOTSUPP => {
-                QueueError::Unsupported { queue: self.num, source }
-            }
-            _ => QueueError::Io { op: "bind", queue: self.num, source },
+            libc::EOPNOTSUPP | libc::EPROTONOSUPPORT | ENOTSUPP => QueueError::Unsupported {
+                queue: self.num,
+                source,
+            },
+            _ => QueueError::Io {
+                op: "bind",
+                queue: self.num,
+                source,
+            },
         }
     }
 
@@ -354,7 +412,11 @@ impl Queue {
             for m in Messages::new(data) {
                 match m {
                     Message::Error { seq: s, errno } if s == seq => {
-                        result = Some(if errno == 0 { Ok(()) } else { Err(AckError::Kernel(errno)) });
+                        result = Some(if errno == 0 {
+                            Ok(())
+                        } else {
+                            Err(AckError::Kernel(errno))
+                        });
                     }
                     Message::Packet { id, .. } => early = Some(newest(early, id)),
                     _ => {}
@@ -385,7 +447,11 @@ impl Queue {
     /// verdict ([`Queue::drop_upto`], [`Queue::drop_pending`] or [`Queue::verdict`]), or it
     /// stays queued until this `Queue` is dropped. Kernel error messages for earlier verdicts are
     /// counted in [`Queue::verdict_errors`].
-    pub fn recv_batch(&mut self, max: usize, f: &mut dyn FnMut(u32, &[u8])) -> Result<usize, QueueError> {
+    pub fn recv_batch(
+        &mut self,
+        max: usize,
+        f: &mut dyn FnMut(u32, &[u8]),
+    ) -> Result<usize, QueueError> {
         let mut got = 0usize;
         // Bounded by reads as well as packets, so a flood of ENOBUFS/acks cannot keep us here.
         let mut reads = 0usize;
@@ -400,7 +466,13 @@ impl Queue {
                         self.overruns += 1;
                         continue;
                     }
-                    _ => return Err(QueueError::Io { op: "receive from", queue: self.num, source: e }),
+                    _ => {
+                        return Err(QueueError::Io {
+                            op: "receive from",
+                            queue: self.num,
+                            source: e,
+                        })
+                    }
                 },
             };
             // A datagram longer than the buffer (MSG_TRUNC) cannot occur with copy_range ≤ 64 KiB;
@@ -430,7 +502,11 @@ impl Queue {
     /// (`NFQNL_MSG_VERDICT_BATCH`).
     pub fn drop_upto(&mut self, id: u32) -> Result<(), QueueError> {
         self.send_verdict(NFQNL_MSG_VERDICT_BATCH, id, NF_DROP)
-            .map_err(|source| QueueError::Io { op: "send a batch verdict to", queue: self.num, source })?;
+            .map_err(|source| QueueError::Io {
+                op: "send a batch verdict to",
+                queue: self.num,
+                source,
+            })?;
         if self.pending.is_some_and(|p| !id_after(p, id)) {
             self.pending = None;
         }
@@ -450,7 +526,11 @@ impl Queue {
     pub fn verdict(&mut self, id: u32, accept: bool) -> Result<(), QueueError> {
         let v = if accept { NF_ACCEPT } else { NF_DROP };
         self.send_verdict(NFQNL_MSG_VERDICT, id, v)
-            .map_err(|source| QueueError::Io { op: "send a verdict to", queue: self.num, source })
+            .map_err(|source| QueueError::Io {
+                op: "send a verdict to",
+                queue: self.num,
+                source,
+            })
     }
 
     /// Socket overruns seen so far (`ENOBUFS` events). One event can stand for several lost
@@ -467,7 +547,8 @@ impl Queue {
 
     /// The errno of the last verdict error, if any.
     pub fn last_verdict_error(&self) -> Option<io::Error> {
-        (self.last_verdict_errno != 0).then(|| io::Error::from_raw_os_error(self.last_verdict_errno))
+        (self.last_verdict_errno != 0)
+            .then(|| io::Error::from_raw_os_error(self.last_verdict_errno))
     }
 
     /// Netlink messages from the kernel that failed their length checks (should stay 0).
@@ -540,7 +621,12 @@ fn newest(current: Option<u32>, id: u32) -> u32 {
     }
 }
 
-fn setsockopt_int(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+fn setsockopt_int(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: `value` is a c_int that lives for the call; the length matches.
     let rc = unsafe {
         libc::setsockopt(
@@ -551,7 +637,11 @@ fn setsockopt_int(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: li
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn getsockopt_int(fd: &OwnedFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
@@ -559,16 +649,33 @@ fn getsockopt_int(fd: &OwnedFd, level: libc::c_int, name: libc::c_int) -> io::Re
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `value` has room for `len` bytes.
     let rc = unsafe {
-        libc::getsockopt(fd.as_raw_fd(), level, name, std::ptr::addr_of_mut!(value).cast(), &mut len)
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            std::ptr::addr_of_mut!(value).cast(),
+            &mut len,
+        )
     };
-    if rc == 0 { Ok(value) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// One non-blocking recv(2) into `buf`; returns the bytes available in `buf` (a longer datagram
 /// is cut to the buffer).
 fn recv_once(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
-    let rc = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    let rc = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -577,8 +684,14 @@ fn recv_once(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
 
 /// poll(2) for input, up to `timeout`.
 fn poll_in(fd: &OwnedFd, timeout: Duration) -> io::Result<()> {
-    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX).max(1);
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis())
+        .unwrap_or(libc::c_int::MAX)
+        .max(1);
     // SAFETY: one valid pollfd.
     let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
     if rc < 0 {
@@ -646,7 +759,14 @@ fn config_msg(queue: u16, seq: u32, command: u8, params: Option<(u32, u32)>) -> 
         attr(&mut out, NFQA_CFG_QUEUE_MAXLEN, &max_len.to_be_bytes());
     }
     let total = out.len();
-    put_headers(&mut out, total, NFQNL_MSG_CONFIG, NLM_F_REQUEST | NLM_F_ACK, seq, queue);
+    put_headers(
+        &mut out,
+        total,
+        NFQNL_MSG_CONFIG,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        queue,
+    );
     out
 }
 
@@ -714,7 +834,10 @@ impl<'a> Iterator for Messages<'a> {
         Some(match ty {
             NLMSG_ERROR => match ne_u32(body, 0) {
                 // `struct nlmsgerr { int error; struct nlmsghdr msg; }`, error ≤ 0.
-                Some(e) => Message::Error { seq, errno: (e as i32).wrapping_neg() },
+                Some(e) => Message::Error {
+                    seq,
+                    errno: (e as i32).wrapping_neg(),
+                },
                 None => Message::Malformed,
             },
             t if t == nfq_type(NFQNL_MSG_PACKET) => parse_packet(body),
@@ -833,11 +956,20 @@ mod tests {
         assert_eq!(
             parse_all(&buf),
             vec![
-                Message::Packet { id: 7, payload: b"abc" },
+                Message::Packet {
+                    id: 7,
+                    payload: b"abc"
+                },
                 Message::Error { seq: 5, errno: 0 },
-                Message::Error { seq: 6, errno: libc::ENOENT },
+                Message::Error {
+                    seq: 6,
+                    errno: libc::ENOENT
+                },
                 Message::Other,
-                Message::Packet { id: 8, payload: &[1, 2, 3, 4, 5] },
+                Message::Packet {
+                    id: 8,
+                    payload: &[1, 2, 3, 4, 5]
+                },
             ]
         );
     }
@@ -849,7 +981,13 @@ mod tests {
         let unpadded = buf.len() - 3;
         buf.truncate(unpadded);
         buf[0..4].copy_from_slice(&(unpadded as u32).to_ne_bytes());
-        assert_eq!(parse_all(&buf), vec![Message::Packet { id: 1, payload: b"x" }]);
+        assert_eq!(
+            parse_all(&buf),
+            vec![Message::Packet {
+                id: 1,
+                payload: b"x"
+            }]
+        );
     }
 
     #[test]
@@ -860,20 +998,35 @@ mod tests {
         body.extend_from_slice(&204u16.to_ne_bytes());
         body.extend_from_slice(&10u16.to_ne_bytes());
         body.extend_from_slice(&[0x45, 0, 0, 0]);
-        assert_eq!(parse_all(&nlmsg(0x0300, 0, &body)), vec![Message::Packet { id: 9, payload: &[] }]);
+        assert_eq!(
+            parse_all(&nlmsg(0x0300, 0, &body)),
+            vec![Message::Packet {
+                id: 9,
+                payload: &[]
+            }]
+        );
 
         // Packet header cut to 2 bytes: no id, nothing to give a verdict for.
         let mut body = vec![2, 0, 0, 3];
         body.extend(attr(1, &[0, 0]));
-        assert_eq!(parse_all(&nlmsg(0x0300, 0, &body)), vec![Message::Malformed]);
+        assert_eq!(
+            parse_all(&nlmsg(0x0300, 0, &body)),
+            vec![Message::Malformed]
+        );
 
         // Attribute length below its own header.
         let mut body = vec![2, 0, 0, 3];
         body.extend_from_slice(&[2, 0, 1, 0, 0, 0, 0, 1]);
-        assert_eq!(parse_all(&nlmsg(0x0300, 0, &body)), vec![Message::Malformed]);
+        assert_eq!(
+            parse_all(&nlmsg(0x0300, 0, &body)),
+            vec![Message::Malformed]
+        );
 
         // No nfgenmsg at all.
-        assert_eq!(parse_all(&nlmsg(0x0300, 0, &[2, 0])), vec![Message::Malformed]);
+        assert_eq!(
+            parse_all(&nlmsg(0x0300, 0, &[2, 0])),
+            vec![Message::Malformed]
+        );
     }
 
     #[test]
@@ -887,7 +1040,13 @@ mod tests {
             buf.extend(packet(3, b"never reached"));
             assert_eq!(
                 parse_all(&buf),
-                vec![Message::Packet { id: 1, payload: b"ok" }, Message::Malformed],
+                vec![
+                    Message::Packet {
+                        id: 1,
+                        payload: b"ok"
+                    },
+                    Message::Malformed
+                ],
                 "nlmsg_len {bogus}"
             );
         }
@@ -952,7 +1111,8 @@ mod tests {
         assert_eq!(ne_u16(&m, 4), Some(0x0302)); // NFQNL_MSG_CONFIG
         assert_eq!(ne_u16(&m, 6), Some(NLM_F_REQUEST | NLM_F_ACK));
         assert_eq!(&m[16..20], &[0, 0, 0, 5]);
-        let attrs: Vec<(u16, Vec<u8>)> = Attrs::new(&m[20..]).map(|(t, d)| (t, d.to_vec())).collect();
+        let attrs: Vec<(u16, Vec<u8>)> =
+            Attrs::new(&m[20..]).map(|(t, d)| (t, d.to_vec())).collect();
         assert_eq!(
             attrs,
             vec![
@@ -1012,8 +1172,15 @@ mod tests {
 
     #[test]
     fn errors_say_what_to_do() {
-        let busy = QueueError::Busy { queue: 3, portid: 99 }.to_string();
-        assert!(busy.contains("NFQUEUE 3") && busy.contains("another process holds it"), "{busy}");
+        let busy = QueueError::Busy {
+            queue: 3,
+            portid: 99,
+        }
+        .to_string();
+        assert!(
+            busy.contains("NFQUEUE 3") && busy.contains("another process holds it"),
+            "{busy}"
+        );
         let perm = QueueError::Permission { queue: 3 }.to_string();
         assert!(perm.contains("CAP_NET_ADMIN"), "{perm}");
     }
@@ -1046,8 +1213,15 @@ mod tests {
                     eprintln!("skipped: needs root (network namespaces)");
                     return None;
                 }
-                let name = format!("nfk-queue-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-                let ok = Command::new("ip").args(["netns", "add", &name]).status().is_ok_and(|s| s.success());
+                let name = format!(
+                    "nfk-queue-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                );
+                let ok = Command::new("ip")
+                    .args(["netns", "add", &name])
+                    .status()
+                    .is_ok_and(|s| s.success());
                 if !ok {
                     eprintln!("skipped: `ip netns add` failed");
                     return None;
@@ -1063,7 +1237,11 @@ mod tests {
                     .args(cmd)
                     .output()
                     .expect("run ip netns exec");
-                assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "{cmd:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
 
             /// Queue UDP to PORT (IPv4 and IPv6) to queue `num` with the xt NFQUEUE target (this
@@ -1071,7 +1249,19 @@ mod tests {
             fn queue_udp(&self, num: u16) {
                 let num = num.to_string();
                 for tool in ["iptables-nft", "ip6tables-nft"] {
-                    self.run(&[tool, "-A", "INPUT", "-p", "udp", "--dport", "62201", "-j", "NFQUEUE", "--queue-num", &num]);
+                    self.run(&[
+                        tool,
+                        "-A",
+                        "INPUT",
+                        "-p",
+                        "udp",
+                        "--dport",
+                        "62201",
+                        "-j",
+                        "NFQUEUE",
+                        "--queue-num",
+                        &num,
+                    ]);
                 }
             }
 
@@ -1088,7 +1278,8 @@ mod tests {
             }
 
             fn enter(&self) {
-                let f = std::fs::File::open(format!("/run/netns/{}", self.name)).expect("open netns");
+                let f =
+                    std::fs::File::open(format!("/run/netns/{}", self.name)).expect("open netns");
                 // SAFETY: a valid namespace fd; setns only affects the calling thread.
                 let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
                 assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
@@ -1097,7 +1288,9 @@ mod tests {
 
         impl Drop for NetNs {
             fn drop(&mut self) {
-                let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+                let _ = Command::new("ip")
+                    .args(["netns", "del", &self.name])
+                    .status();
             }
         }
 
@@ -1106,9 +1299,15 @@ mod tests {
             let deadline = Instant::now() + within;
             let mut got = Vec::new();
             while got.len() < want && Instant::now() < deadline {
-                let n = q.recv_batch(64, &mut |id, p| got.push((id, p.to_vec()))).expect("recv_batch");
+                let n = q
+                    .recv_batch(64, &mut |id, p| got.push((id, p.to_vec())))
+                    .expect("recv_batch");
                 if n == 0 {
-                    let mut pfd = libc::pollfd { fd: q.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                    let mut pfd = libc::pollfd {
+                        fd: q.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
                     // SAFETY: one valid pollfd.
                     unsafe { libc::poll(&mut pfd, 1, 50) };
                 }
@@ -1133,12 +1332,17 @@ mod tests {
                 let l6 = UdpSocket::bind(("::1", PORT)).unwrap();
                 l4.set_nonblocking(true).unwrap();
                 l6.set_nonblocking(true).unwrap();
-                let mut q = Queue::open(QueueConfig { num: 3, ..QueueConfig::default() }).unwrap();
+                let mut q = Queue::open(QueueConfig {
+                    num: 3,
+                    ..QueueConfig::default()
+                })
+                .unwrap();
 
                 let s4 = UdpSocket::bind("127.0.0.1:0").unwrap();
                 let s6 = UdpSocket::bind("[::1]:0").unwrap();
                 s4.send_to(b"knock over IPv4", ("127.0.0.1", PORT)).unwrap();
-                s6.send_to(b"knock over IPv6, a bit longer", ("::1", PORT)).unwrap();
+                s6.send_to(b"knock over IPv6, a bit longer", ("::1", PORT))
+                    .unwrap();
 
                 let got = collect(&mut q, 2, Duration::from_secs(3));
                 assert_eq!(got.len(), 2, "both knocks queued");
@@ -1151,8 +1355,11 @@ mod tests {
                     assert_eq!(SocketAddr::new(d.src, d.src_port), from);
                     assert_eq!(d.dst, from.ip());
                     assert_eq!(d.dst_port, PORT);
-                    let want: &[u8] =
-                        if d.src.is_ipv4() { b"knock over IPv4" } else { b"knock over IPv6, a bit longer" };
+                    let want: &[u8] = if d.src.is_ipv4() {
+                        b"knock over IPv4"
+                    } else {
+                        b"knock over IPv6, a bit longer"
+                    };
                     assert_eq!(d.payload, want);
                 }
                 let newest_id = got.iter().map(|(id, _)| *id).max().unwrap();
@@ -1163,7 +1370,10 @@ mod tests {
                 assert_nothing_delivered(&l4);
                 assert_nothing_delivered(&l6);
                 let st = kernel_stats(3).expect("queue listed in /proc");
-                assert_eq!((st.portid, st.queue_total, st.copy_mode, st.copy_range), (q.portid(), 0, 2, 1600));
+                assert_eq!(
+                    (st.portid, st.queue_total, st.copy_mode, st.copy_range),
+                    (q.portid(), 0, 2, 1600)
+                );
 
                 // Control: the same path with ACCEPT does deliver, so the silence above is the drop.
                 s4.send_to(b"let this one in", ("127.0.0.1", PORT)).unwrap();
@@ -1187,8 +1397,16 @@ mod tests {
         fn poll_returns_without_packets_and_queue_is_exclusive() {
             let Some(ns) = NetNs::new() else { return };
             ns.within(|| {
-                let mut q = Queue::open(QueueConfig { num: 4, ..QueueConfig::default() }).unwrap();
-                let mut pfd = libc::pollfd { fd: q.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                let mut q = Queue::open(QueueConfig {
+                    num: 4,
+                    ..QueueConfig::default()
+                })
+                .unwrap();
+                let mut pfd = libc::pollfd {
+                    fd: q.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
                 let t = Instant::now();
                 // SAFETY: one valid pollfd.
                 let rc = unsafe { libc::poll(&mut pfd, 1, 200) };
@@ -1196,24 +1414,70 @@ mod tests {
                 assert_eq!(rc, 0);
                 assert!(waited < Duration::from_secs(1), "poll took {waited:?}");
                 let t = Instant::now();
-                assert_eq!(q.recv_batch(64, &mut |_, _| panic!("no packet expected")).unwrap(), 0);
-                assert!(t.elapsed() < Duration::from_millis(100), "recv_batch must not block");
+                assert_eq!(
+                    q.recv_batch(64, &mut |_, _| panic!("no packet expected"))
+                        .unwrap(),
+                    0
+                );
+                assert!(
+                    t.elapsed() < Duration::from_millis(100),
+                    "recv_batch must not block"
+                );
 
                 // A verdict for an id that is not queued: the kernel's error message is counted.
                 q.verdict(999, false).unwrap();
-                assert_eq!(q.recv_batch(64, &mut |_, _| panic!("no packet expected")).unwrap(), 0);
+                assert_eq!(
+                    q.recv_batch(64, &mut |_, _| panic!("no packet expected"))
+                        .unwrap(),
+                    0
+                );
                 assert_eq!(q.verdict_errors(), 1);
-                assert_eq!(q.last_verdict_error().and_then(|e| e.raw_os_error()), Some(libc::ENOENT));
+                assert_eq!(
+                    q.last_verdict_error().and_then(|e| e.raw_os_error()),
+                    Some(libc::ENOENT)
+                );
 
-                match Queue::open(QueueConfig { num: 4, ..QueueConfig::default() }) {
+                match Queue::open(QueueConfig {
+                    num: 4,
+                    ..QueueConfig::default()
+                }) {
                     Err(QueueError::Busy { queue: 4, portid }) => assert_eq!(portid, q.portid()),
                     Err(e) => panic!("want Busy, got {e}"),
                     Ok(_) => panic!("a second bind of the same queue succeeded"),
                 }
                 drop(q);
                 assert_eq!(kernel_stats(4), None, "Drop unbinds");
-                let again = Queue::open(QueueConfig { num: 4, ..QueueConfig::default() }).unwrap();
+                let again = Queue::open(QueueConfig {
+                    num: 4,
+                    ..QueueConfig::default()
+                })
+                .unwrap();
                 assert_eq!(kernel_stats(4).map(|s| s.portid), Some(again.portid()));
+            });
+        }
+
+        /// Without CAP_NET_ADMIN the bind is refused, and the error says which capability.
+        #[test]
+        fn bind_without_cap_net_admin_says_so() {
+            let Some(ns) = NetNs::new() else { return };
+            ns.within(|| {
+                // Capabilities are per thread: only this (scoped, short-lived) thread loses it.
+                caps::drop(
+                    None,
+                    caps::CapSet::Effective,
+                    caps::Capability::CAP_NET_ADMIN,
+                )
+                .unwrap();
+                match Queue::open(QueueConfig {
+                    num: 8,
+                    ..QueueConfig::default()
+                }) {
+                    Err(e @ QueueError::Permission { queue: 8 }) => {
+                        assert!(e.to_string().contains("CAP_NET_ADMIN"), "{e}")
+                    }
+                    Err(e) => panic!("want Permission, got {e}"),
+                    Ok(_) => panic!("bound without CAP_NET_ADMIN"),
+                }
             });
         }
 
@@ -1232,7 +1496,9 @@ mod tests {
             let mut last = Instant::now();
             let mut quiet_since = Instant::now();
             loop {
-                let n = q.recv_batch(512, &mut |_, p| debug_assert!(!p.is_empty())).unwrap();
+                let n = q
+                    .recv_batch(512, &mut |_, p| debug_assert!(!p.is_empty()))
+                    .unwrap();
                 if n > 0 {
                     first.get_or_insert_with(Instant::now);
                     total += n;
@@ -1247,7 +1513,11 @@ mod tests {
                 if quiet_since.elapsed() > idle {
                     break;
                 }
-                let mut pfd = libc::pollfd { fd: q.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                let mut pfd = libc::pollfd {
+                    fd: q.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
                 // SAFETY: one valid pollfd.
                 unsafe { libc::poll(&mut pfd, 1, 20) };
             }
@@ -1303,7 +1573,12 @@ mod tests {
                 let l4 = UdpSocket::bind(("127.0.0.1", PORT)).unwrap();
                 l4.set_nonblocking(true).unwrap();
                 // The kernel raises this to its minimum (a few KiB).
-                let cfg = QueueConfig { num: 7, max_len: 10_000, rcvbuf: 1, copy_range: 1600 };
+                let cfg = QueueConfig {
+                    num: 7,
+                    max_len: 10_000,
+                    rcvbuf: 1,
+                    copy_range: 1600,
+                };
                 let mut q = Queue::open(cfg).unwrap();
                 send_burst(1000, &[0x11; 64]);
                 std::thread::sleep(Duration::from_millis(100));
@@ -1317,7 +1592,10 @@ mod tests {
                 );
                 assert!(st.user_dropped > 0, "a tiny buffer must overflow");
                 assert!(q.overruns() >= 1, "ENOBUFS must reach us");
-                assert_eq!(got + st.user_dropped as usize + st.queue_dropped as usize, 1000);
+                assert_eq!(
+                    got + st.user_dropped as usize + st.queue_dropped as usize,
+                    1000
+                );
                 assert_nothing_delivered(&l4);
             });
         }
