@@ -75,7 +75,7 @@ const NETLINK_EXT_ACK: libc::c_int = 11;
 const ENOTSUPP: i32 = 524;
 
 /// Size of a verdict message: header, nfgenmsg, one `NFQA_VERDICT_HDR` attribute of 8 bytes.
-pub const VERDICT_MSG_LEN: usize = NLMSG_HDRLEN + NFGENMSG_LEN + NLA_HDRLEN + 8;
+const VERDICT_MSG_LEN: usize = NLMSG_HDRLEN + NFGENMSG_LEN + NLA_HDRLEN + 8;
 
 // --- Our choices ------------------------------------------------------------------------------
 
