@@ -192,3 +192,145 @@ fn install_lists_like_render() {
     let listed = ns.nft(&["list", "table", "inet", "nfknock"]);
     assert_eq!(normalized(&listed), normalized(&render(&compat_spec())), "nft lists:\n{listed}");
 }
+
+#[test]
+fn reinstall_keeps_grants_and_upsert_refreshes_the_timer() {
+    let Some(ns) = Netns::new() else { return };
+    ns.run(|| {
+        let mut nft = Nft::open().unwrap();
+        nft.install(&compat_spec(), &[]).unwrap();
+        nft.upsert(&[v4(1, 22, 60_000)]).unwrap();
+        let live = nft.list().unwrap();
+        assert_eq!(live.len(), 1);
+        let g = live[0];
+        assert_eq!((g.addr, g.access, g.timeout_ms), (v4(1, 22, 0).addr, tcp(22), 60_000));
+        assert!(g.expires_ms <= 60_000 && g.expires_ms > 55_000, "{g:?}");
+
+        // Installing again (a daemon restart) keeps the grant.
+        nft.install(&compat_spec(), &[]).unwrap();
+        assert_eq!(nft.list().unwrap().len(), 1);
+
+        // A re-knock with a short timeout, then with a long one: no EEXIST, and the timer
+        // follows the latest timeout (kernels ≥ 6.12 restart it when EXPIRATION is sent).
+        nft.upsert(&[v4(1, 22, 5_000)]).unwrap();
+        let g = nft.list().unwrap()[0];
+        assert_eq!(g.timeout_ms, 5_000);
+        assert!(g.expires_ms <= 5_000, "{g:?}");
+        std::thread::sleep(std::time::Duration::from_millis(1200));
+        nft.upsert(&[v4(1, 22, 5_000)]).unwrap();
+        let g = nft.list().unwrap()[0];
+        assert!(g.expires_ms > 4_500, "refresh did not restart the timer: {g:?}");
+    });
+    let listed = ns.nft(&["list", "set", "inet", "nfknock", "allow_v4"]);
+    assert!(listed.contains("198.51.100.1 . tcp . 22 timeout 5s expires"), "{listed}");
+}
+
+#[test]
+fn v6_grants_and_chunked_batches() {
+    let Some(ns) = Netns::new() else { return };
+    ns.run(|| {
+        let mut nft = Nft::open().unwrap();
+        nft.install(&compat_spec(), &[]).unwrap();
+        let a6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x42));
+        let mut many: Vec<Element> = (0..3000u32)
+            .map(|i| Element { addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), access: tcp(22), timeout_ms: 60_000 })
+            .collect();
+        many.push(Element { addr: a6, access: Access { proto: Proto::Udp, port: 53 }, timeout_ms: 30_000 });
+        nft.upsert(&many).unwrap();
+        let live = nft.list().unwrap();
+        assert_eq!(live.len(), 3001);
+        let g = live.iter().find(|g| g.addr == a6).unwrap();
+        assert_eq!((g.access, g.timeout_ms), (Access { proto: Proto::Udp, port: 53 }, 30_000));
+    });
+    let listed = ns.nft(&["list", "set", "inet", "nfknock", "allow_v6"]);
+    assert!(listed.contains("2001:db8::42 . udp . 53 timeout 30s"), "{listed}");
+}
+
+#[test]
+fn flush_ruleset_is_noticed_and_restored() {
+    let Some(ns) = Netns::new() else { return };
+    let (mut nft, mut events) = ns.run(|| {
+        let nft = Nft::open().unwrap();
+        let events = NftEvents::open().unwrap();
+        (nft, events)
+    });
+    // Sockets keep the namespace they were opened in: the rest may run on this thread.
+    nft.install(&compat_spec(), &[]).unwrap();
+    nft.upsert(&[v4(1, 22, 60_000)]).unwrap();
+    nft.install(&compat_spec(), &[]).unwrap();
+    assert!(!events.drain().unwrap(), "our own install and grants are not a flush");
+
+    ns.nft(&["flush", "ruleset"]);
+    assert!(events.drain().unwrap(), "flush ruleset must be noticed");
+    assert!(!events.drain().unwrap(), "drained");
+    assert!(!nft.table_exists().unwrap());
+    assert!(matches!(nft.list(), Err(NftError::NotFound { .. })));
+    let err = nft.upsert(&[v4(1, 22, 1_000)]).unwrap_err().to_string();
+    assert!(err.contains("load nft/nfknock.nft"), "{err}");
+
+    // The daemon re-creates the table with its live grants, in one batch.
+    nft.install(&compat_spec(), &[v4(1, 22, 40_000), v4(2, 2222, 50_000)]).unwrap();
+    let mut live = nft.list().unwrap();
+    live.sort_by_key(|g| g.timeout_ms);
+    assert_eq!(live.len(), 2);
+    assert_eq!((live[0].access, live[0].timeout_ms), (tcp(22), 40_000));
+    assert_eq!((live[1].access, live[1].timeout_ms), (tcp(2222), 50_000));
+    assert!(!events.drain().unwrap());
+
+    ns.nft(&["delete", "rule", "inet", "nfknock", "gate_input", "handle", &rule_handle(&ns)]);
+    assert!(events.drain().unwrap(), "a deleted rule must be noticed");
+    ns.nft(&["delete", "table", "inet", "nfknock"]);
+    assert!(events.drain().unwrap(), "a deleted table must be noticed");
+    // Someone else's table is none of our business.
+    ns.nft(&["add", "table", "inet", "other"]);
+    ns.nft(&["delete", "table", "inet", "other"]);
+    assert!(!events.drain().unwrap());
+}
+
+fn rule_handle(ns: &Netns) -> String {
+    let out = ns.nft(&["-a", "list", "chain", "inet", "nfknock", "gate_input"]);
+    let line = out.lines().find(|l| l.contains("@allow_v4")).unwrap();
+    line.rsplit("handle ").next().unwrap().trim().to_string()
+}
+
+#[test]
+fn incompatible_set_and_remove_table() {
+    let Some(ns) = Netns::new() else { return };
+    ns.nft(&["add", "table", "inet", "nfknock"]);
+    ns.nft(&["add", "set", "inet", "nfknock", "allow_v4", "{ type ipv4_addr; }"]);
+    ns.run(|| {
+        let mut nft = Nft::open().unwrap();
+        let err = nft.install(&compat_spec(), &[]).unwrap_err();
+        assert!(matches!(err, NftError::Incompatible { object: Object::Set(SET_ALLOW_V4) }), "{err}");
+        assert!(err.to_string().contains("nft delete table inet nfknock"), "{err}");
+        nft.remove_table().unwrap();
+        nft.remove_table().unwrap(); // absent already: fine
+        assert!(!nft.table_exists().unwrap());
+        // The forward gate off: an existing forward chain goes away.
+        nft.install(&compat_spec(), &[]).unwrap();
+        nft.install(&RulesetSpec { gate_forward: false, rate_limit: 0, ..compat_spec() }, &[]).unwrap();
+    });
+    let listed = ns.nft(&["list", "table", "inet", "nfknock"]);
+    assert!(!listed.contains(CHAIN_FORWARD) && !listed.contains("limit rate"), "{listed}");
+}
+
+/// Median time of one single-grant `upsert`, in a namespace. Run with
+/// `cargo test --lib upsert_latency -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn upsert_latency() {
+    let Some(ns) = Netns::new() else { return };
+    ns.run(|| {
+        let mut nft = Nft::open().unwrap();
+        nft.install(&compat_spec(), &[]).unwrap();
+        let mut times = Vec::with_capacity(1000);
+        for i in 0..1000u32 {
+            let e = Element { addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + (i % 50))), access: tcp(22), timeout_ms: 60_000 };
+            let t = std::time::Instant::now();
+            nft.upsert(&[e]).unwrap();
+            times.push(t.elapsed());
+        }
+        times.sort();
+        eprintln!("upsert of one grant: median {:?}, p90 {:?}, p99 {:?}", times[500], times[900], times[990]);
+    });
+}
