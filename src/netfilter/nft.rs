@@ -374,8 +374,7 @@ impl Nft {
         let mut it = elems.iter().filter(|e| e.addr.is_ipv6() == v6).peekable();
         while it.peek().is_some() {
             let chunk = it.by_ref().take(ELEMS_PER_MSG);
-            // Keys are built on the stack one by one; the closure-free loop keeps this
-            // allocation-free.
+            // Keys are built on the stack one by one: no allocation on the hot path.
             let s = self.begin(NFT_MSG_NEWSETELEM, NLM_F_CREATE, NFPROTO_INET, "add elements to", Object::Set(set));
             self.msg.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
             self.msg.attr_str(NFTA_SET_ELEM_LIST_SET, set);

@@ -91,9 +91,7 @@ fn gate(m: &mut MsgBuf, fam: &Fam, dport: Dport) {
 /// udp lengths (header included) a knock may have.
 fn knock_udp_len(spec: &RulesetSpec) -> (u16, Option<(u16, u16)>) {
     let native = spec.native_len.saturating_add(UDP_HDR);
-    let fwknop = spec
-        .fwknop
-        .then(|| (FWKNOP_MIN_LEN + UDP_HDR, FWKNOP_MAX_LEN + UDP_HDR));
+    let fwknop = spec.fwknop.then_some((FWKNOP_MIN_LEN + UDP_HDR, FWKNOP_MAX_LEN + UDP_HDR));
     (native, fwknop)
 }
 

@@ -119,6 +119,10 @@ impl MsgBuf {
         self.buf.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// Start a message: `nlmsghdr` + `nfgenmsg`. Returns its offset for [`MsgBuf::end_msg`].
     pub fn begin_msg(&mut self, ty: u16, flags: u16, seq: u32, family: u8, res_id: u16) -> usize {
         let start = self.buf.len();
@@ -468,6 +472,8 @@ mod tests {
         }
         let mut bad = vec![0xffu8; 20];
         bad[0..4].copy_from_slice(&20u32.to_ne_bytes());
-        let _ = messages(&bad).map(|m| attrs(m.payload).count()).count();
+        for m in messages(&bad) {
+            let _ = attrs(m.payload).count();
+        }
     }
 }
