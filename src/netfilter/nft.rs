@@ -1,23 +1,63 @@
-//! nftables over netlink (libnftnl + libmnl): the owned `inet nfknock` table built in one atomic
-//! batch, grants as set elements with timeouts (upsert without `NLM_F_EXCL`, expiration sent so a
-//! refresh restarts the timer on kernels ≥ 6.12), listing live grants, and ruleset events.
+//! nftables over netlink: the owned `inet nfknock` table built in one atomic batch, grants as
+//! set elements with timeouts (upsert without `NLM_F_EXCL`, expiration sent so a refresh
+//! restarts the timer on kernels ≥ 6.12), listing live grants, and ruleset events.
 //!
-//! Every table, chain and set name is a constant here and matches `nft/nfknock.nft`.
+//! Messages are built by hand ([`wire`]) over a raw `NETLINK_NETFILTER` socket rather than
+//! through libnftnl: the hot path (one grant) is then one `sendto` of a reused buffer and one
+//! `recv`, with no allocation and no FFI, the flags of every message are ours to choose
+//! (libnftnl's element message forces `NLM_F_EXCL`), and the exact bytes are unit-testable
+//! without root.
 //!
-//! SKELETON: the nft helper owns this file.
+//! Every table, chain and set name is a constant here and matches `nft/nfknock.nft`; a test
+//! keeps [`render`] and that file equal.
 
-use std::net::IpAddr;
-use std::os::fd::RawFd;
+mod sock;
+pub mod wire;
 
-use crate::access::Access;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Mutex;
 
+use crate::access::{Access, Proto};
+use sock::NlSocket;
+use wire::*;
+
+/// Address family of the owned table, as `nft` spells it.
+pub const FAMILY: &str = "inet";
 pub const TABLE: &str = "nfknock";
 pub const SET_ALLOW_V4: &str = "allow_v4";
 pub const SET_ALLOW_V6: &str = "allow_v6";
 pub const SET_PROTECTED: &str = "protected";
+pub const SET_KNOCK_RATE_V4: &str = "knock_rate_v4";
+pub const SET_KNOCK_RATE_V6: &str = "knock_rate_v6";
 pub const CHAIN_KNOCK: &str = "knock";
 pub const CHAIN_INPUT: &str = "gate_input";
 pub const CHAIN_FORWARD: &str = "gate_forward";
+
+/// `priority raw`: before conntrack (-200), so `notrack` keeps knocks out of the ct table.
+pub const PRIORITY_KNOCK: i32 = -300;
+/// `priority filter - 10`: the gates run before the usual filter chains; they only drop.
+pub const PRIORITY_GATE: i32 = -10;
+/// Lifetime of a source's entry in the knock rate sets (`timeout 60s`).
+pub const KNOCK_RATE_TIMEOUT_MS: u64 = 60_000;
+/// Size of each knock rate set: at most this many sources are tracked at once.
+pub const KNOCK_RATE_SIZE: u32 = 65_535;
+/// UDP header length: `udp length` counts it, the knock lengths below do not.
+const UDP_HDR: u16 = 8;
+/// fwknop payload lengths accepted when `fwknop` is on (fwknop's `MIN_SPA_DATA_SIZE` and
+/// `MAX_SPA_PACKET_LEN` - 1, lib/fko_limits.h of fwknop 2.6).
+pub const FWKNOP_MIN_LEN: u16 = 140;
+pub const FWKNOP_MAX_LEN: u16 = 1499;
+
+/// Grants per batch in [`Nft::upsert`], and per element message: keeps a batch well under the
+/// socket's send buffer and every nested attribute under its 64 KiB length field.
+const UPSERT_BATCH: usize = 1024;
+const ELEMS_PER_MSG: usize = 512;
+/// How long to wait for the kernel's answer before calling it lost.
+const REPLY_TIMEOUT_SECS: libc::time_t = 10;
+const RECV_BUF: usize = 64 * 1024;
 
 /// How knocks are diverted to the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +86,23 @@ pub struct RulesetSpec {
     pub gate_forward: bool,
 }
 
+impl Default for RulesetSpec {
+    /// The defaults of the shipped `nft/nfknock.nft`: port 62201, queue 0, protect tcp/22,
+    /// native knocks of 128 bytes, fwknop lengths on, 20 knocks/s per source, forward gate on.
+    fn default() -> RulesetSpec {
+        RulesetSpec {
+            knock_port: 62201,
+            queue: 0,
+            backend: QueueBackend::Native,
+            protect: vec![Access { proto: Proto::Tcp, port: 22 }],
+            native_len: 128,
+            fwknop: true,
+            rate_limit: 20,
+            gate_forward: true,
+        }
+    }
+}
+
 /// A grant to write: `addr . proto . port` with a timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Element {
@@ -64,67 +121,756 @@ pub struct LiveElement {
     pub expires_ms: u64,
 }
 
+/// An nftables object, for error messages: ``set `inet nfknock allow_v4` ``.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Object {
+    Table,
+    Chain(&'static str),
+    Set(&'static str),
+    /// A whole batch (the kernel refused it before looking at its messages).
+    Batch,
+    /// The throw-away table of [`Nft::detect_queue_backend`].
+    ProbeTable,
+}
+
+impl fmt::Display for Object {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Object::Table => write!(f, "table `{FAMILY} {TABLE}`"),
+            Object::Chain(c) => write!(f, "chain `{FAMILY} {TABLE} {c}`"),
+            Object::Set(s) => write!(f, "set `{FAMILY} {TABLE} {s}`"),
+            Object::Batch => write!(f, "the nftables batch"),
+            Object::ProbeTable => write!(f, "probe table `{FAMILY} {PROBE_TABLE}`"),
+        }
+    }
+}
+
 /// Errors of the nftables shell: which operation failed on which object, and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
+    #[error("cannot {op} the nftables netlink socket: {source}")]
+    Socket { op: &'static str, #[source] source: io::Error },
+    #[error("cannot {op} {object}: permission denied; nfknock needs CAP_NET_ADMIN (run it as root or grant the capability)")]
+    Permission { op: &'static str, object: Object },
+    #[error("cannot {op} {object}: not found; load nft/nfknock.nft or run `nfknock serve` with manage_ruleset = true")]
+    NotFound { op: &'static str, object: Object },
+    #[error("{object} exists but not with the type and flags nfknock needs; remove the old table with `nft delete table inet nfknock` and start nfknock again")]
+    Incompatible { object: Object },
+    #[error("this kernel can queue packets neither with the `queue` expression (nft_queue) nor with the xt NFQUEUE target (nft_compat, xt_NFQUEUE); load one of those modules")]
+    NoQueueSupport,
+    #[error("grant {addr} {access} has timeout 0; a grant must expire")]
+    ZeroTimeout { addr: IpAddr, access: Access },
     #[error("cannot {op} {object}: {source}")]
-    Io { op: &'static str, object: String, #[source] source: std::io::Error },
+    Kernel { op: &'static str, object: Object, #[source] source: io::Error },
+}
+
+/// Port ids of the command sockets of this process: their own changes are not "external".
+static OWN_PORTIDS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn own_portids() -> Vec<u32> {
+    OWN_PORTIDS.lock().map(|v| v.clone()).unwrap_or_default()
+}
+
+/// Name of the throw-away table used to probe for `nft_queue`.
+const PROBE_TABLE: &str = "nfknock_probe";
+
+/// One message of the batch being built: what it does, to what, for error messages.
+#[derive(Debug, Clone, Copy)]
+struct Op {
+    seq: u32,
+    op: &'static str,
+    object: Object,
+}
+
+/// Why a batch failed, before it is turned into an [`NftError`].
+enum BatchFail {
+    Io(&'static str, io::Error),
+    Kernel { errno: i32, op: &'static str, object: Object },
 }
 
 /// A netlink socket speaking nftables.
 pub struct Nft {
-    _private: (),
+    sock: NlSocket,
+    seq: u32,
+    msg: MsgBuf,
+    rbuf: Vec<u8>,
+    ops: Vec<Op>,
+    batch_begin: u32,
+    last_msg: Option<usize>,
+}
+
+impl Drop for Nft {
+    fn drop(&mut self) {
+        if let Ok(mut v) = OWN_PORTIDS.lock() {
+            v.retain(|p| *p != self.sock.portid);
+        }
+    }
 }
 
 impl Nft {
+    /// Open the command socket (not subscribed to any event group).
     pub fn open() -> Result<Nft, NftError> {
-        unimplemented!("nft helper")
+        let sock = NlSocket::open(0).map_err(|source| NftError::Socket { op: "open", source })?;
+        sock.set_recv_timeout(REPLY_TIMEOUT_SECS)
+            .map_err(|source| NftError::Socket { op: "configure", source })?;
+        // A restore batch after a flush may carry every live grant in one atomic message; let
+        // it be larger than the default send buffer (best effort: needs CAP_NET_ADMIN).
+        if sock.setsockopt(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 8 << 20).is_err() {
+            let _ = sock.setsockopt(libc::SOL_SOCKET, libc::SO_SNDBUF, 8 << 20);
+        }
+        if let Ok(mut v) = OWN_PORTIDS.lock() {
+            v.push(sock.portid);
+        }
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(1);
+        Ok(Nft {
+            sock,
+            seq: seed,
+            msg: MsgBuf { buf: Vec::with_capacity(UPSERT_BATCH * 64 + 256) },
+            rbuf: vec![0; RECV_BUF],
+            ops: Vec::with_capacity(64),
+            batch_begin: 0,
+            last_msg: None,
+        })
     }
 
-    /// Does this kernel have `nft_queue`? (Probe in a throw-away table.)
-    pub fn detect_queue_backend(&mut self) -> Result<QueueBackend, NftError> {
-        unimplemented!("nft helper")
+    /// The netlink port id of this socket (events it causes carry it).
+    pub fn portid(&self) -> u32 {
+        self.sock.portid
     }
 
-    /// Create or refresh the owned table in one atomic batch. Existing grants are kept.
-    pub fn install(&mut self, spec: &RulesetSpec, restore: &[Element]) -> Result<(), NftError> {
-        let _ = (spec, restore);
-        unimplemented!("nft helper")
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        self.seq
     }
 
-    /// Add or refresh grants in one batch.
-    pub fn upsert(&mut self, elems: &[Element]) -> Result<(), NftError> {
-        let _ = elems;
-        unimplemented!("nft helper")
+    // ---- batch building ----
+
+    fn batch_start(&mut self) {
+        self.msg.clear();
+        self.ops.clear();
+        self.last_msg = None;
+        let seq = self.next_seq();
+        self.batch_begin = seq;
+        self.msg.batch_marker(NFNL_MSG_BATCH_BEGIN, seq);
     }
 
-    /// Live grants of both allow sets.
-    pub fn list(&mut self) -> Result<Vec<LiveElement>, NftError> {
-        unimplemented!("nft helper")
+    /// Begin an nf_tables message of the batch; remembers what it does for error messages.
+    fn begin(&mut self, msg: u16, flags: u16, family: u8, op: &'static str, object: Object) -> usize {
+        let seq = self.next_seq();
+        self.ops.push(Op { seq, op, object });
+        let start = self.msg.begin_nft(msg, flags, seq, family);
+        self.last_msg = Some(start);
+        start
+    }
+
+    fn add_table(&mut self, family: u8, name: &str, object: Object) {
+        let s = self.begin(NFT_MSG_NEWTABLE, NLM_F_CREATE, family, "create", object);
+        self.msg.attr_str(NFTA_TABLE_NAME, name);
+        self.msg.end_msg(s);
+    }
+
+    fn del_table(&mut self, family: u8, name: &str, object: Object) {
+        let s = self.begin(NFT_MSG_DELTABLE, 0, family, "delete", object);
+        self.msg.attr_str(NFTA_TABLE_NAME, name);
+        self.msg.end_msg(s);
+    }
+
+    fn add_chain(&mut self, table: &str, name: &'static str, hook: Option<(u32, i32)>) {
+        let s = self.begin(NFT_MSG_NEWCHAIN, NLM_F_CREATE, NFPROTO_INET, "create", Object::Chain(name));
+        self.msg.attr_str(NFTA_CHAIN_TABLE, table);
+        self.msg.attr_str(NFTA_CHAIN_NAME, name);
+        if let Some((hooknum, prio)) = hook {
+            self.msg.attr_str(NFTA_CHAIN_TYPE, "filter");
+            self.msg.attr_u32(NFTA_CHAIN_POLICY, NF_ACCEPT);
+            let h = self.msg.nest(NFTA_CHAIN_HOOK);
+            self.msg.attr_u32(NFTA_HOOK_HOOKNUM, hooknum);
+            self.msg.attr(NFTA_HOOK_PRIORITY, &prio.to_be_bytes());
+            self.msg.nest_end(h);
+        }
+        self.msg.end_msg(s);
+    }
+
+    fn del_chain(&mut self, name: &'static str) {
+        let s = self.begin(NFT_MSG_DELCHAIN, 0, NFPROTO_INET, "delete", Object::Chain(name));
+        self.msg.attr_str(NFTA_CHAIN_TABLE, TABLE);
+        self.msg.attr_str(NFTA_CHAIN_NAME, name);
+        self.msg.end_msg(s);
+    }
+
+    /// `flush chain`: a DELRULE naming only the chain deletes all its rules.
+    fn flush_chain(&mut self, name: &'static str) {
+        let s = self.begin(NFT_MSG_DELRULE, 0, NFPROTO_INET, "flush", Object::Chain(name));
+        self.msg.attr_str(NFTA_RULE_TABLE, TABLE);
+        self.msg.attr_str(NFTA_RULE_CHAIN, name);
+        self.msg.end_msg(s);
+    }
+
+    fn add_rule(&mut self, table: &str, chain: &'static str, exprs: impl FnOnce(&mut MsgBuf)) {
+        let s = self.begin(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, NFPROTO_INET, "add a rule to", Object::Chain(chain));
+        self.msg.attr_str(NFTA_RULE_TABLE, table);
+        self.msg.attr_str(NFTA_RULE_CHAIN, chain);
+        let n = self.msg.nest(NFTA_RULE_EXPRESSIONS);
+        exprs(&mut self.msg);
+        self.msg.nest_end(n);
+        self.msg.end_msg(s);
+    }
+
+    fn add_set(&mut self, def: &SetDef) {
+        let s = self.begin(NFT_MSG_NEWSET, NLM_F_CREATE, NFPROTO_INET, "create", Object::Set(def.name));
+        self.msg.attr_str(NFTA_SET_TABLE, TABLE);
+        self.msg.attr_str(NFTA_SET_NAME, def.name);
+        self.msg.attr_u32(NFTA_SET_FLAGS, def.flags);
+        self.msg.attr_u32(NFTA_SET_KEY_TYPE, def.key_type);
+        self.msg.attr_u32(NFTA_SET_KEY_LEN, def.key_len);
+        // Required by nf_tables_newset even when nothing refers to the set by id.
+        self.msg.attr_u32(NFTA_SET_ID, def.id);
+        if let Some((timeout_ms, size)) = def.dynamic {
+            let d = self.msg.nest(NFTA_SET_DESC);
+            self.msg.attr_u32(NFTA_SET_DESC_SIZE, size);
+            self.msg.nest_end(d);
+            self.msg.attr_u64(NFTA_SET_TIMEOUT, timeout_ms);
+        }
+        self.msg.attr(NFTA_SET_USERDATA, def.userdata);
+        self.msg.end_msg(s);
+    }
+
+    /// `flush set`: a DELSETELEM without an element list removes every element.
+    fn flush_set(&mut self, name: &'static str) {
+        let s = self.begin(NFT_MSG_DELSETELEM, 0, NFPROTO_INET, "flush", Object::Set(name));
+        self.msg.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+        self.msg.attr_str(NFTA_SET_ELEM_LIST_SET, name);
+        self.msg.end_msg(s);
+    }
+
+    /// One NEWSETELEM message with `NLM_F_CREATE` and without `NLM_F_EXCL`: adding an element
+    /// that exists is not an error. With a timeout, `NFTA_SET_ELEM_EXPIRATION` = timeout is
+    /// sent too: since Linux 6.12 (`nft_set_elem_update_timeout` path of nft_add_set_elem),
+    /// re-adding an element updates its timeout/expiration only when they are given, so a
+    /// re-knock restarts the timer; older kernels keep the old expiry.
+    fn add_elements<'k>(&mut self, set: &'static str, keys: impl Iterator<Item = (&'k [u8], Option<u64>)>) {
+        let s = self.begin(NFT_MSG_NEWSETELEM, NLM_F_CREATE, NFPROTO_INET, "add elements to", Object::Set(set));
+        self.msg.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+        self.msg.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+        let list = self.msg.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+        for (key, timeout) in keys {
+            let e = self.msg.nest(NFTA_LIST_ELEM);
+            self.msg.data_value(NFTA_SET_ELEM_KEY, key);
+            if let Some(ms) = timeout {
+                self.msg.attr_u64(NFTA_SET_ELEM_TIMEOUT, ms);
+                self.msg.attr_u64(NFTA_SET_ELEM_EXPIRATION, ms);
+            }
+            self.msg.nest_end(e);
+        }
+        self.msg.nest_end(list);
+        self.msg.end_msg(s);
+    }
+
+    /// Add `elems` (all of one family) to their allow set, [`ELEMS_PER_MSG`] per message.
+    fn add_grants(&mut self, elems: &[Element], v6: bool) {
+        let set = if v6 { SET_ALLOW_V6 } else { SET_ALLOW_V4 };
+        let mut it = elems.iter().filter(|e| e.addr.is_ipv6() == v6).peekable();
+        while it.peek().is_some() {
+            let chunk = it.by_ref().take(ELEMS_PER_MSG);
+            // Keys are built on the stack one by one: no allocation on the hot path.
+            let s = self.begin(NFT_MSG_NEWSETELEM, NLM_F_CREATE, NFPROTO_INET, "add elements to", Object::Set(set));
+            self.msg.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+            self.msg.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+            let list = self.msg.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+            for e in chunk {
+                let (key, len) = element_key(e.addr, e.access);
+                let n = self.msg.nest(NFTA_LIST_ELEM);
+                self.msg.data_value(NFTA_SET_ELEM_KEY, key.get(..len).unwrap_or(&[]));
+                self.msg.attr_u64(NFTA_SET_ELEM_TIMEOUT, e.timeout_ms);
+                self.msg.attr_u64(NFTA_SET_ELEM_EXPIRATION, e.timeout_ms);
+                self.msg.nest_end(n);
+            }
+            self.msg.nest_end(list);
+            self.msg.end_msg(s);
+        }
+    }
+
+    /// Close the batch, send it, and wait for the kernel's verdict on it. Only the last
+    /// message asks for an ack (`NLM_F_ACK`): the kernel reports every failing message anyway,
+    /// and processes the whole batch before answering, so the ack of the last one (or an
+    /// error on the batch header) ends the exchange with a single `recv` on success.
+    fn commit(&mut self) -> Result<(), BatchFail> {
+        let Some(last) = self.last_msg else { return Ok(()) };
+        if let Some(flags) = self.msg.buf.get_mut(last + 6..last + 8) {
+            let f = u16::from_ne_bytes([flags[0], flags[1]]) | NLM_F_ACK;
+            flags.copy_from_slice(&f.to_ne_bytes());
+        }
+        let last_seq = self.seq;
+        let end_seq = self.next_seq();
+        self.msg.batch_marker(NFNL_MSG_BATCH_END, end_seq);
+        self.sock.send(&self.msg.buf).map_err(|e| BatchFail::Io("send a batch on", e))?;
+
+        let mut first_err: Option<(i32, u32)> = None;
+        loop {
+            let n = match self.sock.recv(&mut self.rbuf, false) {
+                Ok(n) => n,
+                Err(e) => return Err(BatchFail::Io("receive the answer on", e)),
+            };
+            let mut done = false;
+            for m in messages(self.rbuf.get(..n).unwrap_or(&[])) {
+                if m.ty != NLMSG_ERROR || m.seq < self.batch_begin || m.seq > end_seq {
+                    continue; // not ours, or a stale answer to an earlier, timed-out request
+                }
+                let errno = nlmsgerr(m.payload).unwrap_or(libc::EPROTO);
+                if errno != 0 && first_err.is_none() {
+                    first_err = Some((errno, m.seq));
+                }
+                if m.seq == last_seq || (errno != 0 && m.seq == self.batch_begin) {
+                    done = true;
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        match first_err {
+            None => Ok(()),
+            Some((errno, seq)) => {
+                let (op, object) = self
+                    .ops
+                    .iter()
+                    .find(|o| o.seq == seq)
+                    .map(|o| (o.op, o.object))
+                    .unwrap_or(("commit", Object::Batch));
+                Err(BatchFail::Kernel { errno, op, object })
+            }
+        }
+    }
+
+    // ---- requests (get/dump) ----
+
+    /// Send one request and hand every reply message to `each` until the request is done:
+    /// `NLMSG_DONE` for a dump, the ack for a get. Returns the errno of a failed request.
+    fn request(&mut self, dump: bool, mut each: impl FnMut(&Msg<'_>)) -> Result<Result<(), i32>, io::Error> {
+        let seq = self.seq;
+        self.sock.send(&self.msg.buf)?;
+        loop {
+            let n = self.sock.recv(&mut self.rbuf, false)?;
+            for m in messages(self.rbuf.get(..n).unwrap_or(&[])) {
+                if m.seq != seq {
+                    continue;
+                }
+                match m.ty {
+                    NLMSG_ERROR => {
+                        let errno = nlmsgerr(m.payload).unwrap_or(libc::EPROTO);
+                        if errno != 0 || !dump {
+                            return Ok(if errno == 0 { Ok(()) } else { Err(errno) });
+                        }
+                    }
+                    NLMSG_DONE => return Ok(Ok(())),
+                    _ => each(&m),
+                }
+            }
+        }
+    }
+
+    fn get_object(&mut self, msg: u16, name_attr: u16, chain_or_set: Option<&str>) -> Result<Result<(), i32>, io::Error> {
+        self.msg.clear();
+        let seq = self.next_seq();
+        let s = self.msg.begin_nft(msg, NLM_F_ACK, seq, NFPROTO_INET);
+        match chain_or_set {
+            None => self.msg.attr_str(NFTA_TABLE_NAME, TABLE),
+            Some(name) => {
+                self.msg.attr_str(1, TABLE); // NFTA_{CHAIN,SET}_TABLE
+                self.msg.attr_str(name_attr, name);
+            }
+        }
+        self.msg.end_msg(s);
+        self.request(false, |_| {})
     }
 
     /// Is the owned table present?
     pub fn table_exists(&mut self) -> Result<bool, NftError> {
-        unimplemented!("nft helper")
+        let op = "look up";
+        match self.get_object(NFT_MSG_GETTABLE, NFTA_TABLE_NAME, None) {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(e)) if e == libc::ENOENT => Ok(false),
+            Ok(Err(e)) => Err(kernel_error(op, Object::Table, e)),
+            Err(source) => Err(NftError::Socket { op: "use", source }),
+        }
+    }
+
+    fn chain_exists(&mut self, chain: &'static str) -> Result<bool, NftError> {
+        match self.get_object(wire::NFT_MSG_GETCHAIN, NFTA_CHAIN_NAME, Some(chain)) {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(e)) if e == libc::ENOENT => Ok(false),
+            Ok(Err(e)) => Err(kernel_error("look up", Object::Chain(chain), e)),
+            Err(source) => Err(NftError::Socket { op: "use", source }),
+        }
+    }
+
+    /// `(key type, key length, flags)` of an existing set of our table, `None` if absent.
+    fn set_shape(&mut self, set: &'static str) -> Result<Option<(u32, u32, u32)>, NftError> {
+        self.msg.clear();
+        let seq = self.next_seq();
+        let s = self.msg.begin_nft(wire::NFT_MSG_GETSET, NLM_F_ACK, seq, NFPROTO_INET);
+        self.msg.attr_str(NFTA_SET_TABLE, TABLE);
+        self.msg.attr_str(NFTA_SET_NAME, set);
+        self.msg.end_msg(s);
+        let mut shape = None;
+        let r = self.request(false, |m| {
+            let Some((_, body)) = nfgen(m.payload) else { return };
+            let u = |t| attr(body, t).and_then(|v| v.try_into().ok()).map(u32::from_be_bytes);
+            if let (Some(kt), Some(kl), Some(fl)) = (u(NFTA_SET_KEY_TYPE), u(NFTA_SET_KEY_LEN), u(NFTA_SET_FLAGS)) {
+                shape = Some((kt, kl, fl));
+            }
+        });
+        match r {
+            Ok(Ok(())) => Ok(shape),
+            Ok(Err(e)) if e == libc::ENOENT => Ok(None),
+            Ok(Err(e)) => Err(kernel_error("look up", Object::Set(set), e)),
+            Err(source) => Err(NftError::Socket { op: "use", source }),
+        }
+    }
+
+    // ---- public operations ----
+
+    /// Does this kernel have `nft_queue`? Probes in one self-cleaning batch (create a
+    /// throw-away table with a `queue` rule, then delete the table): the kernel answers
+    /// `ENOENT` for an expression type it cannot load, and aborts the whole batch, so nothing
+    /// is left behind either way. If `queue` is missing, the xt `NFQUEUE` target is probed the
+    /// same way; if both are missing, [`NftError::NoQueueSupport`].
+    pub fn detect_queue_backend(&mut self) -> Result<QueueBackend, NftError> {
+        for backend in [QueueBackend::Native, QueueBackend::Compat] {
+            self.batch_start();
+            self.add_table(NFPROTO_INET, PROBE_TABLE, Object::ProbeTable);
+            let s = self.begin(NFT_MSG_NEWCHAIN, NLM_F_CREATE, NFPROTO_INET, "create a chain in", Object::ProbeTable);
+            self.msg.attr_str(NFTA_CHAIN_TABLE, PROBE_TABLE);
+            self.msg.attr_str(NFTA_CHAIN_NAME, "probe");
+            let n = self.msg.nest(NFTA_CHAIN_HOOK);
+            self.msg.attr_u32(NFTA_HOOK_HOOKNUM, NF_INET_LOCAL_IN);
+            self.msg.attr(NFTA_HOOK_PRIORITY, &0i32.to_be_bytes());
+            self.msg.nest_end(n);
+            self.msg.attr_str(NFTA_CHAIN_TYPE, "filter");
+            self.msg.end_msg(s);
+            let s = self.begin(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, NFPROTO_INET, "add a queue rule to", Object::ProbeTable);
+            self.msg.attr_str(NFTA_RULE_TABLE, PROBE_TABLE);
+            self.msg.attr_str(NFTA_RULE_CHAIN, "probe");
+            let n = self.msg.nest(NFTA_RULE_EXPRESSIONS);
+            match backend {
+                QueueBackend::Native => self.msg.e_queue(0),
+                QueueBackend::Compat => self.msg.e_compat_nfqueue(0),
+            }
+            self.msg.nest_end(n);
+            self.msg.end_msg(s);
+            self.del_table(NFPROTO_INET, PROBE_TABLE, Object::ProbeTable);
+            match self.commit() {
+                Ok(()) => return Ok(backend),
+                // ENOENT: no such expression/target; EOPNOTSUPP/EINVAL: compat refused here.
+                Err(BatchFail::Kernel { errno, .. })
+                    if errno == libc::ENOENT || errno == libc::EOPNOTSUPP || errno == libc::EINVAL => {}
+                Err(f) => return Err(batch_error(f)),
+            }
+        }
+        Err(NftError::NoQueueSupport)
+    }
+
+    /// Create or refresh the owned table in one atomic batch: the table and its sets are
+    /// created if absent (existing allow-set elements, i.e. live grants, survive), each chain's
+    /// rules are made exactly `spec` (flush + add in the same batch), the `protected` set's
+    /// elements are replaced, and `restore` grants are added (after someone flushed the
+    /// ruleset). Idempotent.
+    pub fn install(&mut self, spec: &RulesetSpec, restore: &[Element]) -> Result<(), NftError> {
+        if let Some(e) = restore.iter().find(|e| e.timeout_ms == 0) {
+            return Err(NftError::ZeroTimeout { addr: e.addr, access: e.access });
+        }
+        // The kernel accepts a NEWSET for an existing set of another shape silently on older
+        // kernels (6.x compares; earlier ones just return 0), so compare ourselves first.
+        for def in SETS {
+            if let Some((kt, kl, fl)) = self.set_shape(def.name)? {
+                if kt != def.key_type || kl != def.key_len || fl != def.flags {
+                    return Err(NftError::Incompatible { object: Object::Set(def.name) });
+                }
+            }
+        }
+        let drop_forward = !spec.gate_forward && self.chain_exists(CHAIN_FORWARD)?;
+
+        self.batch_start();
+        self.add_table(NFPROTO_INET, TABLE, Object::Table);
+        for def in SETS {
+            self.add_set(def);
+        }
+        self.add_chain(TABLE, CHAIN_KNOCK, Some((NF_INET_PRE_ROUTING, PRIORITY_KNOCK)));
+        self.flush_chain(CHAIN_KNOCK);
+        self.add_chain(TABLE, CHAIN_INPUT, Some((NF_INET_LOCAL_IN, PRIORITY_GATE)));
+        self.flush_chain(CHAIN_INPUT);
+        if spec.gate_forward {
+            self.add_chain(TABLE, CHAIN_FORWARD, Some((NF_INET_FORWARD, PRIORITY_GATE)));
+            self.flush_chain(CHAIN_FORWARD);
+        } else if drop_forward {
+            self.flush_chain(CHAIN_FORWARD);
+            self.del_chain(CHAIN_FORWARD);
+        }
+        rules::add_all(self, spec);
+
+        self.flush_set(SET_PROTECTED);
+        if !spec.protect.is_empty() {
+            let keys: Vec<[u8; 8]> = spec.protect.iter().map(|a| protected_key(*a)).collect();
+            self.add_elements(SET_PROTECTED, keys.iter().map(|k| (&k[..], None)));
+        }
+        self.add_grants(restore, false);
+        self.add_grants(restore, true);
+        self.commit().map_err(batch_error)
+    }
+
+    /// Add or refresh grants: one batch per [`UPSERT_BATCH`] grants (atomic within a batch).
+    /// IPv4 grants go to `allow_v4`, IPv6 grants to `allow_v6`. A grant that exists gets the
+    /// new timeout (and, on kernels ≥ 6.12, a restarted timer).
+    pub fn upsert(&mut self, elems: &[Element]) -> Result<(), NftError> {
+        if let Some(e) = elems.iter().find(|e| e.timeout_ms == 0) {
+            return Err(NftError::ZeroTimeout { addr: e.addr, access: e.access });
+        }
+        for chunk in elems.chunks(UPSERT_BATCH) {
+            self.batch_start();
+            self.add_grants(chunk, false);
+            self.add_grants(chunk, true);
+            self.commit().map_err(batch_error)?;
+        }
+        Ok(())
+    }
+
+    /// Live grants of both allow sets.
+    pub fn list(&mut self) -> Result<Vec<LiveElement>, NftError> {
+        let mut out = Vec::new();
+        for (set, v6) in [(SET_ALLOW_V4, false), (SET_ALLOW_V6, true)] {
+            self.msg.clear();
+            let seq = self.next_seq();
+            let s = self.msg.begin_nft(NFT_MSG_GETSETELEM, NLM_F_DUMP, seq, NFPROTO_INET);
+            self.msg.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+            self.msg.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+            self.msg.end_msg(s);
+            let r = self.request(true, |m| {
+                let Some((_, body)) = nfgen(m.payload) else { return };
+                let Some(list) = attr(body, NFTA_SET_ELEM_LIST_ELEMENTS) else { return };
+                for (_, elem) in attrs(list) {
+                    if let Some(live) = parse_live(elem, v6) {
+                        out.push(live);
+                    }
+                }
+            });
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(kernel_error("list the elements of", Object::Set(set), e)),
+                Err(source) => return Err(NftError::Socket { op: "use", source }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Delete the owned table (and with it every grant). Absent already is fine.
+    pub fn remove_table(&mut self) -> Result<(), NftError> {
+        self.batch_start();
+        self.del_table(NFPROTO_INET, TABLE, Object::Table);
+        match self.commit() {
+            Ok(()) => Ok(()),
+            Err(BatchFail::Kernel { errno, .. }) if errno == libc::ENOENT => Ok(()),
+            Err(f) => Err(batch_error(f)),
+        }
     }
 }
+
+fn kernel_error(op: &'static str, object: Object, errno: i32) -> NftError {
+    match errno {
+        libc::EPERM | libc::EACCES => NftError::Permission { op, object },
+        libc::ENOENT => NftError::NotFound { op, object },
+        libc::EEXIST if matches!(object, Object::Set(_)) && op == "create" => NftError::Incompatible { object },
+        _ => NftError::Kernel { op, object, source: io::Error::from_raw_os_error(errno) },
+    }
+}
+
+fn batch_error(f: BatchFail) -> NftError {
+    match f {
+        BatchFail::Io(op, source) => NftError::Socket { op, source },
+        BatchFail::Kernel { errno, op, object } => kernel_error(op, object, errno),
+    }
+}
+
+/// One element of a GETSETELEM dump → a grant, if its key is one of ours.
+fn parse_live(elem: &[u8], v6: bool) -> Option<LiveElement> {
+    let key = attr(attr(elem, NFTA_SET_ELEM_KEY)?, NFTA_DATA_VALUE)?;
+    let (addr, access) = decode_key(key, v6)?;
+    let timeout_ms = attr(elem, NFTA_SET_ELEM_TIMEOUT).and_then(be_u64).unwrap_or(0);
+    let expires_ms = attr(elem, NFTA_SET_ELEM_EXPIRATION).and_then(be_u64).unwrap_or(0);
+    Some(LiveElement { addr, access, timeout_ms, expires_ms })
+}
+
+/// The key of an allow-set element: `addr . proto . port`, each field padded to 4 bytes as
+/// the kernel lays out concatenations in 32-bit registers: v4 = addr(4) | proto(1)+pad(3) |
+/// port big-endian(2)+pad(2) = 12 bytes; v6 = 16 + 4 + 4 = 24 bytes. Returns the buffer and the
+/// used length.
+pub fn element_key(addr: IpAddr, access: Access) -> ([u8; 24], usize) {
+    let mut k = [0u8; 24];
+    let a = match addr {
+        IpAddr::V4(a) => {
+            k[..4].copy_from_slice(&a.octets());
+            4
+        }
+        IpAddr::V6(a) => {
+            k[..16].copy_from_slice(&a.octets());
+            16
+        }
+    };
+    k[a] = access.proto.number();
+    k[a + 4..a + 6].copy_from_slice(&access.port.to_be_bytes());
+    (k, a + 8)
+}
+
+/// The inverse of [`element_key`]; `None` for a key that is not one of ours.
+pub fn decode_key(key: &[u8], v6: bool) -> Option<(IpAddr, Access)> {
+    let a = if v6 { 16 } else { 4 };
+    if key.len() != a + 8 {
+        return None;
+    }
+    let addr = if v6 {
+        IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(key.get(..16)?).ok()?))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(key.get(..4)?).ok()?))
+    };
+    let proto = Proto::from_number(*key.get(a)?)?;
+    let port = u16::from_be_bytes(key.get(a + 4..a + 6)?.try_into().ok()?);
+    Some((addr, Access::new(proto, port)?))
+}
+
+/// The key of a `protected` element: proto(1)+pad(3) | port big-endian(2)+pad(2).
+pub fn protected_key(access: Access) -> [u8; 8] {
+    let mut k = [0u8; 8];
+    k[0] = access.proto.number();
+    k[4..6].copy_from_slice(&access.port.to_be_bytes());
+    k
+}
+
+/// A set of the owned table.
+struct SetDef {
+    name: &'static str,
+    /// Transaction-local id (`NFTA_SET_ID`).
+    id: u32,
+    /// nft's datatype ids, concatenated 6 bits apart (nftables `concat_subtype_add`):
+    /// ipv4_addr 7, ipv6_addr 8, inet_proto 12, inet_service 13.
+    key_type: u32,
+    key_len: u32,
+    flags: u32,
+    /// `(default timeout ms, size)` of a dynamic set.
+    dynamic: Option<(u64, u32)>,
+    /// nft's `NFTNL_UDATA_SET_*` TLVs (key byte order, concatenation info), byte for byte what
+    /// nft 1.0.6 sends for the same declaration, so `nft list` prints these sets as it would
+    /// have printed its own. The kernel stores them opaquely.
+    userdata: &'static [u8],
+}
+
+const UDATA_CONCAT: &[u8] = &[0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x03, 0x08, 0x00, 0x04, 0x0d, 0x00, 0x00, 0x00, 0x01, 0x00];
+const UDATA_ADDR: &[u8] = &[0x00, 0x04, 0x02, 0x00, 0x00, 0x00];
+const fn concat3(a: u32, b: u32, c: u32) -> u32 {
+    (a << 12) | (b << 6) | c
+}
+
+const SETS: &[SetDef] = &[
+    SetDef { name: SET_ALLOW_V4, id: 1, key_type: concat3(7, 12, 13), key_len: 12, flags: NFT_SET_TIMEOUT, dynamic: None, userdata: UDATA_CONCAT },
+    SetDef { name: SET_ALLOW_V6, id: 2, key_type: concat3(8, 12, 13), key_len: 24, flags: NFT_SET_TIMEOUT, dynamic: None, userdata: UDATA_CONCAT },
+    SetDef { name: SET_PROTECTED, id: 3, key_type: (12 << 6) | 13, key_len: 8, flags: 0, dynamic: None, userdata: UDATA_CONCAT },
+    SetDef { name: SET_KNOCK_RATE_V4, id: 4, key_type: 7, key_len: 4, flags: NFT_SET_TIMEOUT | NFT_SET_EVAL, dynamic: Some((KNOCK_RATE_TIMEOUT_MS, KNOCK_RATE_SIZE)), userdata: UDATA_ADDR },
+    SetDef { name: SET_KNOCK_RATE_V6, id: 5, key_type: 8, key_len: 16, flags: NFT_SET_TIMEOUT | NFT_SET_EVAL, dynamic: Some((KNOCK_RATE_TIMEOUT_MS, KNOCK_RATE_SIZE)), userdata: UDATA_ADDR },
+];
+
+mod rules;
+
+pub use rules::render;
 
 /// Subscription to nftables ruleset events (`NFNLGRP_NFTABLES`), to notice a flush.
 pub struct NftEvents {
-    _private: (),
+    sock: NlSocket,
+    buf: Vec<u8>,
 }
 
 impl NftEvents {
+    /// Subscribe. A socket filter drops, in the kernel, every event caused by an [`Nft`] of
+    /// this process opened before this call (our own grants and installs), so draining stays
+    /// cheap however many grants are written; [`NftEvents::drain`] ignores the others by port.
     pub fn open() -> Result<NftEvents, NftError> {
-        unimplemented!("nft helper")
+        let sock = NlSocket::open(1 << (NFNLGRP_NFTABLES - 1))
+            .map_err(|source| NftError::Socket { op: "subscribe to nftables events with", source })?;
+        if sock.setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 1 << 20).is_err() {
+            let _ = sock.setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUF, 1 << 20);
+        }
+        let own = own_portids();
+        if !own.is_empty() {
+            let prog = own_port_filter(&own);
+            sock.attach_filter(&prog)
+                .map_err(|source| NftError::Socket { op: "attach the event filter to", source })?;
+        }
+        Ok(NftEvents { sock, buf: vec![0; RECV_BUF] })
     }
 
     pub fn as_raw_fd(&self) -> RawFd {
-        unimplemented!("nft helper")
+        self.sock.as_raw_fd()
     }
 
-    /// Drain pending events without blocking; true if our table (or anything in it) was deleted.
+    /// Drain pending events without blocking; true if our table (or a chain, rule or set of
+    /// it, or the `protected` set's elements) was deleted or flushed by someone else — or if
+    /// events were lost (`ENOBUFS`), since then nobody knows.
     pub fn drain(&mut self) -> Result<bool, NftError> {
-        unimplemented!("nft helper")
+        let own = own_portids();
+        let mut hit = false;
+        loop {
+            let n = match self.sock.recv(&mut self.buf, true) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(hit),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    hit = true;
+                    continue;
+                }
+                Err(source) => return Err(NftError::Socket { op: "read nftables events from", source }),
+            };
+            hit |= messages(self.buf.get(..n).unwrap_or(&[])).any(|m| is_external_removal(&m, &own));
+        }
     }
 }
+
+/// Is `m` the deletion of our table or of something in it, by someone other than us?
+fn is_external_removal(m: &Msg<'_>, own: &[u32]) -> bool {
+    if m.ty >> 8 != NFNL_SUBSYS_NFTABLES || (m.pid != 0 && own.contains(&m.pid)) {
+        return false;
+    }
+    let msg = m.ty & 0xff;
+    let Some((family, body)) = nfgen(m.payload) else { return false };
+    if family != NFPROTO_INET || attr(body, 1).map(str_attr) != Some(TABLE.as_bytes()) {
+        return false; // attribute 1 is the table name in table, chain, rule, set and element messages
+    }
+    match msg {
+        NFT_MSG_DELTABLE | NFT_MSG_DELCHAIN | NFT_MSG_DELRULE | NFT_MSG_DELSET => true,
+        // Elements leaving an allow set are expiries or an admin's revocation: fine. Elements
+        // leaving `protected` open a port: re-assert.
+        NFT_MSG_DELSETELEM => {
+            attr(body, NFTA_SET_ELEM_LIST_SET).map(str_attr) == Some(SET_PROTECTED.as_bytes())
+        }
+        _ => false,
+    }
+}
+
+/// Classic BPF: drop a datagram whose first message comes from one of `own` port ids (the
+/// kernel coalesces the notifications of one transaction, so a datagram holds one sender's
+/// events), keep the rest. `ld [12]` reads `nlmsg_pid` in network order, so the constants
+/// are the host-order bytes read big-endian.
+fn own_port_filter(own: &[u32]) -> Vec<libc::sock_filter> {
+    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter { code: code as u16, jt, jf, k };
+    let n = own.len().min(200);
+    let mut prog = Vec::with_capacity(n + 3);
+    prog.push(op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 12));
+    for (i, p) in own.iter().take(n).enumerate() {
+        // jump to the "drop" return, which follows the "keep" return.
+        let jt = (n - i) as u8;
+        prog.push(op(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, jt, 0, u32::from_be_bytes(p.to_ne_bytes())));
+    }
+    prog.push(op(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX));
+    prog.push(op(libc::BPF_RET | libc::BPF_K, 0, 0, 0));
+    prog
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,227 @@
+//! The rules of the owned table, twice: as netlink expressions ([`add_all`]) and as nft text
+//! ([`render`]). Each rule's two forms sit next to each other; the root test
+//! `install_lists_like_render` checks that `nft list table` of the installed rules prints the
+//! rendered text, so the two cannot drift.
+
+use std::fmt::Write as _;
+
+use super::wire::*;
+use super::*;
+
+/// What differs between the IPv4 and the IPv6 twin of a rule.
+struct Fam {
+    nfproto: u8,
+    saddr_off: u32,
+    saddr_len: u32,
+    allow: &'static str,
+    rate: &'static str,
+    saddr: &'static str,
+}
+
+const FAMS: [Fam; 2] = [
+    Fam { nfproto: NFPROTO_IPV4, saddr_off: 12, saddr_len: 4, allow: SET_ALLOW_V4, rate: SET_KNOCK_RATE_V4, saddr: "ip saddr" },
+    Fam { nfproto: NFPROTO_IPV6, saddr_off: 8, saddr_len: 16, allow: SET_ALLOW_V6, rate: SET_KNOCK_RATE_V6, saddr: "ip6 saddr" },
+];
+
+/// The 32-bit register `n` after `NFT_REG_1`'s first word: concatenations put each field in
+/// its own 4-byte-aligned register run (nft `netlink_register_space`).
+fn reg32(n: u32) -> u32 {
+    NFT_REG32_00 + n
+}
+
+/// `udp dport PORT` in an inet table: `meta l4proto udp` + transport header bytes 2..4.
+fn udp_dport(m: &mut MsgBuf, port: u16) {
+    m.e_meta(NFT_META_L4PROTO, NFT_REG_1);
+    m.e_cmp(NFT_REG_1, NFT_CMP_EQ, &[17]);
+    m.e_payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG_1);
+    m.e_cmp(NFT_REG_1, NFT_CMP_EQ, &port.to_be_bytes());
+}
+
+/// `ct state ! established,related`: `(ct state & (established|related)) == 0` — a bitmask
+/// test; a flow that is new, untracked or invalid is gated, an established one never is, so
+/// an expired grant does not cut an open session.
+fn ct_not_established(m: &mut MsgBuf) {
+    m.e_ct(NFT_CT_STATE, None, NFT_REG_1);
+    m.e_bitwise_and(NFT_REG_1, CT_STATE_ESTABLISHED_RELATED);
+    m.e_cmp(NFT_REG_1, NFT_CMP_EQ, &0u32.to_ne_bytes());
+}
+
+fn nfproto(m: &mut MsgBuf, fam: u8) {
+    m.e_meta(NFT_META_NFPROTO, NFT_REG_1);
+    m.e_cmp(NFT_REG_1, NFT_CMP_EQ, &[fam]);
+}
+
+/// The destination port the gate looks at: the packet's (`th dport`) on input, the
+/// conntrack original one (`ct original proto-dst`, the published port before DNAT) on forward.
+#[derive(Clone, Copy)]
+enum Dport {
+    Th,
+    CtOriginal,
+}
+
+impl Dport {
+    fn load(self, m: &mut MsgBuf, reg: u32) {
+        match self {
+            Dport::Th => m.e_payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, reg),
+            Dport::CtOriginal => m.e_ct(NFT_CT_PROTO_DST, Some(IP_CT_DIR_ORIGINAL), reg),
+        }
+    }
+
+    fn text(self) -> &'static str {
+        match self {
+            Dport::Th => "th dport",
+            Dport::CtOriginal => "ct original proto-dst",
+        }
+    }
+}
+
+/// `meta l4proto . DPORT @protected SADDR . meta l4proto . DPORT != @allow drop`.
+fn gate(m: &mut MsgBuf, fam: &Fam, dport: Dport) {
+    m.e_meta(NFT_META_L4PROTO, NFT_REG_1);
+    dport.load(m, reg32(1));
+    m.e_lookup(SET_PROTECTED, NFT_REG_1, 0);
+    m.e_payload(NFT_PAYLOAD_NETWORK_HEADER, fam.saddr_off, fam.saddr_len, NFT_REG_1);
+    let after = fam.saddr_len / 4;
+    m.e_meta(NFT_META_L4PROTO, reg32(after));
+    dport.load(m, reg32(after + 1));
+    m.e_lookup(fam.allow, NFT_REG_1, NFT_LOOKUP_F_INV);
+    m.e_verdict(NF_DROP);
+}
+
+/// udp lengths (header included) a knock may have.
+fn knock_udp_len(spec: &RulesetSpec) -> (u16, Option<(u16, u16)>) {
+    let native = spec.native_len.saturating_add(UDP_HDR);
+    let fwknop = spec.fwknop.then_some((FWKNOP_MIN_LEN + UDP_HDR, FWKNOP_MAX_LEN + UDP_HDR));
+    (native, fwknop)
+}
+
+/// Append every rule of `spec` to the batch being built.
+pub(super) fn add_all(nft: &mut Nft, spec: &RulesetSpec) {
+    let port = spec.knock_port;
+    // knock: no conntrack entry per knock (a flood must not fill the ct table), wrong lengths
+    // and per-source floods dropped before the queue.
+    nft.add_rule(TABLE, CHAIN_KNOCK, |m| {
+        udp_dport(m, port);
+        m.e_notrack();
+    });
+    let (native, fwknop) = knock_udp_len(spec);
+    nft.add_rule(TABLE, CHAIN_KNOCK, |m| {
+        udp_dport(m, port);
+        m.e_payload(NFT_PAYLOAD_TRANSPORT_HEADER, 4, 2, NFT_REG_1);
+        m.e_cmp(NFT_REG_1, NFT_CMP_NEQ, &native.to_be_bytes());
+        if let Some((lo, hi)) = fwknop {
+            m.e_payload(NFT_PAYLOAD_TRANSPORT_HEADER, 4, 2, NFT_REG_1);
+            m.e_range_neq(NFT_REG_1, &lo.to_be_bytes(), &hi.to_be_bytes());
+        }
+        m.e_verdict(NF_DROP);
+    });
+    if spec.rate_limit > 0 {
+        for fam in &FAMS {
+            nft.add_rule(TABLE, CHAIN_KNOCK, |m| {
+                udp_dport(m, port);
+                nfproto(m, fam.nfproto);
+                m.e_payload(NFT_PAYLOAD_NETWORK_HEADER, fam.saddr_off, fam.saddr_len, NFT_REG_1);
+                m.e_dynset_limit(fam.rate, NFT_REG_1, u64::from(spec.rate_limit), spec.rate_limit.saturating_mul(2));
+                m.e_verdict(NF_DROP);
+            });
+        }
+    }
+    // gate_input: knocks to the daemon (no bypass: while it is down, knocks are dropped),
+    // then the gate itself, which only ever drops.
+    nft.add_rule(TABLE, CHAIN_INPUT, |m| {
+        udp_dport(m, port);
+        match spec.backend {
+            QueueBackend::Native => m.e_queue(spec.queue),
+            QueueBackend::Compat => m.e_compat_nfqueue(spec.queue),
+        }
+    });
+    for fam in &FAMS {
+        nft.add_rule(TABLE, CHAIN_INPUT, |m| {
+            ct_not_established(m);
+            nfproto(m, fam.nfproto);
+            gate(m, fam, Dport::Th);
+        });
+    }
+    if spec.gate_forward {
+        for fam in &FAMS {
+            nft.add_rule(TABLE, CHAIN_FORWARD, |m| {
+                m.e_ct(NFT_CT_STATUS, None, NFT_REG_1);
+                m.e_bitwise_and(NFT_REG_1, IPS_DST_NAT);
+                m.e_cmp(NFT_REG_1, NFT_CMP_NEQ, &0u32.to_ne_bytes());
+                ct_not_established(m);
+                nfproto(m, fam.nfproto);
+                gate(m, fam, Dport::CtOriginal);
+            });
+        }
+    }
+}
+
+fn gate_text(fam: &Fam, dport: Dport) -> String {
+    let d = dport.text();
+    format!("meta l4proto . {d} @{SET_PROTECTED} {} . meta l4proto . {d} != @{} drop", fam.saddr, fam.allow)
+}
+
+/// The table as nft text, in the form `nft list table inet nfknock` prints it (nft 1.0.6),
+/// which `nft -f` also reads.
+pub fn render(spec: &RulesetSpec) -> String {
+    let mut s = String::new();
+    let port = spec.knock_port;
+    let _ = writeln!(s, "table {FAMILY} {TABLE} {{");
+    for (name, ty) in [(SET_ALLOW_V4, "ipv4_addr"), (SET_ALLOW_V6, "ipv6_addr")] {
+        let _ = writeln!(s, "\tset {name} {{\n\t\ttype {ty} . inet_proto . inet_service\n\t\tflags timeout\n\t}}\n");
+    }
+    let _ = writeln!(s, "\tset {SET_PROTECTED} {{\n\t\ttype inet_proto . inet_service");
+    if !spec.protect.is_empty() {
+        let elems: Vec<String> = spec.protect.iter().map(|a| format!("{} . {}", a.proto.name(), a.port)).collect();
+        let _ = writeln!(s, "\t\telements = {{ {} }}", elems.join(", "));
+    }
+    let _ = writeln!(s, "\t}}\n");
+    for (name, ty) in [(SET_KNOCK_RATE_V4, "ipv4_addr"), (SET_KNOCK_RATE_V6, "ipv6_addr")] {
+        let _ = writeln!(
+            s,
+            "\tset {name} {{\n\t\ttype {ty}\n\t\tsize {KNOCK_RATE_SIZE}\n\t\tflags dynamic,timeout\n\t\ttimeout {}m\n\t}}\n",
+            KNOCK_RATE_TIMEOUT_MS / 60_000
+        );
+    }
+    let _ = writeln!(s, "\tchain {CHAIN_KNOCK} {{\n\t\ttype filter hook prerouting priority raw; policy accept;");
+    let _ = writeln!(s, "\t\tudp dport {port} notrack");
+    let (native, fwknop) = knock_udp_len(spec);
+    match fwknop {
+        Some((lo, hi)) => {
+            let _ = writeln!(s, "\t\tudp dport {port} udp length != {native} udp length != {lo}-{hi} drop");
+        }
+        None => {
+            let _ = writeln!(s, "\t\tudp dport {port} udp length != {native} drop");
+        }
+    }
+    if spec.rate_limit > 0 {
+        for fam in &FAMS {
+            let _ = writeln!(
+                s,
+                "\t\tudp dport {port} add @{} {{ {} limit rate over {}/second burst {} packets }} drop",
+                fam.rate,
+                fam.saddr,
+                spec.rate_limit,
+                spec.rate_limit.saturating_mul(2)
+            );
+        }
+    }
+    let _ = writeln!(s, "\t}}\n");
+    let _ = writeln!(s, "\tchain {CHAIN_INPUT} {{\n\t\ttype filter hook input priority filter - 10; policy accept;");
+    // nft prints the compat NFQUEUE target (xt NFQUEUE rev 3, one queue, no flags) and the
+    // native queue expression alike.
+    let _ = writeln!(s, "\t\tudp dport {port} queue num {}", spec.queue);
+    for fam in &FAMS {
+        let _ = writeln!(s, "\t\tct state ! established,related {}", gate_text(fam, Dport::Th));
+    }
+    let _ = writeln!(s, "\t}}");
+    if spec.gate_forward {
+        let _ = writeln!(s, "\n\tchain {CHAIN_FORWARD} {{\n\t\ttype filter hook forward priority filter - 10; policy accept;");
+        for fam in &FAMS {
+            let _ = writeln!(s, "\t\tct status dnat ct state ! established,related {}", gate_text(fam, Dport::CtOriginal));
+        }
+        let _ = writeln!(s, "\t}}");
+    }
+    let _ = writeln!(s, "}}");
+    s
+}
