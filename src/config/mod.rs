@@ -264,3 +264,6 @@ pub fn warnings_at(config: &Config, now: u64) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

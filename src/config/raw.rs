@@ -193,9 +193,17 @@ fn explain(message: &str, key: &str, shape: &Shape) -> String {
         // serde's text already lists the valid keys: "unknown field `x`, expected one of ...".
         return format!("{message}; remove it or correct the spelling (in `{}`)", shape.header);
     }
+    // serde names Rust types; a person reading a config thinks in TOML's.
+    let message = message
+        .replace("expected i64", "expected an integer")
+        .replace("expected a boolean", "expected `true` or `false`");
+    if message.starts_with("unknown variant") {
+        // serde's text already lists the valid values.
+        return message;
+    }
     match (shape.hint)(key) {
         Some(hint) => format!("{message}; `{key}` must be {hint}"),
-        None => message.to_string(),
+        None => message,
     }
 }
 

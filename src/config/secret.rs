@@ -76,8 +76,14 @@ fn euid() -> u32 {
 /// root or the effective user. `what` names it in the message ("key file", "config file").
 /// The message gives the exact command that fixes it.
 pub fn check_private(path: &Path, what: &str) -> Result<(), String> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
+    let meta = std::fs::metadata(path).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            format!("; fix the path, or create the file with the key on one line and run `chmod 600 {}`", shell_quote(path))
+        } else {
+            String::new()
+        };
+        format!("cannot read {what} {}: {e}{hint}", path.display())
+    })?;
     check_private_meta(path, what, meta.mode(), meta.uid(), euid())
 }
 
