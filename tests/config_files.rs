@@ -11,7 +11,9 @@ use nfknock::access::format_list;
 use nfknock::config::{self, Credential};
 
 fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
 }
 
 fn native_keys_ready() -> bool {
@@ -36,7 +38,10 @@ fn copy_with_mode(name: &str, mode: u32) -> (tempfile::TempDir, PathBuf) {
 fn render_example_is_examples_server_toml() {
     let on_disk = std::fs::read_to_string(example("server.toml")).unwrap();
     assert_eq!(config::render_example(), on_disk);
-    assert!(on_disk.contains("EXAMPLE ONLY"), "the example keys must be marked as such");
+    assert!(
+        on_disk.contains("EXAMPLE ONLY"),
+        "the example keys must be marked as such"
+    );
 }
 
 #[test]
@@ -53,7 +58,11 @@ fn server_example_loads_from_a_private_file() {
     assert!(matches!(cfg.clients[0].credential, Credential::Native(_)));
     assert!(matches!(cfg.clients[1].credential, Credential::Fwknop(_)));
     assert_eq!(cfg.clients[0].expires_at, Some(1_801_353_600));
-    assert!(config::warnings(&cfg).is_empty(), "{:?}", config::warnings(&cfg));
+    assert!(
+        config::warnings(&cfg).is_empty(),
+        "{:?}",
+        config::warnings(&cfg)
+    );
 }
 
 #[test]
@@ -61,7 +70,10 @@ fn server_example_with_inline_keys_is_refused_when_world_readable() {
     let (_dir, path) = copy_with_mode("server.toml", 0o644);
     let err = config::load(&path).unwrap_err();
     let shown = err.to_string();
-    assert!(shown.contains(&format!("run `chmod 600 {}`", path.display())), "{shown}");
+    assert!(
+        shown.contains(&format!("run `chmod 600 {}`", path.display())),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -72,7 +84,10 @@ fn client_example_loads_from_a_private_file() {
     }
     let cfg = config::load_client(&path).unwrap_or_else(|e| panic!("{e}"));
     let home = cfg.stanza("home").expect("stanza home");
-    assert_eq!((home.server.as_str(), home.port, home.timeout), ("203.0.113.10", 62201, Some(60)));
+    assert_eq!(
+        (home.server.as_str(), home.port, home.timeout),
+        ("203.0.113.10", 62201, Some(60))
+    );
     assert_eq!(home.allow_ip, config::AllowIp::Source);
     assert_eq!(format_list(&home.access), "tcp/22");
 }

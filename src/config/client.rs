@@ -76,12 +76,18 @@ impl ClientConfig {
 /// `$XDG_CONFIG_HOME/nfknock/client.toml`, else `~/.config/nfknock/client.toml`; `None` when
 /// neither variable is usable.
 pub fn default_client_config_path() -> Option<PathBuf> {
-    client_config_path_from(std::env::var_os("XDG_CONFIG_HOME").as_deref(), std::env::var_os("HOME").as_deref())
+    client_config_path_from(
+        std::env::var_os("XDG_CONFIG_HOME").as_deref(),
+        std::env::var_os("HOME").as_deref(),
+    )
 }
 
 /// [`default_client_config_path`] from given variables. The XDG spec says a relative
 /// `$XDG_CONFIG_HOME` is invalid and must be ignored.
-fn client_config_path_from(xdg: Option<&std::ffi::OsStr>, home: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+fn client_config_path_from(
+    xdg: Option<&std::ffi::OsStr>,
+    home: Option<&std::ffi::OsStr>,
+) -> Option<PathBuf> {
     let base = match xdg.map(Path::new).filter(|p| p.is_absolute()) {
         Some(x) => x.to_path_buf(),
         None => Path::new(home.filter(|h| !h.is_empty())?).join(".config"),
@@ -117,7 +123,9 @@ pub fn load_client(path: &Path) -> Result<ClientConfig, ConfigErrors> {
 }
 
 fn home_dir() -> Option<PathBuf> {
-    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from)
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
 }
 
 /// Validate a client config given as text; `~` in `key_file` is `$HOME`.
@@ -130,9 +138,21 @@ pub fn parse_client_str(text: &str, path: &Path) -> Result<ClientConfig, ConfigE
     }
 }
 
-const ROOT: Shape = Shape { header: "top level", nested: &["default", "server"], hint: |_| None };
-const DEFAULT: Shape = Shape { header: "[default]", nested: &[], hint: profile_hint };
-const STANZA: Shape = Shape { header: "[server.NAME]", nested: &[], hint: profile_hint };
+const ROOT: Shape = Shape {
+    header: "top level",
+    nested: &["default", "server"],
+    hint: |_| None,
+};
+const DEFAULT: Shape = Shape {
+    header: "[default]",
+    nested: &[],
+    hint: profile_hint,
+};
+const STANZA: Shape = Shape {
+    header: "[server.NAME]",
+    nested: &[],
+    hint: profile_hint,
+};
 
 fn profile_hint(key: &str) -> Option<&'static str> {
     Some(match key {
@@ -180,7 +200,10 @@ impl ClientPlan {
                 allow_ip: p.allow_ip,
             })
             .collect();
-        ClientConfig { path: self.path, profiles }
+        ClientConfig {
+            path: self.path,
+            profiles,
+        }
     }
 }
 
@@ -196,14 +219,28 @@ pub(crate) fn check_client(text: &str, path: &Path, home: Option<&Path>) -> Chec
     let mut sink = Sink::new(text, path);
     let mut inline_secret = false;
     let plan = check(&mut sink, text, path, home, &mut inline_secret);
-    Checked { plan, problems: sink.into_problems(), inline_secret }
+    Checked {
+        plan,
+        problems: sink.into_problems(),
+        inline_secret,
+    }
 }
 
-fn check(sink: &mut Sink<'_>, text: &str, path: &Path, home: Option<&Path>, inline_secret: &mut bool) -> Option<ClientPlan> {
+fn check(
+    sink: &mut Sink<'_>,
+    text: &str,
+    path: &Path,
+    home: Option<&Path>,
+    inline_secret: &mut bool,
+) -> Option<ClientPlan> {
     let doc = raw::parse_document(sink, text)?;
     let span = doc.span();
-    let root: Section<'_, RawClientDocument> =
-        raw::section(sink, Spanned::new(span, DeValue::Table(doc.into_inner())), "", &ROOT)?;
+    let root: Section<'_, RawClientDocument> = raw::section(
+        sink,
+        Spanned::new(span, DeValue::Table(doc.into_inner())),
+        "",
+        &ROOT,
+    )?;
 
     let mut default = RawProfile::default();
     let mut stanzas = Vec::new();
@@ -234,7 +271,10 @@ fn check(sink: &mut Sink<'_>, text: &str, path: &Path, home: Option<&Path>, inli
             other => sink.at(
                 Some(vspan),
                 "server",
-                format!("must hold tables, found {}; write each server as `[server.NAME]`", other.type_str()),
+                format!(
+                    "must hold tables, found {}; write each server as `[server.NAME]`",
+                    other.type_str()
+                ),
             ),
         }
     }
@@ -252,15 +292,26 @@ fn check(sink: &mut Sink<'_>, text: &str, path: &Path, home: Option<&Path>, inli
         }
     }
     profiles.sort_by(|a, b| a.name.cmp(&b.name));
-    Some(ClientPlan { path: path.to_path_buf(), profiles })
+    Some(ClientPlan {
+        path: path.to_path_buf(),
+        profiles,
+    })
 }
 
 fn valid_stanza_name(name: &str) -> bool {
-    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.@-".contains(&b))
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.@-".contains(&b))
 }
 
 /// A value from the stanza, else from `[default]`, with the key it was found under.
-fn pick<'a, T>(stanza: &'a Option<T>, default: &'a Option<T>, prefix: &str, key: &str) -> Option<(&'a T, String)> {
+fn pick<'a, T>(
+    stanza: &'a Option<T>,
+    default: &'a Option<T>,
+    prefix: &str,
+    key: &str,
+) -> Option<(&'a T, String)> {
     match (stanza, default) {
         (Some(v), _) => Some((v, join(prefix, key))),
         (None, Some(v)) => Some((v, join("default", key))),
@@ -282,7 +333,13 @@ fn profile(
     let mut ok = true;
     let missing = |sink: &mut Sink<'_>, key: &str, example: &str| {
         if !sec.failed(key) {
-            sink.at(stanza_span.clone(), &join(&prefix, key), format!("stanza `{name}` has no `{key}`; add e.g. `{example}` (here or in [default])"));
+            sink.at(
+                stanza_span.clone(),
+                &join(&prefix, key),
+                format!(
+                    "stanza `{name}` has no `{key}`; add e.g. `{example}` (here or in [default])"
+                ),
+            );
         }
     };
 
@@ -301,20 +358,42 @@ fn profile(
     };
 
     let port = match pick(&raw.port, &default.port, &prefix, "port") {
-        Some((p, key)) => int_in(sink, &Some(p.clone()), &key, (1, 65535), 0, "the server's knock port")
-            .and_then(|p| u16::try_from(p).ok()),
+        Some((p, key)) => int_in(
+            sink,
+            &Some(p.clone()),
+            &key,
+            (1, 65535),
+            0,
+            "the server's knock port",
+        )
+        .and_then(|p| u16::try_from(p).ok()),
         None => Some(super::DEFAULT_PORT),
     };
 
     // A stanza's own key (inline or file) overrides any key in [default].
     let (key_text, key_file) = if raw.key.is_some() || raw.key_file.is_some() {
-        (raw.key.as_ref().map(|k| (k, join(&prefix, "key"))), raw.key_file.as_ref().map(|f| (f, join(&prefix, "key_file"))))
+        (
+            raw.key.as_ref().map(|k| (k, join(&prefix, "key"))),
+            raw.key_file
+                .as_ref()
+                .map(|f| (f, join(&prefix, "key_file"))),
+        )
     } else {
-        (default.key.as_ref().map(|k| (k, join("default", "key"))), default.key_file.as_ref().map(|f| (f, join("default", "key_file"))))
+        (
+            default.key.as_ref().map(|k| (k, join("default", "key"))),
+            default
+                .key_file
+                .as_ref()
+                .map(|f| (f, join("default", "key_file"))),
+        )
     };
     let key = match (key_text, key_file) {
         (Some(_), Some((f, key))) => {
-            sink.at(Some(f.span()), &key, "`key` is already given; use either `key` or `key_file`, not both");
+            sink.at(
+                Some(f.span()),
+                &key,
+                "`key` is already given; use either `key` or `key_file`, not both",
+            );
             None
         }
         (Some((k, key)), None) => match secret::decode_native_secret(&k.get_ref().0) {
@@ -327,7 +406,8 @@ fn profile(
         (None, Some((f, key))) => {
             let r = secret::resolve(f.get_ref(), path, home).and_then(|p| {
                 let text = secret::read_key_file(&p)?;
-                let bytes = secret::decode_native_secret(&text).map_err(|m| format!("key file {} {m}", p.display()))?;
+                let bytes = secret::decode_native_secret(&text)
+                    .map_err(|m| format!("key file {} {m}", p.display()))?;
                 Ok((Some(p), bytes))
             });
             match r {
@@ -340,7 +420,11 @@ fn profile(
         }
         (None, None) => {
             if !sec.failed("key") {
-                missing(sink, "key_file", "key_file = \"~/.config/nfknock/home.key\"");
+                missing(
+                    sink,
+                    "key_file",
+                    "key_file = \"~/.config/nfknock/home.key\"",
+                );
             }
             None
         }
@@ -349,9 +433,16 @@ fn profile(
     let access = match pick(&raw.access, &default.access, &prefix, "access") {
         Some((list, key)) => {
             let before = sink.problems.len();
-            let v: Vec<Access> = values::accesses(sink, list, &key).into_iter().map(|(a, _)| a).collect();
+            let v: Vec<Access> = values::accesses(sink, list, &key)
+                .into_iter()
+                .map(|(a, _)| a)
+                .collect();
             if list.get_ref().is_empty() {
-                sink.at(Some(list.span()), &key, "is empty; list what to open, e.g. `access = [\"tcp/22\"]`");
+                sink.at(
+                    Some(list.span()),
+                    &key,
+                    "is empty; list what to open, e.g. `access = [\"tcp/22\"]`",
+                );
             }
             (sink.problems.len() == before).then_some(v)
         }
@@ -362,7 +453,14 @@ fn profile(
     };
 
     let timeout = match pick(&raw.timeout, &default.timeout, &prefix, "timeout") {
-        Some((t, key)) => match int_in(sink, &Some(t.clone()), &key, (1, super::server::MAX_MAX_TIMEOUT.into()), 0, "timeout (seconds)") {
+        Some((t, key)) => match int_in(
+            sink,
+            &Some(t.clone()),
+            &key,
+            (1, super::server::MAX_MAX_TIMEOUT.into()),
+            0,
+            "timeout (seconds)",
+        ) {
             Some(v) => Some(u32::try_from(v).ok()),
             None => {
                 ok = false;
@@ -388,8 +486,18 @@ fn profile(
         },
     };
 
-    let (server, port, (key_file, secret), access, timeout, allow_ip) = (server?, port?, key?, access?, timeout?, allow_ip?);
-    ok.then_some(ProfilePlan { name: name.to_string(), server, port, key_file, secret, access, timeout, allow_ip })
+    let (server, port, (key_file, secret), access, timeout, allow_ip) =
+        (server?, port?, key?, access?, timeout?, allow_ip?);
+    ok.then_some(ProfilePlan {
+        name: name.to_string(),
+        server,
+        port,
+        key_file,
+        secret,
+        access,
+        timeout,
+        allow_ip,
+    })
 }
 
 /// A host name (RFC 1123 labels) or an IPv4/IPv6 address.
@@ -451,12 +559,24 @@ mod tests {
     #[test]
     fn the_example_is_valid() {
         let plan = ok(include_str!("../../examples/client.toml"), None);
-        let [home] = plan.profiles.as_slice() else { panic!("one stanza") };
-        assert_eq!((home.name.as_str(), home.server.as_str(), home.port), ("home", "203.0.113.10", 62201));
+        let [home] = plan.profiles.as_slice() else {
+            panic!("one stanza")
+        };
+        assert_eq!(
+            (home.name.as_str(), home.server.as_str(), home.port),
+            ("home", "203.0.113.10", 62201)
+        );
         assert_eq!(home.access, vec!["tcp/22".parse::<Access>().unwrap()]);
-        assert_eq!((home.timeout, home.allow_ip, &home.key_file), (Some(60), AllowIp::Source, &None));
+        assert_eq!(
+            (home.timeout, home.allow_ip, &home.key_file),
+            (Some(60), AllowIp::Source, &None)
+        );
         assert_eq!(home.secret.len(), SECRET_LEN);
-        let c = check_client(include_str!("../../examples/client.toml"), Path::new(PATH), None);
+        let c = check_client(
+            include_str!("../../examples/client.toml"),
+            Path::new(PATH),
+            None,
+        );
         assert!(c.inline_secret);
     }
 
@@ -467,8 +587,13 @@ mod tests {
             key()
         );
         let plan = ok(&text, None);
-        let [a, b] = plan.profiles.as_slice() else { panic!("two stanzas") };
-        assert_eq!((a.name.as_str(), a.port, a.access[0].port, a.timeout), ("a", 1000, 22, None));
+        let [a, b] = plan.profiles.as_slice() else {
+            panic!("two stanzas")
+        };
+        assert_eq!(
+            (a.name.as_str(), a.port, a.access[0].port, a.timeout),
+            ("a", 1000, 22, None)
+        );
         assert_eq!((b.name.as_str(), b.port, b.access[0].port), ("b", 2000, 53));
         assert_eq!(b.allow_ip, AllowIp::Addr("198.51.100.7".parse().unwrap()));
         assert_eq!(b.allow_ip.to_string(), "198.51.100.7");
@@ -476,7 +601,10 @@ mod tests {
 
     #[test]
     fn port_defaults_to_62201() {
-        let text = format!("[server.a]\nserver = \"h\"\nkey = \"{}\"\naccess = [\"tcp/22\"]\n", key());
+        let text = format!(
+            "[server.a]\nserver = \"h\"\nkey = \"{}\"\naccess = [\"tcp/22\"]\n",
+            key()
+        );
         assert_eq!(ok(&text, None).profiles[0].port, super::super::DEFAULT_PORT);
     }
 
@@ -497,11 +625,20 @@ mod tests {
         let c = check_client(text, Path::new(PATH), Some(dir.path()));
         let p = at(&c.problems, "server.home.key_file");
         assert_eq!(p.line, Some(3));
-        assert!(p.message.contains(&format!("`chmod 600 {}`", kpath.display())), "{}", p.message);
+        assert!(
+            p.message
+                .contains(&format!("`chmod 600 {}`", kpath.display())),
+            "{}",
+            p.message
+        );
 
         // Relative: next to the config file.
         std::fs::set_permissions(&kpath, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let c = check_client(&text.replace("~/.config/nfknock/", ""), &kdir.join("client.toml"), None);
+        let c = check_client(
+            &text.replace("~/.config/nfknock/", ""),
+            &kdir.join("client.toml"),
+            None,
+        );
         assert!(c.problems.is_empty(), "{}", ConfigErrors(c.problems));
     }
 
@@ -532,19 +669,43 @@ mod tests {
         assert_eq!(p.line, Some(2));
         assert!(p.message.contains("`server`, `port`"), "{}", p.message);
         // The misspelt key is not taken for `server`, which is then missing too.
-        assert!(at(&ps, "server.a.server").message.contains("has no `server`"));
-        assert!(at(&errs("profile = 1\n[server.a]\n"), "profile").message.contains("unknown field"));
-        assert!(at(&errs("server = \"h\"\n"), "server").message.contains("`[server.NAME]`"));
-        assert!(at(&errs("[server.\"a b\"]\n"), "server.a b").message.contains("not a valid stanza name"));
-        assert!(at(&errs("[default]\nport = 1\n"), "server").message.contains("no server is configured"));
+        assert!(at(&ps, "server.a.server")
+            .message
+            .contains("has no `server`"));
+        assert!(at(&errs("profile = 1\n[server.a]\n"), "profile")
+            .message
+            .contains("unknown field"));
+        assert!(at(&errs("server = \"h\"\n"), "server")
+            .message
+            .contains("`[server.NAME]`"));
+        assert!(at(&errs("[server.\"a b\"]\n"), "server.a b")
+            .message
+            .contains("not a valid stanza name"));
+        assert!(at(&errs("[default]\nport = 1\n"), "server")
+            .message
+            .contains("no server is configured"));
     }
 
     #[test]
     fn hosts_are_names_or_addresses() {
-        for good in ["knock.example.org", "203.0.113.10", "2001:db8::10", "localhost", "a-b.c."] {
+        for good in [
+            "knock.example.org",
+            "203.0.113.10",
+            "2001:db8::10",
+            "localhost",
+            "a-b.c.",
+        ] {
             assert!(check_host(good).is_ok(), "{good}");
         }
-        for bad in ["", "a b", "[::1]", "h:62201", "-a.b", &"a".repeat(64), "a..b"] {
+        for bad in [
+            "",
+            "a b",
+            "[::1]",
+            "h:62201",
+            "-a.b",
+            &"a".repeat(64),
+            "a..b",
+        ] {
             assert!(check_host(bad).is_err(), "{bad}");
         }
     }
@@ -552,10 +713,21 @@ mod tests {
     #[test]
     fn default_path_follows_xdg() {
         use std::ffi::OsStr;
-        let p = |x: Option<&str>, h: Option<&str>| client_config_path_from(x.map(OsStr::new), h.map(OsStr::new));
-        assert_eq!(p(Some("/x"), Some("/home/u")).unwrap(), Path::new("/x/nfknock/client.toml"));
-        assert_eq!(p(None, Some("/home/u")).unwrap(), Path::new("/home/u/.config/nfknock/client.toml"));
-        assert_eq!(p(Some("rel"), Some("/home/u")).unwrap(), Path::new("/home/u/.config/nfknock/client.toml"));
+        let p = |x: Option<&str>, h: Option<&str>| {
+            client_config_path_from(x.map(OsStr::new), h.map(OsStr::new))
+        };
+        assert_eq!(
+            p(Some("/x"), Some("/home/u")).unwrap(),
+            Path::new("/x/nfknock/client.toml")
+        );
+        assert_eq!(
+            p(None, Some("/home/u")).unwrap(),
+            Path::new("/home/u/.config/nfknock/client.toml")
+        );
+        assert_eq!(
+            p(Some("rel"), Some("/home/u")).unwrap(),
+            Path::new("/home/u/.config/nfknock/client.toml")
+        );
         assert_eq!(p(None, None), None);
         assert_eq!(p(Some(""), Some("")), None);
     }
@@ -567,7 +739,12 @@ mod tests {
         std::fs::write(&cfg, include_str!("../../examples/client.toml")).unwrap();
         std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = load_client(&cfg).unwrap_err();
-        assert!(err.0[0].message.contains(&format!("`chmod 600 {}`", cfg.display())), "{err}");
+        assert!(
+            err.0[0]
+                .message
+                .contains(&format!("`chmod 600 {}`", cfg.display())),
+            "{err}"
+        );
 
         std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
         if native_keys_ready() {

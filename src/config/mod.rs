@@ -119,7 +119,9 @@ impl std::fmt::Display for Problem {
 #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
 pub struct ConfigErrors(pub Vec<Problem>);
 
-pub use client::{default_client_config_path, load_client, parse_client_str, AllowIp, ClientConfig, KnockProfile};
+pub use client::{
+    default_client_config_path, load_client, parse_client_str, AllowIp, ClientConfig, KnockProfile,
+};
 pub use secret::{check_private, decode_native_secret};
 
 /// The example server config shipped as `examples/server.toml` (for `nfknock` to print).
@@ -184,7 +186,10 @@ fn read_config(path: &Path) -> Result<zeroize::Zeroizing<String>, ConfigErrors> 
     match std::str::from_utf8(&bytes) {
         Ok(text) => Ok(zeroize::Zeroizing::new(text.to_string())),
         Err(e) => {
-            let line = bytes.get(..e.valid_up_to()).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count()) + 1;
+            let line = bytes
+                .get(..e.valid_up_to())
+                .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
+                + 1;
             Err(ConfigErrors(vec![Problem {
                 path: path.to_path_buf(),
                 line: Some(line),
@@ -206,7 +211,11 @@ pub fn warnings(config: &Config) -> Vec<String> {
                 .to_string(),
         );
     }
-    if let Some(a) = s.protect.iter().find(|a| a.proto == crate::access::Proto::Udp && a.port == s.port) {
+    if let Some(a) = s
+        .protect
+        .iter()
+        .find(|a| a.proto == crate::access::Proto::Udp && a.port == s.port)
+    {
         out.push(format!(
             "[server] protect contains {a}, the knock port itself: the gate may drop knocks before they reach the queue; remove it from `protect`"
         ));
@@ -216,7 +225,11 @@ pub fn warnings(config: &Config) -> Vec<String> {
         if let Credential::Fwknop(k) = &c.credential {
             let open_to_all = c.sources.iter().any(|net| net.prefix_len() == 0);
             if k.hmac_key.is_none() {
-                let whom = if open_to_all { "from any address on the internet" } else { "from its `sources`" };
+                let whom = if open_to_all {
+                    "from any address on the internet"
+                } else {
+                    "from its `sources`"
+                };
                 out.push(format!(
                     "client `{n}`: no HMAC (no_hmac = true), so fwknop packets {whom} are decrypted before they are authenticated; generate an HMAC key with `fwknop --key-gen` and set `hmac_key_base64` on both ends"
                 ));
@@ -231,11 +244,18 @@ pub fn warnings(config: &Config) -> Vec<String> {
                 _ => {}
             }
             if k.hmac_key.is_some()
-                && matches!(k.hmac_type, crate::wire::fwknop::HmacType::Md5 | crate::wire::fwknop::HmacType::Sha1)
+                && matches!(
+                    k.hmac_type,
+                    crate::wire::fwknop::HmacType::Md5 | crate::wire::fwknop::HmacType::Sha1
+                )
             {
                 out.push(format!(
                     "client `{n}`: hmac = \"{}\" is a weak digest; use \"sha256\" on both ends",
-                    if k.hmac_type == crate::wire::fwknop::HmacType::Md5 { "md5" } else { "sha1" }
+                    if k.hmac_type == crate::wire::fwknop::HmacType::Md5 {
+                        "md5"
+                    } else {
+                        "sha1"
+                    }
                 ));
             }
         }

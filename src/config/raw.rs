@@ -34,14 +34,21 @@ pub(crate) struct Sink<'t> {
 
 impl<'t> Sink<'t> {
     pub(crate) fn new(text: &'t str, path: &'t Path) -> Sink<'t> {
-        Sink { text, path, problems: Vec::new() }
+        Sink {
+            text,
+            path,
+            problems: Vec::new(),
+        }
     }
 
     /// 1-based line of a byte offset (offsets past the end count as the last line).
     pub(crate) fn line(&self, offset: usize) -> usize {
         let bytes = self.text.as_bytes();
         let end = offset.min(bytes.len());
-        bytes.get(..end).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count()) + 1
+        bytes
+            .get(..end)
+            .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
+            + 1
     }
 
     /// Record a problem at a span (its first line) and a dotted key.
@@ -73,7 +80,10 @@ pub(crate) fn join(prefix: &str, key: &str) -> String {
 
 /// Parse the document. Syntax errors are all reported (the parser recovers) and end the check:
 /// the structure after a syntax error is not reliable enough to judge.
-pub(crate) fn parse_document<'i>(sink: &mut Sink<'_>, text: &'i str) -> Option<Spanned<DeTable<'i>>> {
+pub(crate) fn parse_document<'i>(
+    sink: &mut Sink<'_>,
+    text: &'i str,
+) -> Option<Spanned<DeTable<'i>>> {
     let (doc, errors) = DeTable::parse_recoverable(text);
     if errors.is_empty() {
         return Some(doc);
@@ -150,7 +160,12 @@ pub(crate) fn section<'i, T: DeserializeOwned + Default>(
     }
 
     if let Ok(raw) = from_table::<T>(rest.clone(), span.clone()) {
-        return Some(Section { raw, span, nested, failed: Vec::new() });
+        return Some(Section {
+            raw,
+            span,
+            nested,
+            failed: Vec::new(),
+        });
     }
 
     // Something is wrong: find every bad key by trying each one alone.
@@ -175,7 +190,12 @@ pub(crate) fn section<'i, T: DeserializeOwned + Default>(
     // Every remaining key deserialized alone; together they can only fail if serde's derive
     // disagrees with itself. Report rather than assume.
     match from_table::<T>(good, span.clone()) {
-        Ok(raw) => Some(Section { raw, span, nested, failed }),
+        Ok(raw) => Some(Section {
+            raw,
+            span,
+            nested,
+            failed,
+        }),
         Err(e) => {
             sink.at(e.span().or(Some(span)), key, e.message().to_string());
             None
@@ -184,14 +204,20 @@ pub(crate) fn section<'i, T: DeserializeOwned + Default>(
 }
 
 fn from_table<T: DeserializeOwned>(table: DeTable<'_>, span: Span) -> Result<T, toml::de::Error> {
-    T::deserialize(ValueDeserializer::from(Spanned::new(span, DeValue::Table(table))))
+    T::deserialize(ValueDeserializer::from(Spanned::new(
+        span,
+        DeValue::Table(table),
+    )))
 }
 
 /// Turn serde's message into one that says what to do.
 fn explain(message: &str, key: &str, shape: &Shape) -> String {
     if message.starts_with("unknown field") {
         // serde's text already lists the valid keys: "unknown field `x`, expected one of ...".
-        return format!("{message}; remove it or correct the spelling (in `{}`)", shape.header);
+        return format!(
+            "{message}; remove it or correct the spelling (in `{}`)",
+            shape.header
+        );
     }
     // serde names Rust types; a person reading a config thinks in TOML's.
     let message = message

@@ -37,7 +37,10 @@ pub(crate) fn decode_base64(text: &str) -> Option<Zeroizing<Vec<u8>>> {
 
 /// Decode an fwknop base64 key as libfko does (padding optional, leftover bits ignored).
 pub(crate) fn decode_fwknop_base64(text: &str) -> Option<Zeroizing<Vec<u8>>> {
-    B64_FWKNOP.decode(text.trim().as_bytes()).ok().map(Zeroizing::new)
+    B64_FWKNOP
+        .decode(text.trim().as_bytes())
+        .ok()
+        .map(Zeroizing::new)
 }
 
 /// Decode a native 256-bit secret as printed by `nfknock keygen`. The error says what to do.
@@ -59,7 +62,10 @@ pub fn decode_native_secret(text: &str) -> Result<Zeroizing<[u8; SECRET_LEN]>, S
 /// Quote a path for a shell command in a message (single quotes unless it is plain).
 pub(crate) fn shell_quote(path: &Path) -> String {
     let s = path.display().to_string();
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+@:,=".contains(&b)) {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+@:,=".contains(&b))
+    {
         s
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -88,7 +94,13 @@ pub fn check_private(path: &Path, what: &str) -> Result<(), String> {
 }
 
 /// [`check_private`] on given mode/owner (pure, for tests).
-fn check_private_meta(path: &Path, what: &str, mode: u32, uid: u32, euid: u32) -> Result<(), String> {
+fn check_private_meta(
+    path: &Path,
+    what: &str,
+    mode: u32,
+    uid: u32,
+    euid: u32,
+) -> Result<(), String> {
     let q = shell_quote(path);
     if mode & 0o077 != 0 {
         return Err(format!(
@@ -108,14 +120,20 @@ fn check_private_meta(path: &Path, what: &str, mode: u32, uid: u32, euid: u32) -
 
 /// Resolve a `key_file` value: `~` / `~/…` against `home` (when given), then relative to the
 /// config file's directory.
-pub(crate) fn resolve(value: &str, config_path: &Path, home: Option<&Path>) -> Result<PathBuf, String> {
+pub(crate) fn resolve(
+    value: &str,
+    config_path: &Path,
+    home: Option<&Path>,
+) -> Result<PathBuf, String> {
     let expanded = match (value.strip_prefix('~'), home) {
         (Some(rest), _) if !(rest.is_empty() || rest.starts_with('/')) => {
             return Err("`~user/` paths are not supported; write the path out in full".to_string())
         }
         (Some(rest), Some(home)) => home.join(rest.trim_start_matches('/')),
         (Some(_), None) => {
-            return Err("starts with `~` but $HOME is not set; write the path out in full".to_string())
+            return Err(
+                "starts with `~` but $HOME is not set; write the path out in full".to_string(),
+            )
         }
         (None, _) => PathBuf::from(value),
     };
@@ -133,11 +151,18 @@ pub(crate) fn read_key_file(path: &Path) -> Result<Zeroizing<String>, String> {
     let bytes = Zeroizing::new(
         std::fs::read(path).map_err(|e| format!("cannot read key file {}: {e}", path.display()))?,
     );
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| format!("key file {} is not text; it must hold one line of base64", path.display()))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        format!(
+            "key file {} is not text; it must hold one line of base64",
+            path.display()
+        )
+    })?;
     let text = text.trim();
     if text.is_empty() {
-        return Err(format!("key file {} is empty; it must hold one line of base64", path.display()));
+        return Err(format!(
+            "key file {} is empty; it must hold one line of base64",
+            path.display()
+        ));
     }
     if text.contains('\n') {
         return Err(format!(
@@ -158,10 +183,18 @@ mod tests {
     fn native_secret_is_32_bytes_of_base64_padding_optional() {
         let text = STANDARD.encode([7u8; 32]);
         assert_eq!(*decode_native_secret(&text).unwrap(), [7u8; 32]);
-        assert_eq!(*decode_native_secret(text.trim_end_matches('=')).unwrap(), [7u8; 32]);
+        assert_eq!(
+            *decode_native_secret(text.trim_end_matches('=')).unwrap(),
+            [7u8; 32]
+        );
         let short = decode_native_secret(&STANDARD.encode([7u8; 31])).unwrap_err();
-        assert!(short.contains("31 bytes") && short.contains("nfknock keygen"), "{short}");
-        assert!(decode_native_secret("not base64!").unwrap_err().contains("not valid base64"));
+        assert!(
+            short.contains("31 bytes") && short.contains("nfknock keygen"),
+            "{short}"
+        );
+        assert!(decode_native_secret("not base64!")
+            .unwrap_err()
+            .contains("not valid base64"));
         // URL-safe alphabet is not the standard one.
         assert!(decode_native_secret(&"_".repeat(43)).is_err());
     }
@@ -172,10 +205,16 @@ mod tests {
         assert!(check_private_meta(p, "key file", 0o100600, 0, 0).is_ok());
         assert!(check_private_meta(p, "key file", 0o100400, 1000, 1000).is_ok());
         let e = check_private_meta(p, "key file", 0o100644, 0, 0).unwrap_err();
-        assert!(e.contains("mode 0644") && e.contains("`chmod 600 /etc/nfknock/a.key`"), "{e}");
+        assert!(
+            e.contains("mode 0644") && e.contains("`chmod 600 /etc/nfknock/a.key`"),
+            "{e}"
+        );
         assert!(check_private_meta(p, "key file", 0o100610, 0, 0).is_err());
         let e = check_private_meta(p, "key file", 0o100600, 1000, 0).unwrap_err();
-        assert!(e.contains("uid 1000") && e.contains("`chown root:root /etc/nfknock/a.key`"), "{e}");
+        assert!(
+            e.contains("uid 1000") && e.contains("`chown root:root /etc/nfknock/a.key`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -187,10 +226,19 @@ mod tests {
     #[test]
     fn resolves_relative_and_tilde_paths() {
         let cfg = Path::new("/etc/nfknock/nfknock.toml");
-        assert_eq!(resolve("a.key", cfg, None).unwrap(), Path::new("/etc/nfknock/a.key"));
-        assert_eq!(resolve("/k/a.key", cfg, None).unwrap(), Path::new("/k/a.key"));
+        assert_eq!(
+            resolve("a.key", cfg, None).unwrap(),
+            Path::new("/etc/nfknock/a.key")
+        );
+        assert_eq!(
+            resolve("/k/a.key", cfg, None).unwrap(),
+            Path::new("/k/a.key")
+        );
         let home = Path::new("/home/u");
-        assert_eq!(resolve("~/x.key", cfg, Some(home)).unwrap(), Path::new("/home/u/x.key"));
+        assert_eq!(
+            resolve("~/x.key", cfg, Some(home)).unwrap(),
+            Path::new("/home/u/x.key")
+        );
         assert!(resolve("~/x.key", cfg, None).unwrap_err().contains("$HOME"));
         assert!(resolve("~bob/x.key", cfg, Some(home)).is_err());
     }
@@ -205,11 +253,18 @@ mod tests {
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = read_key_file(&path).unwrap_err();
-        assert!(e.contains(&format!("`chmod 600 {}`", path.display())), "{e}");
+        assert!(
+            e.contains(&format!("`chmod 600 {}`", path.display())),
+            "{e}"
+        );
 
         std::fs::write(&path, "a\nb\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(read_key_file(&path).unwrap_err().contains("more than one line"));
-        assert!(read_key_file(&dir.path().join("missing")).unwrap_err().contains("cannot read"));
+        assert!(read_key_file(&path)
+            .unwrap_err()
+            .contains("more than one line"));
+        assert!(read_key_file(&dir.path().join("missing"))
+            .unwrap_err()
+            .contains("cannot read"));
     }
 }

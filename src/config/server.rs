@@ -12,7 +12,9 @@ use toml::de::DeValue;
 use toml::Spanned;
 use zeroize::Zeroizing;
 
-use super::raw::{self, join, RawClient, RawFwknop, RawServer, RawServerDocument, Section, Shape, Sink};
+use super::raw::{
+    self, join, RawClient, RawFwknop, RawServer, RawServerDocument, Section, Shape, Sink,
+};
 use super::secret;
 use super::values::{self, indexed, int_in};
 use super::{Client, Config, Credential, Problem, Server};
@@ -32,13 +34,29 @@ pub const FWKNOP_MAX_HMAC_KEY_LEN: usize = 136;
 /// fwknopd refuses the placeholder key of its shipped access.conf (server/access.c).
 const FWKNOP_PLACEHOLDER_KEY: &[u8] = b"__CHANGEME__";
 
-const ROOT: Shape = Shape { header: "top level", nested: &["server", "client"], hint: |_| None };
+const ROOT: Shape = Shape {
+    header: "top level",
+    nested: &["server", "client"],
+    hint: |_| None,
+};
 
-const SERVER: Shape = Shape { header: "[server]", nested: &[], hint: server_hint };
+const SERVER: Shape = Shape {
+    header: "[server]",
+    nested: &[],
+    hint: server_hint,
+};
 
-const CLIENT: Shape = Shape { header: "[[client]]", nested: &["fwknop"], hint: client_hint };
+const CLIENT: Shape = Shape {
+    header: "[[client]]",
+    nested: &["fwknop"],
+    hint: client_hint,
+};
 
-const FWKNOP: Shape = Shape { header: "[client.fwknop]", nested: &[], hint: fwknop_hint };
+const FWKNOP: Shape = Shape {
+    header: "[client.fwknop]",
+    nested: &[],
+    hint: fwknop_hint,
+};
 
 fn server_hint(key: &str) -> Option<&'static str> {
     Some(match key {
@@ -57,10 +75,14 @@ fn client_hint(key: &str) -> Option<&'static str> {
     Some(match key {
         "name" => "a quoted name of 1 to 64 letters, digits and `_.@-`, e.g. `name = \"alice\"`",
         "key" => "the quoted base64 line printed by `nfknock keygen`",
-        "key_file" => "a quoted path to a file holding the key, e.g. `key_file = \"/etc/nfknock/alice.key\"`",
+        "key_file" => {
+            "a quoted path to a file holding the key, e.g. `key_file = \"/etc/nfknock/alice.key\"`"
+        }
         "allow" | "deny" => "a list of accesses, e.g. `[\"tcp/22\", \"udp/53\"]`",
         "timeout" | "max_timeout" => "a number of seconds, e.g. `timeout = 30`",
-        "sources" | "destinations" => "a list of quoted networks or addresses, e.g. `[\"0.0.0.0/0\", \"::/0\"]`",
+        "sources" | "destinations" => {
+            "a list of quoted networks or addresses, e.g. `[\"0.0.0.0/0\", \"::/0\"]`"
+        }
         "require_source_match" => "`true` or `false`",
         "require_username" => "a quoted user name, e.g. `require_username = \"bob\"`",
         "expires" => "a date, e.g. `expires = \"2027-01-31\"`",
@@ -144,7 +166,11 @@ impl Plan {
                 expires_at: c.expires_at,
             })
             .collect();
-        Config { path: self.path, server: self.server, clients }
+        Config {
+            path: self.path,
+            server: self.server,
+            clients,
+        }
     }
 }
 
@@ -160,9 +186,16 @@ pub(crate) struct Checked {
 /// Check a server config text: every problem, with lines.
 pub(crate) fn check_str(text: &str, path: &Path) -> Checked {
     let mut sink = Sink::new(text, path);
-    let mut cx = Cx { path, inline_secret: false };
+    let mut cx = Cx {
+        path,
+        inline_secret: false,
+    };
     let plan = check(&mut sink, &mut cx, text);
-    Checked { plan, problems: sink.into_problems(), inline_secret: cx.inline_secret }
+    Checked {
+        plan,
+        problems: sink.into_problems(),
+        inline_secret: cx.inline_secret,
+    }
 }
 
 struct Cx<'a> {
@@ -188,8 +221,12 @@ struct Draft {
 fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
     let doc = raw::parse_document(sink, text)?;
     let span = doc.span();
-    let root: Section<'_, RawServerDocument> =
-        raw::section(sink, Spanned::new(span, DeValue::Table(doc.into_inner())), "", &ROOT)?;
+    let root: Section<'_, RawServerDocument> = raw::section(
+        sink,
+        Spanned::new(span, DeValue::Table(doc.into_inner())),
+        "",
+        &ROOT,
+    )?;
 
     let mut server_sec = None;
     let mut client_values = Vec::new();
@@ -237,8 +274,14 @@ fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
 
     // Names are unique: the name is what logs, `nfknock list` and reloads go by.
     for (i, d) in drafts.iter().enumerate() {
-        let Some((name, span)) = &d.name else { continue };
-        if let Some((_, first)) = drafts[..i].iter().filter_map(|e| e.name.as_ref()).find(|(m, _)| m == name) {
+        let Some((name, span)) = &d.name else {
+            continue;
+        };
+        if let Some((_, first)) = drafts[..i]
+            .iter()
+            .filter_map(|e| e.name.as_ref())
+            .find(|(m, _)| m == name)
+        {
             let first_line = sink.line(first.start);
             sink.at(
                 Some(span.clone()),
@@ -251,7 +294,10 @@ fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
     // The gate protects `protect`; a grant for anything outside it opens nothing that was closed.
     match protect {
         None => {
-            let mut all: Vec<Access> = drafts.iter().flat_map(|d| d.allow.iter().map(|(a, _)| *a)).collect();
+            let mut all: Vec<Access> = drafts
+                .iter()
+                .flat_map(|d| d.allow.iter().map(|(a, _)| *a))
+                .collect();
             all.sort();
             all.dedup();
             server.protect = all;
@@ -260,7 +306,10 @@ fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
             let list_line = sink.line(list_span.start);
             for (i, d) in drafts.iter().enumerate() {
                 for (a, span) in d.allow.iter().filter(|(a, _)| !list.contains(a)) {
-                    let who = d.name.as_ref().map_or_else(|| format!("client[{}]", i + 1), |(n, _)| format!("client `{n}`"));
+                    let who = d.name.as_ref().map_or_else(
+                        || format!("client[{}]", i + 1),
+                        |(n, _)| format!("client `{n}`"),
+                    );
                     sink.at(
                         Some(span.clone()),
                         &indexed("client", i + 1, "allow"),
@@ -277,7 +326,9 @@ fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
     let mut clients = Vec::new();
     for d in drafts {
         // A draft without a name or secret has already been reported.
-        let (Some((name, _)), Some(secret)) = (d.name, d.secret) else { continue };
+        let (Some((name, _)), Some(secret)) = (d.name, d.secret) else {
+            continue;
+        };
         clients.push(ClientPlan {
             name,
             secret,
@@ -292,22 +343,58 @@ fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
             expires_at: d.expires_at,
         });
     }
-    Some(Plan { path: cx.path.to_path_buf(), server, clients })
+    Some(Plan {
+        path: cx.path.to_path_buf(),
+        server,
+        clients,
+    })
 }
+
+/// An explicit `protect` list and where it is written.
+type ExplicitProtect = (Vec<Access>, Range<usize>);
 
 /// `[server]` (optional: every key has a default). Returns the explicit `protect`, if any.
 fn server_settings(
     sink: &mut Sink<'_>,
     sec: Option<Section<'_, RawServer>>,
-) -> (Server, Option<(Vec<Access>, Range<usize>)>) {
+) -> (Server, Option<ExplicitProtect>) {
     let raw = sec.map(|s| s.raw).unwrap_or_default();
-    let int = |sink: &mut Sink<'_>, v: &Option<Spanned<i64>>, k: &str, range, default: i64, what| {
-        int_in(sink, v, &join("server", k), range, default, what).unwrap_or(default)
-    };
-    let port = int(sink, &raw.port, "port", (1, 65535), super::DEFAULT_PORT.into(), "the knock port");
-    let queue = int(sink, &raw.queue, "queue", (0, 65535), super::DEFAULT_QUEUE.into(), "the NFQUEUE number");
-    let max_age = int(sink, &raw.max_age, "max_age", (1, MAX_MAX_AGE as i64), super::DEFAULT_MAX_AGE as i64, "max_age (seconds)");
-    let rate_limit = int(sink, &raw.rate_limit, "rate_limit", (0, 1_000_000), 20, "rate_limit (knocks per second; 0 = off)");
+    let int =
+        |sink: &mut Sink<'_>, v: &Option<Spanned<i64>>, k: &str, range, default: i64, what| {
+            int_in(sink, v, &join("server", k), range, default, what).unwrap_or(default)
+        };
+    let port = int(
+        sink,
+        &raw.port,
+        "port",
+        (1, 65535),
+        super::DEFAULT_PORT.into(),
+        "the knock port",
+    );
+    let queue = int(
+        sink,
+        &raw.queue,
+        "queue",
+        (0, 65535),
+        super::DEFAULT_QUEUE.into(),
+        "the NFQUEUE number",
+    );
+    let max_age = int(
+        sink,
+        &raw.max_age,
+        "max_age",
+        (1, MAX_MAX_AGE as i64),
+        super::DEFAULT_MAX_AGE as i64,
+        "max_age (seconds)",
+    );
+    let rate_limit = int(
+        sink,
+        &raw.rate_limit,
+        "rate_limit",
+        (0, 1_000_000),
+        20,
+        "rate_limit (knocks per second; 0 = off)",
+    );
 
     let state_dir = match &raw.state_dir {
         None => PathBuf::from(super::DEFAULT_STATE_DIR),
@@ -353,10 +440,18 @@ fn server_settings(
 
 /// `[A-Za-z0-9_.@-]{1,64}`.
 fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.@-".contains(&b))
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.@-".contains(&b))
 }
 
-fn client(sink: &mut Sink<'_>, cx: &mut Cx<'_>, prefix: &str, sec: Section<'_, RawClient>) -> Draft {
+fn client(
+    sink: &mut Sink<'_>,
+    cx: &mut Cx<'_>,
+    prefix: &str,
+    sec: Section<'_, RawClient>,
+) -> Draft {
     let k = |key: &str| join(prefix, key);
     let raw = &sec.raw;
 
@@ -366,13 +461,20 @@ fn client(sink: &mut Sink<'_>, cx: &mut Cx<'_>, prefix: &str, sec: Section<'_, R
             sink.at(
                 Some(n.span()),
                 &k("name"),
-                format!("`{}` is not a valid client name; use 1 to 64 letters, digits and `_.@-`", n.get_ref()),
+                format!(
+                    "`{}` is not a valid client name; use 1 to 64 letters, digits and `_.@-`",
+                    n.get_ref()
+                ),
             );
             None
         }
         None => {
             if !sec.failed("name") {
-                sink.at(Some(sec.span.clone()), &k("name"), "this client has no `name`; add e.g. `name = \"alice\"`");
+                sink.at(
+                    Some(sec.span.clone()),
+                    &k("name"),
+                    "this client has no `name`; add e.g. `name = \"alice\"`",
+                );
             }
             None
         }
@@ -455,7 +557,12 @@ fn client(sink: &mut Sink<'_>, cx: &mut Cx<'_>, prefix: &str, sec: Section<'_, R
     let deny = raw
         .deny
         .as_ref()
-        .map(|l| values::accesses(sink, l, &k("deny")).into_iter().map(|(a, _)| a).collect())
+        .map(|l| {
+            values::accesses(sink, l, &k("deny"))
+                .into_iter()
+                .map(|(a, _)| a)
+                .collect()
+        })
         .unwrap_or_default();
 
     let max_timeout = int_in(
@@ -468,10 +575,20 @@ fn client(sink: &mut Sink<'_>, cx: &mut Cx<'_>, prefix: &str, sec: Section<'_, R
     )
     .and_then(|v| u32::try_from(v).ok());
     // Without an explicit timeout, the default is capped by a smaller max_timeout.
-    let default_timeout = super::DEFAULT_TIMEOUT.min(max_timeout.unwrap_or(super::DEFAULT_MAX_TIMEOUT));
-    let timeout = int_in(sink, &raw.timeout, &k("timeout"), (1, MAX_MAX_TIMEOUT.into()), default_timeout.into(), "timeout (seconds)")
-        .and_then(|v| u32::try_from(v).ok());
-    if let (Some(t), Some(m), Some(span)) = (timeout, max_timeout, raw.timeout.as_ref().map(|t| t.span())) {
+    let default_timeout =
+        super::DEFAULT_TIMEOUT.min(max_timeout.unwrap_or(super::DEFAULT_MAX_TIMEOUT));
+    let timeout = int_in(
+        sink,
+        &raw.timeout,
+        &k("timeout"),
+        (1, MAX_MAX_TIMEOUT.into()),
+        default_timeout.into(),
+        "timeout (seconds)",
+    )
+    .and_then(|v| u32::try_from(v).ok());
+    if let (Some(t), Some(m), Some(span)) =
+        (timeout, max_timeout, raw.timeout.as_ref().map(|t| t.span()))
+    {
         if t > m {
             sink.at(
                 Some(span),
@@ -495,7 +612,11 @@ fn client(sink: &mut Sink<'_>, cx: &mut Cx<'_>, prefix: &str, sec: Section<'_, R
             v
         }
     };
-    let destinations = raw.destinations.as_ref().map(|l| values::networks(sink, l, &k("destinations"))).unwrap_or_default();
+    let destinations = raw
+        .destinations
+        .as_ref()
+        .map(|l| values::networks(sink, l, &k("destinations")))
+        .unwrap_or_default();
 
     let require_username = match &raw.require_username {
         None => None,
@@ -509,7 +630,11 @@ fn client(sink: &mut Sink<'_>, cx: &mut Cx<'_>, prefix: &str, sec: Section<'_, R
         }
         Some(u) if u.get_ref().is_empty() || u.get_ref().contains(':') => {
             // ':' separates fields in the fwknop message; such a name could never match.
-            sink.at(Some(u.span()), &k("require_username"), "must be a non-empty user name without `:`");
+            sink.at(
+                Some(u.span()),
+                &k("require_username"),
+                "must be a non-empty user name without `:`",
+            );
             None
         }
         Some(u) => Some(u.get_ref().clone()),
@@ -517,14 +642,22 @@ fn client(sink: &mut Sink<'_>, cx: &mut Cx<'_>, prefix: &str, sec: Section<'_, R
 
     let expires_at = match (&raw.expires, &raw.expires_at) {
         (Some(_), Some(at)) => {
-            sink.at(Some(at.span()), &k("expires_at"), "give either `expires` or `expires_at`, not both");
+            sink.at(
+                Some(at.span()),
+                &k("expires_at"),
+                "give either `expires` or `expires_at`, not both",
+            );
             None
         }
         (Some(date), None) => values::expires(sink, date, &k("expires")),
         (None, Some(at)) => match u64::try_from(*at.get_ref()) {
             Ok(t) => Some(t),
             Err(_) => {
-                sink.at(Some(at.span()), &k("expires_at"), "must be a Unix time (seconds since 1970), not negative");
+                sink.at(
+                    Some(at.span()),
+                    &k("expires_at"),
+                    "must be a Unix time (seconds since 1970), not negative",
+                );
                 None
             }
         },
@@ -571,12 +704,19 @@ enum KeySpec<'a> {
     File(&'a Spanned<String>),
 }
 
+/// The three ways a key may be given, as found in the raw table.
+struct KeyFields<'a>(
+    Option<&'a Spanned<raw::SecretText>>,
+    Option<&'a Spanned<raw::SecretText>>,
+    Option<&'a Spanned<String>>,
+);
+
 /// Pick one of `(base64, text, file)`; report if several are given.
 fn one_of<'a>(
     sink: &mut Sink<'_>,
     prefix: &str,
     names: [&str; 3],
-    given: (Option<&'a Spanned<raw::SecretText>>, Option<&'a Spanned<raw::SecretText>>, Option<&'a Spanned<String>>),
+    given: KeyFields<'a>,
 ) -> Option<KeySpec<'a>> {
     let mut found: Vec<(KeySpec<'a>, &str, Range<usize>)> = Vec::new();
     if let Some(v) = given.0 {
@@ -594,14 +734,23 @@ fn one_of<'a>(
         sink.at(
             Some(span),
             &join(prefix, name),
-            format!("`{}` is already given; use exactly one of `{}`, `{}` or `{}`", first.1, names[0], names[1], names[2]),
+            format!(
+                "`{}` is already given; use exactly one of `{}`, `{}` or `{}`",
+                first.1, names[0], names[1], names[2]
+            ),
         );
     }
     Some(first.0)
 }
 
 /// Decode one fwknop key (Rijndael or HMAC) into bytes, reporting problems at its key.
-fn fwknop_bytes(sink: &mut Sink<'_>, cx: &mut Cx<'_>, prefix: &str, names: [&str; 3], spec: KeySpec<'_>) -> Option<(Zeroizing<Vec<u8>>, Range<usize>, String)> {
+fn fwknop_bytes(
+    sink: &mut Sink<'_>,
+    cx: &mut Cx<'_>,
+    prefix: &str,
+    names: [&str; 3],
+    spec: KeySpec<'_>,
+) -> Option<(Zeroizing<Vec<u8>>, Range<usize>, String)> {
     match spec {
         KeySpec::Base64(v) => {
             cx.inline_secret = true;
@@ -609,14 +758,22 @@ fn fwknop_bytes(sink: &mut Sink<'_>, cx: &mut Cx<'_>, prefix: &str, names: [&str
             match secret::decode_fwknop_base64(&v.get_ref().0) {
                 Some(b) => Some((b, v.span(), key)),
                 None => {
-                    sink.at(Some(v.span()), &key, "is not valid base64; paste the value printed by `fwknop --key-gen`");
+                    sink.at(
+                        Some(v.span()),
+                        &key,
+                        "is not valid base64; paste the value printed by `fwknop --key-gen`",
+                    );
                     None
                 }
             }
         }
         KeySpec::Text(v) => {
             cx.inline_secret = true;
-            Some((Zeroizing::new(v.get_ref().0.as_bytes().to_vec()), v.span(), join(prefix, names[1])))
+            Some((
+                Zeroizing::new(v.get_ref().0.as_bytes().to_vec()),
+                v.span(),
+                join(prefix, names[1]),
+            ))
         }
         KeySpec::File(f) => {
             let key = join(prefix, names[2]);
@@ -636,12 +793,26 @@ fn fwknop_bytes(sink: &mut Sink<'_>, cx: &mut Cx<'_>, prefix: &str, names: [&str
     }
 }
 
-fn fwknop_key(sink: &mut Sink<'_>, cx: &mut Cx<'_>, prefix: &str, sec: Section<'_, RawFwknop>) -> Option<FwknopKey> {
+fn fwknop_key(
+    sink: &mut Sink<'_>,
+    cx: &mut Cx<'_>,
+    prefix: &str,
+    sec: Section<'_, RawFwknop>,
+) -> Option<FwknopKey> {
     let raw = &sec.raw;
     const KEY: [&str; 3] = ["key_base64", "key", "key_file"];
     const HMAC: [&str; 3] = ["hmac_key_base64", "hmac_key", "hmac_key_file"];
 
-    let key_spec = one_of(sink, prefix, KEY, (raw.key_base64.as_ref(), raw.key.as_ref(), raw.key_file.as_ref()));
+    let key_spec = one_of(
+        sink,
+        prefix,
+        KEY,
+        KeyFields(
+            raw.key_base64.as_ref(),
+            raw.key.as_ref(),
+            raw.key_file.as_ref(),
+        ),
+    );
     let key = match key_spec {
         Some(spec) => fwknop_bytes(sink, cx, prefix, KEY, spec),
         None => {
@@ -671,7 +842,16 @@ fn fwknop_key(sink: &mut Sink<'_>, cx: &mut Cx<'_>, prefix: &str, sec: Section<'
         }
     });
 
-    let hmac_spec = one_of(sink, prefix, HMAC, (raw.hmac_key_base64.as_ref(), raw.hmac_key.as_ref(), raw.hmac_key_file.as_ref()));
+    let hmac_spec = one_of(
+        sink,
+        prefix,
+        HMAC,
+        KeyFields(
+            raw.hmac_key_base64.as_ref(),
+            raw.hmac_key.as_ref(),
+            raw.hmac_key_file.as_ref(),
+        ),
+    );
     let hmac_given = hmac_spec.is_some() || HMAC.iter().any(|k| sec.failed(k));
     let no_hmac = raw.no_hmac.unwrap_or(false);
     let mode = raw.mode.as_ref().map_or(EncMode::Cbc, |m| *m.get_ref());
@@ -687,13 +867,20 @@ fn fwknop_key(sink: &mut Sink<'_>, cx: &mut Cx<'_>, prefix: &str, sec: Section<'
                         format!("is {} bytes long; an fwknop HMAC key is 1 to {FWKNOP_MAX_HMAC_KEY_LEN} bytes (fwknop's MAX_DIGEST_BLOCK_LEN); generate one with `fwknop --key-gen`", bytes.len()),
                     );
                     ok = false;
-                } else if key.as_ref().is_some_and(|(k, _)| k.as_slice() == bytes.as_slice()) {
+                } else if key
+                    .as_ref()
+                    .is_some_and(|(k, _)| k.as_slice() == bytes.as_slice())
+                {
                     // fwknopd refuses this too (server/access.c acc_data_is_valid): one secret
                     // must not key both the cipher and the MAC.
                     sink.at(Some(span), &name, "is the same as the encryption key; use two different keys (`fwknop --key-gen` prints both)");
                     ok = false;
                 } else if no_hmac {
-                    sink.at(Some(span), &join(prefix, "no_hmac"), "`no_hmac = true` contradicts the HMAC key given; remove one of them");
+                    sink.at(
+                        Some(span),
+                        &join(prefix, "no_hmac"),
+                        "`no_hmac = true` contradicts the HMAC key given; remove one of them",
+                    );
                     ok = false;
                 } else if mode == EncMode::Legacy {
                     // fwknop clients refuse legacy mode with an HMAC (shared/FWKNOP-WIRE.md §3.1).

@@ -36,7 +36,11 @@ pub(crate) fn int_in(
 
 /// A list of `proto/port` strings; each bad item is reported on its own line.
 /// Duplicates are dropped, order kept.
-pub(crate) fn accesses(sink: &mut Sink<'_>, list: &SpannedList, key: &str) -> Vec<(Access, std::ops::Range<usize>)> {
+pub(crate) fn accesses(
+    sink: &mut Sink<'_>,
+    list: &SpannedList,
+    key: &str,
+) -> Vec<(Access, std::ops::Range<usize>)> {
     let mut out: Vec<(Access, std::ops::Range<usize>)> = Vec::new();
     for (i, item) in list.get_ref().iter().enumerate() {
         match item.get_ref().parse::<Access>() {
@@ -119,7 +123,11 @@ fn days_in_month(year: i64, month: u32) -> u32 {
 
 /// Unix time of UTC midnight starting a date, for years 1970..=9999.
 pub(crate) fn date_to_unix(year: i64, month: u32, day: u32) -> Option<u64> {
-    if !(1970..=9999).contains(&year) || !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+    if !(1970..=9999).contains(&year)
+        || !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+    {
         return None;
     }
     u64::try_from(days_from_civil(year, month, day) * 86_400).ok()
@@ -133,7 +141,9 @@ pub(crate) fn parse_date(text: &str) -> Option<u64> {
     }
     let digits = |r: std::ops::Range<usize>| -> Option<i64> {
         let s = text.get(r)?;
-        s.bytes().all(|c| c.is_ascii_digit()).then(|| s.parse().ok())?
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
     };
     let year = digits(0..4)?;
     let month = u32::try_from(digits(5..7)?).ok()?;
@@ -147,13 +157,19 @@ pub(crate) fn expires(sink: &mut Sink<'_>, value: &Spanned<toml::Value>, key: &s
     let parsed = match value.get_ref() {
         toml::Value::String(s) => parse_date(s),
         toml::Value::Datetime(dt) => match (dt.date, dt.time, dt.offset) {
-            (Some(d), None, None) => date_to_unix(i64::from(d.year), u32::from(d.month), u32::from(d.day)),
+            (Some(d), None, None) => {
+                date_to_unix(i64::from(d.year), u32::from(d.month), u32::from(d.day))
+            }
             _ => None,
         },
         _ => None,
     };
     if parsed.is_none() {
-        sink.at(Some(value.span()), key, format!("`{}` is not a date; {FIX}", value.get_ref()));
+        sink.at(
+            Some(value.span()),
+            key,
+            format!("`{}` is not a date; {FIX}", value.get_ref()),
+        );
     }
     parsed
 }
@@ -172,8 +188,19 @@ mod tests {
         assert_eq!(parse_date("1970-01-01"), Some(0));
         assert_eq!(parse_date("2027-01-31"), Some(1_801_353_600));
         assert_eq!(parse_date("2000-02-29"), Some(951_782_400));
-        for bad in ["2027-02-29", "2027-13-01", "2027-00-10", "2027-1-31", "27-01-31", "2027/01/31",
-                    "1969-12-31", "2027-01-3x", "+027-01-31", "２０２７-01-31", ""] {
+        for bad in [
+            "2027-02-29",
+            "2027-13-01",
+            "2027-00-10",
+            "2027-1-31",
+            "27-01-31",
+            "2027/01/31",
+            "1969-12-31",
+            "2027-01-3x",
+            "+027-01-31",
+            "２０２７-01-31",
+            "",
+        ] {
             assert_eq!(parse_date(bad), None, "{bad}");
         }
     }
@@ -181,12 +208,23 @@ mod tests {
     #[test]
     fn networks_accept_cidr_and_plain_addresses_but_not_host_bits() {
         assert_eq!(network("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
-        assert_eq!(network("198.51.100.7").unwrap().to_string(), "198.51.100.7/32");
+        assert_eq!(
+            network("198.51.100.7").unwrap().to_string(),
+            "198.51.100.7/32"
+        );
         assert_eq!(network("::/0").unwrap().to_string(), "::/0");
-        assert_eq!(network("2001:db8::1").unwrap().to_string(), "2001:db8::1/128");
+        assert_eq!(
+            network("2001:db8::1").unwrap().to_string(),
+            "2001:db8::1/128"
+        );
         let e = network("10.1.2.3/24").unwrap_err();
-        assert!(e.contains("`10.1.2.0/24`") && e.contains("`10.1.2.3/32`"), "{e}");
+        assert!(
+            e.contains("`10.1.2.0/24`") && e.contains("`10.1.2.3/32`"),
+            "{e}"
+        );
         assert!(network("10.0.0.0/33").is_err());
-        assert!(network("example.com").unwrap_err().contains("neither an address nor a network"));
+        assert!(network("example.com")
+            .unwrap_err()
+            .contains("neither an address nor a network"));
     }
 }
