@@ -30,6 +30,7 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/nfknock";
 pub const DEFAULT_MAX_AGE: u64 = 120;
 pub const DEFAULT_TIMEOUT: u32 = 30;
 pub const DEFAULT_MAX_TIMEOUT: u32 = 3600;
+pub const DEFAULT_RATE_LIMIT: u32 = 20;
 
 /// The validated server configuration.
 #[derive(Debug, Clone)]
@@ -123,6 +124,7 @@ pub use client::{
     default_client_config_path, load_client, parse_client_str, AllowIp, ClientConfig, KnockProfile,
 };
 pub use secret::{check_private, decode_native_secret};
+pub use server::{FWKNOP_MAX_HMAC_KEY_LEN, FWKNOP_MAX_KEY_LEN, MAX_MAX_AGE, MAX_MAX_TIMEOUT};
 
 /// The example server config shipped as `examples/server.toml` (for `nfknock` to print).
 pub fn render_example() -> &'static str {

@@ -392,7 +392,7 @@ fn server_settings(
         &raw.rate_limit,
         "rate_limit",
         (0, 1_000_000),
-        20,
+        super::DEFAULT_RATE_LIMIT.into(),
         "rate_limit (knocks per second; 0 = off)",
     );
 
@@ -433,7 +433,7 @@ fn server_settings(
         max_age: u64::try_from(max_age).unwrap_or(super::DEFAULT_MAX_AGE),
         manage_ruleset: raw.manage_ruleset.unwrap_or(true),
         gate_forward: raw.gate_forward.unwrap_or(true),
-        rate_limit: u32::try_from(rate_limit).unwrap_or(20),
+        rate_limit: u32::try_from(rate_limit).unwrap_or(super::DEFAULT_RATE_LIMIT),
     };
     (server, protect)
 }
