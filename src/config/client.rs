@@ -1,0 +1,757 @@
+//! The knock client's config (`nfknock knock -n NAME`), like fwknop's `~/.fwknoprc`: an optional
+//! `[default]` table and one `[server.NAME]` stanza per server. Same two stages and the same
+//! error discipline as the server config.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use toml::de::DeValue;
+use toml::Spanned;
+use zeroize::Zeroizing;
+
+use super::raw::{self, join, RawClientDocument, RawProfile, Section, Shape, Sink};
+use super::secret;
+use super::values::{self, int_in};
+use super::{ConfigErrors, Problem};
+use crate::access::Access;
+use crate::crypto::{NativeKey, SECRET_LEN};
+
+/// One `[server.NAME]` stanza with `[default]` applied.
+#[derive(Debug, Clone)]
+pub struct KnockProfile {
+    /// The stanza name (`-n NAME`).
+    pub name: String,
+    /// Host name or address (v4/v6) to send the knock to; resolved when knocking.
+    pub server: String,
+    /// UDP port of the server's knock listener.
+    pub port: u16,
+    /// The key file the key was read from; `None` for an inline `key`.
+    pub key_file: Option<PathBuf>,
+    pub key: NativeKey,
+    /// What to ask for.
+    pub access: Vec<Access>,
+    /// Grant length to ask for; `None` lets the server use the client's default.
+    pub timeout: Option<u32>,
+    pub allow_ip: AllowIp,
+}
+
+/// Which address the grant is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllowIp {
+    /// The server uses the knock's source address (what it sees after NAT).
+    Source,
+    /// This address.
+    Addr(IpAddr),
+}
+
+impl std::fmt::Display for AllowIp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AllowIp::Source => f.write_str("source"),
+            AllowIp::Addr(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// A validated client config.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub path: PathBuf,
+    /// Sorted by name.
+    pub profiles: Vec<KnockProfile>,
+}
+
+impl ClientConfig {
+    /// The stanza `[server.NAME]`.
+    pub fn stanza(&self, name: &str) -> Option<&KnockProfile> {
+        self.profiles.iter().find(|p| p.name == name)
+    }
+
+    /// All stanza names (for "no stanza `x`; known: a, b").
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.profiles.iter().map(|p| p.name.as_str())
+    }
+}
+
+/// `$XDG_CONFIG_HOME/nfknock/client.toml`, else `~/.config/nfknock/client.toml`; `None` when
+/// neither variable is usable.
+pub fn default_client_config_path() -> Option<PathBuf> {
+    client_config_path_from(
+        std::env::var_os("XDG_CONFIG_HOME").as_deref(),
+        std::env::var_os("HOME").as_deref(),
+    )
+}
+
+/// [`default_client_config_path`] from given variables. The XDG spec says a relative
+/// `$XDG_CONFIG_HOME` is invalid and must be ignored.
+fn client_config_path_from(
+    xdg: Option<&std::ffi::OsStr>,
+    home: Option<&std::ffi::OsStr>,
+) -> Option<PathBuf> {
+    let base = match xdg.map(Path::new).filter(|p| p.is_absolute()) {
+        Some(x) => x.to_path_buf(),
+        None => Path::new(home.filter(|h| !h.is_empty())?).join(".config"),
+    };
+    Some(base.join("nfknock").join("client.toml"))
+}
+
+/// Read and validate a client config (and the key files it names).
+///
+/// A config holding an inline `key` must itself be private (see [`super::check_private`]).
+pub fn load_client(path: &Path) -> Result<ClientConfig, ConfigErrors> {
+    let text = super::read_config(path)?;
+    let home = home_dir();
+    let checked = check_client(&text, path, home.as_deref());
+    let mut problems = checked.problems;
+    if checked.inline_secret {
+        if let Err(message) = secret::check_private(path, "config file") {
+            problems.insert(
+                0,
+                Problem {
+                    path: path.to_path_buf(),
+                    line: None,
+                    key: None,
+                    message: format!("{message} (it holds inline keys; or move them to key files with `key_file = PATH`)"),
+                },
+            );
+        }
+    }
+    match checked.plan {
+        Some(plan) if problems.is_empty() => Ok(plan.build()),
+        _ => Err(ConfigErrors(problems)),
+    }
+}
+
+fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+/// Validate a client config given as text; `~` in `key_file` is `$HOME`.
+pub fn parse_client_str(text: &str, path: &Path) -> Result<ClientConfig, ConfigErrors> {
+    let home = home_dir();
+    let checked = check_client(text, path, home.as_deref());
+    match checked.plan {
+        Some(plan) if checked.problems.is_empty() => Ok(plan.build()),
+        _ => Err(ConfigErrors(checked.problems)),
+    }
+}
+
+const ROOT: Shape = Shape {
+    header: "top level",
+    nested: &["default", "server"],
+    hint: |_| None,
+};
+const DEFAULT: Shape = Shape {
+    header: "[default]",
+    nested: &[],
+    hint: profile_hint,
+};
+const STANZA: Shape = Shape {
+    header: "[server.NAME]",
+    nested: &[],
+    hint: profile_hint,
+};
+
+fn profile_hint(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "server" => "a quoted host name or address, e.g. `server = \"203.0.113.10\"`",
+        "port" => "the server's knock port, from 1 to 65535, e.g. `port = 62201`",
+        "key" => "the quoted base64 line printed by `nfknock keygen`",
+        "key_file" => "a quoted path to the key from `nfknock keygen`, e.g. `key_file = \"~/.config/nfknock/home.key\"`",
+        "access" => "a list of accesses, e.g. `access = [\"tcp/22\"]`",
+        "timeout" => "seconds, e.g. `timeout = 60`",
+        "allow_ip" => "\"source\" or a quoted address, e.g. `allow_ip = \"source\"`",
+        _ => return None,
+    })
+}
+
+/// A validated stanza whose key is not derived yet.
+pub(crate) struct ProfilePlan {
+    name: String,
+    server: String,
+    port: u16,
+    key_file: Option<PathBuf>,
+    secret: Zeroizing<[u8; SECRET_LEN]>,
+    access: Vec<Access>,
+    timeout: Option<u32>,
+    allow_ip: AllowIp,
+}
+
+pub(crate) struct ClientPlan {
+    path: PathBuf,
+    profiles: Vec<ProfilePlan>,
+}
+
+impl ClientPlan {
+    fn build(self) -> ClientConfig {
+        let profiles = self
+            .profiles
+            .into_iter()
+            .map(|p| KnockProfile {
+                key: NativeKey::derive(&p.secret),
+                name: p.name,
+                server: p.server,
+                port: p.port,
+                key_file: p.key_file,
+                access: p.access,
+                timeout: p.timeout,
+                allow_ip: p.allow_ip,
+            })
+            .collect();
+        ClientConfig {
+            path: self.path,
+            profiles,
+        }
+    }
+}
+
+/// Result of checking a client config text.
+pub(crate) struct Checked {
+    pub(crate) plan: Option<ClientPlan>,
+    pub(crate) problems: Vec<Problem>,
+    pub(crate) inline_secret: bool,
+}
+
+/// Check a client config text: every problem, with lines.
+pub(crate) fn check_client(text: &str, path: &Path, home: Option<&Path>) -> Checked {
+    let mut sink = Sink::new(text, path);
+    let mut inline_secret = false;
+    let plan = check(&mut sink, text, path, home, &mut inline_secret);
+    Checked {
+        plan,
+        problems: sink.into_problems(),
+        inline_secret,
+    }
+}
+
+fn check(
+    sink: &mut Sink<'_>,
+    text: &str,
+    path: &Path,
+    home: Option<&Path>,
+    inline_secret: &mut bool,
+) -> Option<ClientPlan> {
+    let doc = raw::parse_document(sink, text)?;
+    let span = doc.span();
+    let root: Section<'_, RawClientDocument> = raw::section(
+        sink,
+        Spanned::new(span, DeValue::Table(doc.into_inner())),
+        "",
+        &ROOT,
+    )?;
+
+    let mut default = RawProfile::default();
+    let mut stanzas = Vec::new();
+    let mut saw_server = false;
+    for (k, v) in root.nested {
+        if k.get_ref().as_ref() == "default" {
+            if let Some(sec) = raw::section::<RawProfile>(sink, v, "default", &DEFAULT) {
+                default = sec.raw;
+            }
+            continue;
+        }
+        saw_server = true;
+        let vspan = v.span();
+        match v.into_inner() {
+            DeValue::Table(t) => {
+                for (name, value) in t {
+                    let n = name.get_ref().to_string();
+                    let key = format!("server.{n}");
+                    if !valid_stanza_name(&n) {
+                        sink.at(Some(name.span()), &key, format!("`{n}` is not a valid stanza name; use 1 to 64 letters, digits and `_.@-`"));
+                        continue;
+                    }
+                    if let Some(sec) = raw::section::<RawProfile>(sink, value, &key, &STANZA) {
+                        stanzas.push((n, sec));
+                    }
+                }
+            }
+            other => sink.at(
+                Some(vspan),
+                "server",
+                format!(
+                    "must hold tables, found {}; write each server as `[server.NAME]`",
+                    other.type_str()
+                ),
+            ),
+        }
+    }
+    if !saw_server && sink.problems.is_empty() {
+        sink.at(None, "server", "no server is configured; add a `[server.NAME]` stanza with `server`, `key_file` and `access`");
+    }
+
+    let mut profiles = Vec::new();
+    for (name, sec) in stanzas {
+        if sec.raw.key.is_some() || default.key.is_some() {
+            *inline_secret = true;
+        }
+        if let Some(p) = profile(sink, path, home, &name, &sec, &default) {
+            profiles.push(p);
+        }
+    }
+    profiles.sort_by(|a, b| a.name.cmp(&b.name));
+    Some(ClientPlan {
+        path: path.to_path_buf(),
+        profiles,
+    })
+}
+
+fn valid_stanza_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.@-".contains(&b))
+}
+
+/// A value from the stanza, else from `[default]`, with the key it was found under.
+fn pick<'a, T>(
+    stanza: &'a Option<T>,
+    default: &'a Option<T>,
+    prefix: &str,
+    key: &str,
+) -> Option<(&'a T, String)> {
+    match (stanza, default) {
+        (Some(v), _) => Some((v, join(prefix, key))),
+        (None, Some(v)) => Some((v, join("default", key))),
+        (None, None) => None,
+    }
+}
+
+fn profile(
+    sink: &mut Sink<'_>,
+    path: &Path,
+    home: Option<&Path>,
+    name: &str,
+    sec: &Section<'_, RawProfile>,
+    default: &RawProfile,
+) -> Option<ProfilePlan> {
+    let prefix = format!("server.{name}");
+    let raw = &sec.raw;
+    let stanza_span = Some(sec.span.clone());
+    let mut ok = true;
+    let missing = |sink: &mut Sink<'_>, key: &str, example: &str| {
+        if !sec.failed(key) {
+            sink.at(
+                stanza_span.clone(),
+                &join(&prefix, key),
+                format!(
+                    "stanza `{name}` has no `{key}`; add e.g. `{example}` (here or in [default])"
+                ),
+            );
+        }
+    };
+
+    let server = match pick(&raw.server, &default.server, &prefix, "server") {
+        Some((s, key)) => match check_host(s.get_ref()) {
+            Ok(()) => Some(s.get_ref().clone()),
+            Err(m) => {
+                sink.at(Some(s.span()), &key, m);
+                None
+            }
+        },
+        None => {
+            missing(sink, "server", "server = \"203.0.113.10\"");
+            None
+        }
+    };
+
+    let port = match pick(&raw.port, &default.port, &prefix, "port") {
+        Some((p, key)) => int_in(
+            sink,
+            &Some(p.clone()),
+            &key,
+            (1, 65535),
+            0,
+            "the server's knock port",
+        )
+        .and_then(|p| u16::try_from(p).ok()),
+        None => Some(super::DEFAULT_PORT),
+    };
+
+    // A stanza's own key (inline or file) overrides any key in [default].
+    let (key_text, key_file) = if raw.key.is_some() || raw.key_file.is_some() {
+        (
+            raw.key.as_ref().map(|k| (k, join(&prefix, "key"))),
+            raw.key_file
+                .as_ref()
+                .map(|f| (f, join(&prefix, "key_file"))),
+        )
+    } else {
+        (
+            default.key.as_ref().map(|k| (k, join("default", "key"))),
+            default
+                .key_file
+                .as_ref()
+                .map(|f| (f, join("default", "key_file"))),
+        )
+    };
+    let key = match (key_text, key_file) {
+        (Some(_), Some((f, key))) => {
+            sink.at(
+                Some(f.span()),
+                &key,
+                "`key` is already given; use either `key` or `key_file`, not both",
+            );
+            None
+        }
+        (Some((k, key)), None) => match secret::decode_native_secret(&k.get_ref().0) {
+            Ok(bytes) => Some((None, bytes)),
+            Err(m) => {
+                sink.at(Some(k.span()), &key, format!("the key {m}"));
+                None
+            }
+        },
+        (None, Some((f, key))) => {
+            let r = secret::resolve(f.get_ref(), path, home).and_then(|p| {
+                let text = secret::read_key_file(&p)?;
+                let bytes = secret::decode_native_secret(&text)
+                    .map_err(|m| format!("key file {} {m}", p.display()))?;
+                Ok((Some(p), bytes))
+            });
+            match r {
+                Ok(v) => Some(v),
+                Err(m) => {
+                    sink.at(Some(f.span()), &key, m);
+                    None
+                }
+            }
+        }
+        (None, None) => {
+            if !sec.failed("key") {
+                missing(
+                    sink,
+                    "key_file",
+                    "key_file = \"~/.config/nfknock/home.key\"",
+                );
+            }
+            None
+        }
+    };
+
+    let access = match pick(&raw.access, &default.access, &prefix, "access") {
+        Some((list, key)) => {
+            let before = sink.problems.len();
+            let v: Vec<Access> = values::accesses(sink, list, &key)
+                .into_iter()
+                .map(|(a, _)| a)
+                .collect();
+            if list.get_ref().is_empty() {
+                sink.at(
+                    Some(list.span()),
+                    &key,
+                    "is empty; list what to open, e.g. `access = [\"tcp/22\"]`",
+                );
+            }
+            (sink.problems.len() == before).then_some(v)
+        }
+        None => {
+            missing(sink, "access", "access = [\"tcp/22\"]");
+            None
+        }
+    };
+
+    let timeout = match pick(&raw.timeout, &default.timeout, &prefix, "timeout") {
+        Some((t, key)) => match int_in(
+            sink,
+            &Some(t.clone()),
+            &key,
+            (1, super::server::MAX_MAX_TIMEOUT.into()),
+            0,
+            "timeout (seconds)",
+        ) {
+            Some(v) => Some(u32::try_from(v).ok()),
+            None => {
+                ok = false;
+                None
+            }
+        },
+        None => Some(None),
+    };
+
+    let allow_ip = match pick(&raw.allow_ip, &default.allow_ip, &prefix, "allow_ip") {
+        None => Some(AllowIp::Source),
+        Some((a, _)) if a.get_ref() == "source" => Some(AllowIp::Source),
+        Some((a, key)) => match a.get_ref().parse::<IpAddr>() {
+            Ok(ip) if !ip.is_unspecified() => Some(AllowIp::Addr(ip)),
+            _ => {
+                sink.at(
+                    Some(a.span()),
+                    &key,
+                    format!("`{}` is neither \"source\" nor an address; write `allow_ip = \"source\"` to let the server use the packet's source, or an address such as \"198.51.100.7\"", a.get_ref()),
+                );
+                None
+            }
+        },
+    };
+
+    let (server, port, (key_file, secret), access, timeout, allow_ip) =
+        (server?, port?, key?, access?, timeout?, allow_ip?);
+    ok.then_some(ProfilePlan {
+        name: name.to_string(),
+        server,
+        port,
+        key_file,
+        secret,
+        access,
+        timeout,
+        allow_ip,
+    })
+}
+
+/// A host name (RFC 1123 labels) or an IPv4/IPv6 address.
+fn check_host(host: &str) -> Result<(), String> {
+    if host.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let h = host.strip_suffix('.').unwrap_or(host);
+    if (1..=253).contains(&h.len()) && h.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err(format!("`{host}` is neither a host name nor an address; write e.g. `server = \"knock.example.org\"` or `server = \"2001:db8::10\"` (no brackets, no port)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use std::os::unix::fs::PermissionsExt;
+
+    const PATH: &str = "/home/u/.config/nfknock/client.toml";
+
+    fn key() -> String {
+        STANDARD.encode([4u8; 32])
+    }
+
+    fn ok(text: &str, home: Option<&Path>) -> ClientPlan {
+        let c = check_client(text, Path::new(PATH), home);
+        assert!(c.problems.is_empty(), "{}", ConfigErrors(c.problems));
+        c.plan.unwrap()
+    }
+
+    fn errs(text: &str) -> Vec<Problem> {
+        let c = check_client(text, Path::new(PATH), None);
+        assert!(!c.problems.is_empty(), "expected problems in:\n{text}");
+        c.problems
+    }
+
+    fn at<'a>(ps: &'a [Problem], key: &str) -> &'a Problem {
+        ps.iter()
+            .find(|p| p.key.as_deref() == Some(key))
+            .unwrap_or_else(|| panic!("no problem at `{key}` in:\n{}", ConfigErrors(ps.to_vec())))
+    }
+
+    /// Whether `crypto::NativeKey::derive` is implemented in this tree (it is written in another
+    /// branch); tests that build a `ClientConfig` run their assertions only then.
+    fn native_keys_ready() -> bool {
+        std::panic::catch_unwind(|| NativeKey::derive(&[0u8; SECRET_LEN])).is_ok()
+    }
+
+    #[test]
+    fn the_example_is_valid() {
+        let plan = ok(include_str!("../../examples/client.toml"), None);
+        let [home] = plan.profiles.as_slice() else {
+            panic!("one stanza")
+        };
+        assert_eq!(
+            (home.name.as_str(), home.server.as_str(), home.port),
+            ("home", "203.0.113.10", 62201)
+        );
+        assert_eq!(home.access, vec!["tcp/22".parse::<Access>().unwrap()]);
+        assert_eq!(
+            (home.timeout, home.allow_ip, &home.key_file),
+            (Some(60), AllowIp::Source, &None)
+        );
+        assert_eq!(home.secret.len(), SECRET_LEN);
+        let c = check_client(
+            include_str!("../../examples/client.toml"),
+            Path::new(PATH),
+            None,
+        );
+        assert!(c.inline_secret);
+    }
+
+    #[test]
+    fn default_applies_to_every_stanza_and_a_stanza_overrides_it() {
+        let text = format!(
+            "[default]\nport = 1000\naccess = [\"tcp/22\"]\nkey = \"{}\"\n[server.a]\nserver = \"a.example.org\"\n[server.b]\nserver = \"2001:db8::10\"\nport = 2000\naccess = [\"udp/53\"]\nallow_ip = \"198.51.100.7\"\n",
+            key()
+        );
+        let plan = ok(&text, None);
+        let [a, b] = plan.profiles.as_slice() else {
+            panic!("two stanzas")
+        };
+        assert_eq!(
+            (a.name.as_str(), a.port, a.access[0].port, a.timeout),
+            ("a", 1000, 22, None)
+        );
+        assert_eq!((b.name.as_str(), b.port, b.access[0].port), ("b", 2000, 53));
+        assert_eq!(b.allow_ip, AllowIp::Addr("198.51.100.7".parse().unwrap()));
+        assert_eq!(b.allow_ip.to_string(), "198.51.100.7");
+    }
+
+    #[test]
+    fn port_defaults_to_62201() {
+        let text = format!(
+            "[server.a]\nserver = \"h\"\nkey = \"{}\"\naccess = [\"tcp/22\"]\n",
+            key()
+        );
+        assert_eq!(ok(&text, None).profiles[0].port, super::super::DEFAULT_PORT);
+    }
+
+    #[test]
+    fn key_files_expand_tilde_and_must_be_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let kdir = dir.path().join(".config/nfknock");
+        std::fs::create_dir_all(&kdir).unwrap();
+        let kpath = kdir.join("home.key");
+        std::fs::write(&kpath, format!("{}\n", key())).unwrap();
+        std::fs::set_permissions(&kpath, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = "[server.home]\nserver = \"h\"\nkey_file = \"~/.config/nfknock/home.key\"\naccess = [\"tcp/22\"]\n";
+        let plan = ok(text, Some(dir.path()));
+        assert_eq!(plan.profiles[0].key_file.as_deref(), Some(kpath.as_path()));
+        assert_eq!(*plan.profiles[0].secret, [4u8; 32]);
+
+        std::fs::set_permissions(&kpath, std::fs::Permissions::from_mode(0o604)).unwrap();
+        let c = check_client(text, Path::new(PATH), Some(dir.path()));
+        let p = at(&c.problems, "server.home.key_file");
+        assert_eq!(p.line, Some(3));
+        assert!(
+            p.message
+                .contains(&format!("`chmod 600 {}`", kpath.display())),
+            "{}",
+            p.message
+        );
+
+        // Relative: next to the config file.
+        std::fs::set_permissions(&kpath, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = check_client(
+            &text.replace("~/.config/nfknock/", ""),
+            &kdir.join("client.toml"),
+            None,
+        );
+        assert!(c.problems.is_empty(), "{}", ConfigErrors(c.problems));
+    }
+
+    #[test]
+    fn missing_and_wrong_values_are_all_reported() {
+        let ps = errs("[server.a]\nport = 0\n[server.b]\nserver = \"-x-\"\nkey = \"AAAA\"\naccess = [\"tcp/99999\"]\ntimeout = 0\nallow_ip = \"0.0.0.0\"\nkey_file = \"/k\"\n");
+        for (key, line, needle) in [
+            ("server.a.server", 1, "has no `server`"),
+            ("server.a.key_file", 1, "has no `key_file`"),
+            ("server.a.access", 1, "has no `access`"),
+            ("server.a.port", 2, "from 1 to 65535"),
+            ("server.b.server", 4, "neither a host name"),
+            ("server.b.access[1]", 6, "not an access"),
+            ("server.b.timeout", 7, "out of range"),
+            ("server.b.allow_ip", 8, "neither \"source\""),
+            ("server.b.key_file", 9, "either `key` or `key_file`"),
+        ] {
+            let p = at(&ps, key);
+            assert_eq!(p.line, Some(line), "{key}");
+            assert!(p.message.contains(needle), "{key}: {}", p.message);
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_shapes() {
+        let ps = errs("[server.a]\nsrever = \"h\"\n");
+        let p = at(&ps, "server.a.srever");
+        assert_eq!(p.line, Some(2));
+        assert!(p.message.contains("`server`, `port`"), "{}", p.message);
+        // The misspelt key is not taken for `server`, which is then missing too.
+        assert!(at(&ps, "server.a.server")
+            .message
+            .contains("has no `server`"));
+        assert!(at(&errs("profile = 1\n[server.a]\n"), "profile")
+            .message
+            .contains("unknown field"));
+        assert!(at(&errs("server = \"h\"\n"), "server")
+            .message
+            .contains("`[server.NAME]`"));
+        assert!(at(&errs("[server.\"a b\"]\n"), "server.a b")
+            .message
+            .contains("not a valid stanza name"));
+        assert!(at(&errs("[default]\nport = 1\n"), "server")
+            .message
+            .contains("no server is configured"));
+    }
+
+    #[test]
+    fn hosts_are_names_or_addresses() {
+        for good in [
+            "knock.example.org",
+            "203.0.113.10",
+            "2001:db8::10",
+            "localhost",
+            "a-b.c.",
+        ] {
+            assert!(check_host(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "[::1]",
+            "h:62201",
+            "-a.b",
+            &"a".repeat(64),
+            "a..b",
+        ] {
+            assert!(check_host(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn default_path_follows_xdg() {
+        use std::ffi::OsStr;
+        let p = |x: Option<&str>, h: Option<&str>| {
+            client_config_path_from(x.map(OsStr::new), h.map(OsStr::new))
+        };
+        assert_eq!(
+            p(Some("/x"), Some("/home/u")).unwrap(),
+            Path::new("/x/nfknock/client.toml")
+        );
+        assert_eq!(
+            p(None, Some("/home/u")).unwrap(),
+            Path::new("/home/u/.config/nfknock/client.toml")
+        );
+        assert_eq!(
+            p(Some("rel"), Some("/home/u")).unwrap(),
+            Path::new("/home/u/.config/nfknock/client.toml")
+        );
+        assert_eq!(p(None, None), None);
+        assert_eq!(p(Some(""), Some("")), None);
+    }
+
+    #[test]
+    fn load_client_refuses_a_readable_file_with_an_inline_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("client.toml");
+        std::fs::write(&cfg, include_str!("../../examples/client.toml")).unwrap();
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load_client(&cfg).unwrap_err();
+        assert!(
+            err.0[0]
+                .message
+                .contains(&format!("`chmod 600 {}`", cfg.display())),
+            "{err}"
+        );
+
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if native_keys_ready() {
+            let config = load_client(&cfg).unwrap();
+            assert_eq!(config.stanza("home").map(|p| p.port), Some(62201));
+            assert!(config.stanza("work").is_none());
+            assert_eq!(config.names().collect::<Vec<_>>(), ["home"]);
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Server configuration: TOML → raw serde structs (`deny_unknown_fields`) → validated
+//! [`Config`]. Every error names the file, the line and the key, and says what to do.
+//!
+//! Two stages (STYLE.md habit 7): [`raw`] deserializes the TOML into serde structs with
+//! `deny_unknown_fields`, keeping byte spans; [`server`] (and [`client`] for the knock client's
+//! file) checks ranges, keys and references and builds the types below. Checking does not stop
+//! at the first problem: a person fixing a config wants the whole list at once.
+//!
+//! Parsing never panics on any input (a proptest holds it to that). File reading is separate:
+//! [`parse_str`] takes the text, [`load`] reads the file and checks its permissions.
+
+mod client;
+mod raw;
+mod secret;
+mod server;
+mod values;
+
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+
+use crate::access::Access;
+use crate::crypto::NativeKey;
+use crate::wire::fwknop::FwknopKey;
+
+/// Defaults (also documented in the example config and `--help`).
+pub const DEFAULT_PORT: u16 = 62201;
+pub const DEFAULT_QUEUE: u16 = 0;
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/nfknock";
+pub const DEFAULT_MAX_AGE: u64 = 120;
+pub const DEFAULT_TIMEOUT: u32 = 30;
+pub const DEFAULT_MAX_TIMEOUT: u32 = 3600;
+pub const DEFAULT_RATE_LIMIT: u32 = 20;
+
+/// The validated server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from (for messages).
+    pub path: PathBuf,
+    pub server: Server,
+    pub clients: Vec<Client>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// UDP port knocks arrive on.
+    pub port: u16,
+    /// NFQUEUE number.
+    pub queue: u16,
+    pub state_dir: PathBuf,
+    /// Protected proto/ports (default: union of all clients' `allow`), sorted, deduplicated.
+    pub protect: Vec<Access>,
+    /// Seconds a knock's timestamp may differ from now (either direction).
+    pub max_age: u64,
+    /// Create/refresh the `inet nfknock` table at start (else it must be loaded by the admin).
+    pub manage_ruleset: bool,
+    /// Gate DNAT-published ports in the forward hook too.
+    pub gate_forward: bool,
+    /// Per-source knock rate limit in the kernel, packets per second (burst = 2×).
+    pub rate_limit: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub name: String,
+    pub credential: Credential,
+    /// Accesses this client may open. A knock asking for anything else is refused whole.
+    pub allow: Vec<Access>,
+    /// Accesses never granted (fwknop `RESTRICT_PORTS`).
+    pub deny: Vec<Access>,
+    /// Grant length when the knock asks for none.
+    pub timeout: u32,
+    /// Cap on what a knock may ask for.
+    pub max_timeout: u32,
+    /// Knocks are accepted only from these source networks.
+    pub sources: Vec<IpNet>,
+    /// If non-empty, knocks must be addressed to one of these (fwknop `DESTINATION`).
+    pub destinations: Vec<IpNet>,
+    /// The allow-IP inside the packet must equal the packet's source.
+    pub require_source_match: bool,
+    /// fwknop `REQUIRE_USERNAME`.
+    pub require_username: Option<String>,
+    /// Unix time after which this client is refused (fwknop `ACCESS_EXPIRE(_EPOCH)`).
+    pub expires_at: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Credential {
+    Native(NativeKey),
+    Fwknop(FwknopKey),
+}
+
+/// One problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Dotted key, e.g. `client[2].key_file`.
+    pub key: Option<String>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found (loading does not stop at the first).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<Problem>);
+
+pub use client::{
+    default_client_config_path, load_client, parse_client_str, AllowIp, ClientConfig, KnockProfile,
+};
+pub use secret::{check_private, decode_native_secret};
+pub use server::{FWKNOP_MAX_HMAC_KEY_LEN, FWKNOP_MAX_KEY_LEN, MAX_MAX_AGE, MAX_MAX_TIMEOUT};
+
+/// The example server config shipped as `examples/server.toml` (for `nfknock` to print).
+pub fn render_example() -> &'static str {
+    include_str!("../../examples/server.toml")
+}
+
+/// Read and validate a server config (and the key files it names).
+///
+/// Besides everything [`parse_str`] checks, a config that holds an inline key must itself be
+/// private (see [`check_private`]).
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = read_config(path)?;
+    let checked = server::check_str(&text, path);
+    let mut problems = checked.problems;
+    if checked.inline_secret {
+        if let Err(message) = check_private(path, "config file") {
+            problems.insert(
+                0,
+                Problem {
+                    path: path.to_path_buf(),
+                    line: None,
+                    key: None,
+                    message: format!(
+                        "{message} (it holds inline keys; or move them to key files with `key_file = PATH`)"
+                    ),
+                },
+            );
+        }
+    }
+    match checked.plan {
+        Some(plan) if problems.is_empty() => Ok(plan.build()),
+        _ => Err(ConfigErrors(problems)),
+    }
+}
+
+/// Validate a server config given as text. `path` is used in messages and to resolve relative
+/// `key_file`s; key files are read. The config file's own permissions are [`load`]'s business.
+pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    let checked = server::check_str(text, path);
+    match checked.plan {
+        Some(plan) if checked.problems.is_empty() => Ok(plan.build()),
+        _ => Err(ConfigErrors(checked.problems)),
+    }
+}
+
+/// Read a config file as UTF-8 (zeroized after use: it may hold keys).
+fn read_config(path: &Path) -> Result<zeroize::Zeroizing<String>, ConfigErrors> {
+    let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            "; create it (`nfknock` prints an example with `render_example`) or pass the right path with --config"
+        } else {
+            ""
+        };
+        ConfigErrors(vec![Problem {
+            path: path.to_path_buf(),
+            line: None,
+            key: None,
+            message: format!("cannot read the config file: {e}{hint}"),
+        }])
+    })?);
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => Ok(zeroize::Zeroizing::new(text.to_string())),
+        Err(e) => {
+            let line = bytes
+                .get(..e.valid_up_to())
+                .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
+                + 1;
+            Err(ConfigErrors(vec![Problem {
+                path: path.to_path_buf(),
+                line: Some(line),
+                key: None,
+                message: "the file is not valid UTF-8; TOML files must be UTF-8 text".to_string(),
+            }]))
+        }
+    }
+}
+
+/// Things that are legal but risky, one sentence each with what to do. Pure: the daemon logs
+/// them at `warn` when it starts and on reload; `nfknock check` prints them.
+pub fn warnings(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let s = &config.server;
+    if s.rate_limit == 0 {
+        out.push(
+            "[server] rate_limit = 0: knocks are not rate limited in the kernel, a flood reaches the daemon; set e.g. `rate_limit = 20`"
+                .to_string(),
+        );
+    }
+    if let Some(a) = s
+        .protect
+        .iter()
+        .find(|a| a.proto == crate::access::Proto::Udp && a.port == s.port)
+    {
+        out.push(format!(
+            "[server] protect contains {a}, the knock port itself: the gate may drop knocks before they reach the queue; remove it from `protect`"
+        ));
+    }
+    for c in &config.clients {
+        let n = &c.name;
+        if let Credential::Fwknop(k) = &c.credential {
+            let open_to_all = c.sources.iter().any(|net| net.prefix_len() == 0);
+            if k.hmac_key.is_none() {
+                let whom = if open_to_all {
+                    "from any address on the internet"
+                } else {
+                    "from its `sources`"
+                };
+                out.push(format!(
+                    "client `{n}`: no HMAC (no_hmac = true), so fwknop packets {whom} are decrypted before they are authenticated; generate an HMAC key with `fwknop --key-gen` and set `hmac_key_base64` on both ends"
+                ));
+            }
+            match k.mode {
+                crate::wire::fwknop::EncMode::Ecb => out.push(format!(
+                    "client `{n}`: mode = \"ecb\" leaks patterns of the plaintext; use \"cbc\" (the fwknop default) on both ends"
+                )),
+                crate::wire::fwknop::EncMode::Legacy => out.push(format!(
+                    "client `{n}`: mode = \"legacy\" is for fwknop < 2.5 clients and cannot use an HMAC; upgrade the client and switch to \"cbc\" with an HMAC key"
+                )),
+                _ => {}
+            }
+            if k.hmac_key.is_some()
+                && matches!(
+                    k.hmac_type,
+                    crate::wire::fwknop::HmacType::Md5 | crate::wire::fwknop::HmacType::Sha1
+                )
+            {
+                out.push(format!(
+                    "client `{n}`: hmac = \"{}\" is a weak digest; use \"sha256\" on both ends",
+                    if k.hmac_type == crate::wire::fwknop::HmacType::Md5 {
+                        "md5"
+                    } else {
+                        "sha1"
+                    }
+                ));
+            }
+        }
+        if !c.require_source_match {
+            out.push(format!(
+                "client `{n}`: require_source_match = false lets a knock open access for an address other than its source (anyone who captures it can aim it elsewhere); set it to true unless the client knocks for another host on purpose"
+            ));
+        }
+        for a in c.allow.iter().filter(|a| c.deny.contains(a)) {
+            out.push(format!("client `{n}`: {a} is in both `allow` and `deny`; deny wins, so remove it from one of them"));
+        }
+    }
+    out
+}
+
+/// [`warnings`] plus clients whose `expires` is already past at `now` (Unix seconds).
+pub fn warnings_at(config: &Config, now: u64) -> Vec<String> {
+    let mut out = warnings(config);
+    for c in &config.clients {
+        if let Some(t) = c.expires_at.filter(|&t| t <= now) {
+            out.push(format!(
+                "client `{}` expired at Unix time {t}: its knocks are refused; remove the client or move `expires` forward",
+                c.name
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,270 @@
+//! Key material in configs: base64 decoding, key files and their permissions.
+//!
+//! A key file (or a config holding an inline key) must be private: no group/world bits, owned by
+//! root or by the user nfknock runs as. fwknopd refuses the same (`fwknopd.c` `check_file_perms`
+//! warns on anything but 0600); we refuse, because a readable key is a published key.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
+use zeroize::Zeroizing;
+
+use crate::crypto::SECRET_LEN;
+
+/// Standard alphabet; `=` padding optional (fwknop writes `KEY_BASE64` with padding, people copy
+/// keys without it). Trailing bits must be zero, so each key has one spelling.
+const B64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// fwknop keys (`KEY_BASE64`, `HMAC_KEY_BASE64`): libfko's `b64_decode` ignores leftover bits
+/// (shared/FWKNOP-WIRE.md §5.4), so keys that fwknopd accepts must decode here too.
+const B64_FWKNOP: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// Decode standard base64, padding optional.
+pub(crate) fn decode_base64(text: &str) -> Option<Zeroizing<Vec<u8>>> {
+    B64.decode(text.as_bytes()).ok().map(Zeroizing::new)
+}
+
+/// Decode an fwknop base64 key as libfko does (padding optional, leftover bits ignored).
+pub(crate) fn decode_fwknop_base64(text: &str) -> Option<Zeroizing<Vec<u8>>> {
+    B64_FWKNOP
+        .decode(text.trim().as_bytes())
+        .ok()
+        .map(Zeroizing::new)
+}
+
+/// Decode a native 256-bit secret as printed by `nfknock keygen`. The error says what to do.
+pub fn decode_native_secret(text: &str) -> Result<Zeroizing<[u8; SECRET_LEN]>, String> {
+    let bytes = decode_base64(text.trim()).ok_or_else(|| {
+        "is not valid base64; paste the whole line printed by `nfknock keygen`".to_string()
+    })?;
+    let mut secret = Zeroizing::new([0u8; SECRET_LEN]);
+    if bytes.len() != SECRET_LEN {
+        return Err(format!(
+            "decodes to {} bytes, a native key is exactly {SECRET_LEN}; generate one with `nfknock keygen`",
+            bytes.len()
+        ));
+    }
+    secret.copy_from_slice(&bytes);
+    Ok(secret)
+}
+
+/// Quote a path for a shell command in a message (single quotes unless it is plain).
+pub(crate) fn shell_quote(path: &Path) -> String {
+    let s = path.display().to_string();
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+@:,=".contains(&b))
+    {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The effective user id.
+fn euid() -> u32 {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Refuse a file holding secrets unless it is private: no group/world permission bits, owned by
+/// root or the effective user. `what` names it in the message ("key file", "config file").
+/// The message gives the exact command that fixes it.
+pub fn check_private(path: &Path, what: &str) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            format!("; fix the path, or create the file with the key on one line and run `chmod 600 {}`", shell_quote(path))
+        } else {
+            String::new()
+        };
+        format!("cannot read {what} {}: {e}{hint}", path.display())
+    })?;
+    check_private_meta(path, what, meta.mode(), meta.uid(), euid())
+}
+
+/// [`check_private`] on given mode/owner (pure, for tests).
+fn check_private_meta(
+    path: &Path,
+    what: &str,
+    mode: u32,
+    uid: u32,
+    euid: u32,
+) -> Result<(), String> {
+    let q = shell_quote(path);
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{what} {} holds a secret but is accessible to group or others (mode {:04o}); run `chmod 600 {q}`",
+            path.display(),
+            mode & 0o7777
+        ));
+    }
+    if uid != 0 && uid != euid {
+        return Err(format!(
+            "{what} {} holds a secret but is owned by uid {uid}, neither root nor the user nfknock runs as (uid {euid}); run `chown root:root {q}`",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Resolve a `key_file` value: `~` / `~/…` against `home` (when given), then relative to the
+/// config file's directory.
+pub(crate) fn resolve(
+    value: &str,
+    config_path: &Path,
+    home: Option<&Path>,
+) -> Result<PathBuf, String> {
+    let expanded = match (value.strip_prefix('~'), home) {
+        (Some(rest), _) if !(rest.is_empty() || rest.starts_with('/')) => {
+            return Err("`~user/` paths are not supported; write the path out in full".to_string())
+        }
+        (Some(rest), Some(home)) => home.join(rest.trim_start_matches('/')),
+        (Some(_), None) => {
+            return Err(
+                "starts with `~` but $HOME is not set; write the path out in full".to_string(),
+            )
+        }
+        (None, _) => PathBuf::from(value),
+    };
+    if expanded.is_absolute() {
+        return Ok(expanded);
+    }
+    let dir = config_path.parent().unwrap_or(Path::new(""));
+    Ok(dir.join(expanded))
+}
+
+/// Read a key file: private (see [`check_private`]), one line of text, surrounding whitespace
+/// trimmed. The content is returned zeroizing; decoding is the caller's.
+pub(crate) fn read_key_file(path: &Path) -> Result<Zeroizing<String>, String> {
+    check_private(path, "key file")?;
+    let bytes = Zeroizing::new(
+        std::fs::read(path).map_err(|e| format!("cannot read key file {}: {e}", path.display()))?,
+    );
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        format!(
+            "key file {} is not text; it must hold one line of base64",
+            path.display()
+        )
+    })?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(format!(
+            "key file {} is empty; it must hold one line of base64",
+            path.display()
+        ));
+    }
+    if text.contains('\n') {
+        return Err(format!(
+            "key file {} holds more than one line; it must hold exactly one line of base64",
+            path.display()
+        ));
+    }
+    Ok(Zeroizing::new(text.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::STANDARD;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn native_secret_is_32_bytes_of_base64_padding_optional() {
+        let text = STANDARD.encode([7u8; 32]);
+        assert_eq!(*decode_native_secret(&text).unwrap(), [7u8; 32]);
+        assert_eq!(
+            *decode_native_secret(text.trim_end_matches('=')).unwrap(),
+            [7u8; 32]
+        );
+        let short = decode_native_secret(&STANDARD.encode([7u8; 31])).unwrap_err();
+        assert!(
+            short.contains("31 bytes") && short.contains("nfknock keygen"),
+            "{short}"
+        );
+        assert!(decode_native_secret("not base64!")
+            .unwrap_err()
+            .contains("not valid base64"));
+        // URL-safe alphabet is not the standard one.
+        assert!(decode_native_secret(&"_".repeat(43)).is_err());
+    }
+
+    #[test]
+    fn private_means_no_group_world_bits_and_root_or_self() {
+        let p = Path::new("/etc/nfknock/a.key");
+        assert!(check_private_meta(p, "key file", 0o100600, 0, 0).is_ok());
+        assert!(check_private_meta(p, "key file", 0o100400, 1000, 1000).is_ok());
+        let e = check_private_meta(p, "key file", 0o100644, 0, 0).unwrap_err();
+        assert!(
+            e.contains("mode 0644") && e.contains("`chmod 600 /etc/nfknock/a.key`"),
+            "{e}"
+        );
+        assert!(check_private_meta(p, "key file", 0o100610, 0, 0).is_err());
+        let e = check_private_meta(p, "key file", 0o100600, 1000, 0).unwrap_err();
+        assert!(
+            e.contains("uid 1000") && e.contains("`chown root:root /etc/nfknock/a.key`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn quotes_paths_with_spaces() {
+        assert_eq!(shell_quote(Path::new("/a b/c")), "'/a b/c'");
+        assert_eq!(shell_quote(Path::new("/it's")), r"'/it'\''s'");
+    }
+
+    #[test]
+    fn resolves_relative_and_tilde_paths() {
+        let cfg = Path::new("/etc/nfknock/nfknock.toml");
+        assert_eq!(
+            resolve("a.key", cfg, None).unwrap(),
+            Path::new("/etc/nfknock/a.key")
+        );
+        assert_eq!(
+            resolve("/k/a.key", cfg, None).unwrap(),
+            Path::new("/k/a.key")
+        );
+        let home = Path::new("/home/u");
+        assert_eq!(
+            resolve("~/x.key", cfg, Some(home)).unwrap(),
+            Path::new("/home/u/x.key")
+        );
+        assert!(resolve("~/x.key", cfg, None).unwrap_err().contains("$HOME"));
+        assert!(resolve("~bob/x.key", cfg, Some(home)).is_err());
+    }
+
+    #[test]
+    fn reads_a_private_key_file_and_refuses_a_readable_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        std::fs::write(&path, "  abc=\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_key_file(&path).unwrap().as_str(), "abc=");
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_key_file(&path).unwrap_err();
+        assert!(
+            e.contains(&format!("`chmod 600 {}`", path.display())),
+            "{e}"
+        );
+
+        std::fs::write(&path, "a\nb\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(read_key_file(&path)
+            .unwrap_err()
+            .contains("more than one line"));
+        assert!(read_key_file(&dir.path().join("missing"))
+            .unwrap_err()
+            .contains("cannot read"));
+    }
+}
