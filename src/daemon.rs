@@ -117,8 +117,15 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
             0
         }
         LoadReport::Corrupt { reason, refuse_before } => {
-            error!(%reason, refuse_before, "replay journal was corrupt and has been set aside; knocks stamped before now are refused");
-            *refuse_before
+            // A packet accepted before the loss may carry a timestamp up to max_age ahead of
+            // the clock; refusing everything stamped before `lost + max_age` closes that too.
+            let until = refuse_before.saturating_add(config.server.max_age);
+            error!(
+                %reason,
+                "replay journal was corrupt and has been set aside; knocks stamped before {until} are refused for the next {}s (no replay window opens)",
+                config.server.max_age
+            );
+            until
         }
     };
 
@@ -231,10 +238,8 @@ impl Daemon {
                 return Ok(());
             }
             self.apply(&outcomes, now)?;
-            // Ids are assigned in order by the kernel; one batch verdict covers the burst.
-            if let Some(max_id) = outcomes.iter().map(|(id, _, _)| *id).max() {
-                self.queue.drop_upto(max_id)?;
-            }
+            // One batch verdict drops the whole burst (ids wrap as the kernel's do).
+            self.queue.drop_pending()?;
         }
     }
 

@@ -10,8 +10,6 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
 use crate::access::Access;
 use crate::config::{Config, Credential};
 use crate::policy::{self, Decision, Packet, Reason, Request};
@@ -66,13 +64,10 @@ impl HintIndex {
         idx
     }
 
-    fn window(max_age: u64, now: u64) -> (u64, u64) {
-        (now.saturating_sub(max_age) / native::EPOCH_SECS, now.saturating_add(max_age) / native::EPOCH_SECS)
-    }
-
     /// Add epochs that entered the window and drop those that left it.
     fn refresh(&mut self, config: &Config, now: u64) {
-        let (lo, hi) = Self::window(config.server.max_age, now);
+        let window = native::epochs_within(now, config.server.max_age);
+        let (lo, hi) = (*window.start(), *window.end());
         while let Some((epoch, hints)) = self.epochs.front() {
             if *epoch >= lo {
                 break;
@@ -174,12 +169,13 @@ impl Engine {
         if candidates.is_empty() {
             return Outcome::reject(f, Reason::UnknownKey);
         }
-        let replay_key: ReplayKey = Sha256::digest(payload).into();
+        let replay_key = crate::replay::key_of(payload);
         if self.replay.contains(&replay_key, now) {
             return Outcome::reject(f, Reason::Replay);
         }
         let mut first_reject = Reason::AuthFailed;
-        for &(i, epoch) in candidates {
+        // `native::open` also checks that the hint belongs to the timestamp's epoch.
+        for &(i, _epoch) in candidates {
             let client = &self.config.clients[i as usize];
             if !policy::addresses_permitted(client, &packet) {
                 first_reject = Reason::SourceNotAllowed;
@@ -204,14 +200,7 @@ impl Engine {
                 message_type: None,
                 nat_access: None,
             };
-            // The hint binds the packet to its epoch: a timestamp from another epoch under a
-            // valid tag means a broken client, not a packet we should interpret.
-            let reason = if req.timestamp / native::EPOCH_SECS != epoch {
-                Some(Reason::Malformed("timestamp outside the key hint's epoch"))
-            } else {
-                None
-            };
-            return self.finish(f, i as usize, knock, replay_key, reason, packet, now);
+            return self.finish(f, i as usize, knock, replay_key, None, packet, now);
         }
         Outcome::reject(f, first_reject)
     }
@@ -320,4 +309,148 @@ fn fwknop_clients(config: &Config) -> Vec<u32> {
     (0..config.clients.len() as u32)
         .filter(|&i| matches!(config.clients[i as usize].credential, Credential::Fwknop(_)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Client, Server};
+    use crate::crypto::NativeKey;
+
+    const NOW: u64 = 1_800_000_000;
+
+    struct CountingRng(u8);
+    impl crate::crypto::Rng for CountingRng {
+        fn fill(&mut self, buf: &mut [u8]) {
+            for b in buf {
+                self.0 = self.0.wrapping_add(1);
+                *b = self.0;
+            }
+        }
+    }
+
+    fn key(n: u8) -> NativeKey {
+        NativeKey::derive(&[n; 32])
+    }
+
+    fn config(clients: Vec<Client>) -> Arc<Config> {
+        Arc::new(Config {
+            path: "test.toml".into(),
+            server: Server {
+                port: 62201,
+                queue: 0,
+                state_dir: "/nonexistent".into(),
+                protect: vec!["tcp/22".parse().unwrap()],
+                max_age: 120,
+                manage_ruleset: true,
+                gate_forward: true,
+                rate_limit: 20,
+            },
+            clients,
+        })
+    }
+
+    fn native_client(name: &str, n: u8) -> Client {
+        let mut c = crate::policy::tests::client();
+        c.name = name.into();
+        c.credential = Credential::Native(key(n));
+        c
+    }
+
+    fn packet() -> Packet {
+        Packet { src: "192.0.2.7".parse().unwrap(), dst: "192.0.2.1".parse().unwrap() }
+    }
+
+    fn knock(n: u8, ts: u64, rng: u8) -> [u8; native::PACKET_LEN] {
+        let req = native::Request {
+            timestamp: ts,
+            timeout: 0,
+            allow_ip: Some(packet().src),
+            access: vec!["tcp/22".parse().unwrap()],
+        };
+        native::seal(&key(n), &req, &mut CountingRng(rng)).unwrap()
+    }
+
+    fn engine() -> Engine {
+        Engine::new(config(vec![native_client("bob", 9), native_client("alice", 1)]), ReplayCache::new(), 0, NOW)
+    }
+
+    #[test]
+    fn native_knock_is_granted_to_its_client_once() {
+        let mut e = engine();
+        let p = knock(1, NOW, 0);
+        let out = e.handle(&p, packet(), NOW);
+        assert_eq!(out.client, Some(1));
+        assert_eq!(out.format, Some(Format::Native));
+        match &out.decision {
+            Decision::Grant(g) => assert_eq!((g.addr, g.ttl), (packet().src, 30)),
+            Decision::Reject(r) => panic!("{r}"),
+        }
+        assert_eq!(out.record.map(|(_, exp)| exp), Some(NOW + 120));
+        let again = e.handle(&p, packet(), NOW + 1);
+        assert_eq!(again.decision, Decision::Reject(Reason::Replay));
+        assert_eq!(again.record, None);
+    }
+
+    #[test]
+    fn unknown_key_costs_no_crypto_and_records_nothing() {
+        let mut e = engine();
+        let out = e.handle(&knock(5, NOW, 0), packet(), NOW);
+        assert_eq!(out.decision, Decision::Reject(Reason::UnknownKey));
+        assert!(out.record.is_none() && e.replay().is_empty());
+    }
+
+    #[test]
+    fn tampered_and_junk_packets_are_refused() {
+        let mut e = engine();
+        let mut p = knock(1, NOW, 0);
+        p[50] ^= 1;
+        assert_eq!(e.handle(&p, packet(), NOW).decision, Decision::Reject(Reason::AuthFailed));
+        assert_eq!(e.handle(&[1u8; 40], packet(), NOW).decision, Decision::Reject(Reason::BadLength));
+        assert_eq!(e.handle_ip(&[0u8; 10], NOW).decision, Decision::Reject(Reason::NotUdp));
+        assert!(e.replay().is_empty());
+    }
+
+    #[test]
+    fn stale_knock_is_refused_with_its_skew() {
+        let mut e = engine();
+        let out = e.handle(&knock(1, NOW - 100, 0), packet(), NOW + 100);
+        assert_eq!(out.decision, Decision::Reject(Reason::Stale { skew: -200 }));
+        // A knock from the future by more than max_age is outside the hint window: unknown.
+        let out = e.handle(&knock(1, NOW + 100_000, 0), packet(), NOW);
+        assert_eq!(out.decision, Decision::Reject(Reason::UnknownKey));
+    }
+
+    #[test]
+    fn hint_window_moves_with_time() {
+        let mut e = engine();
+        let later = NOW + 3600;
+        assert_eq!(e.handle(&knock(1, later, 0), packet(), later).decision, Decision::Reject(Reason::UnknownKey));
+        e.tick(later);
+        assert!(matches!(e.handle(&knock(1, later, 0), packet(), later).decision, Decision::Grant(_)));
+        assert!(e.hints.epochs.len() <= 6, "old epochs not dropped: {}", e.hints.epochs.len());
+    }
+
+    #[test]
+    fn lost_journal_refuses_older_knocks() {
+        let mut e = Engine::new(config(vec![native_client("alice", 1)]), ReplayCache::new(), NOW + 10, NOW);
+        assert_eq!(e.handle(&knock(1, NOW, 0), packet(), NOW).decision, Decision::Reject(Reason::StateLost));
+        assert!(matches!(e.handle(&knock(1, NOW + 10, 1), packet(), NOW + 10).decision, Decision::Grant(_)));
+    }
+
+    #[test]
+    fn source_outside_the_clients_networks_is_refused_before_crypto() {
+        let mut c = native_client("alice", 1);
+        c.sources = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut e = Engine::new(config(vec![c]), ReplayCache::new(), 0, NOW);
+        assert_eq!(e.handle(&knock(1, NOW, 0), packet(), NOW).decision, Decision::Reject(Reason::SourceNotAllowed));
+    }
+
+    #[test]
+    fn handles_raw_ip_packets() {
+        let mut e = engine();
+        let p = knock(1, NOW, 3);
+        let ip = wire::ip::build(packet().src, packet().dst, 5555, 62201, &p);
+        assert!(matches!(e.handle_ip(&ip, NOW).decision, Decision::Grant(_)));
+    }
 }

@@ -38,6 +38,9 @@ pub struct KnockProfile {
 /// Which address the grant is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AllowIp {
+    /// Not set: this host's address on the route to the server (what `require_source_match`
+    /// expects when there is no NAT on the way).
+    Auto,
     /// The server uses the knock's source address (what it sees after NAT).
     Source,
     /// This address.
@@ -47,6 +50,7 @@ pub enum AllowIp {
 impl std::fmt::Display for AllowIp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            AllowIp::Auto => f.write_str("auto"),
             AllowIp::Source => f.write_str("source"),
             AllowIp::Addr(a) => write!(f, "{a}"),
         }
@@ -471,7 +475,7 @@ fn profile(
     };
 
     let allow_ip = match pick(&raw.allow_ip, &default.allow_ip, &prefix, "allow_ip") {
-        None => Some(AllowIp::Source),
+        None => Some(AllowIp::Auto),
         Some((a, _)) if a.get_ref() == "source" => Some(AllowIp::Source),
         Some((a, key)) => match a.get_ref().parse::<IpAddr>() {
             Ok(ip) if !ip.is_unspecified() => Some(AllowIp::Addr(ip)),

@@ -123,7 +123,7 @@ pub struct ConfigErrors(pub Vec<Problem>);
 pub use client::{
     default_client_config_path, load_client, parse_client_str, AllowIp, ClientConfig, KnockProfile,
 };
-pub use secret::{check_private, decode_native_secret};
+pub use secret::{check_private, decode_native_secret, read_native_key_file};
 pub use server::{FWKNOP_MAX_HMAC_KEY_LEN, FWKNOP_MAX_KEY_LEN, MAX_MAX_AGE, MAX_MAX_TIMEOUT};
 
 /// The example server config shipped as `examples/server.toml` (for `nfknock` to print).

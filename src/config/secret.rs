@@ -144,6 +144,14 @@ pub(crate) fn resolve(
     Ok(dir.join(expanded))
 }
 
+/// Read a native key file (as written by `nfknock keygen --out`) for the client: private, one
+/// line of base64, exactly 256 bits.
+pub fn read_native_key_file(path: &Path) -> Result<crate::crypto::NativeKey, String> {
+    let text = read_key_file(path)?;
+    let secret = decode_native_secret(&text).map_err(|e| format!("key file {}: {e}", path.display()))?;
+    Ok(crate::crypto::NativeKey::derive(&secret))
+}
+
 /// Read a key file: private (see [`check_private`]), one line of text, surrounding whitespace
 /// trimmed. The content is returned zeroizing; decoding is the caller's.
 pub(crate) fn read_key_file(path: &Path) -> Result<Zeroizing<String>, String> {
