@@ -104,8 +104,8 @@ const VALID: &[Valid] = &[
     Valid { name: "allow-ipv6", secret: 2, timestamp: 1_760_000_100, timeout: 3600, allow_ip: Some("2001:db8::5"), access: "tcp/443" },
     Valid { name: "sixteen-accesses", secret: 2, timestamp: 1_760_000_200, timeout: 60,  allow_ip: None,
             access: "tcp/1,tcp/2,tcp/3,tcp/4,tcp/5,tcp/6,tcp/7,tcp/8,udp/9,udp/10,udp/11,udp/12,udp/13,udp/14,udp/15,udp/65535" },
-    Valid { name: "epoch-last-second", secret: 3, timestamp: 1_760_000_039, timeout: 0, allow_ip: None, access: "udp/51820" },
-    Valid { name: "epoch-first-second", secret: 3, timestamp: 1_760_000_040, timeout: 0, allow_ip: None, access: "udp/51820" },
+    Valid { name: "epoch-last-second", secret: 3, timestamp: 1_760_000_399, timeout: 0, allow_ip: None, access: "udp/51820" },
+    Valid { name: "epoch-first-second", secret: 3, timestamp: 1_760_000_400, timeout: 0, allow_ip: None, access: "udp/51820" },
     Valid { name: "extremes", secret: 4, timestamp: 0, timeout: u32::MAX, allow_ip: Some("255.255.255.255"), access: "udp/65535" },
     Valid { name: "ipv4-mapped-ipv6-stays-family-6", secret: 4, timestamp: 1_760_000_500, timeout: 120, allow_ip: Some("::ffff:192.0.2.1"), access: "tcp/8443" },
 ];
@@ -278,7 +278,7 @@ fn generate() -> Vec<Value> {
         ),
         (
             "malformed-hint-epoch",
-            plaintext(ts + 60, 0, [0; 16], &[(6, 22)], 1),
+            plaintext(ts + native::EPOCH_SECS, 0, [0; 16], &[(6, 22)], 1),
             "timestamp one epoch after the hint's",
         ),
     ];
@@ -351,7 +351,7 @@ fn every_vector_holds() {
                 };
                 assert_eq!(packet.len(), PACKET_LEN, "{name}");
                 let epoch = u64_field(v, "epoch");
-                assert_eq!(epoch, want.timestamp / 60, "{name}");
+                assert_eq!(epoch, want.timestamp / native::EPOCH_SECS, "{name}");
                 let hint = unhex(str_field(v, "hint"));
                 assert_eq!(
                     native::hint_of(&packet).expect("hint_of").as_slice(),

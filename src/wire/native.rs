@@ -32,8 +32,15 @@ pub const VERSION: u8 = 0x01;
 pub const PACKET_LEN: usize = 128;
 /// Length of the key hint.
 pub const HINT_LEN: usize = 8;
-/// Seconds per key-hint epoch.
-pub const EPOCH_SECS: u64 = 60;
+/// Seconds per key-hint epoch. Ten minutes: knocks inside one epoch share a hint (an observer
+/// can link those), knocks in different epochs cannot be linked; and the server can afford a
+/// table wide enough to recognise a client whose clock is off by an hour, so it can tell the
+/// operator "stale by N seconds" instead of "unknown key" (see [`SKEW_DIAGNOSIS_SECS`]).
+pub const EPOCH_SECS: u64 = 600;
+/// The server indexes hints for timestamps within this many seconds of its clock (or `max_age`
+/// if larger): knocks outside `max_age` but inside this are authenticated and refused as stale
+/// with their measured skew.
+pub const SKEW_DIAGNOSIS_SECS: u64 = 3600;
 /// Most accesses one knock can carry.
 pub const MAX_ACCESS: usize = 16;
 
@@ -399,7 +406,7 @@ mod tests {
         let p = seal(&k, r, &mut TestRng(9)).unwrap();
         assert_eq!(p.len(), PACKET_LEN);
         assert_eq!(p[0], VERSION);
-        assert_eq!(hint_of(&p).unwrap(), hint(&k, r.timestamp / 60));
+        assert_eq!(hint_of(&p).unwrap(), hint(&k, r.timestamp / EPOCH_SECS));
         assert_eq!(&open(&k, &p).unwrap(), r);
     }
 
@@ -528,9 +535,9 @@ mod tests {
         assert_ne!(hint(&a, 100), hint(&a, 101));
         assert_ne!(hint(&a, 100), hint(&b, 100));
         assert_eq!(hint(&a, 100), hint(&key(1), 100));
-        // The epoch boundary is at multiples of 60 seconds.
-        assert_eq!(epoch_of(119), 1);
-        assert_eq!(epoch_of(120), 2);
+        // The epoch boundary is at multiples of EPOCH_SECS (600) seconds.
+        assert_eq!(epoch_of(1199), 1);
+        assert_eq!(epoch_of(1200), 2);
         let at = |t: u64| {
             let r = Request {
                 timestamp: t,
@@ -538,8 +545,8 @@ mod tests {
             };
             hint_of(&seal(&a, &r, &mut TestRng(1)).unwrap()).unwrap()
         };
-        assert_eq!(at(120), at(179));
-        assert_ne!(at(179), at(180));
+        assert_eq!(at(1200), at(1799));
+        assert_ne!(at(1799), at(1800));
     }
 
     #[test]
@@ -551,7 +558,7 @@ mod tests {
         for t in 999_880..=1_000_120 {
             assert!(epochs_within(1_000_000, 120).contains(&epoch_of(t)));
         }
-        assert_eq!(epochs_within(10, 120), 0..=2);
+        assert_eq!(epochs_within(10, 1300), 0..=2);
         assert_eq!(
             epochs_within(u64::MAX, 120),
             epoch_of(u64::MAX - 120)..=epoch_of(u64::MAX)

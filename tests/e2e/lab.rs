@@ -195,11 +195,13 @@ impl Lab {
         must(&["ip", "netns", "exec", s, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
         // The "container runtime": publish ctr:80 as srv:8080, the way Docker/Podman do.
         let nat = format!(
-            "table ip labnat {{ chain pre {{ type nat hook prerouting priority dstnat; \
-             tcp dport {PUBLISHED_PORT} dnat to {CTR4}:80 }} \
-             chain post {{ type nat hook postrouting priority srcnat; oifname \"to-ctr\" masquerade }} }}"
+            "table ip labnat {{\n chain pre {{ type nat hook prerouting priority dstnat; \
+             tcp dport {PUBLISHED_PORT} dnat to {CTR4}:80; }}\n \
+             chain post {{ type nat hook postrouting priority srcnat; oifname \"to-ctr\" masquerade; }}\n}}\n"
         );
-        must(&["ip", "netns", "exec", s, "nft", &nat]);
+        let nat_file = lab.path("labnat.nft");
+        std::fs::write(&nat_file, nat).unwrap();
+        must(&["ip", "netns", "exec", s, "nft", "-f", nat_file.to_str().unwrap()]);
         lab
     }
 
