@@ -51,9 +51,8 @@ pub(super) fn decode_into(parts: &[&[u8]], out: &mut [u8]) -> Option<usize> {
     // Only the low 12 bits of the accumulator are ever read: a byte is emitted from at most
     // two sextets.
     let mut acc: u32 = 0;
-    let mut i: usize = 0;
     let mut written = 0;
-    for &c in parts.iter().flat_map(|p| p.iter()) {
+    for (i, &c) in parts.iter().flat_map(|p| p.iter()).enumerate() {
         if c == b'=' {
             break;
         }
@@ -65,7 +64,6 @@ pub(super) fn decode_into(parts: &[&[u8]], out: &mut [u8]) -> Option<usize> {
             *out.get_mut(written)? = byte;
             written += 1;
         }
-        i += 1;
     }
     Some(written)
 }
@@ -170,7 +168,9 @@ mod tests {
         assert_eq!(decode_b64_lenient("cm9vdA=!!garbage").unwrap(), b"root");
         assert_eq!(decode_b64_lenient("=abc").unwrap(), b"");
         // Anything else outside the alphabet is an error.
-        for bad in ["cm9v dA", "cm9v\ndA", "cm9v-A", "cm9v_A", "!", "cm9vd\0A", "é"] {
+        for bad in [
+            "cm9v dA", "cm9v\ndA", "cm9v-A", "cm9v_A", "!", "cm9vd\0A", "é",
+        ] {
             assert_eq!(decode_b64_lenient(bad), None, "{bad:?}");
         }
     }
@@ -190,7 +190,11 @@ mod tests {
     fn decoded_len_matches_decoder() {
         for n in 0..40 {
             let s = "A".repeat(n);
-            assert_eq!(decode_b64_lenient(&s).unwrap().len(), decoded_len(n), "n={n}");
+            assert_eq!(
+                decode_b64_lenient(&s).unwrap().len(),
+                decoded_len(n),
+                "n={n}"
+            );
         }
     }
 }

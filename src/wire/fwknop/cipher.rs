@@ -217,7 +217,13 @@ mod tests {
             "30c81c46a35ce411e5fbc1191a0a52ef",
             "f69f2445df4f9b17ad2b417be66c3710"
         ));
-        (PacketCipher { aes: Aes256::new_from_slice(&key).unwrap(), iv }, pt)
+        (
+            PacketCipher {
+                aes: Aes256::new_from_slice(&key).unwrap(),
+                iv,
+            },
+            pt,
+        )
     }
 
     fn check_mode(mode: EncMode, expected_ct: &str) {
@@ -231,30 +237,54 @@ mod tests {
 
     #[test]
     fn cbc_matches_sp800_38a() {
-        check_mode(EncMode::Cbc, concat!(
-            "f58c4c04d6e5f1ba779eabfb5f7bfbd6", "9cfc4e967edb808d679f777bc6702c7d",
-            "39f23369a9d9bacfa530e26304231461", "b2eb05e2c39be9fcda6c19078c6a9d1b"));
+        check_mode(
+            EncMode::Cbc,
+            concat!(
+                "f58c4c04d6e5f1ba779eabfb5f7bfbd6",
+                "9cfc4e967edb808d679f777bc6702c7d",
+                "39f23369a9d9bacfa530e26304231461",
+                "b2eb05e2c39be9fcda6c19078c6a9d1b"
+            ),
+        );
     }
 
     #[test]
     fn ecb_matches_sp800_38a() {
-        check_mode(EncMode::Ecb, concat!(
-            "f3eed1bdb5d2a03c064b5a7e3db181f8", "591ccb10d410ed26dc5ba74a31362870",
-            "b6ed21b99ca6f4f9f153e7b1beafed1d", "23304b7a39f9f3ff067d8d8f9e24ecc7"));
+        check_mode(
+            EncMode::Ecb,
+            concat!(
+                "f3eed1bdb5d2a03c064b5a7e3db181f8",
+                "591ccb10d410ed26dc5ba74a31362870",
+                "b6ed21b99ca6f4f9f153e7b1beafed1d",
+                "23304b7a39f9f3ff067d8d8f9e24ecc7"
+            ),
+        );
     }
 
     #[test]
     fn cfb128_matches_sp800_38a() {
-        check_mode(EncMode::Cfb, concat!(
-            "dc7e84bfda79164b7ecd8486985d3860", "39ffed143b28b1c832113c6331e5407b",
-            "df10132415e54b92a13ed0a8267ae2f9", "75a385741ab9cef82031623d55b1e471"));
+        check_mode(
+            EncMode::Cfb,
+            concat!(
+                "dc7e84bfda79164b7ecd8486985d3860",
+                "39ffed143b28b1c832113c6331e5407b",
+                "df10132415e54b92a13ed0a8267ae2f9",
+                "75a385741ab9cef82031623d55b1e471"
+            ),
+        );
     }
 
     #[test]
     fn ofb_matches_sp800_38a() {
-        check_mode(EncMode::Ofb, concat!(
-            "dc7e84bfda79164b7ecd8486985d3860", "4febdc6740d20b3ac88f6ad82a4fb08d",
-            "71ab47a086e86eedf39d1c5bba97c408", "0126141d67f37be8538f5a8be740e484"));
+        check_mode(
+            EncMode::Ofb,
+            concat!(
+                "dc7e84bfda79164b7ecd8486985d3860",
+                "4febdc6740d20b3ac88f6ad82a4fb08d",
+                "71ab47a086e86eedf39d1c5bba97c408",
+                "0126141d67f37be8538f5a8be740e484"
+            ),
+        );
     }
 
     #[test]
@@ -263,9 +293,15 @@ mod tests {
         c.iv = hex("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff").try_into().unwrap();
         let mut buf = pt.clone();
         c.encrypt(EncMode::Ctr, &mut buf);
-        assert_eq!(buf, hex(concat!(
-            "601ec313775789a5b7a7f504bbf3d228", "f443e3ca4d62b59aca84e990cacaf5c5",
-            "2b0930daa23de94ce87017ba2d84988d", "dfc9c58db67aada613c2dd08457941a6")));
+        assert_eq!(
+            buf,
+            hex(concat!(
+                "601ec313775789a5b7a7f504bbf3d228",
+                "f443e3ca4d62b59aca84e990cacaf5c5",
+                "2b0930daa23de94ce87017ba2d84988d",
+                "dfc9c58db67aada613c2dd08457941a6"
+            ))
+        );
         // Counter 0x..ff ff ff must carry into the high bytes (a 64-bit counter would not).
         c.iv = [0xff; 16];
         c.iv[0] = 0x01;
@@ -287,11 +323,17 @@ mod tests {
     fn evp_bytes_to_key_matches_openssl() {
         // `openssl enc -aes-256-cbc -md md5 -S 0001020304050607 -pass pass:fwknoptest -P`
         let kiv = evp_bytes_to_key(b"fwknoptest", &[0, 1, 2, 3, 4, 5, 6, 7], EncMode::Cbc);
-        assert_eq!(&kiv[..32], &hex("FD3E186A43AFF3B28F96D377481AC117D9F24690A9228F5724510DAD3BE32141")[..]);
+        assert_eq!(
+            &kiv[..32],
+            &hex("FD3E186A43AFF3B28F96D377481AC117D9F24690A9228F5724510DAD3BE32141")[..]
+        );
         assert_eq!(&kiv[32..], &hex("918B4F3283166318BFB36DE0C035C489")[..]);
         // Legacy mode pads with '0': same as `-pass pass:asdfasdf00000000`.
         let kiv = evp_bytes_to_key(b"asdfasdf", &[0, 1, 2, 3, 4, 5, 6, 7], EncMode::Legacy);
-        assert_eq!(&kiv[..32], &hex("8F902964621FEA56A144452F36DAA4ED424A47479FAD582ECF75990DFDE6005B")[..]);
+        assert_eq!(
+            &kiv[..32],
+            &hex("8F902964621FEA56A144452F36DAA4ED424A47479FAD582ECF75990DFDE6005B")[..]
+        );
         assert_eq!(&kiv[32..], &hex("9B2CE54AEE13CFB52F24A2800101C82F")[..]);
     }
 

@@ -96,7 +96,12 @@ pub(super) fn parse(encoded: &str) -> Result<SpaMessage, FwknopError> {
     }
 
     let mut raw = [0u8; MAX_FIELD_RAW];
-    let message = decode_field(message, &mut raw, "message field length", "message is not base64")?;
+    let message = decode_field(
+        message,
+        &mut raw,
+        "message field length",
+        "message is not base64",
+    )?;
     let (allow_ip, access) = if message_type == 0 {
         (validate_command(message)?, Vec::new())
     } else {
@@ -107,7 +112,12 @@ pub(super) fn parse(encoded: &str) -> Result<SpaMessage, FwknopError> {
     let mut rest = rest.iter();
     let nat_access = if has_nat(message_type) {
         let field = rest.next().copied().unwrap_or("");
-        let nat = decode_field(field, &mut raw, "NAT field length", "NAT field is not base64")?;
+        let nat = decode_field(
+            field,
+            &mut raw,
+            "NAT field length",
+            "NAT field is not base64",
+        )?;
         parse_nat(nat)?;
         Some(String::from(nat))
     } else {
@@ -191,7 +201,8 @@ fn parse_username(field: &str) -> Result<String, FwknopError> {
         return Err(bad("username field length"));
     }
     let mut raw = [0u8; b64::decoded_len(MAX_USERNAME_B64)];
-    let len = b64::decode_into(&[field.as_bytes()], &mut raw).ok_or(bad("username is not base64"))?;
+    let len =
+        b64::decode_into(&[field.as_bytes()], &mut raw).ok_or(bad("username is not base64"))?;
     let name = raw.get(..len).unwrap_or(&[]);
     if !valid_username(name) {
         return Err(bad("invalid username"));
@@ -206,14 +217,18 @@ fn parse_timestamp(field: &str) -> Result<u64, FwknopError> {
     if field.is_empty() || field.len() > MAX_TIMESTAMP_LEN || !all_digits(field) {
         return Err(bad("timestamp is not 1 to 12 digits"));
     }
-    field.parse().map_err(|_| bad("timestamp is not 1 to 12 digits"))
+    field
+        .parse()
+        .map_err(|_| bad("timestamp is not 1 to 12 digits"))
 }
 
 fn parse_msg_type(field: &str) -> Result<u8, FwknopError> {
     if field.is_empty() || field.len() > MAX_MSG_TYPE_LEN || !all_digits(field) {
         return Err(bad("message type is not a number"));
     }
-    let t: u8 = field.parse().map_err(|_| bad("message type is not a number"))?;
+    let t: u8 = field
+        .parse()
+        .map_err(|_| bad("message type is not a number"))?;
     if t > MAX_MSG_TYPE {
         return Err(bad("unknown message type"));
     }
@@ -282,7 +297,9 @@ fn parse_spec(s: &str) -> Option<Access> {
 
 /// `validate_access_msg()`: `allow_ip,spec[,spec...]`.
 fn validate_access(msg: &str) -> Result<(Ipv4Addr, Vec<Access>), FwknopError> {
-    let (ip, specs) = msg.split_once(',').ok_or(bad("access message without a port"))?;
+    let (ip, specs) = msg
+        .split_once(',')
+        .ok_or(bad("access message without a port"))?;
     let ip = parse_ipv4(ip).ok_or(bad("invalid allow IP"))?;
     let mut access = Vec::new();
     for spec in specs.split(',') {
@@ -293,7 +310,9 @@ fn validate_access(msg: &str) -> Result<(Ipv4Addr, Vec<Access>), FwknopError> {
 
 /// `validate_cmd_msg()`: `allow_ip,<command>` with a non-empty command.
 fn validate_command(msg: &str) -> Result<Ipv4Addr, FwknopError> {
-    let (ip, cmd) = msg.split_once(',').ok_or(bad("command message without a command"))?;
+    let (ip, cmd) = msg
+        .split_once(',')
+        .ok_or(bad("command message without a command"))?;
     let ip = parse_ipv4(ip).ok_or(bad("invalid allow IP"))?;
     if cmd.is_empty() {
         return Err(bad("command message without a command"));
@@ -310,7 +329,9 @@ pub(super) fn parse_nat(s: &str) -> Result<(&str, u16), FwknopError> {
     }
     if host.is_empty()
         || host.len() > MAX_HOSTNAME_LEN
-        || !host.bytes().all(|c| c.is_ascii_graphic() && !b"/?\"'\\".contains(&c))
+        || !host
+            .bytes()
+            .all(|c| c.is_ascii_graphic() && !b"/?\"'\\".contains(&c))
     {
         return Err(bad("invalid NAT host"));
     }
@@ -327,7 +348,9 @@ pub(super) fn build(req: &SealRequest, rand_value: &str) -> Result<String, Fwkno
         return Err(bad("unknown message type"));
     }
     if has_nat(t) != req.nat_access.is_some() {
-        return Err(bad("NAT access is required exactly for message types 2, 4, 5 and 6"));
+        return Err(bad(
+            "NAT access is required exactly for message types 2, 4, 5 and 6",
+        ));
     }
     if !has_timeout(t) && req.client_timeout != 0 {
         return Err(bad("a client timeout needs message type 3, 4 or 6"));
@@ -398,7 +421,10 @@ mod tests {
         assert_eq!(m.message, "10.1.2.3,tcp/22");
         assert_eq!(m.allow_ip, Ipv4Addr::new(10, 1, 2, 3));
         assert_eq!(m.access, vec![Access::new(Proto::Tcp, 22).unwrap()]);
-        assert_eq!((m.nat_access, m.server_auth, m.client_timeout), (None, None, 0));
+        assert_eq!(
+            (m.nat_access, m.server_auth, m.client_timeout),
+            (None, None, 0)
+        );
     }
 
     #[test]
@@ -420,9 +446,17 @@ mod tests {
         }
         // type 3: timeout required, auth optional before it
         assert!(parse(&pt("root", "3", "1.2.3.4,tcp/22", &[])).is_err());
-        assert_eq!(parse(&pt("root", "3", "1.2.3.4,tcp/22", &["30"])).unwrap().client_timeout, 30);
+        assert_eq!(
+            parse(&pt("root", "3", "1.2.3.4,tcp/22", &["30"]))
+                .unwrap()
+                .client_timeout,
+            30
+        );
         let m = parse(&pt("root", "3", "1.2.3.4,tcp/22", &[&auth, "45"])).unwrap();
-        assert_eq!((m.client_timeout, m.server_auth.as_deref()), (45, Some("crypt,pw")));
+        assert_eq!(
+            (m.client_timeout, m.server_auth.as_deref()),
+            (45, Some("crypt,pw"))
+        );
         // type 4/6: nat and timeout
         for t in ["4", "6"] {
             assert!(parse(&pt("root", t, "1.2.3.4,tcp/22", &[&nat])).is_err());
@@ -433,13 +467,22 @@ mod tests {
         }
         // type 0: command, raw message kept, no access list
         let m = parse(&pt("root", "0", "10.1.2.3,echo hello", &[])).unwrap();
-        assert_eq!((m.message.as_str(), m.access.len()), ("10.1.2.3,echo hello", 0));
+        assert_eq!(
+            (m.message.as_str(), m.access.len()),
+            ("10.1.2.3,echo hello", 0)
+        );
         assert_eq!(m.allow_ip, Ipv4Addr::new(10, 1, 2, 3));
         // types out of range
         for t in ["7", "99", "-1", "", "001", "+1", "a"] {
-            assert!(parse(&pt("root", t, "1.2.3.4,tcp/22", &[])).is_err(), "type {t:?}");
+            assert!(
+                parse(&pt("root", t, "1.2.3.4,tcp/22", &[])).is_err(),
+                "type {t:?}"
+            );
         }
-        assert!(parse(&pt("root", "1", "1.2.3.4,tcp/22", &[""])).is_err(), "empty field");
+        assert!(
+            parse(&pt("root", "1", "1.2.3.4,tcp/22", &[""])).is_err(),
+            "empty field"
+        );
     }
 
     #[test]
@@ -447,12 +490,34 @@ mod tests {
         let ok = |m: &str| parse(&pt("root", "1", m, &[]));
         let m = ok("10.1.2.3,tcp/22,udp/53,tcp/65535").unwrap();
         assert_eq!(m.access.len(), 3);
-        assert_eq!(ok("0.0.0.0,tcp/022").unwrap().access[0].port, 22, "leading zero like strtol");
-        for bad in ["10.1.2.3", "10.1.2.3,", "10.1.2.3,tcp/22,", "10.1.2.3,TCP/22", "10.1.2.3,tcp/0",
-                    "10.1.2.3,icmp/0", "10.1.2.3,none/0", "10.1.2.3,tcp/65536", "10.1.2.3,tcp/123456",
-                    "10.1.2.3,tcp/", "10.1.2.3,tcp22", "010.1.2.3,tcp/22", "10.1.2,tcp/22",
-                    "10.1.2.3.4,tcp/22", "256.1.2.3,tcp/22", "10.1.2.3 ,tcp/22", "host,tcp/22",
-                    ",tcp/22", "10.1.2.3,tcp/22 ", "10.1.2.3,tcp/-1", "10.1.2.3,tcp/+22"] {
+        assert_eq!(
+            ok("0.0.0.0,tcp/022").unwrap().access[0].port,
+            22,
+            "leading zero like strtol"
+        );
+        for bad in [
+            "10.1.2.3",
+            "10.1.2.3,",
+            "10.1.2.3,tcp/22,",
+            "10.1.2.3,TCP/22",
+            "10.1.2.3,tcp/0",
+            "10.1.2.3,icmp/0",
+            "10.1.2.3,none/0",
+            "10.1.2.3,tcp/65536",
+            "10.1.2.3,tcp/123456",
+            "10.1.2.3,tcp/",
+            "10.1.2.3,tcp22",
+            "010.1.2.3,tcp/22",
+            "10.1.2,tcp/22",
+            "10.1.2.3.4,tcp/22",
+            "256.1.2.3,tcp/22",
+            "10.1.2.3 ,tcp/22",
+            "host,tcp/22",
+            ",tcp/22",
+            "10.1.2.3,tcp/22 ",
+            "10.1.2.3,tcp/-1",
+            "10.1.2.3,tcp/+22",
+        ] {
             assert!(ok(bad).is_err(), "{bad}");
         }
     }
@@ -460,10 +525,26 @@ mod tests {
     #[test]
     fn nat_grammar() {
         assert_eq!(parse_nat("192.168.10.2,22").unwrap(), ("192.168.10.2", 22));
-        assert_eq!(parse_nat("internal.example,2222").unwrap(), ("internal.example", 2222));
-        for bad in ["192.168.10.2", "192.168.10.2,22,", "a,b,22", ",22", "host,0", "host,65536",
-                    "ho st,22", "ho/st,22", "ho?st,22", "ho\"st,22", "ho'st,22", "ho\\st,22",
-                    "host,", &format!("{},22", "h".repeat(71))] {
+        assert_eq!(
+            parse_nat("internal.example,2222").unwrap(),
+            ("internal.example", 2222)
+        );
+        for bad in [
+            "192.168.10.2",
+            "192.168.10.2,22,",
+            "a,b,22",
+            ",22",
+            "host,0",
+            "host,65536",
+            "ho st,22",
+            "ho/st,22",
+            "ho?st,22",
+            "ho\"st,22",
+            "ho'st,22",
+            "ho\\st,22",
+            "host,",
+            &format!("{},22", "h".repeat(71)),
+        ] {
             assert!(parse_nat(bad).is_err(), "{bad}");
         }
         assert!(parse_nat(&format!("{},22", "h".repeat(70))).is_ok());
@@ -471,12 +552,24 @@ mod tests {
 
     #[test]
     fn username_rule() {
-        for good in ["root", "u0_a54", "NO_USER", "Administrator", "a b", "a.b-c~", "é".repeat(0).as_str()] {
-            if good.is_empty() { continue; }
+        for good in [
+            "root",
+            "u0_a54",
+            "NO_USER",
+            "Administrator",
+            "a b",
+            "a.b-c~",
+            "é".repeat(0).as_str(),
+        ] {
+            if good.is_empty() {
+                continue;
+            }
             assert!(valid_username(good.as_bytes()), "{good}");
         }
-        for bad in ["", "a\"b", "a/b", "a\\b", "a[b", "a]b", "a:b", "a;b", "a|b", "a=b", "a,b",
-                    "a+b", "a*b", "a?b", "a<b", "a>b", "a\tb", "é", "a\x7fb"] {
+        for bad in [
+            "", "a\"b", "a/b", "a\\b", "a[b", "a]b", "a:b", "a;b", "a|b", "a=b", "a,b", "a+b",
+            "a*b", "a?b", "a<b", "a>b", "a\tb", "é", "a\x7fb",
+        ] {
             assert!(!valid_username(bad.as_bytes()), "{bad:?}");
         }
         // base64 username field: 1..=64 chars
@@ -484,15 +577,27 @@ mod tests {
         assert!(parse(&pt(&"u".repeat(49), "1", "1.2.3.4,tcp/22", &[])).is_err());
         assert!(parse(&format!("{R}::1:3.0.0:1:{}", enc("1.2.3.4,tcp/22"))).is_err());
         // decoded NUL refused
-        assert!(parse(&format!("{R}:{}:1:3.0.0:1:{}", b64::encode_string(b"ro\0t"), enc("1.2.3.4,tcp/22"))).is_err());
+        assert!(parse(&format!(
+            "{R}:{}:1:3.0.0:1:{}",
+            b64::encode_string(b"ro\0t"),
+            enc("1.2.3.4,tcp/22")
+        ))
+        .is_err());
     }
 
     #[test]
     fn timestamp_version_rand_limits() {
         let msg = enc("1.2.3.4,tcp/22");
         let p = |r: &str, ts: &str, v: &str| parse(&format!("{r}:cm9vdA:{ts}:{v}:1:{msg}"));
-        assert_eq!(p(R, "999999999999", "3.0.0").unwrap().timestamp, 999_999_999_999);
-        assert_eq!(p(R, "4294967296", "3.0.0").unwrap().timestamp, 4_294_967_296, "past 2106");
+        assert_eq!(
+            p(R, "999999999999", "3.0.0").unwrap().timestamp,
+            999_999_999_999
+        );
+        assert_eq!(
+            p(R, "4294967296", "3.0.0").unwrap().timestamp,
+            4_294_967_296,
+            "past 2106"
+        );
         for ts in ["", "1234567890123", "-1", "+1", " 1", "1a", "0x10"] {
             assert!(p(R, ts, "3.0.0").is_err(), "ts {ts:?}");
         }
@@ -510,7 +615,14 @@ mod tests {
         assert_eq!(p("65536").unwrap().client_timeout, 65536);
         assert_eq!(p("0").unwrap().client_timeout, 0);
         assert_eq!(p("00030").unwrap().client_timeout, 30);
-        for bad in ["65537", "99999999999999999999", "-1", "3a", " 3", &"9".repeat(300)] {
+        for bad in [
+            "65537",
+            "99999999999999999999",
+            "-1",
+            "3a",
+            " 3",
+            &"9".repeat(300),
+        ] {
             assert!(p(bad).is_err(), "{bad}");
         }
     }
@@ -522,8 +634,15 @@ mod tests {
         assert!(parse(&pt("root", "0", &long_cmd, &[])).is_ok());
         let too_long = format!("1.2.3.4,{}", "x".repeat(193 - 8));
         assert!(parse(&pt("root", "0", &too_long, &[])).is_err());
-        assert!(parse(&format!("{R}:cm9vdA:1:3.0.0:1")).is_err(), "too few fields");
-        assert!(parse(&format!("{R}:cm9vdA:1:3.0.0:1:{}:a:b:c:d", enc("1.2.3.4,tcp/22"))).is_err());
+        assert!(
+            parse(&format!("{R}:cm9vdA:1:3.0.0:1")).is_err(),
+            "too few fields"
+        );
+        assert!(parse(&format!(
+            "{R}:cm9vdA:1:3.0.0:1:{}:a:b:c:d",
+            enc("1.2.3.4,tcp/22")
+        ))
+        .is_err());
         // control characters in a command are refused
         assert!(parse(&pt("root", "0", "1.2.3.4,rm\n-rf", &[])).is_err());
         assert!(parse(&pt("root", "0", "1.2.3.4,", &[])).is_err());
