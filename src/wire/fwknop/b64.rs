@@ -12,23 +12,32 @@
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
+/// Marks bytes outside the alphabet in [`DECODE`].
+const INVALID: u8 = 0xff;
+
+/// Byte → 6-bit value, [`INVALID`] outside the alphabet. A table rather than a `match`: the
+/// charset scan of [`super::precheck`] runs on every queued packet.
+const DECODE: [u8; 256] = {
+    let mut t = [INVALID; 256];
+    let mut i = 0;
+    while i < 64 {
+        t[ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+
 /// The 6-bit value of a base64 character, `None` outside the alphabet.
 #[inline]
 pub(super) fn sextet(c: u8) -> Option<u8> {
-    match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
-    }
+    let v = DECODE[usize::from(c)];
+    (v != INVALID).then_some(v)
 }
 
 /// Is `c` in the base64 alphabet (without `=`)?
 #[inline]
 pub(super) fn is_b64_char(c: u8) -> bool {
-    sextet(c).is_some()
+    DECODE[usize::from(c)] != INVALID
 }
 
 /// Number of bytes libfko's decoder emits for `n` alphabet characters.
