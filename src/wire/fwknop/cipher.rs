@@ -1,0 +1,370 @@
+//! Rijndael as libfko uses it (`lib/cipher_funcs.c`, `lib/rijndael.c`; FWKNOP-WIRE.md §3).
+//!
+//! Key and IV come from OpenSSL's `EVP_BytesToKey(aes-256, md5, salt, pass, 1)`: always
+//! AES-256, whatever the passphrase length. The block modes are written here on top of the
+//! `aes` block cipher (a few lines each) instead of pulling five mode crates; all of them run
+//! over whole 16-byte blocks because libfko PKCS#7-pads in every mode.
+
+use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
+use aes::{Aes256, Block};
+use md5::{Digest, Md5};
+use zeroize::Zeroizing;
+
+use super::EncMode;
+
+/// AES block size.
+pub(super) const BLOCK: usize = 16;
+/// `RIJNDAEL_MIN_KEYSIZE` (lib/rijndael.h): legacy mode pads the passphrase to this length.
+const LEGACY_KEY_LEN: usize = 16;
+/// Largest passphrase libfko accepts (`RIJNDAEL_MAX_KEYSIZE`).
+pub(super) const MAX_PASS_LEN: usize = 32;
+
+/// An AES-256 key schedule plus the IV, both derived from one packet's salt.
+pub(super) struct PacketCipher {
+    aes: Aes256,
+    iv: [u8; BLOCK],
+}
+
+impl Drop for PacketCipher {
+    fn drop(&mut self) {
+        // The round keys are wiped by `aes`'s own Drop (feature "zeroize"); wipe the IV too.
+        zeroize::Zeroize::zeroize(&mut self.iv);
+    }
+}
+
+/// Bytes fed to `EVP_BytesToKey` as the passphrase. `cipher_funcs.c:rij_salt_and_iv()`: in
+/// legacy mode (`FKO_ENC_MODE_CBC_LEGACY_IV`) a passphrase shorter than 16 bytes is
+/// right-padded with ASCII '0'; fwknopd (`access.c`) and the client both truncate a longer one
+/// to 16 bytes.
+fn passphrase(key: &[u8], mode: EncMode) -> Zeroizing<([u8; MAX_PASS_LEN], usize)> {
+    let mut buf = Zeroizing::new(([0u8; MAX_PASS_LEN], 0usize));
+    let take = if mode == EncMode::Legacy {
+        key.len().min(LEGACY_KEY_LEN)
+    } else {
+        key.len().min(MAX_PASS_LEN)
+    };
+    let (arr, len) = &mut *buf;
+    if let (Some(dst), Some(src)) = (arr.get_mut(..take), key.get(..take)) {
+        dst.copy_from_slice(src);
+    }
+    *len = take;
+    if mode == EncMode::Legacy && take < LEGACY_KEY_LEN {
+        if let Some(pad) = arr.get_mut(take..LEGACY_KEY_LEN) {
+            pad.fill(b'0');
+        }
+        *len = LEGACY_KEY_LEN;
+    }
+    buf
+}
+
+impl PacketCipher {
+    /// The cipher for one packet: [`evp_bytes_to_key`] over the key and the packet's salt.
+    pub(super) fn derive(key: &[u8], salt: &[u8; 8], mode: EncMode) -> PacketCipher {
+        let kiv = evp_bytes_to_key(key, salt, mode);
+        let mut iv = [0u8; BLOCK];
+        iv.copy_from_slice(&kiv[32..48]);
+        // A 32-byte slice always has the right length for AES-256.
+        let aes = match Aes256::new_from_slice(&kiv[..32]) {
+            Ok(aes) => aes,
+            Err(_) => unreachable_key_len(),
+        };
+        PacketCipher { aes, iv }
+    }
+
+    /// Decrypt `data` in place; any trailing partial block is left untouched (callers check
+    /// that the length is a multiple of 16 first).
+    pub(super) fn decrypt(&self, mode: EncMode, data: &mut [u8]) {
+        let (blocks, _) = Block::slice_as_chunks_mut(data);
+        let mut prev: Block = self.iv.into();
+        match mode {
+            EncMode::Ecb => self.aes.decrypt_blocks(blocks),
+            EncMode::Cbc | EncMode::Legacy => {
+                for b in blocks {
+                    let c = *b;
+                    self.aes.decrypt_block(b);
+                    xor(b, &prev);
+                    prev = c;
+                }
+            }
+            EncMode::Cfb => {
+                // CFB-128: P_i = C_i ⊕ E(C_{i-1}), C_{-1} = IV.
+                for b in blocks {
+                    let c = *b;
+                    self.aes.encrypt_block(&mut prev);
+                    xor(b, &prev);
+                    prev = c;
+                }
+            }
+            EncMode::Ofb | EncMode::Ctr => self.keystream(mode, blocks),
+        }
+    }
+
+    /// Encrypt `data` in place (encoder side).
+    pub(super) fn encrypt(&self, mode: EncMode, data: &mut [u8]) {
+        let (blocks, _) = Block::slice_as_chunks_mut(data);
+        let mut prev: Block = self.iv.into();
+        match mode {
+            EncMode::Ecb => self.aes.encrypt_blocks(blocks),
+            EncMode::Cbc | EncMode::Legacy => {
+                for b in blocks {
+                    xor(b, &prev);
+                    self.aes.encrypt_block(b);
+                    prev = *b;
+                }
+            }
+            EncMode::Cfb => {
+                for b in blocks {
+                    self.aes.encrypt_block(&mut prev);
+                    xor(b, &prev);
+                    prev = *b;
+                }
+            }
+            EncMode::Ofb | EncMode::Ctr => self.keystream(mode, blocks),
+        }
+    }
+
+    /// OFB and CTR are their own inverse: XOR with a keystream.
+    fn keystream(&self, mode: EncMode, blocks: &mut [Block]) {
+        let mut state = self.iv;
+        for b in blocks {
+            let mut ks: Block = state.into();
+            self.aes.encrypt_block(&mut ks);
+            xor(b, &ks);
+            if mode == EncMode::Ofb {
+                state.copy_from_slice(&ks);
+            } else {
+                // 128-bit big-endian counter, carry through all 16 bytes (§3.2).
+                state = u128::from_be_bytes(state).wrapping_add(1).to_be_bytes();
+            }
+            zeroize::Zeroize::zeroize(ks.as_mut_slice());
+        }
+        zeroize::Zeroize::zeroize(&mut state);
+    }
+}
+
+/// `EVP_BytesToKey` with MD5 and one iteration, 48 bytes out:
+/// `D1 = MD5(pass‖salt)`, `D2 = MD5(D1‖pass‖salt)`, `D3 = MD5(D2‖pass‖salt)`;
+/// key = `D1‖D2`, IV = `D3`.
+fn evp_bytes_to_key(key: &[u8], salt: &[u8; 8], mode: EncMode) -> Zeroizing<[u8; 48]> {
+    let pass = passphrase(key, mode);
+    let (arr, len) = &*pass;
+    let pass = arr.get(..*len).unwrap_or(&[]);
+    let mut kiv = Zeroizing::new([0u8; 48]);
+    let mut prev = Zeroizing::new([0u8; 16]);
+    for (i, chunk) in kiv.chunks_exact_mut(16).enumerate() {
+        let mut h = Md5::new();
+        if i > 0 {
+            h.update(&prev[..]);
+        }
+        h.update(pass);
+        h.update(salt);
+        let mut d = h.finalize();
+        chunk.copy_from_slice(&d);
+        prev.copy_from_slice(&d);
+        zeroize::Zeroize::zeroize(d.as_mut_slice());
+    }
+    kiv
+}
+
+#[cold]
+fn unreachable_key_len() -> ! {
+    // `new_from_slice` only fails on a length other than 32, and we always pass 32 bytes.
+    unreachable!("AES-256 key slice is 32 bytes")
+}
+
+#[inline]
+fn xor(b: &mut Block, with: &Block) {
+    for (x, y) in b.iter_mut().zip(with.iter()) {
+        *x ^= *y;
+    }
+}
+
+/// libfko's padding removal (`rij_decrypt`): if the last byte `n` is at most 16 and the last
+/// `n` bytes all equal `n`, drop them; otherwise keep everything and raise no error. `n == 0`
+/// drops nothing. Returns the unpadded length.
+pub(super) fn unpad_lenient(pt: &[u8]) -> usize {
+    let len = pt.len();
+    let Some(&n) = pt.last() else { return 0 };
+    let n = usize::from(n);
+    if n <= BLOCK && n <= len {
+        if let Some(tail) = pt.get(len - n..) {
+            if tail.iter().all(|&b| usize::from(b) == n) {
+                return len - n;
+            }
+        }
+    }
+    len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// NIST SP 800-38A F.1.5/F.2.5/F.3.13/F.4.5/F.5.5 (AES-256) with an injected key and IV.
+    fn sp800_38a() -> (PacketCipher, Vec<u8>) {
+        let key = hex("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4");
+        let iv: [u8; 16] = hex("000102030405060708090a0b0c0d0e0f").try_into().unwrap();
+        let pt = hex(concat!(
+            "6bc1bee22e409f96e93d7e117393172a",
+            "ae2d8a571e03ac9c9eb76fac45af8e51",
+            "30c81c46a35ce411e5fbc1191a0a52ef",
+            "f69f2445df4f9b17ad2b417be66c3710"
+        ));
+        (
+            PacketCipher {
+                aes: Aes256::new_from_slice(&key).unwrap(),
+                iv,
+            },
+            pt,
+        )
+    }
+
+    fn check_mode(mode: EncMode, expected_ct: &str) {
+        let (c, pt) = sp800_38a();
+        let mut buf = pt.clone();
+        c.encrypt(mode, &mut buf);
+        assert_eq!(buf, hex(expected_ct), "{mode:?} encrypt");
+        c.decrypt(mode, &mut buf);
+        assert_eq!(buf, pt, "{mode:?} decrypt");
+    }
+
+    #[test]
+    fn cbc_matches_sp800_38a() {
+        check_mode(
+            EncMode::Cbc,
+            concat!(
+                "f58c4c04d6e5f1ba779eabfb5f7bfbd6",
+                "9cfc4e967edb808d679f777bc6702c7d",
+                "39f23369a9d9bacfa530e26304231461",
+                "b2eb05e2c39be9fcda6c19078c6a9d1b"
+            ),
+        );
+    }
+
+    #[test]
+    fn ecb_matches_sp800_38a() {
+        check_mode(
+            EncMode::Ecb,
+            concat!(
+                "f3eed1bdb5d2a03c064b5a7e3db181f8",
+                "591ccb10d410ed26dc5ba74a31362870",
+                "b6ed21b99ca6f4f9f153e7b1beafed1d",
+                "23304b7a39f9f3ff067d8d8f9e24ecc7"
+            ),
+        );
+    }
+
+    #[test]
+    fn cfb128_matches_sp800_38a() {
+        check_mode(
+            EncMode::Cfb,
+            concat!(
+                "dc7e84bfda79164b7ecd8486985d3860",
+                "39ffed143b28b1c832113c6331e5407b",
+                "df10132415e54b92a13ed0a8267ae2f9",
+                "75a385741ab9cef82031623d55b1e471"
+            ),
+        );
+    }
+
+    #[test]
+    fn ofb_matches_sp800_38a() {
+        check_mode(
+            EncMode::Ofb,
+            concat!(
+                "dc7e84bfda79164b7ecd8486985d3860",
+                "4febdc6740d20b3ac88f6ad82a4fb08d",
+                "71ab47a086e86eedf39d1c5bba97c408",
+                "0126141d67f37be8538f5a8be740e484"
+            ),
+        );
+    }
+
+    #[test]
+    fn ctr_matches_sp800_38a_and_carries_over_all_bytes() {
+        let (mut c, pt) = sp800_38a();
+        c.iv = hex("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff").try_into().unwrap();
+        let mut buf = pt.clone();
+        c.encrypt(EncMode::Ctr, &mut buf);
+        assert_eq!(
+            buf,
+            hex(concat!(
+                "601ec313775789a5b7a7f504bbf3d228",
+                "f443e3ca4d62b59aca84e990cacaf5c5",
+                "2b0930daa23de94ce87017ba2d84988d",
+                "dfc9c58db67aada613c2dd08457941a6"
+            ))
+        );
+        // Counter 0x..ff ff ff must carry into the high bytes (a 64-bit counter would not).
+        c.iv = [0xff; 16];
+        c.iv[0] = 0x01;
+        let mut two = [0u8; 32];
+        c.encrypt(EncMode::Ctr, &mut two);
+        let mut expect = [0u8; 32];
+        let mut ctr: Block = c.iv.into();
+        c.aes.encrypt_block(&mut ctr);
+        expect[..16].copy_from_slice(&ctr);
+        let mut next = [0u8; 16];
+        next[0] = 0x02;
+        let mut ctr: Block = next.into();
+        c.aes.encrypt_block(&mut ctr);
+        expect[16..].copy_from_slice(&ctr);
+        assert_eq!(two, expect);
+    }
+
+    #[test]
+    fn evp_bytes_to_key_matches_openssl() {
+        // `openssl enc -aes-256-cbc -md md5 -S 0001020304050607 -pass pass:fwknoptest -P`
+        let kiv = evp_bytes_to_key(b"fwknoptest", &[0, 1, 2, 3, 4, 5, 6, 7], EncMode::Cbc);
+        assert_eq!(
+            &kiv[..32],
+            &hex("FD3E186A43AFF3B28F96D377481AC117D9F24690A9228F5724510DAD3BE32141")[..]
+        );
+        assert_eq!(&kiv[32..], &hex("918B4F3283166318BFB36DE0C035C489")[..]);
+        // Legacy mode pads with '0': same as `-pass pass:asdfasdf00000000`.
+        let kiv = evp_bytes_to_key(b"asdfasdf", &[0, 1, 2, 3, 4, 5, 6, 7], EncMode::Legacy);
+        assert_eq!(
+            &kiv[..32],
+            &hex("8F902964621FEA56A144452F36DAA4ED424A47479FAD582ECF75990DFDE6005B")[..]
+        );
+        assert_eq!(&kiv[32..], &hex("9B2CE54AEE13CFB52F24A2800101C82F")[..]);
+    }
+
+    #[test]
+    fn legacy_passphrase_is_padded_with_ascii_zero_and_truncated_at_16() {
+        let p = passphrase(b"asdfasdf", EncMode::Legacy);
+        assert_eq!(&p.0[..p.1], b"asdfasdf00000000");
+        let p = passphrase(b"0123456789abcdefXYZ", EncMode::Legacy);
+        assert_eq!(&p.0[..p.1], b"0123456789abcdef");
+        let p = passphrase(b"asdfasdf", EncMode::Cbc);
+        assert_eq!(&p.0[..p.1], b"asdfasdf");
+        // Padding is the same as giving the padded key in CBC mode.
+        let salt = [7u8; 8];
+        let a = PacketCipher::derive(b"short", &salt, EncMode::Legacy);
+        let b = PacketCipher::derive(b"short00000000000", &salt, EncMode::Cbc);
+        assert_eq!(a.iv, b.iv);
+    }
+
+    #[test]
+    fn unpad_is_lenient_like_libfko() {
+        let mut v = vec![b'a'; 12];
+        v.extend([4, 4, 4, 4]);
+        assert_eq!(unpad_lenient(&v), 12);
+        v[15] = 3; // last 3 bytes are 4,4,3: not padding -> keep all
+        assert_eq!(unpad_lenient(&v), 16);
+        v[15] = 0; // zero pad value removes nothing
+        assert_eq!(unpad_lenient(&v), 16);
+        v[15] = 17; // > block size -> keep all
+        assert_eq!(unpad_lenient(&v), 16);
+        assert_eq!(unpad_lenient(&[16u8; 16]), 0);
+        assert_eq!(unpad_lenient(&[]), 0);
+        assert_eq!(unpad_lenient(&[5, 5]), 2); // n > len: keep, no panic
+    }
+}
