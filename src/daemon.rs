@@ -26,7 +26,7 @@ use crate::config::{self, Config};
 use crate::engine::{Engine, Outcome};
 use crate::netfilter::nft::{Element, Nft, NftError, NftEvents, QueueBackend, RulesetSpec};
 use crate::netfilter::queue::{Queue, QueueConfig};
-use crate::policy::{Decision, Reason};
+use crate::policy::{Decision, Packet, Reason};
 use crate::replay::ReplayKey;
 use crate::state::{LoadReport, ReplayJournal};
 use crate::wire::{self, native};
@@ -231,8 +231,11 @@ impl Daemon {
             let now = unix_now();
             let engine = &mut self.engine;
             let n = self.queue.recv_batch(BURST, &mut |id, pkt| {
-                let src = wire::ip::parse(pkt).ok().map(|d| d.src);
-                outcomes.push((id, src, engine.handle_ip(pkt, now)));
+                let (src, outcome) = match wire::ip::parse(pkt) {
+                    Ok(d) => (Some(d.src), engine.handle(d.payload, Packet { src: d.src, dst: d.dst }, now)),
+                    Err(_) => (None, Outcome::reject(None, Reason::NotUdp)),
+                };
+                outcomes.push((id, src, outcome));
             })?;
             if n == 0 {
                 return Ok(());
@@ -257,7 +260,7 @@ impl Daemon {
         let config = self.engine.config().clone();
         for (_, src, o) in outcomes {
             let client = o.client.map(|i| config.clients[i].name.as_str());
-            let src = src.map_or_else(|| "?".to_string(), |s| s.to_string());
+            let src = SrcDisplay(*src);
             match &o.decision {
                 Decision::Grant(g) => {
                     for a in &g.access {
@@ -301,7 +304,7 @@ impl Daemon {
         Ok(())
     }
 
-    fn log_reject(&mut self, o: &Outcome, reason: &Reason, src: &str, client: Option<&str>, now: u64) {
+    fn log_reject(&mut self, o: &Outcome, reason: &Reason, src: &SrcDisplay, client: Option<&str>, now: u64) {
         let format = o.format.map_or("?", |f| f.name());
         let skew = match reason {
             Reason::Stale { skew } => Some(*skew),
@@ -309,9 +312,9 @@ impl Daemon {
         };
         let client = client.unwrap_or("-");
         if reason.is_noise() || !self.warn_budget.take() {
-            debug!(src, reason = reason.code(), format, client, skew, "rejected knock: {reason}");
+            debug!(%src, reason = reason.code(), format, client, skew, "rejected knock: {reason}");
         } else {
-            warn!(src, reason = reason.code(), format, client, skew, "rejected knock: {reason}");
+            warn!(%src, reason = reason.code(), format, client, skew, "rejected knock: {reason}");
         }
     }
 
@@ -371,6 +374,19 @@ impl Daemon {
             }
         }
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    }
+}
+
+/// A packet's source for log lines, formatted only if the line is emitted (the junk path must
+/// not allocate).
+struct SrcDisplay(Option<IpAddr>);
+
+impl std::fmt::Display for SrcDisplay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ip) => write!(f, "{ip}"),
+            None => f.write_str("?"),
+        }
     }
 }
 

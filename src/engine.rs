@@ -43,7 +43,8 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn reject(format: Option<Format>, reason: Reason) -> Outcome {
+    /// A refusal before any client was identified.
+    pub fn reject(format: Option<Format>, reason: Reason) -> Outcome {
         Outcome { format, client: None, knock: None, decision: Decision::Reject(reason), record: None }
     }
 }
