@@ -29,12 +29,13 @@ const AFTER_HELP: &str = "\
 Exit status: 0 success; 1 failure (check found problems, verify rejected, runtime error);
 2 usage or configuration error.
 
-Quick start (server):  nfknock keygen > alice.key; chmod 600 alice.key
-                       put the key in /etc/nfknock/nfknock.toml (see examples/server.toml)
+Quick start (server):  nfknock keygen --out /etc/nfknock/alice.key      (mode 0600)
+                       name it in /etc/nfknock/nfknock.toml (see examples/server.toml)
                        nfknock check --config /etc/nfknock/nfknock.toml
                        systemctl enable --now nfknock
 Quick start (client):  nfknock knock --server HOST --key-file alice.key --access tcp/22
-                       ssh HOST     (within the grant's timeout)";
+                       ssh HOST     (within the grant's timeout)
+Logs: stderr (journald under systemd); NFKNOCK_LOG=debug shows every rejected knock.";
 
 #[derive(Debug, Parser)]
 #[command(

@@ -95,7 +95,10 @@ pub fn unix_now() -> u64 {
 
 /// Load a config or explain every problem.
 pub fn load_config(path: &Path) -> anyhow::Result<Config> {
-    config::load(path).map_err(|e| anyhow::anyhow!("{e}\nfix the problems above and run `nfknock check --config {}`", path.display()))
+    config::load(path).map_err(|e| {
+        let hint = format!("fix the problems above and run `nfknock check --config {}`", path.display());
+        anyhow::Error::new(e).context(hint)
+    })
 }
 
 /// Run the daemon until SIGTERM/SIGINT.

@@ -16,6 +16,15 @@ fn main() {
     match nfknock::cli::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
+            // Config problems are listed one per line, then what to do.
+            if let Some(problems) = e.chain().find_map(|c| c.downcast_ref::<nfknock::config::ConfigErrors>()) {
+                eprintln!("nfknock: error: the configuration is not valid:");
+                for p in &problems.0 {
+                    eprintln!("  {p}");
+                }
+                eprintln!("{e}");
+                std::process::exit(nfknock::cli::EXIT_USAGE);
+            }
             eprintln!("nfknock: error: {e}");
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
