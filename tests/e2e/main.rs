@@ -169,11 +169,11 @@ fn dnat_published_container_port_is_gated_the_same_way() {
 #[test]
 fn knocks_get_no_reply_of_any_kind() {
     let (mut lab, key) = started(2);
-    let capture = std::process::Command::new("ip")
-        .args(["netns", "exec", &lab.cli, "tcpdump", "-n", "-l", "-i", "to-srv", "-w"])
+    let mut capture = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.cli, "tcpdump", "-n", "-U", "--immediate-mode", "-Z", "root", "-i", "to-srv", "-w"])
         .arg(lab.path("cap.pcap"))
         .args(["src", "host", SRV4, "or", "src", "host", SRV6])
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(lab.path("tcpdump.err")).unwrap())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
@@ -201,16 +201,40 @@ fn knocks_get_no_reply_of_any_kind() {
     lab.stop_daemon();
     // daemon down: knocks are still dropped, never answered
     probe(&lab, vec![1u8; 128], false);
-    // Stop tcpdump and read back what it saw from the server (neighbour discovery aside).
-    let _ = std::process::Command::new("kill").arg(capture.id().to_string()).status();
+    // Positive control: a datagram to an unprotected closed UDP port gets an ICMP port
+    // unreachable, so the capture does see the server's answers when there are any.
+    let control = in_ns(&lab.cli, || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.connect(sock(SRV4, 9)).unwrap();
+        s.send(b"control").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(400))).unwrap();
+        s.recv(&mut [0u8; 16]).map(|_| ())
+    });
+    assert!(
+        matches!(&control, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "control datagram not refused: {control:?}"
+    );
     std::thread::sleep(Duration::from_millis(300));
-    let read_back = std::process::Command::new("tcpdump")
-        .args(["-n", "-r"])
-        .arg(lab.path("cap.pcap"))
-        .args(["ip", "or", "(ip6", "and", "not", "(icmp6", "and", "ip6[40]", ">=", "128))"])
-        .output()
-        .unwrap();
-    let seen = String::from_utf8_lossy(&read_back.stdout).into_owned();
+    let _ = std::process::Command::new("kill").args(["-INT", &capture.id().to_string()]).status();
+    let _ = capture.wait();
+    let read_back = |filter: &[&str]| {
+        let out = std::process::Command::new("tcpdump")
+            .args(["-n", "-r"])
+            .arg(lab.path("cap.pcap"))
+            .args(filter)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        !read_back(&["icmp[icmptype] == icmp-unreach"]).trim().is_empty(),
+        "capture saw nothing at all: {}\n{}",
+        std::fs::read_to_string(lab.path("tcpdump.err")).unwrap_or_default(),
+        read_back(&[])
+    );
+    // Anything else from the server, neighbour discovery and the control aside, is an answer.
+    let seen = read_back(&["(ip and not (icmp and icmp[icmptype] == icmp-unreach and icmp[30:2] == 9)) or (ip6 and not (icmp6 and ip6[40] >= 128))"]);
     assert!(seen.trim().is_empty(), "the server answered knocks:\n{seen}");
 }
 
@@ -232,3 +256,4 @@ fn sigterm_exits_within_a_second_and_a_broken_reload_keeps_the_old_config() {
     // grants stay in the kernel after the daemon is gone
     assert!(lab.nft_list().contains("10.77.0.2"), "grant vanished with the daemon");
 }
+
