@@ -290,6 +290,8 @@ impl Daemon {
             None => self.nft.upsert(&elems),
         };
         match result {
+            // A dry run wrote nothing, so there is nothing to restore after a flush.
+            Ok(()) if self.dry_run.is_some() => {}
             Ok(()) => {
                 let t = Instant::now();
                 for e in &elems {
