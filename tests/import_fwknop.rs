@@ -52,7 +52,12 @@ fn fwknop_key(c: &config::Client) -> &nfknock::wire::fwknop::FwknopKey {
 #[test]
 fn imports_the_fixture_with_its_includes_and_names_what_it_dropped() {
     let fwknopd = fixture("fwknopd.conf");
-    let (code, stdout, stderr) = import(&["--fwknopd-conf", fwknopd.to_str().unwrap(), "--protect", "tcp/22"]);
+    let (code, stdout, stderr) = import(&[
+        "--fwknopd-conf",
+        fwknopd.to_str().unwrap(),
+        "--protect",
+        "tcp/22",
+    ]);
     // The FORCE_NAT stanza cannot be converted: exit 1, the rest still printed.
     assert_eq!(code, Some(1), "stderr:\n{stderr}");
     let cfg = parse(&stdout);
@@ -70,7 +75,10 @@ fn imports_the_fixture_with_its_includes_and_names_what_it_dropped() {
     assert_eq!(laptop.require_username.as_deref(), Some("root"));
     assert!(laptop.require_source_match);
     let k = fwknop_key(laptop);
-    assert_eq!((k.key.len(), k.hmac_key.as_ref().map(|h| h.len())), (32, Some(64)));
+    assert_eq!(
+        (k.key.len(), k.hmac_key.as_ref().map(|h| h.len())),
+        (32, Some(64))
+    );
     assert_eq!((k.hmac_type, k.mode), (HmacType::Sha256, EncMode::Cbc));
 
     // Stanza 2: passphrases, expiry, fwknop's REQUIRE_SOURCE_ADDRESS default.
@@ -105,7 +113,10 @@ fn imports_the_fixture_with_its_includes_and_names_what_it_dropped() {
         assert!(stderr.contains(needle), "stderr lacks `{needle}`:\n{stderr}");
     }
     // Keys go to stdout only.
-    assert!(!stderr.contains("fwknoptest") && !stderr.contains("oQIY1T7k"), "{stderr}");
+    assert!(
+        !stderr.contains("fwknoptest") && !stderr.contains("oQIY1T7k"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -113,12 +124,17 @@ fn without_protect_a_stanza_lacking_open_ports_says_what_to_pass() {
     let (code, stdout, stderr) = import(&[]);
     assert_eq!(code, Some(1));
     assert!(
-        stderr.contains("stanza `fwknop-3`: has no OPEN_PORTS") && stderr.contains("`--protect tcp/22,...`"),
+        stderr.contains("stanza `fwknop-3`: has no OPEN_PORTS")
+            && stderr.contains("`--protect tcp/22,...`"),
         "{stderr}"
     );
     let cfg = parse(&stdout);
     assert_eq!(cfg.clients.len(), 2);
-    assert_eq!((cfg.server.port, cfg.server.max_age), (62201, 120), "no fwknopd.conf: fwknopd's defaults");
+    assert_eq!(
+        (cfg.server.port, cfg.server.max_age),
+        (62201, 120),
+        "no fwknopd.conf: fwknopd's defaults"
+    );
 }
 
 #[test]
@@ -127,14 +143,29 @@ fn unreadable_files_and_bad_protect_exit_2_with_nothing_on_stdout() {
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot read /nonexistent/access.conf"), "{err}");
+    assert!(
+        err.contains("cannot read /nonexistent/access.conf"),
+        "{err}"
+    );
 
     let access = fixture("access.conf");
-    let out = nfknock(&["import-fwknop", "--access-conf", access.to_str().unwrap(), "--fwknopd-conf", "/nonexistent/fwknopd.conf"]);
+    let out = nfknock(&[
+        "import-fwknop",
+        "--access-conf",
+        access.to_str().unwrap(),
+        "--fwknopd-conf",
+        "/nonexistent/fwknopd.conf",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
 
-    let out = nfknock(&["import-fwknop", "--access-conf", access.to_str().unwrap(), "--protect", "ssh"]);
+    let out = nfknock(&[
+        "import-fwknop",
+        "--access-conf",
+        access.to_str().unwrap(),
+        "--protect",
+        "ssh",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--protect `ssh`"));
 
@@ -166,8 +197,14 @@ fn the_imported_config_checks_and_grants_a_real_fwknop_packet() {
     std::fs::write(&cfg, &out.stdout).unwrap();
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
     let check = nfknock(&["check", "--config", cfg.to_str().unwrap()]);
-    assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stderr));
-    assert!(String::from_utf8_lossy(&check.stdout).contains("OK (1 client, port 62201, protecting tcp/22)"));
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(String::from_utf8_lossy(&check.stdout)
+        .contains("OK (1 client, port 62201, protecting tcp/22)"));
 
     // The packet fwknop 2.6.10 made with these keys opens tcp/22 for its allow IP.
     let v = vector("default_cbc_hmac_sha256_tcp22");
@@ -184,8 +221,16 @@ fn the_imported_config_checks_and_grants_a_real_fwknop_packet() {
         v["packet"].as_str().unwrap(),
     ]);
     let said = String::from_utf8_lossy(&verify.stdout);
-    assert_eq!(verify.status.code(), Some(0), "{said}{}", String::from_utf8_lossy(&verify.stderr));
-    assert!(said.starts_with("grant: client fwknop-1 (fwknop), open tcp/22 for 10.1.2.3"), "{said}");
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{said}{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(
+        said.starts_with("grant: client fwknop-1 (fwknop), open tcp/22 for 10.1.2.3"),
+        "{said}"
+    );
 
     // REQUIRE_SOURCE_ADDRESS Y became require_source_match: the same knock from elsewhere is refused.
     let verify = nfknock(&[

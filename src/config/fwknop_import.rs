@@ -213,7 +213,11 @@ fn split_line(raw: &str) -> Option<(&str, &str)> {
     let var_end = line.find(char::is_whitespace)?;
     let (var, rest) = line.split_at(var_end);
     let rest = rest.trim_start();
-    let value = rest.split([';', '\n', '\r']).next().unwrap_or("").trim_end();
+    let value = rest
+        .split([';', '\n', '\r'])
+        .next()
+        .unwrap_or("")
+        .trim_end();
     if value.is_empty() {
         return None;
     }
@@ -360,7 +364,11 @@ fn enter(
     Ok(())
 }
 
-fn read(loader: &dyn Loader, path: &Path, via: Option<&Origin>) -> Result<Zeroizing<String>, ImportError> {
+fn read(
+    loader: &dyn Loader,
+    path: &Path,
+    via: Option<&Origin>,
+) -> Result<Zeroizing<String>, ImportError> {
     loader.read(path).map_err(|message| match via {
         None => ImportError::Read {
             path: path.to_path_buf(),
@@ -788,9 +796,10 @@ fn parse_ports(value: &str) -> Result<Vec<Access>, String> {
     let mut out = Vec::new();
     for item in value.split(',') {
         let item = item.trim();
-        let a: Access = item.to_ascii_lowercase().parse().map_err(|e| {
-            format!("`{item}` is not a proto/port: {e}")
-        })?;
+        let a: Access = item
+            .to_ascii_lowercase()
+            .parse()
+            .map_err(|e| format!("`{item}` is not a proto/port: {e}"))?;
         if !out.contains(&a) {
             out.push(a);
         }
@@ -934,7 +943,13 @@ fn key_text(setting: &Setting) -> KeyText {
 }
 
 /// Check one key's form and length; `max` in bytes.
-fn check_key(d: &mut StanzaDiags<'_>, setting: &Setting, key: &KeyText, max: usize, what: &str) -> bool {
+fn check_key(
+    d: &mut StanzaDiags<'_>,
+    setting: &Setting,
+    key: &KeyText,
+    max: usize,
+    what: &str,
+) -> bool {
     let var = &setting.var;
     if setting.value.as_str() == "__CHANGEME__" {
         d.error(&setting.origin, format!("{var} is fwknop's placeholder `__CHANGEME__`; generate real keys with `fwknop --key-gen` and give them to the client"));
@@ -942,7 +957,10 @@ fn check_key(d: &mut StanzaDiags<'_>, setting: &Setting, key: &KeyText, max: usi
     }
     match key_bytes(key) {
         None => {
-            d.error(&setting.origin, format!("{var} is not valid base64; paste the value printed by `fwknop --key-gen`"));
+            d.error(
+                &setting.origin,
+                format!("{var} is not valid base64; paste the value printed by `fwknop --key-gen`"),
+            );
             false
         }
         Some(b) if b.is_empty() || b.len() > max => {
@@ -987,7 +1005,10 @@ fn convert_stanza(
     }
 
     // SOURCE (always present: it started the stanza).
-    let source = st.get("SOURCE").map_or("", |s| s.value.as_str()).to_string();
+    let source = st
+        .get("SOURCE")
+        .map_or("", |s| s.value.as_str())
+        .to_string();
     let sources = match parse_nets(&source) {
         Ok((nets, notes)) => {
             for n in notes {
@@ -1022,7 +1043,10 @@ fn convert_stanza(
         Some(s) => match parse_ports(&s.value) {
             Ok(v) => Some(v),
             Err(m) => {
-                d.error(&s.origin, format!("OPEN_PORTS {m}; fix it (fwknopd refuses it too)"));
+                d.error(
+                    &s.origin,
+                    format!("OPEN_PORTS {m}; fix it (fwknopd refuses it too)"),
+                );
                 None
             }
         },
@@ -1042,7 +1066,10 @@ fn convert_stanza(
         Some(s) => match parse_ports(&s.value) {
             Ok(v) => Some(v),
             Err(m) => {
-                d.error(&s.origin, format!("RESTRICT_PORTS {m}; fix it (fwknopd refuses it too)"));
+                d.error(
+                    &s.origin,
+                    format!("RESTRICT_PORTS {m}; fix it (fwknopd refuses it too)"),
+                );
                 None
             }
         },
@@ -1056,7 +1083,10 @@ fn convert_stanza(
                 Some(0) => Some(default),
                 Some(n) => Some(u32::try_from(n).unwrap_or(u32::MAX)),
                 None => {
-                    d.error(&s.origin, format!("{var} `{}` is not a number of seconds", s.value.as_str()));
+                    d.error(
+                        &s.origin,
+                        format!("{var} `{}` is not a number of seconds", s.value.as_str()),
+                    );
                     None
                 }
             },
@@ -1068,18 +1098,32 @@ fn convert_stanza(
     let week = super::MAX_MAX_TIMEOUT;
     if let Some(m) = max_timeout.filter(|&m| m > week) {
         let origin = st.get("MAX_FW_TIMEOUT").map_or(&st.origin, |s| &s.origin);
-        d.warn(origin, format!("MAX_FW_TIMEOUT {m} is more than nfknock's limit of one week; max_timeout = {week}"));
+        d.warn(
+            origin,
+            format!(
+                "MAX_FW_TIMEOUT {m} is more than nfknock's limit of one week; max_timeout = {week}"
+            ),
+        );
         max_timeout = Some(week);
     }
     if let Some(t) = timeout.filter(|&t| t > week) {
-        let origin = st.get("FW_ACCESS_TIMEOUT").map_or(&st.origin, |s| &s.origin);
-        d.warn(origin, format!("FW_ACCESS_TIMEOUT {t} is more than nfknock's limit of one week; timeout = {week}"));
+        let origin = st
+            .get("FW_ACCESS_TIMEOUT")
+            .map_or(&st.origin, |s| &s.origin);
+        d.warn(
+            origin,
+            format!(
+                "FW_ACCESS_TIMEOUT {t} is more than nfknock's limit of one week; timeout = {week}"
+            ),
+        );
         timeout = Some(week);
     }
     if let (Some(t), Some(m)) = (timeout, max_timeout) {
         if t > m {
             // fwknopd caps only client-requested timeouts; nfknock requires timeout <= max_timeout.
-            let origin = st.get("FW_ACCESS_TIMEOUT").map_or(&st.origin, |s| &s.origin);
+            let origin = st
+                .get("FW_ACCESS_TIMEOUT")
+                .map_or(&st.origin, |s| &s.origin);
             d.warn(origin, format!("FW_ACCESS_TIMEOUT {t} is more than MAX_FW_TIMEOUT {m}; nfknock needs timeout <= max_timeout, so max_timeout = {t} (a client asking with `fwknop -f` may now get up to {t}s)"));
             max_timeout = Some(t);
         }
@@ -1105,16 +1149,37 @@ fn convert_stanza(
     let expires_at = match st.last_of(&["ACCESS_EXPIRE", "ACCESS_EXPIRE_EPOCH"]) {
         None => Some(None),
         Some(s) if s.var == "ACCESS_EXPIRE" => match parse_expire_date(&s.value) {
-            Some(t) => Some(Some((t, format!("ACCESS_EXPIRE {} (UTC midnight; fwknopd used local time)", s.value.as_str())))),
+            Some(t) => Some(Some((
+                t,
+                format!(
+                    "ACCESS_EXPIRE {} (UTC midnight; fwknopd used local time)",
+                    s.value.as_str()
+                ),
+            ))),
             None => {
-                d.error(&s.origin, format!("ACCESS_EXPIRE `{}` is not a date MM/DD/YYYY", s.value.as_str()));
+                d.error(
+                    &s.origin,
+                    format!(
+                        "ACCESS_EXPIRE `{}` is not a date MM/DD/YYYY",
+                        s.value.as_str()
+                    ),
+                );
                 None
             }
         },
         Some(s) => match parse_seconds(&s.value) {
-            Some(t) if i64::try_from(t).is_ok() => Some(Some((t, format!("ACCESS_EXPIRE_EPOCH {}", s.value.as_str())))),
+            Some(t) if i64::try_from(t).is_ok() => Some(Some((
+                t,
+                format!("ACCESS_EXPIRE_EPOCH {}", s.value.as_str()),
+            ))),
             _ => {
-                d.error(&s.origin, format!("ACCESS_EXPIRE_EPOCH `{}` is not a Unix time", s.value.as_str()));
+                d.error(
+                    &s.origin,
+                    format!(
+                        "ACCESS_EXPIRE_EPOCH `{}` is not a Unix time",
+                        s.value.as_str()
+                    ),
+                );
                 None
             }
         },
@@ -1131,7 +1196,10 @@ fn convert_stanza(
             "ecb" => Some(EncMode::Ecb),
             "legacy" => Some(EncMode::Legacy),
             "asymmetric" => {
-                d.error(&s.origin, format!("ENCRYPTION_MODE {}: {GPG_ADVICE}", s.value.as_str()));
+                d.error(
+                    &s.origin,
+                    format!("ENCRYPTION_MODE {}: {GPG_ADVICE}", s.value.as_str()),
+                );
                 None
             }
             _ => {
@@ -1146,7 +1214,8 @@ fn convert_stanza(
             let msg = if gpg {
                 format!("has no KEY or KEY_BASE64, only GnuPG settings: {GPG_ADVICE}")
             } else {
-                "has no KEY or KEY_BASE64; add the client's Rijndael key (from `fwknop --key-gen`)".to_string()
+                "has no KEY or KEY_BASE64; add the client's Rijndael key (from `fwknop --key-gen`)"
+                    .to_string()
             };
             d.error(&st.origin, msg);
             None
@@ -1171,7 +1240,10 @@ fn convert_stanza(
     let hmac = match hmac_setting {
         None => {
             if let Some(s) = digest {
-                d.warn(&s.origin, "HMAC_DIGEST_TYPE without an HMAC key is ignored (by fwknopd too)".to_string());
+                d.warn(
+                    &s.origin,
+                    "HMAC_DIGEST_TYPE without an HMAC key is ignored (by fwknopd too)".to_string(),
+                );
             }
             d.warn(&st.origin, "has no HMAC key: imported with `no_hmac = true`, so its packets are decrypted before they are authenticated; generate an HMAC key with `fwknop --key-gen` and use it on both ends (`fwknop --use-hmac`)".to_string());
             Some(None)
@@ -1240,7 +1312,12 @@ fn names(stanzas: &[Stanza], diags: &mut Vec<Diag>) -> Vec<String> {
                 });
                 fallback
             }
-            Some((n, origin)) if out.contains(n) || stanzas.iter().any(|o| o.name.is_none() && format!("fwknop-{}", o.index) == *n) => {
+            Some((n, origin))
+                if out.contains(n)
+                    || stanzas
+                        .iter()
+                        .any(|o| o.name.is_none() && format!("fwknop-{}", o.index) == *n) =>
+            {
                 diags.push(Diag {
                     level: Level::Warning,
                     origin: Some(origin.clone()),
@@ -1358,7 +1435,12 @@ fn render_header(with_daemon: bool) -> String {
 
 fn render_server(daemon: Option<&DaemonSettings>) -> String {
     let (port, port_from, max_age, max_age_from) = match daemon {
-        Some(d) => (d.port, d.port_from.as_str(), d.max_age, d.max_age_from.as_str()),
+        Some(d) => (
+            d.port,
+            d.port_from.as_str(),
+            d.max_age,
+            d.max_age_from.as_str(),
+        ),
         None => (
             FWKNOP_DEFAULT_PORT,
             "fwknopd's default (no fwknopd.conf given)",
@@ -1375,7 +1457,9 @@ fn render_server(daemon: Option<&DaemonSettings>) -> String {
 
 /// Text safe inside a `#` comment (one line).
 fn comment(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 fn render_client(c: &ClientOut) -> Zeroizing<String> {
@@ -1384,15 +1468,29 @@ fn render_client(c: &ClientOut) -> Zeroizing<String> {
         o.push_str(&s);
         o.push('\n');
     };
-    line(&mut o, format!("# {}:{}: SOURCE {}", c.origin.0.display(), c.origin.1, comment(&c.source_text)));
+    line(
+        &mut o,
+        format!(
+            "# {}:{}: SOURCE {}",
+            c.origin.0.display(),
+            c.origin.1,
+            comment(&c.source_text)
+        ),
+    );
     line(&mut o, "[[client]]".to_string());
     line(&mut o, format!("name = {}", quote(&c.name)));
     line(&mut o, format!("sources = {}", quote_list(&c.sources)));
     if !c.destinations.is_empty() {
-        line(&mut o, format!("destinations = {}", quote_list(&c.destinations)));
+        line(
+            &mut o,
+            format!("destinations = {}", quote_list(&c.destinations)),
+        );
     }
     match &c.allow_comment {
-        Some(note) => line(&mut o, format!("allow = {}   # {note}", quote_list(&c.allow))),
+        Some(note) => line(
+            &mut o,
+            format!("allow = {}   # {note}", quote_list(&c.allow)),
+        ),
         None => line(&mut o, format!("allow = {}", quote_list(&c.allow))),
     }
     if !c.deny.is_empty() {
@@ -1400,7 +1498,10 @@ fn render_client(c: &ClientOut) -> Zeroizing<String> {
     }
     line(&mut o, format!("timeout = {}", c.timeout));
     line(&mut o, format!("max_timeout = {}", c.max_timeout));
-    line(&mut o, format!("require_source_match = {}", c.require_source_match));
+    line(
+        &mut o,
+        format!("require_source_match = {}", c.require_source_match),
+    );
     if let Some(u) = &c.require_username {
         line(&mut o, format!("require_username = {}", quote(u)));
     }

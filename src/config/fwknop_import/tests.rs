@@ -61,13 +61,24 @@ fn stanza(extra: &str) -> String {
 
 /// The rendered config, checked by the real checker.
 fn config(i: &Import) -> Config {
-    let text = i.toml.as_ref().unwrap_or_else(|| panic!("no output; diags: {:#?}", i.diags));
-    crate::config::parse_str(text, Path::new("/tmp/imported.toml"))
-        .unwrap_or_else(|e| panic!("the imported config is refused:\n{e}\n---\n{}", text.as_str()))
+    let text = i
+        .toml
+        .as_ref()
+        .unwrap_or_else(|| panic!("no output; diags: {:#?}", i.diags));
+    crate::config::parse_str(text, Path::new("/tmp/imported.toml")).unwrap_or_else(|e| {
+        panic!(
+            "the imported config is refused:\n{e}\n---\n{}",
+            text.as_str()
+        )
+    })
 }
 
 fn messages(i: &Import, level: Level) -> Vec<String> {
-    i.diags.iter().filter(|d| d.level == level).map(Diag::to_string).collect()
+    i.diags
+        .iter()
+        .filter(|d| d.level == level)
+        .map(Diag::to_string)
+        .collect()
 }
 
 fn has(i: &Import, level: Level, needle: &str) -> bool {
@@ -87,9 +98,15 @@ fn fwknop_key(c: &crate::config::Client) -> &crate::wire::fwknop::FwknopKey {
 fn lines_follow_fwknopd_sscanf() {
     assert_eq!(split_line("SOURCE ANY"), Some(("SOURCE", "ANY")));
     assert_eq!(split_line("SOURCE: ANY"), Some(("SOURCE", "ANY")));
-    assert_eq!(split_line("KEY   abc def  ;  # tail"), Some(("KEY", "abc def")));
+    assert_eq!(
+        split_line("KEY   abc def  ;  # tail"),
+        Some(("KEY", "abc def"))
+    );
     assert_eq!(split_line("KEY\tvalue\r"), Some(("KEY", "value")));
-    assert_eq!(split_line("OPEN_PORTS tcp/22;udp/53"), Some(("OPEN_PORTS", "tcp/22")));
+    assert_eq!(
+        split_line("OPEN_PORTS tcp/22;udp/53"),
+        Some(("OPEN_PORTS", "tcp/22"))
+    );
     assert_eq!(split_line("# SOURCE ANY"), None);
     assert_eq!(split_line("   # indented comment"), None);
     assert_eq!(split_line(""), None);
@@ -120,11 +137,22 @@ fn trailing_colon_semicolon_comments_and_lines_before_the_first_source() {
     );
     let i = run(&text);
     let c = config(&i);
-    let [client] = c.clients.as_slice() else { panic!("one client") };
+    let [client] = c.clients.as_slice() else {
+        panic!("one client")
+    };
     assert_eq!(client.sources[0].to_string(), "10.0.0.0/8");
     assert_eq!(crate::access::format_list(&client.allow), "tcp/22,udp/53");
-    assert_eq!(*fwknop_key(client).key, super::super::secret::decode_fwknop_base64(A_KEY).unwrap().to_vec());
-    assert!(has(&i, Level::Warning, "/etc/fwknop/access.conf:2: `KEY_BASE64` comes before the first SOURCE"));
+    assert_eq!(
+        *fwknop_key(client).key,
+        super::super::secret::decode_fwknop_base64(A_KEY)
+            .unwrap()
+            .to_vec()
+    );
+    assert!(has(
+        &i,
+        Level::Warning,
+        "/etc/fwknop/access.conf:2: `KEY_BASE64` comes before the first SOURCE"
+    ));
     assert!(i.complete(), "{:#?}", i.diags);
 }
 
@@ -137,12 +165,23 @@ fn networks_any_netmask_prefix_and_host_bits() {
     assert_eq!(net("any"), Ok((None, false)));
     assert_eq!(net("10.1.2.3"), Ok((Some("10.1.2.3/32".into()), false)));
     assert_eq!(net("10.0.0.0/8"), Ok((Some("10.0.0.0/8".into()), false)));
-    assert_eq!(net("192.168.10.0/255.255.255.0"), Ok((Some("192.168.10.0/24".into()), false)));
-    assert_eq!(net("0.0.0.0/0.0.0.0"), Ok((Some("0.0.0.0/0".into()), false)));
-    assert_eq!(net("10.1.2.3/255.255.255.255"), Ok((Some("10.1.2.3/32".into()), false)));
+    assert_eq!(
+        net("192.168.10.0/255.255.255.0"),
+        Ok((Some("192.168.10.0/24".into()), false))
+    );
+    assert_eq!(
+        net("0.0.0.0/0.0.0.0"),
+        Ok((Some("0.0.0.0/0".into()), false))
+    );
+    assert_eq!(
+        net("10.1.2.3/255.255.255.255"),
+        Ok((Some("10.1.2.3/32".into()), false))
+    );
     // fwknopd masks host bits (`maddr = addr & mask`); so does the import, with a note.
     assert_eq!(net("10.1.2.3/24"), Ok((Some("10.1.2.0/24".into()), true)));
-    assert!(net("10.0.0.0/255.0.255.0").unwrap_err().contains("not contiguous"));
+    assert!(net("10.0.0.0/255.0.255.0")
+        .unwrap_err()
+        .contains("not contiguous"));
     assert!(net("10.0.0.0/33").unwrap_err().contains("0 to 32"));
     assert!(net("2001:db8::/32").unwrap_err().contains("IPv4-only"));
     assert!(net("host.example").unwrap_err().contains("dotted quad"));
@@ -151,27 +190,52 @@ fn networks_any_netmask_prefix_and_host_bits() {
 
 #[test]
 fn source_any_is_ipv4_everything_and_lists_are_trimmed() {
-    let i = run(&stanza("DESTINATION 192.0.2.1, 198.51.100.0/255.255.255.0\n"));
+    let i = run(&stanza(
+        "DESTINATION 192.0.2.1, 198.51.100.0/255.255.255.0\n",
+    ));
     let c = &config(&i).clients[0];
-    assert_eq!(c.sources.iter().map(|n| n.to_string()).collect::<Vec<_>>(), ["0.0.0.0/0"]);
     assert_eq!(
-        c.destinations.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        c.sources.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        ["0.0.0.0/0"]
+    );
+    assert_eq!(
+        c.destinations
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>(),
         ["192.0.2.1/32", "198.51.100.0/24"]
     );
-    let i = run(&stanza("DESTINATION ANY\n").replace("SOURCE ANY", "SOURCE 10.1.2.3/24, 172.16.0.0/12"));
+    let i = run(
+        &stanza("DESTINATION ANY\n").replace("SOURCE ANY", "SOURCE 10.1.2.3/24, 172.16.0.0/12")
+    );
     let c = &config(&i).clients[0];
-    assert_eq!(c.sources.iter().map(|n| n.to_string()).collect::<Vec<_>>(), ["10.1.2.0/24", "172.16.0.0/12"]);
+    assert_eq!(
+        c.sources.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        ["10.1.2.0/24", "172.16.0.0/12"]
+    );
     assert!(c.destinations.is_empty());
-    assert!(has(&i, Level::Warning, "host bits set; fwknopd masks them and matches 10.1.2.0/24"));
+    assert!(has(
+        &i,
+        Level::Warning,
+        "host bits set; fwknopd masks them and matches 10.1.2.0/24"
+    ));
 }
 
 #[test]
 fn a_bad_source_refuses_that_stanza_only() {
-    let text = format!("{}\n{}", stanza("").replace("SOURCE ANY", "SOURCE 10.0.0.0/255.0.255.0"), stanza(""));
+    let text = format!(
+        "{}\n{}",
+        stanza("").replace("SOURCE ANY", "SOURCE 10.0.0.0/255.0.255.0"),
+        stanza("")
+    );
     let i = run(&text);
     assert_eq!((i.clients.len(), i.failed), (1, 1));
     assert_eq!(i.clients, ["fwknop-2"]);
-    assert!(has(&i, Level::Error, "stanza `fwknop-1`: SOURCE `10.0.0.0/255.0.255.0`: netmask"));
+    assert!(has(
+        &i,
+        Level::Error,
+        "stanza `fwknop-1`: SOURCE `10.0.0.0/255.0.255.0`: netmask"
+    ));
     assert!(!i.complete());
 }
 
@@ -182,14 +246,25 @@ fn include_adds_stanzas_and_the_outer_stanza_goes_on_after_it() {
     // Verified with `fwknopd -D`: MAX_FW_TIMEOUT before the included file's first SOURCE is
     // ignored; FW_ACCESS_TIMEOUT after the %include still belongs to the outer stanza.
     let outer = format!("{}%include inc.conf\nFW_ACCESS_TIMEOUT 77\n", stanza(""));
-    let inner = format!("MAX_FW_TIMEOUT 111\n{}", stanza("").replace("SOURCE ANY", "SOURCE 192.168.0.0/16"));
-    let i = run_opts(&[(ACCESS, &outer), ("/etc/fwknop/inc.conf", &inner)], None, &Options::default());
+    let inner = format!(
+        "MAX_FW_TIMEOUT 111\n{}",
+        stanza("").replace("SOURCE ANY", "SOURCE 192.168.0.0/16")
+    );
+    let i = run_opts(
+        &[(ACCESS, &outer), ("/etc/fwknop/inc.conf", &inner)],
+        None,
+        &Options::default(),
+    );
     let c = config(&i);
     assert_eq!(c.clients.len(), 2);
     assert_eq!((c.clients[0].timeout, c.clients[0].max_timeout), (77, 300));
     assert_eq!((c.clients[1].timeout, c.clients[1].max_timeout), (30, 300));
     assert_eq!(c.clients[1].sources[0].to_string(), "192.168.0.0/16");
-    assert!(has(&i, Level::Warning, "/etc/fwknop/inc.conf:1: `MAX_FW_TIMEOUT` comes before the first SOURCE"));
+    assert!(has(
+        &i,
+        Level::Warning,
+        "/etc/fwknop/inc.conf:1: `MAX_FW_TIMEOUT` comes before the first SOURCE"
+    ));
 }
 
 #[test]
@@ -201,7 +276,10 @@ fn include_folder_reads_every_conf_file_sorted() {
             (ACCESS, "%include_folder /etc/fwknop/access.d\n"),
             ("/etc/fwknop/access.d/20-b.conf", &b),
             ("/etc/fwknop/access.d/10-a.conf", &a),
-            ("/etc/fwknop/access.d/30-c.conf.disabled", "SOURCE 10.0.0.3\n"),
+            (
+                "/etc/fwknop/access.d/30-c.conf.disabled",
+                "SOURCE 10.0.0.3\n",
+            ),
         ],
         None,
         &Options::default(),
@@ -215,7 +293,11 @@ fn include_folder_reads_every_conf_file_sorted() {
 fn include_keys_reads_only_key_variables() {
     let outer = "SOURCE ANY\n%include_keys /etc/fwknop/keys/alice\nOPEN_PORTS tcp/22\nREQUIRE_SOURCE_ADDRESS Y\n";
     let keys = format!("KEY_BASE64 {A_KEY}\nHMAC_KEY_BASE64 {A_HMAC}\nHMAC_DIGEST_TYPE sha512\nENCRYPTION_MODE ctr\nOPEN_PORTS tcp/1-65535\nSOURCE 1.2.3.4\n");
-    let i = run_opts(&[(ACCESS, outer), ("/etc/fwknop/keys/alice", &keys)], None, &Options::default());
+    let i = run_opts(
+        &[(ACCESS, outer), ("/etc/fwknop/keys/alice", &keys)],
+        None,
+        &Options::default(),
+    );
     let c = config(&i);
     let k = fwknop_key(&c.clients[0]);
     // HMAC_DIGEST_TYPE and ENCRYPTION_MODE were ignored there (as fwknopd 2.6.10 does).
@@ -223,16 +305,33 @@ fn include_keys_reads_only_key_variables() {
     assert!(k.hmac_key.is_some());
     assert_eq!(c.clients[0].sources[0].to_string(), "0.0.0.0/0");
     assert_eq!(crate::access::format_list(&c.clients[0].allow), "tcp/22");
-    for var in ["HMAC_DIGEST_TYPE", "ENCRYPTION_MODE", "OPEN_PORTS", "SOURCE"] {
+    for var in [
+        "HMAC_DIGEST_TYPE",
+        "ENCRYPTION_MODE",
+        "OPEN_PORTS",
+        "SOURCE",
+    ] {
         assert!(
-            has(&i, Level::Warning, &format!("`{var}` in an %include_keys file is ignored")),
+            has(
+                &i,
+                Level::Warning,
+                &format!("`{var}` in an %include_keys file is ignored")
+            ),
             "{var}: {:#?}",
             i.diags
         );
     }
     // Outside a stanza it does nothing.
-    let i = run_opts(&[(ACCESS, &format!("%include_keys /k\n{}", stanza("")))], None, &Options::default());
-    assert!(has(&i, Level::Warning, "`%include_keys` outside a stanza is ignored"));
+    let i = run_opts(
+        &[(ACCESS, &format!("%include_keys /k\n{}", stanza("")))],
+        None,
+        &Options::default(),
+    );
+    assert!(has(
+        &i,
+        Level::Warning,
+        "`%include_keys` outside a stanza is ignored"
+    ));
 }
 
 #[test]
@@ -251,7 +350,13 @@ fn include_depth_is_three_levels() {
     four[2].1 = format!("{}%include /e/4.conf\n", s(3));
     four.push(("/e/4.conf", s(4)));
     let files: Vec<(&str, &str)> = four.iter().map(|(p, t)| (*p, t.as_str())).collect();
-    let e = import(&Mem::with(&files), Path::new(ACCESS), None, &Options::default()).unwrap_err();
+    let e = import(
+        &Mem::with(&files),
+        Path::new(ACCESS),
+        None,
+        &Options::default(),
+    )
+    .unwrap_err();
     let text = e.to_string();
     assert!(text.starts_with("/e/3.conf:6: "), "{text}");
     assert!(text.contains("more than 3 levels"), "{text}");
@@ -261,29 +366,63 @@ fn include_depth_is_three_levels() {
 fn include_loops_are_named() {
     let a = format!("{}%include /etc/fwknop/b.conf\n", stanza(""));
     let b = "%include /etc/fwknop/access.conf\n";
-    let e = import(&Mem::with(&[(ACCESS, &a), ("/etc/fwknop/b.conf", b)]), Path::new(ACCESS), None, &Options::default())
-        .unwrap_err();
+    let e = import(
+        &Mem::with(&[(ACCESS, &a), ("/etc/fwknop/b.conf", b)]),
+        Path::new(ACCESS),
+        None,
+        &Options::default(),
+    )
+    .unwrap_err();
     assert_eq!(
         e.to_string(),
         "/etc/fwknop/b.conf:1: include loop: /etc/fwknop/access.conf -> /etc/fwknop/b.conf -> /etc/fwknop/access.conf; remove the `%include` that leads back"
     );
     let self_loop = format!("{}%include access.conf\n", stanza(""));
-    assert!(import(&Mem::with(&[(ACCESS, &self_loop)]), Path::new(ACCESS), None, &Options::default())
-        .unwrap_err()
-        .to_string()
-        .contains("include loop"));
+    assert!(import(
+        &Mem::with(&[(ACCESS, &self_loop)]),
+        Path::new(ACCESS),
+        None,
+        &Options::default()
+    )
+    .unwrap_err()
+    .to_string()
+    .contains("include loop"));
 }
 
 #[test]
 fn unreadable_files_are_fatal() {
-    let e = import(&Mem::default(), Path::new(ACCESS), None, &Options::default()).unwrap_err();
+    let e = import(
+        &Mem::default(),
+        Path::new(ACCESS),
+        None,
+        &Options::default(),
+    )
+    .unwrap_err();
     assert!(matches!(e, ImportError::Read { .. }));
-    assert!(e.to_string().starts_with("cannot read /etc/fwknop/access.conf: No such file"), "{e}");
-    let e = import(&Mem::with(&[(ACCESS, "SOURCE ANY\n%include /nope.conf\n")]), Path::new(ACCESS), None, &Options::default())
-        .unwrap_err();
-    assert!(e.to_string().contains("/etc/fwknop/access.conf:2: cannot read included `/nope.conf`"), "{e}");
-    let e = import(&Mem::with(&[(ACCESS, &stanza(""))]), Path::new(ACCESS), Some(Path::new("/etc/fwknop/fwknopd.conf")), &Options::default())
-        .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("cannot read /etc/fwknop/access.conf: No such file"),
+        "{e}"
+    );
+    let e = import(
+        &Mem::with(&[(ACCESS, "SOURCE ANY\n%include /nope.conf\n")]),
+        Path::new(ACCESS),
+        None,
+        &Options::default(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("/etc/fwknop/access.conf:2: cannot read included `/nope.conf`"),
+        "{e}"
+    );
+    let e = import(
+        &Mem::with(&[(ACCESS, &stanza(""))]),
+        Path::new(ACCESS),
+        Some(Path::new("/etc/fwknop/fwknopd.conf")),
+        &Options::default(),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("/etc/fwknop/fwknopd.conf"), "{e}");
 }
 
@@ -295,7 +434,9 @@ fn every_mapped_variable_lands_in_its_key() {
     let i = run(text);
     assert!(i.complete(), "{:#?}", i.diags);
     let c = config(&i);
-    let [b] = c.clients.as_slice() else { panic!("one client") };
+    let [b] = c.clients.as_slice() else {
+        panic!("one client")
+    };
     assert_eq!(b.name, "bob-laptop");
     assert_eq!(b.sources[0].to_string(), "203.0.113.0/24");
     assert_eq!(b.destinations[0].to_string(), "192.0.2.10/32");
@@ -307,10 +448,19 @@ fn every_mapped_variable_lands_in_its_key() {
     assert_eq!(b.expires_at, Some(1_801_353_600));
     let k = fwknop_key(b);
     assert_eq!(k.key.as_slice(), b"fwknoptest");
-    assert_eq!(k.hmac_key.as_deref().map(Vec::as_slice), Some(&b"hmactest"[..]));
+    assert_eq!(
+        k.hmac_key.as_deref().map(Vec::as_slice),
+        Some(&b"hmactest"[..])
+    );
     assert_eq!((k.hmac_type, k.mode), (HmacType::Sha512, EncMode::Ctr));
     let text = i.toml.as_ref().unwrap();
-    assert!(text.contains("key = \"fwknoptest\"\nhmac_key = \"hmactest\"\nhmac = \"sha512\"\nmode = \"ctr\"\n"), "{}", text.as_str());
+    assert!(
+        text.contains(
+            "key = \"fwknoptest\"\nhmac_key = \"hmactest\"\nhmac = \"sha512\"\nmode = \"ctr\"\n"
+        ),
+        "{}",
+        text.as_str()
+    );
     assert!(text.contains("# ACCESS_EXPIRE 01/31/2027 (UTC midnight; fwknopd used local time)"));
 }
 
@@ -326,26 +476,46 @@ fn defaults_are_fwknopds() {
     assert_eq!((k.hmac_type, k.mode), (HmacType::Sha256, EncMode::Cbc));
     assert!(a.require_username.is_none() && a.expires_at.is_none() && a.deny.is_empty());
     // FW_ACCESS_TIMEOUT 0 means "use the default" in fwknopd (set_acc_defaults).
-    assert_eq!(config(&run(&stanza("FW_ACCESS_TIMEOUT 0\n"))).clients[0].timeout, 30);
+    assert_eq!(
+        config(&run(&stanza("FW_ACCESS_TIMEOUT 0\n"))).clients[0].timeout,
+        30
+    );
 }
 
 #[test]
 fn keys_repeated_or_in_both_forms_last_line_wins() {
     // `fwknopd -D`: a KEY line after KEY_BASE64 replaces it, and vice versa.
     let i = run(&stanza("KEY abcdefgh\n"));
-    assert_eq!(fwknop_key(&config(&i).clients[0]).key.as_slice(), b"abcdefgh");
-    assert!(has(&i, Level::Warning, "both KEY and KEY_BASE64 are set; fwknopd uses the last one (KEY)"));
+    assert_eq!(
+        fwknop_key(&config(&i).clients[0]).key.as_slice(),
+        b"abcdefgh"
+    );
+    assert!(has(
+        &i,
+        Level::Warning,
+        "both KEY and KEY_BASE64 are set; fwknopd uses the last one (KEY)"
+    ));
 }
 
 #[test]
 fn expiry_forms() {
     let at = |extra: &str| config(&run(&stanza(extra))).clients[0].expires_at;
-    assert_eq!(at("ACCESS_EXPIRE 1/5/2027\n"), crate::config::values::date_to_unix(2027, 1, 5));
+    assert_eq!(
+        at("ACCESS_EXPIRE 1/5/2027\n"),
+        crate::config::values::date_to_unix(2027, 1, 5)
+    );
     assert_eq!(at("ACCESS_EXPIRE 01/31/27\n"), Some(1_801_353_600));
     assert_eq!(at("ACCESS_EXPIRE_EPOCH 1900000000\n"), Some(1_900_000_000));
     // Both set: the later line wins (one field in fwknopd).
-    assert_eq!(at("ACCESS_EXPIRE_EPOCH 1900000000\nACCESS_EXPIRE 01/31/2027\n"), Some(1_801_353_600));
-    for bad in ["ACCESS_EXPIRE 2027-01-31\n", "ACCESS_EXPIRE 02/30/2027\n", "ACCESS_EXPIRE_EPOCH soon\n"] {
+    assert_eq!(
+        at("ACCESS_EXPIRE_EPOCH 1900000000\nACCESS_EXPIRE 01/31/2027\n"),
+        Some(1_801_353_600)
+    );
+    for bad in [
+        "ACCESS_EXPIRE 2027-01-31\n",
+        "ACCESS_EXPIRE 02/30/2027\n",
+        "ACCESS_EXPIRE_EPOCH soon\n",
+    ] {
         let i = run(&stanza(bad));
         assert!(i.toml.is_none() && i.failed == 1, "{bad}");
     }
@@ -356,22 +526,44 @@ fn timeouts_are_made_consistent() {
     let i = run(&stanza("FW_ACCESS_TIMEOUT 600\nMAX_FW_TIMEOUT 300\n"));
     let c = &config(&i).clients[0];
     assert_eq!((c.timeout, c.max_timeout), (600, 600));
-    assert!(has(&i, Level::Warning, "FW_ACCESS_TIMEOUT 600 is more than MAX_FW_TIMEOUT 300"));
+    assert!(has(
+        &i,
+        Level::Warning,
+        "FW_ACCESS_TIMEOUT 600 is more than MAX_FW_TIMEOUT 300"
+    ));
     let i = run(&stanza("MAX_FW_TIMEOUT 99999999\n"));
-    assert_eq!(config(&i).clients[0].max_timeout, crate::config::MAX_MAX_TIMEOUT);
-    assert!(has(&i, Level::Warning, "more than nfknock's limit of one week"));
+    assert_eq!(
+        config(&i).clients[0].max_timeout,
+        crate::config::MAX_MAX_TIMEOUT
+    );
+    assert!(has(
+        &i,
+        Level::Warning,
+        "more than nfknock's limit of one week"
+    ));
     let i = run(&stanza("FW_ACCESS_TIMEOUT 30s\n"));
-    assert!(has(&i, Level::Error, "FW_ACCESS_TIMEOUT `30s` is not a number of seconds"));
+    assert!(has(
+        &i,
+        Level::Error,
+        "FW_ACCESS_TIMEOUT `30s` is not a number of seconds"
+    ));
 }
 
 #[test]
 fn ports_are_case_insensitive_and_strict() {
-    assert_eq!(crate::access::format_list(&parse_ports("TCP/22, udp/53 ,tcp/22").unwrap()), "tcp/22,udp/53");
+    assert_eq!(
+        crate::access::format_list(&parse_ports("TCP/22, udp/53 ,tcp/22").unwrap()),
+        "tcp/22,udp/53"
+    );
     for bad in ["tcp/0", "icmp/0", "tcp/65536", "tcp/22,", "22", "tcp/ssh"] {
         assert!(parse_ports(bad).is_err(), "{bad}");
     }
     let i = run(&stanza("RESTRICT_PORTS tcp/0\n"));
-    assert!(has(&i, Level::Error, "RESTRICT_PORTS `tcp/0` is not a proto/port"));
+    assert!(has(
+        &i,
+        Level::Error,
+        "RESTRICT_PORTS `tcp/0` is not a proto/port"
+    ));
 }
 
 #[test]
@@ -381,15 +573,27 @@ fn a_stanza_without_open_ports_needs_protect() {
     assert!(i.toml.is_none());
     let e = messages(&i, Level::Error);
     assert_eq!(e.len(), 1, "{e:#?}");
-    assert!(e[0].contains("has no OPEN_PORTS, so fwknopd let it open any port") && e[0].contains("`--protect tcp/22,...`"), "{}", e[0]);
+    assert!(
+        e[0].contains("has no OPEN_PORTS, so fwknopd let it open any port")
+            && e[0].contains("`--protect tcp/22,...`"),
+        "{}",
+        e[0]
+    );
 
     let opts = Options {
         protect: Some(crate::access::parse_list("tcp/22,tcp/443").unwrap()),
     };
     let i = run_opts(&[(ACCESS, &text)], None, &opts);
     assert!(i.complete(), "{:#?}", i.diags);
-    assert_eq!(crate::access::format_list(&config(&i).clients[0].allow), "tcp/22,tcp/443");
-    assert!(i.toml.as_ref().unwrap().contains("allow = [\"tcp/22\", \"tcp/443\"]   # no OPEN_PORTS: the --protect list"));
+    assert_eq!(
+        crate::access::format_list(&config(&i).clients[0].allow),
+        "tcp/22,tcp/443"
+    );
+    assert!(i
+        .toml
+        .as_ref()
+        .unwrap()
+        .contains("allow = [\"tcp/22\", \"tcp/443\"]   # no OPEN_PORTS: the --protect list"));
 }
 
 #[test]
@@ -399,8 +603,16 @@ fn no_hmac_key_means_no_hmac_with_a_warning() {
     assert!(fwknop_key(&c.clients[0]).hmac_key.is_none());
     assert!(i.toml.as_ref().unwrap().contains("no_hmac = true"));
     assert!(!i.toml.as_ref().unwrap().contains("\nhmac ="));
-    assert!(has(&i, Level::Warning, "has no HMAC key: imported with `no_hmac = true`"));
-    assert!(has(&i, Level::Warning, "HMAC_DIGEST_TYPE without an HMAC key is ignored"));
+    assert!(has(
+        &i,
+        Level::Warning,
+        "has no HMAC key: imported with `no_hmac = true`"
+    ));
+    assert!(has(
+        &i,
+        Level::Warning,
+        "HMAC_DIGEST_TYPE without an HMAC key is ignored"
+    ));
     assert!(i.complete());
 }
 
@@ -416,15 +628,42 @@ fn require_source_address_default_is_off_with_a_recommendation() {
 #[test]
 fn key_problems_refuse_the_stanza() {
     let cases = [
-        (stanza("").replace(A_KEY, "__CHANGEME__"), "KEY_BASE64 is fwknop's placeholder `__CHANGEME__`"),
-        (stanza("").replace(A_KEY, "not*base64"), "KEY_BASE64 is not valid base64"),
-        (stanza("KEY 0123456789abcdef0123456789abcdefX\n"), "KEY is 33 bytes long; an fwknop key is 1 to 32 bytes"),
-        (stanza(&format!("HMAC_KEY_BASE64 {A_KEY}\n")), "HMAC_KEY_BASE64 equals the encryption key"),
-        (stanza("ENCRYPTION_MODE legacy\n"), "legacy cannot be combined with an HMAC key"),
-        (stanza("ENCRYPTION_MODE PCBC\n"), "ENCRYPTION_MODE `PCBC` is not one of"),
-        (stanza("HMAC_DIGEST_TYPE sha224\n"), "HMAC_DIGEST_TYPE `sha224` is not one of"),
-        (stanza("REQUIRE_USERNAME a:b\n"), "REQUIRE_USERNAME contains `:`"),
-        ("SOURCE ANY\nOPEN_PORTS tcp/22\n".to_string(), "has no KEY or KEY_BASE64; add the client's Rijndael key"),
+        (
+            stanza("").replace(A_KEY, "__CHANGEME__"),
+            "KEY_BASE64 is fwknop's placeholder `__CHANGEME__`",
+        ),
+        (
+            stanza("").replace(A_KEY, "not*base64"),
+            "KEY_BASE64 is not valid base64",
+        ),
+        (
+            stanza("KEY 0123456789abcdef0123456789abcdefX\n"),
+            "KEY is 33 bytes long; an fwknop key is 1 to 32 bytes",
+        ),
+        (
+            stanza(&format!("HMAC_KEY_BASE64 {A_KEY}\n")),
+            "HMAC_KEY_BASE64 equals the encryption key",
+        ),
+        (
+            stanza("ENCRYPTION_MODE legacy\n"),
+            "legacy cannot be combined with an HMAC key",
+        ),
+        (
+            stanza("ENCRYPTION_MODE PCBC\n"),
+            "ENCRYPTION_MODE `PCBC` is not one of",
+        ),
+        (
+            stanza("HMAC_DIGEST_TYPE sha224\n"),
+            "HMAC_DIGEST_TYPE `sha224` is not one of",
+        ),
+        (
+            stanza("REQUIRE_USERNAME a:b\n"),
+            "REQUIRE_USERNAME contains `:`",
+        ),
+        (
+            "SOURCE ANY\nOPEN_PORTS tcp/22\n".to_string(),
+            "has no KEY or KEY_BASE64; add the client's Rijndael key",
+        ),
     ];
     for (text, needle) in cases {
         let i = run(&text);
@@ -432,7 +671,10 @@ fn key_problems_refuse_the_stanza() {
         assert!(has(&i, Level::Error, needle), "{needle}: {:#?}", i.diags);
         // No key material in any message.
         for d in &i.diags {
-            assert!(!d.message.contains(A_KEY) && !d.message.contains(A_HMAC), "{d}");
+            assert!(
+                !d.message.contains(A_KEY) && !d.message.contains(A_HMAC),
+                "{d}"
+            );
         }
     }
     // Legacy without HMAC converts (with the checker's own warning left to `nfknock check`).
@@ -462,24 +704,39 @@ fn unsupported_variables_are_named_with_what_to_do() {
         assert!(has(&i, Level::Warning, needle), "{needle}: {:#?}", i.diags);
     }
     // `N` is what nfknock does anyway: nothing to say.
-    assert!(!has(&i, Level::Warning, "DISABLE_DNAT N") && !has(&i, Level::Warning, "FORWARD_ALL N"));
+    assert!(
+        !has(&i, Level::Warning, "DISABLE_DNAT N") && !has(&i, Level::Warning, "FORWARD_ALL N")
+    );
     // A GPG passphrase is never echoed.
-    assert!(!i.diags.iter().any(|d| d.message.contains("s3cret-gpg-pass")));
+    assert!(!i
+        .diags
+        .iter()
+        .any(|d| d.message.contains("s3cret-gpg-pass")));
 }
 
 #[test]
 fn nat_and_gateway_stanzas_are_refused() {
     for (extra, needle) in [
-        ("FORCE_NAT 192.168.1.5 22\n", "FORCE_NAT: DNAT to an internal host is not supported"),
+        (
+            "FORCE_NAT 192.168.1.5 22\n",
+            "FORCE_NAT: DNAT to an internal host is not supported",
+        ),
         ("FORWARD_ALL Y\n", "FORWARD_ALL Y: SPA gateway mode"),
-        ("ENCRYPTION_MODE asymmetric\n", "ENCRYPTION_MODE asymmetric: GnuPG SPA is not supported"),
+        (
+            "ENCRYPTION_MODE asymmetric\n",
+            "ENCRYPTION_MODE asymmetric: GnuPG SPA is not supported",
+        ),
     ] {
         let i = run(&stanza(extra));
         assert!(i.toml.is_none(), "{extra}");
         assert!(has(&i, Level::Error, needle), "{needle}: {:#?}", i.diags);
     }
     let i = run("SOURCE ANY\nGPG_DECRYPT_ID ABCD\nGPG_REMOTE_ID EF01\nOPEN_PORTS tcp/22\n");
-    assert!(has(&i, Level::Error, "has no KEY or KEY_BASE64, only GnuPG settings: GnuPG SPA is not supported"));
+    assert!(has(
+        &i,
+        Level::Error,
+        "has no KEY or KEY_BASE64, only GnuPG settings: GnuPG SPA is not supported"
+    ));
 }
 
 #[test]
@@ -495,8 +752,16 @@ fn names_from_comments() {
     let c = config(&i);
     let names: Vec<&str> = c.clients.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["alice", "fwknop-2", "carol", "fwknop-4"]);
-    assert!(has(&i, Level::Warning, "`# name: bad name!` is not a valid client name"));
-    assert!(has(&i, Level::Warning, "`# name: alice` is already taken; using `fwknop-4`"));
+    assert!(has(
+        &i,
+        Level::Warning,
+        "`# name: bad name!` is not a valid client name"
+    ));
+    assert!(has(
+        &i,
+        Level::Warning,
+        "`# name: alice` is already taken; using `fwknop-4`"
+    ));
 }
 
 #[test]
@@ -520,15 +785,29 @@ fn knock_port_from_the_capture_mode() {
     assert_eq!(daemon("PCAP_FILTER   udp port 40003 ;\n").port, 40003);
     let d = daemon("PCAP_FILTER udp port 40004 and not src host 192.0.2.1;");
     assert_eq!(d.port, 40004);
-    assert!(d.diags[0].message.contains("only the UDP port 40004 was taken"), "{:?}", d.diags);
+    assert!(
+        d.diags[0]
+            .message
+            .contains("only the UDP port 40004 was taken"),
+        "{:?}",
+        d.diags
+    );
     let d = daemon("PCAP_FILTER tcp port 80;");
     assert_eq!(d.port, 62201);
     assert!(d.diags[0].message.contains("names no `udp port N`"));
-    assert_eq!(daemon("ENABLE_UDP_SERVER Y;\nUDPSERV_PORT 40005;\nPCAP_FILTER udp port 1;").port, 40005);
-    assert_eq!(daemon("ENABLE_UDP_SERVER N;\nUDPSERV_PORT 40005;\nPCAP_FILTER udp port 40006;").port, 40006);
+    assert_eq!(
+        daemon("ENABLE_UDP_SERVER Y;\nUDPSERV_PORT 40005;\nPCAP_FILTER udp port 1;").port,
+        40005
+    );
+    assert_eq!(
+        daemon("ENABLE_UDP_SERVER N;\nUDPSERV_PORT 40005;\nPCAP_FILTER udp port 40006;").port,
+        40006
+    );
     assert_eq!(daemon("ENABLE_NFQ_CAPTURE Y;\nNFQ_PORT 40007;").port, 40007);
     assert_eq!(daemon("ENABLE_NFQ_CAPTURE Y;").port, 62201);
-    assert!(daemon("ENABLE_UDP_SERVER Y;\nUDPSERV_PORT 0;").diags[0].message.contains("not a port"));
+    assert!(daemon("ENABLE_UDP_SERVER Y;\nUDPSERV_PORT 0;").diags[0]
+        .message
+        .contains("not a port"));
 }
 
 #[test]
@@ -537,7 +816,13 @@ fn packet_age_and_aging() {
     assert_eq!((d.max_age, d.diags.len()), (90, 0));
     let d = daemon("ENABLE_SPA_PACKET_AGING N;\nMAX_SPA_PACKET_AGE 60;");
     assert_eq!(d.max_age, 60);
-    assert!(d.diags[0].message.starts_with("ENABLE_SPA_PACKET_AGING N: nfknock always checks the knock's age (max_age = 60)"), "{:?}", d.diags);
+    assert!(
+        d.diags[0].message.starts_with(
+            "ENABLE_SPA_PACKET_AGING N: nfknock always checks the knock's age (max_age = 60)"
+        ),
+        "{:?}",
+        d.diags
+    );
     let d = daemon("MAX_SPA_PACKET_AGE 86400;");
     assert_eq!(d.max_age, crate::config::MAX_MAX_AGE);
     assert_eq!(daemon("MAX_SPA_PACKET_AGE 0;").max_age, 120);
@@ -557,14 +842,24 @@ fn fwknopd_features_without_equivalent_are_named() {
 #[test]
 fn fwknopd_conf_settings_reach_the_server_section() {
     let i = run_opts(
-        &[(ACCESS, &stanza("")), ("/etc/fwknop/fwknopd.conf", "PCAP_FILTER udp dst port 40000;\nMAX_SPA_PACKET_AGE 90;\n")],
+        &[
+            (ACCESS, &stanza("")),
+            (
+                "/etc/fwknop/fwknopd.conf",
+                "PCAP_FILTER udp dst port 40000;\nMAX_SPA_PACKET_AGE 90;\n",
+            ),
+        ],
         Some("/etc/fwknop/fwknopd.conf"),
         &Options::default(),
     );
     let c = config(&i);
     assert_eq!((c.server.port, c.server.max_age), (40000, 90));
     let t = i.toml.as_ref().unwrap();
-    assert!(t.contains("port = 40000          # PCAP_FILTER \"udp dst port 40000\""), "{}", t.as_str());
+    assert!(
+        t.contains("port = 40000          # PCAP_FILTER \"udp dst port 40000\""),
+        "{}",
+        t.as_str()
+    );
 }
 
 #[test]
