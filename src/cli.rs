@@ -90,6 +90,26 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Remove table `inet nfknock` (the gate and every grant) from the kernel.
     Uninstall,
+    /// Convert fwknopd's access.conf (and fwknopd.conf) into an nfknock config on stdout.
+    ///
+    /// The output holds the keys: `umask 077; nfknock import-fwknop ... > /etc/nfknock/nfknock.toml`.
+    /// Exit status: 0 everything converted (warnings on stderr); 1 some stanza could not be
+    /// converted (the rest is printed); 2 a file could not be read, or a bad command line.
+    ImportFwknop(ImportFwknopArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportFwknopArgs {
+    /// fwknopd's access file (its %include, %include_folder and %include_keys are followed).
+    #[arg(long, value_name = "PATH")]
+    pub access_conf: PathBuf,
+    /// fwknopd.conf, for the knock port (PCAP_FILTER, UDPSERV_PORT, NFQ_PORT) and MAX_SPA_PACKET_AGE.
+    #[arg(long, value_name = "PATH")]
+    pub fwknopd_conf: Option<PathBuf>,
+    /// The `allow` list for stanzas without OPEN_PORTS (fwknopd let those open any port),
+    /// e.g. `tcp/22,tcp/443`.
+    #[arg(long, value_name = "LIST")]
+    pub protect: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -173,7 +193,44 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             eprintln!("table `inet nfknock` removed");
             Ok(EXIT_OK)
         }
+        Command::ImportFwknop(args) => import_fwknop(&args),
     }
+}
+
+fn import_fwknop(args: &ImportFwknopArgs) -> anyhow::Result<i32> {
+    use crate::config::fwknop_import as fi;
+    let protect = match &args.protect {
+        None => None,
+        Some(list) => match access::parse_list(list) {
+            Ok(v) if !v.is_empty() => Some(v),
+            Ok(_) | Err(_) => {
+                eprintln!("nfknock: --protect `{list}`: expected a list such as `tcp/22,tcp/443`");
+                return Ok(EXIT_USAGE);
+            }
+        },
+    };
+    let opts = fi::Options { protect };
+    let import = match fi::import(&fi::FsLoader, &args.access_conf, args.fwknopd_conf.as_deref(), &opts) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("nfknock: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
+    for d in &import.diags {
+        eprintln!("{d}");
+    }
+    if let Some(text) = &import.toml {
+        std::io::stdout().write_all(text.as_bytes()).context("cannot write the config to stdout")?;
+        eprintln!("{}", fi::secrecy_reminder(&args.access_conf));
+    }
+    eprintln!(
+        "imported {} client{}{}",
+        import.clients.len(),
+        if import.clients.len() == 1 { "" } else { "s" },
+        if import.failed > 0 { format!("; {} stanza(s) could not be converted (see the errors above)", import.failed) } else { String::new() }
+    );
+    Ok(if import.complete() { EXIT_OK } else { EXIT_FAIL })
 }
 
 fn keygen(out: Option<&Path>) -> anyhow::Result<i32> {

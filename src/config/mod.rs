@@ -10,6 +10,7 @@
 //! [`parse_str`] takes the text, [`load`] reads the file and checks its permissions.
 
 mod client;
+pub mod fwknop_import;
 mod raw;
 mod secret;
 mod server;
