@@ -526,10 +526,24 @@ pub fn drop_privileges() -> anyhow::Result<()> {
             }
         }
     }
+    // prctl(PR_CAP_AMBIENT_CLEAR_ALL): allowed without privilege and by any syscall filter.
     caps::clear(None, CapSet::Ambient).context("cannot clear ambient capabilities")?;
-    caps::clear(None, CapSet::Inheritable).context("cannot clear inheritable capabilities")?;
-    caps::set(None, CapSet::Effective, &keep).context("cannot set effective capabilities")?;
-    caps::set(None, CapSet::Permitted, &keep).context("cannot set permitted capabilities")?;
+    // The rest is capset(2), which a unit's `SystemCallFilter=~@privileged` denies: change only
+    // what differs. Under systemd with AmbientCapabilities=, effective and permitted are already
+    // {CAP_NET_ADMIN}; the inheritable set holds it too (raising an ambient capability requires
+    // it, capabilities(7)). Without ambient capabilities and with no_new_privs, an inheritable
+    // capability passes to no program we could exec, so failing to clear it is worth a warning,
+    // not a refusal to start.
+    if !caps::read(None, CapSet::Inheritable).context("cannot read capabilities")?.is_empty() {
+        if let Err(e) = caps::clear(None, CapSet::Inheritable) {
+            warn!("cannot clear the inheritable capability set ({e}); allow capset(2) in the unit's SystemCallFilter= to clear it");
+        }
+    }
+    for set in [CapSet::Effective, CapSet::Permitted] {
+        if caps::read(None, set).context("cannot read capabilities")? != keep {
+            caps::set(None, set, &keep).with_context(|| format!("cannot set the {set:?} capabilities to CAP_NET_ADMIN only"))?;
+        }
+    }
     Ok(())
 }
 
