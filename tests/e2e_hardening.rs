@@ -567,7 +567,9 @@ fn legit_knocks(lab: &Lab, key: NativeKey, base_port: u16, stop: Arc<AtomicBool>
                 r.sent += 1;
                 let target = sock(SRV4, port);
                 while t.elapsed() < Duration::from_secs(1) {
-                    match TcpStream::connect_timeout(&target, Duration::from_millis(10)) {
+                    // An RST comes back in well under a millisecond on the veth: 1 ms tells a
+                    // dropped SYN from a passed one, and bounds the latency's resolution.
+                    match TcpStream::connect_timeout(&target, Duration::from_millis(1)) {
                         Ok(_) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
                         Err(_) => continue,
@@ -582,18 +584,30 @@ fn legit_knocks(lab: &Lab, key: NativeKey, base_port: u16, stop: Arc<AtomicBool>
     })
 }
 
-/// Junk from many sources (the per-source limit cannot tell a botnet from its members) at the
-/// speed of one sender thread, while a legitimate client knocks every 100 ms: every legitimate
-/// knock is granted within 1 s, and the daemon's memory stays flat.
+/// Junk from 200 sources at the speed of one sender thread, while a legitimate client knocks
+/// every 100 ms: every legitimate knock is granted within 1 s, and the daemon's memory stays
+/// flat. The per-source limit drops most of the flood in the kernel.
 #[test]
 fn junk_flood_does_not_starve_legit_knocks_or_grow_memory() {
+    junk_flood(20, 1.0);
+}
+
+/// The same flood with the per-source limit off (`rate_limit = 0`): every junk packet reaches
+/// the queue, as from a botnet too large for the limit to matter. The daemon must keep up well
+/// enough that at least 90 % of legitimate knocks are granted, with flat memory.
+#[test]
+fn junk_flood_without_rate_limit_reaches_the_daemon_and_legit_knocks_still_pass() {
+    junk_flood(0, 0.9);
+}
+
+fn junk_flood(rate_limit: u32, legit_min: f64) {
     let lab = Lab::new();
     let key_path = lab.keygen("alice.key");
     let base_port = 30000u16;
     // Each legitimate knock opens its own port: protect and allow 30000..30399.
     let ports: Vec<String> = (0..400).map(|i| format!("\"tcp/{}\"", base_port + i)).collect();
     let ports = ports.join(", ");
-    write_config(&lab, &format!("protect = [{ports}]\nmax_age = 120\n"), &alice(&key_path, &ports, 60));
+    write_config(&lab, &format!("protect = [{ports}]\nmax_age = 120\nrate_limit = {rate_limit}\n"), &alice(&key_path, &ports, 60));
     // Production log level: rejected junk is logged at debug, i.e. not at all.
     let d = Daemon::start(&lab, &[], &lab.path("nfknock.toml"), &[], "info", "flood.log");
     let pid = d.pid();
@@ -624,7 +638,7 @@ fn junk_flood_does_not_starve_legit_knocks_or_grow_memory() {
     let lat_med = if l.latencies.is_empty() { Duration::ZERO } else { median(&mut l.latencies) };
     let lat_max = l.latencies.iter().max().copied().unwrap_or_default();
     eprintln!(
-        "FIGURE junk flood: sent {} packets ({} send errors) from 200 sources in {:?} = {:.0} pkt/s; \
+        "FIGURE junk flood (rate_limit = {rate_limit}): sent {} packets ({} send errors) from 200 sources in {:?} = {:.0} pkt/s; \
          kernel queued {queued} to the daemon ({} dropped: queue full, {} user-dropped), {tracked} sources rate-tracked; \
          legit knocks granted {}/{} ({:.1} %), knock → TCP open median {lat_med:?} max {lat_max:?}; \
          daemon VmRSS {rss0} → max {rss_max} → {rss1} KiB, VmHWM {hwm0} → {hwm1} KiB",
@@ -640,7 +654,7 @@ fn junk_flood_does_not_starve_legit_knocks_or_grow_memory() {
     );
     assert!(f.sent >= n.min(100_000), "the flood did not flood: {f:?}");
     assert!(l.sent >= 10, "too few legitimate knocks to judge: {l:?}");
-    assert_eq!(l.granted, l.sent, "legitimate knocks starved by the flood");
+    assert!(l.granted as f64 >= legit_min * l.sent as f64, "legitimate knocks starved by the flood: {}/{}", l.granted, l.sent);
     assert!(rss_max.saturating_sub(rss0) < 8 * 1024, "RSS grew {rss0} → {rss_max} KiB");
     assert!(hwm1.saturating_sub(hwm0) < 8 * 1024, "peak RSS grew {hwm0} → {hwm1} KiB");
     let log = d.log();
@@ -683,7 +697,8 @@ fn skewed_clock_is_refused_and_the_log_names_the_skew() {
         lab.log()
     );
     assert_eq!(rejections(&lab.log(), "stale"), 1, "{}", lab.log());
-    assert!(lab.log().lines().any(|l| l.contains("skew=-3000") && l.contains("client=\"alice\"") || l.contains("skew=-3000") && l.contains("client=alice")));
+    // The client is named too: the operator knows whose clock to fix.
+    assert!(lab.log().lines().any(|l| l.contains("skew=-3000") && l.contains("alice")), "{}", lab.log());
     assert!(!client_open(&lab), "a knock 50 minutes stale opened the port");
 }
 
@@ -808,7 +823,7 @@ fn daemon_runs_as_an_unprivileged_user_with_ambient_cap_net_admin() {
 
 /// A key file the daemon's user does not own is refused with the fix in the message.
 #[test]
-fn unprivileged_daemon_refuses_a_key_file_owned_by_someone_else() {
+fn key_file_owned_by_another_user_is_refused_with_the_fix() {
     use std::os::unix::fs::{chown, PermissionsExt};
     let lab = Lab::new();
     std::fs::set_permissions(lab.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
@@ -846,6 +861,111 @@ fn systemd_unit_exposure_is_at_most_1_2() {
     for line in ["User=nfknock", "Group=nfknock", "AmbientCapabilities=CAP_NET_ADMIN", "CapabilityBoundingSet=CAP_NET_ADMIN"] {
         assert!(unit.lines().any(|l| l == line), "unit lacks {line}");
     }
+}
+
+/// Every syscall of a group of `systemd-analyze syscall-filter`, nested groups expanded.
+fn syscall_group(group: &str, memo: &mut HashMap<String, Vec<String>>) -> Vec<String> {
+    if let Some(v) = memo.get(group) {
+        return v.clone();
+    }
+    let out = Command::new("systemd-analyze").args(["syscall-filter", "--no-pager", group]).output().unwrap();
+    let mut calls = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
+        let w = line.trim();
+        if w.is_empty() || w.starts_with('#') {
+            continue;
+        }
+        if w.starts_with('@') {
+            calls.extend(syscall_group(w, memo));
+        } else {
+            calls.push(w.to_string());
+        }
+    }
+    assert!(!calls.is_empty(), "systemd-analyze knows no group {group}");
+    memo.insert(group.to_string(), calls.clone());
+    calls
+}
+
+/// The syscalls `SystemCallFilter=` lines allow, as systemd.exec(5) merges them: the first
+/// line is an allow list; a later `~` line removes from it, a later plain line adds to it.
+fn unit_allowed_syscalls(unit: &str) -> std::collections::HashSet<String> {
+    let mut memo = HashMap::new();
+    let mut allowed = std::collections::HashSet::new();
+    let mut first = true;
+    for value in unit.lines().filter_map(|l| l.strip_prefix("SystemCallFilter=")) {
+        let (deny, list) = match value.strip_prefix('~') {
+            Some(rest) => (true, rest),
+            None => (false, value),
+        };
+        assert!(!(first && deny), "the unit's first SystemCallFilter= must be an allow list");
+        first = false;
+        for item in list.split_whitespace() {
+            let calls = if item.starts_with('@') { syscall_group(item, &mut memo) } else { vec![item.to_string()] };
+            for c in calls {
+                if deny {
+                    allowed.remove(&c);
+                } else {
+                    allowed.insert(c);
+                }
+            }
+        }
+    }
+    allowed
+}
+
+/// Every syscall the daemon makes — exec and start, a grant, a flush and its restore, a
+/// reload, SIGTERM — is allowed by the unit's `SystemCallFilter=`, and every socket it opens is
+/// of a family `RestrictAddressFamilies=` allows (under systemd a denied call fails with EPERM,
+/// which no test outside systemd would otherwise notice).
+#[test]
+fn every_syscall_of_the_daemon_passes_the_units_filter() {
+    let unit = std::fs::read_to_string(repo("systemd/nfknock.service")).unwrap();
+    let allowed = unit_allowed_syscalls(&unit);
+    let families: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("RestrictAddressFamilies="))
+        .flat_map(str::split_whitespace)
+        .collect();
+
+    let lab = Lab::new();
+    let key = lab.keygen("alice.key");
+    let config = write_config(&lab, DEFAULT_SERVER, &alice(&key, "\"tcp/2222\"", 5));
+    let trace = lab.path("strace.out");
+    let tr = trace.to_str().unwrap().to_string();
+    let mut d = Daemon::start(&lab, &["strace", "-f", "-qq", "-o", &tr], &config, &[], "info", "strace.log");
+    // The child is strace; the daemon is its only child.
+    let out = Command::new("pgrep").args(["-P", &d.pid().to_string()]).output().unwrap();
+    let daemon_pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!daemon_pid.is_empty(), "daemon not found under strace");
+    knock_host(&lab, &key, &[]);
+    assert!(wait_until(OPEN_WITHIN, || seconds_left(&lab, CLI4, "tcp/2222").is_some()).is_some(), "{}", d.log());
+    lab.run(&lab.srv, &["nft", "flush", "ruleset"]);
+    assert!(wait_until(RESTORED_WITHIN, || seconds_left(&lab, CLI4, "tcp/2222").is_some()).is_some(), "{}", d.log());
+    let _ = Command::new("kill").args(["-HUP", &daemon_pid]).status();
+    assert!(wait_until(Duration::from_secs(2), || d.log().contains("config reloaded")).is_some(), "{}", d.log());
+    let _ = Command::new("kill").args(["-TERM", &daemon_pid]).status();
+    let status = d.child.take().unwrap().wait().unwrap();
+    assert!(status.success(), "{}", d.log());
+
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let mut used = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let Some((_, rest)) = line.split_once(' ') else { continue };
+        let rest = rest.trim_start();
+        let Some(name) = rest.split('(').next().filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')) else {
+            continue;
+        };
+        if rest.starts_with(&format!("{name}(")) {
+            used.insert(name.to_string());
+        }
+        if let Some(args) = rest.strip_prefix("socket(") {
+            let family = args.split(',').next().unwrap_or("");
+            assert!(families.contains(&family), "the daemon opened a socket of family {family}: {line}");
+        }
+    }
+    assert!(used.contains("sendto") && used.contains("capset"), "strace saw too little: {used:?}");
+    let denied: Vec<_> = used.iter().filter(|c| !allowed.contains(*c)).collect();
+    assert!(denied.is_empty(), "the unit's SystemCallFilter= denies syscalls the daemon makes: {denied:?}");
 }
 
 /// `scripts/install --destdir` lays out exactly what the unit expects (ExecStart's binary, the
