@@ -66,9 +66,13 @@ pub enum Command {
     Serve {
         #[arg(long, short = 'c', value_name = "PATH", default_value = "/etc/nfknock/nfknock.toml")]
         config: PathBuf,
-        /// Decide and log every knock, but write no grant to the allow sets.
+        /// Decide and log every knock ("dry run: would add grant"), but write no grant to the
+        /// allow sets. Installs no gate either, so nothing that was open closes.
         #[arg(long)]
         dry_run: bool,
+        /// With --dry-run: install the gate too (protected ports close; knocks still open nothing).
+        #[arg(long, requires = "dry_run")]
+        with_gate: bool,
     },
     /// Validate a server config; print every problem with file, line and key.
     Check {
@@ -179,8 +183,8 @@ pub struct VerifyArgs {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Keygen { out } => keygen(out.as_deref()),
-        Command::Serve { config, dry_run } => {
-            daemon::serve(&daemon::Options { config, dry_run })?;
+        Command::Serve { config, dry_run, with_gate } => {
+            daemon::serve(&daemon::Options { config, dry_run, with_gate })?;
             Ok(EXIT_OK)
         }
         Command::Check { config } => check(&config),

@@ -71,7 +71,10 @@ impl AccessSet for DryRun {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub config: PathBuf,
+    /// Decide and log every knock, write no grant.
     pub dry_run: bool,
+    /// With `dry_run`: install the gate rules too (without it a dry run closes nothing).
+    pub with_gate: bool,
 }
 
 /// The ruleset a config asks for.
@@ -84,7 +87,18 @@ pub fn ruleset_spec(config: &Config, backend: QueueBackend) -> RulesetSpec {
         native_len: native::PACKET_LEN as u16,
         fwknop: config.clients.iter().any(|c| matches!(c.credential, config::Credential::Fwknop(_))),
         rate_limit: config.server.rate_limit,
+        gate_input: true,
         gate_forward: config.server.gate_forward,
+    }
+}
+
+/// `spec` without its gate rules unless `gate`: a dry run without `--with-gate` still queues
+/// and judges knocks, but closes nothing that was open.
+fn gated(spec: RulesetSpec, gate: bool) -> RulesetSpec {
+    if gate {
+        spec
+    } else {
+        RulesetSpec { gate_input: false, gate_forward: false, ..spec }
     }
 }
 
@@ -138,10 +152,15 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
         QueueBackend::Native => info!("kernel has nft_queue: knocks are diverted with the native `queue` expression"),
         QueueBackend::Compat => info!("kernel has no nft_queue: knocks are diverted with the xt NFQUEUE target (nft_compat)"),
     }
-    let spec = ruleset_spec(&config, backend);
+    let gate = !opts.dry_run || opts.with_gate;
+    let spec = gated(ruleset_spec(&config, backend), gate);
     if config.server.manage_ruleset {
         nft.install(&spec, &[]).context("cannot install the `inet nfknock` table")?;
-        info!(port = spec.knock_port, queue = spec.queue, protect = %format_list(&spec.protect), "gate installed");
+        if gate {
+            info!(port = spec.knock_port, queue = spec.queue, protect = %format_list(&spec.protect), "gate installed");
+        } else {
+            warn!(port = spec.knock_port, queue = spec.queue, "dry run: knocks are queued but no gate is installed, so nothing closes (add --with-gate to test the gate)");
+        }
     } else if !nft.table_exists()? {
         bail!("table `inet nfknock` is not loaded and manage_ruleset = false; load nft/nfknock.nft (`nft -f nft/nfknock.nft`) or set manage_ruleset = true");
     }
@@ -159,6 +178,7 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
         events,
         dry_run: opts.dry_run.then(DryRun::default),
         spec,
+        gate,
         live: HashMap::new(),
         warn_budget: WarnBudget::default(),
         config_path: opts.config.clone(),
@@ -181,6 +201,8 @@ struct Daemon {
     events: NftEvents,
     dry_run: Option<DryRun>,
     spec: RulesetSpec,
+    /// Install the gate rules (false for a dry run without `--with-gate`).
+    gate: bool,
     /// Grants we wrote and their deadlines, to restore them if someone flushes the ruleset.
     live: HashMap<(IpAddr, Access), Instant>,
     warn_budget: WarnBudget,
@@ -364,7 +386,7 @@ impl Daemon {
                 for w in config::warnings(&new) {
                     warn!("{w}");
                 }
-                let spec = ruleset_spec(&new, self.spec.backend);
+                let spec = gated(ruleset_spec(&new, self.spec.backend), self.gate);
                 let spec = RulesetSpec { queue: self.spec.queue, ..spec };
                 if spec != self.spec && new.server.manage_ruleset {
                     if let Err(e) = self.nft.install(&spec, &[]) {
@@ -507,10 +529,24 @@ pub fn drop_privileges() -> anyhow::Result<()> {
             }
         }
     }
+    // prctl(PR_CAP_AMBIENT_CLEAR_ALL): allowed without privilege and by any syscall filter.
     caps::clear(None, CapSet::Ambient).context("cannot clear ambient capabilities")?;
-    caps::clear(None, CapSet::Inheritable).context("cannot clear inheritable capabilities")?;
-    caps::set(None, CapSet::Effective, &keep).context("cannot set effective capabilities")?;
-    caps::set(None, CapSet::Permitted, &keep).context("cannot set permitted capabilities")?;
+    // The rest is capset(2), which a unit's `SystemCallFilter=~@privileged` denies: change only
+    // what differs. Under systemd with AmbientCapabilities=, effective and permitted are already
+    // {CAP_NET_ADMIN}; the inheritable set holds it too (raising an ambient capability requires
+    // it, capabilities(7)). Without ambient capabilities and with no_new_privs, an inheritable
+    // capability passes to no program we could exec, so failing to clear it is worth a warning,
+    // not a refusal to start.
+    if !caps::read(None, CapSet::Inheritable).context("cannot read capabilities")?.is_empty() {
+        if let Err(e) = caps::clear(None, CapSet::Inheritable) {
+            warn!("cannot clear the inheritable capability set ({e}); allow capset(2) in the unit's SystemCallFilter= to clear it");
+        }
+    }
+    for set in [CapSet::Effective, CapSet::Permitted] {
+        if caps::read(None, set).context("cannot read capabilities")? != keep {
+            caps::set(None, set, &keep).with_context(|| format!("cannot set the {set:?} capabilities to CAP_NET_ADMIN only"))?;
+        }
+    }
     Ok(())
 }
 

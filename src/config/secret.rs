@@ -110,8 +110,11 @@ fn check_private_meta(
         ));
     }
     if uid != 0 && uid != euid {
+        // Running as a service user (systemd `User=nfknock`), a root-owned 0600 file would pass
+        // this check but be unreadable: hand the file to that user instead.
+        let owner = if euid == 0 { "root:root".to_string() } else { euid.to_string() };
         return Err(format!(
-            "{what} {} holds a secret but is owned by uid {uid}, neither root nor the user nfknock runs as (uid {euid}); run `chown root:root {q}`",
+            "{what} {} holds a secret but is owned by uid {uid}, neither root nor the user nfknock runs as (uid {euid}); run `chown {owner} {q}`",
             path.display()
         ));
     }
@@ -223,6 +226,8 @@ mod tests {
             e.contains("uid 1000") && e.contains("`chown root:root /etc/nfknock/a.key`"),
             "{e}"
         );
+        let e = check_private_meta(p, "key file", 0o100600, 1000, 998).unwrap_err();
+        assert!(e.contains("`chown 998 /etc/nfknock/a.key`"), "{e}");
     }
 
     #[test]

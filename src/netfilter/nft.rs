@@ -82,6 +82,10 @@ pub struct RulesetSpec {
     pub fwknop: bool,
     /// Per-source knock rate, packets per second (burst 2×); 0 = no limit.
     pub rate_limit: u32,
+    /// Gate protected ports in the input hook (host services). `false` only for
+    /// `nfknock serve --dry-run` without `--with-gate`: the `gate_input` chain then holds just
+    /// the knock → queue rule, so a dry run closes nothing that was open.
+    pub gate_input: bool,
     /// Gate DNAT-published ports in the forward hook.
     pub gate_forward: bool,
 }
@@ -98,6 +102,7 @@ impl Default for RulesetSpec {
             native_len: 128,
             fwknop: true,
             rate_limit: 20,
+            gate_input: true,
             gate_forward: true,
         }
     }

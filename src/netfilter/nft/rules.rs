@@ -135,12 +135,14 @@ pub(super) fn add_all(nft: &mut Nft, spec: &RulesetSpec) {
             QueueBackend::Compat => m.e_compat_nfqueue(spec.queue),
         }
     });
-    for fam in &FAMS {
-        nft.add_rule(TABLE, CHAIN_INPUT, |m| {
-            ct_not_established(m);
-            nfproto(m, fam.nfproto);
-            gate(m, fam, Dport::Th);
-        });
+    if spec.gate_input {
+        for fam in &FAMS {
+            nft.add_rule(TABLE, CHAIN_INPUT, |m| {
+                ct_not_established(m);
+                nfproto(m, fam.nfproto);
+                gate(m, fam, Dport::Th);
+            });
+        }
     }
     if spec.gate_forward {
         for fam in &FAMS {
@@ -211,8 +213,10 @@ pub fn render(spec: &RulesetSpec) -> String {
     // nft prints the compat NFQUEUE target (xt NFQUEUE rev 3, one queue, no flags) and the
     // native queue expression alike.
     let _ = writeln!(s, "\t\tudp dport {port} queue num {}", spec.queue);
-    for fam in &FAMS {
-        let _ = writeln!(s, "\t\tct state ! established,related {}", gate_text(fam, Dport::Th));
+    if spec.gate_input {
+        for fam in &FAMS {
+            let _ = writeln!(s, "\t\tct state ! established,related {}", gate_text(fam, Dport::Th));
+        }
     }
     let _ = writeln!(s, "\t}}");
     if spec.gate_forward {

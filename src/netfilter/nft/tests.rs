@@ -89,6 +89,7 @@ fn render_follows_the_spec() {
         native_len: 100,
         fwknop: false,
         rate_limit: 0,
+        gate_input: false,
         gate_forward: false,
     };
     let text = render(&spec);
@@ -97,6 +98,9 @@ fn render_follows_the_spec() {
     assert!(text.contains("elements = { tcp . 22, udp . 53 }"));
     assert!(!text.contains("limit rate"));
     assert!(!text.contains(CHAIN_FORWARD));
+    assert!(!text.contains("@allow_v4"), "no input gate: nothing may close");
+    assert!(text.contains("chain gate_input {"), "knocks are still queued from the input hook");
+    assert!(render(&RulesetSpec::default()).contains("ct state ! established,related meta l4proto . th dport @protected"));
     let def = render(&RulesetSpec::default());
     assert!(def.contains("udp length != 136 udp length != 148-1507 drop"));
     assert!(def.contains("add @knock_rate_v4 { ip saddr limit rate over 20/second burst 40 packets } drop"));
@@ -191,6 +195,24 @@ fn install_lists_like_render() {
     });
     let listed = ns.nft(&["list", "table", "inet", "nfknock"]);
     assert_eq!(normalized(&listed), normalized(&render(&compat_spec())), "nft lists:\n{listed}");
+}
+
+/// `serve --dry-run` without `--with-gate`: switching a gated table to a gateless one removes
+/// every gate rule (input and forward) and keeps the knock → queue rule.
+#[test]
+fn gateless_install_lists_like_render_and_removes_the_gate() {
+    let Some(ns) = Netns::new() else { return };
+    let gateless = RulesetSpec { gate_input: false, gate_forward: false, ..compat_spec() };
+    let spec = gateless.clone();
+    ns.run(move || {
+        let mut nft = Nft::open().unwrap();
+        nft.install(&compat_spec(), &[]).unwrap();
+        nft.install(&spec, &[]).unwrap();
+    });
+    let listed = ns.nft(&["list", "table", "inet", "nfknock"]);
+    assert_eq!(normalized(&listed), normalized(&render(&gateless)), "nft lists:\n{listed}");
+    assert!(!listed.contains("@allow_v4") && !listed.contains(CHAIN_FORWARD), "{listed}");
+    assert!(listed.contains("queue num 0"), "{listed}");
 }
 
 #[test]
