@@ -13,7 +13,7 @@ use crate::config::{self, AllowIp};
 use crate::crypto::{self, NativeKey, OsRng};
 use crate::daemon;
 use crate::engine::Engine;
-use crate::netfilter::nft::Nft;
+use crate::netfilter::nft::{Nft, QueueBackend};
 use crate::policy::{Decision, Packet};
 use crate::replay::ReplayCache;
 use crate::wire::native;
@@ -92,6 +92,16 @@ pub enum Command {
     },
     /// Explain offline what the daemon would do with one packet (no kernel, no replay cache).
     Verify(VerifyArgs),
+    /// Print the nftables ruleset the daemon installs for a config (to load it yourself with
+    /// `nft -f` and `manage_ruleset = false`, or to review it).
+    Ruleset {
+        #[arg(long, short = 'c', value_name = "PATH", default_value = "/etc/nfknock/nfknock.toml")]
+        config: PathBuf,
+        /// Divert knocks with the xt NFQUEUE target (kernels without nft_queue) instead of the
+        /// native `queue` expression. Only the daemon can load that form; `nft` prints it alike.
+        #[arg(long)]
+        compat: bool,
+    },
     /// Remove table `inet nfknock` (the gate and every grant) from the kernel.
     Uninstall,
     /// Convert fwknopd's access.conf (and fwknopd.conf) into an nfknock config on stdout.
@@ -191,6 +201,12 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Knock(args) => knock(args),
         Command::Status { json, .. } => status(json),
         Command::Verify(args) => verify(args),
+        Command::Ruleset { config, compat } => {
+            let config = daemon::load_config(&config)?;
+            let backend = if compat { QueueBackend::Compat } else { QueueBackend::Native };
+            print!("{}", crate::netfilter::nft::render(&daemon::ruleset_spec(&config, backend)));
+            Ok(EXIT_OK)
+        }
         Command::Uninstall => {
             let mut nft = Nft::open()?;
             nft.remove_table()?;
