@@ -24,7 +24,11 @@ const PROBE: Duration = Duration::from_millis(200);
 #[derive(Clone)]
 enum Keys {
     /// `fwknop --key-gen` output: `--key-base64-rijndael K --key-base64-hmac H`.
-    Base64 { key: String, hmac: String, hmac_type: &'static str },
+    Base64 {
+        key: String,
+        hmac: String,
+        hmac_type: &'static str,
+    },
     /// Passphrases: `--key-rijndael P --key-hmac Q`.
     Pass { key: String, hmac: String },
 }
@@ -32,7 +36,11 @@ enum Keys {
 impl Keys {
     fn client_args(&self) -> Vec<String> {
         match self {
-            Keys::Base64 { key, hmac, hmac_type } => vec![
+            Keys::Base64 {
+                key,
+                hmac,
+                hmac_type,
+            } => vec![
                 "--key-base64-rijndael".into(),
                 key.clone(),
                 "--key-base64-hmac".into(),
@@ -41,14 +49,23 @@ impl Keys {
                 (*hmac_type).into(),
             ],
             Keys::Pass { key, hmac } => {
-                vec!["--key-rijndael".into(), key.clone(), "--key-hmac".into(), hmac.clone()]
+                vec![
+                    "--key-rijndael".into(),
+                    key.clone(),
+                    "--key-hmac".into(),
+                    hmac.clone(),
+                ]
             }
         }
     }
 
     fn toml(&self) -> String {
         match self {
-            Keys::Base64 { key, hmac, hmac_type } => {
+            Keys::Base64 {
+                key,
+                hmac,
+                hmac_type,
+            } => {
                 format!("key_base64 = \"{key}\"\nhmac_key_base64 = \"{hmac}\"\nhmac = \"{hmac_type}\"\n")
             }
             Keys::Pass { key, hmac } => format!("key = \"{key}\"\nhmac_key = \"{hmac}\"\n"),
@@ -59,7 +76,14 @@ impl Keys {
 /// Run the real fwknop client in namespace `ns` with `HOME` in the lab's directory.
 fn fwknop(lab: &Lab, ns: &str, args: &[String]) -> Output {
     Command::new("ip")
-        .args(["netns", "exec", ns, "fwknop", "--no-rc-file", "--no-save-args"])
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "fwknop",
+            "--no-rc-file",
+            "--no-save-args",
+        ])
         .args(args)
         .env("HOME", lab.dir.path())
         .output()
@@ -74,20 +98,40 @@ fn key_gen(lab: &Lab, hmac_type: &'static str) -> Keys {
     }
     let out = fwknop(lab, &lab.srv, &args);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "fwknop --key-gen: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "fwknop --key-gen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let field = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name))
             .map(|v| v.trim().to_string())
             .unwrap_or_else(|| panic!("no `{name}` line in:\n{text}"))
     };
-    Keys::Base64 { key: field("KEY_BASE64:"), hmac: field("HMAC_KEY_BASE64:"), hmac_type }
+    Keys::Base64 {
+        key: field("KEY_BASE64:"),
+        hmac: field("HMAC_KEY_BASE64:"),
+        hmac_type,
+    }
 }
 
 /// Knock with the real client from `ns` to `server` for `tcp/2222`; `allow` is `-a IP`, or
 /// `None` for `-s` (allow IP 0.0.0.0, "use my source").
-fn knock(lab: &Lab, ns: &str, server: &str, allow: Option<&str>, keys: &Keys, extra: &[&str]) -> Output {
-    let mut args: Vec<String> = vec!["-A".into(), format!("tcp/{HOST_PORT}"), "-D".into(), server.into()];
+fn knock(
+    lab: &Lab,
+    ns: &str,
+    server: &str,
+    allow: Option<&str>,
+    keys: &Keys,
+    extra: &[&str],
+) -> Output {
+    let mut args: Vec<String> = vec![
+        "-A".into(),
+        format!("tcp/{HOST_PORT}"),
+        "-D".into(),
+        server.into(),
+    ];
     match allow {
         Some(ip) => args.extend(["-a".into(), ip.into()]),
         None => args.push("-s".into()),
@@ -140,7 +184,8 @@ fn closed(ns: &str, ip: &str) -> bool {
 /// How many refusals with reason `code` the daemon logged (`reason="code"` or `reason=code`).
 fn refusals(lab: &Lab, code: &str) -> usize {
     let log = lab.log();
-    log.matches(&format!("reason=\"{code}\"")).count() + log.matches(&format!("reason={code} ")).count()
+    log.matches(&format!("reason=\"{code}\"")).count()
+        + log.matches(&format!("reason={code} ")).count()
 }
 
 /// Wait until the daemon has logged a refusal with reason `code`.
@@ -151,10 +196,19 @@ fn refused(lab: &Lab, code: &str) -> bool {
 /// The live grant for `addr` from `nfknock status --json`: (timeout, seconds left).
 fn status_of(lab: &Lab, addr: &str) -> Option<(u64, u64)> {
     let out = lab.nfknock(&lab.srv, &["status", "--json"]);
-    assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
         let v: serde_json::Value = serde_json::from_str(l).ok()?;
-        (v["source"] == addr).then(|| (v["timeout"].as_u64().unwrap(), v["seconds_left"].as_u64().unwrap()))
+        (v["source"] == addr).then(|| {
+            (
+                v["timeout"].as_u64().unwrap(),
+                v["seconds_left"].as_u64().unwrap(),
+            )
+        })
     })
 }
 
@@ -168,17 +222,41 @@ fn keygen_keys_open_the_gate_for_that_source_and_it_expires_on_time() {
 
     let t0 = Instant::now();
     knock_cli(&lab, &keys, &[]);
-    assert!(opens(&lab.cli, SRV4), "fwknop knock did not open the port:\n{}", lab.log());
+    assert!(
+        opens(&lab.cli, SRV4),
+        "fwknop knock did not open the port:\n{}",
+        lab.log()
+    );
     assert!(closed(&lab.oth, SRV_OTH4), "port opened for a stranger");
-    assert!(lab.log().contains("format=\"fwknop\"") || lab.log().contains("format=fwknop"), "{}", lab.log());
-    assert!(lab.log().contains("client=\"laptop\"") || lab.log().contains("client=laptop"), "{}", lab.log());
-    assert_eq!(status_of(&lab, CLI4).map(|(t, _)| t), Some(2), "grant timeout in the kernel");
+    assert!(
+        lab.log().contains("format=\"fwknop\"") || lab.log().contains("format=fwknop"),
+        "{}",
+        lab.log()
+    );
+    assert!(
+        lab.log().contains("client=\"laptop\"") || lab.log().contains("client=laptop"),
+        "{}",
+        lab.log()
+    );
+    assert_eq!(
+        status_of(&lab, CLI4).map(|(t, _)| t),
+        Some(2),
+        "grant timeout in the kernel"
+    );
 
-    let gone = wait_until(Duration::from_secs(5), || !tcp_open(&lab.cli, host(SRV4), PROBE));
+    let gone = wait_until(Duration::from_secs(5), || {
+        !tcp_open(&lab.cli, host(SRV4), PROBE)
+    });
     assert!(gone.is_some(), "grant did not expire");
     let life = t0.elapsed();
-    assert!(life >= Duration::from_millis(1500), "grant of 2 s closed after {life:?}");
-    assert!(life <= Duration::from_secs(5), "grant of 2 s lived {life:?}");
+    assert!(
+        life >= Duration::from_millis(1500),
+        "grant of 2 s closed after {life:?}"
+    );
+    assert!(
+        life <= Duration::from_secs(5),
+        "grant of 2 s lived {life:?}"
+    );
 }
 
 #[test]
@@ -195,7 +273,10 @@ fn hmac_sha512_keys_from_keygen() {
 #[test]
 fn passphrase_keys() {
     let mut lab = Lab::new();
-    let keys = Keys::Pass { key: "correct horse".into(), hmac: "battery staple".into() };
+    let keys = Keys::Pass {
+        key: "correct horse".into(),
+        hmac: "battery staple".into(),
+    };
     start(&mut lab, &fw_client("laptop", &keys, "timeout = 2", ""));
     let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
     assert!(closed(&lab.cli, SRV4));
@@ -207,13 +288,19 @@ fn passphrase_keys() {
 fn ctr_mode() {
     let mut lab = Lab::new();
     let keys = key_gen(&lab, "sha256");
-    start(&mut lab, &fw_client("laptop", &keys, "timeout = 2", "mode = \"ctr\""));
+    start(
+        &mut lab,
+        &fw_client("laptop", &keys, "timeout = 2", "mode = \"ctr\""),
+    );
     let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
     // The mode is not on the wire: a CBC packet to a CTR client fails (its HMAC is fine, so
     // this is the decryption check refusing it).
     knock_cli(&lab, &keys, &[]);
     assert!(refused(&lab, "auth-failed"), "{}", lab.log());
-    assert!(closed(&lab.cli, SRV4), "a CBC packet opened a CTR client's port");
+    assert!(
+        closed(&lab.cli, SRV4),
+        "a CBC packet opened a CTR client's port"
+    );
     knock_cli(&lab, &keys, &["-M", "ctr"]);
     assert!(opens(&lab.cli, SRV4), "{}", lab.log());
 }
@@ -223,15 +310,32 @@ fn ctr_mode() {
 fn client_timeout_is_honoured() {
     let mut lab = Lab::new();
     let keys = key_gen(&lab, "sha256");
-    start(&mut lab, &fw_client("laptop", &keys, "timeout = 30\nmax_timeout = 60", ""));
+    start(
+        &mut lab,
+        &fw_client("laptop", &keys, "timeout = 30\nmax_timeout = 60", ""),
+    );
     let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
     let t0 = Instant::now();
     knock_cli(&lab, &keys, &["-f", "3"]);
     assert!(opens(&lab.cli, SRV4), "{}", lab.log());
-    assert_eq!(status_of(&lab, CLI4).map(|(t, _)| t), Some(3), "grant timeout in the kernel");
-    let gone = wait_until(Duration::from_secs(6), || !tcp_open(&lab.cli, host(SRV4), PROBE));
-    assert!(gone.is_some(), "a 3 s grant was still open after {:?}", t0.elapsed());
-    assert!(t0.elapsed() >= Duration::from_millis(2500), "closed early: {:?}", t0.elapsed());
+    assert_eq!(
+        status_of(&lab, CLI4).map(|(t, _)| t),
+        Some(3),
+        "grant timeout in the kernel"
+    );
+    let gone = wait_until(Duration::from_secs(6), || {
+        !tcp_open(&lab.cli, host(SRV4), PROBE)
+    });
+    assert!(
+        gone.is_some(),
+        "a 3 s grant was still open after {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(2500),
+        "closed early: {:?}",
+        t0.elapsed()
+    );
 }
 
 /// `fwknop -s` asks for "my source address" (allow IP 0.0.0.0): granted to the packet's source
@@ -242,17 +346,28 @@ fn source_flag_depends_on_require_source_match() {
     let lax = key_gen(&lab, "sha256");
     let strict = key_gen(&lab, "sha256");
     let clients = fw_client("lax", &lax, "timeout = 2\nrequire_source_match = false", "")
-        + &fw_client("strict", &strict, "timeout = 2\nrequire_source_match = true", "");
+        + &fw_client(
+            "strict",
+            &strict,
+            "timeout = 2\nrequire_source_match = true",
+            "",
+        );
     start(&mut lab, &clients);
     let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
 
     knock(&lab, &lab.cli, SRV4, None, &strict, &[]);
     assert!(refused(&lab, "source-required"), "{}", lab.log());
-    assert!(closed(&lab.cli, SRV4), "-s opened the port of a require_source_match client");
+    assert!(
+        closed(&lab.cli, SRV4),
+        "-s opened the port of a require_source_match client"
+    );
 
     knock(&lab, &lab.cli, SRV4, None, &lax, &[]);
     assert!(opens(&lab.cli, SRV4), "{}", lab.log());
-    assert!(status_of(&lab, CLI4).is_some(), "grant not for the packet's source");
+    assert!(
+        status_of(&lab, CLI4).is_some(),
+        "grant not for the packet's source"
+    );
     assert!(closed(&lab.oth, SRV_OTH4), "opened for a stranger");
 }
 
@@ -267,14 +382,23 @@ fn replayed_fwknop_packet_is_refused() {
     let saved = lab.path("spa.txt");
     knock_cli(&lab, &keys, &["-B", saved.to_str().unwrap()]);
     assert!(opens(&lab.cli, SRV4), "{}", lab.log());
-    assert!(wait_until(Duration::from_secs(4), || !tcp_open(&lab.cli, host(SRV4), PROBE)).is_some());
+    assert!(wait_until(Duration::from_secs(4), || !tcp_open(
+        &lab.cli,
+        host(SRV4),
+        PROBE
+    ))
+    .is_some());
 
     let text = std::fs::read_to_string(&saved).unwrap();
     let packet = text.trim_end().as_bytes().to_vec(); // `-B` adds a newline; the wire has none
     assert!(packet.len() >= 140, "saved packet: {text:?}");
     let before = refusals(&lab, "replay");
     send_udp(&lab.cli, sock(SRV4, KNOCK_PORT), packet);
-    assert!(wait_until(Duration::from_secs(2), || refusals(&lab, "replay") > before).is_some(), "{}", lab.log());
+    assert!(
+        wait_until(Duration::from_secs(2), || refusals(&lab, "replay") > before).is_some(),
+        "{}",
+        lab.log()
+    );
     assert!(closed(&lab.cli, SRV4), "the replay opened the port");
 }
 
@@ -284,10 +408,20 @@ fn wrong_hmac_key_is_refused() {
     let keys = key_gen(&lab, "sha256");
     start(&mut lab, &fw_client("laptop", &keys, "timeout = 2", ""));
     let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
-    let (Keys::Base64 { key, .. }, Keys::Base64 { hmac: other_hmac, .. }) = (&keys, key_gen(&lab, "sha256")) else {
+    let (
+        Keys::Base64 { key, .. },
+        Keys::Base64 {
+            hmac: other_hmac, ..
+        },
+    ) = (&keys, key_gen(&lab, "sha256"))
+    else {
         unreachable!()
     };
-    let forged = Keys::Base64 { key: key.clone(), hmac: other_hmac, hmac_type: "sha256" };
+    let forged = Keys::Base64 {
+        key: key.clone(),
+        hmac: other_hmac,
+        hmac_type: "sha256",
+    };
     knock_cli(&lab, &forged, &[]);
     assert!(refused(&lab, "auth-failed"), "{}", lab.log());
     assert!(closed(&lab.cli, SRV4), "a wrong HMAC key opened the port");
@@ -311,16 +445,29 @@ fn native_and_fwknop_knocks_on_the_same_port() {
     let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
     assert!(closed(&lab.cli, SRV4) && closed(&lab.oth, SRV_OTH4));
 
-    lab.knock(&lab.cli, SRV4, &["--key-file", native_key.to_str().unwrap(), "--access", "tcp/2222"]);
+    lab.knock(
+        &lab.cli,
+        SRV4,
+        &[
+            "--key-file",
+            native_key.to_str().unwrap(),
+            "--access",
+            "tcp/2222",
+        ],
+    );
     assert!(opens(&lab.cli, SRV4), "native knock: {}", lab.log());
-    assert!(closed(&lab.oth, SRV_OTH4), "native knock opened for the other host");
+    assert!(
+        closed(&lab.oth, SRV_OTH4),
+        "native knock opened for the other host"
+    );
 
     knock(&lab, &lab.oth, SRV_OTH4, Some(OTH4), &keys, &[]);
     assert!(opens(&lab.oth, SRV_OTH4), "fwknop knock: {}", lab.log());
     let log = lab.log();
     for (who, fmt) in [("alice", "native"), ("bob-phone", "fwknop")] {
         assert!(
-            log.lines().any(|l| l.contains("grant") && l.contains(who) && l.contains(fmt)),
+            log.lines()
+                .any(|l| l.contains("grant") && l.contains(who) && l.contains(fmt)),
             "no {fmt} grant for {who}:\n{log}"
         );
     }
@@ -342,7 +489,10 @@ struct AccessConf {
 
 fn write_access_conf(lab: &Lab) -> AccessConf {
     let office = key_gen(lab, "sha256");
-    let home = Keys::Pass { key: "home passphrase".into(), hmac: "home hmac secret".into() };
+    let home = Keys::Pass {
+        key: "home passphrase".into(),
+        hmac: "home hmac secret".into(),
+    };
     let roaming = key_gen(lab, "sha512");
     let b = |k: &Keys| match k {
         Keys::Base64 { key, hmac, .. } => (key.clone(), hmac.clone()),
@@ -393,7 +543,12 @@ fn write_access_conf(lab: &Lab) -> AccessConf {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    AccessConf { path, office, home, roaming }
+    AccessConf {
+        path,
+        office,
+        home,
+        roaming,
+    }
 }
 
 /// The `[[client]]` entries for `conf`.
@@ -431,25 +586,60 @@ fn migrated_access_conf_serves_the_same_clients() {
     // The office keys from the home network: that stanza's SOURCE excludes it.
     knock(&lab, &lab.cli, SRV4, Some(CLI4), &conf.office, &[]);
     // The home keys with the wrong user name (from the included file's REQUIRE_USERNAME).
-    knock(&lab, &lab.cli, SRV4, Some(CLI4), &conf.home, &["-U", "mallory"]);
+    knock(
+        &lab,
+        &lab.cli,
+        SRV4,
+        Some(CLI4),
+        &conf.home,
+        &["-U", "mallory"],
+    );
     assert!(refused(&lab, "username-mismatch"), "{}", lab.log());
     // The home keys from the office network.
-    knock(&lab, &lab.oth, SRV_OTH4, Some(OTH4), &conf.home, &["-U", "alice"]);
+    knock(
+        &lab,
+        &lab.oth,
+        SRV_OTH4,
+        Some(OTH4),
+        &conf.home,
+        &["-U", "alice"],
+    );
     std::thread::sleep(Duration::from_millis(300));
-    assert!(closed(&lab.cli, SRV4) && closed(&lab.oth, SRV_OTH4), "{}", lab.log());
+    assert!(
+        closed(&lab.cli, SRV4) && closed(&lab.oth, SRV_OTH4),
+        "{}",
+        lab.log()
+    );
 
     // Each stanza's own client, from where it is allowed.
     knock(&lab, &lab.oth, SRV_OTH4, Some(OTH4), &conf.office, &[]);
     assert!(opens(&lab.oth, SRV_OTH4), "office stanza: {}", lab.log());
-    knock(&lab, &lab.cli, SRV4, Some(CLI4), &conf.home, &["-U", "alice"]);
+    knock(
+        &lab,
+        &lab.cli,
+        SRV4,
+        Some(CLI4),
+        &conf.home,
+        &["-U", "alice"],
+    );
     assert!(opens(&lab.cli, SRV4), "included home stanza: {}", lab.log());
     // Roaming (SOURCE ANY, CTR): asks for 60 s, MAX_FW_TIMEOUT caps it at 3.
     assert!(wait_until(Duration::from_secs(5), || closed(&lab.cli, SRV4)).is_some());
-    knock(&lab, &lab.cli, SRV4, None, &conf.roaming, &["-M", "ctr", "-f", "60"]);
+    knock(
+        &lab,
+        &lab.cli,
+        SRV4,
+        None,
+        &conf.roaming,
+        &["-M", "ctr", "-f", "60"],
+    );
     assert!(opens(&lab.cli, SRV4), "roaming stanza: {}", lab.log());
     assert_eq!(status_of(&lab, CLI4).map(|(t, _)| t), Some(3));
     let log = lab.log();
     for n in 1..=3 {
-        assert!(log.contains(&format!("access-conf-{n}")), "stanza {n} never granted:\n{log}");
+        assert!(
+            log.contains(&format!("access-conf-{n}")),
+            "stanza {n} never granted:\n{log}"
+        );
     }
 }

@@ -74,7 +74,10 @@ fn source_of(r: &Value) -> IpAddr {
 }
 
 fn packet_from(src: IpAddr) -> Packet {
-    Packet { src, dst: SERVER.parse().unwrap() }
+    Packet {
+        src,
+        dst: SERVER.parse().unwrap(),
+    }
 }
 
 /// A TOML basic string (the keys and passphrases in the vectors are plain ASCII).
@@ -94,9 +97,14 @@ struct Opts {
 
 /// `REQUIRE_USERNAME` from the record's access.conf stanza, if any.
 fn stanza_username(r: &Value) -> Option<String> {
-    r["server_stanza"].as_array()?.iter().filter_map(Value::as_str).find_map(|line| {
-        line.strip_prefix("REQUIRE_USERNAME").map(|u| u.trim().to_string())
-    })
+    r["server_stanza"]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .find_map(|line| {
+            line.strip_prefix("REQUIRE_USERNAME")
+                .map(|u| u.trim().to_string())
+        })
 }
 
 /// The `[[client]]` + `[client.fwknop]` an admin would write for this record's keys:
@@ -116,7 +124,12 @@ fn client_toml(r: &Value, name: &str, o: &Opts) -> String {
     t += "[client.fwknop]\n";
     match s(r, "key_passphrase") {
         Some(p) => t += &format!("key = {}\n", quoted(p)),
-        None => t += &format!("key_base64 = {}\n", quoted(s(r, "key_base64").expect("key"))),
+        None => {
+            t += &format!(
+                "key_base64 = {}\n",
+                quoted(s(r, "key_base64").expect("key"))
+            )
+        }
     }
     match (s(r, "hmac_key_passphrase"), s(r, "hmac_key_base64")) {
         (Some(p), _) => t += &format!("hmac_key = {}\n", quoted(p)),
@@ -198,9 +211,18 @@ fn vectors_cover_what_this_file_tests() {
     let rs = records();
     let count = |f: &dyn Fn(&Value) -> bool| rs.iter().filter(|r| f(r)).count();
     assert!(count(&|r| is_access(r)) >= 10, "too few access records");
-    assert!(count(&|r| is_access(r) && asks_for_source(r)) >= 2, "no 0.0.0.0 records");
-    assert!(count(&|r| valid(r) && message_type(r) == 0) >= 1, "no command record");
-    assert!(count(&|r| valid(r) && matches!(message_type(r), 2 | 4 | 5 | 6)) >= 1, "no NAT record");
+    assert!(
+        count(&|r| is_access(r) && asks_for_source(r)) >= 2,
+        "no 0.0.0.0 records"
+    );
+    assert!(
+        count(&|r| valid(r) && message_type(r) == 0) >= 1,
+        "no command record"
+    );
+    assert!(
+        count(&|r| valid(r) && matches!(message_type(r), 2 | 4 | 5 | 6)) >= 1,
+        "no NAT record"
+    );
     assert!(count(&|r| !valid(r)) >= 4, "no negative records");
     assert!(rs.iter().any(|r| case(r) == "spoof_user"));
 }
@@ -209,24 +231,54 @@ fn vectors_cover_what_this_file_tests() {
 /// accesses, and the timeout fwknopd would give. The same packet a second time is a replay.
 #[test]
 fn access_records_are_granted_once_with_fwknopds_timeout() {
-    let o = Opts { require_source_match: true, ..Opts::default() };
+    let o = Opts {
+        require_source_match: true,
+        ..Opts::default()
+    };
     let mut n = 0;
-    for r in records().iter().filter(|r| is_access(r) && !asks_for_source(r)) {
+    for r in records()
+        .iter()
+        .filter(|r| is_access(r) && !asks_for_source(r))
+    {
         let (src, now) = (source_of(r), now_of(r));
         let (mut e, out) = handle(r, &o, src, now);
         let c = case(r);
         assert_eq!(out.format, Some(Format::Fwknop), "{c}");
         assert_eq!(out.client, Some(0), "{c}");
         let g = grant_of(r, &out);
-        assert_eq!(g, Grant { addr: src, access: access_of(r), ttl: ttl_of(r) }, "{c}");
+        assert_eq!(
+            g,
+            Grant {
+                addr: src,
+                access: access_of(r),
+                ttl: ttl_of(r)
+            },
+            "{c}"
+        );
         let k = out.knock.as_ref().expect("knock details");
-        assert_eq!(k.timestamp, expected(r)["timestamp"].as_u64().unwrap(), "{c}");
+        assert_eq!(
+            k.timestamp,
+            expected(r)["timestamp"].as_u64().unwrap(),
+            "{c}"
+        );
         assert_eq!(k.username.as_deref(), s(expected(r), "username"), "{c}");
         assert_eq!(k.message_type.map(u64::from), Some(message_type(r)), "{c}");
-        assert_eq!(out.record.map(|(_, exp)| exp), Some(k.timestamp + MAX_AGE), "{c}: replay record");
+        assert_eq!(
+            out.record.map(|(_, exp)| exp),
+            Some(k.timestamp + MAX_AGE),
+            "{c}: replay record"
+        );
 
-        let again = e.handle(s(r, "packet").unwrap().as_bytes(), packet_from(src), now + 1);
-        assert_eq!(again.decision, Decision::Reject(Reason::Replay), "{c}: second copy");
+        let again = e.handle(
+            s(r, "packet").unwrap().as_bytes(),
+            packet_from(src),
+            now + 1,
+        );
+        assert_eq!(
+            again.decision,
+            Decision::Reject(Reason::Replay),
+            "{c}: second copy"
+        );
         assert_eq!(again.record, None, "{c}: a replay records nothing");
         n += 1;
     }
@@ -238,16 +290,41 @@ fn access_records_are_granted_once_with_fwknopds_timeout() {
 #[test]
 fn zero_allow_ip_depends_on_require_source_match() {
     let mut n = 0;
-    for r in records().iter().filter(|r| is_access(r) && asks_for_source(r)) {
+    for r in records()
+        .iter()
+        .filter(|r| is_access(r) && asks_for_source(r))
+    {
         let (src, now, c) = (source_of(r), now_of(r), case(r));
-        let strict = Opts { require_source_match: true, ..Opts::default() };
+        let strict = Opts {
+            require_source_match: true,
+            ..Opts::default()
+        };
         let (_, out) = handle(r, &strict, src, now);
-        assert_eq!(out.decision, Decision::Reject(Reason::SourceRequired), "{c}");
-        assert_eq!(out.knock.as_ref().and_then(|k| k.allow_ip), None, "{c}: 0.0.0.0 is `None`");
+        assert_eq!(
+            out.decision,
+            Decision::Reject(Reason::SourceRequired),
+            "{c}"
+        );
+        assert_eq!(
+            out.knock.as_ref().and_then(|k| k.allow_ip),
+            None,
+            "{c}: 0.0.0.0 is `None`"
+        );
 
-        let lax = Opts { require_source_match: false, ..Opts::default() };
+        let lax = Opts {
+            require_source_match: false,
+            ..Opts::default()
+        };
         let (_, out) = handle(r, &lax, src, now);
-        assert_eq!(grant_of(r, &out), Grant { addr: src, access: access_of(r), ttl: ttl_of(r) }, "{c}");
+        assert_eq!(
+            grant_of(r, &out),
+            Grant {
+                addr: src,
+                access: access_of(r),
+                ttl: ttl_of(r)
+            },
+            "{c}"
+        );
         n += 1;
     }
     assert!(n >= 2, "only {n} records tested");
@@ -258,14 +335,31 @@ fn zero_allow_ip_depends_on_require_source_match() {
 #[test]
 fn explicit_allow_ip_from_another_source() {
     let other: IpAddr = LAB_SRC.parse().unwrap();
-    for r in records().iter().filter(|r| is_access(r) && !asks_for_source(r)) {
+    for r in records()
+        .iter()
+        .filter(|r| is_access(r) && !asks_for_source(r))
+    {
         let (now, c) = (now_of(r), case(r));
-        let strict = Opts { require_source_match: true, ..Opts::default() };
+        let strict = Opts {
+            require_source_match: true,
+            ..Opts::default()
+        };
         let (_, out) = handle(r, &strict, other, now);
-        assert_eq!(out.decision, Decision::Reject(Reason::SourceMismatch), "{c}");
-        let lax = Opts { require_source_match: false, ..Opts::default() };
+        assert_eq!(
+            out.decision,
+            Decision::Reject(Reason::SourceMismatch),
+            "{c}"
+        );
+        let lax = Opts {
+            require_source_match: false,
+            ..Opts::default()
+        };
         let (_, out) = handle(r, &lax, other, now);
-        assert_eq!(grant_of(r, &out).addr, source_of(r), "{c}: the allow IP is opened");
+        assert_eq!(
+            grant_of(r, &out).addr,
+            source_of(r),
+            "{c}: the allow IP is opened"
+        );
     }
 }
 
@@ -276,11 +370,18 @@ fn command_and_nat_records_are_unsupported() {
     let mut n = 0;
     for r in records().iter().filter(|r| valid(r) && !is_access(r)) {
         let (src, now, c) = (source_of(r), now_of(r), case(r));
-        let o = Opts { require_source_match: true, ..Opts::default() };
+        let o = Opts {
+            require_source_match: true,
+            ..Opts::default()
+        };
         let (mut e, out) = handle(r, &o, src, now);
         match out.decision {
             Decision::Reject(Reason::Unsupported(what)) => {
-                let want = if message_type(r) == 0 { "command" } else { "NAT" };
+                let want = if message_type(r) == 0 {
+                    "command"
+                } else {
+                    "NAT"
+                };
                 assert!(what.contains(want), "{c}: {what}");
             }
             d => panic!("{c}: {d:?}"),
@@ -316,7 +417,10 @@ fn negative_records_are_refused_for_the_right_reason() {
     let mut n = 0;
     for r in records().iter().filter(|r| !valid(r)) {
         let (now, c) = (now_of(r), case(r));
-        let o = Opts { require_source_match: true, ..Opts::default() };
+        let o = Opts {
+            require_source_match: true,
+            ..Opts::default()
+        };
         // Sent from the allow IP the original packet names, where there is one.
         let src: IpAddr = "10.1.2.3".parse().unwrap();
         let (mut e, out) = handle(r, &o, src, now);
@@ -338,13 +442,34 @@ fn negative_records_are_refused_for_the_right_reason() {
 #[test]
 fn salted_prefix_cannot_dodge_the_replay_cache() {
     let rs = records();
-    let bypass = rs.iter().find(|r| case(r) == "neg_salted_prefix_replay_bypass").unwrap();
-    let orig = s(bypass, "packet").unwrap().strip_prefix("U2FsdGVkX1").expect("prefixed");
-    let r = rs.iter().find(|r| s(r, "packet") == Some(orig)).expect("the original packet is a vector");
+    let bypass = rs
+        .iter()
+        .find(|r| case(r) == "neg_salted_prefix_replay_bypass")
+        .unwrap();
+    let orig = s(bypass, "packet")
+        .unwrap()
+        .strip_prefix("U2FsdGVkX1")
+        .expect("prefixed");
+    let r = rs
+        .iter()
+        .find(|r| s(r, "packet") == Some(orig))
+        .expect("the original packet is a vector");
     let (src, now) = (source_of(r), now_of(r));
-    let (mut e, out) = handle(r, &Opts { require_source_match: true, ..Opts::default() }, src, now);
+    let (mut e, out) = handle(
+        r,
+        &Opts {
+            require_source_match: true,
+            ..Opts::default()
+        },
+        src,
+        now,
+    );
     grant_of(r, &out);
-    let out = e.handle(s(bypass, "packet").unwrap().as_bytes(), packet_from(src), now);
+    let out = e.handle(
+        s(bypass, "packet").unwrap().as_bytes(),
+        packet_from(src),
+        now,
+    );
     assert_eq!(out.decision, Decision::Reject(negative_reason(bypass)));
 }
 
@@ -356,17 +481,33 @@ fn spoofed_user_name_and_require_username() {
     let r = rs.iter().find(|r| case(r) == "spoof_user").unwrap();
     assert_eq!(s(expected(r), "username"), Some("alice"));
     let (src, now) = (source_of(r), now_of(r));
-    let o = Opts { require_source_match: true, require_username: Some("alice".into()), ..Opts::default() };
+    let o = Opts {
+        require_source_match: true,
+        require_username: Some("alice".into()),
+        ..Opts::default()
+    };
     let (_, out) = handle(r, &o, src, now);
     grant_of(r, &out);
-    let o = Opts { require_username: Some("root".into()), ..o };
+    let o = Opts {
+        require_username: Some("root".into()),
+        ..o
+    };
     let (_, out) = handle(r, &o, src, now);
     assert_eq!(out.decision, Decision::Reject(Reason::UsernameMismatch));
     // Every other record was sent as `root` or an Android user: none passes as `bob`.
     for r in rs.iter().filter(|r| is_access(r) && !asks_for_source(r)) {
-        let o = Opts { require_source_match: true, require_username: Some("bob".into()), ..Opts::default() };
+        let o = Opts {
+            require_source_match: true,
+            require_username: Some("bob".into()),
+            ..Opts::default()
+        };
         let (_, out) = handle(r, &o, source_of(r), now_of(r));
-        assert_eq!(out.decision, Decision::Reject(Reason::UsernameMismatch), "{}", case(r));
+        assert_eq!(
+            out.decision,
+            Decision::Reject(Reason::UsernameMismatch),
+            "{}",
+            case(r)
+        );
     }
 }
 
@@ -374,7 +515,10 @@ fn spoofed_user_name_and_require_username() {
 /// It is still recorded (fwknopd stores the digest before the age check).
 #[test]
 fn stale_records_report_their_skew() {
-    let o = Opts { require_source_match: false, ..Opts::default() };
+    let o = Opts {
+        require_source_match: false,
+        ..Opts::default()
+    };
     for r in records().iter().filter(|r| valid(r)) {
         let (src, c) = (source_of(r), case(r));
         let ts = expected(r)["timestamp"].as_u64().unwrap();
@@ -402,12 +546,21 @@ fn stale_records_report_their_skew() {
 #[test]
 fn sources_filter_and_the_matching_client_wins() {
     let rs = records();
-    let r = rs.iter().find(|r| case(r) == "default_cbc_hmac_sha256_tcp22").unwrap();
+    let r = rs
+        .iter()
+        .find(|r| case(r) == "default_cbc_hmac_sha256_tcp22")
+        .unwrap();
     let other = rs.iter().find(|r| case(r) == "hmac_sha512").unwrap();
     let (src, now) = (source_of(r), now_of(r));
-    let o = Opts { require_source_match: true, ..Opts::default() };
+    let o = Opts {
+        require_source_match: true,
+        ..Opts::default()
+    };
 
-    let narrow = Opts { sources: Some("[\"203.0.113.0/24\"]"), ..o.clone() };
+    let narrow = Opts {
+        sources: Some("[\"203.0.113.0/24\"]"),
+        ..o.clone()
+    };
     let (_, out) = handle(r, &narrow, src, now);
     assert_eq!(out.decision, Decision::Reject(Reason::SourceNotAllowed));
 
@@ -432,10 +585,15 @@ fn sources_filter_and_the_matching_client_wins() {
 // `nfknock verify --json` through the real binary.
 
 fn write_private(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let p = dir.join(name);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&p).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&p)
+        .unwrap();
     f.write_all(text.as_bytes()).unwrap();
     p
 }
@@ -451,26 +609,51 @@ fn verify(config: &Path, r: &Value, src: IpAddr, now: u64) -> (i32, Value) {
         .unwrap();
     let code = out.status.code().expect("exit code");
     let text = String::from_utf8_lossy(&out.stdout);
-    let json = serde_json::from_str(text.trim())
-        .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {text}\n{}", case(r), String::from_utf8_lossy(&out.stderr)));
+    let json = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "{}: not JSON ({e}): {text}\n{}",
+            case(r),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     (code, json)
 }
 
 const VERIFY_FIELDS: [&str; 11] = [
-    "decision", "reason", "format", "client", "username", "timestamp", "message_type", "allow_ip",
-    "access", "timeout", "nat_access",
+    "decision",
+    "reason",
+    "format",
+    "client",
+    "username",
+    "timestamp",
+    "message_type",
+    "allow_ip",
+    "access",
+    "timeout",
+    "nat_access",
 ];
 
 #[test]
 fn verify_json_explains_fwknop_packets() {
     let dir = tempfile::tempdir().unwrap();
     let rs = records();
-    let find = |c: &str| rs.iter().find(|r| case(r) == c).unwrap_or_else(|| panic!("no record {c}"));
-    let o = Opts { require_source_match: true, ..Opts::default() };
+    let find = |c: &str| {
+        rs.iter()
+            .find(|r| case(r) == c)
+            .unwrap_or_else(|| panic!("no record {c}"))
+    };
+    let o = Opts {
+        require_source_match: true,
+        ..Opts::default()
+    };
 
     // A client-timeout knock: granted, capped to max_timeout.
     let r = find("client_timeout_30");
-    let cfg = write_private(dir.path(), "a.toml", &format!("{SERVER_TOML}\n{}", client_toml(r, "laptop", &o)));
+    let cfg = write_private(
+        dir.path(),
+        "a.toml",
+        &format!("{SERVER_TOML}\n{}", client_toml(r, "laptop", &o)),
+    );
     let (code, v) = verify(&cfg, r, source_of(r), now_of(r));
     for f in VERIFY_FIELDS {
         assert!(v.get(f).is_some(), "verify --json lacks `{f}`: {v}");
@@ -492,7 +675,10 @@ fn verify_json_explains_fwknop_packets() {
     let r = find("nat_access");
     let (code, v) = verify(&cfg, r, source_of(r), now_of(r));
     assert_eq!(code, 1, "{v}");
-    assert_eq!((v["decision"].as_str(), v["reason"].as_str()), (Some("reject"), Some("unsupported")));
+    assert_eq!(
+        (v["decision"].as_str(), v["reason"].as_str()),
+        (Some("reject"), Some("unsupported"))
+    );
     assert_eq!(v["client"], "laptop");
     assert_eq!(v["message_type"], 2);
     assert_eq!(v["nat_access"], expected(r)["nat_access"]);
@@ -500,18 +686,40 @@ fn verify_json_explains_fwknop_packets() {
 
     // `-s` to a client that requires its address; stale.
     let r = find("suite_android_v4_4_hmac");
-    let cfg = write_private(dir.path(), "b.toml", &format!("{SERVER_TOML}\n{}", client_toml(r, "phone", &o)));
+    let cfg = write_private(
+        dir.path(),
+        "b.toml",
+        &format!("{SERVER_TOML}\n{}", client_toml(r, "phone", &o)),
+    );
     let (code, v) = verify(&cfg, r, LAB_SRC.parse().unwrap(), now_of(r));
-    assert_eq!((code, v["reason"].as_str()), (1, Some("source-required")), "{v}");
-    assert_eq!((v["allow_ip"].as_str(), v["username"].as_str()), (Some("0.0.0.0"), Some("u0_a52")));
+    assert_eq!(
+        (code, v["reason"].as_str()),
+        (1, Some("source-required")),
+        "{v}"
+    );
+    assert_eq!(
+        (v["allow_ip"].as_str(), v["username"].as_str()),
+        (Some("0.0.0.0"), Some("u0_a52"))
+    );
     let (code, v) = verify(&cfg, r, LAB_SRC.parse().unwrap(), now_of(r) + 121);
-    assert_eq!((code, v["reason"].as_str(), v["skew"].as_i64()), (1, Some("stale"), Some(-121)), "{v}");
+    assert_eq!(
+        (code, v["reason"].as_str(), v["skew"].as_i64()),
+        (1, Some("stale"), Some(-121)),
+        "{v}"
+    );
 
     // Under a key the server does not have: no client, nothing decoded.
     let r = find("neg_wrong_hmac_key");
     let (code, v) = verify(&cfg, r, "10.1.2.3".parse().unwrap(), now_of(r));
-    assert_eq!((code, v["reason"].as_str(), v["format"].as_str()), (1, Some("auth-failed"), Some("fwknop")), "{v}");
-    assert_eq!((v["client"].clone(), v["username"].clone()), (Value::Null, Value::Null));
+    assert_eq!(
+        (code, v["reason"].as_str(), v["format"].as_str()),
+        (1, Some("auth-failed"), Some("fwknop")),
+        "{v}"
+    );
+    assert_eq!(
+        (v["client"].clone(), v["username"].clone()),
+        (Value::Null, Value::Null)
+    );
 
     // Bad config: exit 2. A world-readable file holding inline keys is one.
     let bad = write_private(dir.path(), "bad.toml", "[server]\nport = \"x\"\n");
@@ -532,5 +740,8 @@ fn verify_raw(config: &Path, r: &Value) -> (i32, String) {
         .args(["--source", "10.1.2.3", "--packet", s(r, "packet").unwrap()])
         .output()
         .unwrap();
-    (out.status.code().expect("exit code"), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().expect("exit code"),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
