@@ -738,6 +738,9 @@ fn open_with(
                 None => hmac_b64(key.hmac_type, hk, &[SALTED_PREFIX, body], &mut want)?,
             };
             let want = want.get(..len).unwrap_or(&[]);
+            // Compare the base64 text as fwknopd does, never decoded bytes: the last tag
+            // character carries leftover bits that lenient decoding ignores, so a byte compare
+            // would accept altered wire strings — each with a fresh replay key.
             if !bool::from(want.ct_eq(tag)) {
                 return Err(FwknopError::Hmac);
             }
