@@ -103,12 +103,47 @@ impl HintIndex {
     }
 }
 
+/// One fwknop client as the per-packet loop needs it. fwknop packets carry no key hint, so a
+/// packet is tried under every client whose `sources` admit it (fwknopd's stanza loop): the
+/// source networks are kept as flat integer masks so skipping a client costs a few
+/// comparisons, and the HMAC key is prepared once instead of per packet.
+#[derive(Debug)]
+struct FwknopEntry {
+    /// Index into `config.clients`.
+    index: u32,
+    /// `sources` as (network, mask) pairs, per family.
+    v4: Vec<(u32, u32)>,
+    v6: Vec<(u128, u128)>,
+    key: fwknop::PreparedKey,
+}
+
+impl FwknopEntry {
+    /// Could this client's `sources` admit `src`? Exactly `policy::addresses_permitted`'s
+    /// source rule (IPv4-mapped IPv6 matched as IPv4), without its destination rule.
+    fn admits(&self, src: IpAddr) -> bool {
+        let src = match src {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(src, IpAddr::V4),
+            v4 => v4,
+        };
+        match src {
+            IpAddr::V4(a) => {
+                let a = u32::from(a);
+                self.v4.iter().any(|&(net, mask)| a & mask == net)
+            }
+            IpAddr::V6(a) => {
+                let a = u128::from(a);
+                self.v6.iter().any(|&(net, mask)| a & mask == net)
+            }
+        }
+    }
+}
+
 /// The pure per-packet state machine.
 #[derive(Debug)]
 pub struct Engine {
     config: Arc<Config>,
     hints: HintIndex,
-    fwknop_clients: Vec<u32>,
+    fwknop_clients: Vec<FwknopEntry>,
     replay: ReplayCache,
     /// Knocks with a timestamp before this are refused (the replay journal was lost).
     refuse_before: u64,
@@ -208,14 +243,17 @@ impl Engine {
 
     fn fwknop(&mut self, payload: &[u8], packet: Packet, now: u64) -> Outcome {
         let f = Some(Format::Fwknop);
-        if let Err(e) = fwknop::precheck(payload) {
-            let reason = match e {
-                fwknop::FwknopError::Length => Reason::BadLength,
-                fwknop::FwknopError::SaltedPrefix => Reason::BadHeader("fwknop packet starts with U2FsdGVkX1"),
-                _ => Reason::BadHeader("not fwknop SPA data"),
-            };
-            return Outcome::reject(f, reason);
-        }
+        let wire = match fwknop::prechecked(payload) {
+            Ok(w) => w,
+            Err(e) => {
+                let reason = match e {
+                    fwknop::FwknopError::Length => Reason::BadLength,
+                    fwknop::FwknopError::SaltedPrefix => Reason::BadHeader("fwknop packet starts with U2FsdGVkX1"),
+                    _ => Reason::BadHeader("not fwknop SPA data"),
+                };
+                return Outcome::reject(f, reason);
+            }
+        };
         if self.fwknop_clients.is_empty() {
             return Outcome::reject(f, Reason::UnknownKey);
         }
@@ -228,14 +266,13 @@ impl Engine {
         let mut result: Option<Outcome> = None;
         let mut any_source = false;
         for idx in 0..self.fwknop_clients.len() {
-            let i = self.fwknop_clients[idx] as usize;
-            let client = &self.config.clients[i];
-            if !policy::addresses_permitted(client, &packet) {
+            let entry = &self.fwknop_clients[idx];
+            let i = entry.index as usize;
+            if !entry.admits(packet.src) || !policy::addresses_permitted(&self.config.clients[i], &packet) {
                 continue;
             }
             any_source = true;
-            let Credential::Fwknop(key) = &client.credential else { continue };
-            let msg = match fwknop::open(key, payload) {
+            let msg = match fwknop::open_prepared(&entry.key, wire) {
                 Ok(m) => m,
                 Err(_) => continue,
             };
@@ -306,10 +343,20 @@ impl Engine {
     }
 }
 
-fn fwknop_clients(config: &Config) -> Vec<u32> {
-    (0..config.clients.len() as u32)
-        .filter(|&i| matches!(config.clients[i as usize].credential, Credential::Fwknop(_)))
-        .collect()
+fn fwknop_clients(config: &Config) -> Vec<FwknopEntry> {
+    let mut out = Vec::new();
+    for (i, client) in config.clients.iter().enumerate() {
+        let Credential::Fwknop(key) = &client.credential else { continue };
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for net in &client.sources {
+            match net {
+                ipnet::IpNet::V4(n) => v4.push((u32::from(n.network()), u32::from(n.netmask()))),
+                ipnet::IpNet::V6(n) => v6.push((u128::from(n.network()), u128::from(n.netmask()))),
+            }
+        }
+        out.push(FwknopEntry { index: i as u32, v4, v6, key: fwknop::PreparedKey::new(key) });
+    }
+    out
 }
 
 #[cfg(test)]
@@ -448,6 +495,24 @@ mod tests {
         c.sources = vec!["10.0.0.0/8".parse().unwrap()];
         let mut e = Engine::new(config(vec![c]), ReplayCache::new(), 0, NOW);
         assert_eq!(e.handle(&knock(1, NOW, 0), packet(), NOW).decision, Decision::Reject(Reason::SourceNotAllowed));
+    }
+
+    /// The flat source masks answer exactly as `policy::addresses_permitted` does (no
+    /// `destinations` here), host bits in the config, mapped IPv6 and mixed families included.
+    #[test]
+    fn fwknop_source_masks_match_the_policy_rule() {
+        let nets = ["10.1.2.3/24", "0.0.0.0/0", "192.0.2.7/32", "2001:db8::1/48", "::/0", "::ffff:0:0/96"];
+        let addrs = ["10.1.2.200", "10.1.3.1", "192.0.2.7", "192.0.2.8", "2001:db8:0:5::9", "2001:db9::1", "::ffff:10.1.2.9", "::1"];
+        for k in 0..(1u32 << nets.len()) {
+            let mut c = crate::policy::tests::client();
+            c.sources = nets.iter().enumerate().filter(|(j, _)| k & (1 << j) != 0).map(|(_, n)| n.parse().unwrap()).collect();
+            let cfg = config(vec![c]);
+            let entry = &fwknop_clients(&cfg)[0];
+            for a in addrs {
+                let p = Packet { src: a.parse().unwrap(), dst: packet().dst };
+                assert_eq!(entry.admits(p.src), policy::addresses_permitted(&cfg.clients[0], &p), "{a} in {:?}", cfg.clients[0].sources);
+            }
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! an inner digest, `:`-separated fields. Parsing never panics; post-decryption bytes are still
 //! hostile (fwknop CVE-2012-4434/4435).
 //!
-//! Receiver pipeline ([`open`]), in fwknopd's order (`lib/fko_funcs.c:fko_new_with_data`,
+//! Receiver pipeline ([`open`]; [`open_prepared`] is the same for a server that tries one packet
+//! under many keys), in fwknopd's order (`lib/fko_funcs.c:fko_new_with_data`,
 //! `lib/fko_encryption.c`, `lib/fko_decode.c`):
 //!
 //! 1. [`precheck`]: length, charset, `U2FsdGVkX1` prefix, first character — no crypto;
@@ -597,7 +598,127 @@ fn hmac_b64(
 /// Runs [`precheck`] first (cheap; callers may also call it once before trying several keys).
 /// Nothing is allocated until the HMAC has verified, and plaintext buffers are wiped.
 pub fn open(key: &FwknopKey, wire: &[u8]) -> Result<SpaMessage, FwknopError> {
+    open_with(key, None, prechecked(wire)?)
+}
+
+/// A payload that passed [`precheck`]. Only [`prechecked`] makes one, so [`open_prepared`]
+/// cannot be handed a packet that skipped the `U2FsdGVkX1` (replay-bypass) check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prechecked<'a>(&'a [u8]);
+
+impl<'a> Prechecked<'a> {
+    /// The wire bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.0
+    }
+}
+
+/// [`precheck`], keeping the proof: check a packet once, then try it under many keys.
+pub fn prechecked(wire: &[u8]) -> Result<Prechecked<'_>, FwknopError> {
     precheck(wire)?;
+    Ok(Prechecked(wire))
+}
+
+/// An fwknop key made ready for many packets: the HMAC key's inner and outer pad blocks are
+/// hashed once here instead of once per packet, and the `U2FsdGVkX1` prefix every MACed text
+/// starts with is already absorbed. The server tries every candidate client's HMAC per packet
+/// (fwknop packets carry no key hint), so this is its per-client cost. Same results as [`open`].
+#[derive(Clone)]
+pub struct PreparedKey {
+    key: FwknopKey,
+    /// `None` without an HMAC key, for an unusable one, and for SHA-3 (see [`PreparedMac::new`]).
+    mac: Option<PreparedMac>,
+}
+
+impl PreparedKey {
+    pub fn new(key: &FwknopKey) -> PreparedKey {
+        let mac = match &key.hmac_key {
+            Some(hk) if key.usable() => PreparedMac::new(key.hmac_type, hk),
+            _ => None,
+        };
+        PreparedKey {
+            key: key.clone(),
+            mac,
+        }
+    }
+
+    /// The key it was made from.
+    pub fn key(&self) -> &FwknopKey {
+        &self.key
+    }
+}
+
+impl fmt::Debug for PreparedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PreparedKey")
+            .field("key", &self.key)
+            .field("prepared_hmac", &self.mac.is_some())
+            .finish()
+    }
+}
+
+/// [`open`] with a [`PreparedKey`], for a packet already [`prechecked`].
+pub fn open_prepared(key: &PreparedKey, wire: Prechecked<'_>) -> Result<SpaMessage, FwknopError> {
+    open_with(&key.key, key.mac.as_ref(), wire)
+}
+
+/// A keyed HMAC state with `U2FsdGVkX1` absorbed, cloned per packet. The hash cores wipe
+/// their state on drop (the `zeroize` features of `sha1`, `sha2`, `md-5` in Cargo.toml).
+#[derive(Clone)]
+enum PreparedMac {
+    Md5(Hmac<md5::Md5>),
+    Sha1(Hmac<sha1::Sha1>),
+    Sha256(Hmac<sha2::Sha256>),
+    Sha384(Hmac<sha2::Sha384>),
+    Sha512(Hmac<sha2::Sha512>),
+}
+
+impl PreparedMac {
+    /// `None` for SHA-3: `SimpleHmac` keeps the padded key in a plain array that nothing wipes,
+    /// so those keys are keyed per packet as before (SHA-3 HMACs are rare: fwknop 2.6.10's
+    /// `--key-gen` cannot even make them, FWKNOP-WIRE.md §3.1).
+    fn new(ht: HmacType, key: &[u8]) -> Option<PreparedMac> {
+        fn keyed<M: Mac + KeyInit>(key: &[u8]) -> Option<M> {
+            let mut m = <M as KeyInit>::new_from_slice(key).ok()?;
+            Mac::update(&mut m, SALTED_PREFIX);
+            Some(m)
+        }
+        Some(match ht {
+            HmacType::Md5 => PreparedMac::Md5(keyed(key)?),
+            HmacType::Sha1 => PreparedMac::Sha1(keyed(key)?),
+            HmacType::Sha256 => PreparedMac::Sha256(keyed(key)?),
+            HmacType::Sha384 => PreparedMac::Sha384(keyed(key)?),
+            HmacType::Sha512 => PreparedMac::Sha512(keyed(key)?),
+            HmacType::Sha3_256 | HmacType::Sha3_512 => return None,
+        })
+    }
+
+    /// HMAC of `"U2FsdGVkX1" + body` as unpadded base64 into `out`; returns its length.
+    fn tag_b64(&self, body: &[u8], out: &mut [u8; MAX_TAG_B64]) -> Result<usize, FwknopError> {
+        fn run<M: Mac + Clone>(m: &M, body: &[u8], raw: &mut [u8]) -> usize {
+            let mut m = m.clone();
+            Mac::update(&mut m, body);
+            put(raw, &m.finalize().into_bytes())
+        }
+        let mut raw = Zeroizing::new([0u8; MAX_TAG_LEN]);
+        let n = match self {
+            PreparedMac::Md5(m) => run(m, body, &mut raw[..]),
+            PreparedMac::Sha1(m) => run(m, body, &mut raw[..]),
+            PreparedMac::Sha256(m) => run(m, body, &mut raw[..]),
+            PreparedMac::Sha384(m) => run(m, body, &mut raw[..]),
+            PreparedMac::Sha512(m) => run(m, body, &mut raw[..]),
+        };
+        b64::encode_into(raw.get(..n).unwrap_or(&[]), out).ok_or(FwknopError::Key)
+    }
+}
+
+/// The receiver pipeline after [`precheck`]; `mac`, when given, was prepared from `key`.
+fn open_with(
+    key: &FwknopKey,
+    mac: Option<&PreparedMac>,
+    wire: Prechecked<'_>,
+) -> Result<SpaMessage, FwknopError> {
+    let wire = wire.0;
     if !key.usable() {
         return Err(FwknopError::Key);
     }
@@ -612,8 +733,14 @@ pub fn open(key: &FwknopKey, wire: &[u8]) -> Result<SpaMessage, FwknopError> {
                 .split_at_checked(body_len.ok_or(FwknopError::Length)?)
                 .ok_or(FwknopError::Length)?;
             let mut want = [0u8; MAX_TAG_B64];
-            let len = hmac_b64(key.hmac_type, hk, &[SALTED_PREFIX, body], &mut want)?;
+            let len = match mac {
+                Some(m) => m.tag_b64(body, &mut want)?,
+                None => hmac_b64(key.hmac_type, hk, &[SALTED_PREFIX, body], &mut want)?,
+            };
             let want = want.get(..len).unwrap_or(&[]);
+            // Compare the base64 text as fwknopd does, never decoded bytes: the last tag
+            // character carries leftover bits that lenient decoding ignores, so a byte compare
+            // would accept altered wire strings — each with a fresh replay key.
             if !bool::from(want.ct_eq(tag)) {
                 return Err(FwknopError::Hmac);
             }
@@ -1054,6 +1181,65 @@ mod tests {
         }
         assert!(seal(&k, &base, [3; 8], "123", DigestType::Sha256).is_err());
         assert!(seal(&k, &base, [3; 8], "123456789012345x", DigestType::Sha256).is_err());
+    }
+
+    /// The prepared path must answer exactly as `open` does, for every HMAC type (SHA-3 falls
+    /// back to per-packet keying), without an HMAC, under the wrong key, and for every flipped
+    /// character.
+    #[test]
+    fn open_prepared_agrees_with_open() {
+        let req = SealRequest::access("root", 42, Ipv4Addr::new(10, 1, 2, 3), &[tcp(22)], 0);
+        let kinds = HmacType::ALL.into_iter().map(Some).chain([None]);
+        for ht in kinds {
+            let k = key(ht, EncMode::Cbc);
+            let p = PreparedKey::new(&k);
+            assert_eq!(
+                p.mac.is_some(),
+                ht.is_some_and(|h| !matches!(h, HmacType::Sha3_256 | HmacType::Sha3_512)),
+                "{ht:?}"
+            );
+            let wire = seal(&k, &req, [7; 8], "2222222222222222", DigestType::Sha256)
+                .unwrap()
+                .into_bytes();
+            let ok = open_prepared(&p, prechecked(&wire).unwrap()).unwrap();
+            assert_eq!(Ok(ok), open(&k, &wire), "{ht:?}");
+            for i in (0..wire.len()).step_by(7) {
+                let mut w = wire.clone();
+                w[i] = if w[i] == b'A' { b'B' } else { b'A' };
+                let by_prepared = prechecked(&w).and_then(|c| open_prepared(&p, c));
+                assert_eq!(by_prepared, open(&k, &w), "{ht:?} flip at {i}");
+            }
+            // Under another client's HMAC key of the same type: refused by both.
+            if let Some(h) = ht {
+                let other = FwknopKey::new(
+                    k.key.clone(),
+                    Some(Zeroizing::new(vec![9; 64])),
+                    h,
+                    EncMode::Cbc,
+                )
+                .unwrap();
+                let po = PreparedKey::new(&other);
+                assert_eq!(
+                    open_prepared(&po, prechecked(&wire).unwrap()),
+                    Err(FwknopError::Hmac),
+                    "{h:?}"
+                );
+                assert_eq!(open(&other, &wire), Err(FwknopError::Hmac), "{h:?}");
+            }
+        }
+        // A prefixed packet never becomes `Prechecked`, so it never reaches a prepared key.
+        let k = key(Some(HmacType::Sha256), EncMode::Cbc);
+        let wire = seal(&k, &req, [7; 8], "2222222222222222", DigestType::Sha256).unwrap();
+        let prefixed = format!("U2FsdGVkX1{wire}");
+        assert_eq!(
+            prechecked(prefixed.as_bytes()),
+            Err(FwknopError::SaltedPrefix)
+        );
+        assert_eq!(
+            prechecked(wire.as_bytes()).map(|c| c.bytes()),
+            Ok(wire.as_bytes())
+        );
+        assert!(!format!("{:?}", PreparedKey::new(&k)).contains(KEY_B64));
     }
 
     #[test]

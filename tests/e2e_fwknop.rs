@@ -1,0 +1,645 @@
+//! End-to-end fwknop compatibility: the REAL Debian fwknop client (`fwknop`, package
+//! fwknop-client 2.6.x; `scripts/test` installs it) knocks on `nfknock serve` in the namespace
+//! lab, and every test asserts what an admin would check — a real TCP connection to the gated
+//! port that fails before the knock, succeeds after it, and fails again after expiry.
+//!
+//! The client runs with `--no-rc-file --no-save-args` and `HOME` set to the lab's temporary
+//! directory, so nothing is written to the real home directory.
+
+#[path = "e2e/lab.rs"]
+mod lab;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use lab::*;
+
+const CLOSED_WITHIN: Duration = Duration::from_millis(400);
+const OPEN_WITHIN: Duration = Duration::from_secs(1);
+const PROBE: Duration = Duration::from_millis(200);
+
+/// How the fwknop client is given its keys (and the matching `[client.fwknop]` lines).
+#[derive(Clone)]
+enum Keys {
+    /// `fwknop --key-gen` output: `--key-base64-rijndael K --key-base64-hmac H`.
+    Base64 {
+        key: String,
+        hmac: String,
+        hmac_type: &'static str,
+    },
+    /// Passphrases: `--key-rijndael P --key-hmac Q`.
+    Pass { key: String, hmac: String },
+}
+
+impl Keys {
+    fn client_args(&self) -> Vec<String> {
+        match self {
+            Keys::Base64 {
+                key,
+                hmac,
+                hmac_type,
+            } => vec![
+                "--key-base64-rijndael".into(),
+                key.clone(),
+                "--key-base64-hmac".into(),
+                hmac.clone(),
+                "--hmac-digest-type".into(),
+                (*hmac_type).into(),
+            ],
+            Keys::Pass { key, hmac } => {
+                vec![
+                    "--key-rijndael".into(),
+                    key.clone(),
+                    "--key-hmac".into(),
+                    hmac.clone(),
+                ]
+            }
+        }
+    }
+
+    fn toml(&self) -> String {
+        match self {
+            Keys::Base64 {
+                key,
+                hmac,
+                hmac_type,
+            } => {
+                format!("key_base64 = \"{key}\"\nhmac_key_base64 = \"{hmac}\"\nhmac = \"{hmac_type}\"\n")
+            }
+            Keys::Pass { key, hmac } => format!("key = \"{key}\"\nhmac_key = \"{hmac}\"\n"),
+        }
+    }
+}
+
+/// Run the real fwknop client in namespace `ns` with `HOME` in the lab's directory.
+fn fwknop(lab: &Lab, ns: &str, args: &[String]) -> Output {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "fwknop",
+            "--no-rc-file",
+            "--no-save-args",
+        ])
+        .args(args)
+        .env("HOME", lab.dir.path())
+        .output()
+        .expect("run fwknop (apt-get install fwknop-client; scripts/test does it)")
+}
+
+/// `fwknop --key-gen [extra]`: parse the `KEY_BASE64:` / `HMAC_KEY_BASE64:` lines it prints.
+fn key_gen(lab: &Lab, hmac_type: &'static str) -> Keys {
+    let mut args: Vec<String> = vec!["--key-gen".into()];
+    if hmac_type != "sha256" {
+        args.extend(["--hmac-digest-type".into(), hmac_type.into()]);
+    }
+    let out = fwknop(lab, &lab.srv, &args);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "fwknop --key-gen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no `{name}` line in:\n{text}"))
+    };
+    Keys::Base64 {
+        key: field("KEY_BASE64:"),
+        hmac: field("HMAC_KEY_BASE64:"),
+        hmac_type,
+    }
+}
+
+/// Knock with the real client from `ns` to `server` for `tcp/2222`; `allow` is `-a IP`, or
+/// `None` for `-s` (allow IP 0.0.0.0, "use my source").
+fn knock(
+    lab: &Lab,
+    ns: &str,
+    server: &str,
+    allow: Option<&str>,
+    keys: &Keys,
+    extra: &[&str],
+) -> Output {
+    let mut args: Vec<String> = vec![
+        "-A".into(),
+        format!("tcp/{HOST_PORT}"),
+        "-D".into(),
+        server.into(),
+    ];
+    match allow {
+        Some(ip) => args.extend(["-a".into(), ip.into()]),
+        None => args.push("-s".into()),
+    }
+    args.extend(keys.client_args());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let out = fwknop(lab, ns, &args);
+    assert!(
+        out.status.success(),
+        "fwknop {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Knock from the client namespace for its own address.
+fn knock_cli(lab: &Lab, keys: &Keys, extra: &[&str]) -> Output {
+    knock(lab, &lab.cli, SRV4, Some(CLI4), keys, extra)
+}
+
+/// One `[[client]]` with fwknop credentials and any extra client keys.
+fn fw_client(name: &str, keys: &Keys, client_extra: &str, fwknop_extra: &str) -> String {
+    format!(
+        "[[client]]\nname = \"{name}\"\nallow = [\"tcp/{HOST_PORT}\"]\n{client_extra}\n[client.fwknop]\n{}{fwknop_extra}\n",
+        keys.toml()
+    )
+}
+
+/// Write the daemon's config (private: it holds inline keys) and start it.
+fn start(lab: &mut Lab, clients: &str) {
+    let p = lab.write_config("", clients);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    lab.start_daemon();
+}
+
+fn host(ip: &str) -> SocketAddr {
+    sock(ip, HOST_PORT)
+}
+
+fn opens(ns: &str, ip: &str) -> bool {
+    wait_until(OPEN_WITHIN, || tcp_open(ns, host(ip), PROBE)).is_some()
+}
+
+fn closed(ns: &str, ip: &str) -> bool {
+    !tcp_open(ns, host(ip), CLOSED_WITHIN)
+}
+
+/// How many refusals with reason `code` the daemon logged (`reason="code"` or `reason=code`).
+fn refusals(lab: &Lab, code: &str) -> usize {
+    let log = lab.log();
+    log.matches(&format!("reason=\"{code}\"")).count()
+        + log.matches(&format!("reason={code} ")).count()
+}
+
+/// Wait until the daemon has logged a refusal with reason `code`.
+fn refused(lab: &Lab, code: &str) -> bool {
+    wait_until(Duration::from_secs(2), || refusals(lab, code) > 0).is_some()
+}
+
+/// The live grant for `addr` from `nfknock status --json`: (timeout, seconds left).
+fn status_of(lab: &Lab, addr: &str) -> Option<(u64, u64)> {
+    let out = lab.nfknock(&lab.srv, &["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        (v["source"] == addr).then(|| {
+            (
+                v["timeout"].as_u64().unwrap(),
+                v["seconds_left"].as_u64().unwrap(),
+            )
+        })
+    })
+}
+
+#[test]
+fn keygen_keys_open_the_gate_for_that_source_and_it_expires_on_time() {
+    let mut lab = Lab::new();
+    let keys = key_gen(&lab, "sha256");
+    start(&mut lab, &fw_client("laptop", &keys, "timeout = 2", ""));
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    assert!(closed(&lab.cli, SRV4), "port open before any knock");
+
+    let t0 = Instant::now();
+    knock_cli(&lab, &keys, &[]);
+    assert!(
+        opens(&lab.cli, SRV4),
+        "fwknop knock did not open the port:\n{}",
+        lab.log()
+    );
+    assert!(closed(&lab.oth, SRV_OTH4), "port opened for a stranger");
+    assert!(
+        lab.log().contains("format=\"fwknop\"") || lab.log().contains("format=fwknop"),
+        "{}",
+        lab.log()
+    );
+    assert!(
+        lab.log().contains("client=\"laptop\"") || lab.log().contains("client=laptop"),
+        "{}",
+        lab.log()
+    );
+    assert_eq!(
+        status_of(&lab, CLI4).map(|(t, _)| t),
+        Some(2),
+        "grant timeout in the kernel"
+    );
+
+    let gone = wait_until(Duration::from_secs(5), || {
+        !tcp_open(&lab.cli, host(SRV4), PROBE)
+    });
+    assert!(gone.is_some(), "grant did not expire");
+    let life = t0.elapsed();
+    assert!(
+        life >= Duration::from_millis(1500),
+        "grant of 2 s closed after {life:?}"
+    );
+    assert!(
+        life <= Duration::from_secs(5),
+        "grant of 2 s lived {life:?}"
+    );
+}
+
+#[test]
+fn hmac_sha512_keys_from_keygen() {
+    let mut lab = Lab::new();
+    let keys = key_gen(&lab, "sha512");
+    start(&mut lab, &fw_client("laptop", &keys, "timeout = 2", ""));
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    assert!(closed(&lab.cli, SRV4));
+    knock_cli(&lab, &keys, &[]);
+    assert!(opens(&lab.cli, SRV4), "{}", lab.log());
+}
+
+#[test]
+fn passphrase_keys() {
+    let mut lab = Lab::new();
+    let keys = Keys::Pass {
+        key: "correct horse".into(),
+        hmac: "battery staple".into(),
+    };
+    start(&mut lab, &fw_client("laptop", &keys, "timeout = 2", ""));
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    assert!(closed(&lab.cli, SRV4));
+    knock_cli(&lab, &keys, &[]);
+    assert!(opens(&lab.cli, SRV4), "{}", lab.log());
+}
+
+#[test]
+fn ctr_mode() {
+    let mut lab = Lab::new();
+    let keys = key_gen(&lab, "sha256");
+    start(
+        &mut lab,
+        &fw_client("laptop", &keys, "timeout = 2", "mode = \"ctr\""),
+    );
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    // The mode is not on the wire: a CBC packet to a CTR client fails (its HMAC is fine, so
+    // this is the decryption check refusing it).
+    knock_cli(&lab, &keys, &[]);
+    assert!(refused(&lab, "auth-failed"), "{}", lab.log());
+    assert!(
+        closed(&lab.cli, SRV4),
+        "a CBC packet opened a CTR client's port"
+    );
+    knock_cli(&lab, &keys, &["-M", "ctr"]);
+    assert!(opens(&lab.cli, SRV4), "{}", lab.log());
+}
+
+/// `fwknop -f 3` with a longer default: the grant is 3 s, not the default.
+#[test]
+fn client_timeout_is_honoured() {
+    let mut lab = Lab::new();
+    let keys = key_gen(&lab, "sha256");
+    start(
+        &mut lab,
+        &fw_client("laptop", &keys, "timeout = 30\nmax_timeout = 60", ""),
+    );
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let t0 = Instant::now();
+    knock_cli(&lab, &keys, &["-f", "3"]);
+    assert!(opens(&lab.cli, SRV4), "{}", lab.log());
+    assert_eq!(
+        status_of(&lab, CLI4).map(|(t, _)| t),
+        Some(3),
+        "grant timeout in the kernel"
+    );
+    let gone = wait_until(Duration::from_secs(6), || {
+        !tcp_open(&lab.cli, host(SRV4), PROBE)
+    });
+    assert!(
+        gone.is_some(),
+        "a 3 s grant was still open after {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(2500),
+        "closed early: {:?}",
+        t0.elapsed()
+    );
+}
+
+/// `fwknop -s` asks for "my source address" (allow IP 0.0.0.0): granted to the packet's source
+/// when the client may do that, refused when it must name its address.
+#[test]
+fn source_flag_depends_on_require_source_match() {
+    let mut lab = Lab::new();
+    let lax = key_gen(&lab, "sha256");
+    let strict = key_gen(&lab, "sha256");
+    let clients = fw_client("lax", &lax, "timeout = 2\nrequire_source_match = false", "")
+        + &fw_client(
+            "strict",
+            &strict,
+            "timeout = 2\nrequire_source_match = true",
+            "",
+        );
+    start(&mut lab, &clients);
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+
+    knock(&lab, &lab.cli, SRV4, None, &strict, &[]);
+    assert!(refused(&lab, "source-required"), "{}", lab.log());
+    assert!(
+        closed(&lab.cli, SRV4),
+        "-s opened the port of a require_source_match client"
+    );
+
+    knock(&lab, &lab.cli, SRV4, None, &lax, &[]);
+    assert!(opens(&lab.cli, SRV4), "{}", lab.log());
+    assert!(
+        status_of(&lab, CLI4).is_some(),
+        "grant not for the packet's source"
+    );
+    assert!(closed(&lab.oth, SRV_OTH4), "opened for a stranger");
+}
+
+/// The exact bytes the client sent, sent again from the same place: refused. The packet is
+/// saved by the client itself (`-B FILE`).
+#[test]
+fn replayed_fwknop_packet_is_refused() {
+    let mut lab = Lab::new();
+    let keys = key_gen(&lab, "sha256");
+    start(&mut lab, &fw_client("laptop", &keys, "timeout = 1", ""));
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let saved = lab.path("spa.txt");
+    knock_cli(&lab, &keys, &["-B", saved.to_str().unwrap()]);
+    assert!(opens(&lab.cli, SRV4), "{}", lab.log());
+    assert!(wait_until(Duration::from_secs(4), || !tcp_open(
+        &lab.cli,
+        host(SRV4),
+        PROBE
+    ))
+    .is_some());
+
+    let text = std::fs::read_to_string(&saved).unwrap();
+    let packet = text.trim_end().as_bytes().to_vec(); // `-B` adds a newline; the wire has none
+    assert!(packet.len() >= 140, "saved packet: {text:?}");
+    let before = refusals(&lab, "replay");
+    send_udp(&lab.cli, sock(SRV4, KNOCK_PORT), packet);
+    assert!(
+        wait_until(Duration::from_secs(2), || refusals(&lab, "replay") > before).is_some(),
+        "{}",
+        lab.log()
+    );
+    assert!(closed(&lab.cli, SRV4), "the replay opened the port");
+}
+
+#[test]
+fn wrong_hmac_key_is_refused() {
+    let mut lab = Lab::new();
+    let keys = key_gen(&lab, "sha256");
+    start(&mut lab, &fw_client("laptop", &keys, "timeout = 2", ""));
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let (
+        Keys::Base64 { key, .. },
+        Keys::Base64 {
+            hmac: other_hmac, ..
+        },
+    ) = (&keys, key_gen(&lab, "sha256"))
+    else {
+        unreachable!()
+    };
+    let forged = Keys::Base64 {
+        key: key.clone(),
+        hmac: other_hmac,
+        hmac_type: "sha256",
+    };
+    knock_cli(&lab, &forged, &[]);
+    assert!(refused(&lab, "auth-failed"), "{}", lab.log());
+    assert!(closed(&lab.cli, SRV4), "a wrong HMAC key opened the port");
+    // The right keys still work: the refusal was about the HMAC key.
+    knock_cli(&lab, &keys, &[]);
+    assert!(opens(&lab.cli, SRV4), "{}", lab.log());
+}
+
+/// One daemon, one knock port: a native knock and an fwknop knock, each for its own source.
+#[test]
+fn native_and_fwknop_knocks_on_the_same_port() {
+    let mut lab = Lab::new();
+    let keys = key_gen(&lab, "sha256");
+    let native_key = lab.keygen("alice.key");
+    let clients = format!(
+        "[[client]]\nname = \"alice\"\nkey_file = \"{}\"\nallow = [\"tcp/{HOST_PORT}\"]\ntimeout = 5\n\n{}",
+        native_key.display(),
+        fw_client("bob-phone", &keys, "timeout = 5", "")
+    );
+    start(&mut lab, &clients);
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    assert!(closed(&lab.cli, SRV4) && closed(&lab.oth, SRV_OTH4));
+
+    lab.knock(
+        &lab.cli,
+        SRV4,
+        &[
+            "--key-file",
+            native_key.to_str().unwrap(),
+            "--access",
+            "tcp/2222",
+        ],
+    );
+    assert!(opens(&lab.cli, SRV4), "native knock: {}", lab.log());
+    assert!(
+        closed(&lab.oth, SRV_OTH4),
+        "native knock opened for the other host"
+    );
+
+    knock(&lab, &lab.oth, SRV_OTH4, Some(OTH4), &keys, &[]);
+    assert!(opens(&lab.oth, SRV_OTH4), "fwknop knock: {}", lab.log());
+    let log = lab.log();
+    for (who, fmt) in [("alice", "native"), ("bob-phone", "fwknop")] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("grant") && l.contains(who) && l.contains(fmt)),
+            "no {fmt} grant for {who}:\n{log}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Migrating an fwknopd access.conf.
+
+/// An fwknopd `access.conf` with three stanzas, one of them pulled in with `%include`.
+struct AccessConf {
+    path: PathBuf,
+    /// SOURCE 10.78.0.0/24 (the `oth` host only), base64 keys, 2 s.
+    office: Keys,
+    /// SOURCE 10.77.0.0/24 (the `cli` host only), passphrases, REQUIRE_USERNAME alice, 2 s.
+    home: Keys,
+    /// SOURCE ANY, CTR mode, SHA-512 HMAC, max 3 s for client timeouts.
+    roaming: Keys,
+}
+
+fn write_access_conf(lab: &Lab) -> AccessConf {
+    let office = key_gen(lab, "sha256");
+    let home = Keys::Pass {
+        key: "home passphrase".into(),
+        hmac: "home hmac secret".into(),
+    };
+    let roaming = key_gen(lab, "sha512");
+    let b = |k: &Keys| match k {
+        Keys::Base64 { key, hmac, .. } => (key.clone(), hmac.clone()),
+        Keys::Pass { .. } => unreachable!(),
+    };
+    let (ok, oh) = b(&office);
+    let (rk, rh) = b(&roaming);
+    let included = lab.path("home.conf");
+    std::fs::write(
+        &included,
+        "# home network, kept in its own file\n\
+         SOURCE              10.77.0.0/24\n\
+         KEY                 home passphrase\n\
+         HMAC_KEY            home hmac secret\n\
+         OPEN_PORTS          tcp/2222\n\
+         REQUIRE_USERNAME    alice\n\
+         FW_ACCESS_TIMEOUT   2\n",
+    )
+    .unwrap();
+    let path = lab.path("access.conf");
+    std::fs::write(
+        &path,
+        format!(
+            "# fwknopd access.conf\n\
+             SOURCE              10.78.0.0/24\n\
+             KEY_BASE64          {ok}\n\
+             HMAC_KEY_BASE64     {oh}\n\
+             HMAC_DIGEST_TYPE    sha256\n\
+             OPEN_PORTS          tcp/2222\n\
+             FW_ACCESS_TIMEOUT   2\n\
+             REQUIRE_SOURCE_ADDRESS Y\n\
+             \n\
+             %include {}\n\
+             \n\
+             SOURCE              ANY\n\
+             KEY_BASE64          {rk}\n\
+             HMAC_KEY_BASE64     {rh}\n\
+             HMAC_DIGEST_TYPE    sha512\n\
+             ENCRYPTION_MODE     CTR\n\
+             OPEN_PORTS          tcp/2222\n\
+             FW_ACCESS_TIMEOUT   2\n\
+             MAX_FW_TIMEOUT      3\n",
+            included.display()
+        ),
+    )
+    .unwrap();
+    for p in [&path, &included] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    AccessConf {
+        path,
+        office,
+        home,
+        roaming,
+    }
+}
+
+/// The `[[client]]` entries for `conf`.
+// TODO(import-fwknop): replace this hand-written translation with the output of
+// `nfknock import-fwknop` run on `conf.path` (being written concurrently); the assertions in
+// `migrated_access_conf_serves_the_same_clients` must then pass unchanged.
+fn clients_from_access_conf(conf: &AccessConf) -> String {
+    let _ = &conf.path;
+    fw_client(
+        "access-conf-1",
+        &conf.office,
+        "sources = [\"10.78.0.0/24\"]\ntimeout = 2\nmax_timeout = 300\nrequire_source_match = true",
+        "",
+    ) + &fw_client(
+        "access-conf-2",
+        &conf.home,
+        "sources = [\"10.77.0.0/24\"]\ntimeout = 2\nmax_timeout = 300\nrequire_username = \"alice\"\nrequire_source_match = false",
+        "",
+    ) + &fw_client(
+        "access-conf-3",
+        &conf.roaming,
+        "timeout = 2\nmax_timeout = 3\nrequire_source_match = false",
+        "mode = \"ctr\"",
+    )
+}
+
+#[test]
+fn migrated_access_conf_serves_the_same_clients() {
+    let mut lab = Lab::new();
+    let conf = write_access_conf(&lab);
+    start(&mut lab, &clients_from_access_conf(&conf));
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    assert!(closed(&lab.cli, SRV4) && closed(&lab.oth, SRV_OTH4));
+
+    // The office keys from the home network: that stanza's SOURCE excludes it.
+    knock(&lab, &lab.cli, SRV4, Some(CLI4), &conf.office, &[]);
+    // The home keys with the wrong user name (from the included file's REQUIRE_USERNAME).
+    knock(
+        &lab,
+        &lab.cli,
+        SRV4,
+        Some(CLI4),
+        &conf.home,
+        &["-U", "mallory"],
+    );
+    assert!(refused(&lab, "username-mismatch"), "{}", lab.log());
+    // The home keys from the office network.
+    knock(
+        &lab,
+        &lab.oth,
+        SRV_OTH4,
+        Some(OTH4),
+        &conf.home,
+        &["-U", "alice"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        closed(&lab.cli, SRV4) && closed(&lab.oth, SRV_OTH4),
+        "{}",
+        lab.log()
+    );
+
+    // Each stanza's own client, from where it is allowed.
+    knock(&lab, &lab.oth, SRV_OTH4, Some(OTH4), &conf.office, &[]);
+    assert!(opens(&lab.oth, SRV_OTH4), "office stanza: {}", lab.log());
+    knock(
+        &lab,
+        &lab.cli,
+        SRV4,
+        Some(CLI4),
+        &conf.home,
+        &["-U", "alice"],
+    );
+    assert!(opens(&lab.cli, SRV4), "included home stanza: {}", lab.log());
+    // Roaming (SOURCE ANY, CTR): asks for 60 s, MAX_FW_TIMEOUT caps it at 3.
+    assert!(wait_until(Duration::from_secs(5), || closed(&lab.cli, SRV4)).is_some());
+    knock(
+        &lab,
+        &lab.cli,
+        SRV4,
+        None,
+        &conf.roaming,
+        &["-M", "ctr", "-f", "60"],
+    );
+    assert!(opens(&lab.cli, SRV4), "roaming stanza: {}", lab.log());
+    assert_eq!(status_of(&lab, CLI4).map(|(t, _)| t), Some(3));
+    let log = lab.log();
+    for n in 1..=3 {
+        assert!(
+            log.contains(&format!("access-conf-{n}")),
+            "stanza {n} never granted:\n{log}"
+        );
+    }
+}

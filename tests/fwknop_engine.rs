@@ -1,0 +1,747 @@
+//! fwknop compatibility through the whole pure core: every record of
+//! `tests/vectors/fwknop-vectors.jsonl` (real packets from the Debian fwknop 2.6.10 client and
+//! fwknop's own test suite; shared/FWKNOP-WIRE.md §13) goes through [`Engine::handle`] with a
+//! server config written as TOML from the record's keys and parsed by `config::parse_str`, the
+//! way an admin's file would be. `now` is the record's timestamp (the vectors are fixed in time).
+//!
+//! Then `nfknock verify --json` on a few records through the real binary: the JSON fields the
+//! "fwknop compatibility" issue asks for, and the exit codes.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use nfknock::access::{parse_list, Access};
+use nfknock::config::{self, Config};
+use nfknock::engine::{Engine, Outcome};
+use nfknock::policy::{Decision, Grant, Packet, Reason};
+use nfknock::replay::ReplayCache;
+use nfknock::wire::Format;
+use serde_json::Value;
+
+const VECTORS: &str = include_str!("vectors/fwknop-vectors.jsonl");
+
+/// Source used for records whose allow IP is `0.0.0.0` ("use the packet's source") and for
+/// negative records (TEST-NET-2, never routed).
+const LAB_SRC: &str = "198.51.100.7";
+/// The server's address as the packet's destination (TEST-NET-1).
+const SERVER: &str = "192.0.2.1";
+const MAX_AGE: u64 = 120;
+/// Deliberately different from fwknopd's defaults (30 / 300) and from every client timeout in
+/// the vectors (2, 3, 30), so each ttl below says which rule produced it.
+const DEFAULT_TIMEOUT: u32 = 10;
+const MAX_TIMEOUT: u32 = 25;
+
+fn records() -> Vec<Value> {
+    VECTORS
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
+        .collect()
+}
+
+fn s<'a>(r: &'a Value, k: &str) -> Option<&'a str> {
+    r.get(k).and_then(Value::as_str)
+}
+
+fn case(r: &Value) -> &str {
+    s(r, "case").expect("case")
+}
+
+fn expected(r: &Value) -> &Value {
+    &r["expected"]
+}
+
+/// The record's clock: its timestamp, or when it was generated (negative records have none).
+fn now_of(r: &Value) -> u64 {
+    r["timestamp"]
+        .as_u64()
+        .or_else(|| r["generated_at_unix"].as_u64())
+        .unwrap_or_else(|| panic!("{}: no timestamp", case(r)))
+}
+
+fn allow_ip(r: &Value) -> Option<Ipv4Addr> {
+    s(expected(r), "allow_ip").map(|ip| ip.parse().expect("allow ip"))
+}
+
+/// The packet's source: the allow IP, as a real client knocking for itself would send it.
+fn source_of(r: &Value) -> IpAddr {
+    match allow_ip(r) {
+        Some(ip) if !ip.is_unspecified() => IpAddr::V4(ip),
+        _ => LAB_SRC.parse().unwrap(),
+    }
+}
+
+fn packet_from(src: IpAddr) -> Packet {
+    Packet {
+        src,
+        dst: SERVER.parse().unwrap(),
+    }
+}
+
+/// A TOML basic string (the keys and passphrases in the vectors are plain ASCII).
+fn quoted(v: &str) -> String {
+    serde_json::to_string(v).unwrap()
+}
+
+/// Per-test knobs for the `[[client]]` entry.
+#[derive(Clone, Default)]
+struct Opts {
+    require_source_match: bool,
+    /// Overrides the record's own `REQUIRE_USERNAME` stanza line.
+    require_username: Option<String>,
+    /// `sources = [...]`, default none given (= anywhere).
+    sources: Option<&'static str>,
+}
+
+/// `REQUIRE_USERNAME` from the record's access.conf stanza, if any.
+fn stanza_username(r: &Value) -> Option<String> {
+    r["server_stanza"]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .find_map(|line| {
+            line.strip_prefix("REQUIRE_USERNAME")
+                .map(|u| u.trim().to_string())
+        })
+}
+
+/// The `[[client]]` + `[client.fwknop]` an admin would write for this record's keys:
+/// passphrases as `key`/`hmac_key`, generated keys as `key_base64`/`hmac_key_base64`.
+fn client_toml(r: &Value, name: &str, o: &Opts) -> String {
+    let mut t = format!(
+        "[[client]]\nname = \"{name}\"\nallow = [\"tcp/22\", \"tcp/443\"]\n\
+         timeout = {DEFAULT_TIMEOUT}\nmax_timeout = {MAX_TIMEOUT}\nrequire_source_match = {}\n",
+        o.require_source_match
+    );
+    if let Some(src) = o.sources {
+        t += &format!("sources = {src}\n");
+    }
+    if let Some(u) = o.require_username.clone().or_else(|| stanza_username(r)) {
+        t += &format!("require_username = {}\n", quoted(&u));
+    }
+    t += "[client.fwknop]\n";
+    match s(r, "key_passphrase") {
+        Some(p) => t += &format!("key = {}\n", quoted(p)),
+        None => {
+            t += &format!(
+                "key_base64 = {}\n",
+                quoted(s(r, "key_base64").expect("key"))
+            )
+        }
+    }
+    match (s(r, "hmac_key_passphrase"), s(r, "hmac_key_base64")) {
+        (Some(p), _) => t += &format!("hmac_key = {}\n", quoted(p)),
+        (None, Some(b)) => t += &format!("hmac_key_base64 = {}\n", quoted(b)),
+        (None, None) => t += "no_hmac = true\n",
+    }
+    if let Some(h) = s(r, "hmac_type") {
+        t += &format!("hmac = \"{h}\"\n");
+    }
+    let mode = s(r, "encryption_mode").expect("mode").to_ascii_lowercase();
+    t += &format!("mode = \"{mode}\"\n");
+    t
+}
+
+const SERVER_TOML: &str =
+    "[server]\nport = 62201\nstate_dir = \"/nonexistent\"\nprotect = [\"tcp/22\", \"tcp/443\"]\nmax_age = 120\n";
+
+fn parse(text: &str) -> Arc<Config> {
+    let c = config::parse_str(text, Path::new("fwknop-engine-test.toml"))
+        .unwrap_or_else(|e| panic!("config refused:\n{e}\n---\n{text}"));
+    assert_eq!(c.server.max_age, MAX_AGE);
+    Arc::new(c)
+}
+
+fn config_for(r: &Value, o: &Opts) -> Arc<Config> {
+    parse(&format!("{SERVER_TOML}\n{}", client_toml(r, "fw", o)))
+}
+
+fn engine(config: Arc<Config>, now: u64) -> Engine {
+    Engine::new(config, ReplayCache::new(), 0, now)
+}
+
+fn grant_of(r: &Value, out: &Outcome) -> Grant {
+    match &out.decision {
+        Decision::Grant(g) => g.clone(),
+        Decision::Reject(reason) => panic!("{}: refused: {reason} ({})", case(r), reason.code()),
+    }
+}
+
+/// What a record asks for, as nfknock accesses.
+fn access_of(r: &Value) -> Vec<Access> {
+    parse_list(s(expected(r), "access").expect("access")).expect("access list")
+}
+
+/// fwknopd's timeout rule (FWKNOP-WIRE.md §7 step 4.7): the client's, capped; else the default.
+fn ttl_of(r: &Value) -> u32 {
+    match expected(r)["client_timeout"].as_u64().unwrap_or(0) {
+        0 => DEFAULT_TIMEOUT,
+        t => u32::try_from(t).unwrap().min(MAX_TIMEOUT),
+    }
+}
+
+fn message_type(r: &Value) -> u64 {
+    expected(r)["message_type"].as_u64().expect("message_type")
+}
+
+fn valid(r: &Value) -> bool {
+    r["valid"].as_bool().expect("valid")
+}
+
+fn is_access(r: &Value) -> bool {
+    valid(r) && matches!(message_type(r), 1 | 3)
+}
+
+/// Does this record ask for "the packet's source" (`fwknop -s`, allow IP 0.0.0.0)?
+fn asks_for_source(r: &Value) -> bool {
+    allow_ip(r).is_some_and(|ip| ip.is_unspecified())
+}
+
+/// Run one record once through a fresh engine; returns the engine for follow-up packets.
+fn handle(r: &Value, o: &Opts, src: IpAddr, now: u64) -> (Engine, Outcome) {
+    let mut e = engine(config_for(r, o), now);
+    let out = e.handle(s(r, "packet").unwrap().as_bytes(), packet_from(src), now);
+    (e, out)
+}
+
+#[test]
+fn vectors_cover_what_this_file_tests() {
+    let rs = records();
+    let count = |f: &dyn Fn(&Value) -> bool| rs.iter().filter(|r| f(r)).count();
+    assert!(count(&|r| is_access(r)) >= 10, "too few access records");
+    assert!(
+        count(&|r| is_access(r) && asks_for_source(r)) >= 2,
+        "no 0.0.0.0 records"
+    );
+    assert!(
+        count(&|r| valid(r) && message_type(r) == 0) >= 1,
+        "no command record"
+    );
+    assert!(
+        count(&|r| valid(r) && matches!(message_type(r), 2 | 4 | 5 | 6)) >= 1,
+        "no NAT record"
+    );
+    assert!(count(&|r| !valid(r)) >= 4, "no negative records");
+    assert!(rs.iter().any(|r| case(r) == "spoof_user"));
+}
+
+/// Valid access records (types 1 and 3) are granted: the allow IP, exactly the requested
+/// accesses, and the timeout fwknopd would give. The same packet a second time is a replay.
+#[test]
+fn access_records_are_granted_once_with_fwknopds_timeout() {
+    let o = Opts {
+        require_source_match: true,
+        ..Opts::default()
+    };
+    let mut n = 0;
+    for r in records()
+        .iter()
+        .filter(|r| is_access(r) && !asks_for_source(r))
+    {
+        let (src, now) = (source_of(r), now_of(r));
+        let (mut e, out) = handle(r, &o, src, now);
+        let c = case(r);
+        assert_eq!(out.format, Some(Format::Fwknop), "{c}");
+        assert_eq!(out.client, Some(0), "{c}");
+        let g = grant_of(r, &out);
+        assert_eq!(
+            g,
+            Grant {
+                addr: src,
+                access: access_of(r),
+                ttl: ttl_of(r)
+            },
+            "{c}"
+        );
+        let k = out.knock.as_ref().expect("knock details");
+        assert_eq!(
+            k.timestamp,
+            expected(r)["timestamp"].as_u64().unwrap(),
+            "{c}"
+        );
+        assert_eq!(k.username.as_deref(), s(expected(r), "username"), "{c}");
+        assert_eq!(k.message_type.map(u64::from), Some(message_type(r)), "{c}");
+        assert_eq!(
+            out.record.map(|(_, exp)| exp),
+            Some(k.timestamp + MAX_AGE),
+            "{c}: replay record"
+        );
+
+        let again = e.handle(
+            s(r, "packet").unwrap().as_bytes(),
+            packet_from(src),
+            now + 1,
+        );
+        assert_eq!(
+            again.decision,
+            Decision::Reject(Reason::Replay),
+            "{c}: second copy"
+        );
+        assert_eq!(again.record, None, "{c}: a replay records nothing");
+        n += 1;
+    }
+    assert!(n >= 10, "only {n} records tested");
+}
+
+/// `fwknop -s` (allow IP 0.0.0.0): refused when the client must name its address, else granted
+/// to the packet's source (fwknopd `REQUIRE_SOURCE_ADDRESS`, FWKNOP-WIRE.md §7 step 4.10).
+#[test]
+fn zero_allow_ip_depends_on_require_source_match() {
+    let mut n = 0;
+    for r in records()
+        .iter()
+        .filter(|r| is_access(r) && asks_for_source(r))
+    {
+        let (src, now, c) = (source_of(r), now_of(r), case(r));
+        let strict = Opts {
+            require_source_match: true,
+            ..Opts::default()
+        };
+        let (_, out) = handle(r, &strict, src, now);
+        assert_eq!(
+            out.decision,
+            Decision::Reject(Reason::SourceRequired),
+            "{c}"
+        );
+        assert_eq!(
+            out.knock.as_ref().and_then(|k| k.allow_ip),
+            None,
+            "{c}: 0.0.0.0 is `None`"
+        );
+
+        let lax = Opts {
+            require_source_match: false,
+            ..Opts::default()
+        };
+        let (_, out) = handle(r, &lax, src, now);
+        assert_eq!(
+            grant_of(r, &out),
+            Grant {
+                addr: src,
+                access: access_of(r),
+                ttl: ttl_of(r)
+            },
+            "{c}"
+        );
+        n += 1;
+    }
+    assert!(n >= 2, "only {n} records tested");
+}
+
+/// An explicit allow IP that is not the packet's source: refused with require_source_match,
+/// opened for the allow IP (not the source) without it — fwknopd's semantics.
+#[test]
+fn explicit_allow_ip_from_another_source() {
+    let other: IpAddr = LAB_SRC.parse().unwrap();
+    for r in records()
+        .iter()
+        .filter(|r| is_access(r) && !asks_for_source(r))
+    {
+        let (now, c) = (now_of(r), case(r));
+        let strict = Opts {
+            require_source_match: true,
+            ..Opts::default()
+        };
+        let (_, out) = handle(r, &strict, other, now);
+        assert_eq!(
+            out.decision,
+            Decision::Reject(Reason::SourceMismatch),
+            "{c}"
+        );
+        let lax = Opts {
+            require_source_match: false,
+            ..Opts::default()
+        };
+        let (_, out) = handle(r, &lax, other, now);
+        assert_eq!(
+            grant_of(r, &out).addr,
+            source_of(r),
+            "{c}: the allow IP is opened"
+        );
+    }
+}
+
+/// Command (type 0) and NAT (2, 4, 5, 6) messages authenticate but are not served. They are
+/// still recorded against replays (fwknopd stores the digest before acting on the type).
+#[test]
+fn command_and_nat_records_are_unsupported() {
+    let mut n = 0;
+    for r in records().iter().filter(|r| valid(r) && !is_access(r)) {
+        let (src, now, c) = (source_of(r), now_of(r), case(r));
+        let o = Opts {
+            require_source_match: true,
+            ..Opts::default()
+        };
+        let (mut e, out) = handle(r, &o, src, now);
+        match out.decision {
+            Decision::Reject(Reason::Unsupported(what)) => {
+                let want = if message_type(r) == 0 {
+                    "command"
+                } else {
+                    "NAT"
+                };
+                assert!(what.contains(want), "{c}: {what}");
+            }
+            d => panic!("{c}: {d:?}"),
+        }
+        assert_eq!(out.client, Some(0), "{c}: authenticated under the client");
+        let k = out.knock.as_ref().expect("knock");
+        assert_eq!(k.message_type.map(u64::from), Some(message_type(r)), "{c}");
+        assert_eq!(k.nat_access.as_deref(), s(expected(r), "nat_access"), "{c}");
+        assert!(out.record.is_some(), "{c}: not recorded against replay");
+        let again = e.handle(s(r, "packet").unwrap().as_bytes(), packet_from(src), now);
+        assert_eq!(again.decision, Decision::Reject(Reason::Replay), "{c}");
+        n += 1;
+    }
+    assert!(n >= 2, "only {n} records tested");
+}
+
+/// What nfknock must answer for each kind of negative record (by the stage fwknop fails it at).
+fn negative_reason(r: &Value) -> Reason {
+    match (s(r, "failure_stage"), case(r)) {
+        (Some("hmac" | "decrypt" | "digest"), _) => Reason::AuthFailed,
+        (Some("preprocess"), "neg_salted_prefix_replay_bypass") => {
+            Reason::BadHeader("fwknop packet starts with U2FsdGVkX1")
+        }
+        (Some("preprocess"), _) => Reason::BadHeader("not fwknop SPA data"),
+        (stage, c) => panic!("{c}: no expectation for failure stage {stage:?}; add one here"),
+    }
+}
+
+/// Negative records are refused for the right reason, and record nothing: the same packet
+/// again gets the same answer, not "replay".
+#[test]
+fn negative_records_are_refused_for_the_right_reason() {
+    let mut n = 0;
+    for r in records().iter().filter(|r| !valid(r)) {
+        let (now, c) = (now_of(r), case(r));
+        let o = Opts {
+            require_source_match: true,
+            ..Opts::default()
+        };
+        // Sent from the allow IP the original packet names, where there is one.
+        let src: IpAddr = "10.1.2.3".parse().unwrap();
+        let (mut e, out) = handle(r, &o, src, now);
+        let want = negative_reason(r);
+        assert_eq!(out.decision, Decision::Reject(want), "{c}");
+        assert_eq!(out.format, Some(Format::Fwknop), "{c}");
+        assert_eq!((out.client, out.record), (None, None), "{c}");
+        assert!(e.replay().is_empty(), "{c}: a refused packet was recorded");
+        let again = e.handle(s(r, "packet").unwrap().as_bytes(), packet_from(src), now);
+        assert_eq!(again.decision, Decision::Reject(want), "{c}: second copy");
+        n += 1;
+    }
+    assert!(n >= 4, "only {n} records tested");
+}
+
+/// The salted-prefix record is the captured default packet with `U2FsdGVkX1` prepended: libfko
+/// would accept it, fwknopd's pre-check does not, and neither do we — even after the original
+/// was accepted (FWKNOP-WIRE.md §3.4).
+#[test]
+fn salted_prefix_cannot_dodge_the_replay_cache() {
+    let rs = records();
+    let bypass = rs
+        .iter()
+        .find(|r| case(r) == "neg_salted_prefix_replay_bypass")
+        .unwrap();
+    let orig = s(bypass, "packet")
+        .unwrap()
+        .strip_prefix("U2FsdGVkX1")
+        .expect("prefixed");
+    let r = rs
+        .iter()
+        .find(|r| s(r, "packet") == Some(orig))
+        .expect("the original packet is a vector");
+    let (src, now) = (source_of(r), now_of(r));
+    let (mut e, out) = handle(
+        r,
+        &Opts {
+            require_source_match: true,
+            ..Opts::default()
+        },
+        src,
+        now,
+    );
+    grant_of(r, &out);
+    let out = e.handle(
+        s(bypass, "packet").unwrap().as_bytes(),
+        packet_from(src),
+        now,
+    );
+    assert_eq!(out.decision, Decision::Reject(negative_reason(bypass)));
+}
+
+/// fwknopd `REQUIRE_USERNAME`: the `spoof_user` record (`-U alice`) is granted when alice is
+/// required and refused for anyone else.
+#[test]
+fn spoofed_user_name_and_require_username() {
+    let rs = records();
+    let r = rs.iter().find(|r| case(r) == "spoof_user").unwrap();
+    assert_eq!(s(expected(r), "username"), Some("alice"));
+    let (src, now) = (source_of(r), now_of(r));
+    let o = Opts {
+        require_source_match: true,
+        require_username: Some("alice".into()),
+        ..Opts::default()
+    };
+    let (_, out) = handle(r, &o, src, now);
+    grant_of(r, &out);
+    let o = Opts {
+        require_username: Some("root".into()),
+        ..o
+    };
+    let (_, out) = handle(r, &o, src, now);
+    assert_eq!(out.decision, Decision::Reject(Reason::UsernameMismatch));
+    // Every other record was sent as `root` or an Android user: none passes as `bob`.
+    for r in rs.iter().filter(|r| is_access(r) && !asks_for_source(r)) {
+        let o = Opts {
+            require_source_match: true,
+            require_username: Some("bob".into()),
+            ..Opts::default()
+        };
+        let (_, out) = handle(r, &o, source_of(r), now_of(r));
+        assert_eq!(
+            out.decision,
+            Decision::Reject(Reason::UsernameMismatch),
+            "{}",
+            case(r)
+        );
+    }
+}
+
+/// One second past max_age: refused as stale with the skew, for every authenticated record.
+/// It is still recorded (fwknopd stores the digest before the age check).
+#[test]
+fn stale_records_report_their_skew() {
+    let o = Opts {
+        require_source_match: false,
+        ..Opts::default()
+    };
+    for r in records().iter().filter(|r| valid(r)) {
+        let (src, c) = (source_of(r), case(r));
+        let ts = expected(r)["timestamp"].as_u64().unwrap();
+        let (_, out) = handle(r, &o, src, ts + MAX_AGE + 1);
+        let want = if is_access(r) {
+            Reason::Stale { skew: -121 }
+        } else {
+            // Unsupported types are refused before the age is looked at.
+            match out.decision {
+                Decision::Reject(Reason::Unsupported(w)) => Reason::Unsupported(w),
+                ref d => panic!("{c}: {d:?}"),
+            }
+        };
+        assert_eq!(out.decision, Decision::Reject(want), "{c}");
+        // Exactly max_age old is still fresh.
+        let (_, out) = handle(r, &o, src, ts + MAX_AGE);
+        if is_access(r) {
+            grant_of(r, &out);
+        }
+    }
+}
+
+/// Stanzas filtered by source: a client whose `sources` excludes the packet is never tried, and
+/// with several fwknop clients the one whose key fits wins, whatever its position.
+#[test]
+fn sources_filter_and_the_matching_client_wins() {
+    let rs = records();
+    let r = rs
+        .iter()
+        .find(|r| case(r) == "default_cbc_hmac_sha256_tcp22")
+        .unwrap();
+    let other = rs.iter().find(|r| case(r) == "hmac_sha512").unwrap();
+    let (src, now) = (source_of(r), now_of(r));
+    let o = Opts {
+        require_source_match: true,
+        ..Opts::default()
+    };
+
+    let narrow = Opts {
+        sources: Some("[\"203.0.113.0/24\"]"),
+        ..o.clone()
+    };
+    let (_, out) = handle(r, &narrow, src, now);
+    assert_eq!(out.decision, Decision::Reject(Reason::SourceNotAllowed));
+
+    let text = format!(
+        "{SERVER_TOML}\n{}\n{}\n{}",
+        client_toml(other, "first", &o),
+        client_toml(r, "elsewhere", &narrow),
+        client_toml(r, "right", &o)
+    );
+    let mut e = engine(parse(&text), now);
+    let out = e.handle(s(r, "packet").unwrap().as_bytes(), packet_from(src), now);
+    grant_of(r, &out);
+    assert_eq!(out.client, Some(2));
+    // Under a key nobody holds: authentication fails (not "unknown source").
+    let text = format!("{SERVER_TOML}\n{}", client_toml(other, "first", &o));
+    let mut e = engine(parse(&text), now);
+    let out = e.handle(s(r, "packet").unwrap().as_bytes(), packet_from(src), now);
+    assert_eq!(out.decision, Decision::Reject(Reason::AuthFailed));
+}
+
+// ---------------------------------------------------------------------------------------------
+// `nfknock verify --json` through the real binary.
+
+fn write_private(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let p = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&p)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    p
+}
+
+/// Run `nfknock verify --json` for record `r` from `src`; returns (exit code, JSON).
+fn verify(config: &Path, r: &Value, src: IpAddr, now: u64) -> (i32, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nfknock"))
+        .args(["verify", "--json", "--config"])
+        .arg(config)
+        .args(["--source", &src.to_string(), "--now", &now.to_string()])
+        .args(["--packet", s(r, "packet").unwrap()])
+        .output()
+        .unwrap();
+    let code = out.status.code().expect("exit code");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "{}: not JSON ({e}): {text}\n{}",
+            case(r),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (code, json)
+}
+
+const VERIFY_FIELDS: [&str; 11] = [
+    "decision",
+    "reason",
+    "format",
+    "client",
+    "username",
+    "timestamp",
+    "message_type",
+    "allow_ip",
+    "access",
+    "timeout",
+    "nat_access",
+];
+
+#[test]
+fn verify_json_explains_fwknop_packets() {
+    let dir = tempfile::tempdir().unwrap();
+    let rs = records();
+    let find = |c: &str| {
+        rs.iter()
+            .find(|r| case(r) == c)
+            .unwrap_or_else(|| panic!("no record {c}"))
+    };
+    let o = Opts {
+        require_source_match: true,
+        ..Opts::default()
+    };
+
+    // A client-timeout knock: granted, capped to max_timeout.
+    let r = find("client_timeout_30");
+    let cfg = write_private(
+        dir.path(),
+        "a.toml",
+        &format!("{SERVER_TOML}\n{}", client_toml(r, "laptop", &o)),
+    );
+    let (code, v) = verify(&cfg, r, source_of(r), now_of(r));
+    for f in VERIFY_FIELDS {
+        assert!(v.get(f).is_some(), "verify --json lacks `{f}`: {v}");
+    }
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["decision"], "grant");
+    assert_eq!(v["reason"], Value::Null);
+    assert_eq!(v["format"], "fwknop");
+    assert_eq!(v["client"], "laptop");
+    assert_eq!(v["username"], "root");
+    assert_eq!(v["timestamp"], expected(r)["timestamp"]);
+    assert_eq!(v["message_type"], 3);
+    assert_eq!(v["allow_ip"], "10.1.2.3");
+    assert_eq!(v["access"], serde_json::json!(["tcp/22"]));
+    assert_eq!(v["timeout"], MAX_TIMEOUT);
+    assert_eq!(v["nat_access"], Value::Null);
+
+    // A NAT knock: authenticated, refused as unsupported, with its NAT target shown.
+    let r = find("nat_access");
+    let (code, v) = verify(&cfg, r, source_of(r), now_of(r));
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(
+        (v["decision"].as_str(), v["reason"].as_str()),
+        (Some("reject"), Some("unsupported"))
+    );
+    assert_eq!(v["client"], "laptop");
+    assert_eq!(v["message_type"], 2);
+    assert_eq!(v["nat_access"], expected(r)["nat_access"]);
+    assert_eq!(v["timeout"], Value::Null);
+
+    // `-s` to a client that requires its address; stale.
+    let r = find("suite_android_v4_4_hmac");
+    let cfg = write_private(
+        dir.path(),
+        "b.toml",
+        &format!("{SERVER_TOML}\n{}", client_toml(r, "phone", &o)),
+    );
+    let (code, v) = verify(&cfg, r, LAB_SRC.parse().unwrap(), now_of(r));
+    assert_eq!(
+        (code, v["reason"].as_str()),
+        (1, Some("source-required")),
+        "{v}"
+    );
+    assert_eq!(
+        (v["allow_ip"].as_str(), v["username"].as_str()),
+        (Some("0.0.0.0"), Some("u0_a52"))
+    );
+    let (code, v) = verify(&cfg, r, LAB_SRC.parse().unwrap(), now_of(r) + 121);
+    assert_eq!(
+        (code, v["reason"].as_str(), v["skew"].as_i64()),
+        (1, Some("stale"), Some(-121)),
+        "{v}"
+    );
+
+    // Under a key the server does not have: no client, nothing decoded.
+    let r = find("neg_wrong_hmac_key");
+    let (code, v) = verify(&cfg, r, "10.1.2.3".parse().unwrap(), now_of(r));
+    assert_eq!(
+        (code, v["reason"].as_str(), v["format"].as_str()),
+        (1, Some("auth-failed"), Some("fwknop")),
+        "{v}"
+    );
+    assert_eq!(
+        (v["client"].clone(), v["username"].clone()),
+        (Value::Null, Value::Null)
+    );
+
+    // Bad config: exit 2. A world-readable file holding inline keys is one.
+    let bad = write_private(dir.path(), "bad.toml", "[server]\nport = \"x\"\n");
+    let (code, _) = verify_raw(&bad, r);
+    assert_eq!(code, 2);
+    let open = dir.path().join("open.toml");
+    std::fs::write(&open, std::fs::read(&cfg).unwrap()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, stderr) = verify_raw(&open, r);
+    assert_eq!(code, 2, "{stderr}");
+}
+
+fn verify_raw(config: &Path, r: &Value) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nfknock"))
+        .args(["verify", "--json", "--config"])
+        .arg(config)
+        .args(["--source", "10.1.2.3", "--packet", s(r, "packet").unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.code().expect("exit code"),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
