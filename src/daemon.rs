@@ -25,7 +25,7 @@ use crate::access::{format_list, Access};
 use crate::config::{self, Config};
 use crate::engine::{Engine, Outcome};
 use crate::netfilter::nft::{Element, Nft, NftError, NftEvents, QueueBackend, RulesetSpec};
-use crate::netfilter::queue::{Queue, QueueConfig};
+use crate::netfilter::queue::{Queue, QueueConfig, QueueError};
 use crate::policy::{Decision, Packet, Reason};
 use crate::replay::ReplayKey;
 use crate::state::{LoadReport, ReplayJournal};
@@ -40,30 +40,88 @@ const COMPACT_EVERY: Duration = Duration::from_secs(600);
 /// Rejections logged at `warn` per second at most; the rest are counted.
 const WARN_PER_SEC: u32 = 10;
 
-/// Where grants go. The kernel's allow sets in production; a log line with `--dry-run`.
-pub trait AccessSet {
-    fn upsert(&mut self, elems: &[Element]) -> Result<(), NftError>;
+/// Where queued packets come from: the kernel's NFQUEUE, or a scripted source in tests.
+pub trait PacketSource {
+    /// Readable when packets are waiting (`poll(2)`).
+    fn fd(&self) -> RawFd;
+    /// Without blocking, hand up to `max` waiting packets (id, raw IP packet) to `f`.
+    fn recv_batch(&mut self, max: usize, f: &mut dyn FnMut(u32, &[u8])) -> Result<usize, QueueError>;
+    /// Verdict DROP for every packet received so far.
+    fn drop_pending(&mut self) -> Result<(), QueueError>;
 }
 
-impl AccessSet for Nft {
+impl PacketSource for Queue {
+    fn fd(&self) -> RawFd {
+        self.as_raw_fd()
+    }
+
+    fn recv_batch(&mut self, max: usize, f: &mut dyn FnMut(u32, &[u8])) -> Result<usize, QueueError> {
+        Queue::recv_batch(self, max, f)
+    }
+
+    fn drop_pending(&mut self) -> Result<(), QueueError> {
+        Queue::drop_pending(self).map(|_| ())
+    }
+}
+
+/// The kernel side of the gate: the owned table and the grants in its allow sets.
+pub trait Kernel {
+    /// Create or refresh the table (one atomic batch), adding `restore` grants.
+    fn install(&mut self, spec: &RulesetSpec, restore: &[Element]) -> Result<(), NftError>;
+    /// Add or refresh grants (one batch).
+    fn upsert(&mut self, elems: &[Element]) -> Result<(), NftError>;
+    /// Do grants really reach the kernel? (Not in a dry run: nothing to restore after a flush.)
+    fn writes_grants(&self) -> bool {
+        true
+    }
+}
+
+impl Kernel for Nft {
+    fn install(&mut self, spec: &RulesetSpec, restore: &[Element]) -> Result<(), NftError> {
+        Nft::install(self, spec, restore)
+    }
+
     fn upsert(&mut self, elems: &[Element]) -> Result<(), NftError> {
         Nft::upsert(self, elems)
     }
 }
 
-/// `--dry-run`: every grant is logged as it would have been written, and recorded.
-#[derive(Debug, Default)]
-pub struct DryRun {
-    pub written: Vec<Element>,
-}
+/// `--dry-run`: the table is installed as asked, but every grant is only logged as it would
+/// have been written.
+#[derive(Debug)]
+pub struct DryRun<K>(pub K);
 
-impl AccessSet for DryRun {
+impl<K: Kernel> Kernel for DryRun<K> {
+    fn install(&mut self, spec: &RulesetSpec, restore: &[Element]) -> Result<(), NftError> {
+        self.0.install(spec, restore)
+    }
+
     fn upsert(&mut self, elems: &[Element]) -> Result<(), NftError> {
         for e in elems {
             info!(addr = %e.addr, access = %e.access, timeout_ms = e.timeout_ms, "dry run: would add grant");
         }
-        self.written.extend_from_slice(elems);
         Ok(())
+    }
+
+    fn writes_grants(&self) -> bool {
+        false
+    }
+}
+
+/// Notice when someone else changes the ruleset (e.g. `nft flush ruleset`).
+pub trait RulesetEvents {
+    fn fd(&self) -> RawFd;
+    /// Drain pending events; true if our table may have lost something.
+    fn drain(&mut self) -> Result<bool, NftError>;
+}
+
+impl RulesetEvents for NftEvents {
+    fn fd(&self) -> RawFd {
+        self.as_raw_fd()
+    }
+
+    fn drain(&mut self) -> Result<bool, NftError> {
+        NftEvents::drain(self)
     }
 }
 
@@ -167,39 +225,28 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
     let queue = Queue::open(QueueConfig { num: config.server.queue, ..QueueConfig::default() })?;
     let events = NftEvents::open().context("cannot subscribe to nftables events")?;
 
-    let signals = Signals::register()?;
+    let control = Control::register()?;
     drop_privileges()?;
     let engine = Engine::new(config.clone(), cache, refuse_before, now);
-    let mut d = Daemon {
-        engine,
-        journal,
-        queue,
-        nft,
-        events,
-        dry_run: opts.dry_run.then(DryRun::default),
-        spec,
-        gate,
-        live: HashMap::new(),
-        warn_budget: WarnBudget::default(),
-        config_path: opts.config.clone(),
-    };
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     info!(clients = config.clients.len(), dry_run = opts.dry_run, "nfknock serving");
-    let result = d.run(&signals);
+    let result = if opts.dry_run {
+        Daemon::new(engine, journal, queue, DryRun(nft), events, spec, gate, opts.config.clone()).run(&control)
+    } else {
+        Daemon::new(engine, journal, queue, nft, events, spec, gate, opts.config.clone()).run(&control)
+    };
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    if let Err(e) = d.journal.sync() {
-        error!("{e}");
-    }
     result
 }
 
-struct Daemon {
+/// The running daemon: the pure engine plus its shells. Generic over the side effects so tests
+/// drive the real loop in-process with scripted packets and a recording kernel.
+pub struct Daemon<Q, K, E> {
     engine: Engine,
     journal: ReplayJournal,
-    queue: Queue,
-    nft: Nft,
-    events: NftEvents,
-    dry_run: Option<DryRun>,
+    queue: Q,
+    kernel: K,
+    events: E,
     spec: RulesetSpec,
     /// Install the gate rules (false for a dry run without `--with-gate`).
     gate: bool,
@@ -209,17 +256,52 @@ struct Daemon {
     config_path: PathBuf,
 }
 
-impl Daemon {
-    fn run(&mut self, signals: &Signals) -> anyhow::Result<()> {
+impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
+    /// Assemble a daemon whose table is already installed as `spec`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        engine: Engine,
+        journal: ReplayJournal,
+        queue: Q,
+        kernel: K,
+        events: E,
+        spec: RulesetSpec,
+        gate: bool,
+        config_path: PathBuf,
+    ) -> Self {
+        Daemon {
+            engine,
+            journal,
+            queue,
+            kernel,
+            events,
+            spec,
+            gate,
+            live: HashMap::new(),
+            warn_budget: WarnBudget::default(),
+            config_path,
+        }
+    }
+
+    /// Serve until `control` says terminate. The journal is synced on the way out.
+    pub fn run(mut self, control: &Control) -> anyhow::Result<()> {
+        let result = self.serve(control);
+        if let Err(e) = self.journal.sync() {
+            error!("{e}");
+        }
+        result
+    }
+
+    fn serve(&mut self, control: &Control) -> anyhow::Result<()> {
         let mut last_tick = Instant::now();
         let mut last_compact = Instant::now();
         loop {
-            let ready = poll3(self.queue.as_raw_fd(), self.events.as_raw_fd(), signals.fd(), 1000)?;
-            if signals.take_terminate() {
+            let ready = poll3(self.queue.fd(), self.events.fd(), control.fd(), 1000)?;
+            if control.take_terminate() {
                 info!("shutting down; grants stay in the kernel until they expire");
                 return Ok(());
             }
-            if signals.take_reload() {
+            if control.take_reload() {
                 self.reload();
             }
             if ready[0] {
@@ -307,13 +389,9 @@ impl Daemon {
         if elems.is_empty() {
             return Ok(());
         }
-        let result = match &mut self.dry_run {
-            Some(d) => d.upsert(&elems),
-            None => self.nft.upsert(&elems),
-        };
-        match result {
+        match self.kernel.upsert(&elems) {
             // A dry run wrote nothing, so there is nothing to restore after a flush.
-            Ok(()) if self.dry_run.is_some() => {}
+            Ok(()) if !self.kernel.writes_grants() => {}
             Ok(()) => {
                 let t = Instant::now();
                 for e in &elems {
@@ -323,7 +401,7 @@ impl Daemon {
             Err(e) => {
                 error!("{e}; re-installing the table");
                 self.reinstall();
-                if let Err(e) = self.nft.upsert(&elems) {
+                if let Err(e) = self.kernel.upsert(&elems) {
                     error!("grants lost: {e}");
                 }
             }
@@ -368,7 +446,7 @@ impl Daemon {
             .filter(|(_, d)| **d > t)
             .map(|(&(addr, access), d)| Element { addr, access, timeout_ms: (*d - t).as_millis().max(1) as u64 })
             .collect();
-        match self.nft.install(&self.spec, &restore) {
+        match self.kernel.install(&self.spec, &restore) {
             Ok(()) => warn!(grants = restore.len(), "table `inet nfknock` was removed or changed by someone else; re-created it"),
             Err(e) => error!("cannot re-create table `inet nfknock`: {e}"),
         }
@@ -389,7 +467,7 @@ impl Daemon {
                 let spec = gated(ruleset_spec(&new, self.spec.backend), self.gate);
                 let spec = RulesetSpec { queue: self.spec.queue, ..spec };
                 if spec != self.spec && new.server.manage_ruleset {
-                    if let Err(e) = self.nft.install(&spec, &[]) {
+                    if let Err(e) = self.kernel.install(&spec, &[]) {
                         error!("new config refused, cannot update the ruleset: {e}");
                         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
                         return;
@@ -444,29 +522,70 @@ impl WarnBudget {
     }
 }
 
-/// SIGTERM/SIGINT/SIGHUP as flags plus a wake-up pipe that `poll(2)` watches.
-struct Signals {
+/// What tells the loop to stop or reload: SIGTERM/SIGINT/SIGHUP in production, a
+/// [`ControlHandle`] in tests. Flags plus a wake-up pipe that `poll(2)` watches, so neither
+/// waits for a packet.
+pub struct Control {
     terminate: Arc<AtomicBool>,
     reload: Arc<AtomicBool>,
     read: UnixStream,
+    write: UnixStream,
 }
 
-impl Signals {
-    fn register() -> anyhow::Result<Signals> {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        let (read, write) = UnixStream::pair().context("cannot create the signal pipe")?;
+/// Asks a running [`Daemon`] to stop or reload, from another thread.
+#[derive(Clone)]
+pub struct ControlHandle {
+    terminate: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+    write: Arc<UnixStream>,
+}
+
+impl ControlHandle {
+    pub fn terminate(&self) {
+        self.terminate.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    pub fn reload(&self) {
+        self.reload.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        use std::io::Write;
+        let _ = (&*self.write).write(&[1]);
+    }
+}
+
+impl Control {
+    /// Flags and pipe, no signal handlers (tests; see [`Control::handle`]).
+    pub fn new() -> anyhow::Result<Control> {
+        let (read, write) = UnixStream::pair().context("cannot create the control pipe")?;
         read.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
-        let terminate = Arc::new(AtomicBool::new(false));
-        let reload = Arc::new(AtomicBool::new(false));
+        Ok(Control { terminate: Arc::new(AtomicBool::new(false)), reload: Arc::new(AtomicBool::new(false)), read, write })
+    }
+
+    /// Flags and pipe driven by SIGTERM/SIGINT (terminate) and SIGHUP (reload).
+    pub fn register() -> anyhow::Result<Control> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let control = Control::new()?;
         for sig in [SIGTERM, SIGINT] {
-            signal_hook::flag::register(sig, terminate.clone())?;
+            signal_hook::flag::register(sig, control.terminate.clone())?;
         }
-        signal_hook::flag::register(SIGHUP, reload.clone())?;
+        signal_hook::flag::register(SIGHUP, control.reload.clone())?;
         for sig in [SIGTERM, SIGINT, SIGHUP] {
-            signal_hook::low_level::pipe::register(sig, write.try_clone()?)?;
+            signal_hook::low_level::pipe::register(sig, control.write.try_clone()?)?;
         }
-        Ok(Signals { terminate, reload, read })
+        Ok(control)
+    }
+
+    pub fn handle(&self) -> anyhow::Result<ControlHandle> {
+        Ok(ControlHandle {
+            terminate: self.terminate.clone(),
+            reload: self.reload.clone(),
+            write: Arc::new(self.write.try_clone()?),
+        })
     }
 
     fn fd(&self) -> RawFd {
@@ -553,4 +672,215 @@ pub fn drop_privileges() -> anyhow::Result<()> {
 /// Parse a knock payload file or hex (for `verify`): raw bytes of the UDP payload.
 pub fn describe_format(payload: &[u8]) -> &'static str {
     wire::detect(payload).map_or("unknown", |f| f.name())
+}
+
+/// The real loop driven in-process: scripted packets in, a recording kernel out.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::io::{Read, Write};
+    use std::net::Ipv4Addr;
+    use std::sync::Mutex;
+
+    use crate::crypto::{NativeKey, OsRng};
+
+    /// Packets the test pushes; readable through a socket pair like a real queue.
+    #[derive(Clone)]
+    struct Script {
+        packets: Arc<Mutex<VecDeque<Vec<u8>>>>,
+        dropped: Arc<Mutex<u32>>,
+        bell: Arc<UnixStream>,
+    }
+
+    struct ScriptedQueue {
+        script: Script,
+        ring: UnixStream,
+        next_id: u32,
+    }
+
+    impl Script {
+        fn push(&self, packet: Vec<u8>) {
+            self.packets.lock().unwrap().push_back(packet);
+            let _ = (&*self.bell).write(&[1]);
+        }
+    }
+
+    impl PacketSource for ScriptedQueue {
+        fn fd(&self) -> RawFd {
+            self.ring.as_raw_fd()
+        }
+        fn recv_batch(&mut self, max: usize, f: &mut dyn FnMut(u32, &[u8])) -> Result<usize, QueueError> {
+            let _ = (&self.ring).read(&mut [0u8; 64]);
+            let mut n = 0;
+            while n < max {
+                let Some(p) = self.script.packets.lock().unwrap().pop_front() else { break };
+                self.next_id += 1;
+                f(self.next_id, &p);
+                n += 1;
+            }
+            Ok(n)
+        }
+        fn drop_pending(&mut self) -> Result<(), QueueError> {
+            *self.script.dropped.lock().unwrap() = self.next_id;
+            Ok(())
+        }
+    }
+
+    /// One `install` call: the spec and the grants restored with it.
+    type Install = (RulesetSpec, Vec<Element>);
+
+    #[derive(Clone, Default)]
+    struct Recorder {
+        installs: Arc<Mutex<Vec<Install>>>,
+        grants: Arc<Mutex<Vec<Element>>>,
+    }
+
+    impl Kernel for Recorder {
+        fn install(&mut self, spec: &RulesetSpec, restore: &[Element]) -> Result<(), NftError> {
+            self.installs.lock().unwrap().push((spec.clone(), restore.to_vec()));
+            Ok(())
+        }
+        fn upsert(&mut self, elems: &[Element]) -> Result<(), NftError> {
+            self.grants.lock().unwrap().extend_from_slice(elems);
+            Ok(())
+        }
+    }
+
+    /// "Someone flushed the ruleset" when the test rings.
+    struct ScriptedEvents(UnixStream);
+
+    impl RulesetEvents for ScriptedEvents {
+        fn fd(&self) -> RawFd {
+            self.0.as_raw_fd()
+        }
+        fn drain(&mut self) -> Result<bool, NftError> {
+            Ok((&self.0).read(&mut [0u8; 64]).is_ok_and(|n| n > 0))
+        }
+    }
+
+    const SRC: &str = "192.0.2.7";
+
+    struct Harness {
+        dir: tempfile::TempDir,
+        key: NativeKey,
+        script: Script,
+        kernel: Recorder,
+        flush: UnixStream,
+        handle: ControlHandle,
+        thread: std::thread::JoinHandle<anyhow::Result<()>>,
+    }
+
+    fn write_config(dir: &Path, secret: &str, allow: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("nfknock.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[server]\nstate_dir = \"{}\"\n\n[[client]]\nname = \"alice\"\nkey = \"{secret}\"\nallow = [{allow}]\n",
+                dir.join("state").display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
+    fn start() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = crate::crypto::generate_secret_base64(&mut OsRng);
+        let key = NativeKey::from_base64(&secret).unwrap();
+        let path = write_config(dir.path(), &secret, "\"tcp/22\"");
+        let config = Arc::new(load_config(&path).unwrap());
+        let now = unix_now();
+        let (journal, cache, _) = ReplayJournal::open(&config.server.state_dir, now).unwrap();
+        let (bell, ring) = UnixStream::pair().unwrap();
+        ring.set_nonblocking(true).unwrap();
+        let script = Script { packets: Default::default(), dropped: Default::default(), bell: Arc::new(bell) };
+        let (flush, events) = UnixStream::pair().unwrap();
+        events.set_nonblocking(true).unwrap();
+        let kernel = Recorder::default();
+        let spec = ruleset_spec(&config, QueueBackend::Compat);
+        let control = Control::new().unwrap();
+        let handle = control.handle().unwrap();
+        let engine = Engine::new(config, cache, 0, now);
+        let queue = ScriptedQueue { script: script.clone(), ring, next_id: 0 };
+        let d = Daemon::new(engine, journal, queue, kernel.clone(), ScriptedEvents(events), spec, true, path);
+        let thread = std::thread::spawn(move || d.run(&control));
+        Harness { dir, key, script, kernel, flush, handle, thread }
+    }
+
+    fn knock(h: &Harness, access: &str) -> Vec<u8> {
+        let req = native::Request {
+            timestamp: unix_now(),
+            timeout: 0,
+            allow_ip: Some(SRC.parse().unwrap()),
+            access: crate::access::parse_list(access).unwrap(),
+        };
+        let payload = native::seal(&h.key, &req, &mut OsRng).unwrap();
+        wire::ip::build(SRC.parse().unwrap(), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 40000, 62201, &payload)
+    }
+
+    fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(start.elapsed() < Duration::from_secs(5), "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn grants_once_drops_every_packet_restores_after_a_flush_and_stops_on_request() {
+        let h = start();
+        let packet = knock(&h, "tcp/22");
+        h.script.push(packet.clone());
+        wait_for("the grant", || !h.kernel.grants.lock().unwrap().is_empty());
+        let g = h.kernel.grants.lock().unwrap()[0];
+        assert_eq!((g.addr, g.access.to_string(), g.timeout_ms), (SRC.parse().unwrap(), "tcp/22".into(), 30_000));
+
+        // The same packet again, and junk: no new grant, every packet dropped.
+        h.script.push(packet);
+        h.script.push(vec![0x45; 60]);
+        wait_for("the verdicts", || *h.script.dropped.lock().unwrap() == 3);
+        assert_eq!(h.kernel.grants.lock().unwrap().len(), 1, "a replay or junk was granted");
+
+        // Someone flushes the ruleset: the table comes back with the live grant's remaining time.
+        (&h.flush).write_all(&[1]).unwrap();
+        wait_for("the re-install", || !h.kernel.installs.lock().unwrap().is_empty());
+        let (spec, restore) = h.kernel.installs.lock().unwrap()[0].clone();
+        assert!(spec.gate_input && spec.protect == vec!["tcp/22".parse().unwrap()]);
+        assert_eq!(restore.len(), 1);
+        assert!(restore[0].timeout_ms > 25_000 && restore[0].timeout_ms <= 30_000, "{restore:?}");
+
+        // A broken config on reload is refused; the daemon keeps serving the old one.
+        std::fs::write(h.dir.path().join("nfknock.toml"), "[server]\nport = 0\n").unwrap();
+        h.handle.reload();
+        h.script.push(knock(&h, "tcp/22"));
+        wait_for("a grant after the refused reload", || h.kernel.grants.lock().unwrap().len() == 2);
+
+        h.handle.terminate();
+        h.thread.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_valid_reload_changes_what_is_allowed_and_the_gate() {
+        let h = start();
+        let secret_path = h.dir.path().join("nfknock.toml");
+        h.script.push(knock(&h, "tcp/443"));
+        wait_for("the verdict", || *h.script.dropped.lock().unwrap() == 1);
+        assert!(h.kernel.grants.lock().unwrap().is_empty(), "tcp/443 granted before it was allowed");
+
+        // Same key, now also tcp/443: the reload re-installs the gate with the new protect list.
+        let text = std::fs::read_to_string(&secret_path).unwrap();
+        let secret = text.lines().find_map(|l| l.strip_prefix("key = \"")).unwrap().trim_end_matches('"').to_string();
+        write_config(h.dir.path(), &secret, "\"tcp/22\", \"tcp/443\"");
+        h.handle.reload();
+        wait_for("the re-install", || !h.kernel.installs.lock().unwrap().is_empty());
+        assert_eq!(h.kernel.installs.lock().unwrap()[0].0.protect.len(), 2);
+        h.script.push(knock(&h, "tcp/443"));
+        wait_for("the grant", || !h.kernel.grants.lock().unwrap().is_empty());
+
+        h.handle.terminate();
+        h.thread.join().unwrap().unwrap();
+    }
 }
