@@ -101,8 +101,14 @@ impl Default for QueueConfig {
     fn default() -> QueueConfig {
         QueueConfig {
             num: 0,
-            max_len: 4096,
-            rcvbuf: 8 << 20,
+            // Room for ~200 ms of a 150 000 packets/s flood: on a busy host the daemon can be
+            // off the CPU for tens of ms, and a full queue drops legitimate knocks with the junk
+            // (BENCHMARKS.md: a 113 ms backlog at 150 000/s, i.e. ~17 000 packets, with no
+            // drop; 4 096 dropped 7 722 packets and 2 of 27 knocks at 116 000/s).
+            max_len: 32_768,
+            // A queued knock costs ~1 KiB of socket buffer (skb truesize), so 32 MiB holds
+            // the whole queue; it is kernel memory, used only while a backlog exists.
+            rcvbuf: 32 << 20,
             copy_range: 1600,
         }
     }
