@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use tracing::{debug, error, info, warn};
 
-use crate::access::{format_list, Access};
+use crate::access::{format_list, Access, Proto};
 use crate::config::{self, Config};
 use crate::engine::{Engine, Outcome};
 use crate::netfilter::nft::{Element, Nft, NftError, NftEvents, QueueBackend, RulesetSpec};
@@ -228,6 +228,7 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
     let control = Control::register()?;
     drop_privileges()?;
     let engine = Engine::new(config.clone(), cache, refuse_before, now);
+    release_freed_memory();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     info!(clients = config.clients.len(), dry_run = opts.dry_run, "nfknock serving");
     let result = if opts.dry_run {
@@ -251,7 +252,7 @@ pub struct Daemon<Q, K, E> {
     /// Install the gate rules (false for a dry run without `--with-gate`).
     gate: bool,
     /// Grants we wrote and their deadlines, to restore them if someone flushes the ruleset.
-    live: HashMap<(IpAddr, Access), Instant>,
+    live: LiveGrants,
     warn_budget: WarnBudget,
     config_path: PathBuf,
 }
@@ -277,7 +278,7 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
             events,
             spec,
             gate,
-            live: HashMap::new(),
+            live: LiveGrants::new(),
             warn_budget: WarnBudget::default(),
             config_path,
         }
@@ -314,8 +315,7 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
                 last_tick = Instant::now();
                 let now = unix_now();
                 self.engine.tick(now);
-                let t = Instant::now();
-                self.live.retain(|_, deadline| *deadline > t);
+                self.live.forget_expired();
                 self.warn_budget.reset();
                 if let Err(e) = self.journal.sync() {
                     error!("{e}");
@@ -392,17 +392,13 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
         match self.kernel.upsert(&elems) {
             // A dry run wrote nothing, so there is nothing to restore after a flush.
             Ok(()) if !self.kernel.writes_grants() => {}
-            Ok(()) => {
-                let t = Instant::now();
-                for e in &elems {
-                    self.live.insert((e.addr, e.access), t + Duration::from_millis(e.timeout_ms));
-                }
-            }
+            Ok(()) => self.live.record(&elems),
             Err(e) => {
                 error!("{e}; re-installing the table");
                 self.reinstall();
-                if let Err(e) = self.kernel.upsert(&elems) {
-                    error!("grants lost: {e}");
+                match self.kernel.upsert(&elems) {
+                    Ok(()) => self.live.record(&elems),
+                    Err(e) => error!("grants lost: {e}"),
                 }
             }
         }
@@ -439,13 +435,7 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
     }
 
     fn reinstall(&mut self) {
-        let t = Instant::now();
-        let restore: Vec<Element> = self
-            .live
-            .iter()
-            .filter(|(_, d)| **d > t)
-            .map(|(&(addr, access), d)| Element { addr, access, timeout_ms: (*d - t).as_millis().max(1) as u64 })
-            .collect();
+        let restore = self.live.remaining();
         match self.kernel.install(&self.spec, &restore) {
             Ok(()) => warn!(grants = restore.len(), "table `inet nfknock` was removed or changed by someone else; re-created it"),
             Err(e) => error!("cannot re-create table `inet nfknock`: {e}"),
@@ -476,9 +466,70 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
                 self.spec = spec;
                 info!(clients = new.clients.len(), "config reloaded");
                 self.engine.reconfigure(Arc::new(new), unix_now());
+                release_freed_memory();
             }
         }
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    }
+}
+
+/// The grants this daemon wrote, with their deadlines, to re-create them if someone flushes the
+/// ruleset. Compact because it holds one entry per live grant (100 000 are a few MiB): IPv4
+/// grants pack into one `u64` key, deadlines are milliseconds since the daemon started.
+struct LiveGrants {
+    base: Instant,
+    /// `addr << 24 | proto << 16 | port` → deadline.
+    v4: HashMap<u64, u64>,
+    v6: HashMap<(u128, u8, u16), u64>,
+}
+
+impl LiveGrants {
+    fn new() -> LiveGrants {
+        LiveGrants { base: Instant::now(), v4: HashMap::new(), v6: HashMap::new() }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
+    }
+
+    fn record(&mut self, elems: &[Element]) {
+        let now = self.now_ms();
+        for e in elems {
+            let deadline = now.saturating_add(e.timeout_ms);
+            let (proto, port) = (e.access.proto.number(), e.access.port);
+            match e.addr {
+                IpAddr::V4(a) => {
+                    let key = u64::from(u32::from(a)) << 24 | u64::from(proto) << 16 | u64::from(port);
+                    self.v4.insert(key, deadline);
+                }
+                IpAddr::V6(a) => {
+                    self.v6.insert((u128::from(a), proto, port), deadline);
+                }
+            }
+        }
+    }
+
+    fn forget_expired(&mut self) {
+        let now = self.now_ms();
+        self.v4.retain(|_, d| *d > now);
+        self.v6.retain(|_, d| *d > now);
+    }
+
+    /// Every live grant with the time it has left.
+    fn remaining(&self) -> Vec<Element> {
+        let now = self.now_ms();
+        let element = |addr: IpAddr, proto: u8, port: u16, deadline: u64| {
+            let access = Access { proto: Proto::from_number(proto)?, port };
+            (deadline > now).then(|| Element { addr, access, timeout_ms: deadline - now })
+        };
+        let v4 = self.v4.iter().filter_map(|(&k, &d)| {
+            let addr = IpAddr::V4(std::net::Ipv4Addr::from((k >> 24) as u32));
+            element(addr, (k >> 16) as u8, k as u16, d)
+        });
+        let v6 = self.v6.iter().filter_map(|(&(a, proto, port), &d)| {
+            element(IpAddr::V6(std::net::Ipv6Addr::from(a)), proto, port, d)
+        });
+        v4.chain(v6).collect()
     }
 }
 
@@ -609,6 +660,16 @@ impl Control {
 
     fn take_reload(&self) -> bool {
         self.reload.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// Give the heap that parsing a large config used back to the kernel: glibc keeps freed memory
+/// in its arenas, and a 10 000-client TOML parse leaves megabytes there for the daemon's life.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas; no pointers of ours are involved.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -860,6 +921,25 @@ mod tests {
 
         h.handle.terminate();
         h.thread.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn live_grants_round_trip_both_families_and_forget_expired_ones() {
+        let mut live = LiveGrants::new();
+        let e = |addr: &str, access: &str, timeout_ms| Element {
+            addr: addr.parse().unwrap(),
+            access: access.parse().unwrap(),
+            timeout_ms,
+        };
+        live.record(&[e("192.0.2.7", "tcp/22", 60_000), e("2001:db8::7", "udp/65535", 60_000), e("198.51.100.1", "tcp/1", 0)]);
+        let mut back = live.remaining();
+        back.sort_by_key(|g| g.addr);
+        assert_eq!(back.len(), 2, "{back:?}");
+        assert_eq!((back[0].addr, back[0].access), ("192.0.2.7".parse().unwrap(), "tcp/22".parse().unwrap()));
+        assert_eq!((back[1].addr, back[1].access), ("2001:db8::7".parse().unwrap(), "udp/65535".parse().unwrap()));
+        assert!(back.iter().all(|g| g.timeout_ms > 59_000 && g.timeout_ms <= 60_000));
+        live.forget_expired();
+        assert_eq!(live.v4.len() + live.v6.len(), 2);
     }
 
     #[test]

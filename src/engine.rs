@@ -51,11 +51,18 @@ impl Outcome {
 
 /// Native key hints for every epoch inside the timestamp window, so a packet's client is found
 /// with one hash lookup (DESIGN.md: no per-client trial decryption).
+///
+/// Flat on purpose: with 10 000 clients and 13 epochs the index holds 130 000 hints, so each
+/// costs one 16-byte bucket, not a heap allocation. Two (client, epoch) pairs sharing a 64-bit
+/// hint are a freak event; the extra ones go to `collisions`.
 #[derive(Debug, Default)]
 struct HintIndex {
-    map: HashMap<[u8; native::HINT_LEN], Vec<(u32, u64)>>,
+    /// hint → (client index, epoch).
+    map: HashMap<u64, (u32, u32)>,
+    /// Further candidates for a hint already in `map`.
+    collisions: HashMap<u64, Vec<(u32, u32)>>,
     /// Epochs present, oldest first, with the hints each added.
-    epochs: VecDeque<(u64, Vec<[u8; native::HINT_LEN]>)>,
+    epochs: VecDeque<(u64, Vec<u64>)>,
 }
 
 impl HintIndex {
@@ -69,28 +76,34 @@ impl HintIndex {
     fn refresh(&mut self, config: &Config, now: u64) {
         let window = native::epochs_within(now, config.server.max_age.max(native::SKEW_DIAGNOSIS_SECS));
         let (lo, hi) = (*window.start(), *window.end());
-        while let Some((epoch, hints)) = self.epochs.front() {
+        while let Some((epoch, _)) = self.epochs.front() {
             if *epoch >= lo {
                 break;
             }
-            let epoch = *epoch;
+            let Some((epoch, hints)) = self.epochs.pop_front() else { break };
+            let epoch = epoch as u32;
             for h in hints {
-                if let Some(v) = self.map.get_mut(h) {
-                    v.retain(|&(_, e)| e != epoch);
-                    if v.is_empty() {
-                        self.map.remove(h);
-                    }
-                }
+                self.remove(h, epoch);
             }
-            self.epochs.pop_front();
         }
         let start = self.epochs.back().map_or(lo, |(e, _)| e + 1).max(lo);
+        let natives = config.clients.iter().filter(|c| matches!(c.credential, Credential::Native(_))).count();
+        self.map.reserve(natives * (hi + 1).saturating_sub(start) as usize);
         for epoch in start..=hi {
-            let mut hints = Vec::new();
+            let mut hints = Vec::with_capacity(natives);
             for (i, client) in config.clients.iter().enumerate() {
                 if let Credential::Native(key) = &client.credential {
-                    let h = native::hint(key, epoch);
-                    self.map.entry(h).or_default().push((i as u32, epoch));
+                    let h = u64::from_be_bytes(native::hint(key, epoch));
+                    // Epochs are Unix time / 600: u32 lasts until the year 80 000.
+                    let entry = (i as u32, epoch as u32);
+                    match self.map.entry(h) {
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(entry);
+                        }
+                        std::collections::hash_map::Entry::Occupied(_) => {
+                            self.collisions.entry(h).or_default().push(entry)
+                        }
+                    }
                     hints.push(h);
                 }
             }
@@ -98,8 +111,37 @@ impl HintIndex {
         }
     }
 
-    fn get(&self, hint: &[u8; native::HINT_LEN]) -> &[(u32, u64)] {
-        self.map.get(hint).map_or(&[], Vec::as_slice)
+    fn remove(&mut self, h: u64, epoch: u32) {
+        if let Some(extra) = self.collisions.get_mut(&h) {
+            extra.retain(|&(_, e)| e != epoch);
+            if self.map.get(&h).is_some_and(|&(_, e)| e == epoch) {
+                match extra.pop() {
+                    Some(next) => {
+                        self.map.insert(h, next);
+                    }
+                    None => {
+                        self.map.remove(&h);
+                    }
+                }
+            }
+            if extra.is_empty() {
+                self.collisions.remove(&h);
+            }
+        } else if self.map.get(&h).is_some_and(|&(_, e)| e == epoch) {
+            self.map.remove(&h);
+        }
+    }
+
+    /// The (client, epoch) pairs whose hint is `hint`.
+    fn get(&self, hint: &[u8; native::HINT_LEN]) -> impl Iterator<Item = (u32, u32)> + '_ {
+        let h = u64::from_be_bytes(*hint);
+        let extra = if self.collisions.is_empty() { None } else { self.collisions.get(&h) };
+        self.map.get(&h).copied().into_iter().chain(extra.into_iter().flatten().copied())
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.len() + self.collisions.values().map(Vec::len).sum::<usize>()
     }
 }
 
@@ -201,8 +243,15 @@ impl Engine {
             Err(native::NativeError::Length) => return Outcome::reject(f, Reason::BadLength),
             Err(_) => return Outcome::reject(f, Reason::BadHeader("unknown native version")),
         };
-        let candidates = self.hints.get(&hint);
-        if candidates.is_empty() {
+        // Copied out (at most a few; more only if 64-bit hints collide en masse) so the loop
+        // below may borrow `self` mutably.
+        let mut candidates = [(0u32, 0u32); 8];
+        let mut n = 0;
+        for c in self.hints.get(&hint).take(candidates.len()) {
+            candidates[n] = c;
+            n += 1;
+        }
+        if n == 0 {
             return Outcome::reject(f, Reason::UnknownKey);
         }
         let replay_key = crate::replay::key_of(payload);
@@ -211,7 +260,7 @@ impl Engine {
         }
         let mut first_reject = Reason::AuthFailed;
         // `native::open` also checks that the hint belongs to the timestamp's epoch.
-        for &(i, _epoch) in candidates {
+        for &(i, _epoch) in &candidates[..n] {
             let client = &self.config.clients[i as usize];
             if !policy::addresses_permitted(client, &packet) {
                 first_reject = Reason::SourceNotAllowed;
@@ -257,7 +306,7 @@ impl Engine {
         if self.fwknop_clients.is_empty() {
             return Outcome::reject(f, Reason::UnknownKey);
         }
-        let replay_key = fwknop::replay_key(payload);
+        let replay_key = crate::replay::key_from_digest(&fwknop::replay_key(payload));
         if self.replay.contains(&replay_key, now) {
             return Outcome::reject(f, Reason::Replay);
         }
@@ -480,6 +529,26 @@ mod tests {
         e.tick(later);
         assert!(matches!(e.handle(&knock(1, later, 0), packet(), later).decision, Decision::Grant(_)));
         assert!(e.hints.epochs.len() <= 14, "old epochs not dropped: {}", e.hints.epochs.len());
+        assert_eq!(e.hints.len(), 2 * e.hints.epochs.len(), "one hint per native client and epoch");
+    }
+
+    #[test]
+    fn colliding_hints_keep_every_candidate_until_their_epoch_leaves() {
+        let mut idx = HintIndex::default();
+        let h = 0xfeed_u64;
+        idx.map.insert(h, (0, 10));
+        idx.collisions.insert(h, vec![(1, 10), (2, 11)]);
+        let all = |idx: &HintIndex| {
+            let mut v: Vec<_> = idx.get(&h.to_be_bytes()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(all(&idx), vec![(0, 10), (1, 10), (2, 11)]);
+        idx.remove(h, 10);
+        assert_eq!(all(&idx), vec![(2, 11)]);
+        assert!(idx.collisions.is_empty());
+        idx.remove(h, 11);
+        assert_eq!(idx.len(), 0);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! header  (8):  "NFKR" | format version u16 BE (= 1) | reserved u16 (= 0)
-//! record (48):  key (32) | expires_at u64 BE | first 8 bytes of SHA-256(key ‖ expires_at BE)
+//! record (32):  key (16) | expires_at u64 BE | first 8 bytes of SHA-256(key ‖ expires_at BE)
 //! ```
 //!
 //! Records are only ever appended, each batch with one `write(2)`. A crash can leave the last
@@ -24,16 +24,29 @@ use std::collections::{BinaryHeap, HashMap};
 
 use sha2::{Digest, Sha256};
 
-/// Identity of an authenticated packet: SHA-256 over its exact wire bytes (both formats).
-pub type ReplayKey = [u8; 32];
+/// Length of a replay identity.
+pub const KEY_LEN: usize = 16;
 
-/// The replay identity of a packet: SHA-256 of its exact wire bytes.
+/// Identity of an authenticated packet: the first 128 bits of SHA-256 over its exact wire bytes
+/// (both formats). 128 bits keep an accidental collision among even 2³² live entries below
+/// 2⁻⁶⁴ and a forged one out of reach, at half the memory of the full digest — the cache holds
+/// one per knock of the last `max_age` seconds.
+pub type ReplayKey = [u8; KEY_LEN];
+
+/// The replay identity of a packet: SHA-256 of its exact wire bytes, truncated to 128 bits.
 ///
 /// Hashing the whole datagram (not just the nonce) makes the identity format-independent, and
 /// for AES-GCM it covers the nonce and tag, so any bit-for-bit replay is caught; a changed bit
 /// fails authentication instead.
 pub fn key_of(packet: &[u8]) -> ReplayKey {
-    Sha256::digest(packet).into()
+    key_from_digest(&Sha256::digest(packet).into())
+}
+
+/// The replay identity for a full SHA-256 digest of the wire bytes (fwknopd's replay digest).
+pub fn key_from_digest(digest: &[u8; 32]) -> ReplayKey {
+    let mut key = [0u8; KEY_LEN];
+    key.copy_from_slice(&digest[..KEY_LEN]);
+    key
 }
 
 /// Authenticated packet identities, each kept until its expiry (`timestamp + max_age`).
@@ -122,10 +135,10 @@ pub const JOURNAL_VERSION: u16 = 1;
 /// Length of the journal header.
 pub const HEADER_LEN: usize = 8;
 /// Length of one journal record.
-pub const RECORD_LEN: usize = 48;
+pub const RECORD_LEN: usize = 32;
 
 const REC_KEY: usize = 0;
-const REC_EXPIRES: usize = REC_KEY + 32;
+const REC_EXPIRES: usize = REC_KEY + KEY_LEN;
 const REC_CHECK: usize = REC_EXPIRES + 8;
 const CHECK_LEN: usize = 8;
 const _: () = assert!(REC_CHECK + CHECK_LEN == RECORD_LEN);
@@ -267,7 +280,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn k(n: u8) -> ReplayKey {
-        [n; 32]
+        [n; KEY_LEN]
     }
 
     #[test]
@@ -333,11 +346,11 @@ mod tests {
     fn header_and_record_bytes() {
         assert_eq!(encode_header(), *b"NFKR\x00\x01\x00\x00");
         let r = encode_record(&k(0xAA), 0x0102_0304_0506_0708);
-        assert_eq!(r[..32], [0xAA; 32]);
-        assert_eq!(r[32..40], [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(r[..16], [0xAA; 16]);
+        assert_eq!(r[16..24], [1, 2, 3, 4, 5, 6, 7, 8]);
         let mut h = Sha256::new();
-        h.update(&r[..40]);
-        assert_eq!(r[40..], h.finalize()[..8]);
+        h.update(&r[..24]);
+        assert_eq!(r[24..], h.finalize()[..8]);
     }
 
     #[test]
@@ -436,7 +449,7 @@ mod tests {
         }
 
         #[test]
-        fn decode_inverts_encode(entries in proptest::collection::vec((any::<[u8; 32]>(), any::<u64>()), 0..40), now in any::<u64>()) {
+        fn decode_inverts_encode(entries in proptest::collection::vec((any::<[u8; KEY_LEN]>(), any::<u64>()), 0..40), now in any::<u64>()) {
             let d = decode(&journal(&entries), now).unwrap();
             let live: Vec<_> = entries.iter().copied().filter(|&(_, e)| e >= now).collect();
             prop_assert_eq!(d.expired, entries.len() - live.len());

@@ -238,7 +238,7 @@ mod tests {
     use super::*;
 
     fn k(n: u8) -> ReplayKey {
-        [n; 32]
+        [n; replay::KEY_LEN]
     }
 
     fn mode(p: &Path) -> u32 {
