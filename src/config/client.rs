@@ -573,7 +573,7 @@ mod tests {
         assert_eq!(home.access, vec!["tcp/22".parse::<Access>().unwrap()]);
         assert_eq!(
             (home.timeout, home.allow_ip, &home.key_file),
-            (Some(60), AllowIp::Source, &None)
+            (Some(60), AllowIp::Auto, &None)
         );
         assert_eq!(home.secret.len(), SECRET_LEN);
         let c = check_client(

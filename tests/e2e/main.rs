@@ -257,3 +257,30 @@ fn sigterm_exits_within_a_second_and_a_broken_reload_keeps_the_old_config() {
     assert!(lab.nft_list().contains("10.77.0.2"), "grant vanished with the daemon");
 }
 
+
+/// `nfknock knock -n NAME` takes server, port, key file and accesses from a client config
+/// stanza, like fwknop's `~/.fwknoprc`.
+#[test]
+fn knock_with_a_named_stanza_of_the_client_config() {
+    use std::os::unix::fs::PermissionsExt;
+    let (lab, key) = started(2);
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let cfg = lab.path("client.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[default]\nport = {KNOCK_PORT}\n\n[server.lab]\nserver = \"{SRV4}\"\nkey_file = \"{}\"\naccess = [\"tcp/{HOST_PORT}\"]\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = lab.nfknock(&lab.cli, &["knock", "-n", "lab", "--client-config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "knock -n failed: {}", String::from_utf8_lossy(&out.stderr));
+    let target = sock(SRV4, HOST_PORT);
+    assert!(wait_until(OPEN_WITHIN, || tcp_open(&lab.cli, target, Duration::from_millis(200))).is_some(), "{}", lab.log());
+    // An unknown stanza is a clear error, not a knock.
+    let out = lab.nfknock(&lab.cli, &["knock", "-n", "nope", "--client-config", cfg.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[server.nope]"), "{}", String::from_utf8_lossy(&out.stderr));
+}
