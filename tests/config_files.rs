@@ -88,7 +88,7 @@ fn client_example_loads_from_a_private_file() {
         (home.server.as_str(), home.port, home.timeout),
         ("203.0.113.10", 62201, Some(60))
     );
-    assert_eq!(home.allow_ip, config::AllowIp::Source);
+    assert_eq!(home.allow_ip, config::AllowIp::Auto);
     assert_eq!(format_list(&home.access), "tcp/22");
 }
 
