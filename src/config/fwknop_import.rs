@@ -830,40 +830,14 @@ fn parse_expire_date(value: &str) -> Option<u64> {
     super::values::date_to_unix(i64::from(year), month, day)
 }
 
+/// `HMAC_DIGEST_TYPE`, case-insensitive as fwknopd's `hmac_digest_strtoint()`.
 fn hmac_type(value: &str) -> Option<HmacType> {
-    Some(match value.to_ascii_lowercase().as_str() {
-        "md5" => HmacType::Md5,
-        "sha1" => HmacType::Sha1,
-        "sha256" => HmacType::Sha256,
-        "sha384" => HmacType::Sha384,
-        "sha512" => HmacType::Sha512,
-        "sha3_256" => HmacType::Sha3_256,
-        "sha3_512" => HmacType::Sha3_512,
-        _ => return None,
-    })
+    value.parse().ok()
 }
 
-fn hmac_name(h: HmacType) -> &'static str {
-    match h {
-        HmacType::Md5 => "md5",
-        HmacType::Sha1 => "sha1",
-        HmacType::Sha256 => "sha256",
-        HmacType::Sha384 => "sha384",
-        HmacType::Sha512 => "sha512",
-        HmacType::Sha3_256 => "sha3_256",
-        HmacType::Sha3_512 => "sha3_512",
-    }
-}
-
-fn mode_name(m: EncMode) -> &'static str {
-    match m {
-        EncMode::Cbc => "cbc",
-        EncMode::Ctr => "ctr",
-        EncMode::Cfb => "cfb",
-        EncMode::Ofb => "ofb",
-        EncMode::Ecb => "ecb",
-        EncMode::Legacy => "legacy",
-    }
+/// The TOML spelling of a mode (`mode = "cbc"`).
+fn mode_name(m: EncMode) -> String {
+    m.name().to_ascii_lowercase()
 }
 
 /// What the import does with a variable it does not map.
@@ -1189,12 +1163,7 @@ fn convert_stanza(
     let mode = match st.get("ENCRYPTION_MODE") {
         None => Some(EncMode::Cbc),
         Some(s) => match s.value.to_ascii_lowercase().as_str() {
-            "cbc" => Some(EncMode::Cbc),
-            "ctr" => Some(EncMode::Ctr),
-            "cfb" => Some(EncMode::Cfb),
-            "ofb" => Some(EncMode::Ofb),
-            "ecb" => Some(EncMode::Ecb),
-            "legacy" => Some(EncMode::Legacy),
+            known if known.parse::<EncMode>().is_ok() => known.parse().ok(),
             "asymmetric" => {
                 d.error(
                     &s.origin,
@@ -1516,15 +1485,15 @@ fn render_client(c: &ClientOut) -> Zeroizing<String> {
     match &c.hmac {
         Some((KeyText::Base64(k), t)) => {
             line(&mut o, format!("hmac_key_base64 = {}", quote(k)));
-            line(&mut o, format!("hmac = {}", quote(hmac_name(*t))));
+            line(&mut o, format!("hmac = {}", quote(t.name())));
         }
         Some((KeyText::Text(k), t)) => {
             line(&mut o, format!("hmac_key = {}", quote(k)));
-            line(&mut o, format!("hmac = {}", quote(hmac_name(*t))));
+            line(&mut o, format!("hmac = {}", quote(t.name())));
         }
         None => line(&mut o, "no_hmac = true".to_string()),
     }
-    line(&mut o, format!("mode = {}", quote(mode_name(c.mode))));
+    line(&mut o, format!("mode = {}", quote(&mode_name(c.mode))));
     o
 }
 
