@@ -888,11 +888,41 @@ pub fn seal(
         return Err(FwknopError::Key);
     }
     let encoded = Zeroizing::new(fields::build(msg, rand_value)?);
+    seal_encoded(key, encoded.as_bytes(), salt, Some(digest))
+}
+
+/// Seal an arbitrary encoded message, without [`seal`]'s field checks: for fuzzing (so the
+/// fuzzer reaches [`open`]'s post-decryption checks and field parser with a valid HMAC) and
+/// negative test vectors. Not for clients.
+///
+/// The plaintext is `encoded ":" digest(encoded)`, or `encoded` as given when `digest` is
+/// `None`.
+#[doc(hidden)]
+pub fn seal_raw_plaintext(
+    key: &FwknopKey,
+    encoded: &[u8],
+    salt: [u8; 8],
+    digest: Option<DigestType>,
+) -> Result<String, FwknopError> {
+    if !key.usable() {
+        return Err(FwknopError::Key);
+    }
+    seal_encoded(key, encoded, salt, digest)
+}
+
+/// The second half of [`seal`]: digest, pad, encrypt, base64, HMAC.
+fn seal_encoded(
+    key: &FwknopKey,
+    encoded: &[u8],
+    salt: [u8; 8],
+    digest: Option<DigestType>,
+) -> Result<String, FwknopError> {
     let mut d = [0u8; MAX_DIGEST_B64];
-    let dn = digest.b64_into(encoded.as_bytes(), &mut d);
+    let dn = digest.map_or(0, |dt| dt.b64_into(encoded, &mut d));
+    let sep = usize::from(digest.is_some());
 
     // raw = "Salted__" ‖ salt ‖ PKCS7(encoded ":" digest), encrypted in place.
-    let pt_len = encoded.len() + 1 + dn;
+    let pt_len = encoded.len() + sep + dn;
     if !(MIN_PLAINTEXT..MAX_PLAINTEXT).contains(&pt_len) {
         return Err(FwknopError::Malformed("plaintext length out of range"));
     }
@@ -900,9 +930,11 @@ pub fn seal(
     let mut raw = Zeroizing::new(Vec::with_capacity(cipher::BLOCK + pt_len + pad));
     raw.extend_from_slice(SALTED_MAGIC);
     raw.extend_from_slice(&salt);
-    raw.extend_from_slice(encoded.as_bytes());
-    raw.push(b':');
-    raw.extend_from_slice(d.get(..dn).unwrap_or(&[]));
+    raw.extend_from_slice(encoded);
+    if digest.is_some() {
+        raw.push(b':');
+        raw.extend_from_slice(d.get(..dn).unwrap_or(&[]));
+    }
     let padded = raw.len() + pad;
     raw.resize(padded, pad as u8);
     if let Some(ct) = raw.get_mut(cipher::BLOCK..) {
