@@ -171,11 +171,15 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
+/// A config file larger than this is refused before it is parsed: parsing costs up to ~55 bytes
+/// of memory per byte of TOML (docs/FUZZING.md), and 10 000 clients fit in about 1.5 MB.
+pub const MAX_CONFIG_LEN: u64 = 16 << 20;
+
 /// Read a config file as UTF-8 (zeroized after use: it may hold keys).
 fn read_config(path: &Path) -> Result<zeroize::Zeroizing<String>, ConfigErrors> {
-    let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| {
+    let bytes = zeroize::Zeroizing::new(secret::read_limited(path, MAX_CONFIG_LEN).map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::NotFound {
-            "; create it (`nfknock` prints an example with `render_example`) or pass the right path with --config"
+            "; create it (start from examples/server.toml) or pass the right path with --config"
         } else {
             ""
         };

@@ -147,6 +147,26 @@ pub(crate) fn resolve(
     Ok(dir.join(expanded))
 }
 
+/// A key file is one line of base64; anything this long is the wrong file.
+pub(crate) const MAX_KEY_FILE_LEN: u64 = 4096;
+
+/// Read a whole file, refusing one longer than `limit` bytes before reading it (a key file
+/// pointing at a swap file or a device must not be read into memory).
+pub(crate) fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        bytes.iter_mut().for_each(|b| *b = 0);
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("longer than {limit} bytes; is this the right file?"),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Read a native key file (as written by `nfknock keygen --out`) for the client: private, one
 /// line of base64, exactly 256 bits.
 pub fn read_native_key_file(path: &Path) -> Result<crate::crypto::NativeKey, String> {
@@ -160,7 +180,8 @@ pub fn read_native_key_file(path: &Path) -> Result<crate::crypto::NativeKey, Str
 pub(crate) fn read_key_file(path: &Path) -> Result<Zeroizing<String>, String> {
     check_private(path, "key file")?;
     let bytes = Zeroizing::new(
-        std::fs::read(path).map_err(|e| format!("cannot read key file {}: {e}", path.display()))?,
+        read_limited(path, MAX_KEY_FILE_LEN)
+            .map_err(|e| format!("cannot read key file {}: {e}", path.display()))?,
     );
     let text = std::str::from_utf8(&bytes).map_err(|_| {
         format!(

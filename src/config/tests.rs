@@ -782,3 +782,14 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn oversized_key_files_are_refused_before_they_are_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.key");
+    std::fs::write(&path, vec![b'A'; 5000]).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let err = crate::config::read_native_key_file(&path).unwrap_err();
+    assert!(err.contains("longer than 4096 bytes"), "{err}");
+}
