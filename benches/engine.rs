@@ -24,7 +24,10 @@ use nfknock::wire::native;
 
 const SRC: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const DST: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-const SSH: Access = Access { proto: Proto::Tcp, port: 22 };
+const SSH: Access = Access {
+    proto: Proto::Tcp,
+    port: 22,
+};
 
 fn random<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
@@ -56,10 +59,16 @@ fn setup() -> Setup {
         b64(&fkey),
         b64(&fhmac)
     );
-    let config = nfknock::config::parse_str(&text, Path::new("bench.toml")).expect("bench config is valid");
+    let config =
+        nfknock::config::parse_str(&text, Path::new("bench.toml")).expect("bench config is valid");
     let now = nfknock::daemon::unix_now();
-    let fwknop = FwknopKey::new(Zeroizing::new(fkey.to_vec()), Some(Zeroizing::new(fhmac.to_vec())), HmacType::Sha256, EncMode::Cbc)
-        .expect("valid fwknop key");
+    let fwknop = FwknopKey::new(
+        Zeroizing::new(fkey.to_vec()),
+        Some(Zeroizing::new(fhmac.to_vec())),
+        HmacType::Sha256,
+        EncMode::Cbc,
+    )
+    .expect("valid fwknop key");
     Setup {
         engine: Engine::new(Arc::new(config), ReplayCache::new(), 0, now),
         native: NativeKey::derive(&secret),
@@ -69,18 +78,31 @@ fn setup() -> Setup {
 }
 
 fn native_knock(key: &NativeKey, now: u64) -> [u8; native::PACKET_LEN] {
-    let req = native::Request { timestamp: now, timeout: 0, allow_ip: None, access: vec![SSH] };
+    let req = native::Request {
+        timestamp: now,
+        timeout: 0,
+        allow_ip: None,
+        access: vec![SSH],
+    };
     native::seal(key, &req, &mut OsRng).expect("sealable request")
 }
 
 fn fwknop_knock(key: &FwknopKey, now: u64) -> Vec<u8> {
-    let rand: String = random::<16>().iter().map(|b| char::from(b'0' + b % 10)).collect();
+    let rand: String = random::<16>()
+        .iter()
+        .map(|b| char::from(b'0' + b % 10))
+        .collect();
     let req = SealRequest::access("bench", now, SRC, &[SSH], 0);
-    fwknop::seal(key, &req, random::<8>(), &rand, DigestType::Sha256).expect("sealable request").into_bytes()
+    fwknop::seal(key, &req, random::<8>(), &rand, DigestType::Sha256)
+        .expect("sealable request")
+        .into_bytes()
 }
 
 fn engine(c: &mut Criterion) {
-    let packet = Packet { src: IpAddr::V4(SRC), dst: IpAddr::V4(DST) };
+    let packet = Packet {
+        src: IpAddr::V4(SRC),
+        dst: IpAddr::V4(DST),
+    };
     let mut g = c.benchmark_group("engine");
 
     // Valid knocks: a fresh packet per iteration (the same one twice is a replay); sealing is
@@ -105,14 +127,21 @@ fn engine(c: &mut Criterion) {
     // Junk: nothing is recorded, so one packet can be fed again and again.
     let mut s = setup();
     let random_bytes: [u8; native::PACKET_LEN] = random();
-    g.bench_function("junk_random_128", |b| b.iter(|| black_box(s.engine.handle(black_box(&random_bytes), packet, s.now))));
+    g.bench_function("junk_random_128", |b| {
+        b.iter(|| black_box(s.engine.handle(black_box(&random_bytes), packet, s.now)))
+    });
     let stranger = NativeKey::derive(&random::<32>());
     let unknown_native = native_knock(&stranger, s.now);
     g.bench_function("junk_native_unknown_key", |b| {
         b.iter(|| black_box(s.engine.handle(black_box(&unknown_native), packet, s.now)))
     });
-    let other = FwknopKey::new(Zeroizing::new(random::<32>().to_vec()), Some(Zeroizing::new(random::<64>().to_vec())), HmacType::Sha256, EncMode::Cbc)
-        .expect("valid fwknop key");
+    let other = FwknopKey::new(
+        Zeroizing::new(random::<32>().to_vec()),
+        Some(Zeroizing::new(random::<64>().to_vec())),
+        HmacType::Sha256,
+        EncMode::Cbc,
+    )
+    .expect("valid fwknop key");
     let unknown_fwknop = fwknop_knock(&other, s.now);
     g.bench_function("junk_fwknop_unknown_key", |b| {
         b.iter(|| black_box(s.engine.handle(black_box(&unknown_fwknop), packet, s.now)))

@@ -42,7 +42,10 @@ use nfknock::netfilter::nft::wire as nl;
 use nfknock::wire::fwknop::{self, DigestType, EncMode, FwknopKey, HmacType, SealRequest};
 use nfknock::wire::native;
 
-const SERVICE: Access = Access { proto: Proto::Tcp, port: lab::SERVICE_PORT };
+const SERVICE: Access = Access {
+    proto: Proto::Tcp,
+    port: lab::SERVICE_PORT,
+};
 /// NFQUEUE number of the nfknock runs (read back with `queue::kernel_stats`).
 const QUEUE: u16 = 7;
 /// Junk sender threads in the flood scenario.
@@ -105,20 +108,39 @@ mod lab {
 
     /// Run a command, fail with its stderr.
     pub fn sh(args: &[&str]) -> Result<String> {
-        let out = Command::new(args[0]).args(&args[1..]).output().with_context(|| format!("run {}", args[0]))?;
+        let out = Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .with_context(|| format!("run {}", args[0]))?;
         if !out.status.success() {
-            bail!("{} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "{} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     fn sh_stdin(args: &[&str], input: &str) -> Result<()> {
         use std::io::Write;
-        let mut child = Command::new(args[0]).args(&args[1..]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
-        child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
+        let mut child = Command::new(args[0])
+            .args(&args[1..])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(input.as_bytes())?;
         let out = child.wait_with_output()?;
         if !out.status.success() {
-            bail!("{} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "{} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(())
     }
@@ -128,20 +150,47 @@ mod lab {
         pub fn new(tag: &str, pool: usize) -> Result<Lab> {
             let base = format!("nfkb-{}-{tag}", std::process::id());
             let (srv, cli) = (format!("{base}-srv"), format!("{base}-cli"));
-            let dir = std::env::temp_dir().join(format!("nfknock-bench-{}-{tag}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("nfknock-bench-{}-{tag}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir)?;
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-            let lab = Lab { srv, cli, dir, service_stop: Arc::new(AtomicBool::new(false)) };
+            let lab = Lab {
+                srv,
+                cli,
+                dir,
+                service_stop: Arc::new(AtomicBool::new(false)),
+            };
             for n in [&lab.srv, &lab.cli] {
                 let _ = sh(&["ip", "netns", "del", n]);
                 sh(&["ip", "netns", "add", n])?;
                 sh(&["ip", "-n", n, "link", "set", "lo", "up"])?;
             }
-            sh(&["ip", "link", "add", SRV_DEV, "netns", &lab.srv, "type", "veth", "peer", "name", CLI_DEV, "netns", &lab.cli])?;
-            sh(&["ip", "-n", &lab.srv, "addr", "add", "10.66.0.1/16", "dev", SRV_DEV])?;
-            sh(&["ip", "-n", &lab.cli, "addr", "add", "10.66.0.2/16", "dev", CLI_DEV])?;
+            sh(&[
+                "ip", "link", "add", SRV_DEV, "netns", &lab.srv, "type", "veth", "peer", "name",
+                CLI_DEV, "netns", &lab.cli,
+            ])?;
+            sh(&[
+                "ip",
+                "-n",
+                &lab.srv,
+                "addr",
+                "add",
+                "10.66.0.1/16",
+                "dev",
+                SRV_DEV,
+            ])?;
+            sh(&[
+                "ip",
+                "-n",
+                &lab.cli,
+                "addr",
+                "add",
+                "10.66.0.2/16",
+                "dev",
+                CLI_DEV,
+            ])?;
             let mut batch = String::new();
             for i in 0..pool {
                 let _ = writeln!(batch, "addr add {}/16 dev {CLI_DEV}", pool_addr(i));
@@ -152,10 +201,20 @@ mod lab {
             // Resolve every pool address on the server side up front, so no SYN-ACK of the
             // client-view probe waits for ARP.
             let link = sh(&["ip", "-n", &lab.cli, "link", "show", CLI_DEV])?;
-            let mac = link.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).context("client MAC")?.to_string();
-            let mut neigh = format!("neigh replace 10.66.0.2 lladdr {mac} dev {SRV_DEV} nud permanent\n");
+            let mac = link
+                .split_whitespace()
+                .skip_while(|w| *w != "link/ether")
+                .nth(1)
+                .context("client MAC")?
+                .to_string();
+            let mut neigh =
+                format!("neigh replace 10.66.0.2 lladdr {mac} dev {SRV_DEV} nud permanent\n");
             for i in 0..pool {
-                let _ = writeln!(neigh, "neigh replace {} lladdr {mac} dev {SRV_DEV} nud permanent", pool_addr(i));
+                let _ = writeln!(
+                    neigh,
+                    "neigh replace {} lladdr {mac} dev {SRV_DEV} nud permanent",
+                    pool_addr(i)
+                );
             }
             sh_stdin(&["ip", "-n", &lab.srv, "-batch", "-"], &neigh)?;
             lab.start_service()?;
@@ -267,7 +326,13 @@ impl Drop for Watcher {
 
 fn nl_socket(groups: u32) -> Result<OwnedFd> {
     // SAFETY: plain socket(2); owned right away.
-    let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_NETFILTER) };
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_NETFILTER,
+        )
+    };
     if raw < 0 {
         bail!("netlink socket: {}", std::io::Error::last_os_error());
     }
@@ -279,16 +344,29 @@ fn nl_socket(groups: u32) -> Result<OwnedFd> {
     addr.nl_groups = groups;
     // SAFETY: addr is a valid sockaddr_nl.
     let rc = unsafe {
-        libc::bind(fd.as_raw_fd(), (&addr as *const libc::sockaddr_nl).cast(), std::mem::size_of::<libc::sockaddr_nl>() as u32)
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        )
     };
     if rc != 0 {
         bail!("bind netlink: {}", std::io::Error::last_os_error());
     }
     setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 64 << 20);
-    let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 100_000,
+    };
     // SAFETY: tv is a valid timeval of the given size.
     unsafe {
-        libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), std::mem::size_of::<libc::timeval>() as u32);
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
     }
     Ok(fd)
 }
@@ -303,14 +381,20 @@ fn setsockopt(fd: &OwnedFd, level: i32, name: i32, v: i32) {
 /// The allow-IP of a new `allow_v4` element, for each element of a NEWSETELEM message.
 fn nfknock_grants(body: &[u8], out: &mut Vec<Ipv4Addr>) {
     if nl::attr(body, nl::NFTA_SET_ELEM_LIST_TABLE).map(nl::str_attr) != Some(b"nfknock".as_slice())
-        || nl::attr(body, nl::NFTA_SET_ELEM_LIST_SET).map(nl::str_attr) != Some(b"allow_v4".as_slice())
+        || nl::attr(body, nl::NFTA_SET_ELEM_LIST_SET).map(nl::str_attr)
+            != Some(b"allow_v4".as_slice())
     {
         return;
     }
-    let Some(list) = nl::attr(body, nl::NFTA_SET_ELEM_LIST_ELEMENTS) else { return };
+    let Some(list) = nl::attr(body, nl::NFTA_SET_ELEM_LIST_ELEMENTS) else {
+        return;
+    };
     for (_, elem) in nl::attrs(list) {
-        let key = nl::attr(elem, nl::NFTA_SET_ELEM_KEY).and_then(|k| nl::attr(k, nl::NFTA_DATA_VALUE));
-        if let Some((std::net::IpAddr::V4(a), _)) = key.and_then(|k| nfknock::netfilter::nft::decode_key(k, false)) {
+        let key =
+            nl::attr(elem, nl::NFTA_SET_ELEM_KEY).and_then(|k| nl::attr(k, nl::NFTA_DATA_VALUE));
+        if let Some((std::net::IpAddr::V4(a), _)) =
+            key.and_then(|k| nfknock::netfilter::nft::decode_key(k, false))
+        {
             out.push(a);
         }
     }
@@ -334,7 +418,11 @@ fn fwknopd_grant(body: &[u8]) -> Option<Ipv4Addr> {
         let data = nl::attr(e, nl::NFTA_EXPR_DATA).unwrap_or(&[]);
         let is = |t, v: u32| nl::attr(data, t) == Some(v.to_be_bytes().as_slice());
         match name {
-            b"payload" => saddr_loaded = is(NFTA_PAYLOAD_BASE, 1) && is(NFTA_PAYLOAD_OFFSET, 12) && is(NFTA_PAYLOAD_LEN, 4),
+            b"payload" => {
+                saddr_loaded = is(NFTA_PAYLOAD_BASE, 1)
+                    && is(NFTA_PAYLOAD_OFFSET, 12)
+                    && is(NFTA_PAYLOAD_LEN, 4)
+            }
             b"cmp" if saddr_loaded => {
                 let v = nl::attr(nl::attr(data, NFTA_CMP_DATA)?, nl::NFTA_DATA_VALUE)?;
                 let o: [u8; 4] = v.try_into().ok()?;
@@ -354,21 +442,23 @@ impl Watcher {
         let stop = Arc::new(AtomicBool::new(false));
         let (l, s, srv) = (lost.clone(), stop.clone(), lab.srv.clone());
         thread::spawn(move || {
-            let fd = match lab::enter(&srv).and_then(|()| nl_socket(1 << (nl::NFNLGRP_NFTABLES - 1))) {
-                Ok(fd) => {
-                    let _ = ready_tx.send(Ok(()));
-                    fd
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
+            let fd =
+                match lab::enter(&srv).and_then(|()| nl_socket(1 << (nl::NFNLGRP_NFTABLES - 1))) {
+                    Ok(fd) => {
+                        let _ = ready_tx.send(Ok(()));
+                        fd
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
             let mut buf = vec![0u8; 1 << 20];
             let mut found = Vec::new();
             while !s.load(Ordering::Relaxed) {
                 // SAFETY: buf is writable for its length.
-                let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+                let n =
+                    unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
                 let t = Instant::now();
                 if n < 0 {
                     if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOBUFS) {
@@ -381,7 +471,9 @@ impl Watcher {
                     if m.ty >> 8 != nl::NFNL_SUBSYS_NFTABLES {
                         continue;
                     }
-                    let Some((_, body)) = nl::nfgen(m.payload) else { continue };
+                    let Some((_, body)) = nl::nfgen(m.payload) else {
+                        continue;
+                    };
                     match (peer, m.ty & 0xff) {
                         (Peer::Nfknock, nl::NFT_MSG_NEWSETELEM) => nfknock_grants(body, &mut found),
                         (Peer::Fwknopd, nl::NFT_MSG_NEWRULE) => found.extend(fwknopd_grant(body)),
@@ -396,7 +488,14 @@ impl Watcher {
             }
         });
         ready_rx.recv()??;
-        Ok(Watcher { rx, seen: HashMap::new(), total: 0, last: None, lost, stop })
+        Ok(Watcher {
+            rx,
+            seen: HashMap::new(),
+            total: 0,
+            last: None,
+            lost,
+            stop,
+        })
     }
 
     fn record(&mut self, (t, a): (Instant, Ipv4Addr)) {
@@ -522,7 +621,11 @@ fn start_nfknock(lab: &Lab, bin: &str, server_extra: &str, clients: &str) -> Res
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600))?;
     let log = lab.dir.join(format!("nfknock-{n}.log"));
-    let child = spawn_logged(lab, &[bin, "serve", "--config", cfg.to_str().context("path")?], log.clone())?;
+    let child = spawn_logged(
+        lab,
+        &[bin, "serve", "--config", cfg.to_str().context("path")?],
+        log.clone(),
+    )?;
     let mut d = Daemon { child, log };
     let t = Instant::now();
     while !d.log_text().contains("nfknock serving") {
@@ -538,7 +641,20 @@ fn start_nfknock(lab: &Lab, bin: &str, server_extra: &str, clients: &str) -> Res
 /// i.e. a 100 ms sleep per capture loop), behind `iptables -A INPUT -p tcp --dport 2222 -j DROP`.
 fn start_fwknopd(lab: &Lab, keys: &Keys) -> Result<Daemon> {
     let p = |name: &str| lab.dir.join(name);
-    lab.run(&lab.srv, &["iptables", "-A", "INPUT", "-p", "tcp", "--dport", &lab::SERVICE_PORT.to_string(), "-j", "DROP"])?;
+    lab.run(
+        &lab.srv,
+        &[
+            "iptables",
+            "-A",
+            "INPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            &lab::SERVICE_PORT.to_string(),
+            "-j",
+            "DROP",
+        ],
+    )?;
     std::fs::write(
         p("fwknopd.conf"),
         format!(
@@ -562,12 +678,26 @@ fn start_fwknopd(lab: &Lab, keys: &Keys) -> Result<Daemon> {
         std::fs::set_permissions(p(f), std::fs::Permissions::from_mode(0o600))?;
     }
     let s = |name: &str| p(name).to_string_lossy().into_owned();
-    let (conf, access, digest, pid, dir) = (s("fwknopd.conf"), s("access.conf"), s("digest.cache"), s("fwknopd.pid"), lab.dir.to_string_lossy().into_owned());
-    let args = ["fwknopd", "-f", "-v", "-c", &conf, "-a", &access, "-d", &digest, "-p", &pid, "-r", &dir];
+    let (conf, access, digest, pid, dir) = (
+        s("fwknopd.conf"),
+        s("access.conf"),
+        s("digest.cache"),
+        s("fwknopd.pid"),
+        lab.dir.to_string_lossy().into_owned(),
+    );
+    let args = [
+        "fwknopd", "-f", "-v", "-c", &conf, "-a", &access, "-d", &digest, "-p", &pid, "-r", &dir,
+    ];
     let child = spawn_logged(lab, &args, p("fwknopd.log"))?;
-    let mut d = Daemon { child, log: p("fwknopd.log") };
+    let mut d = Daemon {
+        child,
+        log: p("fwknopd.log"),
+    };
     let t = Instant::now();
-    while lab.run(&lab.srv, &["iptables", "-S", "FWKNOP_INPUT"]).is_err() {
+    while lab
+        .run(&lab.srv, &["iptables", "-S", "FWKNOP_INPUT"])
+        .is_err()
+    {
         if t.elapsed() > Duration::from_secs(20) || d.child.try_wait()?.is_some() {
             bail!("fwknopd did not start:\n{}", d.log_text());
         }
@@ -631,8 +761,13 @@ impl Keys {
 }
 
 fn unknown_fwknop_key_from(k: &[u8], h: &[u8]) -> FwknopKey {
-    FwknopKey::new(Zeroizing::new(k.to_vec()), Some(Zeroizing::new(h.to_vec())), HmacType::Sha256, EncMode::Cbc)
-        .expect("random keys of valid lengths")
+    FwknopKey::new(
+        Zeroizing::new(k.to_vec()),
+        Some(Zeroizing::new(h.to_vec())),
+        HmacType::Sha256,
+        EncMode::Cbc,
+    )
+    .expect("random keys of valid lengths")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -642,14 +777,26 @@ enum Format {
 }
 
 fn native_knock(key: &NativeKey, allow: Ipv4Addr, now: u64) -> Vec<u8> {
-    let req = native::Request { timestamp: now, timeout: 0, allow_ip: Some(allow.into()), access: vec![SERVICE] };
-    native::seal(key, &req, &mut OsRng).expect("sealable request").to_vec()
+    let req = native::Request {
+        timestamp: now,
+        timeout: 0,
+        allow_ip: Some(allow.into()),
+        access: vec![SERVICE],
+    };
+    native::seal(key, &req, &mut OsRng)
+        .expect("sealable request")
+        .to_vec()
 }
 
 fn fwknop_knock(key: &FwknopKey, allow: Ipv4Addr, now: u64) -> Vec<u8> {
-    let rand: String = random::<16>().iter().map(|b| char::from(b'0' + b % 10)).collect();
+    let rand: String = random::<16>()
+        .iter()
+        .map(|b| char::from(b'0' + b % 10))
+        .collect();
     let req = SealRequest::access("bench", now, allow, &[SERVICE], 0);
-    fwknop::seal(key, &req, random::<8>(), &rand, DigestType::Sha256).expect("sealable request").into_bytes()
+    fwknop::seal(key, &req, random::<8>(), &rand, DigestType::Sha256)
+        .expect("sealable request")
+        .into_bytes()
 }
 
 fn knock(keys: &Keys, f: Format, allow: Ipv4Addr) -> Vec<u8> {
@@ -701,7 +848,13 @@ fn ms(d: Duration) -> f64 {
 /// A non-blocking TCP connect from `src` to the service.
 fn probe(src: Ipv4Addr) -> Option<OwnedFd> {
     // SAFETY: plain socket(2); owned right away.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
     if raw < 0 {
         return None;
     }
@@ -710,17 +863,28 @@ fn probe(src: Ipv4Addr) -> Option<OwnedFd> {
     let sa = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
         sin_family: libc::AF_INET as u16,
         sin_port: port.to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
         sin_zero: [0; 8],
     };
     let (local, remote) = (sa(src, 0), sa(lab::SRV, lab::SERVICE_PORT));
     let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
     // SAFETY: valid sockaddr_in values of `len` bytes.
     unsafe {
-        if libc::bind(fd.as_raw_fd(), (&local as *const libc::sockaddr_in).cast(), len) != 0 {
+        if libc::bind(
+            fd.as_raw_fd(),
+            (&local as *const libc::sockaddr_in).cast(),
+            len,
+        ) != 0
+        {
             return None;
         }
-        libc::connect(fd.as_raw_fd(), (&remote as *const libc::sockaddr_in).cast(), len);
+        libc::connect(
+            fd.as_raw_fd(),
+            (&remote as *const libc::sockaddr_in).cast(),
+            len,
+        );
     }
     Some(fd)
 }
@@ -740,12 +904,26 @@ fn first_connect(src: Ipv4Addr, t0: Instant, limit: Duration) -> Option<Instant>
                 socks.remove(0);
             }
             socks.extend(probe(src));
-            let step = if now.duration_since(t0) < Duration::from_millis(10) { 100 } else { 1000 };
+            let step = if now.duration_since(t0) < Duration::from_millis(10) {
+                100
+            } else {
+                1000
+            };
             next = now + Duration::from_micros(step);
         }
-        let mut fds: Vec<libc::pollfd> = socks.iter().map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLOUT, revents: 0 }).collect();
+        let mut fds: Vec<libc::pollfd> = socks
+            .iter()
+            .map(|s| libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            })
+            .collect();
         let wait = next.saturating_duration_since(Instant::now());
-        let ts = libc::timespec { tv_sec: 0, tv_nsec: wait.as_nanos().min(999_999_999) as i64 };
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: wait.as_nanos().min(999_999_999) as i64,
+        };
         // SAFETY: fds is a valid array for the call; ts a valid timespec.
         let n = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as u64, &ts, std::ptr::null()) };
         if n > 0 {
@@ -757,7 +935,15 @@ fn first_connect(src: Ipv4Addr, t0: Instant, limit: Duration) -> Option<Instant>
                 let mut err: i32 = 0;
                 let mut l = 4u32;
                 // SAFETY: err/l describe a writable c_int.
-                unsafe { libc::getsockopt(p.fd, libc::SOL_SOCKET, libc::SO_ERROR, (&mut err as *mut i32).cast(), &mut l) };
+                unsafe {
+                    libc::getsockopt(
+                        p.fd,
+                        libc::SOL_SOCKET,
+                        libc::SO_ERROR,
+                        (&mut err as *mut i32).cast(),
+                        &mut l,
+                    )
+                };
                 if err == 0 && p.revents & libc::POLLOUT != 0 {
                     return Some(t);
                 }
@@ -769,7 +955,15 @@ fn first_connect(src: Ipv4Addr, t0: Instant, limit: Duration) -> Option<Instant>
 
 /// `n` knocks, one at a time, each from and for its own pool address; per knock the kernel
 /// event and (if `connect`) the first successful TCP connect from that address.
-fn latency(lab: &Lab, w: Watcher, keys: &Arc<Keys>, f: Format, first: usize, n: usize, connect: bool) -> Result<(Watcher, Value)> {
+fn latency(
+    lab: &Lab,
+    w: Watcher,
+    keys: &Arc<Keys>,
+    f: Format,
+    first: usize,
+    n: usize,
+    connect: bool,
+) -> Result<(Watcher, Value)> {
     let keys = keys.clone();
     in_ns(&lab.cli, move || -> Result<(Watcher, Value)> {
         let mut w = w;
@@ -781,7 +975,11 @@ fn latency(lab: &Lab, w: Watcher, keys: &Arc<Keys>, f: Format, first: usize, n: 
             let pkt = knock(&keys, f, ip);
             let t0 = Instant::now();
             s.send_to(&pkt, lab::knock_dst())?;
-            let c = if connect { first_connect(ip, t0, Duration::from_secs(3)) } else { None };
+            let c = if connect {
+                first_connect(ip, t0, Duration::from_secs(3))
+            } else {
+                None
+            };
             match w.wait_for(ip, t0 + Duration::from_secs(3)) {
                 Some(t) => ev.push(ms(t.saturating_duration_since(t0))),
                 None => lost += 1,
@@ -797,14 +995,36 @@ fn latency(lab: &Lab, w: Watcher, keys: &Arc<Keys>, f: Format, first: usize, n: 
 }
 
 /// One knock with the real `fwknop` client; was it granted within 3 s?
-fn real_fwknop_client(lab: &Lab, w: &mut Watcher, keys: &Keys, allow: Ipv4Addr) -> Result<Option<f64>> {
+fn real_fwknop_client(
+    lab: &Lab,
+    w: &mut Watcher,
+    keys: &Keys,
+    allow: Ipv4Addr,
+) -> Result<Option<f64>> {
     let t0 = Instant::now();
     let a = allow.to_string();
     let dst = lab::SRV.to_string();
     let access = format!("tcp/{}", lab::SERVICE_PORT);
-    lab.run(&lab.cli, &["fwknop", "-A", &access, "-a", &a, "-D", &dst, "--key-base64-rijndael", &keys.fw_key_b64,
-        "--key-base64-hmac", &keys.fw_hmac_b64, "--no-rc-file", "--no-save-args"])?;
-    Ok(w.wait_for(allow, t0 + Duration::from_secs(3)).map(|t| ms(t - t0)))
+    lab.run(
+        &lab.cli,
+        &[
+            "fwknop",
+            "-A",
+            &access,
+            "-a",
+            &a,
+            "-D",
+            &dst,
+            "--key-base64-rijndael",
+            &keys.fw_key_b64,
+            "--key-base64-hmac",
+            &keys.fw_hmac_b64,
+            "--no-rc-file",
+            "--no-save-args",
+        ],
+    )?;
+    Ok(w.wait_for(allow, t0 + Duration::from_secs(3))
+        .map(|t| ms(t - t0)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -813,7 +1033,14 @@ fn real_fwknop_client(lab: &Lab, w: &mut Watcher, keys: &Keys, allow: Ipv4Addr) 
 
 /// Send `packets` (distinct allow-IPs) round-robin over `socks`, keeping at most `window`
 /// knocks in flight (sent, not yet seen in the kernel), within `timebox`.
-fn throughput(w: &mut Watcher, socks: &[UdpSocket], packets: &[Vec<u8>], window: usize, timebox: Duration, d: &Daemon) -> Value {
+fn throughput(
+    w: &mut Watcher,
+    socks: &[UdpSocket],
+    packets: &[Vec<u8>],
+    window: usize,
+    timebox: Duration,
+    d: &Daemon,
+) -> Value {
     w.drain();
     let base = w.total;
     let cpu0 = d.cpu_ns();
@@ -844,7 +1071,9 @@ fn throughput(w: &mut Watcher, socks: &[UdpSocket], packets: &[Vec<u8>], window:
         w.wait_any(Duration::from_millis(20));
     }
     let granted = w.total - base;
-    let secs = w.last.map_or(0.0, |l| l.saturating_duration_since(t0).as_secs_f64());
+    let secs = w
+        .last
+        .map_or(0.0, |l| l.saturating_duration_since(t0).as_secs_f64());
     let cpu = d.cpu_ns().saturating_sub(cpu0);
     json!({
         "sent": sent, "granted": granted, "seconds": secs,
@@ -861,7 +1090,13 @@ fn throughput(w: &mut Watcher, socks: &[UdpSocket], packets: &[Vec<u8>], window:
 
 /// `sendmmsg` a batch of packets on a connected socket; how many went out.
 fn send_batch(fd: i32, pkts: &[Vec<u8>]) -> usize {
-    let mut iov: Vec<libc::iovec> = pkts.iter().map(|p| libc::iovec { iov_base: p.as_ptr() as *mut _, iov_len: p.len() }).collect();
+    let mut iov: Vec<libc::iovec> = pkts
+        .iter()
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut _,
+            iov_len: p.len(),
+        })
+        .collect();
     let mut msgs: Vec<libc::mmsghdr> = iov
         .iter_mut()
         .map(|v| {
@@ -914,7 +1149,12 @@ fn junk_fwknopd(n: usize) -> Vec<Vec<u8>> {
 /// Send junk at `rate` packets/s for `secs` from the client namespace (paced per millisecond,
 /// sendmmsg batches of 64, rotating over 64 source addresses). Returns packets sent and the
 /// seconds it took.
-fn flood(socks: Arc<Vec<UdpSocket>>, junk: Arc<Vec<Vec<u8>>>, rate: u64, secs: f64) -> thread::JoinHandle<(u64, f64)> {
+fn flood(
+    socks: Arc<Vec<UdpSocket>>,
+    junk: Arc<Vec<Vec<u8>>>,
+    rate: u64,
+    secs: f64,
+) -> thread::JoinHandle<(u64, f64)> {
     thread::spawn(move || {
         let t0 = Instant::now();
         let dur = Duration::from_secs_f64(secs);
@@ -951,15 +1191,31 @@ struct FloodCtx<'a> {
 
 /// One flood step: junk at `rate` for `secs`, a legitimate knock every 50 ms meanwhile.
 fn flood_step(c: &FloodCtx, w: &mut Watcher, ips: &mut Ips, rate: u64, secs: f64) -> Result<Value> {
-    let q = |lab: &Lab| in_ns(&lab.srv, || nfknock::netfilter::queue::kernel_stats(QUEUE)).ok().flatten();
-    let st0 = if c.peer == Peer::Nfknock { q(c.lab) } else { None };
+    let q = |lab: &Lab| {
+        in_ns(&lab.srv, || nfknock::netfilter::queue::kernel_stats(QUEUE))
+            .ok()
+            .flatten()
+    };
+    let st0 = if c.peer == Peer::Nfknock {
+        q(c.lab)
+    } else {
+        None
+    };
     let cpu0 = c.daemon.cpu_ns();
     // Two sender threads: on veth the sender also runs the kernel's receive path (nftables,
     // NFQUEUE enqueue) for every packet, so one thread alone cannot offer the top rates.
-    let senders: Vec<_> = (0..SENDERS).map(|i| {
-        let socks: Vec<UdpSocket> = c.socks.iter().skip(i).step_by(SENDERS).filter_map(|s| s.try_clone().ok()).collect();
-        flood(Arc::new(socks), c.junk.clone(), rate / SENDERS as u64, secs)
-    }).collect();
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|i| {
+            let socks: Vec<UdpSocket> = c
+                .socks
+                .iter()
+                .skip(i)
+                .step_by(SENDERS)
+                .filter_map(|s| s.try_clone().ok())
+                .collect();
+            flood(Arc::new(socks), c.junk.clone(), rate / SENDERS as u64, secs)
+        })
+        .collect();
     let t0 = Instant::now();
     let mut legit = Vec::new();
     let mut rss_mid = None;
@@ -980,7 +1236,9 @@ fn flood_step(c: &FloodCtx, w: &mut Watcher, ips: &mut Ips, rate: u64, secs: f64
     }
     let (mut sent, mut took) = (0u64, 0f64);
     for h in senders {
-        let (n, t) = h.join().map_err(|_| anyhow::anyhow!("flood sender panicked"))?;
+        let (n, t) = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("flood sender panicked"))?;
         sent += n;
         took = took.max(t);
     }
@@ -994,7 +1252,11 @@ fn flood_step(c: &FloodCtx, w: &mut Watcher, ips: &mut Ips, rate: u64, secs: f64
     }
     // let the queue drain before the next step
     thread::sleep(Duration::from_millis(500));
-    let st1 = if c.peer == Peer::Nfknock { q(c.lab) } else { None };
+    let st1 = if c.peer == Peer::Nfknock {
+        q(c.lab)
+    } else {
+        None
+    };
     let (queued, qdrop, udrop) = match (st0, st1) {
         (Some(a), Some(b)) => (
             Some(b.id_sequence.wrapping_sub(a.id_sequence)),
@@ -1018,7 +1280,13 @@ fn flood_step(c: &FloodCtx, w: &mut Watcher, ips: &mut Ips, rate: u64, secs: f64
     }))
 }
 
-fn flood_ladder(c: &FloodCtx, w: &mut Watcher, ips: &mut Ips, rates: &[u64], secs: f64) -> Result<Value> {
+fn flood_ladder(
+    c: &FloodCtx,
+    w: &mut Watcher,
+    ips: &mut Ips,
+    rates: &[u64],
+    secs: f64,
+) -> Result<Value> {
     let mut steps = Vec::new();
     let mut best: Option<Value> = None;
     let mut failures = 0;
@@ -1067,7 +1335,16 @@ fn many_clients(keys: &Keys, n: usize) -> String {
 /// Per-packet figures at the current state: sequential latency, grants/s and daemon CPU per
 /// grant, daemon CPU per junk packet.
 #[allow(clippy::too_many_arguments)]
-fn scale_point(lab: &Lab, d: &Daemon, w: &mut Watcher, keys: &Keys, ips: &mut Ips, socks: &[UdpSocket], junk: &Arc<Vec<Vec<u8>>>, m: &Mode) -> Result<Value> {
+fn scale_point(
+    lab: &Lab,
+    d: &Daemon,
+    w: &mut Watcher,
+    keys: &Keys,
+    ips: &mut Ips,
+    socks: &[UdpSocket],
+    junk: &Arc<Vec<Vec<u8>>>,
+    m: &Mode,
+) -> Result<Value> {
     let mut ev = Vec::new();
     for i in 0..m.scale_lat {
         let ip = ips.next();
@@ -1079,13 +1356,26 @@ fn scale_point(lab: &Lab, d: &Daemon, w: &mut Watcher, keys: &Keys, ips: &mut Ip
         }
         thread::sleep(Duration::from_millis(2));
     }
-    let pkts: Vec<Vec<u8>> = (0..m.scale_thru).map(|_| native_knock(&keys.native, ips.next(), unix_now())).collect();
+    let pkts: Vec<Vec<u8>> = (0..m.scale_thru)
+        .map(|_| native_knock(&keys.native, ips.next(), unix_now()))
+        .collect();
     let thru = throughput(w, socks, &pkts, 512, Duration::from_secs(30), d);
     // junk at a rate the daemon absorbs, CPU per queued packet
-    let q = || in_ns(&lab.srv, || nfknock::netfilter::queue::kernel_stats(QUEUE)).ok().flatten();
+    let q = || {
+        in_ns(&lab.srv, || nfknock::netfilter::queue::kernel_stats(QUEUE))
+            .ok()
+            .flatten()
+    };
     let (st0, cpu0) = (q(), d.cpu_ns());
     let socks_a = Arc::new(lab.udp_sockets(0, 16)?);
-    let (sent, _) = flood(socks_a, junk.clone(), 50_000, m.scale_junk as f64 / 50_000.0).join().map_err(|_| anyhow::anyhow!("sender"))?;
+    let (sent, _) = flood(
+        socks_a,
+        junk.clone(),
+        50_000,
+        m.scale_junk as f64 / 50_000.0,
+    )
+    .join()
+    .map_err(|_| anyhow::anyhow!("sender"))?;
     thread::sleep(Duration::from_millis(300));
     let (st1, cpu1) = (q(), d.cpu_ns());
     let queued = match (st0, st1) {
@@ -1103,15 +1393,31 @@ fn scale_point(lab: &Lab, d: &Daemon, w: &mut Watcher, keys: &Keys, ips: &mut Ip
 /// Fill `allow_v4` up to `target` grants: through the daemon (full mode), or directly with
 /// `Nft::upsert` in the server namespace (quick mode).
 #[allow(clippy::too_many_arguments)]
-fn fill(lab: &Lab, d: &Daemon, w: &mut Watcher, keys: &Keys, ips: &mut Ips, socks: &[UdpSocket], have: usize, target: usize, via_daemon: bool) -> Result<Value> {
+fn fill(
+    lab: &Lab,
+    d: &Daemon,
+    w: &mut Watcher,
+    keys: &Keys,
+    ips: &mut Ips,
+    socks: &[UdpSocket],
+    have: usize,
+    target: usize,
+    via_daemon: bool,
+) -> Result<Value> {
     let n = target.saturating_sub(have);
     if via_daemon {
-        let pkts: Vec<Vec<u8>> = (0..n).map(|_| native_knock(&keys.native, ips.next(), unix_now())).collect();
+        let pkts: Vec<Vec<u8>> = (0..n)
+            .map(|_| native_knock(&keys.native, ips.next(), unix_now()))
+            .collect();
         let v = throughput(w, socks, &pkts, 512, Duration::from_secs(120), d);
         return Ok(json!({ "by": "daemon", "grants": n, "throughput": v }));
     }
     let elems: Vec<nfknock::netfilter::nft::Element> = (0..n)
-        .map(|_| nfknock::netfilter::nft::Element { addr: ips.next().into(), access: SERVICE, timeout_ms: 600_000 })
+        .map(|_| nfknock::netfilter::nft::Element {
+            addr: ips.next().into(),
+            access: SERVICE,
+            timeout_ms: 600_000,
+        })
         .collect();
     let t = Instant::now();
     in_ns(&lab.srv, move || -> Result<()> {
@@ -1180,11 +1486,19 @@ impl Mode {
 
 /// The 1-minute load average: other work on the machine shows up in every figure.
 fn loadavg() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn raise_nofile() {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: r is a valid rlimit struct.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
@@ -1195,7 +1509,13 @@ fn raise_nofile() {
 }
 
 /// Everything about nfknock: scenarios 1, 2, 3, 5 (idle, flood).
-fn run_nfknock(bin: &str, keys: &Arc<Keys>, m: &Mode, ips: &mut Ips, only: &dyn Fn(&str) -> bool) -> Result<Value> {
+fn run_nfknock(
+    bin: &str,
+    keys: &Arc<Keys>,
+    m: &Mode,
+    ips: &mut Ips,
+    only: &dyn Fn(&str) -> bool,
+) -> Result<Value> {
     let mut out = json!({});
     let lab = Lab::new("nfk", 2 * m.lat_n + 100)?;
     // rate_limit = 0: one sender stands for many clients here (scenarios 2 and 3); the
@@ -1209,21 +1529,34 @@ fn run_nfknock(bin: &str, keys: &Arc<Keys>, m: &Mode, ips: &mut Ips, only: &dyn 
     w = w2;
     out["warmup"] = warm;
     if only("latency") {
-        eprintln!("==> nfknock: knock → open latency ({} knocks per format)", m.lat_n);
+        eprintln!(
+            "==> nfknock: knock → open latency ({} knocks per format)",
+            m.lat_n
+        );
         let (w2, native) = latency(&lab, w, keys, Format::Native, 0, m.lat_n, true)?;
         let (w3, fw) = latency(&lab, w2, keys, Format::Fwknop, m.lat_n, m.lat_n, true)?;
         w = w3;
         out["latency"] = json!({ "native": native, "fwknop": fw });
-        out["real_fwknop_client_ms"] = json!(real_fwknop_client(&lab, &mut w, keys, pool_addr(2 * m.lat_n + 1))?);
+        out["real_fwknop_client_ms"] = json!(real_fwknop_client(
+            &lab,
+            &mut w,
+            keys,
+            pool_addr(2 * m.lat_n + 1)
+        )?);
         out["rss_after_latency_kib"] = json!(d.rss_kib());
     }
     if only("throughput") {
         eprintln!("==> nfknock: sustained grants/s ({} knocks)", m.thru_n);
         let socks = lab.udp_sockets(0, 64)?;
-        let pkts: Vec<Vec<u8>> = (0..m.thru_n).map(|_| native_knock(&keys.native, ips.next(), unix_now())).collect();
+        let pkts: Vec<Vec<u8>> = (0..m.thru_n)
+            .map(|_| native_knock(&keys.native, ips.next(), unix_now()))
+            .collect();
         out["throughput"] = throughput(&mut w, &socks, &pkts, 512, Duration::from_secs(60), &d);
-        let pkts: Vec<Vec<u8>> = (0..m.thru_n / 5).map(|_| fwknop_knock(&keys.fwknop, ips.next(), unix_now())).collect();
-        out["throughput_fwknop_format"] = throughput(&mut w, &socks, &pkts, 512, Duration::from_secs(60), &d);
+        let pkts: Vec<Vec<u8>> = (0..m.thru_n / 5)
+            .map(|_| fwknop_knock(&keys.fwknop, ips.next(), unix_now()))
+            .collect();
+        out["throughput_fwknop_format"] =
+            throughput(&mut w, &socks, &pkts, 512, Duration::from_secs(60), &d);
     }
     if only("flood") {
         eprintln!("==> nfknock: junk flood (rate_limit = 0)");
@@ -1247,7 +1580,12 @@ fn run_nfknock(bin: &str, keys: &Arc<Keys>, m: &Mode, ips: &mut Ips, only: &dyn 
     Ok(out)
 }
 
-fn run_fwknopd(keys: &Arc<Keys>, m: &Mode, ips: &mut Ips, only: &dyn Fn(&str) -> bool) -> Result<Value> {
+fn run_fwknopd(
+    keys: &Arc<Keys>,
+    m: &Mode,
+    ips: &mut Ips,
+    only: &dyn Fn(&str) -> bool,
+) -> Result<Value> {
     let mut out = json!({});
     let lab = Lab::new("fwk", m.lat_n + 100)?;
     let d = start_fwknopd(&lab, keys)?;
@@ -1264,7 +1602,11 @@ fn run_fwknopd(keys: &Arc<Keys>, m: &Mode, ips: &mut Ips, only: &dyn Fn(&str) ->
         }
     }
     if !up {
-        bail!("fwknopd granted nothing within {:?}:\n{}", t.elapsed(), d.log_text());
+        bail!(
+            "fwknopd granted nothing within {:?}:\n{}",
+            t.elapsed(),
+            d.log_text()
+        );
     }
     out["rss_idle_kib"] = json!(d.rss_kib());
     if only("latency") {
@@ -1272,13 +1614,27 @@ fn run_fwknopd(keys: &Arc<Keys>, m: &Mode, ips: &mut Ips, only: &dyn Fn(&str) ->
         let (w2, fw) = latency(&lab, w, keys, Format::Fwknop, 0, m.lat_n, true)?;
         w = w2;
         out["latency"] = json!({ "fwknop": fw });
-        out["real_fwknop_client_ms"] = json!(real_fwknop_client(&lab, &mut w, keys, pool_addr(m.lat_n + 95))?);
+        out["real_fwknop_client_ms"] = json!(real_fwknop_client(
+            &lab,
+            &mut w,
+            keys,
+            pool_addr(m.lat_n + 95)
+        )?);
     }
     if only("throughput") {
         eprintln!("==> fwknopd: sustained grants/s ({} s)", m.fw_thru_secs);
         let socks = lab.udp_sockets(0, 16)?;
-        let pkts: Vec<Vec<u8>> = (0..(m.fw_thru_secs as usize * 200)).map(|_| fwknop_knock(&keys.fwknop, ips.next(), unix_now())).collect();
-        out["throughput"] = throughput(&mut w, &socks, &pkts, 20, Duration::from_secs(m.fw_thru_secs), &d);
+        let pkts: Vec<Vec<u8>> = (0..(m.fw_thru_secs as usize * 200))
+            .map(|_| fwknop_knock(&keys.fwknop, ips.next(), unix_now()))
+            .collect();
+        out["throughput"] = throughput(
+            &mut w,
+            &socks,
+            &pkts,
+            20,
+            Duration::from_secs(m.fw_thru_secs),
+            &d,
+        );
     }
     if only("flood") {
         eprintln!("==> fwknopd: junk flood");
@@ -1311,7 +1667,9 @@ fn run_scale(bin: &str, keys: &Arc<Keys>, m: &Mode, ips: &mut Ips) -> Result<Val
         let rss_idle = d.rss_kib();
         let p0 = scale_point(&lab, &d, &mut w, keys, ips, &socks, &junk, m)?;
         let have = m.scale_lat + m.scale_thru;
-        let filled = fill(&lab, &d, &mut w, keys, ips, &socks, have, m.grants, !m.quick)?;
+        let filled = fill(
+            &lab, &d, &mut w, keys, ips, &socks, have, m.grants, !m.quick,
+        )?;
         let p1 = scale_point(&lab, &d, &mut w, keys, ips, &socks, &junk, m)?;
         rows.push(json!({
             "clients": c, "startup_s": startup, "rss_idle_kib": rss_idle,
@@ -1319,7 +1677,9 @@ fn run_scale(bin: &str, keys: &Arc<Keys>, m: &Mode, ips: &mut Ips) -> Result<Val
             "rss_kib": d.rss_kib(), "hwm_kib": d.hwm_kib(),
         }));
         d.stop();
-        in_ns(&lab.srv, || nfknock::netfilter::nft::Nft::open().and_then(|mut n| n.remove_table()))??;
+        in_ns(&lab.srv, || {
+            nfknock::netfilter::nft::Nft::open().and_then(|mut n| n.remove_table())
+        })??;
     }
     Ok(json!(rows))
 }
@@ -1329,11 +1689,13 @@ fn run_scale(bin: &str, keys: &Arc<Keys>, m: &Mode, ips: &mut Ips) -> Result<Val
 // ---------------------------------------------------------------------------------------------
 
 fn f(v: &Value, digits: usize) -> String {
-    v.as_f64().map_or_else(|| "–".into(), |x| format!("{x:.digits$}"))
+    v.as_f64()
+        .map_or_else(|| "–".into(), |x| format!("{x:.digits$}"))
 }
 
 fn mib(v: &Value) -> String {
-    v.as_f64().map_or_else(|| "–".into(), |k| format!("{:.1} MiB", k / 1024.0))
+    v.as_f64()
+        .map_or_else(|| "–".into(), |k| format!("{:.1} MiB", k / 1024.0))
 }
 
 fn verdict(ok: Option<bool>) -> &'static str {
@@ -1358,7 +1720,8 @@ fn report(r: &Value) -> String {
     let r99 = ratio(&ff["p99"], &nl_["p99"]);
     let _ = writeln!(s, "| figure | nfknock | fwknopd 2.6.10 | target | |");
     let _ = writeln!(s, "|---|---|---|---|---|");
-    let _ = writeln!(
+    let _ =
+        writeln!(
         s,
         "| knock → grant in kernel, native knock, p50 / p99 | {} / {} ms | – | p99 ≤ 1 ms | {} |",
         f(&nl_["p50"], 3), f(&nl_["p99"], 3), verdict(nl_["p99"].as_f64().map(|x| x <= 1.0))
@@ -1366,17 +1729,36 @@ fn report(r: &Value) -> String {
     let _ = writeln!(
         s,
         "| knock → grant in kernel, fwknop knock, p50 / p99 | {} / {} ms | {} / {} ms | | |",
-        f(&nf["p50"], 3), f(&nf["p99"], 3), f(&ff["p50"], 1), f(&ff["p99"], 1)
+        f(&nf["p50"], 3),
+        f(&nf["p99"], 3),
+        f(&ff["p50"], 1),
+        f(&ff["p99"], 1)
     );
     let _ = writeln!(
         s,
         "| fwknopd ÷ nfknock (native), p50 / p99 | {} / {} × | | ≥ 100× | {} |",
-        r50.map_or("–".into(), |x| format!("{x:.0}")), r99.map_or("–".into(), |x| format!("{x:.0}")),
+        r50.map_or("–".into(), |x| format!("{x:.0}")),
+        r99.map_or("–".into(), |x| format!("{x:.0}")),
         verdict(r50.zip(r99).map(|(a, b)| a >= 100.0 && b >= 100.0))
     );
-    let (nc, fc) = (&n["latency"]["native"]["connect_ms"], &fw["latency"]["fwknop"]["connect_ms"]);
-    let _ = writeln!(s, "| knock → first TCP connect (client's view), p50 / p99 | {} / {} ms | {} / {} ms | | |", f(&nc["p50"], 3), f(&nc["p99"], 3), f(&fc["p50"], 1), f(&fc["p99"], 1));
-    let _ = writeln!(s, "| real `fwknop` client: process start → grant | {} ms | {} ms | | |", f(&n["real_fwknop_client_ms"], 2), f(&fw["real_fwknop_client_ms"], 1));
+    let (nc, fc) = (
+        &n["latency"]["native"]["connect_ms"],
+        &fw["latency"]["fwknop"]["connect_ms"],
+    );
+    let _ = writeln!(
+        s,
+        "| knock → first TCP connect (client's view), p50 / p99 | {} / {} ms | {} / {} ms | | |",
+        f(&nc["p50"], 3),
+        f(&nc["p99"], 3),
+        f(&fc["p50"], 1),
+        f(&fc["p99"], 1)
+    );
+    let _ = writeln!(
+        s,
+        "| real `fwknop` client: process start → grant | {} ms | {} ms | | |",
+        f(&n["real_fwknop_client_ms"], 2),
+        f(&fw["real_fwknop_client_ms"], 1)
+    );
     let (nt, ft) = (&n["throughput"], &fw["throughput"]);
     let _ = writeln!(
         s,
@@ -1391,12 +1773,36 @@ fn report(r: &Value) -> String {
         "| junk absorbed with no legit knock lost (offered/s) | {} | {} | ≥ 150 000 | {} |",
         nb["rate"].as_u64().map_or("none".into(), |x| x.to_string()),
         fb["rate"].as_u64().map_or("none".into(), |x| x.to_string()),
-        verdict(n["flood"].get("steps").map(|_| nb["rate"].as_u64().unwrap_or(0) >= 150_000))
+        verdict(
+            n["flood"]
+                .get("steps")
+                .map(|_| nb["rate"].as_u64().unwrap_or(0) >= 150_000)
+        )
     );
-    let _ = writeln!(s, "| legit knock latency at that rate, p50 / p99 | {} / {} ms | {} / {} ms | | |", f(&nb["legit_ms"]["p50"], 2), f(&nb["legit_ms"]["p99"], 2), f(&fb["legit_ms"]["p50"], 1), f(&fb["legit_ms"]["p99"], 1));
-    let _ = writeln!(s, "| RSS idle | {} | {} | ≤ 5 MiB | {} |", mib(&n["rss_idle_kib"]), mib(&fw["rss_idle_kib"]), verdict(n["rss_idle_kib"].as_f64().map(|k| k <= 5.0 * 1024.0)));
-    let _ = writeln!(s, "| RSS after the flood ladder (peak) | {} ({}) | | | |", mib(&n["rss_after_flood_kib"]), mib(&n["hwm_kib"]));
-    let big = r["scale"].as_array().and_then(|a| a.iter().find(|x| x["clients"] == json!(10_000)));
+    let _ = writeln!(
+        s,
+        "| legit knock latency at that rate, p50 / p99 | {} / {} ms | {} / {} ms | | |",
+        f(&nb["legit_ms"]["p50"], 2),
+        f(&nb["legit_ms"]["p99"], 2),
+        f(&fb["legit_ms"]["p50"], 1),
+        f(&fb["legit_ms"]["p99"], 1)
+    );
+    let _ = writeln!(
+        s,
+        "| RSS idle | {} | {} | ≤ 5 MiB | {} |",
+        mib(&n["rss_idle_kib"]),
+        mib(&fw["rss_idle_kib"]),
+        verdict(n["rss_idle_kib"].as_f64().map(|k| k <= 5.0 * 1024.0))
+    );
+    let _ = writeln!(
+        s,
+        "| RSS after the flood ladder (peak) | {} ({}) | | | |",
+        mib(&n["rss_after_flood_kib"]),
+        mib(&n["hwm_kib"])
+    );
+    let big = r["scale"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["clients"] == json!(10_000)));
     if let Some(b) = big {
         let _ = writeln!(
             s,
@@ -1409,22 +1815,38 @@ fn report(r: &Value) -> String {
     }
 
     for (name, d) in [("nfknock", n), ("fwknopd", fw)] {
-        let Some(steps) = d["flood"]["steps"].as_array() else { continue };
-        let _ = writeln!(s, "\n**Junk flood, {name}** (legit knock every 50 ms during each step)\n");
+        let Some(steps) = d["flood"]["steps"].as_array() else {
+            continue;
+        };
+        let _ = writeln!(
+            s,
+            "\n**Junk flood, {name}** (legit knock every 50 ms during each step)\n"
+        );
         let _ = writeln!(s, "| offered/s | sent/s | queued/s | queue drops | socket drops | daemon CPU | legit granted | legit p50 / p99 | load |");
         let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
         for st in steps {
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {}% | {}/{} | {} / {} ms | {} |",
-                st["rate"], f(&st["sent_pps"], 0), f(&st["queued_pps"], 0), st["queue_dropped"], st["socket_dropped"],
-                f(&st["daemon_cpu_pct"], 0), st["legit_granted"], st["legit_sent"], f(&st["legit_ms"]["p50"], 2), f(&st["legit_ms"]["p99"], 2),
+                st["rate"],
+                f(&st["sent_pps"], 0),
+                f(&st["queued_pps"], 0),
+                st["queue_dropped"],
+                st["socket_dropped"],
+                f(&st["daemon_cpu_pct"], 0),
+                st["legit_granted"],
+                st["legit_sent"],
+                f(&st["legit_ms"]["p50"], 2),
+                f(&st["legit_ms"]["p99"], 2),
                 f(&st["loadavg"], 1)
             );
         }
     }
     if let Some(rows) = r["scale"].as_array() {
-        let _ = writeln!(s, "\n**Scale, nfknock** (rate_limit = 0; grants = live elements of `allow_v4`)\n");
+        let _ = writeln!(
+            s,
+            "\n**Scale, nfknock** (rate_limit = 0; grants = live elements of `allow_v4`)\n"
+        );
         let _ = writeln!(s, "| clients | grants | startup | knock → grant p50 / p99 | grants/s | CPU µs / grant | CPU ns / junk packet | RSS |");
         let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
         for row in rows {
@@ -1432,10 +1854,18 @@ fn report(r: &Value) -> String {
                 let _ = writeln!(
                     s,
                     "| {} | {g} | {} s | {} / {} ms | {} | {} | {} | {} |",
-                    row["clients"], f(&row["startup_s"], 2), f(&p["event_ms"]["p50"], 3), f(&p["event_ms"]["p99"], 3),
-                    f(&p["throughput"]["grants_per_s"], 0), f(&p["throughput"]["daemon_cpu_us_per_grant"], 1),
+                    row["clients"],
+                    f(&row["startup_s"], 2),
+                    f(&p["event_ms"]["p50"], 3),
+                    f(&p["event_ms"]["p99"], 3),
+                    f(&p["throughput"]["grants_per_s"], 0),
+                    f(&p["throughput"]["daemon_cpu_us_per_grant"], 1),
                     f(&p["daemon_cpu_ns_per_junk"], 0),
-                    if g == "0" { mib(&row["rss_idle_kib"]) } else { mib(&row["rss_kib"]) }
+                    if g == "0" {
+                        mib(&row["rss_idle_kib"])
+                    } else {
+                        mib(&row["rss_kib"])
+                    }
                 );
             }
         }
@@ -1445,12 +1875,18 @@ fn report(r: &Value) -> String {
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let (mut quick, mut json_path, mut only_list, mut bin) = (false, None::<PathBuf>, None::<String>, None::<String>);
+    let (mut quick, mut json_path, mut only_list, mut bin) =
+        (false, None::<PathBuf>, None::<String>, None::<String>);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
             "--json" => json_path = Some(args.next().context("--json needs a path")?.into()),
-            "--only" => only_list = Some(args.next().context("--only needs latency,throughput,flood,scale")?),
+            "--only" => {
+                only_list = Some(
+                    args.next()
+                        .context("--only needs latency,throughput,flood,scale")?,
+                )
+            }
             "--nfknock" => bin = Some(args.next().context("--nfknock needs a path")?),
             "-h" | "--help" => {
                 println!("usage: bench [--quick] [--json PATH] [--only latency,throughput,flood,scale] [--nfknock BIN]");
@@ -1462,19 +1898,33 @@ fn main() -> Result<()> {
     let bin = match bin {
         Some(b) => b,
         // target/release/examples/bench → target/release/nfknock
-        None => std::env::current_exe()?.parent().and_then(|p| p.parent()).context("exe dir")?.join("nfknock").to_string_lossy().into_owned(),
+        None => std::env::current_exe()?
+            .parent()
+            .and_then(|p| p.parent())
+            .context("exe dir")?
+            .join("nfknock")
+            .to_string_lossy()
+            .into_owned(),
     };
     if !std::path::Path::new(&bin).exists() {
         bail!("{bin} not found; build it with `cargo build --release` or pass --nfknock");
     }
     raise_nofile();
-    let only = move |s: &str| only_list.as_deref().is_none_or(|l| l.split(',').any(|x| x == s));
+    let only = move |s: &str| {
+        only_list
+            .as_deref()
+            .is_none_or(|l| l.split(',').any(|x| x == s))
+    };
     let m = Mode::new(quick);
     let keys = Arc::new(Keys::new());
     let mut ips = Ips(0);
     let started = Instant::now();
     let uname = lab::sh(&["uname", "-r"]).unwrap_or_default();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()));
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| {
+        c.lines()
+            .find(|l| l.starts_with("model name"))
+            .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+    });
     let mut r = json!({
         "mode": if quick { "quick" } else { "full" },
         "machine": { "nproc": thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "cpu": cpu, "kernel": uname.trim() },

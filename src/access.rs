@@ -100,7 +100,10 @@ pub fn parse_list(s: &str) -> Result<Vec<Access>, AccessParseError> {
 
 /// Render a list as `tcp/22,udp/53`.
 pub fn format_list(list: &[Access]) -> String {
-    list.iter().map(Access::to_string).collect::<Vec<_>>().join(",")
+    list.iter()
+        .map(Access::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl serde::Serialize for Access {
@@ -124,15 +127,34 @@ mod tests {
     #[test]
     fn parses_and_prints() {
         let a: Access = "tcp/22".parse().unwrap();
-        assert_eq!(a, Access { proto: Proto::Tcp, port: 22 });
+        assert_eq!(
+            a,
+            Access {
+                proto: Proto::Tcp,
+                port: 22
+            }
+        );
         assert_eq!(a.to_string(), "tcp/22");
         assert_eq!("udp/65535".parse::<Access>().unwrap().port, 65535);
     }
 
     #[test]
     fn refuses_what_fwknop_clients_refuse() {
-        for bad in ["tcp/0", "TCP/22", "icmp/0", "none/0", "tcp/65536", "tcp/", "tcp", "/22",
-                    "tcp/022", "tcp/+22", "tcp/ 22", "tcp/999999", ""] {
+        for bad in [
+            "tcp/0",
+            "TCP/22",
+            "icmp/0",
+            "none/0",
+            "tcp/65536",
+            "tcp/",
+            "tcp",
+            "/22",
+            "tcp/022",
+            "tcp/+22",
+            "tcp/ 22",
+            "tcp/999999",
+            "",
+        ] {
             assert!(bad.parse::<Access>().is_err(), "{bad} accepted");
         }
     }

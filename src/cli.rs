@@ -64,7 +64,12 @@ pub enum Command {
     },
     /// Run the daemon in the foreground (logs to stderr; journald-friendly).
     Serve {
-        #[arg(long, short = 'c', value_name = "PATH", default_value = "/etc/nfknock/nfknock.toml")]
+        #[arg(
+            long,
+            short = 'c',
+            value_name = "PATH",
+            default_value = "/etc/nfknock/nfknock.toml"
+        )]
         config: PathBuf,
         /// Decide and log every knock ("dry run: would add grant"), but write no grant to the
         /// allow sets. Installs no gate either, so nothing that was open closes.
@@ -76,7 +81,12 @@ pub enum Command {
     },
     /// Validate a server config; print every problem with file, line and key.
     Check {
-        #[arg(long, short = 'c', value_name = "PATH", default_value = "/etc/nfknock/nfknock.toml")]
+        #[arg(
+            long,
+            short = 'c',
+            value_name = "PATH",
+            default_value = "/etc/nfknock/nfknock.toml"
+        )]
         config: PathBuf,
     },
     /// Send one knock (native format).
@@ -95,7 +105,12 @@ pub enum Command {
     /// Print the nftables ruleset the daemon installs for a config (to load it yourself with
     /// `nft -f` and `manage_ruleset = false`, or to review it).
     Ruleset {
-        #[arg(long, short = 'c', value_name = "PATH", default_value = "/etc/nfknock/nfknock.toml")]
+        #[arg(
+            long,
+            short = 'c',
+            value_name = "PATH",
+            default_value = "/etc/nfknock/nfknock.toml"
+        )]
         config: PathBuf,
         /// Divert knocks with the xt NFQUEUE target (kernels without nft_queue) instead of the
         /// native `queue` expression. Only the daemon can load that form; `nft` prints it alike.
@@ -149,7 +164,12 @@ pub struct KnockArgs {
     pub allow_ip: Option<String>,
     /// Add this many seconds (may be negative) to the knock's timestamp, for a clock you know
     /// to be off (fwknop's --time-offset-plus/minus).
-    #[arg(long, value_name = "SECS", allow_negative_numbers = true, default_value_t = 0)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        allow_negative_numbers = true,
+        default_value_t = 0
+    )]
     pub time_offset: i64,
     /// Also write the exact UDP payload to this file.
     #[arg(long, value_name = "PATH")]
@@ -167,7 +187,12 @@ pub struct KnockArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    #[arg(long, short = 'c', value_name = "PATH", default_value = "/etc/nfknock/nfknock.toml")]
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "PATH",
+        default_value = "/etc/nfknock/nfknock.toml"
+    )]
     pub config: PathBuf,
     /// The packet's source address.
     #[arg(long, value_name = "IP")]
@@ -179,7 +204,12 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "UNIX_SECONDS")]
     pub now: Option<u64>,
     /// The UDP payload: fwknop base64 text, or a native packet as hex.
-    #[arg(long, value_name = "STRING", conflicts_with = "packet_file", required_unless_present = "packet_file")]
+    #[arg(
+        long,
+        value_name = "STRING",
+        conflicts_with = "packet_file",
+        required_unless_present = "packet_file"
+    )]
     pub packet: Option<String>,
     /// A file with the exact UDP payload (as written by `knock --save-packet` or `fwknop -B`).
     #[arg(long, value_name = "PATH")]
@@ -193,8 +223,16 @@ pub struct VerifyArgs {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Keygen { out } => keygen(out.as_deref()),
-        Command::Serve { config, dry_run, with_gate } => {
-            daemon::serve(&daemon::Options { config, dry_run, with_gate })?;
+        Command::Serve {
+            config,
+            dry_run,
+            with_gate,
+        } => {
+            daemon::serve(&daemon::Options {
+                config,
+                dry_run,
+                with_gate,
+            })?;
             Ok(EXIT_OK)
         }
         Command::Check { config } => check(&config),
@@ -203,8 +241,15 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Verify(args) => verify(args),
         Command::Ruleset { config, compat } => {
             let config = daemon::load_config(&config)?;
-            let backend = if compat { QueueBackend::Compat } else { QueueBackend::Native };
-            print!("{}", crate::netfilter::nft::render(&daemon::ruleset_spec(&config, backend)));
+            let backend = if compat {
+                QueueBackend::Compat
+            } else {
+                QueueBackend::Native
+            };
+            print!(
+                "{}",
+                crate::netfilter::nft::render(&daemon::ruleset_spec(&config, backend))
+            );
             Ok(EXIT_OK)
         }
         Command::Uninstall => {
@@ -230,7 +275,12 @@ fn import_fwknop(args: &ImportFwknopArgs) -> anyhow::Result<i32> {
         },
     };
     let opts = fi::Options { protect };
-    let import = match fi::import(&fi::FsLoader, &args.access_conf, args.fwknopd_conf.as_deref(), &opts) {
+    let import = match fi::import(
+        &fi::FsLoader,
+        &args.access_conf,
+        args.fwknopd_conf.as_deref(),
+        &opts,
+    ) {
         Ok(i) => i,
         Err(e) => {
             eprintln!("nfknock: {e}");
@@ -241,16 +291,29 @@ fn import_fwknop(args: &ImportFwknopArgs) -> anyhow::Result<i32> {
         eprintln!("{d}");
     }
     if let Some(text) = &import.toml {
-        std::io::stdout().write_all(text.as_bytes()).context("cannot write the config to stdout")?;
+        std::io::stdout()
+            .write_all(text.as_bytes())
+            .context("cannot write the config to stdout")?;
         eprintln!("{}", fi::secrecy_reminder(&args.access_conf));
     }
     eprintln!(
         "imported {} client{}{}",
         import.clients.len(),
         if import.clients.len() == 1 { "" } else { "s" },
-        if import.failed > 0 { format!("; {} stanza(s) could not be converted (see the errors above)", import.failed) } else { String::new() }
+        if import.failed > 0 {
+            format!(
+                "; {} stanza(s) could not be converted (see the errors above)",
+                import.failed
+            )
+        } else {
+            String::new()
+        }
     );
-    Ok(if import.complete() { EXIT_OK } else { EXIT_FAIL })
+    Ok(if import.complete() {
+        EXIT_OK
+    } else {
+        EXIT_FAIL
+    })
 }
 
 fn keygen(out: Option<&Path>) -> anyhow::Result<i32> {
@@ -264,8 +327,14 @@ fn keygen(out: Option<&Path>) -> anyhow::Result<i32> {
                 .create_new(true)
                 .mode(0o600)
                 .open(path)
-                .with_context(|| format!("cannot create key file {} (it must not exist yet)", path.display()))?;
-            writeln!(f, "{}", key.as_str()).with_context(|| format!("cannot write {}", path.display()))?;
+                .with_context(|| {
+                    format!(
+                        "cannot create key file {} (it must not exist yet)",
+                        path.display()
+                    )
+                })?;
+            writeln!(f, "{}", key.as_str())
+                .with_context(|| format!("cannot write {}", path.display()))?;
             eprintln!("wrote a new key to {} (mode 0600)", path.display());
         }
     }
@@ -292,7 +361,11 @@ fn check(path: &Path) -> anyhow::Result<i32> {
             for p in &errors.0 {
                 eprintln!("{p}");
             }
-            eprintln!("{} problem{} found", errors.0.len(), if errors.0.len() == 1 { "" } else { "s" });
+            eprintln!(
+                "{} problem{} found",
+                errors.0.len(),
+                if errors.0.len() == 1 { "" } else { "s" }
+            );
             Ok(EXIT_FAIL)
         }
     }
@@ -320,7 +393,8 @@ fn knock(args: KnockArgs) -> anyhow::Result<i32> {
         allow_ip,
         access: plan.access.clone(),
     };
-    let packet = native::seal(&plan.key, &req, &mut OsRng).map_err(|e| anyhow!("cannot build the knock: {e}"))?;
+    let packet = native::seal(&plan.key, &req, &mut OsRng)
+        .map_err(|e| anyhow!("cannot build the knock: {e}"))?;
     if let Some(path) = &args.save_packet {
         std::fs::write(path, packet).with_context(|| format!("cannot write {}", path.display()))?;
     }
@@ -334,9 +408,15 @@ fn knock(args: KnockArgs) -> anyhow::Result<i32> {
         eprintln!("built knock ({what}); not sent (--dry-run)");
         return Ok(EXIT_OK);
     }
-    let bind: SocketAddr = if plan.server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse()?;
+    let bind: SocketAddr = if plan.server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()?;
     let sock = UdpSocket::bind(bind).context("cannot open a UDP socket")?;
-    sock.send_to(&packet, plan.server).with_context(|| format!("cannot send the knock to {}", plan.server))?;
+    sock.send_to(&packet, plan.server)
+        .with_context(|| format!("cannot send the knock to {}", plan.server))?;
     eprintln!("knocked: {what}");
     Ok(EXIT_OK)
 }
@@ -347,8 +427,9 @@ fn resolve_knock(args: &KnockArgs) -> anyhow::Result<KnockPlan> {
         Some(name) => {
             let path = match &args.client_config {
                 Some(p) => p.clone(),
-                None => config::default_client_config_path()
-                    .ok_or_else(|| anyhow!("cannot find the client config: set --client-config PATH"))?,
+                None => config::default_client_config_path().ok_or_else(|| {
+                    anyhow!("cannot find the client config: set --client-config PATH")
+                })?,
             };
             let cc = config::load_client(&path).map_err(|e| anyhow!("{e}"))?;
             Some(
@@ -363,7 +444,10 @@ fn resolve_knock(args: &KnockArgs) -> anyhow::Result<KnockPlan> {
         .clone()
         .or_else(|| profile.as_ref().map(|p| p.server.clone()))
         .ok_or_else(|| anyhow!("no server given: use --server HOST or -n NAME"))?;
-    let port = args.port.or(profile.as_ref().map(|p| p.port)).unwrap_or(config::DEFAULT_PORT);
+    let port = args
+        .port
+        .or(profile.as_ref().map(|p| p.port))
+        .unwrap_or(config::DEFAULT_PORT);
     let server = (host.as_str(), port)
         .to_socket_addrs()
         .with_context(|| format!("cannot resolve server `{host}`"))?
@@ -372,31 +456,53 @@ fn resolve_knock(args: &KnockArgs) -> anyhow::Result<KnockPlan> {
     let key = match (&args.key_file, &profile) {
         (Some(path), _) => config::read_native_key_file(path).map_err(|p| anyhow!("{p}"))?,
         (None, Some(p)) => p.key.clone(),
-        (None, None) => bail!("no key given: use --key-file PATH (made by `nfknock keygen --out PATH`)"),
+        (None, None) => {
+            bail!("no key given: use --key-file PATH (made by `nfknock keygen --out PATH`)")
+        }
     };
     let access = match (&args.access, &profile) {
-        (Some(list), _) => access::parse_list(list).map_err(|e| anyhow!("--access `{list}`: {e}"))?,
+        (Some(list), _) => {
+            access::parse_list(list).map_err(|e| anyhow!("--access `{list}`: {e}"))?
+        }
         (None, Some(p)) => p.access.clone(),
         (None, None) => bail!("nothing to open: use --access tcp/22[,udp/53,...]"),
     };
     if access.is_empty() || access.len() > native::MAX_ACCESS {
         bail!("--access must list 1 to {} entries", native::MAX_ACCESS);
     }
-    let timeout = args.timeout.or(profile.as_ref().and_then(|p| p.timeout)).unwrap_or(0);
+    let timeout = args
+        .timeout
+        .or(profile.as_ref().and_then(|p| p.timeout))
+        .unwrap_or(0);
     let allow_ip = match args.allow_ip.as_deref() {
         Some("source") => AllowIp::Source,
-        Some(ip) => AllowIp::Addr(ip.parse().map_err(|_| anyhow!("--allow-ip `{ip}`: expected an IP address or `source`"))?),
+        Some(ip) => AllowIp::Addr(
+            ip.parse()
+                .map_err(|_| anyhow!("--allow-ip `{ip}`: expected an IP address or `source`"))?,
+        ),
         None => profile.as_ref().map_or(AllowIp::Auto, |p| p.allow_ip),
     };
-    Ok(KnockPlan { server, key, access, timeout, allow_ip })
+    Ok(KnockPlan {
+        server,
+        key,
+        access,
+        timeout,
+        allow_ip,
+    })
 }
 
 /// The address this host would use to reach `server` (no packet is sent: a connected UDP
 /// socket only asks the routing table).
 fn local_addr_towards(server: SocketAddr) -> anyhow::Result<IpAddr> {
-    let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse()?;
+    let bind: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()?;
     let sock = UdpSocket::bind(bind)?;
-    sock.connect(server).with_context(|| format!("no route to {server}; pass --allow-ip"))?;
+    sock.connect(server)
+        .with_context(|| format!("no route to {server}; pass --allow-ip"))?;
     Ok(sock.local_addr()?.ip())
 }
 
@@ -422,7 +528,10 @@ fn status(json: bool) -> anyhow::Result<i32> {
     } else if grants.is_empty() {
         println!("no live grants");
     } else {
-        println!("{:<40} {:<12} {:>8} {:>10}", "SOURCE", "ACCESS", "TIMEOUT", "LEFT");
+        println!(
+            "{:<40} {:<12} {:>8} {:>10}",
+            "SOURCE", "ACCESS", "TIMEOUT", "LEFT"
+        );
         for g in &grants {
             println!(
                 "{:<40} {:<12} {:>7}s {:>9}s",
@@ -446,7 +555,9 @@ fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
     };
     let payload = match (&args.packet, &args.packet_file) {
         (Some(text), _) => packet_from_text(text.trim()),
-        (None, Some(path)) => std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+        (None, Some(path)) => {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
+        }
         (None, None) => bail!("give --packet STRING or --packet-file PATH"),
     };
     let now = args.now.unwrap_or_else(daemon::unix_now);
@@ -456,7 +567,14 @@ fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
     });
     // A fresh, empty replay cache: verify never records anything.
     let mut engine = Engine::new(config.clone(), ReplayCache::new(), 0, now);
-    let out = engine.handle(&payload, Packet { src: args.source, dst }, now);
+    let out = engine.handle(
+        &payload,
+        Packet {
+            src: args.source,
+            dst,
+        },
+        now,
+    );
     let client = out.client.map(|i| config.clients[i].name.clone());
     let (decision, reason, timeout, granted) = match &out.decision {
         Decision::Grant(g) => ("grant", None, Some(g.ttl), Some(g)),
@@ -499,7 +617,11 @@ fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
             ),
         }
     }
-    Ok(if decision == "grant" { EXIT_OK } else { EXIT_FAIL })
+    Ok(if decision == "grant" {
+        EXIT_OK
+    } else {
+        EXIT_FAIL
+    })
 }
 
 /// `--packet` text: a native packet given as hex, otherwise the bytes of the text (fwknop).

@@ -45,7 +45,11 @@ pub trait PacketSource {
     /// Readable when packets are waiting (`poll(2)`).
     fn fd(&self) -> RawFd;
     /// Without blocking, hand up to `max` waiting packets (id, raw IP packet) to `f`.
-    fn recv_batch(&mut self, max: usize, f: &mut dyn FnMut(u32, &[u8])) -> Result<usize, QueueError>;
+    fn recv_batch(
+        &mut self,
+        max: usize,
+        f: &mut dyn FnMut(u32, &[u8]),
+    ) -> Result<usize, QueueError>;
     /// Verdict DROP for every packet received so far.
     fn drop_pending(&mut self) -> Result<(), QueueError>;
 }
@@ -55,7 +59,11 @@ impl PacketSource for Queue {
         self.as_raw_fd()
     }
 
-    fn recv_batch(&mut self, max: usize, f: &mut dyn FnMut(u32, &[u8])) -> Result<usize, QueueError> {
+    fn recv_batch(
+        &mut self,
+        max: usize,
+        f: &mut dyn FnMut(u32, &[u8]),
+    ) -> Result<usize, QueueError> {
         Queue::recv_batch(self, max, f)
     }
 
@@ -143,7 +151,10 @@ pub fn ruleset_spec(config: &Config, backend: QueueBackend) -> RulesetSpec {
         backend,
         protect: config.server.protect.clone(),
         native_len: native::PACKET_LEN as u16,
-        fwknop: config.clients.iter().any(|c| matches!(c.credential, config::Credential::Fwknop(_))),
+        fwknop: config
+            .clients
+            .iter()
+            .any(|c| matches!(c.credential, config::Credential::Fwknop(_))),
         rate_limit: config.server.rate_limit,
         gate_input: true,
         gate_forward: config.server.gate_forward,
@@ -156,19 +167,28 @@ fn gated(spec: RulesetSpec, gate: bool) -> RulesetSpec {
     if gate {
         spec
     } else {
-        RulesetSpec { gate_input: false, gate_forward: false, ..spec }
+        RulesetSpec {
+            gate_input: false,
+            gate_forward: false,
+            ..spec
+        }
     }
 }
 
 /// Seconds since the Unix epoch (the one clock read of the daemon's decisions).
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Load a config or explain every problem.
 pub fn load_config(path: &Path) -> anyhow::Result<Config> {
     config::load(path).map_err(|e| {
-        let hint = format!("fix the problems above and run `nfknock check --config {}`", path.display());
+        let hint = format!(
+            "fix the problems above and run `nfknock check --config {}`",
+            path.display()
+        );
         anyhow::Error::new(e).context(hint)
     })
 }
@@ -191,7 +211,10 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
             info!(live, torn_tail, "replay journal loaded");
             0
         }
-        LoadReport::Corrupt { reason, refuse_before } => {
+        LoadReport::Corrupt {
+            reason,
+            refuse_before,
+        } => {
             // A packet accepted before the loss may carry a timestamp up to max_age ahead of
             // the clock; refusing everything stamped before `lost + max_age` closes that too.
             let until = refuse_before.saturating_add(config.server.max_age);
@@ -205,15 +228,22 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
     };
 
     let mut nft = Nft::open().context("cannot open the nftables netlink socket")?;
-    let backend = nft.detect_queue_backend().context("cannot probe the kernel's queue support")?;
+    let backend = nft
+        .detect_queue_backend()
+        .context("cannot probe the kernel's queue support")?;
     match backend {
-        QueueBackend::Native => info!("kernel has nft_queue: knocks are diverted with the native `queue` expression"),
-        QueueBackend::Compat => info!("kernel has no nft_queue: knocks are diverted with the xt NFQUEUE target (nft_compat)"),
+        QueueBackend::Native => {
+            info!("kernel has nft_queue: knocks are diverted with the native `queue` expression")
+        }
+        QueueBackend::Compat => info!(
+            "kernel has no nft_queue: knocks are diverted with the xt NFQUEUE target (nft_compat)"
+        ),
     }
     let gate = !opts.dry_run || opts.with_gate;
     let spec = gated(ruleset_spec(&config, backend), gate);
     if config.server.manage_ruleset {
-        nft.install(&spec, &[]).context("cannot install the `inet nfknock` table")?;
+        nft.install(&spec, &[])
+            .context("cannot install the `inet nfknock` table")?;
         if gate {
             info!(port = spec.knock_port, queue = spec.queue, protect = %format_list(&spec.protect), "gate installed");
         } else {
@@ -222,7 +252,10 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
     } else if !nft.table_exists()? {
         bail!("table `inet nfknock` is not loaded and manage_ruleset = false; load nft/nfknock.nft (`nft -f nft/nfknock.nft`) or set manage_ruleset = true");
     }
-    let queue = Queue::open(QueueConfig { num: config.server.queue, ..QueueConfig::default() })?;
+    let queue = Queue::open(QueueConfig {
+        num: config.server.queue,
+        ..QueueConfig::default()
+    })?;
     let events = NftEvents::open().context("cannot subscribe to nftables events")?;
 
     let control = Control::register()?;
@@ -230,11 +263,35 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
     let engine = Engine::new(config.clone(), cache, refuse_before, now);
     release_freed_memory();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    info!(clients = config.clients.len(), dry_run = opts.dry_run, "nfknock serving");
+    info!(
+        clients = config.clients.len(),
+        dry_run = opts.dry_run,
+        "nfknock serving"
+    );
     let result = if opts.dry_run {
-        Daemon::new(engine, journal, queue, DryRun(nft), events, spec, gate, opts.config.clone()).run(&control)
+        Daemon::new(
+            engine,
+            journal,
+            queue,
+            DryRun(nft),
+            events,
+            spec,
+            gate,
+            opts.config.clone(),
+        )
+        .run(&control)
     } else {
-        Daemon::new(engine, journal, queue, nft, events, spec, gate, opts.config.clone()).run(&control)
+        Daemon::new(
+            engine,
+            journal,
+            queue,
+            nft,
+            events,
+            spec,
+            gate,
+            opts.config.clone(),
+        )
+        .run(&control)
     };
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     result
@@ -339,7 +396,17 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
             let engine = &mut self.engine;
             let n = self.queue.recv_batch(BURST, &mut |id, pkt| {
                 let (src, outcome) = match wire::ip::parse(pkt) {
-                    Ok(d) => (Some(d.src), engine.handle(d.payload, Packet { src: d.src, dst: d.dst }, now)),
+                    Ok(d) => (
+                        Some(d.src),
+                        engine.handle(
+                            d.payload,
+                            Packet {
+                                src: d.src,
+                                dst: d.dst,
+                            },
+                            now,
+                        ),
+                    ),
                     Err(_) => (None, Outcome::reject(None, Reason::NotUdp)),
                 };
                 outcomes.push((id, src, outcome));
@@ -354,8 +421,13 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
     }
 
     /// Persist replay records, write grants, log.
-    fn apply(&mut self, outcomes: &[(u32, Option<IpAddr>, Outcome)], now: u64) -> anyhow::Result<()> {
-        let records: Vec<(ReplayKey, u64)> = outcomes.iter().filter_map(|(_, _, o)| o.record).collect();
+    fn apply(
+        &mut self,
+        outcomes: &[(u32, Option<IpAddr>, Outcome)],
+        now: u64,
+    ) -> anyhow::Result<()> {
+        let records: Vec<(ReplayKey, u64)> =
+            outcomes.iter().filter_map(|(_, _, o)| o.record).collect();
         if !records.is_empty() {
             // A failure here must not open anything: without the record, no grant.
             if let Err(e) = self.journal.append(&records) {
@@ -371,7 +443,11 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
             match &o.decision {
                 Decision::Grant(g) => {
                     for a in &g.access {
-                        elems.push(Element { addr: g.addr, access: *a, timeout_ms: u64::from(g.ttl) * 1000 });
+                        elems.push(Element {
+                            addr: g.addr,
+                            access: *a,
+                            timeout_ms: u64::from(g.ttl) * 1000,
+                        });
                     }
                     info!(
                         client = client.unwrap_or("?"),
@@ -405,11 +481,21 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
         Ok(())
     }
 
-    fn log_reject(&mut self, o: &Outcome, reason: &Reason, src: &SrcDisplay, client: Option<&str>, now: u64) {
+    fn log_reject(
+        &mut self,
+        o: &Outcome,
+        reason: &Reason,
+        src: &SrcDisplay,
+        client: Option<&str>,
+        now: u64,
+    ) {
         let format = o.format.map_or("?", |f| f.name());
         let skew = match reason {
             Reason::Stale { skew } => Some(*skew),
-            _ => o.knock.as_ref().map(|k| crate::policy::skew(k.timestamp, now)),
+            _ => o
+                .knock
+                .as_ref()
+                .map(|k| crate::policy::skew(k.timestamp, now)),
         };
         let client = client.unwrap_or("-");
         if reason.is_noise() || !self.warn_budget.take() {
@@ -437,7 +523,10 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
     fn reinstall(&mut self) {
         let restore = self.live.remaining();
         match self.kernel.install(&self.spec, &restore) {
-            Ok(()) => warn!(grants = restore.len(), "table `inet nfknock` was removed or changed by someone else; re-created it"),
+            Ok(()) => warn!(
+                grants = restore.len(),
+                "table `inet nfknock` was removed or changed by someone else; re-created it"
+            ),
             Err(e) => error!("cannot re-create table `inet nfknock`: {e}"),
         }
     }
@@ -448,14 +537,19 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
             Err(e) => error!("new config refused, the running one stays:\n{e}"),
             Ok(new) => {
                 let old = self.engine.config().clone();
-                if new.server.queue != old.server.queue || new.server.state_dir != old.server.state_dir {
+                if new.server.queue != old.server.queue
+                    || new.server.state_dir != old.server.state_dir
+                {
                     warn!("`queue` and `state_dir` changes take effect at the next restart");
                 }
                 for w in config::warnings(&new) {
                     warn!("{w}");
                 }
                 let spec = gated(ruleset_spec(&new, self.spec.backend), self.gate);
-                let spec = RulesetSpec { queue: self.spec.queue, ..spec };
+                let spec = RulesetSpec {
+                    queue: self.spec.queue,
+                    ..spec
+                };
                 if spec != self.spec && new.server.manage_ruleset {
                     if let Err(e) = self.kernel.install(&spec, &[]) {
                         error!("new config refused, cannot update the ruleset: {e}");
@@ -485,7 +579,11 @@ struct LiveGrants {
 
 impl LiveGrants {
     fn new() -> LiveGrants {
-        LiveGrants { base: Instant::now(), v4: HashMap::new(), v6: HashMap::new() }
+        LiveGrants {
+            base: Instant::now(),
+            v4: HashMap::new(),
+            v6: HashMap::new(),
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -499,7 +597,8 @@ impl LiveGrants {
             let (proto, port) = (e.access.proto.number(), e.access.port);
             match e.addr {
                 IpAddr::V4(a) => {
-                    let key = u64::from(u32::from(a)) << 24 | u64::from(proto) << 16 | u64::from(port);
+                    let key =
+                        u64::from(u32::from(a)) << 24 | u64::from(proto) << 16 | u64::from(port);
                     self.v4.insert(key, deadline);
                 }
                 IpAddr::V6(a) => {
@@ -519,8 +618,15 @@ impl LiveGrants {
     fn remaining(&self) -> Vec<Element> {
         let now = self.now_ms();
         let element = |addr: IpAddr, proto: u8, port: u16, deadline: u64| {
-            let access = Access { proto: Proto::from_number(proto)?, port };
-            (deadline > now).then(|| Element { addr, access, timeout_ms: deadline - now })
+            let access = Access {
+                proto: Proto::from_number(proto)?,
+                port,
+            };
+            (deadline > now).then(|| Element {
+                addr,
+                access,
+                timeout_ms: deadline - now,
+            })
         };
         let v4 = self.v4.iter().filter_map(|(&k, &d)| {
             let addr = IpAddr::V4(std::net::Ipv4Addr::from((k >> 24) as u32));
@@ -566,7 +672,10 @@ impl WarnBudget {
 
     fn reset(&mut self) {
         if self.suppressed > 0 {
-            warn!(suppressed = self.suppressed, "rejected knocks not logged at warn in the last second (see debug)");
+            warn!(
+                suppressed = self.suppressed,
+                "rejected knocks not logged at warn in the last second (see debug)"
+            );
         }
         self.used = 0;
         self.suppressed = 0;
@@ -614,7 +723,12 @@ impl Control {
         let (read, write) = UnixStream::pair().context("cannot create the control pipe")?;
         read.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
-        Ok(Control { terminate: Arc::new(AtomicBool::new(false)), reload: Arc::new(AtomicBool::new(false)), read, write })
+        Ok(Control {
+            terminate: Arc::new(AtomicBool::new(false)),
+            reload: Arc::new(AtomicBool::new(false)),
+            read,
+            write,
+        })
     }
 
     /// Flags and pipe driven by SIGTERM/SIGINT (terminate) and SIGHUP (reload).
@@ -675,7 +789,11 @@ fn release_freed_memory() {
 
 /// `poll(2)` three descriptors for input; which are readable.
 fn poll3(a: RawFd, b: RawFd, c: RawFd, timeout_ms: i32) -> anyhow::Result<[bool; 3]> {
-    let mut fds = [a, b, c].map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+    let mut fds = [a, b, c].map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
     // SAFETY: `fds` is a valid array of three pollfd structs for the duration of the call.
     let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
     if rc < 0 {
@@ -705,7 +823,8 @@ pub fn drop_privileges() -> anyhow::Result<()> {
     if permitted.contains(&Capability::CAP_SETPCAP) {
         for cap in caps::all() {
             if cap != Capability::CAP_NET_ADMIN {
-                caps::drop(None, CapSet::Bounding, cap).with_context(|| format!("cannot drop {cap} from the bounding set"))?;
+                caps::drop(None, CapSet::Bounding, cap)
+                    .with_context(|| format!("cannot drop {cap} from the bounding set"))?;
             }
         }
     }
@@ -717,14 +836,19 @@ pub fn drop_privileges() -> anyhow::Result<()> {
     // it, capabilities(7)). Without ambient capabilities and with no_new_privs, an inheritable
     // capability passes to no program we could exec, so failing to clear it is worth a warning,
     // not a refusal to start.
-    if !caps::read(None, CapSet::Inheritable).context("cannot read capabilities")?.is_empty() {
+    if !caps::read(None, CapSet::Inheritable)
+        .context("cannot read capabilities")?
+        .is_empty()
+    {
         if let Err(e) = caps::clear(None, CapSet::Inheritable) {
             warn!("cannot clear the inheritable capability set ({e}); allow capset(2) in the unit's SystemCallFilter= to clear it");
         }
     }
     for set in [CapSet::Effective, CapSet::Permitted] {
         if caps::read(None, set).context("cannot read capabilities")? != keep {
-            caps::set(None, set, &keep).with_context(|| format!("cannot set the {set:?} capabilities to CAP_NET_ADMIN only"))?;
+            caps::set(None, set, &keep).with_context(|| {
+                format!("cannot set the {set:?} capabilities to CAP_NET_ADMIN only")
+            })?;
         }
     }
     Ok(())
@@ -771,11 +895,17 @@ mod tests {
         fn fd(&self) -> RawFd {
             self.ring.as_raw_fd()
         }
-        fn recv_batch(&mut self, max: usize, f: &mut dyn FnMut(u32, &[u8])) -> Result<usize, QueueError> {
+        fn recv_batch(
+            &mut self,
+            max: usize,
+            f: &mut dyn FnMut(u32, &[u8]),
+        ) -> Result<usize, QueueError> {
             let _ = (&self.ring).read(&mut [0u8; 64]);
             let mut n = 0;
             while n < max {
-                let Some(p) = self.script.packets.lock().unwrap().pop_front() else { break };
+                let Some(p) = self.script.packets.lock().unwrap().pop_front() else {
+                    break;
+                };
                 self.next_id += 1;
                 f(self.next_id, &p);
                 n += 1;
@@ -799,7 +929,10 @@ mod tests {
 
     impl Kernel for Recorder {
         fn install(&mut self, spec: &RulesetSpec, restore: &[Element]) -> Result<(), NftError> {
-            self.installs.lock().unwrap().push((spec.clone(), restore.to_vec()));
+            self.installs
+                .lock()
+                .unwrap()
+                .push((spec.clone(), restore.to_vec()));
             Ok(())
         }
         fn upsert(&mut self, elems: &[Element]) -> Result<(), NftError> {
@@ -857,7 +990,11 @@ mod tests {
         let (journal, cache, _) = ReplayJournal::open(&config.server.state_dir, now).unwrap();
         let (bell, ring) = UnixStream::pair().unwrap();
         ring.set_nonblocking(true).unwrap();
-        let script = Script { packets: Default::default(), dropped: Default::default(), bell: Arc::new(bell) };
+        let script = Script {
+            packets: Default::default(),
+            dropped: Default::default(),
+            bell: Arc::new(bell),
+        };
         let (flush, events) = UnixStream::pair().unwrap();
         events.set_nonblocking(true).unwrap();
         let kernel = Recorder::default();
@@ -865,10 +1002,31 @@ mod tests {
         let control = Control::new().unwrap();
         let handle = control.handle().unwrap();
         let engine = Engine::new(config, cache, 0, now);
-        let queue = ScriptedQueue { script: script.clone(), ring, next_id: 0 };
-        let d = Daemon::new(engine, journal, queue, kernel.clone(), ScriptedEvents(events), spec, true, path);
+        let queue = ScriptedQueue {
+            script: script.clone(),
+            ring,
+            next_id: 0,
+        };
+        let d = Daemon::new(
+            engine,
+            journal,
+            queue,
+            kernel.clone(),
+            ScriptedEvents(events),
+            spec,
+            true,
+            path,
+        );
         let thread = std::thread::spawn(move || d.run(&control));
-        Harness { dir, key, script, kernel, flush, handle, thread }
+        Harness {
+            dir,
+            key,
+            script,
+            kernel,
+            flush,
+            handle,
+            thread,
+        }
     }
 
     fn knock(h: &Harness, access: &str) -> Vec<u8> {
@@ -879,13 +1037,22 @@ mod tests {
             access: crate::access::parse_list(access).unwrap(),
         };
         let payload = native::seal(&h.key, &req, &mut OsRng).unwrap();
-        wire::ip::build(SRC.parse().unwrap(), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 40000, 62201, &payload)
+        wire::ip::build(
+            SRC.parse().unwrap(),
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            40000,
+            62201,
+            &payload,
+        )
     }
 
     fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
         let start = Instant::now();
         while !cond() {
-            assert!(start.elapsed() < Duration::from_secs(5), "timed out waiting for {what}");
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "timed out waiting for {what}"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -897,27 +1064,41 @@ mod tests {
         h.script.push(packet.clone());
         wait_for("the grant", || !h.kernel.grants.lock().unwrap().is_empty());
         let g = h.kernel.grants.lock().unwrap()[0];
-        assert_eq!((g.addr, g.access.to_string(), g.timeout_ms), (SRC.parse().unwrap(), "tcp/22".into(), 30_000));
+        assert_eq!(
+            (g.addr, g.access.to_string(), g.timeout_ms),
+            (SRC.parse().unwrap(), "tcp/22".into(), 30_000)
+        );
 
         // The same packet again, and junk: no new grant, every packet dropped.
         h.script.push(packet);
         h.script.push(vec![0x45; 60]);
         wait_for("the verdicts", || *h.script.dropped.lock().unwrap() == 3);
-        assert_eq!(h.kernel.grants.lock().unwrap().len(), 1, "a replay or junk was granted");
+        assert_eq!(
+            h.kernel.grants.lock().unwrap().len(),
+            1,
+            "a replay or junk was granted"
+        );
 
         // Someone flushes the ruleset: the table comes back with the live grant's remaining time.
         (&h.flush).write_all(&[1]).unwrap();
-        wait_for("the re-install", || !h.kernel.installs.lock().unwrap().is_empty());
+        wait_for("the re-install", || {
+            !h.kernel.installs.lock().unwrap().is_empty()
+        });
         let (spec, restore) = h.kernel.installs.lock().unwrap()[0].clone();
         assert!(spec.gate_input && spec.protect == vec!["tcp/22".parse().unwrap()]);
         assert_eq!(restore.len(), 1);
-        assert!(restore[0].timeout_ms > 25_000 && restore[0].timeout_ms <= 30_000, "{restore:?}");
+        assert!(
+            restore[0].timeout_ms > 25_000 && restore[0].timeout_ms <= 30_000,
+            "{restore:?}"
+        );
 
         // A broken config on reload is refused; the daemon keeps serving the old one.
         std::fs::write(h.dir.path().join("nfknock.toml"), "[server]\nport = 0\n").unwrap();
         h.handle.reload();
         h.script.push(knock(&h, "tcp/22"));
-        wait_for("a grant after the refused reload", || h.kernel.grants.lock().unwrap().len() == 2);
+        wait_for("a grant after the refused reload", || {
+            h.kernel.grants.lock().unwrap().len() == 2
+        });
 
         h.handle.terminate();
         h.thread.join().unwrap().unwrap();
@@ -931,13 +1112,25 @@ mod tests {
             access: access.parse().unwrap(),
             timeout_ms,
         };
-        live.record(&[e("192.0.2.7", "tcp/22", 60_000), e("2001:db8::7", "udp/65535", 60_000), e("198.51.100.1", "tcp/1", 0)]);
+        live.record(&[
+            e("192.0.2.7", "tcp/22", 60_000),
+            e("2001:db8::7", "udp/65535", 60_000),
+            e("198.51.100.1", "tcp/1", 0),
+        ]);
         let mut back = live.remaining();
         back.sort_by_key(|g| g.addr);
         assert_eq!(back.len(), 2, "{back:?}");
-        assert_eq!((back[0].addr, back[0].access), ("192.0.2.7".parse().unwrap(), "tcp/22".parse().unwrap()));
-        assert_eq!((back[1].addr, back[1].access), ("2001:db8::7".parse().unwrap(), "udp/65535".parse().unwrap()));
-        assert!(back.iter().all(|g| g.timeout_ms > 59_000 && g.timeout_ms <= 60_000));
+        assert_eq!(
+            (back[0].addr, back[0].access),
+            ("192.0.2.7".parse().unwrap(), "tcp/22".parse().unwrap())
+        );
+        assert_eq!(
+            (back[1].addr, back[1].access),
+            ("2001:db8::7".parse().unwrap(), "udp/65535".parse().unwrap())
+        );
+        assert!(back
+            .iter()
+            .all(|g| g.timeout_ms > 59_000 && g.timeout_ms <= 60_000));
         live.forget_expired();
         assert_eq!(live.v4.len() + live.v6.len(), 2);
     }
@@ -948,14 +1141,24 @@ mod tests {
         let secret_path = h.dir.path().join("nfknock.toml");
         h.script.push(knock(&h, "tcp/443"));
         wait_for("the verdict", || *h.script.dropped.lock().unwrap() == 1);
-        assert!(h.kernel.grants.lock().unwrap().is_empty(), "tcp/443 granted before it was allowed");
+        assert!(
+            h.kernel.grants.lock().unwrap().is_empty(),
+            "tcp/443 granted before it was allowed"
+        );
 
         // Same key, now also tcp/443: the reload re-installs the gate with the new protect list.
         let text = std::fs::read_to_string(&secret_path).unwrap();
-        let secret = text.lines().find_map(|l| l.strip_prefix("key = \"")).unwrap().trim_end_matches('"').to_string();
+        let secret = text
+            .lines()
+            .find_map(|l| l.strip_prefix("key = \""))
+            .unwrap()
+            .trim_end_matches('"')
+            .to_string();
         write_config(h.dir.path(), &secret, "\"tcp/22\", \"tcp/443\"");
         h.handle.reload();
-        wait_for("the re-install", || !h.kernel.installs.lock().unwrap().is_empty());
+        wait_for("the re-install", || {
+            !h.kernel.installs.lock().unwrap().is_empty()
+        });
         assert_eq!(h.kernel.installs.lock().unwrap()[0].0.protect.len(), 2);
         h.script.push(knock(&h, "tcp/443"));
         wait_for("the grant", || !h.kernel.grants.lock().unwrap().is_empty());

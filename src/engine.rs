@@ -45,7 +45,13 @@ pub struct Outcome {
 impl Outcome {
     /// A refusal before any client was identified.
     pub fn reject(format: Option<Format>, reason: Reason) -> Outcome {
-        Outcome { format, client: None, knock: None, decision: Decision::Reject(reason), record: None }
+        Outcome {
+            format,
+            client: None,
+            knock: None,
+            decision: Decision::Reject(reason),
+            record: None,
+        }
     }
 }
 
@@ -74,21 +80,29 @@ impl HintIndex {
 
     /// Add epochs that entered the window and drop those that left it.
     fn refresh(&mut self, config: &Config, now: u64) {
-        let window = native::epochs_within(now, config.server.max_age.max(native::SKEW_DIAGNOSIS_SECS));
+        let window =
+            native::epochs_within(now, config.server.max_age.max(native::SKEW_DIAGNOSIS_SECS));
         let (lo, hi) = (*window.start(), *window.end());
         while let Some((epoch, _)) = self.epochs.front() {
             if *epoch >= lo {
                 break;
             }
-            let Some((epoch, hints)) = self.epochs.pop_front() else { break };
+            let Some((epoch, hints)) = self.epochs.pop_front() else {
+                break;
+            };
             let epoch = epoch as u32;
             for h in hints {
                 self.remove(h, epoch);
             }
         }
         let start = self.epochs.back().map_or(lo, |(e, _)| e + 1).max(lo);
-        let natives = config.clients.iter().filter(|c| matches!(c.credential, Credential::Native(_))).count();
-        self.map.reserve(natives * (hi + 1).saturating_sub(start) as usize);
+        let natives = config
+            .clients
+            .iter()
+            .filter(|c| matches!(c.credential, Credential::Native(_)))
+            .count();
+        self.map
+            .reserve(natives * (hi + 1).saturating_sub(start) as usize);
         for epoch in start..=hi {
             let mut hints = Vec::with_capacity(natives);
             for (i, client) in config.clients.iter().enumerate() {
@@ -135,8 +149,16 @@ impl HintIndex {
     /// The (client, epoch) pairs whose hint is `hint`.
     fn get(&self, hint: &[u8; native::HINT_LEN]) -> impl Iterator<Item = (u32, u32)> + '_ {
         let h = u64::from_be_bytes(*hint);
-        let extra = if self.collisions.is_empty() { None } else { self.collisions.get(&h) };
-        self.map.get(&h).copied().into_iter().chain(extra.into_iter().flatten().copied())
+        let extra = if self.collisions.is_empty() {
+            None
+        } else {
+            self.collisions.get(&h)
+        };
+        self.map
+            .get(&h)
+            .copied()
+            .into_iter()
+            .chain(extra.into_iter().flatten().copied())
     }
 
     #[cfg(test)]
@@ -195,7 +217,13 @@ impl Engine {
     pub fn new(config: Arc<Config>, replay: ReplayCache, refuse_before: u64, now: u64) -> Engine {
         let hints = HintIndex::build(&config, now);
         let fwknop_clients = fwknop_clients(&config);
-        Engine { config, hints, fwknop_clients, replay, refuse_before }
+        Engine {
+            config,
+            hints,
+            fwknop_clients,
+            replay,
+            refuse_before,
+        }
     }
 
     pub fn config(&self) -> &Arc<Config> {
@@ -222,7 +250,14 @@ impl Engine {
     /// Decide one queued packet (a raw IP packet as NFQUEUE delivers it).
     pub fn handle_ip(&mut self, ip_packet: &[u8], now: u64) -> Outcome {
         match wire::ip::parse(ip_packet) {
-            Ok(d) => self.handle(d.payload, Packet { src: d.src, dst: d.dst }, now),
+            Ok(d) => self.handle(
+                d.payload,
+                Packet {
+                    src: d.src,
+                    dst: d.dst,
+                },
+                now,
+            ),
             Err(_) => Outcome::reject(None, Reason::NotUdp),
         }
     }
@@ -266,13 +301,18 @@ impl Engine {
                 first_reject = Reason::SourceNotAllowed;
                 continue;
             }
-            let Credential::Native(key) = &client.credential else { continue };
+            let Credential::Native(key) = &client.credential else {
+                continue;
+            };
             let req = match native::open(key, payload) {
                 Ok(r) => r,
                 Err(native::NativeError::Auth) => continue,
                 Err(native::NativeError::Malformed(m)) => {
                     // Authenticated but invalid: the sender holds the key; record nothing.
-                    return Outcome { client: Some(i as usize), ..Outcome::reject(f, Reason::Malformed(m)) };
+                    return Outcome {
+                        client: Some(i as usize),
+                        ..Outcome::reject(f, Reason::Malformed(m))
+                    };
                 }
                 Err(_) => continue,
             };
@@ -297,7 +337,9 @@ impl Engine {
             Err(e) => {
                 let reason = match e {
                     fwknop::FwknopError::Length => Reason::BadLength,
-                    fwknop::FwknopError::SaltedPrefix => Reason::BadHeader("fwknop packet starts with U2FsdGVkX1"),
+                    fwknop::FwknopError::SaltedPrefix => {
+                        Reason::BadHeader("fwknop packet starts with U2FsdGVkX1")
+                    }
                     _ => Reason::BadHeader("not fwknop SPA data"),
                 };
                 return Outcome::reject(f, reason);
@@ -317,7 +359,9 @@ impl Engine {
         for idx in 0..self.fwknop_clients.len() {
             let entry = &self.fwknop_clients[idx];
             let i = entry.index as usize;
-            if !entry.admits(packet.src) || !policy::addresses_permitted(&self.config.clients[i], &packet) {
+            if !entry.admits(packet.src)
+                || !policy::addresses_permitted(&self.config.clients[i], &packet)
+            {
                 continue;
             }
             any_source = true;
@@ -328,8 +372,12 @@ impl Engine {
             let unsupported = match msg.message_type {
                 1 | 3 => None,
                 0 => Some(Reason::Unsupported("fwknop command messages (type 0)")),
-                2 | 4 => Some(Reason::Unsupported("fwknop NAT access messages (types 2, 4)")),
-                _ => Some(Reason::Unsupported("fwknop local NAT messages (types 5, 6)")),
+                2 | 4 => Some(Reason::Unsupported(
+                    "fwknop NAT access messages (types 2, 4)",
+                )),
+                _ => Some(Reason::Unsupported(
+                    "fwknop local NAT messages (types 5, 6)",
+                )),
             };
             let knock = Knock {
                 timestamp: msg.timestamp,
@@ -347,7 +395,14 @@ impl Engine {
             result.get_or_insert(out);
         }
         result.unwrap_or_else(|| {
-            Outcome::reject(f, if any_source { Reason::AuthFailed } else { Reason::SourceNotAllowed })
+            Outcome::reject(
+                f,
+                if any_source {
+                    Reason::AuthFailed
+                } else {
+                    Reason::SourceNotAllowed
+                },
+            )
         })
     }
 
@@ -388,14 +443,22 @@ impl Engine {
             };
             policy::evaluate(&req, &packet, &self.config.clients[i], max_age, now)
         };
-        Outcome { format, client: Some(i), knock: Some(knock), decision, record }
+        Outcome {
+            format,
+            client: Some(i),
+            knock: Some(knock),
+            decision,
+            record,
+        }
     }
 }
 
 fn fwknop_clients(config: &Config) -> Vec<FwknopEntry> {
     let mut out = Vec::new();
     for (i, client) in config.clients.iter().enumerate() {
-        let Credential::Fwknop(key) = &client.credential else { continue };
+        let Credential::Fwknop(key) = &client.credential else {
+            continue;
+        };
         let (mut v4, mut v6) = (Vec::new(), Vec::new());
         for net in &client.sources {
             match net {
@@ -403,7 +466,12 @@ fn fwknop_clients(config: &Config) -> Vec<FwknopEntry> {
                 ipnet::IpNet::V6(n) => v6.push((u128::from(n.network()), u128::from(n.netmask()))),
             }
         }
-        out.push(FwknopEntry { index: i as u32, v4, v6, key: fwknop::PreparedKey::new(key) });
+        out.push(FwknopEntry {
+            index: i as u32,
+            v4,
+            v6,
+            key: fwknop::PreparedKey::new(key),
+        });
     }
     out
 }
@@ -455,7 +523,10 @@ mod tests {
     }
 
     fn packet() -> Packet {
-        Packet { src: "192.0.2.7".parse().unwrap(), dst: "192.0.2.1".parse().unwrap() }
+        Packet {
+            src: "192.0.2.7".parse().unwrap(),
+            dst: "192.0.2.1".parse().unwrap(),
+        }
     }
 
     fn knock(n: u8, ts: u64, rng: u8) -> [u8; native::PACKET_LEN] {
@@ -469,7 +540,12 @@ mod tests {
     }
 
     fn engine() -> Engine {
-        Engine::new(config(vec![native_client("bob", 9), native_client("alice", 1)]), ReplayCache::new(), 0, NOW)
+        Engine::new(
+            config(vec![native_client("bob", 9), native_client("alice", 1)]),
+            ReplayCache::new(),
+            0,
+            NOW,
+        )
     }
 
     #[test]
@@ -502,9 +578,18 @@ mod tests {
         let mut e = engine();
         let mut p = knock(1, NOW, 0);
         p[50] ^= 1;
-        assert_eq!(e.handle(&p, packet(), NOW).decision, Decision::Reject(Reason::AuthFailed));
-        assert_eq!(e.handle(&[1u8; 40], packet(), NOW).decision, Decision::Reject(Reason::BadLength));
-        assert_eq!(e.handle_ip(&[0u8; 10], NOW).decision, Decision::Reject(Reason::NotUdp));
+        assert_eq!(
+            e.handle(&p, packet(), NOW).decision,
+            Decision::Reject(Reason::AuthFailed)
+        );
+        assert_eq!(
+            e.handle(&[1u8; 40], packet(), NOW).decision,
+            Decision::Reject(Reason::BadLength)
+        );
+        assert_eq!(
+            e.handle_ip(&[0u8; 10], NOW).decision,
+            Decision::Reject(Reason::NotUdp)
+        );
         assert!(e.replay().is_empty());
     }
 
@@ -525,11 +610,25 @@ mod tests {
     fn hint_window_moves_with_time() {
         let mut e = engine();
         let later = NOW + 3 * 3600;
-        assert_eq!(e.handle(&knock(1, later, 0), packet(), later).decision, Decision::Reject(Reason::UnknownKey));
+        assert_eq!(
+            e.handle(&knock(1, later, 0), packet(), later).decision,
+            Decision::Reject(Reason::UnknownKey)
+        );
         e.tick(later);
-        assert!(matches!(e.handle(&knock(1, later, 0), packet(), later).decision, Decision::Grant(_)));
-        assert!(e.hints.epochs.len() <= 14, "old epochs not dropped: {}", e.hints.epochs.len());
-        assert_eq!(e.hints.len(), 2 * e.hints.epochs.len(), "one hint per native client and epoch");
+        assert!(matches!(
+            e.handle(&knock(1, later, 0), packet(), later).decision,
+            Decision::Grant(_)
+        ));
+        assert!(
+            e.hints.epochs.len() <= 14,
+            "old epochs not dropped: {}",
+            e.hints.epochs.len()
+        );
+        assert_eq!(
+            e.hints.len(),
+            2 * e.hints.epochs.len(),
+            "one hint per native client and epoch"
+        );
     }
 
     #[test]
@@ -553,9 +652,21 @@ mod tests {
 
     #[test]
     fn lost_journal_refuses_older_knocks() {
-        let mut e = Engine::new(config(vec![native_client("alice", 1)]), ReplayCache::new(), NOW + 10, NOW);
-        assert_eq!(e.handle(&knock(1, NOW, 0), packet(), NOW).decision, Decision::Reject(Reason::StateLost));
-        assert!(matches!(e.handle(&knock(1, NOW + 10, 1), packet(), NOW + 10).decision, Decision::Grant(_)));
+        let mut e = Engine::new(
+            config(vec![native_client("alice", 1)]),
+            ReplayCache::new(),
+            NOW + 10,
+            NOW,
+        );
+        assert_eq!(
+            e.handle(&knock(1, NOW, 0), packet(), NOW).decision,
+            Decision::Reject(Reason::StateLost)
+        );
+        assert!(matches!(
+            e.handle(&knock(1, NOW + 10, 1), packet(), NOW + 10)
+                .decision,
+            Decision::Grant(_)
+        ));
     }
 
     #[test]
@@ -563,23 +674,55 @@ mod tests {
         let mut c = native_client("alice", 1);
         c.sources = vec!["10.0.0.0/8".parse().unwrap()];
         let mut e = Engine::new(config(vec![c]), ReplayCache::new(), 0, NOW);
-        assert_eq!(e.handle(&knock(1, NOW, 0), packet(), NOW).decision, Decision::Reject(Reason::SourceNotAllowed));
+        assert_eq!(
+            e.handle(&knock(1, NOW, 0), packet(), NOW).decision,
+            Decision::Reject(Reason::SourceNotAllowed)
+        );
     }
 
     /// The flat source masks answer exactly as `policy::addresses_permitted` does (no
     /// `destinations` here), host bits in the config, mapped IPv6 and mixed families included.
     #[test]
     fn fwknop_source_masks_match_the_policy_rule() {
-        let nets = ["10.1.2.3/24", "0.0.0.0/0", "192.0.2.7/32", "2001:db8::1/48", "::/0", "::ffff:0:0/96"];
-        let addrs = ["10.1.2.200", "10.1.3.1", "192.0.2.7", "192.0.2.8", "2001:db8:0:5::9", "2001:db9::1", "::ffff:10.1.2.9", "::1"];
+        let nets = [
+            "10.1.2.3/24",
+            "0.0.0.0/0",
+            "192.0.2.7/32",
+            "2001:db8::1/48",
+            "::/0",
+            "::ffff:0:0/96",
+        ];
+        let addrs = [
+            "10.1.2.200",
+            "10.1.3.1",
+            "192.0.2.7",
+            "192.0.2.8",
+            "2001:db8:0:5::9",
+            "2001:db9::1",
+            "::ffff:10.1.2.9",
+            "::1",
+        ];
         for k in 0..(1u32 << nets.len()) {
             let mut c = crate::policy::tests::client();
-            c.sources = nets.iter().enumerate().filter(|(j, _)| k & (1 << j) != 0).map(|(_, n)| n.parse().unwrap()).collect();
+            c.sources = nets
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| k & (1 << j) != 0)
+                .map(|(_, n)| n.parse().unwrap())
+                .collect();
             let cfg = config(vec![c]);
             let entry = &fwknop_clients(&cfg)[0];
             for a in addrs {
-                let p = Packet { src: a.parse().unwrap(), dst: packet().dst };
-                assert_eq!(entry.admits(p.src), policy::addresses_permitted(&cfg.clients[0], &p), "{a} in {:?}", cfg.clients[0].sources);
+                let p = Packet {
+                    src: a.parse().unwrap(),
+                    dst: packet().dst,
+                };
+                assert_eq!(
+                    entry.admits(p.src),
+                    policy::addresses_permitted(&cfg.clients[0], &p),
+                    "{a} in {:?}",
+                    cfg.clients[0].sources
+                );
             }
         }
     }

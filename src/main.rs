@@ -7,7 +7,11 @@ fn main() {
     let cli = match nfknock::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { nfknock::cli::EXIT_USAGE } else { nfknock::cli::EXIT_OK };
+            let code = if e.use_stderr() {
+                nfknock::cli::EXIT_USAGE
+            } else {
+                nfknock::cli::EXIT_OK
+            };
             let _ = e.print();
             std::process::exit(code);
         }
@@ -17,7 +21,10 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             // Config problems are listed one per line, then what to do.
-            if let Some(problems) = e.chain().find_map(|c| c.downcast_ref::<nfknock::config::ConfigErrors>()) {
+            if let Some(problems) = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<nfknock::config::ConfigErrors>())
+            {
                 eprintln!("nfknock: error: the configuration is not valid:");
                 for p in &problems.0 {
                     eprintln!("  {p}");

@@ -143,7 +143,10 @@ impl fmt::Display for Reason {
                 f,
                 "knock asks for its source address but the client requires an explicit allow-IP"
             ),
-            Reason::SourceMismatch => write!(f, "allow-IP inside the knock differs from the packet source"),
+            Reason::SourceMismatch => write!(
+                f,
+                "allow-IP inside the knock differs from the packet source"
+            ),
             Reason::UsernameMismatch => write!(f, "username does not match require_username"),
             Reason::NoAccess => write!(f, "knock requests no access"),
             Reason::NotAllowed(a) => write!(f, "{a} is not allowed for this client"),
@@ -170,14 +173,26 @@ fn canonical(addr: IpAddr) -> IpAddr {
 }
 
 /// Decide what an authenticated request gets.
-pub fn evaluate(req: &Request<'_>, packet: &Packet, client: &Client, max_age: u64, now: u64) -> Decision {
+pub fn evaluate(
+    req: &Request<'_>,
+    packet: &Packet,
+    client: &Client,
+    max_age: u64,
+    now: u64,
+) -> Decision {
     match check(req, packet, client, max_age, now) {
         Ok(grant) => Decision::Grant(grant),
         Err(reason) => Decision::Reject(reason),
     }
 }
 
-fn check(req: &Request<'_>, packet: &Packet, client: &Client, max_age: u64, now: u64) -> Result<Grant, Reason> {
+fn check(
+    req: &Request<'_>,
+    packet: &Packet,
+    client: &Client,
+    max_age: u64,
+    now: u64,
+) -> Result<Grant, Reason> {
     if client.expires_at.is_some_and(|t| now >= t) {
         return Err(Reason::ClientExpired);
     }
@@ -270,11 +285,20 @@ pub(crate) mod tests {
     const SRC: &str = "192.0.2.7";
 
     fn packet() -> Packet {
-        Packet { src: SRC.parse().unwrap(), dst: "192.0.2.1".parse().unwrap() }
+        Packet {
+            src: SRC.parse().unwrap(),
+            dst: "192.0.2.1".parse().unwrap(),
+        }
     }
 
     fn req(access: &[Access]) -> Request<'_> {
-        Request { timestamp: NOW, allow_ip: Some(SRC.parse().unwrap()), access, timeout: 0, username: None }
+        Request {
+            timestamp: NOW,
+            allow_ip: Some(SRC.parse().unwrap()),
+            access,
+            timeout: 0,
+            username: None,
+        }
     }
 
     fn ssh() -> Vec<Access> {
@@ -285,7 +309,14 @@ pub(crate) mod tests {
     fn grants_allowed_access_for_the_default_timeout() {
         let a = ssh();
         let d = evaluate(&req(&a), &packet(), &client(), 120, NOW);
-        assert_eq!(d, Decision::Grant(Grant { addr: SRC.parse().unwrap(), access: a, ttl: 30 }));
+        assert_eq!(
+            d,
+            Decision::Grant(Grant {
+                addr: SRC.parse().unwrap(),
+                access: a,
+                ttl: 30
+            })
+        );
     }
 
     #[test]
@@ -293,7 +324,10 @@ pub(crate) mod tests {
         let a = ssh();
         let mut r = req(&a);
         r.timeout = 10;
-        let ttl = |d| match d { Decision::Grant(g) => g.ttl, Decision::Reject(r) => panic!("{r}") };
+        let ttl = |d| match d {
+            Decision::Grant(g) => g.ttl,
+            Decision::Reject(r) => panic!("{r}"),
+        };
         assert_eq!(ttl(evaluate(&r, &packet(), &client(), 120, NOW)), 10);
         r.timeout = 100_000;
         assert_eq!(ttl(evaluate(&r, &packet(), &client(), 120, NOW)), 300);
@@ -304,11 +338,20 @@ pub(crate) mod tests {
         let a = ssh();
         let mut r = req(&a);
         r.timestamp = NOW - 121;
-        assert_eq!(evaluate(&r, &packet(), &client(), 120, NOW), Decision::Reject(Reason::Stale { skew: -121 }));
+        assert_eq!(
+            evaluate(&r, &packet(), &client(), 120, NOW),
+            Decision::Reject(Reason::Stale { skew: -121 })
+        );
         r.timestamp = NOW + 500;
-        assert_eq!(evaluate(&r, &packet(), &client(), 120, NOW), Decision::Reject(Reason::Stale { skew: 500 }));
+        assert_eq!(
+            evaluate(&r, &packet(), &client(), 120, NOW),
+            Decision::Reject(Reason::Stale { skew: 500 })
+        );
         r.timestamp = NOW - 120;
-        assert!(matches!(evaluate(&r, &packet(), &client(), 120, NOW), Decision::Grant(_)));
+        assert!(matches!(
+            evaluate(&r, &packet(), &client(), 120, NOW),
+            Decision::Grant(_)
+        ));
     }
 
     #[test]
@@ -316,27 +359,49 @@ pub(crate) mod tests {
         let a = ssh();
         let mut r = req(&a);
         r.allow_ip = None;
-        assert_eq!(evaluate(&r, &packet(), &client(), 120, NOW), Decision::Reject(Reason::SourceRequired));
+        assert_eq!(
+            evaluate(&r, &packet(), &client(), 120, NOW),
+            Decision::Reject(Reason::SourceRequired)
+        );
         let mut c = client();
         c.require_source_match = false;
-        assert!(matches!(evaluate(&r, &packet(), &c, 120, NOW), Decision::Grant(g) if g.addr == packet().src));
+        assert!(
+            matches!(evaluate(&r, &packet(), &c, 120, NOW), Decision::Grant(g) if g.addr == packet().src)
+        );
         r.allow_ip = Some("198.51.100.1".parse().unwrap());
-        assert_eq!(evaluate(&r, &packet(), &client(), 120, NOW), Decision::Reject(Reason::SourceMismatch));
+        assert_eq!(
+            evaluate(&r, &packet(), &client(), 120, NOW),
+            Decision::Reject(Reason::SourceMismatch)
+        );
         // Without the requirement, the allow-IP is what opens (fwknop semantics).
-        assert!(matches!(evaluate(&r, &packet(), &c, 120, NOW), Decision::Grant(g) if g.addr == r.allow_ip.unwrap()));
+        assert!(
+            matches!(evaluate(&r, &packet(), &c, 120, NOW), Decision::Grant(g) if g.addr == r.allow_ip.unwrap())
+        );
         c.sources = vec!["10.0.0.0/8".parse().unwrap()];
-        assert_eq!(evaluate(&r, &packet(), &c, 120, NOW), Decision::Reject(Reason::SourceNotAllowed));
+        assert_eq!(
+            evaluate(&r, &packet(), &c, 120, NOW),
+            Decision::Reject(Reason::SourceNotAllowed)
+        );
     }
 
     #[test]
     fn access_must_all_be_allowed_and_not_denied() {
         let c = client();
         let bad: Vec<Access> = vec!["tcp/22".parse().unwrap(), "tcp/23".parse().unwrap()];
-        assert_eq!(evaluate(&req(&bad), &packet(), &c, 120, NOW), Decision::Reject(Reason::NotAllowed(bad[1])));
+        assert_eq!(
+            evaluate(&req(&bad), &packet(), &c, 120, NOW),
+            Decision::Reject(Reason::NotAllowed(bad[1]))
+        );
         let mut c = client();
         c.deny = ssh();
-        assert_eq!(evaluate(&req(&ssh()), &packet(), &c, 120, NOW), Decision::Reject(Reason::NotAllowed(ssh()[0])));
-        assert_eq!(evaluate(&req(&[]), &packet(), &client(), 120, NOW), Decision::Reject(Reason::NoAccess));
+        assert_eq!(
+            evaluate(&req(&ssh()), &packet(), &c, 120, NOW),
+            Decision::Reject(Reason::NotAllowed(ssh()[0]))
+        );
+        assert_eq!(
+            evaluate(&req(&[]), &packet(), &client(), 120, NOW),
+            Decision::Reject(Reason::NoAccess)
+        );
     }
 
     #[test]
@@ -345,18 +410,30 @@ pub(crate) mod tests {
         let mut c = client();
         c.require_username = Some("bob".into());
         let mut r = req(&a);
-        assert_eq!(evaluate(&r, &packet(), &c, 120, NOW), Decision::Reject(Reason::UsernameMismatch));
+        assert_eq!(
+            evaluate(&r, &packet(), &c, 120, NOW),
+            Decision::Reject(Reason::UsernameMismatch)
+        );
         r.username = Some("bob");
-        assert!(matches!(evaluate(&r, &packet(), &c, 120, NOW), Decision::Grant(_)));
+        assert!(matches!(
+            evaluate(&r, &packet(), &c, 120, NOW),
+            Decision::Grant(_)
+        ));
         c.expires_at = Some(NOW);
-        assert_eq!(evaluate(&r, &packet(), &c, 120, NOW), Decision::Reject(Reason::ClientExpired));
+        assert_eq!(
+            evaluate(&r, &packet(), &c, 120, NOW),
+            Decision::Reject(Reason::ClientExpired)
+        );
     }
 
     #[test]
     fn mapped_v4_sources_match_v4_networks() {
         let mut c = client();
         c.sources = vec!["192.0.2.0/24".parse().unwrap()];
-        let p = Packet { src: "::ffff:192.0.2.7".parse().unwrap(), dst: "::1".parse().unwrap() };
+        let p = Packet {
+            src: "::ffff:192.0.2.7".parse().unwrap(),
+            dst: "::1".parse().unwrap(),
+        };
         assert!(addresses_permitted(&c, &p));
     }
 }

@@ -123,7 +123,12 @@ fn engine_cases() {
     // Every length up to past fwknop's maximum, random bytes and base64-looking text, then
     // 1 MiB: a refused packet allocates almost nothing whatever its length.
     let random = random_bytes(MIB, 1);
-    let b64ish: Vec<u8> = random.iter().map(|b| b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[usize::from(b % 64)]).collect();
+    let b64ish: Vec<u8> = random
+        .iter()
+        .map(|b| {
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[usize::from(b % 64)]
+        })
+        .collect();
     let mut worst = 0;
     for len in 0..=1600 {
         for data in [&random[..len], &b64ish[..len]] {
@@ -131,7 +136,10 @@ fn engine_cases() {
         }
     }
     assert_bounded("engine, every length 0..=1600", worst, 1600, 4);
-    for (case, data) in [("engine, 1 MiB random", &random), ("engine, 1 MiB base64 text", &b64ish)] {
+    for (case, data) in [
+        ("engine, 1 MiB random", &random),
+        ("engine, 1 MiB base64 text", &b64ish),
+    ] {
         let peak = peak_of(|| engine.handle(data, packet, now));
         assert_bounded(case, peak, data.len(), 1);
         let peak = peak_of(|| engine.handle_ip(data, now));
@@ -142,7 +150,11 @@ fn engine_cases() {
 fn config_cases() {
     let path = Path::new("/nonexistent/nfknock.toml");
     let random = String::from_utf8_lossy(&random_bytes(MIB, 2)).into_owned();
-    let deep_arrays = format!("[server]\nport = {}{}\n", "[".repeat(MIB / 2), "]".repeat(MIB / 2));
+    let deep_arrays = format!(
+        "[server]\nport = {}{}\n",
+        "[".repeat(MIB / 2),
+        "]".repeat(MIB / 2)
+    );
     let deep_tables = format!("x = {}1{}\n", "{a=".repeat(MIB / 4), "}".repeat(MIB / 4));
     let long_string = format!("[server]\nstate_dir = \"{}\"\n", "a".repeat(MIB));
     let many_clients: String = (0..MIB / 64)

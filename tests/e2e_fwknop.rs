@@ -561,8 +561,14 @@ fn clients_from_access_conf(conf: &AccessConf) -> String {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "import-fwknop failed: {}", String::from_utf8_lossy(&out.stderr));
-    let first = stdout.find("[[client]]").unwrap_or_else(|| panic!("no client in:\n{stdout}"));
+    assert!(
+        out.status.success(),
+        "import-fwknop failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = stdout
+        .find("[[client]]")
+        .unwrap_or_else(|| panic!("no client in:\n{stdout}"));
     stdout[first..].to_string()
 }
 

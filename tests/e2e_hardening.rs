@@ -67,7 +67,11 @@ fn alice(key: &Path, allow: &str, timeout: u32) -> String {
 fn started(timeout: u32) -> (Lab, PathBuf) {
     let mut lab = Lab::new();
     let key = lab.keygen("alice.key");
-    write_config(&lab, DEFAULT_SERVER, &alice(&key, "\"tcp/2222\", \"tcp/8080\"", timeout));
+    write_config(
+        &lab,
+        DEFAULT_SERVER,
+        &alice(&key, "\"tcp/2222\", \"tcp/8080\"", timeout),
+    );
     lab.start_daemon();
     (lab, key)
 }
@@ -91,7 +95,9 @@ fn seconds_left(lab: &Lab, src: &str, access: &str) -> Option<u64> {
     let out = lab.nfknock(&lab.srv, &["status", "--json"]);
     String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
         let v: serde_json::Value = serde_json::from_str(l).ok()?;
-        (v["source"] == src && v["access"] == access).then(|| v["seconds_left"].as_u64()).flatten()
+        (v["source"] == src && v["access"] == access)
+            .then(|| v["seconds_left"].as_u64())
+            .flatten()
     })
 }
 
@@ -104,7 +110,8 @@ fn nft_out(lab: &Lab, args: &[&str]) -> String {
 
 /// Rejections with reason `code` in a log (tracing prints `reason="code"` or `reason=code`).
 fn rejections(log: &str, code: &str) -> usize {
-    log.matches(&format!("reason=\"{code}\"")).count() + log.matches(&format!("reason={code} ")).count()
+    log.matches(&format!("reason=\"{code}\"")).count()
+        + log.matches(&format!("reason={code} ")).count()
 }
 
 /// `/proc/PID/status` as key → value.
@@ -112,7 +119,10 @@ fn proc_status(pid: u32) -> HashMap<String, String> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.to_string(), v.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        })
         .collect()
 }
 
@@ -137,9 +147,16 @@ fn queue_stats(lab: &Lab, queue: u16) -> QueueStats {
     let out = lab.run(&lab.srv, &["cat", "/proc/net/netfilter/nfnetlink_queue"]);
     let text = String::from_utf8_lossy(&out.stdout);
     for line in text.lines() {
-        let f: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
         if f.len() >= 8 && f[0] == u64::from(queue) {
-            return QueueStats { dropped_full: f[5], user_dropped: f[6], queued_total: f[7] };
+            return QueueStats {
+                dropped_full: f[5],
+                user_dropped: f[6],
+                queued_total: f[7],
+            };
         }
     }
     QueueStats::default()
@@ -155,9 +172,20 @@ struct Daemon {
 impl Daemon {
     /// `ip netns exec SRV [prefix…] nfknock serve --config CONFIG [extra…]`, waiting until it
     /// serves (panics with its log otherwise).
-    fn start(lab: &Lab, prefix: &[&str], config: &Path, extra: &[&str], log_level: &str, log_name: &str) -> Daemon {
+    fn start(
+        lab: &Lab,
+        prefix: &[&str],
+        config: &Path,
+        extra: &[&str],
+        log_level: &str,
+        log_name: &str,
+    ) -> Daemon {
         let log_path = lab.path(log_name);
-        let log = File::options().create(true).append(true).open(&log_path).unwrap();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &lab.srv])
             .args(prefix)
@@ -170,9 +198,18 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut d = Daemon { child: Some(child), log_path };
-        let ok = wait_until(Duration::from_secs(15), || d.log().contains("nfknock serving") || d.exited());
-        assert!(ok.is_some() && !d.exited(), "daemon did not start:\n{}", d.log());
+        let mut d = Daemon {
+            child: Some(child),
+            log_path,
+        };
+        let ok = wait_until(Duration::from_secs(15), || {
+            d.log().contains("nfknock serving") || d.exited()
+        });
+        assert!(
+            ok.is_some() && !d.exited(),
+            "daemon did not start:\n{}",
+            d.log()
+        );
         d
     }
 
@@ -181,7 +218,9 @@ impl Daemon {
     }
 
     fn exited(&mut self) -> bool {
-        self.child.as_mut().is_none_or(|c| c.try_wait().ok().flatten().is_some())
+        self.child
+            .as_mut()
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
     }
 
     /// `ip netns exec` and `setpriv` exec the daemon: the child's pid is the daemon's.
@@ -191,7 +230,9 @@ impl Daemon {
 
     fn stop(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().unwrap();
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
         c.wait().unwrap()
     }
 }
@@ -243,9 +284,20 @@ fn disruptions(lab: &Lab) -> Vec<(&'static str, Vec<String>)> {
     )
     .unwrap();
     vec![
-        ("nft flush ruleset", vec!["nft".into(), "flush".into(), "ruleset".into()]),
-        ("nft delete table inet nfknock", ["nft", "delete", "table", "inet", "nfknock"].map(String::from).to_vec()),
-        ("nftables.service reload", vec!["nft".into(), "-f".into(), conf.display().to_string()]),
+        (
+            "nft flush ruleset",
+            vec!["nft".into(), "flush".into(), "ruleset".into()],
+        ),
+        (
+            "nft delete table inet nfknock",
+            ["nft", "delete", "table", "inet", "nfknock"]
+                .map(String::from)
+                .to_vec(),
+        ),
+        (
+            "nftables.service reload",
+            vec!["nft".into(), "-f".into(), conf.display().to_string()],
+        ),
     ]
 }
 
@@ -270,7 +322,11 @@ fn time_restore(lab: &Lab, cmd: &[String], src: IpAddr) -> Restore {
     let poller = thread::spawn(move || {
         in_ns(&srv, move || {
             let mut nft = Nft::open().unwrap();
-            let present = |nft: &mut Nft| nft.list().map(|l| l.iter().any(|g| g.addr == src)).unwrap_or(false);
+            let present = |nft: &mut Nft| {
+                nft.list()
+                    .map(|l| l.iter().any(|g| g.addr == src))
+                    .unwrap_or(false)
+            };
             assert!(present(&mut nft), "grant not there before the disruption");
             ready_tx.send(()).unwrap();
             let mut gone: Option<Instant> = None;
@@ -292,11 +348,21 @@ fn time_restore(lab: &Lab, cmd: &[String], src: IpAddr) -> Restore {
     });
     ready_rx.recv().unwrap();
     let start = Instant::now();
-    let out = lab.run(&lab.srv, &cmd.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = lab.run(
+        &lab.srv,
+        &cmd.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     done.store(true, Ordering::SeqCst);
     let (gap, back) = poller.join().unwrap();
-    Restore { gap, since_command: back.saturating_duration_since(start) }
+    Restore {
+        gap,
+        since_command: back.saturating_duration_since(start),
+    }
 }
 
 #[test]
@@ -304,7 +370,11 @@ fn flush_delete_and_nftables_reload_restore_the_gate_and_the_grant_with_its_time
     let (lab, key) = started(120);
     let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
     knock_host(&lab, &key, &[]);
-    assert!(wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(), "knock did not open:\n{}", lab.log());
+    assert!(
+        wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(),
+        "knock did not open:\n{}",
+        lab.log()
+    );
     assert!(!stranger_open(&lab));
     let cli: IpAddr = CLI4.parse().unwrap();
 
@@ -313,19 +383,42 @@ fn flush_delete_and_nftables_reload_restore_the_gate_and_the_grant_with_its_time
         let t = Instant::now();
         let r = time_restore(&lab, &cmd, cli);
         eprintln!("{what}: {r:?}");
-        assert!(r.since_command < RESTORED_WITHIN, "{what}: grant back only after {:?}", r.since_command);
-        assert!(lab.nft_list().contains("@allow_v4"), "{what}: gate rules not back:\n{}", lab.nft_list());
+        assert!(
+            r.since_command < RESTORED_WITHIN,
+            "{what}: grant back only after {:?}",
+            r.since_command
+        );
+        assert!(
+            lab.nft_list().contains("@allow_v4"),
+            "{what}: gate rules not back:\n{}",
+            lab.nft_list()
+        );
         // Real TCP: closed again for the stranger, open again for the granted client.
-        assert!(!stranger_open(&lab), "{what}: the gate is open for a stranger");
-        assert!(client_open(&lab), "{what}: the granted client is shut out:\n{}", lab.log());
+        assert!(
+            !stranger_open(&lab),
+            "{what}: the gate is open for a stranger"
+        );
+        assert!(
+            client_open(&lab),
+            "{what}: the granted client is shut out:\n{}",
+            lab.log()
+        );
         // The grant kept its remaining time: not lost, not reset to the full 120 s.
         let after = seconds_left(&lab, CLI4, "tcp/2222").expect("grant listed after");
         let elapsed = t.elapsed().as_secs();
-        assert!(after <= before && after + elapsed + 2 >= before, "{what}: {before}s left before, {after}s after");
+        assert!(
+            after <= before && after + elapsed + 2 >= before,
+            "{what}: {before}s left before, {after}s after"
+        );
     }
     // The host's own table from the "nftables.service reload" is untouched.
     assert!(nft_out(&lab, &["list", "tables"]).contains("table inet filter"));
-    assert_eq!(lab.log().matches("re-created it").count(), 3, "{}", lab.log());
+    assert_eq!(
+        lab.log().matches("re-created it").count(),
+        3,
+        "{}",
+        lab.log()
+    );
 }
 
 /// Flush recovery, median of 20 runs of each disruption. Goal ≤ 100 ms.
@@ -336,7 +429,11 @@ fn flush_recovery_median_of_20() {
     let (lab, key) = started(600);
     knock_host(&lab, &key, &[]);
     let cli: IpAddr = CLI4.parse().unwrap();
-    assert!(wait_until(OPEN_WITHIN, || seconds_left(&lab, CLI4, "tcp/2222").is_some()).is_some());
+    assert!(
+        wait_until(OPEN_WITHIN, || seconds_left(&lab, CLI4, "tcp/2222")
+            .is_some())
+        .is_some()
+    );
     for (what, cmd) in disruptions(&lab) {
         let (mut gaps, mut totals, mut unseen) = (Vec::new(), Vec::new(), 0);
         for _ in 0..20 {
@@ -369,13 +466,32 @@ fn sigkill_keeps_grants_in_the_kernel_until_they_expire_and_old_knocks_stay_repl
     let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
     let (k1, k2) = (lab.path("k1.bin"), lab.path("k2.bin"));
     knock_host(&lab, &key, &["--save-packet", k1.to_str().unwrap()]);
-    lab.knock(&lab.cli, SRV4, &["--key-file", key.to_str().unwrap(), "--access", "tcp/8080", "--save-packet", k2.to_str().unwrap()]);
-    assert!(wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(), "{}", lab.log());
+    lab.knock(
+        &lab.cli,
+        SRV4,
+        &[
+            "--key-file",
+            key.to_str().unwrap(),
+            "--access",
+            "tcp/8080",
+            "--save-packet",
+            k2.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(),
+        "{}",
+        lab.log()
+    );
     let granted = Instant::now();
-    assert!(wait_until(OPEN_WITHIN, || seconds_left(&lab, CLI4, "tcp/8080").is_some()).is_some());
+    assert!(
+        wait_until(OPEN_WITHIN, || seconds_left(&lab, CLI4, "tcp/8080")
+            .is_some())
+        .is_some()
+    );
 
     lab.kill_daemon(); // SIGKILL: no shutdown code runs
-    // The grants live in the kernel, not in the daemon.
+                       // The grants live in the kernel, not in the daemon.
     assert!(client_open(&lab), "grant gone with the killed daemon");
     assert!(!stranger_open(&lab), "gate gone with the killed daemon");
     assert!(seconds_left(&lab, CLI4, "tcp/8080").is_some());
@@ -385,7 +501,10 @@ fn sigkill_keeps_grants_in_the_kernel_until_they_expire_and_old_knocks_stay_repl
     });
     assert!(gone.is_some(), "grants did not expire without the daemon");
     let lived = granted.elapsed();
-    assert!(lived > Duration::from_secs(3) && lived < Duration::from_millis(6500), "grants lived {lived:?}, timeout 4 s");
+    assert!(
+        lived > Duration::from_secs(3) && lived < Duration::from_millis(6500),
+        "grants lived {lived:?}, timeout 4 s"
+    );
     assert!(!client_open(&lab), "port open after expiry");
 
     // After a restart, every knock sent before the crash is a replay.
@@ -395,14 +514,23 @@ fn sigkill_keeps_grants_in_the_kernel_until_they_expire_and_old_knocks_stay_repl
         send_udp(&lab.cli, sock(SRV4, KNOCK_PORT), read(k));
     }
     assert!(
-        wait_until(Duration::from_secs(2), || rejections(&lab.log(), "replay") >= before + 2).is_some(),
+        wait_until(Duration::from_secs(2), || rejections(&lab.log(), "replay")
+            >= before + 2)
+        .is_some(),
         "knocks sent before the crash not refused as replays:\n{}",
         lab.log()
     );
-    assert!(!client_open(&lab), "a replay after the crash opened the port");
+    assert!(
+        !client_open(&lab),
+        "a replay after the crash opened the port"
+    );
     // The restarted daemon serves: a fresh knock opens.
     knock_host(&lab, &key, &[]);
-    assert!(wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(), "{}", lab.log());
+    assert!(
+        wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(),
+        "{}",
+        lab.log()
+    );
 }
 
 #[test]
@@ -419,28 +547,53 @@ fn corrupt_journal_is_set_aside_and_no_replay_window_opens() {
     let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
     let sent = lab.path("sent.bin");
     knock_host(&lab, &key, &["--save-packet", sent.to_str().unwrap()]);
-    assert!(wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(), "{}", lab.log());
+    assert!(
+        wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(),
+        "{}",
+        lab.log()
+    );
     let (_, status) = lab.stop_daemon();
     assert!(status.success());
-    assert!(wait_until(Duration::from_secs(4), || !client_open(&lab)).is_some(), "first grant did not expire");
+    assert!(
+        wait_until(Duration::from_secs(4), || !client_open(&lab)).is_some(),
+        "first grant did not expire"
+    );
     // Built (stamped) before the restart, never sent: nobody can tell it from a recorded one.
     let unsent = lab.path("unsent.bin");
-    knock_host(&lab, &key, &["--save-packet", unsent.to_str().unwrap(), "--dry-run"]);
+    knock_host(
+        &lab,
+        &key,
+        &["--save-packet", unsent.to_str().unwrap(), "--dry-run"],
+    );
 
     let journal = lab.path("state").join("replay.journal");
-    std::fs::write(&journal, b"\x00garbage that is no replay journal\xff\xfe".repeat(10)).unwrap();
+    std::fs::write(
+        &journal,
+        b"\x00garbage that is no replay journal\xff\xfe".repeat(10),
+    )
+    .unwrap();
     lab.start_daemon();
     let loaded = Instant::now();
     let log = lab.log();
-    assert!(log.contains("replay journal was corrupt and has been set aside"), "{log}");
-    assert!(log.contains(&format!("refused for the next {MAX_AGE}s")), "{log}");
+    assert!(
+        log.contains("replay journal was corrupt and has been set aside"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("refused for the next {MAX_AGE}s")),
+        "{log}"
+    );
     let aside: Vec<_> = std::fs::read_dir(lab.path("state"))
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("replay.journal.corrupt-"))
         .collect();
-    assert_eq!(aside.len(), 1, "corrupt journal not kept for a person to look at");
+    assert_eq!(
+        aside.len(),
+        1,
+        "corrupt journal not kept for a person to look at"
+    );
 
     // Knocks stamped before the restart: refused, recorded or not.
     let lost = rejections(&lab.log(), "state-lost");
@@ -450,19 +603,36 @@ fn corrupt_journal_is_set_aside_and_no_replay_window_opens() {
     // packet accepted before the loss may carry a timestamp up to max_age ahead of the clock.
     knock_host(&lab, &key, &[]);
     assert!(
-        wait_until(Duration::from_secs(2), || rejections(&lab.log(), "state-lost") >= lost + 3).is_some(),
+        wait_until(Duration::from_secs(2), || rejections(
+            &lab.log(),
+            "state-lost"
+        ) >= lost + 3)
+        .is_some(),
         "old knocks not refused as state-lost:\n{}",
         lab.log()
     );
-    assert!(loaded.elapsed() < Duration::from_secs(MAX_AGE), "too slow to test the refusal window");
-    assert!(!client_open(&lab), "a knock stamped inside the refusal window opened the port");
+    assert!(
+        loaded.elapsed() < Duration::from_secs(MAX_AGE),
+        "too slow to test the refusal window"
+    );
+    assert!(
+        !client_open(&lab),
+        "a knock stamped inside the refusal window opened the port"
+    );
 
     // Past the window, a fresh knock is granted: the daemon kept running.
     thread::sleep(Duration::from_secs(MAX_AGE + 1).saturating_sub(loaded.elapsed()));
     knock_host(&lab, &key, &[]);
-    assert!(wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(), "{}", lab.log());
+    assert!(
+        wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(),
+        "{}",
+        lab.log()
+    );
     let (_, status) = lab.stop_daemon();
-    assert!(status.success(), "daemon did not keep running after the corrupt journal");
+    assert!(
+        status.success(),
+        "daemon did not keep running after the corrupt journal"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -471,19 +641,34 @@ fn corrupt_journal_is_set_aside_and_no_replay_window_opens() {
 /// Flood parameters: `NFK_FLOOD_PACKETS` (default 2 000 000), bounded by `NFK_FLOOD_SECS`
 /// (default 25 s) so the test stays under a minute on a busy machine.
 fn flood_bounds() -> (u64, Duration) {
-    let n = std::env::var("NFK_FLOOD_PACKETS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000_000);
-    let s = std::env::var("NFK_FLOOD_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(25);
+    let n = std::env::var("NFK_FLOOD_PACKETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
+    let s = std::env::var("NFK_FLOOD_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(25);
     (n, Duration::from_secs(s))
 }
 
 /// Extra flood sources on the client's veth: 10.77.0.10 … 10.77.0.(10+n-1).
 fn add_flood_sources(lab: &Lab, n: u8) -> Vec<IpAddr> {
     let batch = lab.path("addrs.batch");
-    let addrs: Vec<IpAddr> = (0..n).map(|i| format!("10.77.0.{}", 10 + u16::from(i)).parse().unwrap()).collect();
-    let text: String = addrs.iter().map(|a| format!("addr add {a}/24 dev to-srv\n")).collect();
+    let addrs: Vec<IpAddr> = (0..n)
+        .map(|i| format!("10.77.0.{}", 10 + u16::from(i)).parse().unwrap())
+        .collect();
+    let text: String = addrs
+        .iter()
+        .map(|a| format!("addr add {a}/24 dev to-srv\n"))
+        .collect();
     std::fs::write(&batch, text).unwrap();
     let out = lab.run(&lab.cli, &["ip", "-batch", batch.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     addrs
 }
 
@@ -497,7 +682,13 @@ struct FloodReport {
 /// Send `n` packets (or until `limit`) as fast as one thread can from `sources` in the client
 /// namespace: alternately 128 random bytes and a well-formed native knock under a key the
 /// server does not know (1024 distinct ones of each, cycled).
-fn flood(lab: &Lab, sources: Vec<IpAddr>, n: u64, limit: Duration, stop: Arc<AtomicBool>) -> thread::JoinHandle<FloodReport> {
+fn flood(
+    lab: &Lab,
+    sources: Vec<IpAddr>,
+    n: u64,
+    limit: Duration,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<FloodReport> {
     let cli = lab.cli.clone();
     let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(2048);
     let stranger = NativeKey::derive(&[0x5a; 32]);
@@ -546,7 +737,12 @@ struct LegitReport {
 /// Knock every 100 ms from the client's own address, each knock for a port of its own (so
 /// each grant is seen on its own), and time knock → TCP SYN through the gate (an RST from the
 /// port nobody listens on is the proof the SYN passed; a closed gate drops it silently).
-fn legit_knocks(lab: &Lab, key: NativeKey, base_port: u16, stop: Arc<AtomicBool>) -> thread::JoinHandle<LegitReport> {
+fn legit_knocks(
+    lab: &Lab,
+    key: NativeKey,
+    base_port: u16,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<LegitReport> {
     let cli = lab.cli.clone();
     thread::spawn(move || {
         in_ns(&cli, move || {
@@ -605,11 +801,24 @@ fn junk_flood(rate_limit: u32, legit_min: f64) {
     let key_path = lab.keygen("alice.key");
     let base_port = 30000u16;
     // Each legitimate knock opens its own port: protect and allow 30000..30399.
-    let ports: Vec<String> = (0..400).map(|i| format!("\"tcp/{}\"", base_port + i)).collect();
+    let ports: Vec<String> = (0..400)
+        .map(|i| format!("\"tcp/{}\"", base_port + i))
+        .collect();
     let ports = ports.join(", ");
-    write_config(&lab, &format!("protect = [{ports}]\nmax_age = 120\nrate_limit = {rate_limit}\n"), &alice(&key_path, &ports, 60));
+    write_config(
+        &lab,
+        &format!("protect = [{ports}]\nmax_age = 120\nrate_limit = {rate_limit}\n"),
+        &alice(&key_path, &ports, 60),
+    );
     // Production log level: rejected junk is logged at debug, i.e. not at all.
-    let d = Daemon::start(&lab, &[], &lab.path("nfknock.toml"), &[], "info", "flood.log");
+    let d = Daemon::start(
+        &lab,
+        &[],
+        &lab.path("nfknock.toml"),
+        &[],
+        "info",
+        "flood.log",
+    );
     let pid = d.pid();
     let key = nfknock::config::read_native_key_file(&key_path).unwrap();
     let sources = add_flood_sources(&lab, 200);
@@ -635,7 +844,11 @@ fn junk_flood(rate_limit: u32, legit_min: f64) {
     let tracked = rate.matches("10.77.0.").count();
 
     let queued = q1.queued_total - q0.queued_total;
-    let lat_med = if l.latencies.is_empty() { Duration::ZERO } else { median(&mut l.latencies) };
+    let lat_med = if l.latencies.is_empty() {
+        Duration::ZERO
+    } else {
+        median(&mut l.latencies)
+    };
     let lat_max = l.latencies.iter().max().copied().unwrap_or_default();
     eprintln!(
         "FIGURE junk flood (rate_limit = {rate_limit}): sent {} packets ({} send errors) from 200 sources in {:?} = {:.0} pkt/s; \
@@ -654,9 +867,20 @@ fn junk_flood(rate_limit: u32, legit_min: f64) {
     );
     assert!(f.sent >= n.min(100_000), "the flood did not flood: {f:?}");
     assert!(l.sent >= 10, "too few legitimate knocks to judge: {l:?}");
-    assert!(l.granted as f64 >= legit_min * l.sent as f64, "legitimate knocks starved by the flood: {}/{}", l.granted, l.sent);
-    assert!(rss_max.saturating_sub(rss0) < 8 * 1024, "RSS grew {rss0} → {rss_max} KiB");
-    assert!(hwm1.saturating_sub(hwm0) < 8 * 1024, "peak RSS grew {hwm0} → {hwm1} KiB");
+    assert!(
+        l.granted as f64 >= legit_min * l.sent as f64,
+        "legitimate knocks starved by the flood: {}/{}",
+        l.granted,
+        l.sent
+    );
+    assert!(
+        rss_max.saturating_sub(rss0) < 8 * 1024,
+        "RSS grew {rss0} → {rss_max} KiB"
+    );
+    assert!(
+        hwm1.saturating_sub(hwm0) < 8 * 1024,
+        "peak RSS grew {hwm0} → {hwm1} KiB"
+    );
     let log = d.log();
     assert!(!log.contains("ERROR"), "{log}");
 }
@@ -670,20 +894,39 @@ fn per_source_rate_limit_drops_a_single_source_flood_before_the_queue() {
     let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
     let q0 = queue_stats(&lab, 3);
     let stop = Arc::new(AtomicBool::new(false));
-    let f = flood(&lab, vec![CLI4.parse().unwrap()], 20_000, Duration::from_secs(20), stop).join().unwrap();
+    let f = flood(
+        &lab,
+        vec![CLI4.parse().unwrap()],
+        20_000,
+        Duration::from_secs(20),
+        stop,
+    )
+    .join()
+    .unwrap();
     thread::sleep(Duration::from_millis(300));
     let q1 = queue_stats(&lab, 3);
     let queued = q1.queued_total - q0.queued_total;
     let allowed = 40 + (20.0 * (f.took + Duration::from_millis(300)).as_secs_f64()).ceil() as u64;
     eprintln!("FIGURE single-source flood: {} packets in {:?}, {queued} reached the queue (limit allows ≤ {allowed})", f.sent, f.took);
     assert!(f.sent >= 19_000, "{f:?}");
-    assert!(queued <= allowed, "{queued} of {} packets reached the queue", f.sent);
+    assert!(
+        queued <= allowed,
+        "{queued} of {} packets reached the queue",
+        f.sent
+    );
     let rate = nft_out(&lab, &["list", "set", "inet", "nfknock", "knock_rate_v4"]);
-    assert!(rate.contains(CLI4), "source not tracked by the limit:\n{rate}");
+    assert!(
+        rate.contains(CLI4),
+        "source not tracked by the limit:\n{rate}"
+    );
     // The bucket refills at 20/s: the flooding source's own knock gets through a second later.
     thread::sleep(Duration::from_secs(1));
     knock_host(&lab, &key, &[]);
-    assert!(wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(), "{}", lab.log());
+    assert!(
+        wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(),
+        "{}",
+        lab.log()
+    );
 }
 
 #[test]
@@ -698,8 +941,17 @@ fn skewed_clock_is_refused_and_the_log_names_the_skew() {
     );
     assert_eq!(rejections(&lab.log(), "stale"), 1, "{}", lab.log());
     // The client is named too: the operator knows whose clock to fix.
-    assert!(lab.log().lines().any(|l| l.contains("skew=-3000") && l.contains("alice")), "{}", lab.log());
-    assert!(!client_open(&lab), "a knock 50 minutes stale opened the port");
+    assert!(
+        lab.log()
+            .lines()
+            .any(|l| l.contains("skew=-3000") && l.contains("alice")),
+        "{}",
+        lab.log()
+    );
+    assert!(
+        !client_open(&lab),
+        "a knock 50 minutes stale opened the port"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -717,7 +969,12 @@ fn caps(status: &HashMap<String, String>, set: &str) -> u64 {
 fn assert_least_privilege(pid: u32) {
     let st = proc_status(pid);
     for set in ["CapEff", "CapPrm", "CapBnd"] {
-        assert_eq!(caps(&st, set), CAP_NET_ADMIN_ONLY, "{set} = {} (want only CAP_NET_ADMIN)", st[set]);
+        assert_eq!(
+            caps(&st, set),
+            CAP_NET_ADMIN_ONLY,
+            "{set} = {} (want only CAP_NET_ADMIN)",
+            st[set]
+        );
     }
     for set in ["CapInh", "CapAmb"] {
         assert_eq!(caps(&st, set), 0, "{set} = {}", st[set]);
@@ -727,11 +984,18 @@ fn assert_least_privilege(pid: u32) {
     let mut inodes = Vec::new();
     for e in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
         let target = std::fs::read_link(e.unwrap().path()).unwrap();
-        if let Some(i) = target.to_string_lossy().strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
+        if let Some(i) = target
+            .to_string_lossy()
+            .strip_prefix("socket:[")
+            .and_then(|s| s.strip_suffix(']'))
+        {
             inodes.push(i.to_string());
         }
     }
-    assert!(inodes.len() >= 3, "expected the queue, nft and event netlink sockets, found {inodes:?}");
+    assert!(
+        inodes.len() >= 3,
+        "expected the queue, nft and event netlink sockets, found {inodes:?}"
+    );
     let column = |table: &str, col: usize| -> Vec<String> {
         std::fs::read_to_string(format!("/proc/{pid}/net/{table}"))
             .unwrap_or_default()
@@ -740,18 +1004,26 @@ fn assert_least_privilege(pid: u32) {
             .filter_map(|l| l.split_whitespace().nth(col).map(str::to_string))
             .collect()
     };
-    for table in ["tcp", "tcp6", "udp", "udp6", "udplite", "udplite6", "raw", "raw6"] {
+    for table in [
+        "tcp", "tcp6", "udp", "udp6", "udplite", "udplite6", "raw", "raw6",
+    ] {
         let inet = column(table, 9);
         let hit: Vec<_> = inodes.iter().filter(|i| inet.contains(i)).collect();
         assert!(hit.is_empty(), "the daemon holds {table} socket(s) {hit:?}");
     }
     let netlink = column("netlink", 9);
     let nl = inodes.iter().filter(|i| netlink.contains(i)).count();
-    assert!(nl >= 3, "netlink sockets not found in /proc/{pid}/net/netlink: {inodes:?}");
+    assert!(
+        nl >= 3,
+        "netlink sockets not found in /proc/{pid}/net/netlink: {inodes:?}"
+    );
     // Every socket is netlink or the signal pipe (AF_UNIX).
     let unix = column("unix", 6);
     for i in &inodes {
-        assert!(netlink.contains(i) || unix.contains(i), "socket {i} is neither netlink nor unix");
+        assert!(
+            netlink.contains(i) || unix.contains(i),
+            "socket {i} is neither netlink nor unix"
+        );
     }
 }
 
@@ -760,7 +1032,11 @@ fn daemon_keeps_only_cap_net_admin_and_holds_no_internet_socket() {
     let (lab, key) = started(2);
     // After a knock too: granting opens nothing new.
     knock_host(&lab, &key, &[]);
-    assert!(wait_until(OPEN_WITHIN, || seconds_left(&lab, CLI4, "tcp/2222").is_some()).is_some());
+    assert!(
+        wait_until(OPEN_WITHIN, || seconds_left(&lab, CLI4, "tcp/2222")
+            .is_some())
+        .is_some()
+    );
     assert_least_privilege(lab.daemon_pid());
 }
 
@@ -797,13 +1073,26 @@ fn daemon_runs_as_an_unprivileged_user_with_ambient_cap_net_admin() {
         chown(p, Some(nobody), Some(nobody)).unwrap();
     }
     let prefix = [
-        "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-        "--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin",
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all,+net_admin",
+        "--ambient-caps=-all,+net_admin",
+        "--bounding-set=-all,+net_admin",
     ];
     let mut d = Daemon::start(&lab, &prefix, &config, &[], "debug", "nobody.log");
     let st = proc_status(d.pid());
-    assert!(st["Uid"].split_whitespace().all(|u| u == "65534"), "Uid: {}", st["Uid"]);
-    assert!(st["Gid"].split_whitespace().all(|g| g == "65534"), "Gid: {}", st["Gid"]);
+    assert!(
+        st["Uid"].split_whitespace().all(|u| u == "65534"),
+        "Uid: {}",
+        st["Uid"]
+    );
+    assert!(
+        st["Gid"].split_whitespace().all(|g| g == "65534"),
+        "Gid: {}",
+        st["Gid"]
+    );
     assert_least_privilege(d.pid());
 
     assert!(!client_open(&lab), "open before the knock");
@@ -812,7 +1101,11 @@ fn daemon_runs_as_an_unprivileged_user_with_ambient_cap_net_admin() {
     std::fs::copy(&key, &client_key).unwrap();
     std::fs::set_permissions(&client_key, std::fs::Permissions::from_mode(0o600)).unwrap();
     knock_host(&lab, &client_key, &[]);
-    assert!(wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(), "{}", d.log());
+    assert!(
+        wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(),
+        "{}",
+        d.log()
+    );
     assert!(!stranger_open(&lab));
     // The journal the unprivileged daemon wrote is its own and private.
     let meta = std::fs::metadata(state.join("replay.journal")).unwrap();
@@ -833,7 +1126,10 @@ fn key_file_owned_by_another_user_is_refused_with_the_fix() {
     let out = lab.nfknock(&lab.srv, &["check", "--config", config.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("owned by uid 1000") && err.contains("chown"), "{err}");
+    assert!(
+        err.contains("owned by uid 1000") && err.contains("chown"),
+        "{err}"
+    );
 }
 
 fn repo(path: &str) -> PathBuf {
@@ -854,11 +1150,28 @@ fn systemd_unit_exposure_is_at_most_1_2() {
         .find_map(|l| l.split_once("Overall exposure level for nfknock.service:"))
         .and_then(|(_, rest)| rest.split_whitespace().next())
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no score in:\n{text}\n{}", String::from_utf8_lossy(&out.stderr)));
+        .unwrap_or_else(|| {
+            panic!(
+                "no score in:\n{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
     eprintln!("FIGURE systemd-analyze security exposure: {score}");
-    assert!(score <= 1.2, "exposure {score} > 1.2:\n{}", text.lines().filter(|l| l.contains('✗')).collect::<Vec<_>>().join("\n"));
+    assert!(
+        score <= 1.2,
+        "exposure {score} > 1.2:\n{}",
+        text.lines()
+            .filter(|l| l.contains('✗'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let unit = std::fs::read_to_string(repo("systemd/nfknock.service")).unwrap();
-    for line in ["User=nfknock", "Group=nfknock", "AmbientCapabilities=CAP_NET_ADMIN", "CapabilityBoundingSet=CAP_NET_ADMIN"] {
+    for line in [
+        "User=nfknock",
+        "Group=nfknock",
+        "AmbientCapabilities=CAP_NET_ADMIN",
+        "CapabilityBoundingSet=CAP_NET_ADMIN",
+    ] {
         assert!(unit.lines().any(|l| l == line), "unit lacks {line}");
     }
 }
@@ -868,7 +1181,10 @@ fn syscall_group(group: &str, memo: &mut HashMap<String, Vec<String>>) -> Vec<St
     if let Some(v) = memo.get(group) {
         return v.clone();
     }
-    let out = Command::new("systemd-analyze").args(["syscall-filter", "--no-pager", group]).output().unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["syscall-filter", "--no-pager", group])
+        .output()
+        .unwrap();
     let mut calls = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
         let w = line.trim();
@@ -892,15 +1208,25 @@ fn unit_allowed_syscalls(unit: &str) -> std::collections::HashSet<String> {
     let mut memo = HashMap::new();
     let mut allowed = std::collections::HashSet::new();
     let mut first = true;
-    for value in unit.lines().filter_map(|l| l.strip_prefix("SystemCallFilter=")) {
+    for value in unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("SystemCallFilter="))
+    {
         let (deny, list) = match value.strip_prefix('~') {
             Some(rest) => (true, rest),
             None => (false, value),
         };
-        assert!(!(first && deny), "the unit's first SystemCallFilter= must be an allow list");
+        assert!(
+            !(first && deny),
+            "the unit's first SystemCallFilter= must be an allow list"
+        );
         first = false;
         for item in list.split_whitespace() {
-            let calls = if item.starts_with('@') { syscall_group(item, &mut memo) } else { vec![item.to_string()] };
+            let calls = if item.starts_with('@') {
+                syscall_group(item, &mut memo)
+            } else {
+                vec![item.to_string()]
+            };
             for c in calls {
                 if deny {
                     allowed.remove(&c);
@@ -932,17 +1258,46 @@ fn every_syscall_of_the_daemon_passes_the_units_filter() {
     let config = write_config(&lab, DEFAULT_SERVER, &alice(&key, "\"tcp/2222\"", 5));
     let trace = lab.path("strace.out");
     let tr = trace.to_str().unwrap().to_string();
-    let mut d = Daemon::start(&lab, &["strace", "-f", "-qq", "-o", &tr], &config, &[], "info", "strace.log");
+    let mut d = Daemon::start(
+        &lab,
+        &["strace", "-f", "-qq", "-o", &tr],
+        &config,
+        &[],
+        "info",
+        "strace.log",
+    );
     // The child is strace; the daemon is its only child.
-    let out = Command::new("pgrep").args(["-P", &d.pid().to_string()]).output().unwrap();
+    let out = Command::new("pgrep")
+        .args(["-P", &d.pid().to_string()])
+        .output()
+        .unwrap();
     let daemon_pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(!daemon_pid.is_empty(), "daemon not found under strace");
     knock_host(&lab, &key, &[]);
-    assert!(wait_until(OPEN_WITHIN, || seconds_left(&lab, CLI4, "tcp/2222").is_some()).is_some(), "{}", d.log());
+    assert!(
+        wait_until(OPEN_WITHIN, || seconds_left(&lab, CLI4, "tcp/2222")
+            .is_some())
+        .is_some(),
+        "{}",
+        d.log()
+    );
     lab.run(&lab.srv, &["nft", "flush", "ruleset"]);
-    assert!(wait_until(RESTORED_WITHIN, || seconds_left(&lab, CLI4, "tcp/2222").is_some()).is_some(), "{}", d.log());
+    assert!(
+        wait_until(RESTORED_WITHIN, || seconds_left(&lab, CLI4, "tcp/2222")
+            .is_some())
+        .is_some(),
+        "{}",
+        d.log()
+    );
     let _ = Command::new("kill").args(["-HUP", &daemon_pid]).status();
-    assert!(wait_until(Duration::from_secs(2), || d.log().contains("config reloaded")).is_some(), "{}", d.log());
+    assert!(
+        wait_until(Duration::from_secs(2), || d
+            .log()
+            .contains("config reloaded"))
+        .is_some(),
+        "{}",
+        d.log()
+    );
     let _ = Command::new("kill").args(["-TERM", &daemon_pid]).status();
     let status = d.child.take().unwrap().wait().unwrap();
     assert!(status.success(), "{}", d.log());
@@ -950,9 +1305,15 @@ fn every_syscall_of_the_daemon_passes_the_units_filter() {
     let text = std::fs::read_to_string(&trace).unwrap();
     let mut used = std::collections::BTreeSet::new();
     for line in text.lines() {
-        let Some((_, rest)) = line.split_once(' ') else { continue };
+        let Some((_, rest)) = line.split_once(' ') else {
+            continue;
+        };
         let rest = rest.trim_start();
-        let Some(name) = rest.split('(').next().filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')) else {
+        let Some(name) = rest.split('(').next().filter(|n| {
+            !n.is_empty()
+                && n.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        }) else {
             continue;
         };
         if rest.starts_with(&format!("{name}(")) {
@@ -960,12 +1321,21 @@ fn every_syscall_of_the_daemon_passes_the_units_filter() {
         }
         if let Some(args) = rest.strip_prefix("socket(") {
             let family = args.split(',').next().unwrap_or("");
-            assert!(families.contains(&family), "the daemon opened a socket of family {family}: {line}");
+            assert!(
+                families.contains(&family),
+                "the daemon opened a socket of family {family}: {line}"
+            );
         }
     }
-    assert!(used.contains("sendto") && used.contains("capset"), "strace saw too little: {used:?}");
+    assert!(
+        used.contains("sendto") && used.contains("capset"),
+        "strace saw too little: {used:?}"
+    );
     let denied: Vec<_> = used.iter().filter(|c| !allowed.contains(*c)).collect();
-    assert!(denied.is_empty(), "the unit's SystemCallFilter= denies syscalls the daemon makes: {denied:?}");
+    assert!(
+        denied.is_empty(),
+        "the unit's SystemCallFilter= denies syscalls the daemon makes: {denied:?}"
+    );
 }
 
 /// `scripts/install --destdir` lays out exactly what the unit expects (ExecStart's binary, the
@@ -979,26 +1349,54 @@ fn install_script_puts_the_binary_where_the_unit_runs_it_and_is_idempotent() {
             .arg(dest.path())
             .output()
             .unwrap();
-        assert!(out.status.success(), "install: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "install: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     run();
     run();
     let unit = std::fs::read_to_string(repo("systemd/nfknock.service")).unwrap();
-    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
     let exec_bin = exec.split_whitespace().next().unwrap();
     let installed = dest.path().join(exec_bin.trim_start_matches('/'));
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&installed).unwrap_or_else(|e| panic!("{}: {e}", installed.display())).permissions().mode();
+    let mode = std::fs::metadata(&installed)
+        .unwrap_or_else(|e| panic!("{}: {e}", installed.display()))
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o755, "{}", installed.display());
     let installed_unit = dest.path().join("etc/systemd/system/nfknock.service");
     assert_eq!(std::fs::read_to_string(installed_unit).unwrap(), unit);
     let etc = std::fs::metadata(dest.path().join("etc/nfknock")).unwrap();
     assert_eq!(etc.permissions().mode() & 0o777, 0o700);
-    assert!(dest.path().join("usr/local/share/doc/nfknock/examples/server.toml").exists());
+    assert!(dest
+        .path()
+        .join("usr/local/share/doc/nfknock/examples/server.toml")
+        .exists());
     // Uninstall removes what install added and keeps the config directory (it holds keys).
-    let out = Command::new(repo("scripts/install")).args(["--uninstall", "--destdir"]).arg(dest.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!installed.exists() && !dest.path().join("etc/systemd/system/nfknock.service").exists());
+    let out = Command::new(repo("scripts/install"))
+        .args(["--uninstall", "--destdir"])
+        .arg(dest.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !installed.exists()
+            && !dest
+                .path()
+                .join("etc/systemd/system/nfknock.service")
+                .exists()
+    );
     assert!(dest.path().join("etc/nfknock").exists());
 }
 
@@ -1011,22 +1409,55 @@ fn dry_run_installs_no_gate_and_writes_no_grant() {
     let key = lab.keygen("alice.key");
     let config = write_config(&lab, DEFAULT_SERVER, &alice(&key, "\"tcp/2222\"", 30));
     let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
-    assert!(client_open(&lab) && stranger_open(&lab), "the lab port is not open to begin with");
+    assert!(
+        client_open(&lab) && stranger_open(&lab),
+        "the lab port is not open to begin with"
+    );
 
     let mut d = Daemon::start(&lab, &[], &config, &["--dry-run"], "debug", "dry.log");
     assert!(d.log().contains("no gate is installed"), "{}", d.log());
     let chain = nft_out(&lab, &["list", "chain", "inet", "nfknock", "gate_input"]);
-    assert!(chain.contains("queue num 3") && !chain.contains("@allow"), "{chain}");
-    assert!(client_open(&lab) && stranger_open(&lab), "a dry run closed the port");
+    assert!(
+        chain.contains("queue num 3") && !chain.contains("@allow"),
+        "{chain}"
+    );
+    assert!(
+        client_open(&lab) && stranger_open(&lab),
+        "a dry run closed the port"
+    );
 
     knock_host(&lab, &key, &[]);
-    assert!(wait_until(Duration::from_secs(2), || d.log().contains("dry run: would add grant")).is_some(), "{}", d.log());
-    assert!(d.log().lines().any(|l| l.contains("would add grant") && l.contains(CLI4) && l.contains("tcp/2222")), "{}", d.log());
-    assert!(!nft_out(&lab, &["list", "set", "inet", "nfknock", "allow_v4"]).contains(CLI4), "a dry run wrote a grant");
-    assert!(client_open(&lab) && stranger_open(&lab), "the port closed after a dry-run knock");
+    assert!(
+        wait_until(Duration::from_secs(2), || d
+            .log()
+            .contains("dry run: would add grant"))
+        .is_some(),
+        "{}",
+        d.log()
+    );
+    assert!(
+        d.log()
+            .lines()
+            .any(|l| l.contains("would add grant") && l.contains(CLI4) && l.contains("tcp/2222")),
+        "{}",
+        d.log()
+    );
+    assert!(
+        !nft_out(&lab, &["list", "set", "inet", "nfknock", "allow_v4"]).contains(CLI4),
+        "a dry run wrote a grant"
+    );
+    assert!(
+        client_open(&lab) && stranger_open(&lab),
+        "the port closed after a dry-run knock"
+    );
     // A flush during a dry run restores the gateless table, and no grant.
     lab.run(&lab.srv, &["nft", "flush", "ruleset"]);
-    assert!(wait_until(RESTORED_WITHIN, || nft_out(&lab, &["list", "chain", "inet", "nfknock", "gate_input"]).contains("queue")).is_some());
+    assert!(wait_until(RESTORED_WITHIN, || nft_out(
+        &lab,
+        &["list", "chain", "inet", "nfknock", "gate_input"]
+    )
+    .contains("queue"))
+    .is_some());
     assert!(!nft_out(&lab, &["list", "set", "inet", "nfknock", "allow_v4"]).contains(CLI4));
     assert!(stranger_open(&lab));
     assert!(d.stop().success());
@@ -1039,16 +1470,41 @@ fn dry_run_with_gate_closes_the_port_and_a_valid_knock_opens_nothing() {
     let config = write_config(&lab, DEFAULT_SERVER, &alice(&key, "\"tcp/2222\"", 30));
     let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
 
-    let mut d = Daemon::start(&lab, &[], &config, &["--dry-run", "--with-gate"], "debug", "dry-gate.log");
+    let mut d = Daemon::start(
+        &lab,
+        &[],
+        &config,
+        &["--dry-run", "--with-gate"],
+        "debug",
+        "dry-gate.log",
+    );
     assert!(d.log().contains("gate installed"), "{}", d.log());
-    assert!(!client_open(&lab) && !stranger_open(&lab), "--with-gate left the port open");
+    assert!(
+        !client_open(&lab) && !stranger_open(&lab),
+        "--with-gate left the port open"
+    );
     knock_host(&lab, &key, &[]);
-    assert!(wait_until(Duration::from_secs(2), || d.log().contains("dry run: would add grant")).is_some(), "{}", d.log());
+    assert!(
+        wait_until(Duration::from_secs(2), || d
+            .log()
+            .contains("dry run: would add grant"))
+        .is_some(),
+        "{}",
+        d.log()
+    );
     thread::sleep(Duration::from_millis(300));
     assert!(!client_open(&lab), "a dry-run knock opened the port");
     assert!(d.stop().success());
 
     // --with-gate alone is a usage error.
-    let out = lab.nfknock(&lab.srv, &["serve", "--config", config.to_str().unwrap(), "--with-gate"]);
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = lab.nfknock(
+        &lab.srv,
+        &["serve", "--config", config.to_str().unwrap(), "--with-gate"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -3,5 +3,6 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
-    let _ = nfknock::config::parse_client_str(text, std::path::Path::new("/nonexistent/client.toml"));
+    let _ =
+        nfknock::config::parse_client_str(text, std::path::Path::new("/nonexistent/client.toml"));
 });

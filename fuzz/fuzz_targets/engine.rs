@@ -21,16 +21,30 @@ fn config() -> &'static Arc<Config> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&flags, rest)) = data.split_first() else { return };
-    let Some((src, payload)) = rest.split_first_chunk::<4>() else { return };
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let Some((src, payload)) = rest.split_first_chunk::<4>() else {
+        return;
+    };
     let v4 = Ipv4Addr::from(*src);
-    let src = if flags & 2 == 0 { IpAddr::V4(v4) } else { IpAddr::V6(v4.to_ipv6_mapped()) };
-    let packet = Packet { src, dst: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)) };
+    let src = if flags & 2 == 0 {
+        IpAddr::V4(v4)
+    } else {
+        IpAddr::V6(v4.to_ipv6_mapped())
+    };
+    let packet = Packet {
+        src,
+        dst: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+    };
     let now = nfknock_fuzz::NOW[usize::from(flags & 1)];
     let mut engine = Engine::new(config().clone(), ReplayCache::new(), 0, now);
     let first = engine.handle(payload, packet, now);
     // The same packet again must never be granted twice (replay cache).
     let second = engine.handle(payload, packet, now);
     let granted = |o: &nfknock::engine::Outcome| matches!(o.decision, Decision::Grant(_));
-    assert!(!(granted(&first) && granted(&second)), "replayed knock granted twice");
+    assert!(
+        !(granted(&first) && granted(&second)),
+        "replayed knock granted twice"
+    );
 });

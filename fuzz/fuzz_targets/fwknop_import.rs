@@ -18,7 +18,11 @@ struct Texts<'a> {
 
 impl Loader for Texts<'_> {
     fn read(&self, path: &Path) -> Result<Zeroizing<String>, String> {
-        let text = if path == Path::new(FWKNOPD) { self.fwknopd } else { self.access };
+        let text = if path == Path::new(FWKNOPD) {
+            self.fwknopd
+        } else {
+            self.access
+        };
         Ok(Zeroizing::new(text.to_string()))
     }
     fn conf_files(&self, dir: &Path) -> Result<Vec<PathBuf>, String> {
@@ -27,14 +31,24 @@ impl Loader for Texts<'_> {
 }
 
 fuzz_target!(|text: &str| {
-    let (access, fwknopd) = text.split_once('\0').map_or((text, None), |(a, f)| (a, Some(f)));
-    let loader = Texts { access, fwknopd: fwknopd.unwrap_or("") };
-    let opts = Options { protect: Some(vec!["tcp/22".parse().unwrap()]) };
+    let (access, fwknopd) = text
+        .split_once('\0')
+        .map_or((text, None), |(a, f)| (a, Some(f)));
+    let loader = Texts {
+        access,
+        fwknopd: fwknopd.unwrap_or(""),
+    };
+    let opts = Options {
+        protect: Some(vec!["tcp/22".parse().unwrap()]),
+    };
     let fwknopd_path = fwknopd.map(|_| Path::new(FWKNOPD));
     if let Ok(out) = import(&loader, Path::new("/fuzz/access.conf"), fwknopd_path, &opts) {
         if let Some(toml) = out.toml {
             if let Err(e) = nfknock::config::parse_str(&toml, Path::new("/fuzz/nfknock.toml")) {
-                panic!("import produced a config that check refuses: {e}\n{}", toml.as_str());
+                panic!(
+                    "import produced a config that check refuses: {e}\n{}",
+                    toml.as_str()
+                );
             }
         }
     }

@@ -5,7 +5,9 @@ use libfuzzer_sys::fuzz_target;
 use nfknock::wire::fwknop;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, wire)) = data.split_first() else { return };
+    let Some((&selector, wire)) = data.split_first() else {
+        return;
+    };
     if fwknop::precheck(wire).is_ok() {
         let _ = fwknop::open(nfknock_fuzz::fwknop_key(selector), wire);
     }

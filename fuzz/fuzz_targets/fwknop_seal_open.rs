@@ -41,26 +41,65 @@ fn digest_type(d: u8) -> DigestType {
 fuzz_target!(|input: Input| {
     match input {
         Input::Structured {
-            key, salt, rand, digest, username, timestamp, version, message_type, message,
-            nat_access, server_auth, client_timeout,
+            key,
+            salt,
+            rand,
+            digest,
+            username,
+            timestamp,
+            version,
+            message_type,
+            message,
+            nat_access,
+            server_auth,
+            client_timeout,
         } => {
             let key = nfknock_fuzz::fwknop_key(key);
             let req = SealRequest {
-                username, timestamp, version, message_type, message, nat_access, server_auth,
+                username,
+                timestamp,
+                version,
+                message_type,
+                message,
+                nat_access,
+                server_auth,
                 client_timeout,
             };
             let rand = format!("{:016}", rand % 10_000_000_000_000_000);
-            let Ok(wire) = fwknop::seal(key, &req, salt, &rand, digest_type(digest)) else { return };
+            let Ok(wire) = fwknop::seal(key, &req, salt, &rand, digest_type(digest)) else {
+                return;
+            };
             let got = fwknop::open(key, wire.as_bytes())
                 .unwrap_or_else(|e| panic!("seal wrote a packet open refuses: {e}: {req:?}"));
             assert_eq!(
-                (&got.username, got.timestamp, &got.version, got.message_type, &got.message,
-                 &got.nat_access, got.client_timeout, &got.rand_value),
-                (&req.username, req.timestamp, &req.version, req.message_type, &req.message,
-                 &req.nat_access, req.client_timeout, &rand),
+                (
+                    &got.username,
+                    got.timestamp,
+                    &got.version,
+                    got.message_type,
+                    &got.message,
+                    &got.nat_access,
+                    got.client_timeout,
+                    &got.rand_value
+                ),
+                (
+                    &req.username,
+                    req.timestamp,
+                    &req.version,
+                    req.message_type,
+                    &req.message,
+                    &req.nat_access,
+                    req.client_timeout,
+                    &rand
+                ),
             );
         }
-        Input::Raw { key, salt, digest, plaintext } => {
+        Input::Raw {
+            key,
+            salt,
+            digest,
+            plaintext,
+        } => {
             let key = nfknock_fuzz::fwknop_key(key);
             let Ok(wire) =
                 fwknop::seal_raw_plaintext(key, &plaintext, salt, digest.map(digest_type))

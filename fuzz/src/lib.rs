@@ -38,28 +38,78 @@ pub fn fwknop_keys() -> &'static [FwknopKey] {
         let pass = || b"fwknoptest".to_vec();
         vec![
             // 0: keyset A (fwknop --key-gen), CBC, HMAC-SHA256.
-            k(b64(KEY_A), Some(b64(HMAC_A)), HmacType::Sha256, EncMode::Cbc),
+            k(
+                b64(KEY_A),
+                Some(b64(HMAC_A)),
+                HmacType::Sha256,
+                EncMode::Cbc,
+            ),
             // 1: keyset A, CTR.
-            k(b64(KEY_A), Some(b64(HMAC_A)), HmacType::Sha256, EncMode::Ctr),
+            k(
+                b64(KEY_A),
+                Some(b64(HMAC_A)),
+                HmacType::Sha256,
+                EncMode::Ctr,
+            ),
             // 2: passphrases fwknoptest / hmactest, CBC, HMAC-SHA256.
-            k(pass(), Some(b"hmactest".to_vec()), HmacType::Sha256, EncMode::Cbc),
+            k(
+                pass(),
+                Some(b"hmactest".to_vec()),
+                HmacType::Sha256,
+                EncMode::Cbc,
+            ),
             // 3: passphrase fwknoptest, CBC, no HMAC.
             k(pass(), None, HmacType::Sha256, EncMode::Cbc),
             // 4: passphrase fwknoptest, legacy (fwknop < 2.5), no HMAC.
             k(pass(), None, HmacType::Sha256, EncMode::Legacy),
             // 5: passphrase asdfasdf, legacy, no HMAC.
-            k(b"asdfasdf".to_vec(), None, HmacType::Sha256, EncMode::Legacy),
+            k(
+                b"asdfasdf".to_vec(),
+                None,
+                HmacType::Sha256,
+                EncMode::Legacy,
+            ),
             // 6..: the remaining modes without HMAC, and the remaining HMAC types.
             k(pass(), None, HmacType::Sha256, EncMode::Cfb),
             k(pass(), None, HmacType::Sha256, EncMode::Ofb),
             k(pass(), None, HmacType::Sha256, EncMode::Ecb),
             k(pass(), None, HmacType::Sha256, EncMode::Ctr),
-            k(pass(), Some(b"hmactest".to_vec()), HmacType::Md5, EncMode::Cbc),
-            k(pass(), Some(b"hmactest".to_vec()), HmacType::Sha1, EncMode::Cbc),
-            k(pass(), Some(b"hmactest".to_vec()), HmacType::Sha384, EncMode::Ofb),
-            k(pass(), Some(b"hmactest".to_vec()), HmacType::Sha512, EncMode::Cfb),
-            k(pass(), Some(b"hmactest".to_vec()), HmacType::Sha3_256, EncMode::Ecb),
-            k(pass(), Some(b"hmactest".to_vec()), HmacType::Sha3_512, EncMode::Ctr),
+            k(
+                pass(),
+                Some(b"hmactest".to_vec()),
+                HmacType::Md5,
+                EncMode::Cbc,
+            ),
+            k(
+                pass(),
+                Some(b"hmactest".to_vec()),
+                HmacType::Sha1,
+                EncMode::Cbc,
+            ),
+            k(
+                pass(),
+                Some(b"hmactest".to_vec()),
+                HmacType::Sha384,
+                EncMode::Ofb,
+            ),
+            k(
+                pass(),
+                Some(b"hmactest".to_vec()),
+                HmacType::Sha512,
+                EncMode::Cfb,
+            ),
+            k(
+                pass(),
+                Some(b"hmactest".to_vec()),
+                HmacType::Sha3_256,
+                EncMode::Ecb,
+            ),
+            k(
+                pass(),
+                Some(b"hmactest".to_vec()),
+                HmacType::Sha3_512,
+                EncMode::Ctr,
+            ),
         ]
     })
 }

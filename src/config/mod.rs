@@ -177,19 +177,20 @@ pub const MAX_CONFIG_LEN: u64 = 16 << 20;
 
 /// Read a config file as UTF-8 (zeroized after use: it may hold keys).
 fn read_config(path: &Path) -> Result<zeroize::Zeroizing<String>, ConfigErrors> {
-    let bytes = zeroize::Zeroizing::new(secret::read_limited(path, MAX_CONFIG_LEN).map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::NotFound {
-            "; create it (start from examples/server.toml) or pass the right path with --config"
-        } else {
-            ""
-        };
-        ConfigErrors(vec![Problem {
-            path: path.to_path_buf(),
-            line: None,
-            key: None,
-            message: format!("cannot read the config file: {e}{hint}"),
-        }])
-    })?);
+    let bytes =
+        zeroize::Zeroizing::new(secret::read_limited(path, MAX_CONFIG_LEN).map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                "; create it (start from examples/server.toml) or pass the right path with --config"
+            } else {
+                ""
+            };
+            ConfigErrors(vec![Problem {
+                path: path.to_path_buf(),
+                line: None,
+                key: None,
+                message: format!("cannot read the config file: {e}{hint}"),
+            }])
+        })?);
     match std::str::from_utf8(&bytes) {
         Ok(text) => Ok(zeroize::Zeroizing::new(text.to_string())),
         Err(e) => {

@@ -112,7 +112,11 @@ fn check_private_meta(
     if uid != 0 && uid != euid {
         // Running as a service user (systemd `User=nfknock`), a root-owned 0600 file would pass
         // this check but be unreadable: hand the file to that user instead.
-        let owner = if euid == 0 { "root:root".to_string() } else { euid.to_string() };
+        let owner = if euid == 0 {
+            "root:root".to_string()
+        } else {
+            euid.to_string()
+        };
         return Err(format!(
             "{what} {} holds a secret but is owned by uid {uid}, neither root nor the user nfknock runs as (uid {euid}); run `chown {owner} {q}`",
             path.display()
@@ -171,7 +175,8 @@ pub(crate) fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> 
 /// line of base64, exactly 256 bits.
 pub fn read_native_key_file(path: &Path) -> Result<crate::crypto::NativeKey, String> {
     let text = read_key_file(path)?;
-    let secret = decode_native_secret(&text).map_err(|e| format!("key file {}: {e}", path.display()))?;
+    let secret =
+        decode_native_secret(&text).map_err(|e| format!("key file {}: {e}", path.display()))?;
     Ok(crate::crypto::NativeKey::derive(&secret))
 }
 

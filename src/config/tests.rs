@@ -673,16 +673,31 @@ fn syntax_errors_have_lines() {
 fn fuzz_many_syntax_errors_are_capped_and_lines_stay_right() {
     let text = "= x\n".repeat(1000);
     let ps = problems(&text);
-    assert_eq!(ps.len(), raw::MAX_SYNTAX_ERRORS + 1, "{}", ConfigErrors(ps.clone()));
+    assert_eq!(
+        ps.len(),
+        raw::MAX_SYNTAX_ERRORS + 1,
+        "{}",
+        ConfigErrors(ps.clone())
+    );
     // Each `= x` line holds up to three errors: the first 20 cover lines 1..=7.
     let lines: Vec<_> = ps.iter().map(|p| p.line.unwrap_or(0)).collect();
-    assert!(lines.windows(2).all(|w| w[0] <= w[1] && w[1] - w[0] <= 1), "{lines:?}");
-    assert_eq!((lines[0], lines[raw::MAX_SYNTAX_ERRORS - 1]), (1, 7), "{lines:?}");
+    assert!(
+        lines.windows(2).all(|w| w[0] <= w[1] && w[1] - w[0] <= 1),
+        "{lines:?}"
+    );
+    assert_eq!(
+        (lines[0], lines[raw::MAX_SYNTAX_ERRORS - 1]),
+        (1, 7),
+        "{lines:?}"
+    );
     let last = &ps[raw::MAX_SYNTAX_ERRORS].message;
     assert!(last.contains("more TOML syntax errors"), "{last}");
     // Lines asked out of order (stage 2 may go back) are still counted right.
     let sink = raw::Sink::new("a\nb\nc\n", Path::new("x.toml"));
-    assert_eq!([sink.line(4), sink.line(0), sink.line(2), sink.line(99)], [3, 1, 2, 4]);
+    assert_eq!(
+        [sink.line(4), sink.line(0), sink.line(2), sink.line(99)],
+        [3, 1, 2, 4]
+    );
 }
 
 #[test]

@@ -98,7 +98,10 @@ impl Default for RulesetSpec {
             knock_port: 62201,
             queue: 0,
             backend: QueueBackend::Native,
-            protect: vec![Access { proto: Proto::Tcp, port: 22 }],
+            protect: vec![Access {
+                proto: Proto::Tcp,
+                port: 22,
+            }],
             native_len: 128,
             fwknop: true,
             rate_limit: 20,
@@ -154,7 +157,11 @@ impl fmt::Display for Object {
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
     #[error("cannot {op} the nftables netlink socket: {source}")]
-    Socket { op: &'static str, #[source] source: io::Error },
+    Socket {
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot {op} {object}: permission denied; nfknock needs CAP_NET_ADMIN (run it as root or grant the capability)")]
     Permission { op: &'static str, object: Object },
     #[error("cannot {op} {object}: not found; load nft/nfknock.nft or run `nfknock serve` with manage_ruleset = true")]
@@ -166,7 +173,12 @@ pub enum NftError {
     #[error("grant {addr} {access} has timeout 0; a grant must expire")]
     ZeroTimeout { addr: IpAddr, access: Access },
     #[error("cannot {op} {object}: {source}")]
-    Kernel { op: &'static str, object: Object, #[source] source: io::Error },
+    Kernel {
+        op: &'static str,
+        object: Object,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Port ids of the command sockets of this process: their own changes are not "external".
@@ -190,7 +202,11 @@ struct Op {
 /// Why a batch failed, before it is turned into an [`NftError`].
 enum BatchFail {
     Io(&'static str, io::Error),
-    Kernel { errno: i32, op: &'static str, object: Object },
+    Kernel {
+        errno: i32,
+        op: &'static str,
+        object: Object,
+    },
 }
 
 /// A netlink socket speaking nftables.
@@ -217,10 +233,16 @@ impl Nft {
     pub fn open() -> Result<Nft, NftError> {
         let sock = NlSocket::open(0).map_err(|source| NftError::Socket { op: "open", source })?;
         sock.set_recv_timeout(REPLY_TIMEOUT_SECS)
-            .map_err(|source| NftError::Socket { op: "configure", source })?;
+            .map_err(|source| NftError::Socket {
+                op: "configure",
+                source,
+            })?;
         // A restore batch after a flush may carry every live grant in one atomic message; let
         // it be larger than the default send buffer (best effort: needs CAP_NET_ADMIN).
-        if sock.setsockopt(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 8 << 20).is_err() {
+        if sock
+            .setsockopt(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 8 << 20)
+            .is_err()
+        {
             let _ = sock.setsockopt(libc::SOL_SOCKET, libc::SO_SNDBUF, 8 << 20);
         }
         if let Ok(mut v) = OWN_PORTIDS.lock() {
@@ -233,7 +255,9 @@ impl Nft {
         Ok(Nft {
             sock,
             seq: seed,
-            msg: MsgBuf { buf: Vec::with_capacity(UPSERT_BATCH * 64 + 256) },
+            msg: MsgBuf {
+                buf: Vec::with_capacity(UPSERT_BATCH * 64 + 256),
+            },
             rbuf: vec![0; RECV_BUF],
             ops: Vec::with_capacity(64),
             batch_begin: 0,
@@ -263,7 +287,14 @@ impl Nft {
     }
 
     /// Begin an nf_tables message of the batch; remembers what it does for error messages.
-    fn begin(&mut self, msg: u16, flags: u16, family: u8, op: &'static str, object: Object) -> usize {
+    fn begin(
+        &mut self,
+        msg: u16,
+        flags: u16,
+        family: u8,
+        op: &'static str,
+        object: Object,
+    ) -> usize {
         let seq = self.next_seq();
         self.ops.push(Op { seq, op, object });
         let start = self.msg.begin_nft(msg, flags, seq, family);
@@ -284,7 +315,13 @@ impl Nft {
     }
 
     fn add_chain(&mut self, table: &str, name: &'static str, hook: Option<(u32, i32)>) {
-        let s = self.begin(NFT_MSG_NEWCHAIN, NLM_F_CREATE, NFPROTO_INET, "create", Object::Chain(name));
+        let s = self.begin(
+            NFT_MSG_NEWCHAIN,
+            NLM_F_CREATE,
+            NFPROTO_INET,
+            "create",
+            Object::Chain(name),
+        );
         self.msg.attr_str(NFTA_CHAIN_TABLE, table);
         self.msg.attr_str(NFTA_CHAIN_NAME, name);
         if let Some((hooknum, prio)) = hook {
@@ -299,7 +336,13 @@ impl Nft {
     }
 
     fn del_chain(&mut self, name: &'static str) {
-        let s = self.begin(NFT_MSG_DELCHAIN, 0, NFPROTO_INET, "delete", Object::Chain(name));
+        let s = self.begin(
+            NFT_MSG_DELCHAIN,
+            0,
+            NFPROTO_INET,
+            "delete",
+            Object::Chain(name),
+        );
         self.msg.attr_str(NFTA_CHAIN_TABLE, TABLE);
         self.msg.attr_str(NFTA_CHAIN_NAME, name);
         self.msg.end_msg(s);
@@ -307,14 +350,26 @@ impl Nft {
 
     /// `flush chain`: a DELRULE naming only the chain deletes all its rules.
     fn flush_chain(&mut self, name: &'static str) {
-        let s = self.begin(NFT_MSG_DELRULE, 0, NFPROTO_INET, "flush", Object::Chain(name));
+        let s = self.begin(
+            NFT_MSG_DELRULE,
+            0,
+            NFPROTO_INET,
+            "flush",
+            Object::Chain(name),
+        );
         self.msg.attr_str(NFTA_RULE_TABLE, TABLE);
         self.msg.attr_str(NFTA_RULE_CHAIN, name);
         self.msg.end_msg(s);
     }
 
     fn add_rule(&mut self, table: &str, chain: &'static str, exprs: impl FnOnce(&mut MsgBuf)) {
-        let s = self.begin(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, NFPROTO_INET, "add a rule to", Object::Chain(chain));
+        let s = self.begin(
+            NFT_MSG_NEWRULE,
+            NLM_F_CREATE | NLM_F_APPEND,
+            NFPROTO_INET,
+            "add a rule to",
+            Object::Chain(chain),
+        );
         self.msg.attr_str(NFTA_RULE_TABLE, table);
         self.msg.attr_str(NFTA_RULE_CHAIN, chain);
         let n = self.msg.nest(NFTA_RULE_EXPRESSIONS);
@@ -324,7 +379,13 @@ impl Nft {
     }
 
     fn add_set(&mut self, def: &SetDef) {
-        let s = self.begin(NFT_MSG_NEWSET, NLM_F_CREATE, NFPROTO_INET, "create", Object::Set(def.name));
+        let s = self.begin(
+            NFT_MSG_NEWSET,
+            NLM_F_CREATE,
+            NFPROTO_INET,
+            "create",
+            Object::Set(def.name),
+        );
         self.msg.attr_str(NFTA_SET_TABLE, TABLE);
         self.msg.attr_str(NFTA_SET_NAME, def.name);
         self.msg.attr_u32(NFTA_SET_FLAGS, def.flags);
@@ -344,7 +405,13 @@ impl Nft {
 
     /// `flush set`: a DELSETELEM without an element list removes every element.
     fn flush_set(&mut self, name: &'static str) {
-        let s = self.begin(NFT_MSG_DELSETELEM, 0, NFPROTO_INET, "flush", Object::Set(name));
+        let s = self.begin(
+            NFT_MSG_DELSETELEM,
+            0,
+            NFPROTO_INET,
+            "flush",
+            Object::Set(name),
+        );
         self.msg.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
         self.msg.attr_str(NFTA_SET_ELEM_LIST_SET, name);
         self.msg.end_msg(s);
@@ -355,8 +422,18 @@ impl Nft {
     /// sent too: since Linux 6.12 (`nft_set_elem_update_timeout` path of nft_add_set_elem),
     /// re-adding an element updates its timeout/expiration only when they are given, so a
     /// re-knock restarts the timer; older kernels keep the old expiry.
-    fn add_elements<'k>(&mut self, set: &'static str, keys: impl Iterator<Item = (&'k [u8], Option<u64>)>) {
-        let s = self.begin(NFT_MSG_NEWSETELEM, NLM_F_CREATE, NFPROTO_INET, "add elements to", Object::Set(set));
+    fn add_elements<'k>(
+        &mut self,
+        set: &'static str,
+        keys: impl Iterator<Item = (&'k [u8], Option<u64>)>,
+    ) {
+        let s = self.begin(
+            NFT_MSG_NEWSETELEM,
+            NLM_F_CREATE,
+            NFPROTO_INET,
+            "add elements to",
+            Object::Set(set),
+        );
         self.msg.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
         self.msg.attr_str(NFTA_SET_ELEM_LIST_SET, set);
         let list = self.msg.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
@@ -380,14 +457,21 @@ impl Nft {
         while it.peek().is_some() {
             let chunk = it.by_ref().take(ELEMS_PER_MSG);
             // Keys are built on the stack one by one: no allocation on the hot path.
-            let s = self.begin(NFT_MSG_NEWSETELEM, NLM_F_CREATE, NFPROTO_INET, "add elements to", Object::Set(set));
+            let s = self.begin(
+                NFT_MSG_NEWSETELEM,
+                NLM_F_CREATE,
+                NFPROTO_INET,
+                "add elements to",
+                Object::Set(set),
+            );
             self.msg.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
             self.msg.attr_str(NFTA_SET_ELEM_LIST_SET, set);
             let list = self.msg.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
             for e in chunk {
                 let (key, len) = element_key(e.addr, e.access);
                 let n = self.msg.nest(NFTA_LIST_ELEM);
-                self.msg.data_value(NFTA_SET_ELEM_KEY, key.get(..len).unwrap_or(&[]));
+                self.msg
+                    .data_value(NFTA_SET_ELEM_KEY, key.get(..len).unwrap_or(&[]));
                 self.msg.attr_u64(NFTA_SET_ELEM_TIMEOUT, e.timeout_ms);
                 self.msg.attr_u64(NFTA_SET_ELEM_EXPIRATION, e.timeout_ms);
                 self.msg.nest_end(n);
@@ -402,7 +486,9 @@ impl Nft {
     /// and processes the whole batch before answering, so the ack of the last one (or an
     /// error on the batch header) ends the exchange with a single `recv` on success.
     fn commit(&mut self) -> Result<(), BatchFail> {
-        let Some(last) = self.last_msg else { return Ok(()) };
+        let Some(last) = self.last_msg else {
+            return Ok(());
+        };
         if let Some(flags) = self.msg.buf.get_mut(last + 6..last + 8) {
             let f = u16::from_ne_bytes([flags[0], flags[1]]) | NLM_F_ACK;
             flags.copy_from_slice(&f.to_ne_bytes());
@@ -410,7 +496,9 @@ impl Nft {
         let last_seq = self.seq;
         let end_seq = self.next_seq();
         self.msg.batch_marker(NFNL_MSG_BATCH_END, end_seq);
-        self.sock.send(&self.msg.buf).map_err(|e| BatchFail::Io("send a batch on", e))?;
+        self.sock
+            .send(&self.msg.buf)
+            .map_err(|e| BatchFail::Io("send a batch on", e))?;
 
         let mut first_err: Option<(i32, u32)> = None;
         loop {
@@ -453,7 +541,11 @@ impl Nft {
 
     /// Send one request and hand every reply message to `each` until the request is done:
     /// `NLMSG_DONE` for a dump, the ack for a get. Returns the errno of a failed request.
-    fn request(&mut self, dump: bool, mut each: impl FnMut(&Msg<'_>)) -> Result<Result<(), i32>, io::Error> {
+    fn request(
+        &mut self,
+        dump: bool,
+        mut each: impl FnMut(&Msg<'_>),
+    ) -> Result<Result<(), i32>, io::Error> {
         let seq = self.seq;
         self.sock.send(&self.msg.buf)?;
         loop {
@@ -476,7 +568,12 @@ impl Nft {
         }
     }
 
-    fn get_object(&mut self, msg: u16, name_attr: u16, chain_or_set: Option<&str>) -> Result<Result<(), i32>, io::Error> {
+    fn get_object(
+        &mut self,
+        msg: u16,
+        name_attr: u16,
+        chain_or_set: Option<&str>,
+    ) -> Result<Result<(), i32>, io::Error> {
         self.msg.clear();
         let seq = self.next_seq();
         let s = self.msg.begin_nft(msg, NLM_F_ACK, seq, NFPROTO_INET);
@@ -515,15 +612,25 @@ impl Nft {
     fn set_shape(&mut self, set: &'static str) -> Result<Option<(u32, u32, u32)>, NftError> {
         self.msg.clear();
         let seq = self.next_seq();
-        let s = self.msg.begin_nft(wire::NFT_MSG_GETSET, NLM_F_ACK, seq, NFPROTO_INET);
+        let s = self
+            .msg
+            .begin_nft(wire::NFT_MSG_GETSET, NLM_F_ACK, seq, NFPROTO_INET);
         self.msg.attr_str(NFTA_SET_TABLE, TABLE);
         self.msg.attr_str(NFTA_SET_NAME, set);
         self.msg.end_msg(s);
         let mut shape = None;
         let r = self.request(false, |m| {
-            let Some((_, body)) = nfgen(m.payload) else { return };
-            let u = |t| attr(body, t).and_then(|v| v.try_into().ok()).map(u32::from_be_bytes);
-            if let (Some(kt), Some(kl), Some(fl)) = (u(NFTA_SET_KEY_TYPE), u(NFTA_SET_KEY_LEN), u(NFTA_SET_FLAGS)) {
+            let Some((_, body)) = nfgen(m.payload) else {
+                return;
+            };
+            let u = |t| {
+                attr(body, t)
+                    .and_then(|v| v.try_into().ok())
+                    .map(u32::from_be_bytes)
+            };
+            if let (Some(kt), Some(kl), Some(fl)) =
+                (u(NFTA_SET_KEY_TYPE), u(NFTA_SET_KEY_LEN), u(NFTA_SET_FLAGS))
+            {
                 shape = Some((kt, kl, fl));
             }
         });
@@ -546,7 +653,13 @@ impl Nft {
         for backend in [QueueBackend::Native, QueueBackend::Compat] {
             self.batch_start();
             self.add_table(NFPROTO_INET, PROBE_TABLE, Object::ProbeTable);
-            let s = self.begin(NFT_MSG_NEWCHAIN, NLM_F_CREATE, NFPROTO_INET, "create a chain in", Object::ProbeTable);
+            let s = self.begin(
+                NFT_MSG_NEWCHAIN,
+                NLM_F_CREATE,
+                NFPROTO_INET,
+                "create a chain in",
+                Object::ProbeTable,
+            );
             self.msg.attr_str(NFTA_CHAIN_TABLE, PROBE_TABLE);
             self.msg.attr_str(NFTA_CHAIN_NAME, "probe");
             let n = self.msg.nest(NFTA_CHAIN_HOOK);
@@ -555,7 +668,13 @@ impl Nft {
             self.msg.nest_end(n);
             self.msg.attr_str(NFTA_CHAIN_TYPE, "filter");
             self.msg.end_msg(s);
-            let s = self.begin(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, NFPROTO_INET, "add a queue rule to", Object::ProbeTable);
+            let s = self.begin(
+                NFT_MSG_NEWRULE,
+                NLM_F_CREATE | NLM_F_APPEND,
+                NFPROTO_INET,
+                "add a queue rule to",
+                Object::ProbeTable,
+            );
             self.msg.attr_str(NFTA_RULE_TABLE, PROBE_TABLE);
             self.msg.attr_str(NFTA_RULE_CHAIN, "probe");
             let n = self.msg.nest(NFTA_RULE_EXPRESSIONS);
@@ -570,7 +689,9 @@ impl Nft {
                 Ok(()) => return Ok(backend),
                 // ENOENT: no such expression/target; EOPNOTSUPP/EINVAL: compat refused here.
                 Err(BatchFail::Kernel { errno, .. })
-                    if errno == libc::ENOENT || errno == libc::EOPNOTSUPP || errno == libc::EINVAL => {}
+                    if errno == libc::ENOENT
+                        || errno == libc::EOPNOTSUPP
+                        || errno == libc::EINVAL => {}
                 Err(f) => return Err(batch_error(f)),
             }
         }
@@ -584,14 +705,19 @@ impl Nft {
     /// ruleset). Idempotent.
     pub fn install(&mut self, spec: &RulesetSpec, restore: &[Element]) -> Result<(), NftError> {
         if let Some(e) = restore.iter().find(|e| e.timeout_ms == 0) {
-            return Err(NftError::ZeroTimeout { addr: e.addr, access: e.access });
+            return Err(NftError::ZeroTimeout {
+                addr: e.addr,
+                access: e.access,
+            });
         }
         // The kernel accepts a NEWSET for an existing set of another shape silently on older
         // kernels (6.x compares; earlier ones just return 0), so compare ourselves first.
         for def in SETS {
             if let Some((kt, kl, fl)) = self.set_shape(def.name)? {
                 if kt != def.key_type || kl != def.key_len || fl != def.flags {
-                    return Err(NftError::Incompatible { object: Object::Set(def.name) });
+                    return Err(NftError::Incompatible {
+                        object: Object::Set(def.name),
+                    });
                 }
             }
         }
@@ -602,7 +728,11 @@ impl Nft {
         for def in SETS {
             self.add_set(def);
         }
-        self.add_chain(TABLE, CHAIN_KNOCK, Some((NF_INET_PRE_ROUTING, PRIORITY_KNOCK)));
+        self.add_chain(
+            TABLE,
+            CHAIN_KNOCK,
+            Some((NF_INET_PRE_ROUTING, PRIORITY_KNOCK)),
+        );
         self.flush_chain(CHAIN_KNOCK);
         self.add_chain(TABLE, CHAIN_INPUT, Some((NF_INET_LOCAL_IN, PRIORITY_GATE)));
         self.flush_chain(CHAIN_INPUT);
@@ -630,7 +760,10 @@ impl Nft {
     /// new timeout (and, on kernels ≥ 6.12, a restarted timer).
     pub fn upsert(&mut self, elems: &[Element]) -> Result<(), NftError> {
         if let Some(e) = elems.iter().find(|e| e.timeout_ms == 0) {
-            return Err(NftError::ZeroTimeout { addr: e.addr, access: e.access });
+            return Err(NftError::ZeroTimeout {
+                addr: e.addr,
+                access: e.access,
+            });
         }
         for chunk in elems.chunks(UPSERT_BATCH) {
             self.batch_start();
@@ -647,13 +780,19 @@ impl Nft {
         for (set, v6) in [(SET_ALLOW_V4, false), (SET_ALLOW_V6, true)] {
             self.msg.clear();
             let seq = self.next_seq();
-            let s = self.msg.begin_nft(NFT_MSG_GETSETELEM, NLM_F_DUMP, seq, NFPROTO_INET);
+            let s = self
+                .msg
+                .begin_nft(NFT_MSG_GETSETELEM, NLM_F_DUMP, seq, NFPROTO_INET);
             self.msg.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
             self.msg.attr_str(NFTA_SET_ELEM_LIST_SET, set);
             self.msg.end_msg(s);
             let r = self.request(true, |m| {
-                let Some((_, body)) = nfgen(m.payload) else { return };
-                let Some(list) = attr(body, NFTA_SET_ELEM_LIST_ELEMENTS) else { return };
+                let Some((_, body)) = nfgen(m.payload) else {
+                    return;
+                };
+                let Some(list) = attr(body, NFTA_SET_ELEM_LIST_ELEMENTS) else {
+                    return;
+                };
                 for (_, elem) in attrs(list) {
                     if let Some(live) = parse_live(elem, v6) {
                         out.push(live);
@@ -662,7 +801,9 @@ impl Nft {
             });
             match r {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(kernel_error("list the elements of", Object::Set(set), e)),
+                Ok(Err(e)) => {
+                    return Err(kernel_error("list the elements of", Object::Set(set), e))
+                }
                 Err(source) => return Err(NftError::Socket { op: "use", source }),
             }
         }
@@ -685,8 +826,14 @@ fn kernel_error(op: &'static str, object: Object, errno: i32) -> NftError {
     match errno {
         libc::EPERM | libc::EACCES => NftError::Permission { op, object },
         libc::ENOENT => NftError::NotFound { op, object },
-        libc::EEXIST if matches!(object, Object::Set(_)) && op == "create" => NftError::Incompatible { object },
-        _ => NftError::Kernel { op, object, source: io::Error::from_raw_os_error(errno) },
+        libc::EEXIST if matches!(object, Object::Set(_)) && op == "create" => {
+            NftError::Incompatible { object }
+        }
+        _ => NftError::Kernel {
+            op,
+            object,
+            source: io::Error::from_raw_os_error(errno),
+        },
     }
 }
 
@@ -701,9 +848,18 @@ fn batch_error(f: BatchFail) -> NftError {
 fn parse_live(elem: &[u8], v6: bool) -> Option<LiveElement> {
     let key = attr(attr(elem, NFTA_SET_ELEM_KEY)?, NFTA_DATA_VALUE)?;
     let (addr, access) = decode_key(key, v6)?;
-    let timeout_ms = attr(elem, NFTA_SET_ELEM_TIMEOUT).and_then(be_u64).unwrap_or(0);
-    let expires_ms = attr(elem, NFTA_SET_ELEM_EXPIRATION).and_then(be_u64).unwrap_or(0);
-    Some(LiveElement { addr, access, timeout_ms, expires_ms })
+    let timeout_ms = attr(elem, NFTA_SET_ELEM_TIMEOUT)
+        .and_then(be_u64)
+        .unwrap_or(0);
+    let expires_ms = attr(elem, NFTA_SET_ELEM_EXPIRATION)
+        .and_then(be_u64)
+        .unwrap_or(0);
+    Some(LiveElement {
+        addr,
+        access,
+        timeout_ms,
+        expires_ms,
+    })
 }
 
 /// The key of an allow-set element: `addr . proto . port`, each field padded to 4 bytes as
@@ -769,18 +925,60 @@ struct SetDef {
     userdata: &'static [u8],
 }
 
-const UDATA_CONCAT: &[u8] = &[0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x03, 0x08, 0x00, 0x04, 0x0d, 0x00, 0x00, 0x00, 0x01, 0x00];
+const UDATA_CONCAT: &[u8] = &[
+    0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x03, 0x08, 0x00, 0x04, 0x0d, 0x00, 0x00, 0x00, 0x01, 0x00,
+];
 const UDATA_ADDR: &[u8] = &[0x00, 0x04, 0x02, 0x00, 0x00, 0x00];
 const fn concat3(a: u32, b: u32, c: u32) -> u32 {
     (a << 12) | (b << 6) | c
 }
 
 const SETS: &[SetDef] = &[
-    SetDef { name: SET_ALLOW_V4, id: 1, key_type: concat3(7, 12, 13), key_len: 12, flags: NFT_SET_TIMEOUT, dynamic: None, userdata: UDATA_CONCAT },
-    SetDef { name: SET_ALLOW_V6, id: 2, key_type: concat3(8, 12, 13), key_len: 24, flags: NFT_SET_TIMEOUT, dynamic: None, userdata: UDATA_CONCAT },
-    SetDef { name: SET_PROTECTED, id: 3, key_type: (12 << 6) | 13, key_len: 8, flags: 0, dynamic: None, userdata: UDATA_CONCAT },
-    SetDef { name: SET_KNOCK_RATE_V4, id: 4, key_type: 7, key_len: 4, flags: NFT_SET_TIMEOUT | NFT_SET_EVAL, dynamic: Some((KNOCK_RATE_TIMEOUT_MS, KNOCK_RATE_SIZE)), userdata: UDATA_ADDR },
-    SetDef { name: SET_KNOCK_RATE_V6, id: 5, key_type: 8, key_len: 16, flags: NFT_SET_TIMEOUT | NFT_SET_EVAL, dynamic: Some((KNOCK_RATE_TIMEOUT_MS, KNOCK_RATE_SIZE)), userdata: UDATA_ADDR },
+    SetDef {
+        name: SET_ALLOW_V4,
+        id: 1,
+        key_type: concat3(7, 12, 13),
+        key_len: 12,
+        flags: NFT_SET_TIMEOUT,
+        dynamic: None,
+        userdata: UDATA_CONCAT,
+    },
+    SetDef {
+        name: SET_ALLOW_V6,
+        id: 2,
+        key_type: concat3(8, 12, 13),
+        key_len: 24,
+        flags: NFT_SET_TIMEOUT,
+        dynamic: None,
+        userdata: UDATA_CONCAT,
+    },
+    SetDef {
+        name: SET_PROTECTED,
+        id: 3,
+        key_type: (12 << 6) | 13,
+        key_len: 8,
+        flags: 0,
+        dynamic: None,
+        userdata: UDATA_CONCAT,
+    },
+    SetDef {
+        name: SET_KNOCK_RATE_V4,
+        id: 4,
+        key_type: 7,
+        key_len: 4,
+        flags: NFT_SET_TIMEOUT | NFT_SET_EVAL,
+        dynamic: Some((KNOCK_RATE_TIMEOUT_MS, KNOCK_RATE_SIZE)),
+        userdata: UDATA_ADDR,
+    },
+    SetDef {
+        name: SET_KNOCK_RATE_V6,
+        id: 5,
+        key_type: 8,
+        key_len: 16,
+        flags: NFT_SET_TIMEOUT | NFT_SET_EVAL,
+        dynamic: Some((KNOCK_RATE_TIMEOUT_MS, KNOCK_RATE_SIZE)),
+        userdata: UDATA_ADDR,
+    },
 ];
 
 mod rules;
@@ -798,18 +996,30 @@ impl NftEvents {
     /// this process opened before this call (our own grants and installs), so draining stays
     /// cheap however many grants are written; [`NftEvents::drain`] ignores the others by port.
     pub fn open() -> Result<NftEvents, NftError> {
-        let sock = NlSocket::open(1 << (NFNLGRP_NFTABLES - 1))
-            .map_err(|source| NftError::Socket { op: "subscribe to nftables events with", source })?;
-        if sock.setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 1 << 20).is_err() {
+        let sock =
+            NlSocket::open(1 << (NFNLGRP_NFTABLES - 1)).map_err(|source| NftError::Socket {
+                op: "subscribe to nftables events with",
+                source,
+            })?;
+        if sock
+            .setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 1 << 20)
+            .is_err()
+        {
             let _ = sock.setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUF, 1 << 20);
         }
         let own = own_portids();
         if !own.is_empty() {
             let prog = own_port_filter(&own);
             sock.attach_filter(&prog)
-                .map_err(|source| NftError::Socket { op: "attach the event filter to", source })?;
+                .map_err(|source| NftError::Socket {
+                    op: "attach the event filter to",
+                    source,
+                })?;
         }
-        Ok(NftEvents { sock, buf: vec![0; RECV_BUF] })
+        Ok(NftEvents {
+            sock,
+            buf: vec![0; RECV_BUF],
+        })
     }
 
     pub fn as_raw_fd(&self) -> RawFd {
@@ -830,9 +1040,15 @@ impl NftEvents {
                     hit = true;
                     continue;
                 }
-                Err(source) => return Err(NftError::Socket { op: "read nftables events from", source }),
+                Err(source) => {
+                    return Err(NftError::Socket {
+                        op: "read nftables events from",
+                        source,
+                    })
+                }
             };
-            hit |= messages(self.buf.get(..n).unwrap_or(&[])).any(|m| is_external_removal(&m, &own));
+            hit |=
+                messages(self.buf.get(..n).unwrap_or(&[])).any(|m| is_external_removal(&m, &own));
         }
     }
 }
@@ -843,7 +1059,9 @@ fn is_external_removal(m: &Msg<'_>, own: &[u32]) -> bool {
         return false;
     }
     let msg = m.ty & 0xff;
-    let Some((family, body)) = nfgen(m.payload) else { return false };
+    let Some((family, body)) = nfgen(m.payload) else {
+        return false;
+    };
     if family != NFPROTO_INET || attr(body, 1).map(str_attr) != Some(TABLE.as_bytes()) {
         return false; // attribute 1 is the table name in table, chain, rule, set and element messages
     }
@@ -863,14 +1081,24 @@ fn is_external_removal(m: &Msg<'_>, own: &[u32]) -> bool {
 /// events), keep the rest. `ld [12]` reads `nlmsg_pid` in network order, so the constants
 /// are the host-order bytes read big-endian.
 fn own_port_filter(own: &[u32]) -> Vec<libc::sock_filter> {
-    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter { code: code as u16, jt, jf, k };
+    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
     let n = own.len().min(200);
     let mut prog = Vec::with_capacity(n + 3);
     prog.push(op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 12));
     for (i, p) in own.iter().take(n).enumerate() {
         // jump to the "drop" return, which follows the "keep" return.
         let jt = (n - i) as u8;
-        prog.push(op(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, jt, 0, u32::from_be_bytes(p.to_ne_bytes())));
+        prog.push(op(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            jt,
+            0,
+            u32::from_be_bytes(p.to_ne_bytes()),
+        ));
     }
     prog.push(op(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX));
     prog.push(op(libc::BPF_RET | libc::BPF_K, 0, 0, 0));

@@ -141,14 +141,14 @@ mod tests {
 
     #[test]
     fn round_trip_v4_and_v6() {
-        for (s, d) in [
-            ("10.0.0.2", "10.0.0.1"),
-            ("fd00::2", "fd00::1"),
-        ] {
+        for (s, d) in [("10.0.0.2", "10.0.0.1"), ("fd00::2", "fd00::1")] {
             let (s, d): (IpAddr, IpAddr) = (s.parse().unwrap(), d.parse().unwrap());
             let pkt = build(s, d, 40000, 62201, b"hello");
             let g = parse(&pkt).unwrap();
-            assert_eq!((g.src, g.dst, g.src_port, g.dst_port, g.payload), (s, d, 40000, 62201, &b"hello"[..]));
+            assert_eq!(
+                (g.src, g.dst, g.src_port, g.dst_port, g.payload),
+                (s, d, 40000, 62201, &b"hello"[..])
+            );
         }
     }
 

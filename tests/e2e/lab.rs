@@ -44,13 +44,20 @@ pub fn bin() -> &'static str {
 }
 
 fn sh(args: &[&str]) -> Output {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
     out
 }
 
 fn must(args: &[&str]) {
     let out = sh(args);
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Run `f` on a thread that has entered network namespace `ns`.
@@ -120,13 +127,17 @@ pub fn tcp_open(ns: &str, to: SocketAddr, within: Duration) -> bool {
 
 /// Open a TCP connection from `ns` that stays usable outside the namespace thread.
 pub fn tcp_connect(ns: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
-    in_ns(ns, move || TcpStream::connect_timeout(&to, Duration::from_secs(1)))
+    in_ns(ns, move || {
+        TcpStream::connect_timeout(&to, Duration::from_secs(1))
+    })
 }
 
 /// Send one UDP datagram from `ns`.
 pub fn send_udp(ns: &str, to: SocketAddr, payload: Vec<u8>) {
     in_ns(ns, move || {
-        let bind: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap();
+        let bind: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+            .parse()
+            .unwrap();
         let s = UdpSocket::bind(bind).unwrap();
         s.send_to(&payload, to).unwrap();
     })
@@ -164,11 +175,28 @@ pub struct Lab {
 
 impl Lab {
     pub fn new() -> Lab {
-        let name = format!("nfk-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+        let name = format!(
+            "nfk-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
         let ns = |role: &str| format!("{name}-{role}");
         let (srv, cli, oth, ctr) = (ns("srv"), ns("cli"), ns("oth"), ns("ctr"));
-        let dir = tempfile::Builder::new().prefix("nfknock-e2e-").tempdir().unwrap();
-        let lab = Lab { name, srv, cli, oth, ctr, log_path: dir.path().join("daemon.log"), dir, daemon: None, runs: 0 };
+        let dir = tempfile::Builder::new()
+            .prefix("nfknock-e2e-")
+            .tempdir()
+            .unwrap();
+        let lab = Lab {
+            name,
+            srv,
+            cli,
+            oth,
+            ctr,
+            log_path: dir.path().join("daemon.log"),
+            dir,
+            daemon: None,
+            runs: 0,
+        };
         for n in [&lab.srv, &lab.cli, &lab.oth, &lab.ctr] {
             let _ = sh(&["ip", "netns", "del", n]);
             must(&["ip", "netns", "add", n]);
@@ -177,22 +205,40 @@ impl Lab {
         lab.link(&lab.srv.clone(), "to-cli", &lab.cli.clone(), "to-srv");
         lab.link(&lab.srv.clone(), "to-oth", &lab.oth.clone(), "to-srv");
         lab.link(&lab.srv.clone(), "to-ctr", &lab.ctr.clone(), "to-srv");
-        let (s, c, o, k) = (lab.srv.as_str(), lab.cli.as_str(), lab.oth.as_str(), lab.ctr.as_str());
+        let (s, c, o, k) = (
+            lab.srv.as_str(),
+            lab.cli.as_str(),
+            lab.oth.as_str(),
+            lab.ctr.as_str(),
+        );
         for (n, dev, a) in [
-            (s, "to-cli", "10.77.0.1/24"), (c, "to-srv", "10.77.0.2/24"),
-            (s, "to-oth", "10.78.0.1/24"), (o, "to-srv", "10.78.0.2/24"),
-            (s, "to-ctr", "10.79.0.1/24"), (k, "to-srv", "10.79.0.2/24"),
+            (s, "to-cli", "10.77.0.1/24"),
+            (c, "to-srv", "10.77.0.2/24"),
+            (s, "to-oth", "10.78.0.1/24"),
+            (o, "to-srv", "10.78.0.2/24"),
+            (s, "to-ctr", "10.79.0.1/24"),
+            (k, "to-srv", "10.79.0.2/24"),
         ] {
             must(&["ip", "-n", n, "addr", "add", a, "dev", dev]);
         }
         for (n, dev, a) in [
-            (s, "to-cli", "fd77::1/64"), (c, "to-srv", "fd77::2/64"),
-            (s, "to-oth", "fd78::1/64"), (o, "to-srv", "fd78::2/64"),
+            (s, "to-cli", "fd77::1/64"),
+            (c, "to-srv", "fd77::2/64"),
+            (s, "to-oth", "fd78::1/64"),
+            (o, "to-srv", "fd78::2/64"),
         ] {
             must(&["ip", "-n", n, "addr", "add", a, "dev", dev, "nodad"]);
         }
         must(&["ip", "-n", k, "route", "add", "default", "via", "10.79.0.1"]);
-        must(&["ip", "netns", "exec", s, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        must(&[
+            "ip",
+            "netns",
+            "exec",
+            s,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
         // The "container runtime": publish ctr:80 as srv:8080, the way Docker/Podman do.
         let nat = format!(
             "table ip labnat {{\n chain pre {{ type nat hook prerouting priority dstnat; \
@@ -201,12 +247,23 @@ impl Lab {
         );
         let nat_file = lab.path("labnat.nft");
         std::fs::write(&nat_file, nat).unwrap();
-        must(&["ip", "netns", "exec", s, "nft", "-f", nat_file.to_str().unwrap()]);
+        must(&[
+            "ip",
+            "netns",
+            "exec",
+            s,
+            "nft",
+            "-f",
+            nat_file.to_str().unwrap(),
+        ]);
         lab
     }
 
     fn link(&self, a: &str, a_dev: &str, b: &str, b_dev: &str) {
-        must(&["ip", "link", "add", a_dev, "netns", a, "type", "veth", "peer", "name", b_dev, "netns", b]);
+        must(&[
+            "ip", "link", "add", a_dev, "netns", a, "type", "veth", "peer", "name", b_dev, "netns",
+            b,
+        ]);
         must(&["ip", "-n", a, "link", "set", a_dev, "up"]);
         must(&["ip", "-n", b, "link", "set", b_dev, "up"]);
     }
@@ -219,7 +276,11 @@ impl Lab {
     pub fn keygen(&self, name: &str) -> PathBuf {
         let p = self.path(name);
         let out = sh(&[bin(), "keygen", "--out", p.to_str().unwrap()]);
-        assert!(out.status.success(), "keygen: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "keygen: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         p
     }
 
@@ -251,7 +312,11 @@ impl Lab {
     pub fn start_daemon(&mut self) {
         assert!(self.daemon.is_none(), "daemon already running");
         self.runs += 1;
-        let log = File::options().create(true).append(true).open(&self.log_path).unwrap();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &self.srv, bin(), "serve", "--config"])
             .arg(self.path("nfknock.toml"))
@@ -266,7 +331,11 @@ impl Lab {
         let ok = wait_until(Duration::from_secs(15), || {
             self.log().matches("nfknock serving").count() >= want || self.daemon_exited()
         });
-        assert!(ok.is_some() && !self.daemon_exited(), "daemon did not start:\n{}", self.log());
+        assert!(
+            ok.is_some() && !self.daemon_exited(),
+            "daemon did not start:\n{}",
+            self.log()
+        );
     }
 
     fn daemon_exited(&mut self) -> bool {
@@ -310,12 +379,21 @@ impl Lab {
         let mut all = vec!["knock", "--server", server, "--port", "62201"];
         all.extend_from_slice(args);
         let out = self.nfknock(ns, &all);
-        assert!(out.status.success(), "knock failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "knock failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out
     }
 
     pub fn nft_list(&self) -> String {
-        String::from_utf8_lossy(&self.run(&self.srv, &["nft", "list", "table", "inet", "nfknock"]).stdout).into_owned()
+        String::from_utf8_lossy(
+            &self
+                .run(&self.srv, &["nft", "list", "table", "inet", "nfknock"])
+                .stdout,
+        )
+        .into_owned()
     }
 }
 

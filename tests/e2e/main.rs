@@ -43,20 +43,39 @@ fn knock_opens_the_port_for_that_source_only_and_it_closes_on_expiry() {
     let target = sock(SRV4, HOST_PORT);
 
     // 1. closed before any knock
-    assert!(!tcp_open(&lab.cli, target, CLOSED_WITHIN), "port open before any knock");
+    assert!(
+        !tcp_open(&lab.cli, target, CLOSED_WITHIN),
+        "port open before any knock"
+    );
 
     // 2. a knock opens it for this source within 1 s ...
     knock_host(&lab, &key, &[]);
-    let took = wait_until(OPEN_WITHIN, || tcp_open(&lab.cli, target, Duration::from_millis(200)));
-    assert!(took.is_some(), "port did not open within 1 s:\n{}", lab.log());
+    let took = wait_until(OPEN_WITHIN, || {
+        tcp_open(&lab.cli, target, Duration::from_millis(200))
+    });
+    assert!(
+        took.is_some(),
+        "port did not open within 1 s:\n{}",
+        lab.log()
+    );
     // ... and not for another source
-    assert!(!tcp_open(&lab.oth, sock(SRV_OTH4, HOST_PORT), CLOSED_WITHIN), "port opened for a stranger");
+    assert!(
+        !tcp_open(&lab.oth, sock(SRV_OTH4, HOST_PORT), CLOSED_WITHIN),
+        "port opened for a stranger"
+    );
 
     // 9. status shows the live grant with its remaining time
     let st = lab.nfknock(&lab.srv, &["status", "--json"]);
     let text = String::from_utf8_lossy(&st.stdout);
-    assert!(st.status.success(), "status failed: {}", String::from_utf8_lossy(&st.stderr));
-    let line = text.lines().find(|l| l.contains(CLI4)).unwrap_or_else(|| panic!("no grant in status: {text}"));
+    assert!(
+        st.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let line = text
+        .lines()
+        .find(|l| l.contains(CLI4))
+        .unwrap_or_else(|| panic!("no grant in status: {text}"));
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(v["access"], "tcp/2222");
     let left = v["seconds_left"].as_u64().unwrap();
@@ -66,12 +85,15 @@ fn knock_opens_the_port_for_that_source_only_and_it_closes_on_expiry() {
 
     // 3. an established connection survives the grant's expiry; new ones are refused after it
     let mut conn = tcp_connect(&lab.cli, target).expect("connect during grant");
-    let closed = wait_until(Duration::from_secs(5), || !tcp_open(&lab.cli, target, Duration::from_millis(200)));
+    let closed = wait_until(Duration::from_secs(5), || {
+        !tcp_open(&lab.cli, target, Duration::from_millis(200))
+    });
     assert!(closed.is_some(), "grant did not expire");
     conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     conn.write_all(b"still here").unwrap();
     let mut buf = [0u8; 10];
-    conn.read_exact(&mut buf).expect("established connection cut by expiry");
+    conn.read_exact(&mut buf)
+        .expect("established connection cut by expiry");
     assert_eq!(&buf, b"still here");
     assert!(lab.log().contains("grant"), "no grant log line");
 }
@@ -83,25 +105,51 @@ fn replayed_knock_is_refused_also_after_a_restart() {
     let target = sock(SRV4, HOST_PORT);
     let saved = lab.path("knock.bin");
     knock_host(&lab, &key, &["--save-packet", saved.to_str().unwrap()]);
-    assert!(wait_until(OPEN_WITHIN, || tcp_open(&lab.cli, target, Duration::from_millis(200))).is_some());
-    assert!(wait_until(Duration::from_secs(4), || !tcp_open(&lab.cli, target, Duration::from_millis(200))).is_some());
+    assert!(wait_until(OPEN_WITHIN, || tcp_open(
+        &lab.cli,
+        target,
+        Duration::from_millis(200)
+    ))
+    .is_some());
+    assert!(wait_until(Duration::from_secs(4), || !tcp_open(
+        &lab.cli,
+        target,
+        Duration::from_millis(200)
+    ))
+    .is_some());
 
     // the same bytes again: refused
     send_udp(&lab.cli, sock(SRV4, KNOCK_PORT), read(&saved));
     std::thread::sleep(Duration::from_millis(300));
-    assert!(!tcp_open(&lab.cli, target, CLOSED_WITHIN), "replay opened the port");
-    assert!(lab.log().contains("replay"), "no replay log line:\n{}", lab.log());
+    assert!(
+        !tcp_open(&lab.cli, target, CLOSED_WITHIN),
+        "replay opened the port"
+    );
+    assert!(
+        lab.log().contains("replay"),
+        "no replay log line:\n{}",
+        lab.log()
+    );
 
     // and after a restart of the daemon
     let (_, status) = lab.stop_daemon();
     assert!(status.success());
     lab.start_daemon();
-    let before = lab.log().matches("reason=\"replay\"").count() + lab.log().matches("reason=replay").count();
+    let before =
+        lab.log().matches("reason=\"replay\"").count() + lab.log().matches("reason=replay").count();
     send_udp(&lab.cli, sock(SRV4, KNOCK_PORT), read(&saved));
     std::thread::sleep(Duration::from_millis(300));
-    assert!(!tcp_open(&lab.cli, target, CLOSED_WITHIN), "replay after restart opened the port");
-    let after = lab.log().matches("reason=\"replay\"").count() + lab.log().matches("reason=replay").count();
-    assert!(after > before, "replay after restart not detected:\n{}", lab.log());
+    assert!(
+        !tcp_open(&lab.cli, target, CLOSED_WITHIN),
+        "replay after restart opened the port"
+    );
+    let after =
+        lab.log().matches("reason=\"replay\"").count() + lab.log().matches("reason=replay").count();
+    assert!(
+        after > before,
+        "replay after restart not detected:\n{}",
+        lab.log()
+    );
 }
 
 #[test]
@@ -118,7 +166,11 @@ fn bad_knocks_are_refused_and_the_port_stays_closed() {
     knock_host(&lab, &key, &["--time-offset", "-600"]);
     // tampered byte
     let p = lab.path("good.bin");
-    knock_host(&lab, &key, &["--save-packet", p.to_str().unwrap(), "--dry-run"]);
+    knock_host(
+        &lab,
+        &key,
+        &["--save-packet", p.to_str().unwrap(), "--dry-run"],
+    );
     let mut bytes = read(&p);
     bytes[60] ^= 0x01;
     send_udp(&lab.cli, to, bytes);
@@ -129,14 +181,26 @@ fn bad_knocks_are_refused_and_the_port_stays_closed() {
     send_udp(&lab.cli, to, vec![1u8; 40]);
 
     std::thread::sleep(Duration::from_millis(500));
-    assert!(!tcp_open(&lab.cli, target, CLOSED_WITHIN), "a bad knock opened the port:\n{}", lab.log());
+    assert!(
+        !tcp_open(&lab.cli, target, CLOSED_WITHIN),
+        "a bad knock opened the port:\n{}",
+        lab.log()
+    );
     let log = lab.log();
     assert!(log.contains("stale"), "stale knock not reported:\n{log}");
     assert!(log.contains("skew=-60"), "skew not in the log line:\n{log}");
-    assert!(log.contains("unknown-key") || log.contains("auth-failed"), "wrong key not reported:\n{log}");
+    assert!(
+        log.contains("unknown-key") || log.contains("auth-failed"),
+        "wrong key not reported:\n{log}"
+    );
     // the untouched packet is still good: proof the refusals were about the damage
     send_udp(&lab.cli, to, read(&p));
-    assert!(wait_until(OPEN_WITHIN, || tcp_open(&lab.cli, target, Duration::from_millis(200))).is_some());
+    assert!(wait_until(OPEN_WITHIN, || tcp_open(
+        &lab.cli,
+        target,
+        Duration::from_millis(200)
+    ))
+    .is_some());
 }
 
 #[test]
@@ -144,13 +208,40 @@ fn ipv6_knock_opens_the_port_for_that_source_only() {
     let (lab, key) = started(2);
     let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
     let target = sock(SRV6, HOST_PORT);
-    assert!(!tcp_open(&lab.cli, target, CLOSED_WITHIN), "v6 port open before knock");
-    lab.knock(&lab.cli, SRV6, &["--key-file", key.to_str().unwrap(), "--access", "tcp/2222"]);
-    assert!(wait_until(OPEN_WITHIN, || tcp_open(&lab.cli, target, Duration::from_millis(200))).is_some(), "{}", lab.log());
-    assert!(!tcp_open(&lab.oth, sock(SRV_OTH6, HOST_PORT), CLOSED_WITHIN), "v6 port open for a stranger");
+    assert!(
+        !tcp_open(&lab.cli, target, CLOSED_WITHIN),
+        "v6 port open before knock"
+    );
+    lab.knock(
+        &lab.cli,
+        SRV6,
+        &["--key-file", key.to_str().unwrap(), "--access", "tcp/2222"],
+    );
+    assert!(
+        wait_until(OPEN_WITHIN, || tcp_open(
+            &lab.cli,
+            target,
+            Duration::from_millis(200)
+        ))
+        .is_some(),
+        "{}",
+        lab.log()
+    );
+    assert!(
+        !tcp_open(&lab.oth, sock(SRV_OTH6, HOST_PORT), CLOSED_WITHIN),
+        "v6 port open for a stranger"
+    );
     // the v4 grant set is untouched: the v6 knock opened only the v6 source
-    assert!(!tcp_open(&lab.cli, sock(SRV4, HOST_PORT), CLOSED_WITHIN), "v6 knock opened v4");
-    assert!(wait_until(Duration::from_secs(5), || !tcp_open(&lab.cli, target, Duration::from_millis(200))).is_some());
+    assert!(
+        !tcp_open(&lab.cli, sock(SRV4, HOST_PORT), CLOSED_WITHIN),
+        "v6 knock opened v4"
+    );
+    assert!(wait_until(Duration::from_secs(5), || !tcp_open(
+        &lab.cli,
+        target,
+        Duration::from_millis(200)
+    ))
+    .is_some());
 }
 
 #[test]
@@ -158,11 +249,35 @@ fn dnat_published_container_port_is_gated_the_same_way() {
     let (lab, key) = started(2);
     let _ctr = echo_server(&lab.ctr, sock("0.0.0.0", 80));
     let published = sock(SRV4, PUBLISHED_PORT);
-    assert!(!tcp_open(&lab.cli, published, CLOSED_WITHIN), "published port open before knock");
-    lab.knock(&lab.cli, SRV4, &["--key-file", key.to_str().unwrap(), "--access", "tcp/8080"]);
-    assert!(wait_until(OPEN_WITHIN, || tcp_open(&lab.cli, published, Duration::from_millis(200))).is_some(), "{}", lab.log());
-    assert!(!tcp_open(&lab.oth, sock(SRV_OTH4, PUBLISHED_PORT), CLOSED_WITHIN), "published port open for a stranger");
-    assert!(wait_until(Duration::from_secs(5), || !tcp_open(&lab.cli, published, Duration::from_millis(200))).is_some());
+    assert!(
+        !tcp_open(&lab.cli, published, CLOSED_WITHIN),
+        "published port open before knock"
+    );
+    lab.knock(
+        &lab.cli,
+        SRV4,
+        &["--key-file", key.to_str().unwrap(), "--access", "tcp/8080"],
+    );
+    assert!(
+        wait_until(OPEN_WITHIN, || tcp_open(
+            &lab.cli,
+            published,
+            Duration::from_millis(200)
+        ))
+        .is_some(),
+        "{}",
+        lab.log()
+    );
+    assert!(
+        !tcp_open(&lab.oth, sock(SRV_OTH4, PUBLISHED_PORT), CLOSED_WITHIN),
+        "published port open for a stranger"
+    );
+    assert!(wait_until(Duration::from_secs(5), || !tcp_open(
+        &lab.cli,
+        published,
+        Duration::from_millis(200)
+    ))
+    .is_some());
 }
 
 /// A knock — valid or not, daemon up or down — gets no answer of any kind (no UDP, no ICMP).
@@ -170,7 +285,20 @@ fn dnat_published_container_port_is_gated_the_same_way() {
 fn knocks_get_no_reply_of_any_kind() {
     let (mut lab, key) = started(2);
     let mut capture = std::process::Command::new("ip")
-        .args(["netns", "exec", &lab.cli, "tcpdump", "-n", "-U", "--immediate-mode", "-Z", "root", "-i", "to-srv", "-w"])
+        .args([
+            "netns",
+            "exec",
+            &lab.cli,
+            "tcpdump",
+            "-n",
+            "-U",
+            "--immediate-mode",
+            "-Z",
+            "root",
+            "-i",
+            "to-srv",
+            "-w",
+        ])
         .arg(lab.path("cap.pcap"))
         .args(["src", "host", SRV4, "or", "src", "host", SRV6])
         .stderr(std::fs::File::create(lab.path("tcpdump.err")).unwrap())
@@ -179,12 +307,17 @@ fn knocks_get_no_reply_of_any_kind() {
     std::thread::sleep(Duration::from_millis(500));
     // A connected UDP socket would see ECONNREFUSED if an ICMP port-unreachable came back.
     let probe = |lab: &Lab, payload: Vec<u8>, v6: bool| {
-        let to = if v6 { sock(SRV6, KNOCK_PORT) } else { sock(SRV4, KNOCK_PORT) };
+        let to = if v6 {
+            sock(SRV6, KNOCK_PORT)
+        } else {
+            sock(SRV4, KNOCK_PORT)
+        };
         in_ns(&lab.cli, move || {
             let s = std::net::UdpSocket::bind(if v6 { "[::]:0" } else { "0.0.0.0:0" }).unwrap();
             s.connect(to).unwrap();
             s.send(&payload).unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(400))).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(400)))
+                .unwrap();
             let mut buf = [0u8; 64];
             let r = s.recv(&mut buf);
             assert!(
@@ -194,7 +327,11 @@ fn knocks_get_no_reply_of_any_kind() {
         })
     };
     let good = lab.path("k.bin");
-    knock_host(&lab, &key, &["--save-packet", good.to_str().unwrap(), "--dry-run"]);
+    knock_host(
+        &lab,
+        &key,
+        &["--save-packet", good.to_str().unwrap(), "--dry-run"],
+    );
     probe(&lab, read(&good), false);
     probe(&lab, vec![7u8; 128], false);
     probe(&lab, vec![7u8; 128], true);
@@ -207,7 +344,8 @@ fn knocks_get_no_reply_of_any_kind() {
         let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
         s.connect(sock(SRV4, 9)).unwrap();
         s.send(b"control").unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(400))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(400)))
+            .unwrap();
         s.recv(&mut [0u8; 16]).map(|_| ())
     });
     assert!(
@@ -215,7 +353,9 @@ fn knocks_get_no_reply_of_any_kind() {
         "control datagram not refused: {control:?}"
     );
     std::thread::sleep(Duration::from_millis(300));
-    let _ = std::process::Command::new("kill").args(["-INT", &capture.id().to_string()]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &capture.id().to_string()])
+        .status();
     let _ = capture.wait();
     let read_back = |filter: &[&str]| {
         let out = std::process::Command::new("tcpdump")
@@ -228,14 +368,19 @@ fn knocks_get_no_reply_of_any_kind() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert!(
-        !read_back(&["icmp[icmptype] == icmp-unreach"]).trim().is_empty(),
+        !read_back(&["icmp[icmptype] == icmp-unreach"])
+            .trim()
+            .is_empty(),
         "capture saw nothing at all: {}\n{}",
         std::fs::read_to_string(lab.path("tcpdump.err")).unwrap_or_default(),
         read_back(&[])
     );
     // Anything else from the server, neighbour discovery and the control aside, is an answer.
     let seen = read_back(&["(ip and not (icmp and icmp[icmptype] == icmp-unreach and icmp[30:2] == 9)) or (ip6 and not (icmp6 and ip6[40] >= 128))"]);
-    assert!(seen.trim().is_empty(), "the server answered knocks:\n{seen}");
+    assert!(
+        seen.trim().is_empty(),
+        "the server answered knocks:\n{seen}"
+    );
 }
 
 #[test]
@@ -243,20 +388,38 @@ fn sigterm_exits_within_a_second_and_a_broken_reload_keeps_the_old_config() {
     let (mut lab, key) = started(2);
     let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
     // break the config, ask for a reload: refused with a message, old one keeps serving
-    std::fs::write(lab.path("nfknock.toml"), "[server]\nport = \"not a number\"\n").unwrap();
+    std::fs::write(
+        lab.path("nfknock.toml"),
+        "[server]\nport = \"not a number\"\n",
+    )
+    .unwrap();
     lab.signal("HUP");
-    assert!(wait_until(Duration::from_secs(3), || lab.log().contains("new config refused")).is_some(), "{}", lab.log());
+    assert!(
+        wait_until(Duration::from_secs(3), || lab
+            .log()
+            .contains("new config refused"))
+        .is_some(),
+        "{}",
+        lab.log()
+    );
     knock_host(&lab, &key, &[]);
-    assert!(wait_until(OPEN_WITHIN, || tcp_open(&lab.cli, sock(SRV4, HOST_PORT), Duration::from_millis(200))).is_some());
+    assert!(wait_until(OPEN_WITHIN, || tcp_open(
+        &lab.cli,
+        sock(SRV4, HOST_PORT),
+        Duration::from_millis(200)
+    ))
+    .is_some());
     // idle daemon, no packet in flight: SIGTERM must still be prompt
     std::thread::sleep(Duration::from_millis(300));
     let (took, status) = lab.stop_daemon();
     assert!(status.success(), "exit status {status}");
     assert!(took < Duration::from_secs(1), "took {took:?} to stop");
     // grants stay in the kernel after the daemon is gone
-    assert!(lab.nft_list().contains("10.77.0.2"), "grant vanished with the daemon");
+    assert!(
+        lab.nft_list().contains("10.77.0.2"),
+        "grant vanished with the daemon"
+    );
 }
-
 
 /// `nfknock knock -n NAME` takes server, port, key file and accesses from a client config
 /// stanza, like fwknop's `~/.fwknoprc`.
@@ -275,12 +438,47 @@ fn knock_with_a_named_stanza_of_the_client_config() {
     )
     .unwrap();
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let out = lab.nfknock(&lab.cli, &["knock", "-n", "lab", "--client-config", cfg.to_str().unwrap()]);
-    assert!(out.status.success(), "knock -n failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = lab.nfknock(
+        &lab.cli,
+        &[
+            "knock",
+            "-n",
+            "lab",
+            "--client-config",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "knock -n failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let target = sock(SRV4, HOST_PORT);
-    assert!(wait_until(OPEN_WITHIN, || tcp_open(&lab.cli, target, Duration::from_millis(200))).is_some(), "{}", lab.log());
+    assert!(
+        wait_until(OPEN_WITHIN, || tcp_open(
+            &lab.cli,
+            target,
+            Duration::from_millis(200)
+        ))
+        .is_some(),
+        "{}",
+        lab.log()
+    );
     // An unknown stanza is a clear error, not a knock.
-    let out = lab.nfknock(&lab.cli, &["knock", "-n", "nope", "--client-config", cfg.to_str().unwrap()]);
+    let out = lab.nfknock(
+        &lab.cli,
+        &[
+            "knock",
+            "-n",
+            "nope",
+            "--client-config",
+            cfg.to_str().unwrap(),
+        ],
+    );
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("[server.nope]"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("[server.nope]"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

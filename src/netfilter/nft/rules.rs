@@ -19,8 +19,22 @@ struct Fam {
 }
 
 const FAMS: [Fam; 2] = [
-    Fam { nfproto: NFPROTO_IPV4, saddr_off: 12, saddr_len: 4, allow: SET_ALLOW_V4, rate: SET_KNOCK_RATE_V4, saddr: "ip saddr" },
-    Fam { nfproto: NFPROTO_IPV6, saddr_off: 8, saddr_len: 16, allow: SET_ALLOW_V6, rate: SET_KNOCK_RATE_V6, saddr: "ip6 saddr" },
+    Fam {
+        nfproto: NFPROTO_IPV4,
+        saddr_off: 12,
+        saddr_len: 4,
+        allow: SET_ALLOW_V4,
+        rate: SET_KNOCK_RATE_V4,
+        saddr: "ip saddr",
+    },
+    Fam {
+        nfproto: NFPROTO_IPV6,
+        saddr_off: 8,
+        saddr_len: 16,
+        allow: SET_ALLOW_V6,
+        rate: SET_KNOCK_RATE_V6,
+        saddr: "ip6 saddr",
+    },
 ];
 
 /// The 32-bit register `n` after `NFT_REG_1`'s first word: concatenations put each field in
@@ -80,7 +94,12 @@ fn gate(m: &mut MsgBuf, fam: &Fam, dport: Dport) {
     m.e_meta(NFT_META_L4PROTO, NFT_REG_1);
     dport.load(m, reg32(1));
     m.e_lookup(SET_PROTECTED, NFT_REG_1, 0);
-    m.e_payload(NFT_PAYLOAD_NETWORK_HEADER, fam.saddr_off, fam.saddr_len, NFT_REG_1);
+    m.e_payload(
+        NFT_PAYLOAD_NETWORK_HEADER,
+        fam.saddr_off,
+        fam.saddr_len,
+        NFT_REG_1,
+    );
     let after = fam.saddr_len / 4;
     m.e_meta(NFT_META_L4PROTO, reg32(after));
     dport.load(m, reg32(after + 1));
@@ -91,7 +110,9 @@ fn gate(m: &mut MsgBuf, fam: &Fam, dport: Dport) {
 /// udp lengths (header included) a knock may have.
 fn knock_udp_len(spec: &RulesetSpec) -> (u16, Option<(u16, u16)>) {
     let native = spec.native_len.saturating_add(UDP_HDR);
-    let fwknop = spec.fwknop.then_some((FWKNOP_MIN_LEN + UDP_HDR, FWKNOP_MAX_LEN + UDP_HDR));
+    let fwknop = spec
+        .fwknop
+        .then_some((FWKNOP_MIN_LEN + UDP_HDR, FWKNOP_MAX_LEN + UDP_HDR));
     (native, fwknop)
 }
 
@@ -120,8 +141,18 @@ pub(super) fn add_all(nft: &mut Nft, spec: &RulesetSpec) {
             nft.add_rule(TABLE, CHAIN_KNOCK, |m| {
                 udp_dport(m, port);
                 nfproto(m, fam.nfproto);
-                m.e_payload(NFT_PAYLOAD_NETWORK_HEADER, fam.saddr_off, fam.saddr_len, NFT_REG_1);
-                m.e_dynset_limit(fam.rate, NFT_REG_1, u64::from(spec.rate_limit), spec.rate_limit.saturating_mul(2));
+                m.e_payload(
+                    NFT_PAYLOAD_NETWORK_HEADER,
+                    fam.saddr_off,
+                    fam.saddr_len,
+                    NFT_REG_1,
+                );
+                m.e_dynset_limit(
+                    fam.rate,
+                    NFT_REG_1,
+                    u64::from(spec.rate_limit),
+                    spec.rate_limit.saturating_mul(2),
+                );
                 m.e_verdict(NF_DROP);
             });
         }
@@ -160,7 +191,10 @@ pub(super) fn add_all(nft: &mut Nft, spec: &RulesetSpec) {
 
 fn gate_text(fam: &Fam, dport: Dport) -> String {
     let d = dport.text();
-    format!("meta l4proto . {d} @{SET_PROTECTED} {} . meta l4proto . {d} != @{} drop", fam.saddr, fam.allow)
+    format!(
+        "meta l4proto . {d} @{SET_PROTECTED} {} . meta l4proto . {d} != @{} drop",
+        fam.saddr, fam.allow
+    )
 }
 
 /// The table as nft text, in the form `nft list table inet nfknock` prints it (nft 1.0.6),
@@ -170,27 +204,46 @@ pub fn render(spec: &RulesetSpec) -> String {
     let port = spec.knock_port;
     let _ = writeln!(s, "table {FAMILY} {TABLE} {{");
     for (name, ty) in [(SET_ALLOW_V4, "ipv4_addr"), (SET_ALLOW_V6, "ipv6_addr")] {
-        let _ = writeln!(s, "\tset {name} {{\n\t\ttype {ty} . inet_proto . inet_service\n\t\tflags timeout\n\t}}\n");
+        let _ = writeln!(
+            s,
+            "\tset {name} {{\n\t\ttype {ty} . inet_proto . inet_service\n\t\tflags timeout\n\t}}\n"
+        );
     }
-    let _ = writeln!(s, "\tset {SET_PROTECTED} {{\n\t\ttype inet_proto . inet_service");
+    let _ = writeln!(
+        s,
+        "\tset {SET_PROTECTED} {{\n\t\ttype inet_proto . inet_service"
+    );
     if !spec.protect.is_empty() {
-        let elems: Vec<String> = spec.protect.iter().map(|a| format!("{} . {}", a.proto.name(), a.port)).collect();
+        let elems: Vec<String> = spec
+            .protect
+            .iter()
+            .map(|a| format!("{} . {}", a.proto.name(), a.port))
+            .collect();
         let _ = writeln!(s, "\t\telements = {{ {} }}", elems.join(", "));
     }
     let _ = writeln!(s, "\t}}\n");
-    for (name, ty) in [(SET_KNOCK_RATE_V4, "ipv4_addr"), (SET_KNOCK_RATE_V6, "ipv6_addr")] {
+    for (name, ty) in [
+        (SET_KNOCK_RATE_V4, "ipv4_addr"),
+        (SET_KNOCK_RATE_V6, "ipv6_addr"),
+    ] {
         let _ = writeln!(
             s,
             "\tset {name} {{\n\t\ttype {ty}\n\t\tsize {KNOCK_RATE_SIZE}\n\t\tflags dynamic,timeout\n\t\ttimeout {}m\n\t}}\n",
             KNOCK_RATE_TIMEOUT_MS / 60_000
         );
     }
-    let _ = writeln!(s, "\tchain {CHAIN_KNOCK} {{\n\t\ttype filter hook prerouting priority raw; policy accept;");
+    let _ = writeln!(
+        s,
+        "\tchain {CHAIN_KNOCK} {{\n\t\ttype filter hook prerouting priority raw; policy accept;"
+    );
     let _ = writeln!(s, "\t\tudp dport {port} notrack");
     let (native, fwknop) = knock_udp_len(spec);
     match fwknop {
         Some((lo, hi)) => {
-            let _ = writeln!(s, "\t\tudp dport {port} udp length != {native} udp length != {lo}-{hi} drop");
+            let _ = writeln!(
+                s,
+                "\t\tudp dport {port} udp length != {native} udp length != {lo}-{hi} drop"
+            );
         }
         None => {
             let _ = writeln!(s, "\t\tudp dport {port} udp length != {native} drop");
@@ -209,20 +262,31 @@ pub fn render(spec: &RulesetSpec) -> String {
         }
     }
     let _ = writeln!(s, "\t}}\n");
-    let _ = writeln!(s, "\tchain {CHAIN_INPUT} {{\n\t\ttype filter hook input priority filter - 10; policy accept;");
+    let _ = writeln!(
+        s,
+        "\tchain {CHAIN_INPUT} {{\n\t\ttype filter hook input priority filter - 10; policy accept;"
+    );
     // nft prints the compat NFQUEUE target (xt NFQUEUE rev 3, one queue, no flags) and the
     // native queue expression alike.
     let _ = writeln!(s, "\t\tudp dport {port} queue num {}", spec.queue);
     if spec.gate_input {
         for fam in &FAMS {
-            let _ = writeln!(s, "\t\tct state ! established,related {}", gate_text(fam, Dport::Th));
+            let _ = writeln!(
+                s,
+                "\t\tct state ! established,related {}",
+                gate_text(fam, Dport::Th)
+            );
         }
     }
     let _ = writeln!(s, "\t}}");
     if spec.gate_forward {
         let _ = writeln!(s, "\n\tchain {CHAIN_FORWARD} {{\n\t\ttype filter hook forward priority filter - 10; policy accept;");
         for fam in &FAMS {
-            let _ = writeln!(s, "\t\tct status dnat ct state ! established,related {}", gate_text(fam, Dport::CtOriginal));
+            let _ = writeln!(
+                s,
+                "\t\tct status dnat ct state ! established,related {}",
+                gate_text(fam, Dport::CtOriginal)
+            );
         }
         let _ = writeln!(s, "\t}}");
     }

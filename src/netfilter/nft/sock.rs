@@ -22,7 +22,11 @@ impl NlSocket {
     pub fn open(groups: u32) -> io::Result<NlSocket> {
         // SAFETY: plain socket(2); the fd is owned right away.
         let raw = cvt(unsafe {
-            libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_NETFILTER)
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_NETFILTER,
+            )
         })?;
         // SAFETY: `raw` is a fresh, valid descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -32,19 +36,39 @@ impl NlSocket {
         addr.nl_groups = groups;
         let len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
         // SAFETY: addr is a valid sockaddr_nl of `len` bytes.
-        cvt(unsafe { libc::bind(fd.as_raw_fd(), (&addr as *const libc::sockaddr_nl).cast(), len) })?;
+        cvt(unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_nl).cast(),
+                len,
+            )
+        })?;
         let mut got: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         let mut glen = len;
         // SAFETY: got/glen describe a writable sockaddr_nl.
-        cvt(unsafe { libc::getsockname(fd.as_raw_fd(), (&mut got as *mut libc::sockaddr_nl).cast(), &mut glen) })?;
-        let sock = NlSocket { fd, portid: got.nl_pid };
+        cvt(unsafe {
+            libc::getsockname(
+                fd.as_raw_fd(),
+                (&mut got as *mut libc::sockaddr_nl).cast(),
+                &mut glen,
+            )
+        })?;
+        let sock = NlSocket {
+            fd,
+            portid: got.nl_pid,
+        };
         // Acks carry only the header of the failed message, not a copy of it (NETLINK_CAP_ACK):
         // a failed batch of 1000 elements would otherwise be echoed back whole.
         let _ = sock.setsockopt(libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, 1);
         Ok(sock)
     }
 
-    pub fn setsockopt(&self, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    pub fn setsockopt(
+        &self,
+        level: libc::c_int,
+        name: libc::c_int,
+        value: libc::c_int,
+    ) -> io::Result<()> {
         // SAFETY: value is a c_int and we pass its size.
         cvt(unsafe {
             libc::setsockopt(
@@ -60,7 +84,10 @@ impl NlSocket {
 
     /// Receive timeout, so a reply the kernel never sends cannot hang the daemon.
     pub fn set_recv_timeout(&self, secs: libc::time_t) -> io::Result<()> {
-        let tv = libc::timeval { tv_sec: secs, tv_usec: 0 };
+        let tv = libc::timeval {
+            tv_sec: secs,
+            tv_usec: 0,
+        };
         // SAFETY: tv is a valid timeval and we pass its size.
         cvt(unsafe {
             libc::setsockopt(
@@ -76,7 +103,10 @@ impl NlSocket {
 
     /// Attach a classic BPF filter (SO_ATTACH_FILTER).
     pub fn attach_filter(&self, prog: &[libc::sock_filter]) -> io::Result<()> {
-        let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut _ };
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_ptr() as *mut _,
+        };
         // SAFETY: fprog points at `prog`, which outlives the call; the kernel copies it.
         cvt(unsafe {
             libc::setsockopt(
@@ -122,7 +152,14 @@ impl NlSocket {
         let flags = if nonblocking { libc::MSG_DONTWAIT } else { 0 };
         loop {
             // SAFETY: buf is writable for buf.len() bytes.
-            let r = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
+            let r = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    flags,
+                )
+            };
             if r >= 0 {
                 return Ok(r as usize);
             }

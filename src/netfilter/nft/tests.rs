@@ -7,7 +7,10 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 fn tcp(port: u16) -> Access {
-    Access { proto: Proto::Tcp, port }
+    Access {
+        proto: Proto::Tcp,
+        port,
+    }
 }
 
 // ---- no root ----
@@ -16,14 +19,36 @@ fn tcp(port: u16) -> Access {
 fn element_key_bytes() {
     let (k, n) = element_key(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), tcp(22));
     assert_eq!(&k[..n], &[192, 0, 2, 7, 6, 0, 0, 0, 0, 22, 0, 0]);
-    let (k, n) = element_key(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)), Access { proto: Proto::Udp, port: 0x1234 });
+    let (k, n) = element_key(
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+        Access {
+            proto: Proto::Udp,
+            port: 0x1234,
+        },
+    );
     assert_eq!(n, 24);
-    assert_eq!(&k[..16], &Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).octets());
+    assert_eq!(
+        &k[..16],
+        &Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).octets()
+    );
     assert_eq!(&k[16..24], &[17, 0, 0, 0, 0x12, 0x34, 0, 0]);
-    assert_eq!(decode_key(&k[..n], true), Some((IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)), Access { proto: Proto::Udp, port: 0x1234 })));
+    assert_eq!(
+        decode_key(&k[..n], true),
+        Some((
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+            Access {
+                proto: Proto::Udp,
+                port: 0x1234
+            }
+        ))
+    );
     assert_eq!(protected_key(tcp(443)), [6, 0, 0, 0, 0x01, 0xbb, 0, 0]);
     assert_eq!(decode_key(&[1, 2, 3], false), None);
-    assert_eq!(decode_key(&[1, 2, 3, 4, 1, 0, 0, 0, 0, 22, 0, 0], false), None, "icmp is not ours");
+    assert_eq!(
+        decode_key(&[1, 2, 3, 4, 1, 0, 0, 0, 0, 22, 0, 0], false),
+        None,
+        "icmp is not ours"
+    );
 }
 
 /// The upsert message: NEWSETELEM with CREATE and without EXCL, TIMEOUT and EXPIRATION both
@@ -33,7 +58,11 @@ fn element_key_bytes() {
 fn upsert_message_bytes() {
     let mut nft = Nft::open().unwrap();
     nft.batch_start();
-    let e = Element { addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), access: tcp(22), timeout_ms: 30_000 };
+    let e = Element {
+        addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+        access: tcp(22),
+        timeout_ms: 30_000,
+    };
     nft.add_grants(&[e], false);
     nft.add_grants(&[e], true); // no v6 element: no message
     let msgs: Vec<_> = messages(&nft.msg.buf).collect();
@@ -42,31 +71,61 @@ fn upsert_message_bytes() {
     let m = &msgs[1];
     assert_eq!(m.ty, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM);
     assert_eq!(m.flags & NLM_F_CREATE, NLM_F_CREATE);
-    assert_eq!(m.flags & NLM_F_EXCL, 0, "a re-knock must not fail with EEXIST");
+    assert_eq!(
+        m.flags & NLM_F_EXCL,
+        0,
+        "a re-knock must not fail with EEXIST"
+    );
     let (fam, body) = nfgen(m.payload).unwrap();
     assert_eq!(fam, NFPROTO_INET);
-    assert_eq!(str_attr(attr(body, NFTA_SET_ELEM_LIST_TABLE).unwrap()), b"nfknock");
-    assert_eq!(str_attr(attr(body, NFTA_SET_ELEM_LIST_SET).unwrap()), b"allow_v4");
+    assert_eq!(
+        str_attr(attr(body, NFTA_SET_ELEM_LIST_TABLE).unwrap()),
+        b"nfknock"
+    );
+    assert_eq!(
+        str_attr(attr(body, NFTA_SET_ELEM_LIST_SET).unwrap()),
+        b"allow_v4"
+    );
     let elems: Vec<_> = attrs(attr(body, NFTA_SET_ELEM_LIST_ELEMENTS).unwrap()).collect();
     assert_eq!(elems.len(), 1);
     let el = elems[0].1;
     let key = attr(attr(el, NFTA_SET_ELEM_KEY).unwrap(), NFTA_DATA_VALUE).unwrap();
     assert_eq!(key, &[10, 0, 0, 1, 6, 0, 0, 0, 0, 22, 0, 0]);
-    assert_eq!(attr(el, NFTA_SET_ELEM_TIMEOUT).and_then(be_u64), Some(30_000));
-    assert_eq!(attr(el, NFTA_SET_ELEM_EXPIRATION).and_then(be_u64), Some(30_000));
+    assert_eq!(
+        attr(el, NFTA_SET_ELEM_TIMEOUT).and_then(be_u64),
+        Some(30_000)
+    );
+    assert_eq!(
+        attr(el, NFTA_SET_ELEM_EXPIRATION).and_then(be_u64),
+        Some(30_000)
+    );
 }
 
 #[test]
 fn zero_timeout_is_refused() {
     let mut nft = Nft::open().unwrap();
-    let e = Element { addr: IpAddr::V4(Ipv4Addr::LOCALHOST), access: tcp(22), timeout_ms: 0 };
-    assert!(matches!(nft.upsert(&[e]), Err(NftError::ZeroTimeout { .. })));
+    let e = Element {
+        addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        access: tcp(22),
+        timeout_ms: 0,
+    };
+    assert!(matches!(
+        nft.upsert(&[e]),
+        Err(NftError::ZeroTimeout { .. })
+    ));
 }
 
 /// Lines of nft text without comments, indentation and blank lines.
 fn normalized(text: &str) -> Vec<String> {
     text.lines()
-        .map(|l| l.split('#').next().unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" "))
+        .map(|l| {
+            l.split('#')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .filter(|l| !l.is_empty())
         .collect()
 }
@@ -76,7 +135,10 @@ fn normalized(text: &str) -> Vec<String> {
 fn shipped_file_is_render_of_defaults() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/nft/nfknock.nft");
     let shipped = std::fs::read_to_string(path).unwrap();
-    assert_eq!(normalized(&shipped), normalized(&render(&RulesetSpec::default())));
+    assert_eq!(
+        normalized(&shipped),
+        normalized(&render(&RulesetSpec::default()))
+    );
 }
 
 #[test]
@@ -85,7 +147,13 @@ fn render_follows_the_spec() {
         knock_port: 1000,
         queue: 3,
         backend: QueueBackend::Compat,
-        protect: vec![tcp(22), Access { proto: Proto::Udp, port: 53 }],
+        protect: vec![
+            tcp(22),
+            Access {
+                proto: Proto::Udp,
+                port: 53,
+            },
+        ],
         native_len: 100,
         fwknop: false,
         rate_limit: 0,
@@ -98,12 +166,21 @@ fn render_follows_the_spec() {
     assert!(text.contains("elements = { tcp . 22, udp . 53 }"));
     assert!(!text.contains("limit rate"));
     assert!(!text.contains(CHAIN_FORWARD));
-    assert!(!text.contains("@allow_v4"), "no input gate: nothing may close");
-    assert!(text.contains("chain gate_input {"), "knocks are still queued from the input hook");
-    assert!(render(&RulesetSpec::default()).contains("ct state ! established,related meta l4proto . th dport @protected"));
+    assert!(
+        !text.contains("@allow_v4"),
+        "no input gate: nothing may close"
+    );
+    assert!(
+        text.contains("chain gate_input {"),
+        "knocks are still queued from the input hook"
+    );
+    assert!(render(&RulesetSpec::default())
+        .contains("ct state ! established,related meta l4proto . th dport @protected"));
     let def = render(&RulesetSpec::default());
     assert!(def.contains("udp length != 136 udp length != 148-1507 drop"));
-    assert!(def.contains("add @knock_rate_v4 { ip saddr limit rate over 20/second burst 40 packets } drop"));
+    assert!(def.contains(
+        "add @knock_rate_v4 { ip saddr limit rate over 20/second burst 40 packets } drop"
+    ));
 }
 
 #[test]
@@ -134,8 +211,16 @@ impl Netns {
             eprintln!("skipped: needs root");
             return None;
         }
-        let name = format!("nfk-nft-{}-{}", std::process::id(), NETNS_SEQ.fetch_add(1, Ordering::SeqCst));
-        let ok = Command::new("ip").args(["netns", "add", &name]).status().map(|s| s.success()).unwrap_or(false);
+        let name = format!(
+            "nfk-nft-{}-{}",
+            std::process::id(),
+            NETNS_SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
         assert!(ok, "ip netns add {name}");
         Some(Netns { name })
     }
@@ -155,24 +240,41 @@ impl Netns {
     }
 
     fn nft(&self, args: &[&str]) -> String {
-        let out = Command::new("ip").args(["netns", "exec", &self.name, "nft"]).args(args).output().unwrap();
-        assert!(out.status.success(), "nft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "nft {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
 fn compat_spec() -> RulesetSpec {
-    RulesetSpec { backend: QueueBackend::Compat, ..RulesetSpec::default() }
+    RulesetSpec {
+        backend: QueueBackend::Compat,
+        ..RulesetSpec::default()
+    }
 }
 
 fn v4(a: u8, port: u16, timeout_ms: u64) -> Element {
-    Element { addr: IpAddr::V4(Ipv4Addr::new(198, 51, 100, a)), access: tcp(port), timeout_ms }
+    Element {
+        addr: IpAddr::V4(Ipv4Addr::new(198, 51, 100, a)),
+        access: tcp(port),
+        timeout_ms,
+    }
 }
 
 #[test]
@@ -194,7 +296,11 @@ fn install_lists_like_render() {
         assert!(nft.table_exists().unwrap());
     });
     let listed = ns.nft(&["list", "table", "inet", "nfknock"]);
-    assert_eq!(normalized(&listed), normalized(&render(&compat_spec())), "nft lists:\n{listed}");
+    assert_eq!(
+        normalized(&listed),
+        normalized(&render(&compat_spec())),
+        "nft lists:\n{listed}"
+    );
 }
 
 /// `serve --dry-run` without `--with-gate`: switching a gated table to a gateless one removes
@@ -202,7 +308,11 @@ fn install_lists_like_render() {
 #[test]
 fn gateless_install_lists_like_render_and_removes_the_gate() {
     let Some(ns) = Netns::new() else { return };
-    let gateless = RulesetSpec { gate_input: false, gate_forward: false, ..compat_spec() };
+    let gateless = RulesetSpec {
+        gate_input: false,
+        gate_forward: false,
+        ..compat_spec()
+    };
     let spec = gateless.clone();
     ns.run(move || {
         let mut nft = Nft::open().unwrap();
@@ -210,8 +320,15 @@ fn gateless_install_lists_like_render_and_removes_the_gate() {
         nft.install(&spec, &[]).unwrap();
     });
     let listed = ns.nft(&["list", "table", "inet", "nfknock"]);
-    assert_eq!(normalized(&listed), normalized(&render(&gateless)), "nft lists:\n{listed}");
-    assert!(!listed.contains("@allow_v4") && !listed.contains(CHAIN_FORWARD), "{listed}");
+    assert_eq!(
+        normalized(&listed),
+        normalized(&render(&gateless)),
+        "nft lists:\n{listed}"
+    );
+    assert!(
+        !listed.contains("@allow_v4") && !listed.contains(CHAIN_FORWARD),
+        "{listed}"
+    );
     assert!(listed.contains("queue num 0"), "{listed}");
 }
 
@@ -225,7 +342,10 @@ fn reinstall_keeps_grants_and_upsert_refreshes_the_timer() {
         let live = nft.list().unwrap();
         assert_eq!(live.len(), 1);
         let g = live[0];
-        assert_eq!((g.addr, g.access, g.timeout_ms), (v4(1, 22, 0).addr, tcp(22), 60_000));
+        assert_eq!(
+            (g.addr, g.access, g.timeout_ms),
+            (v4(1, 22, 0).addr, tcp(22), 60_000)
+        );
         assert!(g.expires_ms <= 60_000 && g.expires_ms > 55_000, "{g:?}");
 
         // Installing again (a daemon restart) keeps the grant.
@@ -241,10 +361,16 @@ fn reinstall_keeps_grants_and_upsert_refreshes_the_timer() {
         std::thread::sleep(std::time::Duration::from_millis(1200));
         nft.upsert(&[v4(1, 22, 5_000)]).unwrap();
         let g = nft.list().unwrap()[0];
-        assert!(g.expires_ms > 4_500, "refresh did not restart the timer: {g:?}");
+        assert!(
+            g.expires_ms > 4_500,
+            "refresh did not restart the timer: {g:?}"
+        );
     });
     let listed = ns.nft(&["list", "set", "inet", "nfknock", "allow_v4"]);
-    assert!(listed.contains("198.51.100.1 . tcp . 22 timeout 5s expires"), "{listed}");
+    assert!(
+        listed.contains("198.51.100.1 . tcp . 22 timeout 5s expires"),
+        "{listed}"
+    );
 }
 
 #[test]
@@ -255,17 +381,40 @@ fn v6_grants_and_chunked_batches() {
         nft.install(&compat_spec(), &[]).unwrap();
         let a6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x42));
         let mut many: Vec<Element> = (0..3000u32)
-            .map(|i| Element { addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), access: tcp(22), timeout_ms: 60_000 })
+            .map(|i| Element {
+                addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)),
+                access: tcp(22),
+                timeout_ms: 60_000,
+            })
             .collect();
-        many.push(Element { addr: a6, access: Access { proto: Proto::Udp, port: 53 }, timeout_ms: 30_000 });
+        many.push(Element {
+            addr: a6,
+            access: Access {
+                proto: Proto::Udp,
+                port: 53,
+            },
+            timeout_ms: 30_000,
+        });
         nft.upsert(&many).unwrap();
         let live = nft.list().unwrap();
         assert_eq!(live.len(), 3001);
         let g = live.iter().find(|g| g.addr == a6).unwrap();
-        assert_eq!((g.access, g.timeout_ms), (Access { proto: Proto::Udp, port: 53 }, 30_000));
+        assert_eq!(
+            (g.access, g.timeout_ms),
+            (
+                Access {
+                    proto: Proto::Udp,
+                    port: 53
+                },
+                30_000
+            )
+        );
     });
     let listed = ns.nft(&["list", "set", "inet", "nfknock", "allow_v6"]);
-    assert!(listed.contains("2001:db8::42 . udp . 53 timeout 30s"), "{listed}");
+    assert!(
+        listed.contains("2001:db8::42 . udp . 53 timeout 30s"),
+        "{listed}"
+    );
 }
 
 #[test]
@@ -280,7 +429,10 @@ fn flush_ruleset_is_noticed_and_restored() {
     nft.install(&compat_spec(), &[]).unwrap();
     nft.upsert(&[v4(1, 22, 60_000)]).unwrap();
     nft.install(&compat_spec(), &[]).unwrap();
-    assert!(!events.drain().unwrap(), "our own install and grants are not a flush");
+    assert!(
+        !events.drain().unwrap(),
+        "our own install and grants are not a flush"
+    );
 
     ns.nft(&["flush", "ruleset"]);
     assert!(events.drain().unwrap(), "flush ruleset must be noticed");
@@ -291,7 +443,8 @@ fn flush_ruleset_is_noticed_and_restored() {
     assert!(err.contains("load nft/nfknock.nft"), "{err}");
 
     // The daemon re-creates the table with its live grants, in one batch.
-    nft.install(&compat_spec(), &[v4(1, 22, 40_000), v4(2, 2222, 50_000)]).unwrap();
+    nft.install(&compat_spec(), &[v4(1, 22, 40_000), v4(2, 2222, 50_000)])
+        .unwrap();
     let mut live = nft.list().unwrap();
     live.sort_by_key(|g| g.timeout_ms);
     assert_eq!(live.len(), 2);
@@ -299,7 +452,15 @@ fn flush_ruleset_is_noticed_and_restored() {
     assert_eq!((live[1].access, live[1].timeout_ms), (tcp(2222), 50_000));
     assert!(!events.drain().unwrap());
 
-    ns.nft(&["delete", "rule", "inet", "nfknock", "gate_input", "handle", &rule_handle(&ns)]);
+    ns.nft(&[
+        "delete",
+        "rule",
+        "inet",
+        "nfknock",
+        "gate_input",
+        "handle",
+        &rule_handle(&ns),
+    ]);
     assert!(events.drain().unwrap(), "a deleted rule must be noticed");
     ns.nft(&["delete", "table", "inet", "nfknock"]);
     assert!(events.drain().unwrap(), "a deleted table must be noticed");
@@ -319,21 +480,50 @@ fn rule_handle(ns: &Netns) -> String {
 fn incompatible_set_and_remove_table() {
     let Some(ns) = Netns::new() else { return };
     ns.nft(&["add", "table", "inet", "nfknock"]);
-    ns.nft(&["add", "set", "inet", "nfknock", "allow_v4", "{ type ipv4_addr; }"]);
+    ns.nft(&[
+        "add",
+        "set",
+        "inet",
+        "nfknock",
+        "allow_v4",
+        "{ type ipv4_addr; }",
+    ]);
     ns.run(|| {
         let mut nft = Nft::open().unwrap();
         let err = nft.install(&compat_spec(), &[]).unwrap_err();
-        assert!(matches!(err, NftError::Incompatible { object: Object::Set(SET_ALLOW_V4) }), "{err}");
-        assert!(err.to_string().contains("nft delete table inet nfknock"), "{err}");
+        assert!(
+            matches!(
+                err,
+                NftError::Incompatible {
+                    object: Object::Set(SET_ALLOW_V4)
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("nft delete table inet nfknock"),
+            "{err}"
+        );
         nft.remove_table().unwrap();
         nft.remove_table().unwrap(); // absent already: fine
         assert!(!nft.table_exists().unwrap());
         // The forward gate off: an existing forward chain goes away.
         nft.install(&compat_spec(), &[]).unwrap();
-        nft.install(&RulesetSpec { gate_forward: false, rate_limit: 0, ..compat_spec() }, &[]).unwrap();
+        nft.install(
+            &RulesetSpec {
+                gate_forward: false,
+                rate_limit: 0,
+                ..compat_spec()
+            },
+            &[],
+        )
+        .unwrap();
     });
     let listed = ns.nft(&["list", "table", "inet", "nfknock"]);
-    assert!(!listed.contains(CHAIN_FORWARD) && !listed.contains("limit rate"), "{listed}");
+    assert!(
+        !listed.contains(CHAIN_FORWARD) && !listed.contains("limit rate"),
+        "{listed}"
+    );
 }
 
 /// Median time of one single-grant `upsert`, in a namespace. Run with
@@ -347,12 +537,19 @@ fn upsert_latency() {
         nft.install(&compat_spec(), &[]).unwrap();
         let mut times = Vec::with_capacity(1000);
         for i in 0..1000u32 {
-            let e = Element { addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + (i % 50))), access: tcp(22), timeout_ms: 60_000 };
+            let e = Element {
+                addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + (i % 50))),
+                access: tcp(22),
+                timeout_ms: 60_000,
+            };
             let t = std::time::Instant::now();
             nft.upsert(&[e]).unwrap();
             times.push(t.elapsed());
         }
         times.sort();
-        eprintln!("upsert of one grant: median {:?}, p90 {:?}, p99 {:?}", times[500], times[900], times[990]);
+        eprintln!(
+            "upsert of one grant: median {:?}, p90 {:?}, p99 {:?}",
+            times[500], times[900], times[990]
+        );
     });
 }

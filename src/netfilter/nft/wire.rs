@@ -139,7 +139,13 @@ impl MsgBuf {
 
     /// An nf_tables message (`NFNL_SUBSYS_NFTABLES << 8 | msg`).
     pub fn begin_nft(&mut self, msg: u16, flags: u16, seq: u32, family: u8) -> usize {
-        self.begin_msg((NFNL_SUBSYS_NFTABLES << 8) | msg, NLM_F_REQUEST | flags, seq, family, 0)
+        self.begin_msg(
+            (NFNL_SUBSYS_NFTABLES << 8) | msg,
+            NLM_F_REQUEST | flags,
+            seq,
+            family,
+            0,
+        )
     }
 
     pub fn end_msg(&mut self, start: usize) {
@@ -186,7 +192,8 @@ impl MsgBuf {
     pub fn nest(&mut self, ty: u16) -> usize {
         let start = self.buf.len();
         self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
         start
     }
 
