@@ -94,13 +94,20 @@ engine_cfg = lib.split('pub const ENGINE_CONFIG: &str = r#"', 1)[1].split('"#;',
 put("config_server", "engine.toml", engine_cfg.encode())
 
 # A replay journal (src/replay.rs): header "NFKR" ‖ version 1 ‖ reserved, then records
-# key[32] ‖ expires_at u64 BE ‖ SHA-256(key ‖ expires_at)[..8]. One live, one expired record,
+# key[16] ‖ expires_at u64 BE ‖ SHA-256(key ‖ expires_at)[..8]. One live, one expired record,
 # and a torn tail.
 def record(key, exp):
     e = struct.pack(">Q", exp)
     return key + e + hashlib.sha256(key + e).digest()[:8]
 hdr = b"NFKR" + struct.pack(">H", 1) + b"\0\0"
-live, old = hashlib.sha256(b"live").digest(), hashlib.sha256(b"old").digest()
+live, old = hashlib.sha256(b"live").digest()[:16], hashlib.sha256(b"old").digest()[:16]
 put("replay_decode", "two-records", hdr + record(live, 1760000120) + record(old, 1759999000))
 put("replay_decode", "torn-tail", hdr + record(live, 1760000120) + record(old, 1760000300)[:20])
 put("replay_decode", "empty", hdr)
+
+# The fwknop importer: the fixtures of tests/import_fwknop.rs (access.conf files and a
+# fwknopd.conf).
+fixtures = os.path.join(ROOT, "tests", "fixtures", "fwknop")
+for name in sorted(os.listdir(fixtures)):
+    if name.endswith(".conf"):
+        put("fwknop_import", name, open(os.path.join(fixtures, name), "rb").read())

@@ -180,7 +180,7 @@ fn config_cases() {
 fn journal_cases() {
     let now = 1_760_000_000;
     let random = random_bytes(MIB, 3);
-    let keys: Vec<[u8; 32]> = (0..MIB / replay::RECORD_LEN)
+    let keys: Vec<replay::ReplayKey> = (0..MIB / replay::RECORD_LEN)
         .map(|i| nfknock::replay::key_of(&(i as u64).to_be_bytes()))
         .collect();
     let valid = replay::encode_journal(keys.iter().map(|k| (k, now + 60)));
