@@ -15,10 +15,11 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use zeroize::Zeroizing;
 
 use nfknock::access::{Access, Proto};
-use nfknock::crypto::{NativeKey, OsRng, Rng};
+use nfknock::crypto::{NativeKey, Rng};
 use nfknock::engine::Engine;
 use nfknock::policy::Packet;
 use nfknock::replay::ReplayCache;
+use nfknock::sys::OsRng;
 use nfknock::wire::fwknop::{self, DigestType, EncMode, FwknopKey, HmacType, SealRequest};
 use nfknock::wire::native;
 

@@ -37,8 +37,9 @@ use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
 use nfknock::access::{Access, Proto};
-use nfknock::crypto::{NativeKey, OsRng, Rng};
+use nfknock::crypto::{NativeKey, Rng};
 use nfknock::netfilter::nft::wire as nl;
+use nfknock::sys::OsRng;
 use nfknock::wire::fwknop::{self, DigestType, EncMode, FwknopKey, HmacType, SealRequest};
 use nfknock::wire::native;
 

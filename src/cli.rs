@@ -10,12 +10,13 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::access::{self, Access};
 use crate::config::{self, AllowIp};
-use crate::crypto::{self, NativeKey, OsRng};
+use crate::crypto::{self, NativeKey};
 use crate::daemon;
 use crate::engine::Engine;
 use crate::netfilter::nft::{Nft, QueueBackend};
 use crate::policy::{Decision, Packet};
 use crate::replay::ReplayCache;
+use crate::sys::OsRng;
 use crate::wire::native;
 
 /// Exit codes.

@@ -868,7 +868,8 @@ mod tests {
     use std::net::Ipv4Addr;
     use std::sync::Mutex;
 
-    use crate::crypto::{NativeKey, OsRng};
+    use crate::crypto::NativeKey;
+    use crate::sys::OsRng;
 
     /// Packets the test pushes; readable through a socket pair like a real queue.
     #[derive(Clone)]

@@ -30,8 +30,9 @@ use std::time::{Duration, Instant};
 
 use lab::*;
 use nfknock::access::Access;
-use nfknock::crypto::{NativeKey, OsRng, Rng};
+use nfknock::crypto::{NativeKey, Rng};
 use nfknock::netfilter::nft::Nft;
+use nfknock::sys::OsRng;
 use nfknock::wire::native;
 
 const CLOSED_WITHIN: Duration = Duration::from_millis(400);
