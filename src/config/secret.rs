@@ -184,23 +184,21 @@ pub fn read_native_key_file(path: &Path) -> Result<crate::crypto::NativeKey, Str
 /// trimmed. The content is returned zeroizing; decoding is the caller's.
 pub(crate) fn read_key_file(path: &Path) -> Result<Zeroizing<String>, String> {
     check_private(path, "key file")?;
-    let bytes = Zeroizing::new(
-        read_limited(path, MAX_KEY_FILE_LEN).map_err(|e| {
-            // A root-owned 0600 key passes `check_private` but cannot be read by the service
-            // user the shipped unit runs as (User=nfknock).
-            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
-                format!(
-                    "; nfknock runs as uid {}: give it the file with `chown {} {}` (mode 0600)",
-                    euid(),
-                    euid(),
-                    shell_quote(path)
-                )
-            } else {
-                String::new()
-            };
-            format!("cannot read key file {}: {e}{hint}", path.display())
-        })?,
-    );
+    let bytes = Zeroizing::new(read_limited(path, MAX_KEY_FILE_LEN).map_err(|e| {
+        // A root-owned 0600 key passes `check_private` but cannot be read by the service
+        // user the shipped unit runs as (User=nfknock).
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            format!(
+                "; nfknock runs as uid {}: give it the file with `chown {} {}` (mode 0600)",
+                euid(),
+                euid(),
+                shell_quote(path)
+            )
+        } else {
+            String::new()
+        };
+        format!("cannot read key file {}: {e}{hint}", path.display())
+    })?);
     let text = std::str::from_utf8(&bytes).map_err(|_| {
         format!(
             "key file {} is not text; it must hold one line of base64",

@@ -12,6 +12,16 @@ use lab::*;
 const CLOSED_WITHIN: Duration = Duration::from_millis(400);
 const OPEN_WITHIN: Duration = Duration::from_secs(1);
 
+/// Does `ns` get a TCP connection to `to` within a second (the grant is in force)?
+fn opens(ns: &str, to: std::net::SocketAddr) -> bool {
+    wait_until(OPEN_WITHIN, || tcp_open(ns, to, Duration::from_millis(200))).is_some()
+}
+
+/// Does `to` stop accepting new connections from `ns` within `limit` (the grant expired)?
+fn closes(ns: &str, to: std::net::SocketAddr, limit: Duration) -> bool {
+    wait_until(limit, || !tcp_open(ns, to, Duration::from_millis(200))).is_some()
+}
+
 fn alice(lab: &Lab, timeout: u32) -> (std::path::PathBuf, String) {
     let key = lab.keygen("alice.key");
     let client = format!(
@@ -50,11 +60,8 @@ fn knock_opens_the_port_for_that_source_only_and_it_closes_on_expiry() {
 
     // 2. a knock opens it for this source within 1 s ...
     knock_host(&lab, &key, &[]);
-    let took = wait_until(OPEN_WITHIN, || {
-        tcp_open(&lab.cli, target, Duration::from_millis(200))
-    });
     assert!(
-        took.is_some(),
+        opens(&lab.cli, target),
         "port did not open within 1 s:\n{}",
         lab.log()
     );
@@ -85,10 +92,10 @@ fn knock_opens_the_port_for_that_source_only_and_it_closes_on_expiry() {
 
     // 3. an established connection survives the grant's expiry; new ones are refused after it
     let mut conn = tcp_connect(&lab.cli, target).expect("connect during grant");
-    let closed = wait_until(Duration::from_secs(5), || {
-        !tcp_open(&lab.cli, target, Duration::from_millis(200))
-    });
-    assert!(closed.is_some(), "grant did not expire");
+    assert!(
+        closes(&lab.cli, target, Duration::from_secs(5)),
+        "grant did not expire"
+    );
     conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     conn.write_all(b"still here").unwrap();
     let mut buf = [0u8; 10];
@@ -105,18 +112,8 @@ fn replayed_knock_is_refused_also_after_a_restart() {
     let target = sock(SRV4, HOST_PORT);
     let saved = lab.path("knock.bin");
     knock_host(&lab, &key, &["--save-packet", saved.to_str().unwrap()]);
-    assert!(wait_until(OPEN_WITHIN, || tcp_open(
-        &lab.cli,
-        target,
-        Duration::from_millis(200)
-    ))
-    .is_some());
-    assert!(wait_until(Duration::from_secs(4), || !tcp_open(
-        &lab.cli,
-        target,
-        Duration::from_millis(200)
-    ))
-    .is_some());
+    assert!(opens(&lab.cli, target));
+    assert!(closes(&lab.cli, target, Duration::from_secs(4)));
 
     // the same bytes again: refused
     send_udp(&lab.cli, sock(SRV4, KNOCK_PORT), read(&saved));
@@ -195,12 +192,7 @@ fn bad_knocks_are_refused_and_the_port_stays_closed() {
     );
     // the untouched packet is still good: proof the refusals were about the damage
     send_udp(&lab.cli, to, read(&p));
-    assert!(wait_until(OPEN_WITHIN, || tcp_open(
-        &lab.cli,
-        target,
-        Duration::from_millis(200)
-    ))
-    .is_some());
+    assert!(opens(&lab.cli, target));
 }
 
 #[test]
@@ -217,16 +209,7 @@ fn ipv6_knock_opens_the_port_for_that_source_only() {
         SRV6,
         &["--key-file", key.to_str().unwrap(), "--access", "tcp/2222"],
     );
-    assert!(
-        wait_until(OPEN_WITHIN, || tcp_open(
-            &lab.cli,
-            target,
-            Duration::from_millis(200)
-        ))
-        .is_some(),
-        "{}",
-        lab.log()
-    );
+    assert!(opens(&lab.cli, target), "{}", lab.log());
     assert!(
         !tcp_open(&lab.oth, sock(SRV_OTH6, HOST_PORT), CLOSED_WITHIN),
         "v6 port open for a stranger"
@@ -236,12 +219,7 @@ fn ipv6_knock_opens_the_port_for_that_source_only() {
         !tcp_open(&lab.cli, sock(SRV4, HOST_PORT), CLOSED_WITHIN),
         "v6 knock opened v4"
     );
-    assert!(wait_until(Duration::from_secs(5), || !tcp_open(
-        &lab.cli,
-        target,
-        Duration::from_millis(200)
-    ))
-    .is_some());
+    assert!(closes(&lab.cli, target, Duration::from_secs(5)));
 }
 
 #[test]
@@ -258,26 +236,12 @@ fn dnat_published_container_port_is_gated_the_same_way() {
         SRV4,
         &["--key-file", key.to_str().unwrap(), "--access", "tcp/8080"],
     );
-    assert!(
-        wait_until(OPEN_WITHIN, || tcp_open(
-            &lab.cli,
-            published,
-            Duration::from_millis(200)
-        ))
-        .is_some(),
-        "{}",
-        lab.log()
-    );
+    assert!(opens(&lab.cli, published), "{}", lab.log());
     assert!(
         !tcp_open(&lab.oth, sock(SRV_OTH4, PUBLISHED_PORT), CLOSED_WITHIN),
         "published port open for a stranger"
     );
-    assert!(wait_until(Duration::from_secs(5), || !tcp_open(
-        &lab.cli,
-        published,
-        Duration::from_millis(200)
-    ))
-    .is_some());
+    assert!(closes(&lab.cli, published, Duration::from_secs(5)));
 }
 
 /// A knock — valid or not, daemon up or down — gets no answer of any kind (no UDP, no ICMP).
@@ -403,12 +367,7 @@ fn sigterm_exits_within_a_second_and_a_broken_reload_keeps_the_old_config() {
         lab.log()
     );
     knock_host(&lab, &key, &[]);
-    assert!(wait_until(OPEN_WITHIN, || tcp_open(
-        &lab.cli,
-        sock(SRV4, HOST_PORT),
-        Duration::from_millis(200)
-    ))
-    .is_some());
+    assert!(opens(&lab.cli, sock(SRV4, HOST_PORT)));
     // idle daemon, no packet in flight: SIGTERM must still be prompt
     std::thread::sleep(Duration::from_millis(300));
     let (took, status) = lab.stop_daemon();
@@ -454,16 +413,7 @@ fn knock_with_a_named_stanza_of_the_client_config() {
         String::from_utf8_lossy(&out.stderr)
     );
     let target = sock(SRV4, HOST_PORT);
-    assert!(
-        wait_until(OPEN_WITHIN, || tcp_open(
-            &lab.cli,
-            target,
-            Duration::from_millis(200)
-        ))
-        .is_some(),
-        "{}",
-        lab.log()
-    );
+    assert!(opens(&lab.cli, target), "{}", lab.log());
     // An unknown stanza is a clear error, not a knock.
     let out = lab.nfknock(
         &lab.cli,
