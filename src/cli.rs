@@ -19,6 +19,9 @@ use crate::replay::ReplayCache;
 use crate::sys::OsRng;
 use crate::wire::native;
 
+/// Where the server config lives unless `--config` says otherwise (the systemd unit's path).
+pub const DEFAULT_CONFIG: &str = "/etc/nfknock/nfknock.toml";
+
 /// Exit codes.
 pub const EXIT_OK: i32 = 0;
 /// `check` found problems; `verify` decided "reject"; a runtime failure.
@@ -69,7 +72,7 @@ pub enum Command {
             long,
             short = 'c',
             value_name = "PATH",
-            default_value = "/etc/nfknock/nfknock.toml"
+            default_value = DEFAULT_CONFIG
         )]
         config: PathBuf,
         /// Decide and log every knock ("dry run: would add grant"), but write no grant to the
@@ -86,7 +89,7 @@ pub enum Command {
             long,
             short = 'c',
             value_name = "PATH",
-            default_value = "/etc/nfknock/nfknock.toml"
+            default_value = DEFAULT_CONFIG
         )]
         config: PathBuf,
     },
@@ -110,7 +113,7 @@ pub enum Command {
             long,
             short = 'c',
             value_name = "PATH",
-            default_value = "/etc/nfknock/nfknock.toml"
+            default_value = DEFAULT_CONFIG
         )]
         config: PathBuf,
         /// Divert knocks with the xt NFQUEUE target (kernels without nft_queue) instead of the
@@ -192,7 +195,7 @@ pub struct VerifyArgs {
         long,
         short = 'c',
         value_name = "PATH",
-        default_value = "/etc/nfknock/nfknock.toml"
+        default_value = DEFAULT_CONFIG
     )]
     pub config: PathBuf,
     /// The packet's source address.
