@@ -17,6 +17,7 @@
 //! | [`policy`] | `(request, packet source, client, now) -> Decision` |
 //! | [`engine`] | the whole per-packet pipeline: parse → key lookup → authenticate → replay → policy |
 //! | [`config`] | TOML → validated [`config::Config`]; every error names the file, line and key |
+//! | [`fwknop_import`] | translator: fwknopd's `access.conf`/`fwknopd.conf` → nfknock TOML with warnings; reads through the [`fwknop_import::Loader`] it is given |
 //!
 //! Shells (I/O, nothing clever):
 //!
@@ -38,6 +39,7 @@ pub mod config;
 pub mod crypto;
 pub mod daemon;
 pub mod engine;
+pub mod fwknop_import;
 pub mod netfilter;
 pub mod policy;
 pub mod replay;

@@ -196,7 +196,7 @@ pub fn import(
 pub fn secrecy_reminder(access: &Path) -> String {
     format!(
         "note: the output holds the fwknop keys; write it to a private file: `umask 077; nfknock import-fwknop --access-conf {} ... > /etc/nfknock/nfknock.toml`, then `nfknock check --config /etc/nfknock/nfknock.toml`",
-        super::secret::shell_quote(access)
+        crate::config::shell_quote(access)
     )
 }
 
@@ -621,10 +621,10 @@ fn parse_fwknopd_conf(text: &str, path: &Path) -> DaemonSettings {
     if let Some((_, v, line)) = get("MAX_SPA_PACKET_AGE") {
         match v.parse::<u64>() {
             Ok(0) | Err(_) => warn(*line, format!("MAX_SPA_PACKET_AGE `{v}` is not a positive number of seconds; using {FWKNOP_DEFAULT_MAX_AGE}")),
-            Ok(n) if n > super::MAX_MAX_AGE => {
-                max_age = super::MAX_MAX_AGE;
+            Ok(n) if n > crate::config::MAX_MAX_AGE => {
+                max_age = crate::config::MAX_MAX_AGE;
                 max_age_from = format!("MAX_SPA_PACKET_AGE {v}, capped");
-                warn(*line, format!("MAX_SPA_PACKET_AGE {n} is more than nfknock's limit; max_age = {} (the replay cache keeps each knock for max_age)", super::MAX_MAX_AGE));
+                warn(*line, format!("MAX_SPA_PACKET_AGE {n} is more than nfknock's limit; max_age = {} (the replay cache keeps each knock for max_age)", crate::config::MAX_MAX_AGE));
             }
             Ok(n) => {
                 max_age = n;
@@ -827,7 +827,7 @@ fn parse_expire_date(value: &str) -> Option<u64> {
     };
     let (month, day, year) = (num(m, 2)?, num(d, 2)?, num(y, 4)?);
     let year = if y.len() <= 2 { 2000 + year } else { year };
-    super::values::date_to_unix(i64::from(year), month, day)
+    crate::config::date_to_unix(i64::from(year), month, day)
 }
 
 /// `HMAC_DIGEST_TYPE`, case-insensitive as fwknopd's `hmac_digest_strtoint()`.
@@ -903,7 +903,7 @@ fn valid_name(name: &str) -> bool {
 fn key_bytes(k: &KeyText) -> Option<Zeroizing<Vec<u8>>> {
     match k {
         KeyText::Text(t) => Some(Zeroizing::new(t.as_bytes().to_vec())),
-        KeyText::Base64(b) => super::secret::decode_fwknop_base64(b),
+        KeyText::Base64(b) => crate::config::decode_fwknop_base64(b),
     }
 }
 
@@ -1069,7 +1069,7 @@ fn convert_stanza(
     let timeout = seconds(&mut d, "FW_ACCESS_TIMEOUT", FWKNOP_DEFAULT_TIMEOUT);
     let mut max_timeout = seconds(&mut d, "MAX_FW_TIMEOUT", FWKNOP_DEFAULT_MAX_TIMEOUT);
     let mut timeout = timeout;
-    let week = super::MAX_MAX_TIMEOUT;
+    let week = crate::config::MAX_MAX_TIMEOUT;
     if let Some(m) = max_timeout.filter(|&m| m > week) {
         let origin = st.get("MAX_FW_TIMEOUT").map_or(&st.origin, |s| &s.origin);
         d.warn(
@@ -1194,7 +1194,7 @@ fn convert_stanza(
                 d.warn(&s.origin, format!("both KEY and KEY_BASE64 are set; fwknopd uses the last one ({}), and so does the import; remove the other", s.var));
             }
             let k = key_text(s);
-            check_key(&mut d, s, &k, super::FWKNOP_MAX_KEY_LEN, "key").then_some(k)
+            check_key(&mut d, s, &k, crate::config::FWKNOP_MAX_KEY_LEN, "key").then_some(k)
         }
     };
     let hmac_setting = st.last_of(&["HMAC_KEY", "HMAC_KEY_BASE64"]);
@@ -1222,7 +1222,13 @@ fn convert_stanza(
                 d.warn(&s.origin, format!("both HMAC_KEY and HMAC_KEY_BASE64 are set; fwknopd uses the last one ({}), and so does the import; remove the other", s.var));
             }
             let k = key_text(s);
-            let mut ok = check_key(&mut d, s, &k, super::FWKNOP_MAX_HMAC_KEY_LEN, "HMAC key");
+            let mut ok = check_key(
+                &mut d,
+                s,
+                &k,
+                crate::config::FWKNOP_MAX_HMAC_KEY_LEN,
+                "HMAC key",
+            );
             if ok {
                 if let (Some(kb), Some(hb)) = (key.as_ref().and_then(key_bytes), key_bytes(&k)) {
                     if *kb == *hb {
@@ -1318,7 +1324,7 @@ fn convert(parsed: Parsed, daemon: Option<&DaemonSettings>, opts: &Options) -> I
                 // The checker is the judge: render this client alone and let it look.
                 let text = render_client(&c);
                 let doc = Zeroizing::new(format!("{server}\n{}", text.as_str()));
-                match super::parse_str(&doc, Path::new("<imported>")) {
+                match crate::config::parse_str(&doc, Path::new("<imported>")) {
                     Ok(_) => clients.push((c, text)),
                     Err(errs) => {
                         failed += 1;
@@ -1355,7 +1361,7 @@ fn convert(parsed: Parsed, daemon: Option<&DaemonSettings>, opts: &Options) -> I
     });
     // The whole document is checked too (the clients together: names, protect).
     if let Some(t) = &toml {
-        if let Err(errs) = super::parse_str(t, Path::new("<imported>")) {
+        if let Err(errs) = crate::config::parse_str(t, Path::new("<imported>")) {
             for p in errs.0 {
                 diags.push(Diag {
                     level: Level::Error,

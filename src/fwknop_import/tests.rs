@@ -144,9 +144,7 @@ fn trailing_colon_semicolon_comments_and_lines_before_the_first_source() {
     assert_eq!(crate::access::format_list(&client.allow), "tcp/22,udp/53");
     assert_eq!(
         *fwknop_key(client).key,
-        super::super::secret::decode_fwknop_base64(A_KEY)
-            .unwrap()
-            .to_vec()
+        crate::config::decode_fwknop_base64(A_KEY).unwrap().to_vec()
     );
     assert!(has(
         &i,
@@ -502,7 +500,7 @@ fn expiry_forms() {
     let at = |extra: &str| config(&run(&stanza(extra))).clients[0].expires_at;
     assert_eq!(
         at("ACCESS_EXPIRE 1/5/2027\n"),
-        crate::config::values::date_to_unix(2027, 1, 5)
+        crate::config::date_to_unix(2027, 1, 5)
     );
     assert_eq!(at("ACCESS_EXPIRE 01/31/27\n"), Some(1_801_353_600));
     assert_eq!(at("ACCESS_EXPIRE_EPOCH 1900000000\n"), Some(1_900_000_000));
