@@ -1,7 +1,11 @@
 use std::collections::BTreeMap;
 
+use super::fwknopd_conf::{parse_fwknopd_conf, DaemonSettings};
+use super::syntax::{is_yes, split_line};
+use super::values::{parse_net, parse_ports};
 use super::*;
 use crate::config::{Config, Credential};
+use crate::wire::fwknop::{EncMode, HmacType};
 
 // Keyset `A_keygen_default` of shared/fwknop-vectors.jsonl (made by `fwknop --key-gen`).
 const A_KEY: &str = "oQIY1T7kis/kyV9QHh/Fe2cpnA0SvOAy995h7HWCMvE=";
