@@ -280,7 +280,7 @@ fn import_fwknop(args: &ImportFwknopArgs) -> anyhow::Result<i32> {
     };
     let opts = fi::Options { protect };
     let import = match fi::import(
-        &fi::FsLoader,
+        &crate::sys::FsLoader,
         &args.access_conf,
         args.fwknopd_conf.as_deref(),
         &opts,

@@ -26,7 +26,7 @@
 //! | [`netfilter::queue`] | NFQUEUE over a raw netlink socket: receive, verdict |
 //! | [`netfilter::nft`] | nftables over netlink: the owned table, grants with timeouts, listing, events |
 //! | [`state`] | the replay journal on disk (append, compact by write-then-rename) |
-//! | [`sys`] | the operating system's CSPRNG behind the core's `Rng` trait |
+//! | [`sys`] | the operating system's CSPRNG behind the core's `Rng` trait; the file system behind the importer's `Loader` |
 //! | [`daemon`] | wiring: queue → engine → nft → verdict; signals, reload, sd_notify |
 //! | [`cli`] | the command line; `main.rs` is thin |
 //!

@@ -20,10 +20,10 @@
 //! * when a variable is repeated in a stanza the last line wins; a `KEY` line after a
 //!   `KEY_BASE64` line replaces it and vice versa (verified with `fwknopd -D`).
 //!
-//! Everything here is pure except [`FsLoader`], the one place that touches the file system:
-//! the parser asks a [`Loader`] for file contents and directory listings, so tests run on
-//! in-memory files. Key material is kept in [`Zeroizing`] strings; the rendered TOML holds the
-//! keys (that is the point: the admin redirects it into a private file).
+//! Everything here is pure: it reads no clock and no environment, and every file through the
+//! [`Loader`] it is given (the command line gives [`crate::sys::FsLoader`]; tests and the fuzz
+//! target give in-memory files). Key material is kept in [`Zeroizing`] strings; the rendered
+//! TOML holds the keys (that is the point: the admin redirects it into a private file).
 //!
 //! The rendered text is checked with [`crate::config::parse_str`] before it is returned, one
 //! client at a time, so a stanza the nfknock checker would refuse is reported (and left out)
@@ -79,35 +79,6 @@ pub trait Loader {
     /// A name that is equal for equal files (for loop detection).
     fn canonical(&self, path: &Path) -> PathBuf {
         path.to_path_buf()
-    }
-}
-
-/// The real file system.
-pub struct FsLoader;
-
-impl Loader for FsLoader {
-    fn read(&self, path: &Path) -> Result<Zeroizing<String>, String> {
-        let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| e.to_string())?);
-        match std::str::from_utf8(&bytes) {
-            Ok(text) => Ok(Zeroizing::new(text.to_string())),
-            Err(_) => Err("the file is not UTF-8 text".to_string()),
-        }
-    }
-
-    fn conf_files(&self, dir: &Path) -> Result<Vec<PathBuf>, String> {
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
-            let path = entry.map_err(|e| e.to_string())?.path();
-            if path.extension().is_some_and(|e| e == "conf") && path.is_file() {
-                out.push(path);
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    fn canonical(&self, path: &Path) -> PathBuf {
-        std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
     }
 }
 

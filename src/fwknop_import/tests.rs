@@ -870,6 +870,61 @@ fn the_reminder_says_umask() {
     assert!(r.contains("umask 077; nfknock import-fwknop --access-conf /etc/fwknop/access.conf ... > /etc/nfknock/nfknock.toml"), "{r}");
 }
 
+// --- purity --------------------------------------------------------------------------------
+
+/// The importer's source files, for the purity check below.
+const SOURCES: &[(&str, &str)] = &[
+    ("mod.rs", include_str!("mod.rs")),
+    ("access_conf.rs", include_str!("access_conf.rs")),
+    ("convert.rs", include_str!("convert.rs")),
+    ("fwknopd_conf.rs", include_str!("fwknopd_conf.rs")),
+    ("render.rs", include_str!("render.rs")),
+    ("stanza.rs", include_str!("stanza.rs")),
+    ("syntax.rs", include_str!("syntax.rs")),
+    ("values.rs", include_str!("values.rs")),
+    ("variables.rs", include_str!("variables.rs")),
+];
+
+/// The importer is pure (architecture issue: reading files belongs to the edge, `sys`): no
+/// file of it names the file system, the environment, a clock or a process, so every file it
+/// reads comes through the `Loader` it is given. Every `mod` of mod.rs is checked.
+#[test]
+fn the_importer_reads_files_only_through_its_loader() {
+    let (_, root) = SOURCES[0];
+    for line in root.lines() {
+        if let Some(m) = line.strip_prefix("mod ").and_then(|m| m.strip_suffix(';')) {
+            let file = format!("{m}.rs");
+            assert!(
+                m == "tests" || SOURCES.iter().any(|(f, _)| *f == file),
+                "src/fwknop_import/{file} is not in SOURCES; add it so its purity is checked"
+            );
+        }
+    }
+    let forbidden = [
+        "std::fs",
+        "std::env",
+        "std::io",
+        "std::process",
+        "std::time",
+        "File::",
+        "read_dir",
+        "canonicalize",
+        "libc::",
+        "unsafe",
+    ];
+    for (file, text) in SOURCES {
+        for (n, line) in text.lines().enumerate() {
+            for f in forbidden {
+                assert!(
+                    !line.contains(f),
+                    "src/fwknop_import/{file}:{}: `{f}` in the pure importer; read through the `Loader` (the file system one is `sys::FsLoader`)",
+                    n + 1
+                );
+            }
+        }
+    }
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
 
