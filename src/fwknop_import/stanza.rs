@@ -11,7 +11,7 @@ use super::values::{hmac_type, parse_expire_date, parse_nets, parse_ports, parse
 use super::variables::{unmapped, Unmapped, GPG_ADVICE, MAPPED};
 use super::{Diag, Level, Options, FWKNOP_DEFAULT_MAX_TIMEOUT, FWKNOP_DEFAULT_TIMEOUT};
 use crate::access::Access;
-use crate::wire::fwknop::{EncMode, HmacType};
+use crate::wire::fwknop::{EncMode, HmacType, MAX_HMAC_KEY_LEN, MAX_KEY_LEN};
 
 /// A key as written in access.conf.
 pub(super) enum KeyText {
@@ -363,7 +363,7 @@ pub(super) fn convert_stanza(
                 d.warn(&s.origin, format!("both KEY and KEY_BASE64 are set; fwknopd uses the last one ({}), and so does the import; remove the other", s.var));
             }
             let k = key_text(s);
-            check_key(&mut d, s, &k, crate::config::FWKNOP_MAX_KEY_LEN, "key").then_some(k)
+            check_key(&mut d, s, &k, MAX_KEY_LEN, "key").then_some(k)
         }
     };
     let hmac_setting = st.last_of(&["HMAC_KEY", "HMAC_KEY_BASE64"]);
@@ -391,13 +391,7 @@ pub(super) fn convert_stanza(
                 d.warn(&s.origin, format!("both HMAC_KEY and HMAC_KEY_BASE64 are set; fwknopd uses the last one ({}), and so does the import; remove the other", s.var));
             }
             let k = key_text(s);
-            let mut ok = check_key(
-                &mut d,
-                s,
-                &k,
-                crate::config::FWKNOP_MAX_HMAC_KEY_LEN,
-                "HMAC key",
-            );
+            let mut ok = check_key(&mut d, s, &k, MAX_HMAC_KEY_LEN, "HMAC key");
             if ok {
                 if let (Some(kb), Some(hb)) = (key.as_ref().and_then(key_bytes), key_bytes(&k)) {
                     if *kb == *hb {

@@ -684,6 +684,47 @@ fn key_problems_refuse_the_stanza() {
     assert_eq!(fwknop_key(&config(&i).clients[0]).mode, EncMode::Legacy);
 }
 
+/// The key limits are the wire format's (`wire::fwknop`, fwknop's `RIJNDAEL_MAX_KEYSIZE` and
+/// `MAX_DIGEST_BLOCK_LEN`), not a copy: a key of the longest length converts, one byte more is
+/// refused with the limit in the message.
+#[test]
+fn key_limits_are_the_wire_formats() {
+    use crate::wire::fwknop::{MAX_HMAC_KEY_LEN, MAX_KEY_LEN};
+    let access = |key_len: usize, hmac_len: usize| {
+        format!(
+            "SOURCE ANY\nKEY {}\nHMAC_KEY {}\nOPEN_PORTS tcp/22\nREQUIRE_SOURCE_ADDRESS Y\n",
+            "k".repeat(key_len),
+            "h".repeat(hmac_len)
+        )
+    };
+    let i = run(&access(MAX_KEY_LEN, MAX_HMAC_KEY_LEN));
+    let k = fwknop_key(&config(&i).clients[0]).clone();
+    assert_eq!(
+        (k.key.len(), k.hmac_key.map(|h| h.len())),
+        (MAX_KEY_LEN, Some(MAX_HMAC_KEY_LEN))
+    );
+    let i = run(&access(MAX_KEY_LEN + 1, MAX_HMAC_KEY_LEN));
+    assert!(i.toml.is_none(), "{:#?}", i.diags);
+    assert!(has(
+        &i,
+        Level::Error,
+        &format!(
+            "KEY is {} bytes long; an fwknop key is 1 to {MAX_KEY_LEN} bytes",
+            MAX_KEY_LEN + 1
+        )
+    ));
+    let i = run(&access(MAX_KEY_LEN, MAX_HMAC_KEY_LEN + 1));
+    assert!(i.toml.is_none(), "{:#?}", i.diags);
+    assert!(has(
+        &i,
+        Level::Error,
+        &format!(
+            "HMAC_KEY is {} bytes long; an fwknop HMAC key is 1 to {MAX_HMAC_KEY_LEN} bytes",
+            MAX_HMAC_KEY_LEN + 1
+        )
+    ));
+}
+
 #[test]
 fn unsupported_variables_are_named_with_what_to_do() {
     let text = stanza(
