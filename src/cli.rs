@@ -267,7 +267,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 fn import_fwknop(args: &ImportFwknopArgs) -> anyhow::Result<i32> {
-    use crate::config::fwknop_import as fi;
+    use crate::fwknop_import as fi;
     let protect = match &args.protect {
         None => None,
         Some(list) => match access::parse_list(list) {
@@ -280,7 +280,7 @@ fn import_fwknop(args: &ImportFwknopArgs) -> anyhow::Result<i32> {
     };
     let opts = fi::Options { protect };
     let import = match fi::import(
-        &fi::FsLoader,
+        &crate::sys::FsLoader,
         &args.access_conf,
         args.fwknopd_conf.as_deref(),
         &opts,

@@ -17,6 +17,7 @@
 //! | [`policy`] | `(request, packet source, client, now) -> Decision` |
 //! | [`engine`] | the whole per-packet pipeline: parse → key lookup → authenticate → replay → policy |
 //! | [`config`] | TOML → validated [`config::Config`]; every error names the file, line and key |
+//! | [`fwknop_import`] | translator: fwknopd's `access.conf`/`fwknopd.conf` → nfknock TOML with warnings; reads through the [`fwknop_import::Loader`] it is given |
 //!
 //! Shells (I/O, nothing clever):
 //!
@@ -25,7 +26,7 @@
 //! | [`netfilter::queue`] | NFQUEUE over a raw netlink socket: receive, verdict |
 //! | [`netfilter::nft`] | nftables over netlink: the owned table, grants with timeouts, listing, events |
 //! | [`state`] | the replay journal on disk (append, compact by write-then-rename) |
-//! | [`sys`] | the operating system's CSPRNG behind the core's `Rng` trait |
+//! | [`sys`] | the operating system's CSPRNG behind the core's `Rng` trait; the file system behind the importer's `Loader` |
 //! | [`daemon`] | wiring: queue → engine → nft → verdict; signals, reload, sd_notify |
 //! | [`cli`] | the command line; `main.rs` is thin |
 //!
@@ -38,6 +39,7 @@ pub mod config;
 pub mod crypto;
 pub mod daemon;
 pub mod engine;
+pub mod fwknop_import;
 pub mod netfilter;
 pub mod policy;
 pub mod replay;

@@ -10,11 +10,14 @@
 //! [`parse_str`] takes the text, [`load`] reads the file and checks its permissions.
 
 mod client;
-pub mod fwknop_import;
 mod raw;
 mod secret;
 mod server;
 mod values;
+
+// Shared with the fwknop importer, so its keys and dates are read exactly as a config's are.
+pub(crate) use secret::{decode_fwknop_base64, shell_quote};
+pub(crate) use values::date_to_unix;
 
 use std::path::{Path, PathBuf};
 
