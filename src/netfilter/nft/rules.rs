@@ -70,8 +70,9 @@ fn nfproto(m: &mut MsgBuf, fam: u8) {
     m.e_cmp(NFT_REG_1, NFT_CMP_EQ, &[fam]);
 }
 
-/// The destination port the gate looks at: the packet's (`th dport`) on input, the
-/// conntrack original one (`ct original proto-dst`, the published port before DNAT) on forward.
+/// The destination port the gate looks at: the packet's (`th dport`), or the conntrack
+/// original one (`ct original proto-dst`: the port the client connected to, before DNAT or
+/// REDIRECT).
 #[derive(Clone, Copy)]
 enum Dport {
     Th,
@@ -155,6 +156,17 @@ fn rate_key_text(fam: &Fam, spec: &RulesetSpec) -> String {
     }
 }
 
+/// `ct status dnat ct state ! established,related` + the gate on the original port: a flow
+/// whose destination was NATed (DNAT, REDIRECT) is judged by the port the client asked for.
+fn gate_nated(m: &mut MsgBuf, fam: &Fam) {
+    m.e_ct(NFT_CT_STATUS, None, NFT_REG_1);
+    m.e_bitwise_and(NFT_REG_1, IPS_DST_NAT);
+    m.e_cmp(NFT_REG_1, NFT_CMP_NEQ, &0u32.to_ne_bytes());
+    ct_not_established(m);
+    nfproto(m, fam.nfproto);
+    gate(m, fam, Dport::CtOriginal);
+}
+
 /// udp lengths (header included) a knock may have.
 fn knock_udp_len(spec: &RulesetSpec) -> (u16, Option<(u16, u16)>) {
     let native = spec.native_len.saturating_add(UDP_HDR);
@@ -220,6 +232,7 @@ pub(super) fn add_all(nft: &mut Nft, spec: &RulesetSpec) {
         }
     });
     if spec.gate_input {
+        // The port the packet carries: every flow, NATed, untracked or not.
         for fam in &FAMS {
             nft.add_rule(TABLE, CHAIN_INPUT, |m| {
                 ct_not_established(m);
@@ -227,17 +240,16 @@ pub(super) fn add_all(nft: &mut Nft, spec: &RulesetSpec) {
                 gate(m, fam, Dport::Th);
             });
         }
+        // The port the client connected to, for flows the host NATed to itself: the input
+        // hook sees the port after NAT, so `redirect to :2223` of a protected tcp/22 would
+        // otherwise reach the service behind it ungated.
+        for fam in &FAMS {
+            nft.add_rule(TABLE, CHAIN_INPUT, |m| gate_nated(m, fam));
+        }
     }
     if spec.gate_forward {
         for fam in &FAMS {
-            nft.add_rule(TABLE, CHAIN_FORWARD, |m| {
-                m.e_ct(NFT_CT_STATUS, None, NFT_REG_1);
-                m.e_bitwise_and(NFT_REG_1, IPS_DST_NAT);
-                m.e_cmp(NFT_REG_1, NFT_CMP_NEQ, &0u32.to_ne_bytes());
-                ct_not_established(m);
-                nfproto(m, fam.nfproto);
-                gate(m, fam, Dport::CtOriginal);
-            });
+            nft.add_rule(TABLE, CHAIN_FORWARD, |m| gate_nated(m, fam));
         }
     }
 }
@@ -247,6 +259,13 @@ fn gate_text(fam: &Fam, dport: Dport) -> String {
     format!(
         "meta l4proto . {d} @{SET_PROTECTED} {} . meta l4proto . {d} != @{} drop",
         fam.saddr, fam.allow
+    )
+}
+
+fn gate_nated_text(fam: &Fam) -> String {
+    format!(
+        "ct status dnat ct state ! established,related {}",
+        gate_text(fam, Dport::CtOriginal)
     )
 }
 
@@ -331,16 +350,15 @@ pub fn render(spec: &RulesetSpec) -> String {
                 gate_text(fam, Dport::Th)
             );
         }
+        for fam in &FAMS {
+            let _ = writeln!(s, "\t\t{}", gate_nated_text(fam));
+        }
     }
     let _ = writeln!(s, "\t}}");
     if spec.gate_forward {
         let _ = writeln!(s, "\n\tchain {CHAIN_FORWARD} {{\n\t\ttype filter hook forward priority filter - 10; policy accept;");
         for fam in &FAMS {
-            let _ = writeln!(
-                s,
-                "\t\tct status dnat ct state ! established,related {}",
-                gate_text(fam, Dport::CtOriginal)
-            );
+            let _ = writeln!(s, "\t\t{}", gate_nated_text(fam));
         }
         let _ = writeln!(s, "\t}}");
     }

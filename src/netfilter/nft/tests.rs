@@ -199,6 +199,22 @@ fn render_follows_the_spec() {
         "{other}"
     );
     assert!(other.contains("ip6 saddr & ffff:ffff:ffff:ff80:: != @knock_rate_v6 drop"));
+    // Issue item 11: the input gate judges a flow the host NATed to itself (REDIRECT) by the
+    // port the client connected to as well, also without the forward gate.
+    let no_forward = render(&RulesetSpec {
+        gate_forward: false,
+        ..RulesetSpec::default()
+    });
+    let input = no_forward.split("chain gate_input").nth(1).unwrap();
+    for saddr in ["ip saddr", "ip6 saddr"] {
+        assert!(
+            input.contains(&format!("\t\tct status dnat ct state ! established,related meta l4proto . ct original proto-dst @protected {saddr} . meta l4proto . ct original proto-dst != @allow_v")),
+            "{no_forward}"
+        );
+        assert!(input.contains(&format!(
+            "th dport @protected {saddr} . meta l4proto . th dport != @allow_v"
+        )));
+    }
     let whole = render(&RulesetSpec {
         rate_limit_v6_prefix: 128,
         ..RulesetSpec::default()
