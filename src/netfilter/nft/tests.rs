@@ -713,7 +713,8 @@ fn passed(ns: &Netns) -> std::collections::HashMap<String, u64> {
 /// Issue item 7: when a knock rate set is full, a source that has no element in it is dropped
 /// (fail closed), not let through unlimited. The kernel's `nft_dynset_eval` cannot add the
 /// element, so the dynset expression breaks and the rate rule does not match; the rule after
-/// it drops every source the set does not hold.
+/// it drops every source the set does not hold. Elements expire, so a full set drains and the
+/// new source gets its turn.
 #[test]
 fn full_knock_rate_set_drops_new_sources_instead_of_letting_them_through() {
     let Some(ns) = Netns::new() else { return };
@@ -722,8 +723,8 @@ fn full_knock_rate_set_drops_new_sources_instead_of_letting_them_through() {
     let v6 = ["fd99:0:0:1::2", "fd99:0:0:2::2", "fd99:0:0:3::2"];
     knock_lab(&ns, &[&v4[..], &v6[..]].concat());
     ns.run(|| Nft::open().unwrap().install(&compat_spec(), &[]).unwrap());
-    // Shrink the installed sets to 2 elements (the kernel applies a new `size` to an existing
-    // set of the same type and flags).
+    // Shrink the installed sets to 2 elements with a 2 s timeout (the kernel applies a new
+    // `size` and `timeout` to an existing set of the same type and flags).
     for (set, ty) in [
         (SET_KNOCK_RATE_V4, "ipv4_addr"),
         (SET_KNOCK_RATE_V6, "ipv6_addr"),
@@ -734,11 +735,11 @@ fn full_knock_rate_set_drops_new_sources_instead_of_letting_them_through() {
             "inet",
             "nfknock",
             set,
-            &format!("{{ type {ty}; size 2; flags dynamic,timeout; timeout 1m; }}"),
+            &format!("{{ type {ty}; size 2; flags dynamic,timeout; timeout 2s; }}"),
         ]);
         let listed = ns.nft(&["list", "set", "inet", "nfknock", set]);
         assert!(
-            listed.contains("size 2"),
+            listed.contains("size 2") && listed.contains("timeout 2s"),
             "the test needs tiny sets:\n{listed}"
         );
     }
@@ -758,6 +759,28 @@ fn full_knock_rate_set_drops_new_sources_instead_of_letting_them_through() {
             "a source the full rate set cannot hold went through unlimited: {got:?}\n{listed}"
         );
     }
+    // Once the elements expire (2 s) and the set's garbage collector frees them, the third
+    // source is metered and passes like the others.
+    let t = std::time::Instant::now();
+    while [SET_KNOCK_RATE_V4, SET_KNOCK_RATE_V6].iter().any(|set| {
+        ns.nft(&["list", "set", "inet", "nfknock", set])
+            .contains("elements")
+    }) {
+        assert!(t.elapsed().as_secs() < 15, "the full sets never drained");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // A listing already hides expired elements; they count against `size` until the garbage
+    // collector (every second by default, `nft_set_gc_interval`) frees them.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    for src in [v4[2], v6[2]] {
+        send_knocks(&ns, src, 3);
+    }
+    let got = passed(&ns);
+    assert_eq!(
+        (got[v4[2]], got[v6[2]]),
+        (3, 3),
+        "the full set did not drain: {got:?}"
+    );
 }
 
 /// Issue item 7: IPv6 sources are metered per /64 (`rate_limit_v6_prefix`, default 64), so a
