@@ -156,6 +156,8 @@ pub fn ruleset_spec(config: &Config, backend: QueueBackend) -> RulesetSpec {
             .iter()
             .any(|c| matches!(c.credential, config::Credential::Fwknop(_))),
         rate_limit: config.server.rate_limit,
+        rate_limit_v4_prefix: config.server.rate_limit_v4_prefix,
+        rate_limit_v6_prefix: config.server.rate_limit_v6_prefix,
         gate_input: true,
         gate_forward: config.server.gate_forward,
     }

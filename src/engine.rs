@@ -510,6 +510,8 @@ mod tests {
                 manage_ruleset: true,
                 gate_forward: true,
                 rate_limit: 20,
+                rate_limit_v4_prefix: 32,
+                rate_limit_v6_prefix: 64,
             },
             clients,
         })

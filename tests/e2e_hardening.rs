@@ -673,6 +673,27 @@ fn add_flood_sources(lab: &Lab, n: u8) -> Vec<IpAddr> {
     addrs
 }
 
+/// Extra IPv6 flood sources on the client's veth, all in the lab's fd77::/64:
+/// fd77::100 … fd77::(100+n-1) (hex).
+fn add_flood_sources_v6(lab: &Lab, n: u16) -> Vec<IpAddr> {
+    let batch = lab.path("addrs6.batch");
+    let addrs: Vec<IpAddr> = (0..n)
+        .map(|i| format!("fd77::{:x}", 0x100 + i).parse().unwrap())
+        .collect();
+    let text: String = addrs
+        .iter()
+        .map(|a| format!("addr add {a}/64 dev to-srv nodad\n"))
+        .collect();
+    std::fs::write(&batch, text).unwrap();
+    let out = lab.run(&lab.cli, &["ip", "-batch", batch.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    addrs
+}
+
 #[derive(Debug, Default)]
 struct FloodReport {
     sent: u64,
@@ -701,7 +722,8 @@ fn flood(
     }
     thread::spawn(move || {
         in_ns(&cli, move || {
-            let to = sock(SRV4, KNOCK_PORT);
+            let srv = if sources[0].is_ipv6() { SRV6 } else { SRV4 };
+            let to = sock(srv, KNOCK_PORT);
             let socks: Vec<UdpSocket> = sources
                 .iter()
                 .map(|a| {
@@ -926,6 +948,68 @@ fn per_source_rate_limit_drops_a_single_source_flood_before_the_queue() {
     assert!(
         wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(),
         "{}",
+        lab.log()
+    );
+}
+
+/// Issue item 7: IPv6 knocks are rate limited per /64 (`rate_limit_v6_prefix = 64`), so a
+/// host flooding from 20 addresses of its /64 gets one budget (burst 40, then 20/s) to the
+/// queue, not 20 of them; the /64 is one element of `knock_rate_v6`; and a client in another
+/// /64 knocks and connects while the flood goes on.
+#[test]
+fn ipv6_flood_from_many_addresses_of_one_slash_64_shares_one_rate_limit() {
+    let (lab, key) = started(5);
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let sources = add_flood_sources_v6(&lab, 20);
+    let q0 = queue_stats(&lab, 3);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooder = flood(
+        &lab,
+        sources,
+        u64::MAX,
+        Duration::from_secs(20),
+        stop.clone(),
+    );
+    thread::sleep(Duration::from_millis(300));
+    // A client of another /64 (the stranger's fd78::/64) knocks during the flood.
+    lab.knock(
+        &lab.oth,
+        SRV_OTH6,
+        &["--key-file", key.to_str().unwrap(), "--access", "tcp/2222"],
+    );
+    let opened = wait_until(OPEN_WITHIN, || {
+        tcp_open(
+            &lab.oth,
+            sock(SRV_OTH6, HOST_PORT),
+            Duration::from_millis(300),
+        )
+    });
+    thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    let f = flooder.join().unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let queued = queue_stats(&lab, 3).queued_total - q0.queued_total;
+    // One budget for the whole /64, plus the one knock from fd78::/64.
+    let allowed =
+        40 + (20.0 * (f.took + Duration::from_millis(300)).as_secs_f64()).ceil() as u64 + 1;
+    let rate = nft_out(&lab, &["list", "set", "inet", "nfknock", "knock_rate_v6"]);
+    eprintln!(
+        "FIGURE v6 /64 flood: {} packets from 20 addresses in {:?}, {queued} reached the queue (limit allows ≤ {allowed})",
+        f.sent, f.took
+    );
+    assert!(f.sent >= 19_000, "the flood did not flood: {f:?}");
+    assert!(
+        queued <= allowed,
+        "{queued} of {} packets from one /64 reached the queue (one /64 budget allows {allowed}):\n{rate}",
+        f.sent
+    );
+    assert!(
+        rate.contains("fd77:: limit rate") && !rate.contains("fd77::1"),
+        "the /64 must be one element, keyed by its network address:\n{rate}"
+    );
+    assert!(
+        opened.is_some(),
+        "a knock from another /64 did not open the port during the flood:\n{}",
         lab.log()
     );
 }

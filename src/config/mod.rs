@@ -35,6 +35,11 @@ pub const DEFAULT_MAX_AGE: u64 = 120;
 pub const DEFAULT_TIMEOUT: u32 = 30;
 pub const DEFAULT_MAX_TIMEOUT: u32 = 3600;
 pub const DEFAULT_RATE_LIMIT: u32 = 20;
+/// The knock rate limit meters an IPv4 source per address...
+pub const DEFAULT_RATE_LIMIT_V4_PREFIX: u8 = 32;
+/// ... and an IPv6 source per /64: one host commonly holds a whole /64, so per-address
+/// buckets would give it 2^64 of them.
+pub const DEFAULT_RATE_LIMIT_V6_PREFIX: u8 = 64;
 
 /// The validated server configuration.
 #[derive(Debug, Clone)]
@@ -62,6 +67,10 @@ pub struct Server {
     pub gate_forward: bool,
     /// Per-source knock rate limit in the kernel, packets per second (burst = 2×).
     pub rate_limit: u32,
+    /// The rate limit's "source": an IPv4 address masked to this prefix length (1..=32).
+    pub rate_limit_v4_prefix: u8,
+    /// The rate limit's "source": an IPv6 address masked to this prefix length (1..=128).
+    pub rate_limit_v6_prefix: u8,
 }
 
 #[derive(Debug, Clone)]
@@ -221,6 +230,12 @@ pub fn warnings(config: &Config) -> Vec<String> {
             "[server] rate_limit = 0: knocks are not rate limited in the kernel, a flood reaches the daemon; set e.g. `rate_limit = 20`"
                 .to_string(),
         );
+    }
+    if s.rate_limit > 0 && s.rate_limit_v6_prefix > DEFAULT_RATE_LIMIT_V6_PREFIX {
+        out.push(format!(
+            "[server] rate_limit_v6_prefix = {}: a host holding a /64 gets a knock budget per address, and can fill the rate set so that knocks from new sources are dropped; use `rate_limit_v6_prefix = {DEFAULT_RATE_LIMIT_V6_PREFIX}`",
+            s.rate_limit_v6_prefix
+        ));
     }
     if let Some(a) = s
         .protect

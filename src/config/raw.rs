@@ -288,6 +288,8 @@ pub(crate) struct RawServer {
     pub(crate) manage_ruleset: Option<bool>,
     pub(crate) gate_forward: Option<bool>,
     pub(crate) rate_limit: Option<Spanned<i64>>,
+    pub(crate) rate_limit_v4_prefix: Option<Spanned<i64>>,
+    pub(crate) rate_limit_v6_prefix: Option<Spanned<i64>>,
 }
 
 /// `[[client]]`. `fwknop` is taken out before deserializing (see [`Shape::nested`]); the field

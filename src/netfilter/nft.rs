@@ -42,7 +42,8 @@ pub const PRIORITY_KNOCK: i32 = -300;
 pub const PRIORITY_GATE: i32 = -10;
 /// Lifetime of a source's entry in the knock rate sets (`timeout 60s`).
 pub const KNOCK_RATE_TIMEOUT_MS: u64 = 60_000;
-/// Size of each knock rate set: at most this many sources are tracked at once.
+/// Size of each knock rate set: at most this many sources are tracked at once. While a set is
+/// full, knocks from a source it does not hold are dropped (fail closed) until elements expire.
 pub const KNOCK_RATE_SIZE: u32 = 65_535;
 /// UDP header length: `udp length` counts it, the knock lengths below do not.
 const UDP_HDR: u16 = 8;
@@ -82,6 +83,11 @@ pub struct RulesetSpec {
     pub fwknop: bool,
     /// Per-source knock rate, packets per second (burst 2×); 0 = no limit.
     pub rate_limit: u32,
+    /// What one "source" of the rate limit is: the IPv4 source address masked to this prefix
+    /// length (32 = each address)...
+    pub rate_limit_v4_prefix: u8,
+    /// ... and the IPv6 source address masked to this one (64 = each /64).
+    pub rate_limit_v6_prefix: u8,
     /// Gate protected ports in the input hook (host services). `false` only for
     /// `nfknock serve --dry-run` without `--with-gate`: the `gate_input` chain then holds just
     /// the knock → queue rule, so a dry run closes nothing that was open.
@@ -92,7 +98,8 @@ pub struct RulesetSpec {
 
 impl Default for RulesetSpec {
     /// The defaults of the shipped `nft/nfknock.nft`: port 62201, queue 0, protect tcp/22,
-    /// native knocks of 128 bytes, fwknop lengths on, 20 knocks/s per source, forward gate on.
+    /// native knocks of 128 bytes, fwknop lengths on, 20 knocks/s per IPv4 address and per IPv6
+    /// /64, forward gate on.
     fn default() -> RulesetSpec {
         RulesetSpec {
             knock_port: 62201,
@@ -105,6 +112,8 @@ impl Default for RulesetSpec {
             native_len: 128,
             fwknop: true,
             rate_limit: 20,
+            rate_limit_v4_prefix: crate::config::DEFAULT_RATE_LIMIT_V4_PREFIX,
+            rate_limit_v6_prefix: crate::config::DEFAULT_RATE_LIMIT_V6_PREFIX,
             gate_input: true,
             gate_forward: true,
         }

@@ -244,6 +244,78 @@ fn dnat_published_container_port_is_gated_the_same_way() {
     assert!(closes(&lab.cli, published, Duration::from_secs(5)));
 }
 
+/// Issue item 11: the host REDIRECTs the protected port to a local service on another port
+/// (`tcp dport 2222 redirect to :2223`). The gate judges the port the client connected to
+/// (conntrack's original destination), not the port after NAT: strangers stay out over IPv4
+/// and IPv6, a knocked client gets in, and the grant's expiry closes it again. The other way
+/// round (an unprotected port 2224 redirected to the protected 2222) stays gated too.
+#[test]
+fn redirected_protected_port_is_gated_by_the_port_the_client_connected_to() {
+    let (lab, key) = started(2);
+    let behind = HOST_PORT + 1;
+    let front = HOST_PORT + 2;
+    let nat = format!(
+        "table inet labredirect {{\n chain pre {{ type nat hook prerouting priority dstnat; \
+         tcp dport {HOST_PORT} redirect to :{behind}; tcp dport {front} redirect to :{HOST_PORT}; }}\n}}\n"
+    );
+    let nat_file = lab.path("redirect.nft");
+    std::fs::write(&nat_file, nat).unwrap();
+    let out = lab.run(&lab.srv, &["nft", "-f", nat_file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _svc = echo_server(&lab.srv, sock("::", behind));
+    let _gated = echo_server(&lab.srv, sock("::", HOST_PORT));
+    for (who, ns, to) in [
+        ("a stranger", &lab.oth, sock(SRV_OTH4, HOST_PORT)),
+        ("a stranger", &lab.oth, sock(SRV_OTH6, HOST_PORT)),
+        ("a stranger", &lab.oth, sock(SRV_OTH4, front)),
+        (
+            "the client before its knock",
+            &lab.cli,
+            sock(SRV4, HOST_PORT),
+        ),
+        (
+            "the client before its knock",
+            &lab.cli,
+            sock(SRV6, HOST_PORT),
+        ),
+    ] {
+        assert!(
+            !tcp_open(ns, to, CLOSED_WITHIN),
+            "{who} reached the redirected protected port {to}"
+        );
+    }
+    // The service behind the redirect answers on its own port: the closed port is the gate.
+    assert!(tcp_open(&lab.oth, sock(SRV_OTH4, behind), OPEN_WITHIN));
+
+    knock_host(&lab, &key, &[]);
+    assert!(opens(&lab.cli, sock(SRV4, HOST_PORT)), "{}", lab.log());
+    assert!(opens(&lab.cli, sock(SRV4, front)), "{}", lab.log());
+    lab.knock(
+        &lab.cli,
+        SRV6,
+        &["--key-file", key.to_str().unwrap(), "--access", "tcp/2222"],
+    );
+    assert!(opens(&lab.cli, sock(SRV6, HOST_PORT)), "{}", lab.log());
+    assert!(
+        !tcp_open(&lab.oth, sock(SRV_OTH4, HOST_PORT), CLOSED_WITHIN),
+        "the client's knock opened the redirected port for a stranger"
+    );
+    assert!(closes(
+        &lab.cli,
+        sock(SRV4, HOST_PORT),
+        Duration::from_secs(5)
+    ));
+    assert!(closes(
+        &lab.cli,
+        sock(SRV6, HOST_PORT),
+        Duration::from_secs(5)
+    ));
+}
+
 /// A knock — valid or not, daemon up or down — gets no answer of any kind (no UDP, no ICMP).
 #[test]
 fn knocks_get_no_reply_of_any_kind() {

@@ -285,12 +285,19 @@ impl MsgBuf {
 
     /// `reg = (reg & mask) ^ 0` over 4 bytes (host order: ct state/status are host-endian u32).
     pub fn e_bitwise_and(&mut self, reg: u32, mask: u32) {
+        self.e_bitwise_mask(reg, &mask.to_ne_bytes());
+    }
+
+    /// `reg = (reg & mask) ^ 0` over `mask.len()` bytes (at most 16, one 128-bit register),
+    /// e.g. an address prefix: `ip6 saddr & ffff:ffff:ffff:ffff::`.
+    pub fn e_bitwise_mask(&mut self, reg: u32, mask: &[u8]) {
+        let mask = mask.get(..16).unwrap_or(mask);
         let e = self.expr("bitwise");
         self.attr_u32(1, reg); // NFTA_BITWISE_SREG
         self.attr_u32(2, reg); // NFTA_BITWISE_DREG
-        self.attr_u32(3, 4); // NFTA_BITWISE_LEN
-        self.data_value(4, &mask.to_ne_bytes()); // NFTA_BITWISE_MASK
-        self.data_value(5, &0u32.to_ne_bytes()); // NFTA_BITWISE_XOR
+        self.attr_u32(3, mask.len() as u32); // NFTA_BITWISE_LEN
+        self.data_value(4, mask); // NFTA_BITWISE_MASK
+        self.data_value(5, &[0u8; 16][..mask.len()]); // NFTA_BITWISE_XOR
         self.expr_end(e);
     }
 
