@@ -375,11 +375,13 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
             if control.take_reload() {
                 self.reload();
             }
-            if ready[0] {
-                self.drain_queue()?;
-            }
+            // A ruleset repair before packets: the gate may be open (or knocks unheard) until
+            // it is done, and a turn of packets can wait for it.
             if ready[1] {
                 self.check_ruleset();
+            }
+            if ready[0] {
+                self.drain_queue()?;
             }
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
