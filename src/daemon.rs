@@ -91,6 +91,8 @@ pub trait Kernel {
     fn install(&mut self, spec: &RulesetSpec, restore: &[Element]) -> Result<(), NftError>;
     /// Add or refresh grants (one batch).
     fn upsert(&mut self, elems: &[Element]) -> Result<(), NftError>;
+    /// Remove grants (a revocation); grants already gone are no error.
+    fn delete(&mut self, elems: &[Element]) -> Result<(), NftError>;
     /// Do grants really reach the kernel? (Not in a dry run: nothing to restore after a flush.)
     fn writes_grants(&self) -> bool {
         true
@@ -104,6 +106,10 @@ impl Kernel for Nft {
 
     fn upsert(&mut self, elems: &[Element]) -> Result<(), NftError> {
         Nft::upsert(self, elems)
+    }
+
+    fn delete(&mut self, elems: &[Element]) -> Result<(), NftError> {
+        Nft::delete(self, elems)
     }
 }
 
@@ -120,6 +126,13 @@ impl<K: Kernel> Kernel for DryRun<K> {
     fn upsert(&mut self, elems: &[Element]) -> Result<(), NftError> {
         for e in elems {
             info!(addr = %e.addr, access = %e.access, timeout_ms = e.timeout_ms, "dry run: would add grant");
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, elems: &[Element]) -> Result<(), NftError> {
+        for e in elems {
+            info!(addr = %e.addr, access = %e.access, "dry run: would revoke grant");
         }
         Ok(())
     }
@@ -468,18 +481,25 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
             }
         }
         let mut elems = Vec::new();
+        // The client each element was granted to, for revocation on reload.
+        let mut owners = Vec::new();
         let config = self.engine.config().clone();
         for (_, src, o) in outcomes {
             let client = o.client.map(|i| config.clients[i].name.as_str());
             let src = SrcDisplay(*src);
             match &o.decision {
                 Decision::Grant(g) => {
+                    let owner = o
+                        .client
+                        .and_then(|i| u32::try_from(i).ok())
+                        .unwrap_or(NO_OWNER);
                     for a in &g.access {
                         elems.push(Element {
                             addr: g.addr,
                             access: *a,
                             timeout_ms: u64::from(g.ttl) * 1000,
                         });
+                        owners.push(owner);
                     }
                     info!(
                         client = client.unwrap_or("?"),
@@ -500,12 +520,12 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
         match self.kernel.upsert(&elems) {
             // A dry run wrote nothing, so there is nothing to restore after a flush.
             Ok(()) if !self.kernel.writes_grants() => {}
-            Ok(()) => self.live.record(&elems),
+            Ok(()) => self.live.record(&elems, &owners),
             Err(e) => {
                 error!("{e}; re-installing the table");
                 self.reinstall();
                 match self.kernel.upsert(&elems) {
-                    Ok(()) => self.live.record(&elems),
+                    Ok(()) => self.live.record(&elems, &owners),
                     Err(e) => error!("grants lost: {e}"),
                 }
             }
@@ -582,29 +602,164 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
                     queue: self.spec.queue,
                     ..spec
                 };
+                // Each live grant is judged against the new config: kept under its client's
+                // new index, or revoked (unless `revoke_on_reload = false`) with the reason.
+                let now = unix_now();
+                let index: HashMap<&str, usize> = new
+                    .clients
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.name.as_str(), i))
+                    .collect();
+                let judge = |addr: IpAddr, access: Access, owner: u32| {
+                    let was = (owner != NO_OWNER)
+                        .then(|| old.clients.get(owner as usize))
+                        .flatten();
+                    let now_at = was.and_then(|c| index.get(c.name.as_str()).copied());
+                    if new.server.revoke_on_reload {
+                        let is = now_at.and_then(|i| new.clients.get(i));
+                        if let Some(why) = revocation(was, is, addr, access, now) {
+                            return Err(why);
+                        }
+                    }
+                    Ok(now_at
+                        .and_then(|i| u32::try_from(i).ok())
+                        .map_or(NO_OWNER, |i| i.min(NO_OWNER)))
+                };
                 if spec != self.spec && new.server.manage_ruleset {
-                    if let Err(e) = self.kernel.install(&spec, &[]) {
+                    // The grants the new config still authorises go in with the new gate, as
+                    // after a flush (the table may be gone right now).
+                    let restore = self
+                        .live
+                        .remaining_where(|a, acc, o| judge(a, acc, o).is_ok());
+                    if let Err(e) = self.kernel.install(&spec, &restore) {
                         error!("new config refused, cannot update the ruleset: {e}");
                         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
                         return;
                     }
                 }
+                let revoked = self.live.revise(judge);
+                self.revoke(&old, &revoked);
                 self.spec = spec;
-                info!(clients = new.clients.len(), "config reloaded");
+                info!(
+                    clients = new.clients.len(),
+                    revoked = revoked.len(),
+                    "config reloaded"
+                );
                 self.engine.reconfigure(Arc::new(new), unix_now());
                 release_freed_memory();
             }
         }
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     }
+
+    /// Take grants the reloaded config no longer authorises out of the kernel, and say so.
+    /// [`LiveGrants`] has forgotten them already, so a flush repair never restores them.
+    fn revoke(&mut self, old: &Config, revoked: &[(Element, u32, &'static str)]) {
+        if revoked.is_empty() {
+            return;
+        }
+        for (e, owner, why) in revoked {
+            let client = (*owner != NO_OWNER)
+                .then(|| old.clients.get(*owner as usize))
+                .flatten()
+                .map_or("?", |c| c.name.as_str());
+            warn!(client, addr = %e.addr, access = %e.access, reason = *why, "grant revoked by the new config");
+        }
+        let elems: Vec<Element> = revoked.iter().map(|r| r.0).collect();
+        if let Err(e) = self.kernel.delete(&elems) {
+            let longest = elems.iter().map(|e| e.timeout_ms).max().unwrap_or(0);
+            error!(
+                "cannot remove {} revoked grant(s) from the kernel: {e}; they stay open until they expire (within {}s): delete them by hand, e.g. `nft delete element {} {} {} {{ ADDR . tcp . PORT }}`",
+                elems.len(),
+                longest.div_ceil(1000),
+                crate::netfilter::nft::FAMILY,
+                crate::netfilter::nft::TABLE,
+                crate::netfilter::nft::SET_ALLOW_V4,
+            );
+        }
+    }
 }
 
-/// The grants this daemon wrote, with their deadlines, to re-create them if someone flushes the
-/// ruleset. Compact because it holds one entry per live grant (100 000 are a few MiB): IPv4
-/// grants pack into one `u64` key, deadlines are milliseconds since the daemon started.
+/// Why a live grant of `access` to `addr`, made for client `was` (`None`: a client no longer
+/// known), is not authorised by `is` — the client of the same name in the reloaded config, if
+/// any — at `now`; `None` if it still is. What a reload "narrows": the client is gone, its key
+/// changed (a rotated key must not leave the old key's grants open), it expired, the access left
+/// its `allow` or entered its `deny`, or — when the grant is for the knock's own source
+/// (`require_source_match`) — the address left its `sources`. Not judged: `destinations` and,
+/// without `require_source_match`, `sources` (the knock's addresses are not kept), and
+/// `protect` (a grant for a port no longer gated opens nothing).
+fn revocation(
+    was: Option<&config::Client>,
+    is: Option<&config::Client>,
+    addr: IpAddr,
+    access: Access,
+    now: u64,
+) -> Option<&'static str> {
+    let (Some(was), Some(is)) = (was, is) else {
+        return Some("client removed from the config");
+    };
+    if !same_credential(&was.credential, &is.credential) {
+        return Some("client key changed");
+    }
+    if is.expires_at.is_some_and(|t| now >= t) {
+        return Some("client expired");
+    }
+    if !is.allow.contains(&access) {
+        return Some("access no longer in the client's allow");
+    }
+    if is.deny.contains(&access) {
+        return Some("access now in the client's deny");
+    }
+    if is.require_source_match && !is.sources.iter().any(|n| n.contains(&addr)) {
+        return Some("address no longer in the client's sources");
+    }
+    None
+}
+
+/// Do two credentials accept the same knocks (same secret, same algorithms)?
+fn same_credential(a: &config::Credential, b: &config::Credential) -> bool {
+    use config::Credential::{Fwknop, Native};
+    match (a, b) {
+        (Native(a), Native(b)) => *a.enc == *b.enc && *a.hint == *b.hint,
+        (Fwknop(a), Fwknop(b)) => {
+            *a.key == *b.key
+                && a.hmac_key.as_deref() == b.hmac_key.as_deref()
+                && a.hmac_type == b.hmac_type
+                && a.mode == b.mode
+        }
+        _ => false,
+    }
+}
+
+/// Bits of a [`LiveGrants`] value that hold the index of the client the grant was made for;
+/// the other 40 hold its deadline in milliseconds (34 years of uptime).
+const OWNER_BITS: u32 = 24;
+/// The owner of a grant whose client is no longer in the config (kept by
+/// `revoke_on_reload = false`), or whose index does not fit [`OWNER_BITS`].
+const NO_OWNER: u32 = (1 << OWNER_BITS) - 1;
+const MAX_DEADLINE_MS: u64 = (1 << (64 - OWNER_BITS)) - 1;
+
+fn pack_live(deadline_ms: u64, owner: u32) -> u64 {
+    deadline_ms.min(MAX_DEADLINE_MS) << OWNER_BITS | u64::from(owner.min(NO_OWNER))
+}
+
+fn live_deadline(v: u64) -> u64 {
+    v >> OWNER_BITS
+}
+
+fn live_owner(v: u64) -> u32 {
+    (v & u64::from(NO_OWNER)) as u32
+}
+
+/// The grants this daemon wrote, with their deadlines and the client each was made for, to
+/// re-create them if someone flushes the ruleset and to revoke them when a reload no longer
+/// authorises them. Compact because it holds one entry per live grant (100 000 are a few MiB):
+/// IPv4 grants pack into one `u64` key, and every value is one `u64` holding the deadline
+/// (milliseconds since the daemon started) and the client's index ([`pack_live`]).
 struct LiveGrants {
     base: Instant,
-    /// `addr << 24 | proto << 16 | port` → deadline.
+    /// `addr << 24 | proto << 16 | port` → `deadline << OWNER_BITS | client`.
     v4: HashMap<u64, u64>,
     v6: HashMap<(u128, u8, u16), u64>,
 }
@@ -622,19 +777,20 @@ impl LiveGrants {
         self.base.elapsed().as_millis() as u64
     }
 
-    fn record(&mut self, elems: &[Element]) {
+    /// Remember `elems`, each granted to the client of the same position in `owners`.
+    fn record(&mut self, elems: &[Element], owners: &[u32]) {
         let now = self.now_ms();
-        for e in elems {
-            let deadline = now.saturating_add(e.timeout_ms);
+        for (e, &owner) in elems.iter().zip(owners) {
+            let v = pack_live(now.saturating_add(e.timeout_ms), owner);
             let (proto, port) = (e.access.proto.number(), e.access.port);
             match e.addr {
                 IpAddr::V4(a) => {
                     let key =
                         u64::from(u32::from(a)) << 24 | u64::from(proto) << 16 | u64::from(port);
-                    self.v4.insert(key, deadline);
+                    self.v4.insert(key, v);
                 }
                 IpAddr::V6(a) => {
-                    self.v6.insert((u128::from(a), proto, port), deadline);
+                    self.v6.insert((u128::from(a), proto, port), v);
                 }
             }
         }
@@ -642,32 +798,93 @@ impl LiveGrants {
 
     fn forget_expired(&mut self) {
         let now = self.now_ms();
-        self.v4.retain(|_, d| *d > now);
-        self.v6.retain(|_, d| *d > now);
+        self.v4.retain(|_, v| live_deadline(*v) > now);
+        self.v6.retain(|_, v| live_deadline(*v) > now);
+    }
+
+    /// Every live grant: address, access, packed value.
+    fn entries(&self) -> impl Iterator<Item = (IpAddr, Option<Access>, u64)> + '_ {
+        let access = |proto: u8, port: u16| Some(Access::new(Proto::from_number(proto)?, port)?);
+        let v4 = self.v4.iter().map(move |(&k, &v)| {
+            let addr = IpAddr::V4(std::net::Ipv4Addr::from((k >> 24) as u32));
+            (addr, access((k >> 16) as u8, k as u16), v)
+        });
+        let v6 = self.v6.iter().map(move |(&(a, proto, port), &v)| {
+            (
+                IpAddr::V6(std::net::Ipv6Addr::from(a)),
+                access(proto, port),
+                v,
+            )
+        });
+        v4.chain(v6)
     }
 
     /// Every live grant with the time it has left.
     fn remaining(&self) -> Vec<Element> {
+        self.remaining_where(|_, _, _| true)
+    }
+
+    /// The live grants `keep(addr, access, client)` accepts, with the time they have left.
+    fn remaining_where(&self, mut keep: impl FnMut(IpAddr, Access, u32) -> bool) -> Vec<Element> {
         let now = self.now_ms();
-        let element = |addr: IpAddr, proto: u8, port: u16, deadline: u64| {
-            let access = Access {
-                proto: Proto::from_number(proto)?,
-                port,
-            };
-            (deadline > now).then(|| Element {
-                addr,
-                access,
-                timeout_ms: deadline - now,
+        self.entries()
+            .filter_map(|(addr, access, v)| {
+                let (access, deadline) = (access?, live_deadline(v));
+                (deadline > now && keep(addr, access, live_owner(v))).then_some(Element {
+                    addr,
+                    access,
+                    timeout_ms: deadline - now,
+                })
             })
+            .collect()
+    }
+
+    /// Ask `judge(addr, access, client)` about every live grant: `Ok(new client index)` keeps
+    /// it under that index, `Err(why)` forgets it. Returns the forgotten ones with the time
+    /// they had left, their client and `why`; expired grants are dropped silently.
+    fn revise<R>(
+        &mut self,
+        mut judge: impl FnMut(IpAddr, Access, u32) -> Result<u32, R>,
+    ) -> Vec<(Element, u32, R)> {
+        let now = self.now_ms();
+        let mut revoked = Vec::new();
+        let mut one = |addr: IpAddr, proto: u8, port: u16, v: &mut u64| -> bool {
+            let deadline = live_deadline(*v);
+            let Some(access) = Proto::from_number(proto).and_then(|p| Access::new(p, port)) else {
+                return false;
+            };
+            if deadline <= now {
+                return false;
+            }
+            let owner = live_owner(*v);
+            match judge(addr, access, owner) {
+                Ok(new_owner) => {
+                    *v = pack_live(deadline, new_owner);
+                    true
+                }
+                Err(why) => {
+                    let timeout_ms = deadline - now;
+                    revoked.push((
+                        Element {
+                            addr,
+                            access,
+                            timeout_ms,
+                        },
+                        owner,
+                        why,
+                    ));
+                    false
+                }
+            }
         };
-        let v4 = self.v4.iter().filter_map(|(&k, &d)| {
+        self.v4.retain(|&k, v| {
             let addr = IpAddr::V4(std::net::Ipv4Addr::from((k >> 24) as u32));
-            element(addr, (k >> 16) as u8, k as u16, d)
+            one(addr, (k >> 16) as u8, k as u16, v)
         });
-        let v6 = self.v6.iter().filter_map(|(&(a, proto, port), &d)| {
-            element(IpAddr::V6(std::net::Ipv6Addr::from(a)), proto, port, d)
+        self.v6.retain(|&(a, proto, port), v| {
+            one(IpAddr::V6(std::net::Ipv6Addr::from(a)), proto, port, v)
         });
-        v4.chain(v6).collect()
+        revoked
     }
 }
 
@@ -958,6 +1175,7 @@ mod tests {
     struct Recorder {
         installs: Arc<Mutex<Vec<Install>>>,
         grants: Arc<Mutex<Vec<Element>>>,
+        deleted: Arc<Mutex<Vec<Element>>>,
     }
 
     impl Kernel for Recorder {
@@ -970,6 +1188,10 @@ mod tests {
         }
         fn upsert(&mut self, elems: &[Element]) -> Result<(), NftError> {
             self.grants.lock().unwrap().extend_from_slice(elems);
+            Ok(())
+        }
+        fn delete(&mut self, elems: &[Element]) -> Result<(), NftError> {
+            self.deleted.lock().unwrap().extend_from_slice(elems);
             Ok(())
         }
     }
@@ -990,6 +1212,8 @@ mod tests {
 
     struct Harness {
         dir: tempfile::TempDir,
+        /// alice's secret, as in the config.
+        secret: String,
         key: NativeKey,
         script: Script,
         kernel: Recorder,
@@ -999,22 +1223,34 @@ mod tests {
     }
 
     fn write_config(dir: &Path, secret: &str, allow: &str) -> PathBuf {
+        write_clients(dir, "", &[("alice", secret, allow)])
+    }
+
+    /// A config of `(name, secret, allow)` clients, `server` lines added to `[server]`.
+    fn write_clients(dir: &Path, server: &str, clients: &[(&str, &str, &str)]) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
         let path = dir.join("nfknock.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "[server]\nstate_dir = \"{}\"\n\n[[client]]\nname = \"alice\"\nkey = \"{secret}\"\nallow = [{allow}]\n",
-                dir.join("state").display()
-            ),
-        )
-        .unwrap();
+        let mut text = format!(
+            "[server]\nstate_dir = \"{}\"\n{server}\n",
+            dir.join("state").display()
+        );
+        for (name, secret, allow) in clients {
+            text.push_str(&format!(
+                "\n[[client]]\nname = \"{name}\"\nkey = \"{secret}\"\nallow = [{allow}]\n"
+            ));
+        }
+        std::fs::write(&path, text).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         path
     }
 
     fn start() -> Harness {
-        start_with(|script, ring| ScriptedQueue {
+        start_allowing("\"tcp/22\"")
+    }
+
+    /// alice may open `allow`.
+    fn start_allowing(allow: &str) -> Harness {
+        start_with(allow, |script, ring| ScriptedQueue {
             script,
             ring,
             next_id: 0,
@@ -1024,12 +1260,13 @@ mod tests {
     /// A daemon reading packets from the queue `make` builds out of the script and the
     /// readable end of its bell.
     fn start_with<Q: PacketSource + Send + 'static>(
+        allow: &str,
         make: impl FnOnce(Script, UnixStream) -> Q,
     ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let secret = crate::crypto::generate_secret_base64(&mut OsRng);
         let key = NativeKey::from_base64(&secret).unwrap();
-        let path = write_config(dir.path(), &secret, "\"tcp/22\"");
+        let path = write_config(dir.path(), &secret, allow);
         let config = Arc::new(load_config(&path).unwrap());
         let now = unix_now();
         let (journal, cache, _) = ReplayJournal::open(&config.server.state_dir, now).unwrap();
@@ -1061,6 +1298,7 @@ mod tests {
         let thread = std::thread::spawn(move || d.run(&control));
         Harness {
             dir,
+            secret: secret.to_string(),
             key,
             script,
             kernel,
@@ -1153,11 +1391,14 @@ mod tests {
             access: access.parse().unwrap(),
             timeout_ms,
         };
-        live.record(&[
-            e("192.0.2.7", "tcp/22", 60_000),
-            e("2001:db8::7", "udp/65535", 60_000),
-            e("198.51.100.1", "tcp/1", 0),
-        ]);
+        live.record(
+            &[
+                e("192.0.2.7", "tcp/22", 60_000),
+                e("2001:db8::7", "udp/65535", 60_000),
+                e("198.51.100.1", "tcp/1", 0),
+            ],
+            &[0, 1, 2],
+        );
         let mut back = live.remaining();
         back.sort_by_key(|g| g.addr);
         assert_eq!(back.len(), 2, "{back:?}");
@@ -1250,7 +1491,7 @@ mod tests {
         use crate::crypto::Rng;
         let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let count = received.clone();
-        let h = start_with(move |script, ring| {
+        let h = start_with("\"tcp/22\"", move |script, ring| {
             // Rung once and never read: the descriptor stays readable, as under a flood.
             let _ = (&*script.bell).write(&[1]);
             let mut junk = vec![0u8; native::PACKET_LEN];
@@ -1296,5 +1537,243 @@ mod tests {
             .unwrap_or_else(|_| panic!("terminate not honoured within 1 s under a flood"));
         result.unwrap().unwrap();
         eprintln!("stopped {:?} after the request", asked.elapsed());
+    }
+
+    /// `(addr, access)` of grants, sorted: what a test compares.
+    fn keys(elems: &[Element]) -> Vec<(IpAddr, String)> {
+        let mut v: Vec<_> = elems
+            .iter()
+            .map(|e| (e.addr, e.access.to_string()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn src_grant(access: &str) -> (IpAddr, String) {
+        (SRC.parse().unwrap(), access.to_string())
+    }
+
+    /// Wait until the daemon has judged `n` packets in all.
+    fn judged(h: &Harness, n: u32) {
+        wait_for("the verdicts", || *h.script.dropped.lock().unwrap() >= n);
+    }
+
+    /// Issue "security", item 10: a reload that removes a client revokes its live grants at
+    /// once, and a later flush repair does not bring them back.
+    #[test]
+    fn a_reload_that_removes_a_client_revokes_its_grants_and_a_flush_does_not_restore_them() {
+        let h = start();
+        h.script.push(knock(&h, "tcp/22"));
+        wait_for("the grant", || h.kernel.grants.lock().unwrap().len() == 1);
+
+        // alice leaves; carol (another key, same allow) stays: the gate itself is unchanged.
+        let carol = crate::crypto::generate_secret_base64(&mut OsRng);
+        write_clients(h.dir.path(), "", &[("carol", &carol, "\"tcp/22\"")]);
+        h.handle.reload();
+        wait_for("the revocation", || {
+            !h.kernel.deleted.lock().unwrap().is_empty()
+        });
+        assert_eq!(
+            keys(&h.kernel.deleted.lock().unwrap()),
+            [src_grant("tcp/22")]
+        );
+        assert!(
+            h.kernel.installs.lock().unwrap().is_empty(),
+            "the gate did not change: no re-install"
+        );
+
+        // Someone flushes the ruleset: the table comes back without the revoked grant.
+        (&h.flush).write_all(&[1]).unwrap();
+        wait_for("the re-install", || {
+            !h.kernel.installs.lock().unwrap().is_empty()
+        });
+        assert_eq!(keys(&h.kernel.installs.lock().unwrap()[0].1), []);
+
+        // alice's knocks are refused from now on.
+        h.script.push(knock(&h, "tcp/22"));
+        judged(&h, 2);
+        assert_eq!(h.kernel.grants.lock().unwrap().len(), 1);
+        h.handle.terminate();
+        h.thread.join().unwrap().unwrap();
+    }
+
+    /// A reload that narrows `allow` revokes the grants it no longer allows and keeps the
+    /// others — also through the re-install that the changed gate needs (that re-install used
+    /// to restore no grant at all), and through a later flush repair.
+    #[test]
+    fn a_reload_that_narrows_allow_revokes_only_what_it_no_longer_allows() {
+        let h = start_allowing("\"tcp/22\", \"tcp/443\"");
+        h.script.push(knock(&h, "tcp/22,tcp/443"));
+        wait_for("the grants", || h.kernel.grants.lock().unwrap().len() == 2);
+
+        write_config(h.dir.path(), &h.secret, "\"tcp/443\"");
+        h.handle.reload();
+        wait_for("the re-install", || {
+            !h.kernel.installs.lock().unwrap().is_empty()
+        });
+        let (spec, restore) = h.kernel.installs.lock().unwrap()[0].clone();
+        assert_eq!(spec.protect, vec!["tcp/443".parse().unwrap()]);
+        assert_eq!(keys(&restore), [src_grant("tcp/443")]);
+        wait_for("the revocation", || {
+            !h.kernel.deleted.lock().unwrap().is_empty()
+        });
+        assert_eq!(
+            keys(&h.kernel.deleted.lock().unwrap()),
+            [src_grant("tcp/22")]
+        );
+
+        (&h.flush).write_all(&[1]).unwrap();
+        wait_for("the repair", || {
+            h.kernel.installs.lock().unwrap().len() == 2
+        });
+        assert_eq!(
+            keys(&h.kernel.installs.lock().unwrap()[1].1),
+            [src_grant("tcp/443")]
+        );
+        h.handle.terminate();
+        h.thread.join().unwrap().unwrap();
+    }
+
+    /// `revoke_on_reload = false`: grants outlive their client's removal until they expire,
+    /// flush repairs included.
+    #[test]
+    fn revoke_on_reload_false_keeps_the_grants_of_a_removed_client() {
+        let h = start();
+        h.script.push(knock(&h, "tcp/22"));
+        wait_for("the grant", || h.kernel.grants.lock().unwrap().len() == 1);
+        let carol = crate::crypto::generate_secret_base64(&mut OsRng);
+        write_clients(
+            h.dir.path(),
+            "revoke_on_reload = false",
+            &[("carol", &carol, "\"tcp/22\"")],
+        );
+        h.handle.reload();
+        // alice is unknown once the reload is done: her next knock is refused.
+        h.script.push(knock(&h, "tcp/22"));
+        judged(&h, 2);
+        assert_eq!(h.kernel.grants.lock().unwrap().len(), 1, "reload not done");
+        assert!(h.kernel.deleted.lock().unwrap().is_empty());
+        (&h.flush).write_all(&[1]).unwrap();
+        wait_for("the repair", || {
+            !h.kernel.installs.lock().unwrap().is_empty()
+        });
+        assert_eq!(
+            keys(&h.kernel.installs.lock().unwrap()[0].1),
+            [src_grant("tcp/22")]
+        );
+        h.handle.terminate();
+        h.thread.join().unwrap().unwrap();
+    }
+
+    /// Each live grant remembers its client in the same `u64` as its deadline (the memory per
+    /// grant stays as it was); a revision re-numbers the kept ones and hands back the others
+    /// with their client and reason.
+    #[test]
+    fn live_grants_remember_their_client_and_a_revision_renumbers_or_revokes() {
+        let mut live = LiveGrants::new();
+        let _: &HashMap<u64, u64> = &live.v4;
+        let _: &HashMap<(u128, u8, u16), u64> = &live.v6;
+        let e = |addr: &str, access: &str| Element {
+            addr: addr.parse().unwrap(),
+            access: access.parse().unwrap(),
+            timeout_ms: 60_000,
+        };
+        live.record(
+            &[
+                e("192.0.2.7", "tcp/22"),
+                e("192.0.2.8", "tcp/22"),
+                e("2001:db8::7", "udp/53"),
+            ],
+            &[3, NO_OWNER + 5, 70_000],
+        );
+        let mut owners: Vec<(IpAddr, u32)> = Vec::new();
+        live.remaining_where(|a, _, o| {
+            owners.push((a, o));
+            true
+        });
+        owners.sort();
+        assert_eq!(
+            owners,
+            [
+                ("192.0.2.7".parse().unwrap(), 3),
+                ("192.0.2.8".parse().unwrap(), NO_OWNER),
+                ("2001:db8::7".parse().unwrap(), 70_000),
+            ]
+        );
+        let revoked = live.revise(|_, _, o| if o == 3 { Err("gone") } else { Ok(o + 1) });
+        assert_eq!(revoked.len(), 1);
+        let (g, owner, why) = revoked[0];
+        assert_eq!(
+            (g.addr, owner, why),
+            ("192.0.2.7".parse().unwrap(), 3, "gone")
+        );
+        assert!(g.timeout_ms > 59_000 && g.timeout_ms <= 60_000, "{g:?}");
+        let left = live.remaining();
+        assert_eq!(left.len(), 2);
+        assert!(left.iter().all(|g| g.timeout_ms > 59_000), "{left:?}");
+        let mut owners: Vec<u32> = Vec::new();
+        live.remaining_where(|_, _, o| {
+            owners.push(o);
+            true
+        });
+        owners.sort();
+        assert_eq!(owners, [70_001, NO_OWNER], "NO_OWNER saturates");
+        assert_eq!(pack_live(u64::MAX, u32::MAX), u64::MAX);
+    }
+
+    /// What a reload "narrows", one case at a time.
+    #[test]
+    fn revocation_covers_removal_key_expiry_allow_deny_and_sources() {
+        let base = crate::policy::tests::client();
+        let addr: IpAddr = "192.0.2.7".parse().unwrap();
+        let ssh: Access = "tcp/22".parse().unwrap();
+        let judge = |is: Option<&config::Client>, addr: IpAddr| {
+            revocation(Some(&base), is, addr, ssh, 1_000)
+        };
+        let mut c = base.clone();
+        assert_eq!(judge(Some(&c), addr), None, "unchanged: kept");
+        c.allow.push("tcp/443".parse().unwrap());
+        assert_eq!(judge(Some(&c), addr), None, "widened: kept");
+        assert_eq!(judge(None, addr), Some("client removed from the config"));
+        assert_eq!(
+            revocation(None, Some(&c), addr, ssh, 1_000),
+            Some("client removed from the config")
+        );
+        let mut k = base.clone();
+        k.credential = config::Credential::Native(NativeKey::derive(&[0x77; 32]));
+        assert_eq!(judge(Some(&k), addr), Some("client key changed"));
+        let mut f = base.clone();
+        if let config::Credential::Fwknop(fk) = &mut f.credential {
+            fk.key = zeroize::Zeroizing::new(b"rotated".to_vec());
+        }
+        assert_eq!(judge(Some(&f), addr), Some("client key changed"));
+        let mut x = base.clone();
+        x.expires_at = Some(1_000);
+        assert_eq!(judge(Some(&x), addr), Some("client expired"));
+        let mut a = base.clone();
+        a.allow = vec!["tcp/443".parse().unwrap()];
+        assert_eq!(
+            judge(Some(&a), addr),
+            Some("access no longer in the client's allow")
+        );
+        let mut d = base.clone();
+        d.deny = vec![ssh];
+        assert_eq!(
+            judge(Some(&d), addr),
+            Some("access now in the client's deny")
+        );
+        let mut s = base.clone();
+        s.sources = vec!["198.51.100.0/24".parse().unwrap()];
+        s.require_source_match = true;
+        assert_eq!(
+            judge(Some(&s), addr),
+            Some("address no longer in the client's sources")
+        );
+        s.require_source_match = false;
+        assert_eq!(
+            judge(Some(&s), addr),
+            None,
+            "the knock's source is not known"
+        );
     }
 }

@@ -510,6 +510,7 @@ mod tests {
                 manage_ruleset: true,
                 gate_forward: true,
                 rate_limit: 20,
+                revoke_on_reload: true,
             },
             clients,
         })

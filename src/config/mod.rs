@@ -59,6 +59,10 @@ pub struct Server {
     pub gate_forward: bool,
     /// Per-source knock rate limit in the kernel, packets per second (burst = 2×).
     pub rate_limit: u32,
+    /// On a reload, remove the live grants the new config no longer authorises (client
+    /// removed, its key changed, it expired, the access left its `allow` or entered its
+    /// `deny`, or the address left its `sources`). `false` lets them run out their time.
+    pub revoke_on_reload: bool,
 }
 
 #[derive(Debug, Clone)]
