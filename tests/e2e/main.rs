@@ -432,3 +432,120 @@ fn knock_with_a_named_stanza_of_the_client_config() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Another client, bob, for configs that drop alice: the gate (`protect`) stays the same.
+fn bob(lab: &Lab) -> String {
+    let key = lab.keygen("bob.key");
+    format!(
+        "[[client]]\nname = \"bob\"\nkey_file = \"{}\"\nallow = [\"tcp/{HOST_PORT}\"]\n",
+        key.display()
+    )
+}
+
+/// SIGHUP, and wait until the daemon says the new config is in force.
+fn reload(lab: &Lab) {
+    let before = lab.log().matches("config reloaded").count();
+    lab.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(3), || lab
+            .log()
+            .matches("config reloaded")
+            .count()
+            > before)
+        .is_some(),
+        "no reload:\n{}",
+        lab.log()
+    );
+}
+
+/// `nft flush ruleset` in the server namespace, and wait until the daemon has put its table
+/// back.
+fn flush_and_wait_for_repair(lab: &Lab) {
+    let out = lab.run(&lab.srv, &["nft", "flush", "ruleset"]);
+    assert!(out.status.success());
+    assert!(
+        wait_until(Duration::from_secs(2), || lab
+            .nft_list()
+            .contains("queue num 3"))
+        .is_some(),
+        "table not repaired:\n{}",
+        lab.log()
+    );
+}
+
+/// Issue "security", item 10: removing a client from the config and reloading closes the
+/// port it had opened at once (a new TCP connection fails), and a later flush repair does not
+/// bring the grant back.
+#[test]
+fn a_reload_that_removes_a_client_closes_its_open_port_and_a_flush_repair_keeps_it_closed() {
+    let (lab, key) = started(60);
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let target = sock(SRV4, HOST_PORT);
+    knock_host(&lab, &key, &[]);
+    assert!(opens(&lab.cli, target), "{}", lab.log());
+
+    lab.write_config("", &bob(&lab));
+    reload(&lab);
+    assert!(
+        !tcp_open(&lab.cli, target, CLOSED_WITHIN),
+        "the removed client's port is still open after the reload:\n{}",
+        lab.nft_list()
+    );
+    let allowed = String::from_utf8_lossy(
+        &lab.run(
+            &lab.srv,
+            &["nft", "list", "set", "inet", "nfknock", "allow_v4"],
+        )
+        .stdout,
+    )
+    .into_owned();
+    assert!(
+        !allowed.contains(CLI4),
+        "grant still in the set:\n{allowed}"
+    );
+    let log = lab.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("grant revoked") && l.contains("alice") && l.contains(CLI4)),
+        "no revocation line naming the client and the address:\n{log}"
+    );
+
+    flush_and_wait_for_repair(&lab);
+    assert!(
+        !tcp_open(&lab.cli, target, CLOSED_WITHIN),
+        "the flush repair restored a revoked grant:\n{}",
+        lab.nft_list()
+    );
+    // alice's key is refused now.
+    knock_host(&lab, &key, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!tcp_open(&lab.cli, target, CLOSED_WITHIN));
+}
+
+/// With `revoke_on_reload = false` the same reload leaves the grant to run out its time,
+/// across a flush repair too.
+#[test]
+fn with_revoke_on_reload_false_a_removed_clients_port_stays_open_until_it_expires() {
+    let mut lab = Lab::new();
+    let (key, client) = alice(&lab, 60);
+    lab.write_config("revoke_on_reload = false", &client);
+    lab.start_daemon();
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let target = sock(SRV4, HOST_PORT);
+    knock_host(&lab, &key, &[]);
+    assert!(opens(&lab.cli, target), "{}", lab.log());
+
+    lab.write_config("revoke_on_reload = false", &bob(&lab));
+    reload(&lab);
+    assert!(
+        opens(&lab.cli, target),
+        "the grant was revoked:\n{}",
+        lab.log()
+    );
+    flush_and_wait_for_repair(&lab);
+    assert!(
+        opens(&lab.cli, target),
+        "the flush repair lost the kept grant:\n{}",
+        lab.log()
+    );
+}
