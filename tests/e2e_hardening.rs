@@ -1148,6 +1148,36 @@ fn a_flood_that_saturates_the_queue_neither_delays_a_flush_repair_nor_sigterm() 
     assert!(status.success(), "exit status {status}\n{}", d.log());
 }
 
+/// Issue "security", item 4: another program (fwknopd, an IDS) holding the configured NFQUEUE
+/// number makes `nfknock serve` exit 2 before it changes anything in nftables (it used to
+/// install the gate first and only then fail to bind the queue).
+#[test]
+fn a_foreign_program_on_the_queue_makes_serve_exit_2_before_any_nftables_change() {
+    use nfknock::netfilter::queue::{Queue, QueueConfig};
+    let lab = Lab::new();
+    let key = lab.keygen("alice.key");
+    let config = write_config(&lab, DEFAULT_SERVER, &alice(&key, "\"tcp/2222\"", 5));
+    let _other = in_ns(&lab.srv, || {
+        Queue::open(QueueConfig {
+            num: 3,
+            ..QueueConfig::default()
+        })
+        .unwrap()
+    });
+    let out = lab.nfknock(&lab.srv, &["serve", "--config", config.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("NFQUEUE 3") && err.contains("another process holds it"),
+        "{err}"
+    );
+    let ruleset = nft_out(&lab, &["list", "ruleset"]);
+    assert!(
+        !ruleset.contains("nfknock"),
+        "serve changed the ruleset before it failed:\n{ruleset}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. least privilege
 

@@ -549,3 +549,131 @@ fn with_revoke_on_reload_false_a_removed_clients_port_stays_open_until_it_expire
         lab.log()
     );
 }
+
+/// `nft -j list table inet nfknock` in the server namespace without the `expires` counters
+/// that move by themselves: the table's rules, sets and elements as they are.
+fn table_snapshot(lab: &Lab) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.remove("expires");
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let out = lab.run(&lab.srv, &["nft", "-j", "list", "table", "inet", "nfknock"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    strip(&mut v);
+    v
+}
+
+/// Run `nfknock ARGS` in the server namespace, killed if it has not exited within 10 s (a
+/// second daemon that starts serving fails the test instead of hanging it).
+fn run_bounded(lab: &Lab, args: &[&str]) -> (Option<i32>, String) {
+    let err = lab.path("second.err");
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.srv, bin()])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let exited = wait_until(Duration::from_secs(10), || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    if exited.is_none() {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    let text = std::fs::read_to_string(&err).unwrap_or_default();
+    (exited.and(status.code()), text)
+}
+
+/// Issue "security", item 4: a second `nfknock serve` — with the same config, or with another
+/// queue number and state directory — and `nfknock uninstall` find the running daemon before
+/// they touch anything in the kernel: they exit 2 naming its pid and what to do, nothing in
+/// the ruleset changes (`nft monitor` sees no event, the table is as it was), the live grant
+/// stays, and the running daemon goes on granting.
+#[test]
+fn a_second_daemon_or_uninstall_exits_2_and_the_running_daemon_sees_no_change() {
+    let (lab, key) = started(60);
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let _ctr = echo_server(&lab.ctr, sock("0.0.0.0", 80));
+    knock_host(&lab, &key, &[]);
+    assert!(opens(&lab.cli, sock(SRV4, HOST_PORT)), "{}", lab.log());
+    let before = table_snapshot(&lab);
+
+    let events = lab.path("monitor.out");
+    let mut monitor = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.srv, "nft", "monitor"])
+        .stdout(std::fs::File::create(&events).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let pid = lab.daemon_pid().to_string();
+    let same = lab.path("nfknock.toml");
+    let other = lab.path("other.toml");
+    let text = std::fs::read_to_string(&same)
+        .unwrap()
+        .replace("queue = 3", "queue = 4")
+        .replace("/state\"", "/state2\"");
+    assert!(
+        text.contains("queue = 4") && text.contains("state2"),
+        "{text}"
+    );
+    std::fs::write(&other, text).unwrap();
+    for (what, args) in [
+        (
+            "serve, same config",
+            vec!["serve", "--config", same.to_str().unwrap()],
+        ),
+        (
+            "serve, queue 4 and another state_dir",
+            vec!["serve", "--config", other.to_str().unwrap()],
+        ),
+        ("uninstall", vec!["uninstall"]),
+    ] {
+        let (code, err) = run_bounded(&lab, &args);
+        eprintln!("{what}: exit {code:?}\n{err}");
+        assert_eq!(code, Some(2), "{what}: exit {code:?}\n{err}");
+        assert!(
+            err.contains(&pid) && err.contains("systemctl stop nfknock"),
+            "{what}: the message names neither the running daemon's pid {pid} nor what to do:\n{err}"
+        );
+    }
+    assert!(
+        !lab.path("state2").exists(),
+        "the second daemon created its state directory"
+    );
+
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let seen = std::fs::read_to_string(&events).unwrap();
+    assert!(
+        seen.trim().is_empty(),
+        "the ruleset changed under the running daemon:\n{seen}"
+    );
+    assert_eq!(table_snapshot(&lab), before, "table `inet nfknock` changed");
+    assert!(
+        tcp_open(&lab.cli, sock(SRV4, HOST_PORT), CLOSED_WITHIN),
+        "the live grant is gone"
+    );
+    // The running daemon still serves: a new knock opens the published port.
+    lab.knock(
+        &lab.cli,
+        SRV4,
+        &["--key-file", key.to_str().unwrap(), "--access", "tcp/8080"],
+    );
+    assert!(opens(&lab.cli, sock(SRV4, PUBLISHED_PORT)), "{}", lab.log());
+}
