@@ -1005,7 +1005,7 @@ impl LiveGrants {
 
     /// Every live grant: address, access, packed value.
     fn entries(&self) -> impl Iterator<Item = (IpAddr, Option<Access>, u64)> + '_ {
-        let access = |proto: u8, port: u16| Some(Access::new(Proto::from_number(proto)?, port)?);
+        let access = |proto: u8, port: u16| Access::new(Proto::from_number(proto)?, port);
         let v4 = self.v4.iter().map(move |(&k, &v)| {
             let addr = IpAddr::V4(std::net::Ipv4Addr::from((k >> 24) as u32));
             (addr, access((k >> 16) as u8, k as u16), v)
