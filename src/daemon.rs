@@ -2,7 +2,7 @@
 //!
 //! The only place a [`Decision`] becomes netlink. One thread, one `poll(2)` over the queue
 //! socket, the nftables event socket and a signal pipe: a signal never waits for a packet, and
-//! a turn of the loop spends at most [`TURN`] on packets before it serves signals, ruleset
+//! a turn of the loop spends at most `TURN` (50 ms) on packets before it serves signals, ruleset
 //! events and the tick again, so a flood never starves them. One daemon per network namespace
 //! ([`InstanceLock`]); a reload revokes the live grants the new config no longer authorises.
 //!
