@@ -26,12 +26,30 @@ pub const DEFAULT_CONFIG: &str = "/etc/nfknock/nfknock.toml";
 pub const EXIT_OK: i32 = 0;
 /// `check` found problems; `verify` decided "reject"; a runtime failure.
 pub const EXIT_FAIL: i32 = 1;
-/// Bad command line or unusable config.
+/// Bad command line or unusable config; or `serve`/`uninstall` found another nfknock daemon
+/// (or another program on the NFQUEUE) and changed nothing.
 pub const EXIT_USAGE: i32 = 2;
+
+/// The exit code for the error that ended a command: [`EXIT_USAGE`] when it stopped before
+/// changing anything because the table or the queue is someone else's (another nfknock daemon,
+/// another program on the NFQUEUE), [`EXIT_FAIL`] for every other failure.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    use crate::netfilter::queue::QueueError;
+    let conflict = e.chain().any(|c| {
+        c.is::<daemon::AlreadyRunning>()
+            || matches!(c.downcast_ref(), Some(QueueError::Busy { .. }))
+    });
+    if conflict {
+        EXIT_USAGE
+    } else {
+        EXIT_FAIL
+    }
+}
 
 const AFTER_HELP: &str = "\
 Exit status: 0 success; 1 failure (check found problems, verify rejected, runtime error);
-2 usage or configuration error.
+2 usage or configuration error, or `serve`/`uninstall` found another nfknock daemon (or
+another program on the NFQUEUE) and changed nothing.
 
 Quick start (server):  nfknock keygen --out /etc/nfknock/alice.key      (mode 0600)
                        name it in /etc/nfknock/nfknock.toml (see examples/server.toml)
@@ -121,7 +139,8 @@ pub enum Command {
         #[arg(long)]
         compat: bool,
     },
-    /// Remove table `inet nfknock` (the gate and every grant) from the kernel.
+    /// Remove table `inet nfknock` (the gate and every grant) from the kernel. Refused (exit 2)
+    /// while `nfknock serve` runs in this network namespace: it would re-create the table.
     Uninstall,
     /// Convert fwknopd's access.conf (and fwknopd.conf) into an nfknock config on stdout.
     ///
@@ -257,6 +276,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(EXIT_OK)
         }
         Command::Uninstall => {
+            // Held while the table goes, so no daemon starts half-way through.
+            let _lock = daemon::InstanceLock::acquire(daemon::Action::Uninstall)?;
             let mut nft = Nft::open()?;
             nft.remove_table()?;
             eprintln!("table `inet nfknock` removed");

@@ -512,6 +512,7 @@ mod tests {
                 rate_limit: 20,
                 rate_limit_v4_prefix: 32,
                 rate_limit_v6_prefix: 64,
+                revoke_on_reload: true,
             },
             clients,
         })

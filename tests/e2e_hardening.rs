@@ -139,6 +139,8 @@ fn memory_kib(pid: u32) -> (u64, u64) {
 /// queue_dropped, user_dropped, id_sequence, 1 — net/netfilter/nfnetlink_queue.c `seq_show`).
 #[derive(Debug, Clone, Copy, Default)]
 struct QueueStats {
+    /// Packets waiting for the daemon's verdict right now.
+    waiting: u64,
     dropped_full: u64,
     user_dropped: u64,
     queued_total: u64,
@@ -154,6 +156,7 @@ fn queue_stats(lab: &Lab, queue: u16) -> QueueStats {
             .collect();
         if f.len() >= 8 && f[0] == u64::from(queue) {
             return QueueStats {
+                waiting: f[2],
                 dropped_full: f[5],
                 user_dropped: f[6],
                 queued_total: f[7],
@@ -1036,6 +1039,226 @@ fn skewed_clock_is_refused_and_the_log_names_the_skew() {
     assert!(
         !client_open(&lab),
         "a knock 50 minutes stale opened the port"
+    );
+}
+
+/// `n` fwknop clients open to every source (`sources` left at its default), each with its own
+/// random keys: fwknop packets carry no key hint, so every fwknop-shaped packet is tried under
+/// all of them — the costliest packet there is.
+fn wide_open_fwknop_clients(n: usize) -> String {
+    use base64::Engine as _;
+    let b64 = |len: usize| {
+        let mut k = vec![0u8; len];
+        OsRng.fill(&mut k);
+        base64::engine::general_purpose::STANDARD.encode(k)
+    };
+    (0..n)
+        .map(|i| {
+            format!(
+                "[[client]]\nname = \"fw{i}\"\nallow = [\"tcp/{HOST_PORT}\"]\n[client.fwknop]\n\
+                 key_base64 = \"{}\"\nhmac_key_base64 = \"{}\"\nhmac = \"sha256\"\nmode = \"cbc\"\n\n",
+                b64(32),
+                b64(64)
+            )
+        })
+        .collect()
+}
+
+/// Send fwknop-shaped junk (base64 text of an fwknop SPA's length, starting like a Rijndael
+/// packet, so it passes every cheap check and costs one HMAC per fwknop client) from `sources`
+/// in the client namespace to the server's IPv6 knock port, as fast as one thread can, until
+/// `stop`, `limit` or `max` packets.
+fn fwknop_junk_flood(
+    lab: &Lab,
+    sources: Vec<IpAddr>,
+    max: u64,
+    limit: Duration,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<FloodReport> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let payloads: Vec<Vec<u8>> = (0..256)
+        .map(|_| {
+            let mut p = vec![0u8; 200];
+            OsRng.fill(&mut p);
+            for c in p.iter_mut() {
+                *c = ALPHABET[usize::from(*c) % 64];
+            }
+            p[0] = b'8';
+            p
+        })
+        .collect();
+    let cli = lab.cli.clone();
+    thread::spawn(move || {
+        in_ns(&cli, move || {
+            let to = sock(SRV6, KNOCK_PORT);
+            let socks: Vec<UdpSocket> = sources
+                .iter()
+                .map(|a| {
+                    let s = UdpSocket::bind(SocketAddr::new(*a, 0)).unwrap();
+                    s.connect(to).unwrap();
+                    s
+                })
+                .collect();
+            let mut r = FloodReport::default();
+            let start = Instant::now();
+            for i in 0..max {
+                if i % 1024 == 0 && (stop.load(Ordering::Relaxed) || start.elapsed() > limit) {
+                    break;
+                }
+                let s = &socks[(i as usize) % socks.len()];
+                match s.send(&payloads[(i as usize) % payloads.len()]) {
+                    Ok(_) => r.sent += 1,
+                    Err(_) => r.send_errors += 1,
+                }
+            }
+            r.took = start.elapsed();
+            r
+        })
+    })
+}
+
+/// Issue "security", item 5: a flood that outpaces the daemon — fwknop-shaped junk from many
+/// IPv6 sources against many wide-open fwknop clients, with the per-source limit off — fills
+/// the queue, and still a flushed ruleset is repaired within 1 s and SIGTERM ends the daemon
+/// within 1 s (the loop serves them between bursts instead of draining the queue first).
+#[test]
+fn a_flood_that_saturates_the_queue_neither_delays_a_flush_repair_nor_sigterm() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::new();
+    let config = write_config(
+        &lab,
+        &format!("protect = [\"tcp/{HOST_PORT}\"]\nmax_age = 120\nrate_limit = 0\n"),
+        &wide_open_fwknop_clients(200),
+    );
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut d = Daemon::start(&lab, &[], &config, &[], "info", "saturated.log");
+    // 48 sources on the client's veth: fd77::100 … fd77::12f.
+    let batch = lab.path("v6addrs.batch");
+    let sources: Vec<IpAddr> = (0..48u16)
+        .map(|i| format!("fd77::{:x}", 0x100 + i).parse().unwrap())
+        .collect();
+    let text: String = sources
+        .iter()
+        .map(|a| format!("addr add {a}/64 dev to-srv nodad\n"))
+        .collect();
+    std::fs::write(&batch, text).unwrap();
+    let out = lab.run(&lab.cli, &["ip", "-batch", batch.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = sources
+        .chunks(16)
+        .map(|c| {
+            fwknop_junk_flood(
+                &lab,
+                c.to_vec(),
+                20_000_000,
+                Duration::from_secs(60),
+                stop.clone(),
+            )
+        })
+        .collect();
+    let finish = |stop: &AtomicBool, senders: Vec<thread::JoinHandle<FloodReport>>| {
+        stop.store(true, Ordering::SeqCst);
+        senders
+            .into_iter()
+            .map(|s| s.join().unwrap())
+            .collect::<Vec<_>>()
+    };
+
+    // Saturated: a backlog of thousands waits in the queue and the kernel drops for want of room.
+    let q0 = queue_stats(&lab, 3);
+    let saturated = wait_until(Duration::from_secs(20), || {
+        let q = queue_stats(&lab, 3);
+        q.waiting >= 10_000 && q.dropped_full > q0.dropped_full
+    });
+    let q = queue_stats(&lab, 3);
+    if saturated.is_none() {
+        let r = finish(&stop, senders);
+        panic!("the flood did not saturate the queue: {q:?}, {r:?}");
+    }
+    eprintln!("FIGURE saturated queue: {q:?}");
+
+    // A flush is repaired within 1 s while the backlog is still there.
+    let out = lab.run(&lab.srv, &["nft", "flush", "ruleset"]);
+    assert!(out.status.success());
+    let flushed = Instant::now();
+    let repaired = wait_until(Duration::from_secs(5), || {
+        nft_out(&lab, &["list", "chain", "inet", "nfknock", "gate_input"]).contains("queue num 3")
+    });
+    let backlog = queue_stats(&lab, 3).waiting;
+    eprintln!("FIGURE flush repaired under the flood after {repaired:?} (backlog {backlog})");
+    if repaired.is_none_or(|t| t > Duration::from_secs(1)) {
+        let r = finish(&stop, senders);
+        panic!(
+            "flush not repaired within 1 s under the flood ({:?}): {r:?}",
+            flushed.elapsed()
+        );
+    }
+
+    // The flood fills the queue again; SIGTERM ends the daemon within 1 s all the same.
+    thread::sleep(Duration::from_millis(500));
+    let q = queue_stats(&lab, 3);
+    let mut child = d.child.take().unwrap();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let asked = Instant::now();
+    let exited = wait_until(Duration::from_secs(5), || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    let took = asked.elapsed();
+    if exited.is_none() {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    let r = finish(&stop, senders);
+    eprintln!(
+        "FIGURE SIGTERM under the flood (backlog {}): exited after {took:?}; senders {r:?}",
+        q.waiting
+    );
+    assert!(
+        q.waiting >= 1_000,
+        "the queue was not saturated at SIGTERM: {q:?}"
+    );
+    assert!(
+        exited.is_some_and(|t| t <= Duration::from_secs(1)),
+        "SIGTERM took {took:?} under the flood"
+    );
+    assert!(status.success(), "exit status {status}\n{}", d.log());
+}
+
+/// Issue "security", item 4: another program (fwknopd, an IDS) holding the configured NFQUEUE
+/// number makes `nfknock serve` exit 2 before it changes anything in nftables (it used to
+/// install the gate first and only then fail to bind the queue).
+#[test]
+fn a_foreign_program_on_the_queue_makes_serve_exit_2_before_any_nftables_change() {
+    use nfknock::netfilter::queue::{Queue, QueueConfig};
+    let lab = Lab::new();
+    let key = lab.keygen("alice.key");
+    let config = write_config(&lab, DEFAULT_SERVER, &alice(&key, "\"tcp/2222\"", 5));
+    let _other = in_ns(&lab.srv, || {
+        Queue::open(QueueConfig {
+            num: 3,
+            ..QueueConfig::default()
+        })
+        .unwrap()
+    });
+    let out = lab.nfknock(&lab.srv, &["serve", "--config", config.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("NFQUEUE 3") && err.contains("another process holds it"),
+        "{err}"
+    );
+    let ruleset = nft_out(&lab, &["list", "ruleset"]);
+    assert!(
+        !ruleset.contains("nfknock"),
+        "serve changed the ruleset before it failed:\n{ruleset}"
     );
 }
 

@@ -71,6 +71,10 @@ pub struct Server {
     pub rate_limit_v4_prefix: u8,
     /// The rate limit's "source": an IPv6 address masked to this prefix length (1..=128).
     pub rate_limit_v6_prefix: u8,
+    /// On a reload, remove the live grants the new config no longer authorises (client
+    /// removed, its key changed, it expired, the access left its `allow` or entered its
+    /// `deny`, or the address left its `sources`). `false` lets them run out their time.
+    pub revoke_on_reload: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -105,7 +105,7 @@ fn defaults_fill_everything_not_given() {
     );
     assert_eq!((s.rate_limit_v4_prefix, s.rate_limit_v6_prefix), (32, 64));
     assert_eq!(s.state_dir, Path::new("/var/lib/nfknock"));
-    assert!(s.manage_ruleset && s.gate_forward);
+    assert!(s.manage_ruleset && s.gate_forward && s.revoke_on_reload);
     let c = &p.clients[0];
     assert_eq!((c.timeout, c.max_timeout), (30, 3600));
     let sources: Vec<String> = c.sources.iter().map(|n| n.to_string()).collect();
@@ -737,6 +737,24 @@ fn structure_mistakes_say_how_to_write_it() {
     assert!(at(&ps, "client")
         .message
         .contains("no client is configured"));
+}
+
+#[test]
+fn revoke_on_reload_is_a_switch() {
+    let p = plan(&format!(
+        "[server]\nrevoke_on_reload = false\n{}",
+        native_client("")
+    ));
+    assert!(!p.server.revoke_on_reload);
+    let ps = problems(&format!(
+        "[server]\nrevoke_on_reload = \"no\"\n{}",
+        native_client("")
+    ));
+    let shown = ConfigErrors(ps).to_string();
+    assert!(
+        shown.contains("revoke_on_reload") && shown.contains("`true` or `false`"),
+        "{shown}"
+    );
 }
 
 #[test]

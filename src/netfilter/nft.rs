@@ -490,6 +490,35 @@ impl Nft {
         }
     }
 
+    /// Remove `elems` (all of one family) from their allow set, [`ELEMS_PER_MSG`] per message:
+    /// a DELSETELEM naming each element's key (without an element list it would flush the set).
+    fn del_grants(&mut self, elems: &[Element], v6: bool) {
+        let set = if v6 { SET_ALLOW_V6 } else { SET_ALLOW_V4 };
+        let mut it = elems.iter().filter(|e| e.addr.is_ipv6() == v6).peekable();
+        while it.peek().is_some() {
+            let chunk = it.by_ref().take(ELEMS_PER_MSG);
+            let s = self.begin(
+                NFT_MSG_DELSETELEM,
+                0,
+                NFPROTO_INET,
+                "delete elements from",
+                Object::Set(set),
+            );
+            self.msg.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+            self.msg.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+            let list = self.msg.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+            for e in chunk {
+                let (key, len) = element_key(e.addr, e.access);
+                let n = self.msg.nest(NFTA_LIST_ELEM);
+                self.msg
+                    .data_value(NFTA_SET_ELEM_KEY, key.get(..len).unwrap_or(&[]));
+                self.msg.nest_end(n);
+            }
+            self.msg.nest_end(list);
+            self.msg.end_msg(s);
+        }
+    }
+
     /// Close the batch, send it, and wait for the kernel's verdict on it. Only the last
     /// message asks for an ack (`NLM_F_ACK`): the kernel reports every failing message anyway,
     /// and processes the whole batch before answering, so the ack of the last one (or an
@@ -781,6 +810,35 @@ impl Nft {
             self.commit().map_err(batch_error)?;
         }
         Ok(())
+    }
+
+    /// Remove grants from the allow sets (a revocation): one batch per [`UPSERT_BATCH`] grants.
+    /// A grant that is not there (the kernel expired it a moment before our own clock did, or
+    /// an admin deleted it) is no error: DELSETELEM answers ENOENT for it and aborts its whole
+    /// batch, so that batch is retried one grant at a time and the absent ones are skipped.
+    /// (`NFT_MSG_DESTROYSETELEM`, which ignores absent elements, needs Linux 6.3.)
+    pub fn delete(&mut self, elems: &[Element]) -> Result<(), NftError> {
+        for chunk in elems.chunks(UPSERT_BATCH) {
+            match self.delete_batch(chunk) {
+                Err(BatchFail::Kernel { errno, .. }) if errno == libc::ENOENT => {
+                    for e in chunk {
+                        match self.delete_batch(std::slice::from_ref(e)) {
+                            Err(BatchFail::Kernel { errno, .. }) if errno == libc::ENOENT => {}
+                            r => r.map_err(batch_error)?,
+                        }
+                    }
+                }
+                r => r.map_err(batch_error)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_batch(&mut self, elems: &[Element]) -> Result<(), BatchFail> {
+        self.batch_start();
+        self.del_grants(elems, false);
+        self.del_grants(elems, true);
+        self.commit()
     }
 
     /// Live grants of both allow sets.

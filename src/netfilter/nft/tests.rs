@@ -101,6 +101,62 @@ fn upsert_message_bytes() {
     );
 }
 
+/// The revocation message: DELSETELEM naming the element's key and nothing else (no
+/// timeout; and an element list, since a DELSETELEM without one flushes the whole set).
+#[test]
+fn delete_message_bytes() {
+    let mut nft = Nft::open().unwrap();
+    nft.batch_start();
+    let v4 = Element {
+        addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+        access: tcp(22),
+        timeout_ms: 30_000,
+    };
+    let v6 = Element {
+        addr: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+        access: tcp(443),
+        timeout_ms: 30_000,
+    };
+    nft.del_grants(&[v4, v6], false);
+    nft.del_grants(&[v4, v6], true);
+    let msgs: Vec<_> = messages(&nft.msg.buf).collect();
+    assert_eq!(msgs.len(), 3);
+    assert_eq!(msgs[0].ty, NFNL_MSG_BATCH_BEGIN);
+    for (m, set, key) in [
+        (&msgs[1], &b"allow_v4"[..], element_key(v4.addr, v4.access)),
+        (&msgs[2], &b"allow_v6"[..], element_key(v6.addr, v6.access)),
+    ] {
+        assert_eq!(m.ty, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELSETELEM);
+        assert_eq!(m.flags, NLM_F_REQUEST, "no CREATE, EXCL or ACK of its own");
+        let (fam, body) = nfgen(m.payload).unwrap();
+        assert_eq!(fam, NFPROTO_INET);
+        assert_eq!(
+            str_attr(attr(body, NFTA_SET_ELEM_LIST_TABLE).unwrap()),
+            b"nfknock"
+        );
+        assert_eq!(str_attr(attr(body, NFTA_SET_ELEM_LIST_SET).unwrap()), set);
+        let elems: Vec<_> = attrs(attr(body, NFTA_SET_ELEM_LIST_ELEMENTS).unwrap()).collect();
+        assert_eq!(elems.len(), 1);
+        let el = elems[0].1;
+        let k = attr(attr(el, NFTA_SET_ELEM_KEY).unwrap(), NFTA_DATA_VALUE).unwrap();
+        assert_eq!(k, &key.0[..key.1]);
+        assert_eq!(attr(el, NFTA_SET_ELEM_TIMEOUT), None);
+        assert_eq!(attr(el, NFTA_SET_ELEM_EXPIRATION), None);
+    }
+    // The v4 message ends with its element list, byte for byte (host-order headers):
+    // ELEMENTS { LIST_ELEM { KEY { DATA_VALUE 10.0.0.1 . tcp . 22 } } }.
+    #[rustfmt::skip]
+    let tail: [u8; 28] = [
+        28, 0, 3, 0x80,  24, 0, 1, 0x80,  20, 0, 1, 0x80,  16, 0, 1, 0,
+        10, 0, 0, 1,  6, 0, 0, 0,  0, 22, 0, 0,
+    ];
+    assert!(
+        cfg!(target_endian = "big") || msgs[1].payload.ends_with(&tail),
+        "{:02x?}",
+        msgs[1].payload
+    );
+}
+
 #[test]
 fn zero_timeout_is_refused() {
     let mut nft = Nft::open().unwrap();
@@ -536,6 +592,47 @@ fn v6_grants_and_chunked_batches() {
         listed.contains("2001:db8::42 . udp . 53 timeout 30s"),
         "{listed}"
     );
+}
+
+/// A revocation removes exactly the named grants, of both families, in the kernel; a grant
+/// that is already gone (expired, deleted by an admin, or the whole table flushed) is skipped,
+/// not an error that would keep the others.
+#[test]
+fn delete_removes_only_the_named_grants_and_skips_absent_ones() {
+    let Some(ns) = Netns::new() else { return };
+    ns.run(|| {
+        let mut nft = Nft::open().unwrap();
+        nft.install(&compat_spec(), &[]).unwrap();
+        let a6 = Element {
+            addr: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7)),
+            access: tcp(22),
+            timeout_ms: 60_000,
+        };
+        nft.upsert(&[
+            v4(1, 22, 60_000),
+            v4(2, 22, 60_000),
+            v4(1, 2222, 60_000),
+            a6,
+        ])
+        .unwrap();
+        nft.delete(&[v4(1, 22, 60_000), a6, v4(9, 22, 60_000)])
+            .unwrap();
+        let mut left: Vec<(IpAddr, Access)> = nft
+            .list()
+            .unwrap()
+            .iter()
+            .map(|g| (g.addr, g.access))
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [(v4(1, 0, 0).addr, tcp(2222)), (v4(2, 0, 0).addr, tcp(22))]
+        );
+        nft.delete(&[]).unwrap();
+        nft.remove_table().unwrap();
+        nft.delete(&[v4(2, 22, 60_000)])
+            .expect("revoking from a flushed table is no error");
+    });
 }
 
 #[test]
