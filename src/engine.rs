@@ -78,50 +78,77 @@ impl HintIndex {
         idx
     }
 
-    /// Add epochs that entered the window and drop those that left it.
+    /// Make the index cover exactly the epochs of the window around `now`: drop the epochs
+    /// that left it at either end and add those that entered it at either end.
+    ///
+    /// Time normally moves forward by a second per call, so this adds or drops one epoch every
+    /// ten minutes. A clock step is just a bigger move: forward, the old epochs all leave and
+    /// the new window is built; backward, the newest epochs leave and the older ones are added
+    /// in front. Either way the index matches `now` after one call (issue "security", item 6:
+    /// a step back used to leave it empty until a reload).
     fn refresh(&mut self, config: &Config, now: u64) {
         let window =
             native::epochs_within(now, config.server.max_age.max(native::SKEW_DIAGNOSIS_SECS));
         let (lo, hi) = (*window.start(), *window.end());
-        while let Some((epoch, _)) = self.epochs.front() {
-            if *epoch >= lo {
-                break;
-            }
-            let Some((epoch, hints)) = self.epochs.pop_front() else {
-                break;
-            };
-            let epoch = epoch as u32;
-            for h in hints {
-                self.remove(h, epoch);
+        let outside = |e: &(u64, Vec<u64>)| e.0 < lo || e.0 > hi;
+        while self.epochs.front().is_some_and(outside) {
+            if let Some((epoch, hints)) = self.epochs.pop_front() {
+                self.remove_epoch(epoch, hints);
             }
         }
-        let start = self.epochs.back().map_or(lo, |(e, _)| e + 1).max(lo);
+        while self.epochs.back().is_some_and(outside) {
+            if let Some((epoch, hints)) = self.epochs.pop_back() {
+                self.remove_epoch(epoch, hints);
+            }
+        }
         let natives = config
             .clients
             .iter()
             .filter(|c| matches!(c.credential, Credential::Native(_)))
             .count();
-        self.map
-            .reserve(natives * (hi + 1).saturating_sub(start) as usize);
-        for epoch in start..=hi {
-            let mut hints = Vec::with_capacity(natives);
-            for (i, client) in config.clients.iter().enumerate() {
-                if let Credential::Native(key) = &client.credential {
-                    let h = u64::from_be_bytes(native::hint(key, epoch));
-                    // Epochs are Unix time / 600: u32 lasts until the year 80 000.
-                    let entry = (i as u32, epoch as u32);
-                    match self.map.entry(h) {
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            v.insert(entry);
-                        }
-                        std::collections::hash_map::Entry::Occupied(_) => {
-                            self.collisions.entry(h).or_default().push(entry)
-                        }
-                    }
-                    hints.push(h);
-                }
-            }
+        // What is left is contiguous and inside [lo, hi]; if nothing is, build it all.
+        let (front, back) = match (self.epochs.front(), self.epochs.back()) {
+            (Some((f, _)), Some((b, _))) => (*f, *b),
+            _ => (hi.saturating_add(1), hi),
+        };
+        let missing = front.saturating_sub(lo) + hi.saturating_sub(back);
+        self.map.reserve(natives * missing as usize);
+        for epoch in (lo..front).rev() {
+            let hints = self.add_epoch(config, natives, epoch);
+            self.epochs.push_front((epoch, hints));
+        }
+        for epoch in back.saturating_add(1)..=hi {
+            let hints = self.add_epoch(config, natives, epoch);
             self.epochs.push_back((epoch, hints));
+        }
+    }
+
+    /// Index every native client's hint for `epoch`; returns the hints added.
+    fn add_epoch(&mut self, config: &Config, natives: usize, epoch: u64) -> Vec<u64> {
+        let mut hints = Vec::with_capacity(natives);
+        for (i, client) in config.clients.iter().enumerate() {
+            if let Credential::Native(key) = &client.credential {
+                let h = u64::from_be_bytes(native::hint(key, epoch));
+                // Epochs are Unix time / 600: u32 lasts until the year 80 000.
+                let entry = (i as u32, epoch as u32);
+                match self.map.entry(h) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(entry);
+                    }
+                    std::collections::hash_map::Entry::Occupied(_) => {
+                        self.collisions.entry(h).or_default().push(entry)
+                    }
+                }
+                hints.push(h);
+            }
+        }
+        hints
+    }
+
+    fn remove_epoch(&mut self, epoch: u64, hints: Vec<u64>) {
+        let epoch = epoch as u32;
+        for h in hints {
+            self.remove(h, epoch);
         }
     }
 
@@ -499,6 +526,10 @@ mod tests {
     }
 
     fn config(clients: Vec<Client>) -> Arc<Config> {
+        config_with_max_age(clients, 120)
+    }
+
+    fn config_with_max_age(clients: Vec<Client>, max_age: u64) -> Arc<Config> {
         Arc::new(Config {
             path: "test.toml".into(),
             server: Server {
@@ -506,7 +537,7 @@ mod tests {
                 queue: 0,
                 state_dir: "/nonexistent".into(),
                 protect: vec!["tcp/22".parse().unwrap()],
-                max_age: 120,
+                max_age,
                 manage_ruleset: true,
                 gate_forward: true,
                 rate_limit: 20,
@@ -632,6 +663,34 @@ mod tests {
             2 * e.hints.epochs.len(),
             "one hint per native client and epoch"
         );
+    }
+
+    fn granted(out: &Outcome) -> bool {
+        matches!(out.decision, Decision::Grant(_))
+    }
+
+    /// Issue "security", item 6: after the wall clock steps back by more than the hint window
+    /// the native hint index must cover the new `now` at once, not only after a reload.
+    #[test]
+    fn hint_index_follows_clock_steps_in_both_directions() {
+        let mut e = engine();
+        for (i, now) in [
+            NOW - 2 * 3600,       // back, further than the window
+            NOW - 2 * 3600 - 601, // back across one epoch boundary
+            NOW + 5 * 86_400,     // forward, far
+            NOW,                  // back, far
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            e.tick(now);
+            let out = e.handle(&knock(1, now, i as u8 * 10), packet(), now);
+            assert!(granted(&out), "step to {now}: {:?}", out.decision);
+            let window = native::epochs_within(now, native::SKEW_DIAGNOSIS_SECS);
+            let epochs: Vec<u64> = e.hints.epochs.iter().map(|(ep, _)| *ep).collect();
+            assert_eq!(epochs, window.collect::<Vec<_>>(), "step to {now}");
+            assert_eq!(e.hints.len(), 2 * epochs.len(), "step to {now}");
+        }
     }
 
     #[test]
