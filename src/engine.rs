@@ -269,9 +269,14 @@ impl Engine {
     }
 
     /// Once a second or so: move the hint window, forget expired replay entries.
-    pub fn tick(&mut self, now: u64) {
+    ///
+    /// `now` is the wall clock (what knocks are judged by), `mono` a clock that never steps
+    /// (seconds from any origin): the replay cache forgets an entry only when both say it
+    /// expired. Returns the wall clock's step, in seconds, if it stepped since the last tick
+    /// (see [`ReplayCache::prune`]).
+    pub fn tick(&mut self, now: u64, mono: u64) -> Option<i64> {
         self.hints.refresh(&self.config, now);
-        self.replay.prune(now);
+        self.replay.prune(now, mono)
     }
 
     /// Decide one queued packet (a raw IP packet as NFQUEUE delivers it).
@@ -447,10 +452,16 @@ impl Engine {
         now: u64,
     ) -> Outcome {
         let max_age = self.config.server.max_age;
+        // Knocks stamped before this may be replays nobody remembers (the journal was lost, or
+        // the cache forgot them and the clock stepped back): refused, and for good, so there
+        // is nothing to record.
+        let refuse_before = self.refuse_before.max(self.replay.refuse_before());
         // Recorded as soon as it authenticated, before the age check (as fwknopd does): a
-        // packet stamped in the future cannot be replayed once it becomes fresh.
-        let expires = knock.timestamp.saturating_add(max_age);
-        let record = if self.replay.contains(&replay_key, now) || expires < now {
+        // packet stamped in the future cannot be replayed once it becomes fresh. Kept for the
+        // largest `max_age` there can be, not the current one (`replay::KEEP_SECS`). Even a
+        // packet that looks long expired is recorded: the wall clock may be wrong right now.
+        let expires = crate::replay::expiry_of(knock.timestamp);
+        let record = if self.replay.contains(&replay_key, now) || knock.timestamp < refuse_before {
             None
         } else {
             self.replay.insert(replay_key, expires);
@@ -458,7 +469,7 @@ impl Engine {
         };
         let decision = if let Some(reason) = early {
             Decision::Reject(reason)
-        } else if knock.timestamp < self.refuse_before {
+        } else if knock.timestamp < refuse_before {
             Decision::Reject(Reason::StateLost)
         } else {
             let req = Request {
@@ -593,7 +604,11 @@ mod tests {
             Decision::Grant(g) => assert_eq!((g.addr, g.ttl), (packet().src, 30)),
             Decision::Reject(r) => panic!("{r}"),
         }
-        assert_eq!(out.record.map(|(_, exp)| exp), Some(NOW + 120));
+        assert_eq!(
+            out.record.map(|(_, exp)| exp),
+            Some(NOW + crate::replay::KEEP_SECS),
+            "kept for the largest max_age, not the current 120 s"
+        );
         let again = e.handle(&p, packet(), NOW + 1);
         assert_eq!(again.decision, Decision::Reject(Reason::Replay));
         assert_eq!(again.record, None);
@@ -648,7 +663,7 @@ mod tests {
             e.handle(&knock(1, later, 0), packet(), later).decision,
             Decision::Reject(Reason::UnknownKey)
         );
-        e.tick(later);
+        e.tick(later, later);
         assert!(matches!(
             e.handle(&knock(1, later, 0), packet(), later).decision,
             Decision::Grant(_)
@@ -669,6 +684,76 @@ mod tests {
         matches!(out.decision, Decision::Grant(_))
     }
 
+    /// Issue "security", item 6: a knock accepted under `max_age = 120` and forgotten after
+    /// 120 s must not become fresh again when a reload raises `max_age`.
+    #[test]
+    fn raising_max_age_does_not_reopen_the_replay_window() {
+        let mut e = engine();
+        let p = knock(1, NOW, 0);
+        assert!(granted(&e.handle(&p, packet(), NOW)));
+        let later = NOW + 300;
+        assert_eq!(e.tick(later, later), None);
+        e.reconfigure(
+            config_with_max_age(
+                vec![native_client("bob", 9), native_client("alice", 1)],
+                crate::config::MAX_MAX_AGE,
+            ),
+            later,
+        );
+        let again = e.handle(&p, packet(), later);
+        assert!(
+            matches!(again.decision, Decision::Reject(Reason::Replay)),
+            "{:?}",
+            again.decision
+        );
+    }
+
+    /// Issue "security", item 6: the wall clock jumps a day ahead (a bad NTP server, a wrong
+    /// RTC) and back. Entries must not be forgotten while the monotonic clock says only
+    /// seconds passed.
+    #[test]
+    fn replay_entries_survive_a_forward_then_backward_clock_step() {
+        let mut e = engine();
+        let p = knock(1, NOW, 0);
+        assert!(granted(&e.handle(&p, packet(), NOW)));
+        // The monotonic clock reads 0 at NOW and runs on; the wall clock jumps.
+        e.tick(NOW, 0);
+        assert_eq!(e.tick(NOW + 86_400, 1), Some(86_399));
+        assert_eq!(e.tick(NOW + 2, 2), Some(-86_399));
+        assert!(
+            e.replay().contains(&crate::replay::key_of(&p), NOW + 2),
+            "forgotten during the forward excursion"
+        );
+        let again = e.handle(&p, packet(), NOW + 2);
+        assert_eq!(again.decision, Decision::Reject(Reason::Replay));
+        // Honest knocks still work on the stepped-back clock.
+        assert!(granted(&e.handle(&knock(1, NOW + 2, 7), packet(), NOW + 2)));
+    }
+
+    /// Issue "security", item 6: a backward step of more than the replay bound after an entry
+    /// was rightly forgotten must not make its packet acceptable again.
+    #[test]
+    fn backward_step_past_the_replay_bound_cannot_replay_a_forgotten_knock() {
+        let mut e = engine();
+        let p = knock(1, NOW, 0);
+        assert!(granted(&e.handle(&p, packet(), NOW)));
+        // Two hours pass normally: the entry is rightly pruned.
+        e.tick(NOW, 0);
+        assert_eq!(e.tick(NOW + 7_200, 7_200), None);
+        assert!(e.replay().is_empty());
+        // Then the wall clock is set back two hours.
+        assert_eq!(e.tick(NOW + 10, 7_201), Some(-7_191));
+        let again = e.handle(&p, packet(), NOW + 10);
+        assert!(!granted(&again), "a forgotten knock was granted again");
+        assert_eq!(again.decision, Decision::Reject(Reason::StateLost));
+        // A knock stamped on the stepped-back clock, after the forgotten one, is fine.
+        assert!(granted(&e.handle(
+            &knock(1, NOW + 11, 7),
+            packet(),
+            NOW + 11
+        )));
+    }
+
     /// Issue "security", item 6: after the wall clock steps back by more than the hint window
     /// the native hint index must cover the new `now` at once, not only after a reload.
     #[test]
@@ -683,7 +768,7 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            e.tick(now);
+            e.tick(now, i as u64);
             let out = e.handle(&knock(1, now, i as u8 * 10), packet(), now);
             assert!(granted(&out), "step to {now}: {:?}", out.decision);
             let window = native::epochs_within(now, native::SKEW_DIAGNOSIS_SECS);

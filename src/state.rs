@@ -20,20 +20,25 @@ use crate::replay::{self, ReplayCache, ReplayKey};
 pub const JOURNAL_FILE: &str = "replay.journal";
 /// Name of the compaction's temporary file inside the state directory.
 pub const JOURNAL_TMP_FILE: &str = "replay.journal.tmp";
-
 /// What loading the journal found; the daemon logs it.
+///
+/// Where a variant has `refuse_before`, the returned cache already refuses knocks stamped
+/// before it, and the journal on disk says so too (a crash and restart keeps the refusal).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoadReport {
     /// No journal yet.
     Fresh,
     /// Loaded this many live entries.
     Loaded { live: usize, torn_tail: bool },
-    /// The journal was unreadable; the daemon must refuse every knock whose timestamp is before
-    /// `refuse_before` (the safe fallback: no replay window opens).
-    ///
-    /// `refuse_before` is the time the journal was opened. A packet accepted before the restart
-    /// may carry a timestamp slightly in the future (client clock ahead, within the allowed
-    /// skew), so the daemon should compare `timestamp < refuse_before + allowed_future_skew`.
+    /// A journal in an older format, loaded and rewritten in the current one. It does not say
+    /// which knocks it had already forgotten (format 1 kept them only for the `max_age` of the
+    /// day), so knocks stamped before `refuse_before` are refused as after a loss.
+    Upgraded {
+        from_version: u16,
+        live: usize,
+        refuse_before: u64,
+    },
+    /// The journal was unreadable; it was set aside and an empty one created.
     Corrupt { reason: String, refuse_before: u64 },
 }
 
@@ -80,13 +85,18 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Sta
 impl ReplayJournal {
     /// Open (creating `dir` if needed) and load the journal, dropping entries expired at `now`.
     ///
-    /// A journal with a torn tail or expired entries is compacted straight away (appending after
-    /// a partial record would misalign every later one). A journal that fails to decode is
-    /// renamed to `replay.journal.corrupt-<now>` and replaced by an empty one; the report says
-    /// why and from when the daemon must refuse knocks.
+    /// A journal with a torn tail, expired entries or an older format is compacted straight
+    /// away (appending after a partial record would misalign every later one). A journal that
+    /// fails to decode is renamed to `replay.journal.corrupt-<now>` and replaced by an empty
+    /// one.
+    ///
+    /// `max_age` is how far ahead of the clock a knock accepted before this start may have been
+    /// stamped: when the journal is lost, corrupt or in an older format, knocks stamped before
+    /// `now + max_age` are refused, and the new journal's header says so at once.
     pub fn open(
         dir: &Path,
         now: u64,
+        max_age: u64,
     ) -> Result<(ReplayJournal, ReplayCache, LoadReport), StateError> {
         DirBuilder::new()
             .recursive(true)
@@ -95,6 +105,7 @@ impl ReplayJournal {
             .map_err(io_err("create directory for", dir))?;
         let path = dir.join(JOURNAL_FILE);
         let mut cache = ReplayCache::new();
+        let lost_until = now.saturating_add(max_age);
 
         let bytes = match fs::read(&path) {
             Ok(b) => Some(b),
@@ -111,11 +122,22 @@ impl ReplayJournal {
                 for (key, expires_at) in decoded.entries {
                     cache.insert(key, expires_at);
                 }
-                let report = LoadReport::Loaded {
-                    live: cache.len(),
-                    torn_tail: decoded.torn_tail,
+                cache.raise_refuse_before(decoded.refuse_before);
+                let upgraded = decoded.format_version != replay::JOURNAL_VERSION;
+                let report = if upgraded {
+                    cache.raise_refuse_before(lost_until);
+                    LoadReport::Upgraded {
+                        from_version: decoded.format_version,
+                        live: cache.len(),
+                        refuse_before: lost_until,
+                    }
+                } else {
+                    LoadReport::Loaded {
+                        live: cache.len(),
+                        torn_tail: decoded.torn_tail,
+                    }
                 };
-                let journal = if decoded.torn_tail || decoded.expired > 0 {
+                let journal = if decoded.torn_tail || decoded.expired > 0 || upgraded {
                     ReplayJournal::rewrite(dir, path, &cache)?
                 } else {
                     let file = open_append(&path)?;
@@ -131,10 +153,11 @@ impl ReplayJournal {
             Err(corrupt) => {
                 let aside = dir.join(format!("{JOURNAL_FILE}.corrupt-{now}"));
                 fs::rename(&path, &aside).map_err(io_err("move aside corrupt", &path))?;
+                cache.raise_refuse_before(lost_until);
                 let journal = ReplayJournal::rewrite(dir, path, &cache)?;
                 let report = LoadReport::Corrupt {
                     reason: corrupt.to_string(),
-                    refuse_before: now,
+                    refuse_before: lost_until,
                 };
                 Ok((journal, cache, report))
             }
@@ -193,7 +216,7 @@ impl ReplayJournal {
         cache: &ReplayCache,
     ) -> Result<ReplayJournal, StateError> {
         let tmp = dir.join(JOURNAL_TMP_FILE);
-        let bytes = replay::encode_journal(cache.iter());
+        let bytes = replay::encode_journal(cache.refuse_before(), cache.iter());
         {
             let mut f = OpenOptions::new()
                 .write(true)
@@ -245,29 +268,38 @@ mod tests {
         fs::metadata(p).unwrap().permissions().mode() & 0o777
     }
 
+    /// `max_age` in these tests.
+    const MAX_AGE: u64 = 120;
+
+    /// Open a new `dir`.
+    fn first_open(dir: &Path, now: u64) -> (ReplayJournal, ReplayCache) {
+        let (j, cache, report) = ReplayJournal::open(dir, now, MAX_AGE).unwrap();
+        assert_eq!(report, LoadReport::Fresh);
+        (j, cache)
+    }
+
     #[test]
     fn fresh_directory_and_journal_are_private() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("state/nested");
-        let (j, cache, report) = ReplayJournal::open(&dir, 1000).unwrap();
-        assert_eq!(report, LoadReport::Fresh);
-        assert!(cache.is_empty());
+        let (j, cache) = first_open(&dir, 1000);
+        assert!(cache.is_empty() && cache.refuse_before() == 0);
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(j.path()), 0o600);
-        assert_eq!(fs::read(j.path()).unwrap(), replay::encode_header());
+        assert_eq!(fs::read(j.path()).unwrap(), replay::encode_header(0));
         assert!(!dir.join(JOURNAL_TMP_FILE).exists());
     }
 
     #[test]
     fn appended_entries_survive_a_reopen() {
         let tmp = tempfile::tempdir().unwrap();
-        let (mut j, _, _) = ReplayJournal::open(tmp.path(), 1000).unwrap();
+        let (mut j, _) = first_open(tmp.path(), 1000);
         j.append(&[(k(1), 2000), (k(2), 3000)]).unwrap();
         j.append(&[]).unwrap();
         j.append(&[(k(3), 4000)]).unwrap();
         j.sync().unwrap();
         drop(j);
-        let (_, cache, report) = ReplayJournal::open(tmp.path(), 1500).unwrap();
+        let (_, cache, report) = ReplayJournal::open(tmp.path(), 1500, MAX_AGE).unwrap();
         assert_eq!(
             report,
             LoadReport::Loaded {
@@ -284,11 +316,11 @@ mod tests {
     #[test]
     fn expired_entries_are_dropped_and_compacted_at_open() {
         let tmp = tempfile::tempdir().unwrap();
-        let (mut j, _, _) = ReplayJournal::open(tmp.path(), 1000).unwrap();
+        let (mut j, _) = first_open(tmp.path(), 1000);
         j.append(&[(k(1), 2000), (k(2), 3000), (k(3), 4000)])
             .unwrap();
         drop(j);
-        let (j, cache, report) = ReplayJournal::open(tmp.path(), 2500).unwrap();
+        let (j, cache, report) = ReplayJournal::open(tmp.path(), 2500, MAX_AGE).unwrap();
         assert_eq!(
             report,
             LoadReport::Loaded {
@@ -305,7 +337,7 @@ mod tests {
     #[test]
     fn torn_tail_is_reported_and_repaired() {
         let tmp = tempfile::tempdir().unwrap();
-        let (mut j, _, _) = ReplayJournal::open(tmp.path(), 0).unwrap();
+        let (mut j, _) = first_open(tmp.path(), 0);
         j.append(&[(k(1), 100), (k(2), 200)]).unwrap();
         // Simulate a crash halfway through the next append.
         let half = &replay::encode_record(&k(3), 300)[..20];
@@ -317,7 +349,7 @@ mod tests {
             .unwrap();
         drop(j);
 
-        let (mut j, cache, report) = ReplayJournal::open(tmp.path(), 0).unwrap();
+        let (mut j, cache, report) = ReplayJournal::open(tmp.path(), 0, MAX_AGE).unwrap();
         assert_eq!(
             report,
             LoadReport::Loaded {
@@ -329,7 +361,7 @@ mod tests {
         // Appends after the repair line up again.
         j.append(&[(k(4), 400)]).unwrap();
         drop(j);
-        let (_, cache, report) = ReplayJournal::open(tmp.path(), 0).unwrap();
+        let (_, cache, report) = ReplayJournal::open(tmp.path(), 0, MAX_AGE).unwrap();
         assert_eq!(
             report,
             LoadReport::Loaded {
@@ -343,23 +375,29 @@ mod tests {
     #[test]
     fn compact_keeps_exactly_the_cache() {
         let tmp = tempfile::tempdir().unwrap();
-        let (mut j, mut cache, _) = ReplayJournal::open(tmp.path(), 0).unwrap();
+        let (mut j, mut cache) = first_open(tmp.path(), 0);
         let batch: Vec<_> = (0..10).map(|i| (k(i), u64::from(i) * 100)).collect();
         j.append(&batch).unwrap();
         for &(key, e) in &batch {
             cache.insert(key, e);
         }
-        cache.prune(500);
+        cache.prune(500, 500);
         j.compact(&cache).unwrap();
         assert!(!tmp.path().join(JOURNAL_TMP_FILE).exists());
         let decoded = replay::decode(&fs::read(j.path()).unwrap(), 0).unwrap();
+        assert!(cache.refuse_before() > 0);
+        assert_eq!(
+            decoded.refuse_before,
+            cache.refuse_before(),
+            "compaction drops records but keeps what their loss means"
+        );
         let mut got = decoded.entries;
         got.sort();
         assert_eq!(got, batch[5..].to_vec());
         // The handle points at the new file: appends after compaction are kept.
         j.append(&[(k(42), 9999)]).unwrap();
         drop(j);
-        let (_, cache, _) = ReplayJournal::open(tmp.path(), 500).unwrap();
+        let (_, cache, _) = ReplayJournal::open(tmp.path(), 500, MAX_AGE).unwrap();
         assert_eq!(cache.len(), 6);
         assert!(cache.contains(&k(42), 9999));
     }
@@ -367,7 +405,7 @@ mod tests {
     #[test]
     fn corrupt_journal_is_moved_aside_and_reported() {
         let tmp = tempfile::tempdir().unwrap();
-        let (mut j, _, _) = ReplayJournal::open(tmp.path(), 0).unwrap();
+        let (mut j, _) = first_open(tmp.path(), 0);
         j.append(&[(k(1), 100), (k(2), 200)]).unwrap();
         let path = j.path().to_path_buf();
         drop(j);
@@ -375,7 +413,7 @@ mod tests {
         bytes[replay::HEADER_LEN + 3] ^= 0x10; // inside the first (non-final) record
         fs::write(&path, &bytes).unwrap();
 
-        let (j, cache, report) = ReplayJournal::open(tmp.path(), 777).unwrap();
+        let (j, cache, report) = ReplayJournal::open(tmp.path(), 777, MAX_AGE).unwrap();
         let LoadReport::Corrupt {
             reason,
             refuse_before,
@@ -383,7 +421,8 @@ mod tests {
         else {
             panic!("expected Corrupt, got {report:?}");
         };
-        assert_eq!(refuse_before, 777);
+        assert_eq!(refuse_before, 777 + MAX_AGE);
+        assert_eq!(cache.refuse_before(), 777 + MAX_AGE);
         assert!(reason.contains("checksum"), "{reason}");
         assert!(cache.is_empty());
         let aside = tmp.path().join("replay.journal.corrupt-777");
@@ -392,10 +431,15 @@ mod tests {
             bytes,
             "the damaged file is kept as it was"
         );
-        assert_eq!(fs::read(j.path()).unwrap(), replay::encode_header());
+        assert_eq!(
+            fs::read(j.path()).unwrap(),
+            replay::encode_header(777 + MAX_AGE),
+            "the refusal is on disk at once: a crash and restart keeps it"
+        );
         drop(j);
-        // The replacement loads cleanly.
-        let (_, _, report) = ReplayJournal::open(tmp.path(), 800).unwrap();
+        // The replacement loads cleanly, still refusing.
+        let (_, cache, report) = ReplayJournal::open(tmp.path(), 800, MAX_AGE).unwrap();
+        assert_eq!(cache.refuse_before(), 777 + MAX_AGE);
         assert_eq!(
             report,
             LoadReport::Loaded {
@@ -409,12 +453,12 @@ mod tests {
     fn garbage_file_is_corrupt_not_an_error() {
         let tmp = tempfile::tempdir().unwrap();
         fs::write(tmp.path().join(JOURNAL_FILE), b"hello").unwrap();
-        let (_, _, report) = ReplayJournal::open(tmp.path(), 5).unwrap();
+        let (_, _, report) = ReplayJournal::open(tmp.path(), 5, MAX_AGE).unwrap();
         assert!(
             matches!(
                 report,
                 LoadReport::Corrupt {
-                    refuse_before: 5,
+                    refuse_before: 125,
                     ..
                 }
             ),
@@ -427,8 +471,37 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("not-a-dir");
         fs::write(&file, b"").unwrap();
-        let err = ReplayJournal::open(&file, 0).unwrap_err();
+        let err = ReplayJournal::open(&file, 0, MAX_AGE).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("not-a-dir"), "{msg}");
+    }
+    /// A format-1 journal (records hold `timestamp + max_age`) loads without opening a window:
+    /// its entries are kept for today's bound, knocks older than start + `max_age` are refused
+    /// (it cannot say what it forgot under a smaller `max_age`), and it is rewritten at once.
+    #[test]
+    fn format_1_journal_is_upgraded_without_opening_a_window() {
+        const NOW: u64 = 1_800_000_000;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut v1 = b"NFKR\x00\x01\x00\x00".to_vec();
+        v1.extend_from_slice(&replay::encode_record(&k(1), NOW - 10 + 60));
+        v1.extend_from_slice(&replay::encode_record(&k(2), NOW - 500 + 60));
+        fs::write(tmp.path().join(JOURNAL_FILE), &v1).unwrap();
+        let (_, cache, report) = ReplayJournal::open(tmp.path(), NOW, MAX_AGE).unwrap();
+        assert_eq!(
+            report,
+            LoadReport::Upgraded {
+                from_version: 1,
+                live: 2,
+                refuse_before: NOW + MAX_AGE
+            }
+        );
+        assert!(cache.contains(&k(1), replay::expiry_of(NOW - 10)));
+        assert!(cache.contains(&k(2), replay::expiry_of(NOW - 500)));
+        assert_eq!(cache.refuse_before(), NOW + MAX_AGE);
+        let on_disk =
+            replay::decode(&fs::read(tmp.path().join(JOURNAL_FILE)).unwrap(), NOW).unwrap();
+        assert_eq!(on_disk.format_version, replay::JOURNAL_VERSION);
+        assert_eq!(on_disk.refuse_before, NOW + MAX_AGE);
+        assert_eq!(on_disk.entries.len(), 2);
     }
 }

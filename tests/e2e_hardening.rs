@@ -115,6 +115,11 @@ fn rejections(log: &str, code: &str) -> usize {
         + log.matches(&format!("reason={code} ")).count()
 }
 
+/// Grants in a log (one `grant` line per granted knock).
+fn grant_lines(log: &str) -> usize {
+    log.matches(" grant client=").count()
+}
+
 /// `/proc/PID/status` as key → value.
 fn proc_status(pid: u32) -> HashMap<String, String> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -636,6 +641,72 @@ fn corrupt_journal_is_set_aside_and_no_replay_window_opens() {
     assert!(
         status.success(),
         "daemon did not keep running after the corrupt journal"
+    );
+}
+
+/// The daemon's config with `state_dir` = `lab.path(state)`, alice allowed tcp/2222 with grants
+/// of one second.
+fn write_config_with_state(lab: &Lab, state: &str, max_age: u64, key: &Path) -> PathBuf {
+    let p = lab.path("nfknock.toml");
+    let text = format!(
+        "[server]\nport = {KNOCK_PORT}\nqueue = 3\nstate_dir = \"{}\"\nprotect = [\"tcp/2222\"]\nmax_age = {max_age}\n\n{}",
+        lab.path(state).display(),
+        alice(key, "\"tcp/2222\"", 1)
+    );
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Issue "security", item 6: a knock accepted under a short `max_age` and long enough ago that
+/// the old cache forgot it must stay a replay when a reload raises `max_age`.
+#[test]
+fn raising_max_age_on_reload_does_not_make_an_old_knock_fresh() {
+    let mut lab = Lab::new();
+    let key = lab.keygen("alice.key");
+    write_config_with_state(&lab, "state", 2, &key);
+    lab.start_daemon();
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let sent = lab.path("sent.bin");
+    let knocked = Instant::now();
+    knock_host(&lab, &key, &["--save-packet", sent.to_str().unwrap()]);
+    assert!(
+        wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(),
+        "{}",
+        lab.log()
+    );
+    // Past max_age + one tick: a cache bounded by max_age has dropped the entry by now.
+    thread::sleep(Duration::from_secs(4).saturating_sub(knocked.elapsed()));
+    assert!(!client_open(&lab), "the one-second grant did not expire");
+    write_config_with_state(&lab, "state", 3600, &key);
+    let reloads = lab.log().matches("config reloaded").count();
+    lab.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(3), || lab
+            .log()
+            .matches("config reloaded")
+            .count()
+            > reloads)
+        .is_some(),
+        "{}",
+        lab.log()
+    );
+    let (replays, grants) = (rejections(&lab.log(), "replay"), grant_lines(&lab.log()));
+    send_udp(&lab.cli, sock(SRV4, KNOCK_PORT), read(&sent));
+    wait_until(Duration::from_secs(2), || {
+        rejections(&lab.log(), "replay") > replays || grant_lines(&lab.log()) > grants
+    });
+    assert_eq!(
+        grant_lines(&lab.log()),
+        grants,
+        "the old knock was granted after max_age was raised:\n{}",
+        lab.log()
+    );
+    assert!(!client_open(&lab), "port open");
+    assert_eq!(
+        rejections(&lab.log(), "replay"),
+        replays + 1,
+        "not refused as a replay:\n{}",
+        lab.log()
     );
 }
 
