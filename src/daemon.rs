@@ -428,6 +428,7 @@ pub fn load_config(path: &Path) -> anyhow::Result<Config> {
 /// refused, until when and what the operator can do.
 fn open_journal(
     config: &Config,
+    config_path: &Path,
     now: u64,
 ) -> anyhow::Result<(ReplayJournal, crate::replay::ReplayCache)> {
     let dir = &config.server.state_dir;
@@ -437,7 +438,30 @@ fn open_journal(
     // Every "refused" case below refuses knocks stamped before start + max_age: a knock
     // accepted before may carry a timestamp up to max_age ahead of the clock.
     match &report {
-        LoadReport::Fresh => info!(dir = %dir.display(), "new replay journal"),
+        LoadReport::FirstStart => info!(
+            dir = %dir.display(),
+            "first start of this state directory (first-start marker found): new replay journal, marker removed"
+        ),
+        LoadReport::Missing {
+            refuse_before,
+            dir_created,
+            marker_ignored,
+        } => error!(
+            dir = %dir.display(),
+            "no replay journal and no first-start marker in the state directory ({}): taken for \
+             a lost journal (directory wiped or on a tmpfs, or `state_dir` changed), so knocks \
+             stamped before {refuse_before} are refused for the next {max_age}s (no replay \
+             window opens){}; after that knocks work again, nothing else to do. A new state \
+             directory meant as such grants at once if prepared before its first start with \
+             `nfknock init-state --config {}` (scripts/install does this)",
+            if *dir_created { "it did not exist" } else { "it exists, without a journal" },
+            if *marker_ignored {
+                "; a `first-start` entry that is not a regular file was ignored"
+            } else {
+                ""
+            },
+            config_path.display()
+        ),
         LoadReport::Loaded { live, torn_tail } => {
             info!(live, torn_tail, "replay journal loaded");
             if cache.refuse_before() > now {
@@ -480,7 +504,7 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
     // see no change at all.
     let instance = InstanceLock::acquire(Action::Serve)?;
     let now = unix_now();
-    let (journal, cache) = open_journal(&config, now)?;
+    let (journal, cache) = open_journal(&config, &opts.config, now)?;
 
     // The queue before any nftables change: if another program holds the number, nothing has
     // been diverted to it or gated in its name.
@@ -1522,9 +1546,10 @@ mod tests {
         let path = write_config(dir.path(), &secret, allow);
         let config = Arc::new(load_config(&path).unwrap());
         let now = unix_now();
+        crate::state::mark_first_start(&config.server.state_dir).unwrap();
         let (journal, cache, report) =
             ReplayJournal::open(&config.server.state_dir, now, config.server.max_age).unwrap();
-        assert_eq!(report, LoadReport::Fresh);
+        assert_eq!(report, LoadReport::FirstStart);
         let (bell, ring) = UnixStream::pair().unwrap();
         ring.set_nonblocking(true).unwrap();
         let script = Script {
