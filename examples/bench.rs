@@ -612,10 +612,24 @@ static STARTS: AtomicU64 = AtomicU64::new(0);
 fn start_nfknock(lab: &Lab, bin: &str, server_extra: &str, clients: &str) -> Result<Daemon> {
     let n = STARTS.fetch_add(1, Ordering::Relaxed);
     let cfg = lab.dir.join(format!("nfknock-{n}.toml"));
+    let state = lab.dir.join(format!("state-{n}"));
+    // A new state directory, prepared as scripts/install prepares one, so knocks count at once
+    // (without the marker it would start as a lost journal and refuse knocks for max_age).
+    let out = Command::new(bin)
+        .args(["init-state", "--state-dir"])
+        .arg(&state)
+        .output()
+        .context("run nfknock init-state")?;
+    if !out.status.success() {
+        bail!(
+            "nfknock init-state: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let text = format!(
         "[server]\nport = {}\nqueue = {QUEUE}\nstate_dir = \"{}\"\nprotect = [\"tcp/{}\"]\nmax_age = 120\n{server_extra}\n{clients}",
         lab::KNOCK_PORT,
-        lab.dir.join(format!("state-{n}")).display(),
+        state.display(),
         lab::SERVICE_PORT
     );
     std::fs::write(&cfg, text)?;

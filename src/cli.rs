@@ -101,6 +101,31 @@ pub enum Command {
         #[arg(long, requires = "dry_run")]
         with_gate: bool,
     },
+    /// Declare a new state directory, so the first `serve` there grants knocks at once.
+    ///
+    /// A state directory without a replay journal is otherwise taken for one whose journal was
+    /// lost (wiped, on a tmpfs, or `state_dir` changed): knocks stamped before start + max_age
+    /// are refused, because knocks accepted before could be replayed. This creates the
+    /// directory (0700) if needed and puts the `first-start` marker in it; the daemon removes
+    /// the marker once its journal exists. scripts/install runs it when it creates
+    /// /var/lib/nfknock.
+    ///
+    /// Run it only for a directory that never served, or after giving every client a new key:
+    /// knocks captured while the old journal existed would be accepted again. Refused (exit
+    /// status 1) if the directory holds a replay journal.
+    InitState {
+        /// Take `state_dir` from this config.
+        #[arg(
+            long,
+            short = 'c',
+            value_name = "PATH",
+            default_value = DEFAULT_CONFIG
+        )]
+        config: PathBuf,
+        /// The state directory itself, without reading a config (what the installer uses).
+        #[arg(long, value_name = "DIR", conflicts_with = "config")]
+        state_dir: Option<PathBuf>,
+    },
     /// Validate a server config; print every problem with file, line and key.
     Check {
         #[arg(
@@ -258,6 +283,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             })?;
             Ok(EXIT_OK)
         }
+        Command::InitState { config, state_dir } => init_state(&config, state_dir),
         Command::Check { config } => check(&config),
         Command::Knock(args) => knock(args),
         Command::Status { json, .. } => status(json),
@@ -339,6 +365,30 @@ fn import_fwknop(args: &ImportFwknopArgs) -> anyhow::Result<i32> {
     } else {
         EXIT_FAIL
     })
+}
+
+fn init_state(config: &Path, state_dir: Option<PathBuf>) -> anyhow::Result<i32> {
+    use crate::state::{mark_first_start, MarkOutcome, StateError};
+    let dir = match state_dir {
+        Some(dir) => dir,
+        None => daemon::load_config(config)?.server.state_dir,
+    };
+    match mark_first_start(&dir) {
+        Ok(MarkOutcome::Marked) => eprintln!(
+            "{} is marked as a new state directory: the next `nfknock serve` starts a new replay journal there and grants at once",
+            dir.display()
+        ),
+        Ok(MarkOutcome::AlreadyMarked) => eprintln!(
+            "{} is already marked as a new state directory; nothing changed",
+            dir.display()
+        ),
+        Err(e @ StateError::HasJournal { .. }) => {
+            eprintln!("nfknock: {e}");
+            return Ok(EXIT_FAIL);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(EXIT_OK)
 }
 
 fn keygen(out: Option<&Path>) -> anyhow::Result<i32> {

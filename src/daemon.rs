@@ -395,6 +395,24 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Seconds on a clock that never steps (`CLOCK_BOOTTIME`: like `CLOCK_MONOTONIC`, but it keeps
+/// counting through a suspend, which is time passing, not a step). Only the replay cache uses
+/// it, to tell a step of the wall clock from time passing.
+pub fn monotonic_secs() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through the valid pointer it is given.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } == 0 {
+        return u64::try_from(ts.tv_sec).unwrap_or(0);
+    }
+    // Kernels before 2.6.39 lack CLOCK_BOOTTIME; CLOCK_MONOTONIC (Instant) stops during a
+    // suspend, which only makes replay entries stay longer.
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs()
+}
+
 /// Load a config or explain every problem.
 pub fn load_config(path: &Path) -> anyhow::Result<Config> {
     config::load(path).map_err(|e| {
@@ -404,6 +422,76 @@ pub fn load_config(path: &Path) -> anyhow::Result<Config> {
         );
         anyhow::Error::new(e).context(hint)
     })
+}
+
+/// Open the replay journal and log what was found: which case applied and, where knocks are
+/// refused, until when and what the operator can do.
+fn open_journal(
+    config: &Config,
+    config_path: &Path,
+    now: u64,
+) -> anyhow::Result<(ReplayJournal, crate::replay::ReplayCache)> {
+    let dir = &config.server.state_dir;
+    let max_age = config.server.max_age;
+    let (journal, cache, report) = ReplayJournal::open(dir, now, max_age)
+        .context("cannot open the replay journal; check `state_dir` and its permissions")?;
+    // Every "refused" case below refuses knocks stamped before start + max_age: a knock
+    // accepted before may carry a timestamp up to max_age ahead of the clock.
+    match &report {
+        LoadReport::FirstStart => info!(
+            dir = %dir.display(),
+            "first start of this state directory (first-start marker found): new replay journal, marker removed"
+        ),
+        LoadReport::Missing {
+            refuse_before,
+            dir_created,
+            marker_ignored,
+        } => error!(
+            dir = %dir.display(),
+            "no replay journal and no first-start marker in the state directory ({}): taken for \
+             a lost journal (directory wiped or on a tmpfs, or `state_dir` changed), so knocks \
+             stamped before {refuse_before} are refused for the next {max_age}s (no replay \
+             window opens){}; after that knocks work again, nothing else to do. A new state \
+             directory meant as such grants at once if prepared before its first start with \
+             `nfknock init-state --config {}` (scripts/install does this)",
+            if *dir_created { "it did not exist" } else { "it exists, without a journal" },
+            if *marker_ignored {
+                "; a `first-start` entry that is not a regular file was ignored"
+            } else {
+                ""
+            },
+            config_path.display()
+        ),
+        LoadReport::Loaded { live, torn_tail } => {
+            info!(live, torn_tail, "replay journal loaded");
+            if cache.refuse_before() > now {
+                warn!(
+                    "the replay journal was lost or set aside less than max_age ago: knocks \
+                     stamped before {} are still refused",
+                    cache.refuse_before()
+                );
+            }
+        }
+        LoadReport::Upgraded {
+            from_version,
+            live,
+            refuse_before,
+        } => warn!(
+            live,
+            "replay journal rewritten from format {from_version}, which does not say which knocks \
+             it had already forgotten: knocks stamped before {refuse_before} are refused for the \
+             next {max_age}s (no replay window opens)"
+        ),
+        LoadReport::Corrupt {
+            reason,
+            refuse_before,
+        } => error!(
+            %reason,
+            "replay journal was corrupt and has been set aside; knocks stamped before \
+             {refuse_before} are refused for the next {max_age}s (no replay window opens)"
+        ),
+    }
+    Ok((journal, cache))
 }
 
 /// Run the daemon until SIGTERM/SIGINT.
@@ -416,32 +504,7 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
     // see no change at all.
     let instance = InstanceLock::acquire(Action::Serve)?;
     let now = unix_now();
-    let (journal, cache, report) = ReplayJournal::open(&config.server.state_dir, now)
-        .context("cannot open the replay journal; check `state_dir` and its permissions")?;
-    let refuse_before = match &report {
-        LoadReport::Fresh => {
-            info!(dir = %config.server.state_dir.display(), "new replay journal");
-            0
-        }
-        LoadReport::Loaded { live, torn_tail } => {
-            info!(live, torn_tail, "replay journal loaded");
-            0
-        }
-        LoadReport::Corrupt {
-            reason,
-            refuse_before,
-        } => {
-            // A packet accepted before the loss may carry a timestamp up to max_age ahead of
-            // the clock; refusing everything stamped before `lost + max_age` closes that too.
-            let until = refuse_before.saturating_add(config.server.max_age);
-            error!(
-                %reason,
-                "replay journal was corrupt and has been set aside; knocks stamped before {until} are refused for the next {}s (no replay window opens)",
-                config.server.max_age
-            );
-            until
-        }
-    };
+    let (journal, cache) = open_journal(&config, &opts.config, now)?;
 
     // The queue before any nftables change: if another program holds the number, nothing has
     // been diverted to it or gated in its name.
@@ -478,7 +541,8 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
 
     let control = Control::register()?;
     drop_privileges()?;
-    let engine = Engine::new(config.clone(), cache, refuse_before, now);
+    // No extra refusal bound: the cache carries it (and its journal keeps it across restarts).
+    let engine = Engine::new(config.clone(), cache, 0, now);
     release_freed_memory();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     info!(
@@ -602,7 +666,14 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 let now = unix_now();
-                self.engine.tick(now);
+                if let Some(step) = self.engine.tick(now, monotonic_secs()) {
+                    warn!(
+                        step_secs = step,
+                        "the wall clock stepped by {step}s: replay records stay until their expiry \
+                         by the clock that does not step, and the key-hint window moved with the \
+                         clock"
+                    );
+                }
                 self.live.forget_expired();
                 self.warn_budget.reset();
                 if let Some(lock) = &self.instance {
@@ -1475,7 +1546,10 @@ mod tests {
         let path = write_config(dir.path(), &secret, allow);
         let config = Arc::new(load_config(&path).unwrap());
         let now = unix_now();
-        let (journal, cache, _) = ReplayJournal::open(&config.server.state_dir, now).unwrap();
+        crate::state::mark_first_start(&config.server.state_dir).unwrap();
+        let (journal, cache, report) =
+            ReplayJournal::open(&config.server.state_dir, now, config.server.max_age).unwrap();
+        assert_eq!(report, LoadReport::FirstStart);
         let (bell, ring) = UnixStream::pair().unwrap();
         ring.set_nonblocking(true).unwrap();
         let script = Script {

@@ -78,50 +78,77 @@ impl HintIndex {
         idx
     }
 
-    /// Add epochs that entered the window and drop those that left it.
+    /// Make the index cover exactly the epochs of the window around `now`: drop the epochs
+    /// that left it at either end and add those that entered it at either end.
+    ///
+    /// Time normally moves forward by a second per call, so this adds or drops one epoch every
+    /// ten minutes. A clock step is just a bigger move: forward, the old epochs all leave and
+    /// the new window is built; backward, the newest epochs leave and the older ones are added
+    /// in front. Either way the index matches `now` after one call (issue "security", item 6:
+    /// a step back used to leave it empty until a reload).
     fn refresh(&mut self, config: &Config, now: u64) {
         let window =
             native::epochs_within(now, config.server.max_age.max(native::SKEW_DIAGNOSIS_SECS));
         let (lo, hi) = (*window.start(), *window.end());
-        while let Some((epoch, _)) = self.epochs.front() {
-            if *epoch >= lo {
-                break;
-            }
-            let Some((epoch, hints)) = self.epochs.pop_front() else {
-                break;
-            };
-            let epoch = epoch as u32;
-            for h in hints {
-                self.remove(h, epoch);
+        let outside = |e: &(u64, Vec<u64>)| e.0 < lo || e.0 > hi;
+        while self.epochs.front().is_some_and(outside) {
+            if let Some((epoch, hints)) = self.epochs.pop_front() {
+                self.remove_epoch(epoch, hints);
             }
         }
-        let start = self.epochs.back().map_or(lo, |(e, _)| e + 1).max(lo);
+        while self.epochs.back().is_some_and(outside) {
+            if let Some((epoch, hints)) = self.epochs.pop_back() {
+                self.remove_epoch(epoch, hints);
+            }
+        }
         let natives = config
             .clients
             .iter()
             .filter(|c| matches!(c.credential, Credential::Native(_)))
             .count();
-        self.map
-            .reserve(natives * (hi + 1).saturating_sub(start) as usize);
-        for epoch in start..=hi {
-            let mut hints = Vec::with_capacity(natives);
-            for (i, client) in config.clients.iter().enumerate() {
-                if let Credential::Native(key) = &client.credential {
-                    let h = u64::from_be_bytes(native::hint(key, epoch));
-                    // Epochs are Unix time / 600: u32 lasts until the year 80 000.
-                    let entry = (i as u32, epoch as u32);
-                    match self.map.entry(h) {
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            v.insert(entry);
-                        }
-                        std::collections::hash_map::Entry::Occupied(_) => {
-                            self.collisions.entry(h).or_default().push(entry)
-                        }
-                    }
-                    hints.push(h);
-                }
-            }
+        // What is left is contiguous and inside [lo, hi]; if nothing is, build it all.
+        let (front, back) = match (self.epochs.front(), self.epochs.back()) {
+            (Some((f, _)), Some((b, _))) => (*f, *b),
+            _ => (hi.saturating_add(1), hi),
+        };
+        let missing = front.saturating_sub(lo) + hi.saturating_sub(back);
+        self.map.reserve(natives * missing as usize);
+        for epoch in (lo..front).rev() {
+            let hints = self.add_epoch(config, natives, epoch);
+            self.epochs.push_front((epoch, hints));
+        }
+        for epoch in back.saturating_add(1)..=hi {
+            let hints = self.add_epoch(config, natives, epoch);
             self.epochs.push_back((epoch, hints));
+        }
+    }
+
+    /// Index every native client's hint for `epoch`; returns the hints added.
+    fn add_epoch(&mut self, config: &Config, natives: usize, epoch: u64) -> Vec<u64> {
+        let mut hints = Vec::with_capacity(natives);
+        for (i, client) in config.clients.iter().enumerate() {
+            if let Credential::Native(key) = &client.credential {
+                let h = u64::from_be_bytes(native::hint(key, epoch));
+                // Epochs are Unix time / 600: u32 lasts until the year 80 000.
+                let entry = (i as u32, epoch as u32);
+                match self.map.entry(h) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(entry);
+                    }
+                    std::collections::hash_map::Entry::Occupied(_) => {
+                        self.collisions.entry(h).or_default().push(entry)
+                    }
+                }
+                hints.push(h);
+            }
+        }
+        hints
+    }
+
+    fn remove_epoch(&mut self, epoch: u64, hints: Vec<u64>) {
+        let epoch = epoch as u32;
+        for h in hints {
+            self.remove(h, epoch);
         }
     }
 
@@ -242,9 +269,14 @@ impl Engine {
     }
 
     /// Once a second or so: move the hint window, forget expired replay entries.
-    pub fn tick(&mut self, now: u64) {
+    ///
+    /// `now` is the wall clock (what knocks are judged by), `mono` a clock that never steps
+    /// (seconds from any origin): the replay cache forgets an entry only when both say it
+    /// expired. Returns the wall clock's step, in seconds, if it stepped since the last tick
+    /// (see [`ReplayCache::prune`]).
+    pub fn tick(&mut self, now: u64, mono: u64) -> Option<i64> {
         self.hints.refresh(&self.config, now);
-        self.replay.prune(now);
+        self.replay.prune(now, mono)
     }
 
     /// Decide one queued packet (a raw IP packet as NFQUEUE delivers it).
@@ -420,10 +452,16 @@ impl Engine {
         now: u64,
     ) -> Outcome {
         let max_age = self.config.server.max_age;
+        // Knocks stamped before this may be replays nobody remembers (the journal was lost, or
+        // the cache forgot them and the clock stepped back): refused, and for good, so there
+        // is nothing to record.
+        let refuse_before = self.refuse_before.max(self.replay.refuse_before());
         // Recorded as soon as it authenticated, before the age check (as fwknopd does): a
-        // packet stamped in the future cannot be replayed once it becomes fresh.
-        let expires = knock.timestamp.saturating_add(max_age);
-        let record = if self.replay.contains(&replay_key, now) || expires < now {
+        // packet stamped in the future cannot be replayed once it becomes fresh. Kept for the
+        // largest `max_age` there can be, not the current one (`replay::KEEP_SECS`). Even a
+        // packet that looks long expired is recorded: the wall clock may be wrong right now.
+        let expires = crate::replay::expiry_of(knock.timestamp);
+        let record = if self.replay.contains(&replay_key, now) || knock.timestamp < refuse_before {
             None
         } else {
             self.replay.insert(replay_key, expires);
@@ -431,7 +469,7 @@ impl Engine {
         };
         let decision = if let Some(reason) = early {
             Decision::Reject(reason)
-        } else if knock.timestamp < self.refuse_before {
+        } else if knock.timestamp < refuse_before {
             Decision::Reject(Reason::StateLost)
         } else {
             let req = Request {
@@ -499,6 +537,10 @@ mod tests {
     }
 
     fn config(clients: Vec<Client>) -> Arc<Config> {
+        config_with_max_age(clients, 120)
+    }
+
+    fn config_with_max_age(clients: Vec<Client>, max_age: u64) -> Arc<Config> {
         Arc::new(Config {
             path: "test.toml".into(),
             server: Server {
@@ -506,7 +548,7 @@ mod tests {
                 queue: 0,
                 state_dir: "/nonexistent".into(),
                 protect: vec!["tcp/22".parse().unwrap()],
-                max_age: 120,
+                max_age,
                 manage_ruleset: true,
                 gate_forward: true,
                 rate_limit: 20,
@@ -562,7 +604,11 @@ mod tests {
             Decision::Grant(g) => assert_eq!((g.addr, g.ttl), (packet().src, 30)),
             Decision::Reject(r) => panic!("{r}"),
         }
-        assert_eq!(out.record.map(|(_, exp)| exp), Some(NOW + 120));
+        assert_eq!(
+            out.record.map(|(_, exp)| exp),
+            Some(NOW + crate::replay::KEEP_SECS),
+            "kept for the largest max_age, not the current 120 s"
+        );
         let again = e.handle(&p, packet(), NOW + 1);
         assert_eq!(again.decision, Decision::Reject(Reason::Replay));
         assert_eq!(again.record, None);
@@ -617,7 +663,7 @@ mod tests {
             e.handle(&knock(1, later, 0), packet(), later).decision,
             Decision::Reject(Reason::UnknownKey)
         );
-        e.tick(later);
+        e.tick(later, later);
         assert!(matches!(
             e.handle(&knock(1, later, 0), packet(), later).decision,
             Decision::Grant(_)
@@ -632,6 +678,104 @@ mod tests {
             2 * e.hints.epochs.len(),
             "one hint per native client and epoch"
         );
+    }
+
+    fn granted(out: &Outcome) -> bool {
+        matches!(out.decision, Decision::Grant(_))
+    }
+
+    /// Issue "security", item 6: a knock accepted under `max_age = 120` and forgotten after
+    /// 120 s must not become fresh again when a reload raises `max_age`.
+    #[test]
+    fn raising_max_age_does_not_reopen_the_replay_window() {
+        let mut e = engine();
+        let p = knock(1, NOW, 0);
+        assert!(granted(&e.handle(&p, packet(), NOW)));
+        let later = NOW + 300;
+        assert_eq!(e.tick(later, later), None);
+        e.reconfigure(
+            config_with_max_age(
+                vec![native_client("bob", 9), native_client("alice", 1)],
+                crate::config::MAX_MAX_AGE,
+            ),
+            later,
+        );
+        let again = e.handle(&p, packet(), later);
+        assert!(
+            matches!(again.decision, Decision::Reject(Reason::Replay)),
+            "{:?}",
+            again.decision
+        );
+    }
+
+    /// Issue "security", item 6: the wall clock jumps a day ahead (a bad NTP server, a wrong
+    /// RTC) and back. Entries must not be forgotten while the monotonic clock says only
+    /// seconds passed.
+    #[test]
+    fn replay_entries_survive_a_forward_then_backward_clock_step() {
+        let mut e = engine();
+        let p = knock(1, NOW, 0);
+        assert!(granted(&e.handle(&p, packet(), NOW)));
+        // The monotonic clock reads 0 at NOW and runs on; the wall clock jumps.
+        e.tick(NOW, 0);
+        assert_eq!(e.tick(NOW + 86_400, 1), Some(86_399));
+        assert_eq!(e.tick(NOW + 2, 2), Some(-86_399));
+        assert!(
+            e.replay().contains(&crate::replay::key_of(&p), NOW + 2),
+            "forgotten during the forward excursion"
+        );
+        let again = e.handle(&p, packet(), NOW + 2);
+        assert_eq!(again.decision, Decision::Reject(Reason::Replay));
+        // Honest knocks still work on the stepped-back clock.
+        assert!(granted(&e.handle(&knock(1, NOW + 2, 7), packet(), NOW + 2)));
+    }
+
+    /// Issue "security", item 6: a backward step of more than the replay bound after an entry
+    /// was rightly forgotten must not make its packet acceptable again.
+    #[test]
+    fn backward_step_past_the_replay_bound_cannot_replay_a_forgotten_knock() {
+        let mut e = engine();
+        let p = knock(1, NOW, 0);
+        assert!(granted(&e.handle(&p, packet(), NOW)));
+        // Two hours pass normally: the entry is rightly pruned.
+        e.tick(NOW, 0);
+        assert_eq!(e.tick(NOW + 7_200, 7_200), None);
+        assert!(e.replay().is_empty());
+        // Then the wall clock is set back two hours.
+        assert_eq!(e.tick(NOW + 10, 7_201), Some(-7_191));
+        let again = e.handle(&p, packet(), NOW + 10);
+        assert!(!granted(&again), "a forgotten knock was granted again");
+        assert_eq!(again.decision, Decision::Reject(Reason::StateLost));
+        // A knock stamped on the stepped-back clock, after the forgotten one, is fine.
+        assert!(granted(&e.handle(
+            &knock(1, NOW + 11, 7),
+            packet(),
+            NOW + 11
+        )));
+    }
+
+    /// Issue "security", item 6: after the wall clock steps back by more than the hint window
+    /// the native hint index must cover the new `now` at once, not only after a reload.
+    #[test]
+    fn hint_index_follows_clock_steps_in_both_directions() {
+        let mut e = engine();
+        for (i, now) in [
+            NOW - 2 * 3600,       // back, further than the window
+            NOW - 2 * 3600 - 601, // back across one epoch boundary
+            NOW + 5 * 86_400,     // forward, far
+            NOW,                  // back, far
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            e.tick(now, i as u64);
+            let out = e.handle(&knock(1, now, i as u8 * 10), packet(), now);
+            assert!(granted(&out), "step to {now}: {:?}", out.decision);
+            let window = native::epochs_within(now, native::SKEW_DIAGNOSIS_SECS);
+            let epochs: Vec<u64> = e.hints.epochs.iter().map(|(ep, _)| *ep).collect();
+            assert_eq!(epochs, window.collect::<Vec<_>>(), "step to {now}");
+            assert_eq!(e.hints.len(), 2 * epochs.len(), "step to {now}");
+        }
     }
 
     #[test]

@@ -64,7 +64,8 @@ pub enum Reason {
     Malformed(&'static str),
     /// This exact packet was already accepted.
     Replay,
-    /// The replay journal was lost; knocks older than the daemon's start are refused.
+    /// Stamped before the oldest time the replay records still cover (the journal was lost,
+    /// corrupt or old, or the clock stepped back past forgotten records): it may be a replay.
     StateLost,
     /// The timestamp differs from now by more than `max_age`; `skew` = timestamp − now.
     Stale { skew: i64 },
@@ -130,7 +131,7 @@ impl fmt::Display for Reason {
             Reason::Replay => write!(f, "replayed packet"),
             Reason::StateLost => write!(
                 f,
-                "timestamp before daemon start and the replay journal was lost; knock again"
+                "timestamp older than the replay records reach (journal lost, or a clock stepped); knock again, from a correct clock"
             ),
             Reason::Stale { skew } => write!(
                 f,

@@ -115,6 +115,11 @@ fn rejections(log: &str, code: &str) -> usize {
         + log.matches(&format!("reason={code} ")).count()
 }
 
+/// Grants in a log (one `grant` line per granted knock).
+fn grant_lines(log: &str) -> usize {
+    log.matches(" grant client=").count()
+}
+
 /// `/proc/PID/status` as key → value.
 fn proc_status(pid: u32) -> HashMap<String, String> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -636,6 +641,202 @@ fn corrupt_journal_is_set_aside_and_no_replay_window_opens() {
     assert!(
         status.success(),
         "daemon did not keep running after the corrupt journal"
+    );
+}
+
+/// The daemon's config with `state_dir` = `lab.path(state)`, alice allowed tcp/2222 with grants
+/// of one second.
+fn write_config_with_state(lab: &Lab, state: &str, max_age: u64, key: &Path) -> PathBuf {
+    let p = lab.path("nfknock.toml");
+    let text = format!(
+        "[server]\nport = {KNOCK_PORT}\nqueue = 3\nstate_dir = \"{}\"\nprotect = [\"tcp/2222\"]\nmax_age = {max_age}\n\n{}",
+        lab.path(state).display(),
+        alice(key, "\"tcp/2222\"", 1)
+    );
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Issue "security", item 3: a state directory that lost its journal (wiped, on tmpfs, or a
+/// changed `state_dir`) is not a first start. Knocks captured before the restart, sent or only
+/// built, are refused; the log says which case applied and what to do.
+#[test]
+fn wiped_or_moved_state_dir_refuses_knocks_captured_before_the_restart() {
+    // Long enough that every captured knock is still fresh when it is replayed: a refusal
+    // below can only be the lost-journal rule, never `stale`.
+    const MAX_AGE: u64 = 120;
+    let mut lab = Lab::new();
+    let key = lab.keygen("alice.key");
+    write_config_with_state(&lab, "state", MAX_AGE, &key);
+    lab.start_daemon();
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let sent = lab.path("sent.bin");
+    knock_host(&lab, &key, &["--save-packet", sent.to_str().unwrap()]);
+    assert!(
+        wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(),
+        "{}",
+        lab.log()
+    );
+    let unsent = lab.path("unsent.bin");
+    knock_host(
+        &lab,
+        &key,
+        &["--save-packet", unsent.to_str().unwrap(), "--dry-run"],
+    );
+    assert!(lab.stop_daemon().1.success());
+    assert!(
+        wait_until(Duration::from_secs(4), || !client_open(&lab)).is_some(),
+        "the first grant did not expire"
+    );
+
+    let replay_captured = |lab: &Lab, case: &str| {
+        let (lost, grants) = (
+            rejections(&lab.log(), "state-lost"),
+            grant_lines(&lab.log()),
+        );
+        for k in [&sent, &unsent] {
+            send_udp(&lab.cli, sock(SRV4, KNOCK_PORT), read(k));
+        }
+        wait_until(Duration::from_secs(2), || {
+            rejections(&lab.log(), "state-lost") >= lost + 2 || grant_lines(&lab.log()) > grants
+        });
+        assert_eq!(
+            grant_lines(&lab.log()),
+            grants,
+            "{case}: a knock captured before the restart was granted:\n{}",
+            lab.log()
+        );
+        assert!(!client_open(lab), "{case}: port open");
+        assert_eq!(
+            rejections(&lab.log(), "state-lost"),
+            lost + 2,
+            "{case}: captured knocks not refused as state-lost:\n{}",
+            lab.log()
+        );
+    };
+
+    // 1. The state directory is wiped (rm -rf, a tmpfs after a reboot).
+    std::fs::remove_dir_all(lab.path("state")).unwrap();
+    lab.start_daemon();
+    replay_captured(&lab, "wiped state directory");
+    let lost_line = "no replay journal and no first-start marker";
+    assert_eq!(lab.log().matches(lost_line).count(), 1, "{}", lab.log());
+    assert!(
+        lab.log()
+            .contains(&format!("refused for the next {MAX_AGE}s")),
+        "{}",
+        lab.log()
+    );
+    assert!(lab.log().contains("nfknock init-state"), "{}", lab.log());
+    assert!(lab.stop_daemon().1.success());
+
+    // 2. `state_dir` now names another (empty) directory.
+    write_config_with_state(&lab, "state-moved", MAX_AGE, &key);
+    lab.start_daemon();
+    replay_captured(&lab, "changed state_dir");
+    assert_eq!(lab.log().matches(lost_line).count(), 2, "{}", lab.log());
+    assert!(lab.path("state-moved").join("replay.journal").exists());
+    assert!(lab.stop_daemon().1.success());
+}
+
+/// Issue "security", item 3: a state directory prepared the way the installer prepares it
+/// (`nfknock init-state`) is a first start: the daemon says so, removes the marker once its
+/// journal exists, and grants the first knock at once.
+#[test]
+fn first_start_with_the_install_marker_grants_at_once() {
+    let mut lab = Lab::new();
+    let key = lab.keygen("alice.key");
+    write_config_with_state(&lab, "state", 120, &key);
+    let state = lab.path("state");
+    assert!(
+        std::fs::read_dir(&state).unwrap().count() == 1,
+        "the lab prepares the state directory with one marker file"
+    );
+    lab.start_daemon();
+    assert!(
+        lab.log()
+            .contains("first start of this state directory (first-start marker found)"),
+        "{}",
+        lab.log()
+    );
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    knock_host(&lab, &key, &[]);
+    assert!(
+        wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(),
+        "the first knock after a first start was not granted at once:\n{}",
+        lab.log()
+    );
+    let names: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["replay.journal".to_string()],
+        "marker not removed"
+    );
+    // A restart is no longer a first start.
+    assert!(lab.stop_daemon().1.success());
+    lab.start_daemon();
+    assert_eq!(
+        lab.log()
+            .matches("first start of this state directory")
+            .count(),
+        1
+    );
+    assert!(lab.log().contains("replay journal loaded"), "{}", lab.log());
+}
+
+/// Issue "security", item 6: a knock accepted under a short `max_age` and long enough ago that
+/// the old cache forgot it must stay a replay when a reload raises `max_age`.
+#[test]
+fn raising_max_age_on_reload_does_not_make_an_old_knock_fresh() {
+    let mut lab = Lab::new();
+    let key = lab.keygen("alice.key");
+    write_config_with_state(&lab, "state", 2, &key);
+    lab.start_daemon();
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let sent = lab.path("sent.bin");
+    let knocked = Instant::now();
+    knock_host(&lab, &key, &["--save-packet", sent.to_str().unwrap()]);
+    assert!(
+        wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(),
+        "{}",
+        lab.log()
+    );
+    // Past max_age + one tick: a cache bounded by max_age has dropped the entry by now.
+    thread::sleep(Duration::from_secs(4).saturating_sub(knocked.elapsed()));
+    assert!(!client_open(&lab), "the one-second grant did not expire");
+    write_config_with_state(&lab, "state", 3600, &key);
+    let reloads = lab.log().matches("config reloaded").count();
+    lab.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(3), || lab
+            .log()
+            .matches("config reloaded")
+            .count()
+            > reloads)
+        .is_some(),
+        "{}",
+        lab.log()
+    );
+    let (replays, grants) = (rejections(&lab.log(), "replay"), grant_lines(&lab.log()));
+    send_udp(&lab.cli, sock(SRV4, KNOCK_PORT), read(&sent));
+    wait_until(Duration::from_secs(2), || {
+        rejections(&lab.log(), "replay") > replays || grant_lines(&lab.log()) > grants
+    });
+    assert_eq!(
+        grant_lines(&lab.log()),
+        grants,
+        "the old knock was granted after max_age was raised:\n{}",
+        lab.log()
+    );
+    assert!(!client_open(&lab), "port open");
+    assert_eq!(
+        rejections(&lab.log(), "replay"),
+        replays + 1,
+        "not refused as a replay:\n{}",
+        lab.log()
     );
 }
 
@@ -1364,8 +1565,7 @@ fn daemon_runs_as_an_unprivileged_user_with_ambient_cap_net_admin() {
     std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
     let key = lab.keygen("nobody/alice.key");
     let state = home.join("state");
-    std::fs::create_dir(&state).unwrap();
-    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    init_state(&state);
     let config = home.join("nfknock.toml");
     std::fs::write(
         &config,
