@@ -2,9 +2,9 @@
 //! policy. The daemon hands each queued packet to [`Engine::handle`] with the current time and
 //! acts on the returned [`Outcome`]; `nfknock verify` calls the same code offline.
 //!
-//! Order (STYLE.md habit 3): length/format, then the key lookup that needs no crypto (the
-//! native key hint in O(1); fwknop clients filtered by source address), then the replay cache,
-//! then crypto. State is recorded only after a packet authenticated.
+//! Order (STYLE.md habit 3): length/format and the source address, then the key lookup that
+//! needs no crypto (the native key hint in O(1); fwknop clients filtered by source address),
+//! then the replay cache, then crypto. State is recorded only after a packet authenticated.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -210,12 +210,12 @@ struct FwknopEntry {
 
 impl FwknopEntry {
     /// Could this client's `sources` admit `src`? Exactly `policy::addresses_permitted`'s
-    /// source rule (IPv4-mapped IPv6 matched as IPv4), without its destination rule.
+    /// source rule (addresses as they are; an IPv4-mapped source never), without its
+    /// destination rule.
     fn admits(&self, src: IpAddr) -> bool {
-        let src = match src {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(src, IpAddr::V4),
-            v4 => v4,
-        };
+        if wire::ip::is_ipv4_mapped(src) {
+            return false;
+        }
         match src {
             IpAddr::V4(a) => {
                 let a = u32::from(a);
@@ -296,7 +296,13 @@ impl Engine {
 
     /// Decide one knock payload.
     pub fn handle(&mut self, payload: &[u8], packet: Packet, now: u64) -> Outcome {
-        match wire::detect(payload) {
+        let format = wire::detect(payload);
+        // An IPv4-mapped source in an IPv6 header would pass for an IPv4 host that IPv4's
+        // rp_filter never checked (`wire::ip::is_ipv4_mapped`): refused before anything else.
+        if wire::ip::is_ipv4_mapped(packet.src) {
+            return Outcome::reject(format, Reason::MappedSource);
+        }
+        match format {
             Some(Format::Native) => self.native(payload, packet, now),
             Some(Format::Fwknop) => self.fwknop(payload, packet, now),
             None => Outcome::reject(None, Reason::BadLength),
@@ -828,7 +834,8 @@ mod tests {
     }
 
     /// The flat source masks answer exactly as `policy::addresses_permitted` does (no
-    /// `destinations` here), host bits in the config, mapped IPv6 and mixed families included.
+    /// `destinations` here), host bits in the config, IPv4-mapped and other IPv4-embedding
+    /// IPv6 forms and mixed families included.
     #[test]
     fn fwknop_source_masks_match_the_policy_rule() {
         let nets = [
@@ -847,6 +854,10 @@ mod tests {
             "2001:db8:0:5::9",
             "2001:db9::1",
             "::ffff:10.1.2.9",
+            "::ffff:192.0.2.7",
+            "::10.1.2.9",
+            "64:ff9b::a01:209",
+            "2002:a01:209::1",
             "::1",
         ];
         for k in 0..(1u32 << nets.len()) {
@@ -872,6 +883,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Security issue item 8: a native knock in a UDPv6 packet from `::ffff:192.0.2.7` is
+    /// refused before any key lookup or crypto, and records nothing; over IPv4 it is granted.
+    #[test]
+    fn ipv4_mapped_source_is_refused_before_the_key_lookup() {
+        let mut e = engine();
+        let p = knock(1, NOW, 4);
+        let mapped = wire::ip::build(
+            "::ffff:192.0.2.7".parse().unwrap(),
+            "fd00::1".parse().unwrap(),
+            5555,
+            62201,
+            &p,
+        );
+        let out = e.handle_ip(&mapped, NOW);
+        assert_eq!(out.decision, Decision::Reject(Reason::MappedSource));
+        assert_eq!(out.format, Some(Format::Native));
+        assert_eq!((out.client, out.record), (None, None));
+        assert!(e.replay().is_empty());
+        let v4 = wire::ip::build(packet().src, packet().dst, 5555, 62201, &p);
+        assert!(matches!(e.handle_ip(&v4, NOW).decision, Decision::Grant(_)));
     }
 
     #[test]
