@@ -363,7 +363,11 @@ impl Engine {
                 message_type: None,
                 nat_access: None,
             };
-            return self.finish(f, i as usize, knock, replay_key, None, packet, now);
+            let record = self.remember(replay_key, knock.timestamp);
+            return Outcome {
+                record,
+                ..self.decide(f, i as usize, knock, None, packet, now)
+            };
         }
         Outcome::reject(f, first_reject)
     }
@@ -390,9 +394,17 @@ impl Engine {
         if self.replay.contains(&replay_key, now) {
             return Outcome::reject(f, Reason::Replay);
         }
-        // fwknopd tries stanzas in file order and the first that fully succeeds wins; a stanza
-        // whose SOURCE excludes the packet costs no crypto.
+        // fwknopd 2.6.10 (server/incoming_spa.c, `incoming_spa()`) tries the access.conf
+        // stanzas in file order. A stanza whose SOURCE excludes the packet is skipped before any
+        // crypto; one that authenticates the packet but then refuses it (age, allow IP,
+        // username, message type, ports) also hands it on to the next stanza (`continue`); only
+        // a stanza that acts on the packet ends the loop (`break`). The replay digest is stored
+        // once, by the first stanza that authenticates (`add_replay_cache()`). So: the first
+        // grant wins; without one, the first authenticated refusal is the answer. Whichever it
+        // is carries the replay record, which the daemon journals before any grant.
         let mut result: Option<Outcome> = None;
+        let mut record: Option<(ReplayKey, u64)> = None;
+        let mut authenticated = false;
         let mut any_source = false;
         for idx in 0..self.fwknop_clients.len() {
             let entry = &self.fwknop_clients[idx];
@@ -407,6 +419,10 @@ impl Engine {
                 Ok(m) => m,
                 Err(_) => continue,
             };
+            if !authenticated {
+                record = self.remember(replay_key, msg.timestamp);
+                authenticated = true;
+            }
             let unsupported = match msg.message_type {
                 1 | 3 => None,
                 0 => Some(Reason::Unsupported("fwknop command messages (type 0)")),
@@ -426,56 +442,62 @@ impl Engine {
                 message_type: Some(msg.message_type),
                 nat_access: msg.nat_access,
             };
-            let out = self.finish(f, i, knock, replay_key, unsupported, packet, now);
+            let out = self.decide(f, i, knock, unsupported, packet, now);
             if matches!(out.decision, Decision::Grant(_)) {
-                return out;
+                return Outcome { record, ..out };
             }
             result.get_or_insert(out);
         }
-        result.unwrap_or_else(|| {
-            Outcome::reject(
+        match result {
+            Some(out) => Outcome { record, ..out },
+            None => Outcome::reject(
                 f,
                 if any_source {
                     Reason::AuthFailed
                 } else {
                     Reason::SourceNotAllowed
                 },
-            )
-        })
+            ),
+        }
     }
 
-    /// Common tail once a packet authenticated under client `i`: record it against replays,
-    /// then apply the policy.
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        &mut self,
+    /// Knocks stamped before this may be replays nobody remembers (the journal was lost, or
+    /// the cache forgot them and the clock stepped back): refused, and for good.
+    fn refuse_before(&self) -> u64 {
+        self.refuse_before.max(self.replay.refuse_before())
+    }
+
+    /// Record an authenticated packet's identity against replays and return the entry the
+    /// daemon must journal before acting on the packet.
+    ///
+    /// Recorded as soon as it authenticated, before the age check (as fwknopd does): a packet
+    /// stamped in the future cannot be replayed once it becomes fresh. Kept for the largest
+    /// `max_age` there can be, not the current one (`replay::KEEP_SECS`). Even a packet that
+    /// looks long expired is recorded: the wall clock may be wrong right now. A knock stamped
+    /// before [`refuse_before`](Self::refuse_before) is refused for good: nothing to record.
+    fn remember(&mut self, id: ReplayKey, timestamp: u64) -> Option<(ReplayKey, u64)> {
+        if timestamp < self.refuse_before() {
+            return None;
+        }
+        let expires = crate::replay::expiry_of(timestamp);
+        self.replay.insert(id, expires);
+        Some((id, expires))
+    }
+
+    /// The policy's answer once a packet authenticated under client `i` (no replay record: the
+    /// caller attaches the one [`remember`](Self::remember) returned).
+    fn decide(
+        &self,
         format: Option<Format>,
         i: usize,
         knock: Knock,
-        replay_key: ReplayKey,
         early: Option<Reason>,
         packet: Packet,
         now: u64,
     ) -> Outcome {
-        let max_age = self.config.server.max_age;
-        // Knocks stamped before this may be replays nobody remembers (the journal was lost, or
-        // the cache forgot them and the clock stepped back): refused, and for good, so there
-        // is nothing to record.
-        let refuse_before = self.refuse_before.max(self.replay.refuse_before());
-        // Recorded as soon as it authenticated, before the age check (as fwknopd does): a
-        // packet stamped in the future cannot be replayed once it becomes fresh. Kept for the
-        // largest `max_age` there can be, not the current one (`replay::KEEP_SECS`). Even a
-        // packet that looks long expired is recorded: the wall clock may be wrong right now.
-        let expires = crate::replay::expiry_of(knock.timestamp);
-        let record = if self.replay.contains(&replay_key, now) || knock.timestamp < refuse_before {
-            None
-        } else {
-            self.replay.insert(replay_key, expires);
-            Some((replay_key, expires))
-        };
         let decision = if let Some(reason) = early {
             Decision::Reject(reason)
-        } else if knock.timestamp < refuse_before {
+        } else if knock.timestamp < self.refuse_before() {
             Decision::Reject(Reason::StateLost)
         } else {
             let req = Request {
@@ -485,14 +507,20 @@ impl Engine {
                 timeout: knock.timeout,
                 username: knock.username.as_deref(),
             };
-            policy::evaluate(&req, &packet, &self.config.clients[i], max_age, now)
+            policy::evaluate(
+                &req,
+                &packet,
+                &self.config.clients[i],
+                self.config.server.max_age,
+                now,
+            )
         };
         Outcome {
             format,
             client: Some(i),
             knock: Some(knock),
             decision,
-            record,
+            record: None,
         }
     }
 }
