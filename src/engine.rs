@@ -5,6 +5,11 @@
 //! Order (STYLE.md habit 3): length/format and the source address, then the key lookup that
 //! needs no crypto (the native key hint in O(1); fwknop clients filtered by source address),
 //! then the replay cache, then crypto. State is recorded only after a packet authenticated.
+//!
+//! One exception: an fwknop packet's replay identity is its authenticated message
+//! ([`fwknop::Opened::replay_id`]), because its wire text has more than one spelling, so it is
+//! looked up right after authentication. A replayed fwknop packet therefore costs what a forged
+//! one from the same source costs (each candidate client's HMAC), plus one decryption.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -238,18 +243,25 @@ pub struct Engine {
     replay: ReplayCache,
     /// Knocks with a timestamp before this are refused (the replay journal was lost).
     refuse_before: u64,
+    /// Latest expiry among the replay entries loaded at start. Until then, fwknop packets are
+    /// also looked up under the identity nfknock journaled before message identities (SHA-256
+    /// of the wire, [`fwknop::replay_key`]): a journal written by that version must not open a
+    /// replay window after an upgrade. After it, no such entry can be live.
+    legacy_until: u64,
 }
 
 impl Engine {
     pub fn new(config: Arc<Config>, replay: ReplayCache, refuse_before: u64, now: u64) -> Engine {
         let hints = HintIndex::build(&config, now);
         let fwknop_clients = fwknop_clients(&config);
+        let legacy_until = replay.iter().map(|(_, exp)| exp).max().unwrap_or(0);
         Engine {
             config,
             hints,
             fwknop_clients,
             replay,
             refuse_before,
+            legacy_until,
         }
     }
 
@@ -390,9 +402,11 @@ impl Engine {
         if self.fwknop_clients.is_empty() {
             return Outcome::reject(f, Reason::UnknownKey);
         }
-        let replay_key = crate::replay::key_from_digest(&fwknop::replay_key(payload));
-        if self.replay.contains(&replay_key, now) {
-            return Outcome::reject(f, Reason::Replay);
+        if now <= self.legacy_until {
+            let legacy = crate::replay::key_from_digest(&fwknop::replay_key(payload));
+            if self.replay.contains(&legacy, now) {
+                return Outcome::reject(f, Reason::Replay);
+            }
         }
         // fwknopd 2.6.10 (server/incoming_spa.c, `incoming_spa()`) tries the access.conf
         // stanzas in file order. A stanza whose SOURCE excludes the packet is skipped before any
@@ -404,8 +418,9 @@ impl Engine {
         // is carries the replay record, which the daemon journals before any grant.
         let mut result: Option<Outcome> = None;
         let mut record: Option<(ReplayKey, u64)> = None;
-        let mut authenticated = false;
+        let mut seen: Option<ReplayKey> = None;
         let mut any_source = false;
+        let mut non_canonical = false;
         for idx in 0..self.fwknop_clients.len() {
             let entry = &self.fwknop_clients[idx];
             let i = entry.index as usize;
@@ -415,13 +430,25 @@ impl Engine {
                 continue;
             }
             any_source = true;
-            let msg = match fwknop::open_prepared(&entry.key, wire) {
-                Ok(m) => m,
+            let opened = match fwknop::open_prepared(&entry.key, wire) {
+                Ok(o) => o,
+                Err(fwknop::FwknopError::NonCanonical) => {
+                    non_canonical = true;
+                    continue;
+                }
                 Err(_) => continue,
             };
-            if !authenticated {
-                record = self.remember(replay_key, msg.timestamp);
-                authenticated = true;
+            let msg = opened.message;
+            let id = crate::replay::key_from_digest(&opened.replay_id);
+            if seen != Some(id) {
+                if self.replay.contains(&id, now) {
+                    return Outcome {
+                        record,
+                        ..Outcome::reject(f, Reason::Replay)
+                    };
+                }
+                record = self.remember(id, msg.timestamp).or(record);
+                seen = Some(id);
             }
             let unsupported = match msg.message_type {
                 1 | 3 => None,
@@ -452,7 +479,9 @@ impl Engine {
             Some(out) => Outcome { record, ..out },
             None => Outcome::reject(
                 f,
-                if any_source {
+                if non_canonical {
+                    Reason::BadHeader("fwknop base64 is not canonical (a re-spelled packet)")
+                } else if any_source {
                     Reason::AuthFailed
                 } else {
                     Reason::SourceNotAllowed

@@ -665,7 +665,10 @@ fn respelled_no_hmac_packets_are_never_granted() {
                 first.decision
             );
             assert_eq!(first.client, None, "{c}: {v}: authenticated");
-            assert!(e.replay().is_empty(), "{c}: a refused spelling was recorded");
+            assert!(
+                e.replay().is_empty(),
+                "{c}: a refused spelling was recorded"
+            );
         }
         let out = e.handle(packet.as_bytes(), packet_from(src), now);
         grant_of(r, &out);
@@ -701,10 +704,17 @@ fn respelled_hmac_packets_fail_authentication() {
             .into_iter()
             .map(|t| format!("{body}{t}"))
             .collect();
-        spellings.extend(wire_respellings(body).into_iter().map(|b| format!("{b}{tag}")));
+        spellings.extend(
+            wire_respellings(body)
+                .into_iter()
+                .map(|b| format!("{b}{tag}")),
+        );
         assert!(!spellings.is_empty(), "{c}");
         for v in spellings.iter().filter(|v| v.as_str() != packet) {
-            for (label, e) in [("after", &mut e), ("first", &mut engine(config_for(r, &o), now))] {
+            for (label, e) in [
+                ("after", &mut e),
+                ("first", &mut engine(config_for(r, &o), now)),
+            ] {
                 let out = e.handle(v.as_bytes(), packet_from(src), now);
                 assert!(
                     !matches!(out.decision, Decision::Grant(_)),
@@ -776,7 +786,10 @@ fn ctr_padding_respelled_without_hmac_is_a_replay() {
             assert_eq!(out.record, None, "{p}");
         }
     }
-    assert!(replays >= 1, "no padding variant authenticated; the test proves nothing");
+    assert!(
+        replays >= 1,
+        "no padding variant authenticated; the test proves nothing"
+    );
 }
 
 /// A no-HMAC client that shares its Rijndael key with an HMAC client (a migration in progress)
@@ -798,7 +811,10 @@ fn hmac_packet_with_its_tag_cut_off_is_a_replay_under_a_no_hmac_stanza() {
          [client.fwknop]\nkey_base64 = {}\nno_hmac = true\n",
         quoted(s(r, "key_base64").unwrap())
     );
-    let text = format!("{SERVER_TOML}\n{}\n{old_phone}", client_toml(r, "laptop", &o));
+    let text = format!(
+        "{SERVER_TOML}\n{}\n{old_phone}",
+        client_toml(r, "laptop", &o)
+    );
     let mut e = engine(parse(&text), now);
     let packet = s(r, "packet").unwrap();
     let out = e.handle(packet.as_bytes(), packet_from(src), now);
@@ -971,7 +987,8 @@ fn ipv4_mapped_source_is_refused_before_crypto() {
         src: IpAddr::V6(v4.to_ipv6_mapped()),
         dst: IpAddr::V6(SERVER.parse::<Ipv4Addr>().unwrap().to_ipv6_mapped()),
     };
-    let mapped_refusal = |d: &Decision| matches!(d, Decision::Reject(r) if r.code() == "mapped-source");
+    let mapped_refusal =
+        |d: &Decision| matches!(d, Decision::Reject(r) if r.code() == "mapped-source");
     let out = e.handle(packet, mapped, now);
     assert!(mapped_refusal(&out.decision), "{:?}", out.decision);
     assert_eq!((out.client, out.record), (None, None));
