@@ -2,9 +2,14 @@
 //! policy. The daemon hands each queued packet to [`Engine::handle`] with the current time and
 //! acts on the returned [`Outcome`]; `nfknock verify` calls the same code offline.
 //!
-//! Order (STYLE.md habit 3): length/format, then the key lookup that needs no crypto (the
-//! native key hint in O(1); fwknop clients filtered by source address), then the replay cache,
-//! then crypto. State is recorded only after a packet authenticated.
+//! Order (STYLE.md habit 3): length/format and the source address, then the key lookup that
+//! needs no crypto (the native key hint in O(1); fwknop clients filtered by source address),
+//! then the replay cache, then crypto. State is recorded only after a packet authenticated.
+//!
+//! One exception: an fwknop packet's replay identity is its authenticated message
+//! ([`fwknop::Opened::replay_id`]), because its wire text has more than one spelling, so it is
+//! looked up right after authentication. A replayed fwknop packet therefore costs what a forged
+//! one from the same source costs (each candidate client's HMAC), plus one decryption.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -210,12 +215,12 @@ struct FwknopEntry {
 
 impl FwknopEntry {
     /// Could this client's `sources` admit `src`? Exactly `policy::addresses_permitted`'s
-    /// source rule (IPv4-mapped IPv6 matched as IPv4), without its destination rule.
+    /// source rule (addresses as they are; an IPv4-mapped source never), without its
+    /// destination rule.
     fn admits(&self, src: IpAddr) -> bool {
-        let src = match src {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(src, IpAddr::V4),
-            v4 => v4,
-        };
+        if wire::ip::is_ipv4_mapped(src) {
+            return false;
+        }
         match src {
             IpAddr::V4(a) => {
                 let a = u32::from(a);
@@ -238,18 +243,25 @@ pub struct Engine {
     replay: ReplayCache,
     /// Knocks with a timestamp before this are refused (the replay journal was lost).
     refuse_before: u64,
+    /// Latest expiry among the replay entries loaded at start. Until then, fwknop packets are
+    /// also looked up under the identity nfknock journaled before message identities (SHA-256
+    /// of the wire, [`fwknop::replay_key`]): a journal written by that version must not open a
+    /// replay window after an upgrade. After it, no such entry can be live.
+    legacy_until: u64,
 }
 
 impl Engine {
     pub fn new(config: Arc<Config>, replay: ReplayCache, refuse_before: u64, now: u64) -> Engine {
         let hints = HintIndex::build(&config, now);
         let fwknop_clients = fwknop_clients(&config);
+        let legacy_until = replay.iter().map(|(_, exp)| exp).max().unwrap_or(0);
         Engine {
             config,
             hints,
             fwknop_clients,
             replay,
             refuse_before,
+            legacy_until,
         }
     }
 
@@ -296,7 +308,13 @@ impl Engine {
 
     /// Decide one knock payload.
     pub fn handle(&mut self, payload: &[u8], packet: Packet, now: u64) -> Outcome {
-        match wire::detect(payload) {
+        let format = wire::detect(payload);
+        // An IPv4-mapped source in an IPv6 header would pass for an IPv4 host that IPv4's
+        // rp_filter never checked (`wire::ip::is_ipv4_mapped`): refused before anything else.
+        if wire::ip::is_ipv4_mapped(packet.src) {
+            return Outcome::reject(format, Reason::MappedSource);
+        }
+        match format {
             Some(Format::Native) => self.native(payload, packet, now),
             Some(Format::Fwknop) => self.fwknop(payload, packet, now),
             None => Outcome::reject(None, Reason::BadLength),
@@ -357,7 +375,11 @@ impl Engine {
                 message_type: None,
                 nat_access: None,
             };
-            return self.finish(f, i as usize, knock, replay_key, None, packet, now);
+            let record = self.remember(replay_key, knock.timestamp);
+            return Outcome {
+                record,
+                ..self.decide(f, i as usize, knock, None, packet, now)
+            };
         }
         Outcome::reject(f, first_reject)
     }
@@ -380,14 +402,25 @@ impl Engine {
         if self.fwknop_clients.is_empty() {
             return Outcome::reject(f, Reason::UnknownKey);
         }
-        let replay_key = crate::replay::key_from_digest(&fwknop::replay_key(payload));
-        if self.replay.contains(&replay_key, now) {
-            return Outcome::reject(f, Reason::Replay);
+        if now <= self.legacy_until {
+            let legacy = crate::replay::key_from_digest(&fwknop::replay_key(payload));
+            if self.replay.contains(&legacy, now) {
+                return Outcome::reject(f, Reason::Replay);
+            }
         }
-        // fwknopd tries stanzas in file order and the first that fully succeeds wins; a stanza
-        // whose SOURCE excludes the packet costs no crypto.
+        // fwknopd 2.6.10 (server/incoming_spa.c, `incoming_spa()`) tries the access.conf
+        // stanzas in file order. A stanza whose SOURCE excludes the packet is skipped before any
+        // crypto; one that authenticates the packet but then refuses it (age, allow IP,
+        // username, message type, ports) also hands it on to the next stanza (`continue`); only
+        // a stanza that acts on the packet ends the loop (`break`). The replay digest is stored
+        // once, by the first stanza that authenticates (`add_replay_cache()`). So: the first
+        // grant wins; without one, the first authenticated refusal is the answer. Whichever it
+        // is carries the replay record, which the daemon journals before any grant.
         let mut result: Option<Outcome> = None;
+        let mut record: Option<(ReplayKey, u64)> = None;
+        let mut seen: Option<ReplayKey> = None;
         let mut any_source = false;
+        let mut non_canonical = false;
         for idx in 0..self.fwknop_clients.len() {
             let entry = &self.fwknop_clients[idx];
             let i = entry.index as usize;
@@ -397,10 +430,26 @@ impl Engine {
                 continue;
             }
             any_source = true;
-            let msg = match fwknop::open_prepared(&entry.key, wire) {
-                Ok(m) => m,
+            let opened = match fwknop::open_prepared(&entry.key, wire) {
+                Ok(o) => o,
+                Err(fwknop::FwknopError::NonCanonical) => {
+                    non_canonical = true;
+                    continue;
+                }
                 Err(_) => continue,
             };
+            let msg = opened.message;
+            let id = crate::replay::key_from_digest(&opened.replay_id);
+            if seen != Some(id) {
+                if self.replay.contains(&id, now) {
+                    return Outcome {
+                        record,
+                        ..Outcome::reject(f, Reason::Replay)
+                    };
+                }
+                record = self.remember(id, msg.timestamp).or(record);
+                seen = Some(id);
+            }
             let unsupported = match msg.message_type {
                 1 | 3 => None,
                 0 => Some(Reason::Unsupported("fwknop command messages (type 0)")),
@@ -420,56 +469,64 @@ impl Engine {
                 message_type: Some(msg.message_type),
                 nat_access: msg.nat_access,
             };
-            let out = self.finish(f, i, knock, replay_key, unsupported, packet, now);
+            let out = self.decide(f, i, knock, unsupported, packet, now);
             if matches!(out.decision, Decision::Grant(_)) {
-                return out;
+                return Outcome { record, ..out };
             }
             result.get_or_insert(out);
         }
-        result.unwrap_or_else(|| {
-            Outcome::reject(
+        match result {
+            Some(out) => Outcome { record, ..out },
+            None => Outcome::reject(
                 f,
-                if any_source {
+                if non_canonical {
+                    Reason::BadHeader("fwknop base64 is not canonical (a re-spelled packet)")
+                } else if any_source {
                     Reason::AuthFailed
                 } else {
                     Reason::SourceNotAllowed
                 },
-            )
-        })
+            ),
+        }
     }
 
-    /// Common tail once a packet authenticated under client `i`: record it against replays,
-    /// then apply the policy.
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        &mut self,
+    /// Knocks stamped before this may be replays nobody remembers (the journal was lost, or
+    /// the cache forgot them and the clock stepped back): refused, and for good.
+    fn refuse_before(&self) -> u64 {
+        self.refuse_before.max(self.replay.refuse_before())
+    }
+
+    /// Record an authenticated packet's identity against replays and return the entry the
+    /// daemon must journal before acting on the packet.
+    ///
+    /// Recorded as soon as it authenticated, before the age check (as fwknopd does): a packet
+    /// stamped in the future cannot be replayed once it becomes fresh. Kept for the largest
+    /// `max_age` there can be, not the current one (`replay::KEEP_SECS`). Even a packet that
+    /// looks long expired is recorded: the wall clock may be wrong right now. A knock stamped
+    /// before [`refuse_before`](Self::refuse_before) is refused for good: nothing to record.
+    fn remember(&mut self, id: ReplayKey, timestamp: u64) -> Option<(ReplayKey, u64)> {
+        if timestamp < self.refuse_before() {
+            return None;
+        }
+        let expires = crate::replay::expiry_of(timestamp);
+        self.replay.insert(id, expires);
+        Some((id, expires))
+    }
+
+    /// The policy's answer once a packet authenticated under client `i` (no replay record: the
+    /// caller attaches the one [`remember`](Self::remember) returned).
+    fn decide(
+        &self,
         format: Option<Format>,
         i: usize,
         knock: Knock,
-        replay_key: ReplayKey,
         early: Option<Reason>,
         packet: Packet,
         now: u64,
     ) -> Outcome {
-        let max_age = self.config.server.max_age;
-        // Knocks stamped before this may be replays nobody remembers (the journal was lost, or
-        // the cache forgot them and the clock stepped back): refused, and for good, so there
-        // is nothing to record.
-        let refuse_before = self.refuse_before.max(self.replay.refuse_before());
-        // Recorded as soon as it authenticated, before the age check (as fwknopd does): a
-        // packet stamped in the future cannot be replayed once it becomes fresh. Kept for the
-        // largest `max_age` there can be, not the current one (`replay::KEEP_SECS`). Even a
-        // packet that looks long expired is recorded: the wall clock may be wrong right now.
-        let expires = crate::replay::expiry_of(knock.timestamp);
-        let record = if self.replay.contains(&replay_key, now) || knock.timestamp < refuse_before {
-            None
-        } else {
-            self.replay.insert(replay_key, expires);
-            Some((replay_key, expires))
-        };
         let decision = if let Some(reason) = early {
             Decision::Reject(reason)
-        } else if knock.timestamp < refuse_before {
+        } else if knock.timestamp < self.refuse_before() {
             Decision::Reject(Reason::StateLost)
         } else {
             let req = Request {
@@ -479,14 +536,20 @@ impl Engine {
                 timeout: knock.timeout,
                 username: knock.username.as_deref(),
             };
-            policy::evaluate(&req, &packet, &self.config.clients[i], max_age, now)
+            policy::evaluate(
+                &req,
+                &packet,
+                &self.config.clients[i],
+                self.config.server.max_age,
+                now,
+            )
         };
         Outcome {
             format,
             client: Some(i),
             knock: Some(knock),
             decision,
-            record,
+            record: None,
         }
     }
 }
@@ -828,7 +891,8 @@ mod tests {
     }
 
     /// The flat source masks answer exactly as `policy::addresses_permitted` does (no
-    /// `destinations` here), host bits in the config, mapped IPv6 and mixed families included.
+    /// `destinations` here), host bits in the config, IPv4-mapped and other IPv4-embedding
+    /// IPv6 forms and mixed families included.
     #[test]
     fn fwknop_source_masks_match_the_policy_rule() {
         let nets = [
@@ -847,6 +911,10 @@ mod tests {
             "2001:db8:0:5::9",
             "2001:db9::1",
             "::ffff:10.1.2.9",
+            "::ffff:192.0.2.7",
+            "::10.1.2.9",
+            "64:ff9b::a01:209",
+            "2002:a01:209::1",
             "::1",
         ];
         for k in 0..(1u32 << nets.len()) {
@@ -872,6 +940,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Security issue item 8: a native knock in a UDPv6 packet from `::ffff:192.0.2.7` is
+    /// refused before any key lookup or crypto, and records nothing; over IPv4 it is granted.
+    #[test]
+    fn ipv4_mapped_source_is_refused_before_the_key_lookup() {
+        let mut e = engine();
+        let p = knock(1, NOW, 4);
+        let mapped = wire::ip::build(
+            "::ffff:192.0.2.7".parse().unwrap(),
+            "fd00::1".parse().unwrap(),
+            5555,
+            62201,
+            &p,
+        );
+        let out = e.handle_ip(&mapped, NOW);
+        assert_eq!(out.decision, Decision::Reject(Reason::MappedSource));
+        assert_eq!(out.format, Some(Format::Native));
+        assert_eq!((out.client, out.record), (None, None));
+        assert!(e.replay().is_empty());
+        let v4 = wire::ip::build(packet().src, packet().dst, 5555, 62201, &p);
+        assert!(matches!(e.handle_ip(&v4, NOW).decision, Decision::Grant(_)));
     }
 
     #[test]

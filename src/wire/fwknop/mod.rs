@@ -9,9 +9,13 @@
 //!
 //! 1. [`precheck`]: length, charset, `U2FsdGVkX1` prefix, first character — no crypto;
 //! 2. HMAC over `"U2FsdGVkX1" + body` (type from the key, tag = last N chars), constant time;
-//! 3. lenient base64 decode, EVP_BytesToKey-MD5 → AES-256, decrypt in the configured mode;
+//! 3. canonical base64 only, decoded as libfko does; EVP_BytesToKey-MD5 → AES-256, decrypt in
+//!    the configured mode;
 //! 4. lenient PKCS#7 unpad, the `[0-9]{16}:` check, C-string cut, printable check;
 //! 5. inner digest (type from its length, SHA3 as fallback), then [`fields`] parsing.
+//!
+//! The replay identity of an opened packet ([`Opened::replay_id`]) is a digest of its
+//! authenticated plaintext, not of its spelling on the wire: see [`Opened`].
 //!
 //! Nothing allocates before the HMAC has verified: the ciphertext is decoded into a stack
 //! buffer. [`seal`] is the encoder (tests, benchmarks, our own client).
@@ -163,6 +167,11 @@ pub enum FwknopError {
     /// tampered packet.
     #[error("HMAC mismatch")]
     Hmac,
+    /// The ciphertext's base64 is not canonical (a lone final character, or unused bits set in
+    /// the last one). libfko would decode it to the same bytes, but no client writes it: it is
+    /// a re-spelled copy of a packet. Stricter than fwknopd; checked before decryption.
+    #[error("base64 not in canonical form (a re-spelled copy of a packet)")]
+    NonCanonical,
     /// Ciphertext is not a whole number of AES blocks after the salt
     /// (`FKO_ERROR_INVALID_DATA_DECRYPT_CIPHERLEN_VALIDFAIL`).
     #[error("ciphertext is not a whole number of AES blocks")]
@@ -552,8 +561,33 @@ pub fn precheck(wire: &[u8]) -> Result<(), FwknopError> {
 
 /// fwknopd's replay digest: SHA-256 over the exact wire bytes (`incoming_spa.c`; fwknopd stores
 /// its unpadded base64).
+///
+/// Not a spelling-independent identity (FWKNOP-WIRE.md §5.4: libfko decodes several spellings
+/// to the same ciphertext), so nfknock keys its replay cache on [`Opened::replay_id`] instead.
+/// nfknock releases before that journaled the first 128 bits of this digest; the engine still
+/// looks it up while such entries may be live.
 pub fn replay_key(wire: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(wire).into()
+}
+
+/// Prefix of the data hashed into [`Opened::replay_id`], so an fwknop message identity never
+/// equals a digest of wire bytes (fwknopd's above, or a native packet's).
+const MESSAGE_ID_LABEL: &[u8] = b"nfknock fwknop message id v1\0";
+
+/// A packet that authenticated and parsed, with its replay identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    pub message: SpaMessage,
+    /// SHA-256 of [`MESSAGE_ID_LABEL`] and the authenticated plaintext (every field and the
+    /// inner digest, as the inner digest was verified over them).
+    ///
+    /// Every spelling of a packet that opens at all yields the same plaintext, so it has this
+    /// same identity: base64 variants (refused anyway, [`FwknopError::NonCanonical`]), ciphertext
+    /// whose padding was altered — without an HMAC, stream modes (CTR, CFB, OFB) let anyone flip
+    /// padding bits that libfko's lenient unpadding and C-string cut then ignore — and an HMAC'd
+    /// packet with its tag cut off, opened by a no-HMAC client that shares the Rijndael key.
+    /// Two honest packets never share it: each carries 16 fresh random digits and its timestamp.
+    pub replay_id: [u8; 32],
 }
 
 /// Largest HMAC tag (SHA-512 / SHA3-512).
@@ -598,7 +632,7 @@ fn hmac_b64(
 /// Runs [`precheck`] first (cheap; callers may also call it once before trying several keys).
 /// Nothing is allocated until the HMAC has verified, and plaintext buffers are wiped.
 pub fn open(key: &FwknopKey, wire: &[u8]) -> Result<SpaMessage, FwknopError> {
-    open_with(key, None, prechecked(wire)?)
+    open_with(key, None, prechecked(wire)?).map(|o| o.message)
 }
 
 /// A payload that passed [`precheck`]. Only [`prechecked`] makes one, so [`open_prepared`]
@@ -657,8 +691,9 @@ impl fmt::Debug for PreparedKey {
     }
 }
 
-/// [`open`] with a [`PreparedKey`], for a packet already [`prechecked`].
-pub fn open_prepared(key: &PreparedKey, wire: Prechecked<'_>) -> Result<SpaMessage, FwknopError> {
+/// [`open`] with a [`PreparedKey`], for a packet already [`prechecked`]; also returns the
+/// packet's replay identity.
+pub fn open_prepared(key: &PreparedKey, wire: Prechecked<'_>) -> Result<Opened, FwknopError> {
     open_with(&key.key, key.mac.as_ref(), wire)
 }
 
@@ -717,7 +752,7 @@ fn open_with(
     key: &FwknopKey,
     mac: Option<&PreparedMac>,
     wire: Prechecked<'_>,
-) -> Result<SpaMessage, FwknopError> {
+) -> Result<Opened, FwknopError> {
     let wire = wire.0;
     if !key.usable() {
         return Err(FwknopError::Key);
@@ -749,7 +784,12 @@ fn open_with(
         None => wire,
     };
 
-    // 2. Re-add the prefix, decode (lenient, like `b64_decode`) into a stack buffer.
+    // 2. Re-add the prefix; refuse every spelling but the canonical one (libfko would take
+    //    them all: without an HMAC each would be a fresh packet to a wire-keyed replay cache);
+    //    decode into a stack buffer.
+    if !b64::is_canonical(&[SALTED_PREFIX, body]) {
+        return Err(FwknopError::NonCanonical);
+    }
     let mut raw = Zeroizing::new([0u8; RAW_BUF]);
     let raw_len =
         b64::decode_into(&[SALTED_PREFIX, body], &mut raw[..]).ok_or(FwknopError::Charset)?;
@@ -815,8 +855,15 @@ fn open_with(
         return Err(FwknopError::Digest);
     }
 
-    // 6. Fields.
-    fields::parse(encoded)
+    // 6. Fields, and the identity of what was authenticated.
+    let message = fields::parse(encoded)?;
+    let mut id = sha2::Sha256::new();
+    id.update(MESSAGE_ID_LABEL);
+    id.update(text.as_bytes());
+    Ok(Opened {
+        message,
+        replay_id: id.finalize().into(),
+    })
 }
 
 /// What [`seal`] puts in a packet (§2.1). The allow IP is the first item of `message`.
@@ -1234,11 +1281,12 @@ mod tests {
                 .unwrap()
                 .into_bytes();
             let ok = open_prepared(&p, prechecked(&wire).unwrap()).unwrap();
-            assert_eq!(Ok(ok), open(&k, &wire), "{ht:?}");
+            assert_eq!(Ok(ok.message), open(&k, &wire), "{ht:?}");
             for i in (0..wire.len()).step_by(7) {
                 let mut w = wire.clone();
                 w[i] = if w[i] == b'A' { b'B' } else { b'A' };
-                let by_prepared = prechecked(&w).and_then(|c| open_prepared(&p, c));
+                let by_prepared =
+                    prechecked(&w).and_then(|c| open_prepared(&p, c).map(|o| o.message));
                 assert_eq!(by_prepared, open(&k, &w), "{ht:?} flip at {i}");
             }
             // Under another client's HMAC key of the same type: refused by both.
@@ -1345,6 +1393,117 @@ mod tests {
             open(&k, prefixed.as_bytes()),
             Err(FwknopError::SaltedPrefix)
         );
+    }
+
+    /// Security issue item 1: the identity follows the authenticated message, not its spelling;
+    /// non-canonical base64 is refused before decryption.
+    #[test]
+    fn replay_id_is_the_message_not_its_spelling() {
+        let req = SealRequest::access("root", 42, Ipv4Addr::new(10, 1, 2, 3), &[tcp(22)], 0);
+        let id = |k: &FwknopKey, w: &[u8]| {
+            open_prepared(&PreparedKey::new(k), prechecked(w)?).map(|o| o.replay_id)
+        };
+        for mode in EncMode::ALL {
+            let k = key(None, mode);
+            let wire = seal(&k, &req, [7; 8], "1234567890123456", DigestType::Sha256).unwrap();
+            let first = id(&k, wire.as_bytes()).unwrap();
+            // Another packet with the same request: fresh random digits, another identity.
+            let other = seal(&k, &req, [7; 8], "1234567890123457", DigestType::Sha256).unwrap();
+            assert_ne!(id(&k, other.as_bytes()).unwrap(), first, "{mode:?}");
+            // Non-canonical spellings of the same ciphertext are refused.
+            let n = SALTED_PREFIX.len() + wire.len();
+            let mut respelled = Vec::new();
+            if n % 4 == 0 {
+                respelled.push(format!("{wire}A"));
+            } else {
+                let last = wire.as_bytes()[wire.len() - 1];
+                let v = b64::sextet(last).unwrap() ^ 1;
+                let mut w = wire.clone().into_bytes();
+                *w.last_mut().unwrap() = b64::ALPHABET[usize::from(v)];
+                respelled.push(String::from_utf8(w).unwrap());
+            }
+            for r in respelled {
+                assert_eq!(
+                    id(&k, r.as_bytes()),
+                    Err(FwknopError::NonCanonical),
+                    "{mode:?}"
+                );
+            }
+            // Re-spelled padding that still opens (stream modes): the same identity.
+            let mut raw = vec![0u8; RAW_BUF];
+            let len = b64::decode_into(&[SALTED_PREFIX, wire.as_bytes()], &mut raw).unwrap();
+            raw.truncate(len);
+            let mut opened_variants = 0;
+            for p in 1..=16u8 {
+                let mut v = raw.clone();
+                let at = v.len() - usize::from(p);
+                v[at] ^= p;
+                let w = b64::encode_string(&v);
+                if let Ok(other) = id(&k, &w.as_bytes()[SALTED_PREFIX.len()..]) {
+                    assert_eq!(other, first, "{mode:?} padding {p}");
+                    opened_variants += 1;
+                }
+            }
+            // In a stream mode exactly one guess of the padding length opens (CBC and ECB garble
+            // the whole block, which only rarely still opens — then with the same identity).
+            if matches!(mode, EncMode::Ctr | EncMode::Cfb | EncMode::Ofb) {
+                assert_eq!(opened_variants, 1, "{mode:?}");
+            }
+        }
+        // An HMAC'd packet with its tag cut off, under a no-HMAC key with the same Rijndael key.
+        let hk = key(Some(HmacType::Sha256), EncMode::Cbc);
+        let wire = seal(&hk, &req, [7; 8], "1234567890123456", DigestType::Sha256).unwrap();
+        let body = &wire.as_bytes()[..wire.len() - HmacType::Sha256.b64_len()];
+        assert_eq!(id(&hk, wire.as_bytes()), id(&key(None, EncMode::Cbc), body));
+        // The identity is not any wire digest.
+        assert_ne!(
+            id(&hk, wire.as_bytes()).unwrap(),
+            replay_key(wire.as_bytes())
+        );
+    }
+
+    /// Without an HMAC, a packet whose padding fills a whole block (one in sixteen) can be
+    /// re-spelled even in CBC and ECB: alter the last ciphertext block until its garbage
+    /// plaintext starts with NUL (about one try in 256), and libfko's C-string cut drops it.
+    /// The identity is the same.
+    #[test]
+    fn full_padding_block_respelled_in_cbc_and_ecb_keeps_its_identity() {
+        for mode in [EncMode::Cbc, EncMode::Ecb, EncMode::Legacy] {
+            let k = key(None, mode);
+            let pk = PreparedKey::new(&k);
+            // A user name that makes `encoded ":" digest` a whole number of blocks.
+            let req = (1..=16)
+                .map(|n| {
+                    SealRequest::access(
+                        &"u".repeat(n),
+                        42,
+                        Ipv4Addr::new(10, 1, 2, 3),
+                        &[tcp(22)],
+                        0,
+                    )
+                })
+                .find(|r| {
+                    let encoded = fields::build(r, "1234567890123456").unwrap();
+                    (encoded.len() + 1 + DigestType::Sha256.b64_len()) % cipher::BLOCK == 0
+                })
+                .unwrap();
+            let wire = seal(&k, &req, [7; 8], "1234567890123456", DigestType::Sha256).unwrap();
+            let first = open_prepared(&pk, prechecked(wire.as_bytes()).unwrap()).unwrap();
+            let mut raw = vec![0u8; RAW_BUF];
+            let len = b64::decode_into(&[SALTED_PREFIX, wire.as_bytes()], &mut raw).unwrap();
+            raw.truncate(len);
+            let at = len - cipher::BLOCK;
+            let found = (1..=u16::MAX).find_map(|x| {
+                let mut v = raw.clone();
+                v[at] ^= x as u8;
+                v[at + 1] ^= (x >> 8) as u8;
+                let w = b64::encode_string(&v);
+                open_prepared(&pk, prechecked(&w.as_bytes()[SALTED_PREFIX.len()..]).ok()?).ok()
+            });
+            let other = found.expect("some altered last block opens");
+            assert_eq!(other.message, first.message, "{mode:?}");
+            assert_eq!(other.replay_id, first.replay_id, "{mode:?}");
+        }
     }
 
     #[test]
