@@ -17,14 +17,12 @@ use aes::{Aes256, Block};
 use md5::{Digest, Md5};
 use zeroize::Zeroizing;
 
-use super::EncMode;
+use super::{EncMode, MAX_KEY_LEN};
 
 /// AES block size.
 pub(super) const BLOCK: usize = 16;
 /// `RIJNDAEL_MIN_KEYSIZE` (lib/rijndael.h): legacy mode pads the passphrase to this length.
 const LEGACY_KEY_LEN: usize = 16;
-/// Largest passphrase libfko accepts (`RIJNDAEL_MAX_KEYSIZE`).
-pub(super) const MAX_PASS_LEN: usize = 32;
 
 /// An AES-256 key schedule plus the IV, both derived from one packet's salt.
 pub(super) struct PacketCipher {
@@ -43,12 +41,12 @@ impl Drop for PacketCipher {
 /// legacy mode (`FKO_ENC_MODE_CBC_LEGACY_IV`) a passphrase shorter than 16 bytes is
 /// right-padded with ASCII '0'; fwknopd (`access.c`) and the client both truncate a longer one
 /// to 16 bytes.
-fn passphrase(key: &[u8], mode: EncMode) -> Zeroizing<([u8; MAX_PASS_LEN], usize)> {
-    let mut buf = Zeroizing::new(([0u8; MAX_PASS_LEN], 0usize));
+fn passphrase(key: &[u8], mode: EncMode) -> Zeroizing<([u8; MAX_KEY_LEN], usize)> {
+    let mut buf = Zeroizing::new(([0u8; MAX_KEY_LEN], 0usize));
     let take = if mode == EncMode::Legacy {
         key.len().min(LEGACY_KEY_LEN)
     } else {
-        key.len().min(MAX_PASS_LEN)
+        key.len().min(MAX_KEY_LEN)
     };
     let (arr, len) = &mut *buf;
     if let (Some(dst), Some(src)) = (arr.get_mut(..take), key.get(..take)) {

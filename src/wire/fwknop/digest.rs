@@ -6,8 +6,8 @@ use sha2::Digest;
 use super::b64;
 use super::names::DigestType;
 
-/// Largest digest, in bytes (SHA-512).
-const MAX_DIGEST_LEN: usize = 64;
+/// Largest digest, in bytes (SHA-512, SHA3-512); HMAC tags share the bound.
+pub(super) const MAX_DIGEST_LEN: usize = 64;
 /// Its base64 length.
 pub(super) const MAX_DIGEST_B64: usize = b64::encoded_len(MAX_DIGEST_LEN);
 
@@ -49,5 +49,25 @@ pub(super) fn put(dst: &mut [u8], src: &[u8]) -> usize {
             src.len()
         }
         None => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The length table in `candidates` agrees with `b64_len` for every type, in libfko's order.
+    #[test]
+    fn candidates_are_the_types_of_that_length() {
+        for len in 0..=MAX_DIGEST_B64 + 1 {
+            let want: Vec<DigestType> = DigestType::ALL
+                .into_iter()
+                .filter(|d| d.b64_len() == len)
+                .collect();
+            assert_eq!(DigestType::candidates(len), &want[..], "{len}");
+        }
+        assert!(DigestType::ALL
+            .iter()
+            .all(|d| d.digest_len() <= MAX_DIGEST_LEN));
     }
 }

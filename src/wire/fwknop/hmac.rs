@@ -6,12 +6,12 @@ use hmac::{Hmac, KeyInit, Mac, SimpleHmac};
 use zeroize::Zeroizing;
 
 use super::b64;
-use super::digest::put;
+use super::digest::{put, MAX_DIGEST_LEN};
 use super::names::HmacType;
 use super::{FwknopError, SALTED_PREFIX};
 
-/// Largest HMAC tag (SHA-512 / SHA3-512).
-const MAX_TAG_LEN: usize = 64;
+/// Largest HMAC tag (SHA-512 / SHA3-512): a tag is as long as its hash's output.
+const MAX_TAG_LEN: usize = MAX_DIGEST_LEN;
 pub(super) const MAX_TAG_B64: usize = b64::encoded_len(MAX_TAG_LEN);
 
 /// HMAC of the concatenated `parts`, as unpadded base64 into `out`; returns its length.

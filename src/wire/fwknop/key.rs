@@ -34,16 +34,21 @@ impl std::fmt::Debug for FwknopKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FwknopKeyError {
     #[error(
-        "Rijndael key is {0} bytes; fwknop keys are 1 to 32 bytes (`KEY` or decoded `KEY_BASE64`)"
+        "Rijndael key is {0} bytes; fwknop keys are 1 to {max} bytes (`KEY` or decoded `KEY_BASE64`)",
+        max = MAX_KEY_LEN
     )]
     KeyLength(usize),
-    #[error("HMAC key is {0} bytes; fwknop HMAC keys are 1 to 136 bytes (`HMAC_KEY` or decoded `HMAC_KEY_BASE64`)")]
+    #[error(
+        "HMAC key is {0} bytes; fwknop HMAC keys are 1 to {max} bytes (`HMAC_KEY` or decoded `HMAC_KEY_BASE64`)",
+        max = MAX_HMAC_KEY_LEN
+    )]
     HmacKeyLength(usize),
     #[error("the Rijndael key and the HMAC key are identical; fwknopd refuses this — generate a separate HMAC key with `fwknop --key-gen`")]
     SameKeys,
 }
 
-/// `RIJNDAEL_MAX_KEYSIZE` (lib/rijndael.h).
+/// `RIJNDAEL_MAX_KEYSIZE` (lib/rijndael.h): the longest Rijndael key or passphrase. Config
+/// parsing and the fwknop importer take the key limits from here.
 pub const MAX_KEY_LEN: usize = 32;
 /// `MAX_DIGEST_BLOCK_LEN` (lib/fko_limits.h): the SHA3-256 block size bounds HMAC keys.
 pub const MAX_HMAC_KEY_LEN: usize = 136;

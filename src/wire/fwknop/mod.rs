@@ -42,10 +42,14 @@ use std::net::Ipv4Addr;
 
 use crate::access::Access;
 
-/// fwknopd's `MIN_SPA_DATA_SIZE` (server/fwknopd_common.h).
+/// `MAX_SPA_ENCODED_MSG_SIZE` (lib/fko_limits.h): libfko refuses a wire packet, and a
+/// plaintext, this long or longer.
+const MAX_SPA_ENCODED_MSG_SIZE: usize = 1500;
+/// fwknopd's `MIN_SPA_DATA_SIZE` (server/fwknopd_common.h). Other modules (the nftables length
+/// filter, config checks) take the fwknop length range from here.
 pub const MIN_WIRE_LEN: usize = 140;
-/// One less than `MAX_SPA_ENCODED_MSG_SIZE` (lib/fko_limits.h): libfko refuses len ≥ 1500.
-pub const MAX_WIRE_LEN: usize = 1499;
+/// The longest wire packet libfko accepts: one less than `MAX_SPA_ENCODED_MSG_SIZE`.
+pub const MAX_WIRE_LEN: usize = MAX_SPA_ENCODED_MSG_SIZE - 1;
 
 /// Could a payload of this length be an fwknop packet?
 pub fn plausible_len(len: usize) -> bool {
@@ -59,9 +63,10 @@ pub const SALTED_PREFIX: &[u8; 10] = b"U2FsdGVkX1";
 const SALTED_MAGIC: &[u8; 8] = b"Salted__";
 /// `MIN_GNUPG_MSG_SIZE` (lib/fko_limits.h): libfko calls anything this long GnuPG.
 pub const MIN_GNUPG_LEN: usize = 400;
-/// `MIN_SPA_ENCODED_MSG_SIZE` / `MAX_SPA_ENCODED_MSG_SIZE`: plaintext bounds, `36 ≤ len < 1500`.
+/// `MIN_SPA_ENCODED_MSG_SIZE` / `MAX_SPA_ENCODED_MSG_SIZE`: plaintext bounds,
+/// `MIN_PLAINTEXT ≤ len < MAX_PLAINTEXT`.
 const MIN_PLAINTEXT: usize = 36;
-const MAX_PLAINTEXT: usize = 1500;
+const MAX_PLAINTEXT: usize = MAX_SPA_ENCODED_MSG_SIZE;
 
 /// A decoded fwknop SPA message (after HMAC, decryption and digest all verified).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,8 +109,8 @@ impl SpaMessage {
 /// Why an fwknop packet was refused. Small and `Copy`: nothing allocates on the error path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FwknopError {
-    /// Wire length outside 140..=1499 (fwknopd `MIN_SPA_DATA_SIZE`, libfko
-    /// `MAX_SPA_ENCODED_MSG_SIZE`), or a sealed packet that would be.
+    /// Wire length outside [`MIN_WIRE_LEN`]`..=`[`MAX_WIRE_LEN`] (fwknopd `MIN_SPA_DATA_SIZE`,
+    /// libfko `MAX_SPA_ENCODED_MSG_SIZE`), or a sealed packet that would be.
     #[error("wrong length")]
     Length,
     /// A byte outside `[A-Za-z0-9+/]` (fwknopd `SPA_MSG_NOT_SPA_DATA`).
@@ -123,8 +128,13 @@ pub enum FwknopError {
     /// (FWKNOP-WIRE.md §3.4), so this is not fwknop data.
     #[error("not an fwknop Rijndael packet (bad first character)")]
     NotRijndael,
-    /// The key itself is unusable (Rijndael key not 1..=32 bytes, HMAC key not 1..=136).
-    #[error("unusable key (Rijndael key must be 1-32 bytes, HMAC key 1-136 bytes)")]
+    /// The key itself is unusable (Rijndael key not 1..=[`MAX_KEY_LEN`] bytes, HMAC key not
+    /// 1..=[`MAX_HMAC_KEY_LEN`]).
+    #[error(
+        "unusable key (Rijndael key must be 1-{key} bytes, HMAC key 1-{hmac} bytes)",
+        key = MAX_KEY_LEN,
+        hmac = MAX_HMAC_KEY_LEN
+    )]
     Key,
     /// HMAC mismatch (`FKO_ERROR_INVALID_DATA_HMAC_COMPAREFAIL`): wrong HMAC key or type, or a
     /// tampered packet.

@@ -474,6 +474,28 @@ fn key_validation_follows_fwknopd() {
     assert!(dbg.contains("redacted") && !dbg.contains("161"), "{dbg}");
 }
 
+/// Key errors name fwknop's limits, which live once in `MAX_KEY_LEN` / `MAX_HMAC_KEY_LEN`.
+#[test]
+fn key_errors_name_the_limits() {
+    let msg = FwknopKeyError::KeyLength(33).to_string();
+    assert!(
+        msg.contains("33 bytes") && msg.contains("1 to 32 bytes"),
+        "{msg}"
+    );
+    let msg = FwknopKeyError::HmacKeyLength(137).to_string();
+    assert!(
+        msg.contains("137 bytes") && msg.contains("1 to 136 bytes"),
+        "{msg}"
+    );
+    assert_eq!(
+        FwknopError::Key.to_string(),
+        "unusable key (Rijndael key must be 1-32 bytes, HMAC key 1-136 bytes)"
+    );
+    assert_eq!((MIN_WIRE_LEN, MAX_WIRE_LEN), (140, 1499));
+    assert!(plausible_len(140) && plausible_len(1499));
+    assert!(!plausible_len(139) && !plausible_len(1500));
+}
+
 #[test]
 fn legacy_mode_uses_16_byte_keys() {
     // fwknopd truncates a legacy key to 16 bytes; so does the client: a key that only
