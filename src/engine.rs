@@ -243,25 +243,18 @@ pub struct Engine {
     replay: ReplayCache,
     /// Knocks with a timestamp before this are refused (the replay journal was lost).
     refuse_before: u64,
-    /// Latest expiry among the replay entries loaded at start. Until then, fwknop packets are
-    /// also looked up under the identity nfknock journaled before message identities (SHA-256
-    /// of the wire, [`fwknop::replay_key`]): a journal written by that version must not open a
-    /// replay window after an upgrade. After it, no such entry can be live.
-    legacy_until: u64,
 }
 
 impl Engine {
     pub fn new(config: Arc<Config>, replay: ReplayCache, refuse_before: u64, now: u64) -> Engine {
         let hints = HintIndex::build(&config, now);
         let fwknop_clients = fwknop_clients(&config);
-        let legacy_until = replay.iter().map(|(_, exp)| exp).max().unwrap_or(0);
         Engine {
             config,
             hints,
             fwknop_clients,
             replay,
             refuse_before,
-            legacy_until,
         }
     }
 
@@ -401,12 +394,6 @@ impl Engine {
         };
         if self.fwknop_clients.is_empty() {
             return Outcome::reject(f, Reason::UnknownKey);
-        }
-        if now <= self.legacy_until {
-            let legacy = crate::replay::key_from_digest(&fwknop::replay_key(payload));
-            if self.replay.contains(&legacy, now) {
-                return Outcome::reject(f, Reason::Replay);
-            }
         }
         // fwknopd 2.6.10 (server/incoming_spa.c, `incoming_spa()`) tries the access.conf
         // stanzas in file order. A stanza whose SOURCE excludes the packet is skipped before any
