@@ -217,7 +217,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Client, Credential, Server};
+    use crate::config::{Client, Credential};
     use crate::crypto::NativeKey;
     use crate::wire::native;
 
@@ -242,23 +242,15 @@ mod tests {
     }
 
     pub(super) fn config_with_max_age(clients: Vec<Client>, max_age: u64) -> Arc<Config> {
-        Arc::new(Config {
-            path: "test.toml".into(),
-            server: Server {
-                port: 62201,
-                queue: 0,
-                state_dir: "/nonexistent".into(),
-                protect: vec!["tcp/22".parse().unwrap()],
-                max_age,
-                manage_ruleset: true,
-                gate_forward: true,
-                rate_limit: 20,
-                rate_limit_v4_prefix: 32,
-                rate_limit_v6_prefix: 64,
-                revoke_on_reload: true,
-            },
-            clients,
-        })
+        // Parsed from TOML, so a new `[server]` setting needs no edit here; the one client
+        // the parser wants is replaced by the test's own.
+        let text = "[server]\nprotect = [\"tcp/22\"]\n\n[[client]]\nname = \"x\"\n\
+                    key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\nallow = [\"tcp/22\"]\n";
+        let mut c = crate::config::parse_str(text, std::path::Path::new("/nonexistent/test.toml"))
+            .expect("test config is valid");
+        c.server.max_age = max_age;
+        c.clients = clients;
+        Arc::new(c)
     }
 
     pub(super) fn native_client(name: &str, n: u8) -> Client {
