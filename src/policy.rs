@@ -1,7 +1,13 @@
-//! `(request, packet, client, now) -> Decision`. Pure: no I/O, no clock, never panics.
+//! `(knock, packet, client, now) -> Decision`. Pure: no I/O, no clock, never panics.
 //!
 //! The engine calls this once a packet has authenticated under `client`'s key; everything here
-//! is about what the authenticated request may have.
+//! is about what the authenticated knock may have, in the order an operator should hear it.
+//!
+//! One name per layer for what a knock asks: the wire layer says what a packet says in its own
+//! terms ([`wire::native::Plaintext`](crate::wire::native::Plaintext),
+//! [`wire::fwknop::SpaMessage`](crate::wire::fwknop::SpaMessage)); the engine turns either,
+//! once authenticated, into one [`Knock`]; [`evaluate`] judges the knock and returns a
+//! [`Decision`].
 
 use std::fmt;
 use std::net::IpAddr;
@@ -10,18 +16,25 @@ use crate::access::Access;
 use crate::config::Client;
 use crate::wire::ip::is_ipv4_mapped;
 
-/// What an authenticated knock asks for, whatever its wire format.
+/// What an authenticated knock asks for, whatever its wire format. The engine builds it from
+/// a native plaintext or an fwknop message, [`evaluate`] judges it, and the engine's `Outcome`
+/// carries it for logs and `verify --json`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request<'a> {
+pub struct Knock {
     /// The client's clock, Unix seconds.
     pub timestamp: u64,
     /// Address to open for; `None` = "the packet's source" (native family 0, fwknop `0.0.0.0`).
     pub allow_ip: Option<IpAddr>,
-    pub access: &'a [Access],
+    pub access: Vec<Access>,
     /// Requested grant length, seconds; 0 = the client's default.
     pub timeout: u32,
-    /// fwknop username, if the format has one.
-    pub username: Option<&'a str>,
+    /// fwknop username; native knocks have none.
+    pub username: Option<String>,
+    /// fwknop message type (`fko_message_type_t`, lib/fko.h); native knocks have none (every
+    /// native knock is an access request).
+    pub message_type: Option<u8>,
+    /// fwknop NAT target as sent (NAT messages only, which are refused).
+    pub nat_access: Option<String>,
 }
 
 /// Where the packet came from and went to, as the kernel saw it.
@@ -177,34 +190,64 @@ pub fn addresses_permitted(client: &Client, packet: &Packet) -> bool {
             || client.destinations.iter().any(|n| n.contains(&packet.dst)))
 }
 
-/// Decide what an authenticated request gets.
+/// Decide what an authenticated knock gets.
+///
+/// `max_age` is the server's timestamp window; a knock stamped before `not_before` is refused
+/// as [`Reason::StateLost`] (the replay records do not reach back that far, so it may be a
+/// replay). The checks run in the order their refusals help an operator most: what nfknock
+/// never serves, lost replay state, a mapped source, the client's expiry, the age, the packet's
+/// addresses, then what the knock asks for.
 pub fn evaluate(
-    req: &Request<'_>,
+    knock: &Knock,
     packet: &Packet,
     client: &Client,
     max_age: u64,
+    not_before: u64,
     now: u64,
 ) -> Decision {
-    match check(req, packet, client, max_age, now) {
+    match check(knock, packet, client, max_age, not_before, now) {
         Ok(grant) => Decision::Grant(grant),
         Err(reason) => Decision::Reject(reason),
     }
 }
 
+/// The fwknop message types nfknock serves (`fko_message_type_t`, lib/fko.h): access requests,
+/// `FKO_ACCESS_MSG` (1) and `FKO_CLIENT_TIMEOUT_ACCESS_MSG` (3). Commands would run programs
+/// and NAT messages would rewrite the firewall's forwarding; neither is a port opening.
+fn served_message_type(message_type: u8) -> Result<(), Reason> {
+    match message_type {
+        1 | 3 => Ok(()),
+        0 => Err(Reason::Unsupported("fwknop command messages (type 0)")),
+        2 | 4 => Err(Reason::Unsupported(
+            "fwknop NAT access messages (types 2, 4)",
+        )),
+        _ => Err(Reason::Unsupported(
+            "fwknop local NAT messages (types 5, 6)",
+        )),
+    }
+}
+
 fn check(
-    req: &Request<'_>,
+    knock: &Knock,
     packet: &Packet,
     client: &Client,
     max_age: u64,
+    not_before: u64,
     now: u64,
 ) -> Result<Grant, Reason> {
+    if let Some(t) = knock.message_type {
+        served_message_type(t)?;
+    }
+    if knock.timestamp < not_before {
+        return Err(Reason::StateLost);
+    }
     if is_ipv4_mapped(packet.src) {
         return Err(Reason::MappedSource);
     }
     if client.expires_at.is_some_and(|t| now >= t) {
         return Err(Reason::ClientExpired);
     }
-    let skew = skew(req.timestamp, now);
+    let skew = skew(knock.timestamp, now);
     if skew.unsigned_abs() > max_age {
         return Err(Reason::Stale { skew });
     }
@@ -212,7 +255,7 @@ fn check(
         return Err(Reason::SourceNotAllowed);
     }
     let src = packet.src;
-    let addr = match req.allow_ip {
+    let addr = match knock.allow_ip {
         None => {
             if client.require_source_match {
                 return Err(Reason::SourceRequired);
@@ -237,15 +280,15 @@ fn check(
         }
     };
     if let Some(required) = &client.require_username {
-        if req.username != Some(required.as_str()) {
+        if knock.username.as_deref() != Some(required.as_str()) {
             return Err(Reason::UsernameMismatch);
         }
     }
-    if req.access.is_empty() {
+    if knock.access.is_empty() {
         return Err(Reason::NoAccess);
     }
-    let mut access = Vec::with_capacity(req.access.len());
-    for a in req.access {
+    let mut access = Vec::with_capacity(knock.access.len());
+    for a in &knock.access {
         if !client.allow.contains(a) || client.deny.contains(a) {
             return Err(Reason::NotAllowed(*a));
         }
@@ -253,7 +296,7 @@ fn check(
             access.push(*a);
         }
     }
-    let ttl = match req.timeout {
+    let ttl = match knock.timeout {
         0 => client.timeout,
         asked => asked.min(client.max_timeout),
     };
@@ -306,13 +349,15 @@ pub(crate) mod tests {
         }
     }
 
-    fn req(access: &[Access]) -> Request<'_> {
-        Request {
+    fn req(access: &[Access]) -> Knock {
+        Knock {
             timestamp: NOW,
             allow_ip: Some(SRC.parse().unwrap()),
-            access,
+            access: access.to_vec(),
             timeout: 0,
             username: None,
+            message_type: None,
+            nat_access: None,
         }
     }
 
@@ -323,7 +368,7 @@ pub(crate) mod tests {
     #[test]
     fn grants_allowed_access_for_the_default_timeout() {
         let a = ssh();
-        let d = evaluate(&req(&a), &packet(), &client(), 120, NOW);
+        let d = evaluate(&req(&a), &packet(), &client(), 120, 0, NOW);
         assert_eq!(
             d,
             Decision::Grant(Grant {
@@ -343,9 +388,9 @@ pub(crate) mod tests {
             Decision::Grant(g) => g.ttl,
             Decision::Reject(r) => panic!("{r}"),
         };
-        assert_eq!(ttl(evaluate(&r, &packet(), &client(), 120, NOW)), 10);
+        assert_eq!(ttl(evaluate(&r, &packet(), &client(), 120, 0, NOW)), 10);
         r.timeout = 100_000;
-        assert_eq!(ttl(evaluate(&r, &packet(), &client(), 120, NOW)), 300);
+        assert_eq!(ttl(evaluate(&r, &packet(), &client(), 120, 0, NOW)), 300);
     }
 
     #[test]
@@ -354,17 +399,17 @@ pub(crate) mod tests {
         let mut r = req(&a);
         r.timestamp = NOW - 121;
         assert_eq!(
-            evaluate(&r, &packet(), &client(), 120, NOW),
+            evaluate(&r, &packet(), &client(), 120, 0, NOW),
             Decision::Reject(Reason::Stale { skew: -121 })
         );
         r.timestamp = NOW + 500;
         assert_eq!(
-            evaluate(&r, &packet(), &client(), 120, NOW),
+            evaluate(&r, &packet(), &client(), 120, 0, NOW),
             Decision::Reject(Reason::Stale { skew: 500 })
         );
         r.timestamp = NOW - 120;
         assert!(matches!(
-            evaluate(&r, &packet(), &client(), 120, NOW),
+            evaluate(&r, &packet(), &client(), 120, 0, NOW),
             Decision::Grant(_)
         ));
     }
@@ -375,26 +420,26 @@ pub(crate) mod tests {
         let mut r = req(&a);
         r.allow_ip = None;
         assert_eq!(
-            evaluate(&r, &packet(), &client(), 120, NOW),
+            evaluate(&r, &packet(), &client(), 120, 0, NOW),
             Decision::Reject(Reason::SourceRequired)
         );
         let mut c = client();
         c.require_source_match = false;
         assert!(
-            matches!(evaluate(&r, &packet(), &c, 120, NOW), Decision::Grant(g) if g.addr == packet().src)
+            matches!(evaluate(&r, &packet(), &c, 120, 0, NOW), Decision::Grant(g) if g.addr == packet().src)
         );
         r.allow_ip = Some("198.51.100.1".parse().unwrap());
         assert_eq!(
-            evaluate(&r, &packet(), &client(), 120, NOW),
+            evaluate(&r, &packet(), &client(), 120, 0, NOW),
             Decision::Reject(Reason::SourceMismatch)
         );
         // Without the requirement, the allow-IP is what opens (fwknop semantics).
         assert!(
-            matches!(evaluate(&r, &packet(), &c, 120, NOW), Decision::Grant(g) if g.addr == r.allow_ip.unwrap())
+            matches!(evaluate(&r, &packet(), &c, 120, 0, NOW), Decision::Grant(g) if g.addr == r.allow_ip.unwrap())
         );
         c.sources = vec!["10.0.0.0/8".parse().unwrap()];
         assert_eq!(
-            evaluate(&r, &packet(), &c, 120, NOW),
+            evaluate(&r, &packet(), &c, 120, 0, NOW),
             Decision::Reject(Reason::SourceNotAllowed)
         );
     }
@@ -404,17 +449,17 @@ pub(crate) mod tests {
         let c = client();
         let bad: Vec<Access> = vec!["tcp/22".parse().unwrap(), "tcp/23".parse().unwrap()];
         assert_eq!(
-            evaluate(&req(&bad), &packet(), &c, 120, NOW),
+            evaluate(&req(&bad), &packet(), &c, 120, 0, NOW),
             Decision::Reject(Reason::NotAllowed(bad[1]))
         );
         let mut c = client();
         c.deny = ssh();
         assert_eq!(
-            evaluate(&req(&ssh()), &packet(), &c, 120, NOW),
+            evaluate(&req(&ssh()), &packet(), &c, 120, 0, NOW),
             Decision::Reject(Reason::NotAllowed(ssh()[0]))
         );
         assert_eq!(
-            evaluate(&req(&[]), &packet(), &client(), 120, NOW),
+            evaluate(&req(&[]), &packet(), &client(), 120, 0, NOW),
             Decision::Reject(Reason::NoAccess)
         );
     }
@@ -426,17 +471,17 @@ pub(crate) mod tests {
         c.require_username = Some("bob".into());
         let mut r = req(&a);
         assert_eq!(
-            evaluate(&r, &packet(), &c, 120, NOW),
+            evaluate(&r, &packet(), &c, 120, 0, NOW),
             Decision::Reject(Reason::UsernameMismatch)
         );
-        r.username = Some("bob");
+        r.username = Some("bob".into());
         assert!(matches!(
-            evaluate(&r, &packet(), &c, 120, NOW),
+            evaluate(&r, &packet(), &c, 120, 0, NOW),
             Decision::Grant(_)
         ));
         c.expires_at = Some(NOW);
         assert_eq!(
-            evaluate(&r, &packet(), &c, 120, NOW),
+            evaluate(&r, &packet(), &c, 120, 0, NOW),
             Decision::Reject(Reason::ClientExpired)
         );
     }
@@ -461,14 +506,14 @@ pub(crate) mod tests {
             let mut r = req(&a);
             r.allow_ip = Some(p.src);
             assert_eq!(
-                evaluate(&r, &p, &c, 120, NOW),
+                evaluate(&r, &p, &c, 120, 0, NOW),
                 Decision::Reject(Reason::MappedSource),
                 "{sources:?}"
             );
             r.allow_ip = None;
             c.require_source_match = false;
             assert_eq!(
-                evaluate(&r, &p, &c, 120, NOW),
+                evaluate(&r, &p, &c, 120, 0, NOW),
                 Decision::Reject(Reason::MappedSource),
                 "{sources:?}"
             );
@@ -518,9 +563,65 @@ pub(crate) mod tests {
         for strict in [true, false] {
             c.require_source_match = strict;
             assert!(
-                matches!(evaluate(&r, &packet(), &c, 120, NOW), Decision::Reject(Reason::Malformed(m)) if m.contains("IPv4-mapped")),
+                matches!(evaluate(&r, &packet(), &c, 120, 0, NOW), Decision::Reject(Reason::Malformed(m)) if m.contains("IPv4-mapped")),
                 "require_source_match = {strict}"
             );
         }
+    }
+
+    /// fwknop message types (`fko_message_type_t`, lib/fko.h): access requests (1, and 3 with a
+    /// client timeout) are served; command (0), NAT access (2, 4) and local NAT (5, 6) messages
+    /// are refused as unsupported, naming which. A native knock has no message type.
+    #[test]
+    fn only_fwknop_access_messages_are_served() {
+        let a = ssh();
+        let mut k = req(&a);
+        assert!(matches!(
+            evaluate(&k, &packet(), &client(), 120, 0, NOW),
+            Decision::Grant(_)
+        ));
+        for (t, want) in [
+            (0, Some("command")),
+            (1, None),
+            (2, Some("NAT access")),
+            (3, None),
+            (4, Some("NAT access")),
+            (5, Some("local NAT")),
+            (6, Some("local NAT")),
+        ] {
+            k.message_type = Some(t);
+            match (evaluate(&k, &packet(), &client(), 120, 0, NOW), want) {
+                (Decision::Grant(_), None) => {}
+                (Decision::Reject(Reason::Unsupported(what)), Some(w)) if what.contains(w) => {}
+                (d, _) => panic!("type {t}: {d:?}"),
+            }
+        }
+    }
+
+    /// The order of the refusals an operator sees: an unsupported message type first (whatever
+    /// its age), then a timestamp older than the replay records reach, then the age.
+    #[test]
+    fn unsupported_type_then_lost_state_then_age() {
+        let a = ssh();
+        let mut k = req(&a);
+        k.timestamp = NOW - 1000;
+        let not_before = NOW - 500;
+        let eval = |k: &Knock| evaluate(k, &packet(), &client(), 120, not_before, NOW);
+        assert_eq!(eval(&k), Decision::Reject(Reason::StateLost));
+        k.message_type = Some(0);
+        assert!(matches!(eval(&k), Decision::Reject(Reason::Unsupported(_))));
+        k.message_type = Some(1);
+        k.timestamp = NOW - 200;
+        assert_eq!(eval(&k), Decision::Reject(Reason::Stale { skew: -200 }));
+        k.timestamp = not_before;
+        assert_eq!(
+            evaluate(&k, &packet(), &client(), 600, not_before, NOW),
+            Decision::Grant(Grant {
+                addr: SRC.parse().unwrap(),
+                access: a,
+                ttl: 30
+            }),
+            "stamped exactly at the bound: granted"
+        );
     }
 }

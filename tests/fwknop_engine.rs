@@ -407,6 +407,35 @@ fn command_and_nat_records_are_unsupported() {
     assert!(n >= 2, "only {n} records tested");
 }
 
+/// An unsupported message is answered as such even when the journal was lost (every knock
+/// stamped before `refuse_before` is refused): the operator learns the client sends something
+/// nfknock never serves, not that it should knock again.
+#[test]
+fn unsupported_messages_say_so_even_after_a_lost_journal() {
+    let mut n = 0;
+    for r in records().iter().filter(|r| valid(r)) {
+        let (src, now, c) = (source_of(r), now_of(r), case(r));
+        let o = Opts {
+            require_source_match: false,
+            ..Opts::default()
+        };
+        let mut e = Engine::new(config_for(r, &o), ReplayCache::new(), now + 1, now);
+        let out = e.handle(s(r, "packet").unwrap().as_bytes(), packet_from(src), now);
+        if is_access(r) {
+            assert_eq!(out.decision, Decision::Reject(Reason::StateLost), "{c}");
+        } else {
+            assert!(
+                matches!(out.decision, Decision::Reject(Reason::Unsupported(_))),
+                "{c}: {:?}",
+                out.decision
+            );
+            n += 1;
+        }
+        assert_eq!(out.record, None, "{c}: refused for good, nothing to record");
+    }
+    assert!(n >= 2, "only {n} unsupported records tested");
+}
+
 /// What nfknock must answer for each kind of negative record (by the stage fwknop fails it at).
 fn negative_reason(r: &Value) -> Reason {
     match (s(r, "failure_stage"), case(r)) {

@@ -5,11 +5,12 @@
 
 use std::net::IpAddr;
 
-use super::{Engine, Knock, Outcome};
+use super::{Engine, Outcome};
 use crate::config::{Config, Credential};
-use crate::policy::{self, Decision, Packet, Reason};
+use crate::policy::{self, Decision, Knock, Packet, Reason};
 use crate::replay::ReplayKey;
-use crate::wire::{self, fwknop, Format};
+use crate::wire::fwknop::{self, SpaMessage};
+use crate::wire::{self, Format};
 
 /// One fwknop client as the per-packet loop needs it. fwknop packets carry no key hint, so a
 /// packet is tried under every client whose `sources` admit it (fwknopd's stanza loop): the
@@ -96,7 +97,6 @@ impl Engine {
                 }
                 Err(_) => continue,
             };
-            let msg = opened.message;
             let id = crate::replay::key_from_digest(&opened.replay_id);
             if seen != Some(id) {
                 if self.replay.contains(&id, now) {
@@ -105,29 +105,10 @@ impl Engine {
                         ..Outcome::reject(f, Reason::Replay)
                     };
                 }
-                record = self.remember(id, msg.timestamp).or(record);
+                record = self.remember(id, opened.message.timestamp).or(record);
                 seen = Some(id);
             }
-            let unsupported = match msg.message_type {
-                1 | 3 => None,
-                0 => Some(Reason::Unsupported("fwknop command messages (type 0)")),
-                2 | 4 => Some(Reason::Unsupported(
-                    "fwknop NAT access messages (types 2, 4)",
-                )),
-                _ => Some(Reason::Unsupported(
-                    "fwknop local NAT messages (types 5, 6)",
-                )),
-            };
-            let knock = Knock {
-                timestamp: msg.timestamp,
-                allow_ip: (!msg.allow_ip.is_unspecified()).then_some(IpAddr::V4(msg.allow_ip)),
-                access: msg.access,
-                timeout: msg.client_timeout,
-                username: Some(msg.username),
-                message_type: Some(msg.message_type),
-                nat_access: msg.nat_access,
-            };
-            let out = self.decide(f, i, knock, unsupported, packet, now);
+            let out = self.decide(f, i, knock_of(opened.message), packet, now);
             if matches!(out.decision, Decision::Grant(_)) {
                 return Outcome { record, ..out };
             }
@@ -146,6 +127,21 @@ impl Engine {
                 },
             ),
         }
+    }
+}
+
+/// What an authenticated fwknop message asks for, in the terms policy judges. Allow IP
+/// `0.0.0.0` means "the packet's source" (fwknop `-s`); the message type stays for policy to
+/// judge ([`policy::evaluate`] serves access messages only).
+fn knock_of(msg: SpaMessage) -> Knock {
+    Knock {
+        timestamp: msg.timestamp,
+        allow_ip: (!msg.allow_ip.is_unspecified()).then_some(IpAddr::V4(msg.allow_ip)),
+        access: msg.access,
+        timeout: msg.client_timeout,
+        username: Some(msg.username),
+        message_type: Some(msg.message_type),
+        nat_access: msg.nat_access,
     }
 }
 

@@ -19,30 +19,14 @@ mod fwknop;
 mod hints;
 mod native;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::access::Access;
 use crate::config::Config;
-use crate::policy::{self, Decision, Packet, Reason, Request};
+use crate::policy::{self, Decision, Knock, Packet, Reason};
 use crate::replay::{ReplayCache, ReplayKey};
 use crate::wire::{self, Format};
 use fwknop::FwknopEntry;
 use hints::HintIndex;
-
-/// What the engine learned about an authenticated knock (for logs and `verify --json`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Knock {
-    pub timestamp: u64,
-    pub allow_ip: Option<IpAddr>,
-    pub access: Vec<Access>,
-    /// Requested timeout (0 = default).
-    pub timeout: u32,
-    pub username: Option<String>,
-    /// fwknop message type.
-    pub message_type: Option<u8>,
-    pub nat_access: Option<String>,
-}
 
 /// Everything the daemon needs to act on one packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,30 +163,17 @@ impl Engine {
         format: Option<Format>,
         i: usize,
         knock: Knock,
-        early: Option<Reason>,
         packet: Packet,
         now: u64,
     ) -> Outcome {
-        let decision = if let Some(reason) = early {
-            Decision::Reject(reason)
-        } else if knock.timestamp < self.refuse_before() {
-            Decision::Reject(Reason::StateLost)
-        } else {
-            let req = Request {
-                timestamp: knock.timestamp,
-                allow_ip: knock.allow_ip,
-                access: &knock.access,
-                timeout: knock.timeout,
-                username: knock.username.as_deref(),
-            };
-            policy::evaluate(
-                &req,
-                &packet,
-                &self.config.clients[i],
-                self.config.server.max_age,
-                now,
-            )
-        };
+        let decision = policy::evaluate(
+            &knock,
+            &packet,
+            &self.config.clients[i],
+            self.config.server.max_age,
+            self.refuse_before(),
+            now,
+        );
         Outcome {
             format,
             client: Some(i),

@@ -2,9 +2,9 @@
 //! replay cache is looked up on the wire bytes (one spelling per packet), then AES-256-GCM is
 //! tried under each candidate's key.
 
-use super::{Engine, Knock, Outcome};
+use super::{Engine, Outcome};
 use crate::config::Credential;
-use crate::policy::{self, Packet, Reason};
+use crate::policy::{self, Knock, Packet, Reason};
 use crate::wire::{native, Format};
 
 impl Engine {
@@ -55,22 +55,26 @@ impl Engine {
                 }
                 Err(_) => continue,
             };
-            let knock = Knock {
-                timestamp: req.timestamp,
-                allow_ip: req.allow_ip,
-                access: req.access,
-                timeout: req.timeout,
-                username: None,
-                message_type: None,
-                nat_access: None,
-            };
-            let record = self.remember(replay_key, knock.timestamp);
+            let record = self.remember(replay_key, req.timestamp);
             return Outcome {
                 record,
-                ..self.decide(f, i as usize, knock, None, packet, now)
+                ..self.decide(f, i as usize, knock_of(req), packet, now)
             };
         }
         Outcome::reject(f, first_reject)
+    }
+}
+
+/// What an authenticated native plaintext asks for, in the terms policy judges.
+fn knock_of(p: native::Request) -> Knock {
+    Knock {
+        timestamp: p.timestamp,
+        allow_ip: p.allow_ip,
+        access: p.access,
+        timeout: p.timeout,
+        username: None,
+        message_type: None,
+        nat_access: None,
     }
 }
 
