@@ -19,6 +19,7 @@ mod fwknop;
 mod hints;
 mod native;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::config::Config;
@@ -28,13 +29,19 @@ use crate::wire::{self, Format};
 use fwknop::FwknopEntry;
 use hints::HintIndex;
 
-/// Everything the daemon needs to act on one packet.
+/// Everything the daemon needs to act on one packet, and to log it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
+    /// The packet's source address as its IP header says (`None`: not an IP/UDP packet).
+    pub src: Option<IpAddr>,
     pub format: Option<Format>,
     /// Index into `config.clients` of the client whose key authenticated the packet.
     pub client: Option<usize>,
+    /// What the packet asked for, once it authenticated.
     pub knock: Option<Knock>,
+    /// `knock.timestamp − now` in seconds, for every knock that authenticated (a
+    /// [`Reason::Stale`] refusal carries the same number).
+    pub skew: Option<i64>,
     pub decision: Decision,
     /// A replay-cache entry to persist (already inserted in memory): key, expiry.
     pub record: Option<(ReplayKey, u64)>,
@@ -44,9 +51,11 @@ impl Outcome {
     /// A refusal before any client was identified.
     pub fn reject(format: Option<Format>, reason: Reason) -> Outcome {
         Outcome {
+            src: None,
             format,
             client: None,
             knock: None,
+            skew: None,
             decision: Decision::Reject(reason),
             record: None,
         }
@@ -103,7 +112,7 @@ impl Engine {
         self.replay.prune(now, mono)
     }
 
-    /// Decide one queued packet (a raw IP packet as NFQUEUE delivers it).
+    /// Decide one queued packet (a raw IP packet as NFQUEUE delivers it). The daemon's path.
     pub fn handle_ip(&mut self, ip_packet: &[u8], now: u64) -> Outcome {
         match wire::ip::parse(ip_packet) {
             Ok(d) => self.handle(
@@ -118,18 +127,23 @@ impl Engine {
         }
     }
 
-    /// Decide one knock payload.
+    /// Decide one knock payload that came from `packet.src` to `packet.dst`.
     pub fn handle(&mut self, payload: &[u8], packet: Packet, now: u64) -> Outcome {
         let format = wire::detect(payload);
         // An IPv4-mapped source in an IPv6 header would pass for an IPv4 host that IPv4's
         // rp_filter never checked (`wire::ip::is_ipv4_mapped`): refused before anything else.
-        if wire::ip::is_ipv4_mapped(packet.src) {
-            return Outcome::reject(format, Reason::MappedSource);
-        }
-        match format {
-            Some(Format::Native) => self.native(payload, packet, now),
-            Some(Format::Fwknop) => self.fwknop(payload, packet, now),
-            None => Outcome::reject(None, Reason::BadLength),
+        let out = if wire::ip::is_ipv4_mapped(packet.src) {
+            Outcome::reject(format, Reason::MappedSource)
+        } else {
+            match format {
+                Some(Format::Native) => self.native(payload, packet, now),
+                Some(Format::Fwknop) => self.fwknop(payload, packet, now),
+                None => Outcome::reject(None, Reason::BadLength),
+            }
+        };
+        Outcome {
+            src: Some(packet.src),
+            ..out
         }
     }
 
@@ -175,8 +189,10 @@ impl Engine {
             now,
         );
         Outcome {
+            src: None,
             format,
             client: Some(i),
+            skew: Some(policy::skew(knock.timestamp, now)),
             knock: Some(knock),
             decision,
             record: None,
@@ -378,5 +394,65 @@ mod tests {
         let p = knock(1, NOW, 3);
         let ip = wire::ip::build(packet().src, packet().dst, 5555, 62201, &p);
         assert!(matches!(e.handle_ip(&ip, NOW).decision, Decision::Grant(_)));
+    }
+
+    /// The daemon logs every outcome with the packet's source: `handle_ip` says which source it
+    /// read, for refused packets too, so the daemon need not parse the packet a second time.
+    #[test]
+    fn outcome_names_the_source_handle_ip_read() {
+        let mut e = engine();
+        let src = packet().src;
+        let ip = wire::ip::build(src, packet().dst, 5555, 62201, &knock(1, NOW, 5));
+        let out = e.handle_ip(&ip, NOW);
+        assert!(granted(&out));
+        assert_eq!(out.src, Some(src));
+        let junk = wire::ip::build(src, packet().dst, 5555, 62201, &[1u8; 40]);
+        let out = e.handle_ip(&junk, NOW);
+        assert_eq!(out.decision, Decision::Reject(Reason::BadLength));
+        assert_eq!(out.src, Some(src));
+        let mapped: std::net::IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        let ip = wire::ip::build(mapped, "fd00::1".parse().unwrap(), 5555, 62201, &[1u8; 40]);
+        assert_eq!(e.handle_ip(&ip, NOW).src, Some(mapped));
+        let out = e.handle_ip(&[0u8; 10], NOW);
+        assert_eq!(
+            (out.decision, out.src),
+            (Decision::Reject(Reason::NotUdp), None)
+        );
+        assert_eq!(e.handle(&[1u8; 40], packet(), NOW).src, Some(src));
+    }
+
+    /// The skew logged for a refusal is computed once, by the engine, for every knock that
+    /// authenticated (granted or not), and is the very number a `Stale` refusal carries.
+    #[test]
+    fn outcome_carries_the_skew_of_every_authenticated_knock() {
+        let mut e = engine();
+        let out = e.handle(&knock(1, NOW + 30, 0), packet(), NOW);
+        assert!(granted(&out));
+        assert_eq!(out.skew, Some(30));
+        let out = e.handle(&knock(1, NOW - 600, 1), packet(), NOW);
+        assert_eq!(out.decision, Decision::Reject(Reason::Stale { skew: -600 }));
+        assert_eq!(out.skew, Some(-600));
+        let mut lost = Engine::new(
+            config(vec![native_client("alice", 1)]),
+            ReplayCache::new(),
+            NOW + 10,
+            NOW,
+        );
+        let out = lost.handle(&knock(1, NOW - 5, 2), packet(), NOW);
+        assert_eq!(out.decision, Decision::Reject(Reason::StateLost));
+        assert_eq!(out.skew, Some(-5));
+        // Nothing authenticated, nothing to say about the client's clock.
+        let out = e.handle(&knock(5, NOW, 3), packet(), NOW);
+        assert_eq!(
+            (out.decision, out.skew),
+            (Decision::Reject(Reason::UnknownKey), None)
+        );
+        let p = knock(1, NOW, 4);
+        assert!(granted(&e.handle(&p, packet(), NOW)));
+        let out = e.handle(&p, packet(), NOW);
+        assert_eq!(
+            (out.decision, out.skew),
+            (Decision::Reject(Reason::Replay), None)
+        );
     }
 }
