@@ -261,7 +261,7 @@ impl Drop for Daemon {
 /// A native knock built in-process (the flood and latency loops cannot afford a process per
 /// knock): `access` for `allow_ip`, stamped now.
 fn seal(key: &NativeKey, access: Access, allow_ip: IpAddr) -> [u8; native::PACKET_LEN] {
-    let req = native::Request {
+    let req = native::Plaintext {
         timestamp: nfknock::daemon::unix_now(),
         timeout: 0,
         allow_ip: Some(allow_ip),

@@ -255,7 +255,7 @@ mod tests {
     }
 
     pub(super) fn knock(n: u8, ts: u64, rng: u8) -> [u8; native::PACKET_LEN] {
-        let req = native::Request {
+        let req = native::Plaintext {
             timestamp: ts,
             timeout: 0,
             allow_ip: Some(packet().src),

@@ -43,8 +43,8 @@ impl Engine {
             let Credential::Native(key) = &client.credential else {
                 continue;
             };
-            let req = match native::open(key, payload) {
-                Ok(r) => r,
+            let plaintext = match native::open(key, payload) {
+                Ok(p) => p,
                 Err(native::NativeError::Auth) => continue,
                 Err(native::NativeError::Malformed(m)) => {
                     // Authenticated but invalid: the sender holds the key; record nothing.
@@ -55,10 +55,10 @@ impl Engine {
                 }
                 Err(_) => continue,
             };
-            let record = self.remember(replay_key, req.timestamp);
+            let record = self.remember(replay_key, plaintext.timestamp);
             return Outcome {
                 record,
-                ..self.decide(f, i as usize, knock_of(req), packet, now)
+                ..self.decide(f, i as usize, knock_of(plaintext), packet, now)
             };
         }
         Outcome::reject(f, first_reject)
@@ -66,7 +66,7 @@ impl Engine {
 }
 
 /// What an authenticated native plaintext asks for, in the terms policy judges.
-fn knock_of(p: native::Request) -> Knock {
+fn knock_of(p: native::Plaintext) -> Knock {
     Knock {
         timestamp: p.timestamp,
         allow_ip: p.allow_ip,
