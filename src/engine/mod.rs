@@ -1,6 +1,12 @@
 //! The per-packet pipeline, pure: cheap checks → key lookup → replay lookup → authenticate →
-//! policy. The daemon hands each queued packet to [`Engine::handle`] with the current time and
-//! acts on the returned [`Outcome`]; `nfknock verify` calls the same code offline.
+//! policy. The daemon hands each queued packet to [`Engine::handle_ip`] with the current time
+//! and acts on the returned [`Outcome`]; `nfknock verify` calls [`Engine::handle`] offline. No
+//! I/O and no clock: `now` (and `mono` for [`Engine::tick`]) are passed in.
+//!
+//! Names, one per layer: each format's path opens the packet into what it says in that
+//! format's terms ([`wire::native::Plaintext`], [`wire::fwknop::SpaMessage`]) and turns that
+//! into the one [`Knock`] that [`policy::evaluate`] judges; the [`Outcome`] carries the knock,
+//! the decision, the replay record to journal, and what the daemon logs (source, skew).
 //!
 //! Order (STYLE.md habit 3): length/format and the source address, then the key lookup that
 //! needs no crypto (the native key hint in O(1); fwknop clients filtered by source address),
