@@ -138,7 +138,7 @@ impl Engine {
         let format = wire::detect(payload);
         // An IPv4-mapped source in an IPv6 header would pass for an IPv4 host that IPv4's
         // rp_filter never checked (`wire::ip::is_ipv4_mapped`): refused before anything else.
-        let out = if wire::ip::is_ipv4_mapped(packet.src) {
+        let mut out = if wire::ip::is_ipv4_mapped(packet.src) {
             Outcome::reject(format, Reason::MappedSource)
         } else {
             match format {
@@ -147,10 +147,8 @@ impl Engine {
                 None => Outcome::reject(None, Reason::BadLength),
             }
         };
-        Outcome {
-            src: Some(packet.src),
-            ..out
-        }
+        out.src = Some(packet.src);
+        out
     }
 
     /// Knocks stamped before this may be replays nobody remembers (the journal was lost, or
