@@ -1,6 +1,5 @@
-//! The native key-hint index: every native client's hint for every epoch inside the timestamp
-//! window, so a native packet's client is found with one hash lookup (DESIGN.md: O(1) key
-//! lookup, no per-client trial decryption). Pure: the window follows the `now` it is given.
+//! The native key-hint index ([`HintIndex`]): which clients a native packet's key hint names.
+//! Pure: the window of epochs it covers follows the `now` it is given.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
