@@ -1,5 +1,13 @@
-//! The operating system's side of the core's inputs, for the shells: the CSPRNG. (The clock is
-//! read in `daemon::unix_now`.) The pure core only sees the [`Rng`] trait.
+//! The operating system's side of the core's inputs, for the shells: the CSPRNG, and files read
+//! with their checks made on the open descriptor. (The clock is read in `daemon::unix_now`.)
+//! The pure core only sees the [`Rng`] trait.
+
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::Path;
+
+use zeroize::Zeroizing;
 
 use crate::crypto::Rng;
 
@@ -11,5 +19,110 @@ impl Rng for OsRng {
         // getrandom(2) only fails before the kernel pool is initialised at early boot or with
         // invalid arguments; neither can be worked around safely, so a failure is fatal.
         getrandom::fill(buf).expect("getrandom(2) failed: the kernel has no entropy source");
+    }
+}
+
+/// What to do when the last component of a path is a symbolic link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Links {
+    /// Open what it points to (a config file may be a link into a configuration tree).
+    Follow,
+    /// Refuse it (`O_NOFOLLOW`): a key file is opened as exactly the file that was named.
+    Refuse,
+}
+
+/// A regular file open for reading, with the metadata of the open descriptor (`fstat(2)`): what
+/// is checked (owner, mode, size) is the file that is read, even if the path changes meanwhile.
+#[derive(Debug)]
+pub struct RegularFile {
+    file: File,
+    meta: Metadata,
+}
+
+/// Open `path` for reading if it is a regular file.
+///
+/// `O_NONBLOCK` makes opening a FIFO return at once instead of waiting for a writer (it is
+/// then refused as not a regular file); on a regular file the flag changes nothing. With
+/// [`Links::Refuse`] a symbolic link is refused (`O_NOFOLLOW`). The descriptor is `O_CLOEXEC`
+/// (Rust's default) and `O_NOCTTY`.
+pub fn open_regular(path: &Path, links: Links) -> io::Result<RegularFile> {
+    let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY;
+    if links == Links::Refuse {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(|e| {
+            if links == Links::Refuse && e.raw_os_error() == Some(libc::ELOOP) {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "it is a symbolic link, which nfknock does not follow here; name the file itself",
+                )
+            } else {
+                e
+            }
+        })?;
+    let meta = file.metadata()?;
+    let ty = meta.file_type();
+    if !ty.is_file() {
+        let kind = if ty.is_dir() {
+            "a directory"
+        } else if ty.is_fifo() {
+            "a FIFO"
+        } else if ty.is_socket() {
+            "a socket"
+        } else if ty.is_char_device() || ty.is_block_device() {
+            "a device"
+        } else {
+            "not a file"
+        };
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("it is not a regular file but {kind}"),
+        ));
+    }
+    Ok(RegularFile { file, meta })
+}
+
+impl RegularFile {
+    /// The open descriptor's metadata (`fstat(2)` at open).
+    pub fn metadata(&self) -> &Metadata {
+        &self.meta
+    }
+
+    /// Read the whole file into one zeroizing buffer allocated once, sized from `fstat` (+1
+    /// byte to notice a file that grows while it is read): no reallocation ever leaves a copy
+    /// of a secret in freed memory. A file longer than `limit` is refused before it is read.
+    pub fn read_all(&mut self, limit: u64) -> io::Result<Zeroizing<Vec<u8>>> {
+        let len = self.meta.len();
+        if len > limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("it is longer than {limit} bytes; is this the right file?"),
+            ));
+        }
+        // `len <= limit`, and every limit used fits in memory many times over.
+        let len = len as usize;
+        let mut buf = Zeroizing::new(vec![0u8; len + 1]);
+        let mut n = 0;
+        while n < buf.len() {
+            match self.file.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if n > len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "it grew while it was being read; try again once nothing is writing to it",
+            ));
+        }
+        // Shrinks the length only: the capacity (wiped on drop) stays where it is.
+        buf.truncate(n);
+        Ok(buf)
     }
 }

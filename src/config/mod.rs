@@ -135,30 +135,32 @@ pub fn render_example() -> &'static str {
 /// Read and validate a server config (and the key files it names).
 ///
 /// Besides everything [`parse_str`] checks, a config that holds an inline key must itself be
-/// private (see [`check_private`]).
+/// private (see [`check_private`]; checked on the file that was read).
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = read_config(path)?;
+    let (text, file) = read_config(path)?;
     let checked = server::check_str(&text, path);
     let mut problems = checked.problems;
     if checked.inline_secret {
-        if let Err(message) = check_private(path, "config file") {
-            problems.insert(
-                0,
-                Problem {
-                    path: path.to_path_buf(),
-                    line: None,
-                    key: None,
-                    message: format!(
-                        "{message} (it holds inline keys; or move them to key files with `key_file = PATH`)"
-                    ),
-                },
-            );
+        if let Err(problem) = inline_secrets_private(path, &file) {
+            problems.insert(0, problem);
         }
     }
     match checked.plan {
         Some(plan) if problems.is_empty() => Ok(plan.build()),
         _ => Err(ConfigErrors(problems)),
     }
+}
+
+/// A config file that holds inline keys must be private (its opened file's metadata).
+fn inline_secrets_private(path: &Path, file: &crate::sys::RegularFile) -> Result<(), Problem> {
+    secret::check_private_fd(path, "config file", file).map_err(|message| Problem {
+        path: path.to_path_buf(),
+        line: None,
+        key: None,
+        message: format!(
+            "{message} (it holds inline keys; or move them to key files with `key_file = PATH`)"
+        ),
+    })
 }
 
 /// Validate a server config given as text. `path` is used in messages and to resolve relative
@@ -175,24 +177,29 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
 /// of memory per byte of TOML (docs/FUZZING.md), and 10 000 clients fit in about 1.5 MB.
 pub const MAX_CONFIG_LEN: u64 = 16 << 20;
 
-/// Read a config file as UTF-8 (zeroized after use: it may hold keys).
-fn read_config(path: &Path) -> Result<zeroize::Zeroizing<String>, ConfigErrors> {
-    let bytes =
-        zeroize::Zeroizing::new(secret::read_limited(path, MAX_CONFIG_LEN).map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::NotFound {
-                "; create it (start from examples/server.toml) or pass the right path with --config"
-            } else {
-                ""
-            };
-            ConfigErrors(vec![Problem {
-                path: path.to_path_buf(),
-                line: None,
-                key: None,
-                message: format!("cannot read the config file: {e}{hint}"),
-            }])
-        })?);
+/// Read a config file as UTF-8 (zeroized after use: it may hold keys), with the open file for
+/// the privacy check. A symbolic link is followed; anything but a regular file is refused (a
+/// FIFO would block the daemon's reload forever).
+fn read_config(
+    path: &Path,
+) -> Result<(zeroize::Zeroizing<String>, crate::sys::RegularFile), ConfigErrors> {
+    let cannot = |e: std::io::Error| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            "; create it (start from examples/server.toml) or pass the right path with --config"
+        } else {
+            ""
+        };
+        ConfigErrors(vec![Problem {
+            path: path.to_path_buf(),
+            line: None,
+            key: None,
+            message: format!("cannot read the config file: {e}{hint}"),
+        }])
+    };
+    let mut file = crate::sys::open_regular(path, crate::sys::Links::Follow).map_err(cannot)?;
+    let bytes = file.read_all(MAX_CONFIG_LEN).map_err(cannot)?;
     match std::str::from_utf8(&bytes) {
-        Ok(text) => Ok(zeroize::Zeroizing::new(text.to_string())),
+        Ok(text) => Ok((zeroize::Zeroizing::new(text.to_string()), file)),
         Err(e) => {
             let line = bytes
                 .get(..e.valid_up_to())

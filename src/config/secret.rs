@@ -13,6 +13,7 @@ use base64::Engine as _;
 use zeroize::Zeroizing;
 
 use crate::crypto::SECRET_LEN;
+use crate::sys::{self, Links};
 
 /// Standard alphabet; `=` padding optional (fwknop writes `KEY_BASE64` with padding, people copy
 /// keys without it). Trailing bits must be zero, so each key has one spelling.
@@ -80,17 +81,41 @@ fn euid() -> u32 {
 
 /// Refuse a file holding secrets unless it is private: no group/world permission bits, owned by
 /// root or the effective user. `what` names it in the message ("key file", "config file").
-/// The message gives the exact command that fixes it.
+/// The message gives the exact command that fixes it. The checks are made on the opened file
+/// (`fstat`), not on the path.
 pub fn check_private(path: &Path, what: &str) -> Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::NotFound {
-            format!("; fix the path, or create the file with the key on one line and run `chmod 600 {}`", shell_quote(path))
-        } else {
-            String::new()
-        };
-        format!("cannot read {what} {}: {e}{hint}", path.display())
-    })?;
+    let file = sys::open_regular(path, Links::Follow).map_err(|e| open_error(what, path, &e))?;
+    check_private_fd(path, what, &file)
+}
+
+/// [`check_private`] on a file already open (its `fstat` metadata).
+pub(crate) fn check_private_fd(
+    path: &Path,
+    what: &str,
+    file: &sys::RegularFile,
+) -> Result<(), String> {
+    let meta = file.metadata();
     check_private_meta(path, what, meta.mode(), meta.uid(), euid())
+}
+
+/// "cannot read {what} {path}: {e}", with the fix for the common cases.
+fn open_error(what: &str, path: &Path, e: &std::io::Error) -> String {
+    let q = shell_quote(path);
+    let hint = match e.kind() {
+        std::io::ErrorKind::NotFound if what == "key file" => format!(
+            "; fix the path, or create the file with the key on one line and run `chmod 600 {q}`"
+        ),
+        // A root-owned 0600 key cannot be read by the service user the shipped unit runs as
+        // (User=nfknock).
+        std::io::ErrorKind::PermissionDenied => {
+            let uid = euid();
+            format!(
+                "; nfknock runs as uid {uid}: give it the file with `chown {uid} {q}` (mode 0600)"
+            )
+        }
+        _ => String::new(),
+    };
+    format!("cannot read {what} {}: {e}{hint}", path.display())
 }
 
 /// [`check_private`] on given mode/owner (pure, for tests).
@@ -154,23 +179,6 @@ pub(crate) fn resolve(
 /// A key file is one line of base64; anything this long is the wrong file.
 pub(crate) const MAX_KEY_FILE_LEN: u64 = 4096;
 
-/// Read a whole file, refusing one longer than `limit` bytes before reading it (a key file
-/// pointing at a swap file or a device must not be read into memory).
-pub(crate) fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let file = std::fs::File::open(path)?;
-    let mut bytes = Vec::new();
-    file.take(limit + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > limit {
-        bytes.iter_mut().for_each(|b| *b = 0);
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("longer than {limit} bytes; is this the right file?"),
-        ));
-    }
-    Ok(bytes)
-}
-
 /// Read a native key file (as written by `nfknock keygen --out`) for the client: private, one
 /// line of base64, exactly 256 bits.
 pub fn read_native_key_file(path: &Path) -> Result<crate::crypto::NativeKey, String> {
@@ -180,25 +188,17 @@ pub fn read_native_key_file(path: &Path) -> Result<crate::crypto::NativeKey, Str
     Ok(crate::crypto::NativeKey::derive(&secret))
 }
 
-/// Read a key file: private (see [`check_private`]), one line of text, surrounding whitespace
-/// trimmed. The content is returned zeroizing; decoding is the caller's.
+/// Read a key file: a regular file, not a symbolic link, private (see [`check_private`]; checked
+/// on the open descriptor), one line of text, surrounding whitespace trimmed. The content is
+/// returned zeroizing, read without a reallocation; decoding is the caller's.
 pub(crate) fn read_key_file(path: &Path) -> Result<Zeroizing<String>, String> {
-    check_private(path, "key file")?;
-    let bytes = Zeroizing::new(read_limited(path, MAX_KEY_FILE_LEN).map_err(|e| {
-        // A root-owned 0600 key passes `check_private` but cannot be read by the service
-        // user the shipped unit runs as (User=nfknock).
-        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
-            format!(
-                "; nfknock runs as uid {}: give it the file with `chown {} {}` (mode 0600)",
-                euid(),
-                euid(),
-                shell_quote(path)
-            )
-        } else {
-            String::new()
-        };
-        format!("cannot read key file {}: {e}{hint}", path.display())
-    })?);
+    let what = "key file";
+    let mut file =
+        sys::open_regular(path, Links::Refuse).map_err(|e| open_error(what, path, &e))?;
+    check_private_fd(path, what, &file)?;
+    let bytes = file
+        .read_all(MAX_KEY_FILE_LEN)
+        .map_err(|e| open_error(what, path, &e))?;
     let text = std::str::from_utf8(&bytes).map_err(|_| {
         format!(
             "key file {} is not text; it must hold one line of base64",
@@ -291,6 +291,62 @@ mod tests {
         );
         assert!(resolve("~/x.key", cfg, None).unwrap_err().contains("$HOME"));
         assert!(resolve("~bob/x.key", cfg, Some(home)).is_err());
+    }
+
+    /// Run `f` on a thread; fail (instead of hanging the test run) if it takes over 5 s.
+    fn within_5s<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("{what} hung"))
+    }
+
+    #[test]
+    fn a_symlink_to_a_private_key_file_is_refused_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.key");
+        std::fs::write(&real, "abc=\n").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.path().join("link.key");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        // The target passes every check: only an open that refuses to follow the link (and
+        // checks what it opened, not what the path named) refuses this.
+        assert_eq!(read_key_file(&real).unwrap().as_str(), "abc=");
+        let e = read_key_file(&link).unwrap_err();
+        assert!(
+            e.contains(&link.display().to_string()) && e.contains("symbolic link"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_fifo_key_file_is_refused_without_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.key");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let p = fifo.clone();
+        let e = within_5s("reading a FIFO as a key file", move || read_key_file(&p)).unwrap_err();
+        assert!(
+            e.contains("not a regular file") && e.contains("FIFO"),
+            "{e}"
+        );
+        // A directory is not a key file either.
+        let e = read_key_file(dir.path()).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn an_oversized_key_file_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.key");
+        std::fs::write(&path, "A".repeat(MAX_KEY_FILE_LEN as usize + 1)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = read_key_file(&path).unwrap_err();
+        assert!(e.contains("longer than 4096 bytes"), "{e}");
     }
 
     #[test]

@@ -106,7 +106,9 @@ fn fwknop_hint(key: &str) -> Option<&'static str> {
 
 /// A client's secret before key derivation.
 pub(crate) enum Secret {
-    Native(Zeroizing<[u8; SECRET_LEN]>),
+    /// Boxed: drafts and plans move through `Vec`s, and a secret stored inline would stay in
+    /// each vector's freed buffer after being moved out; the box moves only a pointer.
+    Native(Box<Zeroizing<[u8; SECRET_LEN]>>),
     Fwknop(FwknopKey),
 }
 
@@ -508,11 +510,12 @@ fn client(
             if let Some(text) = &raw.key {
                 cx.inline_secret = true;
                 match secret::decode_native_secret(&text.get_ref().0) {
-                    Ok(bytes) => secret = Some(Secret::Native(bytes)),
+                    Ok(bytes) => secret = Some(Secret::Native(Box::new(bytes))),
                     Err(msg) => sink.at(Some(text.span()), &k("key"), format!("the key {msg}")),
                 }
             } else if let Some(file) = &raw.key_file {
-                secret = native_key_file(sink, cx.path, file, &k("key_file")).map(Secret::Native);
+                secret = native_key_file(sink, cx.path, file, &k("key_file"))
+                    .map(|b| Secret::Native(Box::new(b)));
             } else if let Some((_, value)) = fwknop {
                 is_fwknop = true;
                 if let Some(fsec) = raw::section::<RawFwknop>(sink, value, &k("fwknop"), &FWKNOP) {

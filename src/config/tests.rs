@@ -423,7 +423,7 @@ fn native_keys_are_32_bytes_of_base64() {
     // No padding is fine.
     let p = plan(&native_client("").replace(&native_key(), native_key().trim_end_matches('=')));
     match &p.clients[0].secret {
-        Secret::Native(b) => assert_eq!(**b, [1u8; 32]),
+        Secret::Native(b) => assert_eq!(***b, [1u8; 32]),
         other => panic!("{other:?}"),
     }
 }
@@ -591,7 +591,7 @@ fn key_files_are_read_relative_to_the_config_and_must_be_private() {
     assert!(c.problems.is_empty(), "{}", ConfigErrors(c.problems));
     assert!(!c.inline_secret);
     match &c.plan.unwrap().clients[0].secret {
-        Secret::Native(b) => assert_eq!(**b, [1u8; 32]),
+        Secret::Native(b) => assert_eq!(***b, [1u8; 32]),
         other => panic!("{other:?}"),
     }
 
@@ -651,6 +651,31 @@ fn load_refuses_a_readable_config_with_inline_keys() {
     assert!(err.0[0].message.contains("cannot read the config file"));
     std::fs::write(&cfg, b"a = 1\n\xff\n").unwrap();
     assert_eq!(load(&cfg).unwrap_err().0[0].line, Some(2));
+}
+
+/// A FIFO at the config path would block a reload (and with it the daemon) until someone writes
+/// to it: it is refused at once, as is anything but a regular file.
+#[test]
+fn load_refuses_a_fifo_without_waiting_for_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("nfknock.toml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(load(&p).map(|_| ()));
+    });
+    let err = rx
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .expect("loading a FIFO as the config hung")
+        .unwrap_err();
+    let m = &err.0[0].message;
+    assert!(
+        m.contains("cannot read the config file") && m.contains("not a regular file but a FIFO"),
+        "{m}"
+    );
 }
 
 #[test]
