@@ -31,6 +31,30 @@ pub enum Links {
     Refuse,
 }
 
+/// The error inside an [`io::Error`] from [`open_regular`] when [`Links::Refuse`] met a
+/// symbolic link; callers add what to do about it ([`is_link_refused`]).
+#[derive(Debug)]
+struct LinkRefused;
+
+impl std::fmt::Display for LinkRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("it is a symbolic link, which nfknock does not follow")
+    }
+}
+
+impl std::error::Error for LinkRefused {}
+
+/// Was `e` [`open_regular`] refusing a symbolic link?
+pub fn is_link_refused(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<LinkRefused>())
+}
+
+/// The effective user id.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// A regular file open for reading, with the metadata of the open descriptor (`fstat(2)`): what
 /// is checked (owner, mode, size) is the file that is read, even if the path changes meanwhile.
 #[derive(Debug)]
@@ -56,10 +80,7 @@ pub fn open_regular(path: &Path, links: Links) -> io::Result<RegularFile> {
         .open(path)
         .map_err(|e| {
             if links == Links::Refuse && e.raw_os_error() == Some(libc::ELOOP) {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "it is a symbolic link, which nfknock does not follow here; name the file itself",
-                )
+                io::Error::new(io::ErrorKind::InvalidInput, LinkRefused)
             } else {
                 e
             }
@@ -90,6 +111,11 @@ impl RegularFile {
     /// The open descriptor's metadata (`fstat(2)` at open).
     pub fn metadata(&self) -> &Metadata {
         &self.meta
+    }
+
+    /// The open file and its metadata, for a caller that reads it its own way.
+    pub fn into_parts(self) -> (File, Metadata) {
+        (self.file, self.meta)
     }
 
     /// Read the whole file into one zeroizing buffer allocated once, sized from `fstat` (+1

@@ -124,6 +124,7 @@ pub struct ConfigErrors(pub Vec<Problem>);
 pub use client::{
     default_client_config_path, load_client, parse_client_str, AllowIp, ClientConfig, KnockProfile,
 };
+pub(crate) use secret::shell_quote;
 pub use secret::{check_private, decode_native_secret, read_native_key_file};
 pub use server::{FWKNOP_MAX_HMAC_KEY_LEN, FWKNOP_MAX_KEY_LEN, MAX_MAX_AGE, MAX_MAX_TIMEOUT};
 

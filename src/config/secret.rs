@@ -102,6 +102,9 @@ pub(crate) fn check_private_fd(
 fn open_error(what: &str, path: &Path, e: &std::io::Error) -> String {
     let q = shell_quote(path);
     let hint = match e.kind() {
+        _ if sys::is_link_refused(e) => {
+            format!("; point `key_file` at the file itself (`readlink -f {q}` names it)")
+        }
         std::io::ErrorKind::NotFound if what == "key file" => format!(
             "; fix the path, or create the file with the key on one line and run `chmod 600 {q}`"
         ),
