@@ -510,6 +510,7 @@ mod tests {
                 manage_ruleset: true,
                 gate_forward: true,
                 rate_limit: 20,
+                user: crate::config::RunAs::Unchanged,
             },
             clients,
         })

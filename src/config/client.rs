@@ -108,7 +108,8 @@ pub fn load_client(path: &Path) -> Result<ClientConfig, ConfigErrors> {
     let checked = check_client(&text, path, home.as_deref());
     let mut problems = checked.problems;
     if checked.inline_secret {
-        if let Err(problem) = super::inline_secrets_private(path, &file) {
+        if let Err(problem) = super::inline_secrets_private(path, &file, &secret::Owner::current())
+        {
             problems.insert(0, problem);
         }
     }
@@ -401,7 +402,7 @@ fn profile(
         },
         (None, Some((f, key))) => {
             let r = secret::resolve(f.get_ref(), path, home).and_then(|p| {
-                let text = secret::read_key_file(&p)?;
+                let text = secret::read_key_file(&p, &secret::Owner::current())?;
                 let bytes = secret::decode_native_secret(&text)
                     .map_err(|m| format!("key file {} {m}", p.display()))?;
                 Ok((Some(p), bytes))

@@ -22,6 +22,7 @@ use ipnet::IpNet;
 
 use crate::access::Access;
 use crate::crypto::NativeKey;
+pub use crate::sys::Account;
 use crate::wire::fwknop::FwknopKey;
 
 /// Defaults (also documented in the example config and `--help`).
@@ -32,6 +33,9 @@ pub const DEFAULT_MAX_AGE: u64 = 120;
 pub const DEFAULT_TIMEOUT: u32 = 30;
 pub const DEFAULT_MAX_TIMEOUT: u32 = 3600;
 pub const DEFAULT_RATE_LIMIT: u32 = 20;
+/// The user a daemon started as root switches to when `[server] user` is not set (and the
+/// account exists): the one `scripts/install` creates and the systemd unit runs as.
+pub const DEFAULT_USER: &str = "nfknock";
 
 /// The validated server configuration.
 #[derive(Debug, Clone)]
@@ -59,6 +63,29 @@ pub struct Server {
     pub gate_forward: bool,
     /// Per-source knock rate limit in the kernel, packets per second (burst = 2×).
     pub rate_limit: u32,
+    /// Who the daemon runs as once set up (`user`), resolved when the config was read.
+    pub user: RunAs,
+}
+
+/// `[server] user`, resolved against the user database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunAs {
+    /// `user` is not set and there is no account [`DEFAULT_USER`]: nfknock stays the user it
+    /// was started as.
+    Unchanged,
+    /// This account. `explicit` when the config names it, not when it is [`DEFAULT_USER`].
+    User { account: Account, explicit: bool },
+}
+
+impl RunAs {
+    /// The account a daemon running as `euid` switches to: one other than root, when it runs
+    /// as root. (A daemon started as another user cannot switch; systemd's `User=` already did.)
+    pub fn switch_to(&self, euid: u32) -> Option<&Account> {
+        match self {
+            RunAs::User { account, .. } if euid == 0 && account.uid != 0 => Some(account),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -138,11 +165,19 @@ pub fn render_example() -> &'static str {
 /// Besides everything [`parse_str`] checks, a config that holds an inline key must itself be
 /// private (see [`check_private`]; checked on the file that was read).
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with(path, &crate::sys::SystemAccounts)
+}
+
+/// [`load`] with `[server] user` resolved against `accounts`.
+pub(crate) fn load_with(
+    path: &Path,
+    accounts: &dyn crate::sys::Accounts,
+) -> Result<Config, ConfigErrors> {
     let (text, file) = read_config(path)?;
-    let checked = server::check_str(&text, path);
+    let checked = server::check_str_with(&text, path, accounts);
     let mut problems = checked.problems;
     if checked.inline_secret {
-        if let Err(problem) = inline_secrets_private(path, &file) {
+        if let Err(problem) = inline_secrets_private(path, &file, &checked.owner) {
             problems.insert(0, problem);
         }
     }
@@ -152,9 +187,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
-/// A config file that holds inline keys must be private (its opened file's metadata).
-fn inline_secrets_private(path: &Path, file: &crate::sys::RegularFile) -> Result<(), Problem> {
-    secret::check_private_fd(path, "config file", file).map_err(|message| Problem {
+/// A config file that holds inline keys must be private (its opened file's metadata) and
+/// belong to `owner`.
+fn inline_secrets_private(
+    path: &Path,
+    file: &crate::sys::RegularFile,
+    owner: &secret::Owner,
+) -> Result<(), Problem> {
+    secret::check_private_fd(path, "config file", file, owner).map_err(|message| Problem {
         path: path.to_path_buf(),
         line: None,
         key: None,

@@ -288,6 +288,7 @@ pub(crate) struct RawServer {
     pub(crate) manage_ruleset: Option<bool>,
     pub(crate) gate_forward: Option<bool>,
     pub(crate) rate_limit: Option<Spanned<i64>>,
+    pub(crate) user: Option<Spanned<String>>,
 }
 
 /// `[[client]]`. `fwknop` is taken out before deserializing (see [`Shape::nested`]); the field
