@@ -105,7 +105,7 @@ impl ReplayJournal {
             .mode(0o700)
             .create(dir)
             .map_err(io_err("create directory for", dir))?;
-        check_dir(dir)?;
+        check_dir(dir, sys::euid(), None)?;
         let path = dir.join(JOURNAL_FILE);
         let mut cache = ReplayCache::new();
 
@@ -290,8 +290,46 @@ enum DirKind {
     Other,
 }
 
-/// Refuse a `state_dir` someone else could tamper with (see the module documentation).
-fn check_dir(dir: &Path) -> Result<(), StateError> {
+/// For a daemon started as root that is about to switch to `owner`: create `state_dir` for it
+/// if it is missing (0700, owned by `owner`; missing parents 0755, root's), as systemd's
+/// `StateDirectory=` does for the unit's `User=`, then check it as [`ReplayJournal::open`] will
+/// after the switch. An existing directory is never handed over (`state_dir` may name one that
+/// is not nfknock's): the message names the `chown` to run.
+pub fn prepare_dir(dir: &Path, owner: &sys::Account) -> Result<(), StateError> {
+    match fs::symlink_metadata(dir) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(parent)
+                    .map_err(io_err("create the parent of", dir))?;
+            }
+            match DirBuilder::new().mode(0o700).create(dir) {
+                Ok(()) => {
+                    // Hand over exactly what was created: no link is followed.
+                    let created = OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                        .open(dir)
+                        .map_err(io_err("open the new directory of", dir))?;
+                    std::os::unix::fs::fchown(&created, Some(owner.uid), Some(owner.gid))
+                        .map_err(io_err("give its user the new directory of", dir))?;
+                }
+                // Someone made it meanwhile: it is checked like any existing one.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err("create directory for", dir)(e)),
+            }
+        }
+        Err(e) => return Err(io_err("inspect the directory of", dir)(e)),
+    }
+    check_dir(dir, owner.uid, Some(&owner.name))
+}
+
+/// Refuse a `state_dir` someone other than `uid` (named `name`, if known) could tamper with
+/// (see the module documentation).
+fn check_dir(dir: &Path, uid: u32, name: Option<&str>) -> Result<(), StateError> {
     let meta = fs::symlink_metadata(dir).map_err(io_err("inspect the directory of", dir))?;
     let ty = meta.file_type();
     let kind = if ty.is_symlink() {
@@ -301,7 +339,7 @@ fn check_dir(dir: &Path) -> Result<(), StateError> {
     } else {
         DirKind::Other
     };
-    match dir_problem(dir, kind, meta.mode(), meta.uid(), sys::euid()) {
+    match dir_problem(dir, kind, meta.mode(), meta.uid(), uid, name) {
         None => Ok(()),
         Some((problem, fix)) => Err(StateError::Unsafe {
             what: "state_dir",
@@ -312,14 +350,15 @@ fn check_dir(dir: &Path) -> Result<(), StateError> {
     }
 }
 
-/// What is wrong with a `state_dir` of this kind, mode and owner for a daemon running as
-/// `euid`, and the fix; `None` if nothing is (pure, for tests).
+/// What is wrong with a `state_dir` of this kind, mode and owner `uid` for a daemon running as
+/// `euid` (named `name`, if known), and the fix; `None` if nothing is (pure, for tests).
 fn dir_problem(
     dir: &Path,
     kind: DirKind,
     mode: u32,
     uid: u32,
     euid: u32,
+    name: Option<&str>,
 ) -> Option<(String, String)> {
     let q = shell_quote(dir);
     match kind {
@@ -345,13 +384,13 @@ fn dir_problem(
         DirKind::Dir => {}
     }
     if uid != euid {
-        let owner = if euid == 0 {
-            "root:root".to_string()
-        } else {
-            euid.to_string()
+        let (owner, who) = match (euid, name) {
+            (0, _) => ("root:root".to_string(), "uid 0".to_string()),
+            (_, Some(n)) => (format!("{n}:"), format!("`{n}` (uid {euid})")),
+            (_, None) => (euid.to_string(), format!("uid {euid}")),
         };
         return Some((
-            format!("is owned by uid {uid}, not by the user nfknock runs as (uid {euid})"),
+            format!("is owned by uid {uid}, not by the user nfknock runs as ({who})"),
             format!("run `chown -R {owner} {q}`"),
         ));
     }
@@ -670,16 +709,23 @@ mod tests {
     #[test]
     fn a_state_dir_owned_by_another_user_is_refused_with_the_chown() {
         let p = Path::new("/var/lib/nfknock");
-        let (problem, fix) = dir_problem(p, DirKind::Dir, 0o40700, 4242, 998).unwrap();
+        let (problem, fix) = dir_problem(p, DirKind::Dir, 0o40700, 4242, 998, None).unwrap();
         assert!(problem.contains("owned by uid 4242"), "{problem}");
         assert!(fix.contains("`chown -R 998 /var/lib/nfknock`"), "{fix}");
-        let (_, fix) = dir_problem(p, DirKind::Dir, 0o40700, 4242, 0).unwrap();
+        let (problem, fix) =
+            dir_problem(p, DirKind::Dir, 0o40700, 0, 998, Some("nfknock")).unwrap();
+        assert!(problem.contains("`nfknock` (uid 998)"), "{problem}");
+        assert!(
+            fix.contains("`chown -R nfknock: /var/lib/nfknock`"),
+            "{fix}"
+        );
+        let (_, fix) = dir_problem(p, DirKind::Dir, 0o40700, 4242, 0, None).unwrap();
         assert!(
             fix.contains("`chown -R root:root /var/lib/nfknock`"),
             "{fix}"
         );
-        assert!(dir_problem(p, DirKind::Dir, 0o40700, 998, 998).is_none());
-        assert!(dir_problem(p, DirKind::Other, 0o100600, 998, 998).is_some());
+        assert!(dir_problem(p, DirKind::Dir, 0o40700, 998, 998, None).is_none());
+        assert!(dir_problem(p, DirKind::Other, 0o100600, 998, 998, None).is_some());
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub const DEFAULT_RATE_LIMIT: u32 = 20;
 /// The user a daemon started as root switches to when `[server] user` is not set (and the
 /// account exists): the one `scripts/install` creates and the systemd unit runs as.
 pub const DEFAULT_USER: &str = "nfknock";
+/// How messages say to create a service user (`useradd` USER): a system account that cannot
+/// log in, as `scripts/install` creates [`DEFAULT_USER`].
+pub const USERADD: &str =
+    "useradd --system --user-group --no-create-home --shell /usr/sbin/nologin";
 
 /// The validated server configuration.
 #[derive(Debug, Clone)]

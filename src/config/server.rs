@@ -459,9 +459,6 @@ fn server_settings(
     (server, protect)
 }
 
-/// `useradd` arguments for a system account that cannot log in (as `scripts/install` makes).
-const USERADD: &str = "useradd --system --user-group --no-create-home --shell /usr/sbin/nologin";
-
 /// Resolve `[server] user` (or the default, [`super::DEFAULT_USER`], if that account exists).
 fn run_as(sink: &mut Sink<'_>, accounts: &dyn Accounts, user: Option<&Spanned<String>>) -> RunAs {
     let key = "server.user";
@@ -508,7 +505,10 @@ fn run_as(sink: &mut Sink<'_>, accounts: &dyn Accounts, user: Option<&Spanned<St
             sink.at(
                 Some(user.span()),
                 key,
-                format!("there is no user `{name}` on this system; create it with `{USERADD} {name}`, or fix the name"),
+                format!(
+                    "there is no user `{name}` on this system; create it with `{} {name}`, or fix the name",
+                    super::USERADD
+                ),
             );
             RunAs::Unchanged
         }
