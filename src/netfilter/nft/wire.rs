@@ -450,7 +450,9 @@ pub fn str_attr(v: &[u8]) -> &[u8] {
 /// The `errno` of an `NLMSG_ERROR` payload (0 = ack) and the sequence number it answers.
 pub fn nlmsgerr(payload: &[u8]) -> Option<i32> {
     let e = payload.get(0..4)?;
-    Some(-i32::from_ne_bytes(e.try_into().ok()?))
+    // `struct nlmsgerr { int error; ... }` holds a negative errno; `wrapping_neg` so that a
+    // bogus `i32::MIN` cannot overflow (the parser never panics).
+    Some(i32::from_ne_bytes(e.try_into().ok()?).wrapping_neg())
 }
 
 /// The payload of an nf_tables message after its `nfgenmsg`, and the family it carries.
@@ -489,5 +491,14 @@ mod tests {
         for m in messages(&bad) {
             let _ = attrs(m.payload).count();
         }
+    }
+
+    /// An `NLMSG_ERROR` whose error field is `i32::MIN` (no kernel sends it, but the parser's
+    /// contract is "never panics"): negating it must not overflow.
+    #[test]
+    fn error_code_of_i32_min_does_not_overflow() {
+        assert_eq!(nlmsgerr(&i32::MIN.to_ne_bytes()), Some(i32::MIN));
+        assert_eq!(nlmsgerr(&(-2i32).to_ne_bytes()), Some(2));
+        assert_eq!(nlmsgerr(&[0, 0]), None);
     }
 }
