@@ -2,8 +2,8 @@
 //! set elements with timeouts (upsert without `NLM_F_EXCL`, expiration sent so a refresh
 //! restarts the timer on kernels ≥ 6.12), listing live grants, and ruleset events.
 //!
-//! Messages are built by hand ([`wire`]) over a raw `NETLINK_NETFILTER` socket rather than
-//! through libnftnl: the hot path (one grant) is then one `sendto` of a reused buffer and one
+//! Messages are built by hand over the shared [`netlink`](super::netlink) layer rather than
+//! through libnftnl: the hot path (one grant) is then one `send` of a reused buffer and one
 //! `recv`, with no allocation and no FFI, the flags of every message are ours to choose
 //! (libnftnl's element message forces `NLM_F_EXCL`), and the exact bytes are unit-testable
 //! without root.
@@ -11,7 +11,6 @@
 //! Every table, chain and set name is a constant here and matches `nft/nfknock.nft`; a test
 //! keeps [`render`] and that file equal.
 
-mod sock;
 pub mod wire;
 
 use std::fmt;
@@ -19,9 +18,10 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Mutex;
+use std::time::Duration;
 
+use super::netlink::*;
 use crate::access::{Access, Proto};
-use sock::NlSocket;
 use wire::*;
 
 /// Address family of the owned table, as `nft` spells it.
@@ -57,7 +57,7 @@ pub const FWKNOP_MAX_LEN: u16 = 1499;
 const UPSERT_BATCH: usize = 1024;
 const ELEMS_PER_MSG: usize = 512;
 /// How long to wait for the kernel's answer before calling it lost.
-const REPLY_TIMEOUT_SECS: libc::time_t = 10;
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 const RECV_BUF: usize = 64 * 1024;
 
 /// How knocks are diverted to the queue.
@@ -200,39 +200,29 @@ fn own_portids() -> Vec<u32> {
 /// Name of the throw-away table used to probe for `nft_queue`.
 const PROBE_TABLE: &str = "nfknock_probe";
 
-/// One message of the batch being built: what it does, to what, for error messages.
+/// What one message of a batch does, to what: a refusal names it.
 #[derive(Debug, Clone, Copy)]
 struct Op {
-    seq: u32,
     op: &'static str,
     object: Object,
 }
 
-/// Why a batch failed, before it is turned into an [`NftError`].
-enum BatchFail {
-    Io(&'static str, io::Error),
-    Kernel {
-        errno: i32,
-        op: &'static str,
-        object: Object,
-    },
-}
+type BatchFail = BatchError<Op>;
 
 /// A netlink socket speaking nftables.
 pub struct Nft {
     sock: NlSocket,
-    seq: u32,
-    msg: MsgBuf,
+    /// The batch being built (in one reused buffer); also numbers the requests.
+    batch: Batch<Op>,
+    /// A get or dump request.
+    req: MsgBuf,
     rbuf: Vec<u8>,
-    ops: Vec<Op>,
-    batch_begin: u32,
-    last_msg: Option<usize>,
 }
 
 impl Drop for Nft {
     fn drop(&mut self) {
         if let Ok(mut v) = OWN_PORTIDS.lock() {
-            v.retain(|p| *p != self.sock.portid);
+            v.retain(|p| *p != self.sock.portid());
         }
     }
 }
@@ -240,22 +230,15 @@ impl Drop for Nft {
 impl Nft {
     /// Open the command socket (not subscribed to any event group).
     pub fn open() -> Result<Nft, NftError> {
-        let sock = NlSocket::open(0).map_err(|source| NftError::Socket { op: "open", source })?;
-        sock.set_recv_timeout(REPLY_TIMEOUT_SECS)
-            .map_err(|source| NftError::Socket {
-                op: "configure",
-                source,
-            })?;
+        let sock = NlSocket::open(0).map_err(|e| NftError::Socket {
+            op: "open",
+            source: e.source,
+        })?;
         // A restore batch after a flush may carry every live grant in one atomic message; let
         // it be larger than the default send buffer (best effort: needs CAP_NET_ADMIN).
-        if sock
-            .setsockopt(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 8 << 20)
-            .is_err()
-        {
-            let _ = sock.setsockopt(libc::SOL_SOCKET, libc::SO_SNDBUF, 8 << 20);
-        }
+        let _ = sock.set_sndbuf(8 << 20);
         if let Ok(mut v) = OWN_PORTIDS.lock() {
-            v.push(sock.portid);
+            v.push(sock.portid());
         }
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -263,36 +246,21 @@ impl Nft {
             .unwrap_or(1);
         Ok(Nft {
             sock,
-            seq: seed,
-            msg: MsgBuf {
-                buf: Vec::with_capacity(UPSERT_BATCH * 64 + 256),
-            },
+            batch: Batch::new(NFNL_SUBSYS_NFTABLES, UPSERT_BATCH * 64 + 256, seed),
+            req: MsgBuf::with_capacity(256),
             rbuf: vec![0; RECV_BUF],
-            ops: Vec::with_capacity(64),
-            batch_begin: 0,
-            last_msg: None,
         })
     }
 
     /// The netlink port id of this socket (events it causes carry it).
     pub fn portid(&self) -> u32 {
-        self.sock.portid
-    }
-
-    fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1).max(1);
-        self.seq
+        self.sock.portid()
     }
 
     // ---- batch building ----
 
     fn batch_start(&mut self) {
-        self.msg.clear();
-        self.ops.clear();
-        self.last_msg = None;
-        let seq = self.next_seq();
-        self.batch_begin = seq;
-        self.msg.batch_marker(NFNL_MSG_BATCH_BEGIN, seq);
+        self.batch.start();
     }
 
     /// Begin an nf_tables message of the batch; remembers what it does for error messages.
@@ -304,23 +272,19 @@ impl Nft {
         op: &'static str,
         object: Object,
     ) -> usize {
-        let seq = self.next_seq();
-        self.ops.push(Op { seq, op, object });
-        let start = self.msg.begin_nft(msg, flags, seq, family);
-        self.last_msg = Some(start);
-        start
+        self.batch.begin(msg, flags, family, Op { op, object })
     }
 
     fn add_table(&mut self, family: u8, name: &str, object: Object) {
         let s = self.begin(NFT_MSG_NEWTABLE, NLM_F_CREATE, family, "create", object);
-        self.msg.attr_str(NFTA_TABLE_NAME, name);
-        self.msg.end_msg(s);
+        self.batch.msg().attr_str(NFTA_TABLE_NAME, name);
+        self.batch.msg().end(s);
     }
 
     fn del_table(&mut self, family: u8, name: &str, object: Object) {
         let s = self.begin(NFT_MSG_DELTABLE, 0, family, "delete", object);
-        self.msg.attr_str(NFTA_TABLE_NAME, name);
-        self.msg.end_msg(s);
+        self.batch.msg().attr_str(NFTA_TABLE_NAME, name);
+        self.batch.msg().end(s);
     }
 
     fn add_chain(&mut self, table: &str, name: &'static str, hook: Option<(u32, i32)>) {
@@ -331,17 +295,19 @@ impl Nft {
             "create",
             Object::Chain(name),
         );
-        self.msg.attr_str(NFTA_CHAIN_TABLE, table);
-        self.msg.attr_str(NFTA_CHAIN_NAME, name);
+        self.batch.msg().attr_str(NFTA_CHAIN_TABLE, table);
+        self.batch.msg().attr_str(NFTA_CHAIN_NAME, name);
         if let Some((hooknum, prio)) = hook {
-            self.msg.attr_str(NFTA_CHAIN_TYPE, "filter");
-            self.msg.attr_u32(NFTA_CHAIN_POLICY, NF_ACCEPT);
-            let h = self.msg.nest(NFTA_CHAIN_HOOK);
-            self.msg.attr_u32(NFTA_HOOK_HOOKNUM, hooknum);
-            self.msg.attr(NFTA_HOOK_PRIORITY, &prio.to_be_bytes());
-            self.msg.nest_end(h);
+            self.batch.msg().attr_str(NFTA_CHAIN_TYPE, "filter");
+            self.batch.msg().attr_u32(NFTA_CHAIN_POLICY, NF_ACCEPT);
+            let h = self.batch.msg().nest(NFTA_CHAIN_HOOK);
+            self.batch.msg().attr_u32(NFTA_HOOK_HOOKNUM, hooknum);
+            self.batch
+                .msg()
+                .attr(NFTA_HOOK_PRIORITY, &prio.to_be_bytes());
+            self.batch.msg().nest_end(h);
         }
-        self.msg.end_msg(s);
+        self.batch.msg().end(s);
     }
 
     fn del_chain(&mut self, name: &'static str) {
@@ -352,9 +318,9 @@ impl Nft {
             "delete",
             Object::Chain(name),
         );
-        self.msg.attr_str(NFTA_CHAIN_TABLE, TABLE);
-        self.msg.attr_str(NFTA_CHAIN_NAME, name);
-        self.msg.end_msg(s);
+        self.batch.msg().attr_str(NFTA_CHAIN_TABLE, TABLE);
+        self.batch.msg().attr_str(NFTA_CHAIN_NAME, name);
+        self.batch.msg().end(s);
     }
 
     /// `flush chain`: a DELRULE naming only the chain deletes all its rules.
@@ -366,9 +332,9 @@ impl Nft {
             "flush",
             Object::Chain(name),
         );
-        self.msg.attr_str(NFTA_RULE_TABLE, TABLE);
-        self.msg.attr_str(NFTA_RULE_CHAIN, name);
-        self.msg.end_msg(s);
+        self.batch.msg().attr_str(NFTA_RULE_TABLE, TABLE);
+        self.batch.msg().attr_str(NFTA_RULE_CHAIN, name);
+        self.batch.msg().end(s);
     }
 
     fn add_rule(&mut self, table: &str, chain: &'static str, exprs: impl FnOnce(&mut MsgBuf)) {
@@ -379,12 +345,12 @@ impl Nft {
             "add a rule to",
             Object::Chain(chain),
         );
-        self.msg.attr_str(NFTA_RULE_TABLE, table);
-        self.msg.attr_str(NFTA_RULE_CHAIN, chain);
-        let n = self.msg.nest(NFTA_RULE_EXPRESSIONS);
-        exprs(&mut self.msg);
-        self.msg.nest_end(n);
-        self.msg.end_msg(s);
+        self.batch.msg().attr_str(NFTA_RULE_TABLE, table);
+        self.batch.msg().attr_str(NFTA_RULE_CHAIN, chain);
+        let n = self.batch.msg().nest(NFTA_RULE_EXPRESSIONS);
+        exprs(self.batch.msg());
+        self.batch.msg().nest_end(n);
+        self.batch.msg().end(s);
     }
 
     fn add_set(&mut self, def: &SetDef) {
@@ -395,21 +361,21 @@ impl Nft {
             "create",
             Object::Set(def.name),
         );
-        self.msg.attr_str(NFTA_SET_TABLE, TABLE);
-        self.msg.attr_str(NFTA_SET_NAME, def.name);
-        self.msg.attr_u32(NFTA_SET_FLAGS, def.flags);
-        self.msg.attr_u32(NFTA_SET_KEY_TYPE, def.key_type);
-        self.msg.attr_u32(NFTA_SET_KEY_LEN, def.key_len);
+        self.batch.msg().attr_str(NFTA_SET_TABLE, TABLE);
+        self.batch.msg().attr_str(NFTA_SET_NAME, def.name);
+        self.batch.msg().attr_u32(NFTA_SET_FLAGS, def.flags);
+        self.batch.msg().attr_u32(NFTA_SET_KEY_TYPE, def.key_type);
+        self.batch.msg().attr_u32(NFTA_SET_KEY_LEN, def.key_len);
         // Required by nf_tables_newset even when nothing refers to the set by id.
-        self.msg.attr_u32(NFTA_SET_ID, def.id);
+        self.batch.msg().attr_u32(NFTA_SET_ID, def.id);
         if let Some((timeout_ms, size)) = def.dynamic {
-            let d = self.msg.nest(NFTA_SET_DESC);
-            self.msg.attr_u32(NFTA_SET_DESC_SIZE, size);
-            self.msg.nest_end(d);
-            self.msg.attr_u64(NFTA_SET_TIMEOUT, timeout_ms);
+            let d = self.batch.msg().nest(NFTA_SET_DESC);
+            self.batch.msg().attr_u32(NFTA_SET_DESC_SIZE, size);
+            self.batch.msg().nest_end(d);
+            self.batch.msg().attr_u64(NFTA_SET_TIMEOUT, timeout_ms);
         }
-        self.msg.attr(NFTA_SET_USERDATA, def.userdata);
-        self.msg.end_msg(s);
+        self.batch.msg().attr(NFTA_SET_USERDATA, def.userdata);
+        self.batch.msg().end(s);
     }
 
     /// `flush set`: a DELSETELEM without an element list removes every element.
@@ -421,9 +387,9 @@ impl Nft {
             "flush",
             Object::Set(name),
         );
-        self.msg.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
-        self.msg.attr_str(NFTA_SET_ELEM_LIST_SET, name);
-        self.msg.end_msg(s);
+        self.batch.msg().attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+        self.batch.msg().attr_str(NFTA_SET_ELEM_LIST_SET, name);
+        self.batch.msg().end(s);
     }
 
     /// One NEWSETELEM message with `NLM_F_CREATE` and without `NLM_F_EXCL`: adding an element
@@ -443,20 +409,20 @@ impl Nft {
             "add elements to",
             Object::Set(set),
         );
-        self.msg.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
-        self.msg.attr_str(NFTA_SET_ELEM_LIST_SET, set);
-        let list = self.msg.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+        self.batch.msg().attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+        self.batch.msg().attr_str(NFTA_SET_ELEM_LIST_SET, set);
+        let list = self.batch.msg().nest(NFTA_SET_ELEM_LIST_ELEMENTS);
         for (key, timeout) in keys {
-            let e = self.msg.nest(NFTA_LIST_ELEM);
-            self.msg.data_value(NFTA_SET_ELEM_KEY, key);
+            let e = self.batch.msg().nest(NFTA_LIST_ELEM);
+            self.batch.msg().data_value(NFTA_SET_ELEM_KEY, key);
             if let Some(ms) = timeout {
-                self.msg.attr_u64(NFTA_SET_ELEM_TIMEOUT, ms);
-                self.msg.attr_u64(NFTA_SET_ELEM_EXPIRATION, ms);
+                self.batch.msg().attr_u64(NFTA_SET_ELEM_TIMEOUT, ms);
+                self.batch.msg().attr_u64(NFTA_SET_ELEM_EXPIRATION, ms);
             }
-            self.msg.nest_end(e);
+            self.batch.msg().nest_end(e);
         }
-        self.msg.nest_end(list);
-        self.msg.end_msg(s);
+        self.batch.msg().nest_end(list);
+        self.batch.msg().end(s);
     }
 
     /// Add `elems` (all of one family) to their allow set, [`ELEMS_PER_MSG`] per message.
@@ -473,20 +439,25 @@ impl Nft {
                 "add elements to",
                 Object::Set(set),
             );
-            self.msg.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
-            self.msg.attr_str(NFTA_SET_ELEM_LIST_SET, set);
-            let list = self.msg.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+            self.batch.msg().attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+            self.batch.msg().attr_str(NFTA_SET_ELEM_LIST_SET, set);
+            let list = self.batch.msg().nest(NFTA_SET_ELEM_LIST_ELEMENTS);
             for e in chunk {
                 let (key, len) = element_key(e.addr, e.access);
-                let n = self.msg.nest(NFTA_LIST_ELEM);
-                self.msg
+                let n = self.batch.msg().nest(NFTA_LIST_ELEM);
+                self.batch
+                    .msg()
                     .data_value(NFTA_SET_ELEM_KEY, key.get(..len).unwrap_or(&[]));
-                self.msg.attr_u64(NFTA_SET_ELEM_TIMEOUT, e.timeout_ms);
-                self.msg.attr_u64(NFTA_SET_ELEM_EXPIRATION, e.timeout_ms);
-                self.msg.nest_end(n);
+                self.batch
+                    .msg()
+                    .attr_u64(NFTA_SET_ELEM_TIMEOUT, e.timeout_ms);
+                self.batch
+                    .msg()
+                    .attr_u64(NFTA_SET_ELEM_EXPIRATION, e.timeout_ms);
+                self.batch.msg().nest_end(n);
             }
-            self.msg.nest_end(list);
-            self.msg.end_msg(s);
+            self.batch.msg().nest_end(list);
+            self.batch.msg().end(s);
         }
     }
 
@@ -504,106 +475,61 @@ impl Nft {
                 "delete elements from",
                 Object::Set(set),
             );
-            self.msg.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
-            self.msg.attr_str(NFTA_SET_ELEM_LIST_SET, set);
-            let list = self.msg.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+            self.batch.msg().attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+            self.batch.msg().attr_str(NFTA_SET_ELEM_LIST_SET, set);
+            let list = self.batch.msg().nest(NFTA_SET_ELEM_LIST_ELEMENTS);
             for e in chunk {
                 let (key, len) = element_key(e.addr, e.access);
-                let n = self.msg.nest(NFTA_LIST_ELEM);
-                self.msg
+                let n = self.batch.msg().nest(NFTA_LIST_ELEM);
+                self.batch
+                    .msg()
                     .data_value(NFTA_SET_ELEM_KEY, key.get(..len).unwrap_or(&[]));
-                self.msg.nest_end(n);
+                self.batch.msg().nest_end(n);
             }
-            self.msg.nest_end(list);
-            self.msg.end_msg(s);
+            self.batch.msg().nest_end(list);
+            self.batch.msg().end(s);
         }
     }
 
-    /// Close the batch, send it, and wait for the kernel's verdict on it. Only the last
-    /// message asks for an ack (`NLM_F_ACK`): the kernel reports every failing message anyway,
-    /// and processes the whole batch before answering, so the ack of the last one (or an
-    /// error on the batch header) ends the exchange with a single `recv` on success.
+    /// Close the batch, send it, and wait for the kernel's verdict on it (see
+    /// [`Batch::commit`]).
     fn commit(&mut self) -> Result<(), BatchFail> {
-        let Some(last) = self.last_msg else {
-            return Ok(());
-        };
-        if let Some(flags) = self.msg.buf.get_mut(last + 6..last + 8) {
-            let f = u16::from_ne_bytes([flags[0], flags[1]]) | NLM_F_ACK;
-            flags.copy_from_slice(&f.to_ne_bytes());
-        }
-        let last_seq = self.seq;
-        let end_seq = self.next_seq();
-        self.msg.batch_marker(NFNL_MSG_BATCH_END, end_seq);
-        self.sock
-            .send(&self.msg.buf)
-            .map_err(|e| BatchFail::Io("send a batch on", e))?;
-
-        let mut first_err: Option<(i32, u32)> = None;
-        loop {
-            let n = match self.sock.recv(&mut self.rbuf, false) {
-                Ok(n) => n,
-                Err(e) => return Err(BatchFail::Io("receive the answer on", e)),
-            };
-            let mut done = false;
-            for m in messages(self.rbuf.get(..n).unwrap_or(&[])) {
-                if m.ty != NLMSG_ERROR || m.seq < self.batch_begin || m.seq > end_seq {
-                    continue; // not ours, or a stale answer to an earlier, timed-out request
-                }
-                let errno = nlmsgerr(m.payload).unwrap_or(libc::EPROTO);
-                if errno != 0 && first_err.is_none() {
-                    first_err = Some((errno, m.seq));
-                }
-                if m.seq == last_seq || (errno != 0 && m.seq == self.batch_begin) {
-                    done = true;
-                }
-            }
-            if done {
-                break;
-            }
-        }
-        match first_err {
-            None => Ok(()),
-            Some((errno, seq)) => {
-                let (op, object) = self
-                    .ops
-                    .iter()
-                    .find(|o| o.seq == seq)
-                    .map(|o| (o.op, o.object))
-                    .unwrap_or(("commit", Object::Batch));
-                Err(BatchFail::Kernel { errno, op, object })
-            }
-        }
+        self.batch.commit(&self.sock, &mut self.rbuf, REPLY_TIMEOUT)
     }
 
     // ---- requests (get/dump) ----
 
-    /// Send one request and hand every reply message to `each` until the request is done:
-    /// `NLMSG_DONE` for a dump, the ack for a get. Returns the errno of a failed request.
+    /// Send the request in `self.req` (sequence number `seq`) and hand every reply message to
+    /// `each`. Returns the errno of a failed request.
     fn request(
         &mut self,
+        seq: u32,
         dump: bool,
-        mut each: impl FnMut(&Msg<'_>),
+        each: impl FnMut(&Msg<'_>),
     ) -> Result<Result<(), i32>, io::Error> {
-        let seq = self.seq;
-        self.sock.send(&self.msg.buf)?;
-        loop {
-            let n = self.sock.recv(&mut self.rbuf, false)?;
-            for m in messages(self.rbuf.get(..n).unwrap_or(&[])) {
-                if m.seq != seq {
-                    continue;
-                }
-                match m.ty {
-                    NLMSG_ERROR => {
-                        let errno = nlmsgerr(m.payload).unwrap_or(libc::EPROTO);
-                        if errno != 0 || !dump {
-                            return Ok(if errno == 0 { Ok(()) } else { Err(errno) });
-                        }
-                    }
-                    NLMSG_DONE => return Ok(Ok(())),
-                    _ => each(&m),
-                }
-            }
-        }
+        self.sock.request(
+            self.req.bytes(),
+            seq,
+            dump,
+            &mut self.rbuf,
+            REPLY_TIMEOUT,
+            each,
+        )
+    }
+
+    /// Start a get/dump request of nf_tables message `msg` in `self.req` (closed with
+    /// `self.req.end(0)`); returns its sequence number.
+    fn begin_request(&mut self, msg: u16, flags: u16) -> u32 {
+        let seq = self.batch.next_seq();
+        self.req.clear();
+        self.req.begin(
+            nfnl_type(NFNL_SUBSYS_NFTABLES, msg),
+            flags,
+            seq,
+            NFPROTO_INET,
+            0,
+        );
+        seq
     }
 
     fn get_object(
@@ -612,18 +538,16 @@ impl Nft {
         name_attr: u16,
         chain_or_set: Option<&str>,
     ) -> Result<Result<(), i32>, io::Error> {
-        self.msg.clear();
-        let seq = self.next_seq();
-        let s = self.msg.begin_nft(msg, NLM_F_ACK, seq, NFPROTO_INET);
+        let seq = self.begin_request(msg, NLM_F_ACK);
         match chain_or_set {
-            None => self.msg.attr_str(NFTA_TABLE_NAME, TABLE),
+            None => self.req.attr_str(NFTA_TABLE_NAME, TABLE),
             Some(name) => {
-                self.msg.attr_str(1, TABLE); // NFTA_{CHAIN,SET}_TABLE
-                self.msg.attr_str(name_attr, name);
+                self.req.attr_str(1, TABLE); // NFTA_{CHAIN,SET}_TABLE
+                self.req.attr_str(name_attr, name);
             }
         }
-        self.msg.end_msg(s);
-        self.request(false, |_| {})
+        self.req.end(0);
+        self.request(seq, false, |_| {})
     }
 
     /// Is the owned table present?
@@ -638,7 +562,7 @@ impl Nft {
     }
 
     fn chain_exists(&mut self, chain: &'static str) -> Result<bool, NftError> {
-        match self.get_object(wire::NFT_MSG_GETCHAIN, NFTA_CHAIN_NAME, Some(chain)) {
+        match self.get_object(NFT_MSG_GETCHAIN, NFTA_CHAIN_NAME, Some(chain)) {
             Ok(Ok(())) => Ok(true),
             Ok(Err(e)) if e == libc::ENOENT => Ok(false),
             Ok(Err(e)) => Err(kernel_error("look up", Object::Chain(chain), e)),
@@ -648,24 +572,16 @@ impl Nft {
 
     /// `(key type, key length, flags)` of an existing set of our table, `None` if absent.
     fn set_shape(&mut self, set: &'static str) -> Result<Option<(u32, u32, u32)>, NftError> {
-        self.msg.clear();
-        let seq = self.next_seq();
-        let s = self
-            .msg
-            .begin_nft(wire::NFT_MSG_GETSET, NLM_F_ACK, seq, NFPROTO_INET);
-        self.msg.attr_str(NFTA_SET_TABLE, TABLE);
-        self.msg.attr_str(NFTA_SET_NAME, set);
-        self.msg.end_msg(s);
+        let seq = self.begin_request(NFT_MSG_GETSET, NLM_F_ACK);
+        self.req.attr_str(NFTA_SET_TABLE, TABLE);
+        self.req.attr_str(NFTA_SET_NAME, set);
+        self.req.end(0);
         let mut shape = None;
-        let r = self.request(false, |m| {
+        let r = self.request(seq, false, |m| {
             let Some((_, body)) = nfgen(m.payload) else {
                 return;
             };
-            let u = |t| {
-                attr(body, t)
-                    .and_then(|v| v.try_into().ok())
-                    .map(u32::from_be_bytes)
-            };
+            let u = |t| attr(body, t).and_then(be_u32);
             if let (Some(kt), Some(kl), Some(fl)) =
                 (u(NFTA_SET_KEY_TYPE), u(NFTA_SET_KEY_LEN), u(NFTA_SET_FLAGS))
             {
@@ -698,14 +614,18 @@ impl Nft {
                 "create a chain in",
                 Object::ProbeTable,
             );
-            self.msg.attr_str(NFTA_CHAIN_TABLE, PROBE_TABLE);
-            self.msg.attr_str(NFTA_CHAIN_NAME, "probe");
-            let n = self.msg.nest(NFTA_CHAIN_HOOK);
-            self.msg.attr_u32(NFTA_HOOK_HOOKNUM, NF_INET_LOCAL_IN);
-            self.msg.attr(NFTA_HOOK_PRIORITY, &0i32.to_be_bytes());
-            self.msg.nest_end(n);
-            self.msg.attr_str(NFTA_CHAIN_TYPE, "filter");
-            self.msg.end_msg(s);
+            self.batch.msg().attr_str(NFTA_CHAIN_TABLE, PROBE_TABLE);
+            self.batch.msg().attr_str(NFTA_CHAIN_NAME, "probe");
+            let n = self.batch.msg().nest(NFTA_CHAIN_HOOK);
+            self.batch
+                .msg()
+                .attr_u32(NFTA_HOOK_HOOKNUM, NF_INET_LOCAL_IN);
+            self.batch
+                .msg()
+                .attr(NFTA_HOOK_PRIORITY, &0i32.to_be_bytes());
+            self.batch.msg().nest_end(n);
+            self.batch.msg().attr_str(NFTA_CHAIN_TYPE, "filter");
+            self.batch.msg().end(s);
             let s = self.begin(
                 NFT_MSG_NEWRULE,
                 NLM_F_CREATE | NLM_F_APPEND,
@@ -713,20 +633,20 @@ impl Nft {
                 "add a queue rule to",
                 Object::ProbeTable,
             );
-            self.msg.attr_str(NFTA_RULE_TABLE, PROBE_TABLE);
-            self.msg.attr_str(NFTA_RULE_CHAIN, "probe");
-            let n = self.msg.nest(NFTA_RULE_EXPRESSIONS);
+            self.batch.msg().attr_str(NFTA_RULE_TABLE, PROBE_TABLE);
+            self.batch.msg().attr_str(NFTA_RULE_CHAIN, "probe");
+            let n = self.batch.msg().nest(NFTA_RULE_EXPRESSIONS);
             match backend {
-                QueueBackend::Native => self.msg.e_queue(0),
-                QueueBackend::Compat => self.msg.e_compat_nfqueue(0),
+                QueueBackend::Native => self.batch.msg().e_queue(0),
+                QueueBackend::Compat => self.batch.msg().e_compat_nfqueue(0),
             }
-            self.msg.nest_end(n);
-            self.msg.end_msg(s);
+            self.batch.msg().nest_end(n);
+            self.batch.msg().end(s);
             self.del_table(NFPROTO_INET, PROBE_TABLE, Object::ProbeTable);
             match self.commit() {
                 Ok(()) => return Ok(backend),
                 // ENOENT: no such expression/target; EOPNOTSUPP/EINVAL: compat refused here.
-                Err(BatchFail::Kernel { errno, .. })
+                Err(BatchError::Kernel { errno, .. })
                     if errno == libc::ENOENT
                         || errno == libc::EOPNOTSUPP
                         || errno == libc::EINVAL => {}
@@ -820,10 +740,10 @@ impl Nft {
     pub fn delete(&mut self, elems: &[Element]) -> Result<(), NftError> {
         for chunk in elems.chunks(UPSERT_BATCH) {
             match self.delete_batch(chunk) {
-                Err(BatchFail::Kernel { errno, .. }) if errno == libc::ENOENT => {
+                Err(BatchError::Kernel { errno, .. }) if errno == libc::ENOENT => {
                     for e in chunk {
                         match self.delete_batch(std::slice::from_ref(e)) {
-                            Err(BatchFail::Kernel { errno, .. }) if errno == libc::ENOENT => {}
+                            Err(BatchError::Kernel { errno, .. }) if errno == libc::ENOENT => {}
                             r => r.map_err(batch_error)?,
                         }
                     }
@@ -845,15 +765,11 @@ impl Nft {
     pub fn list(&mut self) -> Result<Vec<LiveElement>, NftError> {
         let mut out = Vec::new();
         for (set, v6) in [(SET_ALLOW_V4, false), (SET_ALLOW_V6, true)] {
-            self.msg.clear();
-            let seq = self.next_seq();
-            let s = self
-                .msg
-                .begin_nft(NFT_MSG_GETSETELEM, NLM_F_DUMP, seq, NFPROTO_INET);
-            self.msg.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
-            self.msg.attr_str(NFTA_SET_ELEM_LIST_SET, set);
-            self.msg.end_msg(s);
-            let r = self.request(true, |m| {
+            let seq = self.begin_request(NFT_MSG_GETSETELEM, NLM_F_DUMP);
+            self.req.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+            self.req.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+            self.req.end(0);
+            let r = self.request(seq, true, |m| {
                 let Some((_, body)) = nfgen(m.payload) else {
                     return;
                 };
@@ -883,7 +799,7 @@ impl Nft {
         self.del_table(NFPROTO_INET, TABLE, Object::Table);
         match self.commit() {
             Ok(()) => Ok(()),
-            Err(BatchFail::Kernel { errno, .. }) if errno == libc::ENOENT => Ok(()),
+            Err(BatchError::Kernel { errno, .. }) if errno == libc::ENOENT => Ok(()),
             Err(f) => Err(batch_error(f)),
         }
     }
@@ -906,8 +822,21 @@ fn kernel_error(op: &'static str, object: Object, errno: i32) -> NftError {
 
 fn batch_error(f: BatchFail) -> NftError {
     match f {
-        BatchFail::Io(op, source) => NftError::Socket { op, source },
-        BatchFail::Kernel { errno, op, object } => kernel_error(op, object, errno),
+        BatchError::Send(source) => NftError::Socket {
+            op: "send a batch on",
+            source,
+        },
+        BatchError::Recv(source) => NftError::Socket {
+            op: "receive the answer on",
+            source,
+        },
+        BatchError::Kernel { errno, tag } => {
+            let Op { op, object } = tag.unwrap_or(Op {
+                op: "commit",
+                object: Object::Batch,
+            });
+            kernel_error(op, object, errno)
+        }
     }
 }
 
@@ -1063,21 +992,14 @@ impl NftEvents {
     /// this process opened before this call (our own grants and installs), so draining stays
     /// cheap however many grants are written; [`NftEvents::drain`] ignores the others by port.
     pub fn open() -> Result<NftEvents, NftError> {
-        let sock =
-            NlSocket::open(1 << (NFNLGRP_NFTABLES - 1)).map_err(|source| NftError::Socket {
-                op: "subscribe to nftables events with",
-                source,
-            })?;
-        if sock
-            .setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 1 << 20)
-            .is_err()
-        {
-            let _ = sock.setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUF, 1 << 20);
-        }
+        let sock = NlSocket::open(1 << (NFNLGRP_NFTABLES - 1)).map_err(|e| NftError::Socket {
+            op: "subscribe to nftables events with",
+            source: e.source,
+        })?;
+        let _ = sock.set_rcvbuf(1 << 20);
         let own = own_portids();
         if !own.is_empty() {
-            let prog = own_port_filter(&own);
-            sock.attach_filter(&prog)
+            sock.ignore_senders(&own)
                 .map_err(|source| NftError::Socket {
                     op: "attach the event filter to",
                     source,
@@ -1100,12 +1022,13 @@ impl NftEvents {
         let own = own_portids();
         let mut hit = false;
         loop {
-            let n = match self.sock.recv(&mut self.buf, true) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(hit),
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                    hit = true;
-                    continue;
+            match self.sock.try_recv(&mut self.buf) {
+                Ok(None) => return Ok(hit),
+                Ok(Some(Recv::Overrun)) => hit = true,
+                Ok(Some(Recv::Datagram(d))) => {
+                    hit |= messages(d)
+                        .map_while(Result::ok)
+                        .any(|m| is_external_removal(&m, &own));
                 }
                 Err(source) => {
                     return Err(NftError::Socket {
@@ -1113,19 +1036,17 @@ impl NftEvents {
                         source,
                     })
                 }
-            };
-            hit |=
-                messages(self.buf.get(..n).unwrap_or(&[])).any(|m| is_external_removal(&m, &own));
+            }
         }
     }
 }
 
 /// Is `m` the deletion of our table or of something in it, by someone other than us?
 fn is_external_removal(m: &Msg<'_>, own: &[u32]) -> bool {
-    if m.ty >> 8 != NFNL_SUBSYS_NFTABLES || (m.pid != 0 && own.contains(&m.pid)) {
+    if m.subsys() != NFNL_SUBSYS_NFTABLES || (m.pid != 0 && own.contains(&m.pid)) {
         return false;
     }
-    let msg = m.ty & 0xff;
+    let msg = m.nfnl_msg();
     let Some((family, body)) = nfgen(m.payload) else {
         return false;
     };
@@ -1141,35 +1062,6 @@ fn is_external_removal(m: &Msg<'_>, own: &[u32]) -> bool {
         }
         _ => false,
     }
-}
-
-/// Classic BPF: drop a datagram whose first message comes from one of `own` port ids (the
-/// kernel coalesces the notifications of one transaction, so a datagram holds one sender's
-/// events), keep the rest. `ld [12]` reads `nlmsg_pid` in network order, so the constants
-/// are the host-order bytes read big-endian.
-fn own_port_filter(own: &[u32]) -> Vec<libc::sock_filter> {
-    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
-        code: code as u16,
-        jt,
-        jf,
-        k,
-    };
-    let n = own.len().min(200);
-    let mut prog = Vec::with_capacity(n + 3);
-    prog.push(op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 12));
-    for (i, p) in own.iter().take(n).enumerate() {
-        // jump to the "drop" return, which follows the "keep" return.
-        let jt = (n - i) as u8;
-        prog.push(op(
-            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
-            jt,
-            0,
-            u32::from_be_bytes(p.to_ne_bytes()),
-        ));
-    }
-    prog.push(op(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX));
-    prog.push(op(libc::BPF_RET | libc::BPF_K, 0, 0, 0));
-    prog
 }
 
 #[cfg(test)]

@@ -1,36 +1,10 @@
-//! nf_tables netlink messages, built by hand into one reusable buffer and parsed by length.
+//! nf_tables numbers and expressions, built with the shared [`MsgBuf`]. Pure: no I/O.
 //!
-//! Constants are the kernel's UAPI (`include/uapi/linux/netfilter/nf_tables.h`,
-//! `nfnetlink.h`, `netlink.h`). Attribute payloads follow the kernel's byte order rules:
-//! netlink headers and `NLA_F_*` are host order, nf_tables integer attributes are big-endian,
-//! register *contents* (`NFTA_DATA_VALUE`) are whatever the packet/ct field holds.
-//!
-//! Parsing never panics: every read is length-checked and a malformed message yields `None`.
+//! Constants are the kernel's UAPI (`include/uapi/linux/netfilter/nf_tables.h`). nf_tables
+//! integer attributes are big-endian; register *contents* (`NFTA_DATA_VALUE`) are whatever the
+//! packet/ct field holds.
 
-// ---- netlink (linux/netlink.h) ----
-pub const NLMSG_HDRLEN: usize = 16;
-pub const NLA_HDRLEN: usize = 4;
-pub const NLM_F_REQUEST: u16 = 0x1;
-pub const NLM_F_MULTI: u16 = 0x2;
-pub const NLM_F_ACK: u16 = 0x4;
-pub const NLM_F_DUMP: u16 = 0x300;
-pub const NLM_F_EXCL: u16 = 0x200;
-pub const NLM_F_CREATE: u16 = 0x400;
-pub const NLM_F_APPEND: u16 = 0x800;
-pub const NLMSG_ERROR: u16 = 2;
-pub const NLMSG_DONE: u16 = 3;
-pub const NLA_F_NESTED: u16 = 0x8000;
-pub const NLA_TYPE_MASK: u16 = 0x3fff;
-
-// ---- nfnetlink ----
-pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
-pub const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
-pub const NFNL_MSG_BATCH_END: u16 = 0x11;
-/// `NFNLGRP_NFTABLES`: the multicast group of ruleset change events.
-pub const NFNLGRP_NFTABLES: u32 = 7;
-pub const NFPROTO_INET: u8 = 1;
-pub const NFPROTO_IPV4: u8 = 2;
-pub const NFPROTO_IPV6: u8 = 10;
+use crate::netfilter::netlink::MsgBuf;
 
 // ---- nf_tables message types ----
 pub const NFT_MSG_NEWTABLE: u16 = 0;
@@ -88,8 +62,6 @@ pub const NFTA_VERDICT_CODE: u16 = 1;
 pub const NFT_SET_TIMEOUT: u32 = 0x10;
 pub const NFT_SET_EVAL: u32 = 0x20;
 
-pub const NF_DROP: u32 = 0;
-pub const NF_ACCEPT: u32 = 1;
 pub const NF_INET_PRE_ROUTING: u32 = 0;
 pub const NF_INET_LOCAL_IN: u32 = 1;
 pub const NF_INET_FORWARD: u32 = 2;
@@ -99,112 +71,7 @@ pub const NFT_REG_VERDICT: u32 = 0;
 pub const NFT_REG_1: u32 = 1;
 pub const NFT_REG32_00: u32 = 8;
 
-/// A netlink message builder over one growable buffer that is cleared, never shrunk, so the
-/// hot path does not allocate once it has warmed up.
-#[derive(Default)]
-pub struct MsgBuf {
-    pub buf: Vec<u8>,
-}
-
-fn pad4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
 impl MsgBuf {
-    pub fn clear(&mut self) {
-        self.buf.clear();
-    }
-
-    pub fn len(&self) -> usize {
-        self.buf.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
-    /// Start a message: `nlmsghdr` + `nfgenmsg`. Returns its offset for [`MsgBuf::end_msg`].
-    pub fn begin_msg(&mut self, ty: u16, flags: u16, seq: u32, family: u8, res_id: u16) -> usize {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&0u32.to_ne_bytes()); // length, patched in end_msg
-        self.buf.extend_from_slice(&ty.to_ne_bytes());
-        self.buf.extend_from_slice(&flags.to_ne_bytes());
-        self.buf.extend_from_slice(&seq.to_ne_bytes());
-        self.buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
-        self.buf.push(family);
-        self.buf.push(0); // NFNETLINK_V0
-        self.buf.extend_from_slice(&res_id.to_be_bytes());
-        start
-    }
-
-    /// An nf_tables message (`NFNL_SUBSYS_NFTABLES << 8 | msg`).
-    pub fn begin_nft(&mut self, msg: u16, flags: u16, seq: u32, family: u8) -> usize {
-        self.begin_msg(
-            (NFNL_SUBSYS_NFTABLES << 8) | msg,
-            NLM_F_REQUEST | flags,
-            seq,
-            family,
-            0,
-        )
-    }
-
-    pub fn end_msg(&mut self, start: usize) {
-        let len = (self.buf.len() - start) as u32;
-        if let Some(dst) = self.buf.get_mut(start..start + 4) {
-            dst.copy_from_slice(&len.to_ne_bytes());
-        }
-    }
-
-    /// `NFNL_MSG_BATCH_BEGIN` / `_END` around nf_tables messages.
-    pub fn batch_marker(&mut self, ty: u16, seq: u32) {
-        let s = self.begin_msg(ty, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES);
-        self.end_msg(s);
-    }
-
-    pub fn attr(&mut self, ty: u16, data: &[u8]) {
-        let len = (NLA_HDRLEN + data.len()) as u16;
-        self.buf.extend_from_slice(&len.to_ne_bytes());
-        self.buf.extend_from_slice(&ty.to_ne_bytes());
-        self.buf.extend_from_slice(data);
-        let padded = pad4(self.buf.len());
-        self.buf.resize(padded, 0);
-    }
-
-    /// A NUL-terminated string attribute.
-    pub fn attr_str(&mut self, ty: u16, s: &str) {
-        let len = (NLA_HDRLEN + s.len() + 1) as u16;
-        self.buf.extend_from_slice(&len.to_ne_bytes());
-        self.buf.extend_from_slice(&ty.to_ne_bytes());
-        self.buf.extend_from_slice(s.as_bytes());
-        self.buf.push(0);
-        let padded = pad4(self.buf.len());
-        self.buf.resize(padded, 0);
-    }
-
-    pub fn attr_u32(&mut self, ty: u16, v: u32) {
-        self.attr(ty, &v.to_be_bytes());
-    }
-
-    pub fn attr_u64(&mut self, ty: u16, v: u64) {
-        self.attr(ty, &v.to_be_bytes());
-    }
-
-    pub fn nest(&mut self, ty: u16) -> usize {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf
-            .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
-        start
-    }
-
-    pub fn nest_end(&mut self, start: usize) {
-        // Attribute lengths are u16; callers chunk so a nest never reaches 64 KiB.
-        let len = (self.buf.len() - start) as u16;
-        if let Some(dst) = self.buf.get_mut(start..start + 2) {
-            dst.copy_from_slice(&len.to_ne_bytes());
-        }
-    }
-
     /// `NFTA_DATA_VALUE` nested in `ty`.
     pub fn data_value(&mut self, ty: u16, value: &[u8]) {
         let n = self.nest(ty);
@@ -379,126 +246,5 @@ impl MsgBuf {
         info[2..4].copy_from_slice(&1u16.to_ne_bytes());
         self.attr(3, &info); // NFTA_TARGET_INFO
         self.expr_end(e);
-    }
-}
-
-// ---- parsing ----
-
-/// One netlink message of a receive buffer.
-pub struct Msg<'a> {
-    pub ty: u16,
-    pub flags: u16,
-    pub seq: u32,
-    pub pid: u32,
-    /// Everything after the `nlmsghdr`.
-    pub payload: &'a [u8],
-}
-
-/// Iterate over the netlink messages in `buf`; stops at the first malformed header.
-pub fn messages(buf: &[u8]) -> impl Iterator<Item = Msg<'_>> {
-    let mut rest = buf;
-    std::iter::from_fn(move || {
-        let hdr = rest.get(..NLMSG_HDRLEN)?;
-        let len = u32::from_ne_bytes(hdr[0..4].try_into().ok()?) as usize;
-        if len < NLMSG_HDRLEN || len > rest.len() {
-            rest = &[];
-            return None;
-        }
-        let msg = Msg {
-            ty: u16::from_ne_bytes(hdr[4..6].try_into().ok()?),
-            flags: u16::from_ne_bytes(hdr[6..8].try_into().ok()?),
-            seq: u32::from_ne_bytes(hdr[8..12].try_into().ok()?),
-            pid: u32::from_ne_bytes(hdr[12..16].try_into().ok()?),
-            payload: rest.get(NLMSG_HDRLEN..len)?,
-        };
-        rest = rest.get(pad4(len).min(rest.len())..).unwrap_or(&[]);
-        Some(msg)
-    })
-}
-
-/// Iterate over `(type without flags, value)` of the attributes in `buf`.
-pub fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut rest = buf;
-    std::iter::from_fn(move || {
-        let hdr = rest.get(..NLA_HDRLEN)?;
-        let len = u16::from_ne_bytes([hdr[0], hdr[1]]) as usize;
-        let ty = u16::from_ne_bytes([hdr[2], hdr[3]]) & NLA_TYPE_MASK;
-        if len < NLA_HDRLEN || len > rest.len() {
-            rest = &[];
-            return None;
-        }
-        let value = rest.get(NLA_HDRLEN..len)?;
-        rest = rest.get(pad4(len).min(rest.len())..).unwrap_or(&[]);
-        Some((ty, value))
-    })
-}
-
-/// The value of the first attribute `ty` in `buf`.
-pub fn attr(buf: &[u8], ty: u16) -> Option<&[u8]> {
-    attrs(buf).find(|(t, _)| *t == ty).map(|(_, v)| v)
-}
-
-pub fn be_u64(v: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(v.try_into().ok()?))
-}
-
-/// A NUL-terminated string attribute, without its NUL.
-pub fn str_attr(v: &[u8]) -> &[u8] {
-    v.split(|b| *b == 0).next().unwrap_or(v)
-}
-
-/// The `errno` of an `NLMSG_ERROR` payload (0 = ack) and the sequence number it answers.
-pub fn nlmsgerr(payload: &[u8]) -> Option<i32> {
-    let e = payload.get(0..4)?;
-    // `struct nlmsgerr { int error; ... }` holds a negative errno; `wrapping_neg` so that a
-    // bogus `i32::MIN` cannot overflow (the parser never panics).
-    Some(i32::from_ne_bytes(e.try_into().ok()?).wrapping_neg())
-}
-
-/// The payload of an nf_tables message after its `nfgenmsg`, and the family it carries.
-pub fn nfgen(payload: &[u8]) -> Option<(u8, &[u8])> {
-    Some((*payload.first()?, payload.get(4..)?))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn attributes_are_padded_and_parse_back() {
-        let mut m = MsgBuf::default();
-        let s = m.begin_nft(NFT_MSG_GETTABLE, NLM_F_ACK, 7, NFPROTO_INET);
-        m.attr_str(NFTA_TABLE_NAME, "nfknock");
-        m.end_msg(s);
-        assert_eq!(m.len(), 16 + 4 + 12);
-        let msg = messages(&m.buf).next().unwrap();
-        assert_eq!(msg.seq, 7);
-        assert_eq!(msg.ty, (10 << 8) | NFT_MSG_GETTABLE);
-        let (fam, body) = nfgen(msg.payload).unwrap();
-        assert_eq!(fam, NFPROTO_INET);
-        assert_eq!(str_attr(attr(body, NFTA_TABLE_NAME).unwrap()), b"nfknock");
-    }
-
-    #[test]
-    fn parsing_garbage_never_panics() {
-        for len in 0..64 {
-            let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
-            let _ = messages(&junk).count();
-            let _ = attrs(&junk).count();
-        }
-        let mut bad = vec![0xffu8; 20];
-        bad[0..4].copy_from_slice(&20u32.to_ne_bytes());
-        for m in messages(&bad) {
-            let _ = attrs(m.payload).count();
-        }
-    }
-
-    /// An `NLMSG_ERROR` whose error field is `i32::MIN` (no kernel sends it, but the parser's
-    /// contract is "never panics"): negating it must not overflow.
-    #[test]
-    fn error_code_of_i32_min_does_not_overflow() {
-        assert_eq!(nlmsgerr(&i32::MIN.to_ne_bytes()), Some(i32::MIN));
-        assert_eq!(nlmsgerr(&(-2i32).to_ne_bytes()), Some(2));
-        assert_eq!(nlmsgerr(&[0, 0]), None);
     }
 }
