@@ -39,7 +39,7 @@ use zeroize::Zeroizing;
 use nfknock::access::{Access, Proto};
 use nfknock::crypto::{NativeKey, Rng};
 use nfknock::netfilter::netlink as nl;
-use nfknock::netfilter::nft::wire as nft_uapi;
+use nfknock::netfilter::nft::uapi as nft_uapi;
 use nfknock::sys::OsRng;
 use nfknock::wire::fwknop::{self, DigestType, EncMode, FwknopKey, HmacType, SealRequest};
 use nfknock::wire::native;

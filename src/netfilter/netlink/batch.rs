@@ -1,6 +1,6 @@
 //! nfnetlink batches: messages of one subsystem between `NFNL_MSG_BATCH_BEGIN` and `_END`,
-//! which the kernel applies as one transaction (all or nothing). Building is pure; [`Batch::commit`]
-//! sends and waits for the kernel's verdict on the socket it is given.
+//! which the kernel applies as one transaction (all or nothing). Building is pure;
+//! [`Batch::commit`] sends and waits for the kernel's verdict on the socket it is given.
 //!
 //! Each message is remembered with a tag of the caller's (what it does to which object), so a
 //! refusal names the operation that failed rather than a sequence number.

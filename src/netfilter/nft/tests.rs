@@ -63,8 +63,8 @@ fn upsert_message_bytes() {
         access: tcp(22),
         timeout_ms: 30_000,
     };
-    nft.add_grants(&[e], false);
-    nft.add_grants(&[e], true); // no v6 element: no message
+    nft.grants(true, &[e], false);
+    nft.grants(true, &[e], true); // no v6 element: no message
     let msgs: Vec<_> = messages(nft.batch.bytes()).map_while(Result::ok).collect();
     assert_eq!(msgs.len(), 2);
     assert_eq!(msgs[0].ty, NFNL_MSG_BATCH_BEGIN);
@@ -117,8 +117,8 @@ fn delete_message_bytes() {
         access: tcp(443),
         timeout_ms: 30_000,
     };
-    nft.del_grants(&[v4, v6], false);
-    nft.del_grants(&[v4, v6], true);
+    nft.grants(false, &[v4, v6], false);
+    nft.grants(false, &[v4, v6], true);
     let msgs: Vec<_> = messages(nft.batch.bytes()).map_while(Result::ok).collect();
     assert_eq!(msgs.len(), 3);
     assert_eq!(msgs[0].ty, NFNL_MSG_BATCH_BEGIN);
