@@ -7,30 +7,42 @@ use super::*;
 pub struct NftEvents {
     sock: NlSocket,
     buf: Vec<u8>,
+    /// Port ids of our own command sockets ([`Nft::portid`]): their changes are not external.
+    own: Vec<u32>,
 }
 
 impl NftEvents {
-    /// Subscribe. A socket filter drops, in the kernel, every event caused by an [`Nft`] of
-    /// this process opened before this call (our own grants and installs), so draining stays
-    /// cheap however many grants are written; [`NftEvents::drain`] ignores the others by port.
-    pub fn open() -> Result<NftEvents, NftError> {
+    /// Subscribe. `own` are the port ids of the daemon's own nftables sockets
+    /// ([`Nft::portid`]): the changes they make (installs, grants, revocations) are ours. A
+    /// socket filter drops their events in the kernel, so draining stays cheap however many
+    /// grants are written, and [`NftEvents::drain`] ignores any that get through.
+    pub fn open(own: &[u32]) -> Result<NftEvents, NftError> {
         let sock = NlSocket::open(1 << (NFNLGRP_NFTABLES - 1)).map_err(|e| NftError::Socket {
             op: "subscribe to nftables events with",
             source: e.source,
         })?;
         let _ = sock.set_rcvbuf(1 << 20);
-        let own = own_portids();
-        if !own.is_empty() {
-            sock.ignore_senders(&own)
-                .map_err(|source| NftError::Socket {
-                    op: "attach the event filter to",
-                    source,
-                })?;
-        }
-        Ok(NftEvents {
+        let mut events = NftEvents {
             sock,
             buf: vec![0; RECV_BUF],
-        })
+            own: Vec::new(),
+        };
+        events.set_own(own)?;
+        Ok(events)
+    }
+
+    /// Replace the port ids whose changes are ours (e.g. after the daemon opened a new
+    /// [`Nft`]).
+    pub fn set_own(&mut self, own: &[u32]) -> Result<(), NftError> {
+        self.sock
+            .ignore_senders(own)
+            .map_err(|source| NftError::Socket {
+                op: "attach the event filter to",
+                source,
+            })?;
+        self.own.clear();
+        self.own.extend_from_slice(own);
+        Ok(())
     }
 
     pub fn as_raw_fd(&self) -> RawFd {
@@ -41,7 +53,7 @@ impl NftEvents {
     /// it, or the `protected` set's elements) was deleted or flushed by someone else — or if
     /// events were lost (`ENOBUFS`), since then nobody knows.
     pub fn drain(&mut self) -> Result<bool, NftError> {
-        let own = own_portids();
+        let own = &self.own;
         let mut hit = false;
         loop {
             match self.sock.try_recv(&mut self.buf) {
@@ -50,7 +62,7 @@ impl NftEvents {
                 Ok(Some(Recv::Datagram(d))) => {
                     hit |= messages(d)
                         .map_while(Result::ok)
-                        .any(|m| is_external_removal(&m, &own));
+                        .any(|m| is_external_removal(&m, own));
                 }
                 Err(source) => {
                     return Err(NftError::Socket {

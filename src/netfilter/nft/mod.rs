@@ -38,7 +38,6 @@ use std::fmt;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use super::netlink::*;
@@ -214,13 +213,6 @@ pub enum NftError {
     },
 }
 
-/// Port ids of the command sockets of this process: their own changes are not "external".
-static OWN_PORTIDS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-
-fn own_portids() -> Vec<u32> {
-    OWN_PORTIDS.lock().map(|v| v.clone()).unwrap_or_default()
-}
-
 /// A netlink socket speaking nftables.
 pub struct Nft {
     sock: NlSocket,
@@ -229,14 +221,6 @@ pub struct Nft {
     /// A get or dump request.
     req: MsgBuf,
     rbuf: Vec<u8>,
-}
-
-impl Drop for Nft {
-    fn drop(&mut self) {
-        if let Ok(mut v) = OWN_PORTIDS.lock() {
-            v.retain(|p| *p != self.sock.portid());
-        }
-    }
 }
 
 impl Nft {
@@ -249,9 +233,6 @@ impl Nft {
         // A restore batch after a flush may carry every live grant in one atomic message; let
         // it be larger than the default send buffer (best effort: needs CAP_NET_ADMIN).
         let _ = sock.set_sndbuf(8 << 20);
-        if let Ok(mut v) = OWN_PORTIDS.lock() {
-            v.push(sock.portid());
-        }
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as u32)
@@ -264,7 +245,8 @@ impl Nft {
         })
     }
 
-    /// The netlink port id of this socket (events it causes carry it).
+    /// The netlink port id of this socket: the events it causes carry it, and
+    /// [`NftEvents::open`] is given it so that they are not taken for someone else's.
     pub fn portid(&self) -> u32 {
         self.sock.portid()
     }

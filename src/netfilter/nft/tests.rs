@@ -629,7 +629,7 @@ fn flush_ruleset_is_noticed_and_restored() {
     let Some(ns) = Netns::new() else { return };
     let (mut nft, mut events) = ns.run(|| {
         let nft = Nft::open().unwrap();
-        let events = NftEvents::open().unwrap();
+        let events = NftEvents::open(&[nft.portid()]).unwrap();
         (nft, events)
     });
     // Sockets keep the namespace they were opened in: the rest may run on this thread.
@@ -675,6 +675,37 @@ fn flush_ruleset_is_noticed_and_restored() {
     ns.nft(&["add", "table", "inet", "other"]);
     ns.nft(&["delete", "table", "inet", "other"]);
     assert!(!events.drain().unwrap());
+}
+
+/// The watcher ignores the changes of exactly the sockets it is told about: another nftables
+/// socket of this same process is someone else, whose removal of our table must be noticed.
+#[test]
+fn events_ignore_only_the_sockets_they_are_given() {
+    let Some(ns) = Netns::new() else { return };
+    ns.run(|| {
+        let mut ours = Nft::open().unwrap();
+        let mut other = Nft::open().unwrap();
+        let mut events = NftEvents::open(&[ours.portid()]).unwrap();
+        ours.install(&compat_spec(), &[]).unwrap();
+        ours.install(&compat_spec(), &[]).unwrap();
+        assert!(!events.drain().unwrap(), "our own reinstall is not a flush");
+        other.remove_table().unwrap();
+        assert!(
+            events.drain().unwrap(),
+            "another socket of this process deleted the table: not noticed"
+        );
+        // Told that `other` is ours too, its changes are no longer someone else's.
+        events.set_own(&[ours.portid(), other.portid()]).unwrap();
+        other.install(&compat_spec(), &[]).unwrap();
+        other.remove_table().unwrap();
+        assert!(!events.drain().unwrap());
+        ours.install(&compat_spec(), &[]).unwrap();
+        assert!(!events.drain().unwrap());
+        // And with nobody ours, even our own reinstall is someone else's.
+        events.set_own(&[]).unwrap();
+        ours.install(&compat_spec(), &[]).unwrap();
+        assert!(events.drain().unwrap());
+    });
 }
 
 fn rule_handle(ns: &Netns) -> String {
