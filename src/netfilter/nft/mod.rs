@@ -70,10 +70,14 @@ pub const KNOCK_RATE_TIMEOUT_MS: u64 = 60_000;
 pub const KNOCK_RATE_SIZE: u32 = 65_535;
 /// UDP header length: `udp length` counts it, the knock lengths below do not.
 const UDP_HDR: u16 = 8;
-/// fwknop payload lengths accepted when `fwknop` is on (fwknop's `MIN_SPA_DATA_SIZE` and
-/// `MAX_SPA_PACKET_LEN` - 1, lib/fko_limits.h of fwknop 2.6).
-pub const FWKNOP_MIN_LEN: u16 = 140;
-pub const FWKNOP_MAX_LEN: u16 = 1499;
+/// UDP lengths (header included) of the fwknop payloads let through when `fwknop` is on: the
+/// range the fwknop parser accepts ([`crate::wire::fwknop::MIN_WIRE_LEN`] ..= `MAX_WIRE_LEN`),
+/// which must fit `udp length` (16 bits).
+const FWKNOP_UDP_LEN: (u16, u16) = {
+    use crate::wire::fwknop::{MAX_WIRE_LEN, MIN_WIRE_LEN};
+    assert!(MIN_WIRE_LEN <= MAX_WIRE_LEN && MAX_WIRE_LEN + (UDP_HDR as usize) <= u16::MAX as usize);
+    (MIN_WIRE_LEN as u16 + UDP_HDR, MAX_WIRE_LEN as u16 + UDP_HDR)
+};
 
 /// Grants per batch in [`Nft::upsert`], and per element message: keeps a batch well under the
 /// socket's send buffer and every nested attribute under its 64 KiB length field.
@@ -102,7 +106,7 @@ pub struct RulesetSpec {
     pub protect: Vec<Access>,
     /// UDP payload length of a native knock (every other length is dropped, unless fwknop).
     pub native_len: u16,
-    /// Also let through fwknop lengths (140..=1499 bytes of payload).
+    /// Also let through the payload lengths the fwknop parser accepts (`FWKNOP_UDP_LEN`).
     pub fwknop: bool,
     /// Per-source knock rate, packets per second (burst 2×); 0 = no limit.
     pub rate_limit: u32,

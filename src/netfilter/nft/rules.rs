@@ -170,9 +170,7 @@ fn gate_nated(m: &mut Exprs<'_>, fam: &Fam) {
 /// udp lengths (header included) a knock may have.
 fn knock_udp_len(spec: &RulesetSpec) -> (u16, Option<(u16, u16)>) {
     let native = spec.native_len.saturating_add(UDP_HDR);
-    let fwknop = spec
-        .fwknop
-        .then_some((FWKNOP_MIN_LEN + UDP_HDR, FWKNOP_MAX_LEN + UDP_HDR));
+    let fwknop = spec.fwknop.then_some(FWKNOP_UDP_LEN);
     (native, fwknop)
 }
 
