@@ -33,6 +33,8 @@ const ENOTSUPP: i32 = 524;
 /// The one receive buffer, allocated at open and reused. A queued packet arrives as one netlink
 /// datagram of at most `copy_range` (≤ 64 KiB) plus ~100 bytes of headers, so it always fits.
 const RECV_BUF_LEN: usize = 256 << 10;
+/// The buffer verdicts and config messages are built in: a verdict is 32 bytes, the bind 48.
+const OUT_BUF_LEN: usize = 64;
 /// How long `open` waits for the kernel to acknowledge the bind.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -178,7 +180,7 @@ impl Queue {
             num,
             seq: 0,
             buf: vec![0u8; RECV_BUF_LEN].into_boxed_slice(),
-            out: MsgBuf::with_capacity(64),
+            out: MsgBuf::with_capacity(OUT_BUF_LEN),
             pending: None,
             overruns: 0,
             verdict_errors: 0,

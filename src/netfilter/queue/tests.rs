@@ -234,6 +234,20 @@ fn batch_verdict_message_bytes() {
     assert_eq!(&single[24..32], &[0, 0, 0, 1, 0, 0, 0, 9]);
 }
 
+/// The per-packet path allocates nothing: every verdict (and the bind) is built in the one
+/// buffer `Queue::open` sizes, which never grows.
+#[test]
+fn verdicts_reuse_one_buffer() {
+    let mut out = MsgBuf::with_capacity(OUT_BUF_LEN);
+    let at = out.bytes().as_ptr();
+    for id in 0..10_000u32 {
+        verdict_msg(&mut out, NFQNL_MSG_VERDICT_BATCH, 3, id, NF_DROP, id);
+        verdict_msg(&mut out, NFQNL_MSG_VERDICT, 3, id, NF_ACCEPT, id);
+    }
+    config_msg(&mut out, 3, 1, NFQNL_CFG_CMD_BIND, Some((1600, 4096)));
+    assert_eq!(out.bytes().as_ptr(), at, "the buffer was reallocated");
+}
+
 #[test]
 fn bind_message_bytes() {
     let m = config(5, 1, NFQNL_CFG_CMD_BIND, Some((1600, 4096)));
