@@ -537,7 +537,7 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
     } else if !nft.table_exists()? {
         bail!("table `inet nfknock` is not loaded and manage_ruleset = false; load nft/nfknock.nft (`nft -f nft/nfknock.nft`) or set manage_ruleset = true");
     }
-    let events = NftEvents::open().context("cannot subscribe to nftables events")?;
+    let events = NftEvents::open(&[nft.portid()]).context("cannot subscribe to nftables events")?;
 
     let control = Control::register()?;
     drop_privileges()?;

@@ -23,8 +23,9 @@
 //!
 //! | module | role |
 //! | --- | --- |
-//! | [`netfilter::queue`] | NFQUEUE over a raw netlink socket: receive, verdict |
-//! | [`netfilter::nft`] | nftables over netlink: the owned table, grants with timeouts, listing, events |
+//! | [`netfilter::netlink`] | the one netlink layer: socket, message builder, parser (never panics), batches |
+//! | [`netfilter::queue`] | NFQUEUE over that layer: receive, verdict; the kernel's queue counters |
+//! | [`netfilter::nft`] | nftables over that layer: the owned table, grants with timeouts, listing, events |
 //! | [`state`] | the replay journal on disk (append, compact by write-then-rename) |
 //! | [`sys`] | the operating system's CSPRNG behind the core's `Rng` trait; the file system behind the importer's `Loader` |
 //! | [`daemon`] | wiring: queue → engine → nft → verdict; signals, reload, sd_notify |
