@@ -29,7 +29,7 @@
 //! | [`state`] | the replay journal on disk (append, compact by write-then-rename) |
 //! | [`sys`] | the operating system's CSPRNG behind the core's `Rng` trait; the file system behind the importer's `Loader` |
 //! | [`daemon`] | wiring: queue → engine → nft → verdict; signals, reload, sd_notify |
-//! | [`cli`] | the command line; `main.rs` is thin |
+//! | [`cli`] | the command line: [`cli::Cli`], exit codes, `--config` and the dispatch in `cli/mod.rs`, one file per command family; `main.rs` is thin |
 //!
 //! `wire`, `crypto`, `replay`, `policy`, `engine` and `config` import neither `netfilter` nor
 //! `daemon`. Only `daemon` turns a [`policy::Decision`] into netlink calls.
