@@ -2,9 +2,14 @@
 //! policy. The daemon hands each queued packet to [`Engine::handle`] with the current time and
 //! acts on the returned [`Outcome`]; `nfknock verify` calls the same code offline.
 //!
-//! Order (STYLE.md habit 3): length/format, then the key lookup that needs no crypto (the
-//! native key hint in O(1); fwknop clients filtered by source address), then the replay cache,
-//! then crypto. State is recorded only after a packet authenticated.
+//! Order (STYLE.md habit 3): length/format and the source address, then the key lookup that
+//! needs no crypto (the native key hint in O(1); fwknop clients filtered by source address),
+//! then the replay cache, then crypto. State is recorded only after a packet authenticated.
+//!
+//! One exception: an fwknop packet's replay identity is its authenticated message
+//! ([`fwknop::Opened::replay_id`]), because its wire text has more than one spelling, so it is
+//! looked up right after authentication. A replayed fwknop packet therefore costs what a forged
+//! one from the same source costs (each candidate client's HMAC), plus one decryption.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -78,50 +83,77 @@ impl HintIndex {
         idx
     }
 
-    /// Add epochs that entered the window and drop those that left it.
+    /// Make the index cover exactly the epochs of the window around `now`: drop the epochs
+    /// that left it at either end and add those that entered it at either end.
+    ///
+    /// Time normally moves forward by a second per call, so this adds or drops one epoch every
+    /// ten minutes. A clock step is just a bigger move: forward, the old epochs all leave and
+    /// the new window is built; backward, the newest epochs leave and the older ones are added
+    /// in front. Either way the index matches `now` after one call (issue "security", item 6:
+    /// a step back used to leave it empty until a reload).
     fn refresh(&mut self, config: &Config, now: u64) {
         let window =
             native::epochs_within(now, config.server.max_age.max(native::SKEW_DIAGNOSIS_SECS));
         let (lo, hi) = (*window.start(), *window.end());
-        while let Some((epoch, _)) = self.epochs.front() {
-            if *epoch >= lo {
-                break;
-            }
-            let Some((epoch, hints)) = self.epochs.pop_front() else {
-                break;
-            };
-            let epoch = epoch as u32;
-            for h in hints {
-                self.remove(h, epoch);
+        let outside = |e: &(u64, Vec<u64>)| e.0 < lo || e.0 > hi;
+        while self.epochs.front().is_some_and(outside) {
+            if let Some((epoch, hints)) = self.epochs.pop_front() {
+                self.remove_epoch(epoch, hints);
             }
         }
-        let start = self.epochs.back().map_or(lo, |(e, _)| e + 1).max(lo);
+        while self.epochs.back().is_some_and(outside) {
+            if let Some((epoch, hints)) = self.epochs.pop_back() {
+                self.remove_epoch(epoch, hints);
+            }
+        }
         let natives = config
             .clients
             .iter()
             .filter(|c| matches!(c.credential, Credential::Native(_)))
             .count();
-        self.map
-            .reserve(natives * (hi + 1).saturating_sub(start) as usize);
-        for epoch in start..=hi {
-            let mut hints = Vec::with_capacity(natives);
-            for (i, client) in config.clients.iter().enumerate() {
-                if let Credential::Native(key) = &client.credential {
-                    let h = u64::from_be_bytes(native::hint(key, epoch));
-                    // Epochs are Unix time / 600: u32 lasts until the year 80 000.
-                    let entry = (i as u32, epoch as u32);
-                    match self.map.entry(h) {
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            v.insert(entry);
-                        }
-                        std::collections::hash_map::Entry::Occupied(_) => {
-                            self.collisions.entry(h).or_default().push(entry)
-                        }
-                    }
-                    hints.push(h);
-                }
-            }
+        // What is left is contiguous and inside [lo, hi]; if nothing is, build it all.
+        let (front, back) = match (self.epochs.front(), self.epochs.back()) {
+            (Some((f, _)), Some((b, _))) => (*f, *b),
+            _ => (hi.saturating_add(1), hi),
+        };
+        let missing = front.saturating_sub(lo) + hi.saturating_sub(back);
+        self.map.reserve(natives * missing as usize);
+        for epoch in (lo..front).rev() {
+            let hints = self.add_epoch(config, natives, epoch);
+            self.epochs.push_front((epoch, hints));
+        }
+        for epoch in back.saturating_add(1)..=hi {
+            let hints = self.add_epoch(config, natives, epoch);
             self.epochs.push_back((epoch, hints));
+        }
+    }
+
+    /// Index every native client's hint for `epoch`; returns the hints added.
+    fn add_epoch(&mut self, config: &Config, natives: usize, epoch: u64) -> Vec<u64> {
+        let mut hints = Vec::with_capacity(natives);
+        for (i, client) in config.clients.iter().enumerate() {
+            if let Credential::Native(key) = &client.credential {
+                let h = u64::from_be_bytes(native::hint(key, epoch));
+                // Epochs are Unix time / 600: u32 lasts until the year 80 000.
+                let entry = (i as u32, epoch as u32);
+                match self.map.entry(h) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(entry);
+                    }
+                    std::collections::hash_map::Entry::Occupied(_) => {
+                        self.collisions.entry(h).or_default().push(entry)
+                    }
+                }
+                hints.push(h);
+            }
+        }
+        hints
+    }
+
+    fn remove_epoch(&mut self, epoch: u64, hints: Vec<u64>) {
+        let epoch = epoch as u32;
+        for h in hints {
+            self.remove(h, epoch);
         }
     }
 
@@ -183,12 +215,12 @@ struct FwknopEntry {
 
 impl FwknopEntry {
     /// Could this client's `sources` admit `src`? Exactly `policy::addresses_permitted`'s
-    /// source rule (IPv4-mapped IPv6 matched as IPv4), without its destination rule.
+    /// source rule (addresses as they are; an IPv4-mapped source never), without its
+    /// destination rule.
     fn admits(&self, src: IpAddr) -> bool {
-        let src = match src {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(src, IpAddr::V4),
-            v4 => v4,
-        };
+        if wire::ip::is_ipv4_mapped(src) {
+            return false;
+        }
         match src {
             IpAddr::V4(a) => {
                 let a = u32::from(a);
@@ -211,18 +243,25 @@ pub struct Engine {
     replay: ReplayCache,
     /// Knocks with a timestamp before this are refused (the replay journal was lost).
     refuse_before: u64,
+    /// Latest expiry among the replay entries loaded at start. Until then, fwknop packets are
+    /// also looked up under the identity nfknock journaled before message identities (SHA-256
+    /// of the wire, [`fwknop::replay_key`]): a journal written by that version must not open a
+    /// replay window after an upgrade. After it, no such entry can be live.
+    legacy_until: u64,
 }
 
 impl Engine {
     pub fn new(config: Arc<Config>, replay: ReplayCache, refuse_before: u64, now: u64) -> Engine {
         let hints = HintIndex::build(&config, now);
         let fwknop_clients = fwknop_clients(&config);
+        let legacy_until = replay.iter().map(|(_, exp)| exp).max().unwrap_or(0);
         Engine {
             config,
             hints,
             fwknop_clients,
             replay,
             refuse_before,
+            legacy_until,
         }
     }
 
@@ -242,9 +281,14 @@ impl Engine {
     }
 
     /// Once a second or so: move the hint window, forget expired replay entries.
-    pub fn tick(&mut self, now: u64) {
+    ///
+    /// `now` is the wall clock (what knocks are judged by), `mono` a clock that never steps
+    /// (seconds from any origin): the replay cache forgets an entry only when both say it
+    /// expired. Returns the wall clock's step, in seconds, if it stepped since the last tick
+    /// (see [`ReplayCache::prune`]).
+    pub fn tick(&mut self, now: u64, mono: u64) -> Option<i64> {
         self.hints.refresh(&self.config, now);
-        self.replay.prune(now);
+        self.replay.prune(now, mono)
     }
 
     /// Decide one queued packet (a raw IP packet as NFQUEUE delivers it).
@@ -264,7 +308,13 @@ impl Engine {
 
     /// Decide one knock payload.
     pub fn handle(&mut self, payload: &[u8], packet: Packet, now: u64) -> Outcome {
-        match wire::detect(payload) {
+        let format = wire::detect(payload);
+        // An IPv4-mapped source in an IPv6 header would pass for an IPv4 host that IPv4's
+        // rp_filter never checked (`wire::ip::is_ipv4_mapped`): refused before anything else.
+        if wire::ip::is_ipv4_mapped(packet.src) {
+            return Outcome::reject(format, Reason::MappedSource);
+        }
+        match format {
             Some(Format::Native) => self.native(payload, packet, now),
             Some(Format::Fwknop) => self.fwknop(payload, packet, now),
             None => Outcome::reject(None, Reason::BadLength),
@@ -325,7 +375,11 @@ impl Engine {
                 message_type: None,
                 nat_access: None,
             };
-            return self.finish(f, i as usize, knock, replay_key, None, packet, now);
+            let record = self.remember(replay_key, knock.timestamp);
+            return Outcome {
+                record,
+                ..self.decide(f, i as usize, knock, None, packet, now)
+            };
         }
         Outcome::reject(f, first_reject)
     }
@@ -348,14 +402,25 @@ impl Engine {
         if self.fwknop_clients.is_empty() {
             return Outcome::reject(f, Reason::UnknownKey);
         }
-        let replay_key = crate::replay::key_from_digest(&fwknop::replay_key(payload));
-        if self.replay.contains(&replay_key, now) {
-            return Outcome::reject(f, Reason::Replay);
+        if now <= self.legacy_until {
+            let legacy = crate::replay::key_from_digest(&fwknop::replay_key(payload));
+            if self.replay.contains(&legacy, now) {
+                return Outcome::reject(f, Reason::Replay);
+            }
         }
-        // fwknopd tries stanzas in file order and the first that fully succeeds wins; a stanza
-        // whose SOURCE excludes the packet costs no crypto.
+        // fwknopd 2.6.10 (server/incoming_spa.c, `incoming_spa()`) tries the access.conf
+        // stanzas in file order. A stanza whose SOURCE excludes the packet is skipped before any
+        // crypto; one that authenticates the packet but then refuses it (age, allow IP,
+        // username, message type, ports) also hands it on to the next stanza (`continue`); only
+        // a stanza that acts on the packet ends the loop (`break`). The replay digest is stored
+        // once, by the first stanza that authenticates (`add_replay_cache()`). So: the first
+        // grant wins; without one, the first authenticated refusal is the answer. Whichever it
+        // is carries the replay record, which the daemon journals before any grant.
         let mut result: Option<Outcome> = None;
+        let mut record: Option<(ReplayKey, u64)> = None;
+        let mut seen: Option<ReplayKey> = None;
         let mut any_source = false;
+        let mut non_canonical = false;
         for idx in 0..self.fwknop_clients.len() {
             let entry = &self.fwknop_clients[idx];
             let i = entry.index as usize;
@@ -365,10 +430,26 @@ impl Engine {
                 continue;
             }
             any_source = true;
-            let msg = match fwknop::open_prepared(&entry.key, wire) {
-                Ok(m) => m,
+            let opened = match fwknop::open_prepared(&entry.key, wire) {
+                Ok(o) => o,
+                Err(fwknop::FwknopError::NonCanonical) => {
+                    non_canonical = true;
+                    continue;
+                }
                 Err(_) => continue,
             };
+            let msg = opened.message;
+            let id = crate::replay::key_from_digest(&opened.replay_id);
+            if seen != Some(id) {
+                if self.replay.contains(&id, now) {
+                    return Outcome {
+                        record,
+                        ..Outcome::reject(f, Reason::Replay)
+                    };
+                }
+                record = self.remember(id, msg.timestamp).or(record);
+                seen = Some(id);
+            }
             let unsupported = match msg.message_type {
                 1 | 3 => None,
                 0 => Some(Reason::Unsupported("fwknop command messages (type 0)")),
@@ -388,50 +469,64 @@ impl Engine {
                 message_type: Some(msg.message_type),
                 nat_access: msg.nat_access,
             };
-            let out = self.finish(f, i, knock, replay_key, unsupported, packet, now);
+            let out = self.decide(f, i, knock, unsupported, packet, now);
             if matches!(out.decision, Decision::Grant(_)) {
-                return out;
+                return Outcome { record, ..out };
             }
             result.get_or_insert(out);
         }
-        result.unwrap_or_else(|| {
-            Outcome::reject(
+        match result {
+            Some(out) => Outcome { record, ..out },
+            None => Outcome::reject(
                 f,
-                if any_source {
+                if non_canonical {
+                    Reason::BadHeader("fwknop base64 is not canonical (a re-spelled packet)")
+                } else if any_source {
                     Reason::AuthFailed
                 } else {
                     Reason::SourceNotAllowed
                 },
-            )
-        })
+            ),
+        }
     }
 
-    /// Common tail once a packet authenticated under client `i`: record it against replays,
-    /// then apply the policy.
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        &mut self,
+    /// Knocks stamped before this may be replays nobody remembers (the journal was lost, or
+    /// the cache forgot them and the clock stepped back): refused, and for good.
+    fn refuse_before(&self) -> u64 {
+        self.refuse_before.max(self.replay.refuse_before())
+    }
+
+    /// Record an authenticated packet's identity against replays and return the entry the
+    /// daemon must journal before acting on the packet.
+    ///
+    /// Recorded as soon as it authenticated, before the age check (as fwknopd does): a packet
+    /// stamped in the future cannot be replayed once it becomes fresh. Kept for the largest
+    /// `max_age` there can be, not the current one (`replay::KEEP_SECS`). Even a packet that
+    /// looks long expired is recorded: the wall clock may be wrong right now. A knock stamped
+    /// before [`refuse_before`](Self::refuse_before) is refused for good: nothing to record.
+    fn remember(&mut self, id: ReplayKey, timestamp: u64) -> Option<(ReplayKey, u64)> {
+        if timestamp < self.refuse_before() {
+            return None;
+        }
+        let expires = crate::replay::expiry_of(timestamp);
+        self.replay.insert(id, expires);
+        Some((id, expires))
+    }
+
+    /// The policy's answer once a packet authenticated under client `i` (no replay record: the
+    /// caller attaches the one [`remember`](Self::remember) returned).
+    fn decide(
+        &self,
         format: Option<Format>,
         i: usize,
         knock: Knock,
-        replay_key: ReplayKey,
         early: Option<Reason>,
         packet: Packet,
         now: u64,
     ) -> Outcome {
-        let max_age = self.config.server.max_age;
-        // Recorded as soon as it authenticated, before the age check (as fwknopd does): a
-        // packet stamped in the future cannot be replayed once it becomes fresh.
-        let expires = knock.timestamp.saturating_add(max_age);
-        let record = if self.replay.contains(&replay_key, now) || expires < now {
-            None
-        } else {
-            self.replay.insert(replay_key, expires);
-            Some((replay_key, expires))
-        };
         let decision = if let Some(reason) = early {
             Decision::Reject(reason)
-        } else if knock.timestamp < self.refuse_before {
+        } else if knock.timestamp < self.refuse_before() {
             Decision::Reject(Reason::StateLost)
         } else {
             let req = Request {
@@ -441,14 +536,20 @@ impl Engine {
                 timeout: knock.timeout,
                 username: knock.username.as_deref(),
             };
-            policy::evaluate(&req, &packet, &self.config.clients[i], max_age, now)
+            policy::evaluate(
+                &req,
+                &packet,
+                &self.config.clients[i],
+                self.config.server.max_age,
+                now,
+            )
         };
         Outcome {
             format,
             client: Some(i),
             knock: Some(knock),
             decision,
-            record,
+            record: None,
         }
     }
 }
@@ -499,6 +600,10 @@ mod tests {
     }
 
     fn config(clients: Vec<Client>) -> Arc<Config> {
+        config_with_max_age(clients, 120)
+    }
+
+    fn config_with_max_age(clients: Vec<Client>, max_age: u64) -> Arc<Config> {
         Arc::new(Config {
             path: "test.toml".into(),
             server: Server {
@@ -506,10 +611,13 @@ mod tests {
                 queue: 0,
                 state_dir: "/nonexistent".into(),
                 protect: vec!["tcp/22".parse().unwrap()],
-                max_age: 120,
+                max_age,
                 manage_ruleset: true,
                 gate_forward: true,
                 rate_limit: 20,
+                rate_limit_v4_prefix: 32,
+                rate_limit_v6_prefix: 64,
+                revoke_on_reload: true,
                 user: crate::config::RunAs::Unchanged,
             },
             clients,
@@ -560,7 +668,11 @@ mod tests {
             Decision::Grant(g) => assert_eq!((g.addr, g.ttl), (packet().src, 30)),
             Decision::Reject(r) => panic!("{r}"),
         }
-        assert_eq!(out.record.map(|(_, exp)| exp), Some(NOW + 120));
+        assert_eq!(
+            out.record.map(|(_, exp)| exp),
+            Some(NOW + crate::replay::KEEP_SECS),
+            "kept for the largest max_age, not the current 120 s"
+        );
         let again = e.handle(&p, packet(), NOW + 1);
         assert_eq!(again.decision, Decision::Reject(Reason::Replay));
         assert_eq!(again.record, None);
@@ -615,7 +727,7 @@ mod tests {
             e.handle(&knock(1, later, 0), packet(), later).decision,
             Decision::Reject(Reason::UnknownKey)
         );
-        e.tick(later);
+        e.tick(later, later);
         assert!(matches!(
             e.handle(&knock(1, later, 0), packet(), later).decision,
             Decision::Grant(_)
@@ -630,6 +742,104 @@ mod tests {
             2 * e.hints.epochs.len(),
             "one hint per native client and epoch"
         );
+    }
+
+    fn granted(out: &Outcome) -> bool {
+        matches!(out.decision, Decision::Grant(_))
+    }
+
+    /// Issue "security", item 6: a knock accepted under `max_age = 120` and forgotten after
+    /// 120 s must not become fresh again when a reload raises `max_age`.
+    #[test]
+    fn raising_max_age_does_not_reopen_the_replay_window() {
+        let mut e = engine();
+        let p = knock(1, NOW, 0);
+        assert!(granted(&e.handle(&p, packet(), NOW)));
+        let later = NOW + 300;
+        assert_eq!(e.tick(later, later), None);
+        e.reconfigure(
+            config_with_max_age(
+                vec![native_client("bob", 9), native_client("alice", 1)],
+                crate::config::MAX_MAX_AGE,
+            ),
+            later,
+        );
+        let again = e.handle(&p, packet(), later);
+        assert!(
+            matches!(again.decision, Decision::Reject(Reason::Replay)),
+            "{:?}",
+            again.decision
+        );
+    }
+
+    /// Issue "security", item 6: the wall clock jumps a day ahead (a bad NTP server, a wrong
+    /// RTC) and back. Entries must not be forgotten while the monotonic clock says only
+    /// seconds passed.
+    #[test]
+    fn replay_entries_survive_a_forward_then_backward_clock_step() {
+        let mut e = engine();
+        let p = knock(1, NOW, 0);
+        assert!(granted(&e.handle(&p, packet(), NOW)));
+        // The monotonic clock reads 0 at NOW and runs on; the wall clock jumps.
+        e.tick(NOW, 0);
+        assert_eq!(e.tick(NOW + 86_400, 1), Some(86_399));
+        assert_eq!(e.tick(NOW + 2, 2), Some(-86_399));
+        assert!(
+            e.replay().contains(&crate::replay::key_of(&p), NOW + 2),
+            "forgotten during the forward excursion"
+        );
+        let again = e.handle(&p, packet(), NOW + 2);
+        assert_eq!(again.decision, Decision::Reject(Reason::Replay));
+        // Honest knocks still work on the stepped-back clock.
+        assert!(granted(&e.handle(&knock(1, NOW + 2, 7), packet(), NOW + 2)));
+    }
+
+    /// Issue "security", item 6: a backward step of more than the replay bound after an entry
+    /// was rightly forgotten must not make its packet acceptable again.
+    #[test]
+    fn backward_step_past_the_replay_bound_cannot_replay_a_forgotten_knock() {
+        let mut e = engine();
+        let p = knock(1, NOW, 0);
+        assert!(granted(&e.handle(&p, packet(), NOW)));
+        // Two hours pass normally: the entry is rightly pruned.
+        e.tick(NOW, 0);
+        assert_eq!(e.tick(NOW + 7_200, 7_200), None);
+        assert!(e.replay().is_empty());
+        // Then the wall clock is set back two hours.
+        assert_eq!(e.tick(NOW + 10, 7_201), Some(-7_191));
+        let again = e.handle(&p, packet(), NOW + 10);
+        assert!(!granted(&again), "a forgotten knock was granted again");
+        assert_eq!(again.decision, Decision::Reject(Reason::StateLost));
+        // A knock stamped on the stepped-back clock, after the forgotten one, is fine.
+        assert!(granted(&e.handle(
+            &knock(1, NOW + 11, 7),
+            packet(),
+            NOW + 11
+        )));
+    }
+
+    /// Issue "security", item 6: after the wall clock steps back by more than the hint window
+    /// the native hint index must cover the new `now` at once, not only after a reload.
+    #[test]
+    fn hint_index_follows_clock_steps_in_both_directions() {
+        let mut e = engine();
+        for (i, now) in [
+            NOW - 2 * 3600,       // back, further than the window
+            NOW - 2 * 3600 - 601, // back across one epoch boundary
+            NOW + 5 * 86_400,     // forward, far
+            NOW,                  // back, far
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            e.tick(now, i as u64);
+            let out = e.handle(&knock(1, now, i as u8 * 10), packet(), now);
+            assert!(granted(&out), "step to {now}: {:?}", out.decision);
+            let window = native::epochs_within(now, native::SKEW_DIAGNOSIS_SECS);
+            let epochs: Vec<u64> = e.hints.epochs.iter().map(|(ep, _)| *ep).collect();
+            assert_eq!(epochs, window.collect::<Vec<_>>(), "step to {now}");
+            assert_eq!(e.hints.len(), 2 * epochs.len(), "step to {now}");
+        }
     }
 
     #[test]
@@ -682,7 +892,8 @@ mod tests {
     }
 
     /// The flat source masks answer exactly as `policy::addresses_permitted` does (no
-    /// `destinations` here), host bits in the config, mapped IPv6 and mixed families included.
+    /// `destinations` here), host bits in the config, IPv4-mapped and other IPv4-embedding
+    /// IPv6 forms and mixed families included.
     #[test]
     fn fwknop_source_masks_match_the_policy_rule() {
         let nets = [
@@ -701,6 +912,10 @@ mod tests {
             "2001:db8:0:5::9",
             "2001:db9::1",
             "::ffff:10.1.2.9",
+            "::ffff:192.0.2.7",
+            "::10.1.2.9",
+            "64:ff9b::a01:209",
+            "2002:a01:209::1",
             "::1",
         ];
         for k in 0..(1u32 << nets.len()) {
@@ -726,6 +941,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Security issue item 8: a native knock in a UDPv6 packet from `::ffff:192.0.2.7` is
+    /// refused before any key lookup or crypto, and records nothing; over IPv4 it is granted.
+    #[test]
+    fn ipv4_mapped_source_is_refused_before_the_key_lookup() {
+        let mut e = engine();
+        let p = knock(1, NOW, 4);
+        let mapped = wire::ip::build(
+            "::ffff:192.0.2.7".parse().unwrap(),
+            "fd00::1".parse().unwrap(),
+            5555,
+            62201,
+            &p,
+        );
+        let out = e.handle_ip(&mapped, NOW);
+        assert_eq!(out.decision, Decision::Reject(Reason::MappedSource));
+        assert_eq!(out.format, Some(Format::Native));
+        assert_eq!((out.client, out.record), (None, None));
+        assert!(e.replay().is_empty());
+        let v4 = wire::ip::build(packet().src, packet().dst, 5555, 62201, &p);
+        assert!(matches!(e.handle_ip(&v4, NOW).decision, Decision::Grant(_)));
     }
 
     #[test]

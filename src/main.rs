@@ -36,7 +36,7 @@ fn main() {
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            std::process::exit(nfknock::cli::EXIT_FAIL);
+            std::process::exit(nfknock::cli::exit_code(&e));
         }
     }
 }

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use crate::access::Access;
 use crate::config::Client;
+use crate::wire::ip::is_ipv4_mapped;
 
 /// What an authenticated knock asks for, whatever its wire format.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,13 +59,17 @@ pub enum Reason {
     UnknownKey,
     /// A key matched but the packet's source (or destination) is not permitted for it.
     SourceNotAllowed,
+    /// The packet's source is an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`): an IPv6 header
+    /// never legitimately carries one ([`is_ipv4_mapped`]). Refused before any crypto.
+    MappedSource,
     /// The AEAD tag / HMAC did not verify under any candidate key.
     AuthFailed,
     /// Authenticated, but the content is invalid.
     Malformed(&'static str),
     /// This exact packet was already accepted.
     Replay,
-    /// The replay journal was lost; knocks older than the daemon's start are refused.
+    /// Stamped before the oldest time the replay records still cover (the journal was lost,
+    /// corrupt or old, or the clock stepped back past forgotten records): it may be a replay.
     StateLost,
     /// The timestamp differs from now by more than `max_age`; `skew` = timestamp − now.
     Stale { skew: i64 },
@@ -93,6 +98,7 @@ impl Reason {
             Reason::BadHeader(_) => "bad-header",
             Reason::UnknownKey => "unknown-key",
             Reason::SourceNotAllowed => "source-not-allowed",
+            Reason::MappedSource => "mapped-source",
             Reason::AuthFailed => "auth-failed",
             Reason::Malformed(_) => "malformed",
             Reason::Replay => "replay",
@@ -125,12 +131,16 @@ impl fmt::Display for Reason {
             Reason::BadHeader(what) => write!(f, "bad header: {what}"),
             Reason::UnknownKey => write!(f, "no configured key matches"),
             Reason::SourceNotAllowed => write!(f, "source address not allowed for this client"),
+            Reason::MappedSource => write!(
+                f,
+                "IPv4-mapped IPv6 source address (::ffff:a.b.c.d) in an IPv6 packet; clients must knock over IPv4 or from a real IPv6 address"
+            ),
             Reason::AuthFailed => write!(f, "authentication failed (wrong key or tampered packet)"),
             Reason::Malformed(what) => write!(f, "malformed request: {what}"),
             Reason::Replay => write!(f, "replayed packet"),
             Reason::StateLost => write!(
                 f,
-                "timestamp before daemon start and the replay journal was lost; knock again"
+                "timestamp older than the replay records reach (journal lost, or a clock stepped); knock again, from a correct clock"
             ),
             Reason::Stale { skew } => write!(
                 f,
@@ -157,19 +167,14 @@ impl fmt::Display for Reason {
 
 /// May `client` knock from `packet.src` to `packet.dst`? Checked before any crypto, so a
 /// packet from elsewhere costs nothing (fwknop `SOURCE` / `DESTINATION`).
+///
+/// Addresses are matched as they are, family included: an IPv4-mapped IPv6 source is never
+/// permitted (not even by `::/0`), and no other IPv6 form is read as IPv4.
 pub fn addresses_permitted(client: &Client, packet: &Packet) -> bool {
-    let src = canonical(packet.src);
-    let dst = canonical(packet.dst);
-    client.sources.iter().any(|net| net.contains(&src))
-        && (client.destinations.is_empty() || client.destinations.iter().any(|n| n.contains(&dst)))
-}
-
-/// IPv4-mapped IPv6 addresses are matched as IPv4.
-fn canonical(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
-        v4 => v4,
-    }
+    !is_ipv4_mapped(packet.src)
+        && client.sources.iter().any(|net| net.contains(&packet.src))
+        && (client.destinations.is_empty()
+            || client.destinations.iter().any(|n| n.contains(&packet.dst)))
 }
 
 /// Decide what an authenticated request gets.
@@ -193,6 +198,9 @@ fn check(
     max_age: u64,
     now: u64,
 ) -> Result<Grant, Reason> {
+    if is_ipv4_mapped(packet.src) {
+        return Err(Reason::MappedSource);
+    }
     if client.expires_at.is_some_and(|t| now >= t) {
         return Err(Reason::ClientExpired);
     }
@@ -203,8 +211,8 @@ fn check(
     if !addresses_permitted(client, packet) {
         return Err(Reason::SourceNotAllowed);
     }
-    let src = canonical(packet.src);
-    let addr = match req.allow_ip.map(canonical) {
+    let src = packet.src;
+    let addr = match req.allow_ip {
         None => {
             if client.require_source_match {
                 return Err(Reason::SourceRequired);
@@ -213,6 +221,13 @@ fn check(
         }
         Some(ip) if ip.is_unspecified() || ip.is_multicast() => {
             return Err(Reason::Malformed("allow-IP is not a unicast address"))
+        }
+        // A grant for `::ffff:a.b.c.d` would sit in the IPv6 set where no packet ever matches it;
+        // reading it as a.b.c.d would be a second spelling of an IPv4 allow-IP.
+        Some(ip) if is_ipv4_mapped(ip) => {
+            return Err(Reason::Malformed(
+                "allow-IP is an IPv4-mapped IPv6 address; name the IPv4 address itself",
+            ))
         }
         Some(ip) => {
             if client.require_source_match && ip != src {
@@ -426,14 +441,86 @@ pub(crate) mod tests {
         );
     }
 
+    /// Security issue item 8: `::ffff:192.0.2.7` in an IPv6 header is not 192.0.2.7. It used to
+    /// be matched as IPv4 (this test asserted so); now it is refused whatever `sources` say.
     #[test]
-    fn mapped_v4_sources_match_v4_networks() {
-        let mut c = client();
-        c.sources = vec!["192.0.2.0/24".parse().unwrap()];
+    fn ipv4_mapped_sources_are_refused_even_by_v6_networks() {
+        let a = ssh();
         let p = Packet {
             src: "::ffff:192.0.2.7".parse().unwrap(),
-            dst: "::1".parse().unwrap(),
+            dst: "fd00::1".parse().unwrap(),
         };
-        assert!(addresses_permitted(&c, &p));
+        for sources in [
+            vec!["192.0.2.0/24"],
+            vec!["::ffff:0:0/96"],
+            vec!["::/0", "0.0.0.0/0"],
+        ] {
+            let mut c = client();
+            c.sources = sources.iter().map(|n| n.parse().unwrap()).collect();
+            assert!(!addresses_permitted(&c, &p), "{sources:?}");
+            let mut r = req(&a);
+            r.allow_ip = Some(p.src);
+            assert_eq!(
+                evaluate(&r, &p, &c, 120, NOW),
+                Decision::Reject(Reason::MappedSource),
+                "{sources:?}"
+            );
+            r.allow_ip = None;
+            c.require_source_match = false;
+            assert_eq!(
+                evaluate(&r, &p, &c, 120, NOW),
+                Decision::Reject(Reason::MappedSource),
+                "{sources:?}"
+            );
+        }
+        assert_eq!(Reason::MappedSource.code(), "mapped-source");
+        assert!(
+            !Reason::MappedSource.is_noise(),
+            "worth a (rate-limited) warning"
+        );
+    }
+
+    /// IPv4-compatible, NAT64 and 6to4 addresses embed an IPv4 address but are IPv6 to
+    /// nfknock: they never satisfy an IPv4 network, only an IPv6 one.
+    #[test]
+    fn other_ipv6_forms_are_never_read_as_ipv4() {
+        let mut c = client();
+        c.sources = vec!["10.77.0.0/24".parse().unwrap()];
+        let v6net = "::/0".parse().unwrap();
+        for src in ["::10.77.0.2", "64:ff9b::a4d:2", "2002:a4d:2::1"] {
+            let p = Packet {
+                src: src.parse().unwrap(),
+                dst: "fd00::1".parse().unwrap(),
+            };
+            assert!(!addresses_permitted(&c, &p), "{src}");
+            let mut wide = c.clone();
+            wide.sources.push(v6net);
+            assert!(addresses_permitted(&wide, &p), "{src}");
+        }
+        // Destinations are matched as they are too.
+        let mut c = client();
+        c.destinations = vec!["192.0.2.1/32".parse().unwrap()];
+        let p = Packet {
+            src: "2001:db8::7".parse().unwrap(),
+            dst: "::ffff:192.0.2.1".parse().unwrap(),
+        };
+        assert!(!addresses_permitted(&c, &p));
+    }
+
+    /// An authenticated allow-IP `::ffff:a.b.c.d` (native family 6) is refused, not read as
+    /// a.b.c.d nor granted in the IPv6 set.
+    #[test]
+    fn ipv4_mapped_allow_ip_is_refused() {
+        let a = ssh();
+        let mut r = req(&a);
+        r.allow_ip = Some("::ffff:192.0.2.7".parse().unwrap());
+        let mut c = client();
+        for strict in [true, false] {
+            c.require_source_match = strict;
+            assert!(
+                matches!(evaluate(&r, &packet(), &c, 120, NOW), Decision::Reject(Reason::Malformed(m)) if m.contains("IPv4-mapped")),
+                "require_source_match = {strict}"
+            );
+        }
     }
 }

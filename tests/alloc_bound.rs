@@ -183,8 +183,8 @@ fn journal_cases() {
     let keys: Vec<replay::ReplayKey> = (0..MIB / replay::RECORD_LEN)
         .map(|i| nfknock::replay::key_of(&(i as u64).to_be_bytes()))
         .collect();
-    let valid = replay::encode_journal(keys.iter().map(|k| (k, now + 60)));
-    let mut random_with_header = replay::encode_header().to_vec();
+    let valid = replay::encode_journal(0, keys.iter().map(|k| (k, now + 60)));
+    let mut random_with_header = replay::encode_header(0).to_vec();
     random_with_header.extend_from_slice(&random);
     for (case, data) in [
         ("journal, 1 MiB random", &random),

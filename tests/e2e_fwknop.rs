@@ -9,7 +9,7 @@
 #[path = "e2e/lab.rs"]
 mod lab;
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -31,6 +31,8 @@ enum Keys {
     },
     /// Passphrases: `--key-rijndael P --key-hmac Q`.
     Pass { key: String, hmac: String },
+    /// No HMAC (`no_hmac = true`): `--key-base64-rijndael K` alone.
+    NoHmac { key: String },
 }
 
 impl Keys {
@@ -56,6 +58,7 @@ impl Keys {
                     hmac.clone(),
                 ]
             }
+            Keys::NoHmac { key } => vec!["--key-base64-rijndael".into(), key.clone()],
         }
     }
 
@@ -69,6 +72,7 @@ impl Keys {
                 format!("key_base64 = \"{key}\"\nhmac_key_base64 = \"{hmac}\"\nhmac = \"{hmac_type}\"\n")
             }
             Keys::Pass { key, hmac } => format!("key = \"{key}\"\nhmac_key = \"{hmac}\"\n"),
+            Keys::NoHmac { key } => format!("key_base64 = \"{key}\"\nno_hmac = true\n"),
         }
     }
 }
@@ -496,7 +500,7 @@ fn write_access_conf(lab: &Lab) -> AccessConf {
     let roaming = key_gen(lab, "sha512");
     let b = |k: &Keys| match k {
         Keys::Base64 { key, hmac, .. } => (key.clone(), hmac.clone()),
-        Keys::Pass { .. } => unreachable!(),
+        Keys::Pass { .. } | Keys::NoHmac { .. } => unreachable!(),
     };
     let (ok, oh) = b(&office);
     let (rk, rh) = b(&roaming);
@@ -639,4 +643,307 @@ fn migrated_access_conf_serves_the_same_clients() {
             "stanza {n} never granted:\n{log}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Security issue: re-spelled knocks (item 1), grants by a later stanza (item 2), IPv4-mapped
+// IPv6 sources (item 8).
+
+/// Grants the daemon logged (grant lines carry `ttl=`; refusals never do).
+fn grants(lab: &Lab) -> usize {
+    lab.log()
+        .lines()
+        .filter(|l| l.contains("grant") && l.contains("ttl="))
+        .count()
+}
+
+/// Refusals the daemon logged, whatever their reason (`NFKNOCK_LOG=debug` logs every one).
+fn rejections(lab: &Lab) -> usize {
+    lab.log().matches("rejected knock").count()
+}
+
+/// Knock from the client namespace and return the exact wire string (`-B FILE` writes it with
+/// a newline the wire does not have).
+fn knock_saving(lab: &Lab, keys: &Keys, extra: &[&str], name: &str) -> String {
+    let saved = lab.path(name);
+    let mut args = extra.to_vec();
+    args.extend(["-B", saved.to_str().unwrap()]);
+    knock_cli(lab, keys, &args);
+    let text = std::fs::read_to_string(&saved).unwrap();
+    let packet = text.trim_end().to_string();
+    assert!(packet.len() >= 140, "saved packet: {text:?}");
+    packet
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Spellings of `text`, the end of a base64 string of `unit_len` characters, that libfko's
+/// lenient decoder reads as the same bytes: spare low bits of the last character set, or one
+/// character appended where it would be a lone final character.
+fn respellings(text: &str, unit_len: usize) -> Vec<String> {
+    let spare_bits = match unit_len % 4 {
+        2 => 4,
+        3 => 2,
+        _ => 0,
+    };
+    let (head, last) = text.split_at(text.len() - 1);
+    let v = B64.iter().position(|&c| c == last.as_bytes()[0]).unwrap();
+    let mut out: Vec<String> = (1..(1usize << spare_bits))
+        .map(|x| format!("{head}{}", B64[v ^ x] as char))
+        .collect();
+    if unit_len % 4 == 0 {
+        out.extend(["A", "Q", "/"].map(|c| format!("{text}{c}")));
+    }
+    out
+}
+
+/// The no-HMAC packet `wire` with its PKCS#7 padding re-spelled: for each guess p of the
+/// padding length, the byte p from the end XOR p, which a stream mode turns into a NUL that
+/// ends libfko's C string right after the message.
+fn padding_respellings(wire: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let std = base64::engine::general_purpose::STANDARD_NO_PAD;
+    let raw = std.decode(format!("U2FsdGVkX1{wire}")).unwrap();
+    (1..=16u8)
+        .map(|p| {
+            let mut v = raw.clone();
+            let at = v.len() - usize::from(p);
+            v[at] ^= p;
+            std.encode(&v)[10..].to_string()
+        })
+        .collect()
+}
+
+/// Item 1 against the real client and daemon: a captured no-HMAC knock re-spelled so that
+/// libfko's lenient base64 reads the same ciphertext, a CTR no-HMAC knock with its padding
+/// re-spelled, and an HMAC knock with its tag re-spelled: none is granted a second time.
+#[test]
+fn respelled_fwknop_knocks_are_never_granted_again() {
+    let mut lab = Lab::new();
+    let Keys::Base64 { key, .. } = key_gen(&lab, "sha256") else {
+        unreachable!()
+    };
+    let nohmac = Keys::NoHmac { key };
+    let hmac = key_gen(&lab, "sha256");
+    let clients = fw_client("old-phone", &nohmac, "timeout = 1", "")
+        + &fw_client("old-phone-ctr", &nohmac, "timeout = 1", "mode = \"ctr\"")
+        + &fw_client("laptop", &hmac, "timeout = 1", "");
+    start(&mut lab, &clients);
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let cases: [(&str, &Keys, &[&str]); 3] = [
+        ("no HMAC, CBC", &nohmac, &[]),
+        ("no HMAC, CTR", &nohmac, &["-M", "ctr"]),
+        ("HMAC", &hmac, &[]),
+    ];
+    for (n, (name, keys, extra)) in cases.into_iter().enumerate() {
+        let packet = knock_saving(&lab, keys, extra, &format!("spa{n}.txt"));
+        assert!(
+            opens(&lab.cli, SRV4),
+            "{name}: knock refused:\n{}",
+            lab.log()
+        );
+        assert!(
+            wait_until(Duration::from_secs(4), || closed(&lab.cli, SRV4)).is_some(),
+            "{name}: grant did not expire"
+        );
+        let variants = match n {
+            0 => respellings(&packet, 10 + packet.len()),
+            1 => padding_respellings(&packet),
+            _ => {
+                let (body, tag) = packet.split_at(packet.len() - 43);
+                let mut v: Vec<String> = respellings(tag, tag.len())
+                    .into_iter()
+                    .map(|t| format!("{body}{t}"))
+                    .collect();
+                v.extend(
+                    respellings(body, 10 + body.len())
+                        .into_iter()
+                        .map(|b| format!("{b}{tag}")),
+                );
+                v
+            }
+        };
+        assert!(!variants.is_empty(), "{name}");
+        let (granted, refused, replays) =
+            (grants(&lab), rejections(&lab), refusals(&lab, "replay"));
+        for v in &variants {
+            send_udp(&lab.cli, sock(SRV4, KNOCK_PORT), v.clone().into_bytes());
+        }
+        // Every copy is answered one way or the other; then none may have been a grant.
+        let answered = || rejections(&lab) + grants(&lab) >= refused + granted + variants.len();
+        assert!(
+            wait_until(Duration::from_secs(3), answered).is_some(),
+            "{name}: the daemon did not answer every copy:\n{}",
+            lab.log()
+        );
+        assert_eq!(
+            grants(&lab),
+            granted,
+            "{name}: re-spelled copy granted:\n{}",
+            lab.log()
+        );
+        assert!(
+            closed(&lab.cli, SRV4),
+            "{name}: a re-spelled copy opened the port"
+        );
+        if n == 1 {
+            // The variant that still decrypts to the same message is known for what it is.
+            assert!(refusals(&lab, "replay") > replays, "{}", lab.log());
+        }
+    }
+}
+
+/// Item 2: two stanzas with the same keys; the first (`web`) authenticates the knock and
+/// refuses tcp/2222, the second (`admin`) grants it, as fwknopd would. That grant is journaled
+/// like any other: after a restart inside max_age, the captured packet is a replay.
+#[test]
+fn grant_by_a_later_stanza_is_still_a_replay_after_a_restart() {
+    let mut lab = Lab::new();
+    let keys = key_gen(&lab, "sha256");
+    let web = format!(
+        "[[client]]\nname = \"web\"\nallow = [\"tcp/{PUBLISHED_PORT}\"]\ntimeout = 1\n\n[client.fwknop]\n{}\n",
+        keys.toml()
+    );
+    start(
+        &mut lab,
+        &(web + &fw_client("admin", &keys, "timeout = 1", "")),
+    );
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let packet = knock_saving(&lab, &keys, &[], "spa.txt");
+    assert!(opens(&lab.cli, SRV4), "{}", lab.log());
+    assert!(
+        lab.log().lines().any(|l| l.contains("ttl=")
+            && (l.contains("client=\"admin\"") || l.contains("client=admin"))),
+        "not granted by the second stanza:\n{}",
+        lab.log()
+    );
+    assert!(wait_until(Duration::from_secs(4), || closed(&lab.cli, SRV4)).is_some());
+
+    let (_, status) = lab.stop_daemon();
+    assert!(status.success(), "daemon exit: {status}");
+    lab.start_daemon();
+    let (granted, replays) = (grants(&lab), refusals(&lab, "replay"));
+    send_udp(&lab.cli, sock(SRV4, KNOCK_PORT), packet.into_bytes());
+    let answered = || refusals(&lab, "replay") > replays || grants(&lab) > granted;
+    assert!(
+        wait_until(Duration::from_secs(2), answered).is_some(),
+        "no answer to the replay:\n{}",
+        lab.log()
+    );
+    assert_eq!(
+        grants(&lab),
+        granted,
+        "granted again after the restart:\n{}",
+        lab.log()
+    );
+    assert!(refusals(&lab, "replay") > replays, "{}", lab.log());
+    assert!(closed(&lab.cli, SRV4), "the replay opened the port");
+}
+
+/// Internet checksum over `chunks` (RFC 1071).
+fn checksum(chunks: &[&[u8]]) -> u16 {
+    let bytes: Vec<u8> = chunks.concat();
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Send one UDP datagram from `ns` in an IPv6 packet whose source address we write ourselves
+/// (a raw `IPPROTO_RAW` socket sends the IPv6 header as given).
+fn send_udp6_raw(ns: &str, src: Ipv6Addr, dst: Ipv6Addr, port: u16, payload: Vec<u8>) {
+    let mut pkt = nfknock::wire::ip::build(src.into(), dst.into(), 40000, port, &payload);
+    // IPv6 requires the UDP checksum: over the pseudo-header and the datagram.
+    let udp_len = (pkt.len() - 40) as u32;
+    let sum = checksum(&[
+        &src.octets(),
+        &dst.octets(),
+        &udp_len.to_be_bytes(),
+        &[0, 0, 0, 17],
+        &pkt[40..],
+    ]);
+    let sum = if sum == 0 { 0xffff } else { sum };
+    pkt[46..48].copy_from_slice(&sum.to_be_bytes());
+    in_ns(ns, move || {
+        // SAFETY: plain socket calls on a descriptor this closure owns; `sa` and `pkt` outlive
+        // the `sendto` that reads them.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_RAW);
+            assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+            let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+            sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sa.sin6_addr.s6_addr = dst.octets();
+            let n = libc::sendto(
+                fd,
+                pkt.as_ptr().cast(),
+                pkt.len(),
+                0,
+                (&sa as *const libc::sockaddr_in6).cast(),
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            );
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            assert_eq!(n, pkt.len() as isize, "raw sendto: {err}");
+        }
+    })
+}
+
+/// Item 8: a valid knock for 10.77.0.2, sent from the client's host in a UDPv6 packet whose
+/// source is `::ffff:10.77.0.2` (Linux ≥ 5.12 hands such packets to UDP and the queue), is
+/// refused as `mapped-source` although the client's `sources` admit 10.77.0.0/24; nothing opens
+/// and nothing is recorded: the same packet over IPv4 then opens the port.
+#[test]
+fn ipv4_mapped_ipv6_source_is_refused() {
+    let mut lab = Lab::new();
+    let keys = key_gen(&lab, "sha256");
+    start(
+        &mut lab,
+        &fw_client(
+            "laptop",
+            &keys,
+            "timeout = 2\nsources = [\"10.77.0.0/24\"]\nrequire_source_match = true",
+            "",
+        ),
+    );
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    // `-T`: build the packet (saved by `-B`) without sending it.
+    let packet = knock_saving(&lab, &keys, &["-T"], "spa.txt");
+    assert!(closed(&lab.cli, SRV4), "-T sent the knock");
+
+    let mapped = CLI4.parse::<Ipv4Addr>().unwrap().to_ipv6_mapped();
+    let srv6: Ipv6Addr = SRV6.parse().unwrap();
+    // The first packet to a new neighbour can be lost while it is resolved: send until the
+    // daemon reports it (each copy is refused the same way).
+    let refused = (0..5).any(|_| {
+        send_udp6_raw(
+            &lab.cli,
+            mapped,
+            srv6,
+            KNOCK_PORT,
+            packet.clone().into_bytes(),
+        );
+        wait_until(Duration::from_secs(1), || {
+            refusals(&lab, "mapped-source") > 0 || grants(&lab) > 0
+        })
+        .is_some()
+    });
+    assert_eq!(
+        grants(&lab),
+        0,
+        "the mapped source was granted:\n{}",
+        lab.log()
+    );
+    assert!(refused, "no mapped-source refusal:\n{}", lab.log());
+    assert!(closed(&lab.cli, SRV4), "a mapped source opened the port");
+
+    send_udp(&lab.cli, sock(SRV4, KNOCK_PORT), packet.into_bytes());
+    assert!(
+        opens(&lab.cli, SRV4),
+        "the IPv4 knock was refused:\n{}",
+        lab.log()
+    );
 }

@@ -112,6 +112,11 @@ fn rejections(log: &str, code: &str) -> usize {
         + log.matches(&format!("reason={code} ")).count()
 }
 
+/// Grants in a log (one `grant` line per granted knock).
+fn grant_lines(log: &str) -> usize {
+    log.matches(" grant client=").count()
+}
+
 /// `/proc/PID/status` as key → value.
 fn proc_status(pid: u32) -> HashMap<String, String> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -136,6 +141,8 @@ fn memory_kib(pid: u32) -> (u64, u64) {
 /// queue_dropped, user_dropped, id_sequence, 1 — net/netfilter/nfnetlink_queue.c `seq_show`).
 #[derive(Debug, Clone, Copy, Default)]
 struct QueueStats {
+    /// Packets waiting for the daemon's verdict right now.
+    waiting: u64,
     dropped_full: u64,
     user_dropped: u64,
     queued_total: u64,
@@ -151,6 +158,7 @@ fn queue_stats(lab: &Lab, queue: u16) -> QueueStats {
             .collect();
         if f.len() >= 8 && f[0] == u64::from(queue) {
             return QueueStats {
+                waiting: f[2],
                 dropped_full: f[5],
                 user_dropped: f[6],
                 queued_total: f[7],
@@ -633,6 +641,202 @@ fn corrupt_journal_is_set_aside_and_no_replay_window_opens() {
     );
 }
 
+/// The daemon's config with `state_dir` = `lab.path(state)`, alice allowed tcp/2222 with grants
+/// of one second.
+fn write_config_with_state(lab: &Lab, state: &str, max_age: u64, key: &Path) -> PathBuf {
+    let p = lab.path("nfknock.toml");
+    let text = format!(
+        "[server]\nport = {KNOCK_PORT}\nqueue = 3\nstate_dir = \"{}\"\nprotect = [\"tcp/2222\"]\nmax_age = {max_age}\n\n{}",
+        lab.path(state).display(),
+        alice(key, "\"tcp/2222\"", 1)
+    );
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Issue "security", item 3: a state directory that lost its journal (wiped, on tmpfs, or a
+/// changed `state_dir`) is not a first start. Knocks captured before the restart, sent or only
+/// built, are refused; the log says which case applied and what to do.
+#[test]
+fn wiped_or_moved_state_dir_refuses_knocks_captured_before_the_restart() {
+    // Long enough that every captured knock is still fresh when it is replayed: a refusal
+    // below can only be the lost-journal rule, never `stale`.
+    const MAX_AGE: u64 = 120;
+    let mut lab = Lab::new();
+    let key = lab.keygen("alice.key");
+    write_config_with_state(&lab, "state", MAX_AGE, &key);
+    lab.start_daemon();
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let sent = lab.path("sent.bin");
+    knock_host(&lab, &key, &["--save-packet", sent.to_str().unwrap()]);
+    assert!(
+        wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(),
+        "{}",
+        lab.log()
+    );
+    let unsent = lab.path("unsent.bin");
+    knock_host(
+        &lab,
+        &key,
+        &["--save-packet", unsent.to_str().unwrap(), "--dry-run"],
+    );
+    assert!(lab.stop_daemon().1.success());
+    assert!(
+        wait_until(Duration::from_secs(4), || !client_open(&lab)).is_some(),
+        "the first grant did not expire"
+    );
+
+    let replay_captured = |lab: &Lab, case: &str| {
+        let (lost, grants) = (
+            rejections(&lab.log(), "state-lost"),
+            grant_lines(&lab.log()),
+        );
+        for k in [&sent, &unsent] {
+            send_udp(&lab.cli, sock(SRV4, KNOCK_PORT), read(k));
+        }
+        wait_until(Duration::from_secs(2), || {
+            rejections(&lab.log(), "state-lost") >= lost + 2 || grant_lines(&lab.log()) > grants
+        });
+        assert_eq!(
+            grant_lines(&lab.log()),
+            grants,
+            "{case}: a knock captured before the restart was granted:\n{}",
+            lab.log()
+        );
+        assert!(!client_open(lab), "{case}: port open");
+        assert_eq!(
+            rejections(&lab.log(), "state-lost"),
+            lost + 2,
+            "{case}: captured knocks not refused as state-lost:\n{}",
+            lab.log()
+        );
+    };
+
+    // 1. The state directory is wiped (rm -rf, a tmpfs after a reboot).
+    std::fs::remove_dir_all(lab.path("state")).unwrap();
+    lab.start_daemon();
+    replay_captured(&lab, "wiped state directory");
+    let lost_line = "no replay journal and no first-start marker";
+    assert_eq!(lab.log().matches(lost_line).count(), 1, "{}", lab.log());
+    assert!(
+        lab.log()
+            .contains(&format!("refused for the next {MAX_AGE}s")),
+        "{}",
+        lab.log()
+    );
+    assert!(lab.log().contains("nfknock init-state"), "{}", lab.log());
+    assert!(lab.stop_daemon().1.success());
+
+    // 2. `state_dir` now names another (empty) directory.
+    write_config_with_state(&lab, "state-moved", MAX_AGE, &key);
+    lab.start_daemon();
+    replay_captured(&lab, "changed state_dir");
+    assert_eq!(lab.log().matches(lost_line).count(), 2, "{}", lab.log());
+    assert!(lab.path("state-moved").join("replay.journal").exists());
+    assert!(lab.stop_daemon().1.success());
+}
+
+/// Issue "security", item 3: a state directory prepared the way the installer prepares it
+/// (`nfknock init-state`) is a first start: the daemon says so, removes the marker once its
+/// journal exists, and grants the first knock at once.
+#[test]
+fn first_start_with_the_install_marker_grants_at_once() {
+    let mut lab = Lab::new();
+    let key = lab.keygen("alice.key");
+    write_config_with_state(&lab, "state", 120, &key);
+    let state = lab.path("state");
+    assert!(
+        std::fs::read_dir(&state).unwrap().count() == 1,
+        "the lab prepares the state directory with one marker file"
+    );
+    lab.start_daemon();
+    assert!(
+        lab.log()
+            .contains("first start of this state directory (first-start marker found)"),
+        "{}",
+        lab.log()
+    );
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    knock_host(&lab, &key, &[]);
+    assert!(
+        wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(),
+        "the first knock after a first start was not granted at once:\n{}",
+        lab.log()
+    );
+    let names: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["replay.journal".to_string()],
+        "marker not removed"
+    );
+    // A restart is no longer a first start.
+    assert!(lab.stop_daemon().1.success());
+    lab.start_daemon();
+    assert_eq!(
+        lab.log()
+            .matches("first start of this state directory")
+            .count(),
+        1
+    );
+    assert!(lab.log().contains("replay journal loaded"), "{}", lab.log());
+}
+
+/// Issue "security", item 6: a knock accepted under a short `max_age` and long enough ago that
+/// the old cache forgot it must stay a replay when a reload raises `max_age`.
+#[test]
+fn raising_max_age_on_reload_does_not_make_an_old_knock_fresh() {
+    let mut lab = Lab::new();
+    let key = lab.keygen("alice.key");
+    write_config_with_state(&lab, "state", 2, &key);
+    lab.start_daemon();
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let sent = lab.path("sent.bin");
+    let knocked = Instant::now();
+    knock_host(&lab, &key, &["--save-packet", sent.to_str().unwrap()]);
+    assert!(
+        wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(),
+        "{}",
+        lab.log()
+    );
+    // Past max_age + one tick: a cache bounded by max_age has dropped the entry by now.
+    thread::sleep(Duration::from_secs(4).saturating_sub(knocked.elapsed()));
+    assert!(!client_open(&lab), "the one-second grant did not expire");
+    write_config_with_state(&lab, "state", 3600, &key);
+    let reloads = lab.log().matches("config reloaded").count();
+    lab.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(3), || lab
+            .log()
+            .matches("config reloaded")
+            .count()
+            > reloads)
+        .is_some(),
+        "{}",
+        lab.log()
+    );
+    let (replays, grants) = (rejections(&lab.log(), "replay"), grant_lines(&lab.log()));
+    send_udp(&lab.cli, sock(SRV4, KNOCK_PORT), read(&sent));
+    wait_until(Duration::from_secs(2), || {
+        rejections(&lab.log(), "replay") > replays || grant_lines(&lab.log()) > grants
+    });
+    assert_eq!(
+        grant_lines(&lab.log()),
+        grants,
+        "the old knock was granted after max_age was raised:\n{}",
+        lab.log()
+    );
+    assert!(!client_open(&lab), "port open");
+    assert_eq!(
+        rejections(&lab.log(), "replay"),
+        replays + 1,
+        "not refused as a replay:\n{}",
+        lab.log()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. floods, rate limit, clock skew
 
@@ -659,6 +863,27 @@ fn add_flood_sources(lab: &Lab, n: u8) -> Vec<IpAddr> {
     let text: String = addrs
         .iter()
         .map(|a| format!("addr add {a}/24 dev to-srv\n"))
+        .collect();
+    std::fs::write(&batch, text).unwrap();
+    let out = lab.run(&lab.cli, &["ip", "-batch", batch.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    addrs
+}
+
+/// Extra IPv6 flood sources on the client's veth, all in the lab's fd77::/64:
+/// fd77::100 … fd77::(100+n-1) (hex).
+fn add_flood_sources_v6(lab: &Lab, n: u16) -> Vec<IpAddr> {
+    let batch = lab.path("addrs6.batch");
+    let addrs: Vec<IpAddr> = (0..n)
+        .map(|i| format!("fd77::{:x}", 0x100 + i).parse().unwrap())
+        .collect();
+    let text: String = addrs
+        .iter()
+        .map(|a| format!("addr add {a}/64 dev to-srv nodad\n"))
         .collect();
     std::fs::write(&batch, text).unwrap();
     let out = lab.run(&lab.cli, &["ip", "-batch", batch.to_str().unwrap()]);
@@ -698,7 +923,8 @@ fn flood(
     }
     thread::spawn(move || {
         in_ns(&cli, move || {
-            let to = sock(SRV4, KNOCK_PORT);
+            let srv = if sources[0].is_ipv6() { SRV6 } else { SRV4 };
+            let to = sock(srv, KNOCK_PORT);
             let socks: Vec<UdpSocket> = sources
                 .iter()
                 .map(|a| {
@@ -927,6 +1153,68 @@ fn per_source_rate_limit_drops_a_single_source_flood_before_the_queue() {
     );
 }
 
+/// Issue item 7: IPv6 knocks are rate limited per /64 (`rate_limit_v6_prefix = 64`), so a
+/// host flooding from 20 addresses of its /64 gets one budget (burst 40, then 20/s) to the
+/// queue, not 20 of them; the /64 is one element of `knock_rate_v6`; and a client in another
+/// /64 knocks and connects while the flood goes on.
+#[test]
+fn ipv6_flood_from_many_addresses_of_one_slash_64_shares_one_rate_limit() {
+    let (lab, key) = started(5);
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let sources = add_flood_sources_v6(&lab, 20);
+    let q0 = queue_stats(&lab, 3);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooder = flood(
+        &lab,
+        sources,
+        u64::MAX,
+        Duration::from_secs(20),
+        stop.clone(),
+    );
+    thread::sleep(Duration::from_millis(300));
+    // A client of another /64 (the stranger's fd78::/64) knocks during the flood.
+    lab.knock(
+        &lab.oth,
+        SRV_OTH6,
+        &["--key-file", key.to_str().unwrap(), "--access", "tcp/2222"],
+    );
+    let opened = wait_until(OPEN_WITHIN, || {
+        tcp_open(
+            &lab.oth,
+            sock(SRV_OTH6, HOST_PORT),
+            Duration::from_millis(300),
+        )
+    });
+    thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    let f = flooder.join().unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let queued = queue_stats(&lab, 3).queued_total - q0.queued_total;
+    // One budget for the whole /64, plus the one knock from fd78::/64.
+    let allowed =
+        40 + (20.0 * (f.took + Duration::from_millis(300)).as_secs_f64()).ceil() as u64 + 1;
+    let rate = nft_out(&lab, &["list", "set", "inet", "nfknock", "knock_rate_v6"]);
+    eprintln!(
+        "FIGURE v6 /64 flood: {} packets from 20 addresses in {:?}, {queued} reached the queue (limit allows ≤ {allowed})",
+        f.sent, f.took
+    );
+    assert!(f.sent >= 19_000, "the flood did not flood: {f:?}");
+    assert!(
+        queued <= allowed,
+        "{queued} of {} packets from one /64 reached the queue (one /64 budget allows {allowed}):\n{rate}",
+        f.sent
+    );
+    assert!(
+        rate.contains("fd77:: limit rate") && !rate.contains("fd77::1"),
+        "the /64 must be one element, keyed by its network address:\n{rate}"
+    );
+    assert!(
+        opened.is_some(),
+        "a knock from another /64 did not open the port during the flood:\n{}",
+        lab.log()
+    );
+}
+
 #[test]
 fn skewed_clock_is_refused_and_the_log_names_the_skew() {
     let (lab, key) = started(5);
@@ -949,6 +1237,226 @@ fn skewed_clock_is_refused_and_the_log_names_the_skew() {
     assert!(
         !client_open(&lab),
         "a knock 50 minutes stale opened the port"
+    );
+}
+
+/// `n` fwknop clients open to every source (`sources` left at its default), each with its own
+/// random keys: fwknop packets carry no key hint, so every fwknop-shaped packet is tried under
+/// all of them — the costliest packet there is.
+fn wide_open_fwknop_clients(n: usize) -> String {
+    use base64::Engine as _;
+    let b64 = |len: usize| {
+        let mut k = vec![0u8; len];
+        OsRng.fill(&mut k);
+        base64::engine::general_purpose::STANDARD.encode(k)
+    };
+    (0..n)
+        .map(|i| {
+            format!(
+                "[[client]]\nname = \"fw{i}\"\nallow = [\"tcp/{HOST_PORT}\"]\n[client.fwknop]\n\
+                 key_base64 = \"{}\"\nhmac_key_base64 = \"{}\"\nhmac = \"sha256\"\nmode = \"cbc\"\n\n",
+                b64(32),
+                b64(64)
+            )
+        })
+        .collect()
+}
+
+/// Send fwknop-shaped junk (base64 text of an fwknop SPA's length, starting like a Rijndael
+/// packet, so it passes every cheap check and costs one HMAC per fwknop client) from `sources`
+/// in the client namespace to the server's IPv6 knock port, as fast as one thread can, until
+/// `stop`, `limit` or `max` packets.
+fn fwknop_junk_flood(
+    lab: &Lab,
+    sources: Vec<IpAddr>,
+    max: u64,
+    limit: Duration,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<FloodReport> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let payloads: Vec<Vec<u8>> = (0..256)
+        .map(|_| {
+            let mut p = vec![0u8; 200];
+            OsRng.fill(&mut p);
+            for c in p.iter_mut() {
+                *c = ALPHABET[usize::from(*c) % 64];
+            }
+            p[0] = b'8';
+            p
+        })
+        .collect();
+    let cli = lab.cli.clone();
+    thread::spawn(move || {
+        in_ns(&cli, move || {
+            let to = sock(SRV6, KNOCK_PORT);
+            let socks: Vec<UdpSocket> = sources
+                .iter()
+                .map(|a| {
+                    let s = UdpSocket::bind(SocketAddr::new(*a, 0)).unwrap();
+                    s.connect(to).unwrap();
+                    s
+                })
+                .collect();
+            let mut r = FloodReport::default();
+            let start = Instant::now();
+            for i in 0..max {
+                if i % 1024 == 0 && (stop.load(Ordering::Relaxed) || start.elapsed() > limit) {
+                    break;
+                }
+                let s = &socks[(i as usize) % socks.len()];
+                match s.send(&payloads[(i as usize) % payloads.len()]) {
+                    Ok(_) => r.sent += 1,
+                    Err(_) => r.send_errors += 1,
+                }
+            }
+            r.took = start.elapsed();
+            r
+        })
+    })
+}
+
+/// Issue "security", item 5: a flood that outpaces the daemon — fwknop-shaped junk from many
+/// IPv6 sources against many wide-open fwknop clients, with the per-source limit off — fills
+/// the queue, and still a flushed ruleset is repaired within 1 s and SIGTERM ends the daemon
+/// within 1 s (the loop serves them between bursts instead of draining the queue first).
+#[test]
+fn a_flood_that_saturates_the_queue_neither_delays_a_flush_repair_nor_sigterm() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::new();
+    let config = write_config(
+        &lab,
+        &format!("protect = [\"tcp/{HOST_PORT}\"]\nmax_age = 120\nrate_limit = 0\n"),
+        &wide_open_fwknop_clients(200),
+    );
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut d = Daemon::start(&lab, &[], &config, &[], "info", "saturated.log");
+    // 48 sources on the client's veth: fd77::100 … fd77::12f.
+    let batch = lab.path("v6addrs.batch");
+    let sources: Vec<IpAddr> = (0..48u16)
+        .map(|i| format!("fd77::{:x}", 0x100 + i).parse().unwrap())
+        .collect();
+    let text: String = sources
+        .iter()
+        .map(|a| format!("addr add {a}/64 dev to-srv nodad\n"))
+        .collect();
+    std::fs::write(&batch, text).unwrap();
+    let out = lab.run(&lab.cli, &["ip", "-batch", batch.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = sources
+        .chunks(16)
+        .map(|c| {
+            fwknop_junk_flood(
+                &lab,
+                c.to_vec(),
+                20_000_000,
+                Duration::from_secs(60),
+                stop.clone(),
+            )
+        })
+        .collect();
+    let finish = |stop: &AtomicBool, senders: Vec<thread::JoinHandle<FloodReport>>| {
+        stop.store(true, Ordering::SeqCst);
+        senders
+            .into_iter()
+            .map(|s| s.join().unwrap())
+            .collect::<Vec<_>>()
+    };
+
+    // Saturated: a backlog of thousands waits in the queue and the kernel drops for want of room.
+    let q0 = queue_stats(&lab, 3);
+    let saturated = wait_until(Duration::from_secs(20), || {
+        let q = queue_stats(&lab, 3);
+        q.waiting >= 10_000 && q.dropped_full > q0.dropped_full
+    });
+    let q = queue_stats(&lab, 3);
+    if saturated.is_none() {
+        let r = finish(&stop, senders);
+        panic!("the flood did not saturate the queue: {q:?}, {r:?}");
+    }
+    eprintln!("FIGURE saturated queue: {q:?}");
+
+    // A flush is repaired within 1 s while the backlog is still there.
+    let out = lab.run(&lab.srv, &["nft", "flush", "ruleset"]);
+    assert!(out.status.success());
+    let flushed = Instant::now();
+    let repaired = wait_until(Duration::from_secs(5), || {
+        nft_out(&lab, &["list", "chain", "inet", "nfknock", "gate_input"]).contains("queue num 3")
+    });
+    let backlog = queue_stats(&lab, 3).waiting;
+    eprintln!("FIGURE flush repaired under the flood after {repaired:?} (backlog {backlog})");
+    if repaired.is_none_or(|t| t > Duration::from_secs(1)) {
+        let r = finish(&stop, senders);
+        panic!(
+            "flush not repaired within 1 s under the flood ({:?}): {r:?}",
+            flushed.elapsed()
+        );
+    }
+
+    // The flood fills the queue again; SIGTERM ends the daemon within 1 s all the same.
+    thread::sleep(Duration::from_millis(500));
+    let q = queue_stats(&lab, 3);
+    let mut child = d.child.take().unwrap();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let asked = Instant::now();
+    let exited = wait_until(Duration::from_secs(5), || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    let took = asked.elapsed();
+    if exited.is_none() {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    let r = finish(&stop, senders);
+    eprintln!(
+        "FIGURE SIGTERM under the flood (backlog {}): exited after {took:?}; senders {r:?}",
+        q.waiting
+    );
+    assert!(
+        q.waiting >= 1_000,
+        "the queue was not saturated at SIGTERM: {q:?}"
+    );
+    assert!(
+        exited.is_some_and(|t| t <= Duration::from_secs(1)),
+        "SIGTERM took {took:?} under the flood"
+    );
+    assert!(status.success(), "exit status {status}\n{}", d.log());
+}
+
+/// Issue "security", item 4: another program (fwknopd, an IDS) holding the configured NFQUEUE
+/// number makes `nfknock serve` exit 2 before it changes anything in nftables (it used to
+/// install the gate first and only then fail to bind the queue).
+#[test]
+fn a_foreign_program_on_the_queue_makes_serve_exit_2_before_any_nftables_change() {
+    use nfknock::netfilter::queue::{Queue, QueueConfig};
+    let lab = Lab::new();
+    let key = lab.keygen("alice.key");
+    let config = write_config(&lab, DEFAULT_SERVER, &alice(&key, "\"tcp/2222\"", 5));
+    let _other = in_ns(&lab.srv, || {
+        Queue::open(QueueConfig {
+            num: 3,
+            ..QueueConfig::default()
+        })
+        .unwrap()
+    });
+    let out = lab.nfknock(&lab.srv, &["serve", "--config", config.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("NFQUEUE 3") && err.contains("another process holds it"),
+        "{err}"
+    );
+    let ruleset = nft_out(&lab, &["list", "ruleset"]);
+    assert!(
+        !ruleset.contains("nfknock"),
+        "serve changed the ruleset before it failed:\n{ruleset}"
     );
 }
 
@@ -1054,8 +1562,7 @@ fn daemon_runs_as_an_unprivileged_user_with_ambient_cap_net_admin() {
     std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
     let key = lab.keygen("nobody/alice.key");
     let state = home.join("state");
-    std::fs::create_dir(&state).unwrap();
-    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    init_state(&state);
     let config = home.join("nfknock.toml");
     // systemd's `User=` already switched: the config names that user, as the shipped one
     // does by default (`nfknock`).
@@ -1187,9 +1694,9 @@ fn daemon_started_as_root_switches_to_the_configured_user_and_keeps_working() {
     );
     chown(&key, Some(uid), Some(gid)).unwrap();
 
-    // A state_dir that exists and is root's is not handed over: the fix is named.
-    std::fs::create_dir(&state).unwrap();
-    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // The lab's state directory is as `nfknock init-state`, run by root, leaves it: root's. An
+    // existing directory is never handed over (`state_dir` may name one that is not ours): the
+    // fix is named, and nothing was started.
     let out = serve(&lab);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
@@ -1198,9 +1705,33 @@ fn daemon_started_as_root_switches_to_the_configured_user_and_keeps_working() {
         "{err}"
     );
     assert_eq!(lab.nft_list(), "", "a refused start left a table behind");
-    std::fs::remove_dir(&state).unwrap();
 
     // A missing one is created for the user, as systemd's StateDirectory= does.
+    let marked = lab.path("state.marked");
+    std::fs::rename(&state, &marked).unwrap();
+    let mut d = Daemon::start(&lab, &[], &config, &[], "info", "created.log");
+    let meta = std::fs::symlink_metadata(&state).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (uid, 0o700));
+    assert!(
+        d.log().contains("state_dir did not exist: created it"),
+        "{}",
+        d.log()
+    );
+    assert!(d.stop().success(), "{}", d.log());
+    std::fs::remove_dir_all(&state).unwrap();
+    std::fs::rename(&marked, &state).unwrap();
+
+    // The installer's way: `init-state`, then the directory handed to the user.
+    let owner = format!("{uid}:{gid}");
+    let out = Command::new("chown")
+        .args(["-R", &owner, state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut d = Daemon::start(&lab, &[], &config, &[], "debug", "switch.log");
     let st = proc_status(d.pid());
     for (field, want) in [("Uid", uid), ("Gid", gid)] {
@@ -1217,8 +1748,7 @@ fn daemon_started_as_root_switches_to_the_configured_user_and_keeps_working() {
         "{}",
         d.log()
     );
-    let meta = std::fs::symlink_metadata(&state).unwrap();
-    assert_eq!((meta.uid(), meta.mode() & 0o7777), (uid, 0o700));
+    assert!(d.log().contains("first start"), "{}", d.log());
 
     assert!(!client_open(&lab), "open before the knock");
     let client_key = lab.path("client.key");

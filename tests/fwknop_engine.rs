@@ -16,9 +16,14 @@ use nfknock::access::{parse_list, Access};
 use nfknock::config::{self, Config};
 use nfknock::engine::{Engine, Outcome};
 use nfknock::policy::{Decision, Grant, Packet, Reason};
-use nfknock::replay::ReplayCache;
+use nfknock::replay::{self, ReplayCache};
+use nfknock::state::ReplayJournal;
+use nfknock::wire::fwknop::{
+    self, decode_b64_lenient, seal, DigestType, EncMode, FwknopKey, HmacType, SealRequest,
+};
 use nfknock::wire::Format;
 use serde_json::Value;
+use zeroize::Zeroizing;
 
 const VECTORS: &str = include_str!("vectors/fwknop-vectors.jsonl");
 
@@ -93,6 +98,8 @@ struct Opts {
     require_username: Option<String>,
     /// `sources = [...]`, default none given (= anywhere).
     sources: Option<&'static str>,
+    /// `allow = [...]`, default `["tcp/22", "tcp/443"]`.
+    allow: Option<&'static str>,
 }
 
 /// `REQUIRE_USERNAME` from the record's access.conf stanza, if any.
@@ -111,8 +118,9 @@ fn stanza_username(r: &Value) -> Option<String> {
 /// passphrases as `key`/`hmac_key`, generated keys as `key_base64`/`hmac_key_base64`.
 fn client_toml(r: &Value, name: &str, o: &Opts) -> String {
     let mut t = format!(
-        "[[client]]\nname = \"{name}\"\nallow = [\"tcp/22\", \"tcp/443\"]\n\
+        "[[client]]\nname = \"{name}\"\nallow = {}\n\
          timeout = {DEFAULT_TIMEOUT}\nmax_timeout = {MAX_TIMEOUT}\nrequire_source_match = {}\n",
+        o.allow.unwrap_or("[\"tcp/22\", \"tcp/443\"]"),
         o.require_source_match
     );
     if let Some(src) = o.sources {
@@ -263,9 +271,10 @@ fn access_records_are_granted_once_with_fwknopds_timeout() {
         );
         assert_eq!(k.username.as_deref(), s(expected(r), "username"), "{c}");
         assert_eq!(k.message_type.map(u64::from), Some(message_type(r)), "{c}");
+        // Kept for the largest max_age a config allows, whatever MAX_AGE is here.
         assert_eq!(
             out.record.map(|(_, exp)| exp),
-            Some(k.timestamp + MAX_AGE),
+            Some(k.timestamp + nfknock::replay::KEEP_SECS),
             "{c}: replay record"
         );
 
@@ -579,6 +588,430 @@ fn sources_filter_and_the_matching_client_wins() {
     let mut e = engine(parse(&text), now);
     let out = e.handle(s(r, "packet").unwrap().as_bytes(), packet_from(src), now);
     assert_eq!(out.decision, Decision::Reject(Reason::AuthFailed));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replay identity independent of spelling (security issue, item 1).
+
+/// A no-HMAC client's config, for records without an HMAC key.
+fn has_hmac(r: &Value) -> bool {
+    s(r, "hmac_key_base64").is_some() || s(r, "hmac_key_passphrase").is_some()
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Spellings of `text`, the end of a base64 string of `unit_len` characters, that libfko's
+/// lenient decoder reads as the same bytes: the unused low bits of the last character set, or
+/// one character appended when that leaves a lone final character (which decodes to nothing).
+fn respellings(text: &str, unit_len: usize) -> Vec<String> {
+    let spare_bits = match unit_len % 4 {
+        2 => 4,
+        3 => 2,
+        _ => 0,
+    };
+    let mut out = Vec::new();
+    let (head, last) = text.split_at(text.len() - 1);
+    let v = B64.iter().position(|&c| c == last.as_bytes()[0]).unwrap();
+    for x in 1..(1usize << spare_bits) {
+        out.push(format!("{head}{}", B64[v ^ x] as char));
+    }
+    if unit_len % 4 == 0 {
+        for extra in ["A", "Q", "/"] {
+            out.push(format!("{text}{extra}"));
+        }
+    }
+    out
+}
+
+/// Re-spellings of a whole no-HMAC wire string (its base64 starts with `U2FsdGVkX1`).
+fn wire_respellings(wire: &str) -> Vec<String> {
+    respellings(wire, 10 + wire.len())
+}
+
+/// A no-HMAC knock captured on the wire and re-spelled (flipped spare bits in the last base64
+/// character, one character appended) decrypts to the same message under libfko's lenient
+/// decoding. Before the fix each spelling had its own replay key and was granted again; now a
+/// non-canonical spelling is refused before decryption, whether it comes after the original or
+/// before it.
+#[test]
+fn respelled_no_hmac_packets_are_never_granted() {
+    let o = Opts {
+        require_source_match: false,
+        ..Opts::default()
+    };
+    let mut n = 0;
+    for r in records().iter().filter(|r| is_access(r) && !has_hmac(r)) {
+        let (src, now, c) = (source_of(r), now_of(r), case(r));
+        let packet = s(r, "packet").unwrap();
+        let mut spellings = wire_respellings(packet);
+        assert!(!spellings.is_empty(), "{c}");
+        // Spellings refused before any crypto since the start: `=` padding, trailing
+        // whitespace or NUL, fwknop's own `U2FsdGVkX1` prefix put back.
+        for tail in ["=", "==", "\n", " ", "\0"] {
+            spellings.push(format!("{packet}{tail}"));
+        }
+        spellings.push(format!("U2FsdGVkX1{packet}"));
+        let (mut e, out) = handle(r, &o, src, now);
+        grant_of(r, &out);
+        for v in &spellings {
+            let again = e.handle(v.as_bytes(), packet_from(src), now + 1);
+            assert!(
+                !matches!(again.decision, Decision::Grant(_)),
+                "{c}: re-spelled copy {v} granted again"
+            );
+            assert_eq!(again.record, None, "{c}: {v}");
+        }
+        // Sent before the original (a racing attacker): refused, and the original still works.
+        let mut e = engine(config_for(r, &o), now);
+        for v in &spellings {
+            let first = e.handle(v.as_bytes(), packet_from(src), now);
+            assert!(
+                matches!(first.decision, Decision::Reject(ref why) if why.code() == "bad-header"),
+                "{c}: {v}: {:?}",
+                first.decision
+            );
+            assert_eq!(first.client, None, "{c}: {v}: authenticated");
+            assert!(
+                e.replay().is_empty(),
+                "{c}: a refused spelling was recorded"
+            );
+        }
+        let out = e.handle(packet.as_bytes(), packet_from(src), now);
+        grant_of(r, &out);
+        n += 1;
+    }
+    assert!(n >= 4, "only {n} no-HMAC records tested");
+}
+
+/// With an HMAC the tag covers the base64 text and is compared as text: no re-spelling of the
+/// body or of the tag authenticates, so none is granted, before or after the original.
+#[test]
+fn respelled_hmac_packets_fail_authentication() {
+    let o = Opts {
+        require_source_match: false,
+        ..Opts::default()
+    };
+    let mut n = 0;
+    for r in records().iter().filter(|r| is_access(r) && has_hmac(r)) {
+        let (src, now, c) = (source_of(r), now_of(r), case(r));
+        let packet = s(r, "packet").unwrap();
+        let (mut e, out) = handle(r, &o, src, now);
+        grant_of(r, &out);
+        // The tag's last character, and the body's last character with the tag kept.
+        let tag_len = match s(r, "hmac_type").unwrap_or("sha256") {
+            "md5" => 22,
+            "sha1" => 27,
+            "sha384" => 64,
+            "sha512" | "sha3_512" => 86,
+            _ => 43,
+        };
+        let (body, tag) = packet.split_at(packet.len() - tag_len);
+        let mut spellings: Vec<String> = respellings(tag, tag_len)
+            .into_iter()
+            .map(|t| format!("{body}{t}"))
+            .collect();
+        spellings.extend(
+            wire_respellings(body)
+                .into_iter()
+                .map(|b| format!("{b}{tag}")),
+        );
+        assert!(!spellings.is_empty(), "{c}");
+        for v in spellings.iter().filter(|v| v.as_str() != packet) {
+            for (label, e) in [
+                ("after", &mut e),
+                ("first", &mut engine(config_for(r, &o), now)),
+            ] {
+                let out = e.handle(v.as_bytes(), packet_from(src), now);
+                assert!(
+                    !matches!(out.decision, Decision::Grant(_)),
+                    "{c}: {label}: re-spelled {v} granted"
+                );
+                assert_eq!(out.record, None, "{c}: {label}: {v}");
+            }
+        }
+        n += 1;
+    }
+    assert!(n >= 10, "only {n} HMAC records tested");
+}
+
+/// The no-HMAC record's keys as a CTR-mode client (`fwknop -M ctr`, no HMAC).
+fn ctr_no_hmac_key(r: &Value) -> FwknopKey {
+    let key = decode_b64_lenient(s(r, "key_base64").unwrap()).unwrap();
+    FwknopKey::new(Zeroizing::new(key), None, HmacType::Sha256, EncMode::Ctr).unwrap()
+}
+
+/// In a stream mode (CTR, CFB, OFB) without an HMAC, anyone can flip ciphertext bits of the
+/// PKCS#7 padding: libfko's lenient unpadding plus its C-string cut still yield the very same
+/// message, from a canonical base64 spelling of *different* ciphertext bytes. Only an identity
+/// of the authenticated message catches that: the copy is a replay, never a second grant.
+#[test]
+fn ctr_padding_respelled_without_hmac_is_a_replay() {
+    let rs = records();
+    let r = rs.iter().find(|r| case(r) == "no_hmac_passphrase").unwrap();
+    let (src, now) = (source_of(r), now_of(r));
+    let key = ctr_no_hmac_key(r);
+    let allow = match allow_ip(r) {
+        Some(ip) if !ip.is_unspecified() => ip,
+        _ => panic!("no_hmac_passphrase names its allow IP"),
+    };
+    let req = SealRequest::access("root", now, allow, &access_of(r), 0);
+    let packet = seal(&key, &req, [7; 8], "1234567890123456", DigestType::Sha256).unwrap();
+    let text = format!(
+        "{SERVER_TOML}\n[[client]]\nname = \"ctr\"\nallow = [\"tcp/22\", \"tcp/443\"]\n\
+         [client.fwknop]\nkey_base64 = {}\nno_hmac = true\nmode = \"ctr\"\n",
+        quoted(s(r, "key_base64").unwrap())
+    );
+    let mut e = engine(parse(&text), now);
+    let out = e.handle(packet.as_bytes(), packet_from(src), now);
+    grant_of(r, &out);
+
+    use base64::Engine as _;
+    let std = base64::engine::general_purpose::STANDARD_NO_PAD;
+    let raw = std.decode(format!("U2FsdGVkX1{packet}")).unwrap();
+    // The attacker does not know the padding length p, so tries each: the first padding byte
+    // (p from the end) XOR p becomes NUL, which ends libfko's C string right after the message;
+    // whatever follows the NUL may be changed too.
+    let mut replays = 0;
+    for p in 1..=16u8 {
+        let mut v = raw.clone();
+        let at = v.len() - usize::from(p);
+        v[at] ^= p;
+        let mut variants = vec![v.clone()];
+        if p > 1 {
+            *v.last_mut().unwrap() ^= 0x55;
+            variants.push(v);
+        }
+        for v in variants {
+            let wire = std.encode(&v)[10..].to_string();
+            let out = e.handle(wire.as_bytes(), packet_from(src), now + 1);
+            match out.decision {
+                Decision::Grant(_) => panic!("padding of length {p} re-spelled: granted again"),
+                Decision::Reject(Reason::Replay) => replays += 1,
+                Decision::Reject(_) => {}
+            }
+            assert_eq!(out.record, None, "{p}");
+        }
+    }
+    assert!(
+        replays >= 1,
+        "no padding variant authenticated; the test proves nothing"
+    );
+}
+
+/// A no-HMAC client that shares its Rijndael key with an HMAC client (a migration in progress)
+/// opens the HMAC'd packet once its tag is cut off. The message is the same, so it is a replay.
+#[test]
+fn hmac_packet_with_its_tag_cut_off_is_a_replay_under_a_no_hmac_stanza() {
+    let rs = records();
+    let r = rs
+        .iter()
+        .find(|r| case(r) == "default_cbc_hmac_sha256_tcp22")
+        .unwrap();
+    let (src, now) = (source_of(r), now_of(r));
+    let o = Opts {
+        require_source_match: true,
+        ..Opts::default()
+    };
+    let old_phone = format!(
+        "[[client]]\nname = \"old-phone\"\nallow = [\"tcp/22\"]\n\
+         [client.fwknop]\nkey_base64 = {}\nno_hmac = true\n",
+        quoted(s(r, "key_base64").unwrap())
+    );
+    let text = format!(
+        "{SERVER_TOML}\n{}\n{old_phone}",
+        client_toml(r, "laptop", &o)
+    );
+    let mut e = engine(parse(&text), now);
+    let packet = s(r, "packet").unwrap();
+    let out = e.handle(packet.as_bytes(), packet_from(src), now);
+    assert_eq!(out.client, Some(0));
+    grant_of(r, &out);
+    let stripped = &packet[..packet.len() - 43];
+    let out = e.handle(stripped.as_bytes(), packet_from(src), now + 1);
+    assert_eq!(out.decision, Decision::Reject(Reason::Replay));
+    assert_eq!(out.record, None);
+}
+
+/// A fresh state directory, declared new so that its first open is a first start (not a lost
+/// journal, which would refuse every knock stamped before start + max_age).
+fn new_state_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    nfknock::state::mark_first_start(&state).unwrap();
+    dir
+}
+
+/// Upgrade: journals written before message identities hold, for fwknop packets, fwknopd's
+/// identity (SHA-256 of the wire bytes). A build with the current journal format but the old
+/// identity wrote them as current records: their live entries must still stop that packet, and
+/// no spelling of it may slip past them. The release before both changes wrote format 1: that
+/// journal is loaded like a lost one, so nothing stamped before the upgrade is granted at all.
+#[test]
+fn identities_journaled_by_the_previous_version_still_stop_their_packets() {
+    let o = Opts {
+        require_source_match: false,
+        ..Opts::default()
+    };
+    let mut n = 0;
+    for r in records().iter().filter(|r| is_access(r)) {
+        let (src, now, c) = (source_of(r), now_of(r), case(r));
+        let packet = s(r, "packet").unwrap();
+        let ts = expected(r)["timestamp"].as_u64().unwrap();
+        let old = replay::key_from_digest(&fwknop::replay_key(packet.as_bytes()));
+        let mut spellings = vec![packet.to_string()];
+        spellings.extend(wire_respellings(packet));
+
+        // Current format, old identity.
+        let dir = new_state_dir();
+        let state = dir.path().join("state");
+        {
+            let (mut j, _, _) = ReplayJournal::open(&state, now, MAX_AGE).unwrap();
+            j.append(&[(old, replay::expiry_of(ts))]).unwrap();
+            j.sync().unwrap();
+        }
+        let (_j, cache, _) = ReplayJournal::open(&state, now + 1, MAX_AGE).unwrap();
+        let mut e = Engine::new(config_for(r, &o), cache, 0, now + 1);
+        let out = e.handle(packet.as_bytes(), packet_from(src), now + 1);
+        assert_eq!(out.decision, Decision::Reject(Reason::Replay), "{c}");
+        for v in &spellings {
+            let out = e.handle(v.as_bytes(), packet_from(src), now + 1);
+            assert!(
+                !matches!(out.decision, Decision::Grant(_)),
+                "{c}: {v} granted after the upgrade"
+            );
+        }
+
+        // Format 1, as the release before wrote it (`timestamp + max_age`).
+        let dir = tempfile::tempdir().unwrap();
+        let mut v1 = b"NFKR\x00\x01\x00\x00".to_vec();
+        v1.extend_from_slice(&replay::encode_record(&old, ts + MAX_AGE));
+        std::fs::write(dir.path().join(nfknock::state::JOURNAL_FILE), v1).unwrap();
+        let (_j, cache, _) = ReplayJournal::open(dir.path(), now + 1, MAX_AGE).unwrap();
+        let mut e = Engine::new(config_for(r, &o), cache, 0, now + 1);
+        for v in &spellings {
+            let out = e.handle(v.as_bytes(), packet_from(src), now + 1);
+            assert!(
+                !matches!(out.decision, Decision::Grant(_)),
+                "{c}: {v} granted after the upgrade from format 1"
+            );
+        }
+        n += 1;
+    }
+    assert!(n >= 10, "only {n} records tested");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several stanzas for one packet (security issue, item 2).
+
+/// Two clients share keys; the first authenticates the packet and refuses it (tcp/22 is not in
+/// its `allow`), the second grants it. fwknopd 2.6.10 goes on to the next stanza after an
+/// authenticated refusal, so the second grants — and the grant must carry the replay record,
+/// or the daemon never journals it and the packet is granted again after a restart.
+#[test]
+fn grant_by_a_later_stanza_is_journaled_and_stays_a_replay_after_a_restart() {
+    let rs = records();
+    let r = rs
+        .iter()
+        .find(|r| case(r) == "default_cbc_hmac_sha256_tcp22")
+        .unwrap();
+    let (src, now) = (source_of(r), now_of(r));
+    let ts = expected(r)["timestamp"].as_u64().unwrap();
+    let narrow = Opts {
+        require_source_match: true,
+        allow: Some("[\"tcp/443\"]"),
+        ..Opts::default()
+    };
+    let wide = Opts {
+        require_source_match: true,
+        ..Opts::default()
+    };
+    let text = format!(
+        "{SERVER_TOML}\n{}\n{}",
+        client_toml(r, "web-only", &narrow),
+        client_toml(r, "admin", &wide)
+    );
+    let packet = s(r, "packet").unwrap().as_bytes();
+    let dir = new_state_dir();
+    let state = dir.path().join("state");
+    let (mut journal, cache, _) = ReplayJournal::open(&state, now, MAX_AGE).unwrap();
+    let mut e = Engine::new(parse(&text), cache, 0, now);
+    let out = e.handle(packet, packet_from(src), now);
+    assert_eq!(out.client, Some(1), "the second stanza grants");
+    grant_of(r, &out);
+    let (_, expires) = out.record.expect("the grant carries its replay record");
+    assert_eq!(expires, replay::expiry_of(ts));
+    // What the daemon does with an outcome: journal its record, then grant.
+    journal.append(&[out.record.unwrap()]).unwrap();
+    journal.sync().unwrap();
+    drop((journal, e));
+
+    // Restart inside max_age: the same packet is a replay.
+    let (_journal, cache, _) = ReplayJournal::open(&state, now + 5, MAX_AGE).unwrap();
+    let mut e = Engine::new(parse(&text), cache, 0, now + 5);
+    let again = e.handle(packet, packet_from(src), now + 5);
+    assert_eq!(again.decision, Decision::Reject(Reason::Replay));
+
+    // When no stanza grants, the first refusal is the answer, and it is recorded too.
+    let text = format!(
+        "{SERVER_TOML}\n{}\n{}",
+        client_toml(r, "web-only", &narrow),
+        client_toml(r, "web-too", &narrow)
+    );
+    let mut e = engine(parse(&text), now);
+    let out = e.handle(packet, packet_from(src), now);
+    assert_eq!(out.client, Some(0));
+    assert_eq!(
+        out.decision,
+        Decision::Reject(Reason::NotAllowed("tcp/22".parse().unwrap()))
+    );
+    assert_eq!(out.record.map(|(_, exp)| exp), Some(replay::expiry_of(ts)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// IPv4-mapped IPv6 sources (security issue, item 8).
+
+/// A UDPv6 packet whose source is `::ffff:a.b.c.d` (Linux ≥ 5.12 delivers them to UDP) must
+/// not pass for IPv4 a.b.c.d: rp_filter never policed it. Refused before any crypto, with its
+/// own reason, and nothing recorded; the same knock over IPv4 is then still granted.
+#[test]
+fn ipv4_mapped_source_is_refused_before_crypto() {
+    let rs = records();
+    let r = rs
+        .iter()
+        .find(|r| case(r) == "default_cbc_hmac_sha256_tcp22")
+        .unwrap();
+    let (src, now) = (source_of(r), now_of(r));
+    let IpAddr::V4(v4) = src else { unreachable!() };
+    let o = Opts {
+        require_source_match: true,
+        sources: Some("[\"10.1.2.0/24\"]"),
+        ..Opts::default()
+    };
+    let mut e = engine(config_for(r, &o), now);
+    let packet = s(r, "packet").unwrap().as_bytes();
+    let mapped = Packet {
+        src: IpAddr::V6(v4.to_ipv6_mapped()),
+        dst: IpAddr::V6(SERVER.parse::<Ipv4Addr>().unwrap().to_ipv6_mapped()),
+    };
+    let mapped_refusal =
+        |d: &Decision| matches!(d, Decision::Reject(r) if r.code() == "mapped-source");
+    let out = e.handle(packet, mapped, now);
+    assert!(mapped_refusal(&out.decision), "{:?}", out.decision);
+    assert_eq!((out.client, out.record), (None, None));
+    assert!(e.replay().is_empty());
+    // Through the raw-IP path the daemon uses, too.
+    let ip = nfknock::wire::ip::build(mapped.src, "fd00::1".parse().unwrap(), 40000, 62201, packet);
+    let out = e.handle_ip(&ip, now);
+    assert!(mapped_refusal(&out.decision), "{:?}", out.decision);
+    // With a v6 `sources` that would contain it (`::/0`): still refused.
+    let any = Opts {
+        sources: Some("[\"0.0.0.0/0\", \"::/0\"]"),
+        ..o.clone()
+    };
+    let mut e = engine(config_for(r, &any), now);
+    let out = e.handle(packet, mapped, now);
+    assert!(mapped_refusal(&out.decision), "{:?}", out.decision);
+    grant_of(r, &e.handle(packet, packet_from(src), now));
 }
 
 // ---------------------------------------------------------------------------------------------

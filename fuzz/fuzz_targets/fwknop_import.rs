@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use libfuzzer_sys::fuzz_target;
-use nfknock::config::fwknop_import::{import, Loader, Options};
+use nfknock::fwknop_import::{import, Loader, Options};
 use zeroize::Zeroizing;
 
 const FWKNOPD: &str = "/fuzz/fwknopd.conf";

@@ -6,9 +6,10 @@ use nfknock::replay;
 fuzz_target!(|data: &[u8]| {
     let now = nfknock_fuzz::NOW[0];
     if let Ok(d) = replay::decode(data, now) {
-        let again = replay::encode_journal(d.entries.iter().map(|(k, e)| (k, *e)));
+        let again = replay::encode_journal(d.refuse_before, d.entries.iter().map(|(k, e)| (k, *e)));
         let back = replay::decode(&again, now).expect("re-encoded journal decodes");
         assert_eq!(back.entries, d.entries);
+        assert_eq!(back.refuse_before, d.refuse_before);
         assert!(!back.torn_tail);
     }
 });

@@ -10,11 +10,14 @@
 //! [`parse_str`] takes the text, [`load`] reads the file and checks its permissions.
 
 mod client;
-pub mod fwknop_import;
 mod raw;
 mod secret;
 mod server;
 mod values;
+
+// Shared with the fwknop importer, so its keys and dates are read exactly as a config's are.
+pub(crate) use secret::{decode_fwknop_base64, shell_quote};
+pub(crate) use values::date_to_unix;
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +36,11 @@ pub const DEFAULT_MAX_AGE: u64 = 120;
 pub const DEFAULT_TIMEOUT: u32 = 30;
 pub const DEFAULT_MAX_TIMEOUT: u32 = 3600;
 pub const DEFAULT_RATE_LIMIT: u32 = 20;
+/// The knock rate limit meters an IPv4 source per address...
+pub const DEFAULT_RATE_LIMIT_V4_PREFIX: u8 = 32;
+/// ... and an IPv6 source per /64: one host commonly holds a whole /64, so per-address
+/// buckets would give it 2^64 of them.
+pub const DEFAULT_RATE_LIMIT_V6_PREFIX: u8 = 64;
 /// The user a daemon started as root switches to when `[server] user` is not set (and the
 /// account exists): the one `scripts/install` creates and the systemd unit runs as.
 pub const DEFAULT_USER: &str = "nfknock";
@@ -67,6 +75,14 @@ pub struct Server {
     pub gate_forward: bool,
     /// Per-source knock rate limit in the kernel, packets per second (burst = 2×).
     pub rate_limit: u32,
+    /// The rate limit's "source": an IPv4 address masked to this prefix length (1..=32).
+    pub rate_limit_v4_prefix: u8,
+    /// The rate limit's "source": an IPv6 address masked to this prefix length (1..=128).
+    pub rate_limit_v6_prefix: u8,
+    /// On a reload, remove the live grants the new config no longer authorises (client
+    /// removed, its key changed, it expired, the access left its `allow` or entered its
+    /// `deny`, or the address left its `sources`). `false` lets them run out their time.
+    pub revoke_on_reload: bool,
     /// Who the daemon runs as once set up (`user`), resolved when the config was read.
     pub user: RunAs,
 }
@@ -155,7 +171,6 @@ pub struct ConfigErrors(pub Vec<Problem>);
 pub use client::{
     default_client_config_path, load_client, parse_client_str, AllowIp, ClientConfig, KnockProfile,
 };
-pub(crate) use secret::shell_quote;
 pub use secret::{check_private, decode_native_secret, read_native_key_file};
 pub use server::{FWKNOP_MAX_HMAC_KEY_LEN, FWKNOP_MAX_KEY_LEN, MAX_MAX_AGE, MAX_MAX_TIMEOUT};
 
@@ -270,6 +285,12 @@ pub fn warnings(config: &Config) -> Vec<String> {
             "[server] rate_limit = 0: knocks are not rate limited in the kernel, a flood reaches the daemon; set e.g. `rate_limit = 20`"
                 .to_string(),
         );
+    }
+    if s.rate_limit > 0 && s.rate_limit_v6_prefix > DEFAULT_RATE_LIMIT_V6_PREFIX {
+        out.push(format!(
+            "[server] rate_limit_v6_prefix = {}: a host holding a /64 gets a knock budget per address, and can fill the rate set so that knocks from new sources are dropped; use `rate_limit_v6_prefix = {DEFAULT_RATE_LIMIT_V6_PREFIX}`",
+            s.rate_limit_v6_prefix
+        ));
     }
     if let Some(a) = s
         .protect

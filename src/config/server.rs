@@ -66,8 +66,10 @@ fn server_hint(key: &str) -> Option<&'static str> {
         "state_dir" => "a quoted absolute path, e.g. `state_dir = \"/var/lib/nfknock\"`",
         "protect" => "a list of accesses, e.g. `protect = [\"tcp/22\", \"tcp/443\"]`",
         "max_age" => "seconds, from 1 to 3600, e.g. `max_age = 120`",
-        "manage_ruleset" | "gate_forward" => "`true` or `false`",
+        "manage_ruleset" | "gate_forward" | "revoke_on_reload" => "`true` or `false`",
         "rate_limit" => "knocks per second per source (0 turns it off), e.g. `rate_limit = 20`",
+        "rate_limit_v4_prefix" => "the prefix length an IPv4 source is metered by, from 1 to 32, e.g. `rate_limit_v4_prefix = 32`",
+        "rate_limit_v6_prefix" => "the prefix length an IPv6 source is metered by, from 1 to 128, e.g. `rate_limit_v6_prefix = 64`",
         "user" => "a quoted user name, e.g. `user = \"nfknock\"`",
         _ => return None,
     })
@@ -415,6 +417,22 @@ fn server_settings(
         super::DEFAULT_RATE_LIMIT.into(),
         "rate_limit (knocks per second; 0 = off)",
     );
+    let rate_limit_v4_prefix = int(
+        sink,
+        &raw.rate_limit_v4_prefix,
+        "rate_limit_v4_prefix",
+        (1, 32),
+        super::DEFAULT_RATE_LIMIT_V4_PREFIX.into(),
+        "rate_limit_v4_prefix (the IPv4 prefix length one rate budget covers)",
+    );
+    let rate_limit_v6_prefix = int(
+        sink,
+        &raw.rate_limit_v6_prefix,
+        "rate_limit_v6_prefix",
+        (1, 128),
+        super::DEFAULT_RATE_LIMIT_V6_PREFIX.into(),
+        "rate_limit_v6_prefix (the IPv6 prefix length one rate budget covers)",
+    );
 
     let state_dir = match &raw.state_dir {
         None => PathBuf::from(super::DEFAULT_STATE_DIR),
@@ -453,7 +471,12 @@ fn server_settings(
         max_age: u64::try_from(max_age).unwrap_or(super::DEFAULT_MAX_AGE),
         manage_ruleset: raw.manage_ruleset.unwrap_or(true),
         gate_forward: raw.gate_forward.unwrap_or(true),
+        revoke_on_reload: raw.revoke_on_reload.unwrap_or(true),
         rate_limit: u32::try_from(rate_limit).unwrap_or(super::DEFAULT_RATE_LIMIT),
+        rate_limit_v4_prefix: u8::try_from(rate_limit_v4_prefix)
+            .unwrap_or(super::DEFAULT_RATE_LIMIT_V4_PREFIX),
+        rate_limit_v6_prefix: u8::try_from(rate_limit_v6_prefix)
+            .unwrap_or(super::DEFAULT_RATE_LIMIT_V6_PREFIX),
         user: run_as(sink, cx.accounts, raw.user.as_ref()),
     };
     (server, protect)

@@ -73,6 +73,10 @@ fn fwknop_client(name: &str, fw_extra: &str) -> String {
 fn the_example_is_valid_and_means_what_it_says() {
     let p = plan(render_example());
     assert_eq!(p.server.port, 62201);
+    assert_eq!(
+        (p.server.rate_limit_v4_prefix, p.server.rate_limit_v6_prefix),
+        (32, 64)
+    );
     assert_eq!(p.server.protect, vec![a("tcp/22"), a("tcp/443")]);
     assert_eq!(p.clients.len(), 2);
     let alice = &p.clients[0];
@@ -99,8 +103,9 @@ fn defaults_fill_everything_not_given() {
         (s.port, s.queue, s.max_age, s.rate_limit),
         (62201, 0, 120, 20)
     );
+    assert_eq!((s.rate_limit_v4_prefix, s.rate_limit_v6_prefix), (32, 64));
     assert_eq!(s.state_dir, Path::new("/var/lib/nfknock"));
-    assert!(s.manage_ruleset && s.gate_forward);
+    assert!(s.manage_ruleset && s.gate_forward && s.revoke_on_reload);
     let c = &p.clients[0];
     assert_eq!((c.timeout, c.max_timeout), (30, 3600));
     let sources: Vec<String> = c.sources.iter().map(|n| n.to_string()).collect();
@@ -259,6 +264,26 @@ fn ranges_are_checked_with_the_allowed_range_in_the_message() {
         ("max_age = 0", "server.max_age", "from 1 to 3600"),
         ("max_age = 3601", "server.max_age", "from 1 to 3600"),
         ("rate_limit = -5", "server.rate_limit", "from 0 to"),
+        (
+            "rate_limit_v4_prefix = 0",
+            "server.rate_limit_v4_prefix",
+            "from 1 to 32",
+        ),
+        (
+            "rate_limit_v4_prefix = 33",
+            "server.rate_limit_v4_prefix",
+            "from 1 to 32",
+        ),
+        (
+            "rate_limit_v6_prefix = 0",
+            "server.rate_limit_v6_prefix",
+            "from 1 to 128",
+        ),
+        (
+            "rate_limit_v6_prefix = 129",
+            "server.rate_limit_v6_prefix",
+            "from 1 to 128",
+        ),
     ] {
         let ps = problems(&format!("[server]\n{setting}\n{}", native_client("")));
         let p = at(&ps, key);
@@ -879,6 +904,24 @@ fn structure_mistakes_say_how_to_write_it() {
 }
 
 #[test]
+fn revoke_on_reload_is_a_switch() {
+    let p = plan(&format!(
+        "[server]\nrevoke_on_reload = false\n{}",
+        native_client("")
+    ));
+    assert!(!p.server.revoke_on_reload);
+    let ps = problems(&format!(
+        "[server]\nrevoke_on_reload = \"no\"\n{}",
+        native_client("")
+    ));
+    let shown = ConfigErrors(ps).to_string();
+    assert!(
+        shown.contains("revoke_on_reload") && shown.contains("`true` or `false`"),
+        "{shown}"
+    );
+}
+
+#[test]
 fn problems_print_as_path_line_key_message() {
     let ps = problems(&format!("[server]\nport = 0\n{}", native_client("")));
     let shown = ps[0].to_string();
@@ -912,6 +955,38 @@ fn warnings_name_risky_but_legal_settings() {
     assert!(w.contains("client `b` expired"), "{w}");
     assert_eq!(config.clients[0].deny, vec![a("tcp/22")]);
     assert_eq!(config.clients[0].allow[0].proto, Proto::Tcp);
+}
+
+/// Issue item 7: the knock rate limit's unit of "source" is a prefix per family.
+#[test]
+fn rate_limit_prefixes_are_read_and_a_per_address_ipv6_meter_is_warned_about() {
+    let p = plan(&format!(
+        "[server]\nrate_limit_v4_prefix = 24\nrate_limit_v6_prefix = 48\n{}",
+        native_client("")
+    ));
+    assert_eq!(
+        (p.server.rate_limit_v4_prefix, p.server.rate_limit_v6_prefix),
+        (24, 48)
+    );
+    let text = format!(
+        "[server]\nrate_limit_v6_prefix = 128\n{}",
+        fwknop_client("b", "")
+    );
+    let config = parse_str(&text, Path::new(PATH)).unwrap();
+    let w = warnings(&config).join("\n");
+    assert!(
+        w.contains("rate_limit_v6_prefix = 128") && w.contains("`rate_limit_v6_prefix = 64`"),
+        "{w}"
+    );
+    // With the limit off the prefix does nothing: no warning about it.
+    let config = parse_str(
+        &text.replace("[server]\n", "[server]\nrate_limit = 0\n"),
+        Path::new(PATH),
+    )
+    .unwrap();
+    assert!(!warnings(&config)
+        .join("\n")
+        .contains("rate_limit_v6_prefix"));
 }
 
 mod never_panics {

@@ -37,6 +37,20 @@ fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
+/// Is `addr` an IPv4-mapped IPv6 address, `::ffff:a.b.c.d` (RFC 4291 §2.5.5.2)?
+///
+/// Such an address names an IPv4 host *inside a dual-stack socket API*; it never belongs in an
+/// IPv6 header. Linux drops it as a TCP source but, since 5.12 ("ipv6: weaken the v4mapped
+/// source check"), still hands it to UDP and to the NFQUEUE before that, and IPv4's rp_filter
+/// never sees it. The engine therefore refuses it as a knock's source (`mapped-source`) and
+/// policy refuses it as an allow-IP: matching it as IPv4 would let anyone with an IPv6 path
+/// pass for any IPv4 source. Other IPv6 forms that embed an IPv4 address (IPv4-compatible
+/// `::a.b.c.d`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`) are ordinary IPv6 addresses to nfknock:
+/// never converted, matched only by IPv6 `sources`.
+pub fn is_ipv4_mapped(addr: IpAddr) -> bool {
+    matches!(addr, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some())
+}
+
 /// Parse a raw IPv4 or IPv6 packet carrying UDP.
 pub fn parse(packet: &[u8]) -> Result<Datagram<'_>, IpError> {
     let first = *packet.first().ok_or(IpError::Truncated)?;
@@ -167,6 +181,33 @@ mod tests {
             assert!(parse(&pkt[..n]).is_err());
         }
         assert_eq!(parse(&[0x15; 40]), Err(IpError::Version));
+    }
+
+    #[test]
+    fn only_ipv4_mapped_addresses_are_mapped() {
+        for a in [
+            "::ffff:10.77.0.2",
+            "::ffff:0.0.0.0",
+            "::ffff:255.255.255.255",
+        ] {
+            assert!(is_ipv4_mapped(a.parse().unwrap()), "{a}");
+        }
+        for a in [
+            "10.77.0.2",
+            "::10.77.0.2",
+            "64:ff9b::a4d:2",
+            "2002:a4d:2::1",
+            "::ffff:0:a4d:2",
+            "::1",
+            "::",
+            "fd77::2",
+        ] {
+            assert!(!is_ipv4_mapped(a.parse().unwrap()), "{a}");
+        }
+        // The parser reports a mapped source as it is; refusing it is the engine's job.
+        let s: IpAddr = "::ffff:10.77.0.2".parse().unwrap();
+        let d: IpAddr = "fd77::1".parse().unwrap();
+        assert_eq!(parse(&build(s, d, 1, 2, b"x")).unwrap().src, s);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!   oth (10.78.0.2, fd78::2) ──veth────┘                            published as srv:8080 (DNAT)
 //! ```
 //! Every lab has its own uniquely named namespaces (`nfk-<pid>-<n>-<role>`), removed on drop, so
-//! tests run in parallel and after a crashed run. Traffic never leaves these namespaces.
+//! tests run in parallel and after a crashed run. Traffic never leaves these namespaces. Its
+//! `state` directory is prepared as the installer prepares one ([`init_state`]).
 
 #![allow(dead_code)]
 
@@ -270,6 +271,7 @@ impl Lab {
             "-f",
             nat_file.to_str().unwrap(),
         ]);
+        init_state(&lab.path("state"));
         lab
     }
 
@@ -420,6 +422,20 @@ impl Drop for Lab {
             eprintln!("--- daemon log of {} ---\n{}", self.name, self.log());
         }
     }
+}
+
+/// Prepare `dir` as the installer prepares `/var/lib/nfknock` (`nfknock init-state`): a new
+/// state directory, whose first daemon start grants at once. Every lab's `state` directory is
+/// made so; a directory made any other way starts as a lost journal (knocks refused for
+/// `max_age`).
+pub fn init_state(dir: &Path) {
+    let out = sh(&[bin(), "init-state", "--state-dir", dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "init-state {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Read a whole file as bytes.

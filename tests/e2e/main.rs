@@ -244,6 +244,78 @@ fn dnat_published_container_port_is_gated_the_same_way() {
     assert!(closes(&lab.cli, published, Duration::from_secs(5)));
 }
 
+/// Issue item 11: the host REDIRECTs the protected port to a local service on another port
+/// (`tcp dport 2222 redirect to :2223`). The gate judges the port the client connected to
+/// (conntrack's original destination), not the port after NAT: strangers stay out over IPv4
+/// and IPv6, a knocked client gets in, and the grant's expiry closes it again. The other way
+/// round (an unprotected port 2224 redirected to the protected 2222) stays gated too.
+#[test]
+fn redirected_protected_port_is_gated_by_the_port_the_client_connected_to() {
+    let (lab, key) = started(2);
+    let behind = HOST_PORT + 1;
+    let front = HOST_PORT + 2;
+    let nat = format!(
+        "table inet labredirect {{\n chain pre {{ type nat hook prerouting priority dstnat; \
+         tcp dport {HOST_PORT} redirect to :{behind}; tcp dport {front} redirect to :{HOST_PORT}; }}\n}}\n"
+    );
+    let nat_file = lab.path("redirect.nft");
+    std::fs::write(&nat_file, nat).unwrap();
+    let out = lab.run(&lab.srv, &["nft", "-f", nat_file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _svc = echo_server(&lab.srv, sock("::", behind));
+    let _gated = echo_server(&lab.srv, sock("::", HOST_PORT));
+    for (who, ns, to) in [
+        ("a stranger", &lab.oth, sock(SRV_OTH4, HOST_PORT)),
+        ("a stranger", &lab.oth, sock(SRV_OTH6, HOST_PORT)),
+        ("a stranger", &lab.oth, sock(SRV_OTH4, front)),
+        (
+            "the client before its knock",
+            &lab.cli,
+            sock(SRV4, HOST_PORT),
+        ),
+        (
+            "the client before its knock",
+            &lab.cli,
+            sock(SRV6, HOST_PORT),
+        ),
+    ] {
+        assert!(
+            !tcp_open(ns, to, CLOSED_WITHIN),
+            "{who} reached the redirected protected port {to}"
+        );
+    }
+    // The service behind the redirect answers on its own port: the closed port is the gate.
+    assert!(tcp_open(&lab.oth, sock(SRV_OTH4, behind), OPEN_WITHIN));
+
+    knock_host(&lab, &key, &[]);
+    assert!(opens(&lab.cli, sock(SRV4, HOST_PORT)), "{}", lab.log());
+    assert!(opens(&lab.cli, sock(SRV4, front)), "{}", lab.log());
+    lab.knock(
+        &lab.cli,
+        SRV6,
+        &["--key-file", key.to_str().unwrap(), "--access", "tcp/2222"],
+    );
+    assert!(opens(&lab.cli, sock(SRV6, HOST_PORT)), "{}", lab.log());
+    assert!(
+        !tcp_open(&lab.oth, sock(SRV_OTH4, HOST_PORT), CLOSED_WITHIN),
+        "the client's knock opened the redirected port for a stranger"
+    );
+    assert!(closes(
+        &lab.cli,
+        sock(SRV4, HOST_PORT),
+        Duration::from_secs(5)
+    ));
+    assert!(closes(
+        &lab.cli,
+        sock(SRV6, HOST_PORT),
+        Duration::from_secs(5)
+    ));
+}
+
 /// A knock — valid or not, daemon up or down — gets no answer of any kind (no UDP, no ICMP).
 #[test]
 fn knocks_get_no_reply_of_any_kind() {
@@ -431,4 +503,249 @@ fn knock_with_a_named_stanza_of_the_client_config() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Another client, bob, for configs that drop alice: the gate (`protect`) stays the same.
+fn bob(lab: &Lab) -> String {
+    let key = lab.keygen("bob.key");
+    format!(
+        "[[client]]\nname = \"bob\"\nkey_file = \"{}\"\nallow = [\"tcp/{HOST_PORT}\"]\n",
+        key.display()
+    )
+}
+
+/// SIGHUP, and wait until the daemon says the new config is in force.
+fn reload(lab: &Lab) {
+    let before = lab.log().matches("config reloaded").count();
+    lab.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(3), || lab
+            .log()
+            .matches("config reloaded")
+            .count()
+            > before)
+        .is_some(),
+        "no reload:\n{}",
+        lab.log()
+    );
+}
+
+/// `nft flush ruleset` in the server namespace, and wait until the daemon has put its table
+/// back.
+fn flush_and_wait_for_repair(lab: &Lab) {
+    let out = lab.run(&lab.srv, &["nft", "flush", "ruleset"]);
+    assert!(out.status.success());
+    assert!(
+        wait_until(Duration::from_secs(2), || lab
+            .nft_list()
+            .contains("queue num 3"))
+        .is_some(),
+        "table not repaired:\n{}",
+        lab.log()
+    );
+}
+
+/// Issue "security", item 10: removing a client from the config and reloading closes the
+/// port it had opened at once (a new TCP connection fails), and a later flush repair does not
+/// bring the grant back.
+#[test]
+fn a_reload_that_removes_a_client_closes_its_open_port_and_a_flush_repair_keeps_it_closed() {
+    let (lab, key) = started(60);
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let target = sock(SRV4, HOST_PORT);
+    knock_host(&lab, &key, &[]);
+    assert!(opens(&lab.cli, target), "{}", lab.log());
+
+    lab.write_config("", &bob(&lab));
+    reload(&lab);
+    assert!(
+        !tcp_open(&lab.cli, target, CLOSED_WITHIN),
+        "the removed client's port is still open after the reload:\n{}",
+        lab.nft_list()
+    );
+    let allowed = String::from_utf8_lossy(
+        &lab.run(
+            &lab.srv,
+            &["nft", "list", "set", "inet", "nfknock", "allow_v4"],
+        )
+        .stdout,
+    )
+    .into_owned();
+    assert!(
+        !allowed.contains(CLI4),
+        "grant still in the set:\n{allowed}"
+    );
+    let log = lab.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("grant revoked") && l.contains("alice") && l.contains(CLI4)),
+        "no revocation line naming the client and the address:\n{log}"
+    );
+
+    flush_and_wait_for_repair(&lab);
+    assert!(
+        !tcp_open(&lab.cli, target, CLOSED_WITHIN),
+        "the flush repair restored a revoked grant:\n{}",
+        lab.nft_list()
+    );
+    // alice's key is refused now.
+    knock_host(&lab, &key, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!tcp_open(&lab.cli, target, CLOSED_WITHIN));
+}
+
+/// With `revoke_on_reload = false` the same reload leaves the grant to run out its time,
+/// across a flush repair too.
+#[test]
+fn with_revoke_on_reload_false_a_removed_clients_port_stays_open_until_it_expires() {
+    let mut lab = Lab::new();
+    let (key, client) = alice(&lab, 60);
+    lab.write_config("revoke_on_reload = false", &client);
+    lab.start_daemon();
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let target = sock(SRV4, HOST_PORT);
+    knock_host(&lab, &key, &[]);
+    assert!(opens(&lab.cli, target), "{}", lab.log());
+
+    lab.write_config("revoke_on_reload = false", &bob(&lab));
+    reload(&lab);
+    assert!(
+        opens(&lab.cli, target),
+        "the grant was revoked:\n{}",
+        lab.log()
+    );
+    flush_and_wait_for_repair(&lab);
+    assert!(
+        opens(&lab.cli, target),
+        "the flush repair lost the kept grant:\n{}",
+        lab.log()
+    );
+}
+
+/// `nft -j list table inet nfknock` in the server namespace without the `expires` counters
+/// that move by themselves: the table's rules, sets and elements as they are.
+fn table_snapshot(lab: &Lab) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.remove("expires");
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let out = lab.run(&lab.srv, &["nft", "-j", "list", "table", "inet", "nfknock"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    strip(&mut v);
+    v
+}
+
+/// Run `nfknock ARGS` in the server namespace, killed if it has not exited within 10 s (a
+/// second daemon that starts serving fails the test instead of hanging it).
+fn run_bounded(lab: &Lab, args: &[&str]) -> (Option<i32>, String) {
+    let err = lab.path("second.err");
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.srv, bin()])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let exited = wait_until(Duration::from_secs(10), || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    if exited.is_none() {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    let text = std::fs::read_to_string(&err).unwrap_or_default();
+    (exited.and(status.code()), text)
+}
+
+/// Issue "security", item 4: a second `nfknock serve` — with the same config, or with another
+/// queue number and state directory — and `nfknock uninstall` find the running daemon before
+/// they touch anything in the kernel: they exit 2 naming its pid and what to do, nothing in
+/// the ruleset changes (`nft monitor` sees no event, the table is as it was), the live grant
+/// stays, and the running daemon goes on granting.
+#[test]
+fn a_second_daemon_or_uninstall_exits_2_and_the_running_daemon_sees_no_change() {
+    let (lab, key) = started(60);
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let _ctr = echo_server(&lab.ctr, sock("0.0.0.0", 80));
+    knock_host(&lab, &key, &[]);
+    assert!(opens(&lab.cli, sock(SRV4, HOST_PORT)), "{}", lab.log());
+    let before = table_snapshot(&lab);
+
+    let events = lab.path("monitor.out");
+    let mut monitor = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.srv, "nft", "monitor"])
+        .stdout(std::fs::File::create(&events).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let pid = lab.daemon_pid().to_string();
+    let same = lab.path("nfknock.toml");
+    let other = lab.path("other.toml");
+    let text = std::fs::read_to_string(&same)
+        .unwrap()
+        .replace("queue = 3", "queue = 4")
+        .replace("/state\"", "/state2\"");
+    assert!(
+        text.contains("queue = 4") && text.contains("state2"),
+        "{text}"
+    );
+    std::fs::write(&other, text).unwrap();
+    for (what, args) in [
+        (
+            "serve, same config",
+            vec!["serve", "--config", same.to_str().unwrap()],
+        ),
+        (
+            "serve, queue 4 and another state_dir",
+            vec!["serve", "--config", other.to_str().unwrap()],
+        ),
+        ("uninstall", vec!["uninstall"]),
+    ] {
+        let (code, err) = run_bounded(&lab, &args);
+        eprintln!("{what}: exit {code:?}\n{err}");
+        assert_eq!(code, Some(2), "{what}: exit {code:?}\n{err}");
+        assert!(
+            err.contains(&pid) && err.contains("systemctl stop nfknock"),
+            "{what}: the message names neither the running daemon's pid {pid} nor what to do:\n{err}"
+        );
+    }
+    assert!(
+        !lab.path("state2").exists(),
+        "the second daemon created its state directory"
+    );
+
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let seen = std::fs::read_to_string(&events).unwrap();
+    assert!(
+        seen.trim().is_empty(),
+        "the ruleset changed under the running daemon:\n{seen}"
+    );
+    assert_eq!(table_snapshot(&lab), before, "table `inet nfknock` changed");
+    assert!(
+        tcp_open(&lab.cli, sock(SRV4, HOST_PORT), CLOSED_WITHIN),
+        "the live grant is gone"
+    );
+    // The running daemon still serves: a new knock opens the published port.
+    lab.knock(
+        &lab.cli,
+        SRV4,
+        &["--key-file", key.to_str().unwrap(), "--access", "tcp/8080"],
+    );
+    assert!(opens(&lab.cli, sock(SRV4, PUBLISHED_PORT)), "{}", lab.log());
 }

@@ -4,8 +4,9 @@
 //! rendered text, so the two cannot drift.
 
 use std::fmt::Write as _;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::wire::*;
+use super::expr::Exprs;
 use super::*;
 
 /// What differs between the IPv4 and the IPv6 twin of a rule.
@@ -16,6 +17,8 @@ struct Fam {
     allow: &'static str,
     rate: &'static str,
     saddr: &'static str,
+    /// The prefix length one knock rate budget covers (`rate_limit_v4_prefix` / `_v6_`).
+    rate_prefix: fn(&RulesetSpec) -> u8,
 }
 
 const FAMS: [Fam; 2] = [
@@ -26,6 +29,7 @@ const FAMS: [Fam; 2] = [
         allow: SET_ALLOW_V4,
         rate: SET_KNOCK_RATE_V4,
         saddr: "ip saddr",
+        rate_prefix: |s| s.rate_limit_v4_prefix,
     },
     Fam {
         nfproto: NFPROTO_IPV6,
@@ -34,6 +38,7 @@ const FAMS: [Fam; 2] = [
         allow: SET_ALLOW_V6,
         rate: SET_KNOCK_RATE_V6,
         saddr: "ip6 saddr",
+        rate_prefix: |s| s.rate_limit_v6_prefix,
     },
 ];
 
@@ -44,7 +49,7 @@ fn reg32(n: u32) -> u32 {
 }
 
 /// `udp dport PORT` in an inet table: `meta l4proto udp` + transport header bytes 2..4.
-fn udp_dport(m: &mut MsgBuf, port: u16) {
+fn udp_dport(m: &mut Exprs<'_>, port: u16) {
     m.e_meta(NFT_META_L4PROTO, NFT_REG_1);
     m.e_cmp(NFT_REG_1, NFT_CMP_EQ, &[17]);
     m.e_payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG_1);
@@ -54,19 +59,20 @@ fn udp_dport(m: &mut MsgBuf, port: u16) {
 /// `ct state ! established,related`: `(ct state & (established|related)) == 0` — a bitmask
 /// test; a flow that is new, untracked or invalid is gated, an established one never is, so
 /// an expired grant does not cut an open session.
-fn ct_not_established(m: &mut MsgBuf) {
+fn ct_not_established(m: &mut Exprs<'_>) {
     m.e_ct(NFT_CT_STATE, None, NFT_REG_1);
     m.e_bitwise_and(NFT_REG_1, CT_STATE_ESTABLISHED_RELATED);
     m.e_cmp(NFT_REG_1, NFT_CMP_EQ, &0u32.to_ne_bytes());
 }
 
-fn nfproto(m: &mut MsgBuf, fam: u8) {
+fn nfproto(m: &mut Exprs<'_>, fam: u8) {
     m.e_meta(NFT_META_NFPROTO, NFT_REG_1);
     m.e_cmp(NFT_REG_1, NFT_CMP_EQ, &[fam]);
 }
 
-/// The destination port the gate looks at: the packet's (`th dport`) on input, the
-/// conntrack original one (`ct original proto-dst`, the published port before DNAT) on forward.
+/// The destination port the gate looks at: the packet's (`th dport`), or the conntrack
+/// original one (`ct original proto-dst`: the port the client connected to, before DNAT or
+/// REDIRECT).
 #[derive(Clone, Copy)]
 enum Dport {
     Th,
@@ -74,7 +80,7 @@ enum Dport {
 }
 
 impl Dport {
-    fn load(self, m: &mut MsgBuf, reg: u32) {
+    fn load(self, m: &mut Exprs<'_>, reg: u32) {
         match self {
             Dport::Th => m.e_payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, reg),
             Dport::CtOriginal => m.e_ct(NFT_CT_PROTO_DST, Some(IP_CT_DIR_ORIGINAL), reg),
@@ -90,7 +96,7 @@ impl Dport {
 }
 
 /// `meta l4proto . DPORT @protected SADDR . meta l4proto . DPORT != @allow drop`.
-fn gate(m: &mut MsgBuf, fam: &Fam, dport: Dport) {
+fn gate(m: &mut Exprs<'_>, fam: &Fam, dport: Dport) {
     m.e_meta(NFT_META_L4PROTO, NFT_REG_1);
     dport.load(m, reg32(1));
     m.e_lookup(SET_PROTECTED, NFT_REG_1, 0);
@@ -107,12 +113,64 @@ fn gate(m: &mut MsgBuf, fam: &Fam, dport: Dport) {
     m.e_verdict(NF_DROP);
 }
 
+/// The mask that turns a source address into its knock rate key (the first `saddr_len` bytes
+/// count), or `None` when the prefix covers the whole address: no bitwise expression then,
+/// and nft prints a bare `ip saddr`.
+fn rate_mask(fam: &Fam, spec: &RulesetSpec) -> Option<[u8; 16]> {
+    let prefix = u32::from((fam.rate_prefix)(spec));
+    if prefix >= fam.saddr_len * 8 {
+        return None;
+    }
+    let mut mask = [0u8; 16];
+    for (i, b) in (0u32..).zip(mask.iter_mut()) {
+        let ones = prefix.saturating_sub(i * 8).min(8);
+        *b = (0xff_u16 << (8 - ones)) as u8;
+    }
+    Some(mask)
+}
+
+/// `SADDR [& MASK]` into register 1: the key of the knock rate sets.
+fn rate_key(m: &mut Exprs<'_>, fam: &Fam, spec: &RulesetSpec) {
+    m.e_payload(
+        NFT_PAYLOAD_NETWORK_HEADER,
+        fam.saddr_off,
+        fam.saddr_len,
+        NFT_REG_1,
+    );
+    if let Some(mask) = rate_mask(fam, spec) {
+        m.e_bitwise_mask(
+            NFT_REG_1,
+            mask.get(..fam.saddr_len as usize).unwrap_or(&mask),
+        );
+    }
+}
+
+/// [`rate_key`] as nft prints it: `ip6 saddr & ffff:ffff:ffff:ffff::`.
+fn rate_key_text(fam: &Fam, spec: &RulesetSpec) -> String {
+    match rate_mask(fam, spec) {
+        None => fam.saddr.to_string(),
+        Some(m) if fam.nfproto == NFPROTO_IPV4 => {
+            format!("{} & {}", fam.saddr, Ipv4Addr::new(m[0], m[1], m[2], m[3]))
+        }
+        Some(m) => format!("{} & {}", fam.saddr, Ipv6Addr::from(m)),
+    }
+}
+
+/// `ct status dnat ct state ! established,related` + the gate on the original port: a flow
+/// whose destination was NATed (DNAT, REDIRECT) is judged by the port the client asked for.
+fn gate_nated(m: &mut Exprs<'_>, fam: &Fam) {
+    m.e_ct(NFT_CT_STATUS, None, NFT_REG_1);
+    m.e_bitwise_and(NFT_REG_1, IPS_DST_NAT);
+    m.e_cmp(NFT_REG_1, NFT_CMP_NEQ, &0u32.to_ne_bytes());
+    ct_not_established(m);
+    nfproto(m, fam.nfproto);
+    gate(m, fam, Dport::CtOriginal);
+}
+
 /// udp lengths (header included) a knock may have.
 fn knock_udp_len(spec: &RulesetSpec) -> (u16, Option<(u16, u16)>) {
     let native = spec.native_len.saturating_add(UDP_HDR);
-    let fwknop = spec
-        .fwknop
-        .then_some((FWKNOP_MIN_LEN + UDP_HDR, FWKNOP_MAX_LEN + UDP_HDR));
+    let fwknop = spec.fwknop.then_some(FWKNOP_UDP_LEN);
     (native, fwknop)
 }
 
@@ -141,18 +199,23 @@ pub(super) fn add_all(nft: &mut Nft, spec: &RulesetSpec) {
             nft.add_rule(TABLE, CHAIN_KNOCK, |m| {
                 udp_dport(m, port);
                 nfproto(m, fam.nfproto);
-                m.e_payload(
-                    NFT_PAYLOAD_NETWORK_HEADER,
-                    fam.saddr_off,
-                    fam.saddr_len,
-                    NFT_REG_1,
-                );
+                rate_key(m, fam, spec);
                 m.e_dynset_limit(
                     fam.rate,
                     NFT_REG_1,
                     u64::from(spec.rate_limit),
                     spec.rate_limit.saturating_mul(2),
                 );
+                m.e_verdict(NF_DROP);
+            });
+            // Fail closed when the rate set is full: `nft_dynset_eval` cannot add the new
+            // source's element then, so the expression breaks, the rule above does not match
+            // and the knock would go on unlimited. A source the set does not hold is dropped.
+            nft.add_rule(TABLE, CHAIN_KNOCK, |m| {
+                udp_dport(m, port);
+                nfproto(m, fam.nfproto);
+                rate_key(m, fam, spec);
+                m.e_lookup(fam.rate, NFT_REG_1, NFT_LOOKUP_F_INV);
                 m.e_verdict(NF_DROP);
             });
         }
@@ -167,6 +230,7 @@ pub(super) fn add_all(nft: &mut Nft, spec: &RulesetSpec) {
         }
     });
     if spec.gate_input {
+        // The port the packet carries: every flow, NATed, untracked or not.
         for fam in &FAMS {
             nft.add_rule(TABLE, CHAIN_INPUT, |m| {
                 ct_not_established(m);
@@ -174,17 +238,16 @@ pub(super) fn add_all(nft: &mut Nft, spec: &RulesetSpec) {
                 gate(m, fam, Dport::Th);
             });
         }
+        // The port the client connected to, for flows the host NATed to itself: the input
+        // hook sees the port after NAT, so `redirect to :2223` of a protected tcp/22 would
+        // otherwise reach the service behind it ungated.
+        for fam in &FAMS {
+            nft.add_rule(TABLE, CHAIN_INPUT, |m| gate_nated(m, fam));
+        }
     }
     if spec.gate_forward {
         for fam in &FAMS {
-            nft.add_rule(TABLE, CHAIN_FORWARD, |m| {
-                m.e_ct(NFT_CT_STATUS, None, NFT_REG_1);
-                m.e_bitwise_and(NFT_REG_1, IPS_DST_NAT);
-                m.e_cmp(NFT_REG_1, NFT_CMP_NEQ, &0u32.to_ne_bytes());
-                ct_not_established(m);
-                nfproto(m, fam.nfproto);
-                gate(m, fam, Dport::CtOriginal);
-            });
+            nft.add_rule(TABLE, CHAIN_FORWARD, |m| gate_nated(m, fam));
         }
     }
 }
@@ -194,6 +257,13 @@ fn gate_text(fam: &Fam, dport: Dport) -> String {
     format!(
         "meta l4proto . {d} @{SET_PROTECTED} {} . meta l4proto . {d} != @{} drop",
         fam.saddr, fam.allow
+    )
+}
+
+fn gate_nated_text(fam: &Fam) -> String {
+    format!(
+        "ct status dnat ct state ! established,related {}",
+        gate_text(fam, Dport::CtOriginal)
     )
 }
 
@@ -251,14 +321,15 @@ pub fn render(spec: &RulesetSpec) -> String {
     }
     if spec.rate_limit > 0 {
         for fam in &FAMS {
+            let key = rate_key_text(fam, spec);
             let _ = writeln!(
                 s,
-                "\t\tudp dport {port} add @{} {{ {} limit rate over {}/second burst {} packets }} drop",
+                "\t\tudp dport {port} add @{} {{ {key} limit rate over {}/second burst {} packets }} drop",
                 fam.rate,
-                fam.saddr,
                 spec.rate_limit,
                 spec.rate_limit.saturating_mul(2)
             );
+            let _ = writeln!(s, "\t\tudp dport {port} {key} != @{} drop", fam.rate);
         }
     }
     let _ = writeln!(s, "\t}}\n");
@@ -277,16 +348,15 @@ pub fn render(spec: &RulesetSpec) -> String {
                 gate_text(fam, Dport::Th)
             );
         }
+        for fam in &FAMS {
+            let _ = writeln!(s, "\t\t{}", gate_nated_text(fam));
+        }
     }
     let _ = writeln!(s, "\t}}");
     if spec.gate_forward {
         let _ = writeln!(s, "\n\tchain {CHAIN_FORWARD} {{\n\t\ttype filter hook forward priority filter - 10; policy accept;");
         for fam in &FAMS {
-            let _ = writeln!(
-                s,
-                "\t\tct status dnat ct state ! established,related {}",
-                gate_text(fam, Dport::CtOriginal)
-            );
+            let _ = writeln!(s, "\t\t{}", gate_nated_text(fam));
         }
         let _ = writeln!(s, "\t}}");
     }

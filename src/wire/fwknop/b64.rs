@@ -10,7 +10,8 @@
 //! refuse some of the strings libfko accepts, hence this small codec. Nothing here allocates;
 //! callers hand in the output buffer.
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+pub(super) const ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Marks bytes outside the alphabet in [`DECODE`].
 const INVALID: u8 = 0xff;
@@ -77,6 +78,36 @@ pub(super) fn decode_into(parts: &[&[u8]], out: &mut [u8]) -> Option<usize> {
     Some(written)
 }
 
+/// Is the concatenation of `parts` the canonical unpadded encoding of the bytes
+/// [`decode_into`] reads from it, i.e. exactly what [`encode_into`] writes for them?
+///
+/// For a string of alphabet characters that means: no lone final character (which decodes to
+/// nothing) and zeros in the unused low bits of the final character (which decoding ignores).
+/// libfko accepts both (§5.4), so without this check a captured packet has more than one
+/// spelling. A character outside the alphabet (`=` included) makes the answer `false`.
+pub(super) fn is_canonical(parts: &[&[u8]]) -> bool {
+    let mut n = 0usize;
+    let mut last = None;
+    for &c in parts.iter().flat_map(|p| p.iter()) {
+        if !is_b64_char(c) {
+            return false;
+        }
+        n += 1;
+        last = Some(c);
+    }
+    let Some(v) = last.and_then(sextet) else {
+        return true;
+    };
+    match n % 4 {
+        0 => true,
+        1 => false,
+        // Two characters carry one byte: the last one's low 4 bits are unused.
+        2 => v & 0x0f == 0,
+        // Three characters carry two bytes: the last one's low 2 bits are unused.
+        _ => v & 0x03 == 0,
+    }
+}
+
 /// Encode `input` without padding into `out`; returns the number of characters written, or
 /// `None` if `out` is shorter than [`encoded_len`]`(input.len())`.
 pub(super) fn encode_into(input: &[u8], out: &mut [u8]) -> Option<usize> {
@@ -135,6 +166,23 @@ pub fn decode_b64_lenient(s: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
     use base64::Engine as _;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn encoder_output_is_canonical(data in proptest::collection::vec(any::<u8>(), 0..80)) {
+            prop_assert!(is_canonical(&[enc(&data).as_bytes()]));
+        }
+
+        /// Canonical ⇔ re-encoding the decoded bytes gives the same string back.
+        #[test]
+        fn canonical_iff_it_re_encodes_to_itself(s in "[A-Za-z0-9+/]{0,40}", cut in 0usize..40) {
+            let b = s.as_bytes();
+            let (x, y) = b.split_at(cut.min(b.len()));
+            let decoded = decode_b64_lenient(&s).unwrap();
+            prop_assert_eq!(is_canonical(&[x, y]), enc(&decoded) == s, "{}", s);
+        }
+    }
 
     fn enc(b: &[u8]) -> String {
         encode_string(b)
@@ -193,6 +241,36 @@ mod tests {
         assert_eq!(&out[..4], b"root");
         assert_eq!(decode_into(&[b"U2FsdGVkX1"], &mut out), Some(7));
         assert_eq!(&out[..7], b"Salted_");
+    }
+
+    #[test]
+    fn canonical_is_exactly_what_the_encoder_writes() {
+        assert!(is_canonical(&[b"cm9vdA"]));
+        assert!(is_canonical(&[b"cm9v", b"dA"]));
+        assert!(is_canonical(&[b""]));
+        assert!(is_canonical(&[]));
+        // Spare bits set, a lone final character, padding, foreign characters.
+        assert!(is_canonical(&[b"cm9vZA"]) && is_canonical(&[b"cm9vZm8"]));
+        for bad in [
+            "cm9vdB", "cm9vdP", "cm9vZm9", "cm9vZ", "Q", "cm9vdA==", "cm9v dA",
+        ] {
+            assert!(!is_canonical(&[bad.as_bytes()]), "{bad}");
+        }
+        // "U2FsdGVkX1" ends in the middle of a group: the split does not matter.
+        for (tail, ok) in [
+            ("8A", true),
+            ("8AB", false),
+            ("8AAA", true),
+            ("8AAB", false),
+            ("8AAAA", true),
+            ("8AAAB", false),
+        ] {
+            assert_eq!(
+                is_canonical(&[b"U2FsdGVkX1", tail.as_bytes()]),
+                ok,
+                "{tail}"
+            );
+        }
     }
 
     #[test]

@@ -1,23 +1,28 @@
 //! Rijndael as libfko uses it (`lib/cipher_funcs.c`, `lib/rijndael.c`; FWKNOP-WIRE.md §3).
 //!
 //! Key and IV come from OpenSSL's `EVP_BytesToKey(aes-256, md5, salt, pass, 1)`: always
-//! AES-256, whatever the passphrase length. The block modes are written here on top of the
-//! `aes` block cipher (a few lines each) instead of pulling five mode crates; all of them run
-//! over whole 16-byte blocks because libfko PKCS#7-pads in every mode.
+//! AES-256, whatever the passphrase length. The block modes are RustCrypto's (`cbc`,
+//! `cfb-mode`, `ofb`, `ctr`) over `aes`: libfko's `block_encrypt`/`block_decrypt` are the
+//! standard modes (CFB-128, 128-bit big-endian CTR from the IV; FWKNOP-WIRE.md §3.2), and ECB is
+//! `aes`'s own `*_blocks`. What stays here is what libfko does its own way: legacy mode's
+//! passphrase handling, `EVP_BytesToKey`, and the lenient padding removal. Every mode runs over
+//! whole 16-byte blocks because libfko PKCS#7-pads in every mode; the padding is ours, never
+//! the crates'.
 
-use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
+use aes::cipher::{
+    BlockCipherDecrypt, BlockCipherEncrypt, BlockModeDecrypt, BlockModeEncrypt, InnerIvInit,
+    KeyInit, StreamCipherCore,
+};
 use aes::{Aes256, Block};
 use md5::{Digest, Md5};
 use zeroize::Zeroizing;
 
-use super::EncMode;
+use super::{EncMode, MAX_KEY_LEN};
 
 /// AES block size.
 pub(super) const BLOCK: usize = 16;
 /// `RIJNDAEL_MIN_KEYSIZE` (lib/rijndael.h): legacy mode pads the passphrase to this length.
 const LEGACY_KEY_LEN: usize = 16;
-/// Largest passphrase libfko accepts (`RIJNDAEL_MAX_KEYSIZE`).
-pub(super) const MAX_PASS_LEN: usize = 32;
 
 /// An AES-256 key schedule plus the IV, both derived from one packet's salt.
 pub(super) struct PacketCipher {
@@ -36,12 +41,12 @@ impl Drop for PacketCipher {
 /// legacy mode (`FKO_ENC_MODE_CBC_LEGACY_IV`) a passphrase shorter than 16 bytes is
 /// right-padded with ASCII '0'; fwknopd (`access.c`) and the client both truncate a longer one
 /// to 16 bytes.
-fn passphrase(key: &[u8], mode: EncMode) -> Zeroizing<([u8; MAX_PASS_LEN], usize)> {
-    let mut buf = Zeroizing::new(([0u8; MAX_PASS_LEN], 0usize));
+fn passphrase(key: &[u8], mode: EncMode) -> Zeroizing<([u8; MAX_KEY_LEN], usize)> {
+    let mut buf = Zeroizing::new(([0u8; MAX_KEY_LEN], 0usize));
     let take = if mode == EncMode::Legacy {
         key.len().min(LEGACY_KEY_LEN)
     } else {
-        key.len().min(MAX_PASS_LEN)
+        key.len().min(MAX_KEY_LEN)
     };
     let (arr, len) = &mut *buf;
     if let (Some(dst), Some(src)) = (arr.get_mut(..take), key.get(..take)) {
@@ -75,70 +80,49 @@ impl PacketCipher {
     /// that the length is a multiple of 16 first).
     pub(super) fn decrypt(&self, mode: EncMode, data: &mut [u8]) {
         let (blocks, _) = Block::slice_as_chunks_mut(data);
-        let mut prev: Block = self.iv.into();
+        let iv = self.iv();
+        let aes = &self.aes;
         match mode {
-            EncMode::Ecb => self.aes.decrypt_blocks(blocks),
+            EncMode::Ecb => aes.decrypt_blocks(blocks),
             EncMode::Cbc | EncMode::Legacy => {
-                for b in blocks {
-                    let c = *b;
-                    self.aes.decrypt_block(b);
-                    xor(b, &prev);
-                    prev = c;
-                }
+                cbc::Decryptor::inner_iv_init(aes, &iv).decrypt_blocks(blocks)
             }
-            EncMode::Cfb => {
-                // CFB-128: P_i = C_i ⊕ E(C_{i-1}), C_{-1} = IV.
-                for b in blocks {
-                    let c = *b;
-                    self.aes.encrypt_block(&mut prev);
-                    xor(b, &prev);
-                    prev = c;
-                }
-            }
-            EncMode::Ofb | EncMode::Ctr => self.keystream(mode, blocks),
+            EncMode::Cfb => cfb_mode::Decryptor::inner_iv_init(aes, &iv).decrypt_blocks(blocks),
+            EncMode::Ofb | EncMode::Ctr => Self::keystream(aes, &iv, mode, blocks),
         }
     }
 
-    /// Encrypt `data` in place (encoder side).
+    /// Encrypt `data` in place (encoder side); same block rule as [`Self::decrypt`].
     pub(super) fn encrypt(&self, mode: EncMode, data: &mut [u8]) {
         let (blocks, _) = Block::slice_as_chunks_mut(data);
-        let mut prev: Block = self.iv.into();
+        let iv = self.iv();
+        let aes = &self.aes;
         match mode {
-            EncMode::Ecb => self.aes.encrypt_blocks(blocks),
+            EncMode::Ecb => aes.encrypt_blocks(blocks),
             EncMode::Cbc | EncMode::Legacy => {
-                for b in blocks {
-                    xor(b, &prev);
-                    self.aes.encrypt_block(b);
-                    prev = *b;
-                }
+                cbc::Encryptor::inner_iv_init(aes, &iv).encrypt_blocks(blocks)
             }
-            EncMode::Cfb => {
-                for b in blocks {
-                    self.aes.encrypt_block(&mut prev);
-                    xor(b, &prev);
-                    prev = *b;
-                }
-            }
-            EncMode::Ofb | EncMode::Ctr => self.keystream(mode, blocks),
+            EncMode::Cfb => cfb_mode::Encryptor::inner_iv_init(aes, &iv).encrypt_blocks(blocks),
+            EncMode::Ofb | EncMode::Ctr => Self::keystream(aes, &iv, mode, blocks),
         }
     }
 
-    /// OFB and CTR are their own inverse: XOR with a keystream.
-    fn keystream(&self, mode: EncMode, blocks: &mut [Block]) {
-        let mut state = self.iv;
-        for b in blocks {
-            let mut ks: Block = state.into();
-            self.aes.encrypt_block(&mut ks);
-            xor(b, &ks);
-            if mode == EncMode::Ofb {
-                state.copy_from_slice(&ks);
-            } else {
-                // 128-bit big-endian counter, carry through all 16 bytes (§3.2).
-                state = u128::from_be_bytes(state).wrapping_add(1).to_be_bytes();
-            }
-            zeroize::Zeroize::zeroize(ks.as_mut_slice());
+    /// The IV as the crates take it, wiped after use.
+    fn iv(&self) -> Zeroizing<Block> {
+        Zeroizing::new(self.iv.into())
+    }
+
+    /// OFB and CTR are their own inverse: XOR with a keystream. The mode cores run on whole
+    /// blocks (no partial-block buffer). CTR is `Ctr128BE`: the whole IV is the counter, +1 per
+    /// block with the carry through all 16 bytes, wrapping at 2^128 (`lib/rijndael.c`
+    /// `block_encrypt`, `MODE_CTR`: its `carry_flg` loop; FWKNOP-WIRE.md §3.2).
+    fn keystream(aes: &Aes256, iv: &Block, mode: EncMode, blocks: &mut [Block]) {
+        if mode == EncMode::Ofb {
+            ofb::OfbCore::inner_iv_init(aes, iv).apply_keystream_blocks(blocks);
+        } else {
+            ctr::CtrCore::<_, ctr::flavors::Ctr128BE>::inner_iv_init(aes, iv)
+                .apply_keystream_blocks(blocks);
         }
-        zeroize::Zeroize::zeroize(&mut state);
     }
 }
 
@@ -170,13 +154,6 @@ fn evp_bytes_to_key(key: &[u8], salt: &[u8; 8], mode: EncMode) -> Zeroizing<[u8;
 fn unreachable_key_len() -> ! {
     // `new_from_slice` only fails on a length other than 32, and we always pass 32 bytes.
     unreachable!("AES-256 key slice is 32 bytes")
-}
-
-#[inline]
-fn xor(b: &mut Block, with: &Block) {
-    for (x, y) in b.iter_mut().zip(with.iter()) {
-        *x ^= *y;
-    }
 }
 
 /// libfko's padding removal (`rij_decrypt`): if the last byte `n` is at most 16 and the last
@@ -317,6 +294,52 @@ mod tests {
         c.aes.encrypt_block(&mut ctr);
         expect[16..].copy_from_slice(&ctr);
         assert_eq!(two, expect);
+    }
+
+    /// The CTR counter wraps from 2^128 - 1 to 0, as libfko's byte-wise carry does.
+    #[test]
+    fn ctr_counter_wraps_at_2_pow_128() {
+        let (mut c, _) = sp800_38a();
+        c.iv = [0xff; 16];
+        let mut two = [0u8; 32];
+        c.encrypt(EncMode::Ctr, &mut two);
+        let mut first: Block = [0xff; 16].into();
+        c.aes.encrypt_block(&mut first);
+        let mut second: Block = [0u8; 16].into();
+        c.aes.encrypt_block(&mut second);
+        assert_eq!(&two[..16], first.as_slice());
+        assert_eq!(&two[16..], second.as_slice());
+    }
+
+    /// Every mode: decrypt inverts encrypt for 1..=6 blocks, a trailing partial block is left
+    /// as it was, and a one-block message is its own prefix of a longer one (the modes carry
+    /// no state between calls other than the IV).
+    #[test]
+    fn every_mode_round_trips_and_leaves_a_partial_block_alone() {
+        let salt = [3u8; 8];
+        for mode in EncMode::ALL {
+            let c = PacketCipher::derive(b"fwknoptest", &salt, mode);
+            let pt: Vec<u8> = (0..6 * BLOCK + 5).map(|i| i as u8).collect();
+            let mut full = pt.clone();
+            c.encrypt(mode, &mut full);
+            assert_eq!(&full[6 * BLOCK..], &pt[6 * BLOCK..], "{mode} tail");
+            assert_ne!(&full[..BLOCK], &pt[..BLOCK], "{mode} encrypts");
+            for n in 1..=6 {
+                let mut buf = pt[..n * BLOCK + 3].to_vec();
+                c.encrypt(mode, &mut buf);
+                assert_eq!(&buf[..n * BLOCK], &full[..n * BLOCK], "{mode} {n} blocks");
+                assert_eq!(
+                    &buf[n * BLOCK..],
+                    &pt[n * BLOCK..n * BLOCK + 3],
+                    "{mode} tail"
+                );
+                c.decrypt(mode, &mut buf);
+                assert_eq!(buf, &pt[..n * BLOCK + 3], "{mode} {n} blocks decrypt");
+            }
+            let mut short = pt[..BLOCK - 1].to_vec();
+            c.decrypt(mode, &mut short);
+            assert_eq!(short, &pt[..BLOCK - 1], "{mode} less than a block");
+        }
     }
 
     #[test]

@@ -1,7 +1,11 @@
 use std::collections::BTreeMap;
 
+use super::fwknopd_conf::{parse_fwknopd_conf, DaemonSettings};
+use super::syntax::{is_yes, split_line};
+use super::values::{parse_net, parse_ports};
 use super::*;
 use crate::config::{Config, Credential};
+use crate::wire::fwknop::{EncMode, HmacType};
 
 // Keyset `A_keygen_default` of shared/fwknop-vectors.jsonl (made by `fwknop --key-gen`).
 const A_KEY: &str = "oQIY1T7kis/kyV9QHh/Fe2cpnA0SvOAy995h7HWCMvE=";
@@ -144,9 +148,7 @@ fn trailing_colon_semicolon_comments_and_lines_before_the_first_source() {
     assert_eq!(crate::access::format_list(&client.allow), "tcp/22,udp/53");
     assert_eq!(
         *fwknop_key(client).key,
-        super::super::secret::decode_fwknop_base64(A_KEY)
-            .unwrap()
-            .to_vec()
+        crate::config::decode_fwknop_base64(A_KEY).unwrap().to_vec()
     );
     assert!(has(
         &i,
@@ -502,7 +504,7 @@ fn expiry_forms() {
     let at = |extra: &str| config(&run(&stanza(extra))).clients[0].expires_at;
     assert_eq!(
         at("ACCESS_EXPIRE 1/5/2027\n"),
-        crate::config::values::date_to_unix(2027, 1, 5)
+        crate::config::date_to_unix(2027, 1, 5)
     );
     assert_eq!(at("ACCESS_EXPIRE 01/31/27\n"), Some(1_801_353_600));
     assert_eq!(at("ACCESS_EXPIRE_EPOCH 1900000000\n"), Some(1_900_000_000));
@@ -680,6 +682,47 @@ fn key_problems_refuse_the_stanza() {
     // Legacy without HMAC converts (with the checker's own warning left to `nfknock check`).
     let i = run("SOURCE ANY\nKEY fwknoptest\nENCRYPTION_MODE legacy\nOPEN_PORTS tcp/22\nREQUIRE_SOURCE_ADDRESS Y\n");
     assert_eq!(fwknop_key(&config(&i).clients[0]).mode, EncMode::Legacy);
+}
+
+/// The key limits are the wire format's (`wire::fwknop`, fwknop's `RIJNDAEL_MAX_KEYSIZE` and
+/// `MAX_DIGEST_BLOCK_LEN`), not a copy: a key of the longest length converts, one byte more is
+/// refused with the limit in the message.
+#[test]
+fn key_limits_are_the_wire_formats() {
+    use crate::wire::fwknop::{MAX_HMAC_KEY_LEN, MAX_KEY_LEN};
+    let access = |key_len: usize, hmac_len: usize| {
+        format!(
+            "SOURCE ANY\nKEY {}\nHMAC_KEY {}\nOPEN_PORTS tcp/22\nREQUIRE_SOURCE_ADDRESS Y\n",
+            "k".repeat(key_len),
+            "h".repeat(hmac_len)
+        )
+    };
+    let i = run(&access(MAX_KEY_LEN, MAX_HMAC_KEY_LEN));
+    let k = fwknop_key(&config(&i).clients[0]).clone();
+    assert_eq!(
+        (k.key.len(), k.hmac_key.map(|h| h.len())),
+        (MAX_KEY_LEN, Some(MAX_HMAC_KEY_LEN))
+    );
+    let i = run(&access(MAX_KEY_LEN + 1, MAX_HMAC_KEY_LEN));
+    assert!(i.toml.is_none(), "{:#?}", i.diags);
+    assert!(has(
+        &i,
+        Level::Error,
+        &format!(
+            "KEY is {} bytes long; an fwknop key is 1 to {MAX_KEY_LEN} bytes",
+            MAX_KEY_LEN + 1
+        )
+    ));
+    let i = run(&access(MAX_KEY_LEN, MAX_HMAC_KEY_LEN + 1));
+    assert!(i.toml.is_none(), "{:#?}", i.diags);
+    assert!(has(
+        &i,
+        Level::Error,
+        &format!(
+            "HMAC_KEY is {} bytes long; an fwknop HMAC key is 1 to {MAX_HMAC_KEY_LEN} bytes",
+            MAX_HMAC_KEY_LEN + 1
+        )
+    ));
 }
 
 #[test]
@@ -866,6 +909,61 @@ fn fwknopd_conf_settings_reach_the_server_section() {
 fn the_reminder_says_umask() {
     let r = secrecy_reminder(Path::new("/etc/fwknop/access.conf"));
     assert!(r.contains("umask 077; nfknock import-fwknop --access-conf /etc/fwknop/access.conf ... > /etc/nfknock/nfknock.toml"), "{r}");
+}
+
+// --- purity --------------------------------------------------------------------------------
+
+/// The importer's source files, for the purity check below.
+const SOURCES: &[(&str, &str)] = &[
+    ("mod.rs", include_str!("mod.rs")),
+    ("access_conf.rs", include_str!("access_conf.rs")),
+    ("convert.rs", include_str!("convert.rs")),
+    ("fwknopd_conf.rs", include_str!("fwknopd_conf.rs")),
+    ("render.rs", include_str!("render.rs")),
+    ("stanza.rs", include_str!("stanza.rs")),
+    ("syntax.rs", include_str!("syntax.rs")),
+    ("values.rs", include_str!("values.rs")),
+    ("variables.rs", include_str!("variables.rs")),
+];
+
+/// The importer is pure (architecture issue: reading files belongs to the edge, `sys`): no
+/// file of it names the file system, the environment, a clock or a process, so every file it
+/// reads comes through the `Loader` it is given. Every `mod` of mod.rs is checked.
+#[test]
+fn the_importer_reads_files_only_through_its_loader() {
+    let (_, root) = SOURCES[0];
+    for line in root.lines() {
+        if let Some(m) = line.strip_prefix("mod ").and_then(|m| m.strip_suffix(';')) {
+            let file = format!("{m}.rs");
+            assert!(
+                m == "tests" || SOURCES.iter().any(|(f, _)| *f == file),
+                "src/fwknop_import/{file} is not in SOURCES; add it so its purity is checked"
+            );
+        }
+    }
+    let forbidden = [
+        "std::fs",
+        "std::env",
+        "std::io",
+        "std::process",
+        "std::time",
+        "File::",
+        "read_dir",
+        "canonicalize",
+        "libc::",
+        "unsafe",
+    ];
+    for (file, text) in SOURCES {
+        for (n, line) in text.lines().enumerate() {
+            for f in forbidden {
+                assert!(
+                    !line.contains(f),
+                    "src/fwknop_import/{file}:{}: `{f}` in the pure importer; read through the `Loader` (the file system one is `sys::FsLoader`)",
+                    n + 1
+                );
+            }
+        }
+    }
 }
 
 proptest::proptest! {

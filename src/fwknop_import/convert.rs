@@ -1,0 +1,133 @@
+//! The whole import: a client name for every stanza, each stanza converted, and nfknock's own
+//! checker ([`crate::config::parse_str`]) as the judge of each client and of the whole
+//! document, so a stanza it would refuse is reported (and left out) here rather than by
+//! `nfknock check` later.
+
+use std::path::Path;
+
+use zeroize::Zeroizing;
+
+use super::access_conf::{Parsed, Stanza};
+use super::fwknopd_conf::DaemonSettings;
+use super::render::{render_client, render_header, render_server};
+use super::stanza::convert_stanza;
+use super::{Diag, Import, Level, Options};
+
+/// `[A-Za-z0-9_.@-]{1,64}`, nfknock's client name rule.
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.@-".contains(&b))
+}
+
+/// Decide every stanza's client name: `# name:` if valid and unique, else `fwknop-<n>`.
+fn names(stanzas: &[Stanza], diags: &mut Vec<Diag>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for st in stanzas {
+        let fallback = format!("fwknop-{}", st.index);
+        let name = match &st.name {
+            None => fallback,
+            Some((n, origin)) if !valid_name(n) => {
+                diags.push(Diag {
+                    level: Level::Warning,
+                    origin: Some(origin.clone()),
+                    stanza: Some(fallback.clone()),
+                    message: format!("`# name: {n}` is not a valid client name (1 to 64 letters, digits and `_.@-`); using `{fallback}`"),
+                });
+                fallback
+            }
+            Some((n, origin))
+                if out.contains(n)
+                    || stanzas
+                        .iter()
+                        .any(|o| o.name.is_none() && format!("fwknop-{}", o.index) == *n) =>
+            {
+                diags.push(Diag {
+                    level: Level::Warning,
+                    origin: Some(origin.clone()),
+                    stanza: Some(fallback.clone()),
+                    message: format!("`# name: {n}` is already taken; using `{fallback}`"),
+                });
+                fallback
+            }
+            Some((n, _)) => n.clone(),
+        };
+        out.push(name);
+    }
+    out
+}
+
+/// Convert every stanza of `parsed` (with the `[server]` section from `daemon`) and render
+/// what converted, in the message order [`Import::diags`] documents.
+pub(super) fn convert(parsed: Parsed, daemon: Option<&DaemonSettings>, opts: &Options) -> Import {
+    let Parsed { stanzas, mut diags } = parsed;
+    if let Some(dm) = daemon {
+        diags.extend(dm.diags.iter().cloned());
+    }
+    let names = names(&stanzas, &mut diags);
+    let server = render_server(daemon);
+    let mut clients = Vec::new();
+    let mut failed = 0;
+    for (st, name) in stanzas.iter().zip(names) {
+        match convert_stanza(st, name, opts, &mut diags) {
+            None => failed += 1,
+            Some(c) => {
+                // The checker is the judge: render this client alone and let it look.
+                let text = render_client(&c);
+                let doc = Zeroizing::new(format!("{server}\n{}", text.as_str()));
+                match crate::config::parse_str(&doc, Path::new("<imported>")) {
+                    Ok(_) => clients.push((c, text)),
+                    Err(errs) => {
+                        failed += 1;
+                        for p in errs.0 {
+                            diags.push(Diag {
+                                level: Level::Error,
+                                origin: Some(st.origin.clone()),
+                                stanza: Some(c.name.clone()),
+                                message: format!("the converted client would be refused by `nfknock check`: `{}`: {}", p.key.unwrap_or_default(), p.message),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if stanzas.is_empty() {
+        diags.push(Diag {
+            level: Level::Error,
+            origin: None,
+            stanza: None,
+            message: "no SOURCE line found, so there is no stanza to import; check that this is fwknopd's access.conf".to_string(),
+        });
+    }
+    let toml = (!clients.is_empty()).then(|| {
+        let mut out = Zeroizing::new(String::new());
+        out.push_str(&render_header(daemon.is_some()));
+        out.push_str(&server);
+        for (_, text) in &clients {
+            out.push('\n');
+            out.push_str(text);
+        }
+        out
+    });
+    // The whole document is checked too (the clients together: names, protect).
+    if let Some(t) = &toml {
+        if let Err(errs) = crate::config::parse_str(t, Path::new("<imported>")) {
+            for p in errs.0 {
+                diags.push(Diag {
+                    level: Level::Error,
+                    origin: None,
+                    stanza: None,
+                    message: format!("the imported config is refused by `nfknock check`: {p}"),
+                });
+            }
+        }
+    }
+    Import {
+        toml,
+        diags,
+        clients: clients.into_iter().map(|(c, _)| c.name).collect(),
+        failed,
+    }
+}

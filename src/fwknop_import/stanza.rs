@@ -1,0 +1,435 @@
+//! One access.conf stanza → one nfknock client ([`ClientOut`]): a warning for everything that
+//! is dropped or behaves differently, an error (and no client) for everything that cannot be
+//! carried over. As in fwknopd, the last line setting a variable wins.
+
+use ipnet::Ipv4Net;
+use zeroize::Zeroizing;
+
+use super::access_conf::{Origin, Setting, Stanza};
+use super::syntax::is_yes;
+use super::values::{hmac_type, parse_expire_date, parse_nets, parse_ports, parse_seconds};
+use super::variables::{unmapped, Unmapped, GPG_ADVICE, MAPPED};
+use super::{Diag, Level, Options, FWKNOP_DEFAULT_MAX_TIMEOUT, FWKNOP_DEFAULT_TIMEOUT};
+use crate::access::Access;
+use crate::wire::fwknop::{EncMode, HmacType, MAX_HMAC_KEY_LEN, MAX_KEY_LEN};
+
+/// A key as written in access.conf.
+pub(super) enum KeyText {
+    /// `KEY` / `HMAC_KEY`: the bytes of the string.
+    Text(Zeroizing<String>),
+    /// `KEY_BASE64` / `HMAC_KEY_BASE64`.
+    Base64(Zeroizing<String>),
+}
+
+/// A stanza converted to an nfknock client.
+pub(super) struct ClientOut {
+    pub(super) name: String,
+    pub(super) origin: Origin,
+    pub(super) source_text: String,
+    pub(super) sources: Vec<Ipv4Net>,
+    pub(super) destinations: Vec<Ipv4Net>,
+    pub(super) allow: Vec<Access>,
+    pub(super) allow_comment: Option<String>,
+    pub(super) deny: Vec<Access>,
+    pub(super) timeout: u32,
+    pub(super) max_timeout: u32,
+    pub(super) require_source_match: bool,
+    pub(super) require_username: Option<String>,
+    pub(super) expires_at: Option<(u64, String)>,
+    pub(super) key: KeyText,
+    pub(super) hmac: Option<(KeyText, HmacType)>,
+    pub(super) mode: EncMode,
+}
+
+/// Collects the messages of one stanza.
+struct StanzaDiags<'a> {
+    label: String,
+    out: &'a mut Vec<Diag>,
+    errors: usize,
+}
+
+impl StanzaDiags<'_> {
+    fn push(&mut self, level: Level, origin: &Origin, message: String) {
+        if level == Level::Error {
+            self.errors += 1;
+        }
+        self.out.push(Diag {
+            level,
+            origin: Some(origin.clone()),
+            stanza: Some(self.label.clone()),
+            message,
+        });
+    }
+    fn warn(&mut self, origin: &Origin, message: String) {
+        self.push(Level::Warning, origin, message);
+    }
+    fn error(&mut self, origin: &Origin, message: String) {
+        self.push(Level::Error, origin, message);
+    }
+}
+
+/// Decoded bytes of a key (for length and equality checks).
+fn key_bytes(k: &KeyText) -> Option<Zeroizing<Vec<u8>>> {
+    match k {
+        KeyText::Text(t) => Some(Zeroizing::new(t.as_bytes().to_vec())),
+        KeyText::Base64(b) => crate::config::decode_fwknop_base64(b),
+    }
+}
+
+fn key_text(setting: &Setting) -> KeyText {
+    let v = Zeroizing::new(setting.value.to_string());
+    if setting.var.ends_with("_BASE64") {
+        KeyText::Base64(v)
+    } else {
+        KeyText::Text(v)
+    }
+}
+
+/// Check one key's form and length; `max` in bytes.
+fn check_key(
+    d: &mut StanzaDiags<'_>,
+    setting: &Setting,
+    key: &KeyText,
+    max: usize,
+    what: &str,
+) -> bool {
+    let var = &setting.var;
+    if setting.value.as_str() == "__CHANGEME__" {
+        d.error(&setting.origin, format!("{var} is fwknop's placeholder `__CHANGEME__`; generate real keys with `fwknop --key-gen` and give them to the client"));
+        return false;
+    }
+    match key_bytes(key) {
+        None => {
+            d.error(
+                &setting.origin,
+                format!("{var} is not valid base64; paste the value printed by `fwknop --key-gen`"),
+            );
+            false
+        }
+        Some(b) if b.is_empty() || b.len() > max => {
+            d.error(&setting.origin, format!("{var} is {} bytes long; an fwknop {what} is 1 to {max} bytes; generate one with `fwknop --key-gen`", b.len()));
+            false
+        }
+        Some(_) => true,
+    }
+}
+
+pub(super) fn convert_stanza(
+    st: &Stanza,
+    name: String,
+    opts: &Options,
+    diags: &mut Vec<Diag>,
+) -> Option<ClientOut> {
+    let mut d = StanzaDiags {
+        label: name.clone(),
+        out: diags,
+        errors: 0,
+    };
+
+    // Unmapped variables first, in file order.
+    let mut gpg = false;
+    for s in &st.settings {
+        if MAPPED.contains(&s.var.as_str()) {
+            continue;
+        }
+        let v = s.value.as_str();
+        match unmapped(&s.var) {
+            Some(Unmapped::Always(m)) => {
+                gpg |= s.var.starts_with("GPG_");
+                // Never echo a value that may be a secret (GPG_DECRYPT_PW).
+                d.warn(&s.origin, format!("{}: {m}", s.var));
+            }
+            Some(Unmapped::IfYes(m)) if is_yes(v) => d.warn(&s.origin, format!("{} {v}: {m}", s.var)),
+            Some(Unmapped::RefuseIfYes(m)) if is_yes(v) => d.error(&s.origin, format!("{} {v}: {m}", s.var)),
+            Some(Unmapped::IfYes(_)) | Some(Unmapped::RefuseIfYes(_)) => {}
+            Some(Unmapped::Refuse(m)) => d.error(&s.origin, format!("{}: {m}", s.var)),
+            None => d.warn(&s.origin, format!("unknown access.conf variable `{}`; fwknopd ignores it too, and so does the import", s.var)),
+        }
+    }
+
+    // SOURCE (always present: it started the stanza).
+    let source = st
+        .get("SOURCE")
+        .map_or("", |s| s.value.as_str())
+        .to_string();
+    let sources = match parse_nets(&source) {
+        Ok((nets, notes)) => {
+            for n in notes {
+                d.warn(&st.origin, format!("SOURCE {n}"));
+            }
+            Some(nets.unwrap_or_else(|| vec![Ipv4Net::default()]))
+        }
+        Err(m) => {
+            d.error(&st.origin, format!("SOURCE {m}"));
+            None
+        }
+    };
+    let destinations = match st.get("DESTINATION") {
+        None => Some(Vec::new()),
+        Some(s) => match parse_nets(&s.value) {
+            Ok((nets, notes)) => {
+                for n in notes {
+                    d.warn(&s.origin, format!("DESTINATION {n}"));
+                }
+                Some(nets.unwrap_or_default())
+            }
+            Err(m) => {
+                d.error(&s.origin, format!("DESTINATION {m}"));
+                None
+            }
+        },
+    };
+
+    // Ports.
+    let mut allow_comment = None;
+    let allow = match st.get("OPEN_PORTS") {
+        Some(s) => match parse_ports(&s.value) {
+            Ok(v) => Some(v),
+            Err(m) => {
+                d.error(
+                    &s.origin,
+                    format!("OPEN_PORTS {m}; fix it (fwknopd refuses it too)"),
+                );
+                None
+            }
+        },
+        None => match &opts.protect {
+            Some(list) => {
+                allow_comment = Some("no OPEN_PORTS: the --protect list".to_string());
+                Some(list.clone())
+            }
+            None => {
+                d.error(&st.origin, "has no OPEN_PORTS, so fwknopd let it open any port; an nfknock client needs an explicit allow list: pass the ports it may open with `--protect tcp/22,...` (or add OPEN_PORTS to the stanza)".to_string());
+                None
+            }
+        },
+    };
+    let deny = match st.get("RESTRICT_PORTS") {
+        None => Some(Vec::new()),
+        Some(s) => match parse_ports(&s.value) {
+            Ok(v) => Some(v),
+            Err(m) => {
+                d.error(
+                    &s.origin,
+                    format!("RESTRICT_PORTS {m}; fix it (fwknopd refuses it too)"),
+                );
+                None
+            }
+        },
+    };
+
+    // Timeouts.
+    let seconds = |d: &mut StanzaDiags<'_>, var: &str, default: u32| -> Option<u32> {
+        match st.get(var) {
+            None => Some(default),
+            Some(s) => match parse_seconds(&s.value) {
+                Some(0) => Some(default),
+                Some(n) => Some(u32::try_from(n).unwrap_or(u32::MAX)),
+                None => {
+                    d.error(
+                        &s.origin,
+                        format!("{var} `{}` is not a number of seconds", s.value.as_str()),
+                    );
+                    None
+                }
+            },
+        }
+    };
+    let timeout = seconds(&mut d, "FW_ACCESS_TIMEOUT", FWKNOP_DEFAULT_TIMEOUT);
+    let mut max_timeout = seconds(&mut d, "MAX_FW_TIMEOUT", FWKNOP_DEFAULT_MAX_TIMEOUT);
+    let mut timeout = timeout;
+    let week = crate::config::MAX_MAX_TIMEOUT;
+    if let Some(m) = max_timeout.filter(|&m| m > week) {
+        let origin = st.get("MAX_FW_TIMEOUT").map_or(&st.origin, |s| &s.origin);
+        d.warn(
+            origin,
+            format!(
+                "MAX_FW_TIMEOUT {m} is more than nfknock's limit of one week; max_timeout = {week}"
+            ),
+        );
+        max_timeout = Some(week);
+    }
+    if let Some(t) = timeout.filter(|&t| t > week) {
+        let origin = st
+            .get("FW_ACCESS_TIMEOUT")
+            .map_or(&st.origin, |s| &s.origin);
+        d.warn(
+            origin,
+            format!(
+                "FW_ACCESS_TIMEOUT {t} is more than nfknock's limit of one week; timeout = {week}"
+            ),
+        );
+        timeout = Some(week);
+    }
+    if let (Some(t), Some(m)) = (timeout, max_timeout) {
+        if t > m {
+            // fwknopd caps only client-requested timeouts; nfknock requires timeout <= max_timeout.
+            let origin = st
+                .get("FW_ACCESS_TIMEOUT")
+                .map_or(&st.origin, |s| &s.origin);
+            d.warn(origin, format!("FW_ACCESS_TIMEOUT {t} is more than MAX_FW_TIMEOUT {m}; nfknock needs timeout <= max_timeout, so max_timeout = {t} (a client asking with `fwknop -f` may now get up to {t}s)"));
+            max_timeout = Some(t);
+        }
+    }
+
+    // Policy.
+    let require_username = match st.get("REQUIRE_USERNAME") {
+        None => Some(None),
+        Some(s) if s.value.contains(':') => {
+            d.error(&s.origin, "REQUIRE_USERNAME contains `:`, which no fwknop user name can (it separates the packet's fields); fix the name".to_string());
+            None
+        }
+        Some(s) => Some(Some(s.value.to_string())),
+    };
+    let require_source_match = match st.last_of(&["REQUIRE_SOURCE_ADDRESS", "REQUIRE_SOURCE"]) {
+        Some(s) if is_yes(&s.value) => true,
+        other => {
+            let origin = other.map_or(&st.origin, |s| &s.origin);
+            d.warn(origin, "REQUIRE_SOURCE_ADDRESS is off (fwknop's default): imported as `require_source_match = false`, so a knock may open access for an address other than its source and a captured knock can be aimed elsewhere; set REQUIRE_SOURCE_ADDRESS Y (here: `require_source_match = true`) once the clients send their own address (`fwknop -a IP` or `-R`, not `-s`)".to_string());
+            false
+        }
+    };
+    let expires_at = match st.last_of(&["ACCESS_EXPIRE", "ACCESS_EXPIRE_EPOCH"]) {
+        None => Some(None),
+        Some(s) if s.var == "ACCESS_EXPIRE" => match parse_expire_date(&s.value) {
+            Some(t) => Some(Some((
+                t,
+                format!(
+                    "ACCESS_EXPIRE {} (UTC midnight; fwknopd used local time)",
+                    s.value.as_str()
+                ),
+            ))),
+            None => {
+                d.error(
+                    &s.origin,
+                    format!(
+                        "ACCESS_EXPIRE `{}` is not a date MM/DD/YYYY",
+                        s.value.as_str()
+                    ),
+                );
+                None
+            }
+        },
+        Some(s) => match parse_seconds(&s.value) {
+            Some(t) if i64::try_from(t).is_ok() => Some(Some((
+                t,
+                format!("ACCESS_EXPIRE_EPOCH {}", s.value.as_str()),
+            ))),
+            _ => {
+                d.error(
+                    &s.origin,
+                    format!(
+                        "ACCESS_EXPIRE_EPOCH `{}` is not a Unix time",
+                        s.value.as_str()
+                    ),
+                );
+                None
+            }
+        },
+    };
+
+    // Credential.
+    let mode = match st.get("ENCRYPTION_MODE") {
+        None => Some(EncMode::Cbc),
+        Some(s) => match s.value.to_ascii_lowercase().as_str() {
+            known if known.parse::<EncMode>().is_ok() => known.parse().ok(),
+            "asymmetric" => {
+                d.error(
+                    &s.origin,
+                    format!("ENCRYPTION_MODE {}: {GPG_ADVICE}", s.value.as_str()),
+                );
+                None
+            }
+            _ => {
+                d.error(&s.origin, format!("ENCRYPTION_MODE `{}` is not one of CBC, CTR, CFB, OFB, ECB, legacy (fwknop supports no other Rijndael mode)", s.value.as_str()));
+                None
+            }
+        },
+    };
+    let key_setting = st.last_of(&["KEY", "KEY_BASE64"]);
+    let key = match key_setting {
+        None => {
+            let msg = if gpg {
+                format!("has no KEY or KEY_BASE64, only GnuPG settings: {GPG_ADVICE}")
+            } else {
+                "has no KEY or KEY_BASE64; add the client's Rijndael key (from `fwknop --key-gen`)"
+                    .to_string()
+            };
+            d.error(&st.origin, msg);
+            None
+        }
+        Some(s) => {
+            if st.get("KEY").is_some() && st.get("KEY_BASE64").is_some() {
+                d.warn(&s.origin, format!("both KEY and KEY_BASE64 are set; fwknopd uses the last one ({}), and so does the import; remove the other", s.var));
+            }
+            let k = key_text(s);
+            check_key(&mut d, s, &k, MAX_KEY_LEN, "key").then_some(k)
+        }
+    };
+    let hmac_setting = st.last_of(&["HMAC_KEY", "HMAC_KEY_BASE64"]);
+    let digest = st.get("HMAC_DIGEST_TYPE");
+    let hmac_type = match digest {
+        None => Some(HmacType::Sha256),
+        Some(s) => hmac_type(&s.value).or_else(|| {
+            d.error(&s.origin, format!("HMAC_DIGEST_TYPE `{}` is not one of md5, sha1, sha256, sha384, sha512, sha3_256, sha3_512", s.value.as_str()));
+            None
+        }),
+    };
+    let hmac = match hmac_setting {
+        None => {
+            if let Some(s) = digest {
+                d.warn(
+                    &s.origin,
+                    "HMAC_DIGEST_TYPE without an HMAC key is ignored (by fwknopd too)".to_string(),
+                );
+            }
+            d.warn(&st.origin, "has no HMAC key: imported with `no_hmac = true`, so its packets are decrypted before they are authenticated; generate an HMAC key with `fwknop --key-gen` and use it on both ends (`fwknop --use-hmac`)".to_string());
+            Some(None)
+        }
+        Some(s) => {
+            if st.get("HMAC_KEY").is_some() && st.get("HMAC_KEY_BASE64").is_some() {
+                d.warn(&s.origin, format!("both HMAC_KEY and HMAC_KEY_BASE64 are set; fwknopd uses the last one ({}), and so does the import; remove the other", s.var));
+            }
+            let k = key_text(s);
+            let mut ok = check_key(&mut d, s, &k, MAX_HMAC_KEY_LEN, "HMAC key");
+            if ok {
+                if let (Some(kb), Some(hb)) = (key.as_ref().and_then(key_bytes), key_bytes(&k)) {
+                    if *kb == *hb {
+                        d.error(&s.origin, format!("{} equals the encryption key; fwknopd refuses that too; generate two keys with `fwknop --key-gen`", s.var));
+                        ok = false;
+                    }
+                }
+            }
+            if ok && mode == Some(EncMode::Legacy) {
+                d.error(&s.origin, "ENCRYPTION_MODE legacy cannot be combined with an HMAC key (fwknop clients refuse it); upgrade the client and use CBC with HMAC".to_string());
+                ok = false;
+            }
+            match (ok, hmac_type) {
+                (true, Some(t)) => Some(Some((k, t))),
+                _ => None,
+            }
+        }
+    };
+
+    if d.errors > 0 {
+        return None;
+    }
+    Some(ClientOut {
+        name,
+        origin: st.origin.clone(),
+        source_text: source,
+        sources: sources?,
+        destinations: destinations?,
+        allow: allow?,
+        allow_comment,
+        deny: deny?,
+        timeout: timeout?,
+        max_timeout: max_timeout?,
+        require_source_match,
+        require_username: require_username?,
+        expires_at: expires_at?,
+        key: key?,
+        hmac: hmac?,
+        mode: mode?,
+    })
+}
