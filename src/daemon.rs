@@ -503,6 +503,10 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
     // Before anything in the kernel or the state directory is touched: a running daemon must
     // see no change at all.
     let instance = InstanceLock::acquire(Action::Serve)?;
+    // Started as root (no unit's User=): become the service user before anything is created in
+    // state_dir, so every file there is its own, as under systemd. The netlink work below
+    // needs only the CAP_NET_ADMIN it keeps. (After the lock: a missing state_dir is created.)
+    leave_root(&config, &opts.config)?;
     let now = unix_now();
     let (journal, cache) = open_journal(&config, &opts.config, now)?;
 
@@ -1332,6 +1336,85 @@ fn poll3(a: RawFd, b: RawFd, c: RawFd, timeout_ms: i32) -> anyhow::Result<[bool;
     Ok(fds.map(|p| p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0))
 }
 
+/// What `[server] user` means for a daemon running as `euid`.
+#[derive(Debug, PartialEq, Eq)]
+enum UserPlan<'a> {
+    /// Switch to this account.
+    Switch(&'a config::Account),
+    /// Stay who we are; log the warning first, if any.
+    Stay(Option<String>),
+}
+
+/// Decide [`UserPlan`] (pure, for tests). A daemon running as another user than root cannot
+/// switch: fine when that is the default user or unset, an error when the config names a
+/// different one.
+fn user_plan(user: &config::RunAs, euid: u32) -> Result<UserPlan<'_>, String> {
+    use config::RunAs;
+    if let Some(account) = user.switch_to(euid) {
+        return Ok(UserPlan::Switch(account));
+    }
+    match user {
+        RunAs::Unchanged if euid == 0 => Ok(UserPlan::Stay(Some(format!(
+            "running as root: `[server] user` is not set and there is no user `{user}`, so nfknock keeps uid 0 (with only CAP_NET_ADMIN), and root owns most files here; create the user with `{useradd} {user}` (scripts/install does), or set `user` to an unprivileged user",
+            user = config::DEFAULT_USER,
+            useradd = config::USERADD
+        )))),
+        RunAs::User { account, .. } if euid == 0 => Ok(UserPlan::Stay(Some(format!(
+            "running as root: `[server] user = \"{name}\"` keeps uid 0 (with only CAP_NET_ADMIN), and root owns most files here; create an unprivileged user (`{useradd} {user}`) and set `user` to it",
+            name = account.name,
+            useradd = config::USERADD,
+            user = config::DEFAULT_USER
+        )))),
+        RunAs::User {
+            account,
+            explicit: true,
+        } if account.uid != euid => Err(format!(
+            "nfknock runs as uid {euid}, not as `{name}` (uid {}) as `[server] user` says, and only root can switch users; start it as root, or as `{name}` (systemd: `User={name}`), or set `user` to the user it runs as",
+            account.uid,
+            name = account.name
+        )),
+        _ => Ok(UserPlan::Stay(None)),
+    }
+}
+
+/// Leave root for the configured user (see [`user_plan`]): hand it a missing `state_dir`,
+/// switch for good keeping only CAP_NET_ADMIN, then make sure it can read the config again,
+/// as a reload (SIGHUP) will.
+fn leave_root(config: &Config, config_path: &Path) -> anyhow::Result<()> {
+    let account =
+        match user_plan(&config.server.user, crate::sys::euid()).map_err(anyhow::Error::msg)? {
+            UserPlan::Stay(None) => return Ok(()),
+            UserPlan::Stay(Some(warning)) => {
+                warn!("{warning}");
+                return Ok(());
+            }
+            UserPlan::Switch(account) => account,
+        };
+    let name = &account.name;
+    let dir = &config.server.state_dir;
+    let created = crate::state::prepare_dir(dir, account)
+        .with_context(|| format!("`state_dir` is not ready for user `{name}` (`[server] user`)"))?;
+    if created {
+        info!(dir = %dir.display(), "state_dir did not exist: created it (mode 0700) for user {name}");
+    }
+    crate::sys::switch_user(account).with_context(|| {
+        format!("cannot become user `{name}` (`[server] user`); if a container or service manager limits this process's capabilities or system calls, let it set the user instead (systemd: `User={name}`)")
+    })?;
+    if let Err(e) = crate::sys::open_regular(config_path, crate::sys::Links::Follow) {
+        bail!(
+            "switched to user `{name}`, which cannot read the config file {}: {e}; a reload (SIGHUP) would fail: let it read the file and every directory above it (e.g. `chown {name}: {}`)",
+            config_path.display(),
+            config::shell_quote(config_path)
+        );
+    }
+    info!(
+        uid = account.uid,
+        gid = account.gid,
+        "switched to user {name}, keeping only CAP_NET_ADMIN"
+    );
+    Ok(())
+}
+
 /// Keep only CAP_NET_ADMIN (effective, permitted, bounding; nothing inheritable or ambient),
 /// forbid privilege gain through exec, and keep keys out of core dumps and ptrace.
 pub fn drop_privileges() -> anyhow::Result<()> {
@@ -1661,6 +1744,60 @@ mod tests {
 
         h.handle.terminate();
         h.thread.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn root_switches_to_the_configured_user_and_nobody_else_can() {
+        use config::{Account, RunAs};
+        let svc = Account {
+            name: "svc".into(),
+            uid: 4242,
+            gid: 4243,
+        };
+        let named = |account: &Account, explicit| RunAs::User {
+            account: account.clone(),
+            explicit,
+        };
+        for explicit in [true, false] {
+            assert_eq!(
+                user_plan(&named(&svc, explicit), 0),
+                Ok(UserPlan::Switch(&svc))
+            );
+            // Already that user (systemd's User=): nothing to do, nothing to say.
+            assert_eq!(
+                user_plan(&named(&svc, explicit), 4242),
+                Ok(UserPlan::Stay(None))
+            );
+        }
+        // Root staying root says why, and how to stop it.
+        let Ok(UserPlan::Stay(Some(w))) = user_plan(&RunAs::Unchanged, 0) else {
+            panic!("no warning for root without a user");
+        };
+        assert!(
+            w.contains("no user `nfknock`")
+                && w.contains("`useradd --system --user-group --no-create-home --shell /usr/sbin/nologin nfknock`"),
+            "{w}"
+        );
+        let root = Account {
+            name: "root".into(),
+            uid: 0,
+            gid: 0,
+        };
+        let Ok(UserPlan::Stay(Some(w))) = user_plan(&named(&root, true), 0) else {
+            panic!("no warning for user = root");
+        };
+        assert!(w.contains("`[server] user = \"root\"` keeps uid 0"), "{w}");
+        // Started as someone else: the default is no promise, a named user is.
+        assert_eq!(user_plan(&RunAs::Unchanged, 1000), Ok(UserPlan::Stay(None)));
+        assert_eq!(
+            user_plan(&named(&svc, false), 1000),
+            Ok(UserPlan::Stay(None))
+        );
+        let e = user_plan(&named(&svc, true), 1000).unwrap_err();
+        assert!(
+            e.contains("runs as uid 1000") && e.contains("only root can switch users"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -26,8 +26,8 @@
 //! | [`netfilter::netlink`] | the one netlink layer: socket, message builder, parser (never panics), batches |
 //! | [`netfilter::queue`] | NFQUEUE over that layer: receive, verdict; the kernel's queue counters |
 //! | [`netfilter::nft`] | nftables over that layer: the owned table, grants with timeouts, listing, events |
-//! | [`state`] | the replay journal on disk (append, compact by write-then-rename) |
-//! | [`sys`] | the operating system's CSPRNG behind the core's `Rng` trait; the file system behind the importer's `Loader` |
+//! | [`state`] | the replay journal on disk (append, compact by write-then-rename); `state_dir` checks |
+//! | [`sys`] | the operating system's CSPRNG behind the core's `Rng` trait; files opened once and checked on the descriptor (key and config files); the user database and the switch from root to the service user; the file system behind the importer's `Loader` |
 //! | [`daemon`] | wiring: queue → engine → nft → verdict; signals, reload, sd_notify |
 //! | [`cli`] | the command line: [`cli::Cli`], exit codes, `--config` and the dispatch in `cli/mod.rs`, one file per command family; `main.rs` is thin |
 //!
