@@ -28,7 +28,7 @@ pub(super) fn ruleset(config: &Path, compat: bool) -> anyhow::Result<i32> {
     };
     print!(
         "{}",
-        crate::netfilter::nft::render(&daemon::ruleset_spec(&config, backend))
+        crate::netfilter::nft::render(&crate::grants::nft_set::ruleset_spec(&config, backend))
     );
     Ok(EXIT_OK)
 }

@@ -17,7 +17,7 @@ pub struct Control {
     write: UnixStream,
 }
 
-/// Asks a running [`Daemon`] to stop or reload, from another thread.
+/// Asks a running [`Daemon`](super::Daemon) to stop or reload, from another thread.
 #[derive(Clone)]
 pub struct ControlHandle {
     terminate: Arc<AtomicBool>,

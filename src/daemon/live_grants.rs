@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::access::{Access, Proto};
-use crate::netfilter::nft::Element;
+use crate::grants::Grant;
 
 /// Bits of a [`LiveGrants`] value that hold the index of the client the grant was made for;
 /// the other 40 hold its deadline in milliseconds (34 years of uptime).
@@ -53,11 +53,12 @@ impl LiveGrants {
         self.base.elapsed().as_millis() as u64
     }
 
-    /// Remember `elems`, each granted to the client of the same position in `owners`.
-    pub(super) fn record(&mut self, elems: &[Element], owners: &[u32]) {
+    /// Remember `grants`, each made for the client of the same position in `owners`.
+    pub(super) fn record(&mut self, grants: &[Grant], owners: &[u32]) {
         let now = self.now_ms();
-        for (e, &owner) in elems.iter().zip(owners) {
-            let v = pack_live(now.saturating_add(e.timeout_ms), owner);
+        for (e, &owner) in grants.iter().zip(owners) {
+            let timeout_ms = u64::try_from(e.timeout.as_millis()).unwrap_or(u64::MAX);
+            let v = pack_live(now.saturating_add(timeout_ms), owner);
             let (proto, port) = (e.access.proto.number(), e.access.port);
             match e.addr {
                 IpAddr::V4(a) => {
@@ -96,7 +97,7 @@ impl LiveGrants {
     }
 
     /// Every live grant with the time it has left.
-    pub(super) fn remaining(&self) -> Vec<Element> {
+    pub(super) fn remaining(&self) -> Vec<Grant> {
         self.remaining_where(|_, _, _| true)
     }
 
@@ -104,15 +105,15 @@ impl LiveGrants {
     pub(super) fn remaining_where(
         &self,
         mut keep: impl FnMut(IpAddr, Access, u32) -> bool,
-    ) -> Vec<Element> {
+    ) -> Vec<Grant> {
         let now = self.now_ms();
         self.entries()
             .filter_map(|(addr, access, v)| {
                 let (access, deadline) = (access?, live_deadline(v));
-                (deadline > now && keep(addr, access, live_owner(v))).then_some(Element {
+                (deadline > now && keep(addr, access, live_owner(v))).then_some(Grant {
                     addr,
                     access,
-                    timeout_ms: deadline - now,
+                    timeout: Duration::from_millis(deadline - now),
                 })
             })
             .collect()
@@ -124,7 +125,7 @@ impl LiveGrants {
     pub(super) fn revise<R>(
         &mut self,
         mut judge: impl FnMut(IpAddr, Access, u32) -> Result<u32, R>,
-    ) -> Vec<(Element, u32, R)> {
+    ) -> Vec<(Grant, u32, R)> {
         let now = self.now_ms();
         let mut revoked = Vec::new();
         let mut one = |addr: IpAddr, proto: u8, port: u16, v: &mut u64| -> bool {
@@ -142,12 +143,12 @@ impl LiveGrants {
                     true
                 }
                 Err(why) => {
-                    let timeout_ms = deadline - now;
+                    let timeout = Duration::from_millis(deadline - now);
                     revoked.push((
-                        Element {
+                        Grant {
                             addr,
                             access,
-                            timeout_ms,
+                            timeout,
                         },
                         owner,
                         why,
@@ -174,10 +175,10 @@ mod tests {
     #[test]
     fn live_grants_round_trip_both_families_and_forget_expired_ones() {
         let mut live = LiveGrants::new();
-        let e = |addr: &str, access: &str, timeout_ms| Element {
+        let e = |addr: &str, access: &str, timeout_ms| Grant {
             addr: addr.parse().unwrap(),
             access: access.parse().unwrap(),
-            timeout_ms,
+            timeout: Duration::from_millis(timeout_ms),
         };
         live.record(
             &[
@@ -200,7 +201,7 @@ mod tests {
         );
         assert!(back
             .iter()
-            .all(|g| g.timeout_ms > 59_000 && g.timeout_ms <= 60_000));
+            .all(|g| g.timeout > Duration::from_secs(59) && g.timeout <= Duration::from_secs(60)));
         live.forget_expired();
         assert_eq!(live.v4.len() + live.v6.len(), 2);
     }
@@ -213,10 +214,10 @@ mod tests {
         let mut live = LiveGrants::new();
         let _: &HashMap<u64, u64> = &live.v4;
         let _: &HashMap<(u128, u8, u16), u64> = &live.v6;
-        let e = |addr: &str, access: &str| Element {
+        let e = |addr: &str, access: &str| Grant {
             addr: addr.parse().unwrap(),
             access: access.parse().unwrap(),
-            timeout_ms: 60_000,
+            timeout: Duration::from_secs(60),
         };
         live.record(
             &[
@@ -247,10 +248,16 @@ mod tests {
             (g.addr, owner, why),
             ("192.0.2.7".parse().unwrap(), 3, "gone")
         );
-        assert!(g.timeout_ms > 59_000 && g.timeout_ms <= 60_000, "{g:?}");
+        assert!(
+            g.timeout > Duration::from_secs(59) && g.timeout <= Duration::from_secs(60),
+            "{g:?}"
+        );
         let left = live.remaining();
         assert_eq!(left.len(), 2);
-        assert!(left.iter().all(|g| g.timeout_ms > 59_000), "{left:?}");
+        assert!(
+            left.iter().all(|g| g.timeout > Duration::from_secs(59)),
+            "{left:?}"
+        );
         let mut owners: Vec<u32> = Vec::new();
         live.remaining_where(|_, _, o| {
             owners.push(o);

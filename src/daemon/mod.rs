@@ -1,27 +1,28 @@
-//! Wiring: queue → engine → nft → verdict, plus signals, reload, sd_notify, privileges.
+//! Wiring: queue → engine → grants → verdict, plus signals, reload, sd_notify, privileges.
 //!
-//! The only place a [`Decision`](crate::policy::Decision) becomes netlink. One thread, one
-//! `poll(2)` over the queue socket, the nftables event socket and a signal pipe: a signal never
-//! waits for a packet, and a turn of the loop spends at most `TURN` (50 ms) on packets before it
-//! serves signals, ruleset events and the tick again, so a flood never starves them. One daemon
-//! per network namespace ([`InstanceLock`]); a reload revokes the live grants the new config no
-//! longer authorises.
+//! The only place a [`Decision`](crate::policy::Decision) becomes a grant, through the
+//! [`grants`] seam (which backend holds the grants is the config's choice). One thread, one
+//! `poll(2)` over the queue socket, the grant backend's event socket and a signal pipe: a
+//! signal never waits for a packet, and a turn of the loop spends at most `TURN` (50 ms) on
+//! packets before it serves signals, backend events and the tick again, so a flood never
+//! starves them. One daemon per network namespace ([`InstanceLock`]); a reload revokes the live
+//! grants the new config no longer authorises.
 //!
-//! Per burst of queued packets: every packet goes through the pure
-//! [`Engine`](crate::engine::Engine); the replay records of authenticated packets are appended
-//! to the journal (before any grant, so a crash can never forget a packet that opened
-//! something); all grants go to the kernel in one netlink batch; then one batch verdict drops
-//! every packet of the burst — a knock is never delivered and the host never answers.
+//! Per burst of queued packets: every packet goes through the pure [`Engine`]; the replay
+//! records of authenticated packets are appended to the journal (before any grant, so a crash
+//! can never forget a packet that opened something); all grants go to the backend in one write
+//! (one netlink batch for nftables); then one batch verdict drops every packet of the burst — a
+//! knock is never delivered and the host never answers.
 //!
 //! | file | what |
 //! | --- | --- |
-//! | `mod.rs` | [`serve`]: the wiring at start (config, lock, journal, queue, table, privileges); clocks |
-//! | `run.rs` | [`Daemon`]: the loop, with a budget per turn; the side-effect traits |
+//! | `mod.rs` | [`serve`]: the wiring at start (config, lock, journal, queue, grant backend, privileges); clocks |
+//! | `run.rs` | [`Daemon`]: the loop, with a budget per turn; [`PacketSource`] |
 //! | `reload.rs` | a reload, and the revocation of grants the new config no longer authorises |
 //! | `live_grants.rs` | the grants this daemon wrote, to restore after a flush and to revoke |
 //! | `control.rs` | [`Control`]: SIGTERM/SIGINT/SIGHUP, or a [`ControlHandle`] in tests |
 //! | `instance.rs` | [`InstanceLock`]: one daemon per network namespace |
-//! | `tests.rs` | the real loop driven in-process |
+//! | `tests.rs` | the real loop driven in-process, against a recording [`GrantSink`](crate::grants::GrantSink) |
 
 mod control;
 mod instance;
@@ -34,7 +35,7 @@ mod tests;
 
 pub use control::{Control, ControlHandle};
 pub use instance::{Action, AlreadyRunning, InstanceLock};
-pub use run::{Daemon, DryRun, Kernel, PacketSource, RulesetEvents};
+pub use run::{Daemon, PacketSource};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,13 +44,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use tracing::{error, info, warn};
 
-use crate::access::format_list;
 use crate::config::{self, Config};
 use crate::engine::Engine;
-use crate::netfilter::nft::{Nft, NftEvents, QueueBackend, RulesetSpec};
+use crate::grants;
 use crate::netfilter::queue::{Queue, QueueConfig};
 use crate::state::{LoadReport, ReplayJournal};
-use crate::wire::{self, native};
+use crate::wire;
 
 /// `nfknock serve` options.
 #[derive(Debug, Clone)]
@@ -59,40 +59,6 @@ pub struct Options {
     pub dry_run: bool,
     /// With `dry_run`: install the gate rules too (without it a dry run closes nothing).
     pub with_gate: bool,
-}
-
-/// The ruleset a config asks for.
-pub fn ruleset_spec(config: &Config, backend: QueueBackend) -> RulesetSpec {
-    RulesetSpec {
-        knock_port: config.server.port,
-        queue: config.server.queue,
-        backend,
-        protect: config.server.protect.clone(),
-        native_len: native::PACKET_LEN as u16,
-        fwknop: config
-            .clients
-            .iter()
-            .any(|c| matches!(c.credential, config::Credential::Fwknop(_))),
-        rate_limit: config.server.rate_limit,
-        rate_limit_v4_prefix: config.server.rate_limit_v4_prefix,
-        rate_limit_v6_prefix: config.server.rate_limit_v6_prefix,
-        gate_input: true,
-        gate_forward: config.server.gate_forward,
-    }
-}
-
-/// `spec` without its gate rules unless `gate`: a dry run without `--with-gate` still queues
-/// and judges knocks, but closes nothing that was open.
-fn gated(spec: RulesetSpec, gate: bool) -> RulesetSpec {
-    if gate {
-        spec
-    } else {
-        RulesetSpec {
-            gate_input: false,
-            gate_forward: false,
-            ..spec
-        }
-    }
 }
 
 /// Seconds since the Unix epoch (the one clock read of the daemon's decisions).
@@ -219,32 +185,15 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
         num: config.server.queue,
         ..QueueConfig::default()
     })?;
-    let mut nft = Nft::open().context("cannot open the nftables netlink socket")?;
-    let backend = nft
-        .detect_queue_backend()
-        .context("cannot probe the kernel's queue support")?;
-    match backend {
-        QueueBackend::Native => {
-            info!("kernel has nft_queue: knocks are diverted with the native `queue` expression")
-        }
-        QueueBackend::Compat => info!(
-            "kernel has no nft_queue: knocks are diverted with the xt NFQUEUE target (nft_compat)"
-        ),
-    }
+    // The grant backend sets up its objects (for nftables: installs the table and the gate).
     let gate = !opts.dry_run || opts.with_gate;
-    let spec = gated(ruleset_spec(&config, backend), gate);
-    if config.server.manage_ruleset {
-        nft.install(&spec, &[])
-            .context("cannot install the `inet nfknock` table")?;
-        if gate {
-            info!(port = spec.knock_port, queue = spec.queue, protect = %format_list(&spec.protect), "gate installed");
-        } else {
-            warn!(port = spec.knock_port, queue = spec.queue, "dry run: knocks are queued but no gate is installed, so nothing closes (add --with-gate to test the gate)");
-        }
-    } else if !nft.table_exists()? {
-        bail!("table `inet nfknock` is not loaded and manage_ruleset = false; load nft/nfknock.nft (`nft -f nft/nfknock.nft`) or set manage_ruleset = true");
-    }
-    let events = NftEvents::open(&[nft.portid()]).context("cannot subscribe to nftables events")?;
+    let grants = grants::open(
+        &config,
+        grants::Options {
+            dry_run: opts.dry_run,
+            gate,
+        },
+    )?;
 
     let control = Control::register()?;
     drop_privileges()?;
@@ -257,33 +206,9 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
         dry_run = opts.dry_run,
         "nfknock serving"
     );
-    let result = if opts.dry_run {
-        Daemon::new(
-            engine,
-            journal,
-            queue,
-            DryRun(nft),
-            events,
-            spec,
-            gate,
-            opts.config.clone(),
-        )
+    let result = Daemon::new(engine, journal, queue, grants, opts.config.clone())
         .holding(instance)
-        .run(&control)
-    } else {
-        Daemon::new(
-            engine,
-            journal,
-            queue,
-            nft,
-            events,
-            spec,
-            gate,
-            opts.config.clone(),
-        )
-        .holding(instance)
-        .run(&control)
-    };
+        .run(&control);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     result
 }

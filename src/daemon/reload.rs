@@ -1,6 +1,7 @@
-//! A reload (SIGHUP): the new config is loaded and checked, the gate re-installed if it changed,
-//! and every live grant judged against the new config — kept under its client's new index, or
-//! revoked (unless `revoke_on_reload = false`) with the reason.
+//! A reload (SIGHUP): the new config is loaded and checked, the grant backend follows it (the
+//! nftables one re-installs the gate if it changed), and every live grant is judged against the
+//! new config — kept under its client's new index, or revoked (unless
+//! `revoke_on_reload = false`) with the reason.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -9,13 +10,13 @@ use std::sync::Arc;
 use tracing::{error, info, warn};
 
 use super::live_grants::NO_OWNER;
-use super::run::{Daemon, Kernel, PacketSource, RulesetEvents};
-use super::{gated, release_freed_memory, ruleset_spec, unix_now};
+use super::run::{Daemon, PacketSource};
+use super::{release_freed_memory, unix_now};
 use crate::access::Access;
 use crate::config::{self, Config};
-use crate::netfilter::nft::{Element, RulesetSpec};
+use crate::grants::{Grant, GrantSink};
 
-impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
+impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
     pub(super) fn reload(&mut self) {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
         match config::load(&self.config_path) {
@@ -30,11 +31,6 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
                 for w in config::warnings(&new) {
                     warn!("{w}");
                 }
-                let spec = gated(ruleset_spec(&new, self.spec.backend), self.gate);
-                let spec = RulesetSpec {
-                    queue: self.spec.queue,
-                    ..spec
-                };
                 // Each live grant is judged against the new config: kept under its client's
                 // new index, or revoked (unless `revoke_on_reload = false`) with the reason.
                 let now = unix_now();
@@ -59,21 +55,19 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
                         .and_then(|i| u32::try_from(i).ok())
                         .map_or(NO_OWNER, |i| i.min(NO_OWNER)))
                 };
-                if spec != self.spec && new.server.manage_ruleset {
-                    // The grants the new config still authorises go in with the new gate, as
-                    // after a flush (the table may be gone right now).
-                    let restore = self
-                        .live
-                        .remaining_where(|a, acc, o| judge(a, acc, o).is_ok());
-                    if let Err(e) = self.kernel.install(&spec, &restore) {
-                        error!("new config refused, cannot update the ruleset: {e}");
-                        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-                        return;
-                    }
+                // The grants the new config still authorises go in with the new gate if the
+                // backend must re-create its objects, as after a flush (the table may be gone
+                // right now).
+                let keep = self
+                    .live
+                    .remaining_where(|a, acc, o| judge(a, acc, o).is_ok());
+                if let Err(e) = self.grants.reconfigure(&new, &keep) {
+                    error!("new config refused: {e}");
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+                    return;
                 }
                 let revoked = self.live.revise(judge);
                 self.revoke(&old, &revoked);
-                self.spec = spec;
                 info!(
                     clients = new.clients.len(),
                     revoked = revoked.len(),
@@ -86,9 +80,10 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     }
 
-    /// Take grants the reloaded config no longer authorises out of the kernel, and say so.
-    /// [`LiveGrants`] has forgotten them already, so a flush repair never restores them.
-    fn revoke(&mut self, old: &Config, revoked: &[(Element, u32, &'static str)]) {
+    /// Take grants the reloaded config no longer authorises out of the backend, and say so.
+    /// [`LiveGrants`](super::live_grants::LiveGrants) has forgotten them already, so a flush
+    /// repair never restores them.
+    fn revoke(&mut self, old: &Config, revoked: &[(Grant, u32, &'static str)]) {
         if revoked.is_empty() {
             return;
         }
@@ -99,17 +94,9 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
                 .map_or("?", |c| c.name.as_str());
             warn!(client, addr = %e.addr, access = %e.access, reason = *why, "grant revoked by the new config");
         }
-        let elems: Vec<Element> = revoked.iter().map(|r| r.0).collect();
-        if let Err(e) = self.kernel.delete(&elems) {
-            let longest = elems.iter().map(|e| e.timeout_ms).max().unwrap_or(0);
-            error!(
-                "cannot remove {} revoked grant(s) from the kernel: {e}; they stay open until they expire (within {}s): delete them by hand, e.g. `nft delete element {} {} {} {{ ADDR . tcp . PORT }}`",
-                elems.len(),
-                longest.div_ceil(1000),
-                crate::netfilter::nft::FAMILY,
-                crate::netfilter::nft::TABLE,
-                crate::netfilter::nft::SET_ALLOW_V4,
-            );
+        let grants: Vec<Grant> = revoked.iter().map(|r| r.0).collect();
+        if let Err(e) = self.grants.revoke(&grants) {
+            error!("{e}");
         }
     }
 }

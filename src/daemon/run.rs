@@ -1,6 +1,7 @@
-//! The loop: one thread, one `poll(2)` over the queue, the ruleset events and the control pipe;
-//! a turn spends at most [`TURN`] on packets. Per burst: engine, journal, one grant batch, one
-//! batch verdict. The side effects sit behind traits so tests drive this loop in-process.
+//! The loop: one thread, one `poll(2)` over the queue, the grant backend's events and the
+//! control pipe; a turn spends at most [`TURN`] on packets. Per burst: engine, journal, one
+//! grant write, one batch verdict. The side effects sit behind traits ([`PacketSource`],
+//! [`GrantSink`]) so tests drive this loop in-process.
 
 use std::net::IpAddr;
 use std::os::fd::RawFd;
@@ -16,7 +17,7 @@ use super::live_grants::{LiveGrants, NO_OWNER};
 use super::{monotonic_secs, unix_now};
 use crate::access::format_list;
 use crate::engine::{Engine, Outcome};
-use crate::netfilter::nft::{Element, Nft, NftError, NftEvents, RulesetSpec};
+use crate::grants::{Grant, GrantSink};
 use crate::netfilter::queue::{Queue, QueueError};
 use crate::policy::{Decision, Packet, Reason};
 use crate::replay::ReplayKey;
@@ -77,91 +78,14 @@ impl PacketSource for Queue {
     }
 }
 
-/// The kernel side of the gate: the owned table and the grants in its allow sets.
-pub trait Kernel {
-    /// Create or refresh the table (one atomic batch), adding `restore` grants.
-    fn install(&mut self, spec: &RulesetSpec, restore: &[Element]) -> Result<(), NftError>;
-    /// Add or refresh grants (one batch).
-    fn upsert(&mut self, elems: &[Element]) -> Result<(), NftError>;
-    /// Remove grants (a revocation); grants already gone are no error.
-    fn delete(&mut self, elems: &[Element]) -> Result<(), NftError>;
-    /// Do grants really reach the kernel? (Not in a dry run: nothing to restore after a flush.)
-    fn writes_grants(&self) -> bool {
-        true
-    }
-}
-
-impl Kernel for Nft {
-    fn install(&mut self, spec: &RulesetSpec, restore: &[Element]) -> Result<(), NftError> {
-        Nft::install(self, spec, restore)
-    }
-
-    fn upsert(&mut self, elems: &[Element]) -> Result<(), NftError> {
-        Nft::upsert(self, elems)
-    }
-
-    fn delete(&mut self, elems: &[Element]) -> Result<(), NftError> {
-        Nft::delete(self, elems)
-    }
-}
-
-/// `--dry-run`: the table is installed as asked, but every grant is only logged as it would
-/// have been written.
-#[derive(Debug)]
-pub struct DryRun<K>(pub K);
-
-impl<K: Kernel> Kernel for DryRun<K> {
-    fn install(&mut self, spec: &RulesetSpec, restore: &[Element]) -> Result<(), NftError> {
-        self.0.install(spec, restore)
-    }
-
-    fn upsert(&mut self, elems: &[Element]) -> Result<(), NftError> {
-        for e in elems {
-            info!(addr = %e.addr, access = %e.access, timeout_ms = e.timeout_ms, "dry run: would add grant");
-        }
-        Ok(())
-    }
-
-    fn delete(&mut self, elems: &[Element]) -> Result<(), NftError> {
-        for e in elems {
-            info!(addr = %e.addr, access = %e.access, "dry run: would revoke grant");
-        }
-        Ok(())
-    }
-
-    fn writes_grants(&self) -> bool {
-        false
-    }
-}
-
-/// Notice when someone else changes the ruleset (e.g. `nft flush ruleset`).
-pub trait RulesetEvents {
-    fn fd(&self) -> RawFd;
-    /// Drain pending events; true if our table may have lost something.
-    fn drain(&mut self) -> Result<bool, NftError>;
-}
-
-impl RulesetEvents for NftEvents {
-    fn fd(&self) -> RawFd {
-        self.as_raw_fd()
-    }
-
-    fn drain(&mut self) -> Result<bool, NftError> {
-        NftEvents::drain(self)
-    }
-}
-
 /// The running daemon: the pure engine plus its shells. Generic over the side effects so tests
-/// drive the real loop in-process with scripted packets and a recording kernel.
-pub struct Daemon<Q, K, E> {
+/// drive the real loop in-process with scripted packets and a recording grant sink.
+pub struct Daemon<Q, S> {
     pub(super) engine: Engine,
     pub(super) journal: ReplayJournal,
     pub(super) queue: Q,
-    pub(super) kernel: K,
-    pub(super) events: E,
-    pub(super) spec: RulesetSpec,
-    /// Install the gate rules (false for a dry run without `--with-gate`).
-    pub(super) gate: bool,
+    /// Where grants go (`serve` gives it the backend the config names, maybe in a dry run).
+    pub(super) grants: S,
     /// Grants we wrote and their deadlines, to restore them if someone flushes the ruleset.
     pub(super) live: LiveGrants,
     warn_budget: WarnBudget,
@@ -170,27 +94,20 @@ pub struct Daemon<Q, K, E> {
     pub(super) instance: Option<InstanceLock>,
 }
 
-impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
-    /// Assemble a daemon whose table is already installed as `spec`.
-    #[allow(clippy::too_many_arguments)]
+impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
+    /// Assemble a daemon whose grant backend is set up for the engine's config.
     pub fn new(
         engine: Engine,
         journal: ReplayJournal,
         queue: Q,
-        kernel: K,
-        events: E,
-        spec: RulesetSpec,
-        gate: bool,
+        grants: S,
         config_path: PathBuf,
     ) -> Self {
         Daemon {
             engine,
             journal,
             queue,
-            kernel,
-            events,
-            spec,
-            gate,
+            grants,
             live: LiveGrants::new(),
             warn_budget: WarnBudget::default(),
             config_path,
@@ -217,7 +134,10 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
         let mut last_tick = Instant::now();
         let mut last_compact = Instant::now();
         loop {
-            let ready = poll3(self.queue.fd(), self.events.fd(), control.fd(), 1000)?;
+            // A backend that cannot notice changes by others has no descriptor: poll(2) skips
+            // a negative one.
+            let events = self.grants.event_fd().unwrap_or(-1);
+            let ready = poll3(self.queue.fd(), events, control.fd(), 1000)?;
             if control.take_terminate() {
                 info!("shutting down; grants stay in the kernel until they expire");
                 return Ok(());
@@ -228,7 +148,7 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
             // A ruleset repair before packets: the gate may be open (or knocks unheard) until
             // it is done, and a turn of packets can wait for it.
             if ready[1] {
-                self.check_ruleset();
+                self.check_grants();
             }
             if ready[0] {
                 self.drain_queue()?;
@@ -327,8 +247,8 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
                 return Ok(());
             }
         }
-        let mut elems = Vec::new();
-        // The client each element was granted to, for revocation on reload.
+        let mut grants = Vec::new();
+        // The client each grant was made for, for revocation on reload.
         let mut owners = Vec::new();
         let config = self.engine.config().clone();
         for (_, src, o) in outcomes {
@@ -341,10 +261,10 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
                         .and_then(|i| u32::try_from(i).ok())
                         .unwrap_or(NO_OWNER);
                     for a in &g.access {
-                        elems.push(Element {
+                        grants.push(Grant {
                             addr: g.addr,
                             access: *a,
-                            timeout_ms: u64::from(g.ttl) * 1000,
+                            timeout: Duration::from_secs(u64::from(g.ttl)),
                         });
                         owners.push(owner);
                     }
@@ -361,18 +281,18 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
                 Decision::Reject(reason) => self.log_reject(o, reason, &src, client, now),
             }
         }
-        if elems.is_empty() {
+        if grants.is_empty() {
             return Ok(());
         }
-        match self.kernel.upsert(&elems) {
+        match self.grants.write(&grants) {
             // A dry run wrote nothing, so there is nothing to restore after a flush.
-            Ok(()) if !self.kernel.writes_grants() => {}
-            Ok(()) => self.live.record(&elems, &owners),
+            Ok(()) if !self.grants.writes_grants() => {}
+            Ok(()) => self.live.record(&grants, &owners),
             Err(e) => {
-                error!("{e}; re-installing the table");
-                self.reinstall();
-                match self.kernel.upsert(&elems) {
-                    Ok(()) => self.live.record(&elems, &owners),
+                error!("{e}; re-creating {}", self.grants.objects());
+                self.restore();
+                match self.grants.write(&grants) {
+                    Ok(()) => self.live.record(&grants, &owners),
                     Err(e) => error!("grants lost: {e}"),
                 }
             }
@@ -404,29 +324,27 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
         }
     }
 
-    /// Someone changed the ruleset: if our table lost anything, put it back with live grants.
-    fn check_ruleset(&mut self) {
-        match self.events.drain() {
+    /// Someone changed the backend's objects (e.g. `nft flush ruleset`): if ours lost
+    /// anything, put them back with the live grants. (With `manage_ruleset = false` the backend
+    /// answers with an error that says what to load.)
+    fn check_grants(&mut self) {
+        match self.grants.drain() {
             Ok(false) => {}
-            Ok(true) => {
-                if self.engine.config().server.manage_ruleset {
-                    self.reinstall();
-                } else {
-                    error!("table `inet nfknock` was changed and manage_ruleset = false: reload nft/nfknock.nft");
-                }
-            }
+            Ok(true) => self.restore(),
             Err(e) => error!("{e}"),
         }
     }
 
-    pub(super) fn reinstall(&mut self) {
+    /// Re-create the backend's objects holding the live grants with the time they have left.
+    fn restore(&mut self) {
         let restore = self.live.remaining();
-        match self.kernel.install(&self.spec, &restore) {
+        match self.grants.restore(&restore) {
             Ok(()) => warn!(
                 grants = restore.len(),
-                "table `inet nfknock` was removed or changed by someone else; re-created it"
+                "{} was removed or changed by someone else; re-created it",
+                self.grants.objects()
             ),
-            Err(e) => error!("cannot re-create table `inet nfknock`: {e}"),
+            Err(e) => error!("{e}"),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The real loop driven in-process: scripted packets in, a recording kernel out.
+//! The real loop driven in-process: scripted packets in, a recording grant sink out.
 
 use super::*;
 use std::collections::VecDeque;
@@ -10,11 +10,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::netfilter::nft::{Element, NftError};
-use crate::netfilter::queue::QueueError;
-
+use crate::access::Access;
 use crate::crypto::NativeKey;
+use crate::engine::Engine;
+use crate::grants::{Grant, GrantError, GrantSink};
+use crate::netfilter::queue::QueueError;
 use crate::sys::OsRng;
+use crate::wire::native;
 
 /// Packets the test pushes; readable through a socket pair like a real queue.
 #[derive(Clone)]
@@ -64,43 +66,71 @@ impl PacketSource for ScriptedQueue {
     }
 }
 
-/// One `install` call: the spec and the grants restored with it.
-type Install = (RulesetSpec, Vec<Element>);
+/// One re-creation of the recorder's objects: the ports they gate then, and the grants they
+/// were given.
+type Install = (Vec<Access>, Vec<Grant>);
 
-#[derive(Clone, Default)]
+/// A grant backend that records what the loop asks of it. Built from the config as a real one
+/// is: `protect` is what its objects gate, and a reload changes it. Its objects are "changed by
+/// someone else" (a flush) when the test rings `flush`.
+#[derive(Clone)]
 struct Recorder {
-    installs: Arc<Mutex<Vec<Install>>>,
-    grants: Arc<Mutex<Vec<Element>>>,
-    deleted: Arc<Mutex<Vec<Element>>>,
+    protect: Arc<Mutex<Vec<Access>>>,
+    written: Arc<Mutex<Vec<Grant>>>,
+    revoked: Arc<Mutex<Vec<Grant>>>,
+    /// Flush repairs (and re-creations after a failed write).
+    restores: Arc<Mutex<Vec<Install>>>,
+    /// Reloads: the new config's gate and the grants it still authorises.
+    reconfigures: Arc<Mutex<Vec<Install>>>,
+    events: Arc<UnixStream>,
 }
 
-impl Kernel for Recorder {
-    fn install(&mut self, spec: &RulesetSpec, restore: &[Element]) -> Result<(), NftError> {
-        self.installs
+impl Recorder {
+    fn new(config: &Config, events: UnixStream) -> Recorder {
+        Recorder {
+            protect: Arc::new(Mutex::new(config.server.protect.clone())),
+            written: Default::default(),
+            revoked: Default::default(),
+            restores: Default::default(),
+            reconfigures: Default::default(),
+            events: Arc::new(events),
+        }
+    }
+}
+
+impl GrantSink for Recorder {
+    fn objects(&self) -> &str {
+        "the recorder"
+    }
+    fn write(&mut self, grants: &[Grant]) -> Result<(), GrantError> {
+        self.written.lock().unwrap().extend_from_slice(grants);
+        Ok(())
+    }
+    fn revoke(&mut self, grants: &[Grant]) -> Result<(), GrantError> {
+        self.revoked.lock().unwrap().extend_from_slice(grants);
+        Ok(())
+    }
+    fn restore(&mut self, grants: &[Grant]) -> Result<(), GrantError> {
+        let protect = self.protect.lock().unwrap().clone();
+        self.restores
             .lock()
             .unwrap()
-            .push((spec.clone(), restore.to_vec()));
+            .push((protect, grants.to_vec()));
         Ok(())
     }
-    fn upsert(&mut self, elems: &[Element]) -> Result<(), NftError> {
-        self.grants.lock().unwrap().extend_from_slice(elems);
+    fn reconfigure(&mut self, config: &Config, keep: &[Grant]) -> Result<(), GrantError> {
+        *self.protect.lock().unwrap() = config.server.protect.clone();
+        self.reconfigures
+            .lock()
+            .unwrap()
+            .push((config.server.protect.clone(), keep.to_vec()));
         Ok(())
     }
-    fn delete(&mut self, elems: &[Element]) -> Result<(), NftError> {
-        self.deleted.lock().unwrap().extend_from_slice(elems);
-        Ok(())
+    fn event_fd(&self) -> Option<RawFd> {
+        Some(self.events.as_raw_fd())
     }
-}
-
-/// "Someone flushed the ruleset" when the test rings.
-struct ScriptedEvents(UnixStream);
-
-impl RulesetEvents for ScriptedEvents {
-    fn fd(&self) -> RawFd {
-        self.0.as_raw_fd()
-    }
-    fn drain(&mut self) -> Result<bool, NftError> {
-        Ok((&self.0).read(&mut [0u8; 64]).is_ok_and(|n| n > 0))
+    fn drain(&mut self) -> Result<bool, GrantError> {
+        Ok((&*self.events).read(&mut [0u8; 64]).is_ok_and(|n| n > 0))
     }
 }
 
@@ -112,7 +142,7 @@ struct Harness {
     secret: String,
     key: NativeKey,
     script: Script,
-    kernel: Recorder,
+    sink: Recorder,
     flush: UnixStream,
     handle: ControlHandle,
     thread: std::thread::JoinHandle<anyhow::Result<()>>,
@@ -178,29 +208,19 @@ fn start_with<Q: PacketSource + Send + 'static>(
     };
     let (flush, events) = UnixStream::pair().unwrap();
     events.set_nonblocking(true).unwrap();
-    let kernel = Recorder::default();
-    let spec = ruleset_spec(&config, QueueBackend::Compat);
+    let sink = Recorder::new(&config, events);
     let control = Control::new().unwrap();
     let handle = control.handle().unwrap();
     let engine = Engine::new(config, cache, 0, now);
     let queue = make(script.clone(), ring);
-    let d = Daemon::new(
-        engine,
-        journal,
-        queue,
-        kernel.clone(),
-        ScriptedEvents(events),
-        spec,
-        true,
-        path,
-    );
+    let d = Daemon::new(engine, journal, queue, sink.clone(), path);
     let thread = std::thread::spawn(move || d.run(&control));
     Harness {
         dir,
         secret: secret.to_string(),
         key,
         script,
-        kernel,
+        sink,
         flush,
         handle,
         thread,
@@ -240,11 +260,15 @@ fn grants_once_drops_every_packet_restores_after_a_flush_and_stops_on_request() 
     let h = start();
     let packet = knock(&h, "tcp/22");
     h.script.push(packet.clone());
-    wait_for("the grant", || !h.kernel.grants.lock().unwrap().is_empty());
-    let g = h.kernel.grants.lock().unwrap()[0];
+    wait_for("the grant", || !h.sink.written.lock().unwrap().is_empty());
+    let g = h.sink.written.lock().unwrap()[0];
     assert_eq!(
-        (g.addr, g.access.to_string(), g.timeout_ms),
-        (SRC.parse().unwrap(), "tcp/22".into(), 30_000)
+        (g.addr, g.access.to_string(), g.timeout),
+        (
+            SRC.parse().unwrap(),
+            "tcp/22".into(),
+            Duration::from_secs(30)
+        )
     );
 
     // The same packet again, and junk: no new grant, every packet dropped.
@@ -252,21 +276,22 @@ fn grants_once_drops_every_packet_restores_after_a_flush_and_stops_on_request() 
     h.script.push(vec![0x45; 60]);
     wait_for("the verdicts", || *h.script.dropped.lock().unwrap() == 3);
     assert_eq!(
-        h.kernel.grants.lock().unwrap().len(),
+        h.sink.written.lock().unwrap().len(),
         1,
         "a replay or junk was granted"
     );
 
-    // Someone flushes the ruleset: the table comes back with the live grant's remaining time.
+    // Someone flushes the ruleset: the gate comes back with the live grant's remaining time.
     (&h.flush).write_all(&[1]).unwrap();
     wait_for("the re-install", || {
-        !h.kernel.installs.lock().unwrap().is_empty()
+        !h.sink.restores.lock().unwrap().is_empty()
     });
-    let (spec, restore) = h.kernel.installs.lock().unwrap()[0].clone();
-    assert!(spec.gate_input && spec.protect == vec!["tcp/22".parse().unwrap()]);
+    let (protect, restore) = h.sink.restores.lock().unwrap()[0].clone();
+    assert_eq!(protect, vec!["tcp/22".parse().unwrap()]);
     assert_eq!(restore.len(), 1);
     assert!(
-        restore[0].timeout_ms > 25_000 && restore[0].timeout_ms <= 30_000,
+        restore[0].timeout > Duration::from_secs(25)
+            && restore[0].timeout <= Duration::from_secs(30),
         "{restore:?}"
     );
 
@@ -275,8 +300,12 @@ fn grants_once_drops_every_packet_restores_after_a_flush_and_stops_on_request() 
     h.handle.reload();
     h.script.push(knock(&h, "tcp/22"));
     wait_for("a grant after the refused reload", || {
-        h.kernel.grants.lock().unwrap().len() == 2
+        h.sink.written.lock().unwrap().len() == 2
     });
+    assert!(
+        h.sink.reconfigures.lock().unwrap().is_empty(),
+        "a refused config reached the grant backend"
+    );
 
     h.handle.terminate();
     h.thread.join().unwrap().unwrap();
@@ -289,11 +318,11 @@ fn a_valid_reload_changes_what_is_allowed_and_the_gate() {
     h.script.push(knock(&h, "tcp/443"));
     wait_for("the verdict", || *h.script.dropped.lock().unwrap() == 1);
     assert!(
-        h.kernel.grants.lock().unwrap().is_empty(),
+        h.sink.written.lock().unwrap().is_empty(),
         "tcp/443 granted before it was allowed"
     );
 
-    // Same key, now also tcp/443: the reload re-installs the gate with the new protect list.
+    // Same key, now also tcp/443: the reload gives the backend the new protect list.
     let text = std::fs::read_to_string(&secret_path).unwrap();
     let secret = text
         .lines()
@@ -304,11 +333,11 @@ fn a_valid_reload_changes_what_is_allowed_and_the_gate() {
     write_config(h.dir.path(), &secret, "\"tcp/22\", \"tcp/443\"");
     h.handle.reload();
     wait_for("the re-install", || {
-        !h.kernel.installs.lock().unwrap().is_empty()
+        !h.sink.reconfigures.lock().unwrap().is_empty()
     });
-    assert_eq!(h.kernel.installs.lock().unwrap()[0].0.protect.len(), 2);
+    assert_eq!(h.sink.reconfigures.lock().unwrap()[0].0.len(), 2);
     h.script.push(knock(&h, "tcp/443"));
-    wait_for("the grant", || !h.kernel.grants.lock().unwrap().is_empty());
+    wait_for("the grant", || !h.sink.written.lock().unwrap().is_empty());
 
     h.handle.terminate();
     h.thread.join().unwrap().unwrap();
@@ -380,7 +409,7 @@ fn a_queue_that_never_runs_dry_still_repairs_a_flush_and_stops_on_request() {
     (&h.flush).write_all(&[1]).unwrap();
     let flushed = Instant::now();
     wait_for("the re-install", || {
-        !h.kernel.installs.lock().unwrap().is_empty()
+        !h.sink.restores.lock().unwrap().is_empty()
     });
     let took = flushed.elapsed();
     assert!(
@@ -405,8 +434,8 @@ fn a_queue_that_never_runs_dry_still_repairs_a_flush_and_stops_on_request() {
 }
 
 /// `(addr, access)` of grants, sorted: what a test compares.
-fn keys(elems: &[Element]) -> Vec<(IpAddr, String)> {
-    let mut v: Vec<_> = elems
+fn keys(grants: &[Grant]) -> Vec<(IpAddr, String)> {
+    let mut v: Vec<_> = grants
         .iter()
         .map(|e| (e.addr, e.access.to_string()))
         .collect();
@@ -429,35 +458,34 @@ fn judged(h: &Harness, n: u32) {
 fn a_reload_that_removes_a_client_revokes_its_grants_and_a_flush_does_not_restore_them() {
     let h = start();
     h.script.push(knock(&h, "tcp/22"));
-    wait_for("the grant", || h.kernel.grants.lock().unwrap().len() == 1);
+    wait_for("the grant", || h.sink.written.lock().unwrap().len() == 1);
 
     // alice leaves; carol (another key, same allow) stays: the gate itself is unchanged.
     let carol = crate::crypto::generate_secret_base64(&mut OsRng);
     write_clients(h.dir.path(), "", &[("carol", &carol, "\"tcp/22\"")]);
     h.handle.reload();
     wait_for("the revocation", || {
-        !h.kernel.deleted.lock().unwrap().is_empty()
+        !h.sink.revoked.lock().unwrap().is_empty()
     });
-    assert_eq!(
-        keys(&h.kernel.deleted.lock().unwrap()),
-        [src_grant("tcp/22")]
-    );
-    assert!(
-        h.kernel.installs.lock().unwrap().is_empty(),
-        "the gate did not change: no re-install"
-    );
+    assert_eq!(keys(&h.sink.revoked.lock().unwrap()), [src_grant("tcp/22")]);
+    // The backend is told the gate is unchanged and that no grant is kept. (That the nftables
+    // backend then re-installs nothing: grants::nft_set's
+    // `a_reload_changes_the_ruleset_only_where_the_config_did`.)
+    let (protect, keep) = h.sink.reconfigures.lock().unwrap()[0].clone();
+    assert_eq!(protect, vec!["tcp/22".parse().unwrap()], "the gate changed");
+    assert_eq!(keys(&keep), [], "a revoked grant was kept");
 
     // Someone flushes the ruleset: the table comes back without the revoked grant.
     (&h.flush).write_all(&[1]).unwrap();
     wait_for("the re-install", || {
-        !h.kernel.installs.lock().unwrap().is_empty()
+        !h.sink.restores.lock().unwrap().is_empty()
     });
-    assert_eq!(keys(&h.kernel.installs.lock().unwrap()[0].1), []);
+    assert_eq!(keys(&h.sink.restores.lock().unwrap()[0].1), []);
 
     // alice's knocks are refused from now on.
     h.script.push(knock(&h, "tcp/22"));
     judged(&h, 2);
-    assert_eq!(h.kernel.grants.lock().unwrap().len(), 1);
+    assert_eq!(h.sink.written.lock().unwrap().len(), 1);
     h.handle.terminate();
     h.thread.join().unwrap().unwrap();
 }
@@ -469,32 +497,26 @@ fn a_reload_that_removes_a_client_revokes_its_grants_and_a_flush_does_not_restor
 fn a_reload_that_narrows_allow_revokes_only_what_it_no_longer_allows() {
     let h = start_allowing("\"tcp/22\", \"tcp/443\"");
     h.script.push(knock(&h, "tcp/22,tcp/443"));
-    wait_for("the grants", || h.kernel.grants.lock().unwrap().len() == 2);
+    wait_for("the grants", || h.sink.written.lock().unwrap().len() == 2);
 
     write_config(h.dir.path(), &h.secret, "\"tcp/443\"");
     h.handle.reload();
     wait_for("the re-install", || {
-        !h.kernel.installs.lock().unwrap().is_empty()
+        !h.sink.reconfigures.lock().unwrap().is_empty()
     });
-    let (spec, restore) = h.kernel.installs.lock().unwrap()[0].clone();
-    assert_eq!(spec.protect, vec!["tcp/443".parse().unwrap()]);
-    assert_eq!(keys(&restore), [src_grant("tcp/443")]);
+    let (protect, keep) = h.sink.reconfigures.lock().unwrap()[0].clone();
+    assert_eq!(protect, vec!["tcp/443".parse().unwrap()]);
+    assert_eq!(keys(&keep), [src_grant("tcp/443")]);
     wait_for("the revocation", || {
-        !h.kernel.deleted.lock().unwrap().is_empty()
+        !h.sink.revoked.lock().unwrap().is_empty()
     });
-    assert_eq!(
-        keys(&h.kernel.deleted.lock().unwrap()),
-        [src_grant("tcp/22")]
-    );
+    assert_eq!(keys(&h.sink.revoked.lock().unwrap()), [src_grant("tcp/22")]);
 
     (&h.flush).write_all(&[1]).unwrap();
-    wait_for("the repair", || {
-        h.kernel.installs.lock().unwrap().len() == 2
-    });
-    assert_eq!(
-        keys(&h.kernel.installs.lock().unwrap()[1].1),
-        [src_grant("tcp/443")]
-    );
+    wait_for("the repair", || !h.sink.restores.lock().unwrap().is_empty());
+    let (protect, restore) = h.sink.restores.lock().unwrap()[0].clone();
+    assert_eq!(protect, vec!["tcp/443".parse().unwrap()]);
+    assert_eq!(keys(&restore), [src_grant("tcp/443")]);
     h.handle.terminate();
     h.thread.join().unwrap().unwrap();
 }
@@ -505,7 +527,7 @@ fn a_reload_that_narrows_allow_revokes_only_what_it_no_longer_allows() {
 fn revoke_on_reload_false_keeps_the_grants_of_a_removed_client() {
     let h = start();
     h.script.push(knock(&h, "tcp/22"));
-    wait_for("the grant", || h.kernel.grants.lock().unwrap().len() == 1);
+    wait_for("the grant", || h.sink.written.lock().unwrap().len() == 1);
     let carol = crate::crypto::generate_secret_base64(&mut OsRng);
     write_clients(
         h.dir.path(),
@@ -516,14 +538,12 @@ fn revoke_on_reload_false_keeps_the_grants_of_a_removed_client() {
     // alice is unknown once the reload is done: her next knock is refused.
     h.script.push(knock(&h, "tcp/22"));
     judged(&h, 2);
-    assert_eq!(h.kernel.grants.lock().unwrap().len(), 1, "reload not done");
-    assert!(h.kernel.deleted.lock().unwrap().is_empty());
+    assert_eq!(h.sink.written.lock().unwrap().len(), 1, "reload not done");
+    assert!(h.sink.revoked.lock().unwrap().is_empty());
     (&h.flush).write_all(&[1]).unwrap();
-    wait_for("the repair", || {
-        !h.kernel.installs.lock().unwrap().is_empty()
-    });
+    wait_for("the repair", || !h.sink.restores.lock().unwrap().is_empty());
     assert_eq!(
-        keys(&h.kernel.installs.lock().unwrap()[0].1),
+        keys(&h.sink.restores.lock().unwrap()[0].1),
         [src_grant("tcp/22")]
     );
     h.handle.terminate();
