@@ -62,7 +62,7 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                     .live
                     .remaining_where(|a, acc, o| judge(a, acc, o).is_ok());
                 if let Err(e) = self.grants.reconfigure(&new, &keep) {
-                    error!("new config refused: {e}");
+                    error!("new config refused: {}", e.report());
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
                     return;
                 }
@@ -96,7 +96,7 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
         }
         let grants: Vec<Grant> = revoked.iter().map(|r| r.0).collect();
         if let Err(e) = self.grants.revoke(&grants) {
-            error!("{e}");
+            error!("{}", e.report());
         }
     }
 }

@@ -289,11 +289,11 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
             Ok(()) if !self.grants.writes_grants() => {}
             Ok(()) => self.live.record(&grants, &owners),
             Err(e) => {
-                error!("{e}; re-creating {}", self.grants.objects());
+                error!("{}; re-creating {}", e.report(), self.grants.objects());
                 self.restore();
                 match self.grants.write(&grants) {
                     Ok(()) => self.live.record(&grants, &owners),
-                    Err(e) => error!("grants lost: {e}"),
+                    Err(e) => error!("grants lost: {}", e.report()),
                 }
             }
         }
@@ -331,7 +331,7 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
         match self.grants.drain() {
             Ok(false) => {}
             Ok(true) => self.restore(),
-            Err(e) => error!("{e}"),
+            Err(e) => error!("{}", e.report()),
         }
     }
 
@@ -344,7 +344,7 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                 "{} was removed or changed by someone else; re-created it",
                 self.grants.objects()
             ),
-            Err(e) => error!("{e}"),
+            Err(e) => error!("{}", e.report()),
         }
     }
 }

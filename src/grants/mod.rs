@@ -53,24 +53,24 @@ pub struct LiveGrant {
 /// The error of a backend's cause, kept as the source of a [`GrantError`].
 pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// A grant operation that failed: which one, on which of the backend's objects, the backend's
-/// own error as the source (its text follows the colon), and what to do where the daemon does
-/// not do it by itself.
+/// A grant operation that failed: which one, on which of the backend's objects, and what to do
+/// where the daemon does not do it by itself. The backend's own error is the source (not
+/// repeated in this message: `main` prints the chain, the daemon logs [`GrantError::report`]).
 #[derive(Debug, thiserror::Error)]
 pub enum GrantError {
-    #[error("cannot open the {backend} grant backend: {source}")]
+    #[error("cannot open the {backend} grant backend")]
     Open {
         backend: &'static str,
         #[source]
         source: Cause,
     },
-    #[error("cannot install {object}: {source}")]
+    #[error("cannot install {object}")]
     Install {
         object: String,
         #[source]
         source: Cause,
     },
-    #[error("cannot look for {object}: {source}")]
+    #[error("cannot look for {object}")]
     Find {
         object: String,
         #[source]
@@ -78,14 +78,14 @@ pub enum GrantError {
     },
     #[error("{object} is not loaded; {fix}")]
     NotLoaded { object: String, fix: &'static str },
-    #[error("cannot write {count} grant(s) to {object}: {source}")]
+    #[error("cannot write {count} grant(s) to {object}")]
     Write {
         object: String,
         count: usize,
         #[source]
         source: Cause,
     },
-    #[error("cannot revoke {count} grant(s) in {object}: {source}; they stay open until they expire (within {within_secs}s): delete them by hand, e.g. `{by_hand}`")]
+    #[error("cannot revoke {count} grant(s) in {object} (they stay open until they expire, within {within_secs}s: delete them by hand, e.g. `{by_hand}`)")]
     Revoke {
         object: String,
         count: usize,
@@ -94,20 +94,20 @@ pub enum GrantError {
         #[source]
         source: Cause,
     },
-    #[error("cannot re-create {object} with {count} live grant(s): {source}")]
+    #[error("cannot re-create {object} with {count} live grant(s)")]
     Restore {
         object: String,
         count: usize,
         #[source]
         source: Cause,
     },
-    #[error("cannot update {object} for the new config: {source}")]
+    #[error("cannot update {object} for the new config")]
     Reconfigure {
         object: String,
         #[source]
         source: Cause,
     },
-    #[error("cannot read the changes made to {object}: {source}")]
+    #[error("cannot read the changes made to {object}")]
     Watch {
         object: String,
         #[source]
@@ -115,18 +115,40 @@ pub enum GrantError {
     },
     #[error("{object} was changed by someone else and manage_ruleset = false, so nfknock does not re-create it; {fix}")]
     Unmanaged { object: String, fix: &'static str },
-    #[error("cannot list the grants in {object}: {source}")]
+    #[error("cannot list the grants in {object}")]
     List {
         object: String,
         #[source]
         source: Cause,
     },
-    #[error("cannot remove {object}: {source}")]
+    #[error("cannot remove {object}")]
     Remove {
         object: String,
         #[source]
         source: Cause,
     },
+}
+
+impl GrantError {
+    /// This error and its causes on one line, `what failed: why: ...`, for a log line.
+    pub fn report(&self) -> Report<'_> {
+        Report(self)
+    }
+}
+
+/// [`GrantError::report`]: the whole chain of causes, joined by `: `.
+pub struct Report<'a>(&'a GrantError);
+
+impl std::fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = std::error::Error::source(self.0);
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
 }
 
 /// Where the daemon's grants go. Every method but [`GrantSink::objects`] and
@@ -360,12 +382,17 @@ mod tests {
             by_hand: "nft delete element ...".into(),
             source: Box::new(cause),
         };
-        let text = e.to_string();
+        let text = e.report().to_string();
         assert!(
-            text.starts_with("cannot revoke 2 grant(s) in table `inet nfknock`: ")
+            text.starts_with("cannot revoke 2 grant(s) in table `inet nfknock` (")
                 && text.contains("within 30s")
-                && text.contains("`nft delete element ...`"),
+                && text.contains("`nft delete element ...`)")
+                && text.ends_with(&std::io::Error::from_raw_os_error(libc::EPERM).to_string()),
             "{text}"
+        );
+        assert!(
+            !e.to_string().contains("not permitted"),
+            "the cause is not repeated"
         );
         let source = std::error::Error::source(&e).unwrap();
         assert_eq!(

@@ -454,7 +454,7 @@ mod tests {
             }
             .into(),
         };
-        let text = e.to_string();
+        let text = e.report().to_string();
         assert!(
             text.starts_with("cannot write 1 grant(s) to table `inet nfknock`: cannot add elements to set `inet nfknock allow_v4`: not found; load nft/nfknock.nft"),
             "{text}"
