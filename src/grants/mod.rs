@@ -4,9 +4,9 @@
 //! [`GrantStore`] lists or removes what a backend left in the kernel (`nfknock status`,
 //! `nfknock uninstall`); [`DryRun`] wraps any sink and writes nothing.
 //!
-//! This file is pure: types, traits, the dry-run wrapper, and [`open`]/[`existing`], which only
-//! pick the backend named by `[server] backend`. Each backend is one file beside it and does its
-//! I/O there:
+//! This file does no I/O (but [`DryRun`]'s log lines): types, traits, the dry-run wrapper, and
+//! [`open`]/[`existing`], which only pick the backend named by `[server] backend`. Each backend
+//! is one file beside it and does its I/O there:
 //!
 //! | file | backend | I/O |
 //! | --- | --- | --- |
@@ -162,8 +162,9 @@ pub trait GrantSink {
     fn write(&mut self, grants: &[Grant]) -> Result<(), GrantError>;
     /// Remove `grants` before their time (a revocation); grants already gone are no error.
     fn revoke(&mut self, grants: &[Grant]) -> Result<(), GrantError>;
-    /// Re-create the backend's objects as configured, holding exactly `grants`: after someone
-    /// else removed or changed them ([`GrantSink::drain`] said so), or a write failed.
+    /// Re-create the backend's objects as configured (what is missing of them) and put
+    /// `grants` back in, with the time each has left: after someone else removed or changed
+    /// them ([`GrantSink::drain`] said so), or a write failed.
     fn restore(&mut self, grants: &[Grant]) -> Result<(), GrantError>;
     /// Take a reloaded config. If the objects must change (e.g. the ports the gate protects),
     /// re-create them holding `keep`, the live grants the new config still authorises. On an
