@@ -619,6 +619,7 @@ mod tests {
                 rate_limit_v6_prefix: 64,
                 revoke_on_reload: true,
                 backend: Default::default(),
+                user: crate::config::RunAs::Unchanged,
             },
             clients,
         })

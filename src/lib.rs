@@ -27,10 +27,10 @@
 //! | [`netfilter::netlink`] | the one netlink layer: socket, message builder, parser (never panics), batches |
 //! | [`netfilter::queue`] | NFQUEUE over that layer: receive, verdict; the kernel's queue counters |
 //! | [`netfilter::nft`] | nftables over that layer: the owned table, grants with timeouts, listing, events |
-//! | [`state`] | the replay journal on disk (append, compact by write-then-rename) |
-//! | [`sys`] | the operating system's CSPRNG behind the core's `Rng` trait; the file system behind the importer's `Loader` |
+//! | [`state`] | the replay journal on disk (append, compact by write-then-rename); `state_dir` checks |
+//! | [`sys`] | the operating system's CSPRNG behind the core's `Rng` trait; files opened once and checked on the descriptor (key and config files); the user database and the switch from root to the service user; the file system behind the importer's `Loader` |
 //! | [`grants::nft_set`] | the `nftables` grant backend (default): grants as set elements with timeouts, the owned table and its gate, through [`netfilter::nft`] |
-//! | [`daemon`] | wiring: queue → engine → grants → verdict; signals, reload, sd_notify |
+//! | [`daemon`] | wiring: queue → engine → grants → verdict; signals, reload, sd_notify, the switch to the service user |
 //! | [`cli`] | the command line: [`cli::Cli`], exit codes, `--config` and the dispatch in `cli/mod.rs`, one file per command family; `main.rs` is thin |
 //!
 //! `wire`, `crypto`, `replay`, `policy`, `engine` and `config` import neither `netfilter` nor

@@ -22,11 +22,13 @@
 //! | `live_grants.rs` | the grants this daemon wrote, to restore after a flush and to revoke |
 //! | `control.rs` | [`Control`]: SIGTERM/SIGINT/SIGHUP, or a [`ControlHandle`] in tests |
 //! | `instance.rs` | [`InstanceLock`]: one daemon per network namespace |
+//! | `privileges.rs` | the switch to the service user ([`leave_root`]) and [`drop_privileges`] |
 //! | `tests.rs` | the real loop driven in-process, against a recording [`GrantSink`](crate::grants::GrantSink) |
 
 mod control;
 mod instance;
 mod live_grants;
+mod privileges;
 mod reload;
 mod run;
 
@@ -35,13 +37,15 @@ mod tests;
 
 pub use control::{Control, ControlHandle};
 pub use instance::{Action, AlreadyRunning, InstanceLock};
+pub use privileges::drop_privileges;
+use privileges::leave_root;
 pub use run::{Daemon, PacketSource};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use tracing::{error, info, warn};
 
 use crate::config::{self, Config};
@@ -176,6 +180,10 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
     // Before anything in the kernel or the state directory is touched: a running daemon must
     // see no change at all.
     let instance = InstanceLock::acquire(Action::Serve)?;
+    // Started as root (no unit's User=): become the service user before anything is created in
+    // state_dir, so every file there is its own, as under systemd. The netlink work below
+    // needs only the CAP_NET_ADMIN it keeps. (After the lock: a missing state_dir is created.)
+    leave_root(&config, &opts.config)?;
     let now = unix_now();
     let (journal, cache) = open_journal(&config, &opts.config, now)?;
 
@@ -221,54 +229,6 @@ fn release_freed_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
-}
-
-/// Keep only CAP_NET_ADMIN (effective, permitted, bounding; nothing inheritable or ambient),
-/// forbid privilege gain through exec, and keep keys out of core dumps and ptrace.
-pub fn drop_privileges() -> anyhow::Result<()> {
-    use caps::{CapSet, Capability};
-    // SAFETY: prctl with these constant arguments has no memory effects.
-    unsafe {
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-    }
-    let keep: caps::CapsHashSet = [Capability::CAP_NET_ADMIN].into_iter().collect();
-    let permitted = caps::read(None, CapSet::Permitted).context("cannot read capabilities")?;
-    if !permitted.contains(&Capability::CAP_NET_ADMIN) {
-        bail!("nfknock serve needs CAP_NET_ADMIN: run it as root or with AmbientCapabilities=CAP_NET_ADMIN");
-    }
-    if permitted.contains(&Capability::CAP_SETPCAP) {
-        for cap in caps::all() {
-            if cap != Capability::CAP_NET_ADMIN {
-                caps::drop(None, CapSet::Bounding, cap)
-                    .with_context(|| format!("cannot drop {cap} from the bounding set"))?;
-            }
-        }
-    }
-    // prctl(PR_CAP_AMBIENT_CLEAR_ALL): allowed without privilege and by any syscall filter.
-    caps::clear(None, CapSet::Ambient).context("cannot clear ambient capabilities")?;
-    // The rest is capset(2), which a unit's `SystemCallFilter=~@privileged` denies: change only
-    // what differs. Under systemd with AmbientCapabilities=, effective and permitted are already
-    // {CAP_NET_ADMIN}; the inheritable set holds it too (raising an ambient capability requires
-    // it, capabilities(7)). Without ambient capabilities and with no_new_privs, an inheritable
-    // capability passes to no program we could exec, so failing to clear it is worth a warning,
-    // not a refusal to start.
-    if !caps::read(None, CapSet::Inheritable)
-        .context("cannot read capabilities")?
-        .is_empty()
-    {
-        if let Err(e) = caps::clear(None, CapSet::Inheritable) {
-            warn!("cannot clear the inheritable capability set ({e}); allow capset(2) in the unit's SystemCallFilter= to clear it");
-        }
-    }
-    for set in [CapSet::Effective, CapSet::Permitted] {
-        if caps::read(None, set).context("cannot read capabilities")? != keep {
-            caps::set(None, set, &keep).with_context(|| {
-                format!("cannot set the {set:?} capabilities to CAP_NET_ADMIN only")
-            })?;
-        }
-    }
-    Ok(())
 }
 
 /// Parse a knock payload file or hex (for `verify`): raw bytes of the UDP payload.
