@@ -1,10 +1,9 @@
 //! `nfknock status`: the live grants, read from the kernel.
 
-use anyhow::bail;
 use clap::Args;
 
 use super::{ConfigArg, EXIT_OK};
-use crate::netfilter::nft::Nft;
+use crate::grants::{self, LiveGrant};
 
 #[derive(Debug, Args)]
 #[command(mut_arg("config", |a| {
@@ -20,21 +19,20 @@ pub struct StatusArgs {
 }
 
 pub(super) fn status(json: bool) -> anyhow::Result<i32> {
-    let mut nft = Nft::open()?;
-    if !nft.table_exists()? {
-        bail!("table `inet nfknock` is not loaded: start `nfknock serve` or load nft/nfknock.nft");
-    }
-    let mut grants = nft.list()?;
-    grants.sort_by_key(|g| (g.addr, g.access));
+    // The config is not read (see `--config`): the grants are where the default backend
+    // keeps them.
+    let mut grants = grants::existing(crate::config::Backend::default())?.list()?;
+    grants.sort_by_key(|g| (g.grant.addr, g.grant.access));
+    let seconds_left = |g: &LiveGrant| g.left.as_millis().div_ceil(1000);
     if json {
         for g in &grants {
             println!(
                 "{}",
                 serde_json::json!({
-                    "source": g.addr.to_string(),
-                    "access": g.access.to_string(),
-                    "timeout": g.timeout_ms / 1000,
-                    "seconds_left": g.expires_ms.div_ceil(1000),
+                    "source": g.grant.addr.to_string(),
+                    "access": g.grant.access.to_string(),
+                    "timeout": g.grant.timeout.as_secs(),
+                    "seconds_left": seconds_left(g) as u64,
                 })
             );
         }
@@ -48,10 +46,10 @@ pub(super) fn status(json: bool) -> anyhow::Result<i32> {
         for g in &grants {
             println!(
                 "{:<40} {:<12} {:>7}s {:>9}s",
-                g.addr.to_string(),
-                g.access.to_string(),
-                g.timeout_ms / 1000,
-                g.expires_ms.div_ceil(1000)
+                g.grant.addr.to_string(),
+                g.grant.access.to_string(),
+                g.grant.timeout.as_secs(),
+                seconds_left(g)
             );
         }
     }

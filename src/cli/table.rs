@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::{ConfigArg, EXIT_OK};
 use crate::daemon;
-use crate::netfilter::nft::{Nft, QueueBackend};
+use crate::netfilter::nft::QueueBackend;
 
 #[derive(Debug, Args)]
 pub struct RulesetArgs {
@@ -28,7 +28,7 @@ pub(super) fn ruleset(config: &Path, compat: bool) -> anyhow::Result<i32> {
     };
     print!(
         "{}",
-        crate::netfilter::nft::render(&daemon::ruleset_spec(&config, backend))
+        crate::netfilter::nft::render(&crate::grants::nft_set::ruleset_spec(&config, backend))
     );
     Ok(EXIT_OK)
 }
@@ -36,8 +36,9 @@ pub(super) fn ruleset(config: &Path, compat: bool) -> anyhow::Result<i32> {
 pub(super) fn uninstall() -> anyhow::Result<i32> {
     // Held while the table goes, so no daemon starts half-way through.
     let _lock = daemon::InstanceLock::acquire(daemon::Action::Uninstall)?;
-    let mut nft = Nft::open()?;
-    nft.remove_table()?;
-    eprintln!("table `inet nfknock` removed");
+    // No config is read: the default backend's objects are removed.
+    let mut store = crate::grants::existing(crate::config::Backend::default())?;
+    store.remove()?;
+    eprintln!("{} removed", store.objects());
     Ok(EXIT_OK)
 }

@@ -83,8 +83,19 @@ pub struct Server {
     /// removed, its key changed, it expired, the access left its `allow` or entered its
     /// `deny`, or the address left its `sources`). `false` lets them run out their time.
     pub revoke_on_reload: bool,
+    /// Where grants are written ([`crate::grants`] opens it).
+    pub backend: Backend,
     /// Who the daemon runs as once set up (`user`), resolved when the config was read.
     pub user: RunAs,
+}
+
+/// `[server] backend`: where grants are written. Each variant is one file under `src/grants/`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// Elements with timeouts in the allow sets of table `inet nfknock`, gated by its chains.
+    #[default]
+    Nftables,
 }
 
 /// `[server] user`, resolved against the user database.

@@ -67,6 +67,7 @@ fn server_hint(key: &str) -> Option<&'static str> {
         "protect" => "a list of accesses, e.g. `protect = [\"tcp/22\", \"tcp/443\"]`",
         "max_age" => "seconds, from 1 to 3600, e.g. `max_age = 120`",
         "manage_ruleset" | "gate_forward" | "revoke_on_reload" => "`true` or `false`",
+        "backend" => "where grants are written, e.g. `backend = \"nftables\"`",
         "rate_limit" => "knocks per second per source (0 turns it off), e.g. `rate_limit = 20`",
         "rate_limit_v4_prefix" => "the prefix length an IPv4 source is metered by, from 1 to 32, e.g. `rate_limit_v4_prefix = 32`",
         "rate_limit_v6_prefix" => "the prefix length an IPv6 source is metered by, from 1 to 128, e.g. `rate_limit_v6_prefix = 64`",
@@ -472,6 +473,7 @@ fn server_settings(
         manage_ruleset: raw.manage_ruleset.unwrap_or(true),
         gate_forward: raw.gate_forward.unwrap_or(true),
         revoke_on_reload: raw.revoke_on_reload.unwrap_or(true),
+        backend: raw.backend.unwrap_or_default(),
         rate_limit: u32::try_from(rate_limit).unwrap_or(super::DEFAULT_RATE_LIMIT),
         rate_limit_v4_prefix: u8::try_from(rate_limit_v4_prefix)
             .unwrap_or(super::DEFAULT_RATE_LIMIT_V4_PREFIX),

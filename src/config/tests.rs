@@ -921,6 +921,36 @@ fn revoke_on_reload_is_a_switch() {
     );
 }
 
+/// `[server] backend` picks where grants are written: `nftables` (the default, the only one so
+/// far); anything else is refused on its line, naming the choices.
+#[test]
+fn backend_is_nftables_by_default_and_a_wrong_one_names_the_choices() {
+    assert_eq!(plan(&native_client("")).server.backend, Backend::Nftables);
+    let p = plan(&format!(
+        "[server]\nbackend = \"nftables\"\n{}",
+        native_client("")
+    ));
+    assert_eq!(p.server.backend, Backend::Nftables);
+    let ps = problems(&format!(
+        "[server]\nport = 62201\nbackend = \"ipset\"\n{}",
+        native_client("")
+    ));
+    let p = at(&ps, "server.backend");
+    assert_eq!(p.line, Some(3));
+    assert!(
+        p.message.contains("ipset") && p.message.contains("`nftables`"),
+        "{}",
+        p.message
+    );
+    let ps = problems(&format!("[server]\nbackend = 1\n{}", native_client("")));
+    let p = at(&ps, "server.backend");
+    assert!(
+        p.message.contains("backend = \"nftables\""),
+        "{}",
+        p.message
+    );
+}
+
 #[test]
 fn problems_print_as_path_line_key_message() {
     let ps = problems(&format!("[server]\nport = 0\n{}", native_client("")));

@@ -1,6 +1,6 @@
 //! Shells over the kernel's netfilter netlink interfaces. Nothing clever lives here: the
-//! decisions are made in [`crate::engine`], and only [`crate::daemon`] (and the CLI's
-//! `status`/`uninstall`) call these.
+//! decisions are made in [`crate::engine`]; [`crate::daemon`] calls [`queue`], the grant
+//! backend [`crate::grants::nft_set`] calls [`nft`] (and the CLI's `ruleset` renders with it).
 //!
 //! [`netlink`] is the one netlink layer: the only place a `NETLINK_NETFILTER` socket is opened,
 //! one set of netlink numbers, one parser. [`queue`] (NFQUEUE) and [`nft`] (nf_tables and its
