@@ -25,8 +25,10 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                 let old = self.engine.config().clone();
                 if new.server.queue != old.server.queue
                     || new.server.state_dir != old.server.state_dir
+                    || new.server.user != old.server.user
+                    || new.server.backend != old.server.backend
                 {
-                    warn!("`queue` and `state_dir` changes take effect at the next restart");
+                    warn!("`queue`, `state_dir`, `user` and `backend` changes take effect at the next restart (systemctl restart nfknock)");
                 }
                 for w in config::warnings(&new) {
                     warn!("{w}");
