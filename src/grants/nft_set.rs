@@ -200,6 +200,14 @@ impl GrantSink for NftSet {
     }
 
     fn restore(&mut self, grants: &[Grant]) -> Result<(), GrantError> {
+        // With manage_ruleset = false the admin owns the table: a failed write must not make
+        // nfknock create one (the same rule as for a flush noticed by `drain`).
+        if !self.manage {
+            return Err(GrantError::Unmanaged {
+                object: self.object.clone(),
+                fix: LOAD_IT,
+            });
+        }
         let elems = elements(&mut self.buf, grants);
         self.nft
             .install(&self.spec, elems)
@@ -431,6 +439,17 @@ mod tests {
                     && e.to_string().contains("manage_ruleset = true"),
                 "{e}"
             );
+            // Nor does a failed write make it create the table behind the admin's back.
+            assert!(matches!(
+                sink.restore(&[g]).unwrap_err(),
+                GrantError::Unmanaged { .. }
+            ));
+            assert!(matches!(
+                store.list().unwrap_err(),
+                GrantError::NotLoaded { .. }
+            ));
+            sink.reconfigure(&managed, &[]).unwrap();
+            sink.restore(&[]).unwrap();
             store.remove().unwrap();
             assert!(matches!(
                 store.list().unwrap_err(),
