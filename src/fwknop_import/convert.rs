@@ -22,10 +22,15 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// Decide every stanza's client name: `# name:` if valid and unique, else `fwknop-<n>`.
+///
+/// Every stanza's fallback name is kept for that stanza, whether it has a `# name:` or not:
+/// which stanzas fall back is only known at the end, and a fallback must never equal a name
+/// already handed out.
 fn names(stanzas: &[Stanza], diags: &mut Vec<Diag>) -> Vec<String> {
+    let fallback_of = |st: &Stanza| format!("fwknop-{}", st.index);
     let mut out: Vec<String> = Vec::new();
     for st in stanzas {
-        let fallback = format!("fwknop-{}", st.index);
+        let fallback = fallback_of(st);
         let name = match &st.name {
             None => fallback,
             Some((n, origin)) if !valid_name(n) => {
@@ -41,7 +46,7 @@ fn names(stanzas: &[Stanza], diags: &mut Vec<Diag>) -> Vec<String> {
                 if out.contains(n)
                     || stanzas
                         .iter()
-                        .any(|o| o.name.is_none() && format!("fwknop-{}", o.index) == *n) =>
+                        .any(|o| o.index != st.index && fallback_of(o) == *n) =>
             {
                 diags.push(Diag {
                     level: Level::Warning,

@@ -807,6 +807,42 @@ fn names_from_comments() {
     ));
 }
 
+/// A `# name:` that is another stanza's fallback name (`fwknop-<n>`) must not be handed out
+/// twice: stanza 2 below needs its fallback (its own name is invalid, then taken), so stanza
+/// 1 may not have it. Two clients with one name made the whole import fail `nfknock check`.
+#[test]
+fn a_name_comment_never_takes_another_stanzas_fallback_name() {
+    for second in ["# name: bad name!\n", "# name: fwknop-2\n"] {
+        let text = format!("# name: fwknop-2\n{}{second}{}", stanza(""), stanza(""));
+        let i = run(&text);
+        assert!(
+            !has(&i, Level::Error, "refused by `nfknock check`"),
+            "{second:?}: {:#?}",
+            i.diags
+        );
+        let c = config(&i);
+        let names: Vec<&str> = c.clients.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["fwknop-1", "fwknop-2"], "{second:?}");
+        assert!(
+            has(
+                &i,
+                Level::Warning,
+                "`# name: fwknop-2` is already taken; using `fwknop-1`"
+            ),
+            "{second:?}: {:#?}",
+            i.diags
+        );
+        assert!(i.complete(), "{second:?}");
+    }
+    // A stanza may carry its own fallback name.
+    let i = run(&format!("{}# name: fwknop-2\n{}", stanza(""), stanza("")));
+    let names: Vec<String> = config(&i).clients.iter().map(|c| c.name.clone()).collect();
+    assert_eq!(names, ["fwknop-1", "fwknop-2"]);
+    assert!(messages(&i, Level::Warning)
+        .iter()
+        .all(|m| !m.contains("# name")));
+}
+
 #[test]
 fn an_empty_file_is_an_error() {
     let i = run("# nothing here\n");
