@@ -843,6 +843,29 @@ fn a_name_comment_never_takes_another_stanzas_fallback_name() {
         .all(|m| !m.contains("# name")));
 }
 
+/// nfknock's checker judges each converted client. `KEY_BASE64` decoding to fwknop's
+/// placeholder `__CHANGEME__` passes the stanza's own checks (its text is not the placeholder)
+/// but `nfknock check` refuses it: the stanza is reported with the checker's words and left
+/// out, the others are imported, and the import is not complete (exit status 1).
+#[test]
+fn the_checker_judges_each_converted_client() {
+    let placeholder =
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "__CHANGEME__");
+    let bad = stanza("").replace(A_KEY, &placeholder);
+    let i = run(&format!("{}# name: good\n{}", bad, stanza("")));
+    assert_eq!(i.clients, ["good"]);
+    assert_eq!(i.failed, 1);
+    assert!(!i.complete());
+    let errors = messages(&i, Level::Error);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("error: /etc/fwknop/access.conf:1: stanza `fwknop-1`: the converted client would be refused by `nfknock check`: `client[1].fwknop.key_base64`: is fwknop's placeholder `__CHANGEME__`"),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(config(&i).clients.len(), 1);
+}
+
 #[test]
 fn an_empty_file_is_an_error() {
     let i = run("# nothing here\n");
