@@ -618,6 +618,8 @@ mod tests {
                 rate_limit_v4_prefix: 32,
                 rate_limit_v6_prefix: 64,
                 revoke_on_reload: true,
+                backend: Default::default(),
+                user: crate::config::RunAs::Unchanged,
             },
             clients,
         })
