@@ -38,7 +38,8 @@ use zeroize::Zeroizing;
 
 use nfknock::access::{Access, Proto};
 use nfknock::crypto::{NativeKey, Rng};
-use nfknock::netfilter::nft::wire as nl;
+use nfknock::netfilter::netlink as nl;
+use nfknock::netfilter::nft::uapi as nft_uapi;
 use nfknock::sys::OsRng;
 use nfknock::wire::fwknop::{self, DigestType, EncMode, FwknopKey, HmacType, SealRequest};
 use nfknock::wire::native;
@@ -381,18 +382,19 @@ fn setsockopt(fd: &OwnedFd, level: i32, name: i32, v: i32) {
 
 /// The allow-IP of a new `allow_v4` element, for each element of a NEWSETELEM message.
 fn nfknock_grants(body: &[u8], out: &mut Vec<Ipv4Addr>) {
-    if nl::attr(body, nl::NFTA_SET_ELEM_LIST_TABLE).map(nl::str_attr) != Some(b"nfknock".as_slice())
-        || nl::attr(body, nl::NFTA_SET_ELEM_LIST_SET).map(nl::str_attr)
+    if nl::attr(body, nft_uapi::NFTA_SET_ELEM_LIST_TABLE).map(nl::str_attr)
+        != Some(b"nfknock".as_slice())
+        || nl::attr(body, nft_uapi::NFTA_SET_ELEM_LIST_SET).map(nl::str_attr)
             != Some(b"allow_v4".as_slice())
     {
         return;
     }
-    let Some(list) = nl::attr(body, nl::NFTA_SET_ELEM_LIST_ELEMENTS) else {
+    let Some(list) = nl::attr(body, nft_uapi::NFTA_SET_ELEM_LIST_ELEMENTS) else {
         return;
     };
     for (_, elem) in nl::attrs(list) {
-        let key =
-            nl::attr(elem, nl::NFTA_SET_ELEM_KEY).and_then(|k| nl::attr(k, nl::NFTA_DATA_VALUE));
+        let key = nl::attr(elem, nft_uapi::NFTA_SET_ELEM_KEY)
+            .and_then(|k| nl::attr(k, nft_uapi::NFTA_DATA_VALUE));
         if let Some((std::net::IpAddr::V4(a), _)) =
             key.and_then(|k| nfknock::netfilter::nft::decode_key(k, false))
         {
@@ -408,15 +410,16 @@ fn fwknopd_grant(body: &[u8]) -> Option<Ipv4Addr> {
     const NFTA_PAYLOAD_OFFSET: u16 = 3;
     const NFTA_PAYLOAD_LEN: u16 = 4;
     const NFTA_CMP_DATA: u16 = 3;
-    if nl::attr(body, nl::NFTA_RULE_TABLE).map(nl::str_attr) != Some(b"filter".as_slice())
-        || nl::attr(body, nl::NFTA_RULE_CHAIN).map(nl::str_attr) != Some(b"FWKNOP_INPUT".as_slice())
+    if nl::attr(body, nft_uapi::NFTA_RULE_TABLE).map(nl::str_attr) != Some(b"filter".as_slice())
+        || nl::attr(body, nft_uapi::NFTA_RULE_CHAIN).map(nl::str_attr)
+            != Some(b"FWKNOP_INPUT".as_slice())
     {
         return None;
     }
     let mut saddr_loaded = false;
-    for (_, e) in nl::attrs(nl::attr(body, nl::NFTA_RULE_EXPRESSIONS)?) {
-        let name = nl::str_attr(nl::attr(e, nl::NFTA_EXPR_NAME)?);
-        let data = nl::attr(e, nl::NFTA_EXPR_DATA).unwrap_or(&[]);
+    for (_, e) in nl::attrs(nl::attr(body, nft_uapi::NFTA_RULE_EXPRESSIONS)?) {
+        let name = nl::str_attr(nl::attr(e, nft_uapi::NFTA_EXPR_NAME)?);
+        let data = nl::attr(e, nft_uapi::NFTA_EXPR_DATA).unwrap_or(&[]);
         let is = |t, v: u32| nl::attr(data, t) == Some(v.to_be_bytes().as_slice());
         match name {
             b"payload" => {
@@ -425,7 +428,7 @@ fn fwknopd_grant(body: &[u8]) -> Option<Ipv4Addr> {
                     && is(NFTA_PAYLOAD_LEN, 4)
             }
             b"cmp" if saddr_loaded => {
-                let v = nl::attr(nl::attr(data, NFTA_CMP_DATA)?, nl::NFTA_DATA_VALUE)?;
+                let v = nl::attr(nl::attr(data, NFTA_CMP_DATA)?, nft_uapi::NFTA_DATA_VALUE)?;
                 let o: [u8; 4] = v.try_into().ok()?;
                 return Some(Ipv4Addr::from(o));
             }
@@ -468,7 +471,7 @@ impl Watcher {
                     continue;
                 }
                 found.clear();
-                for m in nl::messages(&buf[..n as usize]) {
+                for m in nl::messages(&buf[..n as usize]).map_while(Result::ok) {
                     if m.ty >> 8 != nl::NFNL_SUBSYS_NFTABLES {
                         continue;
                     }
@@ -476,8 +479,12 @@ impl Watcher {
                         continue;
                     };
                     match (peer, m.ty & 0xff) {
-                        (Peer::Nfknock, nl::NFT_MSG_NEWSETELEM) => nfknock_grants(body, &mut found),
-                        (Peer::Fwknopd, nl::NFT_MSG_NEWRULE) => found.extend(fwknopd_grant(body)),
+                        (Peer::Nfknock, nft_uapi::NFT_MSG_NEWSETELEM) => {
+                            nfknock_grants(body, &mut found)
+                        }
+                        (Peer::Fwknopd, nft_uapi::NFT_MSG_NEWRULE) => {
+                            found.extend(fwknopd_grant(body))
+                        }
                         _ => {}
                     }
                 }

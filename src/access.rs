@@ -106,20 +106,6 @@ pub fn format_list(list: &[Access]) -> String {
         .join(",")
 }
 
-impl serde::Serialize for Access {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Access {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Access, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        s.parse()
-            .map_err(|e| serde::de::Error::custom(format!("`{s}`: {e}")))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,20 +18,24 @@
 //! | [`engine`] | the whole per-packet pipeline: parse → key lookup → authenticate → replay → policy; `engine/` has one file per format path and one for the native key-hint index |
 //! | [`config`] | TOML → validated [`config::Config`]; every error names the file, line and key |
 //! | [`fwknop_import`] | translator: fwknopd's `access.conf`/`fwknopd.conf` → nfknock TOML with warnings; reads through the [`fwknop_import::Loader`] it is given |
+//! | [`grants`] (`grants/mod.rs`) | the grant seam: [`grants::Grant`], [`grants::GrantError`], the [`grants::GrantSink`] and [`grants::GrantStore`] traits, the [`grants::DryRun`] wrapper; [`grants::open`] and [`grants::existing`] only pick the backend `[server] backend` names, whose own file does the I/O |
 //!
 //! Shells (I/O, nothing clever):
 //!
 //! | module | role |
 //! | --- | --- |
-//! | [`netfilter::queue`] | NFQUEUE over a raw netlink socket: receive, verdict |
-//! | [`netfilter::nft`] | nftables over netlink: the owned table, grants with timeouts, listing, events |
-//! | [`state`] | the replay journal on disk (append, compact by write-then-rename) |
-//! | [`sys`] | the operating system's CSPRNG behind the core's `Rng` trait; the file system behind the importer's `Loader` |
-//! | [`daemon`] | wiring: queue → engine → nft → verdict; signals, reload, sd_notify |
-//! | [`cli`] | the command line; `main.rs` is thin |
+//! | [`netfilter::netlink`] | the one netlink layer: socket, message builder, parser (never panics), batches |
+//! | [`netfilter::queue`] | NFQUEUE over that layer: receive, verdict; the kernel's queue counters |
+//! | [`netfilter::nft`] | nftables over that layer: the owned table, grants with timeouts, listing, events |
+//! | [`state`] | the replay journal on disk (append, compact by write-then-rename); `state_dir` checks |
+//! | [`sys`] | the operating system's CSPRNG behind the core's `Rng` trait; files opened once and checked on the descriptor (key and config files); the user database and the switch from root to the service user; the file system behind the importer's `Loader` |
+//! | [`grants::nft_set`] | the `nftables` grant backend (default): grants as set elements with timeouts, the owned table and its gate, through [`netfilter::nft`] |
+//! | [`daemon`] | wiring: queue → engine → grants → verdict; signals, reload, sd_notify, the switch to the service user |
+//! | [`cli`] | the command line: [`cli::Cli`], exit codes, `--config` and the dispatch in `cli/mod.rs`, one file per command family; `main.rs` is thin |
 //!
 //! `wire`, `crypto`, `replay`, `policy`, `engine` and `config` import neither `netfilter` nor
-//! `daemon`. Only `daemon` turns a [`policy::Decision`] into netlink calls.
+//! `daemon`. Only `daemon` turns a [`policy::Decision`] into grants, through the [`grants`]
+//! seam; only the backends under `grants/` know what holds them.
 
 pub mod access;
 pub mod cli;
@@ -40,6 +44,7 @@ pub mod crypto;
 pub mod daemon;
 pub mod engine;
 pub mod fwknop_import;
+pub mod grants;
 pub mod netfilter;
 pub mod policy;
 pub mod replay;

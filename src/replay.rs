@@ -102,7 +102,8 @@ pub fn key_from_digest(digest: &[u8; 32]) -> ReplayKey {
 /// Beside the map, each era holds a min-heap of `(expires_at, key)` so
 /// [`prune`](Self::prune) costs O(expired × log n) rather than a scan of every entry: cheap
 /// enough to call every second with 100 000 live entries.
-#[derive(Debug, Clone)]
+/// `Default` is [`ReplayCache::new`]: empty, nothing refused.
+#[derive(Debug, Clone, Default)]
 pub struct ReplayCache {
     entries: HashMap<ReplayKey, u64>,
     /// The era entries are recorded in now.
@@ -123,21 +124,10 @@ struct Era {
     by_expiry: BinaryHeap<Reverse<(u64, ReplayKey)>>,
 }
 
-impl Default for ReplayCache {
-    fn default() -> Self {
-        ReplayCache::new()
-    }
-}
-
 impl ReplayCache {
     /// An empty cache.
     pub fn new() -> ReplayCache {
-        ReplayCache {
-            entries: HashMap::new(),
-            current: Era::default(),
-            older: Vec::new(),
-            refuse_before: 0,
-        }
+        ReplayCache::default()
     }
 
     /// Is `key` recorded and not yet expired at `now`?
@@ -541,6 +531,28 @@ mod tests {
         }
         assert_eq!(c.len(), 1);
         assert!(c.heap_items() <= 2 + 1024 + 1);
+    }
+
+    /// Refreshing keys whose expiries stay in the future leaves stale heap items that no
+    /// prune pops; once they outnumber twice the live entries (plus slack), they are dropped,
+    /// and what remains still expires each key at its latest expiry.
+    #[test]
+    fn stale_heap_items_are_compacted() {
+        let mut c = ReplayCache::new();
+        for round in 0..600u64 {
+            c.insert(k(1), T + 10_000 + round);
+            c.insert(k(2), T + 20_000 + round);
+        }
+        assert_eq!(c.heap_items(), 1200, "one item per raised expiry");
+        prune(&mut c, T);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c.heap_items(), 2, "only the live expiries are left");
+        prune(&mut c, T + 10_599);
+        assert!(c.contains(&k(1), T + 10_599));
+        prune(&mut c, T + 10_600);
+        assert!(!c.contains(&k(1), T + 10_600) && c.contains(&k(2), T + 10_600));
+        prune(&mut c, T + 20_600);
+        assert!(c.is_empty());
     }
 
     /// Issue "security", item 6: the bound is the largest `max_age` a config may set, whatever

@@ -1,7 +1,9 @@
 //! The replay journal on disk, in `state_dir`. Shell: file I/O only; the encoding is in
 //! [`crate::replay`].
 //!
-//! Files in `state_dir` (created 0700):
+//! `state_dir` must be a directory (not a symbolic link) owned by the user nfknock runs as and
+//! writable by nobody else: whoever can write there can delete the journal (reopening the replay
+//! window) or plant links for nfknock to write through. Files in `state_dir` (created 0700):
 //!
 //! - `replay.journal` (0600): header, then records appended one batch per `write(2)`.
 //! - `replay.journal.tmp`: a compaction in progress; renamed over the journal when complete,
@@ -25,11 +27,13 @@
 //! and it is removed as soon as a journal exists, even if a crash left it behind.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::config::shell_quote;
 use crate::replay::{self, ReplayCache, ReplayKey};
+use crate::sys::{self, Links};
 
 /// Name of the journal inside the state directory.
 pub const JOURNAL_FILE: &str = "replay.journal";
@@ -111,6 +115,14 @@ pub enum StateError {
     HasJournal { path: PathBuf },
     #[error("{path} exists and is not a regular file; remove it, then run init-state again")]
     MarkerNotAFile { path: PathBuf },
+    /// `state_dir` or the journal is something nfknock must not trust; `fix` says what to do.
+    #[error("{what} {path} {problem}; {fix}")]
+    Unsafe {
+        what: &'static str,
+        path: PathBuf,
+        problem: String,
+        fix: String,
+    },
 }
 
 /// The open journal.
@@ -171,15 +183,12 @@ impl ReplayJournal {
             .mode(0o700)
             .create(dir)
             .map_err(io_err("create directory for", dir))?;
+        check_dir(dir, sys::euid(), None)?;
         let path = dir.join(JOURNAL_FILE);
         let mut cache = ReplayCache::new();
         let lost_until = now.saturating_add(max_age);
 
-        let bytes = match fs::read(&path) {
-            Ok(b) => Some(b),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_err("read", &path)(e)),
-        };
+        let bytes = read_journal(&path)?;
         let Some(bytes) = bytes else {
             let marker = probe_marker(dir)?;
             if marker == Marker::File {
@@ -305,16 +314,21 @@ impl ReplayJournal {
         let tmp = dir.join(JOURNAL_TMP_FILE);
         let bytes = replay::encode_journal(cache.refuse_before(), cache.iter());
         {
+            // A leftover from a crash is removed (unlink removes a link, never its target), and
+            // the file is created afresh: O_EXCL fails rather than open anything already there,
+            // link or not, so the mode below is the file's mode.
+            match fs::remove_file(&tmp) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("remove the stale", &tmp)(e)),
+            }
             let mut f = OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
                 .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(&tmp)
                 .map_err(io_err("create", &tmp))?;
-            // `mode` applies only on creation; a leftover tmp file keeps its old mode otherwise.
-            f.set_permissions(fs::Permissions::from_mode(0o600))
-                .map_err(io_err("chmod", &tmp))?;
             f.write_all(&bytes).map_err(io_err("write", &tmp))?;
             f.sync_all().map_err(io_err("sync", &tmp))?;
         }
@@ -418,15 +432,177 @@ pub fn mark_first_start(dir: &Path) -> Result<MarkOutcome, StateError> {
     Ok(MarkOutcome::Marked)
 }
 
-/// Open the journal for appending and make sure nobody else can read it.
+/// Open the journal for appending (never through a link, never a FIFO or device: `O_NONBLOCK`
+/// keeps the open from waiting on a FIFO, which `fstat` then refuses) and make sure nobody
+/// else can read it.
 fn open_append(path: &Path) -> Result<File, StateError> {
     let file = OpenOptions::new()
         .append(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(io_err("open", path))?;
+    let meta = file.metadata().map_err(io_err("inspect", path))?;
+    if !meta.is_file() {
+        return Err(StateError::Unsafe {
+            what: "replay journal",
+            path: path.to_path_buf(),
+            problem: "is not a regular file".to_string(),
+            fix: "remove it and restart nfknock".to_string(),
+        });
+    }
     file.set_permissions(fs::Permissions::from_mode(0o600))
         .map_err(io_err("chmod", path))?;
     Ok(file)
+}
+
+/// The journal's bytes, or `None` if there is none yet. A link is refused (its target is
+/// neither read nor, later, written); so is anything but a regular file.
+fn read_journal(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
+    let file = match sys::open_regular(path, Links::Refuse) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if sys::is_link_refused(&e) => {
+            return Err(StateError::Unsafe {
+                what: "replay journal",
+                path: path.to_path_buf(),
+                problem: "is a symbolic link, which nfknock does not follow".to_string(),
+                fix: "replace the link with the file it points to".to_string(),
+            })
+        }
+        Err(e) => return Err(io_err("read", path)(e)),
+    };
+    let (mut file, meta) = file.into_parts();
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.read_to_end(&mut bytes).map_err(io_err("read", path))?;
+    Ok(Some(bytes))
+}
+
+/// What `state_dir` is, as `lstat(2)` sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DirKind {
+    Dir,
+    /// A symbolic link, and the directory it resolves to (if it does).
+    Link(Option<PathBuf>),
+    Other,
+}
+
+/// For a daemon started as root that is about to switch to `owner`: create `state_dir` for it
+/// if it is missing (0700, owned by `owner`; missing parents 0755, root's), as systemd's
+/// `StateDirectory=` does for the unit's `User=`, then check it as [`ReplayJournal::open`] will
+/// after the switch. An existing directory is never handed over (`state_dir` may name one that
+/// is not nfknock's): the message names the `chown` to run. True if it created the directory.
+pub fn prepare_dir(dir: &Path, owner: &sys::Account) -> Result<bool, StateError> {
+    let mut created = false;
+    match fs::symlink_metadata(dir) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(parent)
+                    .map_err(io_err("create the parent of", dir))?;
+            }
+            match DirBuilder::new().mode(0o700).create(dir) {
+                Ok(()) => {
+                    // Hand over exactly what was created: no link is followed.
+                    let new = OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                        .open(dir)
+                        .map_err(io_err("open the new directory of", dir))?;
+                    std::os::unix::fs::fchown(&new, Some(owner.uid), Some(owner.gid))
+                        .map_err(io_err("give its user the new directory of", dir))?;
+                    created = true;
+                }
+                // Someone made it meanwhile: it is checked like any existing one.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err("create directory for", dir)(e)),
+            }
+        }
+        Err(e) => return Err(io_err("inspect the directory of", dir)(e)),
+    }
+    check_dir(dir, owner.uid, Some(&owner.name))?;
+    Ok(created)
+}
+
+/// Refuse a `state_dir` someone other than `uid` (named `name`, if known) could tamper with
+/// (see the module documentation).
+fn check_dir(dir: &Path, uid: u32, name: Option<&str>) -> Result<(), StateError> {
+    let meta = fs::symlink_metadata(dir).map_err(io_err("inspect the directory of", dir))?;
+    let ty = meta.file_type();
+    let kind = if ty.is_symlink() {
+        DirKind::Link(fs::canonicalize(dir).ok())
+    } else if ty.is_dir() {
+        DirKind::Dir
+    } else {
+        DirKind::Other
+    };
+    match dir_problem(dir, kind, meta.mode(), meta.uid(), uid, name) {
+        None => Ok(()),
+        Some((problem, fix)) => Err(StateError::Unsafe {
+            what: "state_dir",
+            path: dir.to_path_buf(),
+            problem,
+            fix,
+        }),
+    }
+}
+
+/// What is wrong with a `state_dir` of this kind, mode and owner `uid` for a daemon running as
+/// `euid` (named `name`, if known), and the fix; `None` if nothing is (pure, for tests).
+fn dir_problem(
+    dir: &Path,
+    kind: DirKind,
+    mode: u32,
+    uid: u32,
+    euid: u32,
+    name: Option<&str>,
+) -> Option<(String, String)> {
+    let q = shell_quote(dir);
+    match kind {
+        DirKind::Link(target) => {
+            let fix = match target {
+                Some(t) => format!(
+                    "set `state_dir = \"{}\"`, the directory itself",
+                    t.display()
+                ),
+                None => format!("set `state_dir` to a directory, not a link (`readlink -f {q}`)"),
+            };
+            return Some((
+                "is a symbolic link, which nfknock does not follow".to_string(),
+                fix,
+            ));
+        }
+        DirKind::Other => {
+            return Some((
+                "is not a directory".to_string(),
+                "remove it, or set `state_dir` to a directory".to_string(),
+            ))
+        }
+        DirKind::Dir => {}
+    }
+    if uid != euid {
+        let (owner, who) = match (euid, name) {
+            (0, _) => ("root:root".to_string(), "uid 0".to_string()),
+            (_, Some(n)) => (format!("{n}:"), format!("`{n}` (uid {euid})")),
+            (_, None) => (euid.to_string(), format!("uid {euid}")),
+        };
+        return Some((
+            format!("is owned by uid {uid}, not by the user nfknock runs as ({who})"),
+            format!("run `chown -R {owner} {q}`"),
+        ));
+    }
+    if mode & 0o022 != 0 {
+        return Some((
+            format!(
+                "is writable by group or others (mode {:04o}), who could delete the journal or plant links in it",
+                mode & 0o7777
+            ),
+            format!("run `chmod 700 {q}`"),
+        ));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -639,6 +815,145 @@ mod tests {
             ),
             "{report:?}"
         );
+    }
+
+    /// Run `f` on a thread; fail (instead of hanging the test run) if it takes over 5 s.
+    fn within_5s<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("{what} hung"))
+    }
+
+    /// A file outside the state directory that a planted link points at.
+    fn victim(content: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("victim");
+        fs::write(&path, content).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn compaction_does_not_follow_a_planted_tmp_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut j, mut cache, _) = ReplayJournal::open(tmp.path(), 0, MAX_AGE).unwrap();
+        j.append(&[(k(1), 100), (k(2), 200)]).unwrap();
+        cache.insert(k(1), 100);
+        cache.insert(k(2), 200);
+        let (_keep, target) = victim(b"precious");
+        std::os::unix::fs::symlink(&target, tmp.path().join(JOURNAL_TMP_FILE)).unwrap();
+
+        j.compact(&cache).unwrap();
+        assert_eq!(
+            fs::read(&target).unwrap(),
+            b"precious",
+            "the link was written through"
+        );
+        assert_eq!(mode(&target), 0o644);
+        let meta = fs::symlink_metadata(j.path()).unwrap();
+        assert!(
+            meta.file_type().is_file(),
+            "the journal is not a regular file"
+        );
+        assert!(fs::symlink_metadata(tmp.path().join(JOURNAL_TMP_FILE)).is_err());
+        drop(j);
+        let (_, cache, _) = ReplayJournal::open(tmp.path(), 0, MAX_AGE).unwrap();
+        assert!(cache.contains(&k(2), 200));
+    }
+
+    #[test]
+    fn a_journal_that_is_a_symbolic_link_is_refused_and_its_target_untouched() {
+        let tmp = tempfile::tempdir().unwrap();
+        // The target is a valid journal that would load cleanly (and be appended to).
+        let header = replay::encode_header(0);
+        let (_keep, target) = victim(&header);
+        std::os::unix::fs::symlink(&target, tmp.path().join(JOURNAL_FILE)).unwrap();
+
+        let err = ReplayJournal::open(tmp.path(), 0, MAX_AGE)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(JOURNAL_FILE) && err.contains("symbolic link"),
+            "{err}"
+        );
+        assert_eq!(fs::read(&target).unwrap(), header);
+        assert_eq!(mode(&target), 0o644, "the link's target was chmod'ed");
+    }
+
+    #[test]
+    fn a_journal_that_is_a_fifo_is_refused_without_waiting_for_a_writer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join(JOURNAL_FILE);
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let dir = tmp.path().to_path_buf();
+        let err = within_5s("opening a FIFO as the journal", move || {
+            ReplayJournal::open(&dir, 0, MAX_AGE).map(|_| ())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not a regular file but a FIFO"), "{err}");
+    }
+
+    #[test]
+    fn a_state_dir_others_may_write_to_or_that_is_a_link_is_refused_with_the_fix() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        fs::create_dir(&dir).unwrap();
+        for m in [0o777, 0o770, 0o1777] {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(m)).unwrap();
+            let err = ReplayJournal::open(&dir, 0, MAX_AGE)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("writable by group or others")
+                    && err.contains(&format!("`chmod 700 {}`", dir.display())),
+                "mode {m:o}: {err}"
+            );
+        }
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        let err = ReplayJournal::open(&link, 0, MAX_AGE)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("symbolic link") && err.contains(&dir.display().to_string()),
+            "{err}"
+        );
+        assert!(
+            !dir.join(JOURNAL_FILE).exists(),
+            "a journal was made through the link"
+        );
+        // 0750 and 0755 are fine: nobody else can add, remove or replace files.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        ReplayJournal::open(&dir, 0, MAX_AGE).unwrap();
+    }
+
+    #[test]
+    fn a_state_dir_owned_by_another_user_is_refused_with_the_chown() {
+        let p = Path::new("/var/lib/nfknock");
+        let (problem, fix) = dir_problem(p, DirKind::Dir, 0o40700, 4242, 998, None).unwrap();
+        assert!(problem.contains("owned by uid 4242"), "{problem}");
+        assert!(fix.contains("`chown -R 998 /var/lib/nfknock`"), "{fix}");
+        let (problem, fix) =
+            dir_problem(p, DirKind::Dir, 0o40700, 0, 998, Some("nfknock")).unwrap();
+        assert!(problem.contains("`nfknock` (uid 998)"), "{problem}");
+        assert!(
+            fix.contains("`chown -R nfknock: /var/lib/nfknock`"),
+            "{fix}"
+        );
+        let (_, fix) = dir_problem(p, DirKind::Dir, 0o40700, 4242, 0, None).unwrap();
+        assert!(
+            fix.contains("`chown -R root:root /var/lib/nfknock`"),
+            "{fix}"
+        );
+        assert!(dir_problem(p, DirKind::Dir, 0o40700, 998, 998, None).is_none());
+        assert!(dir_problem(p, DirKind::Other, 0o100600, 998, 998, None).is_some());
     }
 
     #[test]

@@ -44,14 +44,11 @@ const RESTORED_WITHIN: Duration = Duration::from_secs(2);
 // helpers
 
 /// The daemon's config, written by hand where the lab's `write_config` (fixed `max_age` and
-/// `protect`) does not fit. `server` lines go into `[server]` after port, queue and state_dir.
+/// `protect`) does not fit. `server` lines go into the lab's `[server]` table.
 fn write_config(lab: &Lab, server: &str, clients: &str) -> PathBuf {
     let p = lab.path("nfknock.toml");
-    let text = format!(
-        "[server]\nport = {KNOCK_PORT}\nqueue = 3\nstate_dir = \"{}\"\n{server}\n{clients}",
-        lab.path("state").display()
-    );
-    std::fs::write(&p, text).unwrap();
+    let table = server_table(&lab.path("state"), LAB_USER, server);
+    std::fs::write(&p, format!("{table}{clients}")).unwrap();
     p
 }
 
@@ -1567,11 +1564,13 @@ fn daemon_runs_as_an_unprivileged_user_with_ambient_cap_net_admin() {
     let state = home.join("state");
     init_state(&state);
     let config = home.join("nfknock.toml");
+    // systemd's `User=` already switched: the config names that user, as the shipped one
+    // does by default (`nfknock`).
     std::fs::write(
         &config,
         format!(
-            "[server]\nport = {KNOCK_PORT}\nqueue = 3\nstate_dir = \"{}\"\n{DEFAULT_SERVER}\n{}",
-            state.display(),
+            "{}{}",
+            server_table(&state, "nobody", DEFAULT_SERVER),
             alice(&key, "\"tcp/2222\"", 5)
         ),
     )
@@ -1619,6 +1618,193 @@ fn daemon_runs_as_an_unprivileged_user_with_ambient_cap_net_admin() {
     let meta = std::fs::metadata(state.join("replay.journal")).unwrap();
     use std::os::unix::fs::MetadataExt;
     assert_eq!((meta.uid(), meta.mode() & 0o777), (nobody, 0o600));
+    assert!(d.stop().success(), "{}", d.log());
+}
+
+/// A system account for a daemon started as root to switch to, created once if missing the
+/// way `scripts/install` creates `nfknock` (`nfknock` itself is left alone: on a host that has
+/// it, every daemon started as root without `user` would switch to it). Its own account rather
+/// than `nobody`: what a test hands to it belongs to nothing else. Returns (uid, gid).
+fn test_user() -> (u32, u32) {
+    const NAME: &str = "nfknock-test";
+    let id = |flag: &str| {
+        let out = Command::new("id").args([flag, NAME]).output().unwrap();
+        out.status.success().then(|| {
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<u32>()
+                .unwrap()
+        })
+    };
+    if id("-u").is_none() {
+        // Exit status 9: someone else created it meanwhile.
+        let out = Command::new("useradd")
+            .args(["--system", "--user-group", "--no-create-home"])
+            .args(["--shell", "/usr/sbin/nologin", NAME])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() || out.status.code() == Some(9),
+            "useradd {NAME}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (id("-u").unwrap(), id("-g").unwrap())
+}
+
+/// Outside systemd: started as root with `[server] user`, the daemon switches to that user
+/// once set up and keeps only CAP_NET_ADMIN, then still grants, re-creates a flushed table
+/// (netlink writes after the switch) and reloads its config (reading the key file as that
+/// user). Before it starts, root-owned files it could not read after the switch are named
+/// with the fix.
+#[test]
+fn daemon_started_as_root_switches_to_the_configured_user_and_keeps_working() {
+    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+    let (uid, gid) = test_user();
+    let user = "nfknock-test";
+    let lab = Lab::new();
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    // The lab's directory is root's 0700: the user must reach its files inside.
+    std::fs::set_permissions(lab.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let key = lab.keygen("alice.key");
+    let state = lab.path("state");
+    let config = lab.path("nfknock.toml");
+    let write = |allow: &str| {
+        let table = server_table(&state, user, DEFAULT_SERVER);
+        std::fs::write(&config, format!("{table}{}", alice(&key, allow, 5))).unwrap();
+    };
+    write("\"tcp/2222\"");
+    // A start that should be refused: bounded, so a daemon that serves instead fails the test
+    // (exit 124) rather than hanging it.
+    let serve = |lab: &Lab| {
+        let config = config.to_str().unwrap();
+        lab.run(
+            &lab.srv,
+            &["timeout", "15", bin(), "serve", "--config", config],
+        )
+    };
+
+    // Root's key file: the daemon (and `check`) refuse it, naming the chown.
+    let out = lab.nfknock(&lab.srv, &["check", "--config", config.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("`chown {user}: {}`", key.display())),
+        "{err}"
+    );
+    chown(&key, Some(uid), Some(gid)).unwrap();
+
+    // The lab's state directory is as `nfknock init-state`, run by root, leaves it: root's. An
+    // existing directory is never handed over (`state_dir` may name one that is not ours): the
+    // fix is named, and nothing was started.
+    let out = serve(&lab);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("`chown -R {user}: {}`", state.display())),
+        "{err}"
+    );
+    assert_eq!(lab.nft_list(), "", "a refused start left a table behind");
+
+    // A missing one is created for the user, as systemd's StateDirectory= does.
+    let marked = lab.path("state.marked");
+    std::fs::rename(&state, &marked).unwrap();
+    let mut d = Daemon::start(&lab, &[], &config, &[], "info", "created.log");
+    let meta = std::fs::symlink_metadata(&state).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (uid, 0o700));
+    assert!(
+        d.log().contains("state_dir did not exist: created it"),
+        "{}",
+        d.log()
+    );
+    assert!(d.stop().success(), "{}", d.log());
+    std::fs::remove_dir_all(&state).unwrap();
+    std::fs::rename(&marked, &state).unwrap();
+
+    // The installer's way: `init-state`, then the directory handed to the user.
+    let owner = format!("{uid}:{gid}");
+    let out = Command::new("chown")
+        .args(["-R", &owner, state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut d = Daemon::start(&lab, &[], &config, &[], "debug", "switch.log");
+    let st = proc_status(d.pid());
+    for (field, want) in [("Uid", uid), ("Gid", gid)] {
+        assert!(
+            st[field].split_whitespace().all(|v| v == want.to_string()),
+            "{field}: {} (want {want} four times)",
+            st[field]
+        );
+    }
+    assert_eq!(st["Groups"], "", "supplementary groups kept");
+    assert_least_privilege(d.pid());
+    assert!(
+        d.log().contains(&format!("switched to user {user}")),
+        "{}",
+        d.log()
+    );
+    assert!(d.log().contains("first start"), "{}", d.log());
+
+    assert!(!client_open(&lab), "open before the knock");
+    let client_key = lab.path("client.key");
+    std::fs::copy(&key, &client_key).unwrap();
+    std::fs::set_permissions(&client_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    knock_host(&lab, &client_key, &[]);
+    assert!(
+        wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(),
+        "{}",
+        d.log()
+    );
+    let meta = std::fs::metadata(state.join("replay.journal")).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (uid, 0o600));
+
+    // CAP_NET_ADMIN after the switch: a flushed ruleset comes back with the grant.
+    lab.run(&lab.srv, &["nft", "flush", "ruleset"]);
+    assert!(
+        wait_until(RESTORED_WITHIN, || seconds_left(&lab, CLI4, "tcp/2222")
+            .is_some())
+        .is_some(),
+        "{}",
+        d.log()
+    );
+
+    // A reload re-reads the config and the key file as the user, and takes effect.
+    write("\"tcp/2222\", \"tcp/8080\"");
+    let _ = Command::new("kill")
+        .args(["-HUP", &d.pid().to_string()])
+        .status();
+    assert!(
+        wait_until(Duration::from_secs(2), || d
+            .log()
+            .contains("config reloaded"))
+        .is_some(),
+        "{}",
+        d.log()
+    );
+    assert!(!d.log().contains("new config refused"), "{}", d.log());
+    let out = lab.knock(
+        &lab.cli,
+        SRV4,
+        &[
+            "--key-file",
+            client_key.to_str().unwrap(),
+            "--access",
+            "tcp/8080",
+        ],
+    );
+    assert!(out.status.success());
+    assert!(
+        wait_until(OPEN_WITHIN, || seconds_left(&lab, CLI4, "tcp/8080")
+            .is_some())
+        .is_some(),
+        "{}",
+        d.log()
+    );
     assert!(d.stop().success(), "{}", d.log());
 }
 

@@ -103,21 +103,14 @@ fn client_config_path_from(
 ///
 /// A config holding an inline `key` must itself be private (see [`super::check_private`]).
 pub fn load_client(path: &Path) -> Result<ClientConfig, ConfigErrors> {
-    let text = super::read_config(path)?;
+    let (text, file) = super::read_config(path)?;
     let home = home_dir();
     let checked = check_client(&text, path, home.as_deref());
     let mut problems = checked.problems;
     if checked.inline_secret {
-        if let Err(message) = secret::check_private(path, "config file") {
-            problems.insert(
-                0,
-                Problem {
-                    path: path.to_path_buf(),
-                    line: None,
-                    key: None,
-                    message: format!("{message} (it holds inline keys; or move them to key files with `key_file = PATH`)"),
-                },
-            );
+        if let Err(problem) = super::inline_secrets_private(path, &file, &secret::Owner::current())
+        {
+            problems.insert(0, problem);
         }
     }
     match checked.plan {
@@ -409,7 +402,7 @@ fn profile(
         },
         (None, Some((f, key))) => {
             let r = secret::resolve(f.get_ref(), path, home).and_then(|p| {
-                let text = secret::read_key_file(&p)?;
+                let text = secret::read_key_file(&p, &secret::Owner::current())?;
                 let bytes = secret::decode_native_secret(&text)
                     .map_err(|m| format!("key file {} {m}", p.display()))?;
                 Ok((Some(p), bytes))

@@ -25,6 +25,7 @@ use ipnet::IpNet;
 
 use crate::access::Access;
 use crate::crypto::NativeKey;
+pub use crate::sys::Account;
 use crate::wire::fwknop::FwknopKey;
 
 /// Defaults (also documented in the example config and `--help`).
@@ -40,6 +41,13 @@ pub const DEFAULT_RATE_LIMIT_V4_PREFIX: u8 = 32;
 /// ... and an IPv6 source per /64: one host commonly holds a whole /64, so per-address
 /// buckets would give it 2^64 of them.
 pub const DEFAULT_RATE_LIMIT_V6_PREFIX: u8 = 64;
+/// The user a daemon started as root switches to when `[server] user` is not set (and the
+/// account exists): the one `scripts/install` creates and the systemd unit runs as.
+pub const DEFAULT_USER: &str = "nfknock";
+/// How messages say to create a service user (`useradd` USER): a system account that cannot
+/// log in, as `scripts/install` creates [`DEFAULT_USER`].
+pub const USERADD: &str =
+    "useradd --system --user-group --no-create-home --shell /usr/sbin/nologin";
 
 /// The validated server configuration.
 #[derive(Debug, Clone)]
@@ -75,6 +83,40 @@ pub struct Server {
     /// removed, its key changed, it expired, the access left its `allow` or entered its
     /// `deny`, or the address left its `sources`). `false` lets them run out their time.
     pub revoke_on_reload: bool,
+    /// Where grants are written ([`crate::grants`] opens it).
+    pub backend: Backend,
+    /// Who the daemon runs as once set up (`user`), resolved when the config was read.
+    pub user: RunAs,
+}
+
+/// `[server] backend`: where grants are written. Each variant is one file under `src/grants/`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// Elements with timeouts in the allow sets of table `inet nfknock`, gated by its chains.
+    #[default]
+    Nftables,
+}
+
+/// `[server] user`, resolved against the user database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunAs {
+    /// `user` is not set and there is no account [`DEFAULT_USER`]: nfknock stays the user it
+    /// was started as.
+    Unchanged,
+    /// This account. `explicit` when the config names it, not when it is [`DEFAULT_USER`].
+    User { account: Account, explicit: bool },
+}
+
+impl RunAs {
+    /// The account a daemon running as `euid` switches to: one other than root, when it runs
+    /// as root. (A daemon started as another user cannot switch; systemd's `User=` already did.)
+    pub fn switch_to(&self, euid: u32) -> Option<&Account> {
+        match self {
+            RunAs::User { account, .. } if euid == 0 && account.uid != 0 => Some(account),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -151,30 +193,45 @@ pub fn render_example() -> &'static str {
 /// Read and validate a server config (and the key files it names).
 ///
 /// Besides everything [`parse_str`] checks, a config that holds an inline key must itself be
-/// private (see [`check_private`]).
+/// private (see [`check_private`]; checked on the file that was read).
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = read_config(path)?;
-    let checked = server::check_str(&text, path);
+    load_with(path, &crate::sys::SystemAccounts)
+}
+
+/// [`load`] with `[server] user` resolved against `accounts`.
+pub(crate) fn load_with(
+    path: &Path,
+    accounts: &dyn crate::sys::Accounts,
+) -> Result<Config, ConfigErrors> {
+    let (text, file) = read_config(path)?;
+    let checked = server::check_str_with(&text, path, accounts);
     let mut problems = checked.problems;
     if checked.inline_secret {
-        if let Err(message) = check_private(path, "config file") {
-            problems.insert(
-                0,
-                Problem {
-                    path: path.to_path_buf(),
-                    line: None,
-                    key: None,
-                    message: format!(
-                        "{message} (it holds inline keys; or move them to key files with `key_file = PATH`)"
-                    ),
-                },
-            );
+        if let Err(problem) = inline_secrets_private(path, &file, &checked.owner) {
+            problems.insert(0, problem);
         }
     }
     match checked.plan {
         Some(plan) if problems.is_empty() => Ok(plan.build()),
         _ => Err(ConfigErrors(problems)),
     }
+}
+
+/// A config file that holds inline keys must be private (its opened file's metadata) and
+/// belong to `owner`.
+fn inline_secrets_private(
+    path: &Path,
+    file: &crate::sys::RegularFile,
+    owner: &secret::Owner,
+) -> Result<(), Problem> {
+    secret::check_private_fd(path, "config file", file, owner).map_err(|message| Problem {
+        path: path.to_path_buf(),
+        line: None,
+        key: None,
+        message: format!(
+            "{message} (it holds inline keys; or move them to key files with `key_file = PATH`)"
+        ),
+    })
 }
 
 /// Validate a server config given as text. `path` is used in messages and to resolve relative
@@ -191,24 +248,29 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
 /// of memory per byte of TOML (docs/FUZZING.md), and 10 000 clients fit in about 1.5 MB.
 pub const MAX_CONFIG_LEN: u64 = 16 << 20;
 
-/// Read a config file as UTF-8 (zeroized after use: it may hold keys).
-fn read_config(path: &Path) -> Result<zeroize::Zeroizing<String>, ConfigErrors> {
-    let bytes =
-        zeroize::Zeroizing::new(secret::read_limited(path, MAX_CONFIG_LEN).map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::NotFound {
-                "; create it (start from examples/server.toml) or pass the right path with --config"
-            } else {
-                ""
-            };
-            ConfigErrors(vec![Problem {
-                path: path.to_path_buf(),
-                line: None,
-                key: None,
-                message: format!("cannot read the config file: {e}{hint}"),
-            }])
-        })?);
+/// Read a config file as UTF-8 (zeroized after use: it may hold keys), with the open file for
+/// the privacy check. A symbolic link is followed; anything but a regular file is refused (a
+/// FIFO would block the daemon's reload forever).
+fn read_config(
+    path: &Path,
+) -> Result<(zeroize::Zeroizing<String>, crate::sys::RegularFile), ConfigErrors> {
+    let cannot = |e: std::io::Error| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            "; create it (start from examples/server.toml) or pass the right path with --config"
+        } else {
+            ""
+        };
+        ConfigErrors(vec![Problem {
+            path: path.to_path_buf(),
+            line: None,
+            key: None,
+            message: format!("cannot read the config file: {e}{hint}"),
+        }])
+    };
+    let mut file = crate::sys::open_regular(path, crate::sys::Links::Follow).map_err(cannot)?;
+    let bytes = file.read_all(MAX_CONFIG_LEN).map_err(cannot)?;
     match std::str::from_utf8(&bytes) {
-        Ok(text) => Ok(zeroize::Zeroizing::new(text.to_string())),
+        Ok(text) => Ok((zeroize::Zeroizing::new(text.to_string()), file)),
         Err(e) => {
             let line = bytes
                 .get(..e.valid_up_to())

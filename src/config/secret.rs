@@ -1,7 +1,8 @@
 //! Key material in configs: base64 decoding, key files and their permissions.
 //!
 //! A key file (or a config holding an inline key) must be private: no group/world bits, owned by
-//! root or by the user nfknock runs as. fwknopd refuses the same (`fwknopd.c` `check_file_perms`
+//! the user nfknock runs as (or root, unless a daemon started as root switches to another user:
+//! it reads the file again on every reload, after the switch). fwknopd refuses the same (`fwknopd.c` `check_file_perms`
 //! warns on anything but 0600); we refuse, because a readable key is a published key.
 
 use std::os::unix::fs::MetadataExt;
@@ -12,7 +13,9 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use zeroize::Zeroizing;
 
+use super::RunAs;
 use crate::crypto::SECRET_LEN;
+use crate::sys::{self, Links};
 
 /// Standard alphabet; `=` padding optional (fwknop writes `KEY_BASE64` with padding, people copy
 /// keys without it). Trailing bits must be zero, so each key has one spelling.
@@ -72,25 +75,115 @@ pub(crate) fn shell_quote(path: &Path) -> String {
     }
 }
 
-/// The effective user id.
-fn euid() -> u32 {
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+/// The user a file holding secrets must belong to: the one nfknock reads it as, at start and
+/// again on every reload (SIGHUP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Owner {
+    uid: u32,
+    /// The account's name, for messages and `chown` (the uid when unknown).
+    name: Option<String>,
+    /// nfknock is root now and switches to `uid` once started (`[server] user`): a file root
+    /// can read now would be unreadable on a reload, so root's files do not do.
+    switching: bool,
+}
+
+impl Owner {
+    /// Whoever nfknock runs as now (the effective user), with no switch ahead: the client, and
+    /// `nfknock check` of a client config.
+    pub(crate) fn current() -> Owner {
+        Owner {
+            uid: sys::euid(),
+            name: None,
+            switching: false,
+        }
+    }
+
+    /// For a server config: the user the daemon will read its files as, when running as `euid`
+    /// with `[server] user` resolved to `user`.
+    pub(crate) fn for_server(user: &RunAs, euid: u32) -> Owner {
+        if let Some(account) = user.switch_to(euid) {
+            return Owner {
+                uid: account.uid,
+                name: Some(account.name.clone()),
+                switching: true,
+            };
+        }
+        let name = match user {
+            RunAs::User { account, .. } if account.uid == euid => Some(account.name.clone()),
+            _ => None,
+        };
+        Owner {
+            uid: euid,
+            name,
+            switching: false,
+        }
+    }
+
+    /// May a file owned by `uid` hold secrets?
+    fn accepts(&self, uid: u32) -> bool {
+        uid == self.uid || (uid == 0 && !self.switching)
+    }
+
+    /// The `chown` argument that hands a file to this user.
+    fn chown(&self) -> String {
+        match (&self.name, self.uid) {
+            (_, 0) => "root:root".to_string(),
+            (Some(name), _) => format!("{name}:"),
+            (None, uid) => uid.to_string(),
+        }
+    }
+
+    /// "`nfknock` (uid 998)" or "uid 998".
+    fn describe(&self) -> String {
+        match &self.name {
+            Some(name) => format!("`{name}` (uid {})", self.uid),
+            None => format!("uid {}", self.uid),
+        }
+    }
 }
 
 /// Refuse a file holding secrets unless it is private: no group/world permission bits, owned by
 /// root or the effective user. `what` names it in the message ("key file", "config file").
-/// The message gives the exact command that fixes it.
+/// The message gives the exact command that fixes it. The checks are made on the opened file
+/// (`fstat`), not on the path.
 pub fn check_private(path: &Path, what: &str) -> Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::NotFound {
-            format!("; fix the path, or create the file with the key on one line and run `chmod 600 {}`", shell_quote(path))
-        } else {
-            String::new()
-        };
-        format!("cannot read {what} {}: {e}{hint}", path.display())
-    })?;
-    check_private_meta(path, what, meta.mode(), meta.uid(), euid())
+    let owner = Owner::current();
+    let file =
+        sys::open_regular(path, Links::Follow).map_err(|e| open_error(what, path, &e, &owner))?;
+    check_private_fd(path, what, &file, &owner)
+}
+
+/// [`check_private`] on a file already open (its `fstat` metadata), for `owner`.
+pub(crate) fn check_private_fd(
+    path: &Path,
+    what: &str,
+    file: &sys::RegularFile,
+    owner: &Owner,
+) -> Result<(), String> {
+    let meta = file.metadata();
+    check_private_meta(path, what, meta.mode(), meta.uid(), owner)
+}
+
+/// "cannot read {what} {path}: {e}", with the fix for the common cases.
+fn open_error(what: &str, path: &Path, e: &std::io::Error, owner: &Owner) -> String {
+    let q = shell_quote(path);
+    let hint = match e.kind() {
+        _ if sys::is_link_refused(e) => {
+            format!("; point `key_file` at the file itself (`readlink -f {q}` names it)")
+        }
+        std::io::ErrorKind::NotFound if what == "key file" => format!(
+            "; fix the path, or create the file with the key on one line and run `chmod 600 {q}`"
+        ),
+        // A root-owned 0600 key cannot be read by the service user the shipped unit runs as
+        // (User=nfknock).
+        std::io::ErrorKind::PermissionDenied => format!(
+            "; nfknock reads it as {}: give it the file with `chown {} {q}` (mode 0600)",
+            owner.describe(),
+            owner.chown()
+        ),
+        _ => String::new(),
+    };
+    format!("cannot read {what} {}: {e}{hint}", path.display())
 }
 
 /// [`check_private`] on given mode/owner (pure, for tests).
@@ -99,7 +192,7 @@ fn check_private_meta(
     what: &str,
     mode: u32,
     uid: u32,
-    euid: u32,
+    owner: &Owner,
 ) -> Result<(), String> {
     let q = shell_quote(path);
     if mode & 0o077 != 0 {
@@ -109,18 +202,22 @@ fn check_private_meta(
             mode & 0o7777
         ));
     }
-    if uid != 0 && uid != euid {
-        // Running as a service user (systemd `User=nfknock`), a root-owned 0600 file would pass
-        // this check but be unreadable: hand the file to that user instead.
-        let owner = if euid == 0 {
-            "root:root".to_string()
+    if !owner.accepts(uid) {
+        let chown = owner.chown();
+        let (path, who) = (path.display(), owner.describe());
+        return Err(if owner.switching {
+            // Started as root, the daemon could read it now but not on a reload after the
+            // switch: hand the file to the user it switches to.
+            format!(
+                "{what} {path} holds a secret but is owned by uid {uid}, not by {who}, the user nfknock switches to once started (`[server] user`) and reads it as on a reload; run `chown {chown} {q}`"
+            )
         } else {
-            euid.to_string()
-        };
-        return Err(format!(
-            "{what} {} holds a secret but is owned by uid {uid}, neither root nor the user nfknock runs as (uid {euid}); run `chown {owner} {q}`",
-            path.display()
-        ));
+            // Running as a service user (systemd `User=nfknock`), a root-owned 0600 file would
+            // pass this check but be unreadable: hand the file to that user instead.
+            format!(
+                "{what} {path} holds a secret but is owned by uid {uid}, neither root nor the user nfknock runs as ({who}); run `chown {chown} {q}`"
+            )
+        });
     }
     Ok(())
 }
@@ -154,51 +251,27 @@ pub(crate) fn resolve(
 /// A key file is one line of base64; anything this long is the wrong file.
 pub(crate) const MAX_KEY_FILE_LEN: u64 = 4096;
 
-/// Read a whole file, refusing one longer than `limit` bytes before reading it (a key file
-/// pointing at a swap file or a device must not be read into memory).
-pub(crate) fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let file = std::fs::File::open(path)?;
-    let mut bytes = Vec::new();
-    file.take(limit + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > limit {
-        bytes.iter_mut().for_each(|b| *b = 0);
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("longer than {limit} bytes; is this the right file?"),
-        ));
-    }
-    Ok(bytes)
-}
-
 /// Read a native key file (as written by `nfknock keygen --out`) for the client: private, one
 /// line of base64, exactly 256 bits.
 pub fn read_native_key_file(path: &Path) -> Result<crate::crypto::NativeKey, String> {
-    let text = read_key_file(path)?;
+    let text = read_key_file(path, &Owner::current())?;
     let secret =
         decode_native_secret(&text).map_err(|e| format!("key file {}: {e}", path.display()))?;
     Ok(crate::crypto::NativeKey::derive(&secret))
 }
 
-/// Read a key file: private (see [`check_private`]), one line of text, surrounding whitespace
-/// trimmed. The content is returned zeroizing; decoding is the caller's.
-pub(crate) fn read_key_file(path: &Path) -> Result<Zeroizing<String>, String> {
-    check_private(path, "key file")?;
-    let bytes = Zeroizing::new(read_limited(path, MAX_KEY_FILE_LEN).map_err(|e| {
-        // A root-owned 0600 key passes `check_private` but cannot be read by the service
-        // user the shipped unit runs as (User=nfknock).
-        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
-            format!(
-                "; nfknock runs as uid {}: give it the file with `chown {} {}` (mode 0600)",
-                euid(),
-                euid(),
-                shell_quote(path)
-            )
-        } else {
-            String::new()
-        };
-        format!("cannot read key file {}: {e}{hint}", path.display())
-    })?);
+/// Read a key file: a regular file, not a symbolic link, private and `owner`'s (see
+/// [`check_private`]; checked on the open descriptor), one line of text, surrounding whitespace
+/// trimmed. The content is returned zeroizing, read without a reallocation; decoding is the
+/// caller's.
+pub(crate) fn read_key_file(path: &Path, owner: &Owner) -> Result<Zeroizing<String>, String> {
+    let what = "key file";
+    let mut file =
+        sys::open_regular(path, Links::Refuse).map_err(|e| open_error(what, path, &e, owner))?;
+    check_private_fd(path, what, &file, owner)?;
+    let bytes = file
+        .read_all(MAX_KEY_FILE_LEN)
+        .map_err(|e| open_error(what, path, &e, owner))?;
     let text = std::str::from_utf8(&bytes).map_err(|_| {
         format!(
             "key file {} is not text; it must hold one line of base64",
@@ -247,24 +320,87 @@ mod tests {
         assert!(decode_native_secret(&"_".repeat(43)).is_err());
     }
 
+    /// Running as `uid`, no switch ahead, name unknown.
+    fn running_as(uid: u32) -> Owner {
+        Owner {
+            uid,
+            name: None,
+            switching: false,
+        }
+    }
+
+    fn account(name: &str, uid: u32) -> crate::sys::Account {
+        crate::sys::Account {
+            name: name.into(),
+            uid,
+            gid: uid,
+        }
+    }
+
+    fn read(path: &Path) -> Result<Zeroizing<String>, String> {
+        read_key_file(path, &Owner::current())
+    }
+
     #[test]
     fn private_means_no_group_world_bits_and_root_or_self() {
         let p = Path::new("/etc/nfknock/a.key");
-        assert!(check_private_meta(p, "key file", 0o100600, 0, 0).is_ok());
-        assert!(check_private_meta(p, "key file", 0o100400, 1000, 1000).is_ok());
-        let e = check_private_meta(p, "key file", 0o100644, 0, 0).unwrap_err();
+        let root = running_as(0);
+        assert!(check_private_meta(p, "key file", 0o100600, 0, &root).is_ok());
+        assert!(check_private_meta(p, "key file", 0o100400, 1000, &running_as(1000)).is_ok());
+        let e = check_private_meta(p, "key file", 0o100644, 0, &root).unwrap_err();
         assert!(
             e.contains("mode 0644") && e.contains("`chmod 600 /etc/nfknock/a.key`"),
             "{e}"
         );
-        assert!(check_private_meta(p, "key file", 0o100610, 0, 0).is_err());
-        let e = check_private_meta(p, "key file", 0o100600, 1000, 0).unwrap_err();
+        assert!(check_private_meta(p, "key file", 0o100610, 0, &root).is_err());
+        let e = check_private_meta(p, "key file", 0o100600, 1000, &root).unwrap_err();
         assert!(
             e.contains("uid 1000") && e.contains("`chown root:root /etc/nfknock/a.key`"),
             "{e}"
         );
-        let e = check_private_meta(p, "key file", 0o100600, 1000, 998).unwrap_err();
+        let e = check_private_meta(p, "key file", 0o100600, 1000, &running_as(998)).unwrap_err();
         assert!(e.contains("`chown 998 /etc/nfknock/a.key`"), "{e}");
+    }
+
+    /// Started as root with `[server] user = "svc"`, the daemon reads its key files as `svc`
+    /// on every reload: root's files are refused with the chown to `svc`.
+    #[test]
+    fn key_files_must_belong_to_the_user_the_daemon_switches_to() {
+        let p = Path::new("/etc/nfknock/a.key");
+        let svc = RunAs::User {
+            account: account("svc", 4242),
+            explicit: true,
+        };
+        let owner = Owner::for_server(&svc, 0);
+        let e = check_private_meta(p, "key file", 0o100600, 0, &owner).unwrap_err();
+        assert!(
+            e.contains("owned by uid 0")
+                && e.contains("`svc` (uid 4242)")
+                && e.contains("`[server] user`")
+                && e.contains("`chown svc: /etc/nfknock/a.key`"),
+            "{e}"
+        );
+        assert!(check_private_meta(p, "key file", 0o100600, 4242, &owner).is_ok());
+
+        // Already that user (systemd's User=): root's files pass the check (and are then
+        // unreadable, which the read says), the user's own pass, others are refused by name.
+        let owner = Owner::for_server(&svc, 4242);
+        assert!(check_private_meta(p, "key file", 0o100600, 4242, &owner).is_ok());
+        assert!(check_private_meta(p, "key file", 0o100600, 0, &owner).is_ok());
+        let e = check_private_meta(p, "key file", 0o100600, 1000, &owner).unwrap_err();
+        assert!(e.contains("`chown svc: /etc/nfknock/a.key`"), "{e}");
+
+        // Root staying root (`user = "root"`, or no `nfknock` account): root's files do.
+        for user in [
+            RunAs::Unchanged,
+            RunAs::User {
+                account: account("root", 0),
+                explicit: true,
+            },
+        ] {
+            let owner = Owner::for_server(&user, 0);
+            assert!(check_private_meta(p, "key file", 0o100600, 0, &owner).is_ok());
+        }
     }
 
     #[test]
@@ -293,16 +429,72 @@ mod tests {
         assert!(resolve("~bob/x.key", cfg, Some(home)).is_err());
     }
 
+    /// Run `f` on a thread; fail (instead of hanging the test run) if it takes over 5 s.
+    fn within_5s<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("{what} hung"))
+    }
+
+    #[test]
+    fn a_symlink_to_a_private_key_file_is_refused_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.key");
+        std::fs::write(&real, "abc=\n").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.path().join("link.key");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        // The target passes every check: only an open that refuses to follow the link (and
+        // checks what it opened, not what the path named) refuses this.
+        assert_eq!(read(&real).unwrap().as_str(), "abc=");
+        let e = read(&link).unwrap_err();
+        assert!(
+            e.contains(&link.display().to_string()) && e.contains("symbolic link"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_fifo_key_file_is_refused_without_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.key");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let p = fifo.clone();
+        let e = within_5s("reading a FIFO as a key file", move || read(&p)).unwrap_err();
+        assert!(
+            e.contains("not a regular file") && e.contains("FIFO"),
+            "{e}"
+        );
+        // A directory is not a key file either.
+        let e = read(dir.path()).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn an_oversized_key_file_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.key");
+        std::fs::write(&path, "A".repeat(MAX_KEY_FILE_LEN as usize + 1)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = read(&path).unwrap_err();
+        assert!(e.contains("longer than 4096 bytes"), "{e}");
+    }
+
     #[test]
     fn reads_a_private_key_file_and_refuses_a_readable_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k");
         std::fs::write(&path, "  abc=\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(read_key_file(&path).unwrap().as_str(), "abc=");
+        assert_eq!(read(&path).unwrap().as_str(), "abc=");
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = read_key_file(&path).unwrap_err();
+        let e = read(&path).unwrap_err();
         assert!(
             e.contains(&format!("`chmod 600 {}`", path.display())),
             "{e}"
@@ -310,10 +502,8 @@ mod tests {
 
         std::fs::write(&path, "a\nb\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(read_key_file(&path)
-            .unwrap_err()
-            .contains("more than one line"));
-        assert!(read_key_file(&dir.path().join("missing"))
+        assert!(read(&path).unwrap_err().contains("more than one line"));
+        assert!(read(&dir.path().join("missing"))
             .unwrap_err()
             .contains("cannot read"));
     }

@@ -15,11 +15,12 @@ use zeroize::Zeroizing;
 use super::raw::{
     self, join, RawClient, RawFwknop, RawServer, RawServerDocument, Section, Shape, Sink,
 };
-use super::secret;
+use super::secret::{self, Owner};
 use super::values::{self, indexed, int_in};
-use super::{Client, Config, Credential, Problem, Server};
+use super::{Client, Config, Credential, Problem, RunAs, Server};
 use crate::access::Access;
 use crate::crypto::{NativeKey, SECRET_LEN};
+use crate::sys::Accounts;
 use crate::wire::fwknop::{EncMode, FwknopKey, HmacType};
 
 /// Largest `max_timeout`: one week.
@@ -66,9 +67,11 @@ fn server_hint(key: &str) -> Option<&'static str> {
         "protect" => "a list of accesses, e.g. `protect = [\"tcp/22\", \"tcp/443\"]`",
         "max_age" => "seconds, from 1 to 3600, e.g. `max_age = 120`",
         "manage_ruleset" | "gate_forward" | "revoke_on_reload" => "`true` or `false`",
+        "backend" => "where grants are written, e.g. `backend = \"nftables\"`",
         "rate_limit" => "knocks per second per source (0 turns it off), e.g. `rate_limit = 20`",
         "rate_limit_v4_prefix" => "the prefix length an IPv4 source is metered by, from 1 to 32, e.g. `rate_limit_v4_prefix = 32`",
         "rate_limit_v6_prefix" => "the prefix length an IPv6 source is metered by, from 1 to 128, e.g. `rate_limit_v6_prefix = 64`",
+        "user" => "a quoted user name, e.g. `user = \"nfknock\"`",
         _ => return None,
     })
 }
@@ -108,7 +111,9 @@ fn fwknop_hint(key: &str) -> Option<&'static str> {
 
 /// A client's secret before key derivation.
 pub(crate) enum Secret {
-    Native(Zeroizing<[u8; SECRET_LEN]>),
+    /// Boxed: drafts and plans move through `Vec`s, and a secret stored inline would stay in
+    /// each vector's freed buffer after being moved out; the box moves only a pointer.
+    Native(Box<Zeroizing<[u8; SECRET_LEN]>>),
     Fwknop(FwknopKey),
 }
 
@@ -183,26 +188,40 @@ pub(crate) struct Checked {
     pub(crate) problems: Vec<Problem>,
     /// The text holds a key inline (so the file itself must be private).
     pub(crate) inline_secret: bool,
+    /// Who files holding secrets must belong to (from `[server] user`).
+    pub(crate) owner: Owner,
 }
 
-/// Check a server config text: every problem, with lines.
+/// Check a server config text: every problem, with lines. `[server] user` is resolved against
+/// the system's user database.
 pub(crate) fn check_str(text: &str, path: &Path) -> Checked {
+    check_str_with(text, path, &crate::sys::SystemAccounts)
+}
+
+/// [`check_str`] with `[server] user` resolved against `accounts`.
+pub(crate) fn check_str_with(text: &str, path: &Path, accounts: &dyn Accounts) -> Checked {
     let mut sink = Sink::new(text, path);
     let mut cx = Cx {
         path,
         inline_secret: false,
+        accounts,
+        owner: Owner::for_server(&RunAs::Unchanged, accounts.euid()),
     };
     let plan = check(&mut sink, &mut cx, text);
     Checked {
         plan,
         problems: sink.into_problems(),
         inline_secret: cx.inline_secret,
+        owner: cx.owner,
     }
 }
 
 struct Cx<'a> {
     path: &'a Path,
     inline_secret: bool,
+    accounts: &'a dyn Accounts,
+    /// Who key files must belong to; known once `[server]` is read, before any client.
+    owner: Owner,
 }
 
 /// A client on its way through stage 2.
@@ -256,7 +275,8 @@ fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
         }
     }
 
-    let (mut server, protect) = server_settings(sink, server_sec);
+    let (mut server, protect) = server_settings(sink, cx, server_sec);
+    cx.owner = Owner::for_server(&server.user, cx.accounts.euid());
 
     let mut drafts = Vec::new();
     for (i, v) in client_values.into_iter().enumerate() {
@@ -358,6 +378,7 @@ type ExplicitProtect = (Vec<Access>, Range<usize>);
 /// `[server]` (optional: every key has a default). Returns the explicit `protect`, if any.
 fn server_settings(
     sink: &mut Sink<'_>,
+    cx: &Cx<'_>,
     sec: Option<Section<'_, RawServer>>,
 ) -> (Server, Option<ExplicitProtect>) {
     let raw = sec.map(|s| s.raw).unwrap_or_default();
@@ -452,13 +473,90 @@ fn server_settings(
         manage_ruleset: raw.manage_ruleset.unwrap_or(true),
         gate_forward: raw.gate_forward.unwrap_or(true),
         revoke_on_reload: raw.revoke_on_reload.unwrap_or(true),
+        backend: raw.backend.unwrap_or_default(),
         rate_limit: u32::try_from(rate_limit).unwrap_or(super::DEFAULT_RATE_LIMIT),
         rate_limit_v4_prefix: u8::try_from(rate_limit_v4_prefix)
             .unwrap_or(super::DEFAULT_RATE_LIMIT_V4_PREFIX),
         rate_limit_v6_prefix: u8::try_from(rate_limit_v6_prefix)
             .unwrap_or(super::DEFAULT_RATE_LIMIT_V6_PREFIX),
+        user: run_as(sink, cx.accounts, raw.user.as_ref()),
     };
     (server, protect)
+}
+
+/// Resolve `[server] user` (or the default, [`super::DEFAULT_USER`], if that account exists).
+fn run_as(sink: &mut Sink<'_>, accounts: &dyn Accounts, user: Option<&Spanned<String>>) -> RunAs {
+    let key = "server.user";
+    let Some(user) = user else {
+        return match accounts.by_name(super::DEFAULT_USER) {
+            Ok(Some(account)) => RunAs::User {
+                account,
+                explicit: false,
+            },
+            Ok(None) => RunAs::Unchanged,
+            Err(e) => {
+                sink.at(
+                    None,
+                    key,
+                    format!("cannot look up the default user `{}`: {e}; fix the user database (nsswitch.conf), or set `user` to the user nfknock should run as", super::DEFAULT_USER),
+                );
+                RunAs::Unchanged
+            }
+        };
+    };
+    let name = user.get_ref();
+    if !valid_user_name(name) {
+        let hint = if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+            "a user name, not a uid"
+        } else {
+            "a user name of 1 to 32 letters, digits and `_.-`"
+        };
+        sink.at(
+            Some(user.span()),
+            key,
+            format!(
+                "`{name}` is not a user name; give {hint}, e.g. `user = \"{}\"`",
+                super::DEFAULT_USER
+            ),
+        );
+        return RunAs::Unchanged;
+    }
+    match accounts.by_name(name) {
+        Ok(Some(account)) => RunAs::User {
+            account,
+            explicit: true,
+        },
+        Ok(None) => {
+            sink.at(
+                Some(user.span()),
+                key,
+                format!(
+                    "there is no user `{name}` on this system; create it with `{} {name}`, or fix the name",
+                    super::USERADD
+                ),
+            );
+            RunAs::Unchanged
+        }
+        Err(e) => {
+            sink.at(
+                Some(user.span()),
+                key,
+                format!("cannot look up user `{name}`: {e}; fix the user database (nsswitch.conf)"),
+            );
+            RunAs::Unchanged
+        }
+    }
+}
+
+/// `[A-Za-z0-9_.-]{1,32}`, not starting with `-`, not all digits (what `useradd` accepts,
+/// less its exotica).
+fn valid_user_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && !name.starts_with('-')
+        && !name.bytes().all(|b| b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 /// `[A-Za-z0-9_.@-]{1,64}`.
@@ -531,11 +629,12 @@ fn client(
             if let Some(text) = &raw.key {
                 cx.inline_secret = true;
                 match secret::decode_native_secret(&text.get_ref().0) {
-                    Ok(bytes) => secret = Some(Secret::Native(bytes)),
+                    Ok(bytes) => secret = Some(Secret::Native(Box::new(bytes))),
                     Err(msg) => sink.at(Some(text.span()), &k("key"), format!("the key {msg}")),
                 }
             } else if let Some(file) = &raw.key_file {
-                secret = native_key_file(sink, cx.path, file, &k("key_file")).map(Secret::Native);
+                secret = native_key_file(sink, cx, file, &k("key_file"))
+                    .map(|b| Secret::Native(Box::new(b)));
             } else if let Some((_, value)) = fwknop {
                 is_fwknop = true;
                 if let Some(fsec) = raw::section::<RawFwknop>(sink, value, &k("fwknop"), &FWKNOP) {
@@ -709,12 +808,12 @@ fn secret_kind_known(given: &[(&str, Range<usize>)]) -> bool {
 
 fn native_key_file(
     sink: &mut Sink<'_>,
-    path: &Path,
+    cx: &Cx<'_>,
     file: &Spanned<String>,
     key: &str,
 ) -> Option<Zeroizing<[u8; SECRET_LEN]>> {
-    let result = secret::resolve(file.get_ref(), path, None).and_then(|p| {
-        let text = secret::read_key_file(&p)?;
+    let result = secret::resolve(file.get_ref(), cx.path, None).and_then(|p| {
+        let text = secret::read_key_file(&p, &cx.owner)?;
         secret::decode_native_secret(&text).map_err(|m| format!("key file {} {m}", p.display()))
     });
     result.map_err(|m| sink.at(Some(file.span()), key, m)).ok()
@@ -801,7 +900,7 @@ fn fwknop_bytes(
         KeySpec::File(f) => {
             let key = join(prefix, names[2]);
             let r = secret::resolve(f.get_ref(), cx.path, None).and_then(|p| {
-                let text = secret::read_key_file(&p)?;
+                let text = secret::read_key_file(&p, &cx.owner)?;
                 secret::decode_fwknop_base64(&text)
                     .ok_or_else(|| format!("key file {} is not valid base64; it must hold the base64 value printed by `fwknop --key-gen`", p.display()))
             });

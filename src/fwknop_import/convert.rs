@@ -7,7 +7,7 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
-use super::access_conf::{Parsed, Stanza};
+use super::access_conf::{Origin, Parsed, Stanza};
 use super::fwknopd_conf::DaemonSettings;
 use super::render::{render_client, render_header, render_server};
 use super::stanza::convert_stanza;
@@ -22,10 +22,15 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// Decide every stanza's client name: `# name:` if valid and unique, else `fwknop-<n>`.
+///
+/// Every stanza's fallback name is kept for that stanza, whether it has a `# name:` or not:
+/// which stanzas fall back is only known at the end, and a fallback must never equal a name
+/// already handed out.
 fn names(stanzas: &[Stanza], diags: &mut Vec<Diag>) -> Vec<String> {
+    let fallback_of = |st: &Stanza| format!("fwknop-{}", st.index);
     let mut out: Vec<String> = Vec::new();
     for st in stanzas {
-        let fallback = format!("fwknop-{}", st.index);
+        let fallback = fallback_of(st);
         let name = match &st.name {
             None => fallback,
             Some((n, origin)) if !valid_name(n) => {
@@ -41,7 +46,7 @@ fn names(stanzas: &[Stanza], diags: &mut Vec<Diag>) -> Vec<String> {
                 if out.contains(n)
                     || stanzas
                         .iter()
-                        .any(|o| o.name.is_none() && format!("fwknop-{}", o.index) == *n) =>
+                        .any(|o| o.index != st.index && fallback_of(o) == *n) =>
             {
                 diags.push(Diag {
                     level: Level::Warning,
@@ -56,6 +61,30 @@ fn names(stanzas: &[Stanza], diags: &mut Vec<Diag>) -> Vec<String> {
         out.push(name);
     }
     out
+}
+
+/// What `nfknock check` would refuse in `doc`, as errors: about one stanza's client (`judged`:
+/// where the stanza starts and the client's name) or about the whole imported config (`None`).
+fn judge(doc: &str, judged: Option<(&Origin, &String)>) -> Vec<Diag> {
+    let Err(errs) = crate::config::parse_str(doc, Path::new("<imported>")) else {
+        return Vec::new();
+    };
+    let what = judged.map_or("the imported config is", |_| {
+        "the converted client would be"
+    });
+    errs.0
+        .into_iter()
+        .map(|p| Diag {
+            level: Level::Error,
+            origin: judged.map(|(origin, _)| origin.clone()),
+            stanza: judged.map(|(_, name)| name.clone()),
+            message: format!(
+                "{what} refused by `nfknock check`: `{}`: {}",
+                p.key.unwrap_or_default(),
+                p.message
+            ),
+        })
+        .collect()
 }
 
 /// Convert every stanza of `parsed` (with the `[server]` section from `daemon`) and render
@@ -76,19 +105,12 @@ pub(super) fn convert(parsed: Parsed, daemon: Option<&DaemonSettings>, opts: &Op
                 // The checker is the judge: render this client alone and let it look.
                 let text = render_client(&c);
                 let doc = Zeroizing::new(format!("{server}\n{}", text.as_str()));
-                match crate::config::parse_str(&doc, Path::new("<imported>")) {
-                    Ok(_) => clients.push((c, text)),
-                    Err(errs) => {
-                        failed += 1;
-                        for p in errs.0 {
-                            diags.push(Diag {
-                                level: Level::Error,
-                                origin: Some(st.origin.clone()),
-                                stanza: Some(c.name.clone()),
-                                message: format!("the converted client would be refused by `nfknock check`: `{}`: {}", p.key.unwrap_or_default(), p.message),
-                            });
-                        }
-                    }
+                let refusals = judge(&doc, Some((&st.origin, &c.name)));
+                if refusals.is_empty() {
+                    clients.push((c, text));
+                } else {
+                    failed += 1;
+                    diags.extend(refusals);
                 }
             }
         }
@@ -113,16 +135,7 @@ pub(super) fn convert(parsed: Parsed, daemon: Option<&DaemonSettings>, opts: &Op
     });
     // The whole document is checked too (the clients together: names, protect).
     if let Some(t) = &toml {
-        if let Err(errs) = crate::config::parse_str(t, Path::new("<imported>")) {
-            for p in errs.0 {
-                diags.push(Diag {
-                    level: Level::Error,
-                    origin: None,
-                    stanza: None,
-                    message: format!("the imported config is refused by `nfknock check`: {p}"),
-                });
-            }
-        }
+        diags.extend(judge(t, None));
     }
     Import {
         toml,

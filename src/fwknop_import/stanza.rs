@@ -330,7 +330,8 @@ pub(super) fn convert_stanza(
 
     // Credential.
     let mode = match st.get("ENCRYPTION_MODE") {
-        None => Some(EncMode::Cbc),
+        // fwknopd's defaults, as the wire module names them.
+        None => Some(EncMode::default()),
         Some(s) => match s.value.to_ascii_lowercase().as_str() {
             known if known.parse::<EncMode>().is_ok() => known.parse().ok(),
             "asymmetric" => {
@@ -369,7 +370,7 @@ pub(super) fn convert_stanza(
     let hmac_setting = st.last_of(&["HMAC_KEY", "HMAC_KEY_BASE64"]);
     let digest = st.get("HMAC_DIGEST_TYPE");
     let hmac_type = match digest {
-        None => Some(HmacType::Sha256),
+        None => Some(HmacType::default()),
         Some(s) => hmac_type(&s.value).or_else(|| {
             d.error(&s.origin, format!("HMAC_DIGEST_TYPE `{}` is not one of md5, sha1, sha256, sha384, sha512, sha3_256, sha3_512", s.value.as_str()));
             None

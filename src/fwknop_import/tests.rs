@@ -223,6 +223,20 @@ fn source_any_is_ipv4_everything_and_lists_are_trimmed() {
     ));
 }
 
+/// `DESTINATION 192.0.2.77/24` is read as fwknopd reads it (host bits masked), with a warning
+/// on the DESTINATION line, like SOURCE.
+#[test]
+fn destination_host_bits_are_masked_with_a_warning() {
+    let i = run(&stanza("DESTINATION 192.0.2.77/24\n"));
+    let c = &config(&i).clients[0];
+    assert_eq!(c.destinations[0].to_string(), "192.0.2.0/24");
+    assert!(has(
+        &i,
+        Level::Warning,
+        "access.conf:6: stanza `fwknop-1`: DESTINATION `192.0.2.77/24` has host bits set; fwknopd masks them and matches 192.0.2.0/24"
+    ));
+}
+
 #[test]
 fn a_bad_source_refuses_that_stanza_only() {
     let text = format!(
@@ -289,6 +303,24 @@ fn include_folder_reads_every_conf_file_sorted() {
     let c = config(&i);
     let srcs: Vec<String> = c.clients.iter().map(|c| c.sources[0].to_string()).collect();
     assert_eq!(srcs, ["10.0.0.1/32", "10.0.0.2/32"]);
+}
+
+/// A folder that cannot be listed stops the import (nothing half-converted is printed), and
+/// the message names the line of the `%include_folder` and the folder.
+#[test]
+fn an_unlistable_include_folder_is_fatal() {
+    let e = import(
+        &Mem::with(&[(ACCESS, &format!("{}%include_folder access.d\n", stanza("")))]),
+        Path::new(ACCESS),
+        None,
+        &Options::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, ImportError::Include { line: 6, .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "/etc/fwknop/access.conf:6: cannot list `/etc/fwknop/access.d`: No such file or directory (os error 2)"
+    );
 }
 
 #[test]
@@ -516,6 +548,7 @@ fn expiry_forms() {
     for bad in [
         "ACCESS_EXPIRE 2027-01-31\n",
         "ACCESS_EXPIRE 02/30/2027\n",
+        "ACCESS_EXPIRE 01/31/2027/1\n",
         "ACCESS_EXPIRE_EPOCH soon\n",
     ] {
         let i = run(&stanza(bad));
@@ -548,6 +581,21 @@ fn timeouts_are_made_consistent() {
         &i,
         Level::Error,
         "FW_ACCESS_TIMEOUT `30s` is not a number of seconds"
+    ));
+}
+
+/// An `FW_ACCESS_TIMEOUT` beyond nfknock's one-week limit becomes one week, said on its line;
+/// `max_timeout` follows it up (nfknock needs timeout <= max_timeout).
+#[test]
+fn an_access_timeout_over_a_week_is_capped() {
+    let week = crate::config::MAX_MAX_TIMEOUT;
+    let i = run(&stanza("FW_ACCESS_TIMEOUT 99999999\n"));
+    let c = &config(&i).clients[0];
+    assert_eq!((c.timeout, c.max_timeout), (week, week));
+    assert!(has(
+        &i,
+        Level::Warning,
+        &format!("access.conf:6: stanza `fwknop-1`: FW_ACCESS_TIMEOUT 99999999 is more than nfknock's limit of one week; timeout = {week}")
     ));
 }
 
@@ -807,6 +855,65 @@ fn names_from_comments() {
     ));
 }
 
+/// A `# name:` that is another stanza's fallback name (`fwknop-<n>`) must not be handed out
+/// twice: stanza 2 below needs its fallback (its own name is invalid, then taken), so stanza
+/// 1 may not have it. Two clients with one name made the whole import fail `nfknock check`.
+#[test]
+fn a_name_comment_never_takes_another_stanzas_fallback_name() {
+    for second in ["# name: bad name!\n", "# name: fwknop-2\n"] {
+        let text = format!("# name: fwknop-2\n{}{second}{}", stanza(""), stanza(""));
+        let i = run(&text);
+        assert!(
+            !has(&i, Level::Error, "refused by `nfknock check`"),
+            "{second:?}: {:#?}",
+            i.diags
+        );
+        let c = config(&i);
+        let names: Vec<&str> = c.clients.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["fwknop-1", "fwknop-2"], "{second:?}");
+        assert!(
+            has(
+                &i,
+                Level::Warning,
+                "`# name: fwknop-2` is already taken; using `fwknop-1`"
+            ),
+            "{second:?}: {:#?}",
+            i.diags
+        );
+        assert!(i.complete(), "{second:?}");
+    }
+    // A stanza may carry its own fallback name.
+    let i = run(&format!("{}# name: fwknop-2\n{}", stanza(""), stanza("")));
+    let names: Vec<String> = config(&i).clients.iter().map(|c| c.name.clone()).collect();
+    assert_eq!(names, ["fwknop-1", "fwknop-2"]);
+    assert!(messages(&i, Level::Warning)
+        .iter()
+        .all(|m| !m.contains("# name")));
+}
+
+/// nfknock's checker judges each converted client. `KEY_BASE64` decoding to fwknop's
+/// placeholder `__CHANGEME__` passes the stanza's own checks (its text is not the placeholder)
+/// but `nfknock check` refuses it: the stanza is reported with the checker's words and left
+/// out, the others are imported, and the import is not complete (exit status 1).
+#[test]
+fn the_checker_judges_each_converted_client() {
+    let placeholder =
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "__CHANGEME__");
+    let bad = stanza("").replace(A_KEY, &placeholder);
+    let i = run(&format!("{}# name: good\n{}", bad, stanza("")));
+    assert_eq!(i.clients, ["good"]);
+    assert_eq!(i.failed, 1);
+    assert!(!i.complete());
+    let errors = messages(&i, Level::Error);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("error: /etc/fwknop/access.conf:1: stanza `fwknop-1`: the converted client would be refused by `nfknock check`: `client[1].fwknop.key_base64`: is fwknop's placeholder `__CHANGEME__`"),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(config(&i).clients.len(), 1);
+}
+
 #[test]
 fn an_empty_file_is_an_error() {
     let i = run("# nothing here\n");
@@ -851,6 +958,20 @@ fn knock_port_from_the_capture_mode() {
     assert!(daemon("ENABLE_UDP_SERVER Y;\nUDPSERV_PORT 0;").diags[0]
         .message
         .contains("not a port"));
+}
+
+/// A `PCAP_FILTER` whose `udp` is not followed by `port N` / `dst port N` (here `udp and port
+/// N`) gives no port: fwknopd's default is written, with a warning naming the filter.
+#[test]
+fn pcap_filter_without_udp_port_falls_back_with_a_warning() {
+    let d = daemon("PCAP_FILTER udp and port 40008;");
+    assert_eq!(d.port, 62201);
+    assert_eq!(d.diags.len(), 1, "{:?}", d.diags);
+    assert!(
+        d.diags[0].message.contains("names no `udp port N`"),
+        "{:?}",
+        d.diags
+    );
 }
 
 #[test]

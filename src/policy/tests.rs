@@ -211,6 +211,159 @@ fn ipv4_mapped_sources_are_refused_even_by_v6_networks() {
     );
 }
 
+/// One of each reason. The `match` makes a new variant a compile error here until it is
+/// added to the list (and so to the checks below).
+fn every_reason() -> Vec<Reason> {
+    let all = vec![
+        Reason::NotUdp,
+        Reason::BadLength,
+        Reason::BadHeader("version"),
+        Reason::UnknownKey,
+        Reason::SourceNotAllowed,
+        Reason::MappedSource,
+        Reason::AuthFailed,
+        Reason::Malformed("allow-IP is not a unicast address"),
+        Reason::Replay,
+        Reason::StateLost,
+        Reason::Stale { skew: -121 },
+        Reason::ClientExpired,
+        Reason::SourceRequired,
+        Reason::SourceMismatch,
+        Reason::UsernameMismatch,
+        Reason::NoAccess,
+        Reason::NotAllowed("tcp/23".parse().unwrap()),
+        Reason::Unsupported("fwknop command messages"),
+    ];
+    for r in &all {
+        match r {
+            Reason::NotUdp
+            | Reason::BadLength
+            | Reason::BadHeader(_)
+            | Reason::UnknownKey
+            | Reason::SourceNotAllowed
+            | Reason::MappedSource
+            | Reason::AuthFailed
+            | Reason::Malformed(_)
+            | Reason::Replay
+            | Reason::StateLost
+            | Reason::Stale { .. }
+            | Reason::ClientExpired
+            | Reason::SourceRequired
+            | Reason::SourceMismatch
+            | Reason::UsernameMismatch
+            | Reason::NoAccess
+            | Reason::NotAllowed(_)
+            | Reason::Unsupported(_) => {}
+        }
+    }
+    all
+}
+
+/// The codes are what `verify --json`, the logs (`reason=`) and fail2ban filters match on:
+/// one per reason, distinct, and stable.
+#[test]
+fn every_reason_has_its_own_stable_code() {
+    let codes: Vec<&str> = every_reason().iter().map(Reason::code).collect();
+    assert_eq!(
+        codes,
+        [
+            "not-udp",
+            "bad-length",
+            "bad-header",
+            "unknown-key",
+            "source-not-allowed",
+            "mapped-source",
+            "auth-failed",
+            "malformed",
+            "replay",
+            "state-lost",
+            "stale",
+            "client-expired",
+            "source-required",
+            "source-mismatch",
+            "username-mismatch",
+            "no-access",
+            "not-allowed",
+            "unsupported",
+        ]
+    );
+    let mut unique = codes.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), codes.len(), "two reasons share a code");
+}
+
+/// The text an operator reads in the log or in `nfknock verify`: it names what was wrong,
+/// with the detail the variant carries, and where there is one, what to do.
+#[test]
+fn every_reason_explains_itself_to_the_operator() {
+    let texts: Vec<String> = every_reason().iter().map(Reason::to_string).collect();
+    let expect = [
+        "not a UDP packet",
+        "payload length matches no knock format",
+        "bad header: version",
+        "no configured key matches",
+        "source address not allowed for this client",
+        "clients must knock over IPv4 or from a real IPv6 address",
+        "authentication failed (wrong key or tampered packet)",
+        "malformed request: allow-IP is not a unicast address",
+        "replayed packet",
+        "knock again, from a correct clock",
+        "timestamp behind by 121s, more than max_age; check the client's clock",
+        "client access expired",
+        "the client requires an explicit allow-IP",
+        "allow-IP inside the knock differs from the packet source",
+        "username does not match require_username",
+        "knock requests no access",
+        "tcp/23 is not allowed for this client",
+        "unsupported: fwknop command messages",
+    ];
+    for (text, want) in texts.iter().zip(expect) {
+        assert!(text.contains(want), "{text:?} lacks {want:?}");
+    }
+    assert_eq!(texts.len(), expect.len());
+    assert_eq!(
+        Reason::Stale { skew: 500 }.to_string(),
+        "timestamp ahead by 500s, more than max_age; check the client's clock"
+    );
+}
+
+/// Junk and floods are logged at `debug`; everything that says something about a configured
+/// client (a wrong key, a replay, a clock) is worth a (rate-limited) warning.
+#[test]
+fn only_junk_is_noise() {
+    let noise: Vec<&str> = every_reason()
+        .iter()
+        .filter(|r| r.is_noise())
+        .map(Reason::code)
+        .collect();
+    assert_eq!(
+        noise,
+        ["not-udp", "bad-length", "bad-header", "unknown-key"]
+    );
+}
+
+/// An authenticated allow-IP of `0.0.0.0`, `::` or a multicast group opens nothing for
+/// anyone, whatever `require_source_match` says (fwknop's `0.0.0.0` means "the source" and
+/// reaches the policy as `None`, never as this).
+#[test]
+fn unspecified_and_multicast_allow_ips_are_refused() {
+    let a = ssh();
+    let mut c = client();
+    for ip in ["0.0.0.0", "::", "224.0.0.1", "239.1.2.3", "ff02::1"] {
+        for strict in [true, false] {
+            c.require_source_match = strict;
+            let mut r = req(&a);
+            r.allow_ip = Some(ip.parse().unwrap());
+            assert_eq!(
+                evaluate(&r, &packet(), &c, 120, 0, NOW),
+                Decision::Reject(Reason::Malformed("allow-IP is not a unicast address")),
+                "{ip}, require_source_match = {strict}"
+            );
+        }
+    }
+}
+
 /// IPv4-compatible, NAT64 and 6to4 addresses embed an IPv4 address but are IPv6 to
 /// nfknock: they never satisfy an IPv4 network, only an IPv6 one.
 #[test]

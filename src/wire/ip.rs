@@ -210,6 +210,69 @@ mod tests {
         assert_eq!(parse(&build(s, d, 1, 2, b"x")).unwrap().src, s);
     }
 
+    /// What the kernel could queue if the ruleset were not ours (or an attacker lies in the
+    /// headers): every inconsistency is named, nothing is read past the buffer.
+    #[test]
+    fn names_each_inconsistent_header() {
+        let (s4, d4): (IpAddr, IpAddr) = ("10.0.0.2".parse().unwrap(), "10.0.0.1".parse().unwrap());
+        let (s6, d6): (IpAddr, IpAddr) = ("fd00::2".parse().unwrap(), "fd00::1".parse().unwrap());
+        // IPv6 with an extension header (hop-by-hop = 0) or TCP in `next header`.
+        let v6 = build(s6, d6, 1, 2, b"knock");
+        for next in [0u8, 6, 44] {
+            let mut p = v6.clone();
+            p[6] = next;
+            assert_eq!(parse(&p), Err(IpError::NotUdp), "next header {next}");
+        }
+        // An IPv6 payload length beyond the buffer.
+        let mut p = v6.clone();
+        p[4..6].copy_from_slice(&u16::MAX.to_be_bytes());
+        assert_eq!(parse(&p), Err(IpError::Length));
+        // The IP header says the datagram is shorter than a UDP header.
+        let v4 = build(s4, d4, 1, 2, b"knock");
+        let mut p = v4.clone();
+        p[2..4].copy_from_slice(&(20u16 + 7).to_be_bytes());
+        assert_eq!(parse(&p), Err(IpError::Truncated));
+        let mut p = v6.clone();
+        p[4..6].copy_from_slice(&7u16.to_be_bytes());
+        assert_eq!(parse(&p), Err(IpError::Truncated));
+        // The UDP length field below 8 or beyond the IP payload.
+        for udp_len in [0u16, 7, 8 + 5 + 1, u16::MAX] {
+            for pkt in [&v4, &v6] {
+                let mut p = pkt.clone();
+                let at = if pkt[0] >> 4 == 4 { 20 } else { 40 } + 4;
+                p[at..at + 2].copy_from_slice(&udp_len.to_be_bytes());
+                assert_eq!(parse(&p), Err(IpError::Length), "udp length {udp_len}");
+            }
+        }
+        // A UDP length shorter than the IP payload is the datagram (trailing bytes ignored).
+        let mut p = v4.clone();
+        p[24..26].copy_from_slice(&(8u16 + 2).to_be_bytes());
+        assert_eq!(parse(&p).unwrap().payload, b"kn");
+        // IPv4 header length below 20 bytes, or a total length below it.
+        let mut p = v4.clone();
+        p[0] = 0x44;
+        assert_eq!(parse(&p), Err(IpError::Length));
+        let mut p = v4;
+        p[2..4].copy_from_slice(&19u16.to_be_bytes());
+        assert_eq!(parse(&p), Err(IpError::Length));
+    }
+
+    /// `build` with an IPv4 and an IPv6 address makes an IPv6 packet carrying the IPv4 one
+    /// as `::ffff:a.b.c.d`: the shape of a mapped-source knock the engine must refuse.
+    #[test]
+    fn build_maps_ipv4_into_an_ipv6_packet() {
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let v6: IpAddr = "fd00::1".parse().unwrap();
+        let pkt = build(v4, v6, 40000, 62201, b"x");
+        let g = parse(&pkt).unwrap();
+        assert_eq!(g.src, "::ffff:192.0.2.7".parse::<IpAddr>().unwrap());
+        assert!(is_ipv4_mapped(g.src));
+        assert_eq!((g.dst, g.payload), (v6, &b"x"[..]));
+        let pkt = build(v6, v4, 40000, 62201, b"x");
+        let g = parse(&pkt).unwrap();
+        assert_eq!(g.dst, "::ffff:192.0.2.7".parse::<IpAddr>().unwrap());
+    }
+
     #[test]
     fn never_panics_on_short_garbage() {
         for len in 0..64 {

@@ -38,7 +38,21 @@ pub const HOST_PORT: u16 = 2222;
 pub const PUBLISHED_PORT: u16 = 8080;
 pub const KNOCK_PORT: u16 = 62201;
 
+/// The user the lab's daemons run as, said explicitly: root, as they are started. The lab's
+/// files (config, keys, state) are root's, in a 0700 directory; without `user`, a daemon on a
+/// host that has an account `nfknock` would switch to it and could not read them.
+pub const LAB_USER: &str = "root";
+
 static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// The `[server]` table of every lab config: the knock port, queue 3, `state_dir`, `user`, then
+/// the `extra` lines.
+pub fn server_table(state_dir: &Path, user: &str, extra: &str) -> String {
+    format!(
+        "[server]\nport = {KNOCK_PORT}\nqueue = 3\nstate_dir = \"{}\"\nuser = \"{user}\"\n{extra}\n",
+        state_dir.display()
+    )
+}
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_nfknock")
@@ -289,12 +303,11 @@ impl Lab {
     /// Write `nfknock.toml` for the daemon; `clients` is appended after the `[server]` table.
     pub fn write_config(&self, server_extra: &str, clients: &str) -> PathBuf {
         let p = self.path("nfknock.toml");
-        let text = format!(
-            "[server]\nport = {KNOCK_PORT}\nqueue = 3\nstate_dir = \"{}\"\n\
-             protect = [\"tcp/{HOST_PORT}\", \"tcp/{PUBLISHED_PORT}\"]\nmax_age = 120\n{server_extra}\n{clients}",
-            self.path("state").display()
+        let extra = format!(
+            "protect = [\"tcp/{HOST_PORT}\", \"tcp/{PUBLISHED_PORT}\"]\nmax_age = 120\n{server_extra}"
         );
-        std::fs::write(&p, text).unwrap();
+        let table = server_table(&self.path("state"), LAB_USER, &extra);
+        std::fs::write(&p, format!("{table}{clients}")).unwrap();
         p
     }
 

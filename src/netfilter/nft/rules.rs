@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::wire::*;
+use super::expr::Exprs;
 use super::*;
 
 /// What differs between the IPv4 and the IPv6 twin of a rule.
@@ -49,7 +49,7 @@ fn reg32(n: u32) -> u32 {
 }
 
 /// `udp dport PORT` in an inet table: `meta l4proto udp` + transport header bytes 2..4.
-fn udp_dport(m: &mut MsgBuf, port: u16) {
+fn udp_dport(m: &mut Exprs<'_>, port: u16) {
     m.e_meta(NFT_META_L4PROTO, NFT_REG_1);
     m.e_cmp(NFT_REG_1, NFT_CMP_EQ, &[17]);
     m.e_payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG_1);
@@ -59,13 +59,13 @@ fn udp_dport(m: &mut MsgBuf, port: u16) {
 /// `ct state ! established,related`: `(ct state & (established|related)) == 0` — a bitmask
 /// test; a flow that is new, untracked or invalid is gated, an established one never is, so
 /// an expired grant does not cut an open session.
-fn ct_not_established(m: &mut MsgBuf) {
+fn ct_not_established(m: &mut Exprs<'_>) {
     m.e_ct(NFT_CT_STATE, None, NFT_REG_1);
     m.e_bitwise_and(NFT_REG_1, CT_STATE_ESTABLISHED_RELATED);
     m.e_cmp(NFT_REG_1, NFT_CMP_EQ, &0u32.to_ne_bytes());
 }
 
-fn nfproto(m: &mut MsgBuf, fam: u8) {
+fn nfproto(m: &mut Exprs<'_>, fam: u8) {
     m.e_meta(NFT_META_NFPROTO, NFT_REG_1);
     m.e_cmp(NFT_REG_1, NFT_CMP_EQ, &[fam]);
 }
@@ -80,7 +80,7 @@ enum Dport {
 }
 
 impl Dport {
-    fn load(self, m: &mut MsgBuf, reg: u32) {
+    fn load(self, m: &mut Exprs<'_>, reg: u32) {
         match self {
             Dport::Th => m.e_payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, reg),
             Dport::CtOriginal => m.e_ct(NFT_CT_PROTO_DST, Some(IP_CT_DIR_ORIGINAL), reg),
@@ -96,7 +96,7 @@ impl Dport {
 }
 
 /// `meta l4proto . DPORT @protected SADDR . meta l4proto . DPORT != @allow drop`.
-fn gate(m: &mut MsgBuf, fam: &Fam, dport: Dport) {
+fn gate(m: &mut Exprs<'_>, fam: &Fam, dport: Dport) {
     m.e_meta(NFT_META_L4PROTO, NFT_REG_1);
     dport.load(m, reg32(1));
     m.e_lookup(SET_PROTECTED, NFT_REG_1, 0);
@@ -130,7 +130,7 @@ fn rate_mask(fam: &Fam, spec: &RulesetSpec) -> Option<[u8; 16]> {
 }
 
 /// `SADDR [& MASK]` into register 1: the key of the knock rate sets.
-fn rate_key(m: &mut MsgBuf, fam: &Fam, spec: &RulesetSpec) {
+fn rate_key(m: &mut Exprs<'_>, fam: &Fam, spec: &RulesetSpec) {
     m.e_payload(
         NFT_PAYLOAD_NETWORK_HEADER,
         fam.saddr_off,
@@ -158,7 +158,7 @@ fn rate_key_text(fam: &Fam, spec: &RulesetSpec) -> String {
 
 /// `ct status dnat ct state ! established,related` + the gate on the original port: a flow
 /// whose destination was NATed (DNAT, REDIRECT) is judged by the port the client asked for.
-fn gate_nated(m: &mut MsgBuf, fam: &Fam) {
+fn gate_nated(m: &mut Exprs<'_>, fam: &Fam) {
     m.e_ct(NFT_CT_STATUS, None, NFT_REG_1);
     m.e_bitwise_and(NFT_REG_1, IPS_DST_NAT);
     m.e_cmp(NFT_REG_1, NFT_CMP_NEQ, &0u32.to_ne_bytes());
@@ -170,9 +170,7 @@ fn gate_nated(m: &mut MsgBuf, fam: &Fam) {
 /// udp lengths (header included) a knock may have.
 fn knock_udp_len(spec: &RulesetSpec) -> (u16, Option<(u16, u16)>) {
     let native = spec.native_len.saturating_add(UDP_HDR);
-    let fwknop = spec
-        .fwknop
-        .then_some((FWKNOP_MIN_LEN + UDP_HDR, FWKNOP_MAX_LEN + UDP_HDR));
+    let fwknop = spec.fwknop.then_some(FWKNOP_UDP_LEN);
     (native, fwknop)
 }
 

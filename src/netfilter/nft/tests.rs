@@ -63,9 +63,9 @@ fn upsert_message_bytes() {
         access: tcp(22),
         timeout_ms: 30_000,
     };
-    nft.add_grants(&[e], false);
-    nft.add_grants(&[e], true); // no v6 element: no message
-    let msgs: Vec<_> = messages(&nft.msg.buf).collect();
+    nft.grants(true, &[e], false);
+    nft.grants(true, &[e], true); // no v6 element: no message
+    let msgs: Vec<_> = messages(nft.batch.bytes()).map_while(Result::ok).collect();
     assert_eq!(msgs.len(), 2);
     assert_eq!(msgs[0].ty, NFNL_MSG_BATCH_BEGIN);
     let m = &msgs[1];
@@ -117,9 +117,9 @@ fn delete_message_bytes() {
         access: tcp(443),
         timeout_ms: 30_000,
     };
-    nft.del_grants(&[v4, v6], false);
-    nft.del_grants(&[v4, v6], true);
-    let msgs: Vec<_> = messages(&nft.msg.buf).collect();
+    nft.grants(false, &[v4, v6], false);
+    nft.grants(false, &[v4, v6], true);
+    let msgs: Vec<_> = messages(nft.batch.bytes()).map_while(Result::ok).collect();
     assert_eq!(msgs.len(), 3);
     assert_eq!(msgs[0].ty, NFNL_MSG_BATCH_BEGIN);
     for (m, set, key) in [
@@ -286,7 +286,7 @@ fn knock_rate_rules_mask_the_source_and_fail_closed() {
     nft.batch_start();
     rules::add_all(&mut nft, &RulesetSpec::default());
     let mut rules = Vec::new();
-    for m in messages(&nft.msg.buf) {
+    for m in messages(nft.batch.bytes()).map_while(Result::ok) {
         if m.ty != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE {
             continue;
         }
@@ -336,17 +336,6 @@ fn knock_rate_rules_mask_the_source_and_fail_closed() {
         assert_eq!(str_attr(attr(lookup, 1).unwrap()), set.as_bytes());
         assert_eq!(attr(lookup, 5), Some(&NFT_LOOKUP_F_INV.to_be_bytes()[..]));
     }
-}
-
-#[test]
-fn event_filter_on_own_ports() {
-    // Only the structure: load, compare against each port, keep, drop.
-    let prog = own_port_filter(&[5, 6]);
-    assert_eq!(prog.len(), 5);
-    assert_eq!(prog[1].jt, 2);
-    assert_eq!(prog[2].jt, 1);
-    assert_eq!(prog[3].k, u32::MAX);
-    assert_eq!(prog[4].k, 0);
 }
 
 // ---- root, in a private network namespace ----
@@ -640,7 +629,7 @@ fn flush_ruleset_is_noticed_and_restored() {
     let Some(ns) = Netns::new() else { return };
     let (mut nft, mut events) = ns.run(|| {
         let nft = Nft::open().unwrap();
-        let events = NftEvents::open().unwrap();
+        let events = NftEvents::open(&[nft.portid()]).unwrap();
         (nft, events)
     });
     // Sockets keep the namespace they were opened in: the rest may run on this thread.
@@ -686,6 +675,37 @@ fn flush_ruleset_is_noticed_and_restored() {
     ns.nft(&["add", "table", "inet", "other"]);
     ns.nft(&["delete", "table", "inet", "other"]);
     assert!(!events.drain().unwrap());
+}
+
+/// The watcher ignores the changes of exactly the sockets it is told about: another nftables
+/// socket of this same process is someone else, whose removal of our table must be noticed.
+#[test]
+fn events_ignore_only_the_sockets_they_are_given() {
+    let Some(ns) = Netns::new() else { return };
+    ns.run(|| {
+        let mut ours = Nft::open().unwrap();
+        let mut other = Nft::open().unwrap();
+        let mut events = NftEvents::open(&[ours.portid()]).unwrap();
+        ours.install(&compat_spec(), &[]).unwrap();
+        ours.install(&compat_spec(), &[]).unwrap();
+        assert!(!events.drain().unwrap(), "our own reinstall is not a flush");
+        other.remove_table().unwrap();
+        assert!(
+            events.drain().unwrap(),
+            "another socket of this process deleted the table: not noticed"
+        );
+        // Told that `other` is ours too, its changes are no longer someone else's.
+        events.set_own(&[ours.portid(), other.portid()]).unwrap();
+        other.install(&compat_spec(), &[]).unwrap();
+        other.remove_table().unwrap();
+        assert!(!events.drain().unwrap());
+        ours.install(&compat_spec(), &[]).unwrap();
+        assert!(!events.drain().unwrap());
+        // And with nobody ours, even our own reinstall is someone else's.
+        events.set_own(&[]).unwrap();
+        ours.install(&compat_spec(), &[]).unwrap();
+        assert!(events.drain().unwrap());
+    });
 }
 
 fn rule_handle(ns: &Netns) -> String {

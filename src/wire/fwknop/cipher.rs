@@ -66,13 +66,12 @@ impl PacketCipher {
     /// The cipher for one packet: [`evp_bytes_to_key`] over the key and the packet's salt.
     pub(super) fn derive(key: &[u8], salt: &[u8; 8], mode: EncMode) -> PacketCipher {
         let kiv = evp_bytes_to_key(key, salt, mode);
+        let mut aes_key = Zeroizing::new([0u8; 32]);
+        aes_key.copy_from_slice(&kiv[..32]);
         let mut iv = [0u8; BLOCK];
         iv.copy_from_slice(&kiv[32..48]);
-        // A 32-byte slice always has the right length for AES-256.
-        let aes = match Aes256::new_from_slice(&kiv[..32]) {
-            Ok(aes) => aes,
-            Err(_) => unreachable_key_len(),
-        };
+        // An array of the key's exact size: no length to check, no error path.
+        let aes = Aes256::new((&*aes_key).into());
         PacketCipher { aes, iv }
     }
 
@@ -148,12 +147,6 @@ fn evp_bytes_to_key(key: &[u8], salt: &[u8; 8], mode: EncMode) -> Zeroizing<[u8;
         zeroize::Zeroize::zeroize(d.as_mut_slice());
     }
     kiv
-}
-
-#[cold]
-fn unreachable_key_len() -> ! {
-    // `new_from_slice` only fails on a length other than 32, and we always pass 32 bytes.
-    unreachable!("AES-256 key slice is 32 bytes")
 }
 
 /// libfko's padding removal (`rij_decrypt`): if the last byte `n` is at most 16 and the last

@@ -70,4 +70,16 @@ mod tests {
             .iter()
             .all(|d| d.digest_len() <= MAX_DIGEST_LEN));
     }
+
+    /// `put` copies a whole hash or nothing: a buffer too small for it (which the bound above
+    /// rules out) gives an empty digest or tag, which never matches, rather than a panic or a
+    /// truncated tag.
+    #[test]
+    fn put_copies_all_or_nothing() {
+        let mut buf = [0u8; 4];
+        assert_eq!(put(&mut buf, &[7; 4]), 4);
+        assert_eq!(buf, [7; 4]);
+        assert_eq!(put(&mut buf, &[9; 5]), 0);
+        assert_eq!(buf, [7; 4], "left untouched");
+    }
 }

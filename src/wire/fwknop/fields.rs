@@ -627,6 +627,68 @@ mod tests {
         }
     }
 
+    /// A base64 field of one character decodes to nothing in libfko (a lone final character
+    /// carries no byte): an empty message or NAT field is refused by name, not read as "".
+    #[test]
+    fn a_field_that_decodes_to_nothing_is_refused() {
+        let one_char = |t: &str, rest: &[&str]| {
+            let mut s = format!("{R}:{}:1795566850:3.0.0:{t}:A", enc("root"));
+            for r in rest {
+                s.push(':');
+                s.push_str(r);
+            }
+            parse(&s)
+        };
+        assert_eq!(
+            one_char("1", &[]),
+            Err(FwknopError::Malformed("message field length"))
+        );
+        assert_eq!(
+            parse(&pt("root", "2", "1.2.3.4,tcp/22", &["Q"])),
+            Err(FwknopError::Malformed("NAT field length"))
+        );
+    }
+
+    /// The server-auth field is limited like the message (`MAX_SPA_MESSAGE_SIZE`); it is
+    /// kept only for the log.
+    #[test]
+    fn server_auth_field_length_limit() {
+        let field = |n: usize| "QUJD".repeat(n / 4);
+        let m = parse(&pt("root", "1", "1.2.3.4,tcp/22", &[&field(MAX_FIELD_B64)])).unwrap();
+        assert_eq!(m.server_auth.map(|a| a.len()), Some(MAX_FIELD_RAW));
+        assert_eq!(
+            parse(&pt(
+                "root",
+                "1",
+                "1.2.3.4,tcp/22",
+                &[&field(MAX_FIELD_B64 + 4)]
+            )),
+            Err(FwknopError::Malformed("server-auth field length"))
+        );
+        assert_eq!(
+            parse(&pt("root", "1", "1.2.3.4,tcp/22", &["QU*D"])),
+            Err(FwknopError::Malformed("server-auth field is not base64"))
+        );
+    }
+
+    /// `build` writes only what `parse` reads back as the same request. A version holding
+    /// `:` shifts the fields: `2:3:<an access message>` makes the packet a type-3 knock for
+    /// 1.2.3.4 (the real message, `㎸`, encodes as the digits `4464`, a valid client timeout).
+    /// Without the round-trip check, the encoder would seal a request nobody asked for.
+    #[test]
+    fn build_refuses_a_request_that_does_not_survive_encoding() {
+        assert_eq!(enc("㎸"), "4464");
+        let req = SealRequest {
+            version: format!("2:3:{}", enc("1.2.3.4,tcp/22")),
+            message: "㎸".into(),
+            ..SealRequest::access("root", 42, Ipv4Addr::new(10, 1, 2, 3), &[], 0)
+        };
+        assert_eq!(
+            build(&req, R),
+            Err(FwknopError::Malformed("request does not survive encoding"))
+        );
+    }
+
     #[test]
     fn field_length_limits() {
         // message: b64 field of 256 chars is the limit (192 raw bytes)

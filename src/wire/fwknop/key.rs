@@ -115,11 +115,6 @@ impl PreparedKey {
             mac,
         }
     }
-
-    /// The key it was made from.
-    pub fn key(&self) -> &FwknopKey {
-        &self.key
-    }
 }
 
 impl fmt::Debug for PreparedKey {

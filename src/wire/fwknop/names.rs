@@ -227,13 +227,6 @@ impl DigestType {
     }
 }
 
-/// SHA-256, libfko's default `DIGEST_TYPE`.
-impl Default for DigestType {
-    fn default() -> Self {
-        DigestType::Sha256
-    }
-}
-
 impl fmt::Display for DigestType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

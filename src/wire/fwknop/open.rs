@@ -167,10 +167,11 @@ fn open_with(
     cipher::PacketCipher::derive(&key.key, &salt, key.mode).decrypt(key.mode, ct);
 
     // 4. Lenient unpad; libfko's size checks; the 16-digits-and-colon "good key" check.
+    //    libfko's `pt_len < cipher_len - 32 || pt_len <= 0` (fko_encryption.c) cannot fail
+    //    here: the unpad drops at most one block, and the shortest packet precheck lets
+    //    through carries two blocks of ciphertext; an empty plaintext would fail the length
+    //    check below anyway.
     let pt_len = cipher::unpad_lenient(ct);
-    if pt_len == 0 || pt_len + 2 * cipher::BLOCK < raw_len {
-        return Err(FwknopError::Decrypt);
-    }
     let pt = ct.get(..pt_len).ok_or(FwknopError::Decrypt)?;
     if !(MIN_PLAINTEXT..MAX_PLAINTEXT).contains(&pt_len) {
         return Err(FwknopError::Malformed("plaintext length out of range"));

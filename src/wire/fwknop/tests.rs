@@ -694,3 +694,131 @@ fn seal_raw_plaintext(k: &FwknopKey, text: &str) -> Option<String> {
     let wire = s.get(10..)?.to_string();
     plausible_len(wire.len()).then_some(wire)
 }
+
+/// A packet whose plaintext is exactly `pt` (PKCS#7-padded; no digest, no field checks) with
+/// the HMAC of `k` when it has an HMAC key: what a client holding the keys can send.
+fn seal_plaintext_bytes(k: &FwknopKey, pt: &[u8]) -> String {
+    let salt = [5u8; 8];
+    let mut raw = SALTED_MAGIC.to_vec();
+    raw.extend_from_slice(&salt);
+    raw.extend_from_slice(pt);
+    let pad = 16 - raw.len() % 16;
+    raw.resize(raw.len() + pad, pad as u8);
+    cipher::PacketCipher::derive(&k.key, &salt, k.mode).encrypt(k.mode, &mut raw[16..]);
+    let enc = b64::encode_string(&raw);
+    let mut wire = enc[SALTED_PREFIX.len()..].to_string();
+    if let Some(hk) = &k.hmac_key {
+        let mut tag = [0u8; hmac::MAX_TAG_B64];
+        let n = hmac::hmac_b64(k.hmac_type, hk, &[enc.as_bytes()], &mut tag).unwrap();
+        wire.push_str(std::str::from_utf8(&tag[..n]).unwrap());
+    }
+    wire
+}
+
+/// Post-authentication bytes are hostile too. With a SHA-512 HMAC the shortest wire packet
+/// (140 characters) carries only 32 bytes of ciphertext, so a key holder can authenticate a
+/// plaintext shorter than any fwknop message; and libfko reads the plaintext as a C string,
+/// so a NUL can cut a long one short. Both are refused as malformed before any field is read.
+#[test]
+fn authenticated_plaintext_shorter_than_a_message_is_refused() {
+    let short = FwknopError::Malformed("plaintext length out of range");
+    let k = key(Some(HmacType::Sha512), EncMode::Cbc);
+    let wire = seal_plaintext_bytes(&k, b"1234567890123456:tiny");
+    assert_eq!(wire.len(), MIN_WIRE_LEN);
+    assert_eq!(precheck(wire.as_bytes()), Ok(()));
+    assert_eq!(open(&k, wire.as_bytes()), Err(short));
+
+    let mut text = b"1234567890123456:\0".to_vec();
+    text.extend_from_slice(&[b'a'; 120]);
+    for k in [
+        key(Some(HmacType::Sha256), EncMode::Cbc),
+        key(None, EncMode::Ctr),
+    ] {
+        let wire = super::seal_raw_plaintext(&k, &text, [2; 8], None).unwrap();
+        assert_eq!(open(&k, wire.as_bytes()), Err(short), "{:?}", k.mode);
+        // The same bytes without the NUL reach the field checks (and fail there).
+        let whole = text
+            .iter()
+            .map(|&b| if b == 0 { b'x' } else { b })
+            .collect::<Vec<_>>();
+        let wire = super::seal_raw_plaintext(&k, &whole, [2; 8], None).unwrap();
+        assert_eq!(
+            open(&k, wire.as_bytes()),
+            Err(FwknopError::Malformed("too few fields"))
+        );
+    }
+}
+
+/// The encoder refuses what it cannot seal correctly instead of writing it: an unusable key
+/// (built by hand, bypassing `FwknopKey::new`) and plaintexts outside libfko's length range.
+#[test]
+fn seal_refuses_unusable_keys_and_out_of_range_plaintexts() {
+    let req = SealRequest::access("root", 42, Ipv4Addr::new(10, 1, 2, 3), &[tcp(22)], 0);
+    let mut bad = key(Some(HmacType::Sha256), EncMode::Cbc);
+    bad.key = Zeroizing::new(vec![1; MAX_KEY_LEN + 1]);
+    let mut bad_hmac = key(Some(HmacType::Sha256), EncMode::Cbc);
+    bad_hmac.hmac_key = Some(Zeroizing::new(Vec::new()));
+    for k in [&bad, &bad_hmac] {
+        assert_eq!(
+            seal(k, &req, [1; 8], "1234567890123456", DigestType::Sha256),
+            Err(FwknopError::Key)
+        );
+        assert_eq!(
+            super::seal_raw_plaintext(k, &[b'1'; 64], [1; 8], None),
+            Err(FwknopError::Key)
+        );
+    }
+    let k = key(Some(HmacType::Sha256), EncMode::Cbc);
+    let range = FwknopError::Malformed("plaintext length out of range");
+    for len in [0, MIN_PLAINTEXT - 1, MAX_PLAINTEXT] {
+        assert_eq!(
+            super::seal_raw_plaintext(&k, &vec![b'1'; len], [1; 8], None),
+            Err(range),
+            "{len} bytes"
+        );
+    }
+    // With a digest, the digest and its `:` count towards the length.
+    let md5_len = DigestType::Md5.b64_len() + 1;
+    assert_eq!(
+        super::seal_raw_plaintext(
+            &k,
+            &vec![b'1'; MIN_PLAINTEXT - md5_len - 1],
+            [1; 8],
+            Some(DigestType::Md5)
+        ),
+        Err(range)
+    );
+}
+
+/// `command()` is the command of a command message (type 0) and nothing for any other type,
+/// whatever its message text holds.
+#[test]
+fn only_a_command_message_has_a_command() {
+    let k = key(Some(HmacType::Sha256), EncMode::Cbc);
+    let base = SealRequest::access("root", 42, Ipv4Addr::new(10, 1, 2, 3), &[tcp(22)], 0);
+    let cmd = SealRequest {
+        message_type: 0,
+        message: "10.1.2.3,echo hi,there".into(),
+        ..base.clone()
+    };
+    let open_req = |r: &SealRequest| {
+        let wire = seal(&k, r, [4; 8], "1234567890123456", DigestType::Sha256).unwrap();
+        open(&k, wire.as_bytes()).unwrap()
+    };
+    assert_eq!(open_req(&cmd).command(), Some("echo hi,there"));
+    let access = open_req(&base);
+    assert_eq!(access.message, "10.1.2.3,tcp/22");
+    assert_eq!(access.command(), None);
+}
+
+/// An unknown digest name says which names exist (`DIGEST_TYPE` in a vector file or config).
+#[test]
+fn unknown_digest_type_names_the_choices() {
+    let e = "sha224".parse::<DigestType>().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "unknown digest type `sha224`; expected one of: md5, sha1, sha256, sha384, sha512, sha3_256, sha3_512"
+    );
+    assert!("SHA-224".parse::<DigestType>().is_err());
+    assert_eq!("SHA3-256".parse::<DigestType>(), Ok(DigestType::Sha3_256));
+}

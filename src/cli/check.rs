@@ -1,0 +1,37 @@
+//! `nfknock check`: validate a server config and print every problem with file, line and key.
+
+use std::path::Path;
+
+use super::{EXIT_FAIL, EXIT_OK};
+use crate::access;
+use crate::config;
+
+pub(super) fn check(path: &Path) -> anyhow::Result<i32> {
+    match config::load(path) {
+        Ok(c) => {
+            for w in config::warnings(&c) {
+                eprintln!("warning: {w}");
+            }
+            println!(
+                "{}: OK ({} client{}, port {}, protecting {})",
+                path.display(),
+                c.clients.len(),
+                if c.clients.len() == 1 { "" } else { "s" },
+                c.server.port,
+                access::format_list(&c.server.protect)
+            );
+            Ok(EXIT_OK)
+        }
+        Err(errors) => {
+            for p in &errors.0 {
+                eprintln!("{p}");
+            }
+            eprintln!(
+                "{} problem{} found",
+                errors.0.len(),
+                if errors.0.len() == 1 { "" } else { "s" }
+            );
+            Ok(EXIT_FAIL)
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! A reload (SIGHUP): the new config is loaded and checked, the grant backend follows it (the
+//! nftables one re-installs the gate if it changed), and every live grant is judged against the
+//! new config — kept under its client's new index, or revoked (unless
+//! `revoke_on_reload = false`) with the reason.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tracing::{error, info, warn};
+
+use super::live_grants::NO_OWNER;
+use super::run::{Daemon, PacketSource};
+use super::{release_freed_memory, unix_now};
+use crate::access::Access;
+use crate::config::{self, Config};
+use crate::grants::{Grant, GrantSink};
+
+impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
+    pub(super) fn reload(&mut self) {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+        match config::load(&self.config_path) {
+            Err(e) => error!("new config refused, the running one stays:\n{e}"),
+            Ok(new) => {
+                let old = self.engine.config().clone();
+                if new.server.queue != old.server.queue
+                    || new.server.state_dir != old.server.state_dir
+                    || new.server.user != old.server.user
+                    || new.server.backend != old.server.backend
+                {
+                    warn!("`queue`, `state_dir`, `user` and `backend` changes take effect at the next restart (systemctl restart nfknock)");
+                }
+                for w in config::warnings(&new) {
+                    warn!("{w}");
+                }
+                // Each live grant is judged against the new config: kept under its client's
+                // new index, or revoked (unless `revoke_on_reload = false`) with the reason.
+                let now = unix_now();
+                let index: HashMap<&str, usize> = new
+                    .clients
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.name.as_str(), i))
+                    .collect();
+                let judge = |addr: IpAddr, access: Access, owner: u32| {
+                    let was = (owner != NO_OWNER)
+                        .then(|| old.clients.get(owner as usize))
+                        .flatten();
+                    let now_at = was.and_then(|c| index.get(c.name.as_str()).copied());
+                    if new.server.revoke_on_reload {
+                        let is = now_at.and_then(|i| new.clients.get(i));
+                        if let Some(why) = revocation(was, is, addr, access, now) {
+                            return Err(why);
+                        }
+                    }
+                    Ok(now_at
+                        .and_then(|i| u32::try_from(i).ok())
+                        .map_or(NO_OWNER, |i| i.min(NO_OWNER)))
+                };
+                // The grants the new config still authorises go in with the new gate if the
+                // backend must re-create its objects, as after a flush (the table may be gone
+                // right now).
+                let keep = self
+                    .live
+                    .remaining_where(|a, acc, o| judge(a, acc, o).is_ok());
+                if let Err(e) = self.grants.reconfigure(&new, &keep) {
+                    error!("new config refused: {}", e.report());
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+                    return;
+                }
+                let revoked = self.live.revise(judge);
+                self.revoke(&old, &revoked);
+                info!(
+                    clients = new.clients.len(),
+                    revoked = revoked.len(),
+                    "config reloaded"
+                );
+                self.engine.reconfigure(Arc::new(new), unix_now());
+                release_freed_memory();
+            }
+        }
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    }
+
+    /// Take grants the reloaded config no longer authorises out of the backend, and say so.
+    /// [`LiveGrants`](super::live_grants::LiveGrants) has forgotten them already, so a flush
+    /// repair never restores them.
+    fn revoke(&mut self, old: &Config, revoked: &[(Grant, u32, &'static str)]) {
+        if revoked.is_empty() {
+            return;
+        }
+        for (e, owner, why) in revoked {
+            let client = (*owner != NO_OWNER)
+                .then(|| old.clients.get(*owner as usize))
+                .flatten()
+                .map_or("?", |c| c.name.as_str());
+            warn!(client, addr = %e.addr, access = %e.access, reason = *why, "grant revoked by the new config");
+        }
+        let grants: Vec<Grant> = revoked.iter().map(|r| r.0).collect();
+        if let Err(e) = self.grants.revoke(&grants) {
+            error!("{}", e.report());
+        }
+    }
+}
+
+/// Why a live grant of `access` to `addr`, made for client `was` (`None`: a client no longer
+/// known), is not authorised by `is` — the client of the same name in the reloaded config, if
+/// any — at `now`; `None` if it still is. What a reload "narrows": the client is gone, its key
+/// changed (a rotated key must not leave the old key's grants open), it expired, the access left
+/// its `allow` or entered its `deny`, or — when the grant is for the knock's own source
+/// (`require_source_match`) — the address left its `sources`. Not judged: `destinations` and,
+/// without `require_source_match`, `sources` (the knock's addresses are not kept), and
+/// `protect` (a grant for a port no longer gated opens nothing).
+fn revocation(
+    was: Option<&config::Client>,
+    is: Option<&config::Client>,
+    addr: IpAddr,
+    access: Access,
+    now: u64,
+) -> Option<&'static str> {
+    let (Some(was), Some(is)) = (was, is) else {
+        return Some("client removed from the config");
+    };
+    if !same_credential(&was.credential, &is.credential) {
+        return Some("client key changed");
+    }
+    if is.expires_at.is_some_and(|t| now >= t) {
+        return Some("client expired");
+    }
+    if !is.allow.contains(&access) {
+        return Some("access no longer in the client's allow");
+    }
+    if is.deny.contains(&access) {
+        return Some("access now in the client's deny");
+    }
+    if is.require_source_match && !is.sources.iter().any(|n| n.contains(&addr)) {
+        return Some("address no longer in the client's sources");
+    }
+    None
+}
+
+/// Do two credentials accept the same knocks (same secret, same algorithms)?
+fn same_credential(a: &config::Credential, b: &config::Credential) -> bool {
+    use config::Credential::{Fwknop, Native};
+    match (a, b) {
+        (Native(a), Native(b)) => *a.enc == *b.enc && *a.hint == *b.hint,
+        (Fwknop(a), Fwknop(b)) => {
+            *a.key == *b.key
+                && a.hmac_key.as_deref() == b.hmac_key.as_deref()
+                && a.hmac_type == b.hmac_type
+                && a.mode == b.mode
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::NativeKey;
+
+    /// What a reload "narrows", one case at a time.
+    #[test]
+    fn revocation_covers_removal_key_expiry_allow_deny_and_sources() {
+        let base = crate::policy::tests::client();
+        let addr: IpAddr = "192.0.2.7".parse().unwrap();
+        let ssh: Access = "tcp/22".parse().unwrap();
+        let judge = |is: Option<&config::Client>, addr: IpAddr| {
+            revocation(Some(&base), is, addr, ssh, 1_000)
+        };
+        let mut c = base.clone();
+        assert_eq!(judge(Some(&c), addr), None, "unchanged: kept");
+        c.allow.push("tcp/443".parse().unwrap());
+        assert_eq!(judge(Some(&c), addr), None, "widened: kept");
+        assert_eq!(judge(None, addr), Some("client removed from the config"));
+        assert_eq!(
+            revocation(None, Some(&c), addr, ssh, 1_000),
+            Some("client removed from the config")
+        );
+        let mut k = base.clone();
+        k.credential = config::Credential::Native(NativeKey::derive(&[0x77; 32]));
+        assert_eq!(judge(Some(&k), addr), Some("client key changed"));
+        let mut f = base.clone();
+        if let config::Credential::Fwknop(fk) = &mut f.credential {
+            fk.key = zeroize::Zeroizing::new(b"rotated".to_vec());
+        }
+        assert_eq!(judge(Some(&f), addr), Some("client key changed"));
+        let mut x = base.clone();
+        x.expires_at = Some(1_000);
+        assert_eq!(judge(Some(&x), addr), Some("client expired"));
+        let mut a = base.clone();
+        a.allow = vec!["tcp/443".parse().unwrap()];
+        assert_eq!(
+            judge(Some(&a), addr),
+            Some("access no longer in the client's allow")
+        );
+        let mut d = base.clone();
+        d.deny = vec![ssh];
+        assert_eq!(
+            judge(Some(&d), addr),
+            Some("access now in the client's deny")
+        );
+        let mut s = base.clone();
+        s.sources = vec!["198.51.100.0/24".parse().unwrap()];
+        s.require_source_match = true;
+        assert_eq!(
+            judge(Some(&s), addr),
+            Some("address no longer in the client's sources")
+        );
+        s.require_source_match = false;
+        assert_eq!(
+            judge(Some(&s), addr),
+            None,
+            "the knock's source is not known"
+        );
+    }
+}

@@ -1,0 +1,381 @@
+//! The loop: one thread, one `poll(2)` over the queue, the grant backend's events and the
+//! control pipe; a turn spends at most [`TURN`] on packets. Per burst: engine, journal, one
+//! grant write, one batch verdict. The side effects sit behind traits ([`PacketSource`],
+//! [`GrantSink`]) so tests drive this loop in-process.
+
+use std::net::IpAddr;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tracing::{debug, error, info, warn};
+
+use super::control::Control;
+use super::instance::InstanceLock;
+use super::live_grants::{LiveGrants, NO_OWNER};
+use super::{monotonic_secs, unix_now};
+use crate::access::format_list;
+use crate::engine::{Engine, Outcome};
+use crate::grants::{Grant, GrantSink};
+use crate::netfilter::queue::{Queue, QueueError};
+use crate::policy::{Decision, Reason};
+use crate::replay::ReplayKey;
+use crate::state::ReplayJournal;
+
+/// Packets handled per burst before grants are flushed and verdicts given.
+const BURST: usize = 256;
+/// Longest the loop spends on queued packets before it looks at signals, ruleset events and
+/// the tick again. A flood that outpaces the daemon keeps the queue readable for as long as it
+/// lasts; without a bound, SIGTERM, the repair of a flushed ruleset, journal syncs and the
+/// hint window would all wait for the flood to end. 50 ms keeps each of them within about
+/// 50 ms of its cause (a flush repair's goal is 100 ms) for the price of one `poll(2)` and one
+/// read of the control pipe per 50 ms of packets.
+const TURN: Duration = Duration::from_millis(50);
+/// Packets received between two looks at the clock within a turn. The costliest packet is an
+/// fwknop-shaped one tried under every fwknop client whose `sources` admit it (fwknop packets
+/// carry no key hint): with hundreds of such clients that is a millisecond or more, so a whole
+/// burst could overrun [`TURN`] many times over; 16 such packets overrun it by little. The
+/// clock is read through the vDSO: no syscall is added per packet.
+const TURN_CHECK: usize = 16;
+/// How often the engine's windows move and the journal is synced.
+const TICK: Duration = Duration::from_secs(1);
+/// How often the journal is rewritten without expired entries.
+const COMPACT_EVERY: Duration = Duration::from_secs(600);
+/// Rejections logged at `warn` per second at most; the rest are counted.
+const WARN_PER_SEC: u32 = 10;
+
+/// Where queued packets come from: the kernel's NFQUEUE, or a scripted source in tests.
+pub trait PacketSource {
+    /// Readable when packets are waiting (`poll(2)`).
+    fn fd(&self) -> RawFd;
+    /// Without blocking, hand up to `max` waiting packets (id, raw IP packet) to `f`.
+    fn recv_batch(
+        &mut self,
+        max: usize,
+        f: &mut dyn FnMut(u32, &[u8]),
+    ) -> Result<usize, QueueError>;
+    /// Verdict DROP for every packet received so far.
+    fn drop_pending(&mut self) -> Result<(), QueueError>;
+}
+
+impl PacketSource for Queue {
+    fn fd(&self) -> RawFd {
+        self.as_raw_fd()
+    }
+
+    fn recv_batch(
+        &mut self,
+        max: usize,
+        f: &mut dyn FnMut(u32, &[u8]),
+    ) -> Result<usize, QueueError> {
+        Queue::recv_batch(self, max, f)
+    }
+
+    fn drop_pending(&mut self) -> Result<(), QueueError> {
+        Queue::drop_pending(self).map(|_| ())
+    }
+}
+
+/// The running daemon: the pure engine plus its shells. Generic over the side effects so tests
+/// drive the real loop in-process with scripted packets and a recording grant sink.
+pub struct Daemon<Q, S> {
+    pub(super) engine: Engine,
+    pub(super) journal: ReplayJournal,
+    pub(super) queue: Q,
+    /// Where grants go (`serve` gives it the backend the config names, maybe in a dry run).
+    pub(super) grants: S,
+    /// Grants we wrote and their deadlines, to restore them if someone flushes the ruleset.
+    pub(super) live: LiveGrants,
+    warn_budget: WarnBudget,
+    pub(super) config_path: PathBuf,
+    /// Held for the daemon's life; probes of it are dismissed at each tick.
+    pub(super) instance: Option<InstanceLock>,
+}
+
+impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
+    /// Assemble a daemon whose grant backend is set up for the engine's config.
+    pub fn new(
+        engine: Engine,
+        journal: ReplayJournal,
+        queue: Q,
+        grants: S,
+        config_path: PathBuf,
+    ) -> Self {
+        Daemon {
+            engine,
+            journal,
+            queue,
+            grants,
+            live: LiveGrants::new(),
+            warn_budget: WarnBudget::default(),
+            config_path,
+            instance: None,
+        }
+    }
+
+    /// Hold `lock` while serving.
+    pub fn holding(mut self, lock: InstanceLock) -> Self {
+        self.instance = Some(lock);
+        self
+    }
+
+    /// Serve until `control` says terminate. The journal is synced on the way out.
+    pub fn run(mut self, control: &Control) -> anyhow::Result<()> {
+        let result = self.serve(control);
+        if let Err(e) = self.journal.sync() {
+            error!("{e}");
+        }
+        result
+    }
+
+    fn serve(&mut self, control: &Control) -> anyhow::Result<()> {
+        let mut last_tick = Instant::now();
+        let mut last_compact = Instant::now();
+        loop {
+            // A backend that cannot notice changes by others has no descriptor: poll(2) skips
+            // a negative one.
+            let events = self.grants.event_fd().unwrap_or(-1);
+            let ready = poll3(self.queue.fd(), events, control.fd(), 1000)?;
+            if control.take_terminate() {
+                info!("shutting down; grants stay in the kernel until they expire");
+                return Ok(());
+            }
+            if control.take_reload() {
+                self.reload();
+            }
+            // A ruleset repair before packets: the gate may be open (or knocks unheard) until
+            // it is done, and a turn of packets can wait for it.
+            if ready[1] {
+                self.check_grants();
+            }
+            if ready[0] {
+                self.drain_queue()?;
+            }
+            if last_tick.elapsed() >= TICK {
+                last_tick = Instant::now();
+                let now = unix_now();
+                if let Some(step) = self.engine.tick(now, monotonic_secs()) {
+                    warn!(
+                        step_secs = step,
+                        "the wall clock stepped by {step}s: replay records stay until their expiry \
+                         by the clock that does not step, and the key-hint window moved with the \
+                         clock"
+                    );
+                }
+                self.live.forget_expired();
+                self.warn_budget.reset();
+                if let Some(lock) = &self.instance {
+                    lock.dismiss_probes();
+                }
+                if let Err(e) = self.journal.sync() {
+                    error!("{e}");
+                }
+                if last_compact.elapsed() >= COMPACT_EVERY {
+                    last_compact = Instant::now();
+                    if let Err(e) = self.journal.compact(self.engine.replay()) {
+                        error!("{e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handle the packets waiting in the queue, burst by burst, for one [`TURN`] at most: the
+    /// loop then serves signals, ruleset events and the tick before it drains more (`poll(2)`
+    /// reports the queue readable again at once if packets are left).
+    fn drain_queue(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + TURN;
+        let mut outcomes: Vec<(u32, Option<IpAddr>, Outcome)> = Vec::with_capacity(BURST);
+        loop {
+            outcomes.clear();
+            let now = unix_now();
+            let mut dry = false;
+            while outcomes.len() < BURST {
+                let want = (BURST - outcomes.len()).min(TURN_CHECK);
+                let engine = &mut self.engine;
+                let n = self.queue.recv_batch(want, &mut |id, pkt| {
+                    let outcome = engine.handle_ip(pkt, now);
+                    outcomes.push((id, outcome.src, outcome));
+                })?;
+                if n < want {
+                    dry = true;
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+            }
+            if outcomes.is_empty() {
+                return Ok(());
+            }
+            self.apply(&outcomes)?;
+            // One batch verdict drops the whole burst (ids wrap as the kernel's do).
+            self.queue.drop_pending()?;
+            if dry || Instant::now() >= deadline {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Persist replay records, write grants, log.
+    fn apply(&mut self, outcomes: &[(u32, Option<IpAddr>, Outcome)]) -> anyhow::Result<()> {
+        let records: Vec<(ReplayKey, u64)> =
+            outcomes.iter().filter_map(|(_, _, o)| o.record).collect();
+        if !records.is_empty() {
+            // A failure here must not open anything: without the record, no grant.
+            if let Err(e) = self.journal.append(&records) {
+                error!("{e}; refusing this burst's grants so no replay window opens");
+                return Ok(());
+            }
+        }
+        let mut grants = Vec::new();
+        // The client each grant was made for, for revocation on reload.
+        let mut owners = Vec::new();
+        let config = self.engine.config().clone();
+        for (_, src, o) in outcomes {
+            let client = o.client.map(|i| config.clients[i].name.as_str());
+            let src = SrcDisplay(*src);
+            match &o.decision {
+                Decision::Grant(g) => {
+                    let owner = o
+                        .client
+                        .and_then(|i| u32::try_from(i).ok())
+                        .unwrap_or(NO_OWNER);
+                    for a in &g.access {
+                        grants.push(Grant {
+                            addr: g.addr,
+                            access: *a,
+                            timeout: Duration::from_secs(u64::from(g.ttl)),
+                        });
+                        owners.push(owner);
+                    }
+                    info!(
+                        client = client.unwrap_or("?"),
+                        src = %src,
+                        addr = %g.addr,
+                        access = %format_list(&g.access),
+                        ttl = g.ttl,
+                        format = o.format.map_or("?", |f| f.name()),
+                        "grant"
+                    );
+                }
+                Decision::Reject(reason) => self.log_reject(o, reason, &src, client),
+            }
+        }
+        if grants.is_empty() {
+            return Ok(());
+        }
+        match self.grants.write(&grants) {
+            // A dry run wrote nothing, so there is nothing to restore after a flush.
+            Ok(()) if !self.grants.writes_grants() => {}
+            Ok(()) => self.live.record(&grants, &owners),
+            Err(e) => {
+                error!("{}; re-creating {}", e.report(), self.grants.objects());
+                self.restore();
+                match self.grants.write(&grants) {
+                    Ok(()) => self.live.record(&grants, &owners),
+                    Err(e) => error!("grants lost: {}", e.report()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn log_reject(&mut self, o: &Outcome, reason: &Reason, src: &SrcDisplay, client: Option<&str>) {
+        let format = o.format.map_or("?", |f| f.name());
+        let skew = o.skew;
+        let client = client.unwrap_or("-");
+        if reason.is_noise() || !self.warn_budget.take() {
+            debug!(%src, reason = reason.code(), format, client, skew, "rejected knock: {reason}");
+        } else {
+            warn!(%src, reason = reason.code(), format, client, skew, "rejected knock: {reason}");
+        }
+    }
+
+    /// Someone changed the backend's objects (e.g. `nft flush ruleset`): if ours lost
+    /// anything, put them back with the live grants. (With `manage_ruleset = false` the backend
+    /// answers with an error that says what to load.)
+    fn check_grants(&mut self) {
+        match self.grants.drain() {
+            Ok(false) => {}
+            Ok(true) => self.restore(),
+            Err(e) => error!("{}", e.report()),
+        }
+    }
+
+    /// Re-create the backend's objects holding the live grants with the time they have left.
+    fn restore(&mut self) {
+        let restore = self.live.remaining();
+        match self.grants.restore(&restore) {
+            Ok(()) => warn!(
+                grants = restore.len(),
+                "{} was removed or changed by someone else; re-created it",
+                self.grants.objects()
+            ),
+            Err(e) => error!("{}", e.report()),
+        }
+    }
+}
+
+/// A packet's source for log lines, formatted only if the line is emitted (the junk path must
+/// not allocate).
+struct SrcDisplay(Option<IpAddr>);
+
+impl std::fmt::Display for SrcDisplay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ip) => write!(f, "{ip}"),
+            None => f.write_str("?"),
+        }
+    }
+}
+
+/// Rate limit for `warn` lines about rejected knocks (a flood must not flood the journal).
+#[derive(Default)]
+struct WarnBudget {
+    used: u32,
+    suppressed: u64,
+}
+
+impl WarnBudget {
+    fn take(&mut self) -> bool {
+        if self.used < WARN_PER_SEC {
+            self.used += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+
+    fn reset(&mut self) {
+        if self.suppressed > 0 {
+            warn!(
+                suppressed = self.suppressed,
+                "rejected knocks not logged at warn in the last second (see debug)"
+            );
+        }
+        self.used = 0;
+        self.suppressed = 0;
+    }
+}
+
+/// `poll(2)` three descriptors for input; which are readable.
+fn poll3(a: RawFd, b: RawFd, c: RawFd, timeout_ms: i32) -> anyhow::Result<[bool; 3]> {
+    let mut fds = [a, b, c].map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    // SAFETY: `fds` is a valid array of three pollfd structs for the duration of the call.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::Interrupted {
+            return Ok([false; 3]);
+        }
+        return Err(e).context("poll failed");
+    }
+    Ok(fds.map(|p| p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0))
+}

@@ -1,0 +1,551 @@
+//! The real loop driven in-process: scripted packets in, a recording grant sink out.
+
+use super::*;
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::access::Access;
+use crate::crypto::NativeKey;
+use crate::engine::Engine;
+use crate::grants::{Grant, GrantError, GrantSink};
+use crate::netfilter::queue::QueueError;
+use crate::sys::OsRng;
+use crate::wire::native;
+
+/// Packets the test pushes; readable through a socket pair like a real queue.
+#[derive(Clone)]
+struct Script {
+    packets: Arc<Mutex<VecDeque<Vec<u8>>>>,
+    dropped: Arc<Mutex<u32>>,
+    bell: Arc<UnixStream>,
+}
+
+struct ScriptedQueue {
+    script: Script,
+    ring: UnixStream,
+    next_id: u32,
+}
+
+impl Script {
+    fn push(&self, packet: Vec<u8>) {
+        self.packets.lock().unwrap().push_back(packet);
+        let _ = (&*self.bell).write(&[1]);
+    }
+}
+
+impl PacketSource for ScriptedQueue {
+    fn fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+    fn recv_batch(
+        &mut self,
+        max: usize,
+        f: &mut dyn FnMut(u32, &[u8]),
+    ) -> Result<usize, QueueError> {
+        let _ = (&self.ring).read(&mut [0u8; 64]);
+        let mut n = 0;
+        while n < max {
+            let Some(p) = self.script.packets.lock().unwrap().pop_front() else {
+                break;
+            };
+            self.next_id += 1;
+            f(self.next_id, &p);
+            n += 1;
+        }
+        Ok(n)
+    }
+    fn drop_pending(&mut self) -> Result<(), QueueError> {
+        *self.script.dropped.lock().unwrap() = self.next_id;
+        Ok(())
+    }
+}
+
+/// One re-creation of the recorder's objects: the ports they gate then, and the grants they
+/// were given.
+type Install = (Vec<Access>, Vec<Grant>);
+
+/// A grant backend that records what the loop asks of it. Built from the config as a real one
+/// is: `protect` is what its objects gate, and a reload changes it. Its objects are "changed by
+/// someone else" (a flush) when the test rings `flush`.
+#[derive(Clone)]
+struct Recorder {
+    protect: Arc<Mutex<Vec<Access>>>,
+    written: Arc<Mutex<Vec<Grant>>>,
+    revoked: Arc<Mutex<Vec<Grant>>>,
+    /// Flush repairs (and re-creations after a failed write).
+    restores: Arc<Mutex<Vec<Install>>>,
+    /// Reloads: the new config's gate and the grants it still authorises.
+    reconfigures: Arc<Mutex<Vec<Install>>>,
+    events: Arc<UnixStream>,
+}
+
+impl Recorder {
+    fn new(config: &Config, events: UnixStream) -> Recorder {
+        Recorder {
+            protect: Arc::new(Mutex::new(config.server.protect.clone())),
+            written: Default::default(),
+            revoked: Default::default(),
+            restores: Default::default(),
+            reconfigures: Default::default(),
+            events: Arc::new(events),
+        }
+    }
+}
+
+impl GrantSink for Recorder {
+    fn objects(&self) -> &str {
+        "the recorder"
+    }
+    fn write(&mut self, grants: &[Grant]) -> Result<(), GrantError> {
+        self.written.lock().unwrap().extend_from_slice(grants);
+        Ok(())
+    }
+    fn revoke(&mut self, grants: &[Grant]) -> Result<(), GrantError> {
+        self.revoked.lock().unwrap().extend_from_slice(grants);
+        Ok(())
+    }
+    fn restore(&mut self, grants: &[Grant]) -> Result<(), GrantError> {
+        let protect = self.protect.lock().unwrap().clone();
+        self.restores
+            .lock()
+            .unwrap()
+            .push((protect, grants.to_vec()));
+        Ok(())
+    }
+    fn reconfigure(&mut self, config: &Config, keep: &[Grant]) -> Result<(), GrantError> {
+        *self.protect.lock().unwrap() = config.server.protect.clone();
+        self.reconfigures
+            .lock()
+            .unwrap()
+            .push((config.server.protect.clone(), keep.to_vec()));
+        Ok(())
+    }
+    fn event_fd(&self) -> Option<RawFd> {
+        Some(self.events.as_raw_fd())
+    }
+    fn drain(&mut self) -> Result<bool, GrantError> {
+        Ok((&*self.events).read(&mut [0u8; 64]).is_ok_and(|n| n > 0))
+    }
+}
+
+const SRC: &str = "192.0.2.7";
+
+struct Harness {
+    dir: tempfile::TempDir,
+    /// alice's secret, as in the config.
+    secret: String,
+    key: NativeKey,
+    script: Script,
+    sink: Recorder,
+    flush: UnixStream,
+    handle: ControlHandle,
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+fn write_config(dir: &Path, secret: &str, allow: &str) -> PathBuf {
+    write_clients(dir, "", &[("alice", secret, allow)])
+}
+
+/// A config of `(name, secret, allow)` clients, `server` lines added to `[server]`.
+fn write_clients(dir: &Path, server: &str, clients: &[(&str, &str, &str)]) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("nfknock.toml");
+    let mut text = format!(
+        "[server]\nstate_dir = \"{}\"\n{server}\n",
+        dir.join("state").display()
+    );
+    for (name, secret, allow) in clients {
+        text.push_str(&format!(
+            "\n[[client]]\nname = \"{name}\"\nkey = \"{secret}\"\nallow = [{allow}]\n"
+        ));
+    }
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+fn start() -> Harness {
+    start_allowing("\"tcp/22\"")
+}
+
+/// alice may open `allow`.
+fn start_allowing(allow: &str) -> Harness {
+    start_with(allow, |script, ring| ScriptedQueue {
+        script,
+        ring,
+        next_id: 0,
+    })
+}
+
+/// A daemon reading packets from the queue `make` builds out of the script and the
+/// readable end of its bell.
+fn start_with<Q: PacketSource + Send + 'static>(
+    allow: &str,
+    make: impl FnOnce(Script, UnixStream) -> Q,
+) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = crate::crypto::generate_secret_base64(&mut OsRng);
+    let key = NativeKey::from_base64(&secret).unwrap();
+    let path = write_config(dir.path(), &secret, allow);
+    let config = Arc::new(load_config(&path).unwrap());
+    let now = unix_now();
+    crate::state::mark_first_start(&config.server.state_dir).unwrap();
+    let (journal, cache, report) =
+        ReplayJournal::open(&config.server.state_dir, now, config.server.max_age).unwrap();
+    assert_eq!(report, LoadReport::FirstStart);
+    let (bell, ring) = UnixStream::pair().unwrap();
+    ring.set_nonblocking(true).unwrap();
+    let script = Script {
+        packets: Default::default(),
+        dropped: Default::default(),
+        bell: Arc::new(bell),
+    };
+    let (flush, events) = UnixStream::pair().unwrap();
+    events.set_nonblocking(true).unwrap();
+    let sink = Recorder::new(&config, events);
+    let control = Control::new().unwrap();
+    let handle = control.handle().unwrap();
+    let engine = Engine::new(config, cache, 0, now);
+    let queue = make(script.clone(), ring);
+    let d = Daemon::new(engine, journal, queue, sink.clone(), path);
+    let thread = std::thread::spawn(move || d.run(&control));
+    Harness {
+        dir,
+        secret: secret.to_string(),
+        key,
+        script,
+        sink,
+        flush,
+        handle,
+        thread,
+    }
+}
+
+fn knock(h: &Harness, access: &str) -> Vec<u8> {
+    let req = native::Request {
+        timestamp: unix_now(),
+        timeout: 0,
+        allow_ip: Some(SRC.parse().unwrap()),
+        access: crate::access::parse_list(access).unwrap(),
+    };
+    let payload = native::seal(&h.key, &req, &mut OsRng).unwrap();
+    wire::ip::build(
+        SRC.parse().unwrap(),
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+        40000,
+        62201,
+        &payload,
+    )
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn grants_once_drops_every_packet_restores_after_a_flush_and_stops_on_request() {
+    let h = start();
+    let packet = knock(&h, "tcp/22");
+    h.script.push(packet.clone());
+    wait_for("the grant", || !h.sink.written.lock().unwrap().is_empty());
+    let g = h.sink.written.lock().unwrap()[0];
+    assert_eq!(
+        (g.addr, g.access.to_string(), g.timeout),
+        (
+            SRC.parse().unwrap(),
+            "tcp/22".into(),
+            Duration::from_secs(30)
+        )
+    );
+
+    // The same packet again, and junk: no new grant, every packet dropped.
+    h.script.push(packet);
+    h.script.push(vec![0x45; 60]);
+    wait_for("the verdicts", || *h.script.dropped.lock().unwrap() == 3);
+    assert_eq!(
+        h.sink.written.lock().unwrap().len(),
+        1,
+        "a replay or junk was granted"
+    );
+
+    // Someone flushes the ruleset: the gate comes back with the live grant's remaining time.
+    (&h.flush).write_all(&[1]).unwrap();
+    wait_for("the re-install", || {
+        !h.sink.restores.lock().unwrap().is_empty()
+    });
+    let (protect, restore) = h.sink.restores.lock().unwrap()[0].clone();
+    assert_eq!(protect, vec!["tcp/22".parse().unwrap()]);
+    assert_eq!(restore.len(), 1);
+    assert!(
+        restore[0].timeout > Duration::from_secs(25)
+            && restore[0].timeout <= Duration::from_secs(30),
+        "{restore:?}"
+    );
+
+    // A broken config on reload is refused; the daemon keeps serving the old one.
+    std::fs::write(h.dir.path().join("nfknock.toml"), "[server]\nport = 0\n").unwrap();
+    h.handle.reload();
+    h.script.push(knock(&h, "tcp/22"));
+    wait_for("a grant after the refused reload", || {
+        h.sink.written.lock().unwrap().len() == 2
+    });
+    assert!(
+        h.sink.reconfigures.lock().unwrap().is_empty(),
+        "a refused config reached the grant backend"
+    );
+
+    h.handle.terminate();
+    h.thread.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_valid_reload_changes_what_is_allowed_and_the_gate() {
+    let h = start();
+    let secret_path = h.dir.path().join("nfknock.toml");
+    h.script.push(knock(&h, "tcp/443"));
+    wait_for("the verdict", || *h.script.dropped.lock().unwrap() == 1);
+    assert!(
+        h.sink.written.lock().unwrap().is_empty(),
+        "tcp/443 granted before it was allowed"
+    );
+
+    // Same key, now also tcp/443: the reload gives the backend the new protect list.
+    let text = std::fs::read_to_string(&secret_path).unwrap();
+    let secret = text
+        .lines()
+        .find_map(|l| l.strip_prefix("key = \""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_string();
+    write_config(h.dir.path(), &secret, "\"tcp/22\", \"tcp/443\"");
+    h.handle.reload();
+    wait_for("the re-install", || {
+        !h.sink.reconfigures.lock().unwrap().is_empty()
+    });
+    assert_eq!(h.sink.reconfigures.lock().unwrap()[0].0.len(), 2);
+    h.script.push(knock(&h, "tcp/443"));
+    wait_for("the grant", || !h.sink.written.lock().unwrap().is_empty());
+
+    h.handle.terminate();
+    h.thread.join().unwrap().unwrap();
+}
+
+/// A flood the daemon never catches up with: every receive hands over as many junk
+/// packets as asked for, and the descriptor is always readable. Runs dry after `until`, so
+/// a loop that never looks up does end (and the test fails instead of hanging).
+struct EndlessQueue {
+    ring: UnixStream,
+    received: Arc<std::sync::atomic::AtomicU64>,
+    until: Instant,
+    next_id: u32,
+    junk: Vec<u8>,
+}
+
+impl PacketSource for EndlessQueue {
+    fn fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+    fn recv_batch(
+        &mut self,
+        max: usize,
+        f: &mut dyn FnMut(u32, &[u8]),
+    ) -> Result<usize, QueueError> {
+        if Instant::now() >= self.until {
+            return Ok(0);
+        }
+        for _ in 0..max {
+            self.next_id = self.next_id.wrapping_add(1);
+            f(self.next_id, &self.junk);
+        }
+        self.received.fetch_add(max as u64, Ordering::SeqCst);
+        Ok(max)
+    }
+    fn drop_pending(&mut self) -> Result<(), QueueError> {
+        Ok(())
+    }
+}
+
+/// Issue "security", item 5: a flood that outpaces the daemon keeps the queue readable
+/// forever; signals, ruleset events and the tick must still be served between bursts.
+#[test]
+fn a_queue_that_never_runs_dry_still_repairs_a_flush_and_stops_on_request() {
+    use crate::crypto::Rng;
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = received.clone();
+    let h = start_with("\"tcp/22\"", move |script, ring| {
+        // Rung once and never read: the descriptor stays readable, as under a flood.
+        let _ = (&*script.bell).write(&[1]);
+        let mut junk = vec![0u8; native::PACKET_LEN];
+        OsRng.fill(&mut junk);
+        EndlessQueue {
+            ring,
+            received: count,
+            until: Instant::now() + Duration::from_secs(20),
+            next_id: 0,
+            junk: wire::ip::build(
+                SRC.parse().unwrap(),
+                IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+                40000,
+                62201,
+                &junk,
+            ),
+        }
+    });
+    wait_for("the flood", || received.load(Ordering::SeqCst) > 10_000);
+
+    (&h.flush).write_all(&[1]).unwrap();
+    let flushed = Instant::now();
+    wait_for("the re-install", || {
+        !h.sink.restores.lock().unwrap().is_empty()
+    });
+    let took = flushed.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "flush repaired after {took:?}"
+    );
+    let at_repair = received.load(Ordering::SeqCst);
+    wait_for("packets after the repair", || {
+        received.load(Ordering::SeqCst) > at_repair + 10_000
+    });
+
+    let Harness { handle, thread, .. } = h;
+    handle.terminate();
+    let asked = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(thread.join()));
+    let result = rx
+        .recv_timeout(Duration::from_secs(1))
+        .unwrap_or_else(|_| panic!("terminate not honoured within 1 s under a flood"));
+    result.unwrap().unwrap();
+    eprintln!("stopped {:?} after the request", asked.elapsed());
+}
+
+/// `(addr, access)` of grants, sorted: what a test compares.
+fn keys(grants: &[Grant]) -> Vec<(IpAddr, String)> {
+    let mut v: Vec<_> = grants
+        .iter()
+        .map(|e| (e.addr, e.access.to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+fn src_grant(access: &str) -> (IpAddr, String) {
+    (SRC.parse().unwrap(), access.to_string())
+}
+
+/// Wait until the daemon has judged `n` packets in all.
+fn judged(h: &Harness, n: u32) {
+    wait_for("the verdicts", || *h.script.dropped.lock().unwrap() >= n);
+}
+
+/// Issue "security", item 10: a reload that removes a client revokes its live grants at
+/// once, and a later flush repair does not bring them back.
+#[test]
+fn a_reload_that_removes_a_client_revokes_its_grants_and_a_flush_does_not_restore_them() {
+    let h = start();
+    h.script.push(knock(&h, "tcp/22"));
+    wait_for("the grant", || h.sink.written.lock().unwrap().len() == 1);
+
+    // alice leaves; carol (another key, same allow) stays: the gate itself is unchanged.
+    let carol = crate::crypto::generate_secret_base64(&mut OsRng);
+    write_clients(h.dir.path(), "", &[("carol", &carol, "\"tcp/22\"")]);
+    h.handle.reload();
+    wait_for("the revocation", || {
+        !h.sink.revoked.lock().unwrap().is_empty()
+    });
+    assert_eq!(keys(&h.sink.revoked.lock().unwrap()), [src_grant("tcp/22")]);
+    // The backend is told the gate is unchanged and that no grant is kept. (That the nftables
+    // backend then re-installs nothing: grants::nft_set's
+    // `a_reload_changes_the_ruleset_only_where_the_config_did`.)
+    let (protect, keep) = h.sink.reconfigures.lock().unwrap()[0].clone();
+    assert_eq!(protect, vec!["tcp/22".parse().unwrap()], "the gate changed");
+    assert_eq!(keys(&keep), [], "a revoked grant was kept");
+
+    // Someone flushes the ruleset: the table comes back without the revoked grant.
+    (&h.flush).write_all(&[1]).unwrap();
+    wait_for("the re-install", || {
+        !h.sink.restores.lock().unwrap().is_empty()
+    });
+    assert_eq!(keys(&h.sink.restores.lock().unwrap()[0].1), []);
+
+    // alice's knocks are refused from now on.
+    h.script.push(knock(&h, "tcp/22"));
+    judged(&h, 2);
+    assert_eq!(h.sink.written.lock().unwrap().len(), 1);
+    h.handle.terminate();
+    h.thread.join().unwrap().unwrap();
+}
+
+/// A reload that narrows `allow` revokes the grants it no longer allows and keeps the
+/// others — also through the re-install that the changed gate needs (that re-install used
+/// to restore no grant at all), and through a later flush repair.
+#[test]
+fn a_reload_that_narrows_allow_revokes_only_what_it_no_longer_allows() {
+    let h = start_allowing("\"tcp/22\", \"tcp/443\"");
+    h.script.push(knock(&h, "tcp/22,tcp/443"));
+    wait_for("the grants", || h.sink.written.lock().unwrap().len() == 2);
+
+    write_config(h.dir.path(), &h.secret, "\"tcp/443\"");
+    h.handle.reload();
+    wait_for("the re-install", || {
+        !h.sink.reconfigures.lock().unwrap().is_empty()
+    });
+    let (protect, keep) = h.sink.reconfigures.lock().unwrap()[0].clone();
+    assert_eq!(protect, vec!["tcp/443".parse().unwrap()]);
+    assert_eq!(keys(&keep), [src_grant("tcp/443")]);
+    wait_for("the revocation", || {
+        !h.sink.revoked.lock().unwrap().is_empty()
+    });
+    assert_eq!(keys(&h.sink.revoked.lock().unwrap()), [src_grant("tcp/22")]);
+
+    (&h.flush).write_all(&[1]).unwrap();
+    wait_for("the repair", || !h.sink.restores.lock().unwrap().is_empty());
+    let (protect, restore) = h.sink.restores.lock().unwrap()[0].clone();
+    assert_eq!(protect, vec!["tcp/443".parse().unwrap()]);
+    assert_eq!(keys(&restore), [src_grant("tcp/443")]);
+    h.handle.terminate();
+    h.thread.join().unwrap().unwrap();
+}
+
+/// `revoke_on_reload = false`: grants outlive their client's removal until they expire,
+/// flush repairs included.
+#[test]
+fn revoke_on_reload_false_keeps_the_grants_of_a_removed_client() {
+    let h = start();
+    h.script.push(knock(&h, "tcp/22"));
+    wait_for("the grant", || h.sink.written.lock().unwrap().len() == 1);
+    let carol = crate::crypto::generate_secret_base64(&mut OsRng);
+    write_clients(
+        h.dir.path(),
+        "revoke_on_reload = false",
+        &[("carol", &carol, "\"tcp/22\"")],
+    );
+    h.handle.reload();
+    // alice is unknown once the reload is done: her next knock is refused.
+    h.script.push(knock(&h, "tcp/22"));
+    judged(&h, 2);
+    assert_eq!(h.sink.written.lock().unwrap().len(), 1, "reload not done");
+    assert!(h.sink.revoked.lock().unwrap().is_empty());
+    (&h.flush).write_all(&[1]).unwrap();
+    wait_for("the repair", || !h.sink.restores.lock().unwrap().is_empty());
+    assert_eq!(
+        keys(&h.sink.restores.lock().unwrap()[0].1),
+        [src_grant("tcp/22")]
+    );
+    h.handle.terminate();
+    h.thread.join().unwrap().unwrap();
+}

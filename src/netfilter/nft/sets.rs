@@ -1,0 +1,351 @@
+//! The sets of the owned table: their definitions, element keys, and the grants in the allow
+//! sets (add or refresh, revoke, list). Builds messages; talks to the kernel through
+//! [`Nft::commit`] and [`Nft::request`].
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::batch::{batch_error, BatchFail};
+use super::expr::data_value;
+use super::*;
+
+impl Nft {
+    pub(super) fn add_set(&mut self, def: &SetDef) {
+        let object = Object::Set(def.name);
+        let (s, m) = self.begin(NFT_MSG_NEWSET, NLM_F_CREATE, NFPROTO_INET, "create", object);
+        m.attr_str(NFTA_SET_TABLE, TABLE);
+        m.attr_str(NFTA_SET_NAME, def.name);
+        m.attr_u32(NFTA_SET_FLAGS, def.flags);
+        m.attr_u32(NFTA_SET_KEY_TYPE, def.key_type);
+        m.attr_u32(NFTA_SET_KEY_LEN, def.key_len);
+        // Required by nf_tables_newset even when nothing refers to the set by id.
+        m.attr_u32(NFTA_SET_ID, def.id);
+        if let Some((timeout_ms, size)) = def.dynamic {
+            let d = m.nest(NFTA_SET_DESC);
+            m.attr_u32(NFTA_SET_DESC_SIZE, size);
+            m.nest_end(d);
+            m.attr_u64(NFTA_SET_TIMEOUT, timeout_ms);
+        }
+        m.attr(NFTA_SET_USERDATA, def.userdata);
+        m.end(s);
+    }
+
+    /// `flush set`: a DELSETELEM without an element list removes every element.
+    pub(super) fn flush_set(&mut self, name: &'static str) {
+        let object = Object::Set(name);
+        let (s, m) = self.begin(NFT_MSG_DELSETELEM, 0, NFPROTO_INET, "flush", object);
+        m.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+        m.attr_str(NFTA_SET_ELEM_LIST_SET, name);
+        m.end(s);
+    }
+
+    /// One element message for `set`: NEWSETELEM (`add`) or DELSETELEM, naming each element's
+    /// key (a DELSETELEM without an element list would flush the set).
+    ///
+    /// NEWSETELEM goes with `NLM_F_CREATE` and without `NLM_F_EXCL`: adding an element that
+    /// exists is not an error. With a timeout, `NFTA_SET_ELEM_EXPIRATION` = timeout is sent too:
+    /// since Linux 6.12 (`nft_set_elem_update_timeout` path of nft_add_set_elem), re-adding an
+    /// element updates its timeout/expiration only when they are given, so a re-knock restarts
+    /// the timer; older kernels keep the old expiry.
+    pub(super) fn set_elements<K: AsRef<[u8]>>(
+        &mut self,
+        add: bool,
+        set: &'static str,
+        elems: impl Iterator<Item = (K, Option<u64>)>,
+    ) {
+        let (msg, flags, op) = if add {
+            (NFT_MSG_NEWSETELEM, NLM_F_CREATE, "add elements to")
+        } else {
+            (NFT_MSG_DELSETELEM, 0, "delete elements from")
+        };
+        let (s, m) = self.begin(msg, flags, NFPROTO_INET, op, Object::Set(set));
+        m.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+        m.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+        let list = m.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+        for (key, timeout) in elems {
+            let e = m.nest(NFTA_LIST_ELEM);
+            data_value(m, NFTA_SET_ELEM_KEY, key.as_ref());
+            if let Some(ms) = timeout {
+                m.attr_u64(NFTA_SET_ELEM_TIMEOUT, ms);
+                m.attr_u64(NFTA_SET_ELEM_EXPIRATION, ms);
+            }
+            m.nest_end(e);
+        }
+        m.nest_end(list);
+        m.end(s);
+    }
+
+    /// Add (with their timeouts) or remove the grants of one family in `elems` to or from its
+    /// allow set, [`ELEMS_PER_MSG`] per message. Keys are built on the stack one by one: no
+    /// allocation on the hot path.
+    pub(super) fn grants(&mut self, add: bool, elems: &[Element], v6: bool) {
+        let set = if v6 { SET_ALLOW_V6 } else { SET_ALLOW_V4 };
+        let mut it = elems.iter().filter(|e| e.addr.is_ipv6() == v6).peekable();
+        while it.peek().is_some() {
+            let chunk = it.by_ref().take(ELEMS_PER_MSG).map(|e| {
+                let key = GrantKey(element_key(e.addr, e.access));
+                (key, add.then_some(e.timeout_ms))
+            });
+            self.set_elements(add, set, chunk);
+        }
+    }
+
+    /// `(key type, key length, flags)` of an existing set of our table, `None` if absent.
+    pub(super) fn set_shape(
+        &mut self,
+        set: &'static str,
+    ) -> Result<Option<(u32, u32, u32)>, NftError> {
+        let mut shape = None;
+        let r = self.request(
+            NFT_MSG_GETSET,
+            false,
+            |m| {
+                m.attr_str(NFTA_SET_TABLE, TABLE);
+                m.attr_str(NFTA_SET_NAME, set);
+            },
+            |m| {
+                let Some((_, body)) = nfgen(m.payload) else {
+                    return;
+                };
+                let u = |t| attr(body, t).and_then(be_u32);
+                if let (Some(kt), Some(kl), Some(fl)) =
+                    (u(NFTA_SET_KEY_TYPE), u(NFTA_SET_KEY_LEN), u(NFTA_SET_FLAGS))
+                {
+                    shape = Some((kt, kl, fl));
+                }
+            },
+        );
+        match r {
+            Ok(Ok(())) => Ok(shape),
+            Ok(Err(e)) if e == libc::ENOENT => Ok(None),
+            Ok(Err(e)) => Err(kernel_error("look up", Object::Set(set), e)),
+            Err(source) => Err(NftError::Socket { op: "use", source }),
+        }
+    }
+
+    /// Add or refresh grants: one batch per `UPSERT_BATCH` grants (atomic within a batch).
+    /// IPv4 grants go to `allow_v4`, IPv6 grants to `allow_v6`. A grant that exists gets the
+    /// new timeout (and, on kernels ≥ 6.12, a restarted timer).
+    pub fn upsert(&mut self, elems: &[Element]) -> Result<(), NftError> {
+        if let Some(e) = elems.iter().find(|e| e.timeout_ms == 0) {
+            return Err(NftError::ZeroTimeout {
+                addr: e.addr,
+                access: e.access,
+            });
+        }
+        for chunk in elems.chunks(UPSERT_BATCH) {
+            self.batch_start();
+            self.grants(true, chunk, false);
+            self.grants(true, chunk, true);
+            self.commit().map_err(batch_error)?;
+        }
+        Ok(())
+    }
+
+    /// Remove grants from the allow sets (a revocation): one batch per `UPSERT_BATCH` grants.
+    /// A grant that is not there (the kernel expired it a moment before our own clock did, or
+    /// an admin deleted it) is no error: DELSETELEM answers ENOENT for it and aborts its whole
+    /// batch, so that batch is retried one grant at a time and the absent ones are skipped.
+    /// (`NFT_MSG_DESTROYSETELEM`, which ignores absent elements, needs Linux 6.3.)
+    pub fn delete(&mut self, elems: &[Element]) -> Result<(), NftError> {
+        for chunk in elems.chunks(UPSERT_BATCH) {
+            match self.delete_batch(chunk) {
+                Err(BatchError::Kernel { errno, .. }) if errno == libc::ENOENT => {
+                    for e in chunk {
+                        match self.delete_batch(std::slice::from_ref(e)) {
+                            Err(BatchError::Kernel { errno, .. }) if errno == libc::ENOENT => {}
+                            r => r.map_err(batch_error)?,
+                        }
+                    }
+                }
+                r => r.map_err(batch_error)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_batch(&mut self, elems: &[Element]) -> Result<(), BatchFail> {
+        self.batch_start();
+        self.grants(false, elems, false);
+        self.grants(false, elems, true);
+        self.commit()
+    }
+
+    /// Live grants of both allow sets.
+    pub fn list(&mut self) -> Result<Vec<LiveElement>, NftError> {
+        let mut out = Vec::new();
+        for (set, v6) in [(SET_ALLOW_V4, false), (SET_ALLOW_V6, true)] {
+            let r = self.request(
+                NFT_MSG_GETSETELEM,
+                true,
+                |m| {
+                    m.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+                    m.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+                },
+                |m| {
+                    let Some((_, body)) = nfgen(m.payload) else {
+                        return;
+                    };
+                    let Some(list) = attr(body, NFTA_SET_ELEM_LIST_ELEMENTS) else {
+                        return;
+                    };
+                    out.extend(attrs(list).filter_map(|(_, elem)| parse_live(elem, v6)));
+                },
+            );
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return Err(kernel_error("list the elements of", Object::Set(set), e))
+                }
+                Err(source) => return Err(NftError::Socket { op: "use", source }),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The key of an allow-set element, on the stack: [`element_key`]'s buffer and used length.
+pub(super) struct GrantKey(([u8; 24], usize));
+
+impl AsRef<[u8]> for GrantKey {
+    fn as_ref(&self) -> &[u8] {
+        let (k, len) = &self.0;
+        k.get(..*len).unwrap_or(k)
+    }
+}
+
+/// One element of a GETSETELEM dump → a grant, if its key is one of ours.
+fn parse_live(elem: &[u8], v6: bool) -> Option<LiveElement> {
+    let key = attr(attr(elem, NFTA_SET_ELEM_KEY)?, NFTA_DATA_VALUE)?;
+    let (addr, access) = decode_key(key, v6)?;
+    let timeout_ms = attr(elem, NFTA_SET_ELEM_TIMEOUT)
+        .and_then(be_u64)
+        .unwrap_or(0);
+    let expires_ms = attr(elem, NFTA_SET_ELEM_EXPIRATION)
+        .and_then(be_u64)
+        .unwrap_or(0);
+    Some(LiveElement {
+        addr,
+        access,
+        timeout_ms,
+        expires_ms,
+    })
+}
+
+/// The key of an allow-set element: `addr . proto . port`, each field padded to 4 bytes as
+/// the kernel lays out concatenations in 32-bit registers: v4 = addr(4) | proto(1)+pad(3) |
+/// port big-endian(2)+pad(2) = 12 bytes; v6 = 16 + 4 + 4 = 24 bytes. Returns the buffer and the
+/// used length.
+pub fn element_key(addr: IpAddr, access: Access) -> ([u8; 24], usize) {
+    let mut k = [0u8; 24];
+    let a = match addr {
+        IpAddr::V4(a) => {
+            k[..4].copy_from_slice(&a.octets());
+            4
+        }
+        IpAddr::V6(a) => {
+            k[..16].copy_from_slice(&a.octets());
+            16
+        }
+    };
+    k[a] = access.proto.number();
+    k[a + 4..a + 6].copy_from_slice(&access.port.to_be_bytes());
+    (k, a + 8)
+}
+
+/// The inverse of [`element_key`]; `None` for a key that is not one of ours.
+pub fn decode_key(key: &[u8], v6: bool) -> Option<(IpAddr, Access)> {
+    let a = if v6 { 16 } else { 4 };
+    if key.len() != a + 8 {
+        return None;
+    }
+    let addr = if v6 {
+        IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(key.get(..16)?).ok()?))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(key.get(..4)?).ok()?))
+    };
+    let proto = Proto::from_number(*key.get(a)?)?;
+    let port = u16::from_be_bytes(key.get(a + 4..a + 6)?.try_into().ok()?);
+    Some((addr, Access::new(proto, port)?))
+}
+
+/// The key of a `protected` element: proto(1)+pad(3) | port big-endian(2)+pad(2).
+pub fn protected_key(access: Access) -> [u8; 8] {
+    let mut k = [0u8; 8];
+    k[0] = access.proto.number();
+    k[4..6].copy_from_slice(&access.port.to_be_bytes());
+    k
+}
+
+/// A set of the owned table.
+pub(super) struct SetDef {
+    pub(super) name: &'static str,
+    /// Transaction-local id (`NFTA_SET_ID`).
+    pub(super) id: u32,
+    /// nft's datatype ids, concatenated 6 bits apart (nftables `concat_subtype_add`):
+    /// ipv4_addr 7, ipv6_addr 8, inet_proto 12, inet_service 13.
+    pub(super) key_type: u32,
+    pub(super) key_len: u32,
+    pub(super) flags: u32,
+    /// `(default timeout ms, size)` of a dynamic set.
+    pub(super) dynamic: Option<(u64, u32)>,
+    /// nft's `NFTNL_UDATA_SET_*` TLVs (key byte order, concatenation info), byte for byte what
+    /// nft 1.0.6 sends for the same declaration, so `nft list` prints these sets as it would
+    /// have printed its own. The kernel stores them opaquely.
+    pub(super) userdata: &'static [u8],
+}
+
+const UDATA_CONCAT: &[u8] = &[
+    0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x03, 0x08, 0x00, 0x04, 0x0d, 0x00, 0x00, 0x00, 0x01, 0x00,
+];
+const UDATA_ADDR: &[u8] = &[0x00, 0x04, 0x02, 0x00, 0x00, 0x00];
+const fn concat3(a: u32, b: u32, c: u32) -> u32 {
+    (a << 12) | (b << 6) | c
+}
+
+pub(super) const SETS: &[SetDef] = &[
+    SetDef {
+        name: SET_ALLOW_V4,
+        id: 1,
+        key_type: concat3(7, 12, 13),
+        key_len: 12,
+        flags: NFT_SET_TIMEOUT,
+        dynamic: None,
+        userdata: UDATA_CONCAT,
+    },
+    SetDef {
+        name: SET_ALLOW_V6,
+        id: 2,
+        key_type: concat3(8, 12, 13),
+        key_len: 24,
+        flags: NFT_SET_TIMEOUT,
+        dynamic: None,
+        userdata: UDATA_CONCAT,
+    },
+    SetDef {
+        name: SET_PROTECTED,
+        id: 3,
+        key_type: (12 << 6) | 13,
+        key_len: 8,
+        flags: 0,
+        dynamic: None,
+        userdata: UDATA_CONCAT,
+    },
+    SetDef {
+        name: SET_KNOCK_RATE_V4,
+        id: 4,
+        key_type: 7,
+        key_len: 4,
+        flags: NFT_SET_TIMEOUT | NFT_SET_EVAL,
+        dynamic: Some((KNOCK_RATE_TIMEOUT_MS, KNOCK_RATE_SIZE)),
+        userdata: UDATA_ADDR,
+    },
+    SetDef {
+        name: SET_KNOCK_RATE_V6,
+        id: 5,
+        key_type: 8,
+        key_len: 16,
+        flags: NFT_SET_TIMEOUT | NFT_SET_EVAL,
+        dynamic: Some((KNOCK_RATE_TIMEOUT_MS, KNOCK_RATE_SIZE)),
+        userdata: UDATA_ADDR,
+    },
+];

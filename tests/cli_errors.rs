@@ -1,0 +1,210 @@
+//! The `nfknock` binary's error paths, as a user meets them: what it prints and the exit status
+//! `--help` documents (0 success; 1 failure; 2 usage or configuration error). Nothing here
+//! touches the kernel: the one test that starts `serve` runs it in a new, empty network
+//! namespace (`unshare --net`, root like the other binary tests) and stops it before the queue.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const EXIT_FAIL: i32 = 1;
+const EXIT_USAGE: i32 = 2;
+
+fn nfknock(args: &[&str]) -> Output {
+    nfknock_env(args, &[])
+}
+
+fn nfknock_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nfknock"));
+    cmd.args(args)
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NFKNOCK_LOG")
+        .env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run nfknock")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Exit status, stdout, stderr.
+fn run(out: Output) -> (i32, String, String) {
+    (
+        out.status.code().expect("exited, not killed"),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+/// A private (0600) server config in `dir`, with one native client whose key is inline.
+fn write_config(dir: &Path, server: &str) -> PathBuf {
+    let key = run(nfknock(&["keygen"])).1;
+    let path = dir.join("nfknock.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\n{server}\n[[client]]\nname = \"alice\"\nkey = \"{}\"\nallow = [\"tcp/22\"]\n",
+            key.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+#[test]
+fn an_unknown_subcommand_is_a_usage_error() {
+    let (code, stdout, stderr) = run(nfknock(&["frobnicate"]));
+    assert_eq!(code, EXIT_USAGE, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("unrecognized subcommand 'frobnicate'") && stderr.contains("Usage:"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_argument_value_is_a_usage_error() {
+    let (code, _, stderr) = run(nfknock(&["verify", "--source", "nope", "--packet", "x"]));
+    assert_eq!(code, EXIT_USAGE, "{stderr}");
+    assert!(
+        stderr.contains("invalid value 'nope' for '--source <IP>'"),
+        "{stderr}"
+    );
+    // `--with-gate` only means something with `--dry-run`.
+    let (code, _, stderr) = run(nfknock(&["serve", "--with-gate"]));
+    assert_eq!(code, EXIT_USAGE, "{stderr}");
+    assert!(stderr.contains("--dry-run"), "{stderr}");
+}
+
+/// `--help` and `--version` are answers, not errors: stdout and exit status 0.
+#[test]
+fn help_and_version_succeed() {
+    let (code, stdout, stderr) = run(nfknock(&["--help"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("Exit status: 0 success; 1 failure"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = run(nfknock(&["--version"]));
+    assert_eq!(code, 0);
+    assert_eq!(
+        stdout.trim(),
+        format!("nfknock {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// A config a command cannot use: every problem on its own line with file, line and key,
+/// then what to run; exit status 2.
+#[test]
+fn an_invalid_config_lists_every_problem_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "port = 0\nmax_age = 5000\n");
+    let p = path.display().to_string();
+    let (code, stdout, stderr) = run(nfknock(&["ruleset", "--config", &p]));
+    assert_eq!(code, EXIT_USAGE, "{stderr}");
+    assert!(stdout.is_empty(), "no ruleset is printed: {stdout}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "nfknock: error: the configuration is not valid:".to_string(),
+            format!("  {p}:2: `server.port`: 0 is out of range: the knock port must be from 1 to 65535"),
+            format!("  {p}:3: `server.max_age`: 5000 is out of range: max_age (seconds) must be from 1 to 3600"),
+            format!("fix the problems above and run `nfknock check --config {p}`"),
+        ],
+        "{stderr}"
+    );
+
+    // A missing file is a configuration error too, and says what to do.
+    let missing = dir.path().join("missing.toml").display().to_string();
+    let (code, _, stderr) = run(nfknock(&["ruleset", "--config", &missing]));
+    assert_eq!(code, EXIT_USAGE, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "  {missing}: cannot read the config file: No such file or directory"
+        )) && stderr.contains("start from examples/server.toml"),
+        "{stderr}"
+    );
+}
+
+/// A failure at run time prints the error, then each cause on its own line; exit status 1.
+#[test]
+fn a_runtime_error_prints_its_causes_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("no-such-dir").join("alice.key");
+    let o = out.display().to_string();
+    let (code, stdout, stderr) = run(nfknock(&["keygen", "--out", &o]));
+    assert_eq!(code, EXIT_FAIL, "{stderr}");
+    assert!(stdout.is_empty(), "the key is never printed: {stdout}");
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        [
+            format!("nfknock: error: cannot create key file {o} (it must not exist yet)"),
+            "  caused by: No such file or directory (os error 2)".to_string(),
+        ],
+        "{stderr}"
+    );
+    // An existing file is never overwritten.
+    let existing = dir.path().join("existing.key");
+    std::fs::write(&existing, "keep me\n").unwrap();
+    let (code, _, stderr) = run(nfknock(&[
+        "keygen",
+        "--out",
+        &existing.display().to_string(),
+    ]));
+    assert_eq!(code, EXIT_FAIL, "{stderr}");
+    assert!(stderr.contains("  caused by: File exists"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&existing).unwrap(), "keep me\n");
+}
+
+/// Under systemd (JOURNAL_STREAM set) the journal stamps each line, so the daemon's log lines
+/// carry no timestamp of their own; elsewhere they start with one. `serve` logs the config's
+/// warnings, then fails on a `state_dir` that is a file: exit status 1 with the cause chain,
+/// before any queue or table exists (and in a namespace of its own).
+#[test]
+fn under_journald_log_lines_carry_no_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::write(&state, "").unwrap();
+    let path = write_config(
+        dir.path(),
+        &format!("rate_limit = 0\nstate_dir = \"{}\"\n", state.display()),
+    );
+    let serve = |env: &[(&str, &str)]| {
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--net", env!("CARGO_BIN_EXE_nfknock"), "serve", "--config"])
+            .arg(&path)
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NFKNOCK_LOG")
+            .env_remove("RUST_LOG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        run(cmd.output().expect("run unshare (util-linux) as root"))
+    };
+    let warning = "WARN [server] rate_limit = 0: knocks are not rate limited in the kernel";
+    for (env, stamped) in [
+        (&[][..], true),
+        (&[("JOURNAL_STREAM", "8:1234")][..], false),
+    ] {
+        let (code, _, stderr) = serve(env);
+        assert_eq!(code, EXIT_FAIL, "{stderr}");
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(warning))
+            .unwrap_or_else(|| panic!("no warning logged: {stderr}"));
+        let starts_with_time = line
+            .get(..4)
+            .is_some_and(|y| y.bytes().all(|b| b.is_ascii_digit()))
+            && line.get(4..5) == Some("-");
+        assert_eq!(starts_with_time, stamped, "{env:?}: {line:?}");
+        assert!(
+            stderr.contains("nfknock: error: cannot open the replay journal; check `state_dir` and its permissions\n  caused by: "),
+            "{stderr}"
+        );
+    }
+}
