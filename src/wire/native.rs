@@ -102,10 +102,6 @@ pub struct Plaintext {
     pub access: Vec<Access>,
 }
 
-/// [`Plaintext`]'s former name, kept only while `cli` and `daemon` (split in parallel) still
-/// use it; remove it once they say `Plaintext`.
-pub type Request = Plaintext;
-
 /// Why a native packet was refused. Small and allocation-free (hot path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NativeError {
