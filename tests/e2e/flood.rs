@@ -126,7 +126,6 @@ pub(super) fn flood(
     limit: Duration,
     stop: Arc<AtomicBool>,
 ) -> thread::JoinHandle<FloodReport> {
-    let cli = lab.cli.clone();
     let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(2048);
     let stranger = NativeKey::derive(&[0x5a; 32]);
     for i in 0..1024 {
@@ -135,34 +134,65 @@ pub(super) fn flood(
         payloads.push(junk);
         payloads.push(seal(&stranger, tcp(HOST_PORT), sources[i % sources.len()]).to_vec());
     }
-    thread::spawn(move || {
-        in_ns(&cli, move || {
-            let srv = if sources[0].is_ipv6() { SRV6 } else { SRV4 };
-            let to = sock(srv, KNOCK_PORT);
-            let socks: Vec<UdpSocket> = sources
-                .iter()
-                .map(|a| {
-                    let s = UdpSocket::bind(SocketAddr::new(*a, 0)).unwrap();
-                    s.connect(to).unwrap();
-                    s
-                })
-                .collect();
-            let mut r = FloodReport::default();
-            let start = Instant::now();
-            for i in 0..n {
-                if i % 4096 == 0 && (stop.load(Ordering::Relaxed) || start.elapsed() > limit) {
-                    break;
+    let srv = if sources[0].is_ipv6() { SRV6 } else { SRV4 };
+    let sender = Sender {
+        to: sock(srv, KNOCK_PORT),
+        check_every: 4096,
+        max: n,
+        limit,
+        stop,
+    };
+    sender.spawn(lab, sources, payloads)
+}
+
+/// One flood sender thread in the client namespace: `payloads` in turn from one socket per
+/// source to `to`, as fast as it can, until `max` packets, `limit` or `stop` (looked at every
+/// `check_every` packets).
+struct Sender {
+    to: SocketAddr,
+    check_every: u64,
+    max: u64,
+    limit: Duration,
+    stop: Arc<AtomicBool>,
+}
+
+impl Sender {
+    fn spawn(
+        self,
+        lab: &Lab,
+        sources: Vec<IpAddr>,
+        payloads: Vec<Vec<u8>>,
+    ) -> thread::JoinHandle<FloodReport> {
+        let cli = lab.cli.clone();
+        thread::spawn(move || {
+            in_ns(&cli, move || {
+                let socks: Vec<UdpSocket> = sources
+                    .iter()
+                    .map(|a| {
+                        let s = UdpSocket::bind(SocketAddr::new(*a, 0)).unwrap();
+                        s.connect(self.to).unwrap();
+                        s
+                    })
+                    .collect();
+                let mut r = FloodReport::default();
+                let start = Instant::now();
+                for i in 0..self.max {
+                    if i % self.check_every == 0
+                        && (self.stop.load(Ordering::Relaxed) || start.elapsed() > self.limit)
+                    {
+                        break;
+                    }
+                    let s = &socks[(i as usize) % socks.len()];
+                    match s.send(&payloads[(i as usize) % payloads.len()]) {
+                        Ok(_) => r.sent += 1,
+                        Err(_) => r.send_errors += 1,
+                    }
                 }
-                let s = &socks[(i as usize) % socks.len()];
-                match s.send(&payloads[(i as usize) % payloads.len()]) {
-                    Ok(_) => r.sent += 1,
-                    Err(_) => r.send_errors += 1,
-                }
-            }
-            r.took = start.elapsed();
-            r
+                r.took = start.elapsed();
+                r
+            })
         })
-    })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -360,34 +390,14 @@ fn fwknop_junk_flood(
             p
         })
         .collect();
-    let cli = lab.cli.clone();
-    thread::spawn(move || {
-        in_ns(&cli, move || {
-            let to = sock(SRV6, KNOCK_PORT);
-            let socks: Vec<UdpSocket> = sources
-                .iter()
-                .map(|a| {
-                    let s = UdpSocket::bind(SocketAddr::new(*a, 0)).unwrap();
-                    s.connect(to).unwrap();
-                    s
-                })
-                .collect();
-            let mut r = FloodReport::default();
-            let start = Instant::now();
-            for i in 0..max {
-                if i % 1024 == 0 && (stop.load(Ordering::Relaxed) || start.elapsed() > limit) {
-                    break;
-                }
-                let s = &socks[(i as usize) % socks.len()];
-                match s.send(&payloads[(i as usize) % payloads.len()]) {
-                    Ok(_) => r.sent += 1,
-                    Err(_) => r.send_errors += 1,
-                }
-            }
-            r.took = start.elapsed();
-            r
-        })
-    })
+    let sender = Sender {
+        to: sock(SRV6, KNOCK_PORT),
+        check_every: 1024,
+        max,
+        limit,
+        stop,
+    };
+    sender.spawn(lab, sources, payloads)
 }
 
 /// Issue "security", item 5: a flood that outpaces the daemon — fwknop-shaped junk from many

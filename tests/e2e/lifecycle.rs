@@ -47,22 +47,6 @@ fn bob(lab: &Lab) -> String {
     )
 }
 
-/// SIGHUP, and wait until the daemon says the new config is in force.
-fn reload(lab: &Lab) {
-    let before = lab.log().matches("config reloaded").count();
-    lab.signal("HUP");
-    assert!(
-        wait_until(Duration::from_secs(3), || lab
-            .log()
-            .matches("config reloaded")
-            .count()
-            > before)
-        .is_some(),
-        "no reload:\n{}",
-        lab.log()
-    );
-}
-
 /// `nft flush ruleset` in the server namespace, and wait until the daemon has put its table
 /// back.
 fn flush_and_wait_for_repair(lab: &Lab) {

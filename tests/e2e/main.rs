@@ -132,6 +132,22 @@ fn seconds_left(lab: &Lab, src: &str, access: &str) -> Option<u64> {
         .and_then(|v| v["seconds_left"].as_u64())
 }
 
+/// SIGHUP, and wait until the daemon says the new config is in force.
+fn reload(lab: &Lab) {
+    let before = lab.log().matches("config reloaded").count();
+    lab.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(3), || lab
+            .log()
+            .matches("config reloaded")
+            .count()
+            > before)
+        .is_some(),
+        "no reload:\n{}",
+        lab.log()
+    );
+}
+
 /// `nft ARGS` in the server namespace: its output.
 fn nft_out(lab: &Lab, args: &[&str]) -> String {
     let mut all = vec!["nft"];

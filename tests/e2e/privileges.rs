@@ -93,6 +93,16 @@ fn daemon_keeps_only_cap_net_admin_and_holds_no_internet_socket() {
     assert_least_privilege(lab.daemon_pid());
 }
 
+/// The client's copy of a key the daemon's user owns: root's, mode 0600 (the knock runs as
+/// root here).
+fn client_copy(lab: &Lab, key: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let client_key = lab.path("client.key");
+    std::fs::copy(key, &client_key).unwrap();
+    std::fs::set_permissions(&client_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    client_key
+}
+
 /// What systemd does with `User=nfknock` + `AmbientCapabilities=CAP_NET_ADMIN` +
 /// `CapabilityBoundingSet=CAP_NET_ADMIN`, done with setpriv: the daemon starts as uid 65534
 /// with a key file, config and state directory owned by that user, serves, and grants.
@@ -150,10 +160,7 @@ fn daemon_runs_as_an_unprivileged_user_with_ambient_cap_net_admin() {
     assert_least_privilege(d.pid());
 
     assert!(!client_open(&lab), "open before the knock");
-    // The client's copy of the key is root's (the knock runs as root here).
-    let client_key = lab.path("client.key");
-    std::fs::copy(&key, &client_key).unwrap();
-    std::fs::set_permissions(&client_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let client_key = client_copy(&lab, &key);
     knock_host(&lab, &client_key, &[]);
     assert!(
         wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(),
@@ -298,9 +305,7 @@ fn daemon_started_as_root_switches_to_the_configured_user_and_keeps_working() {
     assert!(d.log().contains("first start"), "{}", d.log());
 
     assert!(!client_open(&lab), "open before the knock");
-    let client_key = lab.path("client.key");
-    std::fs::copy(&key, &client_key).unwrap();
-    std::fs::set_permissions(&client_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let client_key = client_copy(&lab, &key);
     knock_host(&lab, &client_key, &[]);
     assert!(
         wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(),

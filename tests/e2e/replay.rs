@@ -142,18 +142,7 @@ fn raising_max_age_on_reload_does_not_make_an_old_knock_fresh() {
     thread::sleep(Duration::from_secs(4).saturating_sub(knocked.elapsed()));
     assert!(!client_open(&lab), "the one-second grant did not expire");
     write_config_with_state(&lab, "state", 3600, &key);
-    let reloads = lab.log().matches("config reloaded").count();
-    lab.signal("HUP");
-    assert!(
-        wait_until(Duration::from_secs(3), || lab
-            .log()
-            .matches("config reloaded")
-            .count()
-            > reloads)
-        .is_some(),
-        "{}",
-        lab.log()
-    );
+    reload(&lab);
     let (replays, grants) = (rejections(&lab.log(), "replay"), grant_lines(&lab.log()));
     send_udp(&lab.cli, sock(SRV4, KNOCK_PORT), read(&sent));
     wait_until(Duration::from_secs(2), || {
