@@ -165,7 +165,7 @@ fn flush_delete_and_nftables_reload_restore_the_gate_and_the_grant_with_its_time
 }
 
 /// Flush recovery, median of 20 runs of each disruption. Goal ≤ 100 ms.
-/// `cargo test --test e2e_hardening flush_recovery_median -- --ignored --nocapture`
+/// `cargo test --test e2e flush_recovery_median -- --ignored --nocapture`
 #[test]
 #[ignore]
 fn flush_recovery_median_of_20() {
