@@ -9,8 +9,12 @@
 //! Every lab has its own uniquely named namespaces (`nfk-<pid>-<n>-<role>`), removed on drop, so
 //! tests run in parallel and after a crashed run. Traffic never leaves these namespaces. Its
 //! `state` directory is prepared as the installer prepares one ([`init_state`]).
-
-#![allow(dead_code)]
+//!
+//! This is the only rig of the end-to-end tests: every area file builds its labs here, starts
+//! the lab's daemon ([`Lab::start_daemon`]) or one with other options ([`Daemon::start`]:
+//! `--dry-run`, a `setpriv`/`strace` prefix, another log level), adds addresses
+//! ([`Lab::add_client_addresses`]) and writes configs ([`Lab::write_config`],
+//! [`Lab::write_config_raw`]).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -26,10 +30,12 @@ use std::time::{Duration, Instant};
 pub const SRV4: &str = "10.77.0.1";
 pub const CLI4: &str = "10.77.0.2";
 pub const SRV6: &str = "fd77::1";
+#[allow(dead_code)] // named with the rest of the lab, no test connects to it yet
 pub const CLI6: &str = "fd77::2";
 pub const SRV_OTH4: &str = "10.78.0.1";
 pub const OTH4: &str = "10.78.0.2";
 pub const SRV_OTH6: &str = "fd78::1";
+#[allow(dead_code)] // named with the rest of the lab, no test connects to it yet
 pub const OTH6: &str = "fd78::2";
 pub const CTR4: &str = "10.79.0.2";
 /// Host service gated in the input hook.
@@ -44,6 +50,12 @@ pub const KNOCK_PORT: u16 = 62201;
 pub const LAB_USER: &str = "root";
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// The `[server]` lines of most lab configs after the ones [`server_table`] writes: the host
+/// port and the published port protected, `max_age` 120 s.
+pub fn default_server() -> String {
+    format!("protect = [\"tcp/{HOST_PORT}\", \"tcp/{PUBLISHED_PORT}\"]\nmax_age = 120\n")
+}
 
 /// The `[server]` table of every lab config: the knock port, queue 3, `state_dir`, `user`, then
 /// the `extra` lines.
@@ -300,15 +312,39 @@ impl Lab {
         p
     }
 
-    /// Write `nfknock.toml` for the daemon; `clients` is appended after the `[server]` table.
+    /// Write `nfknock.toml` for the daemon: the [`default_server`] lines, then `server_extra`;
+    /// `clients` is appended after the `[server]` table.
     pub fn write_config(&self, server_extra: &str, clients: &str) -> PathBuf {
+        self.write_config_raw(&format!("{}{server_extra}", default_server()), clients)
+    }
+
+    /// Write `nfknock.toml` where the defaults of [`Lab::write_config`] (`protect`, `max_age`)
+    /// do not fit: `server` lines go into the lab's `[server]` table as they are.
+    pub fn write_config_raw(&self, server: &str, clients: &str) -> PathBuf {
         let p = self.path("nfknock.toml");
-        let extra = format!(
-            "protect = [\"tcp/{HOST_PORT}\", \"tcp/{PUBLISHED_PORT}\"]\nmax_age = 120\n{server_extra}"
-        );
-        let table = server_table(&self.path("state"), LAB_USER, &extra);
+        let table = server_table(&self.path("state"), LAB_USER, server);
         std::fs::write(&p, format!("{table}{clients}")).unwrap();
         p
+    }
+
+    /// Add `addrs` to the client's veth (IPv4 as /24, IPv6 as /64 without DAD), e.g. as flood
+    /// sources; `name` is the `ip -batch` file written for it.
+    pub fn add_client_addresses(&self, name: &str, addrs: &[IpAddr]) {
+        let batch = self.path(name);
+        let text: String = addrs
+            .iter()
+            .map(|a| match a {
+                IpAddr::V4(_) => format!("addr add {a}/24 dev to-srv\n"),
+                IpAddr::V6(_) => format!("addr add {a}/64 dev to-srv nodad\n"),
+            })
+            .collect();
+        std::fs::write(&batch, text).unwrap();
+        let out = self.run(&self.cli, &["ip", "-batch", batch.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn run(&self, ns: &str, args: &[&str]) -> Output {
@@ -327,37 +363,17 @@ impl Lab {
     pub fn start_daemon(&mut self) {
         assert!(self.daemon.is_none(), "daemon already running");
         self.runs += 1;
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.srv, bin(), "serve", "--config"])
-            .arg(self.path("nfknock.toml"))
-            .env("NFKNOCK_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.daemon = Some(child);
-        let want = self.runs;
-        let ok = wait_until(Duration::from_secs(15), || {
-            self.log().matches("nfknock serving").count() >= want || self.daemon_exited()
-        });
-        assert!(
-            ok.is_some() && !self.daemon_exited(),
-            "daemon did not start:\n{}",
-            self.log()
+        let config = self.path("nfknock.toml");
+        let child = spawn_serve(
+            &self.srv,
+            &[],
+            &config,
+            &[],
+            "debug",
+            &self.log_path,
+            self.runs,
         );
-    }
-
-    fn daemon_exited(&mut self) -> bool {
-        match self.daemon.as_mut() {
-            Some(c) => c.try_wait().ok().flatten().is_some(),
-            None => true,
-        }
+        self.daemon = Some(child);
     }
 
     pub fn daemon_pid(&self) -> u32 {
@@ -409,6 +425,105 @@ impl Lab {
                 .stdout,
         )
         .into_owned()
+    }
+}
+
+/// `ip netns exec SRV [prefix…] nfknock serve --config CONFIG [extra…]` with its output
+/// appended to `log_path`, once it has logged `nfknock serving` for the `want`-th time there
+/// (killed, and a panic with its log, if it exits or does not serve within 15 s).
+fn spawn_serve(
+    srv: &str,
+    prefix: &[&str],
+    config: &Path,
+    extra: &[&str],
+    log_level: &str,
+    log_path: &Path,
+    want: usize,
+) -> Child {
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .unwrap();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", srv])
+        .args(prefix)
+        .args([bin(), "serve", "--config"])
+        .arg(config)
+        .args(extra)
+        .env("NFKNOCK_LOG", log_level)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let read_log = || std::fs::read_to_string(log_path).unwrap_or_default();
+    let exited = |c: &mut Child| c.try_wait().ok().flatten().is_some();
+    let ok = wait_until(Duration::from_secs(15), || {
+        read_log().matches("nfknock serving").count() >= want || exited(&mut child)
+    });
+    if ok.is_none() || exited(&mut child) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("daemon did not start:\n{}", read_log());
+    }
+    child
+}
+
+/// A daemon started with options the lab's own does not use (`--dry-run`, a `setpriv` or
+/// `strace` prefix, a quieter log), killed on drop.
+pub struct Daemon {
+    pub child: Option<Child>,
+    log_path: PathBuf,
+}
+
+impl Daemon {
+    /// `ip netns exec SRV [prefix…] nfknock serve --config CONFIG [extra…]`, logging to
+    /// `lab.path(log_name)` at `log_level`, once it serves.
+    pub fn start(
+        lab: &Lab,
+        prefix: &[&str],
+        config: &Path,
+        extra: &[&str],
+        log_level: &str,
+        log_name: &str,
+    ) -> Daemon {
+        let log_path = lab.path(log_name);
+        let child = spawn_serve(&lab.srv, prefix, config, extra, log_level, &log_path, 1);
+        Daemon {
+            child: Some(child),
+            log_path,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// `ip netns exec` and `setpriv` exec the daemon: the child's pid is the daemon's.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon not running").id()
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("daemon not running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        c.wait().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if thread::panicking() {
+            eprintln!("--- log {} ---\n{}", self.log_path.display(), self.log());
+        }
     }
 }
 
