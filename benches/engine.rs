@@ -79,7 +79,7 @@ fn setup() -> Setup {
 }
 
 fn native_knock(key: &NativeKey, now: u64) -> [u8; native::PACKET_LEN] {
-    let req = native::Request {
+    let req = native::Plaintext {
         timestamp: now,
         timeout: 0,
         allow_ip: None,

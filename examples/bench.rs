@@ -799,7 +799,7 @@ enum Format {
 }
 
 fn native_knock(key: &NativeKey, allow: Ipv4Addr, now: u64) -> Vec<u8> {
-    let req = native::Request {
+    let req = native::Plaintext {
         timestamp: now,
         timeout: 0,
         allow_ip: Some(allow.into()),

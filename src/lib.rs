@@ -14,8 +14,8 @@
 //! | [`wire`] | packet formats: [`wire::ip`] (IP/UDP headers from the queue), [`wire::native`] (nfknock v1, AES-256-GCM), [`wire::fwknop`] (fwknop 2.x) |
 //! | [`crypto`] | keys (zeroized on drop), key derivation, the [`crypto::Rng`] trait |
 //! | [`replay`] | replay cache bounded by time, and the encoding of its on-disk journal |
-//! | [`policy`] | `(request, packet source, client, now) -> Decision` |
-//! | [`engine`] | the whole per-packet pipeline: parse → key lookup → authenticate → replay → policy |
+//! | [`policy`] | `(knock, packet, client, now) -> Decision`; [`policy::Knock`] is what an authenticated knock asks, whatever its format |
+//! | [`engine`] | the whole per-packet pipeline: parse → key lookup → authenticate → replay → policy; `engine/` has one file per format path and one for the native key-hint index |
 //! | [`config`] | TOML → validated [`config::Config`]; every error names the file, line and key |
 //! | [`fwknop_import`] | translator: fwknopd's `access.conf`/`fwknopd.conf` → nfknock TOML with warnings; reads through the [`fwknop_import::Loader`] it is given |
 //! | [`grants`] (`grants/mod.rs`) | the grant seam: [`grants::Grant`], [`grants::GrantError`], the [`grants::GrantSink`] and [`grants::GrantStore`] traits, the [`grants::DryRun`] wrapper; [`grants::open`] and [`grants::existing`] only pick the backend `[server] backend` names, whose own file does the I/O |

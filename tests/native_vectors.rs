@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use base64::Engine as _;
 use nfknock::access;
 use nfknock::crypto::{NativeKey, Rng};
-use nfknock::wire::native::{self, NativeError, Request, PACKET_LEN, PLAINTEXT_LEN};
+use nfknock::wire::native::{self, NativeError, Plaintext, PACKET_LEN, PLAINTEXT_LEN};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -110,8 +110,8 @@ const VALID: &[Valid] = &[
     Valid { name: "ipv4-mapped-ipv6-stays-family-6", secret: 4, timestamp: 1_760_000_500, timeout: 120, allow_ip: Some("::ffff:192.0.2.1"), access: "tcp/8443" },
 ];
 
-fn request_of(v: &Valid) -> Request {
-    Request {
+fn request_of(v: &Valid) -> Plaintext {
+    Plaintext {
         timestamp: v.timestamp,
         timeout: v.timeout,
         allow_ip: v.allow_ip.map(|s| s.parse().expect("vector address")),
@@ -341,7 +341,7 @@ fn every_vector_holds() {
         let packet = unhex(str_field(v, "packet"));
         match str_field(v, "expect") {
             "ok" => {
-                let want = Request {
+                let want = Plaintext {
                     timestamp: u64_field(v, "timestamp"),
                     timeout: u32::try_from(u64_field(v, "timeout")).expect("u32 timeout"),
                     allow_ip: v["allow_ip"]

@@ -76,7 +76,7 @@ pub(super) fn knock(args: KnockArgs) -> anyhow::Result<i32> {
         AllowIp::Addr(ip) => Some(ip),
         AllowIp::Auto => Some(local_addr_towards(plan.server)?),
     };
-    let req = native::Request {
+    let req = native::Plaintext {
         timestamp: daemon::unix_now().saturating_add_signed(args.time_offset),
         timeout: plan.timeout,
         allow_ip,

@@ -90,7 +90,7 @@ pub(super) fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
             "client": client,
             "username": k.and_then(|k| k.username.clone()),
             "timestamp": k.map(|k| k.timestamp),
-            "skew": k.map(|k| crate::policy::skew(k.timestamp, now)),
+            "skew": out.skew,
             "message_type": k.and_then(|k| k.message_type),
             "allow_ip": k.map(|k| k.allow_ip.map_or_else(|| "0.0.0.0".to_string(), |ip| ip.to_string())),
             "grant_ip": granted.map(|g| g.addr.to_string()),

@@ -19,10 +19,9 @@ use crate::access::format_list;
 use crate::engine::{Engine, Outcome};
 use crate::grants::{Grant, GrantSink};
 use crate::netfilter::queue::{Queue, QueueError};
-use crate::policy::{Decision, Packet, Reason};
+use crate::policy::{Decision, Reason};
 use crate::replay::ReplayKey;
 use crate::state::ReplayJournal;
-use crate::wire;
 
 /// Packets handled per burst before grants are flushed and verdicts given.
 const BURST: usize = 256;
@@ -196,21 +195,8 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                 let want = (BURST - outcomes.len()).min(TURN_CHECK);
                 let engine = &mut self.engine;
                 let n = self.queue.recv_batch(want, &mut |id, pkt| {
-                    let (src, outcome) = match wire::ip::parse(pkt) {
-                        Ok(d) => (
-                            Some(d.src),
-                            engine.handle(
-                                d.payload,
-                                Packet {
-                                    src: d.src,
-                                    dst: d.dst,
-                                },
-                                now,
-                            ),
-                        ),
-                        Err(_) => (None, Outcome::reject(None, Reason::NotUdp)),
-                    };
-                    outcomes.push((id, src, outcome));
+                    let outcome = engine.handle_ip(pkt, now);
+                    outcomes.push((id, outcome.src, outcome));
                 })?;
                 if n < want {
                     dry = true;
@@ -223,7 +209,7 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
             if outcomes.is_empty() {
                 return Ok(());
             }
-            self.apply(&outcomes, now)?;
+            self.apply(&outcomes)?;
             // One batch verdict drops the whole burst (ids wrap as the kernel's do).
             self.queue.drop_pending()?;
             if dry || Instant::now() >= deadline {
@@ -233,11 +219,7 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
     }
 
     /// Persist replay records, write grants, log.
-    fn apply(
-        &mut self,
-        outcomes: &[(u32, Option<IpAddr>, Outcome)],
-        now: u64,
-    ) -> anyhow::Result<()> {
+    fn apply(&mut self, outcomes: &[(u32, Option<IpAddr>, Outcome)]) -> anyhow::Result<()> {
         let records: Vec<(ReplayKey, u64)> =
             outcomes.iter().filter_map(|(_, _, o)| o.record).collect();
         if !records.is_empty() {
@@ -278,7 +260,7 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                         "grant"
                     );
                 }
-                Decision::Reject(reason) => self.log_reject(o, reason, &src, client, now),
+                Decision::Reject(reason) => self.log_reject(o, reason, &src, client),
             }
         }
         if grants.is_empty() {
@@ -300,22 +282,9 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
         Ok(())
     }
 
-    fn log_reject(
-        &mut self,
-        o: &Outcome,
-        reason: &Reason,
-        src: &SrcDisplay,
-        client: Option<&str>,
-        now: u64,
-    ) {
+    fn log_reject(&mut self, o: &Outcome, reason: &Reason, src: &SrcDisplay, client: Option<&str>) {
         let format = o.format.map_or("?", |f| f.name());
-        let skew = match reason {
-            Reason::Stale { skew } => Some(*skew),
-            _ => o
-                .knock
-                .as_ref()
-                .map(|k| crate::policy::skew(k.timestamp, now)),
-        };
+        let skew = o.skew;
         let client = client.unwrap_or("-");
         if reason.is_noise() || !self.warn_budget.take() {
             debug!(%src, reason = reason.code(), format, client, skew, "rejected knock: {reason}");

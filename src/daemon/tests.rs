@@ -228,7 +228,7 @@ fn start_with<Q: PacketSource + Send + 'static>(
 }
 
 fn knock(h: &Harness, access: &str) -> Vec<u8> {
-    let req = native::Request {
+    let req = native::Plaintext {
         timestamp: unix_now(),
         timeout: 0,
         allow_ip: Some(SRC.parse().unwrap()),

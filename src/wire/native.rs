@@ -88,9 +88,10 @@ const _: () = assert!(MAX_ACCESS <= u8::MAX as usize);
 // DESIGN.md: well under the 1 232-byte DNS-over-UDP "safe" payload size.
 const _: () = assert!(PACKET_LEN <= 1232);
 
-/// The decoded, authenticated content of a native knock.
+/// What a native packet's plaintext says: the content [`seal`] encrypts and [`open`] returns
+/// once the tag verified. The engine turns it into a [`crate::policy::Knock`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
+pub struct Plaintext {
     /// Client's clock, Unix seconds.
     pub timestamp: u64,
     /// Requested grant length in seconds; 0 = the server's default for this client.
@@ -159,7 +160,7 @@ pub fn hint(key: &NativeKey, epoch: u64) -> [u8; HINT_LEN] {
 /// Order: length and version ([`hint_of`]), then the AES-GCM tag (the library's constant-time
 /// comparison; the ciphertext is decrypted only if it matches), then the plaintext. Decryption
 /// happens in a zeroized stack buffer; the only allocation is the returned `access` list.
-pub fn open(key: &NativeKey, packet: &[u8]) -> Result<Request, NativeError> {
+pub fn open(key: &NativeKey, packet: &[u8]) -> Result<Plaintext, NativeError> {
     hint_of(packet)?;
     let packet: &[u8; PACKET_LEN] = packet.try_into().map_err(|_| NativeError::Length)?;
     let (aad, rest) = packet.split_at(AAD_LEN);
@@ -191,7 +192,7 @@ pub fn open(key: &NativeKey, packet: &[u8]) -> Result<Request, NativeError> {
 /// order to make the test vectors reproducible).
 pub fn seal(
     key: &NativeKey,
-    req: &Request,
+    req: &Plaintext,
     rng: &mut dyn Rng,
 ) -> Result<[u8; PACKET_LEN], NativeError> {
     let mut pt = Zeroizing::new([0u8; PLAINTEXT_LEN]);
@@ -257,7 +258,7 @@ fn cipher(key: &NativeKey) -> Aes256Gcm {
 
 /// Write the meaningful part of the plaintext; returns how many bytes it used (the rest is
 /// padding).
-fn encode_plaintext(req: &Request, pt: &mut [u8; PLAINTEXT_LEN]) -> Result<usize, NativeError> {
+fn encode_plaintext(req: &Plaintext, pt: &mut [u8; PLAINTEXT_LEN]) -> Result<usize, NativeError> {
     let count = req.access.len();
     if count == 0 {
         return Err(NativeError::Encode("no access requested"));
@@ -293,7 +294,7 @@ fn encode_plaintext(req: &Request, pt: &mut [u8; PLAINTEXT_LEN]) -> Result<usize
 
 /// Strict parse of an authenticated plaintext. Still hostile input: every read is in bounds
 /// by construction (fixed-size array, named offsets) and every value is checked.
-fn parse_plaintext(pt: &[u8; PLAINTEXT_LEN]) -> Result<Request, NativeError> {
+fn parse_plaintext(pt: &[u8; PLAINTEXT_LEN]) -> Result<Plaintext, NativeError> {
     let timestamp = u64::from_be_bytes(field(pt, PT_TIMESTAMP)?);
     let timeout = u32::from_be_bytes(field(pt, PT_TIMEOUT)?);
     let addr: [u8; ADDR_LEN] = field(pt, PT_ADDR)?;
@@ -339,7 +340,7 @@ fn parse_plaintext(pt: &[u8; PLAINTEXT_LEN]) -> Result<Request, NativeError> {
         }
         access.push(a);
     }
-    Ok(Request {
+    Ok(Plaintext {
         timestamp,
         timeout,
         allow_ip,
@@ -392,8 +393,8 @@ mod tests {
         Access::new(Proto::Udp, port).unwrap()
     }
 
-    fn req(allow_ip: Option<IpAddr>, access: Vec<Access>) -> Request {
-        Request {
+    fn req(allow_ip: Option<IpAddr>, access: Vec<Access>) -> Plaintext {
+        Plaintext {
             timestamp: 1_760_000_000,
             timeout: 300,
             allow_ip,
@@ -401,7 +402,7 @@ mod tests {
         }
     }
 
-    fn round_trip(r: &Request) {
+    fn round_trip(r: &Plaintext) {
         let k = key(1);
         let p = seal(&k, r, &mut TestRng(9)).unwrap();
         assert_eq!(p.len(), PACKET_LEN);
@@ -422,13 +423,13 @@ mod tests {
             .map(|i| if i % 2 == 0 { tcp(i) } else { udp(i * 1000) })
             .collect();
         round_trip(&req(Some("2001:db8::ff".parse().unwrap()), sixteen.clone()));
-        round_trip(&Request {
+        round_trip(&Plaintext {
             timestamp: 0,
             timeout: 0,
             allow_ip: None,
             access: sixteen.clone(),
         });
-        round_trip(&Request {
+        round_trip(&Plaintext {
             timestamp: u64::MAX,
             timeout: u32::MAX,
             allow_ip: None,
@@ -539,7 +540,7 @@ mod tests {
         assert_eq!(epoch_of(1199), 1);
         assert_eq!(epoch_of(1200), 2);
         let at = |t: u64| {
-            let r = Request {
+            let r = Plaintext {
                 timestamp: t,
                 ..req(None, vec![tcp(22)])
             };
@@ -574,7 +575,7 @@ mod tests {
         pt
     }
 
-    fn open_raw(edit: impl FnOnce(&mut [u8; PLAINTEXT_LEN])) -> Result<Request, NativeError> {
+    fn open_raw(edit: impl FnOnce(&mut [u8; PLAINTEXT_LEN])) -> Result<Plaintext, NativeError> {
         let k = key(5);
         let ts = 1_760_000_000;
         let mut pt = good_plaintext(ts);
@@ -668,7 +669,7 @@ mod tests {
             .prop_map(|(proto, port)| Access { proto, port })
     }
 
-    fn arb_request() -> impl Strategy<Value = Request> {
+    fn arb_request() -> impl Strategy<Value = Plaintext> {
         let ip = prop_oneof![
             Just(None),
             any::<[u8; 4]>().prop_map(|o| Some(IpAddr::from(o))),
@@ -678,7 +679,7 @@ mod tests {
             .prop_map(|s| s.into_iter().collect::<Vec<_>>())
             .prop_shuffle();
         (any::<u64>(), any::<u32>(), ip, access).prop_map(
-            |(timestamp, timeout, allow_ip, access)| Request {
+            |(timestamp, timeout, allow_ip, access)| Plaintext {
                 timestamp,
                 timeout,
                 allow_ip,

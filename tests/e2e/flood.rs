@@ -63,7 +63,7 @@ fn memory_kib(pid: u32) -> (u64, u64) {
 /// A native knock built in-process (the flood and latency loops cannot afford a process per
 /// knock): `access` for `allow_ip`, stamped now.
 fn seal(key: &NativeKey, access: Access, allow_ip: IpAddr) -> [u8; native::PACKET_LEN] {
-    let req = native::Request {
+    let req = native::Plaintext {
         timestamp: nfknock::daemon::unix_now(),
         timeout: 0,
         allow_ip: Some(allow_ip),

@@ -39,9 +39,7 @@ mod seal;
 pub use b64::decode_b64_lenient;
 pub use key::{FwknopKey, FwknopKeyError, PreparedKey, MAX_HMAC_KEY_LEN, MAX_KEY_LEN};
 pub use names::{DigestType, EncMode, HmacType, ParseNameError};
-pub use open::{
-    looks_like_gpg, open, open_prepared, precheck, prechecked, replay_key, Opened, Prechecked,
-};
+pub use open::{looks_like_gpg, open, open_prepared, precheck, prechecked, Opened, Prechecked};
 pub use seal::{seal, seal_raw_plaintext, SealRequest, PROTOCOL_VERSION};
 
 use std::net::Ipv4Addr;

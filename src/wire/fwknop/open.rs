@@ -1,6 +1,6 @@
 //! The receiver: [`precheck`] (cheap checks, no crypto), then [`open`] or [`open_prepared`]
-//! (HMAC, decryption, lenient unpadding, inner digest, fields, in fwknopd's order), and the
-//! replay identity of a packet ([`replay_key`]).
+//! (HMAC, decryption, lenient unpadding, inner digest, fields, in fwknopd's order), which also
+//! give the replay identity of a packet ([`Opened::replay_id`]).
 
 use sha2::Digest;
 use subtle::ConstantTimeEq;
@@ -56,19 +56,9 @@ pub fn precheck(wire: &[u8]) -> Result<(), FwknopError> {
     }
 }
 
-/// fwknopd's replay digest: SHA-256 over the exact wire bytes (`incoming_spa.c`; fwknopd stores
-/// its unpadded base64).
-///
-/// Not a spelling-independent identity (FWKNOP-WIRE.md §5.4: libfko decodes several spellings
-/// to the same ciphertext), so nfknock keys its replay cache on [`Opened::replay_id`] instead.
-/// nfknock releases before that journaled the first 128 bits of this digest; the engine still
-/// looks it up while such entries may be live.
-pub fn replay_key(wire: &[u8]) -> [u8; 32] {
-    sha2::Sha256::digest(wire).into()
-}
-
 /// Prefix of the data hashed into [`Opened::replay_id`], so an fwknop message identity never
-/// equals a digest of wire bytes (fwknopd's above, or a native packet's).
+/// equals a digest of wire bytes (fwknopd's replay digest, SHA-256 of the wire text, or a
+/// native packet's identity).
 const MESSAGE_ID_LABEL: &[u8] = b"nfknock fwknop message id v1\0";
 
 /// A packet that authenticated and parsed, with its replay identity.
