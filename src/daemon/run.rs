@@ -186,7 +186,7 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
     /// reports the queue readable again at once if packets are left).
     fn drain_queue(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + TURN;
-        let mut outcomes: Vec<(u32, Option<IpAddr>, Outcome)> = Vec::with_capacity(BURST);
+        let mut outcomes: Vec<(u32, Outcome)> = Vec::with_capacity(BURST);
         loop {
             outcomes.clear();
             let now = unix_now();
@@ -196,7 +196,7 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                 let engine = &mut self.engine;
                 let n = self.queue.recv_batch(want, &mut |id, pkt| {
                     let outcome = engine.handle_ip(pkt, now);
-                    outcomes.push((id, outcome.src, outcome));
+                    outcomes.push((id, outcome));
                 })?;
                 if n < want {
                     dry = true;
@@ -219,9 +219,9 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
     }
 
     /// Persist replay records, write grants, log.
-    fn apply(&mut self, outcomes: &[(u32, Option<IpAddr>, Outcome)]) -> anyhow::Result<()> {
+    fn apply(&mut self, outcomes: &[(u32, Outcome)]) -> anyhow::Result<()> {
         let records: Vec<(ReplayKey, u64)> =
-            outcomes.iter().filter_map(|(_, _, o)| o.record).collect();
+            outcomes.iter().filter_map(|(_, o)| o.record).collect();
         if !records.is_empty() {
             // A failure here must not open anything: without the record, no grant.
             if let Err(e) = self.journal.append(&records) {
@@ -233,9 +233,9 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
         // The client each grant was made for, for revocation on reload.
         let mut owners = Vec::new();
         let config = self.engine.config().clone();
-        for (_, src, o) in outcomes {
+        for (_, o) in outcomes {
             let client = o.client.map(|i| config.clients[i].name.as_str());
-            let src = SrcDisplay(*src);
+            let src = SrcDisplay(o.src);
             match &o.decision {
                 Decision::Grant(g) => {
                     let owner = o
