@@ -438,3 +438,37 @@ mod fs_loader_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fs_loader_refuses_tests {
+    use super::*;
+
+    /// Run `f` on a thread; fail (instead of hanging the test run) if it takes over 5 s.
+    fn within_5s<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("{what} hung"))
+    }
+
+    /// `nfknock import-fwknop --access-conf /dev/zero` (or a FIFO) must not hang or eat memory.
+    #[test]
+    fn import_loader_refuses_a_fifo_and_dev_zero_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("access.conf");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = within_5s("reading a FIFO", move || FsLoader.read(&fifo).map(|_| ())).unwrap_err();
+        assert!(e.contains("not a regular file") && e.contains("FIFO"), "{e}");
+        let e = within_5s("reading /dev/zero", || {
+            FsLoader.read(Path::new("/dev/zero")).map(|_| ())
+        })
+        .unwrap_err();
+        assert!(e.contains("not a regular file") && e.contains("device"), "{e}");
+        // ... and a directory listing skips a FIFO named *.conf.
+        assert!(FsLoader.conf_files(dir.path()).unwrap().is_empty());
+    }
+}
