@@ -415,7 +415,7 @@ pub fn monotonic_secs() -> u64 {
 
 /// Load a config or explain every problem.
 pub fn load_config(path: &Path) -> anyhow::Result<Config> {
-    config::load(path).map_err(|e| {
+    config::load(path, &crate::sys::FsLoader, &crate::sys::SystemAccounts).map_err(|e| {
         let hint = format!(
             "fix the problems above and run `nfknock check --config {}`",
             path.display()
@@ -866,7 +866,11 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
 
     fn reload(&mut self) {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
-        match config::load(&self.config_path) {
+        match config::load(
+            &self.config_path,
+            &crate::sys::FsLoader,
+            &crate::sys::SystemAccounts,
+        ) {
             Err(e) => error!("new config refused, the running one stays:\n{e}"),
             Ok(new) => {
                 let old = self.engine.config().clone();

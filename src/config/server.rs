@@ -12,6 +12,7 @@ use toml::de::DeValue;
 use toml::Spanned;
 use zeroize::Zeroizing;
 
+use super::files::{Accounts, Files};
 use super::raw::{
     self, join, RawClient, RawFwknop, RawServer, RawServerDocument, Section, Shape, Sink,
 };
@@ -20,7 +21,6 @@ use super::values::{self, indexed, int_in};
 use super::{Client, Config, Credential, Problem, RunAs, Server};
 use crate::access::Access;
 use crate::crypto::{NativeKey, SECRET_LEN};
-use crate::sys::Accounts;
 use crate::wire::fwknop::{EncMode, FwknopKey, HmacType};
 
 /// Largest `max_timeout`: one week.
@@ -191,18 +191,19 @@ pub(crate) struct Checked {
     pub(crate) owner: Owner,
 }
 
-/// Check a server config text: every problem, with lines. `[server] user` is resolved against
-/// the system's user database.
-pub(crate) fn check_str(text: &str, path: &Path) -> Checked {
-    check_str_with(text, path, &crate::sys::SystemAccounts)
-}
-
-/// [`check_str`] with `[server] user` resolved against `accounts`.
-pub(crate) fn check_str_with(text: &str, path: &Path, accounts: &dyn Accounts) -> Checked {
+/// Check a server config text: every problem, with lines. Key files are read through
+/// `files`, `[server] user` is resolved against `accounts`.
+pub(crate) fn check_text(
+    text: &str,
+    path: &Path,
+    files: &dyn Files,
+    accounts: &dyn Accounts,
+) -> Checked {
     let mut sink = Sink::new(text, path);
     let mut cx = Cx {
         path,
         inline_secret: false,
+        files,
         accounts,
         owner: Owner::for_server(&RunAs::Unchanged, accounts.euid()),
     };
@@ -218,6 +219,7 @@ pub(crate) fn check_str_with(text: &str, path: &Path, accounts: &dyn Accounts) -
 struct Cx<'a> {
     path: &'a Path,
     inline_secret: bool,
+    files: &'a dyn Files,
     accounts: &'a dyn Accounts,
     /// Who key files must belong to; known once `[server]` is read, before any client.
     owner: Owner,
@@ -811,7 +813,7 @@ fn native_key_file(
     key: &str,
 ) -> Option<Zeroizing<[u8; SECRET_LEN]>> {
     let result = secret::resolve(file.get_ref(), cx.path, None).and_then(|p| {
-        let text = secret::read_key_file(&p, &cx.owner)?;
+        let text = secret::read_key_file(cx.files, &p, &cx.owner)?;
         secret::decode_native_secret(&text).map_err(|m| format!("key file {} {m}", p.display()))
     });
     result.map_err(|m| sink.at(Some(file.span()), key, m)).ok()
@@ -898,7 +900,7 @@ fn fwknop_bytes(
         KeySpec::File(f) => {
             let key = join(prefix, names[2]);
             let r = secret::resolve(f.get_ref(), cx.path, None).and_then(|p| {
-                let text = secret::read_key_file(&p, &cx.owner)?;
+                let text = secret::read_key_file(cx.files, &p, &cx.owner)?;
                 secret::decode_fwknop_base64(&text)
                     .ok_or_else(|| format!("key file {} is not valid base64; it must hold the base64 value printed by `fwknop --key-gen`", p.display()))
             });

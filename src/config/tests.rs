@@ -1,5 +1,5 @@
 //! Tests of the server config: one per rule, each checking the line and the message a person
-//! would read. Native keys are checked as bytes ([`server::check_str`]'s plan) because key
+//! would read. Native keys are checked as bytes ([`check_str`]'s plan) because key
 //! derivation lives in `crypto` and is tested there; full builds use fwknop clients.
 
 use std::os::unix::fs::PermissionsExt;
@@ -8,12 +8,33 @@ use std::path::Path;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
-use super::server::{check_str, Plan, Secret};
+use super::server::{Checked, Plan, Secret};
 use super::*;
 use crate::access::Proto;
+use crate::sys::{FsLoader, SystemAccounts};
 use crate::wire::fwknop::{EncMode, HmacType};
 
 const PATH: &str = "/etc/nfknock/nfknock.toml";
+
+/// The server config check reading the real file system and user database.
+fn check_str(text: &str, path: &Path) -> Checked {
+    server::check_text(text, path, &FsLoader, &SystemAccounts)
+}
+
+/// [`check_str`] with `[server] user` resolved against `accounts`.
+fn check_str_with(text: &str, path: &Path, accounts: &dyn Accounts) -> Checked {
+    server::check_text(text, path, &FsLoader, accounts)
+}
+
+/// [`super::load`] from the real file system and user database.
+fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    super::load(path, &FsLoader, &SystemAccounts)
+}
+
+/// [`super::load`] from the real file system, `[server] user` resolved against `accounts`.
+fn load_with(path: &Path, accounts: &dyn Accounts) -> Result<Config, ConfigErrors> {
+    super::load(path, &FsLoader, accounts)
+}
 
 fn native_key() -> String {
     STANDARD.encode([1u8; 32])
@@ -640,7 +661,7 @@ fn key_files_are_read_relative_to_the_config_and_must_be_private() {
     write_private(&dir.path().join("fw.key"), &fw_key(), 0o600);
     write_private(&dir.path().join("fw.hmac"), &fw_hmac(), 0o400);
     let text = "[[client]]\nname = \"b\"\nallow = [\"tcp/22\"]\n[client.fwknop]\nkey_file = \"fw.key\"\nhmac_key_file = \"fw.hmac\"\n";
-    let config = parse_str(text, &cfg).unwrap();
+    let config = parse(text, &cfg, &FsLoader, &SystemAccounts).unwrap();
     let Credential::Fwknop(k) = &config.clients[0].credential else {
         panic!()
     };
@@ -684,7 +705,7 @@ struct FakeAccounts {
     users: Vec<Account>,
 }
 
-impl crate::sys::Accounts for FakeAccounts {
+impl Accounts for FakeAccounts {
     fn euid(&self) -> u32 {
         self.euid
     }
@@ -714,7 +735,7 @@ fn user_defaults_to_nfknock_if_it_exists_else_nfknock_stays_who_it_is() {
     let text = native_client("");
     let path = Path::new(PATH);
     let nfknock = account("nfknock", 998);
-    let c = super::server::check_str_with(&text, path, &as_root(std::slice::from_ref(&nfknock)));
+    let c = check_str_with(&text, path, &as_root(std::slice::from_ref(&nfknock)));
     assert!(c.problems.is_empty(), "{}", ConfigErrors(c.problems));
     assert_eq!(
         c.plan.unwrap().server.user,
@@ -723,12 +744,12 @@ fn user_defaults_to_nfknock_if_it_exists_else_nfknock_stays_who_it_is() {
             explicit: false
         }
     );
-    let c = super::server::check_str_with(&text, path, &as_root(&[]));
+    let c = check_str_with(&text, path, &as_root(&[]));
     assert_eq!(c.plan.unwrap().server.user, RunAs::Unchanged);
 
     let text = format!("[server]\nuser = \"svc\"\n{}", native_client(""));
     let svc = account("svc", 4242);
-    let c = super::server::check_str_with(&text, path, &as_root(&[nfknock, svc.clone()]));
+    let c = check_str_with(&text, path, &as_root(&[nfknock, svc.clone()]));
     let user = c.plan.unwrap().server.user;
     assert_eq!(
         user,
@@ -755,7 +776,7 @@ fn an_unknown_or_malformed_user_is_an_error_at_its_line_with_the_fix() {
         "[server]\nport = 62201\nuser = \"nfknock-typo\"\n{}",
         native_client("")
     );
-    let c = super::server::check_str_with(&text, path, &as_root(&[account("nfknock", 998)]));
+    let c = check_str_with(&text, path, &as_root(&[account("nfknock", 998)]));
     let p = at(&c.problems, "server.user");
     assert_eq!(p.line, Some(3));
     assert!(
@@ -771,7 +792,7 @@ fn an_unknown_or_malformed_user_is_an_error_at_its_line_with_the_fix() {
         ("a b", "1 to 32"),
     ] {
         let text = format!("[server]\nuser = \"{bad}\"\n{}", native_client(""));
-        let c = super::server::check_str_with(&text, path, &as_root(&[]));
+        let c = check_str_with(&text, path, &as_root(&[]));
         let p = at(&c.problems, "server.user");
         assert!(p.message.contains(says), "{bad:?}: {}", p.message);
     }
@@ -792,7 +813,7 @@ fn files_holding_keys_must_belong_to_the_user_the_daemon_switches_to() {
     let svc = account("svc", 4242);
     // This test's files belong to whoever runs it; `svc` is never that user.
     let text = "[server]\nuser = \"svc\"\n[[client]]\nname = \"alice\"\nkey_file = \"alice.key\"\nallow = [\"tcp/22\"]\n";
-    let c = super::server::check_str_with(text, &cfg, &as_root(std::slice::from_ref(&svc)));
+    let c = check_str_with(text, &cfg, &as_root(std::slice::from_ref(&svc)));
     let p = at(&c.problems, "client[1].key_file");
     let want = format!("`chown svc: {}`", key.display());
     assert!(p.message.contains(&want), "{}", p.message);
@@ -813,7 +834,7 @@ fn files_holding_keys_must_belong_to_the_user_the_daemon_switches_to() {
         euid: me.uid,
         users: vec![me],
     };
-    let c = super::server::check_str_with(&text, &cfg, &accounts);
+    let c = check_str_with(&text, &cfg, &accounts);
     assert!(c.problems.is_empty(), "{}", ConfigErrors(c.problems));
 }
 
@@ -1010,7 +1031,7 @@ mod never_panics {
         #[test]
         fn on_any_text(text in "(?s).{0,400}") {
             let _ = parse_str(&text, Path::new("/nonexistent/nfknock.toml"));
-            let _ = client::parse_client_str(&text, Path::new("/nonexistent/client.toml"));
+            let _ = parse_knock_profiles(&text, Path::new("/nonexistent/client.toml"));
         }
 
         /// Text made of the config's own vocabulary reaches stage 2.
@@ -1032,7 +1053,8 @@ mod never_panics {
         )) {
             let text = lines.join("\n");
             let _ = check_str(&text, Path::new("/nonexistent/nfknock.toml"));
-            let _ = client::check_client(&text, Path::new("/nonexistent/client.toml"), None);
+            let env = KnockEnv { files: &MemFiles::new(), euid: 0, home: None };
+            let _ = knock_profile::check_client(&text, Path::new("/nonexistent/client.toml"), &env);
         }
     }
 }
@@ -1044,6 +1066,38 @@ fn oversized_key_files_are_refused_before_they_are_read() {
     let path = dir.path().join("big.key");
     std::fs::write(&path, vec![b'A'; 5000]).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let err = crate::config::read_native_key_file(&path).unwrap_err();
+    let err =
+        crate::config::read_native_key_file(&FsLoader, &path, crate::sys::euid()).unwrap_err();
     assert!(err.contains("longer than 4096 bytes"), "{err}");
+}
+
+/// Parsing reads only through the `Files` it is given: a key file held in memory is read,
+/// checked (mode and owner from its metadata) and decoded as one on disk would be.
+#[test]
+fn key_files_are_read_through_the_files_given() {
+    let text = "[[client]]\nname = \"alice\"\nkey_file = \"alice.key\"\nallow = [\"tcp/22\"]\n";
+    let cfg = Path::new("/etc/nfknock/nfknock.toml");
+    let key = format!("{}\n", native_key());
+    let files = |mode| {
+        MemFiles::new().with(
+            "/etc/nfknock/alice.key",
+            key.clone(),
+            FileMeta { mode, uid: 0 },
+        )
+    };
+    let config = parse(text, cfg, &files(0o100600), &NoAccounts).unwrap();
+    assert_eq!(config.clients[0].name, "alice");
+    let err = parse(text, cfg, &files(0o100640), &NoAccounts).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`chmod 600 /etc/nfknock/alice.key`"),
+        "{err}"
+    );
+    // `parse_str` has no files at all: the key file is missing, and says so.
+    let err = parse_str(text, cfg).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cannot read key file /etc/nfknock/alice.key"),
+        "{err}"
+    );
 }

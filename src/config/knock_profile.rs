@@ -1,4 +1,4 @@
-//! The knock client's config (`nfknock knock -n NAME`), like fwknop's `~/.fwknoprc`: an optional
+//! The knock client's own file of knock profiles (`nfknock knock -n NAME`), like fwknop's `~/.fwknoprc`: an optional
 //! `[default]` table and one `[server.NAME]` stanza per server. Same two stages and the same
 //! error discipline as the server config.
 
@@ -9,6 +9,7 @@ use toml::de::DeValue;
 use toml::Spanned;
 use zeroize::Zeroizing;
 
+use super::files::{Files, MemFiles};
 use super::raw::{self, join, RawClientDocument, RawProfile, Section, Shape, Sink};
 use super::secret;
 use super::values::{self, int_in};
@@ -59,13 +60,13 @@ impl std::fmt::Display for AllowIp {
 
 /// A validated client config.
 #[derive(Debug, Clone)]
-pub struct ClientConfig {
+pub struct KnockProfiles {
     pub path: PathBuf,
     /// Sorted by name.
     pub profiles: Vec<KnockProfile>,
 }
 
-impl ClientConfig {
+impl KnockProfiles {
     /// The stanza `[server.NAME]`.
     pub fn stanza(&self, name: &str) -> Option<&KnockProfile> {
         self.profiles.iter().find(|p| p.name == name)
@@ -77,18 +78,10 @@ impl ClientConfig {
     }
 }
 
-/// `$XDG_CONFIG_HOME/nfknock/client.toml`, else `~/.config/nfknock/client.toml`; `None` when
-/// neither variable is usable.
-pub fn default_client_config_path() -> Option<PathBuf> {
-    client_config_path_from(
-        std::env::var_os("XDG_CONFIG_HOME").as_deref(),
-        std::env::var_os("HOME").as_deref(),
-    )
-}
-
-/// [`default_client_config_path`] from given variables. The XDG spec says a relative
-/// `$XDG_CONFIG_HOME` is invalid and must be ignored.
-fn client_config_path_from(
+/// `$XDG_CONFIG_HOME/nfknock/client.toml`, else `~/.config/nfknock/client.toml`, from the
+/// values of those variables (the CLI reads them); `None` when neither is usable. The XDG spec
+/// says a relative `$XDG_CONFIG_HOME` is invalid and must be ignored.
+pub fn knock_profiles_path(
     xdg: Option<&std::ffi::OsStr>,
     home: Option<&std::ffi::OsStr>,
 ) -> Option<PathBuf> {
@@ -99,17 +92,27 @@ fn client_config_path_from(
     Some(base.join("nfknock").join("client.toml"))
 }
 
-/// Read and validate a client config (and the key files it names).
+/// What reading the knock client's file needs from outside it; the CLI fills it in.
+#[derive(Clone, Copy)]
+pub struct KnockEnv<'a> {
+    /// Where the file and the key files it names are read.
+    pub files: &'a dyn Files,
+    /// Who reads them (key files must be this user's or root's).
+    pub euid: u32,
+    /// `$HOME`, for `~` in `key_file`; `None` when unset or empty.
+    pub home: Option<&'a Path>,
+}
+
+/// Read and validate the knock client's file (and the key files it names) through `env`.
 ///
-/// A config holding an inline `key` must itself be private (see [`super::check_private`]).
-pub fn load_client(path: &Path) -> Result<ClientConfig, ConfigErrors> {
-    let (text, file) = super::read_config(path)?;
-    let home = home_dir();
-    let checked = check_client(&text, path, home.as_deref());
+/// A file holding an inline `key` must itself be private (see [`secret::check_private`]).
+pub fn load_knock_profiles(path: &Path, env: &KnockEnv<'_>) -> Result<KnockProfiles, ConfigErrors> {
+    let (text, meta) = super::read_config(env.files, path)?;
+    let checked = check_client(&text, path, env);
     let mut problems = checked.problems;
     if checked.inline_secret {
-        if let Err(problem) = super::inline_secrets_private(path, &file, &secret::Owner::current())
-        {
+        let owner = secret::Owner::running_as(env.euid);
+        if let Err(problem) = super::inline_secrets_private(path, meta, &owner) {
             problems.insert(0, problem);
         }
     }
@@ -119,16 +122,15 @@ pub fn load_client(path: &Path) -> Result<ClientConfig, ConfigErrors> {
     }
 }
 
-fn home_dir() -> Option<PathBuf> {
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
-}
-
-/// Validate a client config given as text; `~` in `key_file` is `$HOME`.
-pub fn parse_client_str(text: &str, path: &Path) -> Result<ClientConfig, ConfigErrors> {
-    let home = home_dir();
-    let checked = check_client(text, path, home.as_deref());
+/// Validate the knock client's file given as text alone: no key file can be read and `~` is
+/// not expanded (for text with inline keys: fuzz targets, tests).
+pub fn parse_knock_profiles(text: &str, path: &Path) -> Result<KnockProfiles, ConfigErrors> {
+    let env = KnockEnv {
+        files: &MemFiles::default(),
+        euid: 0,
+        home: None,
+    };
+    let checked = check_client(text, path, &env);
     match checked.plan {
         Some(plan) if checked.problems.is_empty() => Ok(plan.build()),
         _ => Err(ConfigErrors(checked.problems)),
@@ -182,7 +184,7 @@ pub(crate) struct ClientPlan {
 }
 
 impl ClientPlan {
-    fn build(self) -> ClientConfig {
+    fn build(self) -> KnockProfiles {
         let profiles = self
             .profiles
             .into_iter()
@@ -197,7 +199,7 @@ impl ClientPlan {
                 allow_ip: p.allow_ip,
             })
             .collect();
-        ClientConfig {
+        KnockProfiles {
             path: self.path,
             profiles,
         }
@@ -212,10 +214,10 @@ pub(crate) struct Checked {
 }
 
 /// Check a client config text: every problem, with lines.
-pub(crate) fn check_client(text: &str, path: &Path, home: Option<&Path>) -> Checked {
+pub(crate) fn check_client(text: &str, path: &Path, env: &KnockEnv<'_>) -> Checked {
     let mut sink = Sink::new(text, path);
     let mut inline_secret = false;
-    let plan = check(&mut sink, text, path, home, &mut inline_secret);
+    let plan = check(&mut sink, text, path, env, &mut inline_secret);
     Checked {
         plan,
         problems: sink.into_problems(),
@@ -227,7 +229,7 @@ fn check(
     sink: &mut Sink<'_>,
     text: &str,
     path: &Path,
-    home: Option<&Path>,
+    env: &KnockEnv<'_>,
     inline_secret: &mut bool,
 ) -> Option<ClientPlan> {
     let doc = raw::parse_document(sink, text)?;
@@ -284,7 +286,7 @@ fn check(
         if sec.raw.key.is_some() || default.key.is_some() {
             *inline_secret = true;
         }
-        if let Some(p) = profile(sink, path, home, &name, &sec, &default) {
+        if let Some(p) = profile(sink, path, env, &name, &sec, &default) {
             profiles.push(p);
         }
     }
@@ -319,7 +321,7 @@ fn pick<'a, T>(
 fn profile(
     sink: &mut Sink<'_>,
     path: &Path,
-    home: Option<&Path>,
+    env: &KnockEnv<'_>,
     name: &str,
     sec: &Section<'_, RawProfile>,
     default: &RawProfile,
@@ -401,8 +403,9 @@ fn profile(
             }
         },
         (None, Some((f, key))) => {
-            let r = secret::resolve(f.get_ref(), path, home).and_then(|p| {
-                let text = secret::read_key_file(&p, &secret::Owner::current())?;
+            let r = secret::resolve(f.get_ref(), path, env.home).and_then(|p| {
+                let owner = secret::Owner::running_as(env.euid);
+                let text = secret::read_key_file(env.files, &p, &owner)?;
                 let bytes = secret::decode_native_secret(&text)
                     .map_err(|m| format!("key file {} {m}", p.display()))?;
                 Ok((Some(p), bytes))
@@ -529,14 +532,23 @@ mod tests {
         STANDARD.encode([4u8; 32])
     }
 
+    /// Reading the real file system as whoever runs the tests, `~` being `home`.
+    fn env(home: Option<&Path>) -> KnockEnv<'_> {
+        KnockEnv {
+            files: &crate::sys::FsLoader,
+            euid: crate::sys::euid(),
+            home,
+        }
+    }
+
     fn ok(text: &str, home: Option<&Path>) -> ClientPlan {
-        let c = check_client(text, Path::new(PATH), home);
+        let c = check_client(text, Path::new(PATH), &env(home));
         assert!(c.problems.is_empty(), "{}", ConfigErrors(c.problems));
         c.plan.unwrap()
     }
 
     fn errs(text: &str) -> Vec<Problem> {
-        let c = check_client(text, Path::new(PATH), None);
+        let c = check_client(text, Path::new(PATH), &env(None));
         assert!(!c.problems.is_empty(), "expected problems in:\n{text}");
         c.problems
     }
@@ -548,7 +560,7 @@ mod tests {
     }
 
     /// Whether `crypto::NativeKey::derive` is implemented in this tree (it is written in another
-    /// branch); tests that build a `ClientConfig` run their assertions only then.
+    /// branch); tests that build a `KnockProfiles` run their assertions only then.
     fn native_keys_ready() -> bool {
         std::panic::catch_unwind(|| NativeKey::derive(&[0u8; SECRET_LEN])).is_ok()
     }
@@ -572,7 +584,7 @@ mod tests {
         let c = check_client(
             include_str!("../../examples/client.toml"),
             Path::new(PATH),
-            None,
+            &env(None),
         );
         assert!(c.inline_secret);
     }
@@ -619,7 +631,7 @@ mod tests {
         assert_eq!(*plan.profiles[0].secret, [4u8; 32]);
 
         std::fs::set_permissions(&kpath, std::fs::Permissions::from_mode(0o604)).unwrap();
-        let c = check_client(text, Path::new(PATH), Some(dir.path()));
+        let c = check_client(text, Path::new(PATH), &env(Some(dir.path())));
         let p = at(&c.problems, "server.home.key_file");
         assert_eq!(p.line, Some(3));
         assert!(
@@ -634,7 +646,7 @@ mod tests {
         let c = check_client(
             &text.replace("~/.config/nfknock/", ""),
             &kdir.join("client.toml"),
-            None,
+            &env(None),
         );
         assert!(c.problems.is_empty(), "{}", ConfigErrors(c.problems));
     }
@@ -711,7 +723,7 @@ mod tests {
     fn default_path_follows_xdg() {
         use std::ffi::OsStr;
         let p = |x: Option<&str>, h: Option<&str>| {
-            client_config_path_from(x.map(OsStr::new), h.map(OsStr::new))
+            knock_profiles_path(x.map(OsStr::new), h.map(OsStr::new))
         };
         assert_eq!(
             p(Some("/x"), Some("/home/u")).unwrap(),
@@ -730,12 +742,12 @@ mod tests {
     }
 
     #[test]
-    fn load_client_refuses_a_readable_file_with_an_inline_key() {
+    fn load_knock_profiles_refuses_a_readable_file_with_an_inline_key() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("client.toml");
         std::fs::write(&cfg, include_str!("../../examples/client.toml")).unwrap();
         std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = load_client(&cfg).unwrap_err();
+        let err = load_knock_profiles(&cfg, &env(None)).unwrap_err();
         assert!(
             err.0[0]
                 .message
@@ -745,7 +757,7 @@ mod tests {
 
         std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
         if native_keys_ready() {
-            let config = load_client(&cfg).unwrap();
+            let config = load_knock_profiles(&cfg, &env(None)).unwrap();
             assert_eq!(config.stanza("home").map(|p| p.port), Some(62201));
             assert!(config.stanza("work").is_none());
             assert_eq!(config.names().collect::<Vec<_>>(), ["home"]);
