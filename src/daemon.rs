@@ -975,8 +975,8 @@ impl<Q: PacketSource, K: Kernel, E: RulesetEvents> Daemon<Q, K, E> {
 /// without `require_source_match`, `sources` (the knock's addresses are not kept), and
 /// `protect` (a grant for a port no longer gated opens nothing).
 fn revocation(
-    was: Option<&config::Client>,
-    is: Option<&config::Client>,
+    was: Option<&config::ClientEntry>,
+    is: Option<&config::ClientEntry>,
     addr: IpAddr,
     access: Access,
     now: u64,
@@ -2148,7 +2148,7 @@ mod tests {
         let base = crate::policy::tests::client();
         let addr: IpAddr = "192.0.2.7".parse().unwrap();
         let ssh: Access = "tcp/22".parse().unwrap();
-        let judge = |is: Option<&config::Client>, addr: IpAddr| {
+        let judge = |is: Option<&config::ClientEntry>, addr: IpAddr| {
             revocation(Some(&base), is, addr, ssh, 1_000)
         };
         let mut c = base.clone();

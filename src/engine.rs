@@ -580,7 +580,7 @@ fn fwknop_clients(config: &Config) -> Vec<FwknopEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Client, Server};
+    use crate::config::{ClientEntry, Server};
     use crate::crypto::NativeKey;
 
     const NOW: u64 = 1_800_000_000;
@@ -599,11 +599,11 @@ mod tests {
         NativeKey::derive(&[n; 32])
     }
 
-    fn config(clients: Vec<Client>) -> Arc<Config> {
+    fn config(clients: Vec<ClientEntry>) -> Arc<Config> {
         config_with_max_age(clients, 120)
     }
 
-    fn config_with_max_age(clients: Vec<Client>, max_age: u64) -> Arc<Config> {
+    fn config_with_max_age(clients: Vec<ClientEntry>, max_age: u64) -> Arc<Config> {
         Arc::new(Config {
             path: "test.toml".into(),
             server: Server {
@@ -624,7 +624,7 @@ mod tests {
         })
     }
 
-    fn native_client(name: &str, n: u8) -> Client {
+    fn native_client(name: &str, n: u8) -> ClientEntry {
         let mut c = crate::policy::tests::client();
         c.name = name.into();
         c.credential = Credential::Native(key(n));

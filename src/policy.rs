@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::access::Access;
-use crate::config::Client;
+use crate::config::ClientEntry;
 use crate::wire::ip::is_ipv4_mapped;
 
 /// What an authenticated knock asks for, whatever its wire format.
@@ -170,7 +170,7 @@ impl fmt::Display for Reason {
 ///
 /// Addresses are matched as they are, family included: an IPv4-mapped IPv6 source is never
 /// permitted (not even by `::/0`), and no other IPv6 form is read as IPv4.
-pub fn addresses_permitted(client: &Client, packet: &Packet) -> bool {
+pub fn addresses_permitted(client: &ClientEntry, packet: &Packet) -> bool {
     !is_ipv4_mapped(packet.src)
         && client.sources.iter().any(|net| net.contains(&packet.src))
         && (client.destinations.is_empty()
@@ -181,7 +181,7 @@ pub fn addresses_permitted(client: &Client, packet: &Packet) -> bool {
 pub fn evaluate(
     req: &Request<'_>,
     packet: &Packet,
-    client: &Client,
+    client: &ClientEntry,
     max_age: u64,
     now: u64,
 ) -> Decision {
@@ -194,7 +194,7 @@ pub fn evaluate(
 fn check(
     req: &Request<'_>,
     packet: &Packet,
-    client: &Client,
+    client: &ClientEntry,
     max_age: u64,
     now: u64,
 ) -> Result<Grant, Reason> {
@@ -275,8 +275,8 @@ pub(crate) mod tests {
     use crate::config::Credential;
     use crate::wire::fwknop::{EncMode, FwknopKey, HmacType};
 
-    pub(crate) fn client() -> Client {
-        Client {
+    pub(crate) fn client() -> ClientEntry {
+        ClientEntry {
             name: "alice".into(),
             credential: Credential::Fwknop(FwknopKey {
                 key: zeroize::Zeroizing::new(b"k".to_vec()),

@@ -42,7 +42,7 @@ fn parse(stdout: &str) -> Config {
         .unwrap_or_else(|e| panic!("stdout is not a valid nfknock config:\n{e}\n---\n{stdout}"))
 }
 
-fn fwknop_key(c: &config::Client) -> &nfknock::wire::fwknop::FwknopKey {
+fn fwknop_key(c: &config::ClientEntry) -> &nfknock::wire::fwknop::FwknopKey {
     match &c.credential {
         Credential::Fwknop(k) => k,
         Credential::Native(_) => panic!("client {} is not an fwknop client", c.name),

@@ -60,7 +60,7 @@ pub struct Config {
     /// The file it was read from (for messages).
     pub path: PathBuf,
     pub server: Server,
-    pub clients: Vec<Client>,
+    pub clients: Vec<ClientEntry>,
 }
 
 #[derive(Debug, Clone)]
@@ -113,8 +113,10 @@ impl RunAs {
     }
 }
 
+/// One `[[client]]` of the daemon's config: who may knock, with which key, for what. (The
+/// knock client's own file is [`KnockProfiles`].)
 #[derive(Debug, Clone)]
-pub struct Client {
+pub struct ClientEntry {
     pub name: String,
     pub credential: Credential,
     /// Accesses this client may open. A knock asking for anything else is refused whole.

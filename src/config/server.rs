@@ -18,7 +18,7 @@ use super::raw::{
 };
 use super::secret::{self, Owner};
 use super::values::{self, indexed, int_in};
-use super::{Client, Config, Credential, Problem, RunAs, Server};
+use super::{ClientEntry, Config, Credential, Problem, RunAs, Server};
 use crate::access::Access;
 use crate::crypto::{NativeKey, SECRET_LEN};
 use crate::wire::fwknop::{EncMode, FwknopKey, HmacType};
@@ -155,7 +155,7 @@ impl Plan {
         let clients = self
             .clients
             .into_iter()
-            .map(|c| Client {
+            .map(|c| ClientEntry {
                 credential: match c.secret {
                     Secret::Native(bytes) => Credential::Native(NativeKey::derive(&bytes)),
                     Secret::Fwknop(k) => Credential::Fwknop(k),

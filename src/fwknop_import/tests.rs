@@ -89,7 +89,7 @@ fn has(i: &Import, level: Level, needle: &str) -> bool {
     messages(i, level).iter().any(|m| m.contains(needle))
 }
 
-fn fwknop_key(c: &crate::config::Client) -> &crate::wire::fwknop::FwknopKey {
+fn fwknop_key(c: &crate::config::ClientEntry) -> &crate::wire::fwknop::FwknopKey {
     match &c.credential {
         Credential::Fwknop(k) => k,
         Credential::Native(_) => panic!("native credential"),
