@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 use super::files::{Files, MemFiles};
 use super::raw::{self, join, RawClientDocument, RawProfile, Section, Shape, Sink};
 use super::secret;
-use super::values::{self, int_in};
+use super::values::{self, int_in, valid_name};
 use super::{ConfigErrors, Problem};
 use crate::access::Access;
 use crate::crypto::{NativeKey, SECRET_LEN};
@@ -258,7 +258,7 @@ fn check(
                 for (name, value) in t {
                     let n = name.get_ref().to_string();
                     let key = format!("server.{n}");
-                    if !valid_stanza_name(&n) {
+                    if !valid_name(&n) {
                         sink.at(Some(name.span()), &key, format!("`{n}` is not a valid stanza name; use 1 to 64 letters, digits and `_.@-`"));
                         continue;
                     }
@@ -295,13 +295,6 @@ fn check(
         path: path.to_path_buf(),
         profiles,
     })
-}
-
-fn valid_stanza_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.@-".contains(&b))
 }
 
 /// A value from the stanza, else from `[default]`, with the key it was found under.

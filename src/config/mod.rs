@@ -17,7 +17,7 @@ mod server;
 mod values;
 
 // Shared with the fwknop importer, so its keys and dates are read exactly as a config's are.
-pub(crate) use secret::{decode_fwknop_base64, shell_quote};
+pub(crate) use secret::shell_quote;
 pub(crate) use values::date_to_unix;
 
 use std::path::{Path, PathBuf};
@@ -180,7 +180,8 @@ pub use knock_profile::{
     KnockProfile, KnockProfiles,
 };
 pub use secret::{decode_native_secret, read_native_key_file};
-pub use server::{FWKNOP_MAX_HMAC_KEY_LEN, FWKNOP_MAX_KEY_LEN, MAX_MAX_AGE, MAX_MAX_TIMEOUT};
+pub use server::{MAX_MAX_AGE, MAX_MAX_TIMEOUT};
+pub use values::valid_name;
 
 /// The example server config shipped as `examples/server.toml` (for `nfknock` to print).
 pub fn render_example() -> &'static str {

@@ -23,26 +23,9 @@ const B64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// fwknop keys (`KEY_BASE64`, `HMAC_KEY_BASE64`): libfko's `b64_decode` ignores leftover bits
-/// (shared/FWKNOP-WIRE.md §5.4), so keys that fwknopd accepts must decode here too.
-const B64_FWKNOP: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new()
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-        .with_decode_allow_trailing_bits(true),
-);
-
 /// Decode standard base64, padding optional.
 pub(crate) fn decode_base64(text: &str) -> Option<Zeroizing<Vec<u8>>> {
     B64.decode(text.as_bytes()).ok().map(Zeroizing::new)
-}
-
-/// Decode an fwknop base64 key as libfko does (padding optional, leftover bits ignored).
-pub(crate) fn decode_fwknop_base64(text: &str) -> Option<Zeroizing<Vec<u8>>> {
-    B64_FWKNOP
-        .decode(text.trim().as_bytes())
-        .ok()
-        .map(Zeroizing::new)
 }
 
 /// Decode a native 256-bit secret as printed by `nfknock keygen`. The error says what to do.

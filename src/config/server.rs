@@ -17,23 +17,18 @@ use super::raw::{
     self, join, RawClient, RawFwknop, RawServer, RawServerDocument, Section, Shape, Sink,
 };
 use super::secret::{self, Owner};
-use super::values::{self, indexed, int_in};
+use super::values::{self, indexed, int_in, valid_name};
 use super::{ClientEntry, Config, Credential, Problem, RunAs, Server};
 use crate::access::Access;
 use crate::crypto::{NativeKey, SECRET_LEN};
-use crate::wire::fwknop::{EncMode, FwknopKey, HmacType};
+use crate::wire::fwknop::{
+    decode_key_base64, EncMode, FwknopKey, HmacType, MAX_HMAC_KEY_LEN, MAX_KEY_LEN, PLACEHOLDER_KEY,
+};
 
 /// Largest `max_timeout`: one week.
 pub const MAX_MAX_TIMEOUT: u32 = 86_400 * 7;
 /// Largest `max_age`.
 pub const MAX_MAX_AGE: u64 = 3600;
-/// fwknop's Rijndael key limit (`RIJNDAEL_MAX_KEYSIZE`, lib/rijndael.h; shared/FWKNOP-WIRE.md §3.1).
-pub const FWKNOP_MAX_KEY_LEN: usize = 32;
-/// fwknop's HMAC key limit (`MAX_DIGEST_BLOCK_LEN` = the SHA3-256 block, lib/hmac.h;
-/// shared/FWKNOP-WIRE.md §4).
-pub const FWKNOP_MAX_HMAC_KEY_LEN: usize = 136;
-/// fwknopd refuses the placeholder key of its shipped access.conf (server/access.c).
-const FWKNOP_PLACEHOLDER_KEY: &[u8] = b"__CHANGEME__";
 
 const ROOT: Shape = Shape {
     header: "top level",
@@ -559,14 +554,6 @@ fn valid_user_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
-/// `[A-Za-z0-9_.@-]{1,64}`.
-fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.@-".contains(&b))
-}
-
 fn client(
     sink: &mut Sink<'_>,
     cx: &mut Cx<'_>,
@@ -877,7 +864,7 @@ fn fwknop_bytes(
         KeySpec::Base64(v) => {
             cx.inline_secret = true;
             let key = join(prefix, names[0]);
-            match secret::decode_fwknop_base64(&v.get_ref().0) {
+            match decode_key_base64(&v.get_ref().0) {
                 Some(b) => Some((b, v.span(), key)),
                 None => {
                     sink.at(
@@ -901,7 +888,7 @@ fn fwknop_bytes(
             let key = join(prefix, names[2]);
             let r = secret::resolve(f.get_ref(), cx.path, None).and_then(|p| {
                 let text = secret::read_key_file(cx.files, &p, &cx.owner)?;
-                secret::decode_fwknop_base64(&text)
+                decode_key_base64(&text)
                     .ok_or_else(|| format!("key file {} is not valid base64; it must hold the base64 value printed by `fwknop --key-gen`", p.display()))
             });
             match r {
@@ -949,14 +936,14 @@ fn fwknop_key(
         }
     };
     let key = key.and_then(|(bytes, span, name)| {
-        if bytes.is_empty() || bytes.len() > FWKNOP_MAX_KEY_LEN {
+        if bytes.is_empty() || bytes.len() > MAX_KEY_LEN {
             sink.at(
                 Some(span),
                 &name,
-                format!("is {} bytes long; an fwknop key is 1 to {FWKNOP_MAX_KEY_LEN} bytes (fwknop's RIJNDAEL_MAX_KEYSIZE); generate one with `fwknop --key-gen`", bytes.len()),
+                format!("is {} bytes long; an fwknop key is 1 to {MAX_KEY_LEN} bytes (fwknop's RIJNDAEL_MAX_KEYSIZE); generate one with `fwknop --key-gen`", bytes.len()),
             );
             None
-        } else if bytes.as_slice() == FWKNOP_PLACEHOLDER_KEY {
+        } else if bytes.as_slice() == PLACEHOLDER_KEY.as_bytes() {
             sink.at(Some(span), &name, "is fwknop's placeholder `__CHANGEME__`; generate a real key with `fwknop --key-gen`");
             None
         } else {
@@ -982,11 +969,11 @@ fn fwknop_key(
     let hmac_key = match hmac_spec {
         Some(spec) => match fwknop_bytes(sink, cx, prefix, HMAC, spec) {
             Some((bytes, span, name)) => {
-                if bytes.is_empty() || bytes.len() > FWKNOP_MAX_HMAC_KEY_LEN {
+                if bytes.is_empty() || bytes.len() > MAX_HMAC_KEY_LEN {
                     sink.at(
                         Some(span),
                         &name,
-                        format!("is {} bytes long; an fwknop HMAC key is 1 to {FWKNOP_MAX_HMAC_KEY_LEN} bytes (fwknop's MAX_DIGEST_BLOCK_LEN); generate one with `fwknop --key-gen`", bytes.len()),
+                        format!("is {} bytes long; an fwknop HMAC key is 1 to {MAX_HMAC_KEY_LEN} bytes (fwknop's MAX_DIGEST_BLOCK_LEN); generate one with `fwknop --key-gen`", bytes.len()),
                     );
                     ok = false;
                 } else if key

@@ -1101,3 +1101,32 @@ fn key_files_are_read_through_the_files_given() {
         "{err}"
     );
 }
+
+/// fwknopd reads `KEY_BASE64` with libfko's `b64_decode` after checking every character is in
+/// `[A-Za-z0-9+/=]` (server/access.c, `is_base64`): decoding stops at the first `=` and a
+/// final lone character is dropped. A key fwknopd accepts is read here to the same bytes; a
+/// character fwknopd refuses is refused.
+#[test]
+fn fwknop_base64_keys_decode_as_fwknopd_does() {
+    let key = |b64: &str| {
+        let text = fwknop_client("b", "").replace(&fw_key(), b64);
+        match &parse_str(&text, Path::new(PATH))
+            .unwrap_or_else(|e| panic!("{b64}: {e}"))
+            .clients[0]
+            .credential
+        {
+            Credential::Fwknop(k) => k.key.to_vec(),
+            Credential::Native(_) => unreachable!("an fwknop client"),
+        }
+    };
+    let full = STANDARD.encode([2u8; 32]);
+    // Characters after the padding are ignored, as by fwknopd.
+    assert_eq!(key(&format!("{full}==AAAA")), [2u8; 32]);
+    // A final lone character (5 mod 4) is dropped: "cm9vZ" is "roo".
+    assert_eq!(key("cm9vZ"), b"roo");
+    // fwknopd refuses a character outside the base64 alphabet, even after `=`.
+    let text = fwknop_client("b", "").replace(&fw_key(), &format!("{full}=!"));
+    assert!(at(&problems(&text), "client[1].fwknop.key_base64")
+        .message
+        .contains("base64"));
+}

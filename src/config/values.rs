@@ -228,3 +228,12 @@ mod tests {
             .contains("neither an address nor a network"));
     }
 }
+
+/// The name rule for a `[[client]]` and a knock profile (`[server.NAME]`), which the importer
+/// also renders names to: `[A-Za-z0-9_.@-]{1,64}` (safe in logs, `nfknock list` and TOML keys).
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.@-".contains(&b))
+}

@@ -148,7 +148,9 @@ fn trailing_colon_semicolon_comments_and_lines_before_the_first_source() {
     assert_eq!(crate::access::format_list(&client.allow), "tcp/22,udp/53");
     assert_eq!(
         *fwknop_key(client).key,
-        crate::config::decode_fwknop_base64(A_KEY).unwrap().to_vec()
+        crate::wire::fwknop::decode_key_base64(A_KEY)
+            .unwrap()
+            .to_vec()
     );
     assert!(has(
         &i,
