@@ -1,13 +1,17 @@
-//! Server configuration: TOML → raw serde structs (`deny_unknown_fields`) → validated
-//! [`Config`]. Every error names the file, the line and the key, and says what to do.
+//! Configuration: the daemon's (`[server]` + `[[client]]` → [`Config`], one [`ClientEntry`] per
+//! `[[client]]`) and the knock client's own file ([`KnockProfiles`]). Every error names the
+//! file, the line and the key, and says what to do.
 //!
-//! Two stages (STYLE.md habit 7): [`raw`] deserializes the TOML into serde structs with
-//! `deny_unknown_fields`, keeping byte spans; [`server`] (and [`client`] for the knock client's
-//! file) checks ranges, keys and references and builds the types below. Checking does not stop
-//! at the first problem: a person fixing a config wants the whole list at once.
+//! Two stages (STYLE.md habit 7): `raw` deserializes the TOML into serde structs with
+//! `deny_unknown_fields`, keeping byte spans; `server` (`settings`, `client_entry`,
+//! `fwknop_key`) and `knock_profile` check ranges, keys and references and build the types
+//! below. Checking does not stop at the first problem: a person fixing a config wants the
+//! whole list at once.
 //!
-//! Parsing never panics on any input (a proptest holds it to that). File reading is separate:
-//! [`parse_str`] takes the text, [`load`] reads the file and checks its permissions.
+//! Pure: parsing never panics on any input (a proptest holds it to that) and reads nothing by
+//! itself. Files (the config, key files) come through the [`Files`] it is given and users
+//! through [`Accounts`]; the daemon and the CLI pass `sys::FsLoader` and
+//! `sys::SystemAccounts`, tests and fuzz targets [`MemFiles`] and [`NoAccounts`].
 
 mod files;
 mod knock_profile;
@@ -193,7 +197,8 @@ pub fn render_example() -> &'static str {
 /// `sys::FsLoader` and `sys::SystemAccounts`).
 ///
 /// Besides everything [`parse`] checks, a config that holds an inline key must itself be
-/// private (see [`secret::check_private`]; checked on the file that was read).
+/// private: no group/world bits, owned by the user nfknock reads it as (checked on the file
+/// that was read).
 pub fn load(
     path: &Path,
     files: &dyn Files,
