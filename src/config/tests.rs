@@ -1130,3 +1130,50 @@ fn fwknop_base64_keys_decode_as_fwknopd_does() {
         .message
         .contains("base64"));
 }
+
+/// config/ is pure: it reads files only through the `Files` it is given and the user database
+/// through `Accounts` (the real ones are in `sys`). Test modules may touch the disk.
+#[test]
+fn config_reads_nothing_by_itself() {
+    const SOURCES: &[(&str, &str)] = &[
+        ("mod.rs", include_str!("mod.rs")),
+        ("files.rs", include_str!("files.rs")),
+        ("raw.rs", include_str!("raw.rs")),
+        ("values.rs", include_str!("values.rs")),
+        ("secret.rs", include_str!("secret.rs")),
+        ("knock_profile.rs", include_str!("knock_profile.rs")),
+        ("server/mod.rs", include_str!("server/mod.rs")),
+        ("server/settings.rs", include_str!("server/settings.rs")),
+        (
+            "server/client_entry.rs",
+            include_str!("server/client_entry.rs"),
+        ),
+        ("server/fwknop_key.rs", include_str!("server/fwknop_key.rs")),
+    ];
+    let forbidden = [
+        "std::fs",
+        "std::env",
+        "std::process",
+        "std::time",
+        "File::",
+        "OpenOptions",
+        "read_dir",
+        "canonicalize",
+        "libc::",
+        "crate::sys",
+        "unsafe",
+    ];
+    for (file, text) in SOURCES {
+        // Everything after the test module's `#[cfg(test)]` is test code.
+        let code = text.split("#[cfg(test)]").next().unwrap_or(text);
+        for (n, line) in code.lines().enumerate() {
+            for f in forbidden {
+                assert!(
+                    !line.contains(f) || line.trim_start().starts_with("//"),
+                    "src/config/{file}:{}: `{f}` in pure config; read through `Files`/`Accounts` (the real ones are `sys::FsLoader`/`sys::SystemAccounts`)",
+                    n + 1
+                );
+            }
+        }
+    }
+}
