@@ -16,7 +16,7 @@
 //! | [`replay`] | replay cache bounded by time, and the encoding of its on-disk journal |
 //! | [`policy`] | `(knock, packet, client, now) -> Decision`; [`policy::Knock`] is what an authenticated knock asks, whatever its format |
 //! | [`engine`] | the whole per-packet pipeline: parse → key lookup → authenticate → replay → policy; `engine/` has one file per format path and one for the native key-hint index |
-//! | [`config`] | TOML → validated [`config::Config`]; every error names the file, line and key |
+//! | [`config`] | pure: TOML bytes → validated [`config::Config`] (the daemon's) and [`config::KnockProfiles`] (the knock client's own file); reads files only through the [`config::Files`] it is given; every error names the file, line and key |
 //! | [`fwknop_import`] | translator: fwknopd's `access.conf`/`fwknopd.conf` → nfknock TOML with warnings; reads through the [`fwknop_import::Loader`] it is given |
 //! | [`grants`] (`grants/mod.rs`) | the grant seam: [`grants::Grant`], [`grants::GrantError`], the [`grants::GrantSink`] and [`grants::GrantStore`] traits, the [`grants::DryRun`] wrapper; [`grants::open`] and [`grants::existing`] only pick the backend `[server] backend` names, whose own file does the I/O |
 //!
@@ -28,7 +28,7 @@
 //! | [`netfilter::queue`] | NFQUEUE over that layer: receive, verdict; the kernel's queue counters |
 //! | [`netfilter::nft`] | nftables over that layer: the owned table, grants with timeouts, listing, events |
 //! | [`state`] | the replay journal on disk (append, compact by write-then-rename); `state_dir` checks |
-//! | [`sys`] | the operating system's CSPRNG behind the core's `Rng` trait; files opened once and checked on the descriptor (key and config files); the user database and the switch from root to the service user; the file system behind the importer's `Loader` |
+//! | [`sys`] | the I/O edge: the CSPRNG behind the core's `Rng`; [`sys::FsLoader`], the one implementation of [`config::Files`] (config, key and importer files, opened once, checked on the descriptor, size-capped, regular files only); the user database; the switch from root to the service user |
 //! | [`grants::nft_set`] | the `nftables` grant backend (default): grants as set elements with timeouts, the owned table and its gate, through [`netfilter::nft`] |
 //! | [`daemon`] | wiring: queue → engine → grants → verdict; signals, reload, sd_notify, the switch to the service user |
 //! | [`cli`] | the command line: [`cli::Cli`], exit codes, `--config` and the dispatch in `cli/mod.rs`, one file per command family; `main.rs` is thin |

@@ -13,7 +13,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::access::Access;
-use crate::config::Client;
+use crate::config::ClientEntry;
 use crate::wire::ip::is_ipv4_mapped;
 
 /// What an authenticated knock asks for, whatever its wire format. The engine builds it from
@@ -183,7 +183,7 @@ impl fmt::Display for Reason {
 ///
 /// Addresses are matched as they are, family included: an IPv4-mapped IPv6 source is never
 /// permitted (not even by `::/0`), and no other IPv6 form is read as IPv4.
-pub fn addresses_permitted(client: &Client, packet: &Packet) -> bool {
+pub fn addresses_permitted(client: &ClientEntry, packet: &Packet) -> bool {
     !is_ipv4_mapped(packet.src)
         && client.sources.iter().any(|net| net.contains(&packet.src))
         && (client.destinations.is_empty()
@@ -200,7 +200,7 @@ pub fn addresses_permitted(client: &Client, packet: &Packet) -> bool {
 pub fn evaluate(
     knock: &Knock,
     packet: &Packet,
-    client: &Client,
+    client: &ClientEntry,
     max_age: u64,
     not_before: u64,
     now: u64,
@@ -230,7 +230,7 @@ fn served_message_type(message_type: u8) -> Result<(), Reason> {
 fn check(
     knock: &Knock,
     packet: &Packet,
-    client: &Client,
+    client: &ClientEntry,
     max_age: u64,
     not_before: u64,
     now: u64,

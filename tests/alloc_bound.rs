@@ -172,7 +172,7 @@ fn config_cases() {
         // it recovers from is kept). Linear, not unbounded; config files are local and small.
         let peak = peak_of(|| nfknock::config::parse_str(text, path));
         assert_bounded(&format!("server {case}"), peak, text.len(), 64);
-        let peak = peak_of(|| nfknock::config::parse_client_str(text, path));
+        let peak = peak_of(|| nfknock::config::parse_knock_profiles(text, path));
         assert_bounded(&format!("client {case}"), peak, text.len(), 64);
     }
 }

@@ -9,6 +9,16 @@ use std::path::{Path, PathBuf};
 
 use nfknock::access::format_list;
 use nfknock::config::{self, Credential};
+use nfknock::sys::{FsLoader, SystemAccounts};
+
+/// The knock client's file read from disk as whoever runs the tests, `~` unset.
+fn knock_env() -> config::KnockEnv<'static> {
+    config::KnockEnv {
+        files: &FsLoader,
+        euid: nfknock::sys::euid(),
+        home: None,
+    }
+}
 
 fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -50,7 +60,7 @@ fn server_example_loads_from_a_private_file() {
     if !native_keys_ready() {
         return;
     }
-    let cfg = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = config::load(&path, &FsLoader, &SystemAccounts).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.server.port, config::DEFAULT_PORT);
     assert_eq!(format_list(&cfg.server.protect), "tcp/22,tcp/443");
     let names: Vec<_> = cfg.clients.iter().map(|c| c.name.as_str()).collect();
@@ -68,7 +78,7 @@ fn server_example_loads_from_a_private_file() {
 #[test]
 fn server_example_with_inline_keys_is_refused_when_world_readable() {
     let (_dir, path) = copy_with_mode("server.toml", 0o644);
-    let err = config::load(&path).unwrap_err();
+    let err = config::load(&path, &FsLoader, &SystemAccounts).unwrap_err();
     let shown = err.to_string();
     assert!(
         shown.contains(&format!("run `chmod 600 {}`", path.display())),
@@ -82,7 +92,7 @@ fn client_example_loads_from_a_private_file() {
     if !native_keys_ready() {
         return;
     }
-    let cfg = config::load_client(&path).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = config::load_knock_profiles(&path, &knock_env()).unwrap_or_else(|e| panic!("{e}"));
     let home = cfg.stanza("home").expect("stanza home");
     assert_eq!(
         (home.server.as_str(), home.port, home.timeout),
@@ -95,6 +105,6 @@ fn client_example_loads_from_a_private_file() {
 #[test]
 fn client_example_with_an_inline_key_is_refused_when_world_readable() {
     let (_dir, path) = copy_with_mode("client.toml", 0o644);
-    let err = config::load_client(&path).unwrap_err();
+    let err = config::load_knock_profiles(&path, &knock_env()).unwrap_err();
     assert!(err.to_string().contains("chmod 600"), "{err}");
 }

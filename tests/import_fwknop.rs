@@ -42,7 +42,7 @@ fn parse(stdout: &str) -> Config {
         .unwrap_or_else(|e| panic!("stdout is not a valid nfknock config:\n{e}\n---\n{stdout}"))
 }
 
-fn fwknop_key(c: &config::Client) -> &nfknock::wire::fwknop::FwknopKey {
+fn fwknop_key(c: &config::ClientEntry) -> &nfknock::wire::fwknop::FwknopKey {
     match &c.credential {
         Credential::Fwknop(k) => k,
         Credential::Native(_) => panic!("client {} is not an fwknop client", c.name),
@@ -245,4 +245,40 @@ fn the_imported_config_checks_and_grants_a_real_fwknop_packet() {
         v["packet"].as_str().unwrap(),
     ]);
     assert_eq!(verify.status.code(), Some(1));
+}
+
+/// `--access-conf /dev/zero` (or `--fwknopd-conf`) is refused at once with exit status 2; it
+/// never hangs or reads without end.
+#[test]
+fn a_device_is_refused_at_once_not_read_forever() {
+    for flag in ["--access-conf", "--fwknopd-conf"] {
+        let access = fixture("access.conf");
+        let mut args = vec!["import-fwknop", flag, "/dev/zero"];
+        if flag == "--fwknopd-conf" {
+            args.extend(["--access-conf", access.to_str().unwrap()]);
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nfknock"))
+            .args(&args)
+            .env("NFKNOCK_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run nfknock");
+        let start = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > std::time::Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("nfknock import-fwknop {flag} /dev/zero hung");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        assert!(out.stdout.is_empty());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("cannot read /dev/zero") && err.contains("not a regular file"),
+            "{flag}: {err}"
+        );
+    }
 }

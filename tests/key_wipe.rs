@@ -13,6 +13,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
+use nfknock::sys::{FsLoader, SystemAccounts};
+
 use nfknock::crypto::generate_secret_base64;
 use nfknock::sys::OsRng;
 
@@ -130,7 +132,7 @@ fn reading_key_files_frees_no_unwiped_copy_of_the_key() {
     let secret = generate_secret_base64(&mut OsRng);
     write_private(&key, &["  ", &secret, "\n"]);
     let n = unwiped_copies(&secret, || {
-        nfknock::config::read_native_key_file(&key).unwrap()
+        nfknock::config::read_native_key_file(&FsLoader, &key, nfknock::sys::euid()).unwrap()
     });
     assert_eq!(
         n, 0,
@@ -142,7 +144,9 @@ fn reading_key_files_frees_no_unwiped_copy_of_the_key() {
     write_private(&key, &[&secret, "\n"]);
     let line = format!("key_file = \"{}\"\n", key.display());
     write_private(&config, &[&head, &line]);
-    let n = unwiped_copies(&secret, || nfknock::config::load(&config).unwrap());
+    let n = unwiped_copies(&secret, || {
+        nfknock::config::load(&config, &FsLoader, &SystemAccounts).unwrap()
+    });
     assert_eq!(
         n, 0,
         "loading a config with a key file freed {n} unwiped copies of the key"
@@ -160,7 +164,9 @@ fn reading_key_files_frees_no_unwiped_copy_of_the_key() {
         hmac.display()
     );
     write_private(&config, &[&head, &table]);
-    let n = unwiped_copies(&secret, || nfknock::config::load(&config).unwrap());
+    let n = unwiped_copies(&secret, || {
+        nfknock::config::load(&config, &FsLoader, &SystemAccounts).unwrap()
+    });
     assert_eq!(
         n, 0,
         "loading fwknop key files freed {n} unwiped copies of the key"
@@ -169,7 +175,9 @@ fn reading_key_files_frees_no_unwiped_copy_of_the_key() {
     // A key inline in the config (the config file is read the same way).
     let secret = generate_secret_base64(&mut OsRng);
     write_private(&config, &[&head, "key = \"", &secret, "\"\n"]);
-    let n = unwiped_copies(&secret, || nfknock::config::load(&config).unwrap());
+    let n = unwiped_copies(&secret, || {
+        nfknock::config::load(&config, &FsLoader, &SystemAccounts).unwrap()
+    });
     assert_eq!(
         n, 0,
         "loading a config with an inline key freed {n} unwiped copies of the key"

@@ -3,6 +3,8 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
-    let _ =
-        nfknock::config::parse_client_str(text, std::path::Path::new("/nonexistent/client.toml"));
+    let _ = nfknock::config::parse_knock_profiles(
+        text,
+        std::path::Path::new("/nonexistent/client.toml"),
+    );
 });

@@ -7,7 +7,7 @@ use crate::access;
 use crate::config;
 
 pub(super) fn check(path: &Path) -> anyhow::Result<i32> {
-    match config::load(path) {
+    match config::load(path, &crate::sys::FsLoader, &crate::sys::SystemAccounts) {
         Ok(c) => {
             for w in config::warnings(&c) {
                 eprintln!("warning: {w}");

@@ -116,11 +116,23 @@ fn resolve_knock(args: &KnockArgs) -> anyhow::Result<KnockPlan> {
         Some(name) => {
             let path = match &args.client_config {
                 Some(p) => p.clone(),
-                None => config::default_client_config_path().ok_or_else(|| {
+                None => config::knock_profiles_path(
+                    std::env::var_os("XDG_CONFIG_HOME").as_deref(),
+                    std::env::var_os("HOME").as_deref(),
+                )
+                .ok_or_else(|| {
                     anyhow!("cannot find the client config: set --client-config PATH")
                 })?,
             };
-            let cc = config::load_client(&path).map_err(|e| anyhow!("{e}"))?;
+            let home = std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(std::path::PathBuf::from);
+            let env = config::KnockEnv {
+                files: &crate::sys::FsLoader,
+                euid: crate::sys::euid(),
+                home: home.as_deref(),
+            };
+            let cc = config::load_knock_profiles(&path, &env).map_err(|e| anyhow!("{e}"))?;
             Some(
                 cc.stanza(name)
                     .cloned()
@@ -143,7 +155,10 @@ fn resolve_knock(args: &KnockArgs) -> anyhow::Result<KnockPlan> {
         .next()
         .ok_or_else(|| anyhow!("server `{host}` has no address"))?;
     let key = match (&args.key_file, &profile) {
-        (Some(path), _) => config::read_native_key_file(path).map_err(|p| anyhow!("{p}"))?,
+        (Some(path), _) => {
+            config::read_native_key_file(&crate::sys::FsLoader, path, crate::sys::euid())
+                .map_err(|p| anyhow!("{p}"))?
+        }
         (None, Some(p)) => p.key.clone(),
         (None, None) => {
             bail!("no key given: use --key-file PATH (made by `nfknock keygen --out PATH`)")

@@ -46,7 +46,11 @@ pub struct VerifyArgs {
 }
 
 pub(super) fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
-    let config = match config::load(args.config.path()) {
+    let config = match config::load(
+        args.config.path(),
+        &crate::sys::FsLoader,
+        &crate::sys::SystemAccounts,
+    ) {
         Ok(c) => std::sync::Arc::new(c),
         Err(e) => {
             eprintln!("{e}");

@@ -1,22 +1,27 @@
-//! Server configuration: TOML → raw serde structs (`deny_unknown_fields`) → validated
-//! [`Config`]. Every error names the file, the line and the key, and says what to do.
+//! Configuration: the daemon's (`[server]` + `[[client]]` → [`Config`], one [`ClientEntry`] per
+//! `[[client]]`) and the knock client's own file ([`KnockProfiles`]). Every error names the
+//! file, the line and the key, and says what to do.
 //!
-//! Two stages (STYLE.md habit 7): [`raw`] deserializes the TOML into serde structs with
-//! `deny_unknown_fields`, keeping byte spans; [`server`] (and [`client`] for the knock client's
-//! file) checks ranges, keys and references and builds the types below. Checking does not stop
-//! at the first problem: a person fixing a config wants the whole list at once.
+//! Two stages (STYLE.md habit 7): `raw` deserializes the TOML into serde structs with
+//! `deny_unknown_fields`, keeping byte spans; `server` (`settings`, `client_entry`,
+//! `fwknop_key`) and `knock_profile` check ranges, keys and references and build the types
+//! below. Checking does not stop at the first problem: a person fixing a config wants the
+//! whole list at once.
 //!
-//! Parsing never panics on any input (a proptest holds it to that). File reading is separate:
-//! [`parse_str`] takes the text, [`load`] reads the file and checks its permissions.
+//! Pure: parsing never panics on any input (a proptest holds it to that) and reads nothing by
+//! itself. Files (the config, key files) come through the [`Files`] it is given and users
+//! through [`Accounts`]; the daemon and the CLI pass `sys::FsLoader` and
+//! `sys::SystemAccounts`, tests and fuzz targets [`MemFiles`] and [`NoAccounts`].
 
-mod client;
+mod files;
+mod knock_profile;
 mod raw;
 mod secret;
 mod server;
 mod values;
 
 // Shared with the fwknop importer, so its keys and dates are read exactly as a config's are.
-pub(crate) use secret::{decode_fwknop_base64, shell_quote};
+pub(crate) use secret::shell_quote;
 pub(crate) use values::date_to_unix;
 
 use std::path::{Path, PathBuf};
@@ -25,8 +30,12 @@ use ipnet::IpNet;
 
 use crate::access::Access;
 use crate::crypto::NativeKey;
-pub use crate::sys::Account;
 use crate::wire::fwknop::FwknopKey;
+pub(crate) use files::too_long;
+pub use files::{
+    is_link_refused, link_refused, Account, Accounts, FileMeta, Files, Loaded, MemFiles,
+    NoAccounts, MAX_CONFIG_LEN, MAX_KEY_FILE_LEN,
+};
 
 /// Defaults (also documented in the example config and `--help`).
 pub const DEFAULT_PORT: u16 = 62201;
@@ -55,7 +64,7 @@ pub struct Config {
     /// The file it was read from (for messages).
     pub path: PathBuf,
     pub server: Server,
-    pub clients: Vec<Client>,
+    pub clients: Vec<ClientEntry>,
 }
 
 #[derive(Debug, Clone)]
@@ -119,8 +128,10 @@ impl RunAs {
     }
 }
 
+/// One `[[client]]` of the daemon's config: who may knock, with which key, for what. (The
+/// knock client's own file is [`KnockProfiles`].)
 #[derive(Debug, Clone)]
-pub struct Client {
+pub struct ClientEntry {
     pub name: String,
     pub credential: Credential,
     /// Accesses this client may open. A knock asking for anything else is refused whole.
@@ -179,35 +190,36 @@ impl std::fmt::Display for Problem {
 #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
 pub struct ConfigErrors(pub Vec<Problem>);
 
-pub use client::{
-    default_client_config_path, load_client, parse_client_str, AllowIp, ClientConfig, KnockProfile,
+pub use knock_profile::{
+    knock_profiles_path, load_knock_profiles, parse_knock_profiles, AllowIp, KnockEnv,
+    KnockProfile, KnockProfiles,
 };
-pub use secret::{check_private, decode_native_secret, read_native_key_file};
-pub use server::{FWKNOP_MAX_HMAC_KEY_LEN, FWKNOP_MAX_KEY_LEN, MAX_MAX_AGE, MAX_MAX_TIMEOUT};
+pub use secret::{decode_native_secret, read_native_key_file};
+pub use server::{MAX_MAX_AGE, MAX_MAX_TIMEOUT};
+pub use values::valid_name;
 
 /// The example server config shipped as `examples/server.toml` (for `nfknock` to print).
 pub fn render_example() -> &'static str {
     include_str!("../../examples/server.toml")
 }
 
-/// Read and validate a server config (and the key files it names).
+/// Read and validate a server config, reading it and the key files it names through
+/// `files` and resolving `[server] user` against `accounts` (the daemon and the CLI pass
+/// `sys::FsLoader` and `sys::SystemAccounts`).
 ///
-/// Besides everything [`parse_str`] checks, a config that holds an inline key must itself be
-/// private (see [`check_private`]; checked on the file that was read).
-pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    load_with(path, &crate::sys::SystemAccounts)
-}
-
-/// [`load`] with `[server] user` resolved against `accounts`.
-pub(crate) fn load_with(
+/// Besides everything [`parse`] checks, a config that holds an inline key must itself be
+/// private: no group/world bits, owned by the user nfknock reads it as (checked on the file
+/// that was read).
+pub fn load(
     path: &Path,
-    accounts: &dyn crate::sys::Accounts,
+    files: &dyn Files,
+    accounts: &dyn Accounts,
 ) -> Result<Config, ConfigErrors> {
-    let (text, file) = read_config(path)?;
-    let checked = server::check_str_with(&text, path, accounts);
+    let (text, meta) = read_config(files, path)?;
+    let checked = server::check_text(&text, path, files, accounts);
     let mut problems = checked.problems;
     if checked.inline_secret {
-        if let Err(problem) = inline_secrets_private(path, &file, &checked.owner) {
+        if let Err(problem) = inline_secrets_private(path, meta, &checked.owner) {
             problems.insert(0, problem);
         }
     }
@@ -217,14 +229,14 @@ pub(crate) fn load_with(
     }
 }
 
-/// A config file that holds inline keys must be private (its opened file's metadata) and
+/// A config file that holds inline keys must be private (`meta`: the file that was read) and
 /// belong to `owner`.
 fn inline_secrets_private(
     path: &Path,
-    file: &crate::sys::RegularFile,
+    meta: FileMeta,
     owner: &secret::Owner,
 ) -> Result<(), Problem> {
-    secret::check_private_fd(path, "config file", file, owner).map_err(|message| Problem {
+    secret::check_private(path, "config file", meta, owner).map_err(|message| Problem {
         path: path.to_path_buf(),
         line: None,
         key: None,
@@ -235,25 +247,35 @@ fn inline_secrets_private(
 }
 
 /// Validate a server config given as text. `path` is used in messages and to resolve relative
-/// `key_file`s; key files are read. The config file's own permissions are [`load`]'s business.
-pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
-    let checked = server::check_str(text, path);
+/// `key_file`s, which are read through `files`; `[server] user` is resolved against
+/// `accounts`. The config file's own permissions are [`load`]'s business.
+pub fn parse(
+    text: &str,
+    path: &Path,
+    files: &dyn Files,
+    accounts: &dyn Accounts,
+) -> Result<Config, ConfigErrors> {
+    let checked = server::check_text(text, path, files, accounts);
     match checked.plan {
         Some(plan) if checked.problems.is_empty() => Ok(plan.build()),
         _ => Err(ConfigErrors(checked.problems)),
     }
 }
 
-/// A config file larger than this is refused before it is parsed: parsing costs up to ~55 bytes
-/// of memory per byte of TOML (docs/FUZZING.md), and 10 000 clients fit in about 1.5 MB.
-pub const MAX_CONFIG_LEN: u64 = 16 << 20;
+/// [`parse`] of the text alone: no file can be read (a `key_file` is reported as missing) and
+/// the user database is empty (an explicit `[server] user` is reported as unknown). For text
+/// that carries its keys inline: fuzz targets, the importer's output, tests.
+pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    parse(text, path, &MemFiles::new(), &NoAccounts)
+}
 
-/// Read a config file as UTF-8 (zeroized after use: it may hold keys), with the open file for
-/// the privacy check. A symbolic link is followed; anything but a regular file is refused (a
-/// FIFO would block the daemon's reload forever).
+/// Read a config file through `files` as UTF-8 (zeroized after use: it may hold keys), with
+/// the metadata of what was read for the privacy check. `files` follows a symbolic link and
+/// refuses anything but a regular file (a FIFO would block the daemon's reload forever).
 fn read_config(
+    files: &dyn Files,
     path: &Path,
-) -> Result<(zeroize::Zeroizing<String>, crate::sys::RegularFile), ConfigErrors> {
+) -> Result<(zeroize::Zeroizing<String>, FileMeta), ConfigErrors> {
     let cannot = |e: std::io::Error| {
         let hint = if e.kind() == std::io::ErrorKind::NotFound {
             "; create it (start from examples/server.toml) or pass the right path with --config"
@@ -267,10 +289,10 @@ fn read_config(
             message: format!("cannot read the config file: {e}{hint}"),
         }])
     };
-    let mut file = crate::sys::open_regular(path, crate::sys::Links::Follow).map_err(cannot)?;
-    let bytes = file.read_all(MAX_CONFIG_LEN).map_err(cannot)?;
-    match std::str::from_utf8(&bytes) {
-        Ok(text) => Ok((zeroize::Zeroizing::new(text.to_string()), file)),
+    let loaded = files.read_config(path).map_err(cannot)?;
+    let bytes = &loaded.bytes;
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Ok((zeroize::Zeroizing::new(text.to_string()), loaded.meta)),
         Err(e) => {
             let line = bytes
                 .get(..e.valid_up_to())

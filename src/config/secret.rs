@@ -5,7 +5,6 @@
 //! it reads the file again on every reload, after the switch). fwknopd refuses the same (`fwknopd.c` `check_file_perms`
 //! warns on anything but 0600); we refuse, because a readable key is a published key.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
@@ -13,9 +12,9 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use zeroize::Zeroizing;
 
+use super::files::{is_link_refused, FileMeta, Files};
 use super::RunAs;
 use crate::crypto::SECRET_LEN;
-use crate::sys::{self, Links};
 
 /// Standard alphabet; `=` padding optional (fwknop writes `KEY_BASE64` with padding, people copy
 /// keys without it). Trailing bits must be zero, so each key has one spelling.
@@ -24,26 +23,9 @@ const B64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// fwknop keys (`KEY_BASE64`, `HMAC_KEY_BASE64`): libfko's `b64_decode` ignores leftover bits
-/// (shared/FWKNOP-WIRE.md §5.4), so keys that fwknopd accepts must decode here too.
-const B64_FWKNOP: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new()
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-        .with_decode_allow_trailing_bits(true),
-);
-
 /// Decode standard base64, padding optional.
 pub(crate) fn decode_base64(text: &str) -> Option<Zeroizing<Vec<u8>>> {
     B64.decode(text.as_bytes()).ok().map(Zeroizing::new)
-}
-
-/// Decode an fwknop base64 key as libfko does (padding optional, leftover bits ignored).
-pub(crate) fn decode_fwknop_base64(text: &str) -> Option<Zeroizing<Vec<u8>>> {
-    B64_FWKNOP
-        .decode(text.trim().as_bytes())
-        .ok()
-        .map(Zeroizing::new)
 }
 
 /// Decode a native 256-bit secret as printed by `nfknock keygen`. The error says what to do.
@@ -88,11 +70,11 @@ pub(crate) struct Owner {
 }
 
 impl Owner {
-    /// Whoever nfknock runs as now (the effective user), with no switch ahead: the client, and
-    /// `nfknock check` of a client config.
-    pub(crate) fn current() -> Owner {
+    /// Whoever nfknock runs as now (the effective user `euid`), with no switch ahead: the
+    /// knock client.
+    pub(crate) fn running_as(euid: u32) -> Owner {
         Owner {
-            uid: sys::euid(),
+            uid: euid,
             name: None,
             switching: false,
         }
@@ -143,32 +125,23 @@ impl Owner {
 }
 
 /// Refuse a file holding secrets unless it is private: no group/world permission bits, owned by
-/// root or the effective user. `what` names it in the message ("key file", "config file").
-/// The message gives the exact command that fixes it. The checks are made on the opened file
-/// (`fstat`), not on the path.
-pub fn check_private(path: &Path, what: &str) -> Result<(), String> {
-    let owner = Owner::current();
-    let file =
-        sys::open_regular(path, Links::Follow).map_err(|e| open_error(what, path, &e, &owner))?;
-    check_private_fd(path, what, &file, &owner)
-}
-
-/// [`check_private`] on a file already open (its `fstat` metadata), for `owner`.
-pub(crate) fn check_private_fd(
+/// root or the user nfknock reads it as (`owner`). `what` names it in the message ("key file",
+/// "config file"); the message gives the exact command that fixes it. `meta` is the opened
+/// file's (`fstat`), not the path's.
+pub(crate) fn check_private(
     path: &Path,
     what: &str,
-    file: &sys::RegularFile,
+    meta: FileMeta,
     owner: &Owner,
 ) -> Result<(), String> {
-    let meta = file.metadata();
-    check_private_meta(path, what, meta.mode(), meta.uid(), owner)
+    check_private_meta(path, what, meta.mode, meta.uid, owner)
 }
 
 /// "cannot read {what} {path}: {e}", with the fix for the common cases.
 fn open_error(what: &str, path: &Path, e: &std::io::Error, owner: &Owner) -> String {
     let q = shell_quote(path);
     let hint = match e.kind() {
-        _ if sys::is_link_refused(e) => {
+        _ if is_link_refused(e) => {
             format!("; point `key_file` at the file itself (`readlink -f {q}` names it)")
         }
         std::io::ErrorKind::NotFound if what == "key file" => format!(
@@ -248,31 +221,34 @@ pub(crate) fn resolve(
     Ok(dir.join(expanded))
 }
 
-/// A key file is one line of base64; anything this long is the wrong file.
-pub(crate) const MAX_KEY_FILE_LEN: u64 = 4096;
-
 /// Read a native key file (as written by `nfknock keygen --out`) for the client: private, one
-/// line of base64, exactly 256 bits.
-pub fn read_native_key_file(path: &Path) -> Result<crate::crypto::NativeKey, String> {
-    let text = read_key_file(path, &Owner::current())?;
+/// line of base64, exactly 256 bits; it must belong to `euid` (or root), who reads it.
+pub fn read_native_key_file(
+    files: &dyn Files,
+    path: &Path,
+    euid: u32,
+) -> Result<crate::crypto::NativeKey, String> {
+    let text = read_key_file(files, path, &Owner::running_as(euid))?;
     let secret =
         decode_native_secret(&text).map_err(|e| format!("key file {}: {e}", path.display()))?;
     Ok(crate::crypto::NativeKey::derive(&secret))
 }
 
-/// Read a key file: a regular file, not a symbolic link, private and `owner`'s (see
-/// [`check_private`]; checked on the open descriptor), one line of text, surrounding whitespace
-/// trimmed. The content is returned zeroizing, read without a reallocation; decoding is the
-/// caller's.
-pub(crate) fn read_key_file(path: &Path, owner: &Owner) -> Result<Zeroizing<String>, String> {
+/// Read a key file through `files` ([`Files::read_key`]: a regular file, not a symbolic
+/// link, size-capped), private and `owner`'s (see [`check_private`]; checked on what was
+/// read), one line of text, surrounding whitespace trimmed. The content is returned
+/// zeroizing; decoding is the caller's.
+pub(crate) fn read_key_file(
+    files: &dyn Files,
+    path: &Path,
+    owner: &Owner,
+) -> Result<Zeroizing<String>, String> {
     let what = "key file";
-    let mut file =
-        sys::open_regular(path, Links::Refuse).map_err(|e| open_error(what, path, &e, owner))?;
-    check_private_fd(path, what, &file, owner)?;
-    let bytes = file
-        .read_all(MAX_KEY_FILE_LEN)
+    let loaded = files
+        .read_key(path)
         .map_err(|e| open_error(what, path, &e, owner))?;
-    let text = std::str::from_utf8(&bytes).map_err(|_| {
+    check_private(path, what, loaded.meta, owner)?;
+    let text = std::str::from_utf8(&loaded.bytes).map_err(|_| {
         format!(
             "key file {} is not text; it must hold one line of base64",
             path.display()
@@ -329,8 +305,8 @@ mod tests {
         }
     }
 
-    fn account(name: &str, uid: u32) -> crate::sys::Account {
-        crate::sys::Account {
+    fn account(name: &str, uid: u32) -> crate::config::Account {
+        crate::config::Account {
             name: name.into(),
             uid,
             gid: uid,
@@ -338,7 +314,11 @@ mod tests {
     }
 
     fn read(path: &Path) -> Result<Zeroizing<String>, String> {
-        read_key_file(path, &Owner::current())
+        read_key_file(
+            &crate::sys::FsLoader,
+            path,
+            &Owner::running_as(crate::sys::euid()),
+        )
     }
 
     #[test]
@@ -479,7 +459,11 @@ mod tests {
     fn an_oversized_key_file_is_refused_before_it_is_read() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("big.key");
-        std::fs::write(&path, "A".repeat(MAX_KEY_FILE_LEN as usize + 1)).unwrap();
+        std::fs::write(
+            &path,
+            "A".repeat(super::super::files::MAX_KEY_FILE_LEN as usize + 1),
+        )
+        .unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let e = read(&path).unwrap_err();
         assert!(e.contains("longer than 4096 bytes"), "{e}");

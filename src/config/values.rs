@@ -179,6 +179,15 @@ pub(crate) fn indexed(prefix: &str, n: usize, key: &str) -> String {
     join(&format!("{prefix}[{n}]"), key)
 }
 
+/// The name rule for a `[[client]]` and a knock profile (`[server.NAME]`), which the importer
+/// also renders names to: `[A-Za-z0-9_.@-]{1,64}` (safe in logs, `nfknock list` and TOML keys).
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.@-".contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,7 +92,7 @@ pub fn monotonic_secs() -> u64 {
 
 /// Load a config or explain every problem.
 pub fn load_config(path: &Path) -> anyhow::Result<Config> {
-    config::load(path).map_err(|e| {
+    config::load(path, &crate::sys::FsLoader, &crate::sys::SystemAccounts).map_err(|e| {
         let hint = format!(
             "fix the problems above and run `nfknock check --config {}`",
             path.display()

@@ -19,7 +19,11 @@ use crate::grants::{Grant, GrantSink};
 impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
     pub(super) fn reload(&mut self) {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
-        match config::load(&self.config_path) {
+        match config::load(
+            &self.config_path,
+            &crate::sys::FsLoader,
+            &crate::sys::SystemAccounts,
+        ) {
             Err(e) => error!("new config refused, the running one stays:\n{e}"),
             Ok(new) => {
                 let old = self.engine.config().clone();
@@ -112,8 +116,8 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
 /// without `require_source_match`, `sources` (the knock's addresses are not kept), and
 /// `protect` (a grant for a port no longer gated opens nothing).
 fn revocation(
-    was: Option<&config::Client>,
-    is: Option<&config::Client>,
+    was: Option<&config::ClientEntry>,
+    is: Option<&config::ClientEntry>,
     addr: IpAddr,
     access: Access,
     now: u64,
@@ -165,7 +169,7 @@ mod tests {
         let base = crate::policy::tests::client();
         let addr: IpAddr = "192.0.2.7".parse().unwrap();
         let ssh: Access = "tcp/22".parse().unwrap();
-        let judge = |is: Option<&config::Client>, addr: IpAddr| {
+        let judge = |is: Option<&config::ClientEntry>, addr: IpAddr| {
             revocation(Some(&base), is, addr, ssh, 1_000)
         };
         let mut c = base.clone();

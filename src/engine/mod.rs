@@ -208,7 +208,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Client, Credential};
+    use crate::config::{ClientEntry, Credential};
     use crate::crypto::NativeKey;
     use crate::wire::native;
 
@@ -228,11 +228,11 @@ mod tests {
         NativeKey::derive(&[n; 32])
     }
 
-    pub(super) fn config(clients: Vec<Client>) -> Arc<Config> {
+    pub(super) fn config(clients: Vec<ClientEntry>) -> Arc<Config> {
         config_with_max_age(clients, 120)
     }
 
-    pub(super) fn config_with_max_age(clients: Vec<Client>, max_age: u64) -> Arc<Config> {
+    pub(super) fn config_with_max_age(clients: Vec<ClientEntry>, max_age: u64) -> Arc<Config> {
         // Parsed from TOML, so a new `[server]` setting needs no edit here; the one client
         // the parser wants is replaced by the test's own.
         let text = "[server]\nprotect = [\"tcp/22\"]\n\n[[client]]\nname = \"x\"\n\
@@ -244,7 +244,7 @@ mod tests {
         Arc::new(c)
     }
 
-    pub(super) fn native_client(name: &str, n: u8) -> Client {
+    pub(super) fn native_client(name: &str, n: u8) -> ClientEntry {
         let mut c = crate::policy::tests::client();
         c.name = name.into();
         c.credential = Credential::Native(key(n));

@@ -12,14 +12,7 @@ use super::fwknopd_conf::DaemonSettings;
 use super::render::{render_client, render_header, render_server};
 use super::stanza::convert_stanza;
 use super::{Diag, Import, Level, Options};
-
-/// `[A-Za-z0-9_.@-]{1,64}`, nfknock's client name rule.
-fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.@-".contains(&b))
-}
+use crate::config::valid_name;
 
 /// Decide every stanza's client name: `# name:` if valid and unique, else `fwknop-<n>`.
 ///

@@ -82,6 +82,26 @@ pub trait Loader {
     }
 }
 
+/// Every [`crate::config::Files`] (the file system's is `sys::FsLoader`) is a [`Loader`]:
+/// config files as UTF-8 text, with the same checks (regular files only, size-capped).
+impl<F: crate::config::Files + ?Sized> Loader for F {
+    fn read(&self, path: &Path) -> Result<Zeroizing<String>, String> {
+        let loaded = self.read_config(path).map_err(|e| e.to_string())?;
+        match std::str::from_utf8(&loaded.bytes) {
+            Ok(text) => Ok(Zeroizing::new(text.to_string())),
+            Err(_) => Err("the file is not UTF-8 text".to_string()),
+        }
+    }
+
+    fn conf_files(&self, dir: &Path) -> Result<Vec<PathBuf>, String> {
+        self.list_conf(dir).map_err(|e| e.to_string())
+    }
+
+    fn canonical(&self, path: &Path) -> PathBuf {
+        crate::config::Files::canonical(self, path)
+    }
+}
+
 /// A file that could not be used at all: nothing is rendered (exit status 2).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImportError {

@@ -72,7 +72,7 @@ impl StanzaDiags<'_> {
 fn key_bytes(k: &KeyText) -> Option<Zeroizing<Vec<u8>>> {
     match k {
         KeyText::Text(t) => Some(Zeroizing::new(t.as_bytes().to_vec())),
-        KeyText::Base64(b) => crate::config::decode_fwknop_base64(b),
+        KeyText::Base64(b) => crate::wire::fwknop::decode_key_base64(b),
     }
 }
 
@@ -94,7 +94,7 @@ fn check_key(
     what: &str,
 ) -> bool {
     let var = &setting.var;
-    if setting.value.as_str() == "__CHANGEME__" {
+    if setting.value.as_str() == crate::wire::fwknop::PLACEHOLDER_KEY {
         d.error(&setting.origin, format!("{var} is fwknop's placeholder `__CHANGEME__`; generate real keys with `fwknop --key-gen` and give them to the client"));
         return false;
     }

@@ -89,7 +89,7 @@ fn has(i: &Import, level: Level, needle: &str) -> bool {
     messages(i, level).iter().any(|m| m.contains(needle))
 }
 
-fn fwknop_key(c: &crate::config::Client) -> &crate::wire::fwknop::FwknopKey {
+fn fwknop_key(c: &crate::config::ClientEntry) -> &crate::wire::fwknop::FwknopKey {
     match &c.credential {
         Credential::Fwknop(k) => k,
         Credential::Native(_) => panic!("native credential"),
@@ -148,7 +148,9 @@ fn trailing_colon_semicolon_comments_and_lines_before_the_first_source() {
     assert_eq!(crate::access::format_list(&client.allow), "tcp/22,udp/53");
     assert_eq!(
         *fwknop_key(client).key,
-        crate::config::decode_fwknop_base64(A_KEY).unwrap().to_vec()
+        crate::wire::fwknop::decode_key_base64(A_KEY)
+            .unwrap()
+            .to_vec()
     );
     assert!(has(
         &i,

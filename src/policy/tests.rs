@@ -4,8 +4,8 @@ use super::*;
 use crate::config::Credential;
 use crate::wire::fwknop::{EncMode, FwknopKey, HmacType};
 
-pub(crate) fn client() -> Client {
-    Client {
+pub(crate) fn client() -> ClientEntry {
+    ClientEntry {
         name: "alice".into(),
         credential: Credential::Fwknop(FwknopKey {
             key: zeroize::Zeroizing::new(b"k".to_vec()),

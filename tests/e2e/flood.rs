@@ -280,7 +280,12 @@ pub(super) fn junk_flood(rate_limit: u32, legit_min: f64) {
         "flood.log",
     );
     let pid = d.pid();
-    let key = nfknock::config::read_native_key_file(&key_path).unwrap();
+    let key = nfknock::config::read_native_key_file(
+        &nfknock::sys::FsLoader,
+        &key_path,
+        nfknock::sys::euid(),
+    )
+    .unwrap();
     let sources = add_flood_sources(&lab, 200);
     let (n, limit) = flood_bounds();
 

@@ -52,6 +52,25 @@ pub enum FwknopKeyError {
 pub const MAX_KEY_LEN: usize = 32;
 /// `MAX_DIGEST_BLOCK_LEN` (lib/fko_limits.h): the SHA3-256 block size bounds HMAC keys.
 pub const MAX_HMAC_KEY_LEN: usize = 136;
+/// The placeholder key of fwknopd's shipped access.conf, which fwknopd refuses
+/// (server/access.c); config parsing and the importer refuse it too.
+pub const PLACEHOLDER_KEY: &str = "__CHANGEME__";
+
+/// Decode a `KEY_BASE64` / `HMAC_KEY_BASE64` value as fwknopd does: surrounding whitespace
+/// trimmed, every character in `[A-Za-z0-9+/=]` (server/access.c refuses anything else with
+/// `is_base64`), then libfko's `b64_decode` ([`super::decode_b64_lenient`]: decoding stops at
+/// the first `=`, leftover bits and a final lone character are dropped). The one decoder of
+/// fwknop keys: config files, key files and the importer all read keys through it.
+pub fn decode_key_base64(text: &str) -> Option<Zeroizing<Vec<u8>>> {
+    let text = text.trim();
+    if !text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
+    {
+        return None;
+    }
+    super::decode_b64_lenient(text).map(Zeroizing::new)
+}
 
 impl FwknopKey {
     /// Validate and build a credential the way fwknopd's `acc_data_is_valid()` does: Rijndael

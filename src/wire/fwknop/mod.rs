@@ -37,7 +37,10 @@ mod open;
 mod seal;
 
 pub use b64::decode_b64_lenient;
-pub use key::{FwknopKey, FwknopKeyError, PreparedKey, MAX_HMAC_KEY_LEN, MAX_KEY_LEN};
+pub use key::{
+    decode_key_base64, FwknopKey, FwknopKeyError, PreparedKey, MAX_HMAC_KEY_LEN, MAX_KEY_LEN,
+    PLACEHOLDER_KEY,
+};
 pub use names::{DigestType, EncMode, HmacType, ParseNameError};
 pub use open::{looks_like_gpg, open, open_prepared, precheck, prechecked, Opened, Prechecked};
 pub use seal::{seal, seal_raw_plaintext, SealRequest, PROTOCOL_VERSION};

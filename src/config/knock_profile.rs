@@ -1,4 +1,4 @@
-//! The knock client's config (`nfknock knock -n NAME`), like fwknop's `~/.fwknoprc`: an optional
+//! The knock client's own file of knock profiles (`nfknock knock -n NAME`), like fwknop's `~/.fwknoprc`: an optional
 //! `[default]` table and one `[server.NAME]` stanza per server. Same two stages and the same
 //! error discipline as the server config.
 
@@ -9,9 +9,10 @@ use toml::de::DeValue;
 use toml::Spanned;
 use zeroize::Zeroizing;
 
+use super::files::{Files, MemFiles};
 use super::raw::{self, join, RawClientDocument, RawProfile, Section, Shape, Sink};
 use super::secret;
-use super::values::{self, int_in};
+use super::values::{self, int_in, valid_name};
 use super::{ConfigErrors, Problem};
 use crate::access::Access;
 use crate::crypto::{NativeKey, SECRET_LEN};
@@ -59,13 +60,13 @@ impl std::fmt::Display for AllowIp {
 
 /// A validated client config.
 #[derive(Debug, Clone)]
-pub struct ClientConfig {
+pub struct KnockProfiles {
     pub path: PathBuf,
     /// Sorted by name.
     pub profiles: Vec<KnockProfile>,
 }
 
-impl ClientConfig {
+impl KnockProfiles {
     /// The stanza `[server.NAME]`.
     pub fn stanza(&self, name: &str) -> Option<&KnockProfile> {
         self.profiles.iter().find(|p| p.name == name)
@@ -77,18 +78,10 @@ impl ClientConfig {
     }
 }
 
-/// `$XDG_CONFIG_HOME/nfknock/client.toml`, else `~/.config/nfknock/client.toml`; `None` when
-/// neither variable is usable.
-pub fn default_client_config_path() -> Option<PathBuf> {
-    client_config_path_from(
-        std::env::var_os("XDG_CONFIG_HOME").as_deref(),
-        std::env::var_os("HOME").as_deref(),
-    )
-}
-
-/// [`default_client_config_path`] from given variables. The XDG spec says a relative
-/// `$XDG_CONFIG_HOME` is invalid and must be ignored.
-fn client_config_path_from(
+/// `$XDG_CONFIG_HOME/nfknock/client.toml`, else `~/.config/nfknock/client.toml`, from the
+/// values of those variables (the CLI reads them); `None` when neither is usable. The XDG spec
+/// says a relative `$XDG_CONFIG_HOME` is invalid and must be ignored.
+pub fn knock_profiles_path(
     xdg: Option<&std::ffi::OsStr>,
     home: Option<&std::ffi::OsStr>,
 ) -> Option<PathBuf> {
@@ -99,17 +92,28 @@ fn client_config_path_from(
     Some(base.join("nfknock").join("client.toml"))
 }
 
-/// Read and validate a client config (and the key files it names).
+/// What reading the knock client's file needs from outside it; the CLI fills it in.
+#[derive(Clone, Copy)]
+pub struct KnockEnv<'a> {
+    /// Where the file and the key files it names are read.
+    pub files: &'a dyn Files,
+    /// Who reads them (key files must be this user's or root's).
+    pub euid: u32,
+    /// `$HOME`, for `~` in `key_file`; `None` when unset or empty.
+    pub home: Option<&'a Path>,
+}
+
+/// Read and validate the knock client's file (and the key files it names) through `env`.
 ///
-/// A config holding an inline `key` must itself be private (see [`super::check_private`]).
-pub fn load_client(path: &Path) -> Result<ClientConfig, ConfigErrors> {
-    let (text, file) = super::read_config(path)?;
-    let home = home_dir();
-    let checked = check_client(&text, path, home.as_deref());
+/// A file holding an inline `key` must itself be private: mode 0600 or stricter, owned by
+/// `env.euid` or root.
+pub fn load_knock_profiles(path: &Path, env: &KnockEnv<'_>) -> Result<KnockProfiles, ConfigErrors> {
+    let (text, meta) = super::read_config(env.files, path)?;
+    let checked = check_client(&text, path, env);
     let mut problems = checked.problems;
     if checked.inline_secret {
-        if let Err(problem) = super::inline_secrets_private(path, &file, &secret::Owner::current())
-        {
+        let owner = secret::Owner::running_as(env.euid);
+        if let Err(problem) = super::inline_secrets_private(path, meta, &owner) {
             problems.insert(0, problem);
         }
     }
@@ -119,16 +123,15 @@ pub fn load_client(path: &Path) -> Result<ClientConfig, ConfigErrors> {
     }
 }
 
-fn home_dir() -> Option<PathBuf> {
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
-}
-
-/// Validate a client config given as text; `~` in `key_file` is `$HOME`.
-pub fn parse_client_str(text: &str, path: &Path) -> Result<ClientConfig, ConfigErrors> {
-    let home = home_dir();
-    let checked = check_client(text, path, home.as_deref());
+/// Validate the knock client's file given as text alone: no key file can be read and `~` is
+/// not expanded (for text with inline keys: fuzz targets, tests).
+pub fn parse_knock_profiles(text: &str, path: &Path) -> Result<KnockProfiles, ConfigErrors> {
+    let env = KnockEnv {
+        files: &MemFiles::default(),
+        euid: 0,
+        home: None,
+    };
+    let checked = check_client(text, path, &env);
     match checked.plan {
         Some(plan) if checked.problems.is_empty() => Ok(plan.build()),
         _ => Err(ConfigErrors(checked.problems)),
@@ -182,7 +185,7 @@ pub(crate) struct ClientPlan {
 }
 
 impl ClientPlan {
-    fn build(self) -> ClientConfig {
+    fn build(self) -> KnockProfiles {
         let profiles = self
             .profiles
             .into_iter()
@@ -197,7 +200,7 @@ impl ClientPlan {
                 allow_ip: p.allow_ip,
             })
             .collect();
-        ClientConfig {
+        KnockProfiles {
             path: self.path,
             profiles,
         }
@@ -212,10 +215,10 @@ pub(crate) struct Checked {
 }
 
 /// Check a client config text: every problem, with lines.
-pub(crate) fn check_client(text: &str, path: &Path, home: Option<&Path>) -> Checked {
+pub(crate) fn check_client(text: &str, path: &Path, env: &KnockEnv<'_>) -> Checked {
     let mut sink = Sink::new(text, path);
     let mut inline_secret = false;
-    let plan = check(&mut sink, text, path, home, &mut inline_secret);
+    let plan = check(&mut sink, text, path, env, &mut inline_secret);
     Checked {
         plan,
         problems: sink.into_problems(),
@@ -227,7 +230,7 @@ fn check(
     sink: &mut Sink<'_>,
     text: &str,
     path: &Path,
-    home: Option<&Path>,
+    env: &KnockEnv<'_>,
     inline_secret: &mut bool,
 ) -> Option<ClientPlan> {
     let doc = raw::parse_document(sink, text)?;
@@ -256,7 +259,7 @@ fn check(
                 for (name, value) in t {
                     let n = name.get_ref().to_string();
                     let key = format!("server.{n}");
-                    if !valid_stanza_name(&n) {
+                    if !valid_name(&n) {
                         sink.at(Some(name.span()), &key, format!("`{n}` is not a valid stanza name; use 1 to 64 letters, digits and `_.@-`"));
                         continue;
                     }
@@ -284,7 +287,7 @@ fn check(
         if sec.raw.key.is_some() || default.key.is_some() {
             *inline_secret = true;
         }
-        if let Some(p) = profile(sink, path, home, &name, &sec, &default) {
+        if let Some(p) = profile(sink, path, env, &name, &sec, &default) {
             profiles.push(p);
         }
     }
@@ -293,13 +296,6 @@ fn check(
         path: path.to_path_buf(),
         profiles,
     })
-}
-
-fn valid_stanza_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.@-".contains(&b))
 }
 
 /// A value from the stanza, else from `[default]`, with the key it was found under.
@@ -319,7 +315,7 @@ fn pick<'a, T>(
 fn profile(
     sink: &mut Sink<'_>,
     path: &Path,
-    home: Option<&Path>,
+    env: &KnockEnv<'_>,
     name: &str,
     sec: &Section<'_, RawProfile>,
     default: &RawProfile,
@@ -401,8 +397,9 @@ fn profile(
             }
         },
         (None, Some((f, key))) => {
-            let r = secret::resolve(f.get_ref(), path, home).and_then(|p| {
-                let text = secret::read_key_file(&p, &secret::Owner::current())?;
+            let r = secret::resolve(f.get_ref(), path, env.home).and_then(|p| {
+                let owner = secret::Owner::running_as(env.euid);
+                let text = secret::read_key_file(env.files, &p, &owner)?;
                 let bytes = secret::decode_native_secret(&text)
                     .map_err(|m| format!("key file {} {m}", p.display()))?;
                 Ok((Some(p), bytes))
@@ -517,238 +514,5 @@ fn check_host(host: &str) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use base64::engine::general_purpose::STANDARD;
-    use base64::Engine as _;
-    use std::os::unix::fs::PermissionsExt;
-
-    const PATH: &str = "/home/u/.config/nfknock/client.toml";
-
-    fn key() -> String {
-        STANDARD.encode([4u8; 32])
-    }
-
-    fn ok(text: &str, home: Option<&Path>) -> ClientPlan {
-        let c = check_client(text, Path::new(PATH), home);
-        assert!(c.problems.is_empty(), "{}", ConfigErrors(c.problems));
-        c.plan.unwrap()
-    }
-
-    fn errs(text: &str) -> Vec<Problem> {
-        let c = check_client(text, Path::new(PATH), None);
-        assert!(!c.problems.is_empty(), "expected problems in:\n{text}");
-        c.problems
-    }
-
-    fn at<'a>(ps: &'a [Problem], key: &str) -> &'a Problem {
-        ps.iter()
-            .find(|p| p.key.as_deref() == Some(key))
-            .unwrap_or_else(|| panic!("no problem at `{key}` in:\n{}", ConfigErrors(ps.to_vec())))
-    }
-
-    /// Whether `crypto::NativeKey::derive` is implemented in this tree (it is written in another
-    /// branch); tests that build a `ClientConfig` run their assertions only then.
-    fn native_keys_ready() -> bool {
-        std::panic::catch_unwind(|| NativeKey::derive(&[0u8; SECRET_LEN])).is_ok()
-    }
-
-    #[test]
-    fn the_example_is_valid() {
-        let plan = ok(include_str!("../../examples/client.toml"), None);
-        let [home] = plan.profiles.as_slice() else {
-            panic!("one stanza")
-        };
-        assert_eq!(
-            (home.name.as_str(), home.server.as_str(), home.port),
-            ("home", "203.0.113.10", 62201)
-        );
-        assert_eq!(home.access, vec!["tcp/22".parse::<Access>().unwrap()]);
-        assert_eq!(
-            (home.timeout, home.allow_ip, &home.key_file),
-            (Some(60), AllowIp::Auto, &None)
-        );
-        assert_eq!(home.secret.len(), SECRET_LEN);
-        let c = check_client(
-            include_str!("../../examples/client.toml"),
-            Path::new(PATH),
-            None,
-        );
-        assert!(c.inline_secret);
-    }
-
-    #[test]
-    fn default_applies_to_every_stanza_and_a_stanza_overrides_it() {
-        let text = format!(
-            "[default]\nport = 1000\naccess = [\"tcp/22\"]\nkey = \"{}\"\n[server.a]\nserver = \"a.example.org\"\n[server.b]\nserver = \"2001:db8::10\"\nport = 2000\naccess = [\"udp/53\"]\nallow_ip = \"198.51.100.7\"\n",
-            key()
-        );
-        let plan = ok(&text, None);
-        let [a, b] = plan.profiles.as_slice() else {
-            panic!("two stanzas")
-        };
-        assert_eq!(
-            (a.name.as_str(), a.port, a.access[0].port, a.timeout),
-            ("a", 1000, 22, None)
-        );
-        assert_eq!((b.name.as_str(), b.port, b.access[0].port), ("b", 2000, 53));
-        assert_eq!(b.allow_ip, AllowIp::Addr("198.51.100.7".parse().unwrap()));
-        assert_eq!(b.allow_ip.to_string(), "198.51.100.7");
-    }
-
-    #[test]
-    fn port_defaults_to_62201() {
-        let text = format!(
-            "[server.a]\nserver = \"h\"\nkey = \"{}\"\naccess = [\"tcp/22\"]\n",
-            key()
-        );
-        assert_eq!(ok(&text, None).profiles[0].port, super::super::DEFAULT_PORT);
-    }
-
-    #[test]
-    fn key_files_expand_tilde_and_must_be_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let kdir = dir.path().join(".config/nfknock");
-        std::fs::create_dir_all(&kdir).unwrap();
-        let kpath = kdir.join("home.key");
-        std::fs::write(&kpath, format!("{}\n", key())).unwrap();
-        std::fs::set_permissions(&kpath, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let text = "[server.home]\nserver = \"h\"\nkey_file = \"~/.config/nfknock/home.key\"\naccess = [\"tcp/22\"]\n";
-        let plan = ok(text, Some(dir.path()));
-        assert_eq!(plan.profiles[0].key_file.as_deref(), Some(kpath.as_path()));
-        assert_eq!(*plan.profiles[0].secret, [4u8; 32]);
-
-        std::fs::set_permissions(&kpath, std::fs::Permissions::from_mode(0o604)).unwrap();
-        let c = check_client(text, Path::new(PATH), Some(dir.path()));
-        let p = at(&c.problems, "server.home.key_file");
-        assert_eq!(p.line, Some(3));
-        assert!(
-            p.message
-                .contains(&format!("`chmod 600 {}`", kpath.display())),
-            "{}",
-            p.message
-        );
-
-        // Relative: next to the config file.
-        std::fs::set_permissions(&kpath, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let c = check_client(
-            &text.replace("~/.config/nfknock/", ""),
-            &kdir.join("client.toml"),
-            None,
-        );
-        assert!(c.problems.is_empty(), "{}", ConfigErrors(c.problems));
-    }
-
-    #[test]
-    fn missing_and_wrong_values_are_all_reported() {
-        let ps = errs("[server.a]\nport = 0\n[server.b]\nserver = \"-x-\"\nkey = \"AAAA\"\naccess = [\"tcp/99999\"]\ntimeout = 0\nallow_ip = \"0.0.0.0\"\nkey_file = \"/k\"\n");
-        for (key, line, needle) in [
-            ("server.a.server", 1, "has no `server`"),
-            ("server.a.key_file", 1, "has no `key_file`"),
-            ("server.a.access", 1, "has no `access`"),
-            ("server.a.port", 2, "from 1 to 65535"),
-            ("server.b.server", 4, "neither a host name"),
-            ("server.b.access[1]", 6, "not an access"),
-            ("server.b.timeout", 7, "out of range"),
-            ("server.b.allow_ip", 8, "neither \"source\""),
-            ("server.b.key_file", 9, "either `key` or `key_file`"),
-        ] {
-            let p = at(&ps, key);
-            assert_eq!(p.line, Some(line), "{key}");
-            assert!(p.message.contains(needle), "{key}: {}", p.message);
-        }
-    }
-
-    #[test]
-    fn unknown_keys_and_bad_shapes() {
-        let ps = errs("[server.a]\nsrever = \"h\"\n");
-        let p = at(&ps, "server.a.srever");
-        assert_eq!(p.line, Some(2));
-        assert!(p.message.contains("`server`, `port`"), "{}", p.message);
-        // The misspelt key is not taken for `server`, which is then missing too.
-        assert!(at(&ps, "server.a.server")
-            .message
-            .contains("has no `server`"));
-        assert!(at(&errs("profile = 1\n[server.a]\n"), "profile")
-            .message
-            .contains("unknown field"));
-        assert!(at(&errs("server = \"h\"\n"), "server")
-            .message
-            .contains("`[server.NAME]`"));
-        assert!(at(&errs("[server.\"a b\"]\n"), "server.a b")
-            .message
-            .contains("not a valid stanza name"));
-        assert!(at(&errs("[default]\nport = 1\n"), "server")
-            .message
-            .contains("no server is configured"));
-    }
-
-    #[test]
-    fn hosts_are_names_or_addresses() {
-        for good in [
-            "knock.example.org",
-            "203.0.113.10",
-            "2001:db8::10",
-            "localhost",
-            "a-b.c.",
-        ] {
-            assert!(check_host(good).is_ok(), "{good}");
-        }
-        for bad in [
-            "",
-            "a b",
-            "[::1]",
-            "h:62201",
-            "-a.b",
-            &"a".repeat(64),
-            "a..b",
-        ] {
-            assert!(check_host(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn default_path_follows_xdg() {
-        use std::ffi::OsStr;
-        let p = |x: Option<&str>, h: Option<&str>| {
-            client_config_path_from(x.map(OsStr::new), h.map(OsStr::new))
-        };
-        assert_eq!(
-            p(Some("/x"), Some("/home/u")).unwrap(),
-            Path::new("/x/nfknock/client.toml")
-        );
-        assert_eq!(
-            p(None, Some("/home/u")).unwrap(),
-            Path::new("/home/u/.config/nfknock/client.toml")
-        );
-        assert_eq!(
-            p(Some("rel"), Some("/home/u")).unwrap(),
-            Path::new("/home/u/.config/nfknock/client.toml")
-        );
-        assert_eq!(p(None, None), None);
-        assert_eq!(p(Some(""), Some("")), None);
-    }
-
-    #[test]
-    fn load_client_refuses_a_readable_file_with_an_inline_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("client.toml");
-        std::fs::write(&cfg, include_str!("../../examples/client.toml")).unwrap();
-        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = load_client(&cfg).unwrap_err();
-        assert!(
-            err.0[0]
-                .message
-                .contains(&format!("`chmod 600 {}`", cfg.display())),
-            "{err}"
-        );
-
-        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
-        if native_keys_ready() {
-            let config = load_client(&cfg).unwrap();
-            assert_eq!(config.stanza("home").map(|p| p.port), Some(62201));
-            assert!(config.stanza("work").is_none());
-            assert_eq!(config.names().collect::<Vec<_>>(), ["home"]);
-        }
-    }
-}
+#[path = "knock_profile_tests.rs"]
+mod tests;

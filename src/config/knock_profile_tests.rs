@@ -1,0 +1,244 @@
+//! Tests of the knock client's own file ([`super`]).
+
+use super::*;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use std::os::unix::fs::PermissionsExt;
+
+const PATH: &str = "/home/u/.config/nfknock/client.toml";
+
+fn key() -> String {
+    STANDARD.encode([4u8; 32])
+}
+
+/// Reading the real file system as whoever runs the tests, `~` being `home`.
+fn env(home: Option<&Path>) -> KnockEnv<'_> {
+    KnockEnv {
+        files: &crate::sys::FsLoader,
+        euid: crate::sys::euid(),
+        home,
+    }
+}
+
+fn ok(text: &str, home: Option<&Path>) -> ClientPlan {
+    let c = check_client(text, Path::new(PATH), &env(home));
+    assert!(c.problems.is_empty(), "{}", ConfigErrors(c.problems));
+    c.plan.unwrap()
+}
+
+fn errs(text: &str) -> Vec<Problem> {
+    let c = check_client(text, Path::new(PATH), &env(None));
+    assert!(!c.problems.is_empty(), "expected problems in:\n{text}");
+    c.problems
+}
+
+fn at<'a>(ps: &'a [Problem], key: &str) -> &'a Problem {
+    ps.iter()
+        .find(|p| p.key.as_deref() == Some(key))
+        .unwrap_or_else(|| panic!("no problem at `{key}` in:\n{}", ConfigErrors(ps.to_vec())))
+}
+
+/// Whether `crypto::NativeKey::derive` is implemented in this tree (it is written in another
+/// branch); tests that build a `KnockProfiles` run their assertions only then.
+fn native_keys_ready() -> bool {
+    std::panic::catch_unwind(|| NativeKey::derive(&[0u8; SECRET_LEN])).is_ok()
+}
+
+#[test]
+fn the_example_is_valid() {
+    let plan = ok(include_str!("../../examples/client.toml"), None);
+    let [home] = plan.profiles.as_slice() else {
+        panic!("one stanza")
+    };
+    assert_eq!(
+        (home.name.as_str(), home.server.as_str(), home.port),
+        ("home", "203.0.113.10", 62201)
+    );
+    assert_eq!(home.access, vec!["tcp/22".parse::<Access>().unwrap()]);
+    assert_eq!(
+        (home.timeout, home.allow_ip, &home.key_file),
+        (Some(60), AllowIp::Auto, &None)
+    );
+    assert_eq!(home.secret.len(), SECRET_LEN);
+    let c = check_client(
+        include_str!("../../examples/client.toml"),
+        Path::new(PATH),
+        &env(None),
+    );
+    assert!(c.inline_secret);
+}
+
+#[test]
+fn default_applies_to_every_stanza_and_a_stanza_overrides_it() {
+    let text = format!(
+        "[default]\nport = 1000\naccess = [\"tcp/22\"]\nkey = \"{}\"\n[server.a]\nserver = \"a.example.org\"\n[server.b]\nserver = \"2001:db8::10\"\nport = 2000\naccess = [\"udp/53\"]\nallow_ip = \"198.51.100.7\"\n",
+        key()
+    );
+    let plan = ok(&text, None);
+    let [a, b] = plan.profiles.as_slice() else {
+        panic!("two stanzas")
+    };
+    assert_eq!(
+        (a.name.as_str(), a.port, a.access[0].port, a.timeout),
+        ("a", 1000, 22, None)
+    );
+    assert_eq!((b.name.as_str(), b.port, b.access[0].port), ("b", 2000, 53));
+    assert_eq!(b.allow_ip, AllowIp::Addr("198.51.100.7".parse().unwrap()));
+    assert_eq!(b.allow_ip.to_string(), "198.51.100.7");
+}
+
+#[test]
+fn port_defaults_to_62201() {
+    let text = format!(
+        "[server.a]\nserver = \"h\"\nkey = \"{}\"\naccess = [\"tcp/22\"]\n",
+        key()
+    );
+    assert_eq!(ok(&text, None).profiles[0].port, super::super::DEFAULT_PORT);
+}
+
+#[test]
+fn key_files_expand_tilde_and_must_be_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let kdir = dir.path().join(".config/nfknock");
+    std::fs::create_dir_all(&kdir).unwrap();
+    let kpath = kdir.join("home.key");
+    std::fs::write(&kpath, format!("{}\n", key())).unwrap();
+    std::fs::set_permissions(&kpath, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = "[server.home]\nserver = \"h\"\nkey_file = \"~/.config/nfknock/home.key\"\naccess = [\"tcp/22\"]\n";
+    let plan = ok(text, Some(dir.path()));
+    assert_eq!(plan.profiles[0].key_file.as_deref(), Some(kpath.as_path()));
+    assert_eq!(*plan.profiles[0].secret, [4u8; 32]);
+
+    std::fs::set_permissions(&kpath, std::fs::Permissions::from_mode(0o604)).unwrap();
+    let c = check_client(text, Path::new(PATH), &env(Some(dir.path())));
+    let p = at(&c.problems, "server.home.key_file");
+    assert_eq!(p.line, Some(3));
+    assert!(
+        p.message
+            .contains(&format!("`chmod 600 {}`", kpath.display())),
+        "{}",
+        p.message
+    );
+
+    // Relative: next to the config file.
+    std::fs::set_permissions(&kpath, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let c = check_client(
+        &text.replace("~/.config/nfknock/", ""),
+        &kdir.join("client.toml"),
+        &env(None),
+    );
+    assert!(c.problems.is_empty(), "{}", ConfigErrors(c.problems));
+}
+
+#[test]
+fn missing_and_wrong_values_are_all_reported() {
+    let ps = errs("[server.a]\nport = 0\n[server.b]\nserver = \"-x-\"\nkey = \"AAAA\"\naccess = [\"tcp/99999\"]\ntimeout = 0\nallow_ip = \"0.0.0.0\"\nkey_file = \"/k\"\n");
+    for (key, line, needle) in [
+        ("server.a.server", 1, "has no `server`"),
+        ("server.a.key_file", 1, "has no `key_file`"),
+        ("server.a.access", 1, "has no `access`"),
+        ("server.a.port", 2, "from 1 to 65535"),
+        ("server.b.server", 4, "neither a host name"),
+        ("server.b.access[1]", 6, "not an access"),
+        ("server.b.timeout", 7, "out of range"),
+        ("server.b.allow_ip", 8, "neither \"source\""),
+        ("server.b.key_file", 9, "either `key` or `key_file`"),
+    ] {
+        let p = at(&ps, key);
+        assert_eq!(p.line, Some(line), "{key}");
+        assert!(p.message.contains(needle), "{key}: {}", p.message);
+    }
+}
+
+#[test]
+fn unknown_keys_and_bad_shapes() {
+    let ps = errs("[server.a]\nsrever = \"h\"\n");
+    let p = at(&ps, "server.a.srever");
+    assert_eq!(p.line, Some(2));
+    assert!(p.message.contains("`server`, `port`"), "{}", p.message);
+    // The misspelt key is not taken for `server`, which is then missing too.
+    assert!(at(&ps, "server.a.server")
+        .message
+        .contains("has no `server`"));
+    assert!(at(&errs("profile = 1\n[server.a]\n"), "profile")
+        .message
+        .contains("unknown field"));
+    assert!(at(&errs("server = \"h\"\n"), "server")
+        .message
+        .contains("`[server.NAME]`"));
+    assert!(at(&errs("[server.\"a b\"]\n"), "server.a b")
+        .message
+        .contains("not a valid stanza name"));
+    assert!(at(&errs("[default]\nport = 1\n"), "server")
+        .message
+        .contains("no server is configured"));
+}
+
+#[test]
+fn hosts_are_names_or_addresses() {
+    for good in [
+        "knock.example.org",
+        "203.0.113.10",
+        "2001:db8::10",
+        "localhost",
+        "a-b.c.",
+    ] {
+        assert!(check_host(good).is_ok(), "{good}");
+    }
+    for bad in [
+        "",
+        "a b",
+        "[::1]",
+        "h:62201",
+        "-a.b",
+        &"a".repeat(64),
+        "a..b",
+    ] {
+        assert!(check_host(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn default_path_follows_xdg() {
+    use std::ffi::OsStr;
+    let p = |x: Option<&str>, h: Option<&str>| {
+        knock_profiles_path(x.map(OsStr::new), h.map(OsStr::new))
+    };
+    assert_eq!(
+        p(Some("/x"), Some("/home/u")).unwrap(),
+        Path::new("/x/nfknock/client.toml")
+    );
+    assert_eq!(
+        p(None, Some("/home/u")).unwrap(),
+        Path::new("/home/u/.config/nfknock/client.toml")
+    );
+    assert_eq!(
+        p(Some("rel"), Some("/home/u")).unwrap(),
+        Path::new("/home/u/.config/nfknock/client.toml")
+    );
+    assert_eq!(p(None, None), None);
+    assert_eq!(p(Some(""), Some("")), None);
+}
+
+#[test]
+fn load_knock_profiles_refuses_a_readable_file_with_an_inline_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("client.toml");
+    std::fs::write(&cfg, include_str!("../../examples/client.toml")).unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = load_knock_profiles(&cfg, &env(None)).unwrap_err();
+    assert!(
+        err.0[0]
+            .message
+            .contains(&format!("`chmod 600 {}`", cfg.display())),
+        "{err}"
+    );
+
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if native_keys_ready() {
+        let config = load_knock_profiles(&cfg, &env(None)).unwrap();
+        assert_eq!(config.stanza("home").map(|p| p.port), Some(62201));
+        assert!(config.stanza("work").is_none());
+        assert_eq!(config.names().collect::<Vec<_>>(), ["home"]);
+    }
+}

@@ -1,0 +1,184 @@
+//! One `[[client]]`: name, credential, access lists, networks, user name, expiry.
+
+use super::*;
+
+#[test]
+fn client_names_are_required_valid_and_unique() {
+    let two = format!(
+        "{}{}",
+        native_client(""),
+        native_client("").replace(&native_key(), &STANDARD.encode([5u8; 32]))
+    );
+    let ps = problems(&two);
+    let p = at(&ps, "client[2].name");
+    assert_eq!(p.line, Some(6));
+    assert!(p.message.contains("line 2"), "{}", p.message);
+
+    let ps = problems(&native_client("").replace("alice", "al ice"));
+    assert!(at(&ps, "client[1].name")
+        .message
+        .contains("letters, digits"));
+    let ps = problems(&native_client("").replace("alice", &"a".repeat(65)));
+    assert!(at(&ps, "client[1].name")
+        .message
+        .contains("not a valid client name"));
+    let ps = problems(&native_client("").replace("name = \"alice\"\n", ""));
+    let p = at(&ps, "client[1].name");
+    assert_eq!(p.line, Some(1));
+    assert!(p.message.contains("add e.g. `name = \"alice\"`"));
+}
+
+#[test]
+fn allow_is_required_and_not_empty() {
+    let ps = problems(&native_client("").replace("allow = [\"tcp/22\"]\n", ""));
+    assert!(at(&ps, "client[1].allow")
+        .message
+        .contains("has no `allow`"));
+    let ps = problems(&native_client("").replace("[\"tcp/22\"]", "[]"));
+    let p = at(&ps, "client[1].allow");
+    assert_eq!(p.line, Some(4));
+    assert!(p.message.contains("is empty"));
+}
+
+#[test]
+fn bad_access_strings_are_reported_item_by_item() {
+    let text = native_client("deny = [\"tcp/22\",\n  \"icmp/0\",\n  \"tcp/0\"]\n");
+    let ps = problems(&text);
+    let p = at(&ps, "client[1].deny[2]");
+    assert_eq!(p.line, Some(6));
+    assert!(
+        p.message.contains("`icmp/0`") && p.message.contains("`tcp` or `udp`"),
+        "{}",
+        p.message
+    );
+    assert_eq!(at(&ps, "client[1].deny[3]").line, Some(7));
+}
+
+#[test]
+fn networks_are_cidr_or_addresses() {
+    let p = plan(&native_client(
+        "sources = [\"10.0.0.0/8\", \"2001:db8::1\"]\ndestinations = [\"192.0.2.1\"]\n",
+    ));
+    let c = &p.clients[0];
+    assert_eq!(
+        c.sources.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        ["10.0.0.0/8", "2001:db8::1/128"]
+    );
+    assert_eq!(c.destinations[0].to_string(), "192.0.2.1/32");
+
+    let ps = problems(&native_client("sources = [\"10.1.2.3/24\", \"nope\"]\n"));
+    assert!(at(&ps, "client[1].sources[1]")
+        .message
+        .contains("host bits"));
+    assert!(at(&ps, "client[1].sources[2]")
+        .message
+        .contains("neither an address"));
+    let ps = problems(&native_client("sources = []\n"));
+    assert!(at(&ps, "client[1].sources")
+        .message
+        .contains("no knock could ever be accepted"));
+}
+
+#[test]
+fn exactly_one_credential() {
+    let ps = problems("[[client]]\nname = \"a\"\nallow = [\"tcp/22\"]\n");
+    let p = at(&ps, "client[1].key");
+    assert!(
+        p.message.contains("no key") && p.message.contains("nfknock keygen"),
+        "{}",
+        p.message
+    );
+
+    let ps = problems(&native_client("key_file = \"/x\"\n"));
+    let p = at(&ps, "client[1].key_file");
+    assert_eq!(p.line, Some(5));
+    assert!(p.message.contains("exactly one of"), "{}", p.message);
+
+    let ps = problems(&native_client(&format!(
+        "[client.fwknop]\nkey_base64 = \"{}\"\nno_hmac = true\n",
+        fw_key()
+    )));
+    assert!(at(&ps, "client[1].fwknop")
+        .message
+        .contains("already has `key`"));
+}
+
+#[test]
+fn native_keys_are_32_bytes_of_base64() {
+    let ps = problems(&native_client("").replace(&native_key(), &STANDARD.encode([1u8; 16])));
+    let p = at(&ps, "client[1].key");
+    assert_eq!(p.line, Some(3));
+    assert!(
+        p.message.contains("16 bytes") && p.message.contains("exactly 32"),
+        "{}",
+        p.message
+    );
+    let ps = problems(&native_client("").replace(&native_key(), "!!!"));
+    assert!(at(&ps, "client[1].key")
+        .message
+        .contains("not valid base64"));
+    // No padding is fine.
+    let p = plan(&native_client("").replace(&native_key(), native_key().trim_end_matches('=')));
+    match &p.clients[0].secret {
+        Secret::Native(b) => assert_eq!(***b, [1u8; 32]),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn require_username_is_for_fwknop_clients_only() {
+    let ps = problems(&native_client("require_username = \"bob\"\n"));
+    let p = at(&ps, "client[1].require_username");
+    assert_eq!(p.line, Some(5));
+    assert!(
+        p.message.contains("only to fwknop clients"),
+        "{}",
+        p.message
+    );
+    let text = fwknop_client("b", "").replace(
+        "[client.fwknop]",
+        "require_username = \"bob\"\n[client.fwknop]",
+    );
+    assert_eq!(
+        plan(&text).clients[0].require_username.as_deref(),
+        Some("bob")
+    );
+}
+
+#[test]
+fn expiry_as_date_string_toml_date_or_unix_time() {
+    assert_eq!(
+        plan(&native_client("expires = \"2027-01-31\"\n")).clients[0].expires_at,
+        Some(1_801_353_600)
+    );
+    assert_eq!(
+        plan(&native_client("expires = 2027-01-31\n")).clients[0].expires_at,
+        Some(1_801_353_600)
+    );
+    assert_eq!(
+        plan(&native_client("expires_at = 1801353600\n")).clients[0].expires_at,
+        Some(1_801_353_600)
+    );
+
+    for bad in [
+        "expires = \"2027-02-30\"",
+        "expires = \"31.01.2027\"",
+        "expires = 2027-01-31T10:00:00Z",
+        "expires = 5",
+    ] {
+        let ps = problems(&native_client(&format!("{bad}\n")));
+        let p = at(&ps, "client[1].expires");
+        assert_eq!(p.line, Some(5), "{bad}");
+        assert!(
+            p.message.contains("expires = \"2027-01-31\""),
+            "{bad}: {}",
+            p.message
+        );
+    }
+    let ps = problems(&native_client("expires = \"2027-01-31\"\nexpires_at = 1\n"));
+    assert!(at(&ps, "client[1].expires_at").message.contains("not both"));
+    let ps = problems(&native_client("expires_at = -1\n"));
+    assert!(at(&ps, "client[1].expires_at")
+        .message
+        .contains("not negative"));
+}

@@ -1,0 +1,74 @@
+//! The user database and who nfknock is: what resolving `[server] user` needs.
+
+use std::io;
+
+pub use crate::config::{Account, Accounts};
+
+/// The effective user id.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The system's user database (`/etc/passwd`, or whatever `nsswitch.conf` names).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemAccounts;
+
+impl Accounts for SystemAccounts {
+    fn euid(&self) -> u32 {
+        euid()
+    }
+
+    fn by_name(&self, name: &str) -> io::Result<Option<Account>> {
+        user_by_name(name)
+    }
+}
+
+/// Look `name` up with `getpwnam_r(3)` (thread-safe; the buffer grows on `ERANGE`).
+pub fn user_by_name(name: &str) -> io::Result<Option<Account>> {
+    let cname = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a user name has no NUL byte"))?;
+    // SAFETY: sysconf has no memory effects.
+    let hint = unsafe { libc::sysconf(libc::_SC_GETPW_R_SIZE_MAX) };
+    let mut size = usize::try_from(hint)
+        .ok()
+        .filter(|&n| n > 0)
+        .unwrap_or(1024);
+    loop {
+        let mut buf = vec![0 as libc::c_char; size];
+        // SAFETY: an all-zero passwd (null pointers, zero ids) is a valid value to overwrite.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call: `cname` is NUL-terminated, `buf` is
+        // `buf.len()` bytes, `pwd` and `found` are local. The strings `pwd` points to live in
+        // `buf`, which outlives their use below.
+        let rc = unsafe {
+            libc::getpwnam_r(
+                cname.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut found,
+            )
+        };
+        match rc {
+            0 if found.is_null() => return Ok(None),
+            0 => {
+                // SAFETY: on success pw_name points to a NUL-terminated string inside `buf`.
+                let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }
+                    .to_string_lossy()
+                    .into_owned();
+                return Ok(Some(Account {
+                    name,
+                    uid: pwd.pw_uid,
+                    gid: pwd.pw_gid,
+                }));
+            }
+            libc::ERANGE if size < 1 << 20 => size *= 2,
+            // getpwnam_r(3): "ENOENT, ESRCH, EBADF, EPERM ... The given name was not found"
+            // on some systems (glibc returns 0 with no result).
+            libc::ENOENT | libc::ESRCH => return Ok(None),
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
