@@ -33,6 +33,10 @@
 //! | [`daemon`] | wiring: queue → engine → grants → verdict; signals, reload, sd_notify, the switch to the service user |
 //! | [`cli`] | the command line: [`cli::Cli`], exit codes, `--config` and the dispatch in `cli/mod.rs`, one file per command family; `main.rs` is thin |
 //!
+//! Unit tests live beside their code: inline `#[cfg(test)] mod tests { … }` while they are
+//! short (about 150 lines), otherwise `mod tests;` in a `tests.rs` beside the file (`foo/tests.rs`
+//! for `foo.rs` or `foo/mod.rs`). `tests/e2e/` is the one end-to-end binary.
+//!
 //! `wire`, `crypto`, `replay`, `policy`, `engine` and `config` import neither `netfilter` nor
 //! `daemon`. Only `daemon` turns a [`policy::Decision`] into grants, through the [`grants`]
 //! seam; only the backends under `grants/` know what holds them.
