@@ -514,5 +514,4 @@ fn check_host(host: &str) -> Result<(), String> {
 }
 
 #[cfg(test)]
-#[path = "knock_profile_tests.rs"]
 mod tests;

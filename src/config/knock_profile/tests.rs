@@ -46,7 +46,7 @@ fn native_keys_ready() -> bool {
 
 #[test]
 fn the_example_is_valid() {
-    let plan = ok(include_str!("../../examples/client.toml"), None);
+    let plan = ok(include_str!("../../../examples/client.toml"), None);
     let [home] = plan.profiles.as_slice() else {
         panic!("one stanza")
     };
@@ -61,7 +61,7 @@ fn the_example_is_valid() {
     );
     assert_eq!(home.secret.len(), SECRET_LEN);
     let c = check_client(
-        include_str!("../../examples/client.toml"),
+        include_str!("../../../examples/client.toml"),
         Path::new(PATH),
         &env(None),
     );
@@ -224,7 +224,7 @@ fn default_path_follows_xdg() {
 fn load_knock_profiles_refuses_a_readable_file_with_an_inline_key() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("client.toml");
-    std::fs::write(&cfg, include_str!("../../examples/client.toml")).unwrap();
+    std::fs::write(&cfg, include_str!("../../../examples/client.toml")).unwrap();
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
     let err = load_knock_profiles(&cfg, &env(None)).unwrap_err();
     assert!(
