@@ -93,19 +93,19 @@ pub enum MarkOutcome {
 /// Errors of the journal shell, each naming the file.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("cannot {op} replay journal {path}: {source}")]
+    // The OS error is part of the message, not also a `source`: the daemon logs these with
+    // `{e}` alone, and `main` prints the cause chain, which would repeat it.
+    #[error("cannot {op} replay journal {path}: {cause}")]
     Io {
         op: &'static str,
         path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("cannot {op} first-start marker {path}: {source}")]
+    #[error("cannot {op} first-start marker {path}: {cause}")]
     Marker {
         op: &'static str,
         path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
         "{path} exists: this state directory has served before, so it is not new; nothing was \
@@ -146,18 +146,18 @@ impl std::fmt::Debug for ReplayJournal {
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StateError + 'a {
-    move |source| StateError::Io {
+    move |cause| StateError::Io {
         op,
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
 fn marker_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StateError + 'a {
-    move |source| StateError::Marker {
+    move |cause| StateError::Marker {
         op,
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 

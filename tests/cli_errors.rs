@@ -208,3 +208,28 @@ fn under_journald_log_lines_carry_no_timestamp() {
         );
     }
 }
+
+/// `init-state` on a `state_dir` that is a file: the OS error is printed once, as the cause,
+/// not also inside the message (it used to appear twice); exit status 1, the file untouched.
+#[test]
+fn init_state_on_a_file_prints_the_os_error_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::write(&state, "keep me\n").unwrap();
+    let s = state.display().to_string();
+    let (code, stdout, stderr) = run(nfknock(&["init-state", "--state-dir", &s]));
+    assert_eq!(code, EXIT_FAIL, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(
+        stderr.matches("File exists (os error 17)").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.starts_with(&format!(
+            "nfknock: error: cannot create the directory for first-start marker {s}"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "keep me\n");
+}
