@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -83,7 +83,26 @@ struct Recorder {
     /// Reloads: the new config's gate and the grants it still authorises.
     reconfigures: Arc<Mutex<Vec<Install>>>,
     events: Arc<UnixStream>,
+    /// How many of the next writes, and of the next re-creations, fail as a kernel out of
+    /// memory would make them fail.
+    fail_writes: Arc<AtomicU32>,
+    fail_restores: Arc<AtomicU32>,
 }
+
+/// Counts one failure off `budget`; true if this call is to fail.
+fn fails(budget: &AtomicU32) -> bool {
+    budget
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// What the kernel answers when it has no memory for a netlink message.
+fn enobufs() -> crate::grants::Cause {
+    Box::new(std::io::Error::from_raw_os_error(libc::ENOBUFS))
+}
+
+/// The byte the test writes to the recorder's event socket to make reading the changes fail.
+const BROKEN_EVENTS: u8 = 2;
 
 impl Recorder {
     fn new(config: &Config, events: UnixStream) -> Recorder {
@@ -94,6 +113,8 @@ impl Recorder {
             restores: Default::default(),
             reconfigures: Default::default(),
             events: Arc::new(events),
+            fail_writes: Default::default(),
+            fail_restores: Default::default(),
         }
     }
 }
@@ -103,6 +124,13 @@ impl GrantSink for Recorder {
         "the recorder"
     }
     fn write(&mut self, grants: &[Grant]) -> Result<(), GrantError> {
+        if fails(&self.fail_writes) {
+            return Err(GrantError::Write {
+                object: self.objects().into(),
+                count: grants.len(),
+                source: enobufs(),
+            });
+        }
         self.written.lock().unwrap().extend_from_slice(grants);
         Ok(())
     }
@@ -111,6 +139,13 @@ impl GrantSink for Recorder {
         Ok(())
     }
     fn restore(&mut self, grants: &[Grant]) -> Result<(), GrantError> {
+        if fails(&self.fail_restores) {
+            return Err(GrantError::Restore {
+                object: self.objects().into(),
+                count: grants.len(),
+                source: enobufs(),
+            });
+        }
         let protect = self.protect.lock().unwrap().clone();
         self.restores
             .lock()
@@ -130,7 +165,15 @@ impl GrantSink for Recorder {
         Some(self.events.as_raw_fd())
     }
     fn drain(&mut self) -> Result<bool, GrantError> {
-        Ok((&*self.events).read(&mut [0u8; 64]).is_ok_and(|n| n > 0))
+        let mut buf = [0u8; 64];
+        let n = (&*self.events).read(&mut buf).unwrap_or(0);
+        if buf[..n].contains(&BROKEN_EVENTS) {
+            return Err(GrantError::Watch {
+                object: self.objects().into(),
+                source: enobufs(),
+            });
+        }
+        Ok(n > 0)
     }
 }
 
@@ -213,7 +256,9 @@ fn start_with<Q: PacketSource + Send + 'static>(
     let handle = control.handle().unwrap();
     let engine = Engine::new(config, cache, 0, now);
     let queue = make(script.clone(), ring);
-    let d = Daemon::new(engine, journal, queue, sink.clone(), path);
+    // Boxed, as `serve` hands the backend to the loop.
+    let boxed: Box<dyn GrantSink + Send> = Box::new(sink.clone());
+    let d = Daemon::new(engine, journal, queue, boxed, path);
     let thread = std::thread::spawn(move || d.run(&control));
     Harness {
         dir,
@@ -540,6 +585,95 @@ fn revoke_on_reload_false_keeps_the_grants_of_a_removed_client() {
     judged(&h, 2);
     assert_eq!(h.sink.written.lock().unwrap().len(), 1, "reload not done");
     assert!(h.sink.revoked.lock().unwrap().is_empty());
+    (&h.flush).write_all(&[1]).unwrap();
+    wait_for("the repair", || !h.sink.restores.lock().unwrap().is_empty());
+    assert_eq!(
+        keys(&h.sink.restores.lock().unwrap()[0].1),
+        [src_grant("tcp/22")]
+    );
+    h.handle.terminate();
+    h.thread.join().unwrap().unwrap();
+}
+
+/// The kernel refuses a grant once (e.g. ENOBUFS): the daemon re-creates its objects and
+/// writes the grant again, and that grant is live (a later flush restores it).
+#[test]
+fn a_grant_the_kernel_refuses_once_is_written_again_after_a_re_creation() {
+    let h = start();
+    h.sink.fail_writes.store(1, Ordering::SeqCst);
+    h.script.push(knock(&h, "tcp/22"));
+    wait_for("the second write", || {
+        h.sink.written.lock().unwrap().len() == 1
+    });
+    assert_eq!(keys(&h.sink.written.lock().unwrap()), [src_grant("tcp/22")]);
+    let restores = h.sink.restores.lock().unwrap().clone();
+    assert_eq!(restores.len(), 1, "re-created once before the second write");
+    assert!(
+        restores[0].1.is_empty(),
+        "no grant was live yet: {restores:?}"
+    );
+
+    (&h.flush).write_all(&[1]).unwrap();
+    wait_for("the repair", || h.sink.restores.lock().unwrap().len() == 2);
+    assert_eq!(
+        keys(&h.sink.restores.lock().unwrap()[1].1),
+        [src_grant("tcp/22")]
+    );
+    h.handle.terminate();
+    h.thread.join().unwrap().unwrap();
+}
+
+/// A grant the kernel refuses twice is lost: nothing opens, the daemon keeps serving, and a
+/// later repair does not bring back a grant that never reached the kernel.
+#[test]
+fn a_grant_the_kernel_refuses_twice_is_lost_and_never_restored() {
+    let h = start();
+    h.sink.fail_writes.store(2, Ordering::SeqCst);
+    h.script.push(knock(&h, "tcp/22"));
+    wait_for("both writes", || {
+        h.sink.fail_writes.load(Ordering::SeqCst) == 0 && h.sink.restores.lock().unwrap().len() == 1
+    });
+    judged(&h, 1);
+    assert!(h.sink.written.lock().unwrap().is_empty());
+
+    (&h.flush).write_all(&[1]).unwrap();
+    wait_for("the repair", || h.sink.restores.lock().unwrap().len() == 2);
+    assert!(
+        h.sink.restores.lock().unwrap()[1].1.is_empty(),
+        "a lost grant was restored"
+    );
+    // The next knock is granted as usual.
+    h.script.push(knock(&h, "tcp/22"));
+    wait_for("the next grant", || {
+        h.sink.written.lock().unwrap().len() == 1
+    });
+    h.handle.terminate();
+    h.thread.join().unwrap().unwrap();
+}
+
+/// A repair the kernel refuses, and changes the daemon cannot read, are logged and do not stop
+/// the daemon: knocks are still granted, and the next flush is repaired with the live grants.
+#[test]
+fn a_failed_repair_or_unreadable_changes_do_not_stop_the_daemon() {
+    let h = start();
+    h.script.push(knock(&h, "tcp/22"));
+    wait_for("the grant", || h.sink.written.lock().unwrap().len() == 1);
+
+    h.sink.fail_restores.store(1, Ordering::SeqCst);
+    (&h.flush).write_all(&[1]).unwrap();
+    wait_for("the failed repair", || {
+        h.sink.fail_restores.load(Ordering::SeqCst) == 0
+    });
+    (&h.flush).write_all(&[BROKEN_EVENTS]).unwrap();
+    h.script.push(knock(&h, "tcp/80"));
+    // alice may not open tcp/80: judged and dropped, nothing written.
+    judged(&h, 2);
+    h.script.push(knock(&h, "tcp/22"));
+    wait_for("a grant after the failures", || {
+        h.sink.written.lock().unwrap().len() == 2
+    });
+    assert!(h.sink.restores.lock().unwrap().is_empty());
+
     (&h.flush).write_all(&[1]).unwrap();
     wait_for("the repair", || !h.sink.restores.lock().unwrap().is_empty());
     assert_eq!(
