@@ -87,6 +87,8 @@ struct Recorder {
     /// memory would make them fail.
     fail_writes: Arc<AtomicU32>,
     fail_restores: Arc<AtomicU32>,
+    fail_reconfigures: Arc<AtomicU32>,
+    fail_revokes: Arc<AtomicU32>,
 }
 
 /// Counts one failure off `budget`; true if this call is to fail.
@@ -115,6 +117,8 @@ impl Recorder {
             events: Arc::new(events),
             fail_writes: Default::default(),
             fail_restores: Default::default(),
+            fail_reconfigures: Default::default(),
+            fail_revokes: Default::default(),
         }
     }
 }
@@ -135,6 +139,15 @@ impl GrantSink for Recorder {
         Ok(())
     }
     fn revoke(&mut self, grants: &[Grant]) -> Result<(), GrantError> {
+        if fails(&self.fail_revokes) {
+            return Err(GrantError::Revoke {
+                object: self.objects().into(),
+                count: grants.len(),
+                within_secs: 30,
+                by_hand: "nft delete element ...".into(),
+                source: enobufs(),
+            });
+        }
         self.revoked.lock().unwrap().extend_from_slice(grants);
         Ok(())
     }
@@ -154,6 +167,12 @@ impl GrantSink for Recorder {
         Ok(())
     }
     fn reconfigure(&mut self, config: &Config, keep: &[Grant]) -> Result<(), GrantError> {
+        if fails(&self.fail_reconfigures) {
+            return Err(GrantError::Reconfigure {
+                object: self.objects().into(),
+                source: enobufs(),
+            });
+        }
         *self.protect.lock().unwrap() = config.server.protect.clone();
         self.reconfigures
             .lock()
@@ -679,6 +698,65 @@ fn a_failed_repair_or_unreadable_changes_do_not_stop_the_daemon() {
     assert_eq!(
         keys(&h.sink.restores.lock().unwrap()[0].1),
         [src_grant("tcp/22")]
+    );
+    h.handle.terminate();
+    h.thread.join().unwrap().unwrap();
+}
+
+/// A reload the grant backend cannot apply is refused as a whole: the running config stays in
+/// force (what it allows is granted, what only the new one allows is not) and nothing live is
+/// revoked.
+#[test]
+fn a_reload_the_backend_cannot_apply_keeps_the_running_config() {
+    let h = start();
+    h.script.push(knock(&h, "tcp/22"));
+    wait_for("the grant", || h.sink.written.lock().unwrap().len() == 1);
+
+    h.sink.fail_reconfigures.store(1, Ordering::SeqCst);
+    write_config(h.dir.path(), &h.secret, "\"tcp/443\"");
+    h.handle.reload();
+    wait_for("the refused reload", || {
+        h.sink.fail_reconfigures.load(Ordering::SeqCst) == 0
+    });
+    h.script.push(knock(&h, "tcp/443"));
+    judged(&h, 2);
+    h.script.push(knock(&h, "tcp/22"));
+    wait_for("a grant under the old config", || {
+        h.sink.written.lock().unwrap().len() == 2
+    });
+    assert_eq!(
+        keys(&h.sink.written.lock().unwrap()),
+        [src_grant("tcp/22"), src_grant("tcp/22")],
+        "tcp/443 was granted by a refused config"
+    );
+    assert!(h.sink.reconfigures.lock().unwrap().is_empty());
+    assert!(h.sink.revoked.lock().unwrap().is_empty());
+    h.handle.terminate();
+    h.thread.join().unwrap().unwrap();
+}
+
+/// A revocation the kernel refuses after a reload: the new config is in force all the same,
+/// and the revoked grant is forgotten, so a flush repair does not bring it back.
+#[test]
+fn a_revocation_the_kernel_refuses_is_not_restored_by_a_repair() {
+    let h = start_allowing("\"tcp/22\", \"tcp/443\"");
+    h.script.push(knock(&h, "tcp/22,tcp/443"));
+    wait_for("the grants", || h.sink.written.lock().unwrap().len() == 2);
+
+    h.sink.fail_revokes.store(1, Ordering::SeqCst);
+    write_config(h.dir.path(), &h.secret, "\"tcp/443\"");
+    h.handle.reload();
+    wait_for("the refused revocation", || {
+        h.sink.fail_revokes.load(Ordering::SeqCst) == 0
+    });
+    assert!(h.sink.revoked.lock().unwrap().is_empty());
+    assert_eq!(h.sink.reconfigures.lock().unwrap().len(), 1);
+
+    (&h.flush).write_all(&[1]).unwrap();
+    wait_for("the repair", || !h.sink.restores.lock().unwrap().is_empty());
+    assert_eq!(
+        keys(&h.sink.restores.lock().unwrap()[0].1),
+        [src_grant("tcp/443")]
     );
     h.handle.terminate();
     h.thread.join().unwrap().unwrap();
