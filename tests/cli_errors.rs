@@ -233,3 +233,67 @@ fn init_state_on_a_file_prints_the_os_error_once() {
     );
     assert_eq!(std::fs::read_to_string(&state).unwrap(), "keep me\n");
 }
+
+/// `init-state` marks a new state directory once (exit 0 both times, the second says nothing
+/// changed), takes `state_dir` from `--config` alike, and refuses, exit status 1, a directory
+/// that holds a replay journal: that one has served, and marking it would forget its knocks.
+#[test]
+fn init_state_marks_a_new_directory_and_never_one_that_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let s = state.display().to_string();
+    let (code, stdout, stderr) = run(nfknock(&["init-state", "--state-dir", &s]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains(&format!("{s} is marked as a new state directory")),
+        "{stderr}"
+    );
+    assert!(state.join("first-start").is_file());
+
+    let config = write_config(dir.path(), &format!("state_dir = \"{s}\""));
+    let c = config.display().to_string();
+    let (code, _, stderr) = run(nfknock(&["init-state", "--config", &c]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{s} is already marked as a new state directory; nothing changed"
+        )),
+        "{stderr}"
+    );
+
+    std::fs::remove_file(state.join("first-start")).unwrap();
+    std::fs::write(state.join("replay.journal"), "not empty").unwrap();
+    let (code, _, stderr) = run(nfknock(&["init-state", "--state-dir", &s]));
+    assert_eq!(code, EXIT_FAIL, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "nfknock: {s}/replay.journal exists: this state directory has served before"
+        )) && stderr.contains("give every client a new key first"),
+        "{stderr}"
+    );
+    assert!(!state.join("first-start").exists(), "marked anyway");
+}
+
+/// `ruleset` prints the table `serve` installs for the config: the protected ports, the knock
+/// port diverted to the queue. `--compat` loads differently but prints alike.
+#[test]
+fn ruleset_prints_the_table_serve_installs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "port = 40001\nqueue = 7\nprotect = [\"tcp/22\", \"tcp/2222\"]",
+    );
+    let c = config.display().to_string();
+    let (code, native, stderr) = run(nfknock(&["ruleset", "--config", &c]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(native.starts_with("table inet nfknock {\n"), "{native}");
+    assert!(
+        native.contains("elements = { tcp . 22, tcp . 2222 }")
+            && native.contains("udp dport 40001 queue num 7"),
+        "{native}"
+    );
+    let (code, compat, stderr) = run(nfknock(&["ruleset", "--config", &c, "--compat"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(compat, native);
+}
