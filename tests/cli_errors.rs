@@ -273,6 +273,17 @@ fn init_state_marks_a_new_directory_and_never_one_that_served() {
         "{stderr}"
     );
     assert!(!state.join("first-start").exists(), "marked anyway");
+
+    // Something else named like the marker is not taken for one.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(other.join("first-start")).unwrap();
+    let o = other.display().to_string();
+    let (code, _, stderr) = run(nfknock(&["init-state", "--state-dir", &o]));
+    assert_eq!(code, EXIT_FAIL, "{stderr}");
+    assert_eq!(
+        stderr,
+        format!("nfknock: error: {o}/first-start exists and is not a regular file; remove it, then run init-state again\n")
+    );
 }
 
 /// `ruleset` prints the table `serve` installs for the config: the protected ports, the knock
