@@ -198,6 +198,34 @@ impl GrantSink for Recorder {
 
 const SRC: &str = "192.0.2.7";
 
+/// What the daemon thread logs, every level, as the operator would read it (no colours, no
+/// timestamps).
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
 struct Harness {
     dir: tempfile::TempDir,
     /// alice's secret, as in the config.
@@ -208,6 +236,7 @@ struct Harness {
     flush: UnixStream,
     handle: ControlHandle,
     thread: std::thread::JoinHandle<anyhow::Result<()>>,
+    logs: Logs,
 }
 
 fn write_config(dir: &Path, secret: &str, allow: &str) -> PathBuf {
@@ -278,7 +307,16 @@ fn start_with<Q: PacketSource + Send + 'static>(
     // Boxed, as `serve` hands the backend to the loop.
     let boxed: Box<dyn GrantSink + Send> = Box::new(sink.clone());
     let d = Daemon::new(engine, journal, queue, boxed, path);
-    let thread = std::thread::spawn(move || d.run(&control));
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .without_time()
+        .finish();
+    let thread = std::thread::spawn(move || {
+        tracing::subscriber::with_default(subscriber, || d.run(&control))
+    });
     Harness {
         dir,
         secret: secret.to_string(),
@@ -288,6 +326,7 @@ fn start_with<Q: PacketSource + Send + 'static>(
         flush,
         handle,
         thread,
+        logs,
     }
 }
 
@@ -654,6 +693,13 @@ fn a_grant_the_kernel_refuses_twice_is_lost_and_never_restored() {
     });
     judged(&h, 1);
     assert!(h.sink.written.lock().unwrap().is_empty());
+    wait_for("the log line", || h.logs.text().contains("grants lost"));
+    let logs = h.logs.text();
+    assert!(
+        logs.contains("ERROR nfknock::daemon::run: cannot write 1 grant(s) to the recorder: No buffer space available (os error 105); re-creating the recorder")
+            && logs.contains("ERROR nfknock::daemon::run: grants lost: cannot write 1 grant(s) to the recorder: No buffer space available (os error 105)"),
+        "{logs}"
+    );
 
     (&h.flush).write_all(&[1]).unwrap();
     wait_for("the repair", || h.sink.restores.lock().unwrap().len() == 2);
@@ -758,6 +804,48 @@ fn a_revocation_the_kernel_refuses_is_not_restored_by_a_repair() {
         keys(&h.sink.restores.lock().unwrap()[0].1),
         [src_grant("tcp/443")]
     );
+    h.handle.terminate();
+    h.thread.join().unwrap().unwrap();
+}
+
+/// A flood of rejected knocks: the first ten a second are logged at `warn` with the source
+/// (what fail2ban reads), the rest at `debug` only, and the next tick says how many were left
+/// out of `warn`. (21 knocks: even if a tick falls amid them, one second sees more than ten.)
+#[test]
+fn rejected_knocks_are_logged_at_warn_ten_a_second_then_summed_up() {
+    let h = start();
+    for _ in 0..21 {
+        h.script.push(knock(&h, "tcp/80"));
+    }
+    judged(&h, 21);
+    // (warned, debugged, suppressed according to the summaries) in what the daemon logged.
+    let count = |logs: &str| {
+        let rejected = |level: &str| {
+            logs.lines()
+                .filter(|l| {
+                    l.starts_with(level) && l.contains("rejected knock: tcp/80 is not allowed")
+                })
+                .inspect(|l| assert!(l.contains(&format!("src={SRC}")), "{l}"))
+                .count()
+        };
+        let summary = " WARN nfknock::daemon::run: rejected knocks not logged at warn in the last \
+                       second (see debug) suppressed=";
+        let suppressed: usize = logs
+            .lines()
+            .filter_map(|l| l.strip_prefix(summary))
+            .map(|n| n.parse::<usize>().unwrap())
+            .sum();
+        (rejected(" WARN"), rejected("DEBUG"), suppressed)
+    };
+    wait_for("the summaries at the next ticks", || {
+        let (_, debugged, suppressed) = count(&h.logs.text());
+        debugged > 0 && suppressed == debugged
+    });
+    let logs = h.logs.text();
+    let (warned, debugged, _) = count(&logs);
+    assert_eq!(warned + debugged, 21, "{logs}");
+    assert!((10..=20).contains(&warned), "{logs}");
+    assert!(h.sink.written.lock().unwrap().is_empty());
     h.handle.terminate();
     h.thread.join().unwrap().unwrap();
 }
