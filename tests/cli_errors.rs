@@ -308,3 +308,26 @@ fn ruleset_prints_the_table_serve_installs() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(compat, native);
 }
+
+/// `uninstall` removes table `inet nfknock`, gate and grants, and only it; run again (nothing
+/// left) it succeeds alike. In a network namespace of its own (`unshare --net`, root).
+#[test]
+fn uninstall_removes_the_table_and_only_it() {
+    let script = format!(
+        "nft add table inet nfknock && nft add table inet other && {bin} uninstall && {bin} uninstall && nft list tables",
+        bin = env!("CARGO_BIN_EXE_nfknock")
+    );
+    let out = Command::new("unshare")
+        .args(["--net", "sh", "-c", &script])
+        .env_remove("NFKNOCK_LOG")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run unshare (util-linux) as root");
+    let (code, stdout, stderr) = run(out);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stderr,
+        "table `inet nfknock` removed\ntable `inet nfknock` removed\n"
+    );
+    assert_eq!(stdout, "table inet other\n");
+}
