@@ -849,3 +849,47 @@ fn rejected_knocks_are_logged_at_warn_ten_a_second_then_summed_up() {
     h.handle.terminate();
     h.thread.join().unwrap().unwrap();
 }
+
+/// What `serve` logs about a state directory whose journal is gone (it exists, without a
+/// journal, and a `first-start` that is a directory): an error that says knocks stamped before
+/// when are refused, that the odd marker was ignored, and the `init-state` command for this
+/// config; restarted within `max_age`, that the refusal still holds.
+#[test]
+fn a_lost_journal_is_logged_with_what_is_refused_and_what_to_do() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = crate::crypto::generate_secret_base64(&mut OsRng);
+    let path = write_config(dir.path(), &secret, "\"tcp/22\"");
+    let config = load_config(&path).unwrap();
+    let state = &config.server.state_dir;
+    std::fs::create_dir_all(state.join(crate::state::FIRST_START_MARKER)).unwrap();
+    std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let now = 1_800_000_000;
+    let open = || {
+        let logs = Logs::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .without_time()
+            .finish();
+        let (_, cache) =
+            tracing::subscriber::with_default(subscriber, || open_journal(&config, &path, now))
+                .unwrap();
+        (cache.refuse_before(), logs.text())
+    };
+    let (refuse_before, logs) = open();
+    assert_eq!(refuse_before, now + config.server.max_age);
+    assert!(
+        logs.starts_with("ERROR nfknock::daemon: no replay journal and no first-start marker in the state directory (it exists, without a journal)")
+            && logs.contains(&format!("knocks stamped before {refuse_before} are refused for the next {}s", config.server.max_age))
+            && logs.contains("; a `first-start` entry that is not a regular file was ignored")
+            && logs.contains(&format!("`nfknock init-state --config {}`", path.display())),
+        "{logs}"
+    );
+    let (again, logs) = open();
+    assert_eq!(again, refuse_before);
+    assert!(
+        logs.contains(&format!(" WARN nfknock::daemon: the replay journal was lost or set aside less than max_age ago: knocks stamped before {refuse_before} are still refused")),
+        "{logs}"
+    );
+}
