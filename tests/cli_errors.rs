@@ -331,3 +331,55 @@ fn uninstall_removes_the_table_and_only_it() {
     );
     assert_eq!(stdout, "table inet other\n");
 }
+
+/// `knock` with a command line that cannot make a knock: each problem named with the flag that
+/// fixes it, exit status 1, and nothing sent (every case fails before the socket is opened; and
+/// it runs in an empty network namespace of its own, so nothing could leave if one did not).
+#[test]
+fn knock_names_the_missing_or_bad_flag_and_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("alice.key");
+    let k = key.display().to_string();
+    let (code, _, stderr) = run(nfknock(&["keygen", "--out", &k]));
+    assert_eq!(code, 0, "{stderr}");
+    let seventeen: Vec<String> = (1..=17).map(|p| format!("tcp/{p}")).collect();
+    let seventeen = seventeen.join(",");
+    let srv = ["--server", "192.0.2.1"];
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--key-file", &k, "-A", "tcp/22"],
+            "no server given: use --server HOST or -n NAME",
+        ),
+        (
+            &[&srv[..], &["-A", "tcp/22"]].concat(),
+            "no key given: use --key-file PATH (made by `nfknock keygen --out PATH`)",
+        ),
+        (
+            &[&srv[..], &["--key-file", &k]].concat(),
+            "nothing to open: use --access tcp/22[,udp/53,...]",
+        ),
+        (
+            &[
+                &srv[..],
+                &["--key-file", &k, "-A", "tcp/22", "--allow-ip", "me"],
+            ]
+            .concat(),
+            "--allow-ip `me`: expected an IP address or `source`",
+        ),
+        (
+            &[&srv[..], &["--key-file", &k, "-A", &seventeen]].concat(),
+            "--access must list 1 to 16 entries",
+        ),
+    ];
+    for (args, says) in cases {
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--net", env!("CARGO_BIN_EXE_nfknock"), "knock"])
+            .args(*args)
+            .env_remove("NFKNOCK_LOG")
+            .env_remove("RUST_LOG");
+        let (code, stdout, stderr) = run(cmd.output().expect("run unshare (util-linux) as root"));
+        assert_eq!(code, EXIT_FAIL, "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert_eq!(stderr, format!("nfknock: error: {says}\n"), "{args:?}");
+    }
+}
