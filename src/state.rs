@@ -93,19 +93,19 @@ pub enum MarkOutcome {
 /// Errors of the journal shell, each naming the file.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("cannot {op} replay journal {path}: {source}")]
+    // The OS error is part of the message, not also a `source`: the daemon logs these with
+    // `{e}` alone, and `main` prints the cause chain, which would repeat it.
+    #[error("cannot {op} replay journal {path}: {cause}")]
     Io {
         op: &'static str,
         path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("cannot {op} first-start marker {path}: {source}")]
+    #[error("cannot {op} first-start marker {path}: {cause}")]
     Marker {
         op: &'static str,
         path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
         "{path} exists: this state directory has served before, so it is not new; nothing was \
@@ -146,18 +146,18 @@ impl std::fmt::Debug for ReplayJournal {
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StateError + 'a {
-    move |source| StateError::Io {
+    move |cause| StateError::Io {
         op,
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
 fn marker_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StateError + 'a {
-    move |source| StateError::Marker {
+    move |cause| StateError::Marker {
         op,
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
@@ -954,6 +954,60 @@ mod tests {
         );
         assert!(dir_problem(p, DirKind::Dir, 0o40700, 998, 998, None).is_none());
         assert!(dir_problem(p, DirKind::Other, 0o100600, 998, 998, None).is_some());
+    }
+
+    /// A root daemon about to run as another user creates a missing `state_dir` for it (0700,
+    /// its owner; missing parents 0755), never hands over one that exists, and names the
+    /// `chown` to run when an existing one belongs to someone else.
+    #[test]
+    fn prepare_dir_creates_a_missing_state_dir_for_the_daemon_user_only() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let owner = sys::Account {
+            name: "nfk-test".into(),
+            uid: 4242,
+            gid: 4343,
+        };
+        let dir = tmp.path().join("var/lib/nfknock");
+        assert!(prepare_dir(&dir, &owner).unwrap(), "created");
+        let meta = fs::metadata(&dir).unwrap();
+        assert_eq!((meta.uid(), meta.gid(), mode(&dir)), (4242, 4343, 0o700));
+        assert_eq!(mode(&tmp.path().join("var/lib")), 0o755);
+        assert_eq!(fs::metadata(tmp.path().join("var/lib")).unwrap().uid(), 0);
+        // Already there and right: nothing created, nothing changed.
+        assert!(!prepare_dir(&dir, &owner).unwrap());
+        // An existing directory of someone else's is refused with the fix, not handed over.
+        let other = tmp.path().join("other");
+        fs::create_dir(&other).unwrap();
+        fs::set_permissions(&other, fs::Permissions::from_mode(0o700)).unwrap();
+        let msg = prepare_dir(&other, &owner).unwrap_err().to_string();
+        assert!(
+            msg.contains(&format!("`chown -R nfk-test: {}`", other.display())),
+            "{msg}"
+        );
+        assert_eq!(fs::metadata(&other).unwrap().uid(), 0);
+        // Paths that cannot become a directory: the error names the path and the failed step.
+        let file = tmp.path().join("file");
+        fs::write(&file, b"").unwrap();
+        let msg = prepare_dir(&file.join("state"), &owner)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("cannot inspect the directory of replay journal")
+                && msg.contains(&file.join("state").display().to_string()),
+            "{msg}"
+        );
+        let dangling = tmp.path().join("dangling");
+        std::os::unix::fs::symlink(tmp.path().join("gone/away"), &dangling).unwrap();
+        let msg = prepare_dir(&dangling.join("state"), &owner)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("cannot create the parent of replay journal")
+                && msg.contains(&dangling.join("state").display().to_string()),
+            "{msg}"
+        );
+        assert!(!tmp.path().join("gone").exists(), "a link was followed");
     }
 
     #[test]

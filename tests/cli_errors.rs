@@ -208,3 +208,178 @@ fn under_journald_log_lines_carry_no_timestamp() {
         );
     }
 }
+
+/// `init-state` on a `state_dir` that is a file: the OS error is printed once, as the cause,
+/// not also inside the message (it used to appear twice); exit status 1, the file untouched.
+#[test]
+fn init_state_on_a_file_prints_the_os_error_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::write(&state, "keep me\n").unwrap();
+    let s = state.display().to_string();
+    let (code, stdout, stderr) = run(nfknock(&["init-state", "--state-dir", &s]));
+    assert_eq!(code, EXIT_FAIL, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(
+        stderr.matches("File exists (os error 17)").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.starts_with(&format!(
+            "nfknock: error: cannot create the directory for first-start marker {s}"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "keep me\n");
+}
+
+/// `init-state` marks a new state directory once (exit 0 both times, the second says nothing
+/// changed), takes `state_dir` from `--config` alike, and refuses, exit status 1, a directory
+/// that holds a replay journal: that one has served, and marking it would forget its knocks.
+#[test]
+fn init_state_marks_a_new_directory_and_never_one_that_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let s = state.display().to_string();
+    let (code, stdout, stderr) = run(nfknock(&["init-state", "--state-dir", &s]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains(&format!("{s} is marked as a new state directory")),
+        "{stderr}"
+    );
+    assert!(state.join("first-start").is_file());
+
+    let config = write_config(dir.path(), &format!("state_dir = \"{s}\""));
+    let c = config.display().to_string();
+    let (code, _, stderr) = run(nfknock(&["init-state", "--config", &c]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{s} is already marked as a new state directory; nothing changed"
+        )),
+        "{stderr}"
+    );
+
+    std::fs::remove_file(state.join("first-start")).unwrap();
+    std::fs::write(state.join("replay.journal"), "not empty").unwrap();
+    let (code, _, stderr) = run(nfknock(&["init-state", "--state-dir", &s]));
+    assert_eq!(code, EXIT_FAIL, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "nfknock: {s}/replay.journal exists: this state directory has served before"
+        )) && stderr.contains("give every client a new key first"),
+        "{stderr}"
+    );
+    assert!(!state.join("first-start").exists(), "marked anyway");
+
+    // Something else named like the marker is not taken for one.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(other.join("first-start")).unwrap();
+    let o = other.display().to_string();
+    let (code, _, stderr) = run(nfknock(&["init-state", "--state-dir", &o]));
+    assert_eq!(code, EXIT_FAIL, "{stderr}");
+    assert_eq!(
+        stderr,
+        format!("nfknock: error: {o}/first-start exists and is not a regular file; remove it, then run init-state again\n")
+    );
+}
+
+/// `ruleset` prints the table `serve` installs for the config: the protected ports, the knock
+/// port diverted to the queue. `--compat` loads differently but prints alike.
+#[test]
+fn ruleset_prints_the_table_serve_installs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "port = 40001\nqueue = 7\nprotect = [\"tcp/22\", \"tcp/2222\"]",
+    );
+    let c = config.display().to_string();
+    let (code, native, stderr) = run(nfknock(&["ruleset", "--config", &c]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(native.starts_with("table inet nfknock {\n"), "{native}");
+    assert!(
+        native.contains("elements = { tcp . 22, tcp . 2222 }")
+            && native.contains("udp dport 40001 queue num 7"),
+        "{native}"
+    );
+    let (code, compat, stderr) = run(nfknock(&["ruleset", "--config", &c, "--compat"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(compat, native);
+}
+
+/// `uninstall` removes table `inet nfknock`, gate and grants, and only it; run again (nothing
+/// left) it succeeds alike. In a network namespace of its own (`unshare --net`, root).
+#[test]
+fn uninstall_removes_the_table_and_only_it() {
+    let script = format!(
+        "nft add table inet nfknock && nft add table inet other && {bin} uninstall && {bin} uninstall && nft list tables",
+        bin = env!("CARGO_BIN_EXE_nfknock")
+    );
+    let out = Command::new("unshare")
+        .args(["--net", "sh", "-c", &script])
+        .env_remove("NFKNOCK_LOG")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run unshare (util-linux) as root");
+    let (code, stdout, stderr) = run(out);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stderr,
+        "table `inet nfknock` removed\ntable `inet nfknock` removed\n"
+    );
+    assert_eq!(stdout, "table inet other\n");
+}
+
+/// `knock` with a command line that cannot make a knock: each problem named with the flag that
+/// fixes it, exit status 1, and nothing sent (every case fails before the socket is opened; and
+/// it runs in an empty network namespace of its own, so nothing could leave if one did not).
+#[test]
+fn knock_names_the_missing_or_bad_flag_and_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("alice.key");
+    let k = key.display().to_string();
+    let (code, _, stderr) = run(nfknock(&["keygen", "--out", &k]));
+    assert_eq!(code, 0, "{stderr}");
+    let seventeen: Vec<String> = (1..=17).map(|p| format!("tcp/{p}")).collect();
+    let seventeen = seventeen.join(",");
+    let srv = ["--server", "192.0.2.1"];
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--key-file", &k, "-A", "tcp/22"],
+            "no server given: use --server HOST or -n NAME",
+        ),
+        (
+            &[&srv[..], &["-A", "tcp/22"]].concat(),
+            "no key given: use --key-file PATH (made by `nfknock keygen --out PATH`)",
+        ),
+        (
+            &[&srv[..], &["--key-file", &k]].concat(),
+            "nothing to open: use --access tcp/22[,udp/53,...]",
+        ),
+        (
+            &[
+                &srv[..],
+                &["--key-file", &k, "-A", "tcp/22", "--allow-ip", "me"],
+            ]
+            .concat(),
+            "--allow-ip `me`: expected an IP address or `source`",
+        ),
+        (
+            &[&srv[..], &["--key-file", &k, "-A", &seventeen]].concat(),
+            "--access must list 1 to 16 entries",
+        ),
+    ];
+    for (args, says) in cases {
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--net", env!("CARGO_BIN_EXE_nfknock"), "knock"])
+            .args(*args)
+            .env_remove("NFKNOCK_LOG")
+            .env_remove("RUST_LOG");
+        let (code, stdout, stderr) = run(cmd.output().expect("run unshare (util-linux) as root"));
+        assert_eq!(code, EXIT_FAIL, "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert_eq!(stderr, format!("nfknock: error: {says}\n"), "{args:?}");
+    }
+}

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -83,7 +83,28 @@ struct Recorder {
     /// Reloads: the new config's gate and the grants it still authorises.
     reconfigures: Arc<Mutex<Vec<Install>>>,
     events: Arc<UnixStream>,
+    /// How many of the next writes, and of the next re-creations, fail as a kernel out of
+    /// memory would make them fail.
+    fail_writes: Arc<AtomicU32>,
+    fail_restores: Arc<AtomicU32>,
+    fail_reconfigures: Arc<AtomicU32>,
+    fail_revokes: Arc<AtomicU32>,
 }
+
+/// Counts one failure off `budget`; true if this call is to fail.
+fn fails(budget: &AtomicU32) -> bool {
+    budget
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// What the kernel answers when it has no memory for a netlink message.
+fn enobufs() -> crate::grants::Cause {
+    Box::new(std::io::Error::from_raw_os_error(libc::ENOBUFS))
+}
+
+/// The byte the test writes to the recorder's event socket to make reading the changes fail.
+const BROKEN_EVENTS: u8 = 2;
 
 impl Recorder {
     fn new(config: &Config, events: UnixStream) -> Recorder {
@@ -94,6 +115,10 @@ impl Recorder {
             restores: Default::default(),
             reconfigures: Default::default(),
             events: Arc::new(events),
+            fail_writes: Default::default(),
+            fail_restores: Default::default(),
+            fail_reconfigures: Default::default(),
+            fail_revokes: Default::default(),
         }
     }
 }
@@ -103,14 +128,37 @@ impl GrantSink for Recorder {
         "the recorder"
     }
     fn write(&mut self, grants: &[Grant]) -> Result<(), GrantError> {
+        if fails(&self.fail_writes) {
+            return Err(GrantError::Write {
+                object: self.objects().into(),
+                count: grants.len(),
+                source: enobufs(),
+            });
+        }
         self.written.lock().unwrap().extend_from_slice(grants);
         Ok(())
     }
     fn revoke(&mut self, grants: &[Grant]) -> Result<(), GrantError> {
+        if fails(&self.fail_revokes) {
+            return Err(GrantError::Revoke {
+                object: self.objects().into(),
+                count: grants.len(),
+                within_secs: 30,
+                by_hand: "nft delete element ...".into(),
+                source: enobufs(),
+            });
+        }
         self.revoked.lock().unwrap().extend_from_slice(grants);
         Ok(())
     }
     fn restore(&mut self, grants: &[Grant]) -> Result<(), GrantError> {
+        if fails(&self.fail_restores) {
+            return Err(GrantError::Restore {
+                object: self.objects().into(),
+                count: grants.len(),
+                source: enobufs(),
+            });
+        }
         let protect = self.protect.lock().unwrap().clone();
         self.restores
             .lock()
@@ -119,6 +167,12 @@ impl GrantSink for Recorder {
         Ok(())
     }
     fn reconfigure(&mut self, config: &Config, keep: &[Grant]) -> Result<(), GrantError> {
+        if fails(&self.fail_reconfigures) {
+            return Err(GrantError::Reconfigure {
+                object: self.objects().into(),
+                source: enobufs(),
+            });
+        }
         *self.protect.lock().unwrap() = config.server.protect.clone();
         self.reconfigures
             .lock()
@@ -130,11 +184,47 @@ impl GrantSink for Recorder {
         Some(self.events.as_raw_fd())
     }
     fn drain(&mut self) -> Result<bool, GrantError> {
-        Ok((&*self.events).read(&mut [0u8; 64]).is_ok_and(|n| n > 0))
+        let mut buf = [0u8; 64];
+        let n = (&*self.events).read(&mut buf).unwrap_or(0);
+        if buf[..n].contains(&BROKEN_EVENTS) {
+            return Err(GrantError::Watch {
+                object: self.objects().into(),
+                source: enobufs(),
+            });
+        }
+        Ok(n > 0)
     }
 }
 
 const SRC: &str = "192.0.2.7";
+
+/// What the daemon thread logs, every level, as the operator would read it (no colours, no
+/// timestamps).
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
 
 struct Harness {
     dir: tempfile::TempDir,
@@ -146,6 +236,7 @@ struct Harness {
     flush: UnixStream,
     handle: ControlHandle,
     thread: std::thread::JoinHandle<anyhow::Result<()>>,
+    logs: Logs,
 }
 
 fn write_config(dir: &Path, secret: &str, allow: &str) -> PathBuf {
@@ -213,8 +304,19 @@ fn start_with<Q: PacketSource + Send + 'static>(
     let handle = control.handle().unwrap();
     let engine = Engine::new(config, cache, 0, now);
     let queue = make(script.clone(), ring);
-    let d = Daemon::new(engine, journal, queue, sink.clone(), path);
-    let thread = std::thread::spawn(move || d.run(&control));
+    // Boxed, as `serve` hands the backend to the loop.
+    let boxed: Box<dyn GrantSink + Send> = Box::new(sink.clone());
+    let d = Daemon::new(engine, journal, queue, boxed, path);
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .without_time()
+        .finish();
+    let thread = std::thread::spawn(move || {
+        tracing::subscriber::with_default(subscriber, || d.run(&control))
+    });
     Harness {
         dir,
         secret: secret.to_string(),
@@ -224,6 +326,7 @@ fn start_with<Q: PacketSource + Send + 'static>(
         flush,
         handle,
         thread,
+        logs,
     }
 }
 
@@ -548,4 +651,245 @@ fn revoke_on_reload_false_keeps_the_grants_of_a_removed_client() {
     );
     h.handle.terminate();
     h.thread.join().unwrap().unwrap();
+}
+
+/// The kernel refuses a grant once (e.g. ENOBUFS): the daemon re-creates its objects and
+/// writes the grant again, and that grant is live (a later flush restores it).
+#[test]
+fn a_grant_the_kernel_refuses_once_is_written_again_after_a_re_creation() {
+    let h = start();
+    h.sink.fail_writes.store(1, Ordering::SeqCst);
+    h.script.push(knock(&h, "tcp/22"));
+    wait_for("the second write", || {
+        h.sink.written.lock().unwrap().len() == 1
+    });
+    assert_eq!(keys(&h.sink.written.lock().unwrap()), [src_grant("tcp/22")]);
+    let restores = h.sink.restores.lock().unwrap().clone();
+    assert_eq!(restores.len(), 1, "re-created once before the second write");
+    assert!(
+        restores[0].1.is_empty(),
+        "no grant was live yet: {restores:?}"
+    );
+
+    (&h.flush).write_all(&[1]).unwrap();
+    wait_for("the repair", || h.sink.restores.lock().unwrap().len() == 2);
+    assert_eq!(
+        keys(&h.sink.restores.lock().unwrap()[1].1),
+        [src_grant("tcp/22")]
+    );
+    h.handle.terminate();
+    h.thread.join().unwrap().unwrap();
+}
+
+/// A grant the kernel refuses twice is lost: nothing opens, the daemon keeps serving, and a
+/// later repair does not bring back a grant that never reached the kernel.
+#[test]
+fn a_grant_the_kernel_refuses_twice_is_lost_and_never_restored() {
+    let h = start();
+    h.sink.fail_writes.store(2, Ordering::SeqCst);
+    h.script.push(knock(&h, "tcp/22"));
+    wait_for("both writes", || {
+        h.sink.fail_writes.load(Ordering::SeqCst) == 0 && h.sink.restores.lock().unwrap().len() == 1
+    });
+    judged(&h, 1);
+    assert!(h.sink.written.lock().unwrap().is_empty());
+    wait_for("the log line", || h.logs.text().contains("grants lost"));
+    let logs = h.logs.text();
+    assert!(
+        logs.contains("ERROR nfknock::daemon::run: cannot write 1 grant(s) to the recorder: No buffer space available (os error 105); re-creating the recorder")
+            && logs.contains("ERROR nfknock::daemon::run: grants lost: cannot write 1 grant(s) to the recorder: No buffer space available (os error 105)"),
+        "{logs}"
+    );
+
+    (&h.flush).write_all(&[1]).unwrap();
+    wait_for("the repair", || h.sink.restores.lock().unwrap().len() == 2);
+    assert!(
+        h.sink.restores.lock().unwrap()[1].1.is_empty(),
+        "a lost grant was restored"
+    );
+    // The next knock is granted as usual.
+    h.script.push(knock(&h, "tcp/22"));
+    wait_for("the next grant", || {
+        h.sink.written.lock().unwrap().len() == 1
+    });
+    h.handle.terminate();
+    h.thread.join().unwrap().unwrap();
+}
+
+/// A repair the kernel refuses, and changes the daemon cannot read, are logged and do not stop
+/// the daemon: knocks are still granted, and the next flush is repaired with the live grants.
+#[test]
+fn a_failed_repair_or_unreadable_changes_do_not_stop_the_daemon() {
+    let h = start();
+    h.script.push(knock(&h, "tcp/22"));
+    wait_for("the grant", || h.sink.written.lock().unwrap().len() == 1);
+
+    h.sink.fail_restores.store(1, Ordering::SeqCst);
+    (&h.flush).write_all(&[1]).unwrap();
+    wait_for("the failed repair", || {
+        h.sink.fail_restores.load(Ordering::SeqCst) == 0
+    });
+    (&h.flush).write_all(&[BROKEN_EVENTS]).unwrap();
+    h.script.push(knock(&h, "tcp/80"));
+    // alice may not open tcp/80: judged and dropped, nothing written.
+    judged(&h, 2);
+    h.script.push(knock(&h, "tcp/22"));
+    wait_for("a grant after the failures", || {
+        h.sink.written.lock().unwrap().len() == 2
+    });
+    assert!(h.sink.restores.lock().unwrap().is_empty());
+
+    (&h.flush).write_all(&[1]).unwrap();
+    wait_for("the repair", || !h.sink.restores.lock().unwrap().is_empty());
+    assert_eq!(
+        keys(&h.sink.restores.lock().unwrap()[0].1),
+        [src_grant("tcp/22")]
+    );
+    h.handle.terminate();
+    h.thread.join().unwrap().unwrap();
+}
+
+/// A reload the grant backend cannot apply is refused as a whole: the running config stays in
+/// force (what it allows is granted, what only the new one allows is not) and nothing live is
+/// revoked.
+#[test]
+fn a_reload_the_backend_cannot_apply_keeps_the_running_config() {
+    let h = start();
+    h.script.push(knock(&h, "tcp/22"));
+    wait_for("the grant", || h.sink.written.lock().unwrap().len() == 1);
+
+    h.sink.fail_reconfigures.store(1, Ordering::SeqCst);
+    write_config(h.dir.path(), &h.secret, "\"tcp/443\"");
+    h.handle.reload();
+    wait_for("the refused reload", || {
+        h.sink.fail_reconfigures.load(Ordering::SeqCst) == 0
+    });
+    h.script.push(knock(&h, "tcp/443"));
+    judged(&h, 2);
+    h.script.push(knock(&h, "tcp/22"));
+    wait_for("a grant under the old config", || {
+        h.sink.written.lock().unwrap().len() == 2
+    });
+    assert_eq!(
+        keys(&h.sink.written.lock().unwrap()),
+        [src_grant("tcp/22"), src_grant("tcp/22")],
+        "tcp/443 was granted by a refused config"
+    );
+    assert!(h.sink.reconfigures.lock().unwrap().is_empty());
+    assert!(h.sink.revoked.lock().unwrap().is_empty());
+    h.handle.terminate();
+    h.thread.join().unwrap().unwrap();
+}
+
+/// A revocation the kernel refuses after a reload: the new config is in force all the same,
+/// and the revoked grant is forgotten, so a flush repair does not bring it back.
+#[test]
+fn a_revocation_the_kernel_refuses_is_not_restored_by_a_repair() {
+    let h = start_allowing("\"tcp/22\", \"tcp/443\"");
+    h.script.push(knock(&h, "tcp/22,tcp/443"));
+    wait_for("the grants", || h.sink.written.lock().unwrap().len() == 2);
+
+    h.sink.fail_revokes.store(1, Ordering::SeqCst);
+    write_config(h.dir.path(), &h.secret, "\"tcp/443\"");
+    h.handle.reload();
+    wait_for("the refused revocation", || {
+        h.sink.fail_revokes.load(Ordering::SeqCst) == 0
+    });
+    assert!(h.sink.revoked.lock().unwrap().is_empty());
+    assert_eq!(h.sink.reconfigures.lock().unwrap().len(), 1);
+
+    (&h.flush).write_all(&[1]).unwrap();
+    wait_for("the repair", || !h.sink.restores.lock().unwrap().is_empty());
+    assert_eq!(
+        keys(&h.sink.restores.lock().unwrap()[0].1),
+        [src_grant("tcp/443")]
+    );
+    h.handle.terminate();
+    h.thread.join().unwrap().unwrap();
+}
+
+/// A flood of rejected knocks: the first ten a second are logged at `warn` with the source
+/// (what fail2ban reads), the rest at `debug` only, and the next tick says how many were left
+/// out of `warn`. (21 knocks: even if a tick falls amid them, one second sees more than ten.)
+#[test]
+fn rejected_knocks_are_logged_at_warn_ten_a_second_then_summed_up() {
+    let h = start();
+    for _ in 0..21 {
+        h.script.push(knock(&h, "tcp/80"));
+    }
+    judged(&h, 21);
+    // (warned, debugged, suppressed according to the summaries) in what the daemon logged.
+    let count = |logs: &str| {
+        let rejected = |level: &str| {
+            logs.lines()
+                .filter(|l| {
+                    l.starts_with(level) && l.contains("rejected knock: tcp/80 is not allowed")
+                })
+                .inspect(|l| assert!(l.contains(&format!("src={SRC}")), "{l}"))
+                .count()
+        };
+        let summary = " WARN nfknock::daemon::run: rejected knocks not logged at warn in the last \
+                       second (see debug) suppressed=";
+        let suppressed: usize = logs
+            .lines()
+            .filter_map(|l| l.strip_prefix(summary))
+            .map(|n| n.parse::<usize>().unwrap())
+            .sum();
+        (rejected(" WARN"), rejected("DEBUG"), suppressed)
+    };
+    wait_for("the summaries at the next ticks", || {
+        let (_, debugged, suppressed) = count(&h.logs.text());
+        debugged > 0 && suppressed == debugged
+    });
+    let logs = h.logs.text();
+    let (warned, debugged, _) = count(&logs);
+    assert_eq!(warned + debugged, 21, "{logs}");
+    assert!((10..=20).contains(&warned), "{logs}");
+    assert!(h.sink.written.lock().unwrap().is_empty());
+    h.handle.terminate();
+    h.thread.join().unwrap().unwrap();
+}
+
+/// What `serve` logs about a state directory whose journal is gone (it exists, without a
+/// journal, and a `first-start` that is a directory): an error that says knocks stamped before
+/// when are refused, that the odd marker was ignored, and the `init-state` command for this
+/// config; restarted within `max_age`, that the refusal still holds.
+#[test]
+fn a_lost_journal_is_logged_with_what_is_refused_and_what_to_do() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = crate::crypto::generate_secret_base64(&mut OsRng);
+    let path = write_config(dir.path(), &secret, "\"tcp/22\"");
+    let config = load_config(&path).unwrap();
+    let state = &config.server.state_dir;
+    std::fs::create_dir_all(state.join(crate::state::FIRST_START_MARKER)).unwrap();
+    std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let now = 1_800_000_000;
+    let open = || {
+        let logs = Logs::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .without_time()
+            .finish();
+        let (_, cache) =
+            tracing::subscriber::with_default(subscriber, || open_journal(&config, &path, now))
+                .unwrap();
+        (cache.refuse_before(), logs.text())
+    };
+    let (refuse_before, logs) = open();
+    assert_eq!(refuse_before, now + config.server.max_age);
+    assert!(
+        logs.starts_with("ERROR nfknock::daemon: no replay journal and no first-start marker in the state directory (it exists, without a journal)")
+            && logs.contains(&format!("knocks stamped before {refuse_before} are refused for the next {}s", config.server.max_age))
+            && logs.contains("; a `first-start` entry that is not a regular file was ignored")
+            && logs.contains(&format!("`nfknock init-state --config {}`", path.display())),
+        "{logs}"
+    );
+    let (again, logs) = open();
+    assert_eq!(again, refuse_before);
+    assert!(
+        logs.contains(&format!(" WARN nfknock::daemon: the replay journal was lost or set aside less than max_age ago: knocks stamped before {refuse_before} are still refused")),
+        "{logs}"
+    );
 }

@@ -460,6 +460,80 @@ mod tests {
         .unwrap();
     }
 
+    /// What the backend says when the kernel refuses it (root, in a namespace of its own): a
+    /// table of the same name that is not ours refuses the install with the `nft delete table`
+    /// to run and is left as it was; grants written into a table someone removed fail with
+    /// the object and the fix (the daemon then re-creates it); a revocation that fails says
+    /// how to delete the grant by hand and within how long it expires anyway.
+    #[test]
+    fn a_table_that_is_wrong_or_gone_is_reported_with_the_fix() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let nft = |args: &str| {
+            let out = std::process::Command::new("nft")
+                .args(args.split(' '))
+                .output()
+                .expect("run nft");
+            assert!(out.status.success(), "nft {args}: {out:?}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        std::thread::spawn(move || {
+            // SAFETY: unshare(CLONE_NEWNET) moves only this thread (and the `nft` it starts)
+            // to a new network namespace.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+            let managed = config("", "\"tcp/22\"");
+            nft("add table inet nfknock");
+            nft("add set inet nfknock allow_v4 { type ipv4_addr ; }");
+            let e = NftSet::open(&managed, true).err().unwrap();
+            let text = e.report().to_string();
+            assert!(
+                matches!(e, GrantError::Install { .. })
+                    && text.starts_with("cannot install table `inet nfknock`: set `inet nfknock allow_v4` exists but not with the type and flags nfknock needs; remove the old table with `nft delete table inet nfknock`"),
+                "{text}"
+            );
+            assert!(
+                nft("list table inet nfknock").contains("type ipv4_addr\n"),
+                "the admin's table was changed"
+            );
+            nft("delete table inet nfknock");
+
+            let mut sink = NftSet::open(&managed, true).unwrap();
+            let g = Grant {
+                addr: "198.51.100.7".parse().unwrap(),
+                access: "tcp/22".parse().unwrap(),
+                timeout: Duration::from_secs(30),
+            };
+            nft("delete table inet nfknock");
+            let text = sink.write(&[g]).unwrap_err().report().to_string();
+            assert!(
+                text.starts_with("cannot write 1 grant(s) to table `inet nfknock`: cannot add elements to set `inet nfknock allow_v4`: not found; load nft/nfknock.nft"),
+                "{text}"
+            );
+            // Gone with the table: nothing is open, so revoking it is no error.
+            sink.revoke(&[g]).unwrap();
+            // A set someone re-created with another type cannot take the deletion.
+            nft("add table inet nfknock");
+            nft("add set inet nfknock allow_v4 { type ipv4_addr ; }");
+            let e = sink.revoke(&[g]).unwrap_err();
+            let text = e.report().to_string();
+            assert!(
+                matches!(e, GrantError::Revoke { within_secs: 30, .. })
+                    && text.starts_with("cannot revoke 1 grant(s) in table `inet nfknock` (they stay open until they expire, within 30s: delete them by hand, e.g. `nft delete element inet nfknock allow_v4 { ADDR . tcp . PORT }`)"),
+                "{text}"
+            );
+            nft("delete table inet nfknock");
+            // The change is noticed, and the repair brings the table back with the grant.
+            assert!(sink.drain().unwrap());
+            sink.restore(&[g]).unwrap();
+            assert!(nft("list set inet nfknock allow_v4").contains("198.51.100.7 . tcp . 22"));
+        })
+        .join()
+        .unwrap();
+    }
+
     /// The nft error stays the source of the grant error: its text (which set, and the fix)
     /// reaches the log line, and a caller can still tell what the kernel said.
     #[test]

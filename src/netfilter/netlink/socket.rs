@@ -24,9 +24,9 @@ pub enum OpenStep {
     PortId,
 }
 
-/// [`NlSocket::open`] failed at `step`.
+/// [`NlSocket::open`] failed at `step`; the OS error is the source, not repeated in the message.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot {} a netlink socket: {source}", match .step {
+#[error("cannot {} a netlink socket", match .step {
     OpenStep::Socket => "open",
     OpenStep::Bind => "bind",
     OpenStep::PortId => "read the port id of",

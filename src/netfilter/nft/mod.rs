@@ -189,10 +189,11 @@ impl fmt::Display for Object {
     }
 }
 
-/// Errors of the nftables shell: which operation failed on which object, and what to do.
+/// Errors of the nftables shell: which operation failed on which object, and what to do. The OS
+/// error is the source, not repeated in the message (the daemon logs the chain on one line).
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
-    #[error("cannot {op} the nftables netlink socket: {source}")]
+    #[error("cannot {op} the nftables netlink socket")]
     Socket {
         op: &'static str,
         #[source]
@@ -208,7 +209,7 @@ pub enum NftError {
     NoQueueSupport,
     #[error("grant {addr} {access} has timeout 0; a grant must expire")]
     ZeroTimeout { addr: IpAddr, access: Access },
-    #[error("cannot {op} {object}: {source}")]
+    #[error("cannot {op} {object}")]
     Kernel {
         op: &'static str,
         object: Object,

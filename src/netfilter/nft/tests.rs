@@ -15,6 +15,44 @@ fn tcp(port: u16) -> Access {
 
 // ---- no root ----
 
+/// A failed netlink operation, as the daemon logs it (`GrantError::report`, the whole chain on
+/// one line): the OS error once, after the operation and the object (it used to be in the nft
+/// error's message too).
+#[test]
+fn a_kernel_error_is_reported_once() {
+    let enobufs = || io::Error::from_raw_os_error(libc::ENOBUFS);
+    let errno = enobufs().to_string();
+    for (nft, says) in [
+        (
+            NftError::Kernel {
+                op: "add elements to",
+                object: Object::Set(SET_ALLOW_V4),
+                source: enobufs(),
+            },
+            format!("cannot write 1 grant(s) to X: cannot add elements to set `inet nfknock {SET_ALLOW_V4}`: {errno}"),
+        ),
+        (
+            NftError::Socket {
+                op: "open",
+                source: enobufs(),
+            },
+            format!("cannot write 1 grant(s) to X: cannot open the nftables netlink socket: {errno}"),
+        ),
+    ] {
+        let e = crate::grants::GrantError::Write {
+            object: "X".into(),
+            count: 1,
+            source: Box::new(nft),
+        };
+        assert_eq!(e.report().to_string(), says);
+    }
+    let e = crate::netfilter::netlink::OpenError {
+        step: crate::netfilter::netlink::OpenStep::Bind,
+        source: enobufs(),
+    };
+    assert_eq!(e.to_string(), "cannot bind a netlink socket");
+}
+
 #[test]
 fn element_key_bytes() {
     let (k, n) = element_key(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), tcp(22));

@@ -20,7 +20,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use super::netlink::{MsgBuf, NlSocket, OpenStep, Recv, NF_ACCEPT, NF_DROP};
+use super::netlink::{MsgBuf, NlSocket, OpenError, OpenStep, Recv, NF_ACCEPT, NF_DROP};
 use msg::*;
 pub use stats::{kernel_stats, QueueStats};
 
@@ -67,10 +67,11 @@ impl Default for QueueConfig {
     }
 }
 
-/// Errors of the queue shell, each naming the operation and the queue.
+/// Errors of the queue shell, each naming the operation and the queue. The OS error is the
+/// source, not repeated in the message (`main` prints the cause chain).
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    #[error("cannot {op} NFQUEUE {queue}: {source}")]
+    #[error("cannot {op} NFQUEUE {queue}")]
     Io {
         op: &'static str,
         queue: u16,
@@ -91,7 +92,7 @@ pub enum QueueError {
     Permission { queue: u16 },
     /// socket(2) refused by a sandbox or security policy.
     #[error(
-        "cannot open a netlink socket for NFQUEUE {queue}: {source}; the sandbox must allow \
+        "cannot open a netlink socket for NFQUEUE {queue}; the sandbox must allow \
          AF_NETLINK (systemd: RestrictAddressFamilies=AF_NETLINK ...) and the security policy \
          NETLINK_NETFILTER sockets"
     )]
@@ -102,7 +103,7 @@ pub enum QueueError {
     },
     /// The kernel has no nfnetlink_queue subsystem.
     #[error(
-        "cannot bind NFQUEUE {queue}: the kernel has no NFQUEUE support ({source}); load it with \
+        "cannot bind NFQUEUE {queue}: the kernel has no NFQUEUE support; load it with \
          `modprobe nfnetlink_queue`"
     )]
     Unsupported {
@@ -110,6 +111,29 @@ pub enum QueueError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What failing to open the socket for queue `num` means to the user.
+fn open_error(num: u16, e: OpenError) -> QueueError {
+    let source = e.source;
+    let io_err = |op, source| QueueError::Io {
+        op,
+        queue: num,
+        source,
+    };
+    match (e.step, source.raw_os_error()) {
+        // No nfnetlink in this kernel.
+        (OpenStep::Socket, Some(libc::EPROTONOSUPPORT)) => {
+            QueueError::Unsupported { queue: num, source }
+        }
+        // systemd's RestrictAddressFamilies= answers EAFNOSUPPORT; LSMs answer EACCES.
+        (OpenStep::Socket, Some(libc::EAFNOSUPPORT | libc::EACCES | libc::EPERM)) => {
+            QueueError::Socket { queue: num, source }
+        }
+        (OpenStep::Socket, _) => io_err("open a netlink socket for", source),
+        (OpenStep::Bind, _) => io_err("bind the netlink socket for", source),
+        (OpenStep::PortId, _) => io_err("read the netlink port id for", source),
+    }
 }
 
 /// A bound NFQUEUE.
@@ -147,23 +171,7 @@ impl Queue {
 
         // Port id 0 in the bind: the kernel assigns a unique one, which we read back so an EPERM
         // can be told apart ("held by someone else" vs "no CAP_NET_ADMIN").
-        let sock = NlSocket::open(0).map_err(|e| match (e.step, e.source.raw_os_error()) {
-            // No nfnetlink in this kernel.
-            (OpenStep::Socket, Some(libc::EPROTONOSUPPORT)) => QueueError::Unsupported {
-                queue: num,
-                source: e.source,
-            },
-            // systemd's RestrictAddressFamilies= answers EAFNOSUPPORT; LSMs answer EACCES.
-            (OpenStep::Socket, Some(libc::EAFNOSUPPORT | libc::EACCES | libc::EPERM)) => {
-                QueueError::Socket {
-                    queue: num,
-                    source: e.source,
-                }
-            }
-            (OpenStep::Socket, _) => io_err("open a netlink socket for")(e.source),
-            (OpenStep::Bind, _) => io_err("bind the netlink socket for")(e.source),
-            (OpenStep::PortId, _) => io_err("read the netlink port id for")(e.source),
-        })?;
+        let sock = NlSocket::open(0).map_err(|e| open_error(num, e))?;
 
         // Overruns must be visible: ENOBUFS is how we learn that the kernel dropped packets
         // because the socket buffer was full (netlink_overrun() sets it unless NO_ENOBUFS).

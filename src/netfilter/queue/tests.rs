@@ -330,6 +330,102 @@ fn errors_say_what_to_do() {
     assert!(perm.contains("CAP_NET_ADMIN"), "{perm}");
 }
 
+/// The error and its causes as `main` prints them, one per line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!("\n  caused by: {c}"));
+        cause = c.source();
+    }
+    text
+}
+
+/// Each OS error a user can meet opening the queue is printed once, as the cause, after a
+/// message that names the queue and the fix (it used to be in the message too).
+#[test]
+fn open_errors_print_the_os_error_once() {
+    let os = |errno| io::Error::from_raw_os_error(errno);
+    let errors = [
+        QueueError::Io {
+            op: "bind",
+            queue: 3,
+            source: os(libc::ENOMEM),
+        },
+        QueueError::Socket {
+            queue: 3,
+            source: os(libc::EAFNOSUPPORT),
+        },
+        QueueError::Unsupported {
+            queue: 3,
+            source: os(libc::EPROTONOSUPPORT),
+        },
+    ];
+    for e in &errors {
+        let text = chain(e);
+        let errno = std::error::Error::source(e)
+            .unwrap()
+            .downcast_ref::<io::Error>()
+            .unwrap()
+            .to_string();
+        assert_eq!(text.matches(&errno).count(), 1, "{text}");
+        assert!(text.contains("NFQUEUE 3"), "{text}");
+    }
+}
+
+/// What a refused socket(2), bind(2) or getsockname(2) tells the user: a kernel without
+/// nfnetlink_queue, a sandbox or security policy that forbids netlink, or the failed step.
+#[test]
+fn a_socket_that_cannot_be_opened_says_why_and_what_to_do() {
+    use crate::netfilter::netlink::{OpenError, OpenStep};
+    let open = |step, errno| {
+        let e = open_error(
+            5,
+            OpenError {
+                step,
+                source: io::Error::from_raw_os_error(errno),
+            },
+        );
+        let text = chain(&e);
+        assert_eq!(
+            text.matches(&io::Error::from_raw_os_error(errno).to_string())
+                .count(),
+            1,
+            "{text}"
+        );
+        text
+    };
+    let text = open(OpenStep::Socket, libc::EPROTONOSUPPORT);
+    assert!(text.starts_with("cannot bind NFQUEUE 5: the kernel has no NFQUEUE support; load it with `modprobe nfnetlink_queue`"), "{text}");
+    for errno in [libc::EAFNOSUPPORT, libc::EACCES, libc::EPERM] {
+        let text = open(OpenStep::Socket, errno);
+        assert!(
+            text.starts_with("cannot open a netlink socket for NFQUEUE 5; the sandbox must allow AF_NETLINK (systemd: RestrictAddressFamilies=AF_NETLINK"),
+            "{text}"
+        );
+    }
+    for (step, errno, says) in [
+        (
+            OpenStep::Socket,
+            libc::EMFILE,
+            "cannot open a netlink socket for NFQUEUE 5\n",
+        ),
+        (
+            OpenStep::Bind,
+            libc::EADDRINUSE,
+            "cannot bind the netlink socket for NFQUEUE 5\n",
+        ),
+        (
+            OpenStep::PortId,
+            libc::EBADF,
+            "cannot read the netlink port id for NFQUEUE 5\n",
+        ),
+    ] {
+        let text = open(step, errno);
+        assert!(text.starts_with(says), "{text}");
+    }
+}
+
 // --- Real kernel, inside private network namespaces (root only) ---
 
 mod kernel {
