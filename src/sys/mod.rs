@@ -34,8 +34,13 @@ pub(crate) fn in_forked_child(f: impl FnOnce() -> Result<(), String>) -> Result<
     if pid == 0 {
         // SAFETY: the write end is ours alone in the child.
         let mut w = unsafe { std::fs::File::from_raw_fd(fds[1]) };
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-            .unwrap_or_else(|_| Err("the child panicked".to_string()));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+            let what = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+            Err(format!("the child panicked: {}", what.unwrap_or_default()))
+        });
         let code = match r {
             Ok(()) => 0,
             Err(msg) => {
