@@ -182,3 +182,75 @@ fn expiry_as_date_string_toml_date_or_unix_time() {
         .message
         .contains("not negative"));
 }
+
+/// A value of the wrong type names what the key must be, with an example, for every key of a
+/// `[[client]]` and of its `[client.fwknop]`.
+#[test]
+fn a_wrong_type_in_a_client_says_what_each_key_must_be() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("name", "7", "a quoted name of 1 to 64 letters"),
+        (
+            "key",
+            "7",
+            "the quoted base64 line printed by `nfknock keygen`",
+        ),
+        (
+            "key_file",
+            "7",
+            "e.g. `key_file = \"/etc/nfknock/alice.key\"`",
+        ),
+        ("allow", "7", "a list of accesses"),
+        ("deny", "7", "a list of accesses"),
+        ("timeout", "\"x\"", "a number of seconds"),
+        ("max_timeout", "\"x\"", "a number of seconds"),
+        ("sources", "7", "a list of quoted networks or addresses"),
+        (
+            "destinations",
+            "7",
+            "a list of quoted networks or addresses",
+        ),
+        ("require_source_match", "7", "`true` or `false`"),
+        ("require_username", "7", "e.g. `require_username = \"bob\"`"),
+        ("expires_at", "\"x\"", "a Unix time"),
+    ];
+    for (key, value, hint) in cases {
+        let text = format!("[[client]]\n{key} = {value}\n");
+        let ps = problems(&text);
+        let p = at(&ps, &format!("client[1].{key}"));
+        assert!(
+            p.message.contains(&format!("; `{key}` must be ")) && p.message.contains(hint),
+            "{key}: {}",
+            p.message
+        );
+        assert_eq!(p.line, Some(2), "{key}");
+    }
+    let ps = problems("[[client]]\nfwknop = 7\n");
+    assert_eq!(
+        at(&ps, "client[1].fwknop").message,
+        "must be a table, found integer; write it as a `[client.fwknop]` section"
+    );
+    let cases: &[(&str, &str, &str)] = &[
+        ("key_base64", "7", "printed by `fwknop --key-gen`"),
+        ("hmac_key_base64", "7", "printed by `fwknop --key-gen`"),
+        ("key", "7", "a quoted passphrase"),
+        ("hmac_key", "7", "a quoted passphrase"),
+        ("key_file", "7", "a file holding one line of base64"),
+        ("hmac_key_file", "7", "a file holding one line of base64"),
+        ("hmac", "7", "one of \"md5\", \"sha1\""),
+        ("mode", "7", "one of \"cbc\", \"ctr\""),
+        ("no_hmac", "7", "`true` or `false`"),
+    ];
+    for (key, value, hint) in cases {
+        let text = format!(
+            "[[client]]\nname = \"bob\"\nallow = [\"tcp/22\"]\n[client.fwknop]\n{key} = {value}\n"
+        );
+        let ps = problems(&text);
+        let p = at(&ps, &format!("client[1].fwknop.{key}"));
+        assert!(
+            p.message.contains(&format!("; `{key}` must be ")) && p.message.contains(hint),
+            "{key}: {}",
+            p.message
+        );
+        assert_eq!(p.line, Some(5), "{key}");
+    }
+}
