@@ -254,3 +254,46 @@ fn a_wrong_type_in_a_client_says_what_each_key_must_be() {
         assert_eq!(p.line, Some(5), "{key}");
     }
 }
+
+/// `[client]` (one bracket) or `client = 5` are not a list of clients: the fix is `[[client]]`.
+#[test]
+fn clients_must_be_an_array_of_tables() {
+    let ps = problems("[client]\nname = \"alice\"\n");
+    let p = at(&ps, "client");
+    assert_eq!(
+        p.message,
+        "`[client]` is a single table; write `[[client]]` (two brackets) before each client"
+    );
+    assert_eq!(p.line, Some(1));
+    let ps = problems("client = 5\n");
+    assert_eq!(
+        at(&ps, "client").message,
+        "must be a list of tables, found integer; write `[[client]]` before each client"
+    );
+}
+
+/// A client without a (valid) name is still named, by its place, when `protect` lacks its port.
+#[test]
+fn an_unnamed_client_outside_protect_is_named_by_its_place() {
+    let text = format!(
+        "[server]\nprotect = [\"tcp/22\"]\n{}",
+        native_client("")
+            .replace("name = \"alice\"\n", "")
+            .replace("tcp/22", "tcp/443")
+    );
+    let ps = problems(&text);
+    assert!(
+        at(&ps, "client[1].allow").message.starts_with(
+            "client[1] may be granted tcp/443 but `[server] protect` (line 2) does not include it"
+        ),
+        "{}",
+        at(&ps, "client[1].allow").message
+    );
+}
+
+/// A secret never reaches a log through `{:?}`.
+#[test]
+fn a_native_secret_prints_redacted() {
+    let s = Secret::Native(Box::new(zeroize::Zeroizing::new([9u8; 32])));
+    assert_eq!(format!("{s:?}"), "Native(<redacted>)");
+}
