@@ -297,3 +297,18 @@ fn a_native_secret_prints_redacted() {
     let s = Secret::Native(Box::new(zeroize::Zeroizing::new([9u8; 32])));
     assert_eq!(format!("{s:?}"), "Native(<redacted>)");
 }
+
+/// A `require_username` no fwknop message could carry is refused.
+#[test]
+fn require_username_must_be_a_name_a_knock_can_carry() {
+    for bad in ["", "bo:b"] {
+        let text = fwknop_client("b", "").replace(
+            "[client.fwknop]",
+            &format!("require_username = \"{bad}\"\n[client.fwknop]"),
+        );
+        let ps = problems(&text);
+        let p = at(&ps, "client[1].require_username");
+        assert_eq!(p.message, "must be a non-empty user name without `:`");
+        assert_eq!(p.line, Some(4));
+    }
+}
