@@ -32,6 +32,8 @@ pub(crate) fn in_forked_child(f: impl FnOnce() -> Result<(), String>) -> Result<
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
+        #[cfg(tarpaulin)]
+        open_coverage_profile_now();
         // SAFETY: the write end is ours alone in the child.
         let mut w = unsafe { std::fs::File::from_raw_fd(fds[1]) };
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
@@ -76,5 +78,30 @@ pub(crate) fn in_forked_child(f: impl FnOnce() -> Result<(), String>) -> Result<
         (true, 0) => Ok(()),
         (true, _) => Err(msg),
         _ => Err(format!("the child ended with wait status {status}")),
+    }
+}
+
+/// Under `scripts/coverage` (cargo-tarpaulin, LLVM engine; it sets `--cfg tarpaulin`) the
+/// profile runtime opens its output file at exit, which a child that has become `nobody`
+/// cannot do in root's directory: hand it a file opened now, while still root.
+#[cfg(all(test, tarpaulin))]
+fn open_coverage_profile_now() {
+    extern "C" {
+        /// compiler-rt's profile runtime (InstrProfiling.h).
+        fn __llvm_profile_set_file_object(file: *mut libc::FILE, enable_merge: libc::c_int);
+    }
+    let Ok(pattern) = std::env::var("LLVM_PROFILE_FILE") else {
+        return;
+    };
+    let name = pattern
+        .replace("%m", "forked")
+        .replace("%p", &std::process::id().to_string());
+    let name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: two valid NUL-terminated strings; the FILE is handed to the runtime for good.
+    unsafe {
+        let file = libc::fopen(name.as_ptr(), c"wb".as_ptr());
+        if !file.is_null() {
+            __llvm_profile_set_file_object(file, 0);
+        }
     }
 }
