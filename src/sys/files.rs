@@ -32,6 +32,8 @@ pub struct RegularFile {
 
 /// Open `path` for reading if it is a regular file.
 ///
+/// A socket cannot be opened at all (`ENXIO`), and a symbolic link is followed or refused
+/// (`ELOOP`), so what is open is a directory, a FIFO, a device or a regular file.
 /// `O_NONBLOCK` makes opening a FIFO return at once instead of waiting for a writer (it is
 /// then refused as not a regular file); on a regular file the flag changes nothing. With
 /// [`Links::Refuse`] a symbolic link is refused (`O_NOFOLLOW`). The descriptor is `O_CLOEXEC`
@@ -59,8 +61,6 @@ pub fn open_regular(path: &Path, links: Links) -> io::Result<RegularFile> {
             "a directory"
         } else if ty.is_fifo() {
             "a FIFO"
-        } else if ty.is_socket() {
-            "a socket"
         } else if ty.is_char_device() || ty.is_block_device() {
             "a device"
         } else {
@@ -329,5 +329,33 @@ mod open_checks_tests {
         let mut s = String::new();
         file.read_to_string(&mut s).unwrap();
         assert_eq!(s, "abc");
+    }
+}
+
+#[cfg(test)]
+mod read_race_tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A file that grows between `fstat` and the read (a key being written) is refused, not
+    /// read in part or reallocated.
+    #[test]
+    fn a_file_that_grows_while_it_is_read_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "abc").unwrap();
+        let mut f = open_regular(&path, Links::Refuse).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"def")
+            .unwrap();
+        let e = f.read_all(MAX_KEY_FILE_LEN).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            e.to_string(),
+            "it grew while it was being read; try again once nothing is writing to it"
+        );
     }
 }
