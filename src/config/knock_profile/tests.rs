@@ -296,3 +296,13 @@ fn allow_ip_displays_as_written() {
         "2001:db8::7"
     );
 }
+
+/// An inline key that is not a `nfknock keygen` key says so, at its line.
+#[test]
+fn a_bad_inline_key_names_what_keygen_prints() {
+    let ps = errs("[server.a]\nserver = \"h\"\nkey = \"AAAA\"\naccess = [\"tcp/22\"]\n");
+    let p = at(&ps, "server.a.key");
+    assert!(p.message.starts_with("the key "), "{}", p.message);
+    assert!(p.message.contains("nfknock keygen"), "{}", p.message);
+    assert_eq!(p.line, Some(3));
+}
