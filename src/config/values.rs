@@ -197,8 +197,11 @@ mod tests {
         assert_eq!(parse_date("1970-01-01"), Some(0));
         assert_eq!(parse_date("2027-01-31"), Some(1_801_353_600));
         assert_eq!(parse_date("2000-02-29"), Some(951_782_400));
+        assert_eq!(parse_date("2027-04-30"), Some(1_809_043_200));
         for bad in [
             "2027-02-29",
+            "1900-02-29",
+            "2027-04-31",
             "2027-13-01",
             "2027-00-10",
             "2027-1-31",
@@ -230,6 +233,11 @@ mod tests {
         assert!(
             e.contains("`10.1.2.0/24`") && e.contains("`10.1.2.3/32`"),
             "{e}"
+        );
+        let e = network("2001:db8::1/64").unwrap_err();
+        assert_eq!(
+            e,
+            "`2001:db8::1/64` has host bits set; write `2001:db8::/64` for the network or `2001:db8::1/128` for the one address"
         );
         assert!(network("10.0.0.0/33").is_err());
         assert!(network("example.com")

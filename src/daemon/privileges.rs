@@ -192,4 +192,98 @@ mod tests {
             "{e}"
         );
     }
+
+    fn nobody() -> config::Account {
+        crate::sys::user_by_name("nobody")
+            .unwrap()
+            .expect("this test needs the user `nobody`")
+    }
+
+    /// `[server] user = "nobody"` with a config in a directory only root can enter: the daemon creates the
+    /// state directory for nobody, switches, and refuses to run on, naming the file and the fix
+    /// (a reload would fail); a root without CAP_SETGID is told to let its manager set the user.
+    #[test]
+    fn root_leaving_for_a_user_who_cannot_read_the_config_is_refused_with_the_fix() {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(crate::sys::euid(), 0, "this test runs as root");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        let path = dir.path().join("nfknock.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[server]\nuser = \"nobody\"\nstate_dir = \"{}\"\n\n[[client]]\nname = \"alice\"\nkey = \"{}\"\nallow = [\"tcp/22\"]\n",
+                dir.path().join("state").display(),
+                crate::crypto::generate_secret_base64(&mut crate::sys::OsRng).as_str()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let nobody = nobody();
+        // nobody owns the file, but cannot reach it: the temporary directory is root's, 0700
+        // (as for a config kept under /root).
+        std::os::unix::fs::chown(&path, Some(nobody.uid), Some(nobody.gid)).unwrap();
+        let config = super::super::load_config(&path).unwrap();
+        assert_eq!(config.server.user.switch_to(0), Some(&nobody));
+        let (state, shown) = (dir.path().join("state"), path.clone());
+        crate::sys::in_forked_child(move || {
+            use caps::{CapSet, Capability};
+            caps::drop(None, CapSet::Effective, Capability::CAP_SETGID).unwrap();
+            let e = format!("{:#}", leave_root(&config, &path).unwrap_err());
+            if !e.starts_with("cannot become user `nobody` (`[server] user`); if a container or service manager limits this process's capabilities or system calls, let it set the user instead (systemd: `User=nobody`): cannot drop supplementary groups") {
+                return Err(e);
+            }
+            caps::raise(None, CapSet::Effective, Capability::CAP_SETGID).unwrap();
+            let e = format!("{:#}", leave_root(&config, &path).unwrap_err());
+            let want = format!(
+                "switched to user `nobody`, which cannot read the config file {}: Permission denied (os error 13); a reload (SIGHUP) would fail: let it read the file and every directory above it (e.g. `chown nobody: {}`)",
+                shown.display(),
+                shown.display()
+            );
+            if e != want {
+                return Err(e);
+            }
+            Ok(())
+        })
+        .unwrap();
+        let meta = std::fs::metadata(&state).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o777), (nobody.uid, 0o700));
+    }
+
+    /// A daemon started with root's capabilities keeps CAP_NET_ADMIN only, inheritable ones
+    /// included; one without CAP_NET_ADMIN is told how to start it.
+    #[test]
+    fn drop_privileges_keeps_net_admin_only_and_refuses_to_run_without_it() {
+        use caps::{CapSet, Capability};
+        assert_eq!(crate::sys::euid(), 0, "this test runs as root");
+        crate::sys::in_forked_child(|| {
+            let only: caps::CapsHashSet = [Capability::CAP_NET_ADMIN].into_iter().collect();
+            caps::set(None, CapSet::Inheritable, &only).unwrap();
+            drop_privileges().map_err(|e| format!("{e:#}"))?;
+            for set in [CapSet::Effective, CapSet::Permitted, CapSet::Bounding] {
+                let have = caps::read(None, set).unwrap();
+                if have != only {
+                    return Err(format!("{set:?}: {have:?}"));
+                }
+            }
+            if !caps::read(None, CapSet::Inheritable).unwrap().is_empty() {
+                return Err("inheritable set not cleared".into());
+            }
+            // Twice is harmless (a reload never calls it, but nothing differs any more).
+            drop_privileges().map_err(|e| format!("{e:#}"))?;
+            caps::clear(None, CapSet::Effective).unwrap();
+            caps::clear(None, CapSet::Permitted).unwrap();
+            let e = format!("{:#}", drop_privileges().unwrap_err());
+            if e != "nfknock serve needs CAP_NET_ADMIN: run it as root or with AmbientCapabilities=CAP_NET_ADMIN" {
+                return Err(e);
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
 }

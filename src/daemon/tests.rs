@@ -893,3 +893,58 @@ fn a_lost_journal_is_logged_with_what_is_refused_and_what_to_do() {
         "{logs}"
     );
 }
+
+/// `nfknock verify` names the format it recognised, or says it recognised none.
+#[test]
+fn describe_format_names_native_fwknop_or_unknown() {
+    assert_eq!(describe_format(&[0u8; native::PACKET_LEN]), "unknown");
+    let mut p = [0u8; native::PACKET_LEN];
+    p[0] = native::VERSION;
+    assert_eq!(describe_format(&p), "native");
+    assert_eq!(
+        describe_format(&[b'A'; crate::wire::fwknop::MIN_WIRE_LEN]),
+        "fwknop"
+    );
+    assert_eq!(describe_format(&[]), "unknown");
+}
+
+/// A state_dir that cannot hold a journal (a file where the directory should be) stops the
+/// start with the setting to check; a corrupt journal is set aside and logged with what is
+/// refused until when.
+#[test]
+fn open_journal_names_state_dir_on_failure_and_logs_a_corrupt_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = crate::crypto::generate_secret_base64(&mut OsRng);
+    let path = write_config(dir.path(), &secret, "\"tcp/22\"");
+    let config = load_config(&path).unwrap();
+    let state = config.server.state_dir.clone();
+    std::fs::write(&state, "not a directory").unwrap();
+    let e = format!(
+        "{:#}",
+        open_journal(&config, &path, 1_800_000_000).unwrap_err()
+    );
+    assert!(
+        e.starts_with("cannot open the replay journal; check `state_dir` and its permissions: "),
+        "{e}"
+    );
+    std::fs::remove_file(&state).unwrap();
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(state.join(crate::state::JOURNAL_FILE), [0xffu8; 64]).unwrap();
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .without_time()
+        .finish();
+    let now = 1_800_000_000;
+    let (_, cache) =
+        tracing::subscriber::with_default(subscriber, || open_journal(&config, &path, now))
+            .unwrap();
+    assert_eq!(cache.refuse_before(), now + config.server.max_age);
+    let logs = logs.text();
+    assert!(
+        logs.starts_with("ERROR nfknock::daemon: replay journal was corrupt and has been set aside; knocks stamped before")
+            && logs.contains(&format!("refused for the next {}s", config.server.max_age)),
+        "{logs}"
+    );
+}

@@ -252,3 +252,50 @@ fn outcome_carries_the_skew_of_every_authenticated_knock() {
         (Decision::Reject(Reason::Replay), None)
     );
 }
+
+/// A client whose `sources` exclude the knock's source is refused as such, not as a bad key.
+#[test]
+fn a_knock_from_outside_the_clients_sources_is_refused_as_such() {
+    let mut alice = native_client("alice", 1);
+    alice.sources = vec!["10.0.0.0/8".parse().unwrap()];
+    let mut e = Engine::new(config(vec![alice]), ReplayCache::new(), 0, NOW);
+    let out = e.handle(&knock(1, NOW, 5), packet(), NOW);
+    assert_eq!(out.decision, Decision::Reject(Reason::SourceNotAllowed));
+    assert!(e.replay().is_empty());
+}
+
+/// `native` holds its own contract even if a caller skipped `wire::detect`: a payload of the
+/// wrong length or version is refused before any lookup.
+#[test]
+fn native_refuses_a_wrong_length_or_version_by_itself() {
+    let mut e = engine();
+    let out = e.native(&[native::VERSION; 10], packet(), NOW);
+    assert_eq!(out.decision, Decision::Reject(Reason::BadLength));
+    let mut p = knock(1, NOW, 6);
+    p[0] = 0x7f;
+    let out = e.native(&p, packet(), NOW);
+    assert_eq!(
+        out.decision,
+        Decision::Reject(Reason::BadHeader("unknown native version"))
+    );
+}
+
+/// Two clients with the same key share every hint: both stay reachable while the index rolls
+/// through epochs, and the collision list empties as old epochs go.
+#[test]
+fn clients_sharing_a_key_stay_reachable_across_epochs() {
+    let mut e = Engine::new(
+        config(vec![native_client("a", 1), native_client("b", 1)]),
+        ReplayCache::new(),
+        0,
+        NOW,
+    );
+    let mut ts = NOW;
+    for rng in 0..4u8 {
+        let out = e.handle(&knock(1, ts, 10 + rng), packet(), ts);
+        assert!(granted(&out), "{:?} at {ts}", out.decision);
+        assert_eq!(out.client, Some(0));
+        ts += native::EPOCH_SECS;
+        e.tick(ts, ts - NOW);
+    }
+}

@@ -32,6 +32,8 @@ pub struct RegularFile {
 
 /// Open `path` for reading if it is a regular file.
 ///
+/// A socket cannot be opened at all (`ENXIO`), and a symbolic link is followed or refused
+/// (`ELOOP`), so what is open is a directory, a FIFO, a device or a regular file.
 /// `O_NONBLOCK` makes opening a FIFO return at once instead of waiting for a writer (it is
 /// then refused as not a regular file); on a regular file the flag changes nothing. With
 /// [`Links::Refuse`] a symbolic link is refused (`O_NOFOLLOW`). The descriptor is `O_CLOEXEC`
@@ -59,8 +61,6 @@ pub fn open_regular(path: &Path, links: Links) -> io::Result<RegularFile> {
             "a directory"
         } else if ty.is_fifo() {
             "a FIFO"
-        } else if ty.is_socket() {
-            "a socket"
         } else if ty.is_char_device() || ty.is_block_device() {
             "a device"
         } else {
@@ -252,5 +252,110 @@ mod fs_loader_refuses_tests {
         );
         // ... and a directory listing skips a FIFO named *.conf.
         assert!(FsLoader.conf_files(dir.path()).unwrap().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod open_checks_tests {
+    use super::*;
+
+    /// The kind of non-file named in the refusal is the one the user pointed at.
+    #[test]
+    fn refusals_name_the_kind_of_thing_that_is_not_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let e = FsLoader.read_config(d).unwrap_err().to_string();
+        assert_eq!(e, "it is not a regular file but a directory");
+        let sock = d.join("nfknock.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        // A socket cannot be opened at all (ENXIO): the error is the OS's, never a hang.
+        let e = FsLoader.read_key(&sock).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENXIO), "{e}");
+        let e = FsLoader.read_key(Path::new("/dev/null")).unwrap_err();
+        assert_eq!(e.to_string(), "it is not a regular file but a device");
+    }
+
+    /// A key file is exactly the file named: a link is refused with [`is_link_refused`]; a
+    /// config file may be a link.
+    #[test]
+    fn a_key_file_link_is_refused_and_a_config_link_is_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("real"), "k").unwrap();
+        std::os::unix::fs::symlink(d.join("real"), d.join("link")).unwrap();
+        let e = FsLoader.read_key(&d.join("link")).unwrap_err();
+        assert!(crate::config::is_link_refused(&e), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "it is a symbolic link, which nfknock does not follow"
+        );
+        let loaded = FsLoader.read_config(&d.join("link")).unwrap();
+        assert_eq!(&loaded.bytes[..], b"k");
+        // Other errors pass through unchanged.
+        let e = FsLoader.read_key(&d.join("missing")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(!crate::config::is_link_refused(&e));
+    }
+
+    /// A key file the size of a wrong file is refused before it is read, with the limit.
+    #[test]
+    fn a_file_over_its_limit_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, vec![b'A'; MAX_KEY_FILE_LEN as usize + 1]).unwrap();
+        let e = FsLoader.read_key(&path).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("it is longer than {MAX_KEY_FILE_LEN} bytes; is this the right file?")
+        );
+        std::fs::write(&path, vec![b'A'; MAX_KEY_FILE_LEN as usize]).unwrap();
+        let loaded = FsLoader.read_key(&path).unwrap();
+        assert_eq!(loaded.bytes.len(), MAX_KEY_FILE_LEN as usize);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(loaded.meta.mode, mode);
+    }
+
+    /// The parts and metadata of an open file are those of the descriptor.
+    #[test]
+    fn an_open_file_hands_out_its_descriptor_and_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, "abc").unwrap();
+        let f = open_regular(&path, Links::Refuse).unwrap();
+        assert_eq!(f.metadata().len(), 3);
+        let (mut file, meta) = f.into_parts();
+        assert_eq!(meta.len(), 3);
+        let mut s = String::new();
+        file.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "abc");
+    }
+}
+
+#[cfg(test)]
+mod read_race_tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A file that grows between `fstat` and the read (a key being written) is refused, not
+    /// read in part or reallocated.
+    #[test]
+    fn a_file_that_grows_while_it_is_read_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "abc").unwrap();
+        let mut f = open_regular(&path, Links::Refuse).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"def")
+            .unwrap();
+        let e = f.read_all(MAX_KEY_FILE_LEN).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            e.to_string(),
+            "it grew while it was being read; try again once nothing is writing to it"
+        );
     }
 }

@@ -124,3 +124,57 @@ pub fn switch_user(account: &Account) -> Result<(), SwitchError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use caps::{CapSet, Capability};
+
+    fn nobody() -> Account {
+        crate::sys::user_by_name("nobody")
+            .unwrap()
+            .expect("this test needs the user `nobody`")
+    }
+
+    /// Root becomes the service user for good, with CAP_NET_ADMIN only; a root that already
+    /// lacks a needed capability (a container, a unit's CapabilityBoundingSet=) is told which
+    /// step failed for which user.
+    /// Root becomes the service user for good, with CAP_NET_ADMIN only; a root that already
+    /// lacks a needed capability (a container, a unit's CapabilityBoundingSet=) is told which
+    /// step failed for which user.
+    #[test]
+    fn root_becomes_the_user_with_net_admin_only_and_a_failing_step_is_named() {
+        assert_eq!(crate::sys::euid(), 0, "this test runs as root");
+        let nobody = nobody();
+        let check = |ok: bool, what: String| if ok { Ok(()) } else { Err(what) };
+        crate::sys::in_forked_child(|| {
+            // Without CAP_SETGID the group step fails (the bounding set has shrunk already).
+            caps::drop(None, CapSet::Effective, Capability::CAP_SETGID).unwrap();
+            let e = switch_user(&nobody).unwrap_err();
+            check(matches!(e, SwitchError::Os { .. }), format!("{e:?}"))?;
+            check(
+                e.to_string()
+                    == "cannot drop supplementary groups (setgroups) while switching to user `nobody`: Operation not permitted (os error 1)",
+                e.to_string(),
+            )?;
+            caps::raise(None, CapSet::Effective, Capability::CAP_SETGID).unwrap();
+            switch_user(&nobody).map_err(|e| e.to_string())?;
+            check(crate::sys::euid() == nobody.uid, "euid".into())?;
+            let only: caps::CapsHashSet = [Capability::CAP_NET_ADMIN].into_iter().collect();
+            for set in [CapSet::Effective, CapSet::Permitted, CapSet::Bounding] {
+                let have = caps::read(None, set).unwrap();
+                check(have == only, format!("{set:?}: {have:?}"))?;
+            }
+            // Now without CAP_SETPCAP: the bounding set cannot shrink, and the error says so.
+            let e = switch_user(&nobody).unwrap_err();
+            check(matches!(e, SwitchError::Caps { .. }), format!("{e:?}"))?;
+            check(
+                e.to_string().starts_with(
+                    "cannot shrink the bounding set while switching to user `nobody`: ",
+                ),
+                e.to_string(),
+            )
+        })
+        .unwrap();
+    }
+}

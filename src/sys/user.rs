@@ -72,3 +72,22 @@ pub fn user_by_name(name: &str) -> io::Result<Option<Account>> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_lookup_finds_root_and_reports_a_missing_or_impossible_name() {
+        let root = user_by_name("root").unwrap().unwrap();
+        assert_eq!((root.name.as_str(), root.uid, root.gid), ("root", 0, 0));
+        assert_eq!(
+            SystemAccounts.by_name("nfknock-no-such-user-here").unwrap(),
+            None
+        );
+        let e = user_by_name("ro\0ot").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(e.to_string(), "a user name has no NUL byte");
+        assert_eq!(SystemAccounts.euid(), euid());
+    }
+}

@@ -242,3 +242,67 @@ fn load_knock_profiles_refuses_a_readable_file_with_an_inline_key() {
         assert_eq!(config.names().collect::<Vec<_>>(), ["home"]);
     }
 }
+
+/// A wrong type in a knock profile names what the key must be, with an example.
+#[test]
+fn a_wrong_type_in_a_profile_says_what_each_key_must_be() {
+    for (key, value, hint) in [
+        ("server", "7", "a quoted host name or address"),
+        ("port", "\"x\"", "the server's knock port, from 1 to 65535"),
+        (
+            "key",
+            "7",
+            "the quoted base64 line printed by `nfknock keygen`",
+        ),
+        (
+            "key_file",
+            "7",
+            "a quoted path to the key from `nfknock keygen`",
+        ),
+        ("access", "7", "a list of accesses"),
+        ("timeout", "\"x\"", "seconds, e.g. `timeout = 60`"),
+        ("allow_ip", "7", "\"source\" or a quoted address"),
+    ] {
+        let ps = errs(&format!("[server.a]\n{key} = {value}\n"));
+        let p = at(&ps, &format!("server.a.{key}"));
+        assert!(
+            p.message.contains(&format!("; `{key}` must be ")) && p.message.contains(hint),
+            "{key}: {}",
+            p.message
+        );
+        assert_eq!(p.line, Some(2), "{key}");
+    }
+}
+
+/// An empty access list would knock for nothing.
+#[test]
+fn an_empty_access_list_is_refused_with_an_example() {
+    let ps = errs("[server.a]\naccess = []\n");
+    let p = at(&ps, "server.a.access");
+    assert_eq!(
+        p.message,
+        "is empty; list what to open, e.g. `access = [\"tcp/22\"]`"
+    );
+    assert_eq!(p.line, Some(2));
+}
+
+/// `allow_ip` prints as it is written.
+#[test]
+fn allow_ip_displays_as_written() {
+    assert_eq!(AllowIp::Auto.to_string(), "auto");
+    assert_eq!(AllowIp::Source.to_string(), "source");
+    assert_eq!(
+        AllowIp::Addr("2001:db8::7".parse().unwrap()).to_string(),
+        "2001:db8::7"
+    );
+}
+
+/// An inline key that is not a `nfknock keygen` key says so, at its line.
+#[test]
+fn a_bad_inline_key_names_what_keygen_prints() {
+    let ps = errs("[server.a]\nserver = \"h\"\nkey = \"AAAA\"\naccess = [\"tcp/22\"]\n");
+    let p = at(&ps, "server.a.key");
+    assert!(p.message.starts_with("the key "), "{}", p.message);
+    assert!(p.message.contains("nfknock keygen"), "{}", p.message);
+    assert_eq!(p.line, Some(3));
+}

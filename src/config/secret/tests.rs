@@ -219,3 +219,45 @@ fn reads_a_private_key_file_and_refuses_a_readable_one() {
         .unwrap_err()
         .contains("cannot read"));
 }
+
+/// A key file the service user may not read says who reads it and the `chown` that fixes it.
+#[test]
+fn an_unreadable_key_file_names_the_reader_and_the_chown() {
+    let owner = Owner {
+        uid: 998,
+        name: Some("nfknock".into()),
+        switching: true,
+    };
+    let e = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+    assert_eq!(
+        open_error("key file", Path::new("/etc/nfknock/a b.key"), &e, &owner),
+        format!("cannot read key file /etc/nfknock/a b.key: {e}; nfknock reads it as `nfknock` (uid 998): give it the file with `chown nfknock: '/etc/nfknock/a b.key'` (mode 0600)")
+    );
+    let e = std::io::Error::other("disk on fire");
+    assert_eq!(
+        open_error("key file", Path::new("/k"), &e, &running_as(5)),
+        "cannot read key file /k: disk on fire"
+    );
+}
+
+/// A key file that is binary or blank is refused with what it must hold.
+#[test]
+fn a_binary_or_blank_key_file_says_it_must_hold_one_line_of_base64() {
+    use crate::config::{FileMeta, MemFiles};
+    let meta = FileMeta {
+        mode: 0o100600,
+        uid: 0,
+    };
+    let files = MemFiles::new()
+        .with("/k/bin", b"\xff\xfe".to_vec(), meta)
+        .with("/k/blank", " \n\n".as_bytes().to_vec(), meta);
+    let root = Owner::running_as(0);
+    assert_eq!(
+        read_key_file(&files, Path::new("/k/bin"), &root).unwrap_err(),
+        "key file /k/bin is not text; it must hold one line of base64"
+    );
+    assert_eq!(
+        read_key_file(&files, Path::new("/k/blank"), &root).unwrap_err(),
+        "key file /k/blank is empty; it must hold one line of base64"
+    );
+}

@@ -34,9 +34,9 @@ fn client_hint(key: &str) -> Option<&'static str> {
         }
         "require_source_match" => "`true` or `false`",
         "require_username" => "a quoted user name, e.g. `require_username = \"bob\"`",
-        "expires" => "a date, e.g. `expires = \"2027-01-31\"`",
+        // `expires` (any TOML value, see `expiry`) and `fwknop` (a nested section) explain
+        // a wrong value themselves: no hint.
         "expires_at" => "a Unix time, e.g. `expires_at = 1801353600`",
-        "fwknop" => "a table: `[client.fwknop]` after this client's keys",
         _ => return None,
     })
 }

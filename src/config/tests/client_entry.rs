@@ -182,3 +182,133 @@ fn expiry_as_date_string_toml_date_or_unix_time() {
         .message
         .contains("not negative"));
 }
+
+/// A value of the wrong type names what the key must be, with an example, for every key of a
+/// `[[client]]` and of its `[client.fwknop]`.
+#[test]
+fn a_wrong_type_in_a_client_says_what_each_key_must_be() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("name", "7", "a quoted name of 1 to 64 letters"),
+        (
+            "key",
+            "7",
+            "the quoted base64 line printed by `nfknock keygen`",
+        ),
+        (
+            "key_file",
+            "7",
+            "e.g. `key_file = \"/etc/nfknock/alice.key\"`",
+        ),
+        ("allow", "7", "a list of accesses"),
+        ("deny", "7", "a list of accesses"),
+        ("timeout", "\"x\"", "a number of seconds"),
+        ("max_timeout", "\"x\"", "a number of seconds"),
+        ("sources", "7", "a list of quoted networks or addresses"),
+        (
+            "destinations",
+            "7",
+            "a list of quoted networks or addresses",
+        ),
+        ("require_source_match", "7", "`true` or `false`"),
+        ("require_username", "7", "e.g. `require_username = \"bob\"`"),
+        ("expires_at", "\"x\"", "a Unix time"),
+    ];
+    for (key, value, hint) in cases {
+        let text = format!("[[client]]\n{key} = {value}\n");
+        let ps = problems(&text);
+        let p = at(&ps, &format!("client[1].{key}"));
+        assert!(
+            p.message.contains(&format!("; `{key}` must be ")) && p.message.contains(hint),
+            "{key}: {}",
+            p.message
+        );
+        assert_eq!(p.line, Some(2), "{key}");
+    }
+    let ps = problems("[[client]]\nfwknop = 7\n");
+    assert_eq!(
+        at(&ps, "client[1].fwknop").message,
+        "must be a table, found integer; write it as a `[client.fwknop]` section"
+    );
+    let cases: &[(&str, &str, &str)] = &[
+        ("key_base64", "7", "printed by `fwknop --key-gen`"),
+        ("hmac_key_base64", "7", "printed by `fwknop --key-gen`"),
+        ("key", "7", "a quoted passphrase"),
+        ("hmac_key", "7", "a quoted passphrase"),
+        ("key_file", "7", "a file holding one line of base64"),
+        ("hmac_key_file", "7", "a file holding one line of base64"),
+        ("hmac", "7", "one of \"md5\", \"sha1\""),
+        ("mode", "7", "one of \"cbc\", \"ctr\""),
+        ("no_hmac", "7", "`true` or `false`"),
+    ];
+    for (key, value, hint) in cases {
+        let text = format!(
+            "[[client]]\nname = \"bob\"\nallow = [\"tcp/22\"]\n[client.fwknop]\n{key} = {value}\n"
+        );
+        let ps = problems(&text);
+        let p = at(&ps, &format!("client[1].fwknop.{key}"));
+        assert!(
+            p.message.contains(&format!("; `{key}` must be ")) && p.message.contains(hint),
+            "{key}: {}",
+            p.message
+        );
+        assert_eq!(p.line, Some(5), "{key}");
+    }
+}
+
+/// `[client]` (one bracket) or `client = 5` are not a list of clients: the fix is `[[client]]`.
+#[test]
+fn clients_must_be_an_array_of_tables() {
+    let ps = problems("[client]\nname = \"alice\"\n");
+    let p = at(&ps, "client");
+    assert_eq!(
+        p.message,
+        "`[client]` is a single table; write `[[client]]` (two brackets) before each client"
+    );
+    assert_eq!(p.line, Some(1));
+    let ps = problems("client = 5\n");
+    assert_eq!(
+        at(&ps, "client").message,
+        "must be a list of tables, found integer; write `[[client]]` before each client"
+    );
+}
+
+/// A client without a (valid) name is still named, by its place, when `protect` lacks its port.
+#[test]
+fn an_unnamed_client_outside_protect_is_named_by_its_place() {
+    let text = format!(
+        "[server]\nprotect = [\"tcp/22\"]\n{}",
+        native_client("")
+            .replace("name = \"alice\"\n", "")
+            .replace("tcp/22", "tcp/443")
+    );
+    let ps = problems(&text);
+    assert!(
+        at(&ps, "client[1].allow").message.starts_with(
+            "client[1] may be granted tcp/443 but `[server] protect` (line 2) does not include it"
+        ),
+        "{}",
+        at(&ps, "client[1].allow").message
+    );
+}
+
+/// A secret never reaches a log through `{:?}`.
+#[test]
+fn a_native_secret_prints_redacted() {
+    let s = Secret::Native(Box::new(zeroize::Zeroizing::new([9u8; 32])));
+    assert_eq!(format!("{s:?}"), "Native(<redacted>)");
+}
+
+/// A `require_username` no fwknop message could carry is refused.
+#[test]
+fn require_username_must_be_a_name_a_knock_can_carry() {
+    for bad in ["", "bo:b"] {
+        let text = fwknop_client("b", "").replace(
+            "[client.fwknop]",
+            &format!("require_username = \"{bad}\"\n[client.fwknop]"),
+        );
+        let ps = problems(&text);
+        let p = at(&ps, "client[1].require_username");
+        assert_eq!(p.message, "must be a non-empty user name without `:`");
+        assert_eq!(p.line, Some(4));
+    }
+}

@@ -116,3 +116,69 @@ fn fwknop_base64_keys_decode_as_fwknopd_does() {
         .message
         .contains("base64"));
 }
+
+/// fwknop key files must hold base64; a broken HMAC key file fails the client, not silently
+/// drops its HMAC.
+#[test]
+fn fwknop_key_files_that_are_not_base64_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.key");
+    std::fs::write(&bad, "not base64!\n").unwrap();
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = dir.path().join("nfknock.toml");
+    let text = format!(
+        "[[client]]\nname = \"b\"\nallow = [\"tcp/22\"]\n[client.fwknop]\nkey_file = \"bad.key\"\nhmac_key_base64 = \"{}\"\n",
+        fw_hmac()
+    );
+    let ps = check_str(&text, &config).problems;
+    let p = at(&ps, "client[1].fwknop.key_file");
+    assert_eq!(
+        p.message,
+        format!("key file {} is not valid base64; it must hold the base64 value printed by `fwknop --key-gen`", bad.display())
+    );
+    assert_eq!(p.line, Some(5));
+    let text = format!(
+        "[[client]]\nname = \"b\"\nallow = [\"tcp/22\"]\n[client.fwknop]\nkey_base64 = \"{}\"\nhmac_key_file = \"bad.key\"\n",
+        fw_key()
+    );
+    let ps = check_str(&text, &config).problems;
+    let p = at(&ps, "client[1].fwknop.hmac_key_file");
+    assert!(p.message.contains("is not valid base64"), "{}", p.message);
+    assert_eq!(p.line, Some(6));
+}
+
+/// `hmac = ...` with `no_hmac = true` is a contradiction, not a silent no-op.
+#[test]
+fn an_hmac_type_without_an_hmac_key_is_refused() {
+    let text = fwknop_client("b", "no_hmac = true\nhmac = \"sha256\"\n")
+        .replace(&format!("hmac_key_base64 = \"{}\"\n", fw_hmac()), "");
+    let ps = problems(&text);
+    let p = at(&ps, "client[1].fwknop.hmac");
+    assert_eq!(
+        p.message,
+        "is set but this client has no HMAC key (`no_hmac = true`); remove `hmac` or add an HMAC key"
+    );
+    assert_eq!(p.line, Some(7));
+}
+
+/// Weak settings that are allowed still warn, each with what to do instead.
+#[test]
+fn weak_fwknop_settings_warn_with_the_fix() {
+    let no_hmac = fwknop_client("b", "no_hmac = true\nmode = \"legacy\"\n")
+        .replace(&format!("hmac_key_base64 = \"{}\"\n", fw_hmac()), "")
+        .replace(
+            "allow = [\"tcp/22\"]\n",
+            "allow = [\"tcp/22\"]\nsources = [\"192.0.2.0/24\"]\n",
+        );
+    let w = warnings(&parse_str(&no_hmac, Path::new(PATH)).unwrap());
+    assert!(
+        w.iter().any(|w| w.contains(
+            "fwknop packets from its `sources` are decrypted before they are authenticated"
+        )),
+        "{w:?}"
+    );
+    assert!(
+        w.iter().any(|w| w == "client `b`: mode = \"legacy\" is for fwknop < 2.5 clients and cannot use an HMAC; upgrade the client and switch to \"cbc\" with an HMAC key"),
+        "{w:?}"
+    );
+}

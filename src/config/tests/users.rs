@@ -140,3 +140,34 @@ fn files_holding_keys_must_belong_to_the_user_the_daemon_switches_to() {
     let c = check_str_with(&text, &cfg, &accounts);
     assert!(c.problems.is_empty(), "{}", ConfigErrors(c.problems));
 }
+
+/// A user database that cannot be read (an nsswitch.conf naming a dead LDAP server).
+struct BrokenAccounts;
+
+impl Accounts for BrokenAccounts {
+    fn euid(&self) -> u32 {
+        0
+    }
+    fn by_name(&self, _name: &str) -> std::io::Result<Option<Account>> {
+        Err(std::io::Error::other("the LDAP server does not answer"))
+    }
+}
+
+#[test]
+fn a_user_database_that_fails_is_named_with_the_user_and_the_fix() {
+    let body = native_client("");
+    let c = check_str_with(&body, Path::new(PATH), &BrokenAccounts);
+    let p = at(&c.problems, "server.user");
+    assert_eq!(
+        p.message,
+        "cannot look up the default user `nfknock`: the LDAP server does not answer; fix the user database (nsswitch.conf), or set `user` to the user nfknock should run as"
+    );
+    let text = format!("[server]\nuser = \"svc\"\n{body}");
+    let c = check_str_with(&text, Path::new(PATH), &BrokenAccounts);
+    let p = at(&c.problems, "server.user");
+    assert_eq!(
+        p.message,
+        "cannot look up user `svc`: the LDAP server does not answer; fix the user database (nsswitch.conf)"
+    );
+    assert_eq!(p.line, Some(2));
+}
