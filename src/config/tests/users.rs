@@ -15,6 +15,9 @@ impl Accounts for FakeAccounts {
     fn by_name(&self, name: &str) -> std::io::Result<Option<Account>> {
         Ok(self.users.iter().find(|a| a.name == name).cloned())
     }
+    fn local_by_name(&self, name: &str) -> std::io::Result<Option<Account>> {
+        self.by_name(name)
+    }
 }
 
 fn account(name: &str, uid: u32) -> Account {
@@ -70,6 +73,39 @@ fn user_defaults_to_nfknock_if_it_exists_else_nfknock_stays_who_it_is() {
         explicit: true,
     };
     assert_eq!(root.switch_to(0), None);
+}
+
+/// Root, on a system whose `nfknock` account comes from a directory (LDAP, systemd) and not
+/// from the local files: the default user is not taken from there; a named user is.
+struct DirectoryOnly;
+
+impl Accounts for DirectoryOnly {
+    fn euid(&self) -> u32 {
+        0
+    }
+    fn by_name(&self, name: &str) -> std::io::Result<Option<Account>> {
+        Ok(Some(account(name, 5000)))
+    }
+    fn local_by_name(&self, _name: &str) -> std::io::Result<Option<Account>> {
+        Ok(None)
+    }
+}
+
+#[test]
+fn the_default_user_is_looked_up_only_in_the_local_files() {
+    let path = Path::new(PATH);
+    let c = check_str_with(&native_client(""), path, &DirectoryOnly);
+    assert!(c.problems.is_empty(), "{}", ConfigErrors(c.problems));
+    assert_eq!(c.plan.unwrap().server.user, RunAs::Unchanged);
+    let text = format!("[server]\nuser = \"nfknock\"\n{}", native_client(""));
+    let c = check_str_with(&text, path, &DirectoryOnly);
+    assert_eq!(
+        c.plan.unwrap().server.user,
+        RunAs::User {
+            account: account("nfknock", 5000),
+            explicit: true
+        }
+    );
 }
 
 #[test]
