@@ -51,8 +51,11 @@ pub const DEFAULT_RATE_LIMIT_V4_PREFIX: u8 = 32;
 /// buckets would give it 2^64 of them.
 pub const DEFAULT_RATE_LIMIT_V6_PREFIX: u8 = 64;
 /// The user a daemon started as root switches to when `[server] user` is not set (and the
-/// account exists): the one `scripts/install` creates and the systemd unit runs as.
+/// account exists in [`LOCAL_USERS`]): the one `scripts/install` creates and the systemd unit
+/// runs as.
 pub const DEFAULT_USER: &str = "nfknock";
+/// The local user database, the only place [`DEFAULT_USER`] is looked up (`useradd` writes it).
+pub const LOCAL_USERS: &str = "/etc/passwd";
 /// How messages say to create a service user (`useradd` USER): a system account that cannot
 /// log in, as `scripts/install` creates [`DEFAULT_USER`].
 pub const USERADD: &str =

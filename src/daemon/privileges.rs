@@ -27,8 +27,9 @@ fn user_plan(user: &config::RunAs, euid: u32) -> Result<UserPlan<'_>, String> {
     }
     match user {
         RunAs::Unchanged if euid == 0 => Ok(UserPlan::Stay(Some(format!(
-            "running as root: `[server] user` is not set and there is no user `{user}`, so nfknock keeps uid 0 (with only CAP_NET_ADMIN), and root owns most files here; create the user with `{useradd} {user}` (scripts/install does), or set `user` to an unprivileged user",
+            "running as root: `[server] user` is not set and {passwd} has no user `{user}`, so nfknock keeps uid 0 (with only CAP_NET_ADMIN), and root owns most files here; create the user with `{useradd} {user}` (scripts/install does), or set `user` to an unprivileged user",
             user = config::DEFAULT_USER,
+            passwd = config::LOCAL_USERS,
             useradd = config::USERADD
         )))),
         RunAs::User { account, .. } if euid == 0 => Ok(UserPlan::Stay(Some(format!(

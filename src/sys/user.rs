@@ -22,6 +22,35 @@ impl Accounts for SystemAccounts {
     fn by_name(&self, name: &str) -> io::Result<Option<Account>> {
         user_by_name(name)
     }
+
+    fn local_by_name(&self, name: &str) -> io::Result<Option<Account>> {
+        match std::fs::read_to_string(crate::config::LOCAL_USERS) {
+            Ok(text) => Ok(passwd_entry(&text, name)),
+            // No local database (a minimal container): no local account either.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The account `name` in `passwd(5)` text (`name:password:uid:gid:gecos:dir:shell`), if a
+/// well-formed line has it. Comments, blank, short or malformed lines and NIS `+`/`-` entries
+/// name no account.
+pub fn passwd_entry(text: &str, name: &str) -> Option<Account> {
+    text.lines().find_map(|line| {
+        let mut f = line.split(':');
+        if f.next()? != name || name.is_empty() || name.starts_with(['+', '-', '#']) {
+            return None;
+        }
+        let _password = f.next()?;
+        let uid = f.next()?.parse().ok()?;
+        let gid = f.next()?.parse().ok()?;
+        Some(Account {
+            name: name.to_owned(),
+            uid,
+            gid,
+        })
+    })
 }
 
 /// Look `name` up with `getpwnam_r(3)` (thread-safe; the buffer grows on `ERANGE`).
@@ -89,5 +118,30 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         assert_eq!(e.to_string(), "a user name has no NUL byte");
         assert_eq!(SystemAccounts.euid(), euid());
+    }
+
+    #[test]
+    fn passwd_entry_reads_name_uid_gid_and_skips_what_is_no_account() {
+        let text = "# comment\n\nroot:x:0:0:root:/root:/bin/bash\n+nfknock::::::\n\
+                    nfknock:x:bad:1\nnfk:x:7\nnfknock:x:998:997::/nonexistent:/usr/sbin/nologin\n";
+        assert_eq!(
+            passwd_entry(text, "nfknock"),
+            Some(Account {
+                name: "nfknock".into(),
+                uid: 998,
+                gid: 997
+            })
+        );
+        assert_eq!(passwd_entry(text, "root").map(|a| a.uid), Some(0));
+        assert_eq!(passwd_entry(text, "nfk"), None);
+        assert_eq!(passwd_entry(text, "+nfknock"), None);
+        assert_eq!(passwd_entry(text, ""), None);
+        assert_eq!(passwd_entry(text, "nobody-here"), None);
+    }
+
+    #[test]
+    fn the_local_user_database_has_root() {
+        let root = SystemAccounts.local_by_name("root").unwrap().unwrap();
+        assert_eq!((root.uid, root.gid), (0, 0));
     }
 }

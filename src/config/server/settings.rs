@@ -143,11 +143,12 @@ pub(super) fn server_settings(
     (server, protect)
 }
 
-/// Resolve `[server] user` (or the default, [`crate::config::DEFAULT_USER`], if that account exists).
+/// Resolve `[server] user` (or the default, [`crate::config::DEFAULT_USER`], if the local user
+/// database has that account: see [`Accounts::local_by_name`]).
 fn run_as(sink: &mut Sink<'_>, accounts: &dyn Accounts, user: Option<&Spanned<String>>) -> RunAs {
     let key = "server.user";
     let Some(user) = user else {
-        return match accounts.by_name(crate::config::DEFAULT_USER) {
+        return match accounts.local_by_name(crate::config::DEFAULT_USER) {
             Ok(Some(account)) => RunAs::User {
                 account,
                 explicit: false,
@@ -157,7 +158,7 @@ fn run_as(sink: &mut Sink<'_>, accounts: &dyn Accounts, user: Option<&Spanned<St
                 sink.at(
                     None,
                     key,
-                    format!("cannot look up the default user `{}`: {e}; fix the user database (nsswitch.conf), or set `user` to the user nfknock should run as", crate::config::DEFAULT_USER),
+                    format!("cannot look up the default user `{}` in {}: {e}; fix that file, or set `user` to the user nfknock should run as", crate::config::DEFAULT_USER, crate::config::LOCAL_USERS),
                 );
                 RunAs::Unchanged
             }

@@ -15,6 +15,9 @@ impl Accounts for FakeAccounts {
     fn by_name(&self, name: &str) -> std::io::Result<Option<Account>> {
         Ok(self.users.iter().find(|a| a.name == name).cloned())
     }
+    fn local_by_name(&self, name: &str) -> std::io::Result<Option<Account>> {
+        self.by_name(name)
+    }
 }
 
 fn account(name: &str, uid: u32) -> Account {
@@ -70,6 +73,39 @@ fn user_defaults_to_nfknock_if_it_exists_else_nfknock_stays_who_it_is() {
         explicit: true,
     };
     assert_eq!(root.switch_to(0), None);
+}
+
+/// Root, on a system whose `nfknock` account comes from a directory (LDAP, systemd) and not
+/// from the local files: the default user is not taken from there; a named user is.
+struct DirectoryOnly;
+
+impl Accounts for DirectoryOnly {
+    fn euid(&self) -> u32 {
+        0
+    }
+    fn by_name(&self, name: &str) -> std::io::Result<Option<Account>> {
+        Ok(Some(account(name, 5000)))
+    }
+    fn local_by_name(&self, _name: &str) -> std::io::Result<Option<Account>> {
+        Ok(None)
+    }
+}
+
+#[test]
+fn the_default_user_is_looked_up_only_in_the_local_files() {
+    let path = Path::new(PATH);
+    let c = check_str_with(&native_client(""), path, &DirectoryOnly);
+    assert!(c.problems.is_empty(), "{}", ConfigErrors(c.problems));
+    assert_eq!(c.plan.unwrap().server.user, RunAs::Unchanged);
+    let text = format!("[server]\nuser = \"nfknock\"\n{}", native_client(""));
+    let c = check_str_with(&text, path, &DirectoryOnly);
+    assert_eq!(
+        c.plan.unwrap().server.user,
+        RunAs::User {
+            account: account("nfknock", 5000),
+            explicit: true
+        }
+    );
 }
 
 #[test]
@@ -141,7 +177,8 @@ fn files_holding_keys_must_belong_to_the_user_the_daemon_switches_to() {
     assert!(c.problems.is_empty(), "{}", ConfigErrors(c.problems));
 }
 
-/// A user database that cannot be read (an nsswitch.conf naming a dead LDAP server).
+/// A user database that cannot be read: an nsswitch.conf naming a dead LDAP server, and an
+/// /etc/passwd the daemon may not read.
 struct BrokenAccounts;
 
 impl Accounts for BrokenAccounts {
@@ -150,6 +187,9 @@ impl Accounts for BrokenAccounts {
     }
     fn by_name(&self, _name: &str) -> std::io::Result<Option<Account>> {
         Err(std::io::Error::other("the LDAP server does not answer"))
+    }
+    fn local_by_name(&self, _name: &str) -> std::io::Result<Option<Account>> {
+        Err(std::io::Error::other("Permission denied (os error 13)"))
     }
 }
 
@@ -160,7 +200,7 @@ fn a_user_database_that_fails_is_named_with_the_user_and_the_fix() {
     let p = at(&c.problems, "server.user");
     assert_eq!(
         p.message,
-        "cannot look up the default user `nfknock`: the LDAP server does not answer; fix the user database (nsswitch.conf), or set `user` to the user nfknock should run as"
+        "cannot look up the default user `nfknock` in /etc/passwd: Permission denied (os error 13); fix that file, or set `user` to the user nfknock should run as"
     );
     let text = format!("[server]\nuser = \"svc\"\n{body}");
     let c = check_str_with(&text, Path::new(PATH), &BrokenAccounts);
