@@ -90,7 +90,7 @@ pub enum QueueError {
          namespace (run it as root or give the service AmbientCapabilities=CAP_NET_ADMIN)"
     )]
     Permission { queue: u16 },
-    /// socket(2) refused by a sandbox or security policy.
+    /// Opening the socket was refused by a sandbox or security policy (EPERM/EACCES).
     #[error(
         "cannot open a netlink socket for NFQUEUE {queue}; the sandbox must allow \
          AF_NETLINK (systemd: RestrictAddressFamilies=AF_NETLINK ...) and the security policy \
