@@ -378,7 +378,7 @@ fn knock_names_the_missing_or_bad_flag_and_sends_nothing() {
             .env_remove("NFKNOCK_LOG")
             .env_remove("RUST_LOG");
         let (code, stdout, stderr) = run(cmd.output().expect("run unshare (util-linux) as root"));
-        assert_eq!(code, EXIT_FAIL, "{args:?}: {stderr}");
+        assert_eq!(code, EXIT_USAGE, "{args:?}: {stderr}");
         assert!(stdout.is_empty(), "{args:?}: {stdout}");
         assert_eq!(stderr, format!("nfknock: error: {says}\n"), "{args:?}");
     }

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use clap::Args;
 
 use super::EXIT_OK;
@@ -144,7 +144,7 @@ fn resolve_knock(args: &KnockArgs) -> anyhow::Result<KnockPlan> {
         .server
         .clone()
         .or_else(|| profile.as_ref().map(|p| p.server.clone()))
-        .ok_or_else(|| anyhow!("no server given: use --server HOST or -n NAME"))?;
+        .ok_or_else(|| usage("no server given: use --server HOST or -n NAME".into()))?;
     let port = args
         .port
         .or(profile.as_ref().map(|p| p.port))
@@ -161,18 +161,27 @@ fn resolve_knock(args: &KnockArgs) -> anyhow::Result<KnockPlan> {
         }
         (None, Some(p)) => p.key.clone(),
         (None, None) => {
-            bail!("no key given: use --key-file PATH (made by `nfknock keygen --out PATH`)")
+            return Err(usage(
+                "no key given: use --key-file PATH (made by `nfknock keygen --out PATH`)".into(),
+            ))
         }
     };
     let access = match (&args.access, &profile) {
         (Some(list), _) => {
-            access::parse_list(list).map_err(|e| anyhow!("--access `{list}`: {e}"))?
+            access::parse_list(list).map_err(|e| usage(format!("--access `{list}`: {e}")))?
         }
         (None, Some(p)) => p.access.clone(),
-        (None, None) => bail!("nothing to open: use --access tcp/22[,udp/53,...]"),
+        (None, None) => {
+            return Err(usage(
+                "nothing to open: use --access tcp/22[,udp/53,...]".into(),
+            ))
+        }
     };
     if access.is_empty() || access.len() > native::MAX_ACCESS {
-        bail!("--access must list 1 to {} entries", native::MAX_ACCESS);
+        return Err(usage(format!(
+            "--access must list 1 to {} entries",
+            native::MAX_ACCESS
+        )));
     }
     let timeout = args
         .timeout
@@ -180,10 +189,11 @@ fn resolve_knock(args: &KnockArgs) -> anyhow::Result<KnockPlan> {
         .unwrap_or(0);
     let allow_ip = match args.allow_ip.as_deref() {
         Some("source") => AllowIp::Source,
-        Some(ip) => AllowIp::Addr(
-            ip.parse()
-                .map_err(|_| anyhow!("--allow-ip `{ip}`: expected an IP address or `source`"))?,
-        ),
+        Some(ip) => AllowIp::Addr(ip.parse().map_err(|_| {
+            usage(format!(
+                "--allow-ip `{ip}`: expected an IP address or `source`"
+            ))
+        })?),
         None => profile.as_ref().map_or(AllowIp::Auto, |p| p.allow_ip),
     };
     Ok(KnockPlan {
@@ -208,4 +218,9 @@ fn local_addr_towards(server: SocketAddr) -> anyhow::Result<IpAddr> {
     sock.connect(server)
         .with_context(|| format!("no route to {server}; pass --allow-ip"))?;
     Ok(sock.local_addr()?.ip())
+}
+
+/// A knock that cannot be built from these flags is a usage error (exit status 2).
+fn usage(message: String) -> anyhow::Error {
+    super::UsageError(message).into()
 }

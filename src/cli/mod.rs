@@ -63,6 +63,7 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
     use crate::netfilter::queue::QueueError;
     let conflict = e.chain().any(|c| {
         c.is::<daemon::AlreadyRunning>()
+            || c.is::<UsageError>()
             || matches!(c.downcast_ref(), Some(QueueError::Busy { .. }))
     });
     if conflict {
@@ -71,6 +72,12 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
         EXIT_FAIL
     }
 }
+
+/// A command line that cannot be carried out as given (a flag missing or malformed beyond what
+/// clap checks): exit status 2, like clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 const AFTER_HELP: &str = "\
 Exit status: 0 success; 1 failure (check found problems, verify rejected, runtime error);
