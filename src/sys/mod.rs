@@ -1,10 +1,11 @@
 //! The operating system's side of the core's inputs, for the shells: the CSPRNG ([`OsRng`]),
 //! files read with their checks made on the open descriptor ([`FsLoader`], the one
 //! implementation of [`crate::config::Files`]: config files, key files, the importer's files),
-//! the user database, and leaving root for the service user. (The clock is read in
-//! `daemon::unix_now`.) The pure core only sees traits: [`crate::crypto::Rng`],
+//! the user database, leaving root for the service user, and the clocks ([`clock`]). The pure
+//! core only sees traits and values passed in: [`crate::crypto::Rng`],
 //! [`crate::config::Files`], [`Accounts`].
 
+pub mod clock;
 mod files;
 mod privilege;
 mod rng;
