@@ -366,10 +366,9 @@ impl ReplayJournal {
             .try_clone()
             .map_err(io_err("sync", &self.path))
             .and_then(|f| {
-                syncer
-                    .jobs
-                    .try_send(f)
-                    .map_err(|_| io_err("sync", &self.path)(io::Error::other("the sync thread ended")))
+                syncer.jobs.try_send(f).map_err(|_| {
+                    io_err("sync", &self.path)(io::Error::other("the sync thread ended"))
+                })
             });
         if queued.is_err() {
             syncer.busy.store(false, Ordering::Release);
