@@ -17,6 +17,7 @@
 //! | `privileges.rs` | capabilities, user switch, syscall filter, systemd unit, installer   |
 //! | `dry_run.rs`    | `serve --dry-run` with and without the gate                          |
 //! | `fwknop.rs`     | the real Debian fwknop client, access.conf migration                 |
+//! | `workers.rs`    | `queue = "a-b"`: knocks spread over the queues, one replay cache     |
 //!
 //! Run them as root: `cargo test --test e2e` (all, in parallel), `cargo test --test e2e flood::`
 //! (one area). Measurements that are not asserted beyond a functional bound are `#[ignore]`d
@@ -34,6 +35,7 @@ mod privileges;
 mod rate_limit;
 mod replay;
 mod state;
+mod workers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

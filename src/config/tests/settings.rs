@@ -390,7 +390,11 @@ fn queue_takes_a_number_or_a_range_of_queues() {
         ("queue = \"65534-65535\"", 65534, 2),
     ] {
         let p = plan(&format!("[server]\n{setting}\n{}", native_client("")));
-        assert_eq!((p.server.queue, p.server.queue_count), (first, count), "{setting}");
+        assert_eq!(
+            (p.server.queue, p.server.queue_count),
+            (first, count),
+            "{setting}"
+        );
     }
     for (setting, says) in [
         ("queue = \"3-1\"", "first"),

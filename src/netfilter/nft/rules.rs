@@ -341,7 +341,11 @@ pub fn render(spec: &RulesetSpec) -> String {
     // native queue expression alike.
     let queues = match spec.queue_total {
         0 | 1 => spec.queue.to_string(),
-        n => format!("{}-{}", spec.queue, u32::from(spec.queue) + u32::from(n) - 1),
+        n => format!(
+            "{}-{}",
+            spec.queue,
+            u32::from(spec.queue) + u32::from(n) - 1
+        ),
     };
     let _ = writeln!(s, "\t\tudp dport {port} queue num {queues}");
     if spec.gate_input {
