@@ -572,12 +572,17 @@ impl Daemon {
         self.status_kib("VmHWM:")
     }
 
-    /// CPU time of the daemon's (only) thread, ns (`/proc/PID/schedstat`, field 1).
+    /// CPU time of all the daemon's threads (the loop, queue workers, the journal's sync
+    /// thread), ns (`/proc/PID/task/*/schedstat`, field 1). A thread that has ended is not
+    /// counted, so take both readings while the daemon runs.
     fn cpu_ns(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/schedstat", self.pid()))
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return 0;
+        };
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
     }
 
     fn log_text(&self) -> String {
@@ -617,6 +622,17 @@ static STARTS: AtomicU64 = AtomicU64::new(0);
 
 /// Start `nfknock serve` with `[server]` extras and client tables; wait until it serves.
 fn start_nfknock(lab: &Lab, bin: &str, server_extra: &str, clients: &str) -> Result<Daemon> {
+    start_nfknock_on(lab, bin, &QUEUE.to_string(), server_extra, clients)
+}
+
+/// [`start_nfknock`] on `queue` (a TOML value: `7`, or `"7-8"` for two queue workers).
+fn start_nfknock_on(
+    lab: &Lab,
+    bin: &str,
+    queue: &str,
+    server_extra: &str,
+    clients: &str,
+) -> Result<Daemon> {
     let n = STARTS.fetch_add(1, Ordering::Relaxed);
     let cfg = lab.dir.join(format!("nfknock-{n}.toml"));
     let state = lab.dir.join(format!("state-{n}"));
@@ -634,7 +650,7 @@ fn start_nfknock(lab: &Lab, bin: &str, server_extra: &str, clients: &str) -> Res
         );
     }
     let text = format!(
-        "[server]\nport = {}\nqueue = {QUEUE}\nstate_dir = \"{}\"\nprotect = [\"tcp/{}\"]\nmax_age = 120\n{server_extra}\n{clients}",
+        "[server]\nport = {}\nqueue = {queue}\nstate_dir = \"{}\"\nprotect = [\"tcp/{}\"]\nmax_age = 120\n{server_extra}\n{clients}",
         lab::KNOCK_PORT,
         state.display(),
         lab::SERVICE_PORT
@@ -1227,7 +1243,31 @@ fn flood(
     })
 }
 
+/// The kernel's counters of queues `QUEUE .. QUEUE + n`, added up.
+fn sum_stats(lab: &Lab, n: u16) -> Option<nfknock::netfilter::queue::QueueStats> {
+    in_ns(&lab.srv, move || {
+        let mut all: Option<nfknock::netfilter::queue::QueueStats> = None;
+        for i in 0..n {
+            let s = nfknock::netfilter::queue::kernel_stats(QUEUE + i)?;
+            all = Some(match all {
+                None => s,
+                Some(mut a) => {
+                    a.id_sequence = a.id_sequence.wrapping_add(s.id_sequence);
+                    a.queue_dropped = a.queue_dropped.wrapping_add(s.queue_dropped);
+                    a.user_dropped = a.user_dropped.wrapping_add(s.user_dropped);
+                    a
+                }
+            });
+        }
+        all
+    })
+    .ok()
+    .flatten()
+}
+
 struct FloodCtx<'a> {
+    /// Queues the daemon serves from `QUEUE` on (their counters are added up).
+    queues: u16,
     lab: &'a Lab,
     peer: Peer,
     keys: &'a Keys,
@@ -1239,11 +1279,8 @@ struct FloodCtx<'a> {
 
 /// One flood step: junk at `rate` for `secs`, a legitimate knock every 50 ms meanwhile.
 fn flood_step(c: &FloodCtx, w: &mut Watcher, ips: &mut Ips, rate: u64, secs: f64) -> Result<Value> {
-    let q = |lab: &Lab| {
-        in_ns(&lab.srv, || nfknock::netfilter::queue::kernel_stats(QUEUE))
-            .ok()
-            .flatten()
-    };
+    let n = c.queues;
+    let q = move |lab: &Lab| sum_stats(lab, n);
     let st0 = if c.peer == Peer::Nfknock {
         q(c.lab)
     } else {
@@ -1614,6 +1651,7 @@ fn run_nfknock(
     if only("flood") {
         eprintln!("==> nfknock: junk flood (rate_limit = 0)");
         let ctx = FloodCtx {
+            queues: 1,
             lab: &lab,
             peer: Peer::Nfknock,
             keys,
@@ -1629,6 +1667,45 @@ fn run_nfknock(
     out["events_lost"] = json!(w.lost.load(Ordering::Relaxed));
     let log = d.log_text();
     out["log_lines"] = json!(log.lines().count());
+    d.stop();
+    Ok(out)
+}
+
+/// nfknock with two queue workers (`queue = "7-8"`): grants/s and the junk-flood ladder, to set
+/// beside the one-queue rows of [`run_nfknock`].
+fn run_nfknock_workers(bin: &str, keys: &Arc<Keys>, m: &Mode, ips: &mut Ips) -> Result<Value> {
+    let mut out = json!({ "queue": format!("{QUEUE}-{}", QUEUE + 1) });
+    let lab = Lab::new("nfw", 2 * m.lat_n + 100)?;
+    let queue = format!("\"{QUEUE}-{}\"", QUEUE + 1);
+    let d = start_nfknock_on(&lab, bin, &queue, "rate_limit = 0", &keys.clients())?;
+    thread::sleep(Duration::from_millis(300));
+    out["rss_idle_kib"] = json!(d.rss_kib());
+    let mut w = Watcher::start(&lab, Peer::Nfknock)?;
+    let (w2, warm) = latency(&lab, w, keys, Format::Native, 2 * m.lat_n, 1, false)?;
+    w = w2;
+    out["warmup"] = warm;
+    eprintln!(
+        "==> nfknock, 2 queue workers: sustained grants/s ({} knocks)",
+        m.thru_n
+    );
+    let socks = lab.udp_sockets(0, 64)?;
+    let pkts: Vec<Vec<u8>> = (0..m.thru_n)
+        .map(|_| native_knock(&keys.native, ips.next(), unix_now()))
+        .collect();
+    out["throughput"] = throughput(&mut w, &socks, &pkts, 512, Duration::from_secs(60), &d);
+    eprintln!("==> nfknock, 2 queue workers: junk flood (rate_limit = 0)");
+    let ctx = FloodCtx {
+        queues: 2,
+        lab: &lab,
+        peer: Peer::Nfknock,
+        keys,
+        daemon: &d,
+        junk: Arc::new(junk_nfknock(3 * 1024, true)),
+        socks: Arc::new(socks),
+        legit: lab.udp_sockets(2 * m.lat_n + 50, 1)?.remove(0),
+    };
+    out["flood"] = flood_ladder(&ctx, &mut w, ips, &m.rates, m.step_secs, true)?;
+    out["rss_after_flood_kib"] = json!(d.rss_kib());
     d.stop();
     Ok(out)
 }
@@ -1673,6 +1750,7 @@ fn run_fwknopd(
     if only("flood") {
         eprintln!("==> fwknopd: junk flood");
         let ctx = FloodCtx {
+            queues: 1,
             lab: &lab,
             peer: Peer::Fwknopd,
             keys,
@@ -1692,6 +1770,7 @@ fn run_fwknopd(
         let lab = Lab::new("fwt", m.lat_n + 100)?;
         let (d, mut w) = start_fwknopd_warm(&lab, keys, m, FwTuning::Tuned)?;
         let ctx = FloodCtx {
+            queues: 1,
             lab: &lab,
             peer: Peer::Fwknopd,
             keys,
@@ -1845,6 +1924,22 @@ fn report(r: &Value) -> String {
         f(&ft["grants_per_s"], 1), ft["granted"], ft["sent"],
         verdict(nt["grants_per_s"].as_f64().map(|x| x >= 20_000.0))
     );
+    let nw = &r["nfknock_2_workers"];
+    if !nw.is_null() {
+        let _ = writeln!(
+            s,
+            "| sustained grants/s, native, 1 queue vs 2 queue workers (`queue = \"{}\"`) | {} vs {} | | | |",
+            nw["queue"].as_str().unwrap_or("?"),
+            f(&nt["grants_per_s"], 0),
+            f(&nw["throughput"]["grants_per_s"], 0)
+        );
+        let _ = writeln!(
+            s,
+            "| junk absorbed with no legit knock lost, 1 queue vs 2 queue workers (offered/s) | {} vs {} | | | |",
+            n["flood"]["best"]["rate"].as_u64().map_or("none".into(), |x| x.to_string()),
+            nw["flood"]["best"]["rate"].as_u64().map_or("none".into(), |x| x.to_string())
+        );
+    }
     let (nb, fb) = (&n["flood"]["best"], &fw["flood"]["best"]);
     let _ = writeln!(
         s,
@@ -1910,6 +2005,10 @@ fn report(r: &Value) -> String {
 
     let floods = [
         ("nfknock (`rate_limit = 0`)", &n["flood"]),
+        (
+            "nfknock, 2 queue workers (`queue = \"7-8\"`, `rate_limit = 0`; CPU = all threads)",
+            &r["nfknock_2_workers"]["flood"],
+        ),
         (
             "fwknopd, defaults (`PCAP_DISPATCH_COUNT` 100, `PCAP_LOOP_SLEEP` 100000, `-v`)",
             &fw["flood"],
@@ -2008,7 +2107,7 @@ fn main() -> Result<()> {
             "--only" => {
                 only_list = Some(
                     args.next()
-                        .context("--only needs latency,throughput,flood,scale")?,
+                        .context("--only needs latency,throughput,flood,workers,scale")?,
                 )
             }
             "--nfknock" => bin = Some(args.next().context("--nfknock needs a path")?),
@@ -2026,7 +2125,7 @@ fn main() -> Result<()> {
                 })?);
             }
             "-h" | "--help" => {
-                println!("usage: bench [--quick] [--json PATH] [--only latency,throughput,flood,scale] [--clients 1,1000,10000] [--nfknock BIN] [--baseline OLD_BIN]");
+                println!("usage: bench [--quick] [--json PATH] [--only latency,throughput,flood,workers,scale] [--clients 1,1000,10000] [--nfknock BIN] [--baseline OLD_BIN]");
                 return Ok(());
             }
             other => bail!("unknown argument {other}; see --help"),
@@ -2072,6 +2171,9 @@ fn main() -> Result<()> {
         "loadavg_start": loadavg(),
     });
     r["nfknock"] = run_nfknock(&bin, &keys, &m, &mut ips, &only)?;
+    if only("workers") {
+        r["nfknock_2_workers"] = run_nfknock_workers(&bin, &keys, &m, &mut ips)?;
+    }
     r["fwknopd"] = if lab::sh(&["sh", "-c", "command -v fwknopd"]).is_ok() {
         run_fwknopd(&keys, &m, &mut ips, &only)?
     } else {
