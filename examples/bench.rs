@@ -52,6 +52,8 @@ const SERVICE: Access = Access {
 const QUEUE: u16 = 7;
 /// Junk sender threads in the flood scenario.
 const SENDERS: usize = 2;
+/// Pause between filling the allow set and measuring it (see `run_scale`).
+const SETTLE: Duration = Duration::from_secs(2);
 
 // ---------------------------------------------------------------------------------------------
 // The lab
@@ -1432,10 +1434,12 @@ fn scale_point(
     m: &Mode,
 ) -> Result<Value> {
     let mut ev = Vec::new();
+    let mut sent_at = Vec::new();
     for i in 0..m.scale_lat {
         let ip = ips.next();
         let pkt = native_knock(&keys.native, ip, unix_now());
         let t0 = Instant::now();
+        sent_at.push(monotonic_ns());
         socks[i % socks.len()].send(&pkt)?;
         if let Some(t) = w.wait_for(ip, t0 + Duration::from_secs(3)) {
             ev.push(ms(t - t0));
@@ -1472,6 +1476,9 @@ fn scale_point(
         "event_ms": dist(&ev),
         // each knock's latency in the order sent: shows whether a p99 is one outlier or many
         "event_ms_each": ev,
+        // CLOCK_MONOTONIC of each send, to line the knocks up with a kernel trace taken with
+        // `trace_clock` = mono (BENCHMARKS.md, "p99 at 100 000 grants")
+        "sent_monotonic_ns": sent_at,
         "throughput": thru,
         "junk_sent": sent, "junk_queued": queued,
         "daemon_cpu_ns_per_junk": if queued > 0 { Some(cpu1.saturating_sub(cpu0) as f64 / queued as f64) } else { None },
@@ -1572,6 +1579,17 @@ impl Mode {
             }
         }
     }
+}
+
+/// `CLOCK_MONOTONIC`, ns.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// The 1-minute load average: other work on the machine shows up in every figure.
@@ -1706,7 +1724,27 @@ fn run_nfknock_workers(bin: &str, keys: &Arc<Keys>, m: &Mode, ips: &mut Ips) -> 
     };
     out["flood"] = flood_ladder(&ctx, &mut w, ips, &m.rates, m.step_secs, true)?;
     out["rss_after_flood_kib"] = json!(d.rss_kib());
+    let log_path = d.log.clone();
     d.stop();
+    // Contention at the hand-off: each worker logs, when it stops, how many packets it passed
+    // to the main loop and how often it found the channel full and had to wait.
+    let log = std::fs::read_to_string(log_path).unwrap_or_default();
+    let field = |line: &str, key: &str| -> Option<u64> {
+        let rest = &line[line.find(key)? + key.len()..];
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    out["workers"] = json!(log
+        .lines()
+        .filter(|l| l.contains("queue worker stopped"))
+        .map(|l| json!({
+            "queue": field(l, "queue="),
+            "packets": field(l, "packets="),
+            "waits_for_main_loop": field(l, "waits_for_main_loop="),
+        }))
+        .collect::<Vec<_>>());
     Ok(out)
 }
 
@@ -1827,6 +1865,11 @@ fn run_scale(bin: &str, keys: &Arc<Keys>, m: &Mode, ips: &mut Ips) -> Result<Val
         let filled = fill(
             &lab, &d, &mut w, keys, ips, &socks, have, m.grants, !m.quick,
         )?;
+        // Measure the state, not the fill's after-effects: the fill's last grants take the
+        // kernel's set past 98 304 elements (75 % of 131 072 buckets), and nft_set_hash's
+        // rhashtable then re-hashes every element in a kworker for 50–80 ms (`perf`/tracefs
+        // workqueue trace in BENCHMARKS.md); knocks sent meanwhile wait up to ~10 ms.
+        thread::sleep(SETTLE);
         let p1 = scale_point(&lab, &d, &mut w, keys, ips, &socks, &junk, m)?;
         rows.push(json!({
             "clients": c, "startup_s": startup, "rss_idle_kib": rss_idle,
@@ -1938,6 +1981,24 @@ fn report(r: &Value) -> String {
             "| junk absorbed with no legit knock lost, 1 queue vs 2 queue workers (offered/s) | {} vs {} | | | |",
             n["flood"]["best"]["rate"].as_u64().map_or("none".into(), |x| x.to_string()),
             nw["flood"]["best"]["rate"].as_u64().map_or("none".into(), |x| x.to_string())
+        );
+        let waits: Vec<String> = nw["workers"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|w| {
+                        format!(
+                            "queue {}: {} packets, {} waits",
+                            w["queue"], w["packets"], w["waits_for_main_loop"]
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "| 2 queue workers: packets handed to the main loop, times a worker waited for it | {} | | | |",
+            waits.join("; ")
         );
     }
     let (nb, fb) = (&n["flood"]["best"], &fw["flood"]["best"]);
