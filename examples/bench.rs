@@ -52,6 +52,14 @@ const SERVICE: Access = Access {
 const QUEUE: u16 = 7;
 /// Junk sender threads in the flood scenario.
 const SENDERS: usize = 2;
+/// Source addresses the legitimate knocks of a flood ladder rotate over: more than one ladder
+/// sends (9 steps × 30 knocks for fwknopd, 6 × 60 for nfknock), so none is used twice.
+const LEGIT_SOURCES: usize = 400;
+/// A legitimate knock this often during each flood step, for nfknock...
+const NFKNOCK_LEGIT_EVERY: Duration = Duration::from_millis(50);
+/// ... and for fwknopd, whose grant path (two or three `iptables` forks per grant, ≈ 37
+/// grants/s at best here) must not be what the junk rows measure.
+const FWKNOPD_LEGIT_EVERY: Duration = Duration::from_millis(100);
 /// Pause between filling the allow set and measuring it (see `run_scale`).
 const SETTLE: Duration = Duration::from_secs(2);
 
@@ -1270,13 +1278,22 @@ fn sum_stats(lab: &Lab, n: u16) -> Option<nfknock::netfilter::queue::QueueStats>
 struct FloodCtx<'a> {
     /// Queues the daemon serves from `QUEUE` on (their counters are added up).
     queues: u16,
+    /// One legitimate knock this often during a step.
+    legit_every: Duration,
     lab: &'a Lab,
     peer: Peer,
     keys: &'a Keys,
     daemon: &'a Daemon,
     junk: Arc<Vec<Vec<u8>>>,
     socks: Arc<Vec<UdpSocket>>,
-    legit: UdpSocket,
+    /// Legitimate knocks go out from these in turn, each from an address of its own as in the
+    /// latency scenario: fwknopd granted about half of the knocks sent from one address every
+    /// 50–100 ms even with no junk at all, and none from an address that had knocked a step
+    /// earlier (seen here with `-v` off and on; a 0/s step shows it), which is not what the
+    /// junk rows are meant to measure.
+    legit: Vec<UdpSocket>,
+    /// Legitimate knocks sent so far over the ladder (the next one uses `legit[sent % len]`).
+    legit_sent: std::cell::Cell<usize>,
 }
 
 /// One flood step: junk at `rate` for `secs`, a legitimate knock every 50 ms meanwhile.
@@ -1314,12 +1331,14 @@ fn flood_step(c: &FloodCtx, w: &mut Watcher, ips: &mut Ips, rate: u64, secs: f64
             Peer::Fwknopd => fwknop_knock(&c.keys.fwknop, ip, unix_now()),
         };
         let t = Instant::now();
-        let _ = c.legit.send(&pkt);
+        let k = c.legit_sent.get();
+        c.legit_sent.set(k + 1);
+        let _ = c.legit[k % c.legit.len()].send(&pkt);
         legit.push((ip, t));
         if rss_mid.is_none() && t0.elapsed().as_secs_f64() > secs / 2.0 {
             rss_mid = c.daemon.rss_kib();
         }
-        thread::sleep(Duration::from_millis(50));
+        thread::sleep(c.legit_every);
     }
     let (mut sent, mut took) = (0u64, 0f64);
     for h in senders {
@@ -1552,7 +1571,7 @@ impl Mode {
                 thru_n: 5_000,
                 fw_thru_secs: 4,
                 rates: vec![50_000, 150_000, 300_000],
-                fw_rates: vec![500, 1_000, 2_000, 10_000, 30_000],
+                fw_rates: vec![0, 500, 1_000, 2_000, 10_000, 30_000],
                 step_secs: 1.5,
                 clients: vec![1, 1_000, 10_000],
                 grants: 100_000,
@@ -1567,7 +1586,7 @@ impl Mode {
                 thru_n: 50_000,
                 fw_thru_secs: 10,
                 rates: vec![50_000, 100_000, 150_000, 200_000, 300_000, 400_000],
-                fw_rates: vec![250, 500, 800, 1_000, 2_000, 10_000, 30_000, 100_000],
+                fw_rates: vec![0, 250, 500, 800, 1_000, 2_000, 10_000, 30_000, 100_000],
                 step_secs: 3.0,
                 clients: vec![1, 1_000, 10_000],
                 grants: 100_000,
@@ -1625,7 +1644,7 @@ fn run_nfknock(
     only: &dyn Fn(&str) -> bool,
 ) -> Result<Value> {
     let mut out = json!({});
-    let lab = Lab::new("nfk", 2 * m.lat_n + 100)?;
+    let lab = Lab::new("nfk", 2 * m.lat_n + 100 + LEGIT_SOURCES)?;
     // rate_limit = 0: one sender stands for many clients here (scenarios 2 and 3); the
     // kernel's per-source limit (20/s) would otherwise cap the figures at the bench's sources.
     let d = start_nfknock(&lab, bin, "rate_limit = 0", &keys.clients())?;
@@ -1670,13 +1689,15 @@ fn run_nfknock(
         eprintln!("==> nfknock: junk flood (rate_limit = 0)");
         let ctx = FloodCtx {
             queues: 1,
+            legit_every: NFKNOCK_LEGIT_EVERY,
             lab: &lab,
             peer: Peer::Nfknock,
             keys,
             daemon: &d,
             junk: Arc::new(junk_nfknock(3 * 1024, true)),
             socks: Arc::new(lab.udp_sockets(0, 64)?),
-            legit: lab.udp_sockets(2 * m.lat_n + 50, 1)?.remove(0),
+            legit: lab.udp_sockets(2 * m.lat_n + 100, LEGIT_SOURCES)?,
+            legit_sent: Default::default(),
         };
         out["flood"] = flood_ladder(&ctx, &mut w, ips, &m.rates, m.step_secs, true)?;
         out["rss_after_flood_kib"] = json!(d.rss_kib());
@@ -1693,7 +1714,7 @@ fn run_nfknock(
 /// beside the one-queue rows of [`run_nfknock`].
 fn run_nfknock_workers(bin: &str, keys: &Arc<Keys>, m: &Mode, ips: &mut Ips) -> Result<Value> {
     let mut out = json!({ "queue": format!("{QUEUE}-{}", QUEUE + 1) });
-    let lab = Lab::new("nfw", 2 * m.lat_n + 100)?;
+    let lab = Lab::new("nfw", 2 * m.lat_n + 100 + LEGIT_SOURCES)?;
     let queue = format!("\"{QUEUE}-{}\"", QUEUE + 1);
     let d = start_nfknock_on(&lab, bin, &queue, "rate_limit = 0", &keys.clients())?;
     thread::sleep(Duration::from_millis(300));
@@ -1714,13 +1735,15 @@ fn run_nfknock_workers(bin: &str, keys: &Arc<Keys>, m: &Mode, ips: &mut Ips) -> 
     eprintln!("==> nfknock, 2 queue workers: junk flood (rate_limit = 0)");
     let ctx = FloodCtx {
         queues: 2,
+        legit_every: NFKNOCK_LEGIT_EVERY,
         lab: &lab,
         peer: Peer::Nfknock,
         keys,
         daemon: &d,
         junk: Arc::new(junk_nfknock(3 * 1024, true)),
         socks: Arc::new(socks),
-        legit: lab.udp_sockets(2 * m.lat_n + 50, 1)?.remove(0),
+        legit: lab.udp_sockets(2 * m.lat_n + 100, LEGIT_SOURCES)?,
+        legit_sent: Default::default(),
     };
     out["flood"] = flood_ladder(&ctx, &mut w, ips, &m.rates, m.step_secs, true)?;
     out["rss_after_flood_kib"] = json!(d.rss_kib());
@@ -1755,7 +1778,7 @@ fn run_fwknopd(
     only: &dyn Fn(&str) -> bool,
 ) -> Result<Value> {
     let mut out = json!({});
-    let lab = Lab::new("fwk", m.lat_n + 100)?;
+    let lab = Lab::new("fwk", m.lat_n + 100 + LEGIT_SOURCES)?;
     let (d, mut w) = start_fwknopd_warm(&lab, keys, m, FwTuning::Defaults)?;
     out["rss_idle_kib"] = json!(d.rss_kib());
     if only("latency") {
@@ -1789,13 +1812,15 @@ fn run_fwknopd(
         eprintln!("==> fwknopd: junk flood");
         let ctx = FloodCtx {
             queues: 1,
+            legit_every: FWKNOPD_LEGIT_EVERY,
             lab: &lab,
             peer: Peer::Fwknopd,
             keys,
             daemon: &d,
             junk: Arc::new(junk_fwknopd(1024)),
             socks: Arc::new(lab.udp_sockets(0, 64)?),
-            legit: lab.udp_sockets(m.lat_n + 50, 1)?.remove(0),
+            legit: lab.udp_sockets(m.lat_n + 100, LEGIT_SOURCES)?,
+            legit_sent: Default::default(),
         };
         out["flood"] = flood_ladder(&ctx, &mut w, ips, &m.fw_rates, m.step_secs, false)?;
     }
@@ -1805,17 +1830,19 @@ fn run_fwknopd(
         eprintln!(
             "==> fwknopd tuned (PCAP_DISPATCH_COUNT 100000, PCAP_LOOP_SLEEP 1000, no -v): junk flood"
         );
-        let lab = Lab::new("fwt", m.lat_n + 100)?;
+        let lab = Lab::new("fwt", m.lat_n + 100 + LEGIT_SOURCES)?;
         let (d, mut w) = start_fwknopd_warm(&lab, keys, m, FwTuning::Tuned)?;
         let ctx = FloodCtx {
             queues: 1,
+            legit_every: FWKNOPD_LEGIT_EVERY,
             lab: &lab,
             peer: Peer::Fwknopd,
             keys,
             daemon: &d,
             junk: Arc::new(junk_fwknopd(1024)),
             socks: Arc::new(lab.udp_sockets(0, 64)?),
-            legit: lab.udp_sockets(m.lat_n + 50, 1)?.remove(0),
+            legit: lab.udp_sockets(m.lat_n + 100, LEGIT_SOURCES)?,
+            legit_sent: Default::default(),
         };
         out["flood_tuned"] = flood_ladder(&ctx, &mut w, ips, &m.fw_rates, m.step_secs, false)?;
         out["rss_idle_tuned_kib"] = json!(d.rss_kib());
