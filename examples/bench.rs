@@ -2110,9 +2110,15 @@ fn report(r: &Value) -> String {
         let Some(steps) = fl["steps"].as_array() else {
             continue;
         };
+        let every = if name.starts_with("fwknopd") {
+            FWKNOPD_LEGIT_EVERY
+        } else {
+            NFKNOCK_LEGIT_EVERY
+        };
         let _ = writeln!(
             s,
-            "\n**Junk flood, {name}** (legit knock every 50 ms during each step)\n"
+            "\n**Junk flood, {name}** (a legit knock every {} ms during each step, each from an address of its own)\n",
+            every.as_millis()
         );
         let _ = writeln!(s, "| offered/s | sent/s | queued/s | queue drops | socket drops | daemon CPU | legit granted | legit p50 / p99 | load |");
         let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
@@ -2123,8 +2129,8 @@ fn report(r: &Value) -> String {
                 st["rate"],
                 f(&st["sent_pps"], 0),
                 f(&st["queued_pps"], 0),
-                st["queue_dropped"],
-                st["socket_dropped"],
+                f(&st["queue_dropped"], 0),
+                f(&st["socket_dropped"], 0),
                 f(&st["daemon_cpu_pct"], 0),
                 st["legit_granted"],
                 st["legit_sent"],
