@@ -143,6 +143,35 @@ fn a_queue_range_spreads_knocks_over_its_workers_and_a_replay_on_the_other_queue
         lab.log()
     );
     assert_eq!(grant_lines(&lab.log()), grants, "the replay was granted");
-    let (_, status) = lab.stop_daemon();
+
+    // Reload, flush repair and SIGTERM stay on the main loop: a reload leaves both workers
+    // serving, a flushed ruleset comes back with the range, and SIGTERM does not wait for them.
+    lab.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(3), || lab
+            .log()
+            .contains("config reloaded"))
+        .is_some(),
+        "{}",
+        lab.log()
+    );
+    for &src in &srcs {
+        send_from(&lab, src, knock_for(&key, src));
+    }
+    assert!(
+        wait_until(Duration::from_secs(3), || grant_lines(&lab.log())
+            == grants + srcs.len())
+        .is_some(),
+        "after a reload not every knock was granted:\n{}",
+        lab.log()
+    );
+    lab.run(&lab.srv, &["nft", "flush", "ruleset"]);
+    assert!(
+        wait_until(RESTORED_WITHIN, || lab.nft_list().contains("queue num 3-4")).is_some(),
+        "the flushed table did not come back with the queue range:\n{}",
+        lab.log()
+    );
+    let (took, status) = lab.stop_daemon();
     assert!(status.success(), "{}", lab.log());
+    assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
 }
