@@ -120,6 +120,11 @@ impl Fanin {
                 .name(format!("nfknock-q{}", w.queue.num()))
                 .spawn(move || w.run())?;
         }
+        info!(
+            first,
+            last = first + (stats.len() as u16).saturating_sub(1),
+            "one worker thread per queue: the kernel spreads knocks over them by flow"
+        );
         Ok(Fanin {
             rx,
             wake,
