@@ -162,11 +162,11 @@ struct Syncer {
     /// A sync is queued or running.
     busy: Arc<AtomicBool>,
     /// How the last background sync failed, until the next call reports it.
-    failed: Arc<Mutex<Option<io::Error>>>,
+    failed: Arc<Mutex<Option<StateError>>>,
 }
 
 impl Syncer {
-    fn start() -> io::Result<Syncer> {
+    fn start(path: PathBuf) -> io::Result<Syncer> {
         let (jobs, rx) = mpsc::sync_channel::<File>(1);
         let busy = Arc::new(AtomicBool::new(false));
         let failed = Arc::new(Mutex::new(None));
@@ -177,7 +177,8 @@ impl Syncer {
                 // Ends when the journal (the sender) is dropped.
                 for file in rx {
                     if let Err(e) = file.sync_data() {
-                        *f.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+                        *f.lock().unwrap_or_else(PoisonError::into_inner) =
+                            Some(io_err("sync", &path)(e));
                     }
                     b.store(false, Ordering::Release);
                 }
@@ -362,9 +363,10 @@ impl ReplayJournal {
     pub fn sync_in_background(&mut self) -> Result<(), StateError> {
         let syncer = match &mut self.syncer {
             Some(s) => s,
-            None => self
-                .syncer
-                .insert(Syncer::start().map_err(io_err("start the sync thread for", &self.path))?),
+            None => self.syncer.insert(
+                Syncer::start(self.path.clone())
+                    .map_err(io_err("start the sync thread for", &self.path))?,
+            ),
         };
         let failed = syncer
             .failed
@@ -372,7 +374,7 @@ impl ReplayJournal {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(e) = failed {
-            return Err(io_err("sync", &self.path)(e));
+            return Err(e);
         }
         if syncer.busy.swap(true, Ordering::AcqRel) {
             return Ok(());
@@ -497,8 +499,9 @@ impl ReplayJournal {
         // The rename is durable once the directory is synced: on another thread too. Until
         // then a crash of the machine (not of the process) may bring back the old journal,
         // which lacks only what was appended since, as after a late journal sync.
-        let (dir, failed) = (
+        let (dir, path, failed) = (
             self.dir.clone(),
+            self.path.clone(),
             self.syncer.as_ref().map(|s| s.failed.clone()),
         );
         let _ = std::thread::Builder::new()
@@ -506,7 +509,8 @@ impl ReplayJournal {
             .spawn(move || {
                 if let Err(e) = File::open(&dir).and_then(|d| d.sync_all()) {
                     if let Some(f) = failed {
-                        *f.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+                        *f.lock().unwrap_or_else(PoisonError::into_inner) =
+                            Some(io_err("sync the directory of", &path)(e));
                     }
                 }
             });
