@@ -591,6 +591,22 @@ impl Ipset {
         }
     }
 
+    /// How many iptables rules (or list sets) use `set`: LIST's header says it (HEADER's
+    /// does not).
+    fn references(&mut self, set: &str) -> Result<u32, IpsetError> {
+        self.msg.clear();
+        let seq = self.next_seq();
+        build_list(&mut self.msg, seq, set);
+        let mut refs = None;
+        let r = self.request(seq, true, "list an ipset", |b| {
+            if refs.is_none() {
+                refs = parse_header(b).map(|h| h.references);
+            }
+        })?;
+        r.map_err(|e| Self::refused("list", set, false, e))?;
+        Ok(refs.unwrap_or(0))
+    }
+
     /// Destroy `set`: `false` if there was none. A set still used by an iptables rule is
     /// refused with [`IpsetError::Busy`].
     pub fn destroy(&mut self, set: &str) -> Result<bool, IpsetError> {
@@ -601,11 +617,7 @@ impl Ipset {
             Ok(()) => Ok(true),
             Err(libc::ENOENT) => Ok(false),
             Err(IPSET_ERR_BUSY) | Err(IPSET_ERR_REFERENCED) => {
-                let references = self
-                    .header(set)
-                    .ok()
-                    .flatten()
-                    .map_or(1, |h| h.references.max(1));
+                let references = self.references(set).unwrap_or(0).max(1);
                 Err(IpsetError::Busy {
                     set: set.to_string(),
                     references,

@@ -1,0 +1,329 @@
+//! The ipset backend on an iptables host: the server namespace filters with iptables-legacy
+//! and the rules `nfknock ruleset --iptables` / `--ip6tables` print (loaded with
+//! `iptables-legacy-restore --noflush`), the daemon (switched to an unprivileged user, keeping
+//! only CAP_NET_ADMIN) writes grants into its `hash:ip,port` ipsets over netlink, and the
+//! kernel expires them. Port closed → knock → open for that source only → re-knock refreshes →
+//! expired; an ipset destroyed by hand is re-created with the live grants; IPv6 alike;
+//! `status` reads the ipsets, `uninstall` destroys them and refuses while a rule uses them.
+
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use super::*;
+
+const SET4: &str = "nfk_grants4";
+const SET6: &str = "nfk_grants6";
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `ipset list SET` in the server namespace (the real tool reads what the daemon wrote), or
+/// `None` if there is no such set.
+fn ipset_list(lab: &Lab, set: &str) -> Option<String> {
+    let out = lab.run(&lab.srv, &["ipset", "list", set]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The timeout the `ipset` tool shows for `member` (e.g. `10.77.0.2,tcp:2222`).
+fn member_timeout(lab: &Lab, set: &str, member: &str) -> Option<u64> {
+    let text = ipset_list(lab, set)?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{member} ")))?;
+    line.split_whitespace().last()?.parse().ok()
+}
+
+/// Print the rules of `flag` (`--iptables`, `--ip6tables`) for `config` and load them with
+/// `tool` (`iptables-legacy-restore`, ...) in the server namespace; returns the text.
+fn load_rules(lab: &Lab, config: &Path, flag: &str, tool: &str) -> String {
+    let config = config.to_str().unwrap();
+    let text = ok(
+        &lab.nfknock(&lab.srv, &["ruleset", flag, "--config", config]),
+        "nfknock ruleset",
+    );
+    let file = lab.path(&format!("rules{flag}"));
+    std::fs::write(&file, &text).unwrap();
+    ok(
+        &lab.run(&lab.srv, &[tool, "--noflush", file.to_str().unwrap()]),
+        tool,
+    );
+    text
+}
+
+/// Run `tool` (iptables-legacy / ip6tables-legacy) with the `-A nfknock-gate ...` lines of
+/// `rules`: the gate put back after a test took it away.
+fn add_gate_rules(lab: &Lab, tool: &str, rules: &str) {
+    for line in rules.lines().filter(|l| l.starts_with("-A nfknock-gate ")) {
+        let mut args = vec![tool];
+        args.extend(line.split_whitespace());
+        ok(&lab.run(&lab.srv, &args), line);
+    }
+}
+
+/// The lab's server namespace as an iptables host, the daemon (backend = "ipset", user
+/// `nfknock-test`) serving alice (tcp/2222, grants of `timeout` s).
+struct IptLab {
+    lab: Lab,
+    key: PathBuf,
+    config: PathBuf,
+    daemon: Daemon,
+    rules4: String,
+    rules6: String,
+}
+
+fn ipt_lab(timeout: u32) -> IptLab {
+    let (uid, gid) = super::privileges::test_user();
+    let user = "nfknock-test";
+    let lab = Lab::new();
+    // The lab's directory is root's 0700: the user must reach its files inside.
+    std::fs::set_permissions(lab.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let key = lab.keygen("alice.key");
+    chown(&key, Some(uid), Some(gid)).unwrap();
+    let state = lab.path("state");
+    let out = std::process::Command::new("chown")
+        .args(["-R", &format!("{uid}:{gid}"), state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    ok(&out, "chown state");
+    let config = lab.path("nfknock.toml");
+    let server = format!(
+        "protect = [\"tcp/{HOST_PORT}\"]\nmax_age = 120\nbackend = \"ipset\"\nipset_v4 = \"{SET4}\"\nipset_v6 = \"{SET6}\"\n"
+    );
+    let table = server_table(&state, user, &server);
+    let client = alice(&key, &format!("\"tcp/{HOST_PORT}\""), timeout);
+    std::fs::write(&config, format!("{table}{client}")).unwrap();
+    let daemon = Daemon::start(&lab, &[], &config, &[], "debug", "ipset.log");
+    // The knock runs as root: its copy of the key is root's.
+    let key = super::privileges::client_copy(&lab, &key);
+    // The daemon made the sets: now the rules that match them load.
+    let rules4 = load_rules(&lab, &config, "--iptables", "iptables-legacy-restore");
+    let rules6 = load_rules(&lab, &config, "--ip6tables", "ip6tables-legacy-restore");
+    IptLab {
+        lab,
+        key,
+        config,
+        daemon,
+        rules4,
+        rules6,
+    }
+}
+
+impl IptLab {
+    fn knock(&self, server: &str, extra: &[&str]) {
+        let mut args = vec![
+            "--key-file",
+            self.key.to_str().unwrap(),
+            "--access",
+            "tcp/2222",
+        ];
+        args.extend_from_slice(extra);
+        self.lab.knock(&self.lab.cli, server, &args);
+    }
+
+    fn status(&self) -> Vec<serde_json::Value> {
+        let config = self.config.to_str().unwrap();
+        let out = self
+            .lab
+            .nfknock(&self.lab.srv, &["status", "--json", "--config", config]);
+        ok(&out, "nfknock status")
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+#[test]
+fn ipset_backend_opens_for_the_source_only_refreshes_expires_and_recreates_destroyed_sets() {
+    let t = ipt_lab(3);
+    let lab = &t.lab;
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let target = sock(SRV4, HOST_PORT);
+
+    // The daemon, switched to its user, keeps only CAP_NET_ADMIN; it made its ipsets (of type
+    // hash:ip,port, with timeouts) and no nftables table.
+    super::privileges::assert_least_privilege_with(t.daemon.pid(), 2);
+    for (set, family) in [(SET4, "family inet "), (SET6, "family inet6 ")] {
+        let text = ipset_list(lab, set).unwrap_or_else(|| panic!("no ipset {set}"));
+        assert!(
+            text.contains("Type: hash:ip,port")
+                && text.contains(family)
+                && text.contains("timeout 300"),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        lab.nft_list(),
+        "",
+        "the ipset backend made an nftables table"
+    );
+
+    // 1. closed before any knock
+    assert!(
+        !tcp_open(&lab.cli, target, CLOSED_WITHIN),
+        "open before any knock"
+    );
+
+    // 2. a knock opens it for this source, not for another
+    t.knock(SRV4, &[]);
+    assert!(opens(&lab.cli, target), "did not open:\n{}", t.daemon.log());
+    assert!(
+        !tcp_open(&lab.oth, sock(SRV_OTH4, HOST_PORT), CLOSED_WITHIN),
+        "opened for a stranger"
+    );
+    // The element carries the protocol; `status` reads it from the ipset.
+    let member = format!("{CLI4},tcp:{HOST_PORT}");
+    let left = member_timeout(lab, SET4, &member).expect("no element in the ipset");
+    assert!((1..=3).contains(&left), "timeout {left}");
+    let st = t.status();
+    assert!(
+        st.iter().any(|v| v["source"] == CLI4
+            && v["access"] == "tcp/2222"
+            && (1..=3).contains(&v["seconds_left"].as_u64().unwrap())),
+        "{st:?}"
+    );
+
+    // 3. a re-knock restarts the timer (`-exist` semantics, no "already added" error)
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = member_timeout(lab, SET4, &member).unwrap();
+    t.knock(SRV4, &["--timeout", "12"]);
+    assert!(
+        wait_until(Duration::from_secs(2), || member_timeout(
+            lab, SET4, &member
+        )
+        .is_some_and(|s| s > before + 6))
+        .is_some(),
+        "re-knock did not refresh the timeout (was {before}):\n{}",
+        ipset_list(lab, SET4).unwrap_or_default()
+    );
+
+    // 4. destroyed by hand (after taking the rule that uses it away): re-created with the live
+    //    grant within the daemon's tick, and the gate put back opens for the same source.
+    ok(
+        &lab.run(&lab.srv, &["iptables-legacy", "-F", "nfknock-gate"]),
+        "iptables -F",
+    );
+    ok(
+        &lab.run(&lab.srv, &["ipset", "destroy", SET4]),
+        "ipset destroy",
+    );
+    assert!(
+        wait_until(RESTORED_WITHIN + Duration::from_secs(1), || member_timeout(
+            lab, SET4, &member
+        )
+        .is_some())
+        .is_some(),
+        "ipset not re-created with the live grant:\n{}",
+        t.daemon.log()
+    );
+    assert!(
+        t.daemon.log().contains("re-created it"),
+        "{}",
+        t.daemon.log()
+    );
+    add_gate_rules(lab, "iptables-legacy", &t.rules4);
+    assert!(opens(&lab.cli, target), "restored grant does not open");
+    assert!(
+        !tcp_open(&lab.oth, sock(SRV_OTH4, HOST_PORT), CLOSED_WITHIN),
+        "opened for a stranger after the repair"
+    );
+
+    // 5. it expires: the kernel removes the element, the port closes
+    assert!(
+        closes(&lab.cli, target, Duration::from_secs(15)),
+        "grant did not expire"
+    );
+    assert_eq!(member_timeout(lab, SET4, &member), None);
+}
+
+#[test]
+fn ipset_backend_gates_ipv6_and_uninstall_refuses_while_rules_use_the_sets() {
+    let mut t = ipt_lab(3);
+    let lab = &t.lab;
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let target = sock(SRV6, HOST_PORT);
+
+    assert!(
+        !tcp_open(&lab.cli, target, CLOSED_WITHIN),
+        "open before any knock"
+    );
+    t.knock(SRV6, &[]);
+    assert!(opens(&lab.cli, target), "did not open:\n{}", t.daemon.log());
+    assert!(
+        !tcp_open(&lab.oth, sock(SRV_OTH6, HOST_PORT), CLOSED_WITHIN),
+        "opened for a stranger"
+    );
+    let member = format!("{CLI6},tcp:{HOST_PORT}");
+    assert!(member_timeout(lab, SET6, &member).is_some());
+    assert!(
+        t.status().iter().any(|v| v["source"] == CLI6),
+        "{:?}",
+        t.status()
+    );
+    assert!(
+        closes(&lab.cli, target, Duration::from_secs(6)),
+        "grant did not expire"
+    );
+
+    // The IPv6 set destroyed: re-created too.
+    ok(
+        &lab.run(&lab.srv, &["ip6tables-legacy", "-F", "nfknock-gate"]),
+        "ip6tables -F",
+    );
+    ok(
+        &lab.run(&lab.srv, &["ipset", "destroy", SET6]),
+        "ipset destroy",
+    );
+    assert!(
+        wait_until(RESTORED_WITHIN + Duration::from_secs(1), || ipset_list(
+            lab, SET6
+        )
+        .is_some())
+        .is_some(),
+        "ipset {SET6} not re-created:\n{}",
+        t.daemon.log()
+    );
+    add_gate_rules(lab, "ip6tables-legacy", &t.rules6);
+
+    // `uninstall` with the daemon stopped: refused while iptables rules use the sets, naming
+    // the set and the fix; done once they are gone.
+    assert!(t.daemon.stop().success(), "{}", t.daemon.log());
+    let config = t.config.to_str().unwrap();
+    let out = lab.nfknock(&lab.srv, &["uninstall", "--config", config]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "uninstall went through: {err}");
+    assert!(
+        err.contains(&format!("ipset `{SET4}` is in use by 1 iptables rule"))
+            && err.contains("remove those rules first"),
+        "{err}"
+    );
+    for tool in ["iptables-legacy", "ip6tables-legacy"] {
+        ok(&lab.run(&lab.srv, &[tool, "-F", "nfknock-gate"]), tool);
+    }
+    let out = lab.nfknock(&lab.srv, &["uninstall", "--config", config]);
+    ok(&out, "uninstall");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("ipsets `{SET4}` and `{SET6}` removed")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(ipset_list(lab, SET4).is_none() && ipset_list(lab, SET6).is_none());
+    // status now says what is missing and what to do.
+    let out = lab.nfknock(&lab.srv, &["status", "--config", config]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("is not loaded"),
+        "{err}"
+    );
+}
