@@ -275,7 +275,7 @@ pub fn build_destroy(m: &mut MsgBuf, seq: u32, set: &str) {
 }
 
 /// One element's data: `IP { IPADDR_IPV4|6 }, PORT, [TIMEOUT], PROTO, LINENO`.
-fn element_data(m: &mut MsgBuf, addr: IpAddr, access: Access, timeout_s: Option<u32>) {
+fn element_data(m: &mut MsgBuf, addr: IpAddr, access: Access, timeout_s: Option<u32>, lineno: u32) {
     let d = m.nest(IPSET_ATTR_DATA);
     let ip = m.nest(IPSET_ATTR_IP);
     match addr {
@@ -288,24 +288,27 @@ fn element_data(m: &mut MsgBuf, addr: IpAddr, access: Access, timeout_s: Option<
         m.attr_u32(IPSET_ATTR_TIMEOUT | NLA_F_NET_BYTEORDER, t);
     }
     m.attr(IPSET_ATTR_PROTO, &[access.proto.number()]);
-    m.attr_u32(IPSET_ATTR_LINENO | NLA_F_NET_BYTEORDER, 0);
+    m.attr_u32(IPSET_ATTR_LINENO | NLA_F_NET_BYTEORDER, lineno);
     m.nest_end(d);
 }
 
 /// ADD (`add`, each element with its timeout) or DEL of `elems` in `set`, without
 /// `NLM_F_EXCL` (see the module: an existing element is refreshed, a missing one is no error).
-/// One element is sent as `ipset add` sends it (`IPSET_ATTR_DATA`); several go in one
-/// `IPSET_ATTR_ADT` list, as `ipset restore` sends them.
+/// One element is sent as `ipset add` sends it (`IPSET_ATTR_DATA`, line 0); several go in one
+/// `IPSET_ATTR_ADT` list numbered from 1, as `ipset restore` sends the lines of a file.
 pub fn build_adt(m: &mut MsgBuf, seq: u32, add: bool, set: &str, elems: &[Element]) {
     let cmd = if add { IPSET_CMD_ADD } else { IPSET_CMD_DEL };
     let s = begin(m, cmd, NLM_F_ACK, seq, Some(set));
     let timeout = |e: &Element| add.then_some(e.timeout_s.clamp(1, MAX_TIMEOUT_S));
     if let [e] = elems {
-        element_data(m, e.addr, e.access, timeout(e));
+        element_data(m, e.addr, e.access, timeout(e), 0);
     } else {
+        // `ip_set_ad` refuses an ADT list without a command-level LINENO (IPSET_ERR_PROTOCOL).
+        m.attr_u32(IPSET_ATTR_LINENO | NLA_F_NET_BYTEORDER, 1);
         let list = m.nest(IPSET_ATTR_ADT);
-        for e in elems {
-            element_data(m, e.addr, e.access, timeout(e));
+        for (i, e) in elems.iter().enumerate() {
+            let lineno = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            element_data(m, e.addr, e.access, timeout(e), lineno);
         }
         m.nest_end(list);
     }
@@ -486,7 +489,10 @@ impl Ipset {
         match errno {
             libc::EPERM | libc::EACCES => IpsetError::Permission { op, set },
             libc::ENOENT => IpsetError::NoSet { op, set, v6 },
-            IPSET_ERR_EXIST
+            // CREATE without NLM_F_EXCL answers EEXIST for a set of that name whose type,
+            // family or options differ (`ip_set_create`, net/netfilter/ipset/ip_set_core.c).
+            libc::EEXIST
+            | IPSET_ERR_EXIST
             | IPSET_ERR_TYPE_MISMATCH
             | IPSET_ERR_TIMEOUT
             | IPSET_ERR_INVALID_FAMILY

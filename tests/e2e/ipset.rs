@@ -327,3 +327,90 @@ fn ipset_backend_gates_ipv6_and_uninstall_refuses_while_rules_use_the_sets() {
         "{err}"
     );
 }
+
+/// The ipset shell against the real kernel, in the lab's server namespace: create is
+/// idempotent and refuses a set of another type by name, ADD of many elements (several
+/// messages of `IPSET_ATTR_ADT` lists) lists back whole, a re-add refreshes the timeout, DEL of
+/// a missing element is no error, writing to a missing set names the fix, DESTROY says whether
+/// there was a set.
+#[test]
+fn ipset_messages_do_what_they_say_in_the_kernel() {
+    use nfknock::netfilter::ipset::{Element, Ipset};
+    let lab = Lab::new();
+    ok(
+        &lab.run(&lab.srv, &["ipset", "create", "other", "hash:ip"]),
+        "ipset create",
+    );
+    in_ns(&lab.srv, || {
+        let mut ipset = Ipset::open().unwrap();
+        let err = ipset.create("other", false).unwrap_err().to_string();
+        assert!(
+            err.contains("is not a hash:ip,port set of family inet"),
+            "{err}"
+        );
+        ipset.create("g4", false).unwrap();
+        ipset.create("g4", false).unwrap();
+        ipset.create("g6", true).unwrap();
+        let h = ipset.header("g6").unwrap().unwrap();
+        assert_eq!((h.type_name.as_str(), h.family), ("hash:ip,port", 10));
+        assert_eq!(ipset.header("nothing").unwrap(), None);
+
+        let elems: Vec<Element> = (0..600u32)
+            .map(|i| Element {
+                addr: std::net::Ipv4Addr::from(0x0a00_0000 + i).into(),
+                access: if i % 2 == 0 { "tcp/22" } else { "udp/53" }
+                    .parse()
+                    .unwrap(),
+                timeout_s: 30,
+            })
+            .collect();
+        ipset.write(true, "g4", false, &elems).unwrap();
+        let mut listed = ipset.list("g4").unwrap().unwrap();
+        assert_eq!(listed.len(), 600);
+        listed.sort_by_key(|e| e.addr);
+        assert!(listed.iter().zip(&elems).all(|(l, e)| l.addr == e.addr
+            && l.access == e.access
+            && (28..=30).contains(&l.left_s)));
+
+        // A re-add refreshes (here: lengthens) the timeout instead of failing.
+        let again = Element {
+            timeout_s: 500,
+            ..elems[0]
+        };
+        ipset.write(true, "g4", false, &[again]).unwrap();
+        let left = |ipset: &mut Ipset| {
+            ipset
+                .list("g4")
+                .unwrap()
+                .unwrap()
+                .into_iter()
+                .find(|e| e.addr == elems[0].addr)
+                .map(|e| e.left_s)
+        };
+        assert!(left(&mut ipset).unwrap() > 400);
+        ipset.write(false, "g4", false, &elems[..1]).unwrap();
+        assert_eq!(left(&mut ipset), None);
+        ipset.write(false, "g4", false, &elems[..1]).unwrap();
+
+        let v6 = Element {
+            addr: "2001:db8::1".parse().unwrap(),
+            access: "tcp/443".parse().unwrap(),
+            timeout_s: 10,
+        };
+        ipset.write(true, "g6", true, &[v6]).unwrap();
+        let l6 = ipset.list("g6").unwrap().unwrap();
+        assert_eq!((l6[0].addr, l6[0].access), (v6.addr, v6.access));
+
+        let err = ipset
+            .write(true, "gone", false, &elems[..1])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ipset `gone`: it does not exist") && err.contains("ipset create gone"),
+            "{err}"
+        );
+        assert!(ipset.destroy("g4").unwrap());
+        assert!(!ipset.destroy("g4").unwrap());
+        assert_eq!(ipset.list("g4").unwrap(), None);
+    });
+}

@@ -113,6 +113,32 @@ fn one_del_is_what_ipset_del_exist_sends() {
     );
 }
 
+/// `printf 'add s 192.0.2.7,tcp:22 timeout 30\nadd s 192.0.2.8,udp:53 timeout 1\n' |
+/// ipset restore -exist`: one ADD holding an `IPSET_ATTR_ADT` list, its elements numbered from
+/// line 1, and a command-level LINENO (without it the kernel refuses the list with
+/// IPSET_ERR_PROTOCOL, `ip_set_ad`).
+#[test]
+fn several_adds_are_what_ipset_restore_exist_sends() {
+    let mut m = MsgBuf::default();
+    let elems = [
+        grant("192.0.2.7", "tcp/22", 30),
+        grant("192.0.2.8", "udp/53", 1),
+    ];
+    build_adt(&mut m, 0x6b0d_83a1, true, "s", &elems);
+    assert_eq!(
+        m.bytes(),
+        hex("90000000 0906 0500 a1830d6b 00000000 02000000
+             0500 0100 07000000
+             0600 0200 73000000
+             0800 0940 00000001
+             6400 0880
+               3000 0780 0c00 0180 0800 0140 c0000207 0600 0440 0016 0000
+                         0800 0640 0000001e 0500 0700 06000000 0800 0940 00000001
+               3000 0780 0c00 0180 0800 0140 c0000208 0600 0440 0035 0000
+                         0800 0640 00000001 0500 0700 11000000 0800 0940 00000002")
+    );
+}
+
 /// Several elements go in one `IPSET_ATTR_ADT` list of `IPSET_ATTR_DATA`s, each with its own
 /// timeout; a timeout of 0 (never expire) is never sent.
 #[test]
@@ -299,7 +325,7 @@ fn errors_name_the_set_and_the_fix() {
             && missing.contains("ipset create s6 hash:ip,port family inet6"),
         "{missing}"
     );
-    let wrong = Ipset::refused("create", "s", false, IPSET_ERR_EXIST).to_string();
+    let wrong = Ipset::refused("create", "s", false, libc::EEXIST).to_string();
     assert!(
         wrong.contains("not a hash:ip,port set of family inet"),
         "{wrong}"
