@@ -414,3 +414,71 @@ fn ipset_messages_do_what_they_say_in_the_kernel() {
         assert_eq!(ipset.list("g4").unwrap(), None);
     });
 }
+
+/// The backend itself against the real kernel: with `manage_ruleset = false` and no sets it
+/// refuses to start naming the fix; otherwise it creates its sets, writes and revokes grants,
+/// notices a destroyed set on its check (`drain`), restores it with the grants it is given,
+/// and on a reload to new set names creates them holding the grants kept.
+#[test]
+fn ipset_sink_sets_up_notices_restores_and_follows_a_rename() {
+    use nfknock::grants::{self, Grant, GrantSink, Options};
+    let lab = Lab::new();
+    let config = |extra: &str| {
+        let text = format!(
+            "[server]\nbackend = \"ipset\"\n{extra}\n[[client]]\nname = \"a\"\nkey = \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"\nallow = [\"tcp/22\"]\n"
+        );
+        nfknock::config::parse_str(&text, Path::new("/etc/nfknock/nfknock.toml")).unwrap()
+    };
+    let unmanaged = config("manage_ruleset = false");
+    let managed = config("");
+    let renamed = config("ipset_v4 = \"new4\"\nipset_v6 = \"new6\"");
+    let srv = lab.srv.clone();
+    let names = in_ns(&srv, move || {
+        let options = Options {
+            dry_run: false,
+            gate: true,
+        };
+        let err = grants::open(&unmanaged, options).err().unwrap().to_string();
+        assert!(
+            err.contains("ipsets `nfknock_allow_v4` and `nfknock_allow_v6` is not loaded")
+                && err.contains("set manage_ruleset = true"),
+            "{err}"
+        );
+        let mut sink = grants::open(&managed, options).unwrap();
+        let g4 = Grant {
+            addr: "192.0.2.7".parse().unwrap(),
+            access: "tcp/22".parse().unwrap(),
+            timeout: Duration::from_millis(29_500),
+        };
+        let g6 = Grant {
+            addr: "2001:db8::7".parse().unwrap(),
+            ..g4
+        };
+        sink.write(&[g4, g6]).unwrap();
+        assert!(!sink.drain().unwrap(), "nothing changed yet");
+        sink.revoke(&[g6]).unwrap();
+        let mut ipset = nfknock::netfilter::ipset::Ipset::open().unwrap();
+        assert!(ipset.list("nfknock_allow_v6").unwrap().unwrap().is_empty());
+        let v4 = ipset.list("nfknock_allow_v4").unwrap().unwrap();
+        assert_eq!((v4.len(), v4[0].left_s), (1, 30), "{v4:?}");
+        assert!(ipset.destroy("nfknock_allow_v4").unwrap());
+        assert!(sink.drain().unwrap(), "a destroyed set goes unnoticed");
+        sink.restore(&[g4]).unwrap();
+        assert!(!sink.drain().unwrap());
+        assert_eq!(ipset.list("nfknock_allow_v4").unwrap().unwrap().len(), 1);
+        sink.reconfigure(&renamed, &[g4, g6]).unwrap();
+        assert_eq!(sink.objects(), "ipsets `new4` and `new6`");
+        let new4 = ipset.list("new4").unwrap().unwrap();
+        let new6 = ipset.list("new6").unwrap().unwrap();
+        (
+            new4.len(),
+            new6.len(),
+            ipset.header("nfknock_allow_v4").unwrap().is_some(),
+        )
+    });
+    assert_eq!(
+        names,
+        (1, 1, true),
+        "new sets with the kept grants; the old ones stay"
+    );
+}
