@@ -558,7 +558,7 @@ impl Ipset {
     }
 
     /// Add (`add`: with their timeouts, refreshing those present) or delete `elems` in `set`,
-    /// [`ELEMS_PER_MSG`] per request. Stops at the first refused request.
+    /// 256 per request (`ELEMS_PER_MSG`). Stops at the first refused request.
     pub fn write(
         &mut self,
         add: bool,
