@@ -25,6 +25,11 @@ fn object(names: &IpsetNames) -> String {
     format!("ipsets `{}` and `{}`", names.v4, names.v6)
 }
 
+/// The two sets as one thing that is missing: ``the ipset pair `a`/`b` `` (is not loaded).
+fn pair(names: &IpsetNames) -> String {
+    format!("the ipset pair `{}`/`{}`", names.v4, names.v6)
+}
+
 fn element(g: &Grant) -> Element {
     Element {
         addr: g.addr,
@@ -83,7 +88,7 @@ impl IpsetSink {
             source,
         })? {
             return Err(GrantError::NotLoaded {
-                object: sink.object,
+                object: pair(&sink.names),
                 fix: CREATE_THEM,
             });
         }
@@ -283,7 +288,7 @@ impl GrantStore for IpsetStore {
         }
         if !found {
             return Err(GrantError::NotLoaded {
-                object: self.object.clone(),
+                object: pair(&self.names),
                 fix: "start `nfknock serve` with backend = \"ipset\" (it creates them)",
             });
         }

@@ -151,6 +151,10 @@ pub enum IpsetError {
         "ipset `{set}` is full ({SET_MAXELEM} elements); grants will fit again as others expire"
     )]
     Full { set: String },
+    #[error("cannot talk to the kernel's ipset subsystem: permission denied; nfknock needs CAP_NET_ADMIN (run it as root or grant the capability)")]
+    NotPermitted,
+    #[error("this kernel has no ipset subsystem; load it with `modprobe ip_set ip_set_hash_ipport` (or choose `backend = \"nftables\"`)")]
+    NoSubsystem,
     #[error("the kernel speaks ipset protocol {kernel}, nfknock needs {IPSET_PROTOCOL_MIN} or later (Linux 3.11+); load a newer `ip_set` module")]
     Protocol { kernel: u8 },
     #[error("this kernel has no ipset type {SET_TYPE} for family {}; load the `ip_set_hash_ipport` module (`modprobe ip_set_hash_ipport`)", if *.v6 { "inet6" } else { "inet" })]
@@ -440,12 +444,9 @@ impl Ipset {
         };
         match answer.map_err(fail)? {
             Ok(()) => {}
-            Err(libc::EPERM) | Err(libc::EACCES) => {
-                return Err(IpsetError::Permission {
-                    op: "list",
-                    set: "*".into(),
-                })
-            }
+            Err(libc::EPERM) | Err(libc::EACCES) => return Err(IpsetError::NotPermitted),
+            // nfnetlink answers EINVAL for a subsystem it has not got (and could not load).
+            Err(libc::EINVAL) | Err(libc::EOPNOTSUPP) => return Err(IpsetError::NoSubsystem),
             Err(e) => return Err(fail(io::Error::from_raw_os_error(e))),
         }
         match got {

@@ -295,6 +295,26 @@ fn ipset_backend_gates_ipv6_and_uninstall_refuses_while_rules_use_the_sets() {
     );
     add_gate_rules(lab, "ip6tables-legacy", &t.rules6);
 
+    // Without CAP_NET_ADMIN, `status` says so and what to do.
+    let out = lab.run(
+        &lab.srv,
+        &[
+            "setpriv",
+            "--bounding-set=-net_admin",
+            "--inh-caps=-net_admin",
+            bin(),
+            "status",
+            "--config",
+            t.config.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("permission denied; nfknock needs CAP_NET_ADMIN (run it as root"),
+        "{err}"
+    );
+
     // `uninstall` with the daemon stopped: refused while iptables rules use the sets, naming
     // the set and the fix; done once they are gone.
     assert!(t.daemon.stop().success(), "{}", t.daemon.log());
@@ -323,7 +343,10 @@ fn ipset_backend_gates_ipv6_and_uninstall_refuses_while_rules_use_the_sets() {
     let out = lab.nfknock(&lab.srv, &["status", "--config", config]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && err.contains("is not loaded"),
+        !out.status.success()
+            && err.contains(&format!(
+                "the ipset pair `{SET4}`/`{SET6}` is not loaded; start `nfknock serve`"
+            )),
         "{err}"
     );
 }
@@ -440,7 +463,7 @@ fn ipset_sink_sets_up_notices_restores_and_follows_a_rename() {
         };
         let err = grants::open(&unmanaged, options).err().unwrap().to_string();
         assert!(
-            err.contains("ipsets `nfknock_allow_v4` and `nfknock_allow_v6` is not loaded")
+            err.contains("the ipset pair `nfknock_allow_v4`/`nfknock_allow_v6` is not loaded")
                 && err.contains("set manage_ruleset = true"),
             "{err}"
         );
