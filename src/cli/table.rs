@@ -41,6 +41,13 @@ pub struct UninstallArgs {
 pub(super) fn ruleset(args: &RulesetArgs) -> anyhow::Result<i32> {
     let config = daemon::load_config(args.config.path())?;
     if args.iptables || args.ip6tables {
+        if config.server.backend != crate::config::Backend::Ipset {
+            eprintln!(
+                "warning: {} has backend = \"{}\": nothing fills the ipsets these rules match, so they close the protected ports to everyone; set `backend = \"ipset\"` in [server]",
+                args.config.path().display(),
+                config.server.backend.name()
+            );
+        }
         let spec = crate::netfilter::iptables::IptablesSpec::from_config(&config, args.ip6tables);
         print!("{}", crate::netfilter::iptables::render(&spec));
         return Ok(EXIT_OK);

@@ -103,6 +103,14 @@ fn ipt_lab(timeout: u32) -> IptLab {
     let table = server_table(&state, user, &server);
     let client = alice(&key, &format!("\"tcp/{HOST_PORT}\""), timeout);
     std::fs::write(&config, format!("{table}{client}")).unwrap();
+    let out = lab.nfknock(&lab.srv, &["check", "--config", config.to_str().unwrap()]);
+    assert!(
+        ok(&out, "nfknock check").contains(&format!(
+            "grants in ipsets `{SET4}` and `{SET6}`: gate them with `nfknock ruleset --iptables`"
+        )),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let daemon = Daemon::start(&lab, &[], &config, &[], "debug", "ipset.log");
     // The knock runs as root: its copy of the key is root's.
     let key = super::privileges::client_copy(&lab, &key);
