@@ -83,6 +83,11 @@ struct IptLab {
 }
 
 fn ipt_lab(timeout: u32) -> IptLab {
+    ipt_lab_with(timeout, "legacy")
+}
+
+/// [`ipt_lab`] with the rules loaded by `iptables-{flavour}-restore` (`legacy` or `nft`).
+fn ipt_lab_with(timeout: u32, flavour: &str) -> IptLab {
     let (uid, gid) = super::privileges::test_user();
     let user = "nfknock-test";
     let lab = Lab::new();
@@ -115,8 +120,18 @@ fn ipt_lab(timeout: u32) -> IptLab {
     // The knock runs as root: its copy of the key is root's.
     let key = super::privileges::client_copy(&lab, &key);
     // The daemon made the sets: now the rules that match them load.
-    let rules4 = load_rules(&lab, &config, "--iptables", "iptables-legacy-restore");
-    let rules6 = load_rules(&lab, &config, "--ip6tables", "ip6tables-legacy-restore");
+    let rules4 = load_rules(
+        &lab,
+        &config,
+        "--iptables",
+        &format!("iptables-{flavour}-restore"),
+    );
+    let rules6 = load_rules(
+        &lab,
+        &config,
+        "--ip6tables",
+        &format!("ip6tables-{flavour}-restore"),
+    );
     IptLab {
         lab,
         key,
@@ -357,6 +372,39 @@ fn ipset_backend_gates_ipv6_and_uninstall_refuses_while_rules_use_the_sets() {
             )),
         "{err}"
     );
+}
+
+/// The same rules loaded with iptables-nft (the `iptables` of Debian 12 and most current
+/// distributions: xt matches through nft_compat): closed, open for the knocking source only
+/// over IPv4 and IPv6, closed again on expiry.
+#[test]
+fn ipset_backend_works_under_iptables_nft_too() {
+    let t = ipt_lab_with(2, "nft");
+    let lab = &t.lab;
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    let out = lab.run(&lab.srv, &["iptables-nft", "-S", "nfknock-gate"]);
+    assert!(ok(&out, "iptables-nft -S").contains(&format!("--match-set {SET4} src,dst")));
+    for (server, stranger) in [(SRV4, SRV_OTH4), (SRV6, SRV_OTH6)] {
+        let target = sock(server, HOST_PORT);
+        assert!(
+            !tcp_open(&lab.cli, target, CLOSED_WITHIN),
+            "{server}: open before a knock"
+        );
+        t.knock(server, &[]);
+        assert!(
+            opens(&lab.cli, target),
+            "{server}: did not open:\n{}",
+            t.daemon.log()
+        );
+        assert!(
+            !tcp_open(&lab.oth, sock(stranger, HOST_PORT), CLOSED_WITHIN),
+            "{server}: opened for a stranger"
+        );
+        assert!(
+            closes(&lab.cli, target, Duration::from_secs(5)),
+            "{server}: did not expire"
+        );
+    }
 }
 
 /// The ipset shell against the real kernel, in the lab's server namespace: create is
