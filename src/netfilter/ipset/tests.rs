@@ -287,6 +287,31 @@ fn parsing_never_panics_on_cut_or_changed_bytes() {
     }
 }
 
+/// Random bytes as a reply body (a deterministic generator): no panic either.
+#[test]
+fn parsing_never_panics_on_random_bytes() {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..20_000 {
+        let len = (next() % 200) as usize;
+        let mut body: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        // Often a plausible attribute header first, so the parsers get past it.
+        if len >= 4 && next() % 2 == 0 {
+            body[2] = IPSET_ATTR_ADT as u8;
+            body[3] = 0x80;
+        }
+        let _ = parse_header(&body);
+        let _ = parse_elements(&body).count();
+        let _ = parse_protocol(&body);
+        let _ = parse_type(&body);
+    }
+}
+
 /// A PROTOCOL reply (`ipset` 7.17's kernel: 7, min 6).
 #[test]
 fn the_protocol_reply_gives_the_version_and_its_minimum() {
