@@ -150,6 +150,13 @@ pub(super) fn server_settings(
 fn ipset_names(sink: &mut Sink<'_>, raw: &RawServer) -> crate::config::IpsetNames {
     let mut names = crate::config::IpsetNames::default();
     let backend = raw.backend.unwrap_or_default();
+    if backend == crate::config::Backend::Ipset && raw.gate_forward == Some(true) {
+        sink.at(
+            None,
+            "server.gate_forward",
+            "`gate_forward = true` is the forward gate of nfknock's nftables table, which `backend = \"ipset\"` does not install (its iptables rules gate the host's own ports); remove it, or use `backend = \"nftables\"` to gate DNAT-published ports",
+        );
+    }
     for (v6, given) in [(false, &raw.ipset_v4), (true, &raw.ipset_v6)] {
         let Some(given) = given else { continue };
         let key = if v6 {

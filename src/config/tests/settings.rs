@@ -439,6 +439,15 @@ fn ipset_names_are_checked_and_only_go_with_the_ipset_backend() {
         "{}",
         p.message
     );
+    // The nftables table's forward gate does not exist with this backend.
+    let ps = problems(&cfg("gate_forward = true\n"));
+    assert!(
+        at(&ps, "server.gate_forward")
+            .message
+            .contains("does not install"),
+        "{ps:?}"
+    );
+    assert!(!plan(&cfg("gate_forward = false\n")).server.gate_forward);
     let ps = problems(&format!(
         "[server]\nipset_v6 = \"g6\"\n{}",
         native_client("")
