@@ -59,6 +59,10 @@ pub struct IpsetSink {
     manage: bool,
     object: String,
     bufs: [Vec<Element>; 2],
+    /// What the last check of the sets reported, so a condition that lasts (a set of another
+    /// type in the way, sets missing under `manage_ruleset = false`) is logged once, not once a
+    /// tick; `None` while the sets are fine.
+    reported: Option<String>,
 }
 
 impl IpsetSink {
@@ -76,6 +80,7 @@ impl IpsetSink {
             names,
             manage: config.server.manage_ruleset,
             bufs: [Vec::new(), Vec::new()],
+            reported: None,
         };
         if sink.manage {
             sink.create().map_err(|source| GrantError::Install {
@@ -219,19 +224,34 @@ impl GrantSink for IpsetSink {
         None
     }
 
-    /// Are both sets still there? (Asked once a tick: ipset sends no events.)
+    /// Are both sets still there? (Asked once a tick: ipset sends no events.) A problem is
+    /// reported when it appears or changes, not again each tick while it lasts.
     fn drain(&mut self) -> Result<bool, GrantError> {
-        let missing = self.missing().map_err(|source| GrantError::Watch {
+        let checked = self.missing().map_err(|source| GrantError::Watch {
             object: self.object.clone(),
             source,
-        })?;
-        if missing && !self.manage {
-            return Err(GrantError::Unmanaged {
+        });
+        let result = match checked {
+            Ok(true) if !self.manage => Err(GrantError::Unmanaged {
                 object: self.object.clone(),
                 fix: CREATE_THEM,
-            });
+            }),
+            other => other,
+        };
+        match result {
+            Err(e) => {
+                let text = e.report().to_string();
+                if self.reported.as_deref() == Some(text.as_str()) {
+                    return Ok(false);
+                }
+                self.reported = Some(text);
+                Err(e)
+            }
+            Ok(missing) => {
+                self.reported = None;
+                Ok(missing)
+            }
         }
-        Ok(missing)
     }
 }
 

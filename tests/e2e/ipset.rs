@@ -545,6 +545,24 @@ fn ipset_sink_sets_up_notices_restores_and_follows_a_rename() {
         sink.restore(&[g4]).unwrap();
         assert!(!sink.drain().unwrap());
         assert_eq!(ipset.list("nfknock_allow_v4").unwrap().unwrap().len(), 1);
+        // A set of another type in the way: said once (not once a tick), then, once it is
+        // gone, the set is missing again.
+        assert!(ipset.destroy("nfknock_allow_v6").unwrap());
+        let made = std::process::Command::new("ipset")
+            .args(["create", "nfknock_allow_v6", "hash:ip", "family", "inet6"])
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let err = sink.drain().unwrap_err().report().to_string();
+        assert!(
+            err.contains("ipset `nfknock_allow_v6` exists but is not a hash:ip,port set"),
+            "{err}"
+        );
+        assert!(!sink.drain().unwrap(), "the same problem reported twice");
+        assert!(ipset.destroy("nfknock_allow_v6").unwrap());
+        assert!(sink.drain().unwrap());
+        sink.restore(&[g4]).unwrap();
+        assert!(!sink.drain().unwrap());
         sink.reconfigure(&renamed, &[g4, g6]).unwrap();
         assert_eq!(sink.objects(), "ipsets `new4` and `new6`");
         let new4 = ipset.list("new4").unwrap().unwrap();
