@@ -579,3 +579,71 @@ fn ipset_sink_sets_up_notices_restores_and_follows_a_rename() {
         "new sets with the kept grants; the old ones stay"
     );
 }
+
+/// Measurement (not asserted): CPU per grant written one at a time (the daemon's burst of one
+/// knock), per grant in bursts of 256, and per tick check (two HEADER requests), in the lab's
+/// server namespace. `cargo test --test e2e ipset_costs -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn ipset_costs() {
+    use nfknock::netfilter::ipset::{Element, Ipset};
+    fn thread_cpu() -> Duration {
+        // SAFETY: rusage is plain data (all-zero is valid); getrusage fills the struct it is
+        // given.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+        let tv = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+        };
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    }
+    let lab = Lab::new();
+    in_ns(&lab.srv, || {
+        let mut ipset = Ipset::open().unwrap();
+        ipset.create("m4", false).unwrap();
+        ipset.create("m6", true).unwrap();
+        let n = 20_000u32;
+        let elems: Vec<Element> = (0..n)
+            .map(|i| Element {
+                addr: std::net::Ipv4Addr::from(0x0a00_0000 + i).into(),
+                access: "tcp/22".parse().unwrap(),
+                timeout_s: 600,
+            })
+            .collect();
+        let (t0, c0) = (std::time::Instant::now(), thread_cpu());
+        for e in &elems {
+            ipset
+                .write(true, "m4", false, std::slice::from_ref(e))
+                .unwrap();
+        }
+        let (wall, cpu) = (t0.elapsed(), thread_cpu() - c0);
+        println!(
+            "one grant per request: {:.1} us wall, {:.1} us CPU per grant ({n} grants)",
+            wall.as_secs_f64() * 1e6 / f64::from(n),
+            cpu.as_secs_f64() * 1e6 / f64::from(n)
+        );
+        let (t0, c0) = (std::time::Instant::now(), thread_cpu());
+        for chunk in elems.chunks(256) {
+            ipset.write(true, "m4", false, chunk).unwrap();
+        }
+        let (wall, cpu) = (t0.elapsed(), thread_cpu() - c0);
+        println!(
+            "bursts of 256 (refreshing {n} present): {:.2} us wall, {:.2} us CPU per grant",
+            wall.as_secs_f64() * 1e6 / f64::from(n),
+            cpu.as_secs_f64() * 1e6 / f64::from(n)
+        );
+        let checks = 2_000u32;
+        let (t0, c0) = (std::time::Instant::now(), thread_cpu());
+        for _ in 0..checks {
+            assert!(ipset.header("m4").unwrap().is_some());
+            assert!(ipset.header("m6").unwrap().is_some());
+        }
+        let (wall, cpu) = (t0.elapsed(), thread_cpu() - c0);
+        println!(
+            "tick check (2 HEADER requests) with {n} grants: {:.1} us wall, {:.1} us CPU",
+            wall.as_secs_f64() * 1e6 / f64::from(checks),
+            cpu.as_secs_f64() * 1e6 / f64::from(checks)
+        );
+    });
+}
