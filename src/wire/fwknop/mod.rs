@@ -18,7 +18,8 @@
 //! authenticated plaintext, not of its spelling on the wire: see [`Opened`].
 //!
 //! Nothing allocates before the HMAC has verified: the ciphertext is decoded into a stack
-//! buffer. [`seal`] is the encoder (tests, benchmarks, our own client).
+//! buffer. [`seal`] is the encoder (tests, benchmarks); [`seal_random`] is what our own client
+//! (`nfknock knock --fwknop`) sends.
 //!
 //! Submodules, one concern each: `names` (HMAC, mode and digest types and their spellings),
 //! `key` (credentials and their limits), `open` (the receiver), `seal` (the encoder), `hmac`
@@ -43,7 +44,9 @@ pub use key::{
 };
 pub use names::{DigestType, EncMode, HmacType, ParseNameError};
 pub use open::{looks_like_gpg, open, open_prepared, precheck, prechecked, Opened, Prechecked};
-pub use seal::{seal, seal_raw_plaintext, SealRequest, PROTOCOL_VERSION};
+pub use seal::{
+    random_digits, seal, seal_random, seal_raw_plaintext, SealRequest, PROTOCOL_VERSION,
+};
 
 use std::net::Ipv4Addr;
 
