@@ -17,6 +17,7 @@
 //! | `privileges.rs` | capabilities, user switch, syscall filter, systemd unit, installer   |
 //! | `dry_run.rs`    | `serve --dry-run` with and without the gate                          |
 //! | `fwknop.rs`     | the real Debian fwknop client, access.conf migration                 |
+//! | `fwknop_client.rs` | `knock --fwknop` against the real fwknopd and nfknock; keygen QR    |
 //!
 //! Run them as root: `cargo test --test e2e` (all, in parallel), `cargo test --test e2e flood::`
 //! (one area). Measurements that are not asserted beyond a functional bound are `#[ignore]`d
@@ -27,6 +28,7 @@ mod lab;
 mod dry_run;
 mod flood;
 mod fwknop;
+mod fwknop_client;
 mod grants;
 mod kernel;
 mod lifecycle;

@@ -39,8 +39,8 @@ mod seal;
 
 pub use b64::decode_b64_lenient;
 pub use key::{
-    decode_key_base64, FwknopKey, FwknopKeyError, PreparedKey, MAX_HMAC_KEY_LEN, MAX_KEY_LEN,
-    PLACEHOLDER_KEY,
+    decode_key_base64, keygen_hmac_len, FwknopKey, FwknopKeyError, PreparedKey, KEYGEN_KEY_LEN,
+    MAX_HMAC_KEY_LEN, MAX_KEY_LEN, PLACEHOLDER_KEY,
 };
 pub use names::{DigestType, EncMode, HmacType, ParseNameError};
 pub use open::{looks_like_gpg, open, open_prepared, precheck, prechecked, Opened, Prechecked};
