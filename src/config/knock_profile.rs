@@ -3,6 +3,7 @@
 //! error discipline as the server config.
 
 use std::net::IpAddr;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use toml::de::DeValue;
@@ -16,6 +17,10 @@ use super::values::{self, int_in, valid_name};
 use super::{ConfigErrors, Problem};
 use crate::access::Access;
 use crate::crypto::{NativeKey, SECRET_LEN};
+use crate::wire::fwknop::{
+    decode_key_base64, valid_username, DigestType, EncMode, FwknopKey, HmacType,
+    MAX_CLIENT_TIMEOUT, MAX_HMAC_KEY_LEN, MAX_KEY_LEN, MAX_USERNAME_LEN, PLACEHOLDER_KEY,
+};
 
 /// One `[server.NAME]` stanza with `[default]` applied.
 #[derive(Debug, Clone)]
@@ -28,12 +33,31 @@ pub struct KnockProfile {
     pub port: u16,
     /// The key file the key was read from; `None` for an inline `key`.
     pub key_file: Option<PathBuf>,
-    pub key: NativeKey,
+    /// The packet format and its key (`format = "native"`, the default, or `"fwknop"`).
+    pub key: ProfileKey,
     /// What to ask for.
     pub access: Vec<Access>,
     /// Grant length to ask for; `None` lets the server use the client's default.
     pub timeout: Option<u32>,
     pub allow_ip: AllowIp,
+}
+
+/// What a stanza knocks with: a native key, or fwknop credentials and settings.
+#[derive(Debug, Clone)]
+pub enum ProfileKey {
+    Native(NativeKey),
+    Fwknop(FwknopProfile),
+}
+
+/// A `format = "fwknop"` stanza's packet settings: what `nfknock knock --fwknop` sends.
+#[derive(Debug, Clone)]
+pub struct FwknopProfile {
+    /// Rijndael key (`key`/`key_file`), HMAC key (`hmac_key`/`hmac_key_file`), `hmac`, `mode`.
+    pub key: FwknopKey,
+    /// The inner digest (`digest`, fwknop's `--digest-type`); default SHA-256.
+    pub digest: DigestType,
+    /// The user name in the packet (`user`, fwknop's `-U`); `None`: the login name.
+    pub user: Option<String>,
 }
 
 /// Which address the grant is for.
@@ -163,6 +187,13 @@ fn profile_hint(key: &str) -> Option<&'static str> {
         "access" => "a list of accesses, e.g. `access = [\"tcp/22\"]`",
         "timeout" => "seconds, e.g. `timeout = 60`",
         "allow_ip" => "\"source\" or a quoted address, e.g. `allow_ip = \"source\"`",
+        "format" => "\"native\" (the default) or \"fwknop\"",
+        "hmac_key" => "the quoted HMAC_KEY_BASE64 value printed by `nfknock keygen --fwknop`",
+        "hmac_key_file" => "a quoted path to the HMAC key file from `nfknock keygen --fwknop --out`",
+        "hmac" => "one of \"md5\", \"sha1\", \"sha256\", \"sha384\", \"sha512\", \"sha3_256\", \"sha3_512\"",
+        "digest" => "one of \"md5\", \"sha1\", \"sha256\", \"sha384\", \"sha512\", \"sha3_256\", \"sha3_512\"",
+        "mode" => "one of \"cbc\", \"ctr\", \"cfb\", \"ofb\", \"ecb\"",
+        "user" => "a quoted user name, e.g. `user = \"alice\"`",
         _ => return None,
     })
 }
@@ -173,10 +204,27 @@ pub(crate) struct ProfilePlan {
     server: String,
     port: u16,
     key_file: Option<PathBuf>,
-    secret: Zeroizing<[u8; SECRET_LEN]>,
+    secret: PlanSecret,
     access: Vec<Access>,
     timeout: Option<u32>,
     allow_ip: AllowIp,
+}
+
+/// A stanza's key before the native key is derived.
+pub(crate) enum PlanSecret {
+    Native(Zeroizing<[u8; SECRET_LEN]>),
+    Fwknop(FwknopProfile),
+}
+
+#[cfg(test)]
+impl PlanSecret {
+    /// The native secret (tests of native stanzas).
+    fn native(&self) -> &[u8; SECRET_LEN] {
+        match self {
+            PlanSecret::Native(s) => s,
+            PlanSecret::Fwknop(_) => panic!("an fwknop stanza"),
+        }
+    }
 }
 
 pub(crate) struct ClientPlan {
@@ -190,7 +238,10 @@ impl ClientPlan {
             .profiles
             .into_iter()
             .map(|p| KnockProfile {
-                key: NativeKey::derive(&p.secret),
+                key: match p.secret {
+                    PlanSecret::Native(s) => ProfileKey::Native(NativeKey::derive(&s)),
+                    PlanSecret::Fwknop(f) => ProfileKey::Fwknop(f),
+                },
                 name: p.name,
                 server: p.server,
                 port: p.port,
@@ -380,6 +431,30 @@ fn profile(
                 .map(|f| (f, join("default", "key_file"))),
         )
     };
+    let format = match pick(&raw.format, &default.format, &prefix, "format") {
+        None => Some(false),
+        Some((f, _)) if f.get_ref() == "native" => Some(false),
+        Some((f, _)) if f.get_ref() == "fwknop" => Some(true),
+        Some((f, key)) => {
+            sink.at(
+                Some(f.span()),
+                &key,
+                format!("`{}` is not a knock format; write `format = \"native\"` (nfknock's own, the default) or `format = \"fwknop\"` (fwknop 2.x packets, for fwknopd or an nfknock `[client.fwknop]`)", f.get_ref()),
+            );
+            None
+        }
+    };
+    let is_fwknop = format == Some(true);
+    let decode = |text: &str| -> Result<KeyBytes, String> {
+        if is_fwknop {
+            decode_key_base64(text).map(KeyBytes::Fwknop).ok_or_else(|| {
+                "is not valid base64; use the KEY_BASE64 value printed by `nfknock keygen --fwknop`"
+                    .to_string()
+            })
+        } else {
+            secret::decode_native_secret(text).map(KeyBytes::Native)
+        }
+    };
     let key = match (key_text, key_file) {
         (Some(_), Some((f, key))) => {
             sink.at(
@@ -389,8 +464,8 @@ fn profile(
             );
             None
         }
-        (Some((k, key)), None) => match secret::decode_native_secret(&k.get_ref().0) {
-            Ok(bytes) => Some((None, bytes)),
+        (Some((k, key)), None) => match decode(&k.get_ref().0) {
+            Ok(bytes) => Some((None, bytes, k.span(), key)),
             Err(m) => {
                 sink.at(Some(k.span()), &key, format!("the key {m}"));
                 None
@@ -400,12 +475,11 @@ fn profile(
             let r = secret::resolve(f.get_ref(), path, env.home).and_then(|p| {
                 let owner = secret::Owner::running_as(env.euid);
                 let text = secret::read_key_file(env.files, &p, &owner)?;
-                let bytes = secret::decode_native_secret(&text)
-                    .map_err(|m| format!("key file {} {m}", p.display()))?;
+                let bytes = decode(&text).map_err(|m| format!("key file {} {m}", p.display()))?;
                 Ok((Some(p), bytes))
             });
             match r {
-                Ok(v) => Some(v),
+                Ok((p, b)) => Some((p, b, f.span(), key)),
                 Err(m) => {
                     sink.at(Some(f.span()), &key, m);
                     None
@@ -423,6 +497,23 @@ fn profile(
             None
         }
     };
+    let key = match key {
+        Some((file, KeyBytes::Native(secret), _, _)) => Some((file, PlanSecret::Native(secret))),
+        Some((file, KeyBytes::Fwknop(bytes), span, key)) => {
+            fwknop_profile(sink, path, env, &prefix, sec, default, bytes, span, &key)
+                .map(|f| (file, PlanSecret::Fwknop(f)))
+        }
+        None => {
+            if is_fwknop {
+                // Still report the fwknop settings' own problems.
+                let _ = fwknop_settings(sink, path, env, &prefix, sec, default);
+            }
+            None
+        }
+    };
+    if format == Some(false) {
+        native_only(sink, &prefix, sec, default);
+    }
 
     let access = match pick(&raw.access, &default.access, &prefix, "access") {
         Some((list, key)) => {
@@ -482,6 +573,30 @@ fn profile(
 
     let (server, port, (key_file, secret), access, timeout, allow_ip) =
         (server?, port?, key?, access?, timeout?, allow_ip?);
+    if is_fwknop {
+        // An fwknop packet carries an IPv4 allow IP (FWKNOP-WIRE.md §2.3) and a client timeout
+        // of at most 65536 s (§2.1).
+        if let (AllowIp::Addr(IpAddr::V6(_)), Some((a, key))) = (
+            allow_ip,
+            pick(&raw.allow_ip, &default.allow_ip, &prefix, "allow_ip"),
+        ) {
+            sink.at(Some(a.span()), &key, "fwknop packets carry only an IPv4 allow IP; write an IPv4 address, or `allow_ip = \"source\"` to let the server use the packet's source");
+            ok = false;
+        }
+        if let (Some(t), Some((span, key))) = (
+            timeout,
+            pick(&raw.timeout, &default.timeout, &prefix, "timeout"),
+        ) {
+            if t > MAX_CLIENT_TIMEOUT {
+                sink.at(
+                    Some(span.span()),
+                    &key,
+                    format!("fwknop packets ask for at most {MAX_CLIENT_TIMEOUT} seconds"),
+                );
+                ok = false;
+            }
+        }
+    }
     ok.then_some(ProfilePlan {
         name: name.to_string(),
         server,
@@ -491,6 +606,221 @@ fn profile(
         access,
         timeout,
         allow_ip,
+    })
+}
+
+/// A key decoded for its format, before any derivation.
+enum KeyBytes {
+    Native(Zeroizing<[u8; SECRET_LEN]>),
+    Fwknop(Zeroizing<Vec<u8>>),
+}
+
+/// The fwknop-only keys of a stanza (or its `[default]`), with where they were found.
+fn fwknop_keys_given<'a>(
+    sec: &'a Section<'_, RawProfile>,
+    default: &'a RawProfile,
+    prefix: &str,
+) -> Vec<(Range<usize>, String)> {
+    let r = &sec.raw;
+    let spans = |p: &RawProfile| {
+        [
+            ("hmac_key", p.hmac_key.as_ref().map(|v| v.span())),
+            ("hmac_key_file", p.hmac_key_file.as_ref().map(|v| v.span())),
+            ("hmac", p.hmac.as_ref().map(|v| v.span())),
+            ("digest", p.digest.as_ref().map(|v| v.span())),
+            ("mode", p.mode.as_ref().map(|v| v.span())),
+            ("user", p.user.as_ref().map(|v| v.span())),
+        ]
+    };
+    let mut out = Vec::new();
+    for (name, span) in spans(r) {
+        if let Some(span) = span {
+            out.push((span, join(prefix, name)));
+        }
+    }
+    // A [default] holding fwknop settings is fine while some stanzas are fwknop ones: only a
+    // stanza's own keys are reported.
+    let _ = default;
+    out
+}
+
+/// A native stanza given fwknop settings: each is a mistake worth naming.
+fn native_only(
+    sink: &mut Sink<'_>,
+    prefix: &str,
+    sec: &Section<'_, RawProfile>,
+    default: &RawProfile,
+) {
+    for (span, key) in fwknop_keys_given(sec, default, prefix) {
+        sink.at(
+            Some(span),
+            &key,
+            "applies only to fwknop stanzas; add `format = \"fwknop\"` to send fwknop packets, or remove it",
+        );
+    }
+}
+
+/// The fwknop settings of a stanza other than its Rijndael key.
+struct FwknopSettings {
+    hmac_key: Zeroizing<Vec<u8>>,
+    hmac_span: Range<usize>,
+    hmac_key_name: String,
+    hmac: HmacType,
+    digest: DigestType,
+    mode: EncMode,
+    user: Option<String>,
+}
+
+fn fwknop_settings(
+    sink: &mut Sink<'_>,
+    path: &Path,
+    env: &KnockEnv<'_>,
+    prefix: &str,
+    sec: &Section<'_, RawProfile>,
+    default: &RawProfile,
+) -> Option<FwknopSettings> {
+    let raw = &sec.raw;
+    let mut ok = true;
+    let (text, file) = if raw.hmac_key.is_some() || raw.hmac_key_file.is_some() {
+        (
+            raw.hmac_key.as_ref().map(|k| (k, join(prefix, "hmac_key"))),
+            raw.hmac_key_file
+                .as_ref()
+                .map(|f| (f, join(prefix, "hmac_key_file"))),
+        )
+    } else {
+        (
+            default
+                .hmac_key
+                .as_ref()
+                .map(|k| (k, join("default", "hmac_key"))),
+            default
+                .hmac_key_file
+                .as_ref()
+                .map(|f| (f, join("default", "hmac_key_file"))),
+        )
+    };
+    let hmac_key = match (text, file) {
+        (Some(_), Some((f, key))) => {
+            sink.at(
+                Some(f.span()),
+                &key,
+                "`hmac_key` is already given; use either `hmac_key` or `hmac_key_file`, not both",
+            );
+            None
+        }
+        (Some((k, key)), None) => match decode_key_base64(&k.get_ref().0) {
+            Some(b) => Some((b, k.span(), key)),
+            None => {
+                sink.at(Some(k.span()), &key, "is not valid base64; use the HMAC_KEY_BASE64 value printed by `nfknock keygen --fwknop`");
+                None
+            }
+        },
+        (None, Some((f, key))) => {
+            let r = secret::resolve(f.get_ref(), path, env.home).and_then(|p| {
+                let owner = secret::Owner::running_as(env.euid);
+                let text = secret::read_key_file(env.files, &p, &owner)?;
+                decode_key_base64(&text).ok_or_else(|| format!("key file {} is not valid base64; it must hold the HMAC key written by `nfknock keygen --fwknop --out`", p.display()))
+            });
+            match r {
+                Ok(b) => Some((b, f.span(), key)),
+                Err(m) => {
+                    sink.at(Some(f.span()), &key, m);
+                    None
+                }
+            }
+        }
+        (None, None) => {
+            if !sec.failed("hmac_key") && !sec.failed("hmac_key_file") {
+                sink.at(
+                    Some(sec.span.clone()),
+                    &join(prefix, "hmac_key_file"),
+                    format!("fwknop stanza `{prefix}` has no HMAC key; add e.g. `hmac_key_file = \"~/.config/nfknock/home.key.hmac\"` (from `nfknock keygen --fwknop --out`); packets without an HMAC are not sent"),
+                );
+            }
+            None
+        }
+    };
+    let hmac_key = hmac_key.and_then(|(b, span, key)| {
+        if b.is_empty() || b.len() > MAX_HMAC_KEY_LEN {
+            sink.at(Some(span), &key, format!("is {} bytes long; an fwknop HMAC key is 1 to {MAX_HMAC_KEY_LEN} bytes; generate one with `nfknock keygen --fwknop`", b.len()));
+            None
+        } else {
+            Some((b, span, key))
+        }
+    });
+    let hmac = pick(&raw.hmac, &default.hmac, prefix, "hmac")
+        .map_or(HmacType::Sha256, |(h, _)| *h.get_ref());
+    let digest = pick(&raw.digest, &default.digest, prefix, "digest")
+        .map_or(DigestType::Sha256, |(d, _)| *d.get_ref());
+    let mode = match pick(&raw.mode, &default.mode, prefix, "mode") {
+        Some((m, key)) if *m.get_ref() == EncMode::Legacy => {
+            // fwknop clients refuse legacy mode with an HMAC (FWKNOP-WIRE.md §3.1), and this
+            // client always sends one.
+            sink.at(Some(m.span()), &key, "legacy mode cannot be used with an HMAC (fwknop refuses it too); use \"cbc\" and update the server's stanza");
+            ok = false;
+            EncMode::Cbc
+        }
+        Some((m, _)) => *m.get_ref(),
+        None => EncMode::Cbc,
+    };
+    let user = match pick(&raw.user, &default.user, prefix, "user") {
+        Some((u, key)) => {
+            let name = u.get_ref();
+            if name.len() > MAX_USERNAME_LEN || !valid_username(name.as_bytes()) {
+                sink.at(Some(u.span()), &key, format!("`{name}` is not a user name fwknop accepts; use 1 to {MAX_USERNAME_LEN} letters, digits and `_.-@`"));
+                ok = false;
+                None
+            } else {
+                Some(name.clone())
+            }
+        }
+        None => None,
+    };
+    let (hmac_key, hmac_span, hmac_key_name) = hmac_key?;
+    ok.then_some(FwknopSettings {
+        hmac_key,
+        hmac_span,
+        hmac_key_name,
+        hmac,
+        digest,
+        mode,
+        user,
+    })
+}
+
+/// A `format = "fwknop"` stanza's credentials and settings, its Rijndael key being `key`.
+#[allow(clippy::too_many_arguments)]
+fn fwknop_profile(
+    sink: &mut Sink<'_>,
+    path: &Path,
+    env: &KnockEnv<'_>,
+    prefix: &str,
+    sec: &Section<'_, RawProfile>,
+    default: &RawProfile,
+    key: Zeroizing<Vec<u8>>,
+    key_span: Range<usize>,
+    key_name: &str,
+) -> Option<FwknopProfile> {
+    let settings = fwknop_settings(sink, path, env, prefix, sec, default);
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        sink.at(Some(key_span), key_name, format!("is {} bytes long; an fwknop key is 1 to {MAX_KEY_LEN} bytes; generate one with `nfknock keygen --fwknop`", key.len()));
+        return None;
+    }
+    if key.as_slice() == PLACEHOLDER_KEY.as_bytes() {
+        sink.at(Some(key_span), key_name, "is fwknop's placeholder `__CHANGEME__`; generate a real key with `nfknock keygen --fwknop`");
+        return None;
+    }
+    let s = settings?;
+    if s.hmac_key.as_slice() == key.as_slice() {
+        sink.at(Some(s.hmac_span), &s.hmac_key_name, "is the same as the encryption key; use two different keys (`nfknock keygen --fwknop` makes both)");
+        return None;
+    }
+    let key = FwknopKey::new(key, Some(s.hmac_key), s.hmac, s.mode).ok()?;
+    Some(FwknopProfile {
+        key,
+        digest: s.digest,
+        user: s.user,
     })
 }
 

@@ -59,7 +59,7 @@ fn the_example_is_valid() {
         (home.timeout, home.allow_ip, &home.key_file),
         (Some(60), AllowIp::Auto, &None)
     );
-    assert_eq!(home.secret.len(), SECRET_LEN);
+    assert_eq!(home.secret.native().len(), SECRET_LEN);
     let c = check_client(
         include_str!("../../../examples/client.toml"),
         Path::new(PATH),
@@ -107,7 +107,7 @@ fn key_files_expand_tilde_and_must_be_private() {
     let text = "[server.home]\nserver = \"h\"\nkey_file = \"~/.config/nfknock/home.key\"\naccess = [\"tcp/22\"]\n";
     let plan = ok(text, Some(dir.path()));
     assert_eq!(plan.profiles[0].key_file.as_deref(), Some(kpath.as_path()));
-    assert_eq!(*plan.profiles[0].secret, [4u8; 32]);
+    assert_eq!(*plan.profiles[0].secret.native(), [4u8; 32]);
 
     std::fs::set_permissions(&kpath, std::fs::Permissions::from_mode(0o604)).unwrap();
     let c = check_client(text, Path::new(PATH), &env(Some(dir.path())));

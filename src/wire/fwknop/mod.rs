@@ -38,6 +38,7 @@ mod open;
 mod seal;
 
 pub use b64::decode_b64_lenient;
+pub use fields::{valid_username, MAX_CLIENT_TIMEOUT, MAX_USERNAME_LEN};
 pub use key::{
     decode_key_base64, keygen_hmac_len, FwknopKey, FwknopKeyError, PreparedKey, KEYGEN_KEY_LEN,
     MAX_HMAC_KEY_LEN, MAX_KEY_LEN, PLACEHOLDER_KEY,
