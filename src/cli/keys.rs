@@ -2,6 +2,7 @@
 //! `--fwknop`, an fwknop key pair (like `fwknop --key-gen`) with the `access.conf` lines, the
 //! nfknock `[[client]]` entry and, with `--qr`, a QR code for the Android Fwknop2 app.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -118,17 +119,23 @@ fn keygen_fwknop(args: &KeygenArgs) -> anyhow::Result<i32> {
     let key = random_base64(&mut OsRng, KEYGEN_KEY_LEN);
     let hmac_key = random_base64(&mut OsRng, keygen_hmac_len(hmac));
 
-    let mut out = Zeroizing::new(String::new());
+    // Room for the largest output (a version-10 QR code is about 7 KiB), so the buffer never
+    // moves and leaves an unwiped copy of the keys behind.
+    let mut out = Zeroizing::new(String::with_capacity(32 * 1024));
     let push = |out: &mut Zeroizing<String>, s: &str| {
         out.push_str(s);
         out.push('\n');
     };
     let access_conf = |out: &mut Zeroizing<String>, k: &str, h: &str| {
-        push(out, &format!("{:<20}{}", "SOURCE", "ANY"));
-        push(out, &format!("{:<20}{k}", "KEY_BASE64"));
-        push(out, &format!("{:<20}{h}", "HMAC_KEY_BASE64"));
-        push(out, &format!("{:<20}{}", "HMAC_DIGEST_TYPE", hmac.name()));
-        push(out, "");
+        let _ = writeln!(
+            out,
+            "{:<20}ANY\n{:<20}{k}\n{:<20}{h}\n{:<20}{}\n",
+            "SOURCE",
+            "KEY_BASE64",
+            "HMAC_KEY_BASE64",
+            "HMAC_DIGEST_TYPE",
+            hmac.name()
+        );
     };
     let client_head = |out: &mut Zeroizing<String>| {
         push(
@@ -142,17 +149,14 @@ fn keygen_fwknop(args: &KeygenArgs) -> anyhow::Result<i32> {
     };
     match &args.out {
         None => {
-            push(&mut out, &format!("KEY_BASE64: {}", key.as_str()));
-            push(&mut out, &format!("HMAC_KEY_BASE64: {}", hmac_key.as_str()));
-            push(&mut out, "");
+            // Written straight into `out` (wiped on drop): no temporary copy of a key. Base64
+            // needs no TOML escaping.
+            let (k, h) = (key.as_str(), hmac_key.as_str());
+            let _ = writeln!(out, "KEY_BASE64: {k}\nHMAC_KEY_BASE64: {h}\n");
             push(&mut out, "# fwknopd: a stanza for /etc/fwknop/access.conf");
-            access_conf(&mut out, key.as_str(), hmac_key.as_str());
+            access_conf(&mut out, k, h);
             client_head(&mut out);
-            push(&mut out, &format!("key_base64 = {}", toml_str(&key)));
-            push(
-                &mut out,
-                &format!("hmac_key_base64 = {}", toml_str(&hmac_key)),
-            );
+            let _ = writeln!(out, "key_base64 = \"{k}\"\nhmac_key_base64 = \"{h}\"");
         }
         Some(path) => {
             let hpath = hmac_path(path);

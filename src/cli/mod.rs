@@ -133,7 +133,8 @@ pub enum Command {
     InitState(InitStateArgs),
     /// Validate a server config; print every problem with file, line and key.
     Check(ConfigArg),
-    /// Send one knock (native format).
+    /// Send one knock: native, or an fwknop 2.x packet with --fwknop (for fwknopd or an
+    /// nfknock `[client.fwknop]` entry).
     Knock(KnockArgs),
     /// List live grants from the kernel: source, proto/port, seconds left.
     Status(StatusArgs),
