@@ -439,6 +439,33 @@ fn fwknop_knock_names_the_missing_or_bad_flag_and_sends_nothing() {
         assert_eq!(stderr, format!("nfknock: error: {says}\n"), "{args:?}");
     }
 
+    // A `format = "fwknop"` stanza without `allow_ip` names the stanza and the key to add.
+    let profile = dir.path().join("client.toml");
+    std::fs::write(
+        &profile,
+        format!("[server.gw]\nformat = \"fwknop\"\nserver = \"192.0.2.1\"\nkey_file = \"{k}\"\nhmac_key_file = \"{h}\"\naccess = [\"tcp/22\"]\n"),
+    )
+    .unwrap();
+    let p = profile.display().to_string();
+    let (code, _, stderr) = run(nfknock(&["knock", "--client-config", &p, "-n", "gw"]));
+    assert_eq!(code, EXIT_USAGE, "{stderr}");
+    assert_eq!(stderr, "nfknock: error: an fwknop knock needs the address to open for: add `allow_ip = \"IP\"` (an IPv4 address) or `allow_ip = \"source\"` to stanza `[server.gw]`, or pass --allow-ip\n");
+    let (code, _, stderr) = run(nfknock(&[
+        "knock",
+        "--client-config",
+        &p,
+        "-n",
+        "gw",
+        "-a",
+        "source",
+        "--dry-run",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("built knock (fwknop tcp/22 for the packet's source"),
+        "{stderr}"
+    );
+
     // A key file others can read is refused (exit 1), naming the fix.
     std::fs::set_permissions(&h, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (code, _, stderr) = run(nfknock(

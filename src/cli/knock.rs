@@ -179,6 +179,9 @@ pub(super) fn knock(args: KnockArgs) -> anyhow::Result<i32> {
     Ok(EXIT_OK)
 }
 
+/// fwknop resolves "my address" over the internet (`-R`); nfknock does not guess it.
+const NEED_ALLOW_IP: &str = "an fwknop knock needs the address to open for: --allow-ip IP (an IPv4 address), or --allow-ip source to let the server use the packet's source (fwknop's -s)";
+
 /// An fwknop access message (type 1, or 3 with a client timeout) as the fwknop client builds
 /// it (FWKNOP-WIRE.md §2): the allow IP first (`0.0.0.0` for "the packet's source").
 fn fwknop_packet(
@@ -194,11 +197,7 @@ fn fwknop_packet(
                 "--allow-ip {ip}: fwknop packets carry only an IPv4 allow IP; give an IPv4 address, or `source`"
             )))
         }
-        AllowIp::Auto => {
-            return Err(usage(
-                "an fwknop knock needs the address to open for: --allow-ip IP (an IPv4 address), or --allow-ip source to let the server use the packet's source (fwknop's -s)".into(),
-            ))
-        }
+        AllowIp::Auto => return Err(usage(NEED_ALLOW_IP.into())),
     };
     let user = match &f.user {
         Some(u) => u.clone(),
@@ -317,6 +316,15 @@ fn resolve_knock(args: &KnockArgs) -> anyhow::Result<KnockPlan> {
         })?),
         None => profile.as_ref().map_or(AllowIp::Auto, |p| p.allow_ip),
     };
+    if fw && allow_ip == AllowIp::Auto {
+        return Err(usage(match &profile {
+            Some(p) => format!(
+                "an fwknop knock needs the address to open for: add `allow_ip = \"IP\"` (an IPv4 address) or `allow_ip = \"source\"` to stanza `[server.{}]`, or pass --allow-ip",
+                p.name
+            ),
+            None => NEED_ALLOW_IP.into(),
+        }));
+    }
     Ok(KnockPlan {
         server,
         sender,

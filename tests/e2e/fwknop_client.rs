@@ -503,17 +503,23 @@ fn fwknop_knock_without_allow_ip_says_what_to_do() {
     assert!(err.contains("--allow-ip"), "{err}");
 }
 
-/// Parse the QR code `keygen --qr` printed (Unicode half blocks, light modules drawn) back into
-/// modules, draw it as a PGM image and decode it with zbarimg: the payload is Fwknop2's
-/// `KEY_BASE64:<key> HMAC_KEY_BASE64:<hmac>` with the keys printed above it.
+/// Parse the QR code `keygen --qr` printed (Unicode half blocks) back into modules, draw it as
+/// a PGM image and decode it with zbarimg: the payload is Fwknop2's
+/// `KEY_BASE64:<key> HMAC_KEY_BASE64:<hmac>` with the keys printed above it. Both drawings: for
+/// a dark terminal (light modules drawn, the default) and `--qr-light-background`.
 #[test]
 fn keygen_qr_decodes_to_fwknop2_payload() {
     let lab = Lab::new();
-    for extra in [&[][..], &["--hmac-digest-type", "sha512"][..]] {
+    let cases: [(&[&str], bool); 3] = [
+        (&[], true),
+        (&["--hmac-digest-type", "sha512"], true),
+        (&["--qr-light-background"], false),
+    ];
+    for (extra, dark_terminal) in cases {
         let mut args = vec!["--qr"];
         args.extend_from_slice(extra);
         let (out, k, h) = keygen_printed(&args);
-        let rows = qr_rows(&out);
+        let rows = qr_rows(&out, dark_terminal);
         let pgm = lab.path("qr.pgm");
         std::fs::write(&pgm, to_pgm(&rows, 4)).unwrap();
         let z = Command::new("zbarimg")
@@ -525,14 +531,15 @@ fn keygen_qr_decodes_to_fwknop2_payload() {
         assert_eq!(
             payload.trim_end_matches('\n'),
             format!("KEY_BASE64:{k} HMAC_KEY_BASE64:{h}"),
-            "QR payload"
+            "QR payload ({extra:?})"
         );
     }
 }
 
-/// Half-block rows → module rows (`true` = dark). `█` both halves light, `▀` top light, `▄`
-/// bottom light, space both dark; the QR is the run of lines made only of these.
-fn qr_rows(text: &str) -> Vec<Vec<bool>> {
+/// Half-block rows → module rows (`true` = dark): the QR code is the run of lines made only of
+/// ` █▀▄`. On a dark terminal the light modules are drawn (`█` = both halves light), on a light
+/// one the dark modules.
+fn qr_rows(text: &str, dark_terminal: bool) -> Vec<Vec<bool>> {
     let is_qr = |l: &str| !l.is_empty() && l.chars().all(|c| " █▀▄".contains(c));
     let lines: Vec<&str> = text
         .lines()
@@ -545,13 +552,14 @@ fn qr_rows(text: &str) -> Vec<Vec<bool>> {
         let (mut top, mut bottom) = (Vec::new(), Vec::new());
         for c in l.chars() {
             let (t, b) = match c {
-                '█' => (false, false),
-                '▀' => (false, true),
-                '▄' => (true, false),
-                _ => (true, true),
+                '█' => (true, true),
+                '▀' => (true, false),
+                '▄' => (false, true),
+                _ => (false, false),
             };
-            top.push(t);
-            bottom.push(b);
+            // Drawn means light on a dark terminal, dark on a light one.
+            top.push(t != dark_terminal);
+            bottom.push(b != dark_terminal);
         }
         rows.push(top);
         rows.push(bottom);
