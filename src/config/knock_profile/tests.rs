@@ -5,6 +5,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use std::os::unix::fs::PermissionsExt;
 
+use crate::wire::fwknop::{EncMode, HmacType};
+
 const PATH: &str = "/home/u/.config/nfknock/client.toml";
 
 fn key() -> String {
