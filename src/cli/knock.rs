@@ -414,7 +414,17 @@ fn resolve_sender(
             "--encryption-mode legacy cannot be used with an HMAC (fwknop refuses it too); use cbc and update the server's stanza".into(),
         ));
     }
-    let key = FwknopKey::new(key, Some(hmac_key), hmac, mode).map_err(|e| anyhow!("{e}"))?;
+    let key = FwknopKey::new(key, Some(hmac_key), hmac, mode).map_err(|e| {
+        let from = match (&args.key_file, &args.hmac_key_file) {
+            (Some(k), Some(h)) => format!("{} and {}", k.display(), h.display()),
+            (Some(k), None) | (None, Some(k)) => k.display().to_string(),
+            (None, None) => format!(
+                "stanza `[server.{}]`",
+                args.name.as_deref().unwrap_or_default()
+            ),
+        };
+        anyhow!("fwknop keys from {from}: {e}")
+    })?;
     let user = match &args.user {
         Some(u) if u.len() > fwknop::MAX_USERNAME_LEN || !fwknop::valid_username(u.as_bytes()) => {
             return Err(usage(format!(
