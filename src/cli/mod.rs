@@ -12,7 +12,7 @@
 //! | `table.rs` | `ruleset`, `uninstall` (the `inet nfknock` table as a whole) |
 //! | `status.rs` | `status` (the live grants) |
 //! | `state.rs` | `init-state` |
-//! | `keys.rs` | `keygen` |
+//! | `keys.rs` | `keygen` (native and `--fwknop`; `qr.rs` draws its QR code) |
 //! | `knock.rs` | `knock` (the client; its own client config, `--client-config` and `-n NAME`) |
 //! | `verify.rs` | `verify` |
 //! | `import.rs` | `import-fwknop` |
@@ -27,6 +27,7 @@ mod check;
 mod import;
 mod keys;
 mod knock;
+mod qr;
 mod serve;
 mod state;
 mod status;
@@ -111,7 +112,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print a new random 256-bit client key (base64) for a `[[client]]` entry and its key file.
+    /// Print a new random 256-bit client key (base64) for a `[[client]]` entry and its key file;
+    /// with --fwknop, an fwknop key pair, its access.conf and nfknock lines, and a QR code for
+    /// the Android Fwknop2 app (--qr).
     Keygen(KeygenArgs),
     /// Run the daemon in the foreground (logs to stderr; journald-friendly).
     Serve(ServeArgs),
@@ -130,7 +133,8 @@ pub enum Command {
     InitState(InitStateArgs),
     /// Validate a server config; print every problem with file, line and key.
     Check(ConfigArg),
-    /// Send one knock (native format).
+    /// Send one knock: native, or an fwknop 2.x packet with --fwknop (for fwknopd or an
+    /// nfknock `[client.fwknop]` entry).
     Knock(KnockArgs),
     /// List live grants from the kernel: source, proto/port, seconds left.
     Status(StatusArgs),
@@ -176,7 +180,7 @@ impl ConfigArg {
 /// Run a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Keygen(args) => keys::keygen(args.out.as_deref()),
+        Command::Keygen(args) => keys::keygen(args),
         Command::Serve(args) => serve::serve(args),
         Command::InitState(args) => state::init_state(args.config.path(), args.state_dir),
         Command::Check(config) => check::check(config.path()),

@@ -260,10 +260,10 @@ impl std::fmt::Display for Problem {
 pub struct ConfigErrors(pub Vec<Problem>);
 
 pub use knock_profile::{
-    knock_profiles_path, load_knock_profiles, parse_knock_profiles, AllowIp, KnockEnv,
-    KnockProfile, KnockProfiles,
+    knock_profiles_path, load_knock_profiles, parse_knock_profiles, AllowIp, FwknopProfile,
+    KnockEnv, KnockProfile, KnockProfiles, ProfileKey,
 };
-pub use secret::{decode_native_secret, read_native_key_file};
+pub use secret::{decode_native_secret, read_fwknop_key_file, read_native_key_file};
 pub use server::{MAX_MAX_AGE, MAX_MAX_TIMEOUT};
 pub use values::valid_name;
 

@@ -364,4 +364,12 @@ pub(crate) struct RawProfile {
     pub(crate) access: Option<SpannedList>,
     pub(crate) timeout: Option<Spanned<i64>>,
     pub(crate) allow_ip: Option<Spanned<String>>,
+    // `format = "fwknop"` stanzas (knock_profile.rs): the fwknop packet's settings.
+    pub(crate) format: Option<Spanned<String>>,
+    pub(crate) hmac_key: Option<Spanned<SecretText>>,
+    pub(crate) hmac_key_file: Option<Spanned<String>>,
+    pub(crate) hmac: Option<Spanned<crate::wire::fwknop::HmacType>>,
+    pub(crate) digest: Option<Spanned<crate::wire::fwknop::DigestType>>,
+    pub(crate) mode: Option<Spanned<crate::wire::fwknop::EncMode>>,
+    pub(crate) user: Option<Spanned<String>>,
 }
