@@ -33,6 +33,7 @@ mod lifecycle;
 mod privileges;
 mod rate_limit;
 mod replay;
+mod shipped;
 mod state;
 
 use std::collections::HashMap;
