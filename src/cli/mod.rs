@@ -132,7 +132,8 @@ pub enum Command {
     Check(ConfigArg),
     /// Send one knock (native format).
     Knock(KnockArgs),
-    /// List live grants from the kernel: source, proto/port, seconds left.
+    /// List live grants from the kernel: source, proto/port, seconds left (or, with
+    /// `--metrics`, the daemon's Prometheus metrics).
     Status(StatusArgs),
     /// Explain offline what the daemon would do with one packet (no kernel, no replay cache).
     Verify(VerifyArgs),
@@ -179,6 +180,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::InitState(args) => state::init_state(args.config.path(), args.state_dir),
         Command::Check(config) => check::check(config.path()),
         Command::Knock(args) => knock::knock(args),
+        Command::Status(args) if args.metrics => status::metrics(args.config.path()),
         Command::Status(args) => status::status(args.json),
         Command::Verify(args) => verify::verify(args),
         Command::Ruleset(args) => table::ruleset(args.config.path(), args.compat),

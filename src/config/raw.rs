@@ -293,6 +293,7 @@ pub(crate) struct RawServer {
     pub(crate) rate_limit_v6_prefix: Option<Spanned<i64>>,
     pub(crate) backend: Option<super::Backend>,
     pub(crate) user: Option<Spanned<String>>,
+    pub(crate) metrics_file: Option<Spanned<String>>,
 }
 
 /// `[[client]]`. `fwknop` is taken out before deserializing (see [`Shape::nested`]); the field

@@ -114,3 +114,52 @@ fn shipped_nft_snippets_load_with_this_machines_nft() {
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Issue 12 §5: the AppArmor profile parses with this machine's `apparmor_parser` (`-Q`: no
+/// kernel load, which a kernel without AppArmor could not do; `-K`: no cache), and names the
+/// paths the daemon uses by default.
+#[test]
+fn apparmor_profile_parses_and_names_the_daemons_paths() {
+    let files = shipped("apparmor", &["usr.sbin.nfknock"]);
+    for f in &files {
+        let out = Command::new("apparmor_parser")
+            .args(["-Q", "-K"])
+            .arg(f)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run apparmor_parser (Debian package `apparmor`; scripts/common.sh installs it): {e}")
+            });
+        assert!(
+            out.status.success(),
+            "`apparmor_parser -Q -K {}` failed:\n{}",
+            f.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(f).unwrap();
+        let config_dir = Path::new(nfknock::cli::DEFAULT_CONFIG).parent().unwrap();
+        for needed in [
+            format!("{}/** r,", config_dir.display()),
+            format!("{}/** rwk,", nfknock::config::DEFAULT_STATE_DIR),
+            format!("{} rw,", nfknock::config::NODE_EXPORTER_METRICS_FILE),
+            "network netlink raw,".to_string(),
+            "deny network inet,".to_string(),
+            "deny network inet6,".to_string(),
+            "capability net_admin,".to_string(),
+        ] {
+            assert!(
+                text.contains(&needed),
+                "{} lacks `{needed}`",
+                f.display()
+            );
+        }
+    }
+    // A profile that does not parse is refused: the check above can fail.
+    let bad = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bad.path(), "/usr/sbin/nfknock { capability no_such_cap, }\n").unwrap();
+    let out = Command::new("apparmor_parser")
+        .args(["-Q", "-K"])
+        .arg(bad.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "apparmor_parser accepted a broken profile");
+}
