@@ -15,7 +15,9 @@ nfk_elevate() {
 }
 
 # Debian packages the build and the lab need.
-NFK_PACKAGES=(nftables iproute2 tcpdump iptables fwknop-client procps strace systemd)
+# apparmor: apparmor_parser checks the shipped profile; python3-prometheus-client: the
+# Prometheus text parser the metrics test reads the daemon's metrics file with.
+NFK_PACKAGES=(nftables iproute2 tcpdump iptables fwknop-client procps strace systemd apparmor python3 python3-prometheus-client)
 
 nfk_install_deps() {
     local missing=()

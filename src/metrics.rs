@@ -199,7 +199,10 @@ impl Metrics {
         let mut cumulative = 0;
         for (le, n) in KNOCK_SECONDS_BUCKETS.iter().zip(self.buckets) {
             cumulative += n;
-            let _ = writeln!(s, "nfknock_knock_seconds_bucket{{le=\"{le}\"}} {cumulative}");
+            let _ = writeln!(
+                s,
+                "nfknock_knock_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            );
         }
         let _ = writeln!(
             s,
@@ -306,11 +309,20 @@ mod tests {
         // A counter that cannot be read is left out, not reported as zero.
         assert!(!text.contains("nfknock_queue_kernel_user_dropped_total"));
         // Every sample belongs to a metric with HELP and TYPE, each given once.
-        for (name, _, _) in METRICS.iter().filter(|(n, _, _)| {
-            *n != "nfknock_queue_kernel_user_dropped_total"
-        }) {
-            assert_eq!(text.matches(&format!("# TYPE {name} ")).count(), 1, "{name}");
-            assert_eq!(text.matches(&format!("# HELP {name} ")).count(), 1, "{name}");
+        for (name, _, _) in METRICS
+            .iter()
+            .filter(|(n, _, _)| *n != "nfknock_queue_kernel_user_dropped_total")
+        {
+            assert_eq!(
+                text.matches(&format!("# TYPE {name} ")).count(),
+                1,
+                "{name}"
+            );
+            assert_eq!(
+                text.matches(&format!("# HELP {name} ")).count(),
+                1,
+                "{name}"
+            );
         }
     }
 

@@ -113,4 +113,37 @@ mod tests {
             "{e}"
         );
     }
+
+    /// The cost of one write of a full metrics file (docs/METRICS.md quotes it):
+    /// `cargo test --lib metrics_file_write_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn metrics_file_write_cost() {
+        let mut m = crate::metrics::Metrics::new("0.1.0", 0);
+        for reason in [
+            "replay",
+            "stale",
+            "unknown-key",
+            "bad-header",
+            "not-allowed",
+        ] {
+            m.knock(Some(reason), Some("native"));
+            m.knock(Some(reason), Some("fwknop"));
+        }
+        let text = m.render(&crate::metrics::Snapshot::default());
+        let dir = tempfile::tempdir_in(std::env::var("METRICS_DIR").unwrap_or("/var/tmp".into()))
+            .unwrap();
+        let path = dir.path().join("nfknock.prom");
+        let n = 2000;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            let t = m.render(&crate::metrics::Snapshot::default());
+            write_atomic(&path, &t).unwrap();
+        }
+        let each = start.elapsed() / n;
+        eprintln!(
+            "render + write_atomic of {} bytes: {each:?} each",
+            text.len()
+        );
+    }
 }

@@ -30,6 +30,7 @@ mod fwknop;
 mod grants;
 mod kernel;
 mod lifecycle;
+mod metrics;
 mod privileges;
 mod rate_limit;
 mod replay;

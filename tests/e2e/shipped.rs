@@ -146,20 +146,23 @@ fn apparmor_profile_parses_and_names_the_daemons_paths() {
             "deny network inet6,".to_string(),
             "capability net_admin,".to_string(),
         ] {
-            assert!(
-                text.contains(&needed),
-                "{} lacks `{needed}`",
-                f.display()
-            );
+            assert!(text.contains(&needed), "{} lacks `{needed}`", f.display());
         }
     }
     // A profile that does not parse is refused: the check above can fail.
     let bad = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(bad.path(), "/usr/sbin/nfknock { capability no_such_cap, }\n").unwrap();
+    std::fs::write(
+        bad.path(),
+        "/usr/sbin/nfknock { capability no_such_cap, }\n",
+    )
+    .unwrap();
     let out = Command::new("apparmor_parser")
         .args(["-Q", "-K"])
         .arg(bad.path())
         .output()
         .unwrap();
-    assert!(!out.status.success(), "apparmor_parser accepted a broken profile");
+    assert!(
+        !out.status.success(),
+        "apparmor_parser accepted a broken profile"
+    );
 }

@@ -399,6 +399,9 @@ fn metrics_file_is_off_by_default_and_an_absolute_prom_path() {
             native_client("")
         ));
         let m = &at(&ps, "server.metrics_file").message;
-        assert!(m.contains("metrics_file = \"/var/lib/prometheus/node-exporter/nfknock.prom\""), "{m}");
+        assert!(
+            m.contains("metrics_file = \"/var/lib/prometheus/node-exporter/nfknock.prom\""),
+            "{m}"
+        );
     }
 }
