@@ -54,7 +54,10 @@ fn long_flags(args: &[&str]) -> BTreeSet<String> {
         .filter(|l| l.trim_start().starts_with('-'))
         .flat_map(|l| l.split(|c: char| c.is_whitespace() || c == ',' || c == '='))
         .filter(|w| w.starts_with("--") && w.len() > 2)
-        .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_string())
+        .map(|w| {
+            w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+                .to_string()
+        })
         .filter(|w| w != "--help" && w != "--version")
         .collect()
 }
@@ -81,7 +84,10 @@ fn pages_and_completions_cover_every_subcommand_and_flag_of_help() {
             "nfknock.8 does not list nfknock-{sub}(8)"
         );
         for (shell, text) in [("bash", &bash), ("zsh", &zsh), ("fish", &fish)] {
-            assert!(text.contains(sub.as_str()), "{shell} completion lacks `{sub}`");
+            assert!(
+                text.contains(sub.as_str()),
+                "{shell} completion lacks `{sub}`"
+            );
         }
         for flag in long_flags(&[&sub]) {
             let roff = flag.replace('-', "\\-");
@@ -146,11 +152,8 @@ fn accepted_keys(config: &str) -> Vec<String> {
 
 #[test]
 fn config_page_names_every_key_the_parser_accepts() {
-    let page = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/man/nfknock.toml.5"
-    ))
-    .unwrap();
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/nfknock.toml.5"))
+        .unwrap();
     for (table, config) in [
         ("[server]", "[server]\nno_such_key = 1\n"),
         ("[[client]]", "[[client]]\nno_such_key = 1\n"),

@@ -17,6 +17,9 @@
 //! | `privileges.rs` | capabilities, user switch, syscall filter, systemd unit, installer   |
 //! | `dry_run.rs`    | `serve --dry-run` with and without the gate                          |
 //! | `fwknop.rs`     | the real Debian fwknop client, access.conf migration                 |
+//! | `host_firewall.rs` | beside a default-drop host firewall (examples/nftables-host.conf) |
+//! | `metrics.rs`    | the metrics file, read by a real Prometheus parser; status --metrics |
+//! | `shipped.rs`    | shipped nft files load with this nft; the AppArmor profile parses   |
 //!
 //! Run them as root: `cargo test --test e2e` (all, in parallel), `cargo test --test e2e flood::`
 //! (one area). Measurements that are not asserted beyond a functional bound are `#[ignore]`d
@@ -28,6 +31,7 @@ mod dry_run;
 mod flood;
 mod fwknop;
 mod grants;
+mod host_firewall;
 mod kernel;
 mod lifecycle;
 mod metrics;

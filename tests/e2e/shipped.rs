@@ -107,11 +107,11 @@ fn nft_version() -> String {
 /// Issue 12 §6: the shipped snippets load with the nft of the machine (1.0.6 on Debian 12),
 /// not only with nft >= 1.0.7.
 #[test]
-fn shipped_nft_snippets_load_with_this_machines_nft() {
-    let failures: Vec<String> = shipped("nft", &[".nft"])
-        .iter()
-        .filter_map(|f| nft_check(f).err())
-        .collect();
+fn shipped_nft_files_load_with_this_machines_nft() {
+    let mut files = shipped("nft", &[".nft"]);
+    // The example host firewall (issue 12 §8) is loaded by users as their nftables.conf.
+    files.extend(shipped("examples", &[".conf"]));
+    let failures: Vec<String> = files.iter().filter_map(|f| nft_check(f).err()).collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
