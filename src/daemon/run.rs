@@ -169,6 +169,8 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
             let ready = poll3(self.queue.fd(), events, control.fd(), 1000)?;
             if control.take_terminate() {
                 info!("shutting down; grants stay in the kernel until they expire");
+                // The last counts, so a scrape after the stop sees everything that happened.
+                self.write_metrics();
                 return Ok(());
             }
             if control.take_reload() {
