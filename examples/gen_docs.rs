@@ -1,6 +1,8 @@
 //! Generates nfknock's man pages and shell completions from the clap definitions, so they can
 //! never drift from `--help`. A build tool, not part of the daemon: `clap_mangen` and
 //! `clap_complete` are dev-dependencies, and the `nfknock` binary carries neither (issue 12 §2).
+//! Measured (release, stripped, 2026-11-30): this tool is 812 KiB against 615 KiB for the same
+//! program rendering only `--help`: ≈ 200 KiB the daemon would carry for a hidden subcommand.
 //!
 //! ```text
 //! cargo run --example gen_docs -- OUT_DIR
