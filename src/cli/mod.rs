@@ -136,7 +136,8 @@ pub enum Command {
     /// Send one knock: native, or an fwknop 2.x packet with --fwknop (for fwknopd or an
     /// nfknock `[client.fwknop]` entry).
     Knock(KnockArgs),
-    /// List live grants from the kernel: source, proto/port, seconds left.
+    /// List live grants from the kernel: source, proto/port, seconds left (or, with
+    /// `--metrics`, the daemon's Prometheus metrics).
     Status(StatusArgs),
     /// Explain offline what the daemon would do with one packet (no kernel, no replay cache).
     Verify(VerifyArgs),
@@ -185,6 +186,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::InitState(args) => state::init_state(args.config.path(), args.state_dir),
         Command::Check(config) => check::check(config.path()),
         Command::Knock(args) => knock::knock(args),
+        Command::Status(args) if args.metrics => status::metrics(args.config.path()),
         Command::Status(args) => status::status(args.config.path(), args.json),
         Command::Verify(args) => verify::verify(args),
         Command::Ruleset(args) => table::ruleset(&args),

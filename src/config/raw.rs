@@ -295,6 +295,7 @@ pub(crate) struct RawServer {
     pub(crate) ipset_v4: Option<Spanned<String>>,
     pub(crate) ipset_v6: Option<Spanned<String>>,
     pub(crate) user: Option<Spanned<String>>,
+    pub(crate) metrics_file: Option<Spanned<String>>,
 }
 
 /// `[[client]]`. `fwknop` is taken out before deserializing (see [`Shape::nested`]); the field
