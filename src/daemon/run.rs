@@ -141,8 +141,9 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                 info!("shutting down; grants stay in the kernel until they expire");
                 return Ok(());
             }
-            if control.take_reload() {
-                self.reload();
+            if let Some(ticket) = control.take_reload() {
+                let outcome = self.reload();
+                control.post_reload(ticket, outcome);
             }
             // A ruleset repair before packets: the gate may be open (or knocks unheard) until
             // it is done, and a turn of packets can wait for it.

@@ -11,6 +11,7 @@
 //! | `replay.rs`     | a knock is granted once, across restarts, SIGKILL and reloads        |
 //! | `state.rs`      | corrupt, wiped or moved journal; the first-start marker              |
 //! | `lifecycle.rs`  | SIGTERM, broken and revoking reloads                                 |
+//! | `reload.rs`     | `nfknock reload` (ExecReload=): exit status tells whether it applied |
 //! | `kernel.rs`     | flush repair, a second instance, a foreign queue, a redirect         |
 //! | `flood.rs`      | junk floods, liveness under a saturated queue                        |
 //! | `rate_limit.rs` | the per-source (per /64) limit; a flood with the limit off           |
@@ -32,6 +33,7 @@ mod kernel;
 mod lifecycle;
 mod privileges;
 mod rate_limit;
+mod reload;
 mod replay;
 mod state;
 
