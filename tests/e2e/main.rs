@@ -18,6 +18,7 @@
 //! | `privileges.rs` | capabilities, user switch, syscall filter, systemd unit, installer   |
 //! | `dry_run.rs`    | `serve --dry-run` with and without the gate                          |
 //! | `fwknop.rs`     | the real Debian fwknop client, access.conf migration                 |
+//! | `docker.rs`     | the real Docker: a `-p` published port, docker and dockerd restarts  |
 //!
 //! Run them as root: `cargo test --test e2e` (all, in parallel), `cargo test --test e2e flood::`
 //! (one area). Measurements that are not asserted beyond a functional bound are `#[ignore]`d
@@ -25,6 +26,7 @@
 
 mod lab;
 
+mod docker;
 mod dry_run;
 mod flood;
 mod fwknop;
