@@ -19,6 +19,7 @@
 //! | `dry_run.rs`    | `serve --dry-run` with and without the gate                          |
 //! | `fwknop.rs`     | the real Debian fwknop client, access.conf migration                 |
 //! | `docker.rs`     | the real Docker: a `-p` published port, docker and dockerd restarts  |
+//! | `package.rs`    | the .deb's sources in step (unit, assets); scripts/test-package runs it |
 //!
 //! Run them as root: `cargo test --test e2e` (all, in parallel), `cargo test --test e2e flood::`
 //! (one area). Measurements that are not asserted beyond a functional bound are `#[ignore]`d
@@ -33,6 +34,7 @@ mod fwknop;
 mod grants;
 mod kernel;
 mod lifecycle;
+mod package;
 mod privileges;
 mod rate_limit;
 mod reload;
