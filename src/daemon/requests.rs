@@ -214,8 +214,9 @@ mod tests {
     }
 
     /// Over the real socket (in a network namespace of its own, root only): the daemon's
-    /// refusal reaches the requester with its reason, a success with its notes, and a probe of
-    /// who holds the lock (connect, send nothing) does not stall the thread.
+    /// refusal reaches the requester with its reason, a success with its notes, a probe of
+    /// who holds the lock (connect, send nothing) does not stall the thread, and a user who is
+    /// neither root nor the daemon's is refused without a reload.
     #[test]
     fn a_request_gets_the_loops_answer_over_the_socket() {
         use super::super::control::Control;
@@ -252,6 +253,19 @@ mod tests {
                 control.post_reload(ticket, a);
             }
             assert_eq!(requests.join().unwrap(), answers);
+            // Anyone else is refused, and the loop is not asked. (setresuid(2) through the raw
+            // syscall changes this one thread's ids only; glibc's wrapper would change all.)
+            let refused = std::thread::spawn(|| {
+                // SAFETY: a plain syscall on this thread's credentials.
+                let rc = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
+                assert_eq!(rc, 0);
+                request_reload().unwrap()
+            })
+            .join()
+            .unwrap();
+            let reason = refused.unwrap_err();
+            assert!(reason.contains("refused: only root"), "{reason}");
+            assert_eq!(control.take_reload(), None, "the loop was asked");
         })
         .join()
         .unwrap();
