@@ -19,7 +19,7 @@ pub(super) fn reload(path: &Path) -> anyhow::Result<i32> {
             for n in notes {
                 eprintln!("warning: {n}");
             }
-            println!("reloaded: the daemon serves {}", path.display());
+            println!("reloaded: the nfknock daemon's new config is in force");
             Ok(EXIT_OK)
         }
         Ok(Err(reason)) => {

@@ -98,3 +98,45 @@ fn reload_without_a_daemon_fails_at_once_and_says_so() {
     );
     assert!(start.elapsed() < Duration::from_secs(5));
 }
+
+/// What systemd hears (`NOTIFY_SOCKET`): `READY=1` once serving; for each reload, good or
+/// broken, `RELOADING=1` with `MONOTONIC_USEC=` (systemd 253+ requires it) and then `READY=1`.
+#[test]
+fn the_daemon_tells_systemd_reloading_then_ready() {
+    use std::os::unix::net::UnixDatagram;
+    let lab = Lab::new();
+    let key = lab.keygen("alice.key");
+    let config = lab.write_config("", &alice(&key, &alice_allows_both(), 30));
+    let notify_path = lab.path("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let env = format!("NOTIFY_SOCKET={}", notify_path.display());
+    let mut d = Daemon::start(&lab, &["env", &env], &config, &[], "info", "notify.log");
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = notify
+            .recv(&mut buf)
+            .expect("no sd_notify message within 5 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next(), "READY=1\n");
+    let reload = || lab.nfknock(&lab.srv, &["reload", "--config", config.to_str().unwrap()]);
+    assert!(reload().status.success(), "{}", d.log());
+    let reloading = next();
+    let usec = reloading
+        .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
+        .and_then(|s| s.trim_end().parse::<u64>().ok());
+    assert!(usec.is_some_and(|u| u > 0), "{reloading:?}");
+    assert_eq!(next(), "READY=1\n");
+    // SIGHUP, with a broken config: refused, and systemd still hears both.
+    std::fs::write(&config, "[server]\nport = \"x\"\n").unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &d.pid().to_string()])
+        .status();
+    assert!(next().starts_with("RELOADING=1\nMONOTONIC_USEC="));
+    assert_eq!(next(), "READY=1\n");
+    assert!(d.stop().success());
+    assert_eq!(next(), "STOPPING=1\n");
+}
