@@ -67,6 +67,9 @@ impl Dockerd {
             .arg(format!("--exec-root={}", d.join("exec").display()))
             .arg(format!("--pidfile={}", d.join("docker.pid").display()))
             .arg(format!("--host=unix://{}", self.sock().display()))
+            // cgroupfs, said explicitly: under a systemd host with cgroup v2 Docker would pick
+            // the systemd driver, which wants a slice name and leaves units behind.
+            .args(["--exec-opt", "native.cgroupdriver=cgroupfs"])
             .arg(format!("--cgroup-parent=/{}", self.cgroup))
             .args(["--userland-proxy=false", "--log-level=warn"])
             .stdin(Stdio::null())
