@@ -77,3 +77,35 @@ fn the_package_metadata_names_existing_files_and_its_scripts_parse() {
         assert_eq!(mode & 0o111, 0o111, "{s} is not executable");
     }
 }
+
+/// The shipped `/etc/nfknock/nfknock.toml` does nothing dangerous: it names no client, so
+/// `nfknock check` (the unit's `ExecStartPre=`) refuses it with that one reason and the daemon
+/// never starts, and nothing is gated.
+#[test]
+fn the_shipped_default_config_starts_nothing() {
+    let out = Command::new(super::bin())
+        .args(["check", "--config"])
+        .arg(repo("debian/nfknock.toml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no client is configured") && stderr.contains("1 problem found"),
+        "{stderr}"
+    );
+}
+
+/// The Debian changelog's newest entry is for the crate's version (cargo-deb takes the
+/// package's version from Cargo.toml, the changelog does not follow by itself).
+#[test]
+fn the_debian_changelog_names_the_crate_version() {
+    let changelog = std::fs::read_to_string(repo("debian/changelog")).unwrap();
+    let first = changelog.lines().next().unwrap();
+    let want = format!("nfknock ({}-", env!("CARGO_PKG_VERSION"));
+    assert!(
+        first.starts_with(&want),
+        "debian/changelog starts with `{first}`; add an entry for {}",
+        env!("CARGO_PKG_VERSION")
+    );
+}
