@@ -15,7 +15,7 @@ nfk_elevate() {
 }
 
 # Debian packages the build and the lab need.
-NFK_PACKAGES=(nftables iproute2 tcpdump iptables fwknop-client procps strace systemd)
+NFK_PACKAGES=(nftables iproute2 tcpdump iptables ipset fwknop-client procps strace systemd)
 # ... and the package tests (scripts/test-package, tests/e2e/docker.rs): a Debian 12 root booted
 # under systemd-nspawn, the real Docker, the .deb's tools and lint.
 NFK_PACKAGES+=(systemd-container debootstrap docker.io busybox-static lintian dpkg-dev)

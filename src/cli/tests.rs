@@ -9,7 +9,7 @@ use clap::{CommandFactory, Parser};
 use super::{Cli, DEFAULT_CONFIG};
 
 /// The commands that take a server config with `-c, --config PATH`.
-const WITH_CONFIG: [&str; 7] = [
+const WITH_CONFIG: [&str; 8] = [
     "serve",
     "init-state",
     "check",
@@ -17,6 +17,7 @@ const WITH_CONFIG: [&str; 7] = [
     "status",
     "verify",
     "ruleset",
+    "uninstall",
 ];
 
 /// The smallest valid command line for each of them (verify needs a source and a packet).

@@ -18,6 +18,7 @@
 //! | `privileges.rs` | capabilities, user switch, syscall filter, systemd unit, installer   |
 //! | `dry_run.rs`    | `serve --dry-run` with and without the gate                          |
 //! | `fwknop.rs`     | the real Debian fwknop client, access.conf migration                 |
+//! | `ipset.rs`      | the ipset backend under iptables-legacy/-nft: grant, refresh, expiry, repair |
 //! | `docker.rs`     | the real Docker: a `-p` published port, docker and dockerd restarts  |
 //! | `package.rs`    | the .deb's sources in step (unit, assets); scripts/test-package runs it |
 //!
@@ -32,6 +33,7 @@ mod dry_run;
 mod flood;
 mod fwknop;
 mod grants;
+mod ipset;
 mod kernel;
 mod lifecycle;
 mod package;
