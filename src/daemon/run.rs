@@ -6,7 +6,6 @@
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -173,13 +172,10 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                 self.write_metrics();
                 return Ok(());
             }
-            if control.take_reload() {
-                // A reload that took puts a new config in the engine; one that failed leaves
-                // the old one (reload.rs).
-                let before = self.engine.config().clone();
-                self.reload();
-                let ok = !Arc::ptr_eq(&before, self.engine.config());
-                self.metrics.reloaded(ok);
+            if let Some(ticket) = control.take_reload() {
+                let outcome = self.reload();
+                self.metrics.reloaded(outcome.is_ok());
+                control.post_reload(ticket, outcome);
             }
             // A ruleset repair before packets: the gate may be open (or knocks unheard) until
             // it is done, and a turn of packets can wait for it.

@@ -1062,3 +1062,39 @@ fn metrics_count_reloads_by_result_and_are_written_at_shutdown() {
         assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
     }
 }
+
+/// Issue 12 §3: a reload requested through the handle (what the control socket's thread does
+/// for `nfknock reload`) gets the loop's answer: `Ok` once the new config is in force (the
+/// next knock is judged by it), `Err` with the reason when the config is broken or the backend
+/// refuses it, and the running config stays.
+#[test]
+fn a_requested_reload_answers_ok_only_once_the_new_config_is_in_force() {
+    let h = start();
+    let wait = Duration::from_secs(10);
+
+    write_config(h.dir.path(), &h.secret, "\"tcp/22\", \"tcp/443\"");
+    assert_eq!(h.handle.reload_and_wait(wait), Some(Ok(vec![])));
+    // No waiting: the answer came after the new config was in force.
+    h.script.push(knock(&h, "tcp/443"));
+    wait_for("the grant", || h.sink.written.lock().unwrap().len() == 1);
+
+    std::fs::write(h.dir.path().join("nfknock.toml"), "[server]\nport = 0\n").unwrap();
+    let refused = h.handle.reload_and_wait(wait).unwrap().unwrap_err();
+    assert!(
+        refused.contains("nfknock.toml") && refused.contains("port"),
+        "{refused}"
+    );
+
+    h.sink.fail_reconfigures.store(1, Ordering::SeqCst);
+    write_config(h.dir.path(), &h.secret, "\"tcp/80\"");
+    let refused = h.handle.reload_and_wait(wait).unwrap().unwrap_err();
+    assert!(!refused.is_empty());
+    // The config of the first reload still serves.
+    h.script.push(knock(&h, "tcp/443"));
+    wait_for("a grant under the running config", || {
+        h.sink.written.lock().unwrap().len() == 2
+    });
+
+    h.handle.terminate();
+    h.thread.join().unwrap().unwrap();
+}

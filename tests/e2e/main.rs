@@ -11,6 +11,7 @@
 //! | `replay.rs`     | a knock is granted once, across restarts, SIGKILL and reloads        |
 //! | `state.rs`      | corrupt, wiped or moved journal; the first-start marker              |
 //! | `lifecycle.rs`  | SIGTERM, broken and revoking reloads                                 |
+//! | `reload.rs`     | `nfknock reload` (ExecReload=): exit status tells whether it applied |
 //! | `kernel.rs`     | flush repair, a second instance, a foreign queue, a redirect         |
 //! | `flood.rs`      | junk floods, liveness under a saturated queue                        |
 //! | `rate_limit.rs` | the per-source (per /64) limit; a flood with the limit off           |
@@ -22,6 +23,8 @@
 //! | `host_firewall.rs` | beside a default-drop host firewall (examples/nftables-host.conf) |
 //! | `metrics.rs`    | the metrics file, read by a real Prometheus parser; status --metrics |
 //! | `shipped.rs`    | shipped nft files load with this nft; the AppArmor profile parses   |
+//! | `docker.rs`     | the real Docker: a `-p` published port, docker and dockerd restarts  |
+//! | `package.rs`    | the .deb's sources in step (unit, assets); scripts/test-package runs it |
 //!
 //! Run them as root: `cargo test --test e2e` (all, in parallel), `cargo test --test e2e flood::`
 //! (one area). Measurements that are not asserted beyond a functional bound are `#[ignore]`d
@@ -29,6 +32,7 @@
 
 mod lab;
 
+mod docker;
 mod dry_run;
 mod flood;
 mod fwknop;
@@ -39,8 +43,10 @@ mod ipset;
 mod kernel;
 mod lifecycle;
 mod metrics;
+mod package;
 mod privileges;
 mod rate_limit;
+mod reload;
 mod replay;
 mod shipped;
 mod state;
