@@ -95,6 +95,11 @@ pub struct Server {
     /// removed, its key changed, it expired, the access left its `allow` or entered its
     /// `deny`, or the address left its `sources`). `false` lets them run out their time.
     pub revoke_on_reload: bool,
+    /// Drop native-length packets whose key hint is not valid right now, and fwknop-length
+    /// packets from outside every fwknop client's `sources`, in the kernel, before the queue
+    /// (`prefilter`, default on). Off: every knock-shaped packet reaches the daemon, which
+    /// then can tell a skewed client's clock from junk (`stale by N seconds`).
+    pub prefilter: bool,
     /// Where grants are written ([`crate::grants`] opens it).
     pub backend: Backend,
     /// Who the daemon runs as once set up (`user`), resolved when the config was read.

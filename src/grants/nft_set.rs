@@ -34,12 +34,29 @@ pub fn ruleset_spec(config: &Config, backend: QueueBackend) -> RulesetSpec {
             .clients
             .iter()
             .any(|c| matches!(c.credential, config::Credential::Fwknop(_))),
+        prefilter: config.server.prefilter,
+        fwknop_sources: fwknop_sources(config),
         rate_limit: config.server.rate_limit,
         rate_limit_v4_prefix: config.server.rate_limit_v4_prefix,
         rate_limit_v6_prefix: config.server.rate_limit_v6_prefix,
         gate_input: true,
         gate_forward: config.server.gate_forward,
     }
+}
+
+/// The union of the fwknop clients' `sources` (sorted, without repeats: two configs with the
+/// same union ask for the same ruleset): no other source can send an fwknop knock that some
+/// client accepts.
+fn fwknop_sources(config: &Config) -> Vec<ipnet::IpNet> {
+    let mut nets: Vec<ipnet::IpNet> = config
+        .clients
+        .iter()
+        .filter(|c| matches!(c.credential, config::Credential::Fwknop(_)))
+        .flat_map(|c| c.sources.iter().copied())
+        .collect();
+    nets.sort_unstable();
+    nets.dedup();
+    nets
 }
 
 /// `spec` without its gate rules unless `gate`: a dry run without `--with-gate` still queues

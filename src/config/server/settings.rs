@@ -24,7 +24,7 @@ fn server_hint(key: &str) -> Option<&'static str> {
         "state_dir" => "a quoted absolute path, e.g. `state_dir = \"/var/lib/nfknock\"`",
         "protect" => "a list of accesses, e.g. `protect = [\"tcp/22\", \"tcp/443\"]`",
         "max_age" => "seconds, from 1 to 3600, e.g. `max_age = 120`",
-        "manage_ruleset" | "gate_forward" | "revoke_on_reload" => "`true` or `false`",
+        "manage_ruleset" | "gate_forward" | "revoke_on_reload" | "prefilter" => "`true` or `false`",
         "backend" => "where grants are written, e.g. `backend = \"nftables\"`",
         "rate_limit" => "knocks per second per source (0 turns it off), e.g. `rate_limit = 20`",
         "rate_limit_v4_prefix" => "the prefix length an IPv4 source is metered by, from 1 to 32, e.g. `rate_limit_v4_prefix = 32`",
@@ -132,6 +132,7 @@ pub(super) fn server_settings(
         manage_ruleset: raw.manage_ruleset.unwrap_or(true),
         gate_forward: raw.gate_forward.unwrap_or(true),
         revoke_on_reload: raw.revoke_on_reload.unwrap_or(true),
+        prefilter: raw.prefilter.unwrap_or(true),
         backend: raw.backend.unwrap_or_default(),
         rate_limit: u32::try_from(rate_limit).unwrap_or(crate::config::DEFAULT_RATE_LIMIT),
         rate_limit_v4_prefix: u8::try_from(rate_limit_v4_prefix)

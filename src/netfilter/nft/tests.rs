@@ -250,6 +250,8 @@ fn render_follows_the_spec() {
         ],
         native_len: 100,
         fwknop: false,
+        prefilter: false,
+        fwknop_sources: Vec::new(),
         rate_limit: 0,
         rate_limit_v4_prefix: 24,
         rate_limit_v6_prefix: 48,
@@ -261,6 +263,7 @@ fn render_follows_the_spec() {
     assert!(text.contains("udp dport 1000 queue num 3\n"));
     assert!(text.contains("elements = { tcp . 22, udp . 53 }"));
     assert!(!text.contains("limit rate"));
+    assert!(!text.contains("@knock_hints") && !text.contains("@fwknop_src"));
     assert!(!text.contains(CHAIN_FORWARD));
     assert!(
         !text.contains("@allow_v4"),
@@ -322,7 +325,11 @@ fn render_follows_the_spec() {
 fn knock_rate_rules_mask_the_source_and_fail_closed() {
     let mut nft = Nft::open().unwrap();
     nft.batch_start();
-    rules::add_all(&mut nft, &RulesetSpec::default());
+    let spec = RulesetSpec {
+        prefilter: false,
+        ..RulesetSpec::default()
+    };
+    rules::add_all(&mut nft, &spec);
     let mut rules = Vec::new();
     for m in messages(nft.batch.bytes()).map_while(Result::ok) {
         if m.ty != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE {
@@ -877,7 +884,12 @@ fn full_knock_rate_set_drops_new_sources_instead_of_letting_them_through() {
     let v4 = ["10.99.0.2", "10.99.0.3", "10.99.0.4"];
     let v6 = ["fd99:0:0:1::2", "fd99:0:0:2::2", "fd99:0:0:3::2"];
     knock_lab(&ns, &[&v4[..], &v6[..]].concat());
-    ns.run(|| Nft::open().unwrap().install(&compat_spec(), &[]).unwrap());
+    // The packets carry no valid key hint: measure the rate rules alone.
+    let spec = RulesetSpec {
+        prefilter: false,
+        ..compat_spec()
+    };
+    ns.run(move || Nft::open().unwrap().install(&spec, &[]).unwrap());
     // Shrink the installed sets to 2 elements with a 2 s timeout (the kernel applies a new
     // `size` and `timeout` to an existing set of the same type and flags).
     for (set, ty) in [
@@ -952,7 +964,12 @@ fn knock_rate_is_metered_per_ipv6_slash_64() {
     ];
     let other64 = "fd99:0:0:2::a";
     knock_lab(&ns, &[&same64[..], &[other64]].concat());
-    ns.run(|| Nft::open().unwrap().install(&compat_spec(), &[]).unwrap());
+    // The packets carry no valid key hint: measure the rate rules alone.
+    let spec = RulesetSpec {
+        prefilter: false,
+        ..compat_spec()
+    };
+    ns.run(move || Nft::open().unwrap().install(&spec, &[]).unwrap());
 
     // 4 × 30 knocks from one /64 at once: the /64 shares one bucket of 40 (+20/s), where
     // per-address buckets would let all 120 through.
