@@ -132,6 +132,9 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
     fn serve(&mut self, control: &Control) -> anyhow::Result<()> {
         let mut last_tick = Instant::now();
         let mut last_compact = Instant::now();
+        // The prefilter drops every native knock whose hint it does not hold: fill it before
+        // the first packet.
+        self.sync_hints(true);
         loop {
             // A backend that cannot notice changes by others has no descriptor: poll(2) skips
             // a negative one.
@@ -155,7 +158,8 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 let now = unix_now();
-                if let Some(step) = self.engine.tick(now, monotonic_secs()) {
+                let step = self.engine.tick(now, monotonic_secs());
+                if let Some(step) = step {
                     warn!(
                         step_secs = step,
                         "the wall clock stepped by {step}s: replay records stay until their expiry \
@@ -163,6 +167,8 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                          clock"
                     );
                 }
+                // The kernel's hint timeouts were computed from the old clock: all anew.
+                self.sync_hints(step.is_some());
                 self.live.forget_expired();
                 self.warn_budget.reset();
                 if let Some(lock) = &self.instance {
@@ -308,12 +314,38 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
     fn restore(&mut self) {
         let restore = self.live.remaining();
         match self.grants.restore(&restore) {
-            Ok(()) => warn!(
-                grants = restore.len(),
-                "{} was removed or changed by someone else; re-created it",
-                self.grants.objects()
-            ),
+            Ok(()) => {
+                warn!(
+                    grants = restore.len(),
+                    "{} was removed or changed by someone else; re-created it",
+                    self.grants.objects()
+                );
+                self.sync_hints(true);
+            }
             Err(e) => error!("{}", e.report()),
+        }
+    }
+
+    /// Bring the kernel's key-hint prefilter up to date (issue 11): with `all`, the whole
+    /// window replaces what it holds (start, reload, flush repair, clock step); otherwise the
+    /// epochs that entered the window since the last call are added (one batch every ten
+    /// minutes, a minute before they can be needed). A failed write is retried whole at the
+    /// next tick. Nothing with `prefilter = false`.
+    pub(super) fn sync_hints(&mut self, all: bool) {
+        if !self.engine.config().server.prefilter {
+            return;
+        }
+        let hints = self.engine.kernel_hints(unix_now(), all);
+        if hints.is_empty() && !all {
+            return;
+        }
+        match self.grants.write_hints(&hints, all) {
+            Ok(()) if all => info!(hints = hints.len(), "key hints written to the prefilter"),
+            Ok(()) => debug!(hints = hints.len(), "next epoch's key hints added"),
+            Err(e) => {
+                error!("{}", e.report());
+                self.engine.kernel_hints_lost();
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::{Grant, GrantError, GrantSink, GrantStore, LiveGrant};
+use super::{Grant, GrantError, GrantSink, GrantStore, KeyHint, LiveGrant, PrefilterStats};
 use crate::access::format_list;
 use crate::config::{self, Config};
 use crate::netfilter::nft::{
@@ -257,6 +257,16 @@ impl GrantSink for NftSet {
         Some(self.events.as_raw_fd())
     }
 
+    fn write_hints(&mut self, hints: &[KeyHint], replace: bool) -> Result<(), GrantError> {
+        self.nft
+            .write_hints(hints, replace)
+            .map_err(|source| GrantError::Hints {
+                object: self.object.clone(),
+                count: hints.len(),
+                source: source.into(),
+            })
+    }
+
     fn drain(&mut self) -> Result<bool, GrantError> {
         let changed = self.events.drain().map_err(|source| GrantError::Watch {
             object: self.object.clone(),
@@ -324,6 +334,21 @@ impl GrantStore for NftStore {
                 left: Duration::from_millis(e.expires_ms),
             })
             .collect())
+    }
+
+    fn prefilter(&mut self) -> Result<Option<PrefilterStats>, GrantError> {
+        let s = self
+            .nft
+            .prefilter_stats()
+            .map_err(|source| GrantError::List {
+                object: self.object.clone(),
+                source: source.into(),
+            })?;
+        Ok(Some(PrefilterStats {
+            hints: s.hints,
+            junk_native: s.junk_native,
+            junk_fwknop: s.junk_fwknop,
+        }))
     }
 
     fn remove(&mut self) -> Result<(), GrantError> {
