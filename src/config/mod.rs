@@ -45,6 +45,13 @@ pub const DEFAULT_MAX_AGE: u64 = 120;
 pub const DEFAULT_TIMEOUT: u32 = 30;
 pub const DEFAULT_MAX_TIMEOUT: u32 = 3600;
 pub const DEFAULT_RATE_LIMIT: u32 = 20;
+/// At most this many fwknop clients may admit one source address (issue 11 §2). An fwknop
+/// packet carries no key hint, so it is tried under each such client in turn, one HMAC each:
+/// this bounds what one forged packet costs (about 0.36 µs per client measured, so under
+/// 0.1 ms). A config in which a client would come later than this for some address is refused
+/// rather than loaded with that client unreachable from there: no client is silently locked
+/// out. The engine stops at the same bound whatever it is given.
+pub const MAX_FWKNOP_CANDIDATES: usize = 256;
 /// The knock rate limit meters an IPv4 source per address...
 pub const DEFAULT_RATE_LIMIT_V4_PREFIX: u8 = 32;
 /// ... and an IPv6 source per /64: one host commonly holds a whole /64, so per-address
