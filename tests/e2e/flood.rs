@@ -91,7 +91,7 @@ fn flood_bounds() -> (u64, Duration) {
 }
 
 /// Extra flood sources on the client's veth: 10.77.0.10 … 10.77.0.(10+n-1).
-fn add_flood_sources(lab: &Lab, n: u8) -> Vec<IpAddr> {
+pub(super) fn add_flood_sources(lab: &Lab, n: u8) -> Vec<IpAddr> {
     let addrs: Vec<IpAddr> = (0..n)
         .map(|i| format!("10.77.0.{}", 10 + u16::from(i)).parse().unwrap())
         .collect();

@@ -293,3 +293,63 @@ fn without_fwknop_clients_fwknop_lengths_are_dropped_in_the_kernel() {
         "fwknop lengths are let through with no fwknop client"
     );
 }
+
+/// The daemon's CPU time (user + system), in clock ticks of 10 ms.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Measurement (issue 11): the same native-length junk flood (random bytes and knocks under an
+/// unknown key, from 200 sources, `rate_limit = 0`), with the prefilter on and off: the
+/// daemon's CPU time, what reached the queue, what the kernel counted. Prints `FIGURE` lines:
+/// `cargo test --test e2e prefilter_on_off -- --ignored --nocapture`
+/// (`NFK_FLOOD_PACKETS`, default 100 000 here).
+#[test]
+#[ignore]
+fn prefilter_on_off_daemon_cpu_per_junk_packet() {
+    let _alone = flood_lock();
+    let n: u64 = std::env::var("NFK_FLOOD_PACKETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    for on in [true, false] {
+        let mut lab = Lab::new();
+        let key = lab.keygen("alice.key");
+        lab.write_config(
+            &format!("rate_limit = 0\nprefilter = {on}\n"),
+            &alice(&key, &format!("\"tcp/{HOST_PORT}\""), 5),
+        );
+        lab.start_daemon();
+        let pid = lab.daemon_pid();
+        let sources = super::flood::add_flood_sources(&lab, 200);
+        let (q0, c0, p0) = (queue_stats(&lab, QUEUE), cpu_ticks(pid), prefilter(&lab));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let r = super::flood::flood(&lab, sources, n, Duration::from_secs(60), stop)
+            .join()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let (q1, c1, p1) = (queue_stats(&lab, QUEUE), cpu_ticks(pid), prefilter(&lab));
+        let cpu_ms = (c1 - c0) * 10;
+        println!(
+            "FIGURE prefilter = {on}: sent {} in {:?} ({:.0}/s); queued {}; kernel junk_native +{}; \
+             daemon CPU {cpu_ms} ms = {:.2} µs per packet sent; load {}",
+            r.sent,
+            r.took,
+            r.sent as f64 / r.took.as_secs_f64(),
+            q1.queued_total - q0.queued_total,
+            p1.junk_native - p0.junk_native,
+            cpu_ms as f64 * 1000.0 / r.sent.max(1) as f64,
+            std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+        );
+        knock_host(&lab, &key, &[]);
+        assert!(
+            wait_until(Duration::from_secs(2), || grant_lines(&lab.log()) == 1).is_some(),
+            "the legit knock after the flood was not granted:\n{}",
+            lab.log()
+        );
+    }
+}
