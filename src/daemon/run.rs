@@ -44,6 +44,10 @@ const TICK: Duration = Duration::from_secs(1);
 const COMPACT_EVERY: Duration = Duration::from_secs(600);
 /// Rejections logged at `warn` per second at most; the rest are counted.
 const WARN_PER_SEC: u32 = 10;
+/// After a failed key-hint write, how long the tick waits before it tries the whole window
+/// again (a set missing from a table loaded by hand must not cost a window of HMACs and an
+/// error line every second). Start, reload, repair and clock steps try at once.
+const HINT_RETRY: Duration = Duration::from_secs(30);
 
 /// Where queued packets come from: the kernel's NFQUEUE, or a scripted source in tests.
 pub trait PacketSource {
@@ -91,6 +95,8 @@ pub struct Daemon<Q, S> {
     pub(super) config_path: PathBuf,
     /// Held for the daemon's life; probes of it are dismissed at each tick.
     pub(super) instance: Option<InstanceLock>,
+    /// When the last key-hint write failed ([`HINT_RETRY`]).
+    hints_failed: Option<Instant>,
 }
 
 impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
@@ -111,6 +117,7 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
             warn_budget: WarnBudget::default(),
             config_path,
             instance: None,
+            hints_failed: None,
         }
     }
 
@@ -329,10 +336,13 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
     /// Bring the kernel's key-hint prefilter up to date (issue 11): with `all`, the whole
     /// window replaces what it holds (start, reload, flush repair, clock step); otherwise the
     /// epochs that entered the window since the last call are added (one batch every ten
-    /// minutes, a minute before they can be needed). A failed write is retried whole at the
-    /// next tick. Nothing with `prefilter = false`.
+    /// minutes, a minute before they can be needed). A failed write is retried whole by the
+    /// tick after [`HINT_RETRY`]. Nothing with `prefilter = false`.
     pub(super) fn sync_hints(&mut self, all: bool) {
         if !self.engine.config().server.prefilter {
+            return;
+        }
+        if !all && self.hints_failed.is_some_and(|t| t.elapsed() < HINT_RETRY) {
             return;
         }
         let hints = self.engine.kernel_hints(unix_now(), all);
@@ -340,11 +350,18 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
             return;
         }
         match self.grants.write_hints(&hints, all) {
-            Ok(()) if all => info!(hints = hints.len(), "key hints written to the prefilter"),
-            Ok(()) => debug!(hints = hints.len(), "next epoch's key hints added"),
+            Ok(()) => {
+                self.hints_failed = None;
+                if all {
+                    info!(hints = hints.len(), "key hints written to the prefilter");
+                } else {
+                    debug!(hints = hints.len(), "next epoch's key hints added");
+                }
+            }
             Err(e) => {
                 error!("{}", e.report());
                 self.engine.kernel_hints_lost();
+                self.hints_failed = Some(Instant::now());
             }
         }
     }

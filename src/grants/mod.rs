@@ -122,7 +122,7 @@ pub enum GrantError {
         #[source]
         source: Cause,
     },
-    #[error("cannot write {count} key hint(s) to {object} (native knocks whose hint is missing are dropped until the next try, within a second)")]
+    #[error("cannot write {count} key hint(s) to {object} (native knocks whose hint is missing are dropped in the kernel until a later try succeeds; nfknock tries again within 30 s, or set `prefilter = false`)")]
     Hints {
         object: String,
         count: usize,
