@@ -70,6 +70,9 @@ impl PacketSource for ScriptedQueue {
 /// were given.
 type Install = (Vec<Access>, Vec<Grant>);
 
+/// One key-hint write: the hints, and whether they replaced the whole set.
+type HintWrite = (Vec<[u8; 8]>, bool);
+
 /// A grant backend that records what the loop asks of it. Built from the config as a real one
 /// is: `protect` is what its objects gate, and a reload changes it. Its objects are "changed by
 /// someone else" (a flush) when the test rings `flush`.
@@ -90,7 +93,7 @@ struct Recorder {
     fail_reconfigures: Arc<AtomicU32>,
     fail_revokes: Arc<AtomicU32>,
     /// Key-hint writes for the kernel's prefilter: the hints, and whether they replaced all.
-    hints: Arc<Mutex<Vec<(Vec<[u8; 8]>, bool)>>>,
+    hints: Arc<Mutex<Vec<HintWrite>>>,
 }
 
 /// Counts one failure off `budget`; true if this call is to fail.
