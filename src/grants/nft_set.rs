@@ -336,14 +336,19 @@ impl GrantStore for NftStore {
             .collect())
     }
 
+    /// `None` for a table without the prefilter's set and counters (loaded from an older
+    /// nft/nfknock.nft, or a daemon not restarted since the upgrade).
     fn prefilter(&mut self) -> Result<Option<PrefilterStats>, GrantError> {
-        let s = self
-            .nft
-            .prefilter_stats()
-            .map_err(|source| GrantError::List {
-                object: self.object.clone(),
-                source: source.into(),
-            })?;
+        let s = match self.nft.prefilter_stats() {
+            Ok(s) => s,
+            Err(NftError::NotFound { .. }) => return Ok(None),
+            Err(source) => {
+                return Err(GrantError::List {
+                    object: self.object.clone(),
+                    source: source.into(),
+                })
+            }
+        };
         Ok(Some(PrefilterStats {
             hints: s.hints,
             junk_native: s.junk_native,
