@@ -74,6 +74,14 @@ fn random(len: usize) -> Vec<u8> {
     b
 }
 
+/// Resolve the server's address from `ns` first (one datagram to a closed port): packets sent
+/// while the neighbour is unresolved can be lost before they reach the server, and the tests
+/// count exactly.
+fn warm_up(ns: &str, server: &str) {
+    send_udp(ns, sock(server, 9), vec![0]);
+    std::thread::sleep(Duration::from_millis(200));
+}
+
 /// Wait until the queue and the counters stop moving (the packets sent are all accounted).
 fn settle() {
     std::thread::sleep(Duration::from_millis(300));
@@ -94,6 +102,7 @@ fn native_junk_dies_in_the_kernel_and_a_valid_knock_is_granted() {
     let (lab, key) = started(5);
     let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
     let to = sock(SRV4, KNOCK_PORT);
+    warm_up(&lab.cli, SRV4);
     let p0 = prefilter(&lab);
     assert!(p0.hints >= 1, "no hint in the kernel: {p0:?}");
     let q0 = queue_stats(&lab, QUEUE);
@@ -195,6 +204,7 @@ fn a_reload_adds_a_new_clients_hints_and_removes_a_deleted_ones() {
         hints.contains(&bob_hint) && !hints.contains(&alice_hint),
         "after the reload: alice {alice_hint:x} bob {bob_hint:x} in {hints:x?}"
     );
+    warm_up(&lab.cli, SRV4);
     let (q0, p0) = (queue_stats(&lab, QUEUE), prefilter(&lab));
     knock_host(&lab, &alice_key, &[]);
     settle();
@@ -255,6 +265,8 @@ fn fwknop_lengths_pass_only_from_the_fwknop_clients_sources() {
     );
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
     lab.start_daemon();
+    warm_up(&lab.oth, SRV_OTH4);
+    warm_up(&lab.cli, SRV4);
     let (q0, p0) = (queue_stats(&lab, QUEUE), prefilter(&lab));
     for _ in 0..50 {
         send_udp(&lab.oth, sock(SRV_OTH4, KNOCK_PORT), fwknop_junk());
@@ -282,6 +294,7 @@ fn fwknop_lengths_pass_only_from_the_fwknop_clients_sources() {
 #[test]
 fn without_fwknop_clients_fwknop_lengths_are_dropped_in_the_kernel() {
     let (lab, _key) = started(5);
+    warm_up(&lab.cli, SRV4);
     let q0 = queue_stats(&lab, QUEUE);
     for _ in 0..20 {
         send_udp(&lab.cli, sock(SRV4, KNOCK_PORT), fwknop_junk());
