@@ -15,7 +15,9 @@ nfk_elevate() {
 }
 
 # Debian packages the build and the lab need.
-NFK_PACKAGES=(nftables iproute2 tcpdump iptables fwknop-client procps strace systemd)
+NFK_PACKAGES=(nftables iproute2 tcpdump iptables ipset fwknop-client procps strace systemd)
+# `knock --fwknop` is checked against the real fwknopd; `keygen --qr` is decoded with zbarimg.
+NFK_PACKAGES+=(fwknop-server zbar-tools)
 
 nfk_install_deps() {
     local missing=()

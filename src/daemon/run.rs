@@ -177,6 +177,11 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                 // The kernel's hint timeouts were computed from the old clock: all anew.
                 self.sync_hints(step.is_some());
                 self.live.forget_expired();
+                // A backend without change events (ipset) is asked once a tick whether its
+                // objects are still there.
+                if self.grants.event_fd().is_none() {
+                    self.check_grants();
+                }
                 self.warn_budget.reset();
                 if let Some(lock) = &self.instance {
                     lock.dismiss_probes();

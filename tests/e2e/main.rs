@@ -17,6 +17,8 @@
 //! | `privileges.rs` | capabilities, user switch, syscall filter, systemd unit, installer   |
 //! | `dry_run.rs`    | `serve --dry-run` with and without the gate                          |
 //! | `fwknop.rs`     | the real Debian fwknop client, access.conf migration                 |
+//! | `ipset.rs`      | the ipset backend under iptables-legacy/-nft: grant, refresh, expiry, repair |
+//! | `fwknop_client.rs` | `knock --fwknop` against the real fwknopd and nfknock; keygen QR    |
 //! | `prefilter.rs`  | junk dropped in the kernel by key hint and fwknop source; hint upkeep |
 //!
 //! Run them as root: `cargo test --test e2e` (all, in parallel), `cargo test --test e2e flood::`
@@ -28,7 +30,9 @@ mod lab;
 mod dry_run;
 mod flood;
 mod fwknop;
+mod fwknop_client;
 mod grants;
+mod ipset;
 mod kernel;
 mod lifecycle;
 mod prefilter;
