@@ -103,6 +103,9 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                     "config reloaded"
                 );
                 self.engine.reconfigure(Arc::new(new), unix_now());
+                // The new client list's hints replace the old ones in one batch: a removed
+                // client's hints leave the kernel as the new clients' arrive.
+                self.sync_hints(true);
                 release_freed_memory();
                 Ok(notes)
             }
