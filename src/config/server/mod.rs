@@ -10,9 +10,11 @@
 
 mod client_entry;
 mod fwknop_key;
+mod nat;
 mod settings;
 
 use client_entry::{client, CLIENT};
+pub(crate) use nat::RawNat;
 use settings::{server_settings, SERVER};
 
 use std::ops::Range;
@@ -74,6 +76,7 @@ pub(crate) struct ClientPlan {
     pub(crate) require_source_match: bool,
     pub(crate) require_username: Option<String>,
     pub(crate) expires_at: Option<u64>,
+    pub(crate) nat: Vec<super::NatRule>,
 }
 
 /// A fully validated config, native keys not derived yet.
@@ -105,6 +108,7 @@ impl Plan {
                 require_source_match: c.require_source_match,
                 require_username: c.require_username,
                 expires_at: c.expires_at,
+                nat: c.nat,
             })
             .collect();
         Config {
@@ -173,6 +177,7 @@ struct Draft {
     require_source_match: bool,
     require_username: Option<String>,
     expires_at: Option<u64>,
+    nat: Vec<super::NatRule>,
 }
 
 fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
@@ -299,6 +304,7 @@ fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
             require_source_match: d.require_source_match,
             require_username: d.require_username,
             expires_at: d.expires_at,
+            nat: d.nat,
         });
     }
     Some(Plan {
