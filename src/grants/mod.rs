@@ -29,16 +29,20 @@ use std::time::Duration;
 
 use tracing::info;
 
-use crate::access::Access;
+use crate::access::{Access, NatTarget};
 use crate::config::{self, Config};
 
-/// `addr` may open `access` for `timeout` (then the backend removes it by itself).
+/// `addr` may open `access` for `timeout` (then the backend removes it by itself); with `nat`,
+/// its new flows to `access` are forwarded to the target instead (DNAT, and SNAT or
+/// masquerade as the target says), and expire with the grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grant {
     pub addr: IpAddr,
     pub access: Access,
     /// Each backend rounds it up to its own resolution (nftables: milliseconds).
     pub timeout: Duration,
+    /// Where the flows this grant opens are forwarded (config `nat`); `None`: to this host.
+    pub nat: Option<NatTarget>,
 }
 
 /// A grant read back from a backend.
@@ -350,6 +354,7 @@ mod tests {
             addr: "192.0.2.7".parse().unwrap(),
             access: "tcp/22".parse().unwrap(),
             timeout: Duration::from_secs(30),
+            nat: None,
         };
         let config = crate::config::parse_str(
             "[server]\n[[client]]\nname = \"a\"\nkey = \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"\nallow = [\"tcp/22\"]\n",

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::{Grant, GrantError, GrantSink, GrantStore, LiveGrant};
-use crate::access::format_list;
+use crate::access::{format_list, NatTarget, SourceNat};
 use crate::config::{self, Config};
 use crate::netfilter::nft::{
     Element, Nft, NftError, NftEvents, Object, QueueBackend, RulesetSpec, FAMILY, SET_ALLOW_V4,
@@ -39,6 +39,7 @@ pub fn ruleset_spec(config: &Config, backend: QueueBackend) -> RulesetSpec {
         rate_limit_v6_prefix: config.server.rate_limit_v6_prefix,
         gate_input: true,
         gate_forward: config.server.gate_forward,
+        nat: config.clients.iter().any(|c| !c.nat.is_empty()),
     }
 }
 
@@ -82,6 +83,7 @@ fn element(g: &Grant) -> Element {
         addr: g.addr,
         access: g.access,
         timeout_ms: millis(g.timeout),
+        nat: g.nat,
     }
 }
 
@@ -303,6 +305,11 @@ impl GrantStore for NftStore {
                     addr: e.addr,
                     access: e.access,
                     timeout: Duration::from_millis(e.timeout_ms),
+                    // The source translation is not read back.
+                    nat: e.nat.map(|to| NatTarget {
+                        to,
+                        source: SourceNat::Keep,
+                    }),
                 },
                 left: Duration::from_millis(e.expires_ms),
             })

@@ -19,6 +19,13 @@ struct Fam {
     saddr: &'static str,
     /// The prefix length one knock rate budget covers (`rate_limit_v4_prefix` / `_v6_`).
     rate_prefix: fn(&RulesetSpec) -> u8,
+    /// NAT: the DNAT map, masquerade set and SNAT map, nft's family word (`ip`, `ip6`), and the
+    /// register a DNAT map's port lands in (after the 4- or 16-byte address, as nft puts it).
+    nat: &'static str,
+    masq: &'static str,
+    snat: &'static str,
+    word: &'static str,
+    nat_port_reg: u32,
 }
 
 const FAMS: [Fam; 2] = [
@@ -30,6 +37,11 @@ const FAMS: [Fam; 2] = [
         rate: SET_KNOCK_RATE_V4,
         saddr: "ip saddr",
         rate_prefix: |s| s.rate_limit_v4_prefix,
+        nat: MAP_NAT_V4,
+        masq: SET_MASQUERADE_V4,
+        snat: MAP_SNAT_V4,
+        word: "ip",
+        nat_port_reg: NFT_REG32_00 + 1,
     },
     Fam {
         nfproto: NFPROTO_IPV6,
@@ -39,6 +51,11 @@ const FAMS: [Fam; 2] = [
         rate: SET_KNOCK_RATE_V6,
         saddr: "ip6 saddr",
         rate_prefix: |s| s.rate_limit_v6_prefix,
+        nat: MAP_NAT_V6,
+        masq: SET_MASQUERADE_V6,
+        snat: MAP_SNAT_V6,
+        word: "ip6",
+        nat_port_reg: NFT_REG_2,
     },
 ];
 
@@ -167,6 +184,131 @@ fn gate_nated(m: &mut Exprs<'_>, fam: &Fam) {
     gate(m, fam, Dport::CtOriginal);
 }
 
+/// `SADDR . meta l4proto . th dport` into registers 1.. (a NAT map's or set's key). In
+/// postrouting, after DNAT, `th dport` is the target's port.
+fn flow_key(m: &mut Exprs<'_>, fam: &Fam) {
+    nfproto(m, fam.nfproto);
+    m.e_payload(
+        NFT_PAYLOAD_NETWORK_HEADER,
+        fam.saddr_off,
+        fam.saddr_len,
+        NFT_REG_1,
+    );
+    let after = fam.saddr_len / 4;
+    m.e_meta(NFT_META_L4PROTO, reg32(after));
+    Dport::Th.load(m, reg32(after + 1));
+}
+
+/// `ct status dnat`: the flow's destination was translated (by our map, or anyone's).
+fn ct_dnat(m: &mut Exprs<'_>) {
+    m.e_ct(NFT_CT_STATUS, None, NFT_REG_1);
+    m.e_bitwise_and(NFT_REG_1, IPS_DST_NAT);
+    m.e_cmp(NFT_REG_1, NFT_CMP_NEQ, &0u32.to_ne_bytes());
+}
+
+/// The NAT chains (issue 10 §1): a forwarded grant's new flows are translated by the element
+/// its grant wrote, which the kernel expires with it. Conntrack NATs only a flow's first
+/// packet, so an established flow keeps its translation after the element expires, as it
+/// keeps its way through the gate.
+fn add_nat(nft: &mut Nft) {
+    for fam in &FAMS {
+        nft.add_rule(TABLE, CHAIN_NAT_PREROUTING, |m| {
+            flow_key(m, fam);
+            m.e_lookup_map(fam.nat, NFT_REG_1, NFT_REG_1);
+            m.e_nat(NFT_NAT_DNAT, fam.nfproto, NFT_REG_1, Some(fam.nat_port_reg));
+        });
+    }
+    for fam in &FAMS {
+        nft.add_rule(TABLE, CHAIN_NAT_POSTROUTING, |m| {
+            ct_dnat(m);
+            flow_key(m, fam);
+            m.e_lookup(fam.masq, NFT_REG_1, 0);
+            m.e_masq();
+        });
+    }
+    for fam in &FAMS {
+        nft.add_rule(TABLE, CHAIN_NAT_POSTROUTING, |m| {
+            ct_dnat(m);
+            flow_key(m, fam);
+            m.e_lookup_map(fam.snat, NFT_REG_1, NFT_REG_1);
+            m.e_nat(NFT_NAT_SNAT, fam.nfproto, NFT_REG_1, None);
+        });
+    }
+}
+
+/// [`add_nat`]'s maps and chains as nft text.
+fn render_nat(s: &mut String) {
+    for fam in &FAMS {
+        let ty = if fam.nfproto == NFPROTO_IPV4 {
+            "ipv4_addr"
+        } else {
+            "ipv6_addr"
+        };
+        let _ = writeln!(
+            s,
+            "\n\tmap {} {{\n\t\ttype {ty} . inet_proto . inet_service : {ty} . inet_service\n\t\tflags timeout\n\t}}",
+            fam.nat
+        );
+    }
+    for fam in &FAMS {
+        let ty = if fam.nfproto == NFPROTO_IPV4 {
+            "ipv4_addr"
+        } else {
+            "ipv6_addr"
+        };
+        let _ = writeln!(
+            s,
+            "\n\tset {} {{\n\t\ttype {ty} . inet_proto . inet_service\n\t\tflags timeout\n\t}}",
+            fam.masq
+        );
+    }
+    for fam in &FAMS {
+        let ty = if fam.nfproto == NFPROTO_IPV4 {
+            "ipv4_addr"
+        } else {
+            "ipv6_addr"
+        };
+        let _ = writeln!(
+            s,
+            "\n\tmap {} {{\n\t\ttype {ty} . inet_proto . inet_service : {ty}\n\t\tflags timeout\n\t}}",
+            fam.snat
+        );
+    }
+}
+
+fn render_nat_chains(s: &mut String) {
+    let key = |fam: &Fam| format!("{} . meta l4proto . th dport", fam.saddr);
+    let _ = writeln!(
+        s,
+        "\n\tchain {CHAIN_NAT_PREROUTING} {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;"
+    );
+    for fam in &FAMS {
+        let _ = writeln!(s, "\t\tdnat {} to {} map @{}", fam.word, key(fam), fam.nat);
+    }
+    let _ = writeln!(
+        s,
+        "\t}}\n\n\tchain {CHAIN_NAT_POSTROUTING} {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;"
+    );
+    for fam in &FAMS {
+        let _ = writeln!(
+            s,
+            "\t\tct status dnat {} @{} masquerade",
+            key(fam),
+            fam.masq
+        );
+    }
+    for fam in &FAMS {
+        let _ = writeln!(
+            s,
+            "\t\tct status dnat snat {} to {} map @{}",
+            fam.word,
+            key(fam),
+            fam.snat
+        );
+    }
+    let _ = writeln!(s, "\t}}");
+}
+
 /// udp lengths (header included) a knock may have.
 fn knock_udp_len(spec: &RulesetSpec) -> (u16, Option<(u16, u16)>) {
     let native = spec.native_len.saturating_add(UDP_HDR);
@@ -250,6 +392,9 @@ pub(super) fn add_all(nft: &mut Nft, spec: &RulesetSpec) {
             nft.add_rule(TABLE, CHAIN_FORWARD, |m| gate_nated(m, fam));
         }
     }
+    if spec.nat {
+        add_nat(nft);
+    }
 }
 
 fn gate_text(fam: &Fam, dport: Dport) -> String {
@@ -301,6 +446,13 @@ pub fn render(spec: &RulesetSpec) -> String {
             "\tset {name} {{\n\t\ttype {ty}\n\t\tsize {KNOCK_RATE_SIZE}\n\t\tflags dynamic,timeout\n\t\ttimeout {}m\n\t}}\n",
             KNOCK_RATE_TIMEOUT_MS / 60_000
         );
+    }
+    if spec.nat {
+        // After the knock rate sets, as the kernel lists them (creation order); the blank
+        // line before the first chain is written below.
+        s.pop();
+        render_nat(&mut s);
+        s.push('\n');
     }
     let _ = writeln!(
         s,
@@ -359,6 +511,9 @@ pub fn render(spec: &RulesetSpec) -> String {
             let _ = writeln!(s, "\t\t{}", gate_nated_text(fam));
         }
         let _ = writeln!(s, "\t}}");
+    }
+    if spec.nat {
+        render_nat_chains(&mut s);
     }
     let _ = writeln!(s, "}}");
     s

@@ -4,7 +4,7 @@
 
 use super::batch::batch_error;
 use super::expr::Exprs;
-use super::sets::SETS;
+use super::sets::{NAT_SETS, SETS};
 use super::*;
 
 impl Nft {
@@ -103,7 +103,8 @@ impl Nft {
         }
         // The kernel accepts a NEWSET for an existing set of another shape silently on older
         // kernels (6.x compares; earlier ones just return 0), so compare ourselves first.
-        for def in SETS {
+        let nat_sets = if spec.nat { NAT_SETS } else { &[] };
+        for def in SETS.iter().chain(nat_sets) {
             if let Some((kt, kl, fl)) = self.set_shape(def.name)? {
                 if kt != def.key_type || kl != def.key_len || fl != def.flags {
                     return Err(NftError::Incompatible {
@@ -113,6 +114,19 @@ impl Nft {
             }
         }
         let drop_forward = !spec.gate_forward && self.chain_exists(CHAIN_FORWARD)?;
+        // NAT went out of the config: its chains and maps go (with the translations in them).
+        let drop_nat = !spec.nat && self.chain_exists(CHAIN_NAT_PREROUTING)?;
+        // Without the NAT maps, a restored grant is restored without its translation.
+        let stripped: Vec<Element>;
+        let restore = if !spec.nat && restore.iter().any(|e| e.nat.is_some()) {
+            stripped = restore
+                .iter()
+                .map(|e| Element { nat: None, ..*e })
+                .collect();
+            &stripped[..]
+        } else {
+            restore
+        };
 
         self.batch_start();
         self.add_table(NFPROTO_INET, TABLE, Object::Table);
@@ -133,6 +147,33 @@ impl Nft {
         } else if drop_forward {
             self.flush_chain(CHAIN_FORWARD);
             self.del_chain(CHAIN_FORWARD);
+        }
+        if spec.nat {
+            for def in NAT_SETS {
+                self.add_set(def);
+            }
+            self.add_chain_of_type(
+                TABLE,
+                CHAIN_NAT_PREROUTING,
+                Some((NF_INET_PRE_ROUTING, PRIORITY_DSTNAT)),
+                "nat",
+            );
+            self.flush_chain(CHAIN_NAT_PREROUTING);
+            self.add_chain_of_type(
+                TABLE,
+                CHAIN_NAT_POSTROUTING,
+                Some((NF_INET_POST_ROUTING, PRIORITY_SRCNAT)),
+                "nat",
+            );
+            self.flush_chain(CHAIN_NAT_POSTROUTING);
+        } else if drop_nat {
+            for chain in [CHAIN_NAT_PREROUTING, CHAIN_NAT_POSTROUTING] {
+                self.flush_chain(chain);
+                self.del_chain(chain);
+            }
+            for def in NAT_SETS {
+                self.del_set(def.name);
+            }
         }
         super::rules::add_all(self, spec);
 
