@@ -17,6 +17,7 @@
 //! | `privileges.rs` | capabilities, user switch, syscall filter, systemd unit, installer   |
 //! | `dry_run.rs`    | `serve --dry-run` with and without the gate                          |
 //! | `fwknop.rs`     | the real Debian fwknop client, access.conf migration                 |
+//! | `nat.rs`        | NAT grants to an internal host: native and fwknop, IPv4 and IPv6     |
 //!
 //! Run them as root: `cargo test --test e2e` (all, in parallel), `cargo test --test e2e flood::`
 //! (one area). Measurements that are not asserted beyond a functional bound are `#[ignore]`d
@@ -30,6 +31,7 @@ mod fwknop;
 mod grants;
 mod kernel;
 mod lifecycle;
+mod nat;
 mod privileges;
 mod rate_limit;
 mod replay;

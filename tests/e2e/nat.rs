@@ -1,0 +1,256 @@
+//! NAT grants (issue 10 §1): a knock for a forwarded port reaches the internal host behind the
+//! server ([`Lab::add_internal`]) through the server's address, for that source only, over IPv4
+//! and IPv6; the kernel expires the translation with the grant; a packet asking for another
+//! target is refused. Native knocks and the real fwknop client's NAT access messages
+//! (`fwknop -N`, type 2) alike.
+//!
+//! Nothing listens on the server's forwarded port itself: a connection that succeeds there was
+//! forwarded, and the echo it gets back comes from the internal host.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use super::fwknop::{fwknop, key_gen, Keys};
+use super::*;
+
+/// The forwarded port on the server (protected by the lab's default `protect`).
+const FWD: u16 = HOST_PORT;
+/// The internal service.
+const INT_PORT: u16 = 22;
+
+/// Alice's `nat`: tcp/2222 → int:22 over IPv4 (its answers are routed back through the
+/// server) and over IPv6 (masqueraded: the internal host has no IPv6 route back).
+fn nat_lines() -> String {
+    format!(
+        "nat = [{{ port = \"tcp/{FWD}\", to = \"{INT4}:{INT_PORT}\" }}, \
+         {{ port = \"tcp/{FWD}\", to = \"[{INT6}]:{INT_PORT}\", masquerade = true }}]\n"
+    )
+}
+
+/// A lab with the internal host running an echo service on :22 (both families), and the daemon
+/// serving `clients`.
+fn nat_lab(clients: impl FnOnce(&Lab) -> String) -> (Lab, Vec<Echo>) {
+    let mut lab = Lab::new();
+    let int = lab.add_internal();
+    let echoes = vec![
+        echo_server(&int, sock(INT4, INT_PORT)),
+        echo_server(&int, sock(INT6, INT_PORT)),
+    ];
+    let clients = clients(&lab);
+    let p = lab.write_config("", &clients);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    lab.start_daemon();
+    (lab, echoes)
+}
+
+/// A connection from `ns` to `to` that echoes what it is sent (the internal host answered).
+fn echoes(ns: &str, to: SocketAddr) -> bool {
+    let Ok(mut c) = tcp_connect(ns, to) else {
+        return false;
+    };
+    let echoed = |c: &mut TcpStream| -> std::io::Result<bool> {
+        c.set_read_timeout(Some(Duration::from_secs(2)))?;
+        c.write_all(b"through the gate")?;
+        let mut buf = [0u8; 16];
+        c.read_exact(&mut buf)?;
+        Ok(&buf == b"through the gate")
+    };
+    echoed(&mut c).unwrap_or(false)
+}
+
+/// `nft list map|set inet nfknock NAME` in the server namespace.
+fn nat_elements(lab: &Lab, name: &str) -> String {
+    let kind = if name.starts_with("masquerade") {
+        "set"
+    } else {
+        "map"
+    };
+    let out = lab.run(&lab.srv, &["nft", "list", kind, "inet", "nfknock", name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_native_knock_reaches_the_internal_host_for_that_source_only_and_closes_on_expiry() {
+    let key_path = std::cell::RefCell::new(None);
+    let (lab, _echo) = nat_lab(|lab| {
+        let key = lab.keygen("alice.key");
+        let c = format!(
+            "{}{}",
+            alice(&key, &format!("\"tcp/{FWD}\""), 3),
+            nat_lines()
+        );
+        *key_path.borrow_mut() = Some(key);
+        c
+    });
+    let key = key_path.into_inner().unwrap();
+    let int = lab.int.clone().unwrap();
+    let (via4, via6) = (sock(SRV4, FWD), sock(SRV6, FWD));
+
+    // Closed before the knock: the forwarded port is gated, the internal host not routed to.
+    assert!(
+        !tcp_open(&lab.cli, via4, CLOSED_WITHIN),
+        "open before the knock"
+    );
+    assert!(
+        !tcp_open(&lab.cli, via6, CLOSED_WITHIN),
+        "v6 open before the knock"
+    );
+    assert!(
+        !tcp_open(&lab.cli, sock(INT4, INT_PORT), CLOSED_WITHIN),
+        "the internal host is reachable directly"
+    );
+    // The service itself is there (from the server).
+    assert!(tcp_open(
+        &lab.srv,
+        sock(INT4, INT_PORT),
+        Duration::from_secs(1)
+    ));
+
+    // IPv4: a knock for tcp/2222 reaches int:22 through the server's address.
+    lab.knock(
+        &lab.cli,
+        SRV4,
+        &["--key-file", key.to_str().unwrap(), "--access", "tcp/2222"],
+    );
+    assert!(opens(&lab.cli, via4), "not forwarded:\n{}", lab.log());
+    assert!(echoes(&lab.cli, via4), "no echo from the internal host");
+    let map = nat_elements(&lab, "nat_v4");
+    assert!(
+        map.contains(&format!("{CLI4} . tcp . {FWD} timeout 3s"))
+            && map.contains(&format!(": {INT4} . {INT_PORT}")),
+        "{map}"
+    );
+    // ... for that source only.
+    assert!(
+        !tcp_open(&lab.oth, sock(SRV_OTH4, FWD), CLOSED_WITHIN),
+        "forwarded for a stranger"
+    );
+    assert!(
+        lab.log().contains("grant forwarded (NAT)"),
+        "no NAT grant line:\n{}",
+        lab.log()
+    );
+
+    // IPv6: the same port leads to the IPv6 target, masqueraded.
+    lab.knock(
+        &lab.cli,
+        SRV6,
+        &["--key-file", key.to_str().unwrap(), "--access", "tcp/2222"],
+    );
+    assert!(opens(&lab.cli, via6), "v6 not forwarded:\n{}", lab.log());
+    assert!(echoes(&lab.cli, via6), "no v6 echo from the internal host");
+    assert!(
+        !tcp_open(&lab.oth, sock(SRV_OTH6, FWD), CLOSED_WITHIN),
+        "v6 forwarded for a stranger"
+    );
+    let masq = nat_elements(&lab, "masquerade_v6");
+    assert!(
+        masq.contains(&format!("fd77::2 . tcp . {INT_PORT}")),
+        "{masq}"
+    );
+
+    // An established forwarded connection outlives the grant; new ones are refused after it.
+    let mut conn = tcp_connect(&lab.cli, via4).expect("connect during the grant");
+    assert!(
+        closes(&lab.cli, via4, Duration::from_secs(6)),
+        "the translation did not expire"
+    );
+    assert!(closes(&lab.cli, via6, Duration::from_secs(3)));
+    assert!(
+        !nat_elements(&lab, "nat_v4").contains(CLI4),
+        "map element left after expiry"
+    );
+    conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    conn.write_all(b"still here").unwrap();
+    let mut buf = [0u8; 10];
+    conn.read_exact(&mut buf)
+        .expect("established forwarded connection cut by expiry");
+    drop(int);
+}
+
+/// The real fwknop client's NAT access message (`fwknop -A tcp/2222 -N 10.80.0.2:22`, type 2)
+/// reaches the configured internal host; one naming another host or port is refused, writes no
+/// translation, and the log names what it asked for.
+#[test]
+fn an_fwknop_nat_access_message_reaches_only_the_configured_target() {
+    let keys = std::cell::RefCell::new(None);
+    let (lab, _echo) = nat_lab(|lab| {
+        let k = key_gen(lab, "sha256");
+        let c = format!(
+            "[[client]]\nname = \"bob\"\nallow = [\"tcp/{FWD}\"]\ntimeout = 5\n{}\n[client.fwknop]\n{}",
+            nat_lines(),
+            k.toml()
+        );
+        *keys.borrow_mut() = Some(k);
+        c
+    });
+    let keys: Keys = keys.into_inner().unwrap();
+    let via4 = sock(SRV4, FWD);
+    let nat_knock = |target: &str| {
+        let mut args: Vec<String> = [
+            "-A",
+            &format!("tcp/{FWD}"),
+            "-N",
+            target,
+            "-D",
+            SRV4,
+            "-a",
+            CLI4,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(keys.client_args());
+        let out = fwknop(&lab, &lab.cli, &args);
+        assert!(
+            out.status.success(),
+            "fwknop {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+
+    // Another internal host, another port: refused, nothing forwarded.
+    for other in ["10.80.0.3:22", "10.80.0.2:23"] {
+        nat_knock(other);
+    }
+    assert!(
+        wait_until(Duration::from_secs(2), || rejections(
+            &lab.log(),
+            "nat-not-allowed"
+        ) >= 2)
+        .is_some(),
+        "refusals not logged:\n{}",
+        lab.log()
+    );
+    let log = lab.log();
+    assert!(
+        log.contains("10.80.0.3,22") && log.contains("10.80.0.2,23"),
+        "the log does not name the asked targets:\n{log}"
+    );
+    assert!(
+        !tcp_open(&lab.cli, via4, CLOSED_WITHIN),
+        "a refused NAT knock opened"
+    );
+    assert!(!nat_elements(&lab, "nat_v4").contains(CLI4));
+
+    // The configured one: forwarded.
+    nat_knock(&format!("{INT4}:{INT_PORT}"));
+    assert!(opens(&lab.cli, via4), "not forwarded:\n{}", lab.log());
+    assert!(echoes(&lab.cli, via4));
+    assert!(
+        !tcp_open(&lab.oth, sock(SRV_OTH4, FWD), CLOSED_WITHIN),
+        "forwarded for a stranger"
+    );
+    assert!(
+        closes(&lab.cli, via4, Duration::from_secs(8)),
+        "did not expire"
+    );
+}
