@@ -254,3 +254,107 @@ fn an_fwknop_nat_access_message_reaches_only_the_configured_target() {
         "did not expire"
     );
 }
+
+/// The real fwknop client's local NAT message (`fwknop -A tcp/22 --nat-local --nat-port 2200`,
+/// type 5): a knock for tcp/2200 reaches this host's own :22 (fwknopd's
+/// ENABLE_IPT_LOCAL_NAT), for that source only; tcp/22 itself stays gated for everyone else.
+#[test]
+fn an_fwknop_local_nat_message_reaches_the_local_port() {
+    let mut lab = Lab::new();
+    let keys = key_gen(&lab, "sha256");
+    let _svc = echo_server(&lab.srv, sock("0.0.0.0", 22));
+    let p = lab.write_config_raw(
+        "protect = [\"tcp/2200\", \"tcp/22\"]\nmax_age = 120\n",
+        &format!(
+            "[[client]]\nname = \"bob\"\nallow = [\"tcp/2200\"]\ntimeout = 3\nnat = [{{ port = \"tcp/2200\", to = \":22\" }}]\n[client.fwknop]\n{}",
+            keys.toml()
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    lab.start_daemon();
+    let via = sock(SRV4, 2200);
+    assert!(
+        !tcp_open(&lab.cli, via, CLOSED_WITHIN),
+        "open before the knock"
+    );
+    assert!(!tcp_open(&lab.cli, sock(SRV4, 22), CLOSED_WITHIN));
+
+    let mut args: Vec<String> = [
+        "-A",
+        "tcp/22",
+        "--nat-local",
+        "--nat-port",
+        "2200",
+        "-D",
+        SRV4,
+        "-a",
+        CLI4,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(keys.client_args());
+    let out = fwknop(&lab, &lab.cli, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(opens(&lab.cli, via), "not redirected:\n{}", lab.log());
+    assert!(echoes(&lab.cli, via));
+    assert!(
+        !tcp_open(&lab.oth, sock(SRV_OTH4, 2200), CLOSED_WITHIN),
+        "redirected for a stranger"
+    );
+    assert!(
+        closes(&lab.cli, via, Duration::from_secs(6)),
+        "did not expire"
+    );
+}
+
+/// `nfknock check` warns when a `nat` entry forwards to another host while the kernel does
+/// not forward (the daemon changes no sysctl), and is quiet once it does.
+#[test]
+fn check_warns_while_forwarding_is_off() {
+    let lab = Lab::new();
+    let key = lab.keygen("alice.key");
+    let config = lab.write_config(
+        "",
+        &format!(
+            "{}{}",
+            alice(&key, &format!("\"tcp/{FWD}\""), 3),
+            nat_lines()
+        ),
+    );
+    let check = || {
+        let out = lab.nfknock(&lab.srv, &["check", "--config", config.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let sysctl = |kv: &str| {
+        let out = lab.run(&lab.srv, &["sysctl", "-qw", kv]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sysctl("net.ipv4.ip_forward=0");
+    sysctl("net.ipv6.conf.all.forwarding=0");
+    let warned = check();
+    for needle in [
+        "warning: client `alice` forwards tcp/2222 to 10.80.0.2:22 but /proc/sys/net/ipv4/ip_forward is 0",
+        "sysctl -w net.ipv6.conf.all.forwarding=1",
+    ] {
+        assert!(warned.contains(needle), "{needle}:\n{warned}");
+    }
+    sysctl("net.ipv4.ip_forward=1");
+    sysctl("net.ipv6.conf.all.forwarding=1");
+    let quiet = check();
+    assert!(!quiet.contains("forwards"), "{quiet}");
+}
