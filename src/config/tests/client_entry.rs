@@ -312,3 +312,72 @@ fn require_username_must_be_a_name_a_knock_can_carry() {
         assert_eq!(p.line, Some(4));
     }
 }
+
+/// Issue 10 §1: `nat` entries forward ports of `allow`; every mistake is named with its line
+/// and what to write instead.
+#[test]
+fn nat_entries_forward_allowed_ports_to_one_target_per_family() {
+    use crate::access::SourceNat;
+    use crate::config::NatTo;
+    let ok = plan(&native_client(
+        "nat = [{ port = \"tcp/22\", to = \"192.168.10.2:2222\", snat = \"192.168.10.1\" },\n  { port = \"tcp/22\", to = \"[fd10::2]:22\", masquerade = true }]\n",
+    ));
+    let got: Vec<_> = ok.clients[0]
+        .nat
+        .iter()
+        .map(|r| (r.to.to_string(), r.source))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "192.168.10.2:2222".to_string(),
+                SourceNat::To("192.168.10.1".parse().unwrap())
+            ),
+            ("[fd10::2]:22".to_string(), SourceNat::Masquerade)
+        ]
+    );
+    let nat = |text: &str| problems(&native_client(&format!("nat = [{text}]\n")));
+    // Two IPv4 targets for one port: the second is refused.
+    let ps = nat("{ port = \"tcp/22\", to = \"192.168.10.2:22\" }, { port = \"tcp/22\", to = \"192.168.10.3:22\" }");
+    assert!(at(&ps, "client[1].nat[2].port")
+        .message
+        .contains("already forwards to 192.168.10.2:22"));
+    // A port the client may not open.
+    let ps = nat("{ port = \"tcp/2222\", to = \"192.168.10.2:22\" }");
+    let p = at(&ps, "client[1].nat[1].port");
+    assert_eq!(p.line, Some(5));
+    assert!(
+        p.message
+            .contains("tcp/2222 is not in this client's `allow`; add \"tcp/2222\""),
+        "{}",
+        p.message
+    );
+    for (entry, key, needle) in [
+        ("{ port = \"tcp/22\", to = \"internal:22\" }", "to", "host names are not resolved"),
+        ("{ port = \"tcp/22\", to = \"127.0.0.1:22\" }", "to", "other than loopback"),
+        ("{ port = \"tcp/0\", to = \"192.168.10.2:22\" }", "port", "is not an access"),
+        ("{ port = \"tcp/22\", to = \"192.168.10.2:22\", snat = \"x\" }", "snat", "is not an IP address"),
+        ("{ port = \"tcp/22\", to = \"192.168.10.2:22\", snat = \"fd10::1\" }", "snat", "not of the family"),
+        ("{ port = \"tcp/22\", to = \"192.168.10.2:22\", snat = \"10.0.0.1\", masquerade = true }", "snat", "exclude each other"),
+    ] {
+        let ps = nat(entry);
+        let p = at(&ps, &format!("client[1].nat[1].{key}"));
+        assert!(p.message.contains(needle), "{entry}: {}", p.message);
+    }
+    let ps = nat("{ port = \"tcp/22\", to = \"192.168.10.2:22\", tos = 1 }");
+    assert!(
+        ps.iter().any(|p| p.message.contains("unknown field `tos`")),
+        "{ps:?}"
+    );
+    let c = crate::config::parse_str(
+        &format!(
+            "[server]\n{}",
+            native_client("nat = [{ port = \"tcp/22\", to = \":2200\" }]\n")
+        ),
+        Path::new(PATH),
+    )
+    .unwrap();
+    assert_eq!(c.clients[0].nat[0].to, NatTo::Local(2200));
+    assert_eq!(c.clients[0].nat[0].source, SourceNat::Keep);
+}
