@@ -82,6 +82,11 @@ impl LiveGrants {
         }
     }
 
+    /// The NAT targets of the forwarded grants (a copy: few entries), for judging them.
+    pub(super) fn nat_targets(&self) -> HashMap<(IpAddr, Access), NatTarget> {
+        self.nat.clone()
+    }
+
     pub(super) fn forget_expired(&mut self) {
         let now = self.now_ms();
         self.v4.retain(|_, v| live_deadline(*v) > now);
