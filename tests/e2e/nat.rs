@@ -62,18 +62,20 @@ fn echoes(ns: &str, to: SocketAddr) -> bool {
 
 /// `nft list map|set inet nfknock NAME` in the server namespace.
 fn nat_elements(lab: &Lab, name: &str) -> String {
+    nat_elements_opt(lab, name).unwrap_or_else(|| panic!("no {name} in:\n{}", lab.nft_list()))
+}
+
+/// [`nat_elements`], `None` while the table or the map is missing.
+fn nat_elements_opt(lab: &Lab, name: &str) -> Option<String> {
     let kind = if name.starts_with("masquerade") {
         "set"
     } else {
         "map"
     };
     let out = lab.run(&lab.srv, &["nft", "list", kind, "inet", "nfknock", name]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[test]
@@ -245,6 +247,21 @@ fn an_fwknop_nat_access_message_reaches_only_the_configured_target() {
     nat_knock(&format!("{INT4}:{INT_PORT}"));
     assert!(opens(&lab.cli, via4), "not forwarded:\n{}", lab.log());
     assert!(echoes(&lab.cli, via4));
+
+    // Someone flushes the ruleset: the table comes back with the grant AND its translation.
+    let out = lab.run(&lab.srv, &["nft", "flush", "ruleset"]);
+    assert!(out.status.success());
+    assert!(
+        wait_until(RESTORED_WITHIN, || nat_elements_opt(&lab, "nat_v4")
+            .is_some_and(|m| m.contains(CLI4)))
+        .is_some(),
+        "the translation was not restored:\n{}",
+        lab.log()
+    );
+    assert!(
+        echoes(&lab.cli, via4),
+        "not forwarded after the flush repair"
+    );
     assert!(
         !tcp_open(&lab.oth, sock(SRV_OTH4, FWD), CLOSED_WITHIN),
         "forwarded for a stranger"
