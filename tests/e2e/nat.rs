@@ -129,6 +129,12 @@ fn a_native_knock_reaches_the_internal_host_for_that_source_only_and_closes_on_e
             && map.contains(&format!(": {INT4} . {INT_PORT}")),
         "{map}"
     );
+    let st = status_json(&lab).unwrap();
+    let g = st
+        .iter()
+        .find(|v| v["source"] == CLI4)
+        .unwrap_or_else(|| panic!("{st:?}"));
+    assert_eq!(g["forwarded_to"], format!("{INT4}:{INT_PORT}"));
     // ... for that source only.
     assert!(
         !tcp_open(&lab.oth, sock(SRV_OTH4, FWD), CLOSED_WITHIN),
