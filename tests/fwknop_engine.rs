@@ -1172,6 +1172,23 @@ fn verify_json_explains_fwknop_packets() {
     assert_eq!(v["nat_access"], expected(r)["nat_access"]);
     assert_eq!(v["timeout"], Value::Null);
 
+    // The same knock to a client whose `nat` lists that target: granted, forwarded there.
+    let fwd = Opts {
+        nat: Some("[{ port = \"tcp/22\", to = \"192.168.10.2:22\" }]"),
+        ..o.clone()
+    };
+    let nat_cfg = write_private(
+        dir.path(),
+        "nat.toml",
+        &format!("{SERVER_TOML}\n{}", client_toml(r, "laptop", &fwd)),
+    );
+    let (code, v) = verify(&nat_cfg, r, source_of(r), now_of(r));
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        v["forwarded"],
+        serde_json::json!([{"access": "tcp/22", "to": "192.168.10.2:22"}])
+    );
+
     // `-s` to a client that requires its address; stale.
     let r = find("suite_android_v4_4_hmac");
     let cfg = write_private(
