@@ -158,6 +158,32 @@ pub fn echo_server(ns: &str, addr: SocketAddr) -> Echo {
     Echo { stop }
 }
 
+/// A TCP service in a namespace that answers each connection with the address it came from
+/// (what a host behind a NAT sees), then closes it; runs until dropped.
+pub fn whoami_server(ns: &str, addr: SocketAddr) -> Echo {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let path = format!("/run/netns/{ns}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        enter(&path);
+        let l = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        l.set_nonblocking(true).unwrap();
+        tx.send(()).unwrap();
+        while !s.load(Ordering::SeqCst) {
+            match l.accept() {
+                Ok((mut c, peer)) => {
+                    let _ = c.set_nonblocking(false);
+                    let _ = c.write_all(peer.ip().to_string().as_bytes());
+                }
+                Err(_) => thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    rx.recv().expect("whoami server did not start");
+    Echo { stop }
+}
+
 /// Can `ns` open a TCP connection to `to` (SYN answered within `within`)?
 pub fn tcp_open(ns: &str, to: SocketAddr, within: Duration) -> bool {
     in_ns(ns, move || TcpStream::connect_timeout(&to, within).is_ok())

@@ -159,10 +159,7 @@ fn a_native_knock_reaches_the_internal_host_for_that_source_only_and_closes_on_e
         "v6 forwarded for a stranger"
     );
     let masq = nat_elements(&lab, "masquerade_v6");
-    assert!(
-        masq.contains(&format!("fd77::2 . tcp . {INT_PORT}")),
-        "{masq}"
-    );
+    assert!(masq.contains(&format!("fd77::2 . tcp . {FWD}")), "{masq}");
 
     // An established forwarded connection outlives the grant; new ones are refused after it.
     let mut conn = tcp_connect(&lab.cli, via4).expect("connect during the grant");
@@ -380,4 +377,48 @@ fn check_warns_while_forwarding_is_off() {
     sysctl("net.ipv6.conf.all.forwarding=1");
     let quiet = check();
     assert!(!quiet.contains("forwards"), "{quiet}");
+}
+
+/// `snat = "10.80.0.1"` (fwknop FORCE_SNAT): the internal host sees the forwarded
+/// connection come from that address, and only the flows of the grant with `snat` are
+/// rewritten (tcp/2223 to the same host keeps the client's address).
+#[test]
+fn snat_rewrites_the_source_of_that_grants_flows_only() {
+    let mut lab = Lab::new();
+    let int = lab.add_internal();
+    let _who = whoami_server(&int, sock(INT4, 7));
+    let key = lab.keygen("alice.key");
+    lab.write_config_raw(
+        "protect = [\"tcp/2222\", \"tcp/2223\"]\nmax_age = 120\n",
+        &format!(
+            "{}nat = [{{ port = \"tcp/2222\", to = \"{INT4}:7\", snat = \"{SRV_INT4}\" }}, {{ port = \"tcp/2223\", to = \"{INT4}:7\" }}]\n",
+            alice(&key, "\"tcp/2222\", \"tcp/2223\"", 5)
+        ),
+    );
+    lab.start_daemon();
+    lab.knock(
+        &lab.cli,
+        SRV4,
+        &[
+            "--key-file",
+            key.to_str().unwrap(),
+            "--access",
+            "tcp/2222,tcp/2223",
+        ],
+    );
+    let seen = |port: u16| -> String {
+        let mut out = String::new();
+        wait_until(OPEN_WITHIN, || {
+            tcp_connect(&lab.cli, sock(SRV4, port))
+                .and_then(|mut c| {
+                    c.set_read_timeout(Some(Duration::from_secs(2)))?;
+                    out.clear();
+                    c.read_to_string(&mut out)
+                })
+                .is_ok_and(|n| n > 0)
+        });
+        out
+    };
+    assert_eq!(seen(2222), SRV_INT4, "not SNATed:\n{}", lab.log());
+    assert_eq!(seen(2223), CLI4, "a grant without snat was rewritten");
 }

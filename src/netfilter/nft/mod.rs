@@ -60,10 +60,11 @@ pub const CHAIN_FORWARD: &str = "gate_forward";
 /// port, each element with the grant's timeout.
 pub const MAP_NAT_V4: &str = "nat_v4";
 pub const MAP_NAT_V6: &str = "nat_v6";
-/// Forwarded flows whose source is masqueraded: `source . proto . target port`, with timeouts.
+/// Forwarded flows whose source is masqueraded: `source . proto . port` (the port connected to,
+/// as the grant), with timeouts.
 pub const SET_MASQUERADE_V4: &str = "masquerade_v4";
 pub const SET_MASQUERADE_V6: &str = "masquerade_v6";
-/// Forwarded flows whose source is rewritten: `source . proto . target port` → address.
+/// Forwarded flows whose source is rewritten: `source . proto . port` → address.
 pub const MAP_SNAT_V4: &str = "snat_v4";
 pub const MAP_SNAT_V6: &str = "snat_v6";
 pub const CHAIN_NAT_PREROUTING: &str = "nat_prerouting";

@@ -184,9 +184,11 @@ fn gate_nated(m: &mut Exprs<'_>, fam: &Fam) {
     gate(m, fam, Dport::CtOriginal);
 }
 
-/// `SADDR . meta l4proto . th dport` into registers 1.. (a NAT map's or set's key). In
-/// postrouting, after DNAT, `th dport` is the target's port.
-fn flow_key(m: &mut Exprs<'_>, fam: &Fam) {
+/// `SADDR . meta l4proto . DPORT` into registers 1.. (a NAT map's or set's key: the grant's
+/// own `source . proto . port`). Prerouting reads the packet's port (`th dport`), postrouting
+/// the one the client connected to (`ct original proto-dst`: after DNAT, the packet carries
+/// the target's), so every element of a grant has the grant's key.
+fn flow_key(m: &mut Exprs<'_>, fam: &Fam, dport: Dport) {
     nfproto(m, fam.nfproto);
     m.e_payload(
         NFT_PAYLOAD_NETWORK_HEADER,
@@ -196,7 +198,7 @@ fn flow_key(m: &mut Exprs<'_>, fam: &Fam) {
     );
     let after = fam.saddr_len / 4;
     m.e_meta(NFT_META_L4PROTO, reg32(after));
-    Dport::Th.load(m, reg32(after + 1));
+    dport.load(m, reg32(after + 1));
 }
 
 /// `ct status dnat`: the flow's destination was translated (by our map, or anyone's).
@@ -213,7 +215,7 @@ fn ct_dnat(m: &mut Exprs<'_>) {
 fn add_nat(nft: &mut Nft) {
     for fam in &FAMS {
         nft.add_rule(TABLE, CHAIN_NAT_PREROUTING, |m| {
-            flow_key(m, fam);
+            flow_key(m, fam, Dport::Th);
             m.e_lookup_map(fam.nat, NFT_REG_1, NFT_REG_1);
             m.e_nat(NFT_NAT_DNAT, fam.nfproto, NFT_REG_1, Some(fam.nat_port_reg));
         });
@@ -221,7 +223,7 @@ fn add_nat(nft: &mut Nft) {
     for fam in &FAMS {
         nft.add_rule(TABLE, CHAIN_NAT_POSTROUTING, |m| {
             ct_dnat(m);
-            flow_key(m, fam);
+            flow_key(m, fam, Dport::CtOriginal);
             m.e_lookup(fam.masq, NFT_REG_1, 0);
             m.e_masq();
         });
@@ -229,7 +231,7 @@ fn add_nat(nft: &mut Nft) {
     for fam in &FAMS {
         nft.add_rule(TABLE, CHAIN_NAT_POSTROUTING, |m| {
             ct_dnat(m);
-            flow_key(m, fam);
+            flow_key(m, fam, Dport::CtOriginal);
             m.e_lookup_map(fam.snat, NFT_REG_1, NFT_REG_1);
             m.e_nat(NFT_NAT_SNAT, fam.nfproto, NFT_REG_1, None);
         });
@@ -278,6 +280,7 @@ fn render_nat(s: &mut String) {
 
 fn render_nat_chains(s: &mut String) {
     let key = |fam: &Fam| format!("{} . meta l4proto . th dport", fam.saddr);
+    let orig = |fam: &Fam| format!("{} . meta l4proto . ct original proto-dst", fam.saddr);
     let _ = writeln!(
         s,
         "\n\tchain {CHAIN_NAT_PREROUTING} {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;"
@@ -293,7 +296,7 @@ fn render_nat_chains(s: &mut String) {
         let _ = writeln!(
             s,
             "\t\tct status dnat {} @{} masquerade",
-            key(fam),
+            orig(fam),
             fam.masq
         );
     }
@@ -302,7 +305,7 @@ fn render_nat_chains(s: &mut String) {
             s,
             "\t\tct status dnat snat {} to {} map @{}",
             fam.word,
-            key(fam),
+            orig(fam),
             fam.snat
         );
     }

@@ -512,7 +512,7 @@ impl AsRef<[u8]> for Data {
 impl Nft {
     /// The translation elements of the forwarded grants of one family in `elems`: the DNAT
     /// map element (`source . proto . port : target . port`) and, as the target says, a
-    /// masquerade element or an SNAT map element (`source . proto . target port`), all with
+    /// masquerade element or an SNAT map element (the grant's key too), all with
     /// the grant's timeout; or their removal. Nothing for a burst without NAT grants.
     pub(super) fn nat_elements(&mut self, add: bool, elems: &[Element], v6: bool) {
         let fam = |e: &&Element| e.addr.is_ipv6() == v6 && e.nat.is_some();
@@ -540,17 +540,9 @@ impl Nft {
                 }),
             );
         }
-        // The source translation is keyed by the flow as postrouting sees it: after DNAT, its
-        // destination port is the target's.
-        let after = |e: &Element, t: &NatTarget| {
-            GrantKey(element_key(
-                e.addr,
-                Access {
-                    port: t.to.port(),
-                    ..e.access
-                },
-            ))
-        };
+        // The source translation has the grant's key too: postrouting looks it up by the port
+        // the client connected to (`ct original proto-dst`).
+        let after = |e: &Element, _: &NatTarget| GrantKey(element_key(e.addr, e.access));
         let masqs: Vec<_> = nats
             .iter()
             .filter(|(_, t)| t.source == SourceNat::Masquerade)

@@ -1076,9 +1076,10 @@ fn nat_install_lists_like_render_and_grants_carry_their_translation() {
     assert!(listed.contains(": 192.168.10.2 . 22"), "{listed}");
     assert!(listed.contains(": fd10::2 . 22"), "{listed}");
     assert!(listed.contains(": fd10::1"), "{listed}");
+    let masq = listed.split("set masquerade_v4").nth(1).unwrap();
     assert!(
-        listed.contains("198.51.100.7 . tcp . 22 timeout 30s"),
-        "masquerade element keyed by the target port: {listed}"
+        masq.contains("198.51.100.7 . tcp . 2222 timeout 30s"),
+        "masquerade element keyed like the grant (the port connected to): {listed}"
     );
     let mut back: Vec<_> = live.iter().map(|e| (e.addr, e.nat)).collect();
     back.sort();
