@@ -239,7 +239,8 @@ impl<S: GrantSink> GrantSink for DryRun<S> {
 
     fn write(&mut self, grants: &[Grant]) -> Result<(), GrantError> {
         for g in grants {
-            info!(addr = %g.addr, access = %g.access, timeout_ms = g.timeout.as_millis() as u64, "dry run: would add grant");
+            let to = g.nat.map(|n| n.to.to_string());
+            info!(addr = %g.addr, access = %g.access, timeout_ms = g.timeout.as_millis() as u64, forwarded_to = to.as_deref().unwrap_or("-"), "dry run: would add grant");
         }
         Ok(())
     }

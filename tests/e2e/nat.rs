@@ -422,3 +422,48 @@ fn snat_rewrites_the_source_of_that_grants_flows_only() {
     assert_eq!(seen(2222), SRV_INT4, "not SNATed:\n{}", lab.log());
     assert_eq!(seen(2223), CLI4, "a grant without snat was rewritten");
 }
+
+/// A reload that sends the forwarded port elsewhere revokes the live forwarded grant: its
+/// translation to the old target is deleted at once (not left until it expires), and the log
+/// says why.
+#[test]
+fn a_reload_that_moves_the_target_revokes_the_forwarded_grant() {
+    let key_path = std::cell::RefCell::new(None);
+    let (lab, _echo) = nat_lab(|lab| {
+        let key = lab.keygen("alice.key");
+        let c = format!(
+            "{}{}",
+            alice(&key, &format!("\"tcp/{FWD}\""), 60),
+            nat_lines()
+        );
+        *key_path.borrow_mut() = Some(key);
+        c
+    });
+    let key = key_path.into_inner().unwrap();
+    let via4 = sock(SRV4, FWD);
+    lab.knock(
+        &lab.cli,
+        SRV4,
+        &["--key-file", key.to_str().unwrap(), "--access", "tcp/2222"],
+    );
+    assert!(opens(&lab.cli, via4), "not forwarded:\n{}", lab.log());
+    lab.write_config(
+        "",
+        &format!(
+            "{}nat = [{{ port = \"tcp/{FWD}\", to = \"10.80.0.3:{INT_PORT}\" }}]\n",
+            alice(&key, &format!("\"tcp/{FWD}\""), 60)
+        ),
+    );
+    reload(&lab);
+    assert!(
+        lab.log()
+            .contains("the client's nat now forwards this access elsewhere"),
+        "{}",
+        lab.log()
+    );
+    assert!(
+        !nat_elements(&lab, "nat_v4").contains(CLI4),
+        "the old translation is still there"
+    );
+    assert!(!tcp_open(&lab.cli, via4, CLOSED_WITHIN), "still forwarded");
+}
