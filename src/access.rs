@@ -115,6 +115,10 @@ pub struct NatTarget {
     /// The internal host and port (or this host's own address, for local NAT).
     pub to: SocketAddr,
     pub source: SourceNat,
+    /// `true`: the client connects to this host's port and its flow is translated to `to`.
+    /// `false` (fwknop `DISABLE_DNAT`): the client connects to `to` itself, routed through
+    /// this host, whose forward gate lets exactly that flow through.
+    pub dnat: bool,
 }
 
 /// What the source address of a forwarded flow becomes on its way to the internal host
@@ -133,6 +137,9 @@ pub enum SourceNat {
 impl fmt::Display for NatTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.to)?;
+        if !self.dnat {
+            write!(f, " (routed, no DNAT)")?;
+        }
         match self.source {
             SourceNat::Keep => Ok(()),
             SourceNat::Masquerade => write!(f, " (masquerade)"),

@@ -304,6 +304,7 @@ fn nat_target(rule: &NatRule, dst: IpAddr) -> NatTarget {
     NatTarget {
         to,
         source: rule.source,
+        dnat: rule.dnat,
     }
 }
 

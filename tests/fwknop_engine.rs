@@ -438,6 +438,7 @@ fn nat_records_are_granted_only_to_the_configured_target() {
             nfknock::access::NatTarget {
                 to: "192.168.10.2:22".parse().unwrap(),
                 source: nfknock::access::SourceNat::Masquerade,
+                dnat: true,
             }
         )],
         "{c}"

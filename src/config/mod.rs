@@ -175,6 +175,10 @@ pub struct NatRule {
     pub access: Access,
     pub to: NatTo,
     pub source: crate::access::SourceNat,
+    /// `false` (`dnat = false`, fwknop `DISABLE_DNAT`): no translation; the client connects
+    /// to the target itself (then `port` is the target's), and the forward gate closes the
+    /// target to everyone else.
+    pub dnat: bool,
 }
 
 /// Where a `nat` entry forwards to.

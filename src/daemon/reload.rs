@@ -154,7 +154,7 @@ fn revocation(
                 config::NatTo::Host(to) => to == t.to,
                 config::NatTo::Local(port) => port == t.to.port(),
             };
-            if !same_to || rule.source != t.source {
+            if !same_to || rule.source != t.source || rule.dnat != t.dnat {
                 return Some("the client's nat now forwards this access elsewhere");
             }
         }
@@ -202,6 +202,7 @@ mod tests {
             access: ssh,
             to: NatTo::Host(to.parse().unwrap()),
             source: SourceNat::Keep,
+            dnat: true,
         };
         let mut c = crate::policy::tests::client();
         c.nat = vec![rule("192.168.10.2:22")];
@@ -210,6 +211,7 @@ mod tests {
             Some(NatTarget {
                 to: to.parse().unwrap(),
                 source: SourceNat::Keep,
+                dnat: true,
             })
         };
         let judge =
@@ -242,6 +244,7 @@ mod tests {
             access: fwd,
             to: NatTo::Local(22),
             source: SourceNat::Keep,
+            dnat: true,
         }];
         assert_eq!(
             revocation(Some(&local), Some(&local), addr, ssh, None, 1_000),

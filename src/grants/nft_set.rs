@@ -10,7 +10,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::{Grant, GrantError, GrantSink, GrantStore, LiveGrant};
-use crate::access::{format_list, NatTarget, SourceNat};
+use crate::access::format_list;
 use crate::config::{self, Config};
 use crate::netfilter::nft::{
     Element, Nft, NftError, NftEvents, Object, QueueBackend, RulesetSpec, FAMILY, SET_ALLOW_V4,
@@ -40,6 +40,15 @@ pub fn ruleset_spec(config: &Config, backend: QueueBackend) -> RulesetSpec {
         gate_input: true,
         gate_forward: config.server.gate_forward,
         nat: config.clients.iter().any(|c| !c.nat.is_empty()),
+        forward_targets: config
+            .clients
+            .iter()
+            .flat_map(|c| c.nat.iter())
+            .filter_map(|r| match r.to {
+                config::NatTo::Host(to) if !r.dnat => Some((to.ip(), r.access)),
+                _ => None,
+            })
+            .collect(),
     }
 }
 
@@ -305,11 +314,7 @@ impl GrantStore for NftStore {
                     addr: e.addr,
                     access: e.access,
                     timeout: Duration::from_millis(e.timeout_ms),
-                    // The source translation is not read back.
-                    nat: e.nat.map(|to| NatTarget {
-                        to,
-                        source: SourceNat::Keep,
-                    }),
+                    nat: e.nat,
                 },
                 left: Duration::from_millis(e.expires_ms),
             })

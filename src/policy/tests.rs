@@ -498,16 +498,19 @@ mod nat {
                 access: fwd(),
                 to: NatTo::Host("192.168.10.2:22".parse().unwrap()),
                 source: SourceNat::Keep,
+                dnat: true,
             },
             NatRule {
                 access: fwd(),
                 to: NatTo::Host("[fd10::2]:22".parse().unwrap()),
                 source: SourceNat::Masquerade,
+                dnat: true,
             },
             NatRule {
                 access: "tcp/2200".parse().unwrap(),
                 to: NatTo::Local(22),
                 source: SourceNat::Keep,
+                dnat: true,
             },
         ];
         c
@@ -531,6 +534,7 @@ mod nat {
         NatTarget {
             to: to.parse().unwrap(),
             source,
+            dnat: true,
         }
     }
 
@@ -541,10 +545,7 @@ mod nat {
             k.message_type = t;
             let g = granted(evaluate(&k, &packet(), &nat_client(), 120, 0, NOW));
             assert_eq!(g.access, [fwd(), "tcp/22".parse().unwrap()]);
-            assert_eq!(
-                g.nat,
-                [(fwd(), target("192.168.10.2:22", SourceNat::Keep))]
-            );
+            assert_eq!(g.nat, [(fwd(), target("192.168.10.2:22", SourceNat::Keep))]);
         }
     }
 
@@ -560,7 +561,12 @@ mod nat {
                 NOW,
             ));
             assert_eq!(g.nat, [(fwd(), target("192.168.10.2:22", SourceNat::Keep))]);
-            for other in ["192.168.10.3,22", "192.168.10.2,23", "internal.example,22", "10.0.0.1,80"] {
+            for other in [
+                "192.168.10.3,22",
+                "192.168.10.2,23",
+                "internal.example,22",
+                "10.0.0.1,80",
+            ] {
                 assert_eq!(
                     evaluate(&nat_knock(t, other), &packet(), &nat_client(), 120, 0, NOW),
                     Decision::Reject(Reason::NatNotAllowed(fwd())),
@@ -596,9 +602,13 @@ mod nat {
         let mut k = req(&[fwd()]);
         k.allow_ip = Some(src);
         let g = granted(evaluate(&k, &p, &nat_client(), 120, 0, NOW));
-        assert_eq!(g.nat, [(fwd(), target("[fd10::2]:22", SourceNat::Masquerade))]);
+        assert_eq!(
+            g.nat,
+            [(fwd(), target("[fd10::2]:22", SourceNat::Masquerade))]
+        );
         let mut c = nat_client();
-        c.nat.retain(|r| !matches!(r.to, NatTo::Host(h) if h.is_ipv6()));
+        c.nat
+            .retain(|r| !matches!(r.to, NatTo::Host(h) if h.is_ipv6()));
         assert_eq!(
             evaluate(&k, &p, &c, 120, 0, NOW),
             Decision::Reject(Reason::NatFamily(fwd()))

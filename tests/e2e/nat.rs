@@ -467,3 +467,68 @@ fn a_reload_that_moves_the_target_revokes_the_forwarded_grant() {
     );
     assert!(!tcp_open(&lab.cli, via4, CLOSED_WITHIN), "still forwarded");
 }
+
+/// `dnat = false` (fwknop `DISABLE_DNAT`): the client routes to the internal host through the
+/// server itself; the forward gate closes that target to everyone until a knock opens it for
+/// the knocking source only, and the kernel closes it again on expiry. No port of the server
+/// opens.
+#[test]
+fn a_routed_target_opens_for_that_source_only_without_dnat() {
+    let mut lab = Lab::new();
+    let int = lab.add_internal();
+    let _echo = echo_server(&int, sock(INT4, INT_PORT));
+    for ns in [lab.cli.clone(), lab.oth.clone()] {
+        let via = if ns == lab.cli { SRV4 } else { SRV_OTH4 };
+        let out = lab.run(&ns, &["ip", "route", "add", "10.80.0.0/24", "via", via]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let key = lab.keygen("alice.key");
+    lab.write_config_raw(
+        "protect = [\"tcp/22\"]\nmax_age = 120\n",
+        &format!(
+            "{}nat = [{{ port = \"tcp/{INT_PORT}\", to = \"{INT4}:{INT_PORT}\", dnat = false }}]\n",
+            alice(&key, &format!("\"tcp/{INT_PORT}\""), 3)
+        ),
+    );
+    lab.start_daemon();
+    let target = sock(INT4, INT_PORT);
+    assert!(
+        !tcp_open(&lab.cli, target, CLOSED_WITHIN),
+        "open before the knock"
+    );
+    assert!(
+        !tcp_open(&lab.oth, target, CLOSED_WITHIN),
+        "open for a stranger"
+    );
+    lab.knock(
+        &lab.cli,
+        SRV4,
+        &["--key-file", key.to_str().unwrap(), "--access", "tcp/22"],
+    );
+    assert!(opens(&lab.cli, target), "not opened:\n{}", lab.log());
+    assert!(echoes(&lab.cli, target));
+    assert!(
+        !tcp_open(&lab.oth, target, CLOSED_WITHIN),
+        "opened for a stranger"
+    );
+    let allow = String::from_utf8_lossy(
+        &lab.run(
+            &lab.srv,
+            &["nft", "list", "set", "inet", "nfknock", "allow_v4"],
+        )
+        .stdout,
+    )
+    .into_owned();
+    assert!(
+        !allow.contains(CLI4),
+        "a routed grant opened a port of the server: {allow}"
+    );
+    assert!(
+        closes(&lab.cli, target, Duration::from_secs(6)),
+        "did not expire"
+    );
+}

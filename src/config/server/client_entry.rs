@@ -37,7 +37,9 @@ fn client_hint(key: &str) -> Option<&'static str> {
         // `expires` (any TOML value, see `expiry`) and `fwknop` (a nested section) explain
         // a wrong value themselves: no hint.
         "expires_at" => "a Unix time, e.g. `expires_at = 1801353600`",
-        "nat" => "a list of tables, e.g. `nat = [{ port = \"tcp/2222\", to = \"192.168.10.2:22\" }]`",
+        "nat" => {
+            "a list of tables, e.g. `nat = [{ port = \"tcp/2222\", to = \"192.168.10.2:22\" }]`"
+        }
         _ => return None,
     })
 }

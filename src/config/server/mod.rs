@@ -286,6 +286,19 @@ fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
         }
     }
 
+    // A routed (`dnat = false`) target is closed by the forward gate, which must be on.
+    if !server.gate_forward {
+        for (i, d) in drafts.iter().enumerate() {
+            if let Some(r) = d.nat.iter().find(|r| !r.dnat) {
+                sink.at(
+                    None,
+                    &indexed("client", i + 1, "nat"),
+                    format!("{} is forwarded with `dnat = false`, which the forward gate closes, but `[server] gate_forward = false`; set `gate_forward = true` or drop `dnat = false`", r.access),
+                );
+            }
+        }
+    }
+
     let mut clients = Vec::new();
     for d in drafts {
         // A draft without a name or secret has already been reported.

@@ -8,6 +8,7 @@
 //!   { port = "tcp/2222", to = "192.168.10.2:22" },                     # IPv4 knocks
 //!   { port = "tcp/2222", to = "[fd10::2]:22", masquerade = true },     # IPv6 knocks
 //!   { port = "tcp/2200", to = ":22" },                                 # local: this host's :22
+//!   { port = "tcp/80", to = "192.168.10.5:80", dnat = false },         # routed, not translated
 //! ]
 //! ```
 //!
@@ -32,6 +33,7 @@ pub(crate) struct RawNat {
     to: Spanned<String>,
     masquerade: Option<bool>,
     snat: Option<Spanned<String>>,
+    dnat: Option<bool>,
 }
 
 /// `nat = [...]` → rules; every bad entry is reported with its line. `allow` is the client's
@@ -116,8 +118,30 @@ pub(super) fn nat_rules(
                 continue;
             }
         }
-        let rule = NatRule { access, to, source };
-        if let Some(prev) = out.iter().find(|p| p.access == access && p.same_family(&rule)) {
+        let dnat = r.dnat.unwrap_or(true);
+        if !dnat {
+            // No translation: the client connects to the target itself.
+            let problem = match to {
+                NatTo::Local(_) => Some("`dnat = false` needs a target on another host (`to = \"ADDRESS:PORT\"`): a port of this host is opened with `allow`".to_string()),
+                NatTo::Host(t) if t.port() != access.port => Some(format!("with `dnat = false` the client connects to {t} itself, so `port` must be {}/{}", access.proto.name(), t.port())),
+                _ if source != SourceNat::Keep => Some("`snat`/`masquerade` rewrite only translated flows; remove them or drop `dnat = false`".to_string()),
+                _ => None,
+            };
+            if let Some(p) = problem {
+                sink.at(Some(r.to.span()), &key("dnat"), p);
+                continue;
+            }
+        }
+        let rule = NatRule {
+            access,
+            to,
+            source,
+            dnat,
+        };
+        if let Some(prev) = out
+            .iter()
+            .find(|p| p.access == access && p.same_family(&rule))
+        {
             sink.at(
                 Some(r.port.span()),
                 &key("port"),

@@ -67,6 +67,12 @@ pub const SET_MASQUERADE_V6: &str = "masquerade_v6";
 /// Forwarded flows whose source is rewritten: `source . proto . port` → address.
 pub const MAP_SNAT_V4: &str = "snat_v4";
 pub const MAP_SNAT_V6: &str = "snat_v6";
+/// Routed NAT grants (`dnat = false`): `source . target . proto . port`, with timeouts...
+pub const SET_FORWARD_V4: &str = "forward_v4";
+pub const SET_FORWARD_V6: &str = "forward_v6";
+/// ... and the targets the forward gate closes to everyone else: `target . proto . port`.
+pub const SET_FORWARD_PROTECTED_V4: &str = "forward_protected_v4";
+pub const SET_FORWARD_PROTECTED_V6: &str = "forward_protected_v6";
 pub const CHAIN_NAT_PREROUTING: &str = "nat_prerouting";
 pub const CHAIN_NAT_POSTROUTING: &str = "nat_postrouting";
 /// `priority dstnat` and `priority srcnat` (nft's names for NF_IP_PRI_NAT_DST/SRC).
@@ -139,6 +145,8 @@ pub struct RulesetSpec {
     pub gate_forward: bool,
     /// The NAT maps and chains (some client has `nat`): grants may carry a NAT target.
     pub nat: bool,
+    /// Routed targets (`dnat = false`) the forward gate closes (with `nat` and `gate_forward`).
+    pub forward_targets: Vec<(IpAddr, Access)>,
 }
 
 impl Default for RulesetSpec {
@@ -162,6 +170,7 @@ impl Default for RulesetSpec {
             gate_input: true,
             gate_forward: true,
             nat: false,
+            forward_targets: Vec::new(),
         }
     }
 }
@@ -184,9 +193,9 @@ pub struct LiveElement {
     pub timeout_ms: u64,
     /// Milliseconds until the kernel removes it.
     pub expires_ms: u64,
-    /// Its DNAT target, if the `nat_v4`/`nat_v6` map holds one (the source translation is
-    /// not read back).
-    pub nat: Option<std::net::SocketAddr>,
+    /// Its target, if the `nat_v4`/`nat_v6` map holds one, or a routed grant's from the
+    /// `forward_v4`/`forward_v6` set (the source translation is not read back: `Keep`).
+    pub nat: Option<NatTarget>,
 }
 
 /// An nftables object, for error messages: ``set `inet nfknock allow_v4` ``.

@@ -26,6 +26,11 @@ struct Fam {
     snat: &'static str,
     word: &'static str,
     nat_port_reg: u32,
+    /// Routed NAT grants (`dnat = false`) and the targets they open.
+    fwd: &'static str,
+    fwd_protected: &'static str,
+    daddr_off: u32,
+    daddr: &'static str,
 }
 
 const FAMS: [Fam; 2] = [
@@ -42,6 +47,10 @@ const FAMS: [Fam; 2] = [
         snat: MAP_SNAT_V4,
         word: "ip",
         nat_port_reg: NFT_REG32_00 + 1,
+        fwd: SET_FORWARD_V4,
+        fwd_protected: SET_FORWARD_PROTECTED_V4,
+        daddr_off: 16,
+        daddr: "ip daddr",
     },
     Fam {
         nfproto: NFPROTO_IPV6,
@@ -56,6 +65,10 @@ const FAMS: [Fam; 2] = [
         snat: MAP_SNAT_V6,
         word: "ip6",
         nat_port_reg: NFT_REG_2,
+        fwd: SET_FORWARD_V6,
+        fwd_protected: SET_FORWARD_PROTECTED_V6,
+        daddr_off: 24,
+        daddr: "ip6 daddr",
     },
 ];
 
@@ -208,6 +221,54 @@ fn ct_dnat(m: &mut Exprs<'_>) {
     m.e_cmp(NFT_REG_1, NFT_CMP_NEQ, &0u32.to_ne_bytes());
 }
 
+/// `ct status ! dnat ct state ! established,related DADDR . meta l4proto . th dport
+/// @forward_protected SADDR . DADDR . meta l4proto . th dport != @forward drop`: a new flow
+/// routed (not translated) to a `dnat = false` target passes only for a source that knocked
+/// for it (fwknop `DISABLE_DNAT`). Translated flows are judged by [`gate_nated`].
+fn gate_routed(m: &mut Exprs<'_>, fam: &Fam) {
+    m.e_ct(NFT_CT_STATUS, None, NFT_REG_1);
+    m.e_bitwise_and(NFT_REG_1, IPS_DST_NAT);
+    m.e_cmp(NFT_REG_1, NFT_CMP_EQ, &0u32.to_ne_bytes());
+    ct_not_established(m);
+    nfproto(m, fam.nfproto);
+    let n = fam.saddr_len / 4;
+    m.e_payload(
+        NFT_PAYLOAD_NETWORK_HEADER,
+        fam.daddr_off,
+        fam.saddr_len,
+        NFT_REG_1,
+    );
+    m.e_meta(NFT_META_L4PROTO, reg32(n));
+    Dport::Th.load(m, reg32(n + 1));
+    m.e_lookup(fam.fwd_protected, NFT_REG_1, 0);
+    m.e_payload(
+        NFT_PAYLOAD_NETWORK_HEADER,
+        fam.saddr_off,
+        fam.saddr_len,
+        NFT_REG_1,
+    );
+    m.e_payload(
+        NFT_PAYLOAD_NETWORK_HEADER,
+        fam.daddr_off,
+        fam.saddr_len,
+        reg32(n),
+    );
+    m.e_meta(NFT_META_L4PROTO, reg32(2 * n));
+    Dport::Th.load(m, reg32(2 * n + 1));
+    m.e_lookup(fam.fwd, NFT_REG_1, NFT_LOOKUP_F_INV);
+    m.e_verdict(NF_DROP);
+}
+
+fn gate_routed_text(fam: &Fam) -> String {
+    format!(
+        "ct status ! dnat ct state ! established,related {d} . meta l4proto . th dport @{} {} . {d} . meta l4proto . th dport != @{} drop",
+        fam.fwd_protected,
+        fam.saddr,
+        fam.fwd,
+        d = fam.daddr
+    )
+}
+
 /// The NAT chains (issue 10 §1): a forwarded grant's new flows are translated by the element
 /// its grant wrote, which the kernel expires with it. Conntrack NATs only a flow's first
 /// packet, so an established flow keeps its translation after the element expires, as it
@@ -239,7 +300,7 @@ fn add_nat(nft: &mut Nft) {
 }
 
 /// [`add_nat`]'s maps and chains as nft text.
-fn render_nat(s: &mut String) {
+fn render_nat(s: &mut String, spec: &RulesetSpec) {
     for fam in &FAMS {
         let ty = if fam.nfproto == NFPROTO_IPV4 {
             "ipv4_addr"
@@ -274,6 +335,43 @@ fn render_nat(s: &mut String) {
             s,
             "\n\tmap {} {{\n\t\ttype {ty} . inet_proto . inet_service : {ty}\n\t\tflags timeout\n\t}}",
             fam.snat
+        );
+    }
+    for fam in &FAMS {
+        let ty = if fam.nfproto == NFPROTO_IPV4 {
+            "ipv4_addr"
+        } else {
+            "ipv6_addr"
+        };
+        let _ = writeln!(
+            s,
+            "\n\tset {} {{\n\t\ttype {ty} . {ty} . inet_proto . inet_service\n\t\tflags timeout\n\t}}",
+            fam.fwd
+        );
+    }
+    for fam in &FAMS {
+        let ty = if fam.nfproto == NFPROTO_IPV4 {
+            "ipv4_addr"
+        } else {
+            "ipv6_addr"
+        };
+        let mut targets: Vec<String> = spec
+            .forward_targets
+            .iter()
+            .filter(|(ip, _)| ip.is_ipv6() == (fam.nfproto == NFPROTO_IPV6))
+            .map(|(ip, a)| format!("{ip} . {} . {}", a.proto.name(), a.port))
+            .collect();
+        targets.sort();
+        targets.dedup();
+        let elements = if targets.is_empty() {
+            String::new()
+        } else {
+            format!("\t\telements = {{ {} }}\n", targets.join(", "))
+        };
+        let _ = writeln!(
+            s,
+            "\n\tset {} {{\n\t\ttype {ty} . inet_proto . inet_service\n{elements}\t}}",
+            fam.fwd_protected
         );
     }
 }
@@ -394,6 +492,11 @@ pub(super) fn add_all(nft: &mut Nft, spec: &RulesetSpec) {
         for fam in &FAMS {
             nft.add_rule(TABLE, CHAIN_FORWARD, |m| gate_nated(m, fam));
         }
+        if spec.nat {
+            for fam in &FAMS {
+                nft.add_rule(TABLE, CHAIN_FORWARD, |m| gate_routed(m, fam));
+            }
+        }
     }
     if spec.nat {
         add_nat(nft);
@@ -454,7 +557,7 @@ pub fn render(spec: &RulesetSpec) -> String {
         // After the knock rate sets, as the kernel lists them (creation order); the blank
         // line before the first chain is written below.
         s.pop();
-        render_nat(&mut s);
+        render_nat(&mut s, spec);
         s.push('\n');
     }
     let _ = writeln!(
@@ -512,6 +615,11 @@ pub fn render(spec: &RulesetSpec) -> String {
         let _ = writeln!(s, "\n\tchain {CHAIN_FORWARD} {{\n\t\ttype filter hook forward priority filter - 10; policy accept;");
         for fam in &FAMS {
             let _ = writeln!(s, "\t\t{}", gate_nated_text(fam));
+        }
+        if spec.nat {
+            for fam in &FAMS {
+                let _ = writeln!(s, "\t\t{}", gate_routed_text(fam));
+            }
         }
         let _ = writeln!(s, "\t}}");
     }

@@ -94,7 +94,12 @@ impl Nft {
     /// allocation on the hot path.
     pub(super) fn grants(&mut self, add: bool, elems: &[Element], v6: bool) {
         let set = if v6 { SET_ALLOW_V6 } else { SET_ALLOW_V4 };
-        let mut it = elems.iter().filter(|e| e.addr.is_ipv6() == v6).peekable();
+        // A routed NAT grant opens no port of this host: its element is in `forward_v*`.
+        let routed = |e: &Element| e.nat.is_some_and(|n| !n.dnat);
+        let mut it = elems
+            .iter()
+            .filter(|e| e.addr.is_ipv6() == v6 && !routed(e))
+            .peekable();
         while it.peek().is_some() {
             let chunk = it.by_ref().take(ELEMS_PER_MSG).map(|e| {
                 let key = GrantKey(element_key(e.addr, e.access));
@@ -221,16 +226,22 @@ impl Nft {
                     .iter_mut()
                     .find(|e| e.addr == addr && e.access == access)
                 {
-                    e.nat = Some(to);
+                    e.nat = Some(NatTarget {
+                        to,
+                        source: SourceNat::Keep,
+                        dnat: true,
+                    });
                 }
             }
+            let routed = self.forwards(v6)?;
+            out.extend(routed);
         }
         Ok(out)
     }
 }
 
 /// The key of an allow-set element, on the stack: [`element_key`]'s buffer and used length.
-pub(super) struct GrantKey(([u8; 24], usize));
+pub(super) struct GrantKey(pub(super) ([u8; 24], usize));
 
 impl AsRef<[u8]> for GrantKey {
     fn as_ref(&self) -> &[u8] {
@@ -525,11 +536,25 @@ impl Nft {
             (MAP_NAT_V4, SET_MASQUERADE_V4, MAP_SNAT_V4)
         };
         let timeout = |e: &Element| add.then_some(e.timeout_ms);
-        let nats: Vec<(&Element, NatTarget)> = elems
+        let all: Vec<(&Element, NatTarget)> = elems
             .iter()
             .filter(fam)
             .filter_map(|e| Some((e, e.nat?)))
             .collect();
+        let (nats, routed): (Vec<_>, Vec<_>) = all.into_iter().partition(|(_, t)| t.dnat);
+        let fwd = if v6 { SET_FORWARD_V6 } else { SET_FORWARD_V4 };
+        for chunk in routed.chunks(ELEMS_PER_MSG) {
+            self.set_elements(
+                add,
+                fwd,
+                chunk.iter().map(|(e, t)| {
+                    (
+                        ForwardKey(forward_key(e.addr, t.to.ip(), e.access)),
+                        timeout(e),
+                    )
+                }),
+            );
+        }
         for chunk in nats.chunks(ELEMS_PER_MSG) {
             self.map_elements(
                 add,
@@ -636,6 +661,153 @@ impl Nft {
             Ok(Ok(())) => Ok(out),
             Ok(Err(e)) if e == libc::ENOENT => Ok(out),
             Ok(Err(e)) => Err(kernel_error("list the elements of", Object::Set(map), e)),
+            Err(source) => Err(NftError::Socket { op: "use", source }),
+        }
+    }
+}
+
+/// The key of a `forward_v*` element: `source . target . proto . port`, each field padded to
+/// 4 bytes (v4: 16 bytes, v6: 40); the port is the target's (`dnat = false` requires `port`
+/// to be it). Returns the buffer and the used length.
+pub fn forward_key(src: IpAddr, target: IpAddr, access: Access) -> ([u8; 40], usize) {
+    let mut k = [0u8; 40];
+    let a = match (src, target) {
+        (IpAddr::V4(s), IpAddr::V4(t)) => {
+            k[..4].copy_from_slice(&s.octets());
+            k[4..8].copy_from_slice(&t.octets());
+            8
+        }
+        (IpAddr::V6(s), IpAddr::V6(t)) => {
+            k[..16].copy_from_slice(&s.octets());
+            k[16..32].copy_from_slice(&t.octets());
+            32
+        }
+        // Policy never pairs families (`nat-family`); an empty key matches nothing.
+        _ => return (k, 0),
+    };
+    k[a] = access.proto.number();
+    k[a + 4..a + 6].copy_from_slice(&access.port.to_be_bytes());
+    (k, a + 8)
+}
+
+/// The inverse of [`forward_key`].
+fn decode_forward_key(key: &[u8], v6: bool) -> Option<(IpAddr, SocketAddr, Access)> {
+    let n = if v6 { 16 } else { 4 };
+    if key.len() != 2 * n + 8 {
+        return None;
+    }
+    let ip = |b: &[u8]| -> Option<IpAddr> {
+        Some(if v6 {
+            IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(b).ok()?))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(b).ok()?))
+        })
+    };
+    let src = ip(key.get(..n)?)?;
+    let dst = ip(key.get(n..2 * n)?)?;
+    let proto = Proto::from_number(*key.get(2 * n)?)?;
+    let port = u16::from_be_bytes(key.get(2 * n + 4..2 * n + 6)?.try_into().ok()?);
+    Some((src, SocketAddr::new(dst, port), Access::new(proto, port)?))
+}
+
+/// A `forward_v*` key on the stack.
+pub(super) struct ForwardKey(([u8; 40], usize));
+
+impl AsRef<[u8]> for ForwardKey {
+    fn as_ref(&self) -> &[u8] {
+        let (k, len) = &self.0;
+        k.get(..*len).unwrap_or(k)
+    }
+}
+
+/// The routed forwards and the targets the forward gate closes (created with the NAT sets).
+pub(super) const FORWARD_SETS: &[SetDef] = &[
+    SetDef {
+        name: SET_FORWARD_V4,
+        id: 12,
+        key_type: (7 << 18) | concat3(7, 12, 13),
+        key_len: 16,
+        flags: NFT_SET_TIMEOUT,
+        dynamic: None,
+        data: None,
+        userdata: UDATA_CONCAT,
+    },
+    SetDef {
+        name: SET_FORWARD_V6,
+        id: 13,
+        key_type: (8 << 18) | concat3(8, 12, 13),
+        key_len: 40,
+        flags: NFT_SET_TIMEOUT,
+        dynamic: None,
+        data: None,
+        userdata: UDATA_CONCAT,
+    },
+    SetDef {
+        name: SET_FORWARD_PROTECTED_V4,
+        id: 14,
+        key_type: concat3(7, 12, 13),
+        key_len: 12,
+        flags: 0,
+        dynamic: None,
+        data: None,
+        userdata: UDATA_CONCAT,
+    },
+    SetDef {
+        name: SET_FORWARD_PROTECTED_V6,
+        id: 15,
+        key_type: concat3(8, 12, 13),
+        key_len: 24,
+        flags: 0,
+        dynamic: None,
+        data: None,
+        userdata: UDATA_CONCAT,
+    },
+];
+
+impl Nft {
+    /// The routed grants of one family's `forward_v*` set (none if the set is absent).
+    fn forwards(&mut self, v6: bool) -> Result<Vec<LiveElement>, NftError> {
+        let set = if v6 { SET_FORWARD_V6 } else { SET_FORWARD_V4 };
+        let mut out = Vec::new();
+        let r = self.request(
+            NFT_MSG_GETSETELEM,
+            true,
+            |m| {
+                m.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+                m.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+            },
+            |m| {
+                let Some((_, body)) = nfgen(m.payload) else {
+                    return;
+                };
+                let Some(list) = attr(body, NFTA_SET_ELEM_LIST_ELEMENTS) else {
+                    return;
+                };
+                out.extend(attrs(list).filter_map(|(_, elem)| {
+                    let key = attr(attr(elem, NFTA_SET_ELEM_KEY)?, NFTA_DATA_VALUE)?;
+                    let (addr, to, access) = decode_forward_key(key, v6)?;
+                    Some(LiveElement {
+                        addr,
+                        access,
+                        timeout_ms: attr(elem, NFTA_SET_ELEM_TIMEOUT)
+                            .and_then(be_u64)
+                            .unwrap_or(0),
+                        expires_ms: attr(elem, NFTA_SET_ELEM_EXPIRATION)
+                            .and_then(be_u64)
+                            .unwrap_or(0),
+                        nat: Some(NatTarget {
+                            to,
+                            source: SourceNat::Keep,
+                            dnat: false,
+                        }),
+                    })
+                }));
+            },
+        );
+        match r {
+            Ok(Ok(())) => Ok(out),
+            Ok(Err(e)) if e == libc::ENOENT => Ok(out),
+            Ok(Err(e)) => Err(kernel_error("list the elements of", Object::Set(set), e)),
             Err(source) => Err(NftError::Socket { op: "use", source }),
         }
     }

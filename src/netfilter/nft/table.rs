@@ -4,7 +4,7 @@
 
 use super::batch::batch_error;
 use super::expr::Exprs;
-use super::sets::{NAT_SETS, SETS};
+use super::sets::{FORWARD_SETS, NAT_SETS, SETS};
 use super::*;
 
 impl Nft {
@@ -103,8 +103,12 @@ impl Nft {
         }
         // The kernel accepts a NEWSET for an existing set of another shape silently on older
         // kernels (6.x compares; earlier ones just return 0), so compare ourselves first.
-        let nat_sets = if spec.nat { NAT_SETS } else { &[] };
-        for def in SETS.iter().chain(nat_sets) {
+        let (nat_sets, fwd_sets) = if spec.nat {
+            (NAT_SETS, FORWARD_SETS)
+        } else {
+            (&[][..], &[][..])
+        };
+        for def in SETS.iter().chain(nat_sets).chain(fwd_sets) {
             if let Some((kt, kl, fl)) = self.set_shape(def.name)? {
                 if kt != def.key_type || kl != def.key_len || fl != def.flags {
                     return Err(NftError::Incompatible {
@@ -149,7 +153,7 @@ impl Nft {
             self.del_chain(CHAIN_FORWARD);
         }
         if spec.nat {
-            for def in NAT_SETS {
+            for def in NAT_SETS.iter().chain(FORWARD_SETS) {
                 self.add_set(def);
             }
             self.add_chain_of_type(
@@ -171,7 +175,7 @@ impl Nft {
                 self.flush_chain(chain);
                 self.del_chain(chain);
             }
-            for def in NAT_SETS {
+            for def in NAT_SETS.iter().chain(FORWARD_SETS) {
                 self.del_set(def.name);
             }
         }
@@ -181,6 +185,27 @@ impl Nft {
         if !spec.protect.is_empty() {
             let keys = spec.protect.iter().map(|a| (protected_key(*a), None));
             self.set_elements(true, SET_PROTECTED, keys);
+        }
+        if spec.nat {
+            for (set, v6) in [
+                (SET_FORWARD_PROTECTED_V4, false),
+                (SET_FORWARD_PROTECTED_V6, true),
+            ] {
+                self.flush_set(set);
+                let mut targets: Vec<_> = spec
+                    .forward_targets
+                    .iter()
+                    .filter(|(ip, _)| ip.is_ipv6() == v6)
+                    .collect();
+                targets.sort();
+                targets.dedup();
+                if !targets.is_empty() {
+                    let keys = targets
+                        .into_iter()
+                        .map(|(ip, a)| (super::sets::GrantKey(element_key(*ip, *a)), None));
+                    self.set_elements(true, set, keys);
+                }
+            }
         }
         self.grants(true, restore, false);
         self.grants(true, restore, true);

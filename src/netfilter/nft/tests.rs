@@ -260,6 +260,7 @@ fn render_follows_the_spec() {
         gate_input: false,
         gate_forward: false,
         nat: false,
+        forward_targets: vec![],
     };
     let text = render(&spec);
     assert!(text.contains("udp dport 1000 udp length != 108 drop\n"));
@@ -1026,13 +1027,27 @@ fn nat_install_lists_like_render_and_grants_carry_their_translation() {
     let Some(ns) = Netns::new() else { return };
     let spec = RulesetSpec {
         nat: true,
+        forward_targets: vec![
+            ("192.168.10.5".parse().unwrap(), tcp(80)),
+            ("fd10::5".parse().unwrap(), tcp(80)),
+        ],
         ..compat_spec()
     };
     let s = spec.clone();
+    // A routed grant (`dnat = false`): no allow element, a `forward_v4` one.
+    let routed = Element {
+        nat: Some(NatTarget {
+            to: "192.168.10.5:80".parse().unwrap(),
+            source: crate::access::SourceNat::Keep,
+            dnat: false,
+        }),
+        ..v4(8, 80, 30_000)
+    };
     let nat = |to: &str, source| {
         Some(NatTarget {
             to: to.parse().unwrap(),
             source,
+            dnat: true,
         })
     };
     let g4 = Element {
@@ -1051,7 +1066,7 @@ fn nat_install_lists_like_render_and_grants_carry_their_translation() {
     let live = ns.run(move || {
         let mut nft = Nft::open().unwrap();
         nft.install(&s, &[]).unwrap();
-        nft.upsert(&[g4, g6]).unwrap();
+        nft.upsert(&[g4, g6, routed]).unwrap();
         nft.list().unwrap()
     });
     let listed = ns.nft(&["list", "table", "inet", "nfknock"]);
@@ -1081,19 +1096,46 @@ fn nat_install_lists_like_render_and_grants_carry_their_translation() {
         masq.contains("198.51.100.7 . tcp . 2222 timeout 30s"),
         "masquerade element keyed like the grant (the port connected to): {listed}"
     );
-    let mut back: Vec<_> = live.iter().map(|e| (e.addr, e.nat)).collect();
+    let fwd = listed.split("set forward_v4").nth(1).unwrap();
+    assert!(
+        fwd.contains("198.51.100.8 . 192.168.10.5 . tcp . 80 timeout 30s"),
+        "{listed}"
+    );
+    let allow = listed.split("set allow_v4").nth(1).unwrap();
+    let allow = allow.split('}').next().unwrap();
+    assert!(
+        !allow.contains("198.51.100.8"),
+        "a routed grant opened a local port: {listed}"
+    );
+    let mut back: Vec<_> = live
+        .iter()
+        .map(|e| (e.addr, e.access, e.nat.map(|n| (n.to, n.dnat))))
+        .collect();
     back.sort();
     assert_eq!(
         back,
         [
-            (g4.addr, Some("192.168.10.2:22".parse().unwrap())),
-            (g6.addr, Some("[fd10::2]:22".parse().unwrap())),
+            (
+                g4.addr,
+                tcp(2222),
+                Some(("192.168.10.2:22".parse().unwrap(), true))
+            ),
+            (
+                routed.addr,
+                tcp(80),
+                Some(("192.168.10.5:80".parse().unwrap(), false))
+            ),
+            (
+                g6.addr,
+                tcp(2222),
+                Some(("[fd10::2]:22".parse().unwrap(), true))
+            ),
         ]
     );
     let s = spec.clone();
     ns.run(move || {
         let mut nft = Nft::open().unwrap();
-        nft.delete(&[g4, g6]).unwrap();
+        nft.delete(&[g4, g6, routed]).unwrap();
         assert!(nft.list().unwrap().is_empty());
         // A restore with NAT grants after a flush re-creates the translations too.
         nft.remove_table().unwrap();
