@@ -110,12 +110,15 @@ pub(super) fn render_client(c: &ClientOut) -> Zeroizing<String> {
     if let Some((t, note)) = &c.expires_at {
         line(&mut o, format!("expires_at = {t}   # {}", comment(note)));
     }
-    if let Some((to, source)) = &c.nat {
-        let extra = match source {
+    if let Some((to, source, dnat)) = &c.nat {
+        let mut extra = match source {
             SourceNat::Keep => String::new(),
             SourceNat::Masquerade => ", masquerade = true".to_string(),
             SourceNat::To(a) => format!(", snat = {}", quote(&a.to_string())),
         };
+        if !dnat {
+            extra.push_str(", dnat = false");
+        }
         let entries: Vec<String> = c
             .allow
             .iter()
@@ -129,7 +132,11 @@ pub(super) fn render_client(c: &ClientOut) -> Zeroizing<String> {
             .collect();
         line(
             &mut o,
-            format!("nat = [{}]   # FORCE_NAT", entries.join(", ")),
+            format!(
+                "nat = [{}]   # FORCE_NAT{}",
+                entries.join(", "),
+                if *dnat { "" } else { ", DISABLE_DNAT" }
+            ),
         );
     }
     line(&mut o, "[client.fwknop]".to_string());

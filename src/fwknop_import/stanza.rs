@@ -42,8 +42,9 @@ pub(super) struct ClientOut {
     pub(super) hmac: Option<(KeyText, HmacType)>,
     pub(super) mode: EncMode,
     /// `FORCE_NAT IP PORT` (+ `FORCE_SNAT` / `FORCE_MASQUERADE`): every allowed port is
-    /// forwarded there, as fwknopd does with any request of this stanza.
-    pub(super) nat: Option<(SocketAddr, SourceNat)>,
+    /// forwarded there, as fwknopd does with any request of this stanza; `false` with
+    /// `DISABLE_DNAT Y` (routed: `dnat = false`).
+    pub(super) nat: Option<(SocketAddr, SourceNat, bool)>,
 }
 
 /// Collects the messages of one stanza.
@@ -416,7 +417,7 @@ pub(super) fn convert_stanza(
         }
     };
 
-    let nat = force_nat(&mut d, st);
+    let nat = force_nat(&mut d, st, allow.as_deref());
 
     if d.errors > 0 {
         return None;
@@ -444,11 +445,16 @@ pub(super) fn convert_stanza(
 
 /// `FORCE_NAT IP PORT`, `FORCE_SNAT IP`, `FORCE_MASQUERADE Y` (server/access.c) → the target
 /// every allowed port of the client is forwarded to. `None` on an error (reported).
-fn force_nat(d: &mut StanzaDiags<'_>, st: &Stanza) -> Option<Option<(SocketAddr, SourceNat)>> {
+fn force_nat(
+    d: &mut StanzaDiags<'_>,
+    st: &Stanza,
+    allow: Option<&[Access]>,
+) -> Option<Option<(SocketAddr, SourceNat, bool)>> {
     let snat = st.get("FORCE_SNAT");
     let masq = st.get("FORCE_MASQUERADE").filter(|s| is_yes(&s.value));
+    let no_dnat = st.get("DISABLE_DNAT").filter(|s| is_yes(&s.value));
     let Some(fnat) = st.get("FORCE_NAT") else {
-        for s in [snat, masq].into_iter().flatten() {
+        for s in [snat, masq, no_dnat].into_iter().flatten() {
             d.warn(&s.origin, format!("{} without FORCE_NAT: nothing is forwarded for this client, so there is no source to rewrite; dropped", s.var));
         }
         return Some(None);
@@ -486,6 +492,19 @@ fn force_nat(d: &mut StanzaDiags<'_>, st: &Stanza) -> Option<Option<(SocketAddr,
         }
         (None, None) => SourceNat::Keep,
     };
+    if let Some(nd) = no_dnat {
+        // Routed: the client connects to the target itself, so each allowed port must be it.
+        if source != SourceNat::Keep {
+            d.error(&nd.origin, "DISABLE_DNAT with FORCE_SNAT/FORCE_MASQUERADE: nfknock rewrites the source of translated flows only; drop one of them".to_string());
+            return None;
+        }
+        if let Some(a) = allow.and_then(|l| l.iter().find(|a| a.port != to.port())) {
+            d.error(&nd.origin, format!("DISABLE_DNAT: the client connects to {to} itself, so every port it may open must be {}; {a} is not (split the stanza, or drop DISABLE_DNAT)", to.port()));
+            return None;
+        }
+        d.warn(&fnat.origin, format!("FORCE_NAT {} with DISABLE_DNAT: the client routes to {to} through this host (`dnat = false`); nfknock's forward gate closes {to} to everyone else (needs `gate_forward = true`, the default, and forwarding on: `sysctl net.ipv4.ip_forward=1`)", fnat.value.as_str()));
+        return Some(Some((to, source, false)));
+    }
     d.warn(&fnat.origin, format!("FORCE_NAT {}: every port of this client's `allow` is forwarded to {to} (`nat`); the host needs forwarding on (`sysctl net.ipv4.ip_forward=1`; nfknock changes no sysctl, `nfknock check` warns), and {to} must route its answers back through this host unless the source is rewritten (FORCE_SNAT / FORCE_MASQUERADE)", fnat.value.as_str()));
-    Some(Some((to, source)))
+    Some(Some((to, source, true)))
 }

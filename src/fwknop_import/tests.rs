@@ -859,13 +859,35 @@ fn force_nat_stanzas_become_nat_entries() {
     }
 }
 
+/// FORCE_NAT with DISABLE_DNAT Y: a routed target (`dnat = false`).
+#[test]
+fn disable_dnat_becomes_a_routed_nat_entry() {
+    let i = run(&stanza("FORCE_NAT 192.168.10.2 22\nDISABLE_DNAT Y\n"));
+    let c = &config(&i).clients[0];
+    assert_eq!(c.nat.len(), 1);
+    assert!(!c.nat[0].dnat);
+    assert_eq!(c.nat[0].to.to_string(), "192.168.10.2:22");
+    assert!(has(
+        &i,
+        Level::Warning,
+        "with DISABLE_DNAT: the client routes to 192.168.10.2:22"
+    ));
+    // Without FORCE_NAT there is nothing to route.
+    let i = run(&stanza("DISABLE_DNAT Y\n"));
+    assert!(has(&i, Level::Warning, "DISABLE_DNAT without FORCE_NAT"));
+}
+
 #[test]
 fn gateway_stanzas_are_refused() {
     for (extra, needle) in [
         ("FORWARD_ALL Y\n", "FORWARD_ALL Y: SPA gateway mode"),
         (
-            "FORCE_NAT 192.168.1.5 22\nDISABLE_DNAT Y\n",
-            "DISABLE_DNAT Y: forwarding without DNAT",
+            "FORCE_NAT 192.168.1.5 2222\nDISABLE_DNAT Y\n",
+            "DISABLE_DNAT: the client connects to 192.168.1.5:2222 itself",
+        ),
+        (
+            "FORCE_NAT 192.168.1.5 22\nDISABLE_DNAT Y\nFORCE_MASQUERADE Y\n",
+            "DISABLE_DNAT with FORCE_SNAT/FORCE_MASQUERADE",
         ),
         (
             "ENCRYPTION_MODE asymmetric\n",

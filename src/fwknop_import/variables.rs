@@ -26,7 +26,6 @@ pub(super) fn unmapped(var: &str) -> Option<Unmapped> {
         "CMD_CYCLE_CLOSE" => Always("nfknock runs no commands; the kernel removes each grant when its timeout ends"),
         "CMD_CYCLE_TIMER" => Always("nfknock runs no commands; if this was the grant length, set the client's `timeout` to it"),
         "FORWARD_ALL" => RefuseIfYes("SPA gateway mode (forward everything from the client) is not supported: nfknock gates forwarded flows it translates itself, per port; give the client a `nat` entry for each internal service it needs (`nat = [{ port = \"tcp/2222\", to = \"10.0.0.5:22\" }]`)"),
-        "DISABLE_DNAT" => RefuseIfYes("forwarding without DNAT (the client routes to the internal host through this one) is not supported: nfknock opens a forwarded flow only through its own DNAT map; drop DISABLE_DNAT so the client connects to this host's port (FORCE_NAT), or keep fwknopd for this client"),
         _ if var.starts_with("GPG_") => Always(GPG_ADVICE),
         _ => return None,
     })
@@ -54,4 +53,5 @@ pub(super) const MAPPED: &[&str] = &[
     "FORCE_NAT",
     "FORCE_SNAT",
     "FORCE_MASQUERADE",
+    "DISABLE_DNAT",
 ];

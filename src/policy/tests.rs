@@ -650,4 +650,28 @@ mod nat {
         let g = granted(evaluate(&k, &packet(), &nat_client(), 120, 0, NOW));
         assert_eq!(g.access, [fwd()]);
     }
+
+    #[test]
+    fn a_routed_entry_grants_its_port_with_a_routed_target() {
+        let mut c = client();
+        c.nat = vec![NatRule {
+            access: ssh()[0],
+            to: NatTo::Host("192.168.10.2:22".parse().unwrap()),
+            source: SourceNat::Keep,
+            dnat: false,
+        }];
+        let g = granted(evaluate(&req(&ssh()), &packet(), &c, 120, 0, NOW));
+        assert_eq!(g.access, ssh());
+        assert_eq!(
+            g.nat,
+            [(
+                ssh()[0],
+                NatTarget {
+                    to: "192.168.10.2:22".parse().unwrap(),
+                    source: SourceNat::Keep,
+                    dnat: false,
+                }
+            )]
+        );
+    }
 }

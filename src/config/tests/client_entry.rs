@@ -381,3 +381,38 @@ fn nat_entries_forward_allowed_ports_to_one_target_per_family() {
     assert_eq!(c.clients[0].nat[0].to, NatTo::Local(2200));
     assert_eq!(c.clients[0].nat[0].source, SourceNat::Keep);
 }
+
+/// `dnat = false` (fwknop DISABLE_DNAT): a routed target on another host whose port is the
+/// access itself, without source NAT, and only with the forward gate on.
+#[test]
+fn routed_nat_entries_name_the_target_port_and_need_the_forward_gate() {
+    let ok = plan(&native_client(
+        "nat = [{ port = \"tcp/22\", to = \"192.168.10.2:22\", dnat = false }]\n",
+    ));
+    assert!(!ok.clients[0].nat[0].dnat);
+    for (entry, needle) in [
+        (
+            "{ port = \"tcp/22\", to = \"192.168.10.2:2222\", dnat = false }",
+            "so `port` must be tcp/2222",
+        ),
+        (
+            "{ port = \"tcp/22\", to = \":2222\", dnat = false }",
+            "needs a target on another host",
+        ),
+        (
+            "{ port = \"tcp/22\", to = \"192.168.10.2:22\", dnat = false, masquerade = true }",
+            "rewrite only translated flows",
+        ),
+    ] {
+        let ps = problems(&native_client(&format!("nat = [{entry}]\n")));
+        let p = at(&ps, "client[1].nat[1].dnat");
+        assert!(p.message.contains(needle), "{entry}: {}", p.message);
+    }
+    let ps = problems(&format!(
+        "[server]\ngate_forward = false\n{}",
+        native_client("nat = [{ port = \"tcp/22\", to = \"192.168.10.2:22\", dnat = false }]\n")
+    ));
+    assert!(at(&ps, "client[1].nat")
+        .message
+        .contains("set `gate_forward = true`"));
+}
