@@ -296,6 +296,8 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
         if let (Some(asked), Reason::NatNotAllowed(_) | Reason::NatFamily(_)) = (asked, reason) {
             if self.warn_budget.take() {
                 warn!(%src, reason = reason.code(), format, client, nat_asked = asked, "rejected knock: {reason}");
+            } else {
+                debug!(%src, reason = reason.code(), format, client, nat_asked = asked, "rejected knock: {reason}");
             }
             return;
         }

@@ -120,11 +120,13 @@ impl Nft {
         let drop_forward = !spec.gate_forward && self.chain_exists(CHAIN_FORWARD)?;
         // NAT went out of the config: its chains and maps go (with the translations in them).
         let drop_nat = !spec.nat && self.chain_exists(CHAIN_NAT_PREROUTING)?;
-        // Without the NAT maps, a restored grant is restored without its translation.
+        // Without the NAT maps, a translated grant is restored without its translation (a
+        // grant of its port), and a routed one not at all (it never opened a port here).
         let stripped: Vec<Element>;
         let restore = if !spec.nat && restore.iter().any(|e| e.nat.is_some()) {
             stripped = restore
                 .iter()
+                .filter(|e| e.nat.is_none_or(|n| n.dnat))
                 .map(|e| Element { nat: None, ..*e })
                 .collect();
             &stripped[..]
