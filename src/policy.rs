@@ -272,7 +272,9 @@ fn nat_request(
     let refused = Reason::NatNotAllowed(access);
     let (host, port) = field
         .and_then(|f| f.split_once(','))
-        .ok_or(Reason::Malformed("NAT message without a `host,port` NAT field"))?;
+        .ok_or(Reason::Malformed(
+            "NAT message without a `host,port` NAT field",
+        ))?;
     let port: u16 = port
         .parse()
         .map_err(|_| Reason::Malformed("NAT field port is not a number from 1 to 65535"))?;
@@ -403,9 +405,7 @@ fn check(
                 }
                 nat.push((a, target));
             }
-            None if client.nat.iter().any(|r| r.access == a) => {
-                return Err(Reason::NatFamily(a))
-            }
+            None if client.nat.iter().any(|r| r.access == a) => return Err(Reason::NatFamily(a)),
             None => {}
         }
     }
