@@ -309,6 +309,50 @@ fn ruleset_prints_the_table_serve_installs() {
     assert_eq!(compat, native);
 }
 
+/// `ruleset --iptables` / `--ip6tables` print the rules of an iptables host for the config
+/// (its knock port, queue, protected ports and ipset names); with a config whose backend is not
+/// `ipset` they still print, with a warning that nothing would fill the sets; `--compat` does
+/// not go with them (usage error).
+#[test]
+fn ruleset_iptables_prints_the_rules_for_the_config_and_warns_without_the_ipset_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "port = 40001\nqueue = 7\nprotect = [\"tcp/22\"]\nbackend = \"ipset\"\nipset_v6 = \"g6\"",
+    );
+    let c = config.display().to_string();
+    let (code, v6, stderr) = run(nfknock(&["ruleset", "--ip6tables", "--config", &c]));
+    assert_eq!((code, stderr.as_str()), (0, ""));
+    assert!(
+        v6.contains("-A nfknock-gate -p udp -m udp --dport 40001 -j NFQUEUE --queue-num 7\n")
+            && v6.contains("--dport 22 -m conntrack ! --ctstate ESTABLISHED,RELATED -m set ! --match-set g6 src,dst -j DROP\n")
+            && v6.contains("ipset create g6 hash:ip,port family inet6"),
+        "{v6}"
+    );
+    let (code, v4, _) = run(nfknock(&["ruleset", "--iptables", "--config", &c]));
+    assert_eq!(code, 0);
+    assert!(v4.contains("--match-set nfknock_allow_v4 src,dst"), "{v4}");
+    let (code, _, stderr) = run(nfknock(&[
+        "ruleset",
+        "--iptables",
+        "--compat",
+        "--config",
+        &c,
+    ]));
+    assert_eq!(code, EXIT_USAGE, "{stderr}");
+
+    let nft = write_config(dir.path(), "");
+    let n = nft.display().to_string();
+    let (code, v4, stderr) = run(nfknock(&["ruleset", "--iptables", "--config", &n]));
+    assert_eq!(code, 0);
+    assert!(v4.contains("*filter"), "{v4}");
+    assert!(
+        stderr.contains("has backend = \"nftables\": nothing fills the ipsets")
+            && stderr.contains("set `backend = \"ipset\"`"),
+        "{stderr}"
+    );
+}
+
 /// `uninstall` removes table `inet nfknock`, gate and grants, and only it; run again (nothing
 /// left) it succeeds alike. In a network namespace of its own (`unshare --net`, root).
 #[test]

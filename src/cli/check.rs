@@ -15,8 +15,16 @@ pub(super) fn check(path: &Path) -> anyhow::Result<i32> {
             for w in forwarding_warnings(&c, |p| std::fs::read_to_string(p).ok()) {
                 eprintln!("warning: {w}");
             }
+            // The ipset backend installs no gate: say where the grants go and what to load.
+            let backend = match c.server.backend {
+                config::Backend::Nftables => String::new(),
+                config::Backend::Ipset => format!(
+                    ", grants in ipsets `{}` and `{}`: gate them with `nfknock ruleset --iptables` and `--ip6tables`",
+                    c.server.ipset.v4, c.server.ipset.v6
+                ),
+            };
             println!(
-                "{}: OK ({} client{}, port {}, protecting {})",
+                "{}: OK ({} client{}, port {}, protecting {}{backend})",
                 path.display(),
                 c.clients.len(),
                 if c.clients.len() == 1 { "" } else { "s" },

@@ -42,7 +42,7 @@ pub use knock::KnockArgs;
 pub use serve::ServeArgs;
 pub use state::InitStateArgs;
 pub use status::StatusArgs;
-pub use table::RulesetArgs;
+pub use table::{RulesetArgs, UninstallArgs};
 pub use verify::VerifyArgs;
 
 /// Where the server config lives unless `--config` says otherwise (the systemd unit's path).
@@ -137,11 +137,13 @@ pub enum Command {
     /// Explain offline what the daemon would do with one packet (no kernel, no replay cache).
     Verify(VerifyArgs),
     /// Print the nftables ruleset the daemon installs for a config (to load it yourself with
-    /// `nft -f` and `manage_ruleset = false`, or to review it).
+    /// `nft -f` and `manage_ruleset = false`, or to review it); with `--iptables` or
+    /// `--ip6tables`, the rules of an iptables host for `backend = "ipset"`.
     Ruleset(RulesetArgs),
-    /// Remove table `inet nfknock` (the gate and every grant) from the kernel. Refused (exit 2)
-    /// while `nfknock serve` runs in this network namespace: it would re-create the table.
-    Uninstall,
+    /// Remove table `inet nfknock` (the gate and every grant) from the kernel, or with
+    /// `backend = "ipset"` in the config the two ipsets. Refused (exit 2) while `nfknock serve`
+    /// runs in this network namespace: it would re-create them.
+    Uninstall(UninstallArgs),
     /// Convert fwknopd's access.conf (and fwknopd.conf) into an nfknock config on stdout.
     ///
     /// The output holds the keys: `umask 077; nfknock import-fwknop ... > /etc/nfknock/nfknock.toml`.
@@ -179,10 +181,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::InitState(args) => state::init_state(args.config.path(), args.state_dir),
         Command::Check(config) => check::check(config.path()),
         Command::Knock(args) => knock::knock(args),
-        Command::Status(args) => status::status(args.json),
+        Command::Status(args) => status::status(args.config.path(), args.json),
         Command::Verify(args) => verify::verify(args),
-        Command::Ruleset(args) => table::ruleset(args.config.path(), args.compat),
-        Command::Uninstall => table::uninstall(),
+        Command::Ruleset(args) => table::ruleset(&args),
+        Command::Uninstall(args) => table::uninstall(args.config.path()),
         Command::ImportFwknop(args) => import::import_fwknop(&args),
     }
 }

@@ -7,8 +7,7 @@ use crate::grants::{self, LiveGrant};
 
 #[derive(Debug, Args)]
 #[command(mut_arg("config", |a| {
-    a.help("Accepted for symmetry with the other server commands; the grants are read from the kernel")
-        .hide_default_value(true)
+    a.help("The server's config file: its `backend` (and ipset names) say where the grants are; if the default file does not exist, they are read from table `inet nfknock`")
 }))]
 pub struct StatusArgs {
     #[command(flatten)]
@@ -18,10 +17,9 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-pub(super) fn status(json: bool) -> anyhow::Result<i32> {
-    // The config is not read (see `--config`): the grants are where the default backend
-    // keeps them.
-    let mut grants = grants::existing(crate::config::Backend::default())?.list()?;
+pub(super) fn status(config: &std::path::Path, json: bool) -> anyhow::Result<i32> {
+    let (backend, ipset) = super::table::backend_of(config)?;
+    let mut grants = grants::existing(backend, &ipset)?.list()?;
     grants.sort_by_key(|g| (g.grant.addr, g.grant.access));
     let seconds_left = |g: &LiveGrant| g.left.as_millis().div_ceil(1000);
     if json {

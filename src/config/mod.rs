@@ -97,6 +97,8 @@ pub struct Server {
     pub revoke_on_reload: bool,
     /// Where grants are written ([`crate::grants`] opens it).
     pub backend: Backend,
+    /// The ipsets of `backend = "ipset"` (`ipset_v4`, `ipset_v6`).
+    pub ipset: IpsetNames,
     /// Who the daemon runs as once set up (`user`), resolved when the config was read.
     pub user: RunAs,
 }
@@ -108,6 +110,70 @@ pub enum Backend {
     /// Elements with timeouts in the allow sets of table `inet nfknock`, gated by its chains.
     #[default]
     Nftables,
+    /// Elements with timeouts in two ipsets of type `hash:ip,port` (one per family), for hosts
+    /// that filter with iptables or firewalld; their gate is `nfknock ruleset --iptables`.
+    Ipset,
+}
+
+impl Backend {
+    /// As written in `[server] backend`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Nftables => "nftables",
+            Backend::Ipset => "ipset",
+        }
+    }
+}
+
+/// Default `[server] ipset_v4`: the IPv4 ipset of `backend = "ipset"`.
+pub const DEFAULT_IPSET_V4: &str = "nfknock_allow_v4";
+/// Default `[server] ipset_v6`.
+pub const DEFAULT_IPSET_V6: &str = "nfknock_allow_v6";
+/// Longest ipset name, bytes: the kernel's `IPSET_MAXNAMELEN` (32) holds the terminating NUL
+/// (`include/uapi/linux/netfilter/ipset/ip_set.h`).
+pub const IPSET_NAME_MAX: usize = 31;
+
+/// The two ipsets of `backend = "ipset"`, one per address family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpsetNames {
+    pub v4: String,
+    pub v6: String,
+}
+
+impl Default for IpsetNames {
+    fn default() -> IpsetNames {
+        IpsetNames {
+            v4: DEFAULT_IPSET_V4.to_string(),
+            v6: DEFAULT_IPSET_V6.to_string(),
+        }
+    }
+}
+
+impl IpsetNames {
+    /// The set of `v6`'s family.
+    pub fn of(&self, v6: bool) -> &str {
+        if v6 {
+            &self.v6
+        } else {
+            &self.v4
+        }
+    }
+}
+
+/// Why `name` cannot be an ipset name (`None`: it can): 1 to [`IPSET_NAME_MAX`] bytes of
+/// printable ASCII without spaces, as the `ipset` tool and iptables' `--match-set` take it.
+pub fn ipset_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty")
+    } else if name.len() > IPSET_NAME_MAX {
+        Some("is longer than the kernel's 31 bytes")
+    } else if !name.bytes().all(|b| b.is_ascii_graphic()) {
+        Some("holds a space, a control character or a non-ASCII character")
+    } else if name.starts_with('-') {
+        Some("starts with `-` (the ipset and iptables tools would take it for an option)")
+    } else {
+        None
+    }
 }
 
 /// `[server] user`, resolved against the user database.

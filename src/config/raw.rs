@@ -292,6 +292,8 @@ pub(crate) struct RawServer {
     pub(crate) rate_limit_v4_prefix: Option<Spanned<i64>>,
     pub(crate) rate_limit_v6_prefix: Option<Spanned<i64>>,
     pub(crate) backend: Option<super::Backend>,
+    pub(crate) ipset_v4: Option<Spanned<String>>,
+    pub(crate) ipset_v6: Option<Spanned<String>>,
     pub(crate) user: Option<Spanned<String>>,
 }
 

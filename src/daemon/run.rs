@@ -164,6 +164,11 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                     );
                 }
                 self.live.forget_expired();
+                // A backend without change events (ipset) is asked once a tick whether its
+                // objects are still there.
+                if self.grants.event_fd().is_none() {
+                    self.check_grants();
+                }
                 self.warn_budget.reset();
                 if let Some(lock) = &self.instance {
                     lock.dismiss_probes();

@@ -17,6 +17,7 @@
 //! | `privileges.rs` | capabilities, user switch, syscall filter, systemd unit, installer   |
 //! | `dry_run.rs`    | `serve --dry-run` with and without the gate                          |
 //! | `fwknop.rs`     | the real Debian fwknop client, access.conf migration                 |
+//! | `ipset.rs`      | the ipset backend under iptables-legacy/-nft: grant, refresh, expiry, repair |
 //! | `nat.rs`        | NAT grants to an internal host: native and fwknop, IPv4 and IPv6     |
 //!
 //! Run them as root: `cargo test --test e2e` (all, in parallel), `cargo test --test e2e flood::`
@@ -29,6 +30,7 @@ mod dry_run;
 mod flood;
 mod fwknop;
 mod grants;
+mod ipset;
 mod kernel;
 mod lifecycle;
 mod nat;

@@ -286,6 +286,19 @@ fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
         }
     }
 
+    // NAT grants are nftables maps and chains: the ipset backend has none.
+    if server.backend != super::Backend::Nftables {
+        for (i, d) in drafts.iter().enumerate() {
+            if !d.nat.is_empty() {
+                sink.at(
+                    None,
+                    &indexed("client", i + 1, "nat"),
+                    format!("`nat` needs `[server] backend = \"nftables\"` (the DNAT maps and NAT chains live in table `inet nfknock`); the {} backend cannot forward: remove `nat` or switch the backend", server.backend.name()),
+                );
+            }
+        }
+    }
+
     // A routed (`dnat = false`) target is closed by the forward gate, which must be on.
     if !server.gate_forward {
         for (i, d) in drafts.iter().enumerate() {

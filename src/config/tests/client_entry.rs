@@ -416,3 +416,19 @@ fn routed_nat_entries_name_the_target_port_and_need_the_forward_gate() {
         .message
         .contains("set `gate_forward = true`"));
 }
+
+/// The ipset backend has no DNAT maps: a client with `nat` is refused there, saying why.
+#[test]
+fn nat_needs_the_nftables_backend() {
+    let ps = problems(&format!(
+        "[server]\nbackend = \"ipset\"\ngate_forward = false\n{}",
+        native_client("nat = [{ port = \"tcp/22\", to = \"192.168.10.2:22\" }]\n")
+    ));
+    let p = at(&ps, "client[1].nat");
+    assert!(
+        p.message
+            .contains("`nat` needs `[server] backend = \"nftables\"`"),
+        "{}",
+        p.message
+    );
+}
