@@ -18,6 +18,7 @@
 //! | [`engine`] | the whole per-packet pipeline: parse → key lookup → authenticate → replay → policy; `engine/` has one file per format path and one for the native key-hint index |
 //! | [`config`] | pure: TOML bytes → validated [`config::Config`] (the daemon's) and [`config::KnockProfiles`] (the knock client's own file); reads files only through the [`config::Files`] it is given; every error names the file, line and key |
 //! | [`fwknop_import`] | translator: fwknopd's `access.conf`/`fwknopd.conf` → nfknock TOML with warnings; reads through the [`fwknop_import::Loader`] it is given |
+//! | [`metrics`] | the daemon's counters and their Prometheus text exposition; the daemon passes in what it reads (kernel queue counters, journal size, live grants) |
 //! | [`grants`] (`grants/mod.rs`) | the grant seam: [`grants::Grant`] (with its NAT target, if forwarded), [`grants::GrantError`], the [`grants::GrantSink`] and [`grants::GrantStore`] traits, the [`grants::DryRun`] wrapper; [`grants::open`] and [`grants::existing`] only pick the backend `[server] backend` names, whose own file does the I/O |
 //!
 //! Shells (I/O, nothing clever):
@@ -52,6 +53,7 @@ pub mod daemon;
 pub mod engine;
 pub mod fwknop_import;
 pub mod grants;
+pub mod metrics;
 pub mod netfilter;
 pub mod policy;
 pub mod replay;

@@ -12,7 +12,7 @@
 //! | `table.rs` | `ruleset`, `uninstall` (the `inet nfknock` table as a whole) |
 //! | `status.rs` | `status` (the live grants) |
 //! | `state.rs` | `init-state` |
-//! | `keys.rs` | `keygen` |
+//! | `keys.rs` | `keygen` (native and `--fwknop`; `qr.rs` draws its QR code) |
 //! | `knock.rs` | `knock` (the client; its own client config, `--client-config` and `-n NAME`) |
 //! | `verify.rs` | `verify` |
 //! | `import.rs` | `import-fwknop` |
@@ -27,6 +27,7 @@ mod check;
 mod import;
 mod keys;
 mod knock;
+mod qr;
 mod serve;
 mod state;
 mod status;
@@ -111,7 +112,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print a new random 256-bit client key (base64) for a `[[client]]` entry and its key file.
+    /// Print a new random 256-bit client key (base64) for a `[[client]]` entry and its key file;
+    /// with --fwknop, an fwknop key pair, its access.conf and nfknock lines, and a QR code for
+    /// the Android Fwknop2 app (--qr).
     Keygen(KeygenArgs),
     /// Run the daemon in the foreground (logs to stderr; journald-friendly).
     Serve(ServeArgs),
@@ -130,9 +133,11 @@ pub enum Command {
     InitState(InitStateArgs),
     /// Validate a server config; print every problem with file, line and key.
     Check(ConfigArg),
-    /// Send one knock (native format).
+    /// Send one knock: native, or an fwknop 2.x packet with --fwknop (for fwknopd or an
+    /// nfknock `[client.fwknop]` entry).
     Knock(KnockArgs),
-    /// List live grants from the kernel: source, proto/port, seconds left.
+    /// List live grants from the kernel: source, proto/port, seconds left (or, with
+    /// `--metrics`, the daemon's Prometheus metrics).
     Status(StatusArgs),
     /// Explain offline what the daemon would do with one packet (no kernel, no replay cache).
     Verify(VerifyArgs),
@@ -176,11 +181,12 @@ impl ConfigArg {
 /// Run a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Keygen(args) => keys::keygen(args.out.as_deref()),
+        Command::Keygen(args) => keys::keygen(args),
         Command::Serve(args) => serve::serve(args),
         Command::InitState(args) => state::init_state(args.config.path(), args.state_dir),
         Command::Check(config) => check::check(config.path()),
         Command::Knock(args) => knock::knock(args),
+        Command::Status(args) if args.metrics => status::metrics(args.config.path()),
         Command::Status(args) => status::status(args.config.path(), args.json),
         Command::Verify(args) => verify::verify(args),
         Command::Ruleset(args) => table::ruleset(&args),

@@ -41,6 +41,9 @@ pub use files::{
 pub const DEFAULT_PORT: u16 = 62201;
 pub const DEFAULT_QUEUE: u16 = 0;
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/nfknock";
+/// The `metrics_file` the docs, the example and the AppArmor profile suggest: the directory
+/// Debian's prometheus-node-exporter reads textfiles from. Not a default: unset, no file.
+pub const NODE_EXPORTER_METRICS_FILE: &str = "/var/lib/prometheus/node-exporter/nfknock.prom";
 pub const DEFAULT_MAX_AGE: u64 = 120;
 pub const DEFAULT_TIMEOUT: u32 = 30;
 pub const DEFAULT_MAX_TIMEOUT: u32 = 3600;
@@ -101,6 +104,9 @@ pub struct Server {
     pub ipset: IpsetNames,
     /// Who the daemon runs as once set up (`user`), resolved when the config was read.
     pub user: RunAs,
+    /// Where the daemon writes its Prometheus metrics every few seconds (`metrics_file`), for
+    /// node_exporter's textfile collector; `None`: no metrics file.
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// `[server] backend`: where grants are written. Each variant is one file under `src/grants/`.
@@ -323,10 +329,10 @@ impl std::fmt::Display for Problem {
 pub struct ConfigErrors(pub Vec<Problem>);
 
 pub use knock_profile::{
-    knock_profiles_path, load_knock_profiles, parse_knock_profiles, AllowIp, KnockEnv,
-    KnockProfile, KnockProfiles,
+    knock_profiles_path, load_knock_profiles, parse_knock_profiles, AllowIp, FwknopProfile,
+    KnockEnv, KnockProfile, KnockProfiles, ProfileKey,
 };
-pub use secret::{decode_native_secret, read_native_key_file};
+pub use secret::{decode_native_secret, read_fwknop_key_file, read_native_key_file};
 pub use server::{MAX_MAX_AGE, MAX_MAX_TIMEOUT};
 pub use values::valid_name;
 

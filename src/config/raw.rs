@@ -295,6 +295,7 @@ pub(crate) struct RawServer {
     pub(crate) ipset_v4: Option<Spanned<String>>,
     pub(crate) ipset_v6: Option<Spanned<String>>,
     pub(crate) user: Option<Spanned<String>>,
+    pub(crate) metrics_file: Option<Spanned<String>>,
 }
 
 /// `[[client]]`. `fwknop` is taken out before deserializing (see [`Shape::nested`]); the field
@@ -365,4 +366,12 @@ pub(crate) struct RawProfile {
     pub(crate) access: Option<SpannedList>,
     pub(crate) timeout: Option<Spanned<i64>>,
     pub(crate) allow_ip: Option<Spanned<String>>,
+    // `format = "fwknop"` stanzas (knock_profile.rs): the fwknop packet's settings.
+    pub(crate) format: Option<Spanned<String>>,
+    pub(crate) hmac_key: Option<Spanned<SecretText>>,
+    pub(crate) hmac_key_file: Option<Spanned<String>>,
+    pub(crate) hmac: Option<Spanned<crate::wire::fwknop::HmacType>>,
+    pub(crate) digest: Option<Spanned<crate::wire::fwknop::DigestType>>,
+    pub(crate) mode: Option<Spanned<crate::wire::fwknop::EncMode>>,
+    pub(crate) user: Option<Spanned<String>>,
 }

@@ -20,6 +20,7 @@
 //! | `run.rs` | [`Daemon`]: the loop, with a budget per turn; [`PacketSource`] |
 //! | `reload.rs` | a reload, and the revocation of grants the new config no longer authorises |
 //! | `live_grants.rs` | the grants this daemon wrote, to restore after a flush and to revoke |
+//! | `metrics_file.rs` | the metrics file for node_exporter, replaced whole (tmp + rename) |
 //! | `control.rs` | [`Control`]: SIGTERM/SIGINT/SIGHUP, or a [`ControlHandle`] in tests |
 //! | `instance.rs` | [`InstanceLock`]: one daemon per network namespace |
 //! | `privileges.rs` | the switch to the service user ([`leave_root`]) and [`drop_privileges`] |
@@ -28,6 +29,7 @@
 mod control;
 mod instance;
 mod live_grants;
+mod metrics_file;
 mod privileges;
 mod reload;
 mod run;

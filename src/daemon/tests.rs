@@ -1029,3 +1029,36 @@ fn open_journal_names_state_dir_on_failure_and_logs_a_corrupt_journal() {
         "{logs}"
     );
 }
+
+/// Issue 12 §4: the metrics file counts reloads by result and knocks by decision, and the
+/// daemon writes it one last time as it stops, so the final counts are not lost.
+#[test]
+fn metrics_count_reloads_by_result_and_are_written_at_shutdown() {
+    let h = start();
+    let prom = h.dir.path().join("nfknock.prom");
+    let path = write_clients(
+        h.dir.path(),
+        &format!("metrics_file = \"{}\"", prom.display()),
+        &[("alice", &h.secret, "\"tcp/22\"")],
+    );
+    h.handle.reload();
+    wait_for("the good reload", || {
+        !h.sink.reconfigures.lock().unwrap().is_empty()
+    });
+    std::fs::write(&path, "[server]\nport = 0\n").unwrap();
+    h.handle.reload();
+    h.script.push(knock(&h, "tcp/22"));
+    wait_for("the grant", || h.sink.written.lock().unwrap().len() == 1);
+    h.handle.terminate();
+    h.thread.join().unwrap().unwrap();
+    let text = std::fs::read_to_string(&prom).unwrap();
+    for line in [
+        "nfknock_reloads_total{result=\"ok\"} 1",
+        "nfknock_reloads_total{result=\"failed\"} 1",
+        "nfknock_knocks_total{decision=\"grant\",reason=\"ok\",format=\"native\"} 1",
+        "nfknock_grants_written_total 1",
+        "nfknock_knock_seconds_count 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
+}

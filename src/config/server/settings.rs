@@ -31,6 +31,7 @@ fn server_hint(key: &str) -> Option<&'static str> {
         "rate_limit_v4_prefix" => "the prefix length an IPv4 source is metered by, from 1 to 32, e.g. `rate_limit_v4_prefix = 32`",
         "rate_limit_v6_prefix" => "the prefix length an IPv6 source is metered by, from 1 to 128, e.g. `rate_limit_v6_prefix = 64`",
         "user" => "a quoted user name, e.g. `user = \"nfknock\"`",
+        "metrics_file" => "a quoted absolute path ending in `.prom`, e.g. `metrics_file = \"/var/lib/prometheus/node-exporter/nfknock.prom\"`",
         _ => return None,
     })
 }
@@ -110,6 +111,25 @@ pub(super) fn server_settings(
         }
     };
 
+    let metrics_file = raw.metrics_file.as_ref().and_then(|s| {
+        let p = PathBuf::from(s.get_ref());
+        let fine = p.is_absolute()
+            && p.file_name().is_some()
+            && p.extension().is_some_and(|e| e == "prom");
+        if !fine {
+            sink.at(
+                Some(s.span()),
+                "server.metrics_file",
+                format!(
+                    "`{}` is not an absolute path to a `.prom` file (node_exporter's textfile collector reads only those); write e.g. `metrics_file = \"{}\"`, or remove the key for no metrics file",
+                    s.get_ref(),
+                    crate::config::NODE_EXPORTER_METRICS_FILE
+                ),
+            );
+        }
+        fine.then_some(p)
+    });
+
     let protect = raw.protect.as_ref().map(|list| {
         let mut v: Vec<Access> = values::accesses(sink, list, "server.protect").into_iter().map(|(a, _)| a).collect();
         v.sort();
@@ -141,6 +161,7 @@ pub(super) fn server_settings(
         rate_limit_v6_prefix: u8::try_from(rate_limit_v6_prefix)
             .unwrap_or(crate::config::DEFAULT_RATE_LIMIT_V6_PREFIX),
         user: run_as(sink, cx.accounts, raw.user.as_ref()),
+        metrics_file,
     };
     (server, protect)
 }

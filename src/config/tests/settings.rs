@@ -460,3 +460,30 @@ fn ipset_names_are_checked_and_only_go_with_the_ipset_backend() {
         p.message
     );
 }
+
+/// Issue 12 §4: `[server] metrics_file` is off unless set, and must be an absolute path to a
+/// `.prom` file (node_exporter's textfile collector reads only those).
+#[test]
+fn metrics_file_is_off_by_default_and_an_absolute_prom_path() {
+    assert_eq!(plan(&native_client("")).server.metrics_file, None);
+    let p = plan(&format!(
+        "[server]\nmetrics_file = \"{}\"\n{}",
+        crate::config::NODE_EXPORTER_METRICS_FILE,
+        native_client("")
+    ));
+    assert_eq!(
+        p.server.metrics_file.as_deref(),
+        Some(Path::new("/var/lib/prometheus/node-exporter/nfknock.prom"))
+    );
+    for bad in ["nfknock.prom", "/var/lib/nfknock/metrics.txt", "/"] {
+        let ps = problems(&format!(
+            "[server]\nmetrics_file = \"{bad}\"\n{}",
+            native_client("")
+        ));
+        let m = &at(&ps, "server.metrics_file").message;
+        assert!(
+            m.contains("metrics_file = \"/var/lib/prometheus/node-exporter/nfknock.prom\""),
+            "{m}"
+        );
+    }
+}
