@@ -320,6 +320,7 @@ pub(crate) struct RawClient {
     /// A string `"YYYY-MM-DD"` or a bare TOML date.
     pub(crate) expires: Option<Spanned<toml::Value>>,
     pub(crate) expires_at: Option<Spanned<i64>>,
+    pub(crate) nat: Option<Spanned<Vec<super::server::RawNat>>>,
 }
 
 /// `[client.fwknop]`.
