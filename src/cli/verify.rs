@@ -102,18 +102,25 @@ pub(super) fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
             "timeout": timeout,
             "requested_timeout": k.map(|k| k.timeout),
             "nat_access": k.and_then(|k| k.nat_access.clone()),
+            // The ports the grant forwards, and where to (the client's `nat`).
+            "forwarded": granted.map(|g| g.nat.iter().map(|(a, t)| serde_json::json!({"access": a.to_string(), "to": t.to.to_string()})).collect::<Vec<_>>()),
         });
         println!("{v}");
     } else {
         match &out.decision {
-            Decision::Grant(g) => println!(
-                "grant: client {} ({}), open {} for {} during {}s",
-                client.as_deref().unwrap_or("?"),
-                out.format.map_or("?", |f| f.name()),
-                access::format_list(&g.access),
-                g.addr,
-                g.ttl
-            ),
+            Decision::Grant(g) => {
+                println!(
+                    "grant: client {} ({}), open {} for {} during {}s",
+                    client.as_deref().unwrap_or("?"),
+                    out.format.map_or("?", |f| f.name()),
+                    access::format_list(&g.access),
+                    g.addr,
+                    g.ttl
+                );
+                for (a, t) in &g.nat {
+                    println!("  {a} forwarded to {t}");
+                }
+            }
             Decision::Reject(r) => println!(
                 "reject: {r} (format {}, client {})",
                 out.format.map_or("unknown", |f| f.name()),

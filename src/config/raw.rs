@@ -296,11 +296,15 @@ pub(crate) struct RawServer {
     pub(crate) manage_ruleset: Option<bool>,
     pub(crate) gate_forward: Option<bool>,
     pub(crate) revoke_on_reload: Option<bool>,
+    pub(crate) prefilter: Option<bool>,
     pub(crate) rate_limit: Option<Spanned<i64>>,
     pub(crate) rate_limit_v4_prefix: Option<Spanned<i64>>,
     pub(crate) rate_limit_v6_prefix: Option<Spanned<i64>>,
     pub(crate) backend: Option<super::Backend>,
+    pub(crate) ipset_v4: Option<Spanned<String>>,
+    pub(crate) ipset_v6: Option<Spanned<String>>,
     pub(crate) user: Option<Spanned<String>>,
+    pub(crate) metrics_file: Option<Spanned<String>>,
 }
 
 /// `[[client]]`. `fwknop` is taken out before deserializing (see [`Shape::nested`]); the field
@@ -324,6 +328,7 @@ pub(crate) struct RawClient {
     /// A string `"YYYY-MM-DD"` or a bare TOML date.
     pub(crate) expires: Option<Spanned<toml::Value>>,
     pub(crate) expires_at: Option<Spanned<i64>>,
+    pub(crate) nat: Option<Spanned<Vec<super::server::RawNat>>>,
 }
 
 /// `[client.fwknop]`.
@@ -370,4 +375,12 @@ pub(crate) struct RawProfile {
     pub(crate) access: Option<SpannedList>,
     pub(crate) timeout: Option<Spanned<i64>>,
     pub(crate) allow_ip: Option<Spanned<String>>,
+    // `format = "fwknop"` stanzas (knock_profile.rs): the fwknop packet's settings.
+    pub(crate) format: Option<Spanned<String>>,
+    pub(crate) hmac_key: Option<Spanned<SecretText>>,
+    pub(crate) hmac_key_file: Option<Spanned<String>>,
+    pub(crate) hmac: Option<Spanned<crate::wire::fwknop::HmacType>>,
+    pub(crate) digest: Option<Spanned<crate::wire::fwknop::DigestType>>,
+    pub(crate) mode: Option<Spanned<crate::wire::fwknop::EncMode>>,
+    pub(crate) user: Option<Spanned<String>>,
 }

@@ -22,7 +22,9 @@
 //! | `workers.rs` | [`Queues`]: one queue on the loop, or `queue = "a-b"`: one worker thread per queue ([`Fanin`]) receiving and dropping, the loop deciding |
 //! | `reload.rs` | a reload, and the revocation of grants the new config no longer authorises |
 //! | `live_grants.rs` | the grants this daemon wrote, to restore after a flush and to revoke |
-//! | `control.rs` | [`Control`]: SIGTERM/SIGINT/SIGHUP, or a [`ControlHandle`] in tests |
+//! | `metrics_file.rs` | the metrics file for node_exporter, replaced whole (tmp + rename) |
+//! | `control.rs` | [`Control`]: SIGTERM/SIGINT/SIGHUP, or a [`ControlHandle`] (tests, requests); each reload's outcome for whoever asked |
+//! | `requests.rs` | the control socket (the instance lock's): `nfknock reload` asks, the daemon answers ok or why not |
 //! | `instance.rs` | [`InstanceLock`]: one daemon per network namespace |
 //! | `privileges.rs` | the switch to the service user ([`leave_root`]) and [`drop_privileges`] |
 //! | `tests.rs` | the real loop driven in-process, against a recording [`GrantSink`](crate::grants::GrantSink) |
@@ -30,18 +32,21 @@
 mod control;
 mod instance;
 mod live_grants;
+mod metrics_file;
 mod privileges;
 mod reload;
+mod requests;
 mod run;
 mod workers;
 
 #[cfg(test)]
 mod tests;
 
-pub use control::{Control, ControlHandle};
+pub use control::{Control, ControlHandle, ReloadOutcome};
 pub use instance::{Action, AlreadyRunning, InstanceLock};
 pub use privileges::drop_privileges;
 use privileges::leave_root;
+pub use requests::{request_reload, RequestError, RELOAD_WAIT};
 pub use run::{Daemon, PacketSource};
 pub use workers::{Fanin, Queues};
 
@@ -181,6 +186,9 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
 
     let control = Control::register()?;
     drop_privileges()?;
+    // The lock's socket answers `nfknock reload` from here on, on a thread that inherits the
+    // dropped privileges; it holds the lock for the process's life.
+    requests::spawn(instance, control.handle()?)?;
     // Workers (queue = "a-b") start after the drop: threads inherit the capabilities of the
     // thread that starts them.
     let queue = Queues::start(queues).context("cannot start the queue worker threads")?;
@@ -193,9 +201,7 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
         dry_run = opts.dry_run,
         "nfknock serving"
     );
-    let result = Daemon::new(engine, journal, queue, grants, opts.config.clone())
-        .holding(instance)
-        .run(&control);
+    let result = Daemon::new(engine, journal, queue, grants, opts.config.clone()).run(&control);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     result
 }

@@ -27,7 +27,7 @@ use std::time::Duration;
 use tracing::info;
 
 use super::run::PacketSource;
-use crate::netfilter::queue::{Queue, QueueError};
+use crate::netfilter::queue::{kernel_stats, Queue, QueueError, QueueStats};
 
 /// Packets a worker hands over at once (the main loop's burst).
 const BATCH: usize = 256;
@@ -73,6 +73,9 @@ struct WorkerStats {
     packets: AtomicU64,
     /// Times the worker found the channel full and waited for the main loop.
     waits: AtomicU64,
+    /// The worker's queue socket's overruns and unparsable messages, for the metrics.
+    overruns: AtomicU64,
+    malformed: AtomicU64,
 }
 
 /// The main loop's side of the workers: a [`PacketSource`] fed by every queue of the range.
@@ -202,6 +205,35 @@ impl PacketSource for Fanin {
     fn drop_pending(&mut self) -> Result<(), QueueError> {
         Ok(())
     }
+
+    /// Added up over the workers' sockets.
+    fn socket_counters(&self) -> (u64, u64) {
+        self.stats.iter().fold((0, 0), |(o, m), (_, st)| {
+            (
+                o + st.overruns.load(Ordering::Relaxed),
+                m + st.malformed.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Added up over the queues of the range (`None` if one is not readable).
+    fn kernel_stats(&self) -> Option<QueueStats> {
+        let mut all: Option<QueueStats> = None;
+        for (queue, _) in &self.stats {
+            let s = kernel_stats(*queue)?;
+            all = Some(match all {
+                None => s,
+                Some(a) => QueueStats {
+                    queue_total: a.queue_total.saturating_add(s.queue_total),
+                    queue_dropped: a.queue_dropped.wrapping_add(s.queue_dropped),
+                    user_dropped: a.user_dropped.wrapping_add(s.user_dropped),
+                    id_sequence: a.id_sequence.wrapping_add(s.id_sequence),
+                    ..a
+                },
+            });
+        }
+        all
+    }
 }
 
 impl Drop for Fanin {
@@ -241,6 +273,12 @@ impl Worker {
                 .unwrap_or_default();
             batch.clear();
             let handoff = self.fill(&mut batch).map(|()| batch);
+            self.stats
+                .overruns
+                .store(self.queue.overruns(), Ordering::Relaxed);
+            self.stats
+                .malformed
+                .store(self.queue.malformed(), Ordering::Relaxed);
             let failed = handoff.is_err();
             if let Ok(b) = &handoff {
                 if b.len() == 0 {
@@ -340,6 +378,20 @@ impl PacketSource for Queues {
         match self {
             Queues::One(q) => q.drop_pending().map(|_| ()),
             Queues::Many(m) => m.drop_pending(),
+        }
+    }
+
+    fn socket_counters(&self) -> (u64, u64) {
+        match self {
+            Queues::One(q) => PacketSource::socket_counters(q),
+            Queues::Many(m) => m.socket_counters(),
+        }
+    }
+
+    fn kernel_stats(&self) -> Option<QueueStats> {
+        match self {
+            Queues::One(q) => PacketSource::kernel_stats(q),
+            Queues::Many(m) => PacketSource::kernel_stats(m),
         }
     }
 }

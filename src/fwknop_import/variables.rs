@@ -10,8 +10,7 @@ pub(super) enum Unmapped {
     Always(&'static str),
     /// Warn only when it says yes (`N` is what nfknock does anyway).
     IfYes(&'static str),
-    /// The stanza cannot be converted when it is present (and says yes, for booleans).
-    Refuse(&'static str),
+    /// The stanza cannot be converted when it says yes.
     RefuseIfYes(&'static str),
 }
 
@@ -26,10 +25,7 @@ pub(super) fn unmapped(var: &str) -> Option<Unmapped> {
         "CMD_CYCLE_OPEN" => Always("nfknock runs no commands: it adds `source . proto . port` to its own nftables set with a kernel timeout, which is what most CMD_CYCLE nft/ipset scripts emulate; this stanza is imported as a plain grant of its `allow` list, so check that this is what you want"),
         "CMD_CYCLE_CLOSE" => Always("nfknock runs no commands; the kernel removes each grant when its timeout ends"),
         "CMD_CYCLE_TIMER" => Always("nfknock runs no commands; if this was the grant length, set the client's `timeout` to it"),
-        "FORCE_NAT" => Refuse("DNAT to an internal host is not supported: nfknock only opens ports on this host and gates ports you publish yourself; publish the service with your own nft DNAT rule, set `[server] gate_forward = true`, and add this client by hand with the published port in `allow`"),
-        "FORWARD_ALL" => RefuseIfYes("SPA gateway mode (forward everything from the client) is not supported: nfknock grants single proto/ports; list the ports the client needs in a `[[client]]` by hand"),
-        "FORCE_SNAT" => Always("only used with FORCE_NAT / FORWARD_ALL, which nfknock does not support; dropped"),
-        "FORCE_MASQUERADE" | "DISABLE_DNAT" => IfYes("only used with FORCE_NAT / FORWARD_ALL, which nfknock does not support; dropped"),
+        "FORWARD_ALL" => RefuseIfYes("SPA gateway mode (forward everything from the client) is not supported: nfknock gates forwarded flows it translates itself, per port; give the client a `nat` entry for each internal service it needs (`nat = [{ port = \"tcp/2222\", to = \"10.0.0.5:22\" }]`)"),
         _ if var.starts_with("GPG_") => Always(GPG_ADVICE),
         _ => return None,
     })
@@ -54,4 +50,8 @@ pub(super) const MAPPED: &[&str] = &[
     "REQUIRE_SOURCE",
     "ACCESS_EXPIRE",
     "ACCESS_EXPIRE_EPOCH",
+    "FORCE_NAT",
+    "FORCE_SNAT",
+    "FORCE_MASQUERADE",
+    "DISABLE_DNAT",
 ];

@@ -11,6 +11,7 @@
 //! | file | backend | I/O |
 //! | --- | --- | --- |
 //! | `nft_set.rs` | `nftables` (default): set elements with timeouts in table `inet nfknock`, which it owns (the gate, the knock rules) | through [`crate::netfilter::nft`] |
+//! | `ipset.rs` | `ipset`: elements with timeouts in two `hash:ip,port` ipsets, which it owns; the host's iptables rules match them | through [`crate::netfilter::ipset`] |
 //!
 //! Adding a backend: a file here implementing [`GrantSink`] (and [`GrantStore`]), a variant of
 //! [`config::Backend`], and its arm in [`open`] and [`existing`].
@@ -21,6 +22,7 @@
 //!
 //! [`write`]: GrantSink::write
 
+pub mod ipset;
 pub mod nft_set;
 
 use std::net::IpAddr;
@@ -29,16 +31,35 @@ use std::time::Duration;
 
 use tracing::info;
 
-use crate::access::Access;
+use crate::access::{Access, NatTarget};
 use crate::config::{self, Config};
 
-/// `addr` may open `access` for `timeout` (then the backend removes it by itself).
+/// `addr` may open `access` for `timeout` (then the backend removes it by itself); with `nat`,
+/// its new flows to `access` are forwarded to the target instead (DNAT, and SNAT or
+/// masquerade as the target says), and expire with the grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grant {
     pub addr: IpAddr,
     pub access: Access,
     /// Each backend rounds it up to its own resolution (nftables: milliseconds).
     pub timeout: Duration,
+    /// Where the flows this grant opens are forwarded (config `nat`); `None`: to this host.
+    pub nat: Option<NatTarget>,
+}
+
+/// A key hint for the kernel's prefilter (issue 11): the 8 bytes a native knock carries after
+/// its version byte, and the milliseconds until its epoch leaves the acceptance window.
+pub type KeyHint = ([u8; 8], u64);
+
+/// The kernel's prefilter as a backend reads it back, for `nfknock status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PrefilterStats {
+    /// Key hints held.
+    pub hints: usize,
+    /// (packets, bytes) of native-length junk dropped before the queue.
+    pub junk_native: (u64, u64),
+    /// (packets, bytes) of fwknop-length packets from outside the fwknop sources dropped.
+    pub junk_fwknop: (u64, u64),
 }
 
 /// A grant read back from a backend.
@@ -104,6 +125,13 @@ pub enum GrantError {
     #[error("cannot update {object} for the new config")]
     Reconfigure {
         object: String,
+        #[source]
+        source: Cause,
+    },
+    #[error("cannot write {count} key hint(s) to {object} (native knocks whose hint is missing are dropped in the kernel until a later try succeeds; nfknock tries again within 30 s, or set `prefilter = false`)")]
+    Hints {
+        object: String,
+        count: usize,
         #[source]
         source: Cause,
     },
@@ -182,6 +210,13 @@ pub trait GrantSink {
     fn writes_grants(&self) -> bool {
         true
     }
+    /// Put `hints` into the kernel's prefilter, if this backend has one (the nftables one
+    /// does: its knock chain drops native knocks whose hint it does not hold). With `replace`
+    /// they take the place of every hint held, in one atomic step. Default: no prefilter.
+    fn write_hints(&mut self, hints: &[KeyHint], replace: bool) -> Result<(), GrantError> {
+        let _ = (hints, replace);
+        Ok(())
+    }
 }
 
 impl<S: GrantSink + ?Sized> GrantSink for Box<S> {
@@ -209,6 +244,9 @@ impl<S: GrantSink + ?Sized> GrantSink for Box<S> {
     fn writes_grants(&self) -> bool {
         (**self).writes_grants()
     }
+    fn write_hints(&mut self, hints: &[KeyHint], replace: bool) -> Result<(), GrantError> {
+        (**self).write_hints(hints, replace)
+    }
 }
 
 /// A backend's objects as found in the kernel, opened without a config and without changing
@@ -220,6 +258,10 @@ pub trait GrantStore {
     fn list(&mut self) -> Result<Vec<LiveGrant>, GrantError>;
     /// Remove the backend's objects and every grant in them; already gone is no error.
     fn remove(&mut self) -> Result<(), GrantError>;
+    /// The kernel's prefilter, if this backend has one. Default: none.
+    fn prefilter(&mut self) -> Result<Option<PrefilterStats>, GrantError> {
+        Ok(None)
+    }
 }
 
 /// `nfknock serve --dry-run`: the backend's objects are set up, repaired and reconfigured as
@@ -235,7 +277,8 @@ impl<S: GrantSink> GrantSink for DryRun<S> {
 
     fn write(&mut self, grants: &[Grant]) -> Result<(), GrantError> {
         for g in grants {
-            info!(addr = %g.addr, access = %g.access, timeout_ms = g.timeout.as_millis() as u64, "dry run: would add grant");
+            let to = g.nat.map(|n| n.to.to_string());
+            info!(addr = %g.addr, access = %g.access, timeout_ms = g.timeout.as_millis() as u64, forwarded_to = to.as_deref().unwrap_or("-"), "dry run: would add grant");
         }
         Ok(())
     }
@@ -269,6 +312,12 @@ impl<S: GrantSink> GrantSink for DryRun<S> {
     fn writes_grants(&self) -> bool {
         false
     }
+
+    /// Key hints are not grants: without them the prefilter would drop every native knock, so
+    /// a dry run writes them as the real daemon does.
+    fn write_hints(&mut self, hints: &[KeyHint], replace: bool) -> Result<(), GrantError> {
+        self.0.write_hints(hints, replace)
+    }
 }
 
 /// How [`open`] sets the backend up.
@@ -286,6 +335,7 @@ pub struct Options {
 pub fn open(config: &Config, options: Options) -> Result<Box<dyn GrantSink>, GrantError> {
     let sink: Box<dyn GrantSink> = match config.server.backend {
         config::Backend::Nftables => Box::new(nft_set::NftSet::open(config, options.gate)?),
+        config::Backend::Ipset => Box::new(ipset::IpsetSink::open(config)?),
     };
     Ok(if options.dry_run {
         Box::new(DryRun(sink))
@@ -294,10 +344,15 @@ pub fn open(config: &Config, options: Options) -> Result<Box<dyn GrantSink>, Gra
     })
 }
 
-/// Open what `backend` left in the kernel, changing nothing (`nfknock status`, `uninstall`).
-pub fn existing(backend: config::Backend) -> Result<Box<dyn GrantStore>, GrantError> {
+/// Open what `backend` left in the kernel, changing nothing (`nfknock status`, `uninstall`);
+/// `ipset` names the sets of the `ipset` backend.
+pub fn existing(
+    backend: config::Backend,
+    ipset: &config::IpsetNames,
+) -> Result<Box<dyn GrantStore>, GrantError> {
     Ok(match backend {
         config::Backend::Nftables => Box::new(nft_set::NftStore::open()?),
+        config::Backend::Ipset => Box::new(ipset::IpsetStore::open(ipset)?),
     })
 }
 
@@ -350,6 +405,7 @@ mod tests {
             addr: "192.0.2.7".parse().unwrap(),
             access: "tcp/22".parse().unwrap(),
             timeout: Duration::from_secs(30),
+            nat: None,
         };
         let config = crate::config::parse_str(
             "[server]\n[[client]]\nname = \"a\"\nkey = \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"\nallow = [\"tcp/22\"]\n",

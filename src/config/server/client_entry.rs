@@ -37,6 +37,9 @@ fn client_hint(key: &str) -> Option<&'static str> {
         // `expires` (any TOML value, see `expiry`) and `fwknop` (a nested section) explain
         // a wrong value themselves: no hint.
         "expires_at" => "a Unix time, e.g. `expires_at = 1801353600`",
+        "nat" => {
+            "a list of tables, e.g. `nat = [{ port = \"tcp/2222\", to = \"192.168.10.2:22\" }]`"
+        }
         _ => return None,
     })
 }
@@ -56,6 +59,7 @@ pub(super) fn client(
     let (sources, destinations) = networks(sink, prefix, raw);
     let require_username = require_username(sink, prefix, raw, key.native);
     let expires_at = expiry(sink, prefix, raw);
+    let nat = super::nat::nat_rules(sink, prefix, raw.nat.as_ref(), &allow);
     Draft {
         name,
         secret: key.secret,
@@ -68,6 +72,7 @@ pub(super) fn client(
         require_source_match: raw.require_source_match.unwrap_or(true),
         require_username,
         expires_at,
+        nat,
     }
 }
 
