@@ -35,6 +35,8 @@ pub struct Knock {
     pub message_type: Option<u8>,
     /// fwknop NAT target as sent (NAT messages only, which are refused).
     pub nat_access: Option<String>,
+    /// The command text of an fwknop command message (type 0), as sent.
+    pub command: Option<String>,
 }
 
 /// Where the packet came from and went to, as the kernel saw it.
@@ -52,10 +54,20 @@ pub struct Grant {
     pub ttl: u32,
 }
 
+/// Run a command message's `argv` (already split and matched against the client's
+/// allow-list; the runner checks it again) for the knock from `addr`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRun {
+    pub addr: IpAddr,
+    pub argv: Vec<String>,
+}
+
 /// The outcome for one packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Grant(Grant),
+    /// An allowed fwknop command message (type 0).
+    Command(CommandRun),
     Reject(Reason),
 }
 
@@ -100,6 +112,9 @@ pub enum Reason {
     NotAllowed(Access),
     /// A feature nfknock does not serve (fwknop command or NAT messages, GPG).
     Unsupported(&'static str),
+    /// A command message whose command is not in the client's `commands`/`command_prefixes`,
+    /// or cannot be split without a shell.
+    CommandNotAllowed,
 }
 
 impl Reason {
@@ -124,6 +139,7 @@ impl Reason {
             Reason::NoAccess => "no-access",
             Reason::NotAllowed(_) => "not-allowed",
             Reason::Unsupported(_) => "unsupported",
+            Reason::CommandNotAllowed => "command-not-allowed",
         }
     }
 
@@ -174,6 +190,10 @@ impl fmt::Display for Reason {
             Reason::NoAccess => write!(f, "knock requests no access"),
             Reason::NotAllowed(a) => write!(f, "{a} is not allowed for this client"),
             Reason::Unsupported(what) => write!(f, "unsupported: {what}"),
+            Reason::CommandNotAllowed => write!(
+                f,
+                "command not in this client's `commands`/`command_prefixes` (or written with shell syntax)"
+            ),
         }
     }
 }
@@ -206,18 +226,23 @@ pub fn evaluate(
     now: u64,
 ) -> Decision {
     match check(knock, packet, client, max_age, not_before, now) {
-        Ok(grant) => Decision::Grant(grant),
+        Ok(d) => d,
         Err(reason) => Decision::Reject(reason),
     }
 }
 
 /// The fwknop message types nfknock serves (`fko_message_type_t`, lib/fko.h): access requests,
-/// `FKO_ACCESS_MSG` (1) and `FKO_CLIENT_TIMEOUT_ACCESS_MSG` (3). Commands would run programs
-/// and NAT messages would rewrite the firewall's forwarding; neither is a port opening.
-fn served_message_type(message_type: u8) -> Result<(), Reason> {
+/// `FKO_ACCESS_MSG` (1) and `FKO_CLIENT_TIMEOUT_ACCESS_MSG` (3), and command messages (0) for
+/// a client with an allow-list (`commands`/`command_prefixes`; refused by default, as fwknopd
+/// refuses them without `ENABLE_CMD_EXEC Y`). NAT messages would rewrite the firewall's
+/// forwarding.
+fn served_message_type(message_type: u8, client: &ClientEntry) -> Result<(), Reason> {
     match message_type {
         1 | 3 => Ok(()),
-        0 => Err(Reason::Unsupported("fwknop command messages (type 0)")),
+        0 if client.commands.exec.is_some() && client.commands.user.is_some() => Ok(()),
+        0 => Err(Reason::Unsupported(
+            "fwknop command messages (type 0): this client has no `commands` allow-list",
+        )),
         2 | 4 => Err(Reason::Unsupported(
             "fwknop NAT access messages (types 2, 4)",
         )),
@@ -234,9 +259,9 @@ fn check(
     max_age: u64,
     not_before: u64,
     now: u64,
-) -> Result<Grant, Reason> {
+) -> Result<Decision, Reason> {
     if let Some(t) = knock.message_type {
-        served_message_type(t)?;
+        served_message_type(t, client)?;
     }
     if knock.timestamp < not_before {
         return Err(Reason::StateLost);
@@ -284,6 +309,9 @@ fn check(
             return Err(Reason::UsernameMismatch);
         }
     }
+    if knock.message_type == Some(0) {
+        return command(knock, client, addr);
+    }
     if knock.access.is_empty() {
         return Err(Reason::NoAccess);
     }
@@ -300,7 +328,25 @@ fn check(
         0 => client.timeout,
         asked => asked.min(client.max_timeout),
     };
-    Ok(Grant { addr, access, ttl })
+    Ok(Decision::Grant(Grant { addr, access, ttl }))
+}
+
+/// A command message: split without a shell, then matched against the allow-list.
+fn command(knock: &Knock, client: &ClientEntry, addr: IpAddr) -> Result<Decision, Reason> {
+    let exec = client
+        .commands
+        .exec
+        .as_ref()
+        .ok_or(Reason::CommandNotAllowed)?;
+    let text = knock
+        .command
+        .as_deref()
+        .ok_or(Reason::Malformed("command message without a command"))?;
+    let argv = crate::command::split::split(text, false).map_err(|_| Reason::CommandNotAllowed)?;
+    if !exec.permits(&argv) {
+        return Err(Reason::CommandNotAllowed);
+    }
+    Ok(Decision::Command(CommandRun { addr, argv }))
 }
 
 /// `timestamp − now` as a signed number of seconds, saturating.

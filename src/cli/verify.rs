@@ -82,6 +82,7 @@ pub(super) fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
     let client = out.client.map(|i| config.clients[i].name.clone());
     let (decision, reason, timeout, granted) = match &out.decision {
         Decision::Grant(g) => ("grant", None, Some(g.ttl), Some(g)),
+        Decision::Command(_) => ("command", None, None, None),
         Decision::Reject(r) => ("reject", Some(*r), None, None),
     };
     if args.json {
@@ -102,6 +103,10 @@ pub(super) fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
             "timeout": timeout,
             "requested_timeout": k.map(|k| k.timeout),
             "nat_access": k.and_then(|k| k.nat_access.clone()),
+            "command": match &out.decision {
+                Decision::Command(c) => Some(c.argv.clone()),
+                _ => None,
+            },
         });
         println!("{v}");
     } else {
@@ -114,6 +119,13 @@ pub(super) fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
                 g.addr,
                 g.ttl
             ),
+            Decision::Command(c) => println!(
+                "command: client {} ({}), run {:?} for {}",
+                client.as_deref().unwrap_or("?"),
+                out.format.map_or("?", |f| f.name()),
+                c.argv,
+                c.addr
+            ),
             Decision::Reject(r) => println!(
                 "reject: {r} (format {}, client {})",
                 out.format.map_or("unknown", |f| f.name()),
@@ -121,7 +133,7 @@ pub(super) fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
             ),
         }
     }
-    Ok(if decision == "grant" {
+    Ok(if decision == "grant" || decision == "command" {
         EXIT_OK
     } else {
         EXIT_FAIL

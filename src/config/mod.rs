@@ -99,6 +99,8 @@ pub struct Server {
     pub backend: Backend,
     /// Who the daemon runs as once set up (`user`), resolved when the config was read.
     pub user: RunAs,
+    /// Commands running at once in the command runner (`max_commands`).
+    pub max_commands: u32,
 }
 
 /// `[server] backend`: where grants are written. Each variant is one file under `src/grants/`.
@@ -155,6 +157,8 @@ pub struct ClientEntry {
     pub require_username: Option<String>,
     /// Unix time after which this client is refused (fwknop `ACCESS_EXPIRE(_EPOCH)`).
     pub expires_at: Option<u64>,
+    /// Command cycles and command messages (`grant`, `on_grant`, `commands`, ...).
+    pub commands: crate::command::ClientCommands,
 }
 
 #[derive(Debug, Clone)]

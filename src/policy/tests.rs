@@ -22,6 +22,7 @@ pub(crate) fn client() -> ClientEntry {
         require_source_match: true,
         require_username: None,
         expires_at: None,
+        commands: Default::default(),
     }
 }
 
@@ -44,6 +45,7 @@ fn req(access: &[Access]) -> Knock {
         username: None,
         message_type: None,
         nat_access: None,
+        command: None,
     }
 }
 
@@ -72,7 +74,7 @@ fn requested_timeout_is_capped() {
     r.timeout = 10;
     let ttl = |d| match d {
         Decision::Grant(g) => g.ttl,
-        Decision::Reject(r) => panic!("{r}"),
+        d => panic!("{d:?}"),
     };
     assert_eq!(ttl(evaluate(&r, &packet(), &client(), 120, 0, NOW)), 10);
     r.timeout = 100_000;
@@ -233,6 +235,7 @@ fn every_reason() -> Vec<Reason> {
         Reason::NoAccess,
         Reason::NotAllowed("tcp/23".parse().unwrap()),
         Reason::Unsupported("fwknop command messages"),
+        Reason::CommandNotAllowed,
     ];
     for r in &all {
         match r {
@@ -253,7 +256,8 @@ fn every_reason() -> Vec<Reason> {
             | Reason::UsernameMismatch
             | Reason::NoAccess
             | Reason::NotAllowed(_)
-            | Reason::Unsupported(_) => {}
+            | Reason::Unsupported(_)
+            | Reason::CommandNotAllowed => {}
         }
     }
     all
@@ -285,6 +289,7 @@ fn every_reason_has_its_own_stable_code() {
             "no-access",
             "not-allowed",
             "unsupported",
+            "command-not-allowed",
         ]
     );
     let mut unique = codes.clone();
@@ -317,6 +322,7 @@ fn every_reason_explains_itself_to_the_operator() {
         "knock requests no access",
         "tcp/23 is not allowed for this client",
         "unsupported: fwknop command messages",
+        "command not in this client's `commands`/`command_prefixes`",
     ];
     for (text, want) in texts.iter().zip(expect) {
         assert!(text.contains(want), "{text:?} lacks {want:?}");
@@ -461,5 +467,86 @@ fn unsupported_type_then_lost_state_then_age() {
             ttl: 30
         }),
         "stamped exactly at the bound: granted"
+    );
+}
+
+/// Command messages (fwknop type 0): refused by default; with an allow-list, only an exact
+/// argv or a prefix without added options runs, split without a shell, and only after every
+/// other check (age, source, user name) has passed.
+#[test]
+fn command_messages_run_only_what_the_allow_list_names() {
+    use crate::command::{CommandUser, Exec};
+    let mut k = req(&[]);
+    k.message_type = Some(0);
+    k.username = Some("bob".into());
+    k.command = Some("/usr/bin/systemctl restart nginx".into());
+    assert!(matches!(
+        evaluate(&k, &packet(), &client(), 120, 0, NOW),
+        Decision::Reject(Reason::Unsupported(_))
+    ));
+    let mut c = client();
+    c.commands.exec = Some(Exec {
+        exact: vec![vec![
+            "/usr/bin/systemctl".into(),
+            "restart".into(),
+            "nginx".into(),
+        ]],
+        prefixes: vec![vec!["/usr/bin/touch".into()]],
+        sudo: None,
+    });
+    c.commands.user = Some(CommandUser {
+        account: crate::config::Account {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+        },
+        timeout_secs: 10,
+        net_admin: false,
+    });
+    let run_as = |c: &ClientEntry, text: &str| {
+        let mut k = k.clone();
+        k.command = Some(text.into());
+        evaluate(&k, &packet(), c, 120, 0, NOW)
+    };
+    let run = |text: &str| run_as(&c, text);
+    assert_eq!(
+        run("/usr/bin/systemctl restart nginx"),
+        Decision::Command(CommandRun {
+            addr: SRC.parse().unwrap(),
+            argv: vec![
+                "/usr/bin/systemctl".into(),
+                "restart".into(),
+                "nginx".into()
+            ],
+        })
+    );
+    assert!(
+        matches!(run("/usr/bin/touch '/tmp/a b'"), Decision::Command(r) if r.argv[1] == "/tmp/a b")
+    );
+    for refused in [
+        "/usr/bin/systemctl restart nginx; reboot",
+        "/usr/bin/systemctl stop nginx",
+        "/usr/bin/touch --reference=/etc/shadow /tmp/x",
+        "/usr/bin/touch $(id)",
+        "systemctl restart nginx",
+    ] {
+        assert_eq!(
+            run(refused),
+            Decision::Reject(Reason::CommandNotAllowed),
+            "{refused}"
+        );
+    }
+    // The other checks still come first.
+    let mut old = k.clone();
+    old.timestamp = NOW - 1000;
+    assert!(matches!(
+        evaluate(&old, &packet(), &c, 120, 0, NOW),
+        Decision::Reject(Reason::Stale { .. })
+    ));
+    let mut c = c.clone();
+    c.require_username = Some("alice".into());
+    assert_eq!(
+        run_as(&c, "/usr/bin/systemctl restart nginx"),
+        Decision::Reject(Reason::UsernameMismatch)
     );
 }

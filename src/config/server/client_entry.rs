@@ -37,7 +37,7 @@ fn client_hint(key: &str) -> Option<&'static str> {
         // `expires` (any TOML value, see `expiry`) and `fwknop` (a nested section) explain
         // a wrong value themselves: no hint.
         "expires_at" => "a Unix time, e.g. `expires_at = 1801353600`",
-        _ => return None,
+        other => return super::client_commands::hint(other),
     })
 }
 
@@ -56,6 +56,7 @@ pub(super) fn client(
     let (sources, destinations) = networks(sink, prefix, raw);
     let require_username = require_username(sink, prefix, raw, key.native);
     let expires_at = expiry(sink, prefix, raw);
+    let commands = super::client_commands::client_commands(sink, cx, prefix, &sec, key.native);
     Draft {
         name,
         secret: key.secret,
@@ -68,6 +69,7 @@ pub(super) fn client(
         require_source_match: raw.require_source_match.unwrap_or(true),
         require_username,
         expires_at,
+        commands,
     }
 }
 

@@ -1,0 +1,595 @@
+//! The command runner: a process forked by `nfknock serve` before it leaves root, which runs
+//! the commands of command cycles and command messages as their configured users. I/O.
+//!
+//! **Why a separate process.** After start the daemon is the service user with CAP_NET_ADMIN
+//! only: it can neither change user nor start a program as someone else. The runner keeps
+//! exactly what that takes, CAP_SETUID and CAP_SETGID, plus CAP_NET_ADMIN only when a client
+//! sets `command_net_admin` (it is handed to that client's commands as an ambient capability,
+//! so `ipset`/`nft` work as an unprivileged user); it becomes the service user too when the
+//! daemon does, and has no other capability, no dumpable memory and `no_new_privs`.
+//!
+//! **What it trusts.** The daemon faces the network, so the runner takes it for the less trusted
+//! side: a message ([`super::proto`]) names a client and a command of that client *in the
+//! config the runner was forked with* plus typed values, which are checked again; a command
+//! message's argv is matched again against that client's allow-list. No argv of the daemon's own
+//! making is ever run. A reload does not reach the runner: command settings change with a
+//! restart (the daemon warns).
+//!
+//! **How a command runs.** `execve` of the absolute path (no shell, no PATH search), a clean
+//! environment (`PATH`, `LC_ALL=C`), working directory `/`, stdin `/dev/null`, stdout and stderr
+//! into one pipe read into the log (the first [`MAX_OUTPUT`] bytes; the rest is counted),
+//! every other descriptor closed, `setgroups`/`setgid`/`setuid` to the configured user,
+//! `no_new_privs`, its own process group. At its `command_timeout` the group gets SIGTERM,
+//! [`KILL_GRACE_SECS`] later SIGKILL. At most `max_commands` run at once; up to [`MAX_QUEUED`]
+//! wait, more are refused with a log line. Every start and end is logged with the exit status.
+//!
+//! **If it dies.** The daemon notices (the socket closes) and logs it loudly; grants in the nft
+//! set are unaffected, commands are skipped with an error until nfknock is restarted (it cannot
+//! fork a privileged runner again once it has left root), and pending `on_expire` commands stay
+//! in `state_dir` to run after that restart. If the daemon dies, the kernel kills the runner
+//! (`PR_SET_PDEATHSIG`).
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use super::proto::{self, Job, MAX_MESSAGE};
+use super::{ClientCommands, CommandUser, KILL_GRACE_SECS, MAX_OUTPUT, MAX_QUEUED};
+use crate::config::{Account, Config};
+
+/// The environment every command gets, and nothing else.
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// `CAP_NET_ADMIN` (linux/capability.h).
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SETGID: u32 = 6;
+const CAP_SETUID: u32 = 7;
+
+/// The daemon's end of the runner.
+#[derive(Debug)]
+pub struct Runner {
+    sock: OwnedFd,
+    pid: libc::pid_t,
+    gone: bool,
+}
+
+/// Why a job was not handed over.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// The runner's socket is full (it is far behind): the job is skipped.
+    Full,
+    /// The runner is gone: no command runs until nfknock is restarted.
+    Gone,
+}
+
+impl Runner {
+    /// Hand `job` over without blocking.
+    pub fn send(&mut self, job: &Job) -> Result<(), SendError> {
+        if self.gone {
+            return Err(SendError::Gone);
+        }
+        let msg = proto::encode(job);
+        // SAFETY: `msg` is a valid buffer of its length; the descriptor is ours.
+        let rc = unsafe {
+            libc::send(
+                self.sock.as_raw_fd(),
+                msg.as_ptr().cast(),
+                msg.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if rc >= 0 {
+            return Ok(());
+        }
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN) => Err(SendError::Full),
+            _ => {
+                self.gone = true;
+                Err(SendError::Gone)
+            }
+        }
+    }
+
+    /// Has the runner exited? Reaps it (it is our child) and says so once.
+    pub fn check(&mut self) -> Option<String> {
+        if self.gone && self.pid == 0 {
+            return None;
+        }
+        let mut status = 0;
+        // SAFETY: a valid out-pointer; WNOHANG never blocks.
+        let rc = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+        if rc == self.pid {
+            self.gone = true;
+            self.pid = 0;
+            return Some(if libc::WIFEXITED(status) {
+                format!("exited with status {}", libc::WEXITSTATUS(status))
+            } else {
+                format!("was killed by signal {}", libc::WTERMSIG(status))
+            });
+        }
+        if self.gone {
+            self.pid = 0;
+            return Some("closed its socket".into());
+        }
+        None
+    }
+
+    pub fn is_gone(&self) -> bool {
+        self.gone
+    }
+}
+
+/// One client's commands as the runner keeps them.
+struct Entry {
+    name: String,
+    commands: ClientCommands,
+}
+
+/// Fork the runner if any client runs commands. Call before the daemon leaves root, while it
+/// has one thread. `service`: the account the daemon is about to become (the runner becomes it
+/// too), if any.
+pub fn spawn(config: &Config, service: Option<&Account>) -> io::Result<Option<Runner>> {
+    let catalog: Vec<Entry> = config
+        .clients
+        .iter()
+        .filter(|c| c.commands.any())
+        .map(|c| Entry {
+            name: c.name.clone(),
+            commands: c.commands.clone(),
+        })
+        .collect();
+    if catalog.is_empty() {
+        return Ok(None);
+    }
+    let net_admin = catalog
+        .iter()
+        .any(|e| e.commands.user.as_ref().is_some_and(|u| u.net_admin));
+    let max = config.server.max_commands.max(1) as usize;
+    let mut fds = [0; 2];
+    // SAFETY: a valid array for socketpair(2) to fill.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socketpair returned two new descriptors that nothing else owns.
+    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the daemon has one thread here (serve forks before it starts any), so the child
+    // may run ordinary Rust code; it never returns into the caller.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        drop(ours);
+        let code = match child_main(theirs, parent, &catalog, max, net_admin, service) {
+            Ok(()) => 0,
+            Err(e) => {
+                error!("command runner: {e}; no command will run until nfknock is restarted");
+                1
+            }
+        };
+        // SAFETY: leave without running the parent's exit handlers or destructors twice.
+        unsafe { libc::_exit(code) };
+    }
+    drop(theirs);
+    info!(
+        pid,
+        clients = catalog.len(),
+        max_commands = max,
+        net_admin,
+        "command runner started (keeps CAP_SETUID, CAP_SETGID{})",
+        if net_admin { ", CAP_NET_ADMIN" } else { "" }
+    );
+    Ok(Some(Runner {
+        sock: ours,
+        pid,
+        gone: false,
+    }))
+}
+
+fn os(rc: libc::c_int, what: &str) -> Result<(), String> {
+    if rc == -1 {
+        Err(format!("{what}: {}", io::Error::last_os_error()))
+    } else {
+        Ok(())
+    }
+}
+
+/// Set the capability sets of this thread (capset(2), version 3).
+fn capset(effective: u32, permitted: u32, inheritable: u32) -> libc::c_int {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let data = [
+        Data {
+            effective,
+            permitted,
+            inheritable,
+        },
+        Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: valid header and two data structs, as _LINUX_CAPABILITY_VERSION_3 requires.
+    unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) as libc::c_int }
+}
+
+fn bit(cap: u32) -> u32 {
+    1 << cap
+}
+
+/// The runner's own privileges: see the module doc.
+fn confine(parent: libc::pid_t, net_admin: bool, service: Option<&Account>) -> Result<(), String> {
+    // SAFETY: prctl/getppid with integer arguments.
+    unsafe {
+        os(
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0),
+            "PR_SET_PDEATHSIG",
+        )?;
+        if libc::getppid() != parent {
+            return Err("the daemon exited while the runner started".into());
+        }
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+    let mut keep = bit(CAP_SETUID) | bit(CAP_SETGID);
+    if net_admin {
+        keep |= bit(CAP_NET_ADMIN);
+    }
+    for cap in 0..=63u32 {
+        if keep & (1u32.checked_shl(cap).unwrap_or(0)) == 0 || cap >= 32 {
+            // SAFETY: prctl with integer arguments; EINVAL past the last capability is fine.
+            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        }
+    }
+    if let Some(a) = service.filter(|a| a.uid != 0) {
+        // SAFETY: integer arguments; a zero-length list needs no pointer.
+        unsafe {
+            os(
+                libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0),
+                "PR_SET_KEEPCAPS",
+            )?;
+            os(libc::setgroups(0, std::ptr::null()), "setgroups")?;
+            os(libc::setresgid(a.gid, a.gid, a.gid), "setresgid")?;
+            os(libc::setresuid(a.uid, a.uid, a.uid), "setresuid")?;
+            os(
+                libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0),
+                "PR_SET_KEEPCAPS",
+            )?;
+        }
+    }
+    os(capset(keep, keep, 0), "capset")?;
+    // SAFETY: integer arguments.
+    unsafe {
+        os(
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                0,
+                0,
+                0,
+            ),
+            "clear ambient capabilities",
+        )?;
+        os(
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
+            "PR_SET_NO_NEW_PRIVS",
+        )?;
+    }
+    Ok(())
+}
+
+struct Running {
+    pid: u32,
+    child: Child,
+    out: Option<std::fs::File>,
+    output: Vec<u8>,
+    dropped: usize,
+    client: String,
+    what: &'static str,
+    started: Instant,
+    deadline: Instant,
+    term_sent: Option<Instant>,
+}
+
+fn child_main(
+    sock: OwnedFd,
+    parent: libc::pid_t,
+    catalog: &[Entry],
+    max: usize,
+    net_admin: bool,
+    service: Option<&Account>,
+) -> Result<(), String> {
+    confine(parent, net_admin, service)?;
+    // Only stdin/stdout/stderr and the socket stay open (the queue, the lock, the journal were
+    // the daemon's).
+    let fd = sock.as_raw_fd();
+    // SAFETY: closing descriptors this process does not use; `sock` is kept.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 3u32, (fd - 1).max(2) as u32, 0u32);
+        libc::syscall(libc::SYS_close_range, (fd + 1) as u32, u32::MAX, 0u32);
+    }
+    let mut queue: VecDeque<(Job, Vec<String>, CommandUser)> = VecDeque::new();
+    let mut running: Vec<Running> = Vec::new();
+    let mut open = true;
+    let mut buf = vec![0u8; MAX_MESSAGE + 1];
+    while open || !running.is_empty() || !queue.is_empty() {
+        let wait = if running.is_empty() { 1000 } else { 50 };
+        if open && readable(fd, wait) {
+            // SAFETY: `buf` is valid for its length.
+            let n =
+                unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+            if n == 0 {
+                open = false;
+            } else if n > 0 {
+                let msg = &buf[..n as usize];
+                match proto::decode(msg).map_err(str::to_string).and_then(|j| resolve(catalog, j)) {
+                    Ok(item) if queue.len() < MAX_QUEUED => queue.push_back(item),
+                    Ok((job, _, _)) => error!(
+                        client = job.client(),
+                        "command runner: {} refused: {MAX_QUEUED} commands are already waiting (raise `max_commands` or shorten `command_timeout`)",
+                        job.what()
+                    ),
+                    Err(e) => error!("command runner: refused a request: {e}"),
+                }
+            }
+        } else if !open {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        while running.len() < max {
+            let Some((job, argv, user)) = queue.pop_front() else {
+                break;
+            };
+            match start(&argv, &user) {
+                Ok((child, out)) => {
+                    info!(
+                        client = job.client(),
+                        command = job.what(),
+                        pid = child.id(),
+                        user = %user.account.name,
+                        argv = ?argv,
+                        "command started"
+                    );
+                    let now = Instant::now();
+                    running.push(Running {
+                        pid: child.id(),
+                        child,
+                        out: Some(out),
+                        output: Vec::new(),
+                        dropped: 0,
+                        client: job.client().to_string(),
+                        what: job.what(),
+                        started: now,
+                        deadline: now + Duration::from_secs(u64::from(user.timeout_secs)),
+                        term_sent: None,
+                    });
+                }
+                Err(e) => error!(
+                    client = job.client(),
+                    command = job.what(),
+                    argv = ?argv,
+                    "command could not start: {e}"
+                ),
+            }
+        }
+        running.retain_mut(|r| !service_child(r));
+    }
+    Ok(())
+}
+
+/// Read output, enforce the timeout, reap. True when the command is done.
+fn service_child(r: &mut Running) -> bool {
+    drain(r);
+    let now = Instant::now();
+    if now >= r.deadline {
+        let pgid = -(r.pid as libc::pid_t);
+        match r.term_sent {
+            None => {
+                warn!(
+                    client = %r.client,
+                    command = r.what,
+                    pid = r.pid,
+                    "command timed out after {}s: SIGTERM to its process group",
+                    (r.deadline - r.started).as_secs()
+                );
+                // SAFETY: signalling the command's own process group.
+                unsafe { libc::kill(pgid, libc::SIGTERM) };
+                r.term_sent = Some(now);
+            }
+            Some(t) if now.duration_since(t) >= Duration::from_secs(KILL_GRACE_SECS) => {
+                // SAFETY: as above.
+                unsafe { libc::kill(pgid, libc::SIGKILL) };
+            }
+            Some(_) => {}
+        }
+    }
+    match r.child.try_wait() {
+        Ok(Some(status)) => {
+            drain(r);
+            let text = String::from_utf8_lossy(&r.output);
+            let text = text.trim_end();
+            let more = if r.dropped > 0 {
+                format!(" (+{} bytes not logged)", r.dropped)
+            } else {
+                String::new()
+            };
+            let secs = r.started.elapsed().as_secs_f64();
+            if status.success() {
+                info!(client = %r.client, command = r.what, pid = r.pid, status = %status, secs, output = %format!("{text}{more}"), "command finished");
+            } else {
+                warn!(client = %r.client, command = r.what, pid = r.pid, status = %status, secs, output = %format!("{text}{more}"), "command failed");
+            }
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            error!(client = %r.client, pid = r.pid, "cannot wait for the command: {e}");
+            true
+        }
+    }
+}
+
+/// Read what the command wrote so far, keeping [`MAX_OUTPUT`] bytes.
+fn drain(r: &mut Running) {
+    let Some(out) = r.out.as_mut() else { return };
+    let mut buf = [0u8; 4096];
+    loop {
+        match out.read(&mut buf) {
+            Ok(0) => {
+                r.out = None;
+                return;
+            }
+            Ok(n) => {
+                let room = MAX_OUTPUT.saturating_sub(r.output.len());
+                let take = room.min(n);
+                r.output.extend_from_slice(&buf[..take]);
+                r.dropped += n - take;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// The argv a job stands for in the runner's own catalog, its values checked again.
+fn resolve(catalog: &[Entry], job: Job) -> Result<(Job, Vec<String>, CommandUser), String> {
+    let entry = catalog
+        .iter()
+        .find(|e| e.name == job.client())
+        .ok_or_else(|| format!("client `{}` runs no commands in the config the runner started with (restart nfknock after changing command settings)", job.client()))?;
+    let c = &entry.commands;
+    let user = c.user.clone().ok_or("the client has no command_user")?;
+    let argv = match &job {
+        Job::Grant { values, .. } => c
+            .cycle
+            .on_grant
+            .as_ref()
+            .ok_or("the client has no on_grant")?
+            .expand(values)?,
+        Job::Expire { values, .. } => c
+            .cycle
+            .on_expire
+            .as_ref()
+            .ok_or("the client has no on_expire")?
+            .expand(values)?,
+        Job::Exec { argv, .. } => {
+            let exec = c
+                .exec
+                .as_ref()
+                .ok_or("the client may not send command messages")?;
+            if !exec.permits(argv) {
+                return Err(format!(
+                    "command {argv:?} is not in client `{}`'s allow-list",
+                    entry.name
+                ));
+            }
+            exec.final_argv(argv)
+        }
+    };
+    Ok((job, argv, user))
+}
+
+/// Is `fd` readable within `ms` milliseconds?
+fn readable(fd: RawFd, ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let rc = unsafe { libc::poll(&mut p, 1, ms) };
+    rc > 0 && p.revents != 0
+}
+
+/// Start `argv` as `user` (see the module doc); the read end of its output pipe.
+fn start(argv: &[String], user: &CommandUser) -> io::Result<(Child, std::fs::File)> {
+    let mut fds = [0; 2];
+    // SAFETY: a valid array for pipe2(2) to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: two new descriptors nothing else owns.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: F_SETFL on our own descriptor.
+    unsafe { libc::fcntl(r.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    let w2 = w.try_clone()?;
+    let (uid, gid, net_admin) = (user.account.uid, user.account.gid, user.net_admin);
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .env("PATH", PATH)
+        .env("LC_ALL", "C")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(w))
+        .stderr(Stdio::from(w2))
+        .process_group(0);
+    // SAFETY: the closure only makes system calls (no allocation, no locks): it runs between
+    // fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let check = |rc: libc::c_int| {
+                if rc == -1 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            };
+            check(libc::setgroups(0, std::ptr::null()))?;
+            check(libc::setresgid(gid, gid, gid))?;
+            if net_admin {
+                check(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0))?;
+            }
+            check(libc::setresuid(uid, uid, uid))?;
+            if net_admin {
+                let c = bit(CAP_NET_ADMIN);
+                check(capset(c, c, c))?;
+                check(libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE,
+                    CAP_NET_ADMIN as libc::c_ulong,
+                    0,
+                    0,
+                ))?;
+            }
+            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+            // Every descriptor but 0, 1, 2 closes at exec (std's own error pipe already does).
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                4u32, /* CLOSE_RANGE_CLOEXEC */
+            );
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(cmd);
+    Ok((child, std::fs::File::from(r)))
+}
