@@ -15,7 +15,7 @@ nfk_elevate() {
 }
 
 # Debian packages the build and the lab need.
-NFK_PACKAGES=(nftables iproute2 tcpdump iptables fwknop-client procps strace systemd)
+NFK_PACKAGES=(nftables iproute2 tcpdump iptables ipset fwknop-client procps strace systemd)
 
 nfk_install_deps() {
     local missing=()

@@ -3,7 +3,8 @@
 //!
 //! **Why a separate process.** After start the daemon is the service user with CAP_NET_ADMIN
 //! only: it can neither change user nor start a program as someone else. The runner keeps
-//! exactly what that takes, CAP_SETUID and CAP_SETGID, plus CAP_NET_ADMIN only when a client
+//! exactly what that takes, CAP_SETUID and CAP_SETGID, CAP_KILL (to end a command's process
+//! group at its timeout, which runs as another user), plus CAP_NET_ADMIN only when a client
 //! sets `command_net_admin` (it is handed to that client's commands as an ambient capability,
 //! so `ipset`/`nft` work as an unprivileged user); it becomes the service user too when the
 //! daemon does, and has no other capability, no dumpable memory and `no_new_privs`.
@@ -46,6 +47,7 @@ use crate::config::{Account, Config};
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// `CAP_NET_ADMIN` (linux/capability.h).
 const CAP_NET_ADMIN: u32 = 12;
+const CAP_KILL: u32 = 5;
 const CAP_SETGID: u32 = 6;
 const CAP_SETUID: u32 = 7;
 
@@ -190,7 +192,7 @@ pub fn spawn(config: &Config, service: Option<&Account>) -> io::Result<Option<Ru
         clients = catalog.len(),
         max_commands = max,
         net_admin,
-        "command runner started (keeps CAP_SETUID, CAP_SETGID{})",
+        "command runner started (keeps CAP_SETUID, CAP_SETGID, CAP_KILL{})",
         if net_admin { ", CAP_NET_ADMIN" } else { "" }
     );
     Ok(Some(Runner {
@@ -259,7 +261,9 @@ fn confine(parent: libc::pid_t, net_admin: bool, service: Option<&Account>) -> R
         }
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
-    let mut keep = bit(CAP_SETUID) | bit(CAP_SETGID);
+    // CAP_KILL: a command runs as another user, and its process group must still be
+    // signalled at its timeout (kill(2) needs a matching uid or CAP_KILL).
+    let mut keep = bit(CAP_SETUID) | bit(CAP_SETGID) | bit(CAP_KILL);
     if net_admin {
         keep |= bit(CAP_NET_ADMIN);
     }
@@ -420,7 +424,9 @@ fn service_child(r: &mut Running) -> bool {
                     (r.deadline - r.started).as_secs()
                 );
                 // SAFETY: signalling the command's own process group.
-                unsafe { libc::kill(pgid, libc::SIGTERM) };
+                if unsafe { libc::kill(pgid, libc::SIGTERM) } != 0 {
+                    error!(client = %r.client, pid = r.pid, "cannot signal the command: {}", io::Error::last_os_error());
+                }
                 r.term_sent = Some(now);
             }
             Some(t) if now.duration_since(t) >= Duration::from_secs(KILL_GRACE_SECS) => {

@@ -48,7 +48,23 @@ impl Commands {
         if !c.grant.command() || c.cycle.on_grant.is_none() {
             return;
         }
-        let user = user.filter(|u| crate::command::template::valid_user(u));
+        let uses_user = [&c.cycle.on_grant, &c.cycle.on_expire]
+            .into_iter()
+            .flatten()
+            .any(|t| t.uses(crate::command::Var::User));
+        let user = match user {
+            Some(u) if crate::command::template::valid_user(u) => Some(u),
+            // The name comes from the packet: shown escaped, and never an argument.
+            Some(u) if uses_user => {
+                error!(
+                    client = %client.name,
+                    addr = %g.addr,
+                    "on_grant refused: the knock's user name {u:?} cannot be a command argument ($USER must match [A-Za-z0-9_][A-Za-z0-9_.-]{{0,31}}, so it can never become an option)"
+                );
+                return;
+            }
+            _ => None,
+        };
         for a in &g.access {
             let values = Values {
                 src: g.addr,

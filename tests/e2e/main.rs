@@ -17,6 +17,7 @@
 //! | `privileges.rs` | capabilities, user switch, syscall filter, systemd unit, installer   |
 //! | `dry_run.rs`    | `serve --dry-run` with and without the gate                          |
 //! | `fwknop.rs`     | the real Debian fwknop client, access.conf migration                 |
+//! | `commands.rs`   | command cycles (ipset + iptables-legacy), restarts, timeouts, command messages |
 //!
 //! Run them as root: `cargo test --test e2e` (all, in parallel), `cargo test --test e2e flood::`
 //! (one area). Measurements that are not asserted beyond a functional bound are `#[ignore]`d
@@ -24,6 +25,7 @@
 
 mod lab;
 
+mod commands;
 mod dry_run;
 mod flood;
 mod fwknop;

@@ -1,0 +1,421 @@
+//! Commands end to end: command cycles (`grant = "command"`, `on_grant`/`on_expire`) with the
+//! seed's ipset example for real — `ipset` and an `iptables-legacy` rule in the server
+//! namespace, run as `nobody` with CAP_NET_ADMIN handed on — and command messages from the
+//! real fwknop client (`fwknop --server-cmd`). Each test asserts what an admin would check: a
+//! real TCP connection, the set's members, the files a command made, the log lines.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::fwknop::{fwknop, key_gen, Keys};
+use super::*;
+
+/// The service the ipset gates (the nfknock gate does not protect it: the cycle does).
+const CYCLE_PORT: u16 = 2223;
+const IPSET: &str = "/usr/sbin/ipset";
+
+fn cycle_port() -> SocketAddr {
+    sock(SRV4, CYCLE_PORT)
+}
+
+/// The whitelist set and the iptables-legacy rules of the seed's example, in the server
+/// namespace: tcp/2223 accepted from members of `whitelist`, dropped for everyone else.
+fn ipset_gate(lab: &Lab) {
+    for args in [
+        vec![IPSET, "create", "whitelist", "hash:ip", "timeout", "600"],
+        vec![
+            "iptables-legacy",
+            "-A",
+            "INPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            "2223",
+            "-m",
+            "set",
+            "--match-set",
+            "whitelist",
+            "src",
+            "-j",
+            "ACCEPT",
+        ],
+        vec![
+            "iptables-legacy",
+            "-A",
+            "INPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            "2223",
+            "-j",
+            "DROP",
+        ],
+    ] {
+        let out = lab.run(&lab.srv, &args);
+        assert!(
+            out.status.success(),
+            "{args:?} (apt-get install ipset iptables; scripts/test does it): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The members of `whitelist`.
+fn members(lab: &Lab) -> Vec<String> {
+    let out = lab.run(&lab.srv, &[IPSET, "list", "whitelist"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split("Members:\n")
+        .nth(1)
+        .unwrap_or("")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Alice, a native client whose grants are the ipset cycle only (`grant = "command"`).
+fn cycle_client(key: &Path, timeout: u32, on_grant: &str, on_expire: &str, extra: &str) -> String {
+    format!(
+        "{}grant = \"command\"\non_grant = {on_grant}\non_expire = {on_expire}\ncommand_user = \"nobody\"\ncommand_net_admin = true\n{extra}",
+        alice(key, &format!("\"tcp/{CYCLE_PORT}\""), timeout)
+    )
+}
+
+fn server_lines() -> String {
+    format!("protect = [\"tcp/{HOST_PORT}\"]\nmax_age = 120\n")
+}
+
+fn knock_cycle(lab: &Lab, key: &Path) {
+    lab.knock(
+        &lab.cli,
+        SRV4,
+        &["--key-file", key.to_str().unwrap(), "--access", "tcp/2223"],
+    );
+}
+
+/// The log lines of one command (`command="on_expire"`, ...) that finished.
+fn finished(log: &str, what: &str) -> usize {
+    log.lines()
+        .filter(|l| {
+            l.contains("command finished")
+                && (l.contains(&format!("command=\"{what}\""))
+                    || l.contains(&format!("command={what}")))
+        })
+        .count()
+}
+
+/// The seed's example: closed → knock → `ipset add` ran as nobody → reachable → after the
+/// timer `on_expire` ran (log line, set empty) → closed again. The nft set holds nothing:
+/// `grant = "command"` replaces it.
+#[test]
+fn ipset_cycle_opens_the_port_and_on_expire_closes_it() {
+    let mut lab = Lab::new();
+    ipset_gate(&lab);
+    let _echo = echo_server(&lab.srv, cycle_port());
+    let key = lab.keygen("alice.key");
+    let on_grant = format!("[\"{IPSET}\", \"add\", \"whitelist\", \"$SRC\", \"timeout\", \"$CLIENT_TIMEOUT\", \"-exist\"]");
+    let on_expire = format!("[\"{IPSET}\", \"del\", \"whitelist\", \"$SRC\", \"-exist\"]");
+    lab.write_config_raw(
+        &server_lines(),
+        &cycle_client(&key, 3, &on_grant, &on_expire, ""),
+    );
+    lab.start_daemon();
+    assert!(
+        !tcp_open(&lab.cli, cycle_port(), CLOSED_WITHIN),
+        "open before any knock"
+    );
+    knock_cycle(&lab, &key);
+    assert!(
+        opens(&lab.cli, cycle_port()),
+        "not reachable after the knock:\n{}",
+        lab.log()
+    );
+    assert_eq!(members(&lab), [CLI4]);
+    let log = lab.log();
+    assert!(
+        log.contains("command started")
+            && log.contains("user=nobody")
+            && finished(&log, "on_grant") == 1,
+        "{log}"
+    );
+    let allow = lab.run(
+        &lab.srv,
+        &["nft", "list", "set", "inet", "nfknock", "allow_v4"],
+    );
+    let allow = String::from_utf8_lossy(&allow.stdout);
+    assert!(
+        !allow.contains(CLI4),
+        "grant = \"command\" wrote to the nft set: {allow}"
+    );
+    // The on_expire runs at the deadline (3 s), before ipset's own timeout would matter.
+    assert!(
+        wait_until(Duration::from_secs(6), || finished(&lab.log(), "on_expire")
+            == 1)
+        .is_some(),
+        "on_expire did not run:\n{}",
+        lab.log()
+    );
+    assert!(
+        members(&lab).is_empty(),
+        "set not emptied: {:?}",
+        members(&lab)
+    );
+    assert!(closes(&lab.cli, cycle_port(), Duration::from_secs(2)));
+}
+
+/// A restart between the grant and its expiry: the pending close is on disk, and the next
+/// daemon runs it. The on_grant here adds without an ipset timeout, so only on_expire can
+/// empty the set.
+#[test]
+fn on_expire_runs_after_a_daemon_restart() {
+    let mut lab = Lab::new();
+    ipset_gate(&lab);
+    let _echo = echo_server(&lab.srv, cycle_port());
+    let key = lab.keygen("alice.key");
+    let on_grant = format!("[\"{IPSET}\", \"add\", \"whitelist\", \"$SRC\", \"-exist\"]");
+    let on_expire = format!("[\"{IPSET}\", \"del\", \"whitelist\", \"$SRC\", \"-exist\"]");
+    lab.write_config_raw(
+        &server_lines(),
+        &cycle_client(&key, 4, &on_grant, &on_expire, ""),
+    );
+    lab.start_daemon();
+    knock_cycle(&lab, &key);
+    assert!(opens(&lab.cli, cycle_port()), "{}", lab.log());
+    let (_, status) = lab.stop_daemon();
+    assert!(status.success());
+    let pending = std::fs::read_to_string(lab.path("state/pending-closes")).unwrap();
+    assert!(
+        pending.contains(&format!("alice {CLI4} tcp {CYCLE_PORT} 4 -")),
+        "{pending}"
+    );
+    assert_eq!(finished(&lab.log(), "on_expire"), 0);
+    lab.start_daemon();
+    assert!(
+        wait_until(Duration::from_secs(8), || finished(&lab.log(), "on_expire")
+            == 1)
+        .is_some(),
+        "the restarted daemon did not run the close:\n{}",
+        lab.log()
+    );
+    assert!(members(&lab).is_empty());
+    assert!(closes(&lab.cli, cycle_port(), Duration::from_secs(2)));
+    let pending = std::fs::read_to_string(lab.path("state/pending-closes")).unwrap();
+    assert_eq!(pending.lines().count(), 1, "{pending}");
+}
+
+/// The `pid=N` of the first "command started" line.
+fn started_pid(log: &str) -> Option<u32> {
+    let line = log.lines().find(|l| l.contains("command started"))?;
+    let at = line.find("pid=")? + 4;
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A command that hangs is killed at its `command_timeout` (its whole process group), and the
+/// log says so; the packet loop went on meanwhile.
+#[test]
+fn a_hanging_command_is_killed_at_its_timeout() {
+    let mut lab = Lab::new();
+    let key = lab.keygen("alice.key");
+    let client = format!(
+        "{}grant = \"both\"\non_grant = [\"/bin/sleep\", \"60\"]\ncommand_user = \"nobody\"\ncommand_timeout = 1\n",
+        alice(&key, &format!("\"tcp/{HOST_PORT}\""), 30)
+    );
+    lab.write_config("", &client);
+    lab.start_daemon();
+    let _echo = echo_server(&lab.srv, sock(SRV4, HOST_PORT));
+    lab.knock(
+        &lab.cli,
+        SRV4,
+        &["--key-file", key.to_str().unwrap(), "--access", "tcp/2222"],
+    );
+    // grant = "both": the nft grant is there at once, whatever the command does.
+    assert!(opens(&lab.cli, sock(SRV4, HOST_PORT)), "{}", lab.log());
+    assert!(
+        wait_until(Duration::from_secs(6), || lab
+            .log()
+            .contains("command failed"))
+        .is_some(),
+        "{}",
+        lab.log()
+    );
+    let log = lab.log();
+    assert!(
+        log.contains("command timed out after 1s: SIGTERM to its process group"),
+        "{log}"
+    );
+    assert!(log.contains("signal: 15"), "{log}");
+    let pid = started_pid(&log).expect("no pid logged");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "sleep {pid} still runs"
+    );
+}
+
+/// A directory nobody may write to, for what commands make.
+fn drop_dir() -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix("nfknock-e2e-cmd-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    d
+}
+
+/// An fwknop client `bob` with `extra` client lines, and the daemon started.
+fn start_fwknop(lab: &mut Lab, keys: &Keys, extra: &str) {
+    let clients = format!(
+        "[[client]]\nname = \"bob\"\nallow = [\"tcp/{HOST_PORT}\"]\ncommand_user = \"nobody\"\n{extra}\n[client.fwknop]\n{}",
+        keys.toml()
+    );
+    let p = lab.write_config("", &clients);
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    lab.start_daemon();
+}
+
+/// `fwknop` from the client namespace with `args` and the keys.
+fn fwknop_cli(lab: &Lab, keys: &Keys, args: &[&str]) {
+    let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    all.extend(["-D".into(), SRV4.into(), "-a".into(), CLI4.into()]);
+    all.extend(keys.client_args());
+    let out = fwknop(lab, &lab.cli, &all);
+    assert!(
+        out.status.success(),
+        "fwknop {all:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn rejections(lab: &Lab, code: &str) -> usize {
+    lab.log()
+        .lines()
+        .filter(|l| {
+            l.contains("rejected knock")
+                && (l.contains(&format!("reason=\"{code}\""))
+                    || l.contains(&format!("reason={code} ")))
+        })
+        .count()
+}
+
+/// Command messages from the real client (`fwknop --server-cmd`): the allowed command runs as
+/// `command_user`; one that is not listed, or that carries shell syntax, is refused and runs
+/// nothing.
+#[test]
+fn fwknop_command_messages_run_only_the_listed_command() {
+    let mut lab = Lab::new();
+    let keys = key_gen(&lab, "sha256");
+    let out = drop_dir();
+    let ran: PathBuf = out.path().join("ran");
+    let other = out.path().join("other");
+    let pwned = out.path().join("pwned");
+    start_fwknop(
+        &mut lab,
+        &keys,
+        &format!("commands = [[\"/usr/bin/touch\", \"{}\"]]\n", ran.display()),
+    );
+    fwknop_cli(
+        &lab,
+        &keys,
+        &[
+            "--server-cmd",
+            &format!("/usr/bin/touch {}", other.display()),
+        ],
+    );
+    fwknop_cli(
+        &lab,
+        &keys,
+        &[
+            "--server-cmd",
+            &format!(
+                "/usr/bin/touch {} ; /usr/bin/touch {}",
+                ran.display(),
+                pwned.display()
+            ),
+        ],
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || rejections(
+            &lab,
+            "command-not-allowed"
+        ) == 2)
+        .is_some(),
+        "{}",
+        lab.log()
+    );
+    fwknop_cli(
+        &lab,
+        &keys,
+        &["--server-cmd", &format!("/usr/bin/touch {}", ran.display())],
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || ran.exists()).is_some(),
+        "the allowed command did not run:\n{}",
+        lab.log()
+    );
+    assert_eq!(
+        std::fs::metadata(&ran).unwrap().uid(),
+        65534,
+        "not run as nobody"
+    );
+    assert!(!other.exists() && !pwned.exists());
+    assert!(
+        wait_until(Duration::from_secs(3), || finished(
+            &lab.log(),
+            "command message"
+        ) == 1)
+        .is_some(),
+        "{}",
+        lab.log()
+    );
+}
+
+/// A client without an allow-list refuses command messages, as fwknopd does without
+/// `ENABLE_CMD_EXEC Y`; and a value from the packet (the fwknop user name) can never become an
+/// option: `-U -la` is refused before anything runs, `-U bob` runs.
+#[test]
+fn command_messages_are_refused_by_default_and_values_never_become_options() {
+    let mut lab = Lab::new();
+    let keys = key_gen(&lab, "sha256");
+    start_fwknop(
+        &mut lab,
+        &keys,
+        "grant = \"both\"\non_grant = [\"/usr/bin/touch\", \"$USER\"]\n",
+    );
+    fwknop_cli(&lab, &keys, &["--server-cmd", "/usr/bin/id"]);
+    assert!(
+        wait_until(Duration::from_secs(3), || rejections(&lab, "unsupported")
+            == 1)
+        .is_some(),
+        "{}",
+        lab.log()
+    );
+    fwknop_cli(&lab, &keys, &["-A", "tcp/2222", "-U", "-la"]);
+    assert!(
+        wait_until(Duration::from_secs(3), || lab.log().contains(
+            "on_grant refused: the knock's user name \"-la\" cannot be a command argument"
+        ))
+        .is_some(),
+        "{}",
+        lab.log()
+    );
+    assert!(!lab.log().contains("command started"), "{}", lab.log());
+    fwknop_cli(&lab, &keys, &["-A", "tcp/2222", "-U", "bob"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || lab
+            .log()
+            .contains("command started"))
+        .is_some(),
+        "{}",
+        lab.log()
+    );
+    assert!(
+        lab.log().contains("\"/usr/bin/touch\", \"bob\""),
+        "{}",
+        lab.log()
+    );
+}
