@@ -4,7 +4,9 @@
 //!
 //! Whatever a shell would have given a meaning the split cannot keep (pipes, lists,
 //! redirections, substitutions, globs, escapes, `~`, comments) is refused rather than passed on
-//! literally: a line written for a shell would otherwise run as something else.
+//! literally: a line written for a shell would otherwise run as something else. Braces are
+//! kept as words: fwknopd passes them to the program as they are, and nft's
+//! `add element ... { $SRC . $PORT }` (the usual CMD_CYCLE_OPEN) needs them so.
 
 use super::template::{MAX_ARGS, MAX_ARG_LEN};
 
@@ -23,8 +25,6 @@ const SHELL: &[(char, &str)] = &[
     ('?', "a glob"),
     ('[', "a glob"),
     (']', "a glob"),
-    ('{', "a brace expansion"),
-    ('}', "a brace expansion"),
     ('\n', "a second command line"),
 ];
 

@@ -33,7 +33,7 @@ use crate::crypto::NativeKey;
 use crate::wire::fwknop::FwknopKey;
 pub(crate) use files::too_long;
 pub use files::{
-    is_link_refused, link_refused, Account, Accounts, FileMeta, Files, Loaded, MemFiles,
+    is_link_refused, link_refused, Account, Accounts, AnyUser, FileMeta, Files, Loaded, MemFiles,
     NoAccounts, MAX_CONFIG_LEN, MAX_KEY_FILE_LEN,
 };
 

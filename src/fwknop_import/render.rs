@@ -109,6 +109,7 @@ pub(super) fn render_client(c: &ClientOut) -> Zeroizing<String> {
     if let Some((t, note)) = &c.expires_at {
         line(&mut o, format!("expires_at = {t}   # {}", comment(note)));
     }
+    o.push_str(&super::commands::render(&c.commands, quote));
     line(&mut o, "[client.fwknop]".to_string());
     match &c.key {
         KeyText::Base64(k) => line(&mut o, format!("key_base64 = {}", quote(k))),

@@ -39,6 +39,7 @@ pub(super) struct ClientOut {
     pub(super) key: KeyText,
     pub(super) hmac: Option<(KeyText, HmacType)>,
     pub(super) mode: EncMode,
+    pub(super) commands: super::commands::CommandsOut,
 }
 
 /// Collects the messages of one stanza.
@@ -235,8 +236,21 @@ pub(super) fn convert_stanza(
             },
         }
     };
+    let (commands, notes) = super::commands::convert(st);
+    for (is_error, origin, m) in notes {
+        if is_error {
+            d.error(&origin, m);
+        } else {
+            d.warn(&origin, m);
+        }
+    }
     let timeout = seconds(&mut d, "FW_ACCESS_TIMEOUT", FWKNOP_DEFAULT_TIMEOUT);
-    let mut max_timeout = seconds(&mut d, "MAX_FW_TIMEOUT", FWKNOP_DEFAULT_MAX_TIMEOUT);
+    let max_timeout = seconds(&mut d, "MAX_FW_TIMEOUT", FWKNOP_DEFAULT_MAX_TIMEOUT);
+    // CMD_CYCLE_TIMER is when the close runs: every grant lasts exactly that long.
+    let (timeout, mut max_timeout) = match commands.timer {
+        Some(t) => (Some(t), max_timeout.map(|_| t)),
+        None => (timeout, max_timeout),
+    };
     let mut timeout = timeout;
     let week = crate::config::MAX_MAX_TIMEOUT;
     if let Some(m) = max_timeout.filter(|&m| m > week) {
@@ -432,5 +446,6 @@ pub(super) fn convert_stanza(
         key: key?,
         hmac: hmac?,
         mode: mode?,
+        commands,
     })
 }
