@@ -133,6 +133,9 @@ fn ipset_cycle_opens_the_port_and_on_expire_closes_it() {
         lab.log()
     );
     assert_eq!(members(&lab), [CLI4]);
+    wait_until(Duration::from_secs(2), || {
+        finished(&lab.log(), "on_grant") == 1
+    });
     let log = lab.log();
     assert!(
         log.contains("command started")
@@ -418,4 +421,75 @@ fn command_messages_are_refused_by_default_and_values_never_become_options() {
         "{}",
         lab.log()
     );
+}
+
+/// The `pid=N` of the first line containing `what`.
+fn pid_of(log: &str, what: &str) -> Option<u32> {
+    let line = log.lines().find(|l| l.contains(what))?;
+    let at = line.find("pid=")? + 4;
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `name:\tvalue` of /proc/PID/status.
+fn proc_status(pid: u32, name: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+        .trim()
+        .to_string()
+}
+
+/// What a command runs with, as it sees it (its output is in the log): the configured user, no
+/// supplementary groups, CAP_NET_ADMIN as its only (ambient) capability, no_new_privs, an
+/// environment of PATH and LC_ALL only. The runner itself keeps CAP_SETUID, CAP_SETGID,
+/// CAP_KILL and (because a client asks for it) CAP_NET_ADMIN, and nothing else.
+#[test]
+fn commands_run_confined_as_their_user_with_a_clean_environment() {
+    let mut lab = Lab::new();
+    let key = lab.keygen("alice.key");
+    let on_grant = "[\"/bin/grep\", \"-E\", \"^(Uid|Gid|Groups|CapEff|CapAmb|CapBnd|NoNewPrivs):\", \"/proc/self/status\"]";
+    lab.write_config_raw(
+        &server_lines(),
+        &cycle_client(&key, 1, on_grant, "[\"/usr/bin/env\"]", ""),
+    );
+    lab.start_daemon();
+    let runner = pid_of(&lab.log(), "command runner started").expect("runner pid");
+    for set in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(proc_status(runner, set), "00000000000010e0", "runner {set}");
+    }
+    assert_eq!(proc_status(runner, "NoNewPrivs"), "1");
+    knock_cycle(&lab, &key);
+    assert!(
+        wait_until(Duration::from_secs(5), || finished(&lab.log(), "on_expire")
+            == 1)
+        .is_some(),
+        "{}",
+        lab.log()
+    );
+    let log = lab.log();
+    for want in [
+        "Uid:\t65534\t65534\t65534\t65534",
+        "Gid:\t65534\t65534\t65534\t65534",
+        "CapEff:\t0000000000001000",
+        "CapAmb:\t0000000000001000",
+        "NoNewPrivs:\t1",
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LC_ALL=C",
+    ] {
+        assert!(log.contains(want), "{want:?} not in:\n{log}");
+    }
+    let groups = log.lines().find_map(|l| l.strip_prefix("Groups:"));
+    assert_eq!(
+        groups.map(str::trim),
+        Some(""),
+        "supplementary groups left:\n{log}"
+    );
+    // The daemon's own environment (NFKNOCK_LOG) is not handed on.
+    let env_out = log.split("command=\"on_expire\"").nth(1).unwrap_or("");
+    assert!(!env_out.contains("NFKNOCK_LOG"), "{log}");
 }
