@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use super::fwknop::{fwknop, key_gen, Keys};
@@ -492,4 +493,49 @@ fn commands_run_confined_as_their_user_with_a_clean_environment() {
     // The daemon's own environment (NFKNOCK_LOG) is not handed on.
     let env_out = log.split("command=\"on_expire\"").nth(1).unwrap_or("");
     assert!(!env_out.contains("NFKNOCK_LOG"), "{log}");
+}
+
+/// If the runner dies, the daemon says so loudly and goes on: the nft grant of a
+/// `grant = "both"` client is still written, the command is skipped with an error that says
+/// to restart nfknock.
+#[test]
+fn a_dead_runner_is_reported_and_nft_grants_go_on() {
+    let mut lab = Lab::new();
+    let key = lab.keygen("alice.key");
+    let client = format!(
+        "{}grant = \"both\"\non_grant = [\"/bin/true\"]\ncommand_user = \"nobody\"\n",
+        alice(&key, &format!("\"tcp/{HOST_PORT}\""), 30)
+    );
+    lab.write_config("", &client);
+    lab.start_daemon();
+    let _echo = echo_server(&lab.srv, sock(SRV4, HOST_PORT));
+    let runner = pid_of(&lab.log(), "command runner started").expect("runner pid");
+    let out = Command::new("kill")
+        .args(["-KILL", &runner.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        wait_until(Duration::from_secs(3), || lab.log().contains(
+            "the command runner was killed by signal 9: no command runs until nfknock is restarted"
+        ))
+        .is_some(),
+        "{}",
+        lab.log()
+    );
+    lab.knock(
+        &lab.cli,
+        SRV4,
+        &["--key-file", key.to_str().unwrap(), "--access", "tcp/2222"],
+    );
+    assert!(opens(&lab.cli, sock(SRV4, HOST_PORT)), "{}", lab.log());
+    assert!(
+        wait_until(Duration::from_secs(2), || lab.log().contains(
+            "command skipped: the command runner is gone; restart nfknock"
+        ))
+        .is_some(),
+        "{}",
+        lab.log()
+    );
+    assert!(!lab.log().contains("command started"));
 }
