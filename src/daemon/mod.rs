@@ -20,6 +20,7 @@
 //! | `run.rs` | [`Daemon`]: the loop, with a budget per turn; [`PacketSource`] |
 //! | `reload.rs` | a reload, and the revocation of grants the new config no longer authorises |
 //! | `live_grants.rs` | the grants this daemon wrote, to restore after a flush and to revoke |
+//! | `commands.rs` | command cycles and command messages: jobs for the runner (`crate::command::runner`), pending closes on disk, run from the tick |
 //! | `control.rs` | [`Control`]: SIGTERM/SIGINT/SIGHUP, or a [`ControlHandle`] in tests |
 //! | `instance.rs` | [`InstanceLock`]: one daemon per network namespace |
 //! | `privileges.rs` | the switch to the service user ([`leave_root`]) and [`drop_privileges`] |
