@@ -151,6 +151,7 @@ pub fn spawn(config: &Config, service: Option<&Account>) -> io::Result<Option<Ru
         .iter()
         .any(|e| e.commands.user.as_ref().is_some_and(|u| u.net_admin));
     let max = config.server.max_commands.max(1) as usize;
+    check_capabilities(net_admin)?;
     let mut fds = [0; 2];
     // SAFETY: a valid array for socketpair(2) to fill.
     let rc = unsafe {
@@ -200,6 +201,36 @@ pub fn spawn(config: &Config, service: Option<&Account>) -> io::Result<Option<Ru
         pid,
         gone: false,
     }))
+}
+
+/// The runner needs CAP_SETUID, CAP_SETGID and CAP_KILL (and CAP_NET_ADMIN to hand on): a
+/// daemon started without them (a unit's `User=` with CAP_NET_ADMIN only) is told so at start,
+/// not at the first command.
+fn check_capabilities(net_admin: bool) -> io::Result<()> {
+    use caps::{CapSet, Capability};
+    let have = caps::read(None, CapSet::Permitted)
+        .map_err(|e| io::Error::other(format!("cannot read capabilities: {e}")))?;
+    let mut want = vec![
+        Capability::CAP_SETUID,
+        Capability::CAP_SETGID,
+        Capability::CAP_KILL,
+    ];
+    if net_admin {
+        want.push(Capability::CAP_NET_ADMIN);
+    }
+    let missing: Vec<String> = want
+        .iter()
+        .filter(|c| !have.contains(c))
+        .map(|c| c.to_string())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(io::Error::other(format!(
+        "clients run commands (`grant = \"command\"`/`\"both\"` or `commands`), which needs {} to run them as `command_user`; start nfknock as root (it leaves root itself), or give the unit `AmbientCapabilities=` and `CapabilityBoundingSet=` CAP_NET_ADMIN {} (docs/COMMANDS.md)",
+        missing.join(", "),
+        want.iter().filter(|c| **c != Capability::CAP_NET_ADMIN).map(|c| c.to_string()).collect::<Vec<_>>().join(" ")
+    )))
 }
 
 fn os(rc: libc::c_int, what: &str) -> Result<(), String> {
@@ -268,7 +299,9 @@ fn confine(parent: libc::pid_t, net_admin: bool, service: Option<&Account>) -> R
         keep |= bit(CAP_NET_ADMIN);
     }
     for cap in 0..=63u32 {
-        if keep & (1u32.checked_shl(cap).unwrap_or(0)) == 0 || cap >= 32 {
+        // Capability numbers beyond 31 are never kept (none of ours is).
+        let kept = cap < 32 && keep & (1 << cap) != 0;
+        if !kept {
             // SAFETY: prctl with integer arguments; EINVAL past the last capability is fine.
             unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
         }

@@ -539,3 +539,36 @@ fn a_dead_runner_is_reported_and_nft_grants_go_on() {
     );
     assert!(!lab.log().contains("command started"));
 }
+
+/// A daemon that lacks what the runner needs (a unit's `User=` with CAP_NET_ADMIN only) does
+/// not start, and says which capabilities to give it: not a silent failure at the first
+/// command.
+#[test]
+fn without_setuid_capabilities_a_daemon_with_commands_refuses_to_start() {
+    let lab = Lab::new();
+    let key = lab.keygen("alice.key");
+    let client = format!(
+        "{}grant = \"both\"\non_grant = [\"/bin/true\"]\ncommand_user = \"nobody\"\n",
+        alice(&key, &format!("\"tcp/{HOST_PORT}\""), 30)
+    );
+    let config = lab.write_config("", &client);
+    let out = lab.run(
+        &lab.srv,
+        &[
+            "setpriv",
+            "--bounding-set",
+            "-setuid,-kill",
+            bin(),
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("cannot start the command runner")
+            && err.contains("which needs CAP_SETUID, CAP_KILL to run them as `command_user`"),
+        "{err}"
+    );
+}
