@@ -7,7 +7,8 @@
 //! group at its timeout, which runs as another user), plus CAP_NET_ADMIN only when a client
 //! sets `command_net_admin` (it is handed to that client's commands as an ambient capability,
 //! so `ipset`/`nft` work as an unprivileged user); it becomes the service user too when the
-//! daemon does, and has no other capability, no dumpable memory and `no_new_privs`.
+//! daemon does, and has no other capability, no dumpable memory and `no_new_privs` (unless a
+//! client's command messages go through sudo, which is set-uid and needs privileges to gain).
 //!
 //! **What it trusts.** The daemon faces the network, so the runner takes it for the less trusted
 //! side: a message ([`super::proto`]) names a client and a command of that client *in the
@@ -280,7 +281,12 @@ fn bit(cap: u32) -> u32 {
 }
 
 /// The runner's own privileges: see the module doc.
-fn confine(parent: libc::pid_t, net_admin: bool, service: Option<&Account>) -> Result<(), String> {
+fn confine(
+    parent: libc::pid_t,
+    net_admin: bool,
+    sudo: bool,
+    service: Option<&Account>,
+) -> Result<(), String> {
     // SAFETY: prctl/getppid with integer arguments.
     unsafe {
         os(
@@ -335,10 +341,13 @@ fn confine(parent: libc::pid_t, net_admin: bool, service: Option<&Account>) -> R
             ),
             "clear ambient capabilities",
         )?;
-        os(
-            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
-            "PR_SET_NO_NEW_PRIVS",
-        )?;
+        // Inherited and irreversible: with a sudo client, sudo (set-uid) must still work.
+        if !sudo {
+            os(
+                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
+                "PR_SET_NO_NEW_PRIVS",
+            )?;
+        }
     }
     Ok(())
 }
@@ -364,7 +373,10 @@ fn child_main(
     net_admin: bool,
     service: Option<&Account>,
 ) -> Result<(), String> {
-    confine(parent, net_admin, service)?;
+    let sudo = catalog
+        .iter()
+        .any(|e| e.commands.exec.as_ref().is_some_and(|x| x.sudo.is_some()));
+    confine(parent, net_admin, sudo, service)?;
     // Only stdin/stdout/stderr and the socket stay open (the queue, the lock, the journal were
     // the daemon's).
     let fd = sock.as_raw_fd();
@@ -373,7 +385,7 @@ fn child_main(
         libc::syscall(libc::SYS_close_range, 3u32, (fd - 1).max(2) as u32, 0u32);
         libc::syscall(libc::SYS_close_range, (fd + 1) as u32, u32::MAX, 0u32);
     }
-    let mut queue: VecDeque<(Job, Vec<String>, CommandUser)> = VecDeque::new();
+    let mut queue: VecDeque<Resolved> = VecDeque::new();
     let mut running: Vec<Running> = Vec::new();
     let mut open = true;
     let mut buf = vec![0u8; MAX_MESSAGE + 1];
@@ -389,7 +401,7 @@ fn child_main(
                 let msg = &buf[..n as usize];
                 match proto::decode(msg).map_err(str::to_string).and_then(|j| resolve(catalog, j)) {
                     Ok(item) if queue.len() < MAX_QUEUED => queue.push_back(item),
-                    Ok((job, _, _)) => error!(
+                    Ok((job, ..)) => error!(
                         client = job.client(),
                         "command runner: {} refused: {MAX_QUEUED} commands are already waiting (raise `max_commands` or shorten `command_timeout`)",
                         job.what()
@@ -401,10 +413,10 @@ fn child_main(
             std::thread::sleep(Duration::from_millis(50));
         }
         while running.len() < max {
-            let Some((job, argv, user)) = queue.pop_front() else {
+            let Some((job, argv, user, via_sudo)) = queue.pop_front() else {
                 break;
             };
-            match start(&argv, &user) {
+            match start(&argv, &user, !via_sudo) {
                 Ok((child, out)) => {
                     info!(
                         client = job.client(),
@@ -517,7 +529,11 @@ fn drain(r: &mut Running) {
 }
 
 /// The argv a job stands for in the runner's own catalog, its values checked again.
-fn resolve(catalog: &[Entry], job: Job) -> Result<(Job, Vec<String>, CommandUser), String> {
+/// A job, its argv, who runs it, and whether it goes through sudo (then without
+/// `no_new_privs`, or sudo could not become its target user).
+type Resolved = (Job, Vec<String>, CommandUser, bool);
+
+fn resolve(catalog: &[Entry], job: Job) -> Result<Resolved, String> {
     let entry = catalog
         .iter()
         .find(|e| e.name == job.client())
@@ -551,7 +567,9 @@ fn resolve(catalog: &[Entry], job: Job) -> Result<(Job, Vec<String>, CommandUser
             exec.final_argv(argv)
         }
     };
-    Ok((job, argv, user))
+    let via_sudo =
+        matches!(job, Job::Exec { .. }) && c.exec.as_ref().is_some_and(|x| x.sudo.is_some());
+    Ok((job, argv, user, via_sudo))
 }
 
 /// Is `fd` readable within `ms` milliseconds?
@@ -567,7 +585,11 @@ fn readable(fd: RawFd, ms: i32) -> bool {
 }
 
 /// Start `argv` as `user` (see the module doc); the read end of its output pipe.
-fn start(argv: &[String], user: &CommandUser) -> io::Result<(Child, std::fs::File)> {
+fn start(
+    argv: &[String],
+    user: &CommandUser,
+    no_new_privs: bool,
+) -> io::Result<(Child, std::fs::File)> {
     let mut fds = [0; 2];
     // SAFETY: a valid array for pipe2(2) to fill.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -617,7 +639,9 @@ fn start(argv: &[String], user: &CommandUser) -> io::Result<(Child, std::fs::Fil
                     0,
                 ))?;
             }
-            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+            if no_new_privs {
+                check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+            }
             // Every descriptor but 0, 1, 2 closes at exec (std's own error pipe already does).
             libc::syscall(
                 libc::SYS_close_range,
