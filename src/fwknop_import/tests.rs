@@ -1196,7 +1196,7 @@ proptest::proptest! {
         let text = lines.join("\n");
         if let Ok(i) = import(&Mem::with(&[(ACCESS, &text)]), Path::new(ACCESS), None, &Options::default()) {
             if let Some(t) = &i.toml {
-                proptest::prop_assert!(crate::config::parse_str(t, Path::new("/x.toml")).is_ok(), "{}", t.as_str());
+                proptest::prop_assert!(crate::config::parse(t, Path::new("/x.toml"), &crate::config::MemFiles::new(), &crate::config::AnyUser).is_ok(), "{}", t.as_str());
             }
         }
     }
