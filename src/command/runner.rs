@@ -28,8 +28,10 @@
 //! **If it dies.** The daemon notices (the socket closes) and logs it loudly; grants in the nft
 //! set are unaffected, commands are skipped with an error until nfknock is restarted (it cannot
 //! fork a privileged runner again once it has left root), and pending `on_expire` commands stay
-//! in `state_dir` to run after that restart. If the daemon dies, the kernel kills the runner
-//! (`PR_SET_PDEATHSIG`).
+//! in `state_dir` to run after that restart. When the daemon ends (however it ends, the kernel
+//! closes its end of the socket) the runner drops what is still queued, lets the commands that
+//! run finish or kills them at their timeouts as always, and exits: a command is never left
+//! without its timeout.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -289,10 +291,6 @@ fn confine(
 ) -> Result<(), String> {
     // SAFETY: prctl/getppid with integer arguments.
     unsafe {
-        os(
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0),
-            "PR_SET_PDEATHSIG",
-        )?;
         if libc::getppid() != parent {
             return Err("the daemon exited while the runner started".into());
         }
@@ -397,6 +395,13 @@ fn child_main(
                 unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
             if n == 0 {
                 open = false;
+                if !queue.is_empty() {
+                    warn!(
+                        dropped = queue.len(),
+                        "the daemon has ended: commands still waiting are not run"
+                    );
+                    queue.clear();
+                }
             } else if n > 0 {
                 let msg = &buf[..n as usize];
                 match proto::decode(msg).map_err(str::to_string).and_then(|j| resolve(catalog, j)) {

@@ -572,3 +572,54 @@ fn without_setuid_capabilities_a_daemon_with_commands_refuses_to_start() {
         "{err}"
     );
 }
+
+/// The daemon stops (SIGTERM) while a command runs: the runner still ends it at its timeout,
+/// then exits; nothing is left behind.
+#[test]
+fn a_command_outliving_the_daemon_is_still_killed_at_its_timeout() {
+    let mut lab = Lab::new();
+    let key = lab.keygen("alice.key");
+    let client = format!(
+        "{}grant = \"both\"\non_grant = [\"/bin/sleep\", \"60\"]\ncommand_user = \"nobody\"\ncommand_timeout = 2\n",
+        alice(&key, &format!("\"tcp/{HOST_PORT}\""), 30)
+    );
+    lab.write_config("", &client);
+    lab.start_daemon();
+    let runner = pid_of(&lab.log(), "command runner started").expect("runner pid");
+    lab.knock(
+        &lab.cli,
+        SRV4,
+        &["--key-file", key.to_str().unwrap(), "--access", "tcp/2222"],
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || lab
+            .log()
+            .contains("command started"))
+        .is_some(),
+        "{}",
+        lab.log()
+    );
+    let sleeper = started_pid(&lab.log()).unwrap();
+    let (_, status) = lab.stop_daemon();
+    assert!(status.success());
+    // Gone, or a zombie its new parent has not reaped yet.
+    let gone = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(6), || gone(sleeper) && gone(runner)).is_some(),
+        "sleep {sleeper} or runner {runner} still there:\n{}",
+        lab.log()
+    );
+    assert!(
+        lab.log().contains("command timed out after 2s"),
+        "{}",
+        lab.log()
+    );
+}
