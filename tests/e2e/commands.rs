@@ -623,3 +623,48 @@ fn a_command_outliving_the_daemon_is_still_killed_at_its_timeout() {
         lab.log()
     );
 }
+
+/// `max_commands = 1`: a knock for two ports makes two on_grant commands, and the second
+/// starts only when the first has finished.
+#[test]
+fn max_commands_bounds_the_commands_running_at_once() {
+    let mut lab = Lab::new();
+    let key = lab.keygen("alice.key");
+    let client = format!(
+        "{}grant = \"both\"\non_grant = [\"/bin/sleep\", \"1\"]\ncommand_user = \"nobody\"\n",
+        alice(&key, &alice_allows_both(), 30)
+    );
+    lab.write_config("max_commands = 1\n", &client);
+    lab.start_daemon();
+    lab.knock(
+        &lab.cli,
+        SRV4,
+        &[
+            "--key-file",
+            key.to_str().unwrap(),
+            "--access",
+            "tcp/2222,tcp/8080",
+        ],
+    );
+    assert!(
+        wait_until(Duration::from_secs(6), || finished(&lab.log(), "on_grant")
+            == 2)
+        .is_some(),
+        "{}",
+        lab.log()
+    );
+    let log = lab.log();
+    let events: Vec<&str> = log
+        .lines()
+        .filter_map(|l| {
+            if l.contains("command started") {
+                Some("start")
+            } else if l.contains("command finished") {
+                Some("end")
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(events, ["start", "end", "start", "end"], "{log}");
+}
