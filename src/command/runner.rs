@@ -404,14 +404,38 @@ fn child_main(
                 }
             } else if n > 0 {
                 let msg = &buf[..n as usize];
-                match proto::decode(msg).map_err(str::to_string).and_then(|j| resolve(catalog, j)) {
+                let job = match proto::decode(msg) {
+                    Ok(job) => job,
+                    Err(e) => {
+                        error!("command runner: refused a malformed request: {e}");
+                        continue;
+                    }
+                };
+                let close = match &job {
+                    Job::Expire { values, .. } => Some(format!(
+                        "{} {}/{}",
+                        values.src,
+                        values.proto.name(),
+                        values.port
+                    )),
+                    _ => None,
+                };
+                let (client, what) = (job.client().to_string(), job.what());
+                match resolve(catalog, job) {
                     Ok(item) if queue.len() < MAX_QUEUED => queue.push_back(item),
-                    Ok((job, ..)) => error!(
-                        client = job.client(),
-                        "command runner: {} refused: {MAX_QUEUED} commands are already waiting (raise `max_commands` or shorten `command_timeout`)",
-                        job.what()
+                    Ok(_) => error!(
+                        client,
+                        command = what,
+                        close,
+                        "command refused: {MAX_QUEUED} commands are already waiting (raise `max_commands` or shorten `command_timeout`){}",
+                        if close.is_some() { "; run this close by hand" } else { "" }
                     ),
-                    Err(e) => error!("command runner: refused a request: {e}"),
+                    Err(e) if close.is_some() => error!(
+                        client,
+                        close,
+                        "on_expire not run: {e}; run this close by hand"
+                    ),
+                    Err(e) => error!(client, command = what, "command refused: {e}"),
                 }
             }
         } else if !open {

@@ -668,3 +668,44 @@ fn max_commands_bounds_the_commands_running_at_once() {
         .collect();
     assert_eq!(events, ["start", "end", "start", "end"], "{log}");
 }
+
+/// A pending close whose client lost its `on_expire` before a restart cannot run: the log says
+/// which close, and to run it by hand (it is not dropped silently).
+#[test]
+fn a_close_that_can_no_longer_run_is_reported_with_what_to_do() {
+    let mut lab = Lab::new();
+    ipset_gate(&lab);
+    let key = lab.keygen("alice.key");
+    let on_grant = format!("[\"{IPSET}\", \"add\", \"whitelist\", \"$SRC\", \"-exist\"]");
+    let on_expire = format!("[\"{IPSET}\", \"del\", \"whitelist\", \"$SRC\", \"-exist\"]");
+    lab.write_config_raw(
+        &server_lines(),
+        &cycle_client(&key, 2, &on_grant, &on_expire, ""),
+    );
+    lab.start_daemon();
+    knock_cycle(&lab, &key);
+    assert!(
+        wait_until(Duration::from_secs(3), || members(&lab) == [CLI4]).is_some(),
+        "{}",
+        lab.log()
+    );
+    lab.stop_daemon();
+    let without_close = format!(
+        "{}grant = \"command\"\non_grant = {on_grant}\ncommand_user = \"nobody\"\ncommand_net_admin = true\n",
+        alice(&key, &format!("\"tcp/{CYCLE_PORT}\""), 2)
+    );
+    lab.write_config_raw(&server_lines(), &without_close);
+    lab.start_daemon();
+    let want = format!("close=\"{CLI4} tcp/{CYCLE_PORT}\"");
+    assert!(
+        wait_until(Duration::from_secs(5), || lab.log().lines().any(|l| l
+            .contains(
+                "on_expire not run: the client has no on_expire; run this close by hand"
+            )
+            && l.contains(&want)))
+        .is_some(),
+        "{}",
+        lab.log()
+    );
+    assert_eq!(members(&lab), [CLI4], "nothing ran");
+}
