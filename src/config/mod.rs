@@ -385,6 +385,21 @@ pub fn warnings(config: &Config) -> Vec<String> {
                 "client `{n}`: require_source_match = false lets a knock open access for an address other than its source (anyone who captures it can aim it elsewhere); set it to true unless the client knocks for another host on purpose"
             ));
         }
+        if let Some(u) = c.commands.user.as_ref().filter(|u| u.net_admin) {
+            out.push(format!(
+                "client `{n}`: command_net_admin = true: its commands (as `{}`) may change any firewall rule, set and route of this host; keep them to fixed programs such as ipset or nft",
+                u.account.name
+            ));
+        }
+        if c.commands
+            .exec
+            .as_ref()
+            .is_some_and(|e| !e.prefixes.is_empty())
+        {
+            out.push(format!(
+                "client `{n}`: command_prefixes lets a knock add arguments after each prefix; prefer exact `commands` where the arguments are known"
+            ));
+        }
         for a in c.allow.iter().filter(|a| c.deny.contains(a)) {
             out.push(format!("client `{n}`: {a} is in both `allow` and `deny`; deny wins, so remove it from one of them"));
         }

@@ -118,3 +118,18 @@ fn command_messages_need_an_allow_list_of_absolute_argv() {
         .message
         .contains("needs `command_sudo_user`"));
 }
+
+#[test]
+fn command_risks_are_warned_about() {
+    let text = fwknop_client("bob", "").replace(
+        "[client.fwknop]",
+        "grant = \"both\"\non_grant = [\"/usr/sbin/ipset\", \"add\", \"wl\", \"$SRC\"]\ncommand_user = \"nobody\"\ncommand_net_admin = true\ncommand_prefixes = [[\"/usr/bin/touch\"]]\n[client.fwknop]",
+    );
+    let cfg = plan(&text).build();
+    let w = warnings(&cfg).join("\n");
+    assert!(w.contains("client `bob`: command_net_admin = true: its commands (as `nobody`) may change any firewall rule"), "{w}");
+    assert!(
+        w.contains("client `bob`: command_prefixes lets a knock add arguments"),
+        "{w}"
+    );
+}
