@@ -709,3 +709,28 @@ fn a_close_that_can_no_longer_run_is_reported_with_what_to_do() {
     );
     assert_eq!(members(&lab), [CLI4], "nothing ran");
 }
+
+/// A `pending-closes` file that does not parse: nfknock does not start (its closes might never
+/// run otherwise), and says which line and what to do.
+#[test]
+fn a_corrupt_pending_closes_file_stops_the_start_with_the_fix() {
+    let lab = Lab::new();
+    let key = lab.keygen("alice.key");
+    let config = lab.write_config("", &alice(&key, &format!("\"tcp/{HOST_PORT}\""), 30));
+    std::fs::write(
+        lab.path("state/pending-closes"),
+        "nfknock pending-closes 1\n100 alice 10.77.0.2 tcp 2223 30 -\nthis is not a close\n",
+    )
+    .unwrap();
+    let out = lab.nfknock(&lab.srv, &["serve", "--config", config.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "cannot read the pending on_expire commands; nfknock does not start without them"
+        ) && err.contains("pending-closes is corrupt (line 3: not 7 fields)")
+            && err
+                .contains("run them by hand if needed (the file is text), then move the file away"),
+        "{err}"
+    );
+}
