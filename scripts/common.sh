@@ -16,6 +16,11 @@ nfk_elevate() {
 
 # Debian packages the build and the lab need.
 NFK_PACKAGES=(nftables iproute2 tcpdump iptables ipset fwknop-client procps strace systemd)
+# `knock --fwknop` is checked against the real fwknopd; `keygen --qr` is decoded with zbarimg.
+NFK_PACKAGES+=(fwknop-server zbar-tools)
+# apparmor: apparmor_parser checks the shipped profile; python3-prometheus-client: the
+# Prometheus text parser the metrics test reads the daemon's metrics file with.
+NFK_PACKAGES+=(apparmor python3 python3-prometheus-client)
 
 nfk_install_deps() {
     local missing=()

@@ -12,8 +12,16 @@ pub(super) fn check(path: &Path) -> anyhow::Result<i32> {
             for w in config::warnings(&c) {
                 eprintln!("warning: {w}");
             }
+            // The ipset backend installs no gate: say where the grants go and what to load.
+            let backend = match c.server.backend {
+                config::Backend::Nftables => String::new(),
+                config::Backend::Ipset => format!(
+                    ", grants in ipsets `{}` and `{}`: gate them with `nfknock ruleset --iptables` and `--ip6tables`",
+                    c.server.ipset.v4, c.server.ipset.v6
+                ),
+            };
             println!(
-                "{}: OK ({} client{}, port {}, protecting {})",
+                "{}: OK ({} client{}, port {}, protecting {}{backend})",
                 path.display(),
                 c.clients.len(),
                 if c.clients.len() == 1 { "" } else { "s" },

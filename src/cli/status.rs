@@ -1,4 +1,6 @@
-//! `nfknock status`: the live grants, read from the kernel.
+//! `nfknock status`: the live grants, read from the kernel; with `--metrics`, the daemon's
+//! Prometheus metrics, read from the `[server] metrics_file` it writes (docs/METRICS.md says
+//! why the file and not a socket).
 
 use clap::Args;
 
@@ -7,21 +9,63 @@ use crate::grants::{self, LiveGrant};
 
 #[derive(Debug, Args)]
 #[command(mut_arg("config", |a| {
-    a.help("Accepted for symmetry with the other server commands; the grants are read from the kernel")
-        .hide_default_value(true)
+    a.help("The server's config file: its `backend` (and ipset names) say where the grants are, and its `metrics_file` where --metrics reads; if the default file does not exist, grants are read from table `inet nfknock`")
 }))]
 pub struct StatusArgs {
     #[command(flatten)]
     pub config: ConfigArg,
     /// One JSON object per line.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "metrics")]
     pub json: bool,
+    /// Print the daemon's Prometheus metrics (the `[server] metrics_file` it rewrites every 5 s)
+    /// instead of the grants; fails if the file is unset, missing or older than 30 s.
+    #[arg(long)]
+    pub metrics: bool,
 }
 
-pub(super) fn status(json: bool) -> anyhow::Result<i32> {
-    // The config is not read (see `--config`): the grants are where the default backend
-    // keeps them.
-    let mut grants = grants::existing(crate::config::Backend::default())?.list()?;
+/// A metrics file older than this was not written by a running daemon (it rewrites it every
+/// 5 s).
+const METRICS_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `status --metrics`: the metrics file named by the config, if the daemon keeps it fresh.
+pub(super) fn metrics(config: &std::path::Path) -> anyhow::Result<i32> {
+    use anyhow::Context;
+    let cfg = crate::daemon::load_config(config)?;
+    let Some(path) = cfg.server.metrics_file.as_ref() else {
+        anyhow::bail!(
+            "{} sets no `metrics_file` in [server], so the daemon writes no metrics; add e.g. \
+             `metrics_file = \"{}\"` and reload it (`systemctl reload nfknock`)",
+            config.display(),
+            crate::config::NODE_EXPORTER_METRICS_FILE
+        );
+    };
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read metrics file {}; is the daemon running (`systemctl status nfknock`), \
+             and does its log say it cannot write there?",
+            path.display()
+        )
+    })?;
+    let age = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or_default();
+    if age > METRICS_STALE_AFTER {
+        anyhow::bail!(
+            "metrics file {} was last written {}s ago (the daemon rewrites it every 5 s): the \
+             daemon is not running or cannot write it; see `systemctl status nfknock`",
+            path.display(),
+            age.as_secs()
+        );
+    }
+    print!("{text}");
+    Ok(EXIT_OK)
+}
+
+pub(super) fn status(config: &std::path::Path, json: bool) -> anyhow::Result<i32> {
+    let (backend, ipset) = super::table::backend_of(config)?;
+    let mut grants = grants::existing(backend, &ipset)?.list()?;
     grants.sort_by_key(|g| (g.grant.addr, g.grant.access));
     let seconds_left = |g: &LiveGrant| g.left.as_millis().div_ceil(1000);
     if json {

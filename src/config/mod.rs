@@ -41,6 +41,9 @@ pub use files::{
 pub const DEFAULT_PORT: u16 = 62201;
 pub const DEFAULT_QUEUE: u16 = 0;
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/nfknock";
+/// The `metrics_file` the docs, the example and the AppArmor profile suggest: the directory
+/// Debian's prometheus-node-exporter reads textfiles from. Not a default: unset, no file.
+pub const NODE_EXPORTER_METRICS_FILE: &str = "/var/lib/prometheus/node-exporter/nfknock.prom";
 pub const DEFAULT_MAX_AGE: u64 = 120;
 pub const DEFAULT_TIMEOUT: u32 = 30;
 pub const DEFAULT_MAX_TIMEOUT: u32 = 3600;
@@ -97,10 +100,15 @@ pub struct Server {
     pub revoke_on_reload: bool,
     /// Where grants are written ([`crate::grants`] opens it).
     pub backend: Backend,
+    /// The ipsets of `backend = "ipset"` (`ipset_v4`, `ipset_v6`).
+    pub ipset: IpsetNames,
     /// Who the daemon runs as once set up (`user`), resolved when the config was read.
     pub user: RunAs,
     /// Commands running at once in the command runner (`max_commands`).
     pub max_commands: u32,
+    /// Where the daemon writes its Prometheus metrics every few seconds (`metrics_file`), for
+    /// node_exporter's textfile collector; `None`: no metrics file.
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// `[server] backend`: where grants are written. Each variant is one file under `src/grants/`.
@@ -110,6 +118,70 @@ pub enum Backend {
     /// Elements with timeouts in the allow sets of table `inet nfknock`, gated by its chains.
     #[default]
     Nftables,
+    /// Elements with timeouts in two ipsets of type `hash:ip,port` (one per family), for hosts
+    /// that filter with iptables or firewalld; their gate is `nfknock ruleset --iptables`.
+    Ipset,
+}
+
+impl Backend {
+    /// As written in `[server] backend`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Nftables => "nftables",
+            Backend::Ipset => "ipset",
+        }
+    }
+}
+
+/// Default `[server] ipset_v4`: the IPv4 ipset of `backend = "ipset"`.
+pub const DEFAULT_IPSET_V4: &str = "nfknock_allow_v4";
+/// Default `[server] ipset_v6`.
+pub const DEFAULT_IPSET_V6: &str = "nfknock_allow_v6";
+/// Longest ipset name, bytes: the kernel's `IPSET_MAXNAMELEN` (32) holds the terminating NUL
+/// (`include/uapi/linux/netfilter/ipset/ip_set.h`).
+pub const IPSET_NAME_MAX: usize = 31;
+
+/// The two ipsets of `backend = "ipset"`, one per address family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpsetNames {
+    pub v4: String,
+    pub v6: String,
+}
+
+impl Default for IpsetNames {
+    fn default() -> IpsetNames {
+        IpsetNames {
+            v4: DEFAULT_IPSET_V4.to_string(),
+            v6: DEFAULT_IPSET_V6.to_string(),
+        }
+    }
+}
+
+impl IpsetNames {
+    /// The set of `v6`'s family.
+    pub fn of(&self, v6: bool) -> &str {
+        if v6 {
+            &self.v6
+        } else {
+            &self.v4
+        }
+    }
+}
+
+/// Why `name` cannot be an ipset name (`None`: it can): 1 to [`IPSET_NAME_MAX`] bytes of
+/// printable ASCII without spaces, as the `ipset` tool and iptables' `--match-set` take it.
+pub fn ipset_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty")
+    } else if name.len() > IPSET_NAME_MAX {
+        Some("is longer than the kernel's 31 bytes")
+    } else if !name.bytes().all(|b| b.is_ascii_graphic()) {
+        Some("holds a space, a control character or a non-ASCII character")
+    } else if name.starts_with('-') {
+        Some("starts with `-` (the ipset and iptables tools would take it for an option)")
+    } else {
+        None
+    }
 }
 
 /// `[server] user`, resolved against the user database.
@@ -198,10 +270,10 @@ impl std::fmt::Display for Problem {
 pub struct ConfigErrors(pub Vec<Problem>);
 
 pub use knock_profile::{
-    knock_profiles_path, load_knock_profiles, parse_knock_profiles, AllowIp, KnockEnv,
-    KnockProfile, KnockProfiles,
+    knock_profiles_path, load_knock_profiles, parse_knock_profiles, AllowIp, FwknopProfile,
+    KnockEnv, KnockProfile, KnockProfiles, ProfileKey,
 };
-pub use secret::{decode_native_secret, read_native_key_file};
+pub use secret::{decode_native_secret, read_fwknop_key_file, read_native_key_file};
 pub use server::{MAX_MAX_AGE, MAX_MAX_TIMEOUT};
 pub use values::valid_name;
 

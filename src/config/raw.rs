@@ -292,9 +292,12 @@ pub(crate) struct RawServer {
     pub(crate) rate_limit_v4_prefix: Option<Spanned<i64>>,
     pub(crate) rate_limit_v6_prefix: Option<Spanned<i64>>,
     pub(crate) backend: Option<super::Backend>,
+    pub(crate) ipset_v4: Option<Spanned<String>>,
+    pub(crate) ipset_v6: Option<Spanned<String>>,
     pub(crate) user: Option<Spanned<String>>,
     /// Commands running at once in the command runner (`crate::command`).
     pub(crate) max_commands: Option<Spanned<i64>>,
+    pub(crate) metrics_file: Option<Spanned<String>>,
 }
 
 /// `[[client]]`. `fwknop` is taken out before deserializing (see [`Shape::nested`]); the field
@@ -375,4 +378,12 @@ pub(crate) struct RawProfile {
     pub(crate) access: Option<SpannedList>,
     pub(crate) timeout: Option<Spanned<i64>>,
     pub(crate) allow_ip: Option<Spanned<String>>,
+    // `format = "fwknop"` stanzas (knock_profile.rs): the fwknop packet's settings.
+    pub(crate) format: Option<Spanned<String>>,
+    pub(crate) hmac_key: Option<Spanned<SecretText>>,
+    pub(crate) hmac_key_file: Option<Spanned<String>>,
+    pub(crate) hmac: Option<Spanned<crate::wire::fwknop::HmacType>>,
+    pub(crate) digest: Option<Spanned<crate::wire::fwknop::DigestType>>,
+    pub(crate) mode: Option<Spanned<crate::wire::fwknop::EncMode>>,
+    pub(crate) user: Option<Spanned<String>>,
 }

@@ -61,11 +61,11 @@ impl std::fmt::Display for AlreadyRunning {
         match self.action {
             Action::Serve => write!(
                 f,
-                "another nfknock daemon ({who}) already manages table `{FAMILY} {TABLE}` in this network namespace; nothing was changed. Stop it first (`systemctl stop nfknock`{kill}), or give it a new config with `systemctl reload nfknock` (SIGHUP)"
+                "another nfknock daemon ({who}) already manages table `{FAMILY} {TABLE}` (or, with backend = \"ipset\", its ipsets) in this network namespace; nothing was changed. Stop it first (`systemctl stop nfknock`{kill}), or give it a new config with `systemctl reload nfknock` (SIGHUP)"
             ),
             Action::Uninstall => write!(
                 f,
-                "the nfknock daemon ({who}) manages table `{FAMILY} {TABLE}` in this network namespace and would re-create it at once; nothing was removed. Stop it first (`systemctl stop nfknock`{kill}), then run `nfknock uninstall` again"
+                "the nfknock daemon ({who}) manages table `{FAMILY} {TABLE}` (or, with backend = \"ipset\", its ipsets) in this network namespace and would re-create them at once; nothing was removed. Stop it first (`systemctl stop nfknock`{kill}), then run `nfknock uninstall` again"
             ),
         }
     }

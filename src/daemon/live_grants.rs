@@ -96,6 +96,11 @@ impl LiveGrants {
         v4.chain(v6)
     }
 
+    /// How many grants are live (not yet forgotten as expired): IPv4, IPv6.
+    pub(super) fn counts(&self) -> (u64, u64) {
+        (self.v4.len() as u64, self.v6.len() as u64)
+    }
+
     /// Every live grant with the time it has left.
     pub(super) fn remaining(&self) -> Vec<Grant> {
         self.remaining_where(|_, _, _| true)

@@ -21,6 +21,7 @@
 //! | `reload.rs` | a reload, and the revocation of grants the new config no longer authorises |
 //! | `live_grants.rs` | the grants this daemon wrote, to restore after a flush and to revoke |
 //! | `commands.rs` | command cycles and command messages: jobs for the runner (`crate::command::runner`), pending closes on disk, run from the tick |
+//! | `metrics_file.rs` | the metrics file for node_exporter, replaced whole (tmp + rename) |
 //! | `control.rs` | [`Control`]: SIGTERM/SIGINT/SIGHUP, or a [`ControlHandle`] in tests |
 //! | `instance.rs` | [`InstanceLock`]: one daemon per network namespace |
 //! | `privileges.rs` | the switch to the service user ([`leave_root`]) and [`drop_privileges`] |
@@ -30,6 +31,7 @@ mod commands;
 mod control;
 mod instance;
 mod live_grants;
+mod metrics_file;
 mod privileges;
 mod reload;
 mod run;

@@ -11,6 +11,7 @@
 //! | file | backend | I/O |
 //! | --- | --- | --- |
 //! | `nft_set.rs` | `nftables` (default): set elements with timeouts in table `inet nfknock`, which it owns (the gate, the knock rules) | through [`crate::netfilter::nft`] |
+//! | `ipset.rs` | `ipset`: elements with timeouts in two `hash:ip,port` ipsets, which it owns; the host's iptables rules match them | through [`crate::netfilter::ipset`] |
 //!
 //! Adding a backend: a file here implementing [`GrantSink`] (and [`GrantStore`]), a variant of
 //! [`config::Backend`], and its arm in [`open`] and [`existing`].
@@ -21,6 +22,7 @@
 //!
 //! [`write`]: GrantSink::write
 
+pub mod ipset;
 pub mod nft_set;
 
 use std::net::IpAddr;
@@ -286,6 +288,7 @@ pub struct Options {
 pub fn open(config: &Config, options: Options) -> Result<Box<dyn GrantSink>, GrantError> {
     let sink: Box<dyn GrantSink> = match config.server.backend {
         config::Backend::Nftables => Box::new(nft_set::NftSet::open(config, options.gate)?),
+        config::Backend::Ipset => Box::new(ipset::IpsetSink::open(config)?),
     };
     Ok(if options.dry_run {
         Box::new(DryRun(sink))
@@ -294,10 +297,15 @@ pub fn open(config: &Config, options: Options) -> Result<Box<dyn GrantSink>, Gra
     })
 }
 
-/// Open what `backend` left in the kernel, changing nothing (`nfknock status`, `uninstall`).
-pub fn existing(backend: config::Backend) -> Result<Box<dyn GrantStore>, GrantError> {
+/// Open what `backend` left in the kernel, changing nothing (`nfknock status`, `uninstall`);
+/// `ipset` names the sets of the `ipset` backend.
+pub fn existing(
+    backend: config::Backend,
+    ipset: &config::IpsetNames,
+) -> Result<Box<dyn GrantStore>, GrantError> {
     Ok(match backend {
         config::Backend::Nftables => Box::new(nft_set::NftStore::open()?),
+        config::Backend::Ipset => Box::new(ipset::IpsetStore::open(ipset)?),
     })
 }
 

@@ -18,6 +18,11 @@
 //! | `dry_run.rs`    | `serve --dry-run` with and without the gate                          |
 //! | `fwknop.rs`     | the real Debian fwknop client, access.conf migration                 |
 //! | `commands.rs`   | command cycles (ipset + iptables-legacy), restarts, timeouts, command messages |
+//! | `ipset.rs`      | the ipset backend under iptables-legacy/-nft: grant, refresh, expiry, repair |
+//! | `fwknop_client.rs` | `knock --fwknop` against the real fwknopd and nfknock; keygen QR    |
+//! | `host_firewall.rs` | beside a default-drop host firewall (examples/nftables-host.conf) |
+//! | `metrics.rs`    | the metrics file, read by a real Prometheus parser; status --metrics |
+//! | `shipped.rs`    | shipped nft files load with this nft; the AppArmor profile parses   |
 //!
 //! Run them as root: `cargo test --test e2e` (all, in parallel), `cargo test --test e2e flood::`
 //! (one area). Measurements that are not asserted beyond a functional bound are `#[ignore]`d
@@ -29,12 +34,17 @@ mod commands;
 mod dry_run;
 mod flood;
 mod fwknop;
+mod fwknop_client;
 mod grants;
+mod host_firewall;
+mod ipset;
 mod kernel;
 mod lifecycle;
+mod metrics;
 mod privileges;
 mod rate_limit;
 mod replay;
+mod shipped;
 mod state;
 
 use std::collections::HashMap;

@@ -25,12 +25,14 @@ fn server_hint(key: &str) -> Option<&'static str> {
         "protect" => "a list of accesses, e.g. `protect = [\"tcp/22\", \"tcp/443\"]`",
         "max_age" => "seconds, from 1 to 3600, e.g. `max_age = 120`",
         "manage_ruleset" | "gate_forward" | "revoke_on_reload" => "`true` or `false`",
-        "backend" => "where grants are written, e.g. `backend = \"nftables\"`",
+        "backend" => "where grants are written: `backend = \"nftables\"` (the default) or `backend = \"ipset\"`",
+        "ipset_v4" | "ipset_v6" => "a quoted ipset name of up to 31 printable characters without spaces, e.g. `ipset_v4 = \"nfknock_allow_v4\"`",
         "rate_limit" => "knocks per second per source (0 turns it off), e.g. `rate_limit = 20`",
         "rate_limit_v4_prefix" => "the prefix length an IPv4 source is metered by, from 1 to 32, e.g. `rate_limit_v4_prefix = 32`",
         "rate_limit_v6_prefix" => "the prefix length an IPv6 source is metered by, from 1 to 128, e.g. `rate_limit_v6_prefix = 64`",
         "user" => "a quoted user name, e.g. `user = \"nfknock\"`",
         "max_commands" => "the number of commands that may run at once, from 1 to 64, e.g. `max_commands = 4`",
+        "metrics_file" => "a quoted absolute path ending in `.prom`, e.g. `metrics_file = \"/var/lib/prometheus/node-exporter/nfknock.prom\"`",
         _ => return None,
     })
 }
@@ -119,6 +121,25 @@ pub(super) fn server_settings(
         }
     };
 
+    let metrics_file = raw.metrics_file.as_ref().and_then(|s| {
+        let p = PathBuf::from(s.get_ref());
+        let fine = p.is_absolute()
+            && p.file_name().is_some()
+            && p.extension().is_some_and(|e| e == "prom");
+        if !fine {
+            sink.at(
+                Some(s.span()),
+                "server.metrics_file",
+                format!(
+                    "`{}` is not an absolute path to a `.prom` file (node_exporter's textfile collector reads only those); write e.g. `metrics_file = \"{}\"`, or remove the key for no metrics file",
+                    s.get_ref(),
+                    crate::config::NODE_EXPORTER_METRICS_FILE
+                ),
+            );
+        }
+        fine.then_some(p)
+    });
+
     let protect = raw.protect.as_ref().map(|list| {
         let mut v: Vec<Access> = values::accesses(sink, list, "server.protect").into_iter().map(|(a, _)| a).collect();
         v.sort();
@@ -143,6 +164,7 @@ pub(super) fn server_settings(
         gate_forward: raw.gate_forward.unwrap_or(true),
         revoke_on_reload: raw.revoke_on_reload.unwrap_or(true),
         backend: raw.backend.unwrap_or_default(),
+        ipset: ipset_names(sink, &raw),
         rate_limit: u32::try_from(rate_limit).unwrap_or(crate::config::DEFAULT_RATE_LIMIT),
         rate_limit_v4_prefix: u8::try_from(rate_limit_v4_prefix)
             .unwrap_or(crate::config::DEFAULT_RATE_LIMIT_V4_PREFIX),
@@ -150,8 +172,57 @@ pub(super) fn server_settings(
             .unwrap_or(crate::config::DEFAULT_RATE_LIMIT_V6_PREFIX),
         user: run_as(sink, cx.accounts, raw.user.as_ref()),
         max_commands: u32::try_from(max_commands).unwrap_or(crate::command::DEFAULT_MAX_COMMANDS),
+        metrics_file,
     };
     (server, protect)
+}
+
+/// `ipset_v4` / `ipset_v6`: valid names, different from each other, and only with
+/// `backend = "ipset"` (elsewhere they would do nothing).
+fn ipset_names(sink: &mut Sink<'_>, raw: &RawServer) -> crate::config::IpsetNames {
+    let mut names = crate::config::IpsetNames::default();
+    let backend = raw.backend.unwrap_or_default();
+    if backend == crate::config::Backend::Ipset && raw.gate_forward == Some(true) {
+        sink.at(
+            None,
+            "server.gate_forward",
+            "`gate_forward = true` is the forward gate of nfknock's nftables table, which `backend = \"ipset\"` does not install (its iptables rules gate the host's own ports); remove it, or use `backend = \"nftables\"` to gate DNAT-published ports",
+        );
+    }
+    for (v6, given) in [(false, &raw.ipset_v4), (true, &raw.ipset_v6)] {
+        let Some(given) = given else { continue };
+        let key = if v6 {
+            "server.ipset_v6"
+        } else {
+            "server.ipset_v4"
+        };
+        let name = given.get_ref();
+        if backend != crate::config::Backend::Ipset {
+            sink.at(
+                Some(given.span()),
+                key,
+                format!("is used only with `backend = \"ipset\"` (this config's backend is `{}`); remove it, or add `backend = \"ipset\"` to `[server]`", backend.name()),
+            );
+        } else if let Some(why) = crate::config::ipset_name_problem(name) {
+            sink.at(
+                Some(given.span()),
+                key,
+                format!("`{}` {why}; give an ipset name of 1 to {} printable characters without spaces, e.g. `{} = \"{}\"`", name.escape_debug(), crate::config::IPSET_NAME_MAX, &key[7..], if v6 { crate::config::DEFAULT_IPSET_V6 } else { crate::config::DEFAULT_IPSET_V4 }),
+            );
+        } else if v6 {
+            names.v6 = name.clone();
+        } else {
+            names.v4 = name.clone();
+        }
+    }
+    if names.v4 == names.v6 {
+        sink.at(
+            raw.ipset_v6.as_ref().or(raw.ipset_v4.as_ref()).map(|s| s.span()),
+            "server.ipset_v6",
+            format!("names the same ipset as `ipset_v4` (`{}`); each family needs its own set, e.g. `ipset_v6 = \"{}\"`", names.v6, crate::config::DEFAULT_IPSET_V6),
+        );
+    }
+    names
 }
 
 /// Resolve `[server] user` (or the default, [`crate::config::DEFAULT_USER`], if the local user

@@ -156,14 +156,26 @@ fn rate_key_text(fam: &Fam, spec: &RulesetSpec) -> String {
     }
 }
 
-/// `ct status dnat ct state ! established,related` + the gate on the original port: a flow
-/// whose destination was NATed (DNAT, REDIRECT) is judged by the port the client asked for.
-fn gate_nated(m: &mut Exprs<'_>, fam: &Fam) {
+/// The transport protocols a NATed flow is gated for, one rule each (an access is tcp or udp).
+///
+/// nft before 1.0.7 (Debian 12 has 1.0.6, Ubuntu 22.04 1.0.2) gives `ct original proto-dst`
+/// no type unless a `meta l4proto tcp`-like match before it says which protocol's port it is:
+/// without it, `nft -f` refuses the concatenation ("can not use variable sized data types
+/// (invalid) in concat expressions"). One rule per protocol, with that match first, loads with
+/// every nft from 1.0.2 and means the same: `@protected` holds tcp and udp ports only.
+const NATED_PROTOS: [Proto; 2] = [Proto::Tcp, Proto::Udp];
+
+/// `ct status dnat ct state ! established,related meta l4proto PROTO` + the gate on the
+/// original port: a flow whose destination was NATed (DNAT, REDIRECT) is judged by the port
+/// the client asked for.
+fn gate_nated(m: &mut Exprs<'_>, fam: &Fam, proto: Proto) {
     m.e_ct(NFT_CT_STATUS, None, NFT_REG_1);
     m.e_bitwise_and(NFT_REG_1, IPS_DST_NAT);
     m.e_cmp(NFT_REG_1, NFT_CMP_NEQ, &0u32.to_ne_bytes());
     ct_not_established(m);
     nfproto(m, fam.nfproto);
+    m.e_meta(NFT_META_L4PROTO, NFT_REG_1);
+    m.e_cmp(NFT_REG_1, NFT_CMP_EQ, &[proto as u8]);
     gate(m, fam, Dport::CtOriginal);
 }
 
@@ -242,12 +254,16 @@ pub(super) fn add_all(nft: &mut Nft, spec: &RulesetSpec) {
         // hook sees the port after NAT, so `redirect to :2223` of a protected tcp/22 would
         // otherwise reach the service behind it ungated.
         for fam in &FAMS {
-            nft.add_rule(TABLE, CHAIN_INPUT, |m| gate_nated(m, fam));
+            for proto in NATED_PROTOS {
+                nft.add_rule(TABLE, CHAIN_INPUT, |m| gate_nated(m, fam, proto));
+            }
         }
     }
     if spec.gate_forward {
         for fam in &FAMS {
-            nft.add_rule(TABLE, CHAIN_FORWARD, |m| gate_nated(m, fam));
+            for proto in NATED_PROTOS {
+                nft.add_rule(TABLE, CHAIN_FORWARD, |m| gate_nated(m, fam, proto));
+            }
         }
     }
 }
@@ -260,9 +276,10 @@ fn gate_text(fam: &Fam, dport: Dport) -> String {
     )
 }
 
-fn gate_nated_text(fam: &Fam) -> String {
+fn gate_nated_text(fam: &Fam, proto: Proto) -> String {
     format!(
-        "ct status dnat ct state ! established,related {}",
+        "ct status dnat ct state ! established,related meta l4proto {} {}",
+        proto.name(),
         gate_text(fam, Dport::CtOriginal)
     )
 }
@@ -349,14 +366,18 @@ pub fn render(spec: &RulesetSpec) -> String {
             );
         }
         for fam in &FAMS {
-            let _ = writeln!(s, "\t\t{}", gate_nated_text(fam));
+            for proto in NATED_PROTOS {
+                let _ = writeln!(s, "\t\t{}", gate_nated_text(fam, proto));
+            }
         }
     }
     let _ = writeln!(s, "\t}}");
     if spec.gate_forward {
         let _ = writeln!(s, "\n\tchain {CHAIN_FORWARD} {{\n\t\ttype filter hook forward priority filter - 10; policy accept;");
         for fam in &FAMS {
-            let _ = writeln!(s, "\t\t{}", gate_nated_text(fam));
+            for proto in NATED_PROTOS {
+                let _ = writeln!(s, "\t\t{}", gate_nated_text(fam, proto));
+            }
         }
         let _ = writeln!(s, "\t}}");
     }

@@ -302,7 +302,13 @@ fn render_follows_the_spec() {
     let input = no_forward.split("chain gate_input").nth(1).unwrap();
     for saddr in ["ip saddr", "ip6 saddr"] {
         assert!(
-            input.contains(&format!("\t\tct status dnat ct state ! established,related meta l4proto . ct original proto-dst @protected {saddr} . meta l4proto . ct original proto-dst != @allow_v")),
+            input.contains(&format!("\t\tct status dnat ct state ! established,related meta l4proto tcp meta l4proto . ct original proto-dst @protected {saddr} . meta l4proto . ct original proto-dst != @allow_v")),
+            "{no_forward}"
+        );
+        // Issue 12 §6: one rule per protocol, so nft < 1.0.7 (Debian 12's 1.0.6) can type
+        // `ct original proto-dst` inside the concatenation.
+        assert!(
+            input.contains(&format!("\t\tct status dnat ct state ! established,related meta l4proto udp meta l4proto . ct original proto-dst @protected {saddr} . meta l4proto . ct original proto-dst != @allow_v")),
             "{no_forward}"
         );
         assert!(input.contains(&format!(
