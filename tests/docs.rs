@@ -179,3 +179,38 @@ fn config_page_names_every_key_the_parser_accepts() {
         }
     }
 }
+
+/// The package (Cargo.toml `[package.metadata.deb] assets`) ships what the generator writes:
+/// every `debian/gen/` asset names generated files, and every generated file is shipped.
+#[test]
+fn the_package_ships_every_generated_page_and_completion() {
+    let dir = tempfile::tempdir().unwrap();
+    gen_docs::generate(dir.path()).unwrap();
+    let mut generated = BTreeSet::new();
+    for sub in ["man", "completions"] {
+        for e in std::fs::read_dir(dir.path().join(sub)).unwrap() {
+            generated.insert(format!("{sub}/{}", e.unwrap().file_name().to_string_lossy()));
+        }
+    }
+    let manifest: toml::Value = toml::from_str(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut shipped = BTreeSet::new();
+    for a in manifest["package"]["metadata"]["deb"]["assets"].as_array().unwrap() {
+        let Some(rel) = a[0].as_str().unwrap().strip_prefix("debian/gen/") else {
+            continue;
+        };
+        let matched: Vec<&String> = match rel.strip_suffix("*.8") {
+            Some(prefix) => generated
+                .iter()
+                .filter(|g| g.starts_with(prefix) && g.ends_with(".8"))
+                .collect(),
+            None => generated.iter().filter(|g| *g == rel).collect(),
+        };
+        assert!(!matched.is_empty(), "asset debian/gen/{rel} matches no generated file");
+        shipped.extend(matched.into_iter().cloned());
+    }
+    assert_eq!(shipped, generated, "generated files the package does not ship");
+}

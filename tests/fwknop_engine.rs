@@ -1189,3 +1189,81 @@ fn verify_raw(config: &Path, r: &Value) -> (i32, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Keys of wide-open client `i` in [`at_most_the_candidate_bound_is_tried_per_packet`].
+fn bound_keys(i: u16) -> (Vec<u8>, Vec<u8>) {
+    let mut k = vec![0x5au8; 32];
+    k[..2].copy_from_slice(&i.to_be_bytes());
+    let mut h = vec![0xa5u8; 64];
+    h[..2].copy_from_slice(&i.to_be_bytes());
+    (k, h)
+}
+
+fn bound_client(name: &str, i: u16) -> String {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let (k, h) = bound_keys(i);
+    format!(
+        "[[client]]\nname = \"{name}\"\nallow = [\"tcp/22\"]\nrequire_source_match = false\n\
+         [client.fwknop]\nkey_base64 = \"{}\"\nhmac_key_base64 = \"{}\"\nhmac = \"sha256\"\n\n",
+        b64(&k),
+        b64(&h)
+    )
+}
+
+fn bound_knock(i: u16, now: u64) -> Vec<u8> {
+    let (k, h) = bound_keys(i);
+    let key = FwknopKey::new(
+        Zeroizing::new(k),
+        Some(Zeroizing::new(h)),
+        HmacType::Sha256,
+        EncMode::Cbc,
+    )
+    .unwrap();
+    let ssh: Access = "tcp/22".parse().unwrap();
+    let req = SealRequest::access("root", now, Ipv4Addr::UNSPECIFIED, &[ssh], 0);
+    seal(
+        &key,
+        &req,
+        [i as u8; 8],
+        "1234567890123456",
+        DigestType::Sha256,
+    )
+    .unwrap()
+    .into_bytes()
+}
+
+/// Issue 11 §2: an fwknop packet is tried under at most `MAX_FWKNOP_CANDIDATES` clients,
+/// whatever config the engine is given (a config that loads never has more per source: the
+/// config check refuses it). The last client within the bound is granted; one past it, slipped
+/// in behind the config check, is never tried.
+#[test]
+fn at_most_the_candidate_bound_is_tried_per_packet() {
+    let cap = config::MAX_FWKNOP_CANDIDATES as u16;
+    let mut text = SERVER_TOML.to_string();
+    for i in 0..=cap {
+        text += &bound_client(&format!("c{i}"), i);
+    }
+    assert!(
+        config::parse_str(&text, Path::new("bound.toml")).is_err(),
+        "the config check let a client past the bound"
+    );
+    let mut within = SERVER_TOML.to_string();
+    for i in 0..cap {
+        within += &bound_client(&format!("c{i}"), i);
+    }
+    let last = parse(&format!("{SERVER_TOML}{}", bound_client("late", cap)));
+    let mut c = (*parse(&within)).clone();
+    c.clients.push(last.clients[0].clone());
+    let now = 1_800_000_000;
+    let mut e = engine(Arc::new(c), now);
+    let src = packet_from(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)));
+    let out = e.handle(&bound_knock(cap - 1, now), src, now);
+    assert!(matches!(out.decision, Decision::Grant(_)), "{out:?}");
+    let out = e.handle(&bound_knock(cap, now), src, now);
+    assert_eq!(
+        out.decision,
+        Decision::Reject(Reason::AuthFailed),
+        "{out:?}"
+    );
+}

@@ -9,6 +9,7 @@
 //! | --- | --- |
 //! | `serve.rs` | `serve` (its flags become [`crate::daemon::Options`]) |
 //! | `check.rs` | `check` |
+//! | `reload.rs` | `reload` (ask the running daemon over its control socket; the unit's `ExecReload=`) |
 //! | `table.rs` | `ruleset`, `uninstall` (the `inet nfknock` table as a whole) |
 //! | `status.rs` | `status` (the live grants) |
 //! | `state.rs` | `init-state` |
@@ -28,6 +29,7 @@ mod import;
 mod keys;
 mod knock;
 mod qr;
+mod reload;
 mod serve;
 mod state;
 mod status;
@@ -133,6 +135,14 @@ pub enum Command {
     InitState(InitStateArgs),
     /// Validate a server config; print every problem with file, line and key.
     Check(ConfigArg),
+    /// Check the config, then have the running daemon load it; wait for its answer.
+    ///
+    /// Exit status 0 only once the daemon serves the new config (warnings, e.g. a `queue`
+    /// change that waits for a restart, are printed); 1 with the reason when the config fails
+    /// the check or the daemon refused it (it keeps serving its current config), or when no
+    /// daemon answers within 30 s. The unit's `ExecReload=`: `systemctl reload nfknock`.
+    /// The daemon answers root and its own user only. SIGHUP still reloads, without an answer.
+    Reload(ConfigArg),
     /// Send one knock: native, or an fwknop 2.x packet with --fwknop (for fwknopd or an
     /// nfknock `[client.fwknop]` entry).
     Knock(KnockArgs),
@@ -185,6 +195,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve(args) => serve::serve(args),
         Command::InitState(args) => state::init_state(args.config.path(), args.state_dir),
         Command::Check(config) => check::check(config.path()),
+        Command::Reload(config) => reload::reload(config.path()),
         Command::Knock(args) => knock::knock(args),
         Command::Status(args) if args.metrics => status::metrics(args.config.path()),
         Command::Status(args) => status::status(args.config.path(), args.json),

@@ -9,10 +9,11 @@ use clap::{CommandFactory, Parser};
 use super::{Cli, DEFAULT_CONFIG};
 
 /// The commands that take a server config with `-c, --config PATH`.
-const WITH_CONFIG: [&str; 7] = [
+const WITH_CONFIG: [&str; 8] = [
     "serve",
     "init-state",
     "check",
+    "reload",
     "status",
     "verify",
     "ruleset",

@@ -48,6 +48,13 @@ pub const DEFAULT_MAX_AGE: u64 = 120;
 pub const DEFAULT_TIMEOUT: u32 = 30;
 pub const DEFAULT_MAX_TIMEOUT: u32 = 3600;
 pub const DEFAULT_RATE_LIMIT: u32 = 20;
+/// At most this many fwknop clients may admit one source address (issue 11 §2). An fwknop
+/// packet carries no key hint, so it is tried under each such client in turn, one HMAC each:
+/// this bounds what one forged packet costs (about 0.36 µs per client measured, so under
+/// 0.1 ms). A config in which a client would come later than this for some address is refused
+/// rather than loaded with that client unreachable from there: no client is silently locked
+/// out. The engine stops at the same bound whatever it is given.
+pub const MAX_FWKNOP_CANDIDATES: usize = 256;
 /// The knock rate limit meters an IPv4 source per address...
 pub const DEFAULT_RATE_LIMIT_V4_PREFIX: u8 = 32;
 /// ... and an IPv6 source per /64: one host commonly holds a whole /64, so per-address
@@ -98,6 +105,11 @@ pub struct Server {
     /// removed, its key changed, it expired, the access left its `allow` or entered its
     /// `deny`, or the address left its `sources`). `false` lets them run out their time.
     pub revoke_on_reload: bool,
+    /// Drop native-length packets whose key hint is not valid right now, and fwknop-length
+    /// packets from outside every fwknop client's `sources`, in the kernel, before the queue
+    /// (`prefilter`, default on). Off: every knock-shaped packet reaches the daemon, which
+    /// then can tell a skewed client's clock from junk (`stale by N seconds`).
+    pub prefilter: bool,
     /// Where grants are written ([`crate::grants`] opens it).
     pub backend: Backend,
     /// The ipsets of `backend = "ipset"` (`ipset_v4`, `ipset_v6`).

@@ -22,7 +22,8 @@
 //! | `live_grants.rs` | the grants this daemon wrote, to restore after a flush and to revoke |
 //! | `commands.rs` | command cycles and command messages: jobs for the runner (`crate::command::runner`), pending closes on disk, run from the tick |
 //! | `metrics_file.rs` | the metrics file for node_exporter, replaced whole (tmp + rename) |
-//! | `control.rs` | [`Control`]: SIGTERM/SIGINT/SIGHUP, or a [`ControlHandle`] in tests |
+//! | `control.rs` | [`Control`]: SIGTERM/SIGINT/SIGHUP, or a [`ControlHandle`] (tests, requests); each reload's outcome for whoever asked |
+//! | `requests.rs` | the control socket (the instance lock's): `nfknock reload` asks, the daemon answers ok or why not |
 //! | `instance.rs` | [`InstanceLock`]: one daemon per network namespace |
 //! | `privileges.rs` | the switch to the service user ([`leave_root`]) and [`drop_privileges`] |
 //! | `tests.rs` | the real loop driven in-process, against a recording [`GrantSink`](crate::grants::GrantSink) |
@@ -34,15 +35,17 @@ mod live_grants;
 mod metrics_file;
 mod privileges;
 mod reload;
+mod requests;
 mod run;
 
 #[cfg(test)]
 mod tests;
 
-pub use control::{Control, ControlHandle};
+pub use control::{Control, ControlHandle, ReloadOutcome};
 pub use instance::{Action, AlreadyRunning, InstanceLock};
 pub use privileges::drop_privileges;
 use privileges::leave_root;
+pub use requests::{request_reload, RequestError, RELOAD_WAIT};
 pub use run::{Daemon, PacketSource};
 
 use std::path::{Path, PathBuf};
@@ -197,6 +200,9 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
 
     let control = Control::register()?;
     drop_privileges()?;
+    // The lock's socket answers `nfknock reload` from here on, on a thread that inherits the
+    // dropped privileges; it holds the lock for the process's life.
+    requests::spawn(instance, control.handle()?)?;
     // No extra refusal bound: the cache carries it (and its journal keeps it across restarts).
     let engine = Engine::new(config.clone(), cache, 0, now);
     release_freed_memory();
@@ -207,7 +213,6 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
         "nfknock serving"
     );
     let result = Daemon::new(engine, journal, queue, grants, opts.config.clone())
-        .holding(instance)
         .with_commands(commands)
         .run(&control);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
+use super::control::ReloadOutcome;
 use super::live_grants::NO_OWNER;
 use super::run::{Daemon, PacketSource};
 use super::{release_freed_memory, unix_now};
@@ -32,28 +33,50 @@ fn commands_changed(old: &Config, new: &Config) -> bool {
 }
 
 impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
-    pub(super) fn reload(&mut self) {
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+    /// Reload the config file: `Ok` with the warnings an operator should read once the new
+    /// config is in force, `Err` with the reason when it was refused (the running config
+    /// stays). systemd hears `RELOADING=1` (with `MONOTONIC_USEC=`, which systemd 253+ requires
+    /// of `Type=notify-reload` services) before and `READY=1` after, either way.
+    pub(super) fn reload(&mut self) -> ReloadOutcome {
+        let mut reloading = vec![sd_notify::NotifyState::Reloading];
+        reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+        let _ = sd_notify::notify(false, &reloading);
+        let outcome = self.apply_new_config();
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        outcome
+    }
+
+    fn apply_new_config(&mut self) -> ReloadOutcome {
         match config::load(
             &self.config_path,
             &crate::sys::FsLoader,
             &crate::sys::SystemAccounts,
         ) {
-            Err(e) => error!("new config refused, the running one stays:\n{e}"),
+            Err(e) => {
+                error!("new config refused, the running one stays:\n{e}");
+                Err(format!(
+                    "{e}\n(fix it and check with `nfknock check --config {}`)",
+                    self.config_path.display()
+                ))
+            }
             Ok(new) => {
                 let old = self.engine.config().clone();
+                let mut notes = Vec::new();
                 if new.server.queue != old.server.queue
                     || new.server.state_dir != old.server.state_dir
                     || new.server.user != old.server.user
                     || new.server.backend != old.server.backend
                 {
-                    warn!("`queue`, `state_dir`, `user` and `backend` changes take effect at the next restart (systemctl restart nfknock)");
+                    let note = "`queue`, `state_dir`, `user` and `backend` changes take effect at the next restart (systemctl restart nfknock)";
+                    warn!("{note}");
+                    notes.push(note.to_string());
                 }
                 if commands_changed(&old, &new) {
                     warn!("command settings (`grant`, `on_grant`, `on_expire`, `commands`, `command_*`, `max_commands`) changed: the command runner keeps the ones it was started with (it was forked with root's rights, which the daemon no longer has); they take effect at the next restart (systemctl restart nfknock)");
                 }
                 for w in config::warnings(&new) {
                     warn!("{w}");
+                    notes.push(w.to_string());
                 }
                 // Each live grant is judged against the new config: kept under its client's
                 // new index, or revoked (unless `revoke_on_reload = false`) with the reason.
@@ -86,9 +109,9 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                     .live
                     .remaining_where(|a, acc, o| judge(a, acc, o).is_ok());
                 if let Err(e) = self.grants.reconfigure(&new, &keep) {
-                    error!("new config refused: {}", e.report());
-                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-                    return;
+                    let report = e.report();
+                    error!("new config refused: {report}");
+                    return Err(report.to_string());
                 }
                 let revoked = self.live.revise(judge);
                 self.revoke(&old, &revoked);
@@ -98,10 +121,13 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                     "config reloaded"
                 );
                 self.engine.reconfigure(Arc::new(new), unix_now());
+                // The new client list's hints replace the old ones in one batch: a removed
+                // client's hints leave the kernel as the new clients' arrive.
+                self.sync_hints(true);
                 release_freed_memory();
+                Ok(notes)
             }
         }
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     }
 
     /// Take grants the reloaded config no longer authorises out of the backend, and say so.

@@ -6,7 +6,6 @@
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -51,6 +50,10 @@ const WARN_PER_SEC: u32 = 10;
 /// typically scraped every 15 s or more; a write costs about 1.5 ms on ext4, 30 µs on tmpfs
 /// (docs/METRICS.md has the measurement), between bursts.
 const METRICS_EVERY: Duration = Duration::from_secs(5);
+/// After a failed key-hint write, how long the tick waits before it tries the whole window
+/// again (a set missing from a table loaded by hand must not cost a window of HMACs and an
+/// error line every second). Start, reload, repair and clock steps try at once.
+const HINT_RETRY: Duration = Duration::from_secs(30);
 
 /// Where queued packets come from: the kernel's NFQUEUE, or a scripted source in tests.
 pub trait PacketSource {
@@ -119,6 +122,8 @@ pub struct Daemon<Q, S> {
     /// Counted here, written to `[server] metrics_file` every [`METRICS_EVERY`].
     pub(super) metrics: Metrics,
     metrics_file: MetricsFile,
+    /// When the last key-hint write failed ([`HINT_RETRY`]).
+    hints_failed: Option<Instant>,
 }
 
 impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
@@ -142,6 +147,7 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
             commands: None,
             metrics: Metrics::new(env!("CARGO_PKG_VERSION"), unix_now()),
             metrics_file: MetricsFile::default(),
+            hints_failed: None,
         }
     }
 
@@ -171,6 +177,9 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
         let mut last_compact = Instant::now();
         // The first metrics file is written at the first tick.
         let mut last_metrics: Option<Instant> = None;
+        // The prefilter drops every native knock whose hint it does not hold: fill it before
+        // the first packet.
+        self.sync_hints(true);
         loop {
             // A backend that cannot notice changes by others has no descriptor: poll(2) skips
             // a negative one.
@@ -182,13 +191,10 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                 self.write_metrics();
                 return Ok(());
             }
-            if control.take_reload() {
-                // A reload that took puts a new config in the engine; one that failed leaves
-                // the old one (reload.rs).
-                let before = self.engine.config().clone();
-                self.reload();
-                let ok = !Arc::ptr_eq(&before, self.engine.config());
-                self.metrics.reloaded(ok);
+            if let Some(ticket) = control.take_reload() {
+                let outcome = self.reload();
+                self.metrics.reloaded(outcome.is_ok());
+                control.post_reload(ticket, outcome);
             }
             // A ruleset repair before packets: the gate may be open (or knocks unheard) until
             // it is done, and a turn of packets can wait for it.
@@ -201,7 +207,8 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 let now = unix_now();
-                if let Some(step) = self.engine.tick(now, monotonic_secs()) {
+                let step = self.engine.tick(now, monotonic_secs());
+                if let Some(step) = step {
                     warn!(
                         step_secs = step,
                         "the wall clock stepped by {step}s: replay records stay until their expiry \
@@ -209,6 +216,8 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                          clock"
                     );
                 }
+                // The kernel's hint timeouts were computed from the old clock: all anew.
+                self.sync_hints(step.is_some());
                 self.live.forget_expired();
                 if let Some(c) = self.commands.as_mut() {
                     c.tick(now);
@@ -473,7 +482,8 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                     grants = restore.len(),
                     "{} was removed or changed by someone else; re-created it",
                     self.grants.objects()
-                )
+                );
+                self.sync_hints(true);
             }
             Err(e) => error!("{}", e.report()),
         }
@@ -499,6 +509,39 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
         };
         let text = self.metrics.render(&snap);
         self.metrics_file.write(&path, &text);
+    }
+
+    /// Bring the kernel's key-hint prefilter up to date (issue 11): with `all`, the whole
+    /// window replaces what it holds (start, reload, flush repair, clock step); otherwise the
+    /// epochs that entered the window since the last call are added (one batch every ten
+    /// minutes, a minute before they can be needed). A failed write is retried whole by the
+    /// tick after [`HINT_RETRY`]. Nothing with `prefilter = false`.
+    pub(super) fn sync_hints(&mut self, all: bool) {
+        if !self.engine.config().server.prefilter {
+            return;
+        }
+        if !all && self.hints_failed.is_some_and(|t| t.elapsed() < HINT_RETRY) {
+            return;
+        }
+        let hints = self.engine.kernel_hints(unix_now(), all);
+        if hints.is_empty() && !all {
+            return;
+        }
+        match self.grants.write_hints(&hints, all) {
+            Ok(()) => {
+                self.hints_failed = None;
+                if all {
+                    info!(hints = hints.len(), "key hints written to the prefilter");
+                } else {
+                    debug!(hints = hints.len(), "next epoch's key hints added");
+                }
+            }
+            Err(e) => {
+                error!("{}", e.report());
+                self.engine.kernel_hints_lost();
+                self.hints_failed = Some(Instant::now());
+            }
+        }
     }
 }
 

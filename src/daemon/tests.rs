@@ -70,6 +70,9 @@ impl PacketSource for ScriptedQueue {
 /// were given.
 type Install = (Vec<Access>, Vec<Grant>);
 
+/// One key-hint write: the hints, and whether they replaced the whole set.
+type HintWrite = (Vec<[u8; 8]>, bool);
+
 /// A grant backend that records what the loop asks of it. Built from the config as a real one
 /// is: `protect` is what its objects gate, and a reload changes it. Its objects are "changed by
 /// someone else" (a flush) when the test rings `flush`.
@@ -89,6 +92,8 @@ struct Recorder {
     fail_restores: Arc<AtomicU32>,
     fail_reconfigures: Arc<AtomicU32>,
     fail_revokes: Arc<AtomicU32>,
+    /// Key-hint writes for the kernel's prefilter: the hints, and whether they replaced all.
+    hints: Arc<Mutex<Vec<HintWrite>>>,
 }
 
 /// Counts one failure off `budget`; true if this call is to fail.
@@ -119,6 +124,7 @@ impl Recorder {
             fail_restores: Default::default(),
             fail_reconfigures: Default::default(),
             fail_revokes: Default::default(),
+            hints: Default::default(),
         }
     }
 }
@@ -182,6 +188,15 @@ impl GrantSink for Recorder {
     }
     fn event_fd(&self) -> Option<RawFd> {
         Some(self.events.as_raw_fd())
+    }
+    fn write_hints(
+        &mut self,
+        hints: &[crate::grants::KeyHint],
+        replace: bool,
+    ) -> Result<(), GrantError> {
+        let keys = hints.iter().map(|(k, _)| *k).collect();
+        self.hints.lock().unwrap().push((keys, replace));
+        Ok(())
     }
     fn drain(&mut self) -> Result<bool, GrantError> {
         let mut buf = [0u8; 64];
@@ -1061,4 +1076,69 @@ fn metrics_count_reloads_by_result_and_are_written_at_shutdown() {
     ] {
         assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
     }
+}
+
+/// Issue 12 §3: a reload requested through the handle (what the control socket's thread does
+/// for `nfknock reload`) gets the loop's answer: `Ok` once the new config is in force (the
+/// next knock is judged by it), `Err` with the reason when the config is broken or the backend
+/// refuses it, and the running config stays.
+#[test]
+fn a_requested_reload_answers_ok_only_once_the_new_config_is_in_force() {
+    let h = start();
+    let wait = Duration::from_secs(10);
+
+    write_config(h.dir.path(), &h.secret, "\"tcp/22\", \"tcp/443\"");
+    assert_eq!(h.handle.reload_and_wait(wait), Some(Ok(vec![])));
+    // No waiting: the answer came after the new config was in force.
+    h.script.push(knock(&h, "tcp/443"));
+    wait_for("the grant", || h.sink.written.lock().unwrap().len() == 1);
+
+    std::fs::write(h.dir.path().join("nfknock.toml"), "[server]\nport = 0\n").unwrap();
+    let refused = h.handle.reload_and_wait(wait).unwrap().unwrap_err();
+    assert!(
+        refused.contains("nfknock.toml") && refused.contains("port"),
+        "{refused}"
+    );
+
+    h.sink.fail_reconfigures.store(1, Ordering::SeqCst);
+    write_config(h.dir.path(), &h.secret, "\"tcp/80\"");
+    let refused = h.handle.reload_and_wait(wait).unwrap().unwrap_err();
+    assert!(!refused.is_empty());
+    // The config of the first reload still serves.
+    h.script.push(knock(&h, "tcp/443"));
+    wait_for("a grant under the running config", || {
+        h.sink.written.lock().unwrap().len() == 2
+    });
+}
+
+/// Issue 11: the kernel's key-hint set gets the whole window (replacing what it held) before
+/// the first packet, after a flush repair, and after a reload, which swaps a removed client's
+/// hints for the new client's.
+#[test]
+fn the_kernel_hint_set_is_written_at_start_and_replaced_on_repair_and_reload() {
+    let h = start();
+    let hint = |key: &NativeKey| native::hint(key, native::epoch_of(unix_now()));
+    let writes = |h: &Harness| h.sink.hints.lock().unwrap().clone();
+    wait_for("the first hints", || !writes(&h).is_empty());
+    let (first, replace) = writes(&h)[0].clone();
+    assert!(replace && first.contains(&hint(&h.key)), "{first:?}");
+
+    (&h.flush).write_all(&[1]).unwrap();
+    wait_for("the hints after the repair", || writes(&h).len() >= 2);
+    assert!(writes(&h)[1].1, "a repair replaces the whole set");
+
+    let bob = crate::crypto::generate_secret_base64(&mut OsRng);
+    write_clients(h.dir.path(), "", &[("bob", &bob, "\"tcp/22\"")]);
+    h.handle.reload();
+    let bob_key = NativeKey::from_base64(&bob).unwrap();
+    wait_for("bob's hints", || {
+        writes(&h)
+            .iter()
+            .any(|(keys, _)| keys.contains(&hint(&bob_key)))
+    });
+    let (after, replace) = writes(&h).last().unwrap().clone();
+    assert!(replace && !after.contains(&hint(&h.key)), "{after:?}");
+
+    h.handle.terminate();
+    h.thread.join().unwrap().unwrap();
 }

@@ -80,6 +80,10 @@ impl Engine {
         let mut seen: Option<ReplayKey> = None;
         let mut any_source = false;
         let mut non_canonical = false;
+        // Issue 11 §2: at most MAX_FWKNOP_CANDIDATES HMACs per packet. A config that loaded
+        // never has more candidates for one source (the config refuses it, naming the client
+        // that would be cut off); this bound holds whatever the engine is given.
+        let mut tried = 0usize;
         for idx in 0..self.fwknop_clients.len() {
             let entry = &self.fwknop_clients[idx];
             let i = entry.index as usize;
@@ -88,6 +92,10 @@ impl Engine {
             {
                 continue;
             }
+            if tried == crate::config::MAX_FWKNOP_CANDIDATES {
+                break;
+            }
+            tried += 1;
             any_source = true;
             let opened = match fwknop::open_prepared(&entry.key, wire) {
                 Ok(o) => o,

@@ -43,6 +43,21 @@ pub struct Grant {
     pub timeout: Duration,
 }
 
+/// A key hint for the kernel's prefilter (issue 11): the 8 bytes a native knock carries after
+/// its version byte, and the milliseconds until its epoch leaves the acceptance window.
+pub type KeyHint = ([u8; 8], u64);
+
+/// The kernel's prefilter as a backend reads it back, for `nfknock status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PrefilterStats {
+    /// Key hints held.
+    pub hints: usize,
+    /// (packets, bytes) of native-length junk dropped before the queue.
+    pub junk_native: (u64, u64),
+    /// (packets, bytes) of fwknop-length packets from outside the fwknop sources dropped.
+    pub junk_fwknop: (u64, u64),
+}
+
 /// A grant read back from a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LiveGrant {
@@ -106,6 +121,13 @@ pub enum GrantError {
     #[error("cannot update {object} for the new config")]
     Reconfigure {
         object: String,
+        #[source]
+        source: Cause,
+    },
+    #[error("cannot write {count} key hint(s) to {object} (native knocks whose hint is missing are dropped in the kernel until a later try succeeds; nfknock tries again within 30 s, or set `prefilter = false`)")]
+    Hints {
+        object: String,
+        count: usize,
         #[source]
         source: Cause,
     },
@@ -184,6 +206,13 @@ pub trait GrantSink {
     fn writes_grants(&self) -> bool {
         true
     }
+    /// Put `hints` into the kernel's prefilter, if this backend has one (the nftables one
+    /// does: its knock chain drops native knocks whose hint it does not hold). With `replace`
+    /// they take the place of every hint held, in one atomic step. Default: no prefilter.
+    fn write_hints(&mut self, hints: &[KeyHint], replace: bool) -> Result<(), GrantError> {
+        let _ = (hints, replace);
+        Ok(())
+    }
 }
 
 impl<S: GrantSink + ?Sized> GrantSink for Box<S> {
@@ -211,6 +240,9 @@ impl<S: GrantSink + ?Sized> GrantSink for Box<S> {
     fn writes_grants(&self) -> bool {
         (**self).writes_grants()
     }
+    fn write_hints(&mut self, hints: &[KeyHint], replace: bool) -> Result<(), GrantError> {
+        (**self).write_hints(hints, replace)
+    }
 }
 
 /// A backend's objects as found in the kernel, opened without a config and without changing
@@ -222,6 +254,10 @@ pub trait GrantStore {
     fn list(&mut self) -> Result<Vec<LiveGrant>, GrantError>;
     /// Remove the backend's objects and every grant in them; already gone is no error.
     fn remove(&mut self) -> Result<(), GrantError>;
+    /// The kernel's prefilter, if this backend has one. Default: none.
+    fn prefilter(&mut self) -> Result<Option<PrefilterStats>, GrantError> {
+        Ok(None)
+    }
 }
 
 /// `nfknock serve --dry-run`: the backend's objects are set up, repaired and reconfigured as
@@ -270,6 +306,12 @@ impl<S: GrantSink> GrantSink for DryRun<S> {
 
     fn writes_grants(&self) -> bool {
         false
+    }
+
+    /// Key hints are not grants: without them the prefilter would drop every native knock, so
+    /// a dry run writes them as the real daemon does.
+    fn write_hints(&mut self, hints: &[KeyHint], replace: bool) -> Result<(), GrantError> {
+        self.0.write_hints(hints, replace)
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::{Grant, GrantError, GrantSink, GrantStore, LiveGrant};
+use super::{Grant, GrantError, GrantSink, GrantStore, KeyHint, LiveGrant, PrefilterStats};
 use crate::access::format_list;
 use crate::config::{self, Config};
 use crate::netfilter::nft::{
@@ -34,12 +34,29 @@ pub fn ruleset_spec(config: &Config, backend: QueueBackend) -> RulesetSpec {
             .clients
             .iter()
             .any(|c| matches!(c.credential, config::Credential::Fwknop(_))),
+        prefilter: config.server.prefilter,
+        fwknop_sources: fwknop_sources(config),
         rate_limit: config.server.rate_limit,
         rate_limit_v4_prefix: config.server.rate_limit_v4_prefix,
         rate_limit_v6_prefix: config.server.rate_limit_v6_prefix,
         gate_input: true,
         gate_forward: config.server.gate_forward,
     }
+}
+
+/// The union of the fwknop clients' `sources` (sorted, without repeats: two configs with the
+/// same union ask for the same ruleset): no other source can send an fwknop knock that some
+/// client accepts.
+fn fwknop_sources(config: &Config) -> Vec<ipnet::IpNet> {
+    let mut nets: Vec<ipnet::IpNet> = config
+        .clients
+        .iter()
+        .filter(|c| matches!(c.credential, config::Credential::Fwknop(_)))
+        .flat_map(|c| c.sources.iter().copied())
+        .collect();
+    nets.sort_unstable();
+    nets.dedup();
+    nets
 }
 
 /// `spec` without its gate rules unless `gate`: a dry run without `--with-gate` still queues
@@ -240,6 +257,16 @@ impl GrantSink for NftSet {
         Some(self.events.as_raw_fd())
     }
 
+    fn write_hints(&mut self, hints: &[KeyHint], replace: bool) -> Result<(), GrantError> {
+        self.nft
+            .write_hints(hints, replace)
+            .map_err(|source| GrantError::Hints {
+                object: self.object.clone(),
+                count: hints.len(),
+                source: source.into(),
+            })
+    }
+
     fn drain(&mut self) -> Result<bool, GrantError> {
         let changed = self.events.drain().map_err(|source| GrantError::Watch {
             object: self.object.clone(),
@@ -307,6 +334,26 @@ impl GrantStore for NftStore {
                 left: Duration::from_millis(e.expires_ms),
             })
             .collect())
+    }
+
+    /// `None` for a table without the prefilter's set and counters (loaded from an older
+    /// nft/nfknock.nft, or a daemon not restarted since the upgrade).
+    fn prefilter(&mut self) -> Result<Option<PrefilterStats>, GrantError> {
+        let s = match self.nft.prefilter_stats() {
+            Ok(s) => s,
+            Err(NftError::NotFound { .. }) => return Ok(None),
+            Err(source) => {
+                return Err(GrantError::List {
+                    object: self.object.clone(),
+                    source: source.into(),
+                })
+            }
+        };
+        Ok(Some(PrefilterStats {
+            hints: s.hints,
+            junk_native: s.junk_native,
+            junk_fwknop: s.junk_fwknop,
+        }))
     }
 
     fn remove(&mut self) -> Result<(), GrantError> {

@@ -585,6 +585,14 @@ fn every_syscall_of_the_daemon_passes_the_units_filter() {
         "{}",
         d.log()
     );
+    // The unit's ExecReload=: a request over the control socket, answered by its thread.
+    let out = lab.nfknock(&lab.srv, &["reload", "--config", config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
     let _ = Command::new("kill").args(["-TERM", &daemon_pid]).status();
     let status = d.child.take().unwrap().wait().unwrap();
     assert!(status.success(), "{}", d.log());

@@ -290,6 +290,8 @@ fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
         }
     }
 
+    fwknop_candidates(sink, &drafts);
+
     let mut clients = Vec::new();
     for d in drafts {
         // A draft without a name or secret has already been reported.
@@ -316,6 +318,52 @@ fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
         server,
         clients,
     })
+}
+
+/// Issue 11 §2: refuse a config in which some fwknop client comes after
+/// [`MAX_FWKNOP_CANDIDATES`](super::MAX_FWKNOP_CANDIDATES) other fwknop clients that admit the
+/// same source address: the engine never tries it for packets from there. The addresses
+/// checked are the network addresses of every fwknop `sources` entry: the clients admitting
+/// an address are those with an entry containing it, and prefixes nest, so the most crowded
+/// addresses include one of those.
+fn fwknop_candidates(sink: &mut Sink<'_>, drafts: &[Draft]) {
+    let cap = super::MAX_FWKNOP_CANDIDATES;
+    let fw: Vec<(usize, &Draft)> = drafts
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| matches!(d.secret, Some(Secret::Fwknop(_))))
+        .collect();
+    if fw.len() <= cap {
+        return;
+    }
+    let mut points: Vec<std::net::IpAddr> = fw
+        .iter()
+        .flat_map(|(_, d)| d.sources.iter().map(|n| n.network()))
+        .collect();
+    points.sort_unstable();
+    points.dedup();
+    let mut reported = vec![false; drafts.len()];
+    for p in points {
+        let admitting = fw
+            .iter()
+            .filter(|(_, d)| d.sources.iter().any(|n| n.contains(&p)));
+        for (i, d) in admitting.skip(cap) {
+            if std::mem::replace(&mut reported[*i], true) {
+                continue;
+            }
+            let who = d.name.as_ref().map_or_else(
+                || format!("client[{}]", i + 1),
+                |(n, _)| format!("client `{n}`"),
+            );
+            sink.at(
+                d.name.as_ref().map(|(_, span)| span.clone()),
+                &indexed("client", i + 1, "sources"),
+                format!(
+                    "{who} comes after {cap} other fwknop clients whose `sources` admit {p}: an fwknop packet carries no key hint, so nfknock tries at most {cap} fwknop clients per packet, in file order, and would never try this one for packets from there; narrow the `sources` of the fwknop clients, or give some of them native keys (`nfknock keygen`)"
+                ),
+            );
+        }
+    }
 }
 
 /// An explicit `protect` list and where it is written.

@@ -24,7 +24,7 @@ fn server_hint(key: &str) -> Option<&'static str> {
         "state_dir" => "a quoted absolute path, e.g. `state_dir = \"/var/lib/nfknock\"`",
         "protect" => "a list of accesses, e.g. `protect = [\"tcp/22\", \"tcp/443\"]`",
         "max_age" => "seconds, from 1 to 3600, e.g. `max_age = 120`",
-        "manage_ruleset" | "gate_forward" | "revoke_on_reload" => "`true` or `false`",
+        "manage_ruleset" | "gate_forward" | "revoke_on_reload" | "prefilter" => "`true` or `false`",
         "backend" => "where grants are written: `backend = \"nftables\"` (the default) or `backend = \"ipset\"`",
         "ipset_v4" | "ipset_v6" => "a quoted ipset name of up to 31 printable characters without spaces, e.g. `ipset_v4 = \"nfknock_allow_v4\"`",
         "rate_limit" => "knocks per second per source (0 turns it off), e.g. `rate_limit = 20`",
@@ -163,6 +163,7 @@ pub(super) fn server_settings(
         manage_ruleset: raw.manage_ruleset.unwrap_or(true),
         gate_forward: raw.gate_forward.unwrap_or(true),
         revoke_on_reload: raw.revoke_on_reload.unwrap_or(true),
+        prefilter: prefilter(sink, &raw),
         backend: raw.backend.unwrap_or_default(),
         ipset: ipset_names(sink, &raw),
         rate_limit: u32::try_from(rate_limit).unwrap_or(crate::config::DEFAULT_RATE_LIMIT),
@@ -175,6 +176,21 @@ pub(super) fn server_settings(
         metrics_file,
     };
     (server, protect)
+}
+
+/// `prefilter` (issue 11): on by default where it exists, in the knock chain of nfknock's
+/// nftables table; `backend = "ipset"` installs no such chain (the host's iptables rules
+/// capture knocks), so there it is off and an explicit `prefilter = true` is refused.
+fn prefilter(sink: &mut Sink<'_>, raw: &RawServer) -> bool {
+    let nftables = raw.backend.unwrap_or_default() == crate::config::Backend::Nftables;
+    if !nftables && raw.prefilter == Some(true) {
+        sink.at(
+            None,
+            "server.prefilter",
+            "`prefilter = true` is part of the knock chain of nfknock's nftables table, which `backend = \"ipset\"` does not install (the host's iptables rules capture knocks); remove it, or use `backend = \"nftables\"` to drop junk in the kernel",
+        );
+    }
+    raw.prefilter.unwrap_or(nftables) && nftables
 }
 
 /// `ipset_v4` / `ipset_v6`: valid names, different from each other, and only with

@@ -312,3 +312,51 @@ fn require_username_must_be_a_name_a_knock_can_carry() {
         assert_eq!(p.line, Some(4));
     }
 }
+
+/// `n` fwknop clients named `fw0`.., each with `sources(i)` (a TOML list's inside).
+fn fwknop_clients(n: usize, sources: impl Fn(usize) -> String) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "[[client]]\nname = \"fw{i}\"\nallow = [\"tcp/22\"]\nsources = [{}]\n[client.fwknop]\nkey_base64 = \"{}\"\nhmac_key_base64 = \"{}\"\n\n",
+                sources(i),
+                fw_key(),
+                fw_hmac()
+            )
+        })
+        .collect()
+}
+
+/// Issue 11 §2: an fwknop packet is tried under at most `MAX_FWKNOP_CANDIDATES` clients. A
+/// client that would come later for some source address is refused by name (never loaded
+/// unreachable), also when the crowd is of narrower networks inside its own `sources`; many
+/// fwknop clients with their own networks are fine.
+#[test]
+fn more_fwknop_clients_per_source_than_are_tried_are_refused_by_name() {
+    let cap = crate::config::MAX_FWKNOP_CANDIDATES;
+    let all = |_| "\"0.0.0.0/0\", \"::/0\"".to_string();
+    assert_eq!(plan(&fwknop_clients(cap, all)).clients.len(), cap);
+
+    let ps = problems(&fwknop_clients(cap + 2, all));
+    assert_eq!(ps.len(), 2, "{ps:?}");
+    let p = at(&ps, &format!("client[{}].sources", cap + 1));
+    assert!(
+        p.message.starts_with(&format!(
+            "client `fw{cap}` comes after {cap} other fwknop clients whose `sources` admit 0.0.0.0"
+        )) && p.message.contains("narrow the `sources`")
+            && p.message.contains("nfknock keygen"),
+        "{}",
+        p.message
+    );
+
+    // 256 clients on one /32, then one on 0.0.0.0/0: it is the 257th for that address.
+    let mut text = fwknop_clients(cap, |_| "\"192.0.2.7/32\"".into());
+    text.push_str(&fwknop_clients(1, all).replace("fw0", "wide"));
+    let ps = problems(&text);
+    assert_eq!(ps.len(), 1, "{ps:?}");
+    assert!(ps[0].message.contains("client `wide`") && ps[0].message.contains("admit 192.0.2.7"));
+
+    // 1000 clients, each on its own /24: never more than one candidate.
+    let own = |i: usize| format!("\"10.{}.{}.0/24\"", i / 256, i % 256);
+    assert_eq!(plan(&fwknop_clients(1000, own)).clients.len(), 1000);
+}

@@ -11,6 +11,7 @@ fn the_example_is_valid_and_means_what_it_says() {
         (32, 64)
     );
     assert_eq!(p.server.protect, vec![a("tcp/22"), a("tcp/443")]);
+    assert!(p.server.prefilter);
     assert_eq!(p.clients.len(), 2);
     let alice = &p.clients[0];
     assert_eq!(alice.name, "alice");
@@ -38,7 +39,7 @@ fn defaults_fill_everything_not_given() {
     );
     assert_eq!((s.rate_limit_v4_prefix, s.rate_limit_v6_prefix), (32, 64));
     assert_eq!(s.state_dir, Path::new("/var/lib/nfknock"));
-    assert!(s.manage_ruleset && s.gate_forward && s.revoke_on_reload);
+    assert!(s.manage_ruleset && s.gate_forward && s.revoke_on_reload && s.prefilter);
     let c = &p.clients[0];
     assert_eq!((c.timeout, c.max_timeout), (30, 3600));
     let sources: Vec<String> = c.sources.iter().map(|n| n.to_string()).collect();
@@ -486,4 +487,27 @@ fn metrics_file_is_off_by_default_and_an_absolute_prom_path() {
             "{m}"
         );
     }
+}
+
+/// Issue 11: `prefilter = false` turns the kernel's junk filter off (clock-skew debugging);
+/// the ipset backend has no knock chain to filter in: off there, and `true` is refused.
+#[test]
+fn prefilter_can_be_turned_off() {
+    let p = plan(&format!(
+        "[server]\nprefilter = false\n{}",
+        native_client("")
+    ));
+    assert!(!p.server.prefilter);
+    let p = plan(&format!(
+        "[server]\nbackend = \"ipset\"\n{}",
+        native_client("")
+    ));
+    assert!(!p.server.prefilter);
+    let ps = problems(&format!(
+        "[server]\nbackend = \"ipset\"\nprefilter = true\n{}",
+        native_client("")
+    ));
+    assert!(at(&ps, "server.prefilter")
+        .message
+        .contains("backend = \"nftables\""));
 }

@@ -103,6 +103,14 @@ impl Exprs<'_> {
         self.expr_end(e);
     }
 
+    /// `counter name "NAME"`: count the packet in the table's named counter `NAME`.
+    pub fn e_counter_ref(&mut self, name: &str) {
+        let e = self.expr("objref");
+        self.0.attr_u32(1, NFT_OBJECT_COUNTER); // NFTA_OBJREF_IMM_TYPE
+        self.0.attr_str(2, name); // NFTA_OBJREF_IMM_NAME
+        self.expr_end(e);
+    }
+
     pub fn e_notrack(&mut self) {
         let elem = self.0.nest(NFTA_LIST_ELEM);
         self.0.attr_str(NFTA_EXPR_NAME, "notrack");

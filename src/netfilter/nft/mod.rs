@@ -16,6 +16,7 @@
 //! | `mod.rs` | names, the public types and errors, the [`Nft`] handle | opens its socket |
 //! | `table.rs` | the owned table as a whole: exists?, queue backend probe, install, remove | yes |
 //! | `sets.rs` | set definitions, element keys, grants: upsert, delete, list | yes |
+//! | `prefilter.rs` | the junk filter's sets and counters: key hints, fwknop source intervals, stats | yes |
 //! | `rules.rs` | the rules (the knock chain and the gate), as netlink and as nft text | none |
 //! | `events.rs` | [`NftEvents`]: notice a flush of our table by someone else | yes |
 //! | `batch.rs` | message builders on [`Nft`], batch commit, get/dump requests | commit, request |
@@ -25,12 +26,14 @@
 mod batch;
 mod events;
 mod expr;
+mod prefilter;
 mod rules;
 mod sets;
 mod table;
 pub mod uapi;
 
 pub use events::NftEvents;
+pub use prefilter::{interval_elements, merged_ranges};
 pub use rules::render;
 pub use sets::{decode_key, element_key, protected_key};
 
@@ -53,6 +56,17 @@ pub const SET_ALLOW_V6: &str = "allow_v6";
 pub const SET_PROTECTED: &str = "protected";
 pub const SET_KNOCK_RATE_V4: &str = "knock_rate_v4";
 pub const SET_KNOCK_RATE_V6: &str = "knock_rate_v6";
+/// The key hints valid right now (`typeof @th,72,64`: the 8 bytes after a native knock's
+/// version byte), each with the timeout of its epoch; filled by the daemon.
+pub const SET_KNOCK_HINTS: &str = "knock_hints";
+/// The union of the fwknop clients' `sources`, per family (`flags interval`).
+pub const SET_FWKNOP_SRC_V4: &str = "fwknop_src_v4";
+pub const SET_FWKNOP_SRC_V6: &str = "fwknop_src_v6";
+/// Named counters of the packets the knock chain drops as junk before the queue: native-length
+/// ones whose hint is not in [`SET_KNOCK_HINTS`], fwknop-length ones from outside the fwknop
+/// sources.
+pub const COUNTER_JUNK_NATIVE: &str = "junk_native";
+pub const COUNTER_JUNK_FWKNOP: &str = "junk_fwknop";
 pub const CHAIN_KNOCK: &str = "knock";
 pub const CHAIN_INPUT: &str = "gate_input";
 pub const CHAIN_FORWARD: &str = "gate_forward";
@@ -83,6 +97,9 @@ const FWKNOP_UDP_LEN: (u16, u16) = {
 /// socket's send buffer and every nested attribute under its 64 KiB length field.
 const UPSERT_BATCH: usize = 1024;
 const ELEMS_PER_MSG: usize = 512;
+/// Byte offset of the key hint in the transport header of a native knock: the 8-byte UDP
+/// header, then the version byte (docs/PROTOCOL.md): nft's `@th,72,64`.
+const HINT_TH_OFFSET: u32 = 9;
 /// How long to wait for the kernel's answer before calling it lost.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 const RECV_BUF: usize = 64 * 1024;
@@ -108,6 +125,12 @@ pub struct RulesetSpec {
     pub native_len: u16,
     /// Also let through the payload lengths the fwknop parser accepts (`FWKNOP_UDP_LEN`).
     pub fwknop: bool,
+    /// Drop native-length packets whose key hint is not in [`SET_KNOCK_HINTS`] before the
+    /// queue (`prefilter`).
+    pub prefilter: bool,
+    /// With `fwknop` and `prefilter`: the fwknop clients' `sources`; fwknop-length packets from
+    /// elsewhere are dropped before the queue. Elements of [`SET_FWKNOP_SRC_V4`]/`_V6`.
+    pub fwknop_sources: Vec<ipnet::IpNet>,
     /// Per-source knock rate, packets per second (burst 2×); 0 = no limit.
     pub rate_limit: u32,
     /// What one "source" of the rate limit is: the IPv4 source address masked to this prefix
@@ -125,7 +148,7 @@ pub struct RulesetSpec {
 
 impl Default for RulesetSpec {
     /// The defaults of the shipped `nft/nfknock.nft`: port 62201, queue 0, protect tcp/22,
-    /// native knocks of 128 bytes, fwknop lengths on, 20 knocks/s per IPv4 address and per IPv6
+    /// native knocks of 128 bytes, the key-hint prefilter on, fwknop lengths on from anywhere, 20 knocks/s per IPv4 address and per IPv6
     /// /64, forward gate on.
     fn default() -> RulesetSpec {
         RulesetSpec {
@@ -138,6 +161,11 @@ impl Default for RulesetSpec {
             }],
             native_len: 128,
             fwknop: true,
+            prefilter: true,
+            fwknop_sources: vec![
+                ipnet::IpNet::V4(ipnet::Ipv4Net::default()),
+                ipnet::IpNet::V6(ipnet::Ipv6Net::default()),
+            ],
             rate_limit: 20,
             rate_limit_v4_prefix: crate::config::DEFAULT_RATE_LIMIT_V4_PREFIX,
             rate_limit_v6_prefix: crate::config::DEFAULT_RATE_LIMIT_V6_PREFIX,
@@ -153,6 +181,21 @@ pub struct Element {
     pub addr: IpAddr,
     pub access: Access,
     pub timeout_ms: u64,
+}
+
+/// One key hint for [`SET_KNOCK_HINTS`]: the 8 bytes, and the milliseconds until its epoch
+/// leaves the acceptance window (the element's timeout).
+pub type HintElement = ([u8; 8], u64);
+
+/// The prefilter as the kernel sees it, for `nfknock status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PrefilterStats {
+    /// Elements in [`SET_KNOCK_HINTS`].
+    pub hints: usize,
+    /// (packets, bytes) dropped by the hint rule ([`COUNTER_JUNK_NATIVE`]).
+    pub junk_native: (u64, u64),
+    /// (packets, bytes) dropped by the fwknop source rule ([`COUNTER_JUNK_FWKNOP`]).
+    pub junk_fwknop: (u64, u64),
 }
 
 /// A grant read back from the kernel.
@@ -171,6 +214,8 @@ pub enum Object {
     Table,
     Chain(&'static str),
     Set(&'static str),
+    /// A named counter.
+    Counter(&'static str),
     /// A whole batch (the kernel refused it before looking at its messages).
     Batch,
     /// The throw-away table of [`Nft::detect_queue_backend`].
@@ -183,6 +228,7 @@ impl fmt::Display for Object {
             Object::Table => write!(f, "table `{FAMILY} {TABLE}`"),
             Object::Chain(c) => write!(f, "chain `{FAMILY} {TABLE} {c}`"),
             Object::Set(s) => write!(f, "set `{FAMILY} {TABLE} {s}`"),
+            Object::Counter(c) => write!(f, "counter `{FAMILY} {TABLE} {c}`"),
             Object::Batch => write!(f, "the nftables batch"),
             Object::ProbeTable => write!(f, "probe table `{FAMILY} {PROBE_TABLE}`"),
         }

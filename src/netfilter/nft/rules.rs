@@ -16,6 +16,7 @@ struct Fam {
     saddr_len: u32,
     allow: &'static str,
     rate: &'static str,
+    fwknop_src: &'static str,
     saddr: &'static str,
     /// The prefix length one knock rate budget covers (`rate_limit_v4_prefix` / `_v6_`).
     rate_prefix: fn(&RulesetSpec) -> u8,
@@ -28,6 +29,7 @@ const FAMS: [Fam; 2] = [
         saddr_len: 4,
         allow: SET_ALLOW_V4,
         rate: SET_KNOCK_RATE_V4,
+        fwknop_src: SET_FWKNOP_SRC_V4,
         saddr: "ip saddr",
         rate_prefix: |s| s.rate_limit_v4_prefix,
     },
@@ -37,6 +39,7 @@ const FAMS: [Fam; 2] = [
         saddr_len: 16,
         allow: SET_ALLOW_V6,
         rate: SET_KNOCK_RATE_V6,
+        fwknop_src: SET_FWKNOP_SRC_V6,
         saddr: "ip6 saddr",
         rate_prefix: |s| s.rate_limit_v6_prefix,
     },
@@ -206,6 +209,38 @@ pub(super) fn add_all(nft: &mut Nft, spec: &RulesetSpec) {
         }
         m.e_verdict(NF_DROP);
     });
+    // Junk dies here, before the rate sets (spoofed junk must not fill them) and the queue.
+    if spec.prefilter {
+        nft.add_rule(TABLE, CHAIN_KNOCK, |m| {
+            udp_dport(m, port);
+            m.e_payload(NFT_PAYLOAD_TRANSPORT_HEADER, 4, 2, NFT_REG_1);
+            m.e_cmp(NFT_REG_1, NFT_CMP_EQ, &native.to_be_bytes());
+            m.e_payload(NFT_PAYLOAD_TRANSPORT_HEADER, HINT_TH_OFFSET, 8, NFT_REG_1);
+            m.e_lookup(SET_KNOCK_HINTS, NFT_REG_1, NFT_LOOKUP_F_INV);
+            m.e_counter_ref(COUNTER_JUNK_NATIVE);
+            m.e_verdict(NF_DROP);
+        });
+        if let Some((lo, hi)) = fwknop {
+            for fam in &FAMS {
+                nft.add_rule(TABLE, CHAIN_KNOCK, |m| {
+                    udp_dport(m, port);
+                    m.e_payload(NFT_PAYLOAD_TRANSPORT_HEADER, 4, 2, NFT_REG_1);
+                    m.e_cmp(NFT_REG_1, NFT_CMP_GTE, &lo.to_be_bytes());
+                    m.e_cmp(NFT_REG_1, NFT_CMP_LTE, &hi.to_be_bytes());
+                    nfproto(m, fam.nfproto);
+                    m.e_payload(
+                        NFT_PAYLOAD_NETWORK_HEADER,
+                        fam.saddr_off,
+                        fam.saddr_len,
+                        NFT_REG_1,
+                    );
+                    m.e_lookup(fam.fwknop_src, NFT_REG_1, NFT_LOOKUP_F_INV);
+                    m.e_counter_ref(COUNTER_JUNK_FWKNOP);
+                    m.e_verdict(NF_DROP);
+                });
+            }
+        }
+    }
     if spec.rate_limit > 0 {
         for fam in &FAMS {
             nft.add_rule(TABLE, CHAIN_KNOCK, |m| {
@@ -290,6 +325,9 @@ pub fn render(spec: &RulesetSpec) -> String {
     let mut s = String::new();
     let port = spec.knock_port;
     let _ = writeln!(s, "table {FAMILY} {TABLE} {{");
+    for name in [COUNTER_JUNK_NATIVE, COUNTER_JUNK_FWKNOP] {
+        let _ = writeln!(s, "\tcounter {name} {{\n\t\tpackets 0 bytes 0\n\t}}\n");
+    }
     for (name, ty) in [(SET_ALLOW_V4, "ipv4_addr"), (SET_ALLOW_V6, "ipv6_addr")] {
         let _ = writeln!(
             s,
@@ -321,6 +359,22 @@ pub fn render(spec: &RulesetSpec) -> String {
     }
     let _ = writeln!(
         s,
+        "\tset {SET_KNOCK_HINTS} {{\n\t\ttypeof @th,{},64\n\t\tflags timeout\n\t}}\n",
+        HINT_TH_OFFSET * 8
+    );
+    for (name, ty, v6) in [
+        (SET_FWKNOP_SRC_V4, "ipv4_addr", false),
+        (SET_FWKNOP_SRC_V6, "ipv6_addr", true),
+    ] {
+        let _ = writeln!(s, "\tset {name} {{\n\t\ttype {ty}\n\t\tflags interval");
+        let elems = super::prefilter::intervals_text(&spec.fwknop_sources, v6);
+        if !elems.is_empty() {
+            let _ = writeln!(s, "\t\telements = {{ {} }}", elems.join(", "));
+        }
+        let _ = writeln!(s, "\t}}\n");
+    }
+    let _ = writeln!(
+        s,
         "\tchain {CHAIN_KNOCK} {{\n\t\ttype filter hook prerouting priority raw; policy accept;"
     );
     let _ = writeln!(s, "\t\tudp dport {port} notrack");
@@ -334,6 +388,22 @@ pub fn render(spec: &RulesetSpec) -> String {
         }
         None => {
             let _ = writeln!(s, "\t\tudp dport {port} udp length != {native} drop");
+        }
+    }
+    if spec.prefilter {
+        let _ = writeln!(
+            s,
+            "\t\tudp dport {port} udp length {native} @th,{},64 != @{SET_KNOCK_HINTS} counter name \"{COUNTER_JUNK_NATIVE}\" drop",
+            HINT_TH_OFFSET * 8
+        );
+        if let Some((lo, hi)) = fwknop {
+            for fam in &FAMS {
+                let _ = writeln!(
+                    s,
+                    "\t\tudp dport {port} udp length {lo}-{hi} {} != @{} counter name \"{COUNTER_JUNK_FWKNOP}\" drop",
+                    fam.saddr, fam.fwknop_src
+                );
+            }
         }
     }
     if spec.rate_limit > 0 {

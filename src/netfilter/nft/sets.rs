@@ -298,6 +298,14 @@ const UDATA_CONCAT: &[u8] = &[
     0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x03, 0x08, 0x00, 0x04, 0x0d, 0x00, 0x00, 0x00, 0x01, 0x00,
 ];
 const UDATA_ADDR: &[u8] = &[0x00, 0x04, 0x02, 0x00, 0x00, 0x00];
+/// `typeof @th,72,64` as nft 1.0.6 records it: key byte order big endian, then the typeof
+/// expression (`payload`, base transport header, offset 72 bits, length 64 bits), so that
+/// `nft list` prints the declaration back instead of a bare `type integer`.
+const UDATA_TYPEOF_HINT: &[u8] = &[
+    0x00, 0x04, 0x02, 0x00, 0x00, 0x00, 0x03, 0x26, 0x00, 0x04, 0x07, 0x00, 0x00, 0x00, 0x01, 0x1e,
+    0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x01, 0x04, 0x00, 0x00, 0x00, 0x00, 0x02, 0x04, 0x03, 0x00,
+    0x00, 0x00, 0x03, 0x04, 0x48, 0x00, 0x00, 0x00, 0x04, 0x04, 0x40, 0x00, 0x00, 0x00,
+];
 const fn concat3(a: u32, b: u32, c: u32) -> u32 {
     (a << 12) | (b << 6) | c
 }
@@ -346,6 +354,34 @@ pub(super) const SETS: &[SetDef] = &[
         key_len: 16,
         flags: NFT_SET_TIMEOUT | NFT_SET_EVAL,
         dynamic: Some((KNOCK_RATE_TIMEOUT_MS, KNOCK_RATE_SIZE)),
+        userdata: UDATA_ADDR,
+    },
+    SetDef {
+        name: SET_KNOCK_HINTS,
+        id: 6,
+        // nft's `integer` datatype: a raw payload key.
+        key_type: 4,
+        key_len: 8,
+        flags: NFT_SET_TIMEOUT,
+        dynamic: None,
+        userdata: UDATA_TYPEOF_HINT,
+    },
+    SetDef {
+        name: SET_FWKNOP_SRC_V4,
+        id: 7,
+        key_type: 7,
+        key_len: 4,
+        flags: NFT_SET_INTERVAL,
+        dynamic: None,
+        userdata: UDATA_ADDR,
+    },
+    SetDef {
+        name: SET_FWKNOP_SRC_V6,
+        id: 8,
+        key_type: 8,
+        key_len: 16,
+        flags: NFT_SET_INTERVAL,
+        dynamic: None,
         userdata: UDATA_ADDR,
     },
 ];

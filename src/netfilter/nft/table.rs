@@ -91,9 +91,10 @@ impl Nft {
 
     /// Create or refresh the owned table in one atomic batch: the table and its sets are
     /// created if absent (existing allow-set elements, i.e. live grants, survive), each chain's
-    /// rules are made exactly `spec` (flush + add in the same batch), the `protected` set's
-    /// elements are replaced, and `restore` grants are added (after someone flushed the
-    /// ruleset). Idempotent.
+    /// rules are made exactly `spec` (flush + add in the same batch), the `protected` and fwknop
+    /// source sets' elements are replaced (the key hints stay: [`Nft::write_hints`]), the junk
+    /// counters are created if absent, and `restore` grants are added (after someone flushed
+    /// the ruleset). Idempotent.
     pub fn install(&mut self, spec: &RulesetSpec, restore: &[Element]) -> Result<(), NftError> {
         if let Some(e) = restore.iter().find(|e| e.timeout_ms == 0) {
             return Err(NftError::ZeroTimeout {
@@ -116,6 +117,8 @@ impl Nft {
 
         self.batch_start();
         self.add_table(NFPROTO_INET, TABLE, Object::Table);
+        self.add_counter(COUNTER_JUNK_NATIVE);
+        self.add_counter(COUNTER_JUNK_FWKNOP);
         for def in SETS {
             self.add_set(def);
         }
@@ -141,6 +144,7 @@ impl Nft {
             let keys = spec.protect.iter().map(|a| (protected_key(*a), None));
             self.set_elements(true, SET_PROTECTED, keys);
         }
+        self.fwknop_sources(&spec.fwknop_sources);
         self.grants(true, restore, false);
         self.grants(true, restore, true);
         self.commit().map_err(batch_error)

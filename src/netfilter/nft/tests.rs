@@ -250,6 +250,8 @@ fn render_follows_the_spec() {
         ],
         native_len: 100,
         fwknop: false,
+        prefilter: false,
+        fwknop_sources: Vec::new(),
         rate_limit: 0,
         rate_limit_v4_prefix: 24,
         rate_limit_v6_prefix: 48,
@@ -261,6 +263,7 @@ fn render_follows_the_spec() {
     assert!(text.contains("udp dport 1000 queue num 3\n"));
     assert!(text.contains("elements = { tcp . 22, udp . 53 }"));
     assert!(!text.contains("limit rate"));
+    assert!(!text.contains("@knock_hints") && !text.contains("@fwknop_src"));
     assert!(!text.contains(CHAIN_FORWARD));
     assert!(
         !text.contains("@allow_v4"),
@@ -328,7 +331,11 @@ fn render_follows_the_spec() {
 fn knock_rate_rules_mask_the_source_and_fail_closed() {
     let mut nft = Nft::open().unwrap();
     nft.batch_start();
-    rules::add_all(&mut nft, &RulesetSpec::default());
+    let spec = RulesetSpec {
+        prefilter: false,
+        ..RulesetSpec::default()
+    };
+    rules::add_all(&mut nft, &spec);
     let mut rules = Vec::new();
     for m in messages(nft.batch.bytes()).map_while(Result::ok) {
         if m.ty != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE {
@@ -883,7 +890,12 @@ fn full_knock_rate_set_drops_new_sources_instead_of_letting_them_through() {
     let v4 = ["10.99.0.2", "10.99.0.3", "10.99.0.4"];
     let v6 = ["fd99:0:0:1::2", "fd99:0:0:2::2", "fd99:0:0:3::2"];
     knock_lab(&ns, &[&v4[..], &v6[..]].concat());
-    ns.run(|| Nft::open().unwrap().install(&compat_spec(), &[]).unwrap());
+    // The packets carry no valid key hint: measure the rate rules alone.
+    let spec = RulesetSpec {
+        prefilter: false,
+        ..compat_spec()
+    };
+    ns.run(move || Nft::open().unwrap().install(&spec, &[]).unwrap());
     // Shrink the installed sets to 2 elements with a 2 s timeout (the kernel applies a new
     // `size` and `timeout` to an existing set of the same type and flags).
     for (set, ty) in [
@@ -958,7 +970,12 @@ fn knock_rate_is_metered_per_ipv6_slash_64() {
     ];
     let other64 = "fd99:0:0:2::a";
     knock_lab(&ns, &[&same64[..], &[other64]].concat());
-    ns.run(|| Nft::open().unwrap().install(&compat_spec(), &[]).unwrap());
+    // The packets carry no valid key hint: measure the rate rules alone.
+    let spec = RulesetSpec {
+        prefilter: false,
+        ..compat_spec()
+    };
+    ns.run(move || Nft::open().unwrap().install(&spec, &[]).unwrap());
 
     // 4 × 30 knocks from one /64 at once: the /64 shares one bucket of 40 (+20/s), where
     // per-address buckets would let all 120 through.
@@ -1010,4 +1027,140 @@ fn upsert_latency() {
             times[500], times[900], times[990]
         );
     });
+}
+
+// ---- the prefilter (issue 11) ----
+
+fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
+    list.iter().map(|n| n.parse().unwrap()).collect()
+}
+
+/// Nested, adjacent and single-address sources merge into the intervals nft would list; the
+/// elements are what nft 1.0.6 sends (a leading end at 0, an end after each range but the one
+/// that runs to the last address).
+#[test]
+fn fwknop_sources_become_merged_intervals() {
+    let n = nets(&[
+        "10.1.0.0/16",
+        "10.0.0.0/8",
+        "192.0.2.2/32",
+        "192.0.2.1/32",
+        "192.0.2.9/32",
+        "2001:db8::/32",
+    ]);
+    let v4 = |a: &str| u128::from(u32::from(a.parse::<Ipv4Addr>().unwrap()));
+    assert_eq!(
+        prefilter::merged_ranges(&n, false),
+        [
+            (v4("10.0.0.0"), v4("10.255.255.255")),
+            (v4("192.0.2.1"), v4("192.0.2.2")),
+            (v4("192.0.2.9"), v4("192.0.2.9"))
+        ]
+    );
+    assert_eq!(
+        interval_elements(&n, false),
+        [
+            (0, true),
+            (v4("10.0.0.0"), false),
+            (v4("11.0.0.0"), true),
+            (v4("192.0.2.1"), false),
+            (v4("192.0.2.3"), true),
+            (v4("192.0.2.9"), false),
+            (v4("192.0.2.10"), true)
+        ]
+    );
+    assert_eq!(
+        prefilter::intervals_text(&n, false),
+        ["10.0.0.0/8", "192.0.2.1-192.0.2.2", "192.0.2.9"]
+    );
+    assert_eq!(prefilter::intervals_text(&n, true), ["2001:db8::/32"]);
+    let all = nets(&["0.0.0.0/0", "::/0"]);
+    assert_eq!(interval_elements(&all, false), [(0, false)]);
+    assert_eq!(interval_elements(&all, true), [(0, false)]);
+    assert_eq!(prefilter::intervals_text(&all, true), ["::/0"]);
+    assert!(interval_elements(&nets(&["::/0"]), false).is_empty());
+}
+
+/// The junk rules in netlink: the hint is the 8 bytes at transport offset 9 (nft's
+/// `@th,72,64`), looked up inverted in `knock_hints`, counted, dropped; the fwknop rule looks
+/// the source up inverted in the family's interval set. No root needed.
+#[test]
+fn prefilter_rules_load_the_hint_and_the_source() {
+    let mut nft = Nft::open().unwrap();
+    nft.batch_start();
+    rules::add_all(&mut nft, &RulesetSpec::default());
+    let bytes = nft.batch.bytes().to_vec();
+    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    // payload: dreg 1, base transport (2), offset 9, len 8
+    let mut hint_load = Vec::new();
+    for (ty, v) in [(1u16, 1u32), (2, 2), (3, 9), (4, 8)] {
+        hint_load.extend_from_slice(&8u16.to_ne_bytes());
+        hint_load.extend_from_slice(&ty.to_ne_bytes());
+        hint_load.extend_from_slice(&v.to_be_bytes());
+    }
+    assert!(has(&hint_load), "no @th,72,64 load");
+    for name in [
+        SET_KNOCK_HINTS,
+        SET_FWKNOP_SRC_V4,
+        SET_FWKNOP_SRC_V6,
+        COUNTER_JUNK_NATIVE,
+        COUNTER_JUNK_FWKNOP,
+    ] {
+        assert!(has(name.as_bytes()), "{name} not referenced");
+    }
+    let off = RulesetSpec {
+        prefilter: false,
+        ..RulesetSpec::default()
+    };
+    nft.batch_start();
+    rules::add_all(&mut nft, &off);
+    let bytes = nft.batch.bytes().to_vec();
+    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    assert!(!has(SET_KNOCK_HINTS.as_bytes()) && !has(b"objref"));
+}
+
+/// In the kernel: fwknop sources of every shape list as rendered; hints written, replaced and
+/// counted; the junk counters read back.
+#[test]
+fn prefilter_sets_list_like_render_and_hints_are_replaced() {
+    let Some(ns) = Netns::new() else { return };
+    let spec = RulesetSpec {
+        fwknop_sources: nets(&[
+            "10.0.0.0/8",
+            "10.1.0.0/16",
+            "192.0.2.1/32",
+            "192.0.2.2/32",
+            "2001:db8::/32",
+        ]),
+        ..compat_spec()
+    };
+    let s = spec.clone();
+    let (first, second) = ns.run(move || {
+        let mut nft = Nft::open().unwrap();
+        nft.install(&s, &[]).unwrap();
+        let hints: Vec<HintElement> = (1..=300u64).map(|i| (i.to_be_bytes(), 60_000)).collect();
+        nft.write_hints(&hints, true).unwrap();
+        nft.write_hints(&[(301u64.to_be_bytes(), 60_000)], false)
+            .unwrap();
+        let first = nft.prefilter_stats().unwrap();
+        nft.write_hints(&hints[..5], true).unwrap();
+        // A re-install (reload with the same sources) keeps the hints.
+        nft.install(&s, &[]).unwrap();
+        (first, nft.prefilter_stats().unwrap())
+    });
+    assert_eq!(first.hints, 301);
+    assert_eq!((first.junk_native, first.junk_fwknop), ((0, 0), (0, 0)));
+    assert_eq!(second.hints, 5);
+    let listed = ns.nft(&["list", "table", "inet", "nfknock"]);
+    let without_hints: Vec<String> = normalized(&listed)
+        .into_iter()
+        .filter(|l| !(l.starts_with("elements = { 0x") || l.starts_with("0x")))
+        .collect();
+    assert_eq!(
+        without_hints,
+        normalized(&render(&spec)),
+        "nft lists:\n{listed}"
+    );
+    assert!(listed.contains("elements = { 10.0.0.0/8, 192.0.2.1-192.0.2.2 }"));
+    assert!(listed.contains("0x1 timeout 1m expires"), "{listed}");
 }

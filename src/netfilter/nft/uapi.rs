@@ -17,6 +17,8 @@ pub const NFT_MSG_DELSET: u16 = 11;
 pub const NFT_MSG_NEWSETELEM: u16 = 12;
 pub const NFT_MSG_GETSETELEM: u16 = 13;
 pub const NFT_MSG_DELSETELEM: u16 = 14;
+pub const NFT_MSG_NEWOBJ: u16 = 18;
+pub const NFT_MSG_GETOBJ: u16 = 19;
 pub const NFT_MSG_DESTROYTABLE: u16 = 26;
 pub const NFT_MSG_DESTROYSETELEM: u16 = 30;
 
@@ -49,13 +51,25 @@ pub const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 pub const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 pub const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 pub const NFTA_SET_ELEM_KEY: u16 = 1;
+pub const NFTA_SET_ELEM_FLAGS: u16 = 3;
 pub const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
 pub const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
+pub const NFTA_OBJ_TABLE: u16 = 1;
+pub const NFTA_OBJ_NAME: u16 = 2;
+pub const NFTA_OBJ_TYPE: u16 = 3;
+pub const NFTA_OBJ_DATA: u16 = 4;
+pub const NFTA_COUNTER_BYTES: u16 = 1;
+pub const NFTA_COUNTER_PACKETS: u16 = 2;
 pub const NFTA_DATA_VALUE: u16 = 1;
 pub const NFTA_DATA_VERDICT: u16 = 2;
 pub const NFTA_VERDICT_CODE: u16 = 1;
 
+pub const NFT_SET_INTERVAL: u32 = 0x4;
 pub const NFT_SET_TIMEOUT: u32 = 0x10;
+/// `NFT_SET_ELEM_INTERVAL_END`: this element ends an interval (the first address after it).
+pub const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
+/// `NFT_OBJECT_COUNTER`: a named counter (`counter NAME { }`).
+pub const NFT_OBJECT_COUNTER: u32 = 1;
 pub const NFT_SET_EVAL: u32 = 0x20;
 
 pub const NF_INET_PRE_ROUTING: u32 = 0;
@@ -75,6 +89,8 @@ pub const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
 pub const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
 pub const NFT_CMP_EQ: u32 = 0;
 pub const NFT_CMP_NEQ: u32 = 1;
+pub const NFT_CMP_LTE: u32 = 3;
+pub const NFT_CMP_GTE: u32 = 5;
 pub const NFT_RANGE_NEQ: u32 = 1;
 pub const NFT_CT_STATE: u32 = 0;
 pub const NFT_CT_STATUS: u32 = 2;
