@@ -7,7 +7,11 @@ use nfknock::command::{proto, split, Template, Values};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(job) = proto::decode(data) {
-        assert_eq!(proto::encode(&job), data, "decode accepted a non-canonical message");
+        assert_eq!(
+            proto::encode(&job),
+            data,
+            "decode accepted a non-canonical message"
+        );
     }
     let Ok(text) = std::str::from_utf8(data) else {
         return;
