@@ -1439,6 +1439,7 @@ fn fill(
             addr: ips.next().into(),
             access: SERVICE,
             timeout_ms: 600_000,
+            nat: None,
         })
         .collect();
     let t = Instant::now();

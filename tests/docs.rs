@@ -189,16 +189,21 @@ fn the_package_ships_every_generated_page_and_completion() {
     let mut generated = BTreeSet::new();
     for sub in ["man", "completions"] {
         for e in std::fs::read_dir(dir.path().join(sub)).unwrap() {
-            generated.insert(format!("{sub}/{}", e.unwrap().file_name().to_string_lossy()));
+            generated.insert(format!(
+                "{sub}/{}",
+                e.unwrap().file_name().to_string_lossy()
+            ));
         }
     }
     let manifest: toml::Value = toml::from_str(
-        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-            .unwrap(),
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap(),
     )
     .unwrap();
     let mut shipped = BTreeSet::new();
-    for a in manifest["package"]["metadata"]["deb"]["assets"].as_array().unwrap() {
+    for a in manifest["package"]["metadata"]["deb"]["assets"]
+        .as_array()
+        .unwrap()
+    {
         let Some(rel) = a[0].as_str().unwrap().strip_prefix("debian/gen/") else {
             continue;
         };
@@ -209,8 +214,14 @@ fn the_package_ships_every_generated_page_and_completion() {
                 .collect(),
             None => generated.iter().filter(|g| *g == rel).collect(),
         };
-        assert!(!matched.is_empty(), "asset debian/gen/{rel} matches no generated file");
+        assert!(
+            !matched.is_empty(),
+            "asset debian/gen/{rel} matches no generated file"
+        );
         shipped.extend(matched.into_iter().cloned());
     }
-    assert_eq!(shipped, generated, "generated files the package does not ship");
+    assert_eq!(
+        shipped, generated,
+        "generated files the package does not ship"
+    );
 }

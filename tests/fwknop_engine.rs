@@ -100,6 +100,8 @@ struct Opts {
     sources: Option<&'static str>,
     /// `allow = [...]`, default `["tcp/22", "tcp/443"]`.
     allow: Option<&'static str>,
+    /// `nat = [...]`, default none.
+    nat: Option<&'static str>,
 }
 
 /// `REQUIRE_USERNAME` from the record's access.conf stanza, if any.
@@ -125,6 +127,9 @@ fn client_toml(r: &Value, name: &str, o: &Opts) -> String {
     );
     if let Some(src) = o.sources {
         t += &format!("sources = {src}\n");
+    }
+    if let Some(nat) = o.nat {
+        t += &format!("nat = {nat}\n");
     }
     if let Some(u) = o.require_username.clone().or_else(|| stanza_username(r)) {
         t += &format!("require_username = {}\n", quoted(&u));
@@ -260,7 +265,8 @@ fn access_records_are_granted_once_with_fwknopds_timeout() {
             Grant {
                 addr: src,
                 access: access_of(r),
-                ttl: ttl_of(r)
+                ttl: ttl_of(r),
+                nat: vec![],
             },
             "{c}"
         );
@@ -331,7 +337,8 @@ fn zero_allow_ip_depends_on_require_source_match() {
             Grant {
                 addr: src,
                 access: access_of(r),
-                ttl: ttl_of(r)
+                ttl: ttl_of(r),
+                nat: vec![],
             },
             "{c}"
         );
@@ -373,10 +380,11 @@ fn explicit_allow_ip_from_another_source() {
     }
 }
 
-/// Command (type 0) and NAT (2, 4, 5, 6) messages authenticate but are not served. They are
-/// still recorded against replays (fwknopd stores the digest before acting on the type).
+/// Command (type 0) messages authenticate but are not served; NAT (2, 4, 5, 6) messages are
+/// refused for a client without `nat` (issue 10). Both are still recorded against replays
+/// (fwknopd stores the digest before acting on the type).
 #[test]
-fn command_and_nat_records_are_unsupported() {
+fn command_records_are_unsupported_and_nat_records_need_nat() {
     let mut n = 0;
     for r in records().iter().filter(|r| valid(r) && !is_access(r)) {
         let (src, now, c) = (source_of(r), now_of(r), case(r));
@@ -386,13 +394,11 @@ fn command_and_nat_records_are_unsupported() {
         };
         let (mut e, out) = handle(r, &o, src, now);
         match out.decision {
-            Decision::Reject(Reason::Unsupported(what)) => {
-                let want = if message_type(r) == 0 {
-                    "command"
-                } else {
-                    "NAT"
-                };
-                assert!(what.contains(want), "{c}: {what}");
+            Decision::Reject(Reason::Unsupported(what)) if message_type(r) == 0 => {
+                assert!(what.contains("command"), "{c}: {what}");
+            }
+            Decision::Reject(Reason::NatNotAllowed(a)) if message_type(r) != 0 => {
+                assert_eq!(vec![a], access_of(r), "{c}");
             }
             d => panic!("{c}: {d:?}"),
         }
@@ -406,6 +412,48 @@ fn command_and_nat_records_are_unsupported() {
         n += 1;
     }
     assert!(n >= 2, "only {n} records tested");
+}
+
+/// The real client's NAT access message (`fwknop -N 192.168.10.2:22`, type 2) is granted with
+/// its translation when the client's `nat` names exactly that target for the port, and refused
+/// when it names another (issue 10 §1: the packet never picks a destination).
+#[test]
+fn nat_records_are_granted_only_to_the_configured_target() {
+    let r = records()
+        .into_iter()
+        .find(|r| valid(r) && matches!(message_type(r), 2 | 4))
+        .expect("a NAT record");
+    let (src, now, c) = (source_of(&r), now_of(&r), case(&r));
+    let o = Opts {
+        require_source_match: false,
+        nat: Some("[{ port = \"tcp/22\", to = \"192.168.10.2:22\", masquerade = true }]"),
+        ..Opts::default()
+    };
+    let (_, out) = handle(&r, &o, src, now);
+    let g = grant_of(&r, &out);
+    assert_eq!(g.access, access_of(&r), "{c}");
+    assert_eq!(
+        g.nat,
+        [(
+            access_of(&r)[0],
+            nfknock::access::NatTarget {
+                to: "192.168.10.2:22".parse().unwrap(),
+                source: nfknock::access::SourceNat::Masquerade,
+                dnat: true,
+            }
+        )],
+        "{c}"
+    );
+    let other = Opts {
+        nat: Some("[{ port = \"tcp/22\", to = \"192.168.10.3:22\" }]"),
+        ..o
+    };
+    let (_, out) = handle(&r, &other, src, now);
+    assert_eq!(
+        out.decision,
+        Decision::Reject(Reason::NatNotAllowed(access_of(&r)[0])),
+        "{c}"
+    );
 }
 
 /// An unsupported message is answered as such even when the journal was lost (every knock
@@ -422,7 +470,7 @@ fn unsupported_messages_say_so_even_after_a_lost_journal() {
         };
         let mut e = Engine::new(config_for(r, &o), ReplayCache::new(), now + 1, now);
         let out = e.handle(s(r, "packet").unwrap().as_bytes(), packet_from(src), now);
-        if is_access(r) {
+        if message_type(r) != 0 {
             assert_eq!(out.decision, Decision::Reject(Reason::StateLost), "{c}");
         } else {
             assert!(
@@ -434,7 +482,7 @@ fn unsupported_messages_say_so_even_after_a_lost_journal() {
         }
         assert_eq!(out.record, None, "{c}: refused for good, nothing to record");
     }
-    assert!(n >= 2, "only {n} unsupported records tested");
+    assert!(n >= 1, "only {n} unsupported records tested");
 }
 
 /// What nfknock must answer for each kind of negative record (by the stage fwknop fails it at).
@@ -562,7 +610,7 @@ fn stale_records_report_their_skew() {
         let (src, c) = (source_of(r), case(r));
         let ts = expected(r)["timestamp"].as_u64().unwrap();
         let (_, out) = handle(r, &o, src, ts + MAX_AGE + 1);
-        let want = if is_access(r) {
+        let want = if message_type(r) != 0 {
             Reason::Stale { skew: -121 }
         } else {
             // Unsupported types are refused before the age is looked at.
@@ -1115,18 +1163,35 @@ fn verify_json_explains_fwknop_packets() {
     assert_eq!(v["timeout"], MAX_TIMEOUT);
     assert_eq!(v["nat_access"], Value::Null);
 
-    // A NAT knock: authenticated, refused as unsupported, with its NAT target shown.
+    // A NAT knock to a client without `nat`: authenticated, refused, with its NAT target shown.
     let r = find("nat_access");
     let (code, v) = verify(&cfg, r, source_of(r), now_of(r));
     assert_eq!(code, 1, "{v}");
     assert_eq!(
         (v["decision"].as_str(), v["reason"].as_str()),
-        (Some("reject"), Some("unsupported"))
+        (Some("reject"), Some("nat-not-allowed"))
     );
     assert_eq!(v["client"], "laptop");
     assert_eq!(v["message_type"], 2);
     assert_eq!(v["nat_access"], expected(r)["nat_access"]);
     assert_eq!(v["timeout"], Value::Null);
+
+    // The same knock to a client whose `nat` lists that target: granted, forwarded there.
+    let fwd = Opts {
+        nat: Some("[{ port = \"tcp/22\", to = \"192.168.10.2:22\" }]"),
+        ..o.clone()
+    };
+    let nat_cfg = write_private(
+        dir.path(),
+        "nat.toml",
+        &format!("{SERVER_TOML}\n{}", client_toml(r, "laptop", &fwd)),
+    );
+    let (code, v) = verify(&nat_cfg, r, source_of(r), now_of(r));
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        v["forwarded"],
+        serde_json::json!([{"access": "tcp/22", "to": "192.168.10.2:22"}])
+    );
 
     // `-s` to a client that requires its address; stale.
     let r = find("suite_android_v4_4_hmac");

@@ -12,6 +12,9 @@ pub(super) fn check(path: &Path) -> anyhow::Result<i32> {
             for w in config::warnings(&c) {
                 eprintln!("warning: {w}");
             }
+            for w in forwarding_warnings(&c, |p| std::fs::read_to_string(p).ok()) {
+                eprintln!("warning: {w}");
+            }
             // The ipset backend installs no gate: say where the grants go and what to load.
             let backend = match c.server.backend {
                 config::Backend::Nftables => String::new(),
@@ -41,5 +44,81 @@ pub(super) fn check(path: &Path) -> anyhow::Result<i32> {
             );
             Ok(EXIT_FAIL)
         }
+    }
+}
+
+/// The sysctls a NAT grant to another host needs: the kernel forwards nothing while they are
+/// 0, and nfknock changes no sysctl (issue 10 §1).
+const IP_FORWARD: [(&str, bool); 2] = [
+    ("/proc/sys/net/ipv4/ip_forward", false),
+    ("/proc/sys/net/ipv6/conf/all/forwarding", true),
+];
+
+/// Warnings for `nat` entries that forward to another host while this host does not forward
+/// that family; `read` reads a `/proc/sys` file (`None`: unreadable, said so too).
+fn forwarding_warnings(c: &config::Config, read: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, v6) in IP_FORWARD {
+        let Some((client, rule)) = c.clients.iter().find_map(|cl| {
+            cl.nat
+                .iter()
+                .find(|r| matches!(r.to, config::NatTo::Host(t) if t.is_ipv6() == v6))
+                .map(|r| (cl.name.as_str(), r))
+        }) else {
+            continue;
+        };
+        let key = if v6 {
+            "net.ipv6.conf.all.forwarding"
+        } else {
+            "net.ipv4.ip_forward"
+        };
+        match read(path).as_deref().map(str::trim) {
+            Some("1") => {}
+            Some(v) => out.push(format!(
+                "client `{client}` forwards {} to {} but {path} is {v}: the kernel forwards nothing, so NAT grants open nothing; run `sysctl -w {key}=1` and make it permanent in /etc/sysctl.d/ (nfknock changes no sysctl)",
+                rule.access, rule.to
+            )),
+            None => out.push(format!(
+                "client `{client}` forwards {} to {} but {path} cannot be read; make sure `{key} = 1`",
+                rule.access, rule.to
+            )),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(nat: &str) -> config::Config {
+        let text = format!(
+            "[server]\n[[client]]\nname = \"a\"\nkey = \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"\nallow = [\"tcp/2222\"]\nnat = {nat}\n"
+        );
+        config::parse_str(&text, Path::new("/etc/nfknock/nfknock.toml")).unwrap()
+    }
+
+    #[test]
+    fn nat_to_another_host_needs_forwarding_of_its_family() {
+        let v4 = config("[{ port = \"tcp/2222\", to = \"192.168.10.2:22\" }]");
+        let off = |p: &str| Some(if p.contains("ipv4") { "0\n" } else { "1\n" }.to_string());
+        let w = forwarding_warnings(&v4, off);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("client `a` forwards tcp/2222 to 192.168.10.2:22 but /proc/sys/net/ipv4/ip_forward is 0")
+                && w[0].contains("sysctl -w net.ipv4.ip_forward=1"),
+            "{}",
+            w[0]
+        );
+        assert!(forwarding_warnings(&v4, |_| Some("1\n".into())).is_empty());
+        assert!(forwarding_warnings(&v4, |_| None)[0].contains("cannot be read"));
+        let v6 = config("[{ port = \"tcp/2222\", to = \"[fd10::2]:22\" }]");
+        let w = forwarding_warnings(&v6, off);
+        assert!(w.is_empty(), "IPv6 forwarding is on: {w:?}");
+        let w = forwarding_warnings(&v6, |_| Some("0".into()));
+        assert!(w[0].contains("net.ipv6.conf.all.forwarding"), "{w:?}");
+        // Local NAT forwards nothing.
+        let local = config("[{ port = \"tcp/2222\", to = \":22\" }]");
+        assert!(forwarding_warnings(&local, |_| Some("0".into())).is_empty());
     }
 }

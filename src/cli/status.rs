@@ -93,6 +93,8 @@ pub(super) fn status(config: &std::path::Path, json: bool) -> anyhow::Result<i32
                     "access": g.grant.access.to_string(),
                     "timeout": g.grant.timeout.as_secs(),
                     "seconds_left": seconds_left(g) as u64,
+                    // A forwarded grant (`nat`): where its new flows are translated to.
+                    "forwarded_to": g.grant.nat.map(|n| n.to.to_string()),
                 })
             );
         }
@@ -106,8 +108,13 @@ pub(super) fn status(config: &std::path::Path, json: bool) -> anyhow::Result<i32
             "SOURCE", "ACCESS", "TIMEOUT", "LEFT"
         );
         for g in &grants {
+            let to = g
+                .grant
+                .nat
+                .map(|n| format!("  -> {}", n.to))
+                .unwrap_or_default();
             println!(
-                "{:<40} {:<12} {:>7}s {:>9}s",
+                "{:<40} {:<12} {:>7}s {:>9}s{to}",
                 g.grant.addr.to_string(),
                 g.grant.access.to_string(),
                 g.grant.timeout.as_secs(),

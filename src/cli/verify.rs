@@ -107,18 +107,25 @@ pub(super) fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
                 Decision::Command(c) => Some(c.argv.clone()),
                 _ => None,
             },
+            // The ports the grant forwards, and where to (the client's `nat`).
+            "forwarded": granted.map(|g| g.nat.iter().map(|(a, t)| serde_json::json!({"access": a.to_string(), "to": t.to.to_string()})).collect::<Vec<_>>()),
         });
         println!("{v}");
     } else {
         match &out.decision {
-            Decision::Grant(g) => println!(
-                "grant: client {} ({}), open {} for {} during {}s",
-                client.as_deref().unwrap_or("?"),
-                out.format.map_or("?", |f| f.name()),
-                access::format_list(&g.access),
-                g.addr,
-                g.ttl
-            ),
+            Decision::Grant(g) => {
+                println!(
+                    "grant: client {} ({}), open {} for {} during {}s",
+                    client.as_deref().unwrap_or("?"),
+                    out.format.map_or("?", |f| f.name()),
+                    access::format_list(&g.access),
+                    g.addr,
+                    g.ttl
+                );
+                for (a, t) in &g.nat {
+                    println!("  {a} forwarded to {t}");
+                }
+            }
             Decision::Command(c) => println!(
                 "command: client {} ({}), run {:?} for {}",
                 client.as_deref().unwrap_or("?"),

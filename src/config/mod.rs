@@ -243,6 +243,69 @@ pub struct ClientEntry {
     pub expires_at: Option<u64>,
     /// Command cycles and command messages (`grant`, `on_grant`, `commands`, ...).
     pub commands: crate::command::ClientCommands,
+    /// Ports of `allow` whose grants are forwarded elsewhere (`nat`; fwknop `FORCE_NAT`).
+    pub nat: Vec<NatRule>,
+}
+
+impl ClientEntry {
+    /// The `nat` rule that forwards `access` for a grant to an address of `addr`'s family.
+    pub fn nat_for(&self, access: Access, addr: std::net::IpAddr) -> Option<&NatRule> {
+        self.nat
+            .iter()
+            .find(|r| r.access == access && r.fits_family(addr))
+    }
+}
+
+/// One `nat` entry: a grant of `access` is forwarded to `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatRule {
+    /// The port the client connects to on this host (one of its `allow`).
+    pub access: Access,
+    pub to: NatTo,
+    pub source: crate::access::SourceNat,
+    /// `false` (`dnat = false`, fwknop `DISABLE_DNAT`): no translation; the client connects
+    /// to the target itself (then `port` is the target's), and the forward gate closes the
+    /// target to everyone else.
+    pub dnat: bool,
+}
+
+/// Where a `nat` entry forwards to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatTo {
+    /// An internal host (fwknop NAT access, `FORCE_NAT`).
+    Host(std::net::SocketAddr),
+    /// A port of this host, at the address the knock was sent to (fwknop local NAT).
+    Local(u16),
+}
+
+impl std::fmt::Display for NatTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NatTo::Host(a) => write!(f, "{a}"),
+            NatTo::Local(p) => write!(f, ":{p}"),
+        }
+    }
+}
+
+impl NatRule {
+    /// Can a grant for `addr` use this rule? (A local target fits both families.)
+    pub fn fits_family(&self, addr: std::net::IpAddr) -> bool {
+        match self.to {
+            NatTo::Host(t) => t.is_ipv4() == addr.is_ipv4(),
+            NatTo::Local(_) => match self.source {
+                crate::access::SourceNat::To(s) => s.is_ipv4() == addr.is_ipv4(),
+                _ => true,
+            },
+        }
+    }
+
+    /// Would both rules serve a grant of the same family?
+    pub(crate) fn same_family(&self, other: &NatRule) -> bool {
+        match (self.to, other.to) {
+            (NatTo::Host(a), NatTo::Host(b)) => a.is_ipv4() == b.is_ipv4(),
+            _ => true,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

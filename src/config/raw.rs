@@ -333,6 +333,7 @@ pub(crate) struct RawClient {
     pub(crate) command_prefixes: Option<Spanned<Vec<Vec<String>>>>,
     pub(crate) command_sudo_user: Option<Spanned<String>>,
     pub(crate) command_sudo_group: Option<Spanned<String>>,
+    pub(crate) nat: Option<Spanned<Vec<super::server::RawNat>>>,
 }
 
 /// `[client.fwknop]`.

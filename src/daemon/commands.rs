@@ -208,6 +208,7 @@ mod tests {
             addr: "192.0.2.7".parse().unwrap(),
             access: vec!["tcp/22".parse().unwrap(), "udp/53".parse().unwrap()],
             ttl,
+            nat: vec![],
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::access::{Access, Proto};
+use crate::access::{Access, NatTarget, Proto};
 use crate::grants::Grant;
 
 /// Bits of a [`LiveGrants`] value that hold the index of the client the grant was made for;
@@ -38,6 +38,10 @@ pub(super) struct LiveGrants {
     /// `addr << 24 | proto << 16 | port` → `deadline << OWNER_BITS | client`.
     v4: HashMap<u64, u64>,
     v6: HashMap<(u128, u8, u16), u64>,
+    /// The NAT targets of forwarded grants (few: only clients with `nat` have them), so a
+    /// restore re-creates their translations too. An entry outlives its grant until the next
+    /// [`LiveGrants::forget_expired`].
+    nat: HashMap<(IpAddr, Access), NatTarget>,
 }
 
 impl LiveGrants {
@@ -46,6 +50,7 @@ impl LiveGrants {
             base: Instant::now(),
             v4: HashMap::new(),
             v6: HashMap::new(),
+            nat: HashMap::new(),
         }
     }
 
@@ -60,6 +65,10 @@ impl LiveGrants {
             let timeout_ms = u64::try_from(e.timeout.as_millis()).unwrap_or(u64::MAX);
             let v = pack_live(now.saturating_add(timeout_ms), owner);
             let (proto, port) = (e.access.proto.number(), e.access.port);
+            match e.nat {
+                Some(t) => self.nat.insert((e.addr, e.access), t),
+                None => self.nat.remove(&(e.addr, e.access)),
+            };
             match e.addr {
                 IpAddr::V4(a) => {
                     let key =
@@ -73,10 +82,20 @@ impl LiveGrants {
         }
     }
 
+    /// The NAT targets of the forwarded grants (a copy: few entries), for judging them.
+    pub(super) fn nat_targets(&self) -> HashMap<(IpAddr, Access), NatTarget> {
+        self.nat.clone()
+    }
+
     pub(super) fn forget_expired(&mut self) {
         let now = self.now_ms();
         self.v4.retain(|_, v| live_deadline(*v) > now);
         self.v6.retain(|_, v| live_deadline(*v) > now);
+        if !self.nat.is_empty() {
+            let (v4, v6) = (&self.v4, &self.v6);
+            self.nat
+                .retain(|&(addr, a), _| live_value(v4, v6, addr, a).is_some());
+        }
     }
 
     /// Every live grant: address, access, packed value.
@@ -119,6 +138,7 @@ impl LiveGrants {
                     addr,
                     access,
                     timeout: Duration::from_millis(deadline - now),
+                    nat: self.nat.get(&(addr, access)).copied(),
                 })
             })
             .collect()
@@ -133,6 +153,7 @@ impl LiveGrants {
     ) -> Vec<(Grant, u32, R)> {
         let now = self.now_ms();
         let mut revoked = Vec::new();
+        let nat = &self.nat;
         let mut one = |addr: IpAddr, proto: u8, port: u16, v: &mut u64| -> bool {
             let deadline = live_deadline(*v);
             let Some(access) = Proto::from_number(proto).and_then(|p| Access::new(p, port)) else {
@@ -154,6 +175,7 @@ impl LiveGrants {
                             addr,
                             access,
                             timeout,
+                            nat: nat.get(&(addr, access)).copied(),
                         },
                         owner,
                         why,
@@ -173,6 +195,22 @@ impl LiveGrants {
     }
 }
 
+/// The packed value of the live grant `addr . access`, if there is one.
+fn live_value(
+    v4: &HashMap<u64, u64>,
+    v6: &HashMap<(u128, u8, u16), u64>,
+    addr: IpAddr,
+    a: Access,
+) -> Option<u64> {
+    let (proto, port) = (a.proto.number(), a.port);
+    match addr {
+        IpAddr::V4(v) => v4
+            .get(&(u64::from(u32::from(v)) << 24 | u64::from(proto) << 16 | u64::from(port)))
+            .copied(),
+        IpAddr::V6(v) => v6.get(&(u128::from(v), proto, port)).copied(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +222,7 @@ mod tests {
             addr: addr.parse().unwrap(),
             access: access.parse().unwrap(),
             timeout: Duration::from_millis(timeout_ms),
+            nat: None,
         };
         live.record(
             &[
@@ -223,6 +262,7 @@ mod tests {
             addr: addr.parse().unwrap(),
             access: access.parse().unwrap(),
             timeout: Duration::from_secs(60),
+            nat: None,
         };
         live.record(
             &[

@@ -13,7 +13,7 @@ use super::control::ReloadOutcome;
 use super::live_grants::NO_OWNER;
 use super::run::{Daemon, PacketSource};
 use super::{release_freed_memory, unix_now};
-use crate::access::Access;
+use crate::access::{Access, NatTarget};
 use crate::config::{self, Config};
 use crate::grants::{Grant, GrantSink};
 
@@ -87,6 +87,8 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                     .enumerate()
                     .map(|(i, c)| (c.name.as_str(), i))
                     .collect();
+                // The NAT targets of the live grants (few), to judge them against the new `nat`.
+                let nats = self.live.nat_targets();
                 let judge = |addr: IpAddr, access: Access, owner: u32| {
                     let was = (owner != NO_OWNER)
                         .then(|| old.clients.get(owner as usize))
@@ -94,7 +96,8 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                     let now_at = was.and_then(|c| index.get(c.name.as_str()).copied());
                     if new.server.revoke_on_reload {
                         let is = now_at.and_then(|i| new.clients.get(i));
-                        if let Some(why) = revocation(was, is, addr, access, now) {
+                        let nat = nats.get(&(addr, access)).copied();
+                        if let Some(why) = revocation(was, is, addr, access, nat, now) {
                             return Err(why);
                         }
                     }
@@ -158,12 +161,16 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
 /// its `allow` or entered its `deny`, or — when the grant is for the knock's own source
 /// (`require_source_match`) — the address left its `sources`. Not judged: `destinations` and,
 /// without `require_source_match`, `sources` (the knock's addresses are not kept), and
-/// `protect` (a grant for a port no longer gated opens nothing).
+/// `protect` (a grant for a port no longer gated opens nothing). A forwarded grant (`nat`, its
+/// target) is revoked when the client's `nat` no longer sends that port to the same target,
+/// and a plain one when the port is now forwarded: the kernel would otherwise keep the old
+/// translation until the grant expires.
 fn revocation(
     was: Option<&config::ClientEntry>,
     is: Option<&config::ClientEntry>,
     addr: IpAddr,
     access: Access,
+    nat: Option<NatTarget>,
     now: u64,
 ) -> Option<&'static str> {
     let (Some(was), Some(is)) = (was, is) else {
@@ -175,8 +182,28 @@ fn revocation(
     if is.expires_at.is_some_and(|t| now >= t) {
         return Some("client expired");
     }
-    if !is.allow.contains(&access) {
+    // The local port a local NAT entry leads to is granted with it (policy.rs).
+    let local_target = || {
+        is.nat
+            .iter()
+            .any(|r| r.access.proto == access.proto && r.to == config::NatTo::Local(access.port))
+    };
+    if !is.allow.contains(&access) && !local_target() {
         return Some("access no longer in the client's allow");
+    }
+    match (nat, is.nat_for(access, addr)) {
+        (None, None) => {}
+        (Some(t), Some(rule)) => {
+            let same_to = match rule.to {
+                config::NatTo::Host(to) => to == t.to,
+                config::NatTo::Local(port) => port == t.to.port(),
+            };
+            if !same_to || rule.source != t.source || rule.dnat != t.dnat {
+                return Some("the client's nat now forwards this access elsewhere");
+            }
+        }
+        (Some(_), None) => return Some("access no longer forwarded by the client's nat"),
+        (None, Some(_)) => return Some("access now forwarded by the client's nat"),
     }
     if is.deny.contains(&access) {
         return Some("access now in the client's deny");
@@ -207,6 +234,68 @@ mod tests {
     use super::*;
     use crate::crypto::NativeKey;
 
+    /// Issue 10 §1: a forwarded grant stays while the client's `nat` still sends its port to the
+    /// same target; a changed or removed target, or a port newly forwarded, revokes it.
+    #[test]
+    fn revocation_follows_the_nat_target() {
+        use crate::access::SourceNat;
+        use crate::config::{NatRule, NatTo};
+        let addr: IpAddr = "192.0.2.7".parse().unwrap();
+        let ssh: Access = "tcp/22".parse().unwrap();
+        let rule = |to: &str| NatRule {
+            access: ssh,
+            to: NatTo::Host(to.parse().unwrap()),
+            source: SourceNat::Keep,
+            dnat: true,
+        };
+        let mut c = crate::policy::tests::client();
+        c.nat = vec![rule("192.168.10.2:22")];
+        let was = c.clone();
+        let t = |to: &str| {
+            Some(NatTarget {
+                to: to.parse().unwrap(),
+                source: SourceNat::Keep,
+                dnat: true,
+            })
+        };
+        let judge =
+            |is: &config::ClientEntry, nat| revocation(Some(&was), Some(is), addr, ssh, nat, 1_000);
+        assert_eq!(judge(&c, t("192.168.10.2:22")), None);
+        let mut moved = c.clone();
+        moved.nat = vec![rule("192.168.10.3:22")];
+        assert_eq!(
+            judge(&moved, t("192.168.10.2:22")),
+            Some("the client's nat now forwards this access elsewhere")
+        );
+        let mut masq = c.clone();
+        masq.nat[0].source = SourceNat::Masquerade;
+        assert!(judge(&masq, t("192.168.10.2:22")).is_some());
+        let mut plain = c.clone();
+        plain.nat.clear();
+        assert_eq!(
+            judge(&plain, t("192.168.10.2:22")),
+            Some("access no longer forwarded by the client's nat")
+        );
+        assert_eq!(
+            judge(&c, None),
+            Some("access now forwarded by the client's nat")
+        );
+        // The local port of a local NAT entry is kept although it is not in `allow`.
+        let mut local = crate::policy::tests::client();
+        let fwd: Access = "tcp/2200".parse().unwrap();
+        local.allow = vec![fwd];
+        local.nat = vec![NatRule {
+            access: fwd,
+            to: NatTo::Local(22),
+            source: SourceNat::Keep,
+            dnat: true,
+        }];
+        assert_eq!(
+            revocation(Some(&local), Some(&local), addr, ssh, None, 1_000),
+            None
+        );
+    }
+
     /// What a reload "narrows", one case at a time.
     #[test]
     fn revocation_covers_removal_key_expiry_allow_deny_and_sources() {
@@ -214,7 +303,7 @@ mod tests {
         let addr: IpAddr = "192.0.2.7".parse().unwrap();
         let ssh: Access = "tcp/22".parse().unwrap();
         let judge = |is: Option<&config::ClientEntry>, addr: IpAddr| {
-            revocation(Some(&base), is, addr, ssh, 1_000)
+            revocation(Some(&base), is, addr, ssh, None, 1_000)
         };
         let mut c = base.clone();
         assert_eq!(judge(Some(&c), addr), None, "unchanged: kept");
@@ -222,7 +311,7 @@ mod tests {
         assert_eq!(judge(Some(&c), addr), None, "widened: kept");
         assert_eq!(judge(None, addr), Some("client removed from the config"));
         assert_eq!(
-            revocation(None, Some(&c), addr, ssh, 1_000),
+            revocation(None, Some(&c), addr, ssh, None, 1_000),
             Some("client removed from the config")
         );
         let mut k = base.clone();

@@ -364,6 +364,7 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                             addr: g.addr,
                             access: *a,
                             timeout: Duration::from_secs(u64::from(g.ttl)),
+                            nat: g.nat.iter().find(|(n, _)| n == a).map(|(_, t)| *t),
                         });
                         owners.push(owner);
                     }
@@ -376,6 +377,9 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                         format = o.format.map_or("?", |f| f.name()),
                         "grant"
                     );
+                    for (a, to) in &g.nat {
+                        info!(client = client.unwrap_or("?"), addr = %g.addr, access = %a, to = %to, "grant forwarded (NAT)");
+                    }
                 }
                 Decision::Reject(reason) => self.log_reject(o, reason, &src, client),
             }
@@ -445,6 +449,7 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                 addr: g.addr,
                 access: *a,
                 timeout: Duration::from_secs(u64::from(g.ttl)),
+                nat: g.nat.iter().find(|(n, _)| n == a).map(|(_, t)| *t),
             });
             owners.push(owner);
         }
@@ -454,6 +459,17 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
         let format = o.format.map_or("?", |f| f.name());
         let skew = o.skew;
         let client = client.unwrap_or("-");
+        // A refused NAT request: say which target the packet asked for (the config's targets
+        // are in the config; the packet's are only ever compared).
+        let asked = o.knock.as_ref().and_then(|k| k.nat_access.as_deref());
+        if let (Some(asked), Reason::NatNotAllowed(_) | Reason::NatFamily(_)) = (asked, reason) {
+            if self.warn_budget.take() {
+                warn!(%src, reason = reason.code(), format, client, nat_asked = asked, "rejected knock: {reason}");
+            } else {
+                debug!(%src, reason = reason.code(), format, client, nat_asked = asked, "rejected knock: {reason}");
+            }
+            return;
+        }
         if reason.is_noise() || !self.warn_budget.take() {
             debug!(%src, reason = reason.code(), format, client, skew, "rejected knock: {reason}");
         } else {

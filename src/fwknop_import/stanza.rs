@@ -10,7 +10,9 @@ use super::syntax::is_yes;
 use super::values::{hmac_type, parse_expire_date, parse_nets, parse_ports, parse_seconds};
 use super::variables::{unmapped, Unmapped, GPG_ADVICE, MAPPED};
 use super::{Diag, Level, Options, FWKNOP_DEFAULT_MAX_TIMEOUT, FWKNOP_DEFAULT_TIMEOUT};
-use crate::access::Access;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::access::{Access, SourceNat};
 use crate::wire::fwknop::{EncMode, HmacType, MAX_HMAC_KEY_LEN, MAX_KEY_LEN};
 
 /// A key as written in access.conf.
@@ -40,6 +42,10 @@ pub(super) struct ClientOut {
     pub(super) hmac: Option<(KeyText, HmacType)>,
     pub(super) mode: EncMode,
     pub(super) commands: super::commands::CommandsOut,
+    /// `FORCE_NAT IP PORT` (+ `FORCE_SNAT` / `FORCE_MASQUERADE`): every allowed port is
+    /// forwarded there, as fwknopd does with any request of this stanza; `false` with
+    /// `DISABLE_DNAT Y` (routed: `dnat = false`).
+    pub(super) nat: Option<(SocketAddr, SourceNat, bool)>,
 }
 
 /// Collects the messages of one stanza.
@@ -140,10 +146,8 @@ pub(super) fn convert_stanza(
                 // Never echo a value that may be a secret (GPG_DECRYPT_PW).
                 d.warn(&s.origin, format!("{}: {m}", s.var));
             }
-            Some(Unmapped::IfYes(m)) if is_yes(v) => d.warn(&s.origin, format!("{} {v}: {m}", s.var)),
             Some(Unmapped::RefuseIfYes(m)) if is_yes(v) => d.error(&s.origin, format!("{} {v}: {m}", s.var)),
-            Some(Unmapped::IfYes(_)) | Some(Unmapped::RefuseIfYes(_)) => {}
-            Some(Unmapped::Refuse(m)) => d.error(&s.origin, format!("{}: {m}", s.var)),
+            Some(Unmapped::RefuseIfYes(_)) => {}
             None => d.warn(&s.origin, format!("unknown access.conf variable `{}`; fwknopd ignores it too, and so does the import", s.var)),
         }
     }
@@ -426,6 +430,8 @@ pub(super) fn convert_stanza(
         }
     };
 
+    let nat = force_nat(&mut d, st, allow.as_deref());
+
     if d.errors > 0 {
         return None;
     }
@@ -447,5 +453,72 @@ pub(super) fn convert_stanza(
         hmac: hmac?,
         mode: mode?,
         commands,
+        nat: nat?,
     })
+}
+
+/// `FORCE_NAT IP PORT`, `FORCE_SNAT IP`, `FORCE_MASQUERADE Y` (server/access.c) → the target
+/// every allowed port of the client is forwarded to. `None` on an error (reported).
+fn force_nat(
+    d: &mut StanzaDiags<'_>,
+    st: &Stanza,
+    allow: Option<&[Access]>,
+) -> Option<Option<(SocketAddr, SourceNat, bool)>> {
+    let snat = st.get("FORCE_SNAT");
+    let masq = st.get("FORCE_MASQUERADE").filter(|s| is_yes(&s.value));
+    let no_dnat = st.get("DISABLE_DNAT").filter(|s| is_yes(&s.value));
+    let Some(fnat) = st.get("FORCE_NAT") else {
+        for s in [snat, masq, no_dnat].into_iter().flatten() {
+            d.warn(&s.origin, format!("{} without FORCE_NAT: nothing is forwarded for this client, so there is no source to rewrite; dropped", s.var));
+        }
+        return Some(None);
+    };
+    let mut words = fnat.value.split_whitespace();
+    let to = match (words.next(), words.next(), words.next()) {
+        (Some(ip), Some(port), None) => {
+            match (ip.parse::<std::net::Ipv4Addr>(), port.parse::<u16>()) {
+                (Ok(ip), Ok(port)) if port != 0 && !ip.is_unspecified() && !ip.is_loopback() => {
+                    Some(SocketAddr::new(IpAddr::V4(ip), port))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    let Some(to) = to else {
+        d.error(&fnat.origin, format!("FORCE_NAT `{}` is not `IPv4-ADDRESS PORT` (e.g. `FORCE_NAT 192.168.10.2 22`); fix it (fwknopd refuses it too)", fnat.value.as_str()));
+        return None;
+    };
+    let source = match (masq, snat) {
+        (Some(m), Some(s)) => {
+            d.warn(&s.origin, format!("FORCE_SNAT and FORCE_MASQUERADE are both set; fwknopd masquerades ({}), and so does the import", m.var));
+            SourceNat::Masquerade
+        }
+        (Some(_), None) => SourceNat::Masquerade,
+        (None, Some(s)) => {
+            match s.value.parse::<std::net::Ipv4Addr>() {
+                Ok(a) => SourceNat::To(IpAddr::V4(a)),
+                Err(_) => {
+                    d.error(&s.origin, format!("FORCE_SNAT `{}` is not an IPv4 address; fix it (fwknopd refuses it too)", s.value.as_str()));
+                    return None;
+                }
+            }
+        }
+        (None, None) => SourceNat::Keep,
+    };
+    if let Some(nd) = no_dnat {
+        // Routed: the client connects to the target itself, so each allowed port must be it.
+        if source != SourceNat::Keep {
+            d.error(&nd.origin, "DISABLE_DNAT with FORCE_SNAT/FORCE_MASQUERADE: nfknock rewrites the source of translated flows only; drop one of them".to_string());
+            return None;
+        }
+        if let Some(a) = allow.and_then(|l| l.iter().find(|a| a.port != to.port())) {
+            d.error(&nd.origin, format!("DISABLE_DNAT: the client connects to {to} itself, so every port it may open must be {}; {a} is not (split the stanza, or drop DISABLE_DNAT)", to.port()));
+            return None;
+        }
+        d.warn(&fnat.origin, format!("FORCE_NAT {} with DISABLE_DNAT: the client routes to {to} through this host (`dnat = false`); nfknock's forward gate closes {to} to everyone else (needs `gate_forward = true`, the default, and forwarding on: `sysctl net.ipv4.ip_forward=1`)", fnat.value.as_str()));
+        return Some(Some((to, source, false)));
+    }
+    d.warn(&fnat.origin, format!("FORCE_NAT {}: every port of this client's `allow` is forwarded to {to} (`nat`); the host needs forwarding on (`sysctl net.ipv4.ip_forward=1`; nfknock changes no sysctl, `nfknock check` warns), and {to} must route its answers back through this host unless the source is rewritten (FORCE_SNAT / FORCE_MASQUERADE)", fnat.value.as_str()));
+    Some(Some((to, source, true)))
 }

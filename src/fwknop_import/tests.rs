@@ -785,8 +785,8 @@ fn unsupported_variables_are_named_with_what_to_do() {
     for needle in [
         "GPG_DECRYPT_ID: GnuPG SPA is not supported; issue Rijndael+HMAC keys with `fwknop --key-gen`",
         "GPG_DECRYPT_PW: GnuPG SPA is not supported",
-        "FORCE_SNAT: only used with FORCE_NAT",
-        "FORCE_MASQUERADE Y: only used with FORCE_NAT",
+        "FORCE_SNAT without FORCE_NAT: nothing is forwarded",
+        "FORCE_MASQUERADE without FORCE_NAT",
         "unknown access.conf variable `WHATEVER`",
     ] {
         assert!(has(&i, Level::Warning, needle), "{needle}: {:#?}", i.diags);
@@ -802,14 +802,88 @@ fn unsupported_variables_are_named_with_what_to_do() {
         .any(|d| d.message.contains("s3cret-gpg-pass")));
 }
 
+/// Issue 10 §1: FORCE_NAT becomes the client's `nat` (every allowed port forwarded to the
+/// host), with FORCE_SNAT / FORCE_MASQUERADE as its source translation; the checker accepts
+/// the output.
 #[test]
-fn nat_and_gateway_stanzas_are_refused() {
-    for (extra, needle) in [
+fn force_nat_stanzas_become_nat_entries() {
+    use crate::access::SourceNat;
+    use crate::config::NatTo;
+    for (extra, source) in [
+        ("", SourceNat::Keep),
         (
-            "FORCE_NAT 192.168.1.5 22\n",
-            "FORCE_NAT: DNAT to an internal host is not supported",
+            "FORCE_SNAT 192.168.10.1\n",
+            SourceNat::To("192.168.10.1".parse().unwrap()),
         ),
+        ("FORCE_MASQUERADE Y\n", SourceNat::Masquerade),
+        (
+            "FORCE_SNAT 192.168.10.1\nFORCE_MASQUERADE Y\n",
+            SourceNat::Masquerade,
+        ),
+    ] {
+        let text = format!(
+            "SOURCE ANY\nKEY_BASE64 {A_KEY}\nHMAC_KEY_BASE64 {A_HMAC}\nOPEN_PORTS tcp/22,tcp/80\nREQUIRE_SOURCE_ADDRESS Y\nFORCE_NAT 192.168.10.2 2222\n{extra}"
+        );
+        let i = run(&text);
+        let c = &config(&i).clients[0];
+        let to = NatTo::Host("192.168.10.2:2222".parse().unwrap());
+        let got: Vec<_> = c
+            .nat
+            .iter()
+            .map(|r| (r.access.to_string(), r.to, r.source))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("tcp/22".to_string(), to, source),
+                ("tcp/80".to_string(), to, source)
+            ],
+            "{extra}"
+        );
+        assert!(has(&i, Level::Warning, "FORCE_NAT 192.168.10.2 2222: every port of this client's `allow` is forwarded to 192.168.10.2:2222"));
+    }
+    for bad in [
+        "FORCE_NAT 192.168.10.2\n",
+        "FORCE_NAT host 22\n",
+        "FORCE_NAT 192.168.10.2 0\n",
+        "FORCE_NAT 192.168.10.2 22\nFORCE_SNAT nowhere\n",
+    ] {
+        let i = run(&stanza(bad));
+        assert!(i.toml.is_none(), "{bad}");
+        assert!(has(&i, Level::Error, "FORCE_"), "{bad}: {:#?}", i.diags);
+    }
+}
+
+/// FORCE_NAT with DISABLE_DNAT Y: a routed target (`dnat = false`).
+#[test]
+fn disable_dnat_becomes_a_routed_nat_entry() {
+    let i = run(&stanza("FORCE_NAT 192.168.10.2 22\nDISABLE_DNAT Y\n"));
+    let c = &config(&i).clients[0];
+    assert_eq!(c.nat.len(), 1);
+    assert!(!c.nat[0].dnat);
+    assert_eq!(c.nat[0].to.to_string(), "192.168.10.2:22");
+    assert!(has(
+        &i,
+        Level::Warning,
+        "with DISABLE_DNAT: the client routes to 192.168.10.2:22"
+    ));
+    // Without FORCE_NAT there is nothing to route.
+    let i = run(&stanza("DISABLE_DNAT Y\n"));
+    assert!(has(&i, Level::Warning, "DISABLE_DNAT without FORCE_NAT"));
+}
+
+#[test]
+fn gateway_stanzas_are_refused() {
+    for (extra, needle) in [
         ("FORWARD_ALL Y\n", "FORWARD_ALL Y: SPA gateway mode"),
+        (
+            "FORCE_NAT 192.168.1.5 2222\nDISABLE_DNAT Y\n",
+            "DISABLE_DNAT: the client connects to 192.168.1.5:2222 itself",
+        ),
+        (
+            "FORCE_NAT 192.168.1.5 22\nDISABLE_DNAT Y\nFORCE_MASQUERADE Y\n",
+            "DISABLE_DNAT with FORCE_SNAT/FORCE_MASQUERADE",
+        ),
         (
             "ENCRYPTION_MODE asymmetric\n",
             "ENCRYPTION_MODE asymmetric: GnuPG SPA is not supported",

@@ -8,10 +8,7 @@ pub(super) const GPG_ADVICE: &str = "GnuPG SPA is not supported; issue Rijndael+
 pub(super) enum Unmapped {
     /// Warn whenever it is present.
     Always(&'static str),
-    /// Warn only when it says yes (`N` is what nfknock does anyway).
-    IfYes(&'static str),
-    /// The stanza cannot be converted when it is present (and says yes, for booleans).
-    Refuse(&'static str),
+    /// The stanza cannot be converted when it says yes.
     RefuseIfYes(&'static str),
 }
 
@@ -19,10 +16,7 @@ pub(super) enum Unmapped {
 pub(super) fn unmapped(var: &str) -> Option<Unmapped> {
     use Unmapped::*;
     Some(match var {
-        "FORCE_NAT" => Refuse("DNAT to an internal host is not supported: nfknock only opens ports on this host and gates ports you publish yourself; publish the service with your own nft DNAT rule, set `[server] gate_forward = true`, and add this client by hand with the published port in `allow`"),
-        "FORWARD_ALL" => RefuseIfYes("SPA gateway mode (forward everything from the client) is not supported: nfknock grants single proto/ports; list the ports the client needs in a `[[client]]` by hand"),
-        "FORCE_SNAT" => Always("only used with FORCE_NAT / FORWARD_ALL, which nfknock does not support; dropped"),
-        "FORCE_MASQUERADE" | "DISABLE_DNAT" => IfYes("only used with FORCE_NAT / FORWARD_ALL, which nfknock does not support; dropped"),
+        "FORWARD_ALL" => RefuseIfYes("SPA gateway mode (forward everything from the client) is not supported: nfknock gates forwarded flows it translates itself, per port; give the client a `nat` entry for each internal service it needs (`nat = [{ port = \"tcp/2222\", to = \"10.0.0.5:22\" }]`)"),
         _ if var.starts_with("GPG_") => Always(GPG_ADVICE),
         _ => return None,
     })
@@ -58,4 +52,8 @@ pub(super) const MAPPED: &[&str] = &[
     "ENABLE_CMD_SUDO_EXEC",
     "CMD_SUDO_EXEC_USER",
     "CMD_SUDO_EXEC_GROUP",
+    "FORCE_NAT",
+    "FORCE_SNAT",
+    "FORCE_MASQUERADE",
+    "DISABLE_DNAT",
 ];

@@ -301,6 +301,7 @@ impl GrantStore for IpsetStore {
                         addr: e.addr,
                         access: e.access,
                         timeout: left,
+                        nat: None,
                     },
                     left,
                 }

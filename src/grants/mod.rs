@@ -31,16 +31,20 @@ use std::time::Duration;
 
 use tracing::info;
 
-use crate::access::Access;
+use crate::access::{Access, NatTarget};
 use crate::config::{self, Config};
 
-/// `addr` may open `access` for `timeout` (then the backend removes it by itself).
+/// `addr` may open `access` for `timeout` (then the backend removes it by itself); with `nat`,
+/// its new flows to `access` are forwarded to the target instead (DNAT, and SNAT or
+/// masquerade as the target says), and expire with the grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grant {
     pub addr: IpAddr,
     pub access: Access,
     /// Each backend rounds it up to its own resolution (nftables: milliseconds).
     pub timeout: Duration,
+    /// Where the flows this grant opens are forwarded (config `nat`); `None`: to this host.
+    pub nat: Option<NatTarget>,
 }
 
 /// A key hint for the kernel's prefilter (issue 11): the 8 bytes a native knock carries after
@@ -273,7 +277,8 @@ impl<S: GrantSink> GrantSink for DryRun<S> {
 
     fn write(&mut self, grants: &[Grant]) -> Result<(), GrantError> {
         for g in grants {
-            info!(addr = %g.addr, access = %g.access, timeout_ms = g.timeout.as_millis() as u64, "dry run: would add grant");
+            let to = g.nat.map(|n| n.to.to_string());
+            info!(addr = %g.addr, access = %g.access, timeout_ms = g.timeout.as_millis() as u64, forwarded_to = to.as_deref().unwrap_or("-"), "dry run: would add grant");
         }
         Ok(())
     }
@@ -400,6 +405,7 @@ mod tests {
             addr: "192.0.2.7".parse().unwrap(),
             access: "tcp/22".parse().unwrap(),
             timeout: Duration::from_secs(30),
+            nat: None,
         };
         let config = crate::config::parse_str(
             "[server]\n[[client]]\nname = \"a\"\nkey = \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"\nallow = [\"tcp/22\"]\n",

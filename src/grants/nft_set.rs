@@ -41,6 +41,16 @@ pub fn ruleset_spec(config: &Config, backend: QueueBackend) -> RulesetSpec {
         rate_limit_v6_prefix: config.server.rate_limit_v6_prefix,
         gate_input: true,
         gate_forward: config.server.gate_forward,
+        nat: config.clients.iter().any(|c| !c.nat.is_empty()),
+        forward_targets: config
+            .clients
+            .iter()
+            .flat_map(|c| c.nat.iter())
+            .filter_map(|r| match r.to {
+                config::NatTo::Host(to) if !r.dnat => Some((to.ip(), r.access)),
+                _ => None,
+            })
+            .collect(),
     }
 }
 
@@ -99,6 +109,7 @@ fn element(g: &Grant) -> Element {
         addr: g.addr,
         access: g.access,
         timeout_ms: millis(g.timeout),
+        nat: g.nat,
     }
 }
 
@@ -330,6 +341,7 @@ impl GrantStore for NftStore {
                     addr: e.addr,
                     access: e.access,
                     timeout: Duration::from_millis(e.timeout_ms),
+                    nat: e.nat,
                 },
                 left: Duration::from_millis(e.expires_ms),
             })

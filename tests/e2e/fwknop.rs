@@ -15,7 +15,7 @@ use super::*;
 
 /// How the fwknop client is given its keys (and the matching `[client.fwknop]` lines).
 #[derive(Clone)]
-pub(crate) enum Keys {
+pub(super) enum Keys {
     /// `fwknop --key-gen` output: `--key-base64-rijndael K --key-base64-hmac H`.
     Base64 {
         key: String,
@@ -29,7 +29,7 @@ pub(crate) enum Keys {
 }
 
 impl Keys {
-    pub(crate) fn client_args(&self) -> Vec<String> {
+    pub(super) fn client_args(&self) -> Vec<String> {
         match self {
             Keys::Base64 {
                 key,
@@ -55,7 +55,7 @@ impl Keys {
         }
     }
 
-    pub(crate) fn toml(&self) -> String {
+    pub(super) fn toml(&self) -> String {
         match self {
             Keys::Base64 {
                 key,
@@ -71,7 +71,7 @@ impl Keys {
 }
 
 /// Run the real fwknop client in namespace `ns` with `HOME` in the lab's directory.
-pub(crate) fn fwknop(lab: &Lab, ns: &str, args: &[String]) -> Output {
+pub(super) fn fwknop(lab: &Lab, ns: &str, args: &[String]) -> Output {
     Command::new("ip")
         .args([
             "netns",
@@ -88,7 +88,7 @@ pub(crate) fn fwknop(lab: &Lab, ns: &str, args: &[String]) -> Output {
 }
 
 /// `fwknop --key-gen [extra]`: parse the `KEY_BASE64:` / `HMAC_KEY_BASE64:` lines it prints.
-pub(crate) fn key_gen(lab: &Lab, hmac_type: &'static str) -> Keys {
+pub(super) fn key_gen(lab: &Lab, hmac_type: &'static str) -> Keys {
     let mut args: Vec<String> = vec!["--key-gen".into()];
     if hmac_type != "sha256" {
         args.extend(["--hmac-digest-type".into(), hmac_type.into()]);

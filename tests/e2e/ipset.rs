@@ -528,6 +528,7 @@ fn ipset_sink_sets_up_notices_restores_and_follows_a_rename() {
             addr: "192.0.2.7".parse().unwrap(),
             access: "tcp/22".parse().unwrap(),
             timeout: Duration::from_millis(29_500),
+            nat: None,
         };
         let g6 = Grant {
             addr: "2001:db8::7".parse().unwrap(),

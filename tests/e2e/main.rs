@@ -23,6 +23,7 @@
 //! | `fwknop_client.rs` | `knock --fwknop` against the real fwknopd and nfknock; keygen QR    |
 //! | `host_firewall.rs` | beside a default-drop host firewall (examples/nftables-host.conf) |
 //! | `metrics.rs`    | the metrics file, read by a real Prometheus parser; status --metrics |
+//! | `nat.rs`        | NAT grants to an internal host: native and fwknop, IPv4 and IPv6     |
 //! | `shipped.rs`    | shipped nft files load with this nft; the AppArmor profile parses   |
 //! | `docker.rs`     | the real Docker: a `-p` published port, docker and dockerd restarts  |
 //! | `package.rs`    | the .deb's sources in step (unit, assets); scripts/test-package runs it |
@@ -46,6 +47,7 @@ mod ipset;
 mod kernel;
 mod lifecycle;
 mod metrics;
+mod nat;
 mod package;
 mod prefilter;
 mod privileges;

@@ -37,6 +37,9 @@ fn client_hint(key: &str) -> Option<&'static str> {
         // `expires` (any TOML value, see `expiry`) and `fwknop` (a nested section) explain
         // a wrong value themselves: no hint.
         "expires_at" => "a Unix time, e.g. `expires_at = 1801353600`",
+        "nat" => {
+            "a list of tables, e.g. `nat = [{ port = \"tcp/2222\", to = \"192.168.10.2:22\" }]`"
+        }
         other => return super::client_commands::hint(other),
     })
 }
@@ -57,6 +60,7 @@ pub(super) fn client(
     let require_username = require_username(sink, prefix, raw, key.native);
     let expires_at = expiry(sink, prefix, raw);
     let commands = super::client_commands::client_commands(sink, cx, prefix, &sec, key.native);
+    let nat = super::nat::nat_rules(sink, prefix, raw.nat.as_ref(), &allow);
     Draft {
         name,
         secret: key.secret,
@@ -70,6 +74,7 @@ pub(super) fn client(
         require_username,
         expires_at,
         commands,
+        nat,
     }
 }
 

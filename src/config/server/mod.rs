@@ -11,9 +11,11 @@
 mod client_commands;
 mod client_entry;
 mod fwknop_key;
+mod nat;
 mod settings;
 
 use client_entry::{client, CLIENT};
+pub(crate) use nat::RawNat;
 use settings::{server_settings, SERVER};
 
 use std::ops::Range;
@@ -76,6 +78,7 @@ pub(crate) struct ClientPlan {
     pub(crate) require_username: Option<String>,
     pub(crate) expires_at: Option<u64>,
     pub(crate) commands: crate::command::ClientCommands,
+    pub(crate) nat: Vec<super::NatRule>,
 }
 
 /// A fully validated config, native keys not derived yet.
@@ -108,6 +111,7 @@ impl Plan {
                 require_username: c.require_username,
                 expires_at: c.expires_at,
                 commands: c.commands,
+                nat: c.nat,
             })
             .collect();
         Config {
@@ -177,6 +181,7 @@ struct Draft {
     require_username: Option<String>,
     expires_at: Option<u64>,
     commands: crate::command::ClientCommands,
+    nat: Vec<super::NatRule>,
 }
 
 fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
@@ -291,6 +296,31 @@ fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
     }
 
     fwknop_candidates(sink, &drafts);
+    // NAT grants are nftables maps and chains: the ipset backend has none.
+    if server.backend != super::Backend::Nftables {
+        for (i, d) in drafts.iter().enumerate() {
+            if !d.nat.is_empty() {
+                sink.at(
+                    None,
+                    &indexed("client", i + 1, "nat"),
+                    format!("`nat` needs `[server] backend = \"nftables\"` (the DNAT maps and NAT chains live in table `inet nfknock`); the {} backend cannot forward: remove `nat` or switch the backend", server.backend.name()),
+                );
+            }
+        }
+    }
+
+    // A routed (`dnat = false`) target is closed by the forward gate, which must be on.
+    if !server.gate_forward {
+        for (i, d) in drafts.iter().enumerate() {
+            if let Some(r) = d.nat.iter().find(|r| !r.dnat) {
+                sink.at(
+                    None,
+                    &indexed("client", i + 1, "nat"),
+                    format!("{} is forwarded with `dnat = false`, which the forward gate closes, but `[server] gate_forward = false`; set `gate_forward = true` or drop `dnat = false`", r.access),
+                );
+            }
+        }
+    }
 
     let mut clients = Vec::new();
     for d in drafts {
@@ -311,6 +341,7 @@ fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
             require_username: d.require_username,
             expires_at: d.expires_at,
             commands: d.commands,
+            nat: d.nat,
         });
     }
     Some(Plan {

@@ -111,6 +111,35 @@ impl Exprs<'_> {
         self.expr_end(e);
     }
 
+    /// `lookup` in a map: the data of the element found is loaded into `dreg`.
+    pub fn e_lookup_map(&mut self, set: &str, sreg: u32, dreg: u32) {
+        let e = self.expr("lookup");
+        self.0.attr_str(1, set); // NFTA_LOOKUP_SET
+        self.0.attr_u32(2, sreg); // NFTA_LOOKUP_SREG
+        self.0.attr_u32(3, dreg); // NFTA_LOOKUP_DREG
+        self.expr_end(e);
+    }
+
+    /// `snat`/`dnat` of family `nfproto` to the address in `reg_addr` and, if given, the port
+    /// in `reg_proto` (nft_nat.c derives the range flags from which registers are set).
+    pub fn e_nat(&mut self, ty: u32, nfproto: u8, reg_addr: u32, reg_proto: Option<u32>) {
+        let e = self.expr("nat");
+        self.0.attr_u32(1, ty); // NFTA_NAT_TYPE
+        self.0.attr_u32(2, u32::from(nfproto)); // NFTA_NAT_FAMILY
+        self.0.attr_u32(3, reg_addr); // NFTA_NAT_REG_ADDR_MIN
+        if let Some(r) = reg_proto {
+            self.0.attr_u32(5, r); // NFTA_NAT_REG_PROTO_MIN
+        }
+        self.expr_end(e);
+    }
+
+    /// `masquerade`: the source becomes the address of the outgoing interface.
+    pub fn e_masq(&mut self) {
+        let elem = self.0.nest(NFTA_LIST_ELEM);
+        self.0.attr_str(NFTA_EXPR_NAME, "masq");
+        self.0.nest_end(elem);
+    }
+
     pub fn e_notrack(&mut self) {
         let elem = self.0.nest(NFTA_LIST_ELEM);
         self.0.attr_str(NFTA_EXPR_NAME, "notrack");

@@ -44,7 +44,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use super::netlink::*;
-use crate::access::{Access, Proto};
+use crate::access::{Access, NatTarget, Proto};
 use batch::Op;
 use uapi::*;
 
@@ -70,6 +70,28 @@ pub const COUNTER_JUNK_FWKNOP: &str = "junk_fwknop";
 pub const CHAIN_KNOCK: &str = "knock";
 pub const CHAIN_INPUT: &str = "gate_input";
 pub const CHAIN_FORWARD: &str = "gate_forward";
+/// NAT grants (only while some client has `nat`): `source . proto . port` → target address and
+/// port, each element with the grant's timeout.
+pub const MAP_NAT_V4: &str = "nat_v4";
+pub const MAP_NAT_V6: &str = "nat_v6";
+/// Forwarded flows whose source is masqueraded: `source . proto . port` (the port connected to,
+/// as the grant), with timeouts.
+pub const SET_MASQUERADE_V4: &str = "masquerade_v4";
+pub const SET_MASQUERADE_V6: &str = "masquerade_v6";
+/// Forwarded flows whose source is rewritten: `source . proto . port` → address.
+pub const MAP_SNAT_V4: &str = "snat_v4";
+pub const MAP_SNAT_V6: &str = "snat_v6";
+/// Routed NAT grants (`dnat = false`): `source . target . proto . port`, with timeouts...
+pub const SET_FORWARD_V4: &str = "forward_v4";
+pub const SET_FORWARD_V6: &str = "forward_v6";
+/// ... and the targets the forward gate closes to everyone else: `target . proto . port`.
+pub const SET_FORWARD_PROTECTED_V4: &str = "forward_protected_v4";
+pub const SET_FORWARD_PROTECTED_V6: &str = "forward_protected_v6";
+pub const CHAIN_NAT_PREROUTING: &str = "nat_prerouting";
+pub const CHAIN_NAT_POSTROUTING: &str = "nat_postrouting";
+/// `priority dstnat` and `priority srcnat` (nft's names for NF_IP_PRI_NAT_DST/SRC).
+pub const PRIORITY_DSTNAT: i32 = -100;
+pub const PRIORITY_SRCNAT: i32 = 100;
 /// Name of the throw-away table used to probe for `nft_queue`.
 const PROBE_TABLE: &str = "nfknock_probe";
 
@@ -144,6 +166,10 @@ pub struct RulesetSpec {
     pub gate_input: bool,
     /// Gate DNAT-published ports in the forward hook.
     pub gate_forward: bool,
+    /// The NAT maps and chains (some client has `nat`): grants may carry a NAT target.
+    pub nat: bool,
+    /// Routed targets (`dnat = false`) the forward gate closes (with `nat` and `gate_forward`).
+    pub forward_targets: Vec<(IpAddr, Access)>,
 }
 
 impl Default for RulesetSpec {
@@ -171,16 +197,20 @@ impl Default for RulesetSpec {
             rate_limit_v6_prefix: crate::config::DEFAULT_RATE_LIMIT_V6_PREFIX,
             gate_input: true,
             gate_forward: true,
+            nat: false,
+            forward_targets: Vec::new(),
         }
     }
 }
 
-/// A grant to write: `addr . proto . port` with a timeout.
+/// A grant to write: `addr . proto . port` with a timeout; with `nat`, also its translation
+/// (DNAT map element, and masquerade/SNAT element) with the same timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Element {
     pub addr: IpAddr,
     pub access: Access,
     pub timeout_ms: u64,
+    pub nat: Option<NatTarget>,
 }
 
 /// One key hint for [`SET_KNOCK_HINTS`]: the 8 bytes, and the milliseconds until its epoch
@@ -206,6 +236,9 @@ pub struct LiveElement {
     pub timeout_ms: u64,
     /// Milliseconds until the kernel removes it.
     pub expires_ms: u64,
+    /// Its target, if the `nat_v4`/`nat_v6` map holds one, or a routed grant's from the
+    /// `forward_v4`/`forward_v6` set (the source translation is not read back: `Keep`).
+    pub nat: Option<NatTarget>,
 }
 
 /// An nftables object, for error messages: ``set `inet nfknock allow_v4` ``.

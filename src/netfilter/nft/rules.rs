@@ -20,6 +20,18 @@ struct Fam {
     saddr: &'static str,
     /// The prefix length one knock rate budget covers (`rate_limit_v4_prefix` / `_v6_`).
     rate_prefix: fn(&RulesetSpec) -> u8,
+    /// NAT: the DNAT map, masquerade set and SNAT map, nft's family word (`ip`, `ip6`), and the
+    /// register a DNAT map's port lands in (after the 4- or 16-byte address, as nft puts it).
+    nat: &'static str,
+    masq: &'static str,
+    snat: &'static str,
+    word: &'static str,
+    nat_port_reg: u32,
+    /// Routed NAT grants (`dnat = false`) and the targets they open.
+    fwd: &'static str,
+    fwd_protected: &'static str,
+    daddr_off: u32,
+    daddr: &'static str,
 }
 
 const FAMS: [Fam; 2] = [
@@ -32,6 +44,15 @@ const FAMS: [Fam; 2] = [
         fwknop_src: SET_FWKNOP_SRC_V4,
         saddr: "ip saddr",
         rate_prefix: |s| s.rate_limit_v4_prefix,
+        nat: MAP_NAT_V4,
+        masq: SET_MASQUERADE_V4,
+        snat: MAP_SNAT_V4,
+        word: "ip",
+        nat_port_reg: NFT_REG32_00 + 1,
+        fwd: SET_FORWARD_V4,
+        fwd_protected: SET_FORWARD_PROTECTED_V4,
+        daddr_off: 16,
+        daddr: "ip daddr",
     },
     Fam {
         nfproto: NFPROTO_IPV6,
@@ -42,6 +63,15 @@ const FAMS: [Fam; 2] = [
         fwknop_src: SET_FWKNOP_SRC_V6,
         saddr: "ip6 saddr",
         rate_prefix: |s| s.rate_limit_v6_prefix,
+        nat: MAP_NAT_V6,
+        masq: SET_MASQUERADE_V6,
+        snat: MAP_SNAT_V6,
+        word: "ip6",
+        nat_port_reg: NFT_REG_2,
+        fwd: SET_FORWARD_V6,
+        fwd_protected: SET_FORWARD_PROTECTED_V6,
+        daddr_off: 24,
+        daddr: "ip6 daddr",
     },
 ];
 
@@ -182,6 +212,219 @@ fn gate_nated(m: &mut Exprs<'_>, fam: &Fam, proto: Proto) {
     gate(m, fam, Dport::CtOriginal);
 }
 
+/// `SADDR . meta l4proto . DPORT` into registers 1.. (a NAT map's or set's key: the grant's
+/// own `source . proto . port`). Prerouting reads the packet's port (`th dport`), postrouting
+/// the one the client connected to (`ct original proto-dst`: after DNAT, the packet carries
+/// the target's), so every element of a grant has the grant's key.
+fn flow_key(m: &mut Exprs<'_>, fam: &Fam, dport: Dport) {
+    nfproto(m, fam.nfproto);
+    m.e_payload(
+        NFT_PAYLOAD_NETWORK_HEADER,
+        fam.saddr_off,
+        fam.saddr_len,
+        NFT_REG_1,
+    );
+    let after = fam.saddr_len / 4;
+    m.e_meta(NFT_META_L4PROTO, reg32(after));
+    dport.load(m, reg32(after + 1));
+}
+
+/// `ct status dnat`: the flow's destination was translated (by our map, or anyone's).
+fn ct_dnat(m: &mut Exprs<'_>) {
+    m.e_ct(NFT_CT_STATUS, None, NFT_REG_1);
+    m.e_bitwise_and(NFT_REG_1, IPS_DST_NAT);
+    m.e_cmp(NFT_REG_1, NFT_CMP_NEQ, &0u32.to_ne_bytes());
+}
+
+/// `ct status ! dnat ct state ! established,related DADDR . meta l4proto . th dport
+/// @forward_protected SADDR . DADDR . meta l4proto . th dport != @forward drop`: a new flow
+/// routed (not translated) to a `dnat = false` target passes only for a source that knocked
+/// for it (fwknop `DISABLE_DNAT`). Translated flows are judged by [`gate_nated`].
+fn gate_routed(m: &mut Exprs<'_>, fam: &Fam) {
+    m.e_ct(NFT_CT_STATUS, None, NFT_REG_1);
+    m.e_bitwise_and(NFT_REG_1, IPS_DST_NAT);
+    m.e_cmp(NFT_REG_1, NFT_CMP_EQ, &0u32.to_ne_bytes());
+    ct_not_established(m);
+    nfproto(m, fam.nfproto);
+    let n = fam.saddr_len / 4;
+    m.e_payload(
+        NFT_PAYLOAD_NETWORK_HEADER,
+        fam.daddr_off,
+        fam.saddr_len,
+        NFT_REG_1,
+    );
+    m.e_meta(NFT_META_L4PROTO, reg32(n));
+    Dport::Th.load(m, reg32(n + 1));
+    m.e_lookup(fam.fwd_protected, NFT_REG_1, 0);
+    m.e_payload(
+        NFT_PAYLOAD_NETWORK_HEADER,
+        fam.saddr_off,
+        fam.saddr_len,
+        NFT_REG_1,
+    );
+    m.e_payload(
+        NFT_PAYLOAD_NETWORK_HEADER,
+        fam.daddr_off,
+        fam.saddr_len,
+        reg32(n),
+    );
+    m.e_meta(NFT_META_L4PROTO, reg32(2 * n));
+    Dport::Th.load(m, reg32(2 * n + 1));
+    m.e_lookup(fam.fwd, NFT_REG_1, NFT_LOOKUP_F_INV);
+    m.e_verdict(NF_DROP);
+}
+
+fn gate_routed_text(fam: &Fam) -> String {
+    format!(
+        "ct status ! dnat ct state ! established,related {d} . meta l4proto . th dport @{} {} . {d} . meta l4proto . th dport != @{} drop",
+        fam.fwd_protected,
+        fam.saddr,
+        fam.fwd,
+        d = fam.daddr
+    )
+}
+
+/// The NAT chains (issue 10 §1): a forwarded grant's new flows are translated by the element
+/// its grant wrote, which the kernel expires with it. Conntrack NATs only a flow's first
+/// packet, so an established flow keeps its translation after the element expires, as it
+/// keeps its way through the gate.
+fn add_nat(nft: &mut Nft) {
+    for fam in &FAMS {
+        nft.add_rule(TABLE, CHAIN_NAT_PREROUTING, |m| {
+            flow_key(m, fam, Dport::Th);
+            m.e_lookup_map(fam.nat, NFT_REG_1, NFT_REG_1);
+            m.e_nat(NFT_NAT_DNAT, fam.nfproto, NFT_REG_1, Some(fam.nat_port_reg));
+        });
+    }
+    for fam in &FAMS {
+        nft.add_rule(TABLE, CHAIN_NAT_POSTROUTING, |m| {
+            ct_dnat(m);
+            flow_key(m, fam, Dport::CtOriginal);
+            m.e_lookup(fam.masq, NFT_REG_1, 0);
+            m.e_masq();
+        });
+    }
+    for fam in &FAMS {
+        nft.add_rule(TABLE, CHAIN_NAT_POSTROUTING, |m| {
+            ct_dnat(m);
+            flow_key(m, fam, Dport::CtOriginal);
+            m.e_lookup_map(fam.snat, NFT_REG_1, NFT_REG_1);
+            m.e_nat(NFT_NAT_SNAT, fam.nfproto, NFT_REG_1, None);
+        });
+    }
+}
+
+/// [`add_nat`]'s maps and chains as nft text.
+fn render_nat(s: &mut String, spec: &RulesetSpec) {
+    for fam in &FAMS {
+        let ty = if fam.nfproto == NFPROTO_IPV4 {
+            "ipv4_addr"
+        } else {
+            "ipv6_addr"
+        };
+        let _ = writeln!(
+            s,
+            "\n\tmap {} {{\n\t\ttype {ty} . inet_proto . inet_service : {ty} . inet_service\n\t\tflags timeout\n\t}}",
+            fam.nat
+        );
+    }
+    for fam in &FAMS {
+        let ty = if fam.nfproto == NFPROTO_IPV4 {
+            "ipv4_addr"
+        } else {
+            "ipv6_addr"
+        };
+        let _ = writeln!(
+            s,
+            "\n\tset {} {{\n\t\ttype {ty} . inet_proto . inet_service\n\t\tflags timeout\n\t}}",
+            fam.masq
+        );
+    }
+    for fam in &FAMS {
+        let ty = if fam.nfproto == NFPROTO_IPV4 {
+            "ipv4_addr"
+        } else {
+            "ipv6_addr"
+        };
+        let _ = writeln!(
+            s,
+            "\n\tmap {} {{\n\t\ttype {ty} . inet_proto . inet_service : {ty}\n\t\tflags timeout\n\t}}",
+            fam.snat
+        );
+    }
+    for fam in &FAMS {
+        let ty = if fam.nfproto == NFPROTO_IPV4 {
+            "ipv4_addr"
+        } else {
+            "ipv6_addr"
+        };
+        let _ = writeln!(
+            s,
+            "\n\tset {} {{\n\t\ttype {ty} . {ty} . inet_proto . inet_service\n\t\tflags timeout\n\t}}",
+            fam.fwd
+        );
+    }
+    for fam in &FAMS {
+        let ty = if fam.nfproto == NFPROTO_IPV4 {
+            "ipv4_addr"
+        } else {
+            "ipv6_addr"
+        };
+        let mut targets: Vec<String> = spec
+            .forward_targets
+            .iter()
+            .filter(|(ip, _)| ip.is_ipv6() == (fam.nfproto == NFPROTO_IPV6))
+            .map(|(ip, a)| format!("{ip} . {} . {}", a.proto.name(), a.port))
+            .collect();
+        targets.sort();
+        targets.dedup();
+        let elements = if targets.is_empty() {
+            String::new()
+        } else {
+            format!("\t\telements = {{ {} }}\n", targets.join(", "))
+        };
+        let _ = writeln!(
+            s,
+            "\n\tset {} {{\n\t\ttype {ty} . inet_proto . inet_service\n{elements}\t}}",
+            fam.fwd_protected
+        );
+    }
+}
+
+fn render_nat_chains(s: &mut String) {
+    let key = |fam: &Fam| format!("{} . meta l4proto . th dport", fam.saddr);
+    let orig = |fam: &Fam| format!("{} . meta l4proto . ct original proto-dst", fam.saddr);
+    let _ = writeln!(
+        s,
+        "\n\tchain {CHAIN_NAT_PREROUTING} {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;"
+    );
+    for fam in &FAMS {
+        let _ = writeln!(s, "\t\tdnat {} to {} map @{}", fam.word, key(fam), fam.nat);
+    }
+    let _ = writeln!(
+        s,
+        "\t}}\n\n\tchain {CHAIN_NAT_POSTROUTING} {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;"
+    );
+    for fam in &FAMS {
+        let _ = writeln!(
+            s,
+            "\t\tct status dnat {} @{} masquerade",
+            orig(fam),
+            fam.masq
+        );
+    }
+    for fam in &FAMS {
+        let _ = writeln!(
+            s,
+            "\t\tct status dnat snat {} to {} map @{}",
+            fam.word,
+            orig(fam),
+            fam.snat
+        );
+    }
+    let _ = writeln!(s, "\t}}");
+}
+
 /// udp lengths (header included) a knock may have.
 fn knock_udp_len(spec: &RulesetSpec) -> (u16, Option<(u16, u16)>) {
     let native = spec.native_len.saturating_add(UDP_HDR);
@@ -300,6 +543,14 @@ pub(super) fn add_all(nft: &mut Nft, spec: &RulesetSpec) {
                 nft.add_rule(TABLE, CHAIN_FORWARD, |m| gate_nated(m, fam, proto));
             }
         }
+        if spec.nat {
+            for fam in &FAMS {
+                nft.add_rule(TABLE, CHAIN_FORWARD, |m| gate_routed(m, fam));
+            }
+        }
+    }
+    if spec.nat {
+        add_nat(nft);
     }
 }
 
@@ -372,6 +623,13 @@ pub fn render(spec: &RulesetSpec) -> String {
             let _ = writeln!(s, "\t\telements = {{ {} }}", elems.join(", "));
         }
         let _ = writeln!(s, "\t}}\n");
+    }
+    if spec.nat {
+        // After the other sets, as the kernel lists them (creation order); the blank
+        // line before the first chain is written below.
+        s.pop();
+        render_nat(&mut s, spec);
+        s.push('\n');
     }
     let _ = writeln!(
         s,
@@ -449,7 +707,15 @@ pub fn render(spec: &RulesetSpec) -> String {
                 let _ = writeln!(s, "\t\t{}", gate_nated_text(fam, proto));
             }
         }
+        if spec.nat {
+            for fam in &FAMS {
+                let _ = writeln!(s, "\t\t{}", gate_routed_text(fam));
+            }
+        }
         let _ = writeln!(s, "\t}}");
+    }
+    if spec.nat {
+        render_nat_chains(&mut s);
     }
     let _ = writeln!(s, "}}");
     s

@@ -4,7 +4,7 @@
 
 use super::batch::batch_error;
 use super::expr::Exprs;
-use super::sets::SETS;
+use super::sets::{FORWARD_SETS, NAT_SETS, SETS};
 use super::*;
 
 impl Nft {
@@ -104,7 +104,12 @@ impl Nft {
         }
         // The kernel accepts a NEWSET for an existing set of another shape silently on older
         // kernels (6.x compares; earlier ones just return 0), so compare ourselves first.
-        for def in SETS {
+        let (nat_sets, fwd_sets) = if spec.nat {
+            (NAT_SETS, FORWARD_SETS)
+        } else {
+            (&[][..], &[][..])
+        };
+        for def in SETS.iter().chain(nat_sets).chain(fwd_sets) {
             if let Some((kt, kl, fl)) = self.set_shape(def.name)? {
                 if kt != def.key_type || kl != def.key_len || fl != def.flags {
                     return Err(NftError::Incompatible {
@@ -114,6 +119,21 @@ impl Nft {
             }
         }
         let drop_forward = !spec.gate_forward && self.chain_exists(CHAIN_FORWARD)?;
+        // NAT went out of the config: its chains and maps go (with the translations in them).
+        let drop_nat = !spec.nat && self.chain_exists(CHAIN_NAT_PREROUTING)?;
+        // Without the NAT maps, a translated grant is restored without its translation (a
+        // grant of its port), and a routed one not at all (it never opened a port here).
+        let stripped: Vec<Element>;
+        let restore = if !spec.nat && restore.iter().any(|e| e.nat.is_some()) {
+            stripped = restore
+                .iter()
+                .filter(|e| e.nat.is_none_or(|n| n.dnat))
+                .map(|e| Element { nat: None, ..*e })
+                .collect();
+            &stripped[..]
+        } else {
+            restore
+        };
 
         self.batch_start();
         self.add_table(NFPROTO_INET, TABLE, Object::Table);
@@ -137,6 +157,33 @@ impl Nft {
             self.flush_chain(CHAIN_FORWARD);
             self.del_chain(CHAIN_FORWARD);
         }
+        if spec.nat {
+            for def in NAT_SETS.iter().chain(FORWARD_SETS) {
+                self.add_set(def);
+            }
+            self.add_chain_of_type(
+                TABLE,
+                CHAIN_NAT_PREROUTING,
+                Some((NF_INET_PRE_ROUTING, PRIORITY_DSTNAT)),
+                "nat",
+            );
+            self.flush_chain(CHAIN_NAT_PREROUTING);
+            self.add_chain_of_type(
+                TABLE,
+                CHAIN_NAT_POSTROUTING,
+                Some((NF_INET_POST_ROUTING, PRIORITY_SRCNAT)),
+                "nat",
+            );
+            self.flush_chain(CHAIN_NAT_POSTROUTING);
+        } else if drop_nat {
+            for chain in [CHAIN_NAT_PREROUTING, CHAIN_NAT_POSTROUTING] {
+                self.flush_chain(chain);
+                self.del_chain(chain);
+            }
+            for def in NAT_SETS.iter().chain(FORWARD_SETS) {
+                self.del_set(def.name);
+            }
+        }
         super::rules::add_all(self, spec);
 
         self.flush_set(SET_PROTECTED);
@@ -145,6 +192,27 @@ impl Nft {
             self.set_elements(true, SET_PROTECTED, keys);
         }
         self.fwknop_sources(&spec.fwknop_sources);
+        if spec.nat {
+            for (set, v6) in [
+                (SET_FORWARD_PROTECTED_V4, false),
+                (SET_FORWARD_PROTECTED_V6, true),
+            ] {
+                self.flush_set(set);
+                let mut targets: Vec<_> = spec
+                    .forward_targets
+                    .iter()
+                    .filter(|(ip, _)| ip.is_ipv6() == v6)
+                    .collect();
+                targets.sort();
+                targets.dedup();
+                if !targets.is_empty() {
+                    let keys = targets
+                        .into_iter()
+                        .map(|(ip, a)| (super::sets::GrantKey(element_key(*ip, *a)), None));
+                    self.set_elements(true, set, keys);
+                }
+            }
+        }
         self.grants(true, restore, false);
         self.grants(true, restore, true);
         self.commit().map_err(batch_error)

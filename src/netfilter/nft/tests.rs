@@ -100,6 +100,7 @@ fn upsert_message_bytes() {
         addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
         access: tcp(22),
         timeout_ms: 30_000,
+        nat: None,
     };
     nft.grants(true, &[e], false);
     nft.grants(true, &[e], true); // no v6 element: no message
@@ -149,11 +150,13 @@ fn delete_message_bytes() {
         addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
         access: tcp(22),
         timeout_ms: 30_000,
+        nat: None,
     };
     let v6 = Element {
         addr: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
         access: tcp(443),
         timeout_ms: 30_000,
+        nat: None,
     };
     nft.grants(false, &[v4, v6], false);
     nft.grants(false, &[v4, v6], true);
@@ -202,6 +205,7 @@ fn zero_timeout_is_refused() {
         addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
         access: tcp(22),
         timeout_ms: 0,
+        nat: None,
     };
     assert!(matches!(
         nft.upsert(&[e]),
@@ -257,6 +261,8 @@ fn render_follows_the_spec() {
         rate_limit_v6_prefix: 48,
         gate_input: false,
         gate_forward: false,
+        nat: false,
+        forward_targets: vec![],
     };
     let text = render(&spec);
     assert!(text.contains("udp dport 1000 udp length != 108 drop\n"));
@@ -469,6 +475,7 @@ fn v4(a: u8, port: u16, timeout_ms: u64) -> Element {
         addr: IpAddr::V4(Ipv4Addr::new(198, 51, 100, a)),
         access: tcp(port),
         timeout_ms,
+        nat: None,
     }
 }
 
@@ -602,6 +609,7 @@ fn v6_grants_and_chunked_batches() {
                 addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)),
                 access: tcp(22),
                 timeout_ms: 60_000,
+                nat: None,
             })
             .collect();
         many.push(Element {
@@ -611,6 +619,7 @@ fn v6_grants_and_chunked_batches() {
                 port: 53,
             },
             timeout_ms: 30_000,
+            nat: None,
         });
         nft.upsert(&many).unwrap();
         let live = nft.list().unwrap();
@@ -647,6 +656,7 @@ fn delete_removes_only_the_named_grants_and_skips_absent_ones() {
             addr: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7)),
             access: tcp(22),
             timeout_ms: 60_000,
+            nat: None,
         };
         nft.upsert(&[
             v4(1, 22, 60_000),
@@ -1016,6 +1026,7 @@ fn upsert_latency() {
                 addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + (i % 50))),
                 access: tcp(22),
                 timeout_ms: 60_000,
+                nat: None,
             };
             let t = std::time::Instant::now();
             nft.upsert(&[e]).unwrap();
@@ -1163,4 +1174,141 @@ fn prefilter_sets_list_like_render_and_hints_are_replaced() {
     );
     assert!(listed.contains("elements = { 10.0.0.0/8, 192.0.2.1-192.0.2.2 }"));
     assert!(listed.contains("0x1 timeout 1m expires"), "{listed}");
+}
+
+/// Issue 10 §1: with `nat`, the table gains the NAT maps (element timeouts), the DNAT chain
+/// and the SNAT/masquerade chain, and `nft list` prints them as [`render`] writes them; a NAT
+/// grant writes its allow element, its DNAT map element and its masquerade element in one
+/// batch, `list` reads the target back, and a revocation removes all of them. Without `nat`
+/// again, the NAT chains and maps go.
+#[test]
+fn nat_install_lists_like_render_and_grants_carry_their_translation() {
+    let Some(ns) = Netns::new() else { return };
+    let spec = RulesetSpec {
+        nat: true,
+        forward_targets: vec![
+            ("192.168.10.5".parse().unwrap(), tcp(80)),
+            ("fd10::5".parse().unwrap(), tcp(80)),
+        ],
+        ..compat_spec()
+    };
+    let s = spec.clone();
+    // A routed grant (`dnat = false`): no allow element, a `forward_v4` one.
+    let routed = Element {
+        nat: Some(NatTarget {
+            to: "192.168.10.5:80".parse().unwrap(),
+            source: crate::access::SourceNat::Keep,
+            dnat: false,
+        }),
+        ..v4(8, 80, 30_000)
+    };
+    let nat = |to: &str, source| {
+        Some(NatTarget {
+            to: to.parse().unwrap(),
+            source,
+            dnat: true,
+        })
+    };
+    let g4 = Element {
+        nat: nat("192.168.10.2:22", crate::access::SourceNat::Masquerade),
+        ..v4(7, 2222, 30_000)
+    };
+    let g6 = Element {
+        addr: "2001:db8::7".parse().unwrap(),
+        access: tcp(2222),
+        timeout_ms: 30_000,
+        nat: nat(
+            "[fd10::2]:22",
+            crate::access::SourceNat::To("fd10::1".parse().unwrap()),
+        ),
+    };
+    let live = ns.run(move || {
+        let mut nft = Nft::open().unwrap();
+        nft.install(&s, &[]).unwrap();
+        nft.upsert(&[g4, g6, routed]).unwrap();
+        nft.list().unwrap()
+    });
+    let listed = ns.nft(&["list", "table", "inet", "nfknock"]);
+    let bare: String = {
+        // The elements aside, the table is what render says.
+        let mut out = String::new();
+        for l in listed.lines().filter(|l| !l.contains(" expires ")) {
+            out.push_str(l);
+            out.push('\n');
+        }
+        out
+    };
+    assert_eq!(
+        normalized(&bare),
+        normalized(&render(&spec)),
+        "nft lists:\n{listed}"
+    );
+    assert!(
+        listed.contains("198.51.100.7 . tcp . 2222 timeout 30s expires"),
+        "{listed}"
+    );
+    assert!(listed.contains(": 192.168.10.2 . 22"), "{listed}");
+    assert!(listed.contains(": fd10::2 . 22"), "{listed}");
+    assert!(listed.contains(": fd10::1"), "{listed}");
+    let masq = listed.split("set masquerade_v4").nth(1).unwrap();
+    assert!(
+        masq.contains("198.51.100.7 . tcp . 2222 timeout 30s"),
+        "masquerade element keyed like the grant (the port connected to): {listed}"
+    );
+    let fwd = listed.split("set forward_v4").nth(1).unwrap();
+    assert!(
+        fwd.contains("198.51.100.8 . 192.168.10.5 . tcp . 80 timeout 30s"),
+        "{listed}"
+    );
+    let allow = listed.split("set allow_v4").nth(1).unwrap();
+    let allow = allow.split('}').next().unwrap();
+    assert!(
+        !allow.contains("198.51.100.8"),
+        "a routed grant opened a local port: {listed}"
+    );
+    let mut back: Vec<_> = live
+        .iter()
+        .map(|e| (e.addr, e.access, e.nat.map(|n| (n.to, n.dnat))))
+        .collect();
+    back.sort();
+    assert_eq!(
+        back,
+        [
+            (
+                g4.addr,
+                tcp(2222),
+                Some(("192.168.10.2:22".parse().unwrap(), true))
+            ),
+            (
+                routed.addr,
+                tcp(80),
+                Some(("192.168.10.5:80".parse().unwrap(), false))
+            ),
+            (
+                g6.addr,
+                tcp(2222),
+                Some(("[fd10::2]:22".parse().unwrap(), true))
+            ),
+        ]
+    );
+    let s = spec.clone();
+    ns.run(move || {
+        let mut nft = Nft::open().unwrap();
+        nft.delete(&[g4, g6, routed]).unwrap();
+        assert!(nft.list().unwrap().is_empty());
+        // A restore with NAT grants after a flush re-creates the translations too.
+        nft.remove_table().unwrap();
+        nft.install(&s, &[g4]).unwrap();
+    });
+    let listed = ns.nft(&["list", "map", "inet", "nfknock", MAP_NAT_V4]);
+    assert!(listed.contains(": 192.168.10.2 . 22"), "{listed}");
+    ns.run(move || {
+        let mut nft = Nft::open().unwrap();
+        nft.install(&compat_spec(), &[g4]).unwrap();
+    });
+    let listed = ns.nft(&["list", "table", "inet", "nfknock"]);
+    assert!(
+        !listed.contains("nat_") && !listed.contains("masquerade") && !listed.contains("snat"),
+        "NAT objects removed: {listed}"
+    );
 }

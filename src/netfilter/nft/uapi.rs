@@ -104,3 +104,15 @@ pub const NFT_LIMIT_F_INV: u32 = 1;
 pub const CT_STATE_ESTABLISHED_RELATED: u32 = 0x2 | 0x4;
 /// `IPS_DST_NAT` (linux/netfilter/nf_conntrack_common.h).
 pub const IPS_DST_NAT: u32 = 1 << 5;
+
+// ---- NAT (issue 10 §1): maps, the nat/masq expressions, the nat hooks ----
+pub const NFT_SET_MAP: u32 = 0x8;
+pub const NFTA_SET_DATA_TYPE: u16 = 6;
+pub const NFTA_SET_DATA_LEN: u16 = 7;
+pub const NFTA_SET_ELEM_DATA: u16 = 2;
+pub const NF_INET_POST_ROUTING: u32 = 4;
+/// `NFT_REG_2`: the second 16-byte register (= `NFT_REG32_04`).
+pub const NFT_REG_2: u32 = 2;
+/// `enum nft_nat_types` (linux/netfilter/nf_tables.h).
+pub const NFT_NAT_SNAT: u32 = 0;
+pub const NFT_NAT_DNAT: u32 = 1;
