@@ -89,6 +89,13 @@ pub(super) fn client_commands(
             "`on_grant`/`on_expire` are set but `grant` is \"nft\" (the default), so they would never run; set `grant = \"command\"` (instead of the nft set) or `grant = \"both\"`",
         );
     }
+    if let (Some(nat), false) = (&raw.nat, grant.nft()) {
+        sink.at(
+            Some(nat.span()),
+            &k("nat"),
+            "forwards ports through the nft grant, but `grant = \"command\"` writes none; use `grant = \"both\"` or remove `nat`",
+        );
+    }
     if raw.on_expire.is_some() && raw.on_grant.is_none() {
         sink.at(
             raw.on_expire.as_ref().map(|l| l.span()),

@@ -64,6 +64,12 @@ fn each_command_mistake_is_named_at_its_line() {
     assert!(at(&ps, "client[1].command_user")
         .message
         .contains("has no `command_user`"));
+    let ps = problems(&native_client(&format!(
+        "grant = \"command\"\n{IPSET_OPEN}command_user = \"nobody\"\nnat = [{{ port = \"tcp/22\", to = \"192.168.10.2:22\" }}]\n"
+    )));
+    assert!(at(&ps, "client[1].nat")
+        .message
+        .contains("use `grant = \"both\"`"));
     let ps = problems(&native_client("grant = \"sometimes\"\n"));
     assert!(at(&ps, "client[1].grant")
         .message
