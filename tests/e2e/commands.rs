@@ -734,3 +734,85 @@ fn a_corrupt_pending_closes_file_stops_the_start_with_the_fix() {
         "{err}"
     );
 }
+
+/// The cycle over IPv6: `$SRC` is the client's IPv6 address, in an `inet6` ipset gated by an
+/// `ip6tables-legacy` rule.
+#[test]
+fn ipset_cycle_over_ipv6() {
+    let mut lab = Lab::new();
+    for args in [
+        vec![
+            IPSET,
+            "create",
+            "whitelist6",
+            "hash:ip",
+            "family",
+            "inet6",
+            "timeout",
+            "600",
+        ],
+        vec![
+            "ip6tables-legacy",
+            "-A",
+            "INPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            "2223",
+            "-m",
+            "set",
+            "--match-set",
+            "whitelist6",
+            "src",
+            "-j",
+            "ACCEPT",
+        ],
+        vec![
+            "ip6tables-legacy",
+            "-A",
+            "INPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            "2223",
+            "-j",
+            "DROP",
+        ],
+    ] {
+        let out = lab.run(&lab.srv, &args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let port6 = sock(SRV6, CYCLE_PORT);
+    let _echo = echo_server(&lab.srv, port6);
+    let key = lab.keygen("alice.key");
+    let on_grant = format!("[\"{IPSET}\", \"add\", \"whitelist6\", \"$SRC\", \"-exist\"]");
+    let on_expire = format!("[\"{IPSET}\", \"del\", \"whitelist6\", \"$SRC\", \"-exist\"]");
+    lab.write_config_raw(
+        &server_lines(),
+        &cycle_client(&key, 2, &on_grant, &on_expire, ""),
+    );
+    lab.start_daemon();
+    assert!(
+        !tcp_open(&lab.cli, port6, CLOSED_WITHIN),
+        "open before any knock"
+    );
+    lab.knock(
+        &lab.cli,
+        SRV6,
+        &["--key-file", key.to_str().unwrap(), "--access", "tcp/2223"],
+    );
+    assert!(opens(&lab.cli, port6), "{}", lab.log());
+    assert!(
+        wait_until(Duration::from_secs(5), || finished(&lab.log(), "on_expire")
+            == 1)
+        .is_some(),
+        "{}",
+        lab.log()
+    );
+    assert!(lab.log().contains(&format!("\"{CLI6}\"")), "{}", lab.log());
+    assert!(closes(&lab.cli, port6, Duration::from_secs(2)));
+}
