@@ -513,8 +513,11 @@ fn service_child(r: &mut Running) -> bool {
     match r.child.try_wait() {
         Ok(Some(status)) => {
             drain(r);
+            // One log line per command, whatever it printed: newlines and other control
+            // characters are escaped (`\n`, `\t`, `\u{1b}`), so output can never forge a line
+            // that log readers (fail2ban) would take for nfknock's own.
             let text = String::from_utf8_lossy(&r.output);
-            let text = text.trim_end();
+            let text = text.trim_end().escape_debug().to_string();
             let more = if r.dropped > 0 {
                 format!(" (+{} bytes not logged)", r.dropped)
             } else {
