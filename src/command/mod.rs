@@ -28,7 +28,7 @@ pub mod template;
 pub use template::{Template, Values, Var};
 
 /// `grant`: what a granted knock does for a client.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GrantMode {
     /// A set element with a timeout (the default).

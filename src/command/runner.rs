@@ -10,6 +10,13 @@
 //! daemon does, and has no other capability, no dumpable memory and `no_new_privs` (unless a
 //! client's command messages go through sudo, which is set-uid and needs privileges to gain).
 //!
+//! **Forked, confined, executed.** [`spawn`] forks while the daemon is still root and has one
+//! thread, confines the child (bounding set, user, `no_new_privs`), then executes
+//! `/proc/self/exe __command-runner` ([`runner_main`]): the runner is a fresh image holding
+//! none of the daemon's memory (no key), its capabilities carried over the exec as ambient ones
+//! and cleared at once. The daemon sends it the command settings (one JSON [`CatalogEntry`]
+//! per client, checked again), then jobs.
+//!
 //! **What it trusts.** The daemon faces the network, so the runner takes it for the less trusted
 //! side: a message ([`super::proto`]) names a client and a command of that client *in the
 //! config the runner was forked with* plus typed values, which are checked again; a command
@@ -43,7 +50,11 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use super::proto::{self, Job, MAX_MESSAGE};
-use super::{ClientCommands, CommandUser, KILL_GRACE_SECS, MAX_OUTPUT, MAX_QUEUED};
+use super::template::{valid_user, MAX_ARGS};
+use super::{
+    ClientCommands, CommandUser, Cycle, Exec, GrantMode, Sudo, Template, KILL_GRACE_SECS,
+    MAX_OUTPUT, MAX_QUEUED,
+};
 use crate::config::{Account, Config};
 
 /// The environment every command gets, and nothing else.
@@ -134,6 +145,114 @@ struct Entry {
     commands: ClientCommands,
 }
 
+/// The argument that makes `nfknock` the command runner (`main.rs` looks for it before
+/// anything else; not a documented command: it only works with the socket on descriptor 3).
+pub const RUNNER_ARG: &str = "__command-runner";
+/// The descriptor the runner finds its socket on.
+const RUNNER_FD: RawFd = 3;
+/// The message that ends the catalog.
+const CATALOG_END: &[u8] = b"END";
+
+/// One client's command settings as the daemon hands them to the runner it has just executed
+/// (JSON, one message per client): only the settings, never a key. The runner checks them
+/// again as the config check did ([`Template::parse`], absolute paths, user names).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CatalogEntry {
+    name: String,
+    grant: GrantMode,
+    on_grant: Option<Vec<String>>,
+    on_expire: Option<Vec<String>>,
+    exact: Option<Vec<Vec<String>>>,
+    prefixes: Vec<Vec<String>>,
+    sudo: Option<(String, Option<String>)>,
+    user: String,
+    uid: u32,
+    gid: u32,
+    timeout_secs: u32,
+    net_admin: bool,
+}
+
+impl CatalogEntry {
+    fn of(e: &Entry) -> Option<CatalogEntry> {
+        let c = &e.commands;
+        let u = c.user.as_ref()?;
+        Some(CatalogEntry {
+            name: e.name.clone(),
+            grant: c.grant,
+            on_grant: c.cycle.on_grant.as_ref().map(|t| t.source.clone()),
+            on_expire: c.cycle.on_expire.as_ref().map(|t| t.source.clone()),
+            exact: c.exec.as_ref().map(|x| x.exact.clone()),
+            prefixes: c
+                .exec
+                .as_ref()
+                .map(|x| x.prefixes.clone())
+                .unwrap_or_default(),
+            sudo: c
+                .exec
+                .as_ref()
+                .and_then(|x| x.sudo.as_ref())
+                .map(|s| (s.user.clone(), s.group.clone())),
+            user: u.account.name.clone(),
+            uid: u.account.uid,
+            gid: u.account.gid,
+            timeout_secs: u.timeout_secs,
+            net_admin: u.net_admin,
+        })
+    }
+
+    fn into_entry(self) -> Result<Entry, String> {
+        let tpl = |v: Option<Vec<String>>| {
+            v.map(|a| Template::parse(&a).map_err(|e| e.to_string()))
+                .transpose()
+        };
+        let absolute = |v: &[Vec<String>]| {
+            v.iter()
+                .all(|a| a.first().is_some_and(|p| p.starts_with('/')) && a.len() <= MAX_ARGS)
+        };
+        if !crate::config::valid_name(&self.name)
+            || !valid_user(&self.user)
+            || self.uid == 0
+            || !absolute(self.exact.as_deref().unwrap_or_default())
+            || !absolute(&self.prefixes)
+            || !(1..=super::MAX_TIMEOUT_SECS).contains(&self.timeout_secs)
+        {
+            return Err(format!("bad command settings for client `{}`", self.name));
+        }
+        let sudo_ok = self
+            .sudo
+            .as_ref()
+            .is_none_or(|(u, g)| valid_user(u) && g.as_deref().is_none_or(valid_user));
+        if !sudo_ok {
+            return Err(format!("bad sudo user for client `{}`", self.name));
+        }
+        let exec = self.exact.map(|exact| Exec {
+            exact,
+            prefixes: self.prefixes,
+            sudo: self.sudo.map(|(user, group)| Sudo { user, group }),
+        });
+        Ok(Entry {
+            name: self.name,
+            commands: ClientCommands {
+                grant: self.grant,
+                cycle: Cycle {
+                    on_grant: tpl(self.on_grant)?,
+                    on_expire: tpl(self.on_expire)?,
+                },
+                exec,
+                user: Some(CommandUser {
+                    account: Account {
+                        name: self.user,
+                        uid: self.uid,
+                        gid: self.gid,
+                    },
+                    timeout_secs: self.timeout_secs,
+                    net_admin: self.net_admin,
+                }),
+            },
+        })
+    }
+}
+
 /// Fork the runner if any client runs commands. Call before the daemon leaves root, while it
 /// has one thread. `service`: the account the daemon is about to become (the runner becomes it
 /// too), if any.
@@ -180,17 +299,30 @@ pub fn spawn(config: &Config, service: Option<&Account>) -> io::Result<Option<Ru
     }
     if pid == 0 {
         drop(ours);
-        let code = match child_main(theirs, parent, &catalog, max, net_admin, service) {
-            Ok(()) => 0,
-            Err(e) => {
-                error!("command runner: {e}; no command will run until nfknock is restarted");
-                1
-            }
+        let sudo = catalog
+            .iter()
+            .any(|e| e.commands.exec.as_ref().is_some_and(|x| x.sudo.is_some()));
+        // Confined first, then a fresh program: nothing of the daemon's memory (keys, the
+        // config) survives the exec; the kept capabilities pass as ambient ones.
+        let e = match confine(parent, net_admin, sudo, service) {
+            Ok(()) => exec_runner(theirs, max),
+            Err(e) => e,
         };
+        error!("command runner: {e}; no command will run until nfknock is restarted");
         // SAFETY: leave without running the parent's exit handlers or destructors twice.
-        unsafe { libc::_exit(code) };
+        unsafe { libc::_exit(1) };
     }
     drop(theirs);
+    // The catalog, one client per message, then the end mark (blocking: the runner reads it
+    // before anything else).
+    for e in &catalog {
+        let Some(entry) = CatalogEntry::of(e) else {
+            continue;
+        };
+        let msg = serde_json::to_vec(&entry).map_err(io::Error::other)?;
+        send_all(&ours, &msg)?;
+    }
+    send_all(&ours, CATALOG_END)?;
     info!(
         pid,
         clients = catalog.len(),
@@ -204,6 +336,134 @@ pub fn spawn(config: &Config, service: Option<&Account>) -> io::Result<Option<Ru
         pid,
         gone: false,
     }))
+}
+
+/// One blocking message on the runner's socket.
+fn send_all(sock: &OwnedFd, msg: &[u8]) -> io::Result<()> {
+    if msg.len() > MAX_MESSAGE {
+        return Err(io::Error::other(
+            "a client's command settings are too large to hand to the runner",
+        ));
+    }
+    // SAFETY: `msg` is valid for its length; the descriptor is ours.
+    let rc = unsafe {
+        libc::send(
+            sock.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// In the forked child, confined: put the socket on descriptor 3, close the rest and execute
+/// this program again as the runner. Returns only on failure.
+fn exec_runner(sock: OwnedFd, max: usize) -> String {
+    use std::ffi::CString;
+    let fd = sock.as_raw_fd();
+    // SAFETY: dup2 onto 3 (clears CLOEXEC on the copy); then every other descriptor above 2
+    // closes at exec.
+    unsafe {
+        if fd != RUNNER_FD && libc::dup2(fd, RUNNER_FD) != RUNNER_FD {
+            return format!("dup2: {}", io::Error::last_os_error());
+        }
+        if fd == RUNNER_FD {
+            libc::fcntl(RUNNER_FD, libc::F_SETFD, 0);
+        }
+        libc::syscall(
+            libc::SYS_close_range,
+            4u32,
+            u32::MAX,
+            4u32, /* CLOSE_RANGE_CLOEXEC */
+        );
+    }
+    std::mem::forget(sock);
+    let cstr = |s: &str| CString::new(s).unwrap_or_default();
+    let exe = cstr("/proc/self/exe");
+    let args = [cstr("nfknock"), cstr(RUNNER_ARG), cstr(&max.to_string())];
+    let mut env: Vec<CString> = ["NFKNOCK_LOG", "JOURNAL_STREAM"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| cstr(&format!("{k}={v}"))))
+        .collect();
+    env.push(cstr(&format!("PATH={PATH}")));
+    let argv: Vec<*const libc::c_char> = args
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = env
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    // SAFETY: NUL-terminated strings and NULL-terminated arrays that outlive the call.
+    unsafe { libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    format!(
+        "cannot execute /proc/self/exe as the runner: {}",
+        io::Error::last_os_error()
+    )
+}
+
+/// `nfknock __command-runner MAX`: the runner, executed by [`spawn`] with its socket on
+/// descriptor 3. Reads its catalog, then serves. Never returns.
+pub fn runner_main(max: &str) -> ! {
+    let code = match runner(max) {
+        Ok(()) => 0,
+        Err(e) => {
+            error!("command runner: {e}; no command will run until nfknock is restarted");
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn runner(max: &str) -> Result<(), String> {
+    let max: usize = max
+        .parse()
+        .ok()
+        .filter(|m| (1..=64).contains(m))
+        .ok_or("bad max_commands")?;
+    // SAFETY: fcntl on a descriptor number; F_GETFD only asks.
+    if unsafe { libc::fcntl(RUNNER_FD, libc::F_GETFD) } < 0 {
+        return Err("no socket on descriptor 3: this is started by `nfknock serve` only".into());
+    }
+    // SAFETY: descriptor 3 was handed to this process by `spawn`, nothing else owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(RUNNER_FD) };
+    // SAFETY: prctl with integer arguments (an exec makes the process dumpable again).
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // The ambient capabilities that carried the kept ones over the exec are not handed on:
+    // each command raises its own (only CAP_NET_ADMIN, only when configured).
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    let mut catalog = Vec::new();
+    let mut buf = vec![0u8; MAX_MESSAGE + 1];
+    loop {
+        // SAFETY: `buf` is valid for its length.
+        let n = unsafe { libc::recv(RUNNER_FD, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n <= 0 {
+            return Err("the daemon closed the socket before the catalog ended".into());
+        }
+        let msg = &buf[..n as usize];
+        if msg == CATALOG_END {
+            break;
+        }
+        let entry: CatalogEntry =
+            serde_json::from_slice(msg).map_err(|e| format!("bad catalog entry: {e}"))?;
+        catalog.push(entry.into_entry()?);
+    }
+    child_main(sock, &catalog, max)
 }
 
 /// The runner needs CAP_SETUID, CAP_SETGID and CAP_KILL (and CAP_NET_ADMIN to hand on): a
@@ -326,7 +586,9 @@ fn confine(
             )?;
         }
     }
-    os(capset(keep, keep, 0), "capset")?;
+    // Inheritable and ambient too: that is how the kept capabilities cross the exec into the
+    // runner program (capabilities(7): ambient ones survive the exec of a plain file).
+    os(capset(keep, keep, keep), "capset")?;
     // SAFETY: integer arguments.
     unsafe {
         os(
@@ -339,6 +601,20 @@ fn confine(
             ),
             "clear ambient capabilities",
         )?;
+        for cap in 0..32u32 {
+            if keep & (1 << cap) != 0 {
+                os(
+                    libc::prctl(
+                        libc::PR_CAP_AMBIENT,
+                        libc::PR_CAP_AMBIENT_RAISE,
+                        cap as libc::c_ulong,
+                        0,
+                        0,
+                    ),
+                    "raise an ambient capability",
+                )?;
+            }
+        }
         // Inherited and irreversible: with a sudo client, sudo (set-uid) must still work.
         if !sudo {
             os(
@@ -363,26 +639,8 @@ struct Running {
     term_sent: Option<Instant>,
 }
 
-fn child_main(
-    sock: OwnedFd,
-    parent: libc::pid_t,
-    catalog: &[Entry],
-    max: usize,
-    net_admin: bool,
-    service: Option<&Account>,
-) -> Result<(), String> {
-    let sudo = catalog
-        .iter()
-        .any(|e| e.commands.exec.as_ref().is_some_and(|x| x.sudo.is_some()));
-    confine(parent, net_admin, sudo, service)?;
-    // Only stdin/stdout/stderr and the socket stay open (the queue, the lock, the journal were
-    // the daemon's).
+fn child_main(sock: OwnedFd, catalog: &[Entry], max: usize) -> Result<(), String> {
     let fd = sock.as_raw_fd();
-    // SAFETY: closing descriptors this process does not use; `sock` is kept.
-    unsafe {
-        libc::syscall(libc::SYS_close_range, 3u32, (fd - 1).max(2) as u32, 0u32);
-        libc::syscall(libc::SYS_close_range, (fd + 1) as u32, u32::MAX, 0u32);
-    }
     let mut queue: VecDeque<Resolved> = VecDeque::new();
     let mut running: Vec<Running> = Vec::new();
     let mut open = true;
@@ -670,6 +928,10 @@ fn start(
                     0,
                     0,
                 ))?;
+            } else {
+                // Nothing at all: not even in the inheritable set (a file with inheritable
+                // file capabilities could otherwise pick up the runner's).
+                check(capset(0, 0, 0))?;
             }
             if no_new_privs {
                 check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
@@ -687,4 +949,67 @@ fn start(
     let child = cmd.spawn()?;
     drop(cmd);
     Ok((child, std::fs::File::from(r)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        let t = |a: &[&str]| {
+            Template::parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+        };
+        Entry {
+            name: "alice".into(),
+            commands: ClientCommands {
+                grant: GrantMode::Both,
+                cycle: Cycle {
+                    on_grant: Some(t(&["/usr/sbin/ipset", "add", "wl", "$SRC"])),
+                    on_expire: Some(t(&["/usr/sbin/ipset", "del", "wl", "$SRC"])),
+                },
+                exec: Some(Exec {
+                    exact: vec![vec!["/usr/bin/id".into()]],
+                    prefixes: vec![vec!["/usr/bin/touch".into()]],
+                    sudo: Some(Sudo {
+                        user: "www".into(),
+                        group: None,
+                    }),
+                }),
+                user: Some(CommandUser {
+                    account: Account {
+                        name: "nobody".into(),
+                        uid: 65534,
+                        gid: 65534,
+                    },
+                    timeout_secs: 10,
+                    net_admin: true,
+                }),
+            },
+        }
+    }
+
+    /// The catalog crosses the exec unchanged, and the runner checks it again: a relative
+    /// program, root, an unknown variable or a bad name never gets in.
+    #[test]
+    fn the_catalog_survives_the_trip_and_is_checked_again() {
+        let json = serde_json::to_vec(&CatalogEntry::of(&entry()).unwrap()).unwrap();
+        let back: CatalogEntry = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back.into_entry().unwrap().commands, entry().commands);
+        let bad = |f: &dyn Fn(&mut CatalogEntry)| {
+            let mut e = CatalogEntry::of(&entry()).unwrap();
+            f(&mut e);
+            e.into_entry().is_err()
+        };
+        assert!(bad(&|e| e.on_grant = Some(vec!["ipset".into()])));
+        assert!(bad(
+            &|e| e.on_expire = Some(vec!["/bin/x".into(), "$SOURCE".into()])
+        ));
+        assert!(bad(&|e| e.uid = 0));
+        assert!(bad(&|e| e.user = "-rf".into()));
+        assert!(bad(&|e| e.name = "a b".into()));
+        assert!(bad(&|e| e.exact = Some(vec![vec!["id".into()]])));
+        assert!(bad(&|e| e.prefixes = vec![vec![]]));
+        assert!(bad(&|e| e.sudo = Some(("-u".into(), None))));
+        assert!(bad(&|e| e.timeout_secs = 0));
+    }
 }

@@ -464,6 +464,14 @@ fn commands_run_confined_as_their_user_with_a_clean_environment() {
         assert_eq!(proc_status(runner, set), "00000000000010e0", "runner {set}");
     }
     assert_eq!(proc_status(runner, "NoNewPrivs"), "1");
+    assert_eq!(proc_status(runner, "CapAmb"), "0000000000000000");
+    // A program of its own (executed, not just forked): none of the daemon's memory, keys
+    // included, is in it.
+    let cmdline = std::fs::read(format!("/proc/{runner}/cmdline")).unwrap();
+    assert_eq!(
+        cmdline, b"nfknock\0__command-runner\04\0",
+        "runner {runner}"
+    );
     knock_cycle(&lab, &key);
     assert!(
         wait_until(Duration::from_secs(5), || finished(&lab.log(), "on_expire")
