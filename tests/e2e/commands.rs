@@ -827,3 +827,72 @@ fn ipset_cycle_over_ipv6() {
     assert!(lab.log().contains(&format!("\"{CLI6}\"")), "{}", lab.log());
     assert!(closes(&lab.cli, port6, Duration::from_secs(2)));
 }
+
+/// Started as root with `[server] user = "nobody"`: the daemon leaves root, and so does the
+/// runner (uid 65534, CAP_SETUID/SETGID/KILL only); a command for `command_user = "daemon"`
+/// then runs as uid 1 with no capability at all, inheritable ones included.
+#[test]
+fn with_a_service_user_the_runner_leaves_root_too() {
+    use std::os::unix::fs::chown;
+    let lab = Lab::new();
+    let nobody = 65534;
+    std::fs::set_permissions(lab.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let home = lab.path("nobody");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let key = lab.keygen("nobody/alice.key");
+    let state = home.join("state");
+    init_state(&state);
+    let config = home.join("nfknock.toml");
+    let client = format!(
+        "{}grant = \"both\"\non_grant = [\"/bin/grep\", \"-E\", \"^(Uid|CapEff|CapInh|CapAmb):\", \"/proc/self/status\"]\ncommand_user = \"daemon\"\n",
+        alice(&key, &format!("\"tcp/{HOST_PORT}\""), 30)
+    );
+    std::fs::write(
+        &config,
+        format!(
+            "{}{client}",
+            server_table(&state, "nobody", &default_server())
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for p in [&home, &key, &state, &config] {
+        chown(p, Some(nobody), Some(nobody)).unwrap();
+    }
+    let d = Daemon::start(&lab, &[], &config, &[], "debug", "nobody.log");
+    let runner = pid_of(&d.log(), "command runner started").expect("runner pid");
+    assert!(proc_status(runner, "Uid")
+        .split_whitespace()
+        .all(|u| u == "65534"));
+    for set in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(proc_status(runner, set), "00000000000000e0", "runner {set}");
+    }
+    let client_key = super::privileges::client_copy(&lab, &key);
+    lab.knock(
+        &lab.cli,
+        SRV4,
+        &[
+            "--key-file",
+            client_key.to_str().unwrap(),
+            "--access",
+            "tcp/2222",
+        ],
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || finished(&d.log(), "on_grant")
+            == 1)
+        .is_some(),
+        "{}",
+        d.log()
+    );
+    let log = d.log();
+    for want in [
+        "Uid:\\t1\\t1\\t1\\t1",
+        "CapInh:\\t0000000000000000",
+        "CapEff:\\t0000000000000000",
+        "CapAmb:\\t0000000000000000",
+    ] {
+        assert!(log.contains(want), "{want:?} not in:\n{log}");
+    }
+}
