@@ -469,7 +469,7 @@ fn commands_run_confined_as_their_user_with_a_clean_environment() {
     // included, is in it.
     let cmdline = std::fs::read(format!("/proc/{runner}/cmdline")).unwrap();
     assert_eq!(
-        cmdline, b"nfknock\0__command-runner\04\0",
+        cmdline, b"nfknock\x00__command-runner\x004\x00",
         "runner {runner}"
     );
     knock_cycle(&lab, &key);
