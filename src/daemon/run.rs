@@ -522,6 +522,11 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
             queue_overruns,
             queue_malformed,
             journal_bytes: std::fs::metadata(self.journal.path()).ok().map(|m| m.len()),
+            prefilter: if self.engine.config().server.prefilter {
+                self.grants.prefilter().ok().flatten()
+            } else {
+                None
+            },
         };
         let text = self.metrics.render(&snap);
         self.metrics_file.write(&path, &text);
