@@ -321,6 +321,7 @@ pub(crate) struct RawClient {
     pub(crate) expires: Option<Spanned<toml::Value>>,
     pub(crate) expires_at: Option<Spanned<i64>>,
     pub(crate) nat: Option<Spanned<Vec<super::server::RawNat>>>,
+    pub(crate) gateway: Option<Spanned<super::server::RawGateway>>,
 }
 
 /// `[client.fwknop]`.

@@ -13,7 +13,7 @@ use super::control::ReloadOutcome;
 use super::live_grants::NO_OWNER;
 use super::run::{Daemon, PacketSource};
 use super::{release_freed_memory, unix_now};
-use crate::access::{Access, NatTarget};
+use crate::access::{Access, GatewayTo, NatTarget};
 use crate::config::{self, Config};
 use crate::grants::{Grant, GrantSink};
 
@@ -71,7 +71,7 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                     .collect();
                 // The NAT targets of the live grants (few), to judge them against the new `nat`.
                 let nats = self.live.nat_targets();
-                let judge = |addr: IpAddr, access: Access, owner: u32| {
+                let judge = |addr: IpAddr, access: Access, owner: u32, gw: Option<GatewayTo>| {
                     let was = (owner != NO_OWNER)
                         .then(|| old.clients.get(owner as usize))
                         .flatten();
@@ -79,7 +79,11 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                     if new.server.revoke_on_reload {
                         let is = now_at.and_then(|i| new.clients.get(i));
                         let nat = nats.get(&(addr, access)).copied();
-                        if let Some(why) = revocation(was, is, addr, access, nat, now) {
+                        let why = match gw {
+                            Some(g) => gateway_revocation(was, is, addr, access, g, now),
+                            None => revocation(was, is, addr, access, nat, now),
+                        };
+                        if let Some(why) = why {
                             return Err(why);
                         }
                     }
@@ -92,7 +96,7 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                 // right now).
                 let keep = self
                     .live
-                    .remaining_where(|a, acc, o| judge(a, acc, o).is_ok());
+                    .remaining_where(|a, acc, o, gw| judge(a, acc, o, gw).is_ok());
                 if let Err(e) = self.grants.reconfigure(&new, &keep) {
                     let report = e.report();
                     error!("new config refused: {report}");
@@ -194,6 +198,31 @@ fn revocation(
         return Some("address no longer in the client's sources");
     }
     None
+}
+
+/// [`revocation`] for a gateway grant `g` opened by a knock for `access`: the client must
+/// still authorise that knock (its key, expiry, `allow`, `deny`, `sources`) and its `gateway`
+/// must still name `g`'s network with the same source translation.
+fn gateway_revocation(
+    was: Option<&config::ClientEntry>,
+    is: Option<&config::ClientEntry>,
+    addr: IpAddr,
+    access: Access,
+    g: GatewayTo,
+    now: u64,
+) -> Option<&'static str> {
+    let still = is.and_then(|c| c.gateway.as_ref()).is_some_and(|gw| {
+        gw.source == g.source && gw.networks.contains(&g.net)
+    });
+    if is.is_some() && !still {
+        return Some("the client's gateway no longer leads to this network");
+    }
+    // The port-level checks, without the `nat` ones (a gateway grant forwards no port).
+    let plain = is.map(|c| config::ClientEntry {
+        nat: Vec::new(),
+        ..c.clone()
+    });
+    revocation(was, plain.as_ref(), addr, access, None, now)
 }
 
 /// Do two credentials accept the same knocks (same secret, same algorithms)?

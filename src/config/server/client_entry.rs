@@ -37,6 +37,9 @@ fn client_hint(key: &str) -> Option<&'static str> {
         // `expires` (any TOML value, see `expiry`) and `fwknop` (a nested section) explain
         // a wrong value themselves: no hint.
         "expires_at" => "a Unix time, e.g. `expires_at = 1801353600`",
+        "gateway" => {
+            "a table, e.g. `gateway = { networks = [\"10.80.0.0/24\"], masquerade = true }`"
+        }
         "nat" => {
             "a list of tables, e.g. `nat = [{ port = \"tcp/2222\", to = \"192.168.10.2:22\" }]`"
         }
@@ -60,6 +63,7 @@ pub(super) fn client(
     let require_username = require_username(sink, prefix, raw, key.native);
     let expires_at = expiry(sink, prefix, raw);
     let nat = super::nat::nat_rules(sink, prefix, raw.nat.as_ref(), &allow);
+    let gateway = super::gateway::gateway(sink, prefix, raw.gateway.as_ref());
     Draft {
         name,
         secret: key.secret,
@@ -73,6 +77,7 @@ pub(super) fn client(
         require_username,
         expires_at,
         nat,
+        gateway,
     }
 }
 

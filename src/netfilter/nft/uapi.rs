@@ -47,6 +47,14 @@ pub const NFTA_SET_ID: u16 = 10;
 pub const NFTA_SET_TIMEOUT: u16 = 11;
 pub const NFTA_SET_USERDATA: u16 = 13;
 pub const NFTA_SET_DESC_SIZE: u16 = 1;
+/// `NFTA_SET_DESC_CONCAT`: the field lengths of a concatenated interval key (pipapo sets).
+pub const NFTA_SET_DESC_CONCAT: u16 = 2;
+pub const NFTA_SET_FIELD_LEN: u16 = 1;
+/// `NFT_SET_CONCAT`: the key is a concatenation of ranges (nft sets it for `a . b` with
+/// `flags interval`; the kernel then picks the pipapo set type).
+pub const NFT_SET_CONCAT: u32 = 0x80;
+/// `NFTA_SET_ELEM_KEY_END`: the last key of an element's range (pipapo sets).
+pub const NFTA_SET_ELEM_KEY_END: u16 = 10;
 pub const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 pub const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 pub const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
