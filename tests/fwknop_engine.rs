@@ -262,6 +262,7 @@ fn access_records_are_granted_once_with_fwknopds_timeout() {
         assert_eq!(
             g,
             Grant {
+                gateway: Vec::new(),
                 addr: src,
                 access: access_of(r),
                 ttl: ttl_of(r),
@@ -334,6 +335,7 @@ fn zero_allow_ip_depends_on_require_source_match() {
         assert_eq!(
             grant_of(r, &out),
             Grant {
+                gateway: Vec::new(),
                 addr: src,
                 access: access_of(r),
                 ttl: ttl_of(r),

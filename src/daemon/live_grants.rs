@@ -274,6 +274,7 @@ mod tests {
     fn live_grants_round_trip_both_families_and_forget_expired_ones() {
         let mut live = LiveGrants::new();
         let e = |addr: &str, access: &str, timeout_ms| Grant {
+            gateway: None,
             addr: addr.parse().unwrap(),
             access: access.parse().unwrap(),
             timeout: Duration::from_millis(timeout_ms),
@@ -314,6 +315,7 @@ mod tests {
         let _: &HashMap<u64, u64> = &live.v4;
         let _: &HashMap<(u128, u8, u16), u64> = &live.v6;
         let e = |addr: &str, access: &str| Grant {
+            gateway: None,
             addr: addr.parse().unwrap(),
             access: access.parse().unwrap(),
             timeout: Duration::from_secs(60),
@@ -328,7 +330,7 @@ mod tests {
             &[3, NO_OWNER + 5, 70_000],
         );
         let mut owners: Vec<(IpAddr, u32)> = Vec::new();
-        live.remaining_where(|a, _, o| {
+        live.remaining_where(|a, _, o, _| {
             owners.push((a, o));
             true
         });
@@ -341,7 +343,7 @@ mod tests {
                 ("2001:db8::7".parse().unwrap(), 70_000),
             ]
         );
-        let revoked = live.revise(|_, _, o| if o == 3 { Err("gone") } else { Ok(o + 1) });
+        let revoked = live.revise(|_, _, o, _| if o == 3 { Err("gone") } else { Ok(o + 1) });
         assert_eq!(revoked.len(), 1);
         let (g, owner, why) = revoked[0];
         assert_eq!(
@@ -359,7 +361,7 @@ mod tests {
             "{left:?}"
         );
         let mut owners: Vec<u32> = Vec::new();
-        live.remaining_where(|_, _, o| {
+        live.remaining_where(|_, _, o, _| {
             owners.push(o);
             true
         });

@@ -6,6 +6,7 @@ use crate::wire::fwknop::{EncMode, FwknopKey, HmacType};
 
 pub(crate) fn client() -> ClientEntry {
     ClientEntry {
+        gateway: None,
         name: "alice".into(),
         credential: Credential::Fwknop(FwknopKey {
             key: zeroize::Zeroizing::new(b"k".to_vec()),
@@ -59,6 +60,7 @@ fn grants_allowed_access_for_the_default_timeout() {
     assert_eq!(
         d,
         Decision::Grant(Grant {
+            gateway: Vec::new(),
             addr: SRC.parse().unwrap(),
             access: a,
             ttl: 30,
@@ -469,6 +471,7 @@ fn unsupported_type_then_lost_state_then_age() {
     assert_eq!(
         evaluate(&k, &packet(), &client(), 600, not_before, NOW),
         Decision::Grant(Grant {
+            gateway: Vec::new(),
             addr: SRC.parse().unwrap(),
             access: a,
             ttl: 30,

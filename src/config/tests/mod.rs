@@ -99,6 +99,7 @@ fn write_private(path: &Path, content: &str, mode: u32) {
 mod client_entry;
 mod files;
 mod fwknop_key;
+mod gateway;
 mod settings;
 mod syntax;
 mod users;

@@ -18,6 +18,11 @@ use crate::access::SourceNat;
 const UDATA_CONCAT: &[u8] = &[
     0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x03, 0x08, 0x00, 0x04, 0x0d, 0x00, 0x00, 0x00, 0x01, 0x00,
 ];
+/// ... of a map `ADDR . ADDR : ADDR` (checked with strace: nft 1.0.6's bytes)...
+const UDATA_SNAT_MAP: &[u8] = &[
+    0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x01, 0x04, 0x02, 0x00, 0x00, 0x00, 0x03, 0x08, 0x00, 0x04,
+    0x0d, 0x00, 0x00, 0x00, 0x01, 0x00, 0x06, 0x04, 0x00, 0x00, 0x00, 0x00,
+];
 /// ... and of a single address key.
 const UDATA_ADDR: &[u8] = &[0x00, 0x04, 0x02, 0x00, 0x00, 0x00];
 
@@ -87,6 +92,26 @@ pub(super) const GATEWAY_SETS: &[SetDef] = &[
         data: None,
         userdata: UDATA_CONCAT,
     },
+    SetDef {
+        name: MAP_GATEWAY_SNAT_V4,
+        id: 25,
+        key_type: (7 << 6) | 7,
+        key_len: 8,
+        flags: GRANT_FLAGS | NFT_SET_MAP,
+        dynamic: None,
+        data: Some((7, 4)),
+        userdata: UDATA_SNAT_MAP,
+    },
+    SetDef {
+        name: MAP_GATEWAY_SNAT_V6,
+        id: 26,
+        key_type: (8 << 6) | 8,
+        key_len: 32,
+        flags: GRANT_FLAGS | NFT_SET_MAP,
+        dynamic: None,
+        data: Some((8, 16)),
+        userdata: UDATA_SNAT_MAP,
+    },
 ];
 
 /// `source . network` as the first and the last key of a pipapo element: the source, then
@@ -128,10 +153,18 @@ impl Nft {
         if !elems.iter().any(|e| of_fam(&e)) {
             return;
         }
-        let (set, masq) = if v6 {
-            (SET_GATEWAY_V6, SET_GATEWAY_MASQUERADE_V6)
+        let (set, masq, snat) = if v6 {
+            (
+                SET_GATEWAY_V6,
+                SET_GATEWAY_MASQUERADE_V6,
+                MAP_GATEWAY_SNAT_V6,
+            )
         } else {
-            (SET_GATEWAY_V4, SET_GATEWAY_MASQUERADE_V4)
+            (
+                SET_GATEWAY_V4,
+                SET_GATEWAY_MASQUERADE_V4,
+                MAP_GATEWAY_SNAT_V4,
+            )
         };
         let all: Vec<&Element> = elems.iter().filter(of_fam).collect();
         for chunk in all.chunks(ELEMS_PER_MSG) {
@@ -144,6 +177,17 @@ impl Nft {
             .collect();
         for chunk in masqs.chunks(ELEMS_PER_MSG) {
             self.range_elements(add, masq, chunk);
+        }
+        let snats: Vec<&Element> = all
+            .iter()
+            .copied()
+            .filter(|e| {
+                e.gateway
+                    .is_some_and(|g| matches!(g.source, SourceNat::To(a) if a.is_ipv6() == v6))
+            })
+            .collect();
+        for chunk in snats.chunks(ELEMS_PER_MSG) {
+            self.range_elements(add, snat, chunk);
         }
     }
 
@@ -170,6 +214,17 @@ impl Nft {
             if add {
                 m.attr_u64(NFTA_SET_ELEM_TIMEOUT, e.timeout_ms);
                 m.attr_u64(NFTA_SET_ELEM_EXPIRATION, e.timeout_ms);
+                // In the SNAT map: the address the flows leave with.
+                if let Some(SourceNat::To(a)) = e
+                    .gateway
+                    .map(|g| g.source)
+                    .filter(|_| set == MAP_GATEWAY_SNAT_V4 || set == MAP_GATEWAY_SNAT_V6)
+                {
+                    match a {
+                        IpAddr::V4(a) => data_value(m, NFTA_SET_ELEM_DATA, &a.octets()),
+                        IpAddr::V6(a) => data_value(m, NFTA_SET_ELEM_DATA, &a.octets()),
+                    }
+                }
             }
             m.nest_end(el);
         }

@@ -35,9 +35,9 @@ mod table;
 pub mod uapi;
 
 pub use events::NftEvents;
+pub use gateway::gateway_keys;
 pub use prefilter::{interval_elements, merged_ranges};
 pub use rules::render;
-pub use gateway::gateway_keys;
 pub use sets::{decode_key, element_key, protected_key};
 
 use std::fmt;
@@ -100,6 +100,9 @@ pub const SET_GATEWAY_V6: &str = "gateway_v6";
 /// ... and those whose flows are masqueraded, the same keys.
 pub const SET_GATEWAY_MASQUERADE_V4: &str = "gateway_masquerade_v4";
 pub const SET_GATEWAY_MASQUERADE_V6: &str = "gateway_masquerade_v6";
+/// ... and those whose source is rewritten: `source . network` → address.
+pub const MAP_GATEWAY_SNAT_V4: &str = "gateway_snat_v4";
+pub const MAP_GATEWAY_SNAT_V6: &str = "gateway_snat_v6";
 pub const CHAIN_NAT_PREROUTING: &str = "nat_prerouting";
 pub const CHAIN_NAT_POSTROUTING: &str = "nat_postrouting";
 /// `priority dstnat` and `priority srcnat` (nft's names for NF_IP_PRI_NAT_DST/SRC).

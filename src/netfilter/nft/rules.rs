@@ -36,6 +36,7 @@ struct Fam {
     gw_nets: &'static str,
     gw: &'static str,
     gw_masq: &'static str,
+    gw_snat: &'static str,
 }
 
 const FAMS: [Fam; 2] = [
@@ -60,6 +61,7 @@ const FAMS: [Fam; 2] = [
         gw_nets: SET_GATEWAY_NETS_V4,
         gw: SET_GATEWAY_V4,
         gw_masq: SET_GATEWAY_MASQUERADE_V4,
+        gw_snat: MAP_GATEWAY_SNAT_V4,
     },
     Fam {
         nfproto: NFPROTO_IPV6,
@@ -82,6 +84,7 @@ const FAMS: [Fam; 2] = [
         gw_nets: SET_GATEWAY_NETS_V6,
         gw: SET_GATEWAY_V6,
         gw_masq: SET_GATEWAY_MASQUERADE_V6,
+        gw_snat: MAP_GATEWAY_SNAT_V6,
     },
 ];
 
@@ -351,11 +354,23 @@ fn gateway_masq(m: &mut Exprs<'_>, fam: &Fam) {
     m.e_masq();
 }
 
-fn gateway_masq_text(fam: &Fam) -> String {
+/// `snat ADDR to SADDR . DADDR map @gateway_snat` (nat postrouting).
+fn gateway_snat(m: &mut Exprs<'_>, fam: &Fam) {
+    nfproto(m, fam.nfproto);
+    saddr_daddr(m, fam);
+    m.e_lookup_map(fam.gw_snat, NFT_REG_1, NFT_REG_1);
+    m.e_nat(NFT_NAT_SNAT, fam.nfproto, NFT_REG_1, None);
+}
+
+fn gateway_snat_text(fam: &Fam) -> String {
     format!(
-        "{} . {} @{} masquerade",
-        fam.saddr, fam.daddr, fam.gw_masq
+        "snat {} to {} . {} map @{}",
+        fam.word, fam.saddr, fam.daddr, fam.gw_snat
     )
+}
+
+fn gateway_masq_text(fam: &Fam) -> String {
+    format!("{} . {} @{} masquerade", fam.saddr, fam.daddr, fam.gw_masq)
 }
 
 /// The gateway sets as nft text (after the NAT sets, as the kernel lists them).
@@ -363,10 +378,14 @@ fn render_gateway_sets(s: &mut String, spec: &RulesetSpec) {
     for fam in &FAMS {
         let v6 = fam.nfproto == NFPROTO_IPV6;
         let ty = if v6 { "ipv6_addr" } else { "ipv4_addr" };
-        let _ = writeln!(s, "
+        let _ = writeln!(
+            s,
+            "
 	set {} {{
 		type {ty}
-		flags interval", fam.gw_nets);
+		flags interval",
+            fam.gw_nets
+        );
         let elems = super::prefilter::intervals_text(&spec.gateway_nets, v6);
         if !elems.is_empty() {
             let _ = writeln!(s, "		elements = {{ {} }}", elems.join(", "));
@@ -390,6 +409,18 @@ fn render_gateway_sets(s: &mut String, spec: &RulesetSpec) {
                 set(fam)
             );
         }
+    }
+    for fam in &FAMS {
+        let ty = if fam.nfproto == NFPROTO_IPV6 {
+            "ipv6_addr"
+        } else {
+            "ipv4_addr"
+        };
+        let _ = writeln!(
+            s,
+            "\n\tmap {} {{\n\t\ttype {ty} . {ty} : {ty}\n\t\tflags interval,timeout\n\t}}",
+            fam.gw_snat
+        );
     }
 }
 
@@ -424,6 +455,9 @@ fn add_nat(nft: &mut Nft, spec: &RulesetSpec) {
     if !spec.gateway_nets.is_empty() {
         for fam in &FAMS {
             nft.add_rule(TABLE, CHAIN_NAT_POSTROUTING, |m| gateway_masq(m, fam));
+        }
+        for fam in &FAMS {
+            nft.add_rule(TABLE, CHAIN_NAT_POSTROUTING, |m| gateway_snat(m, fam));
         }
     }
 }
@@ -539,6 +573,9 @@ fn render_nat_chains(s: &mut String, spec: &RulesetSpec) {
     if !spec.gateway_nets.is_empty() {
         for fam in &FAMS {
             let _ = writeln!(s, "\t\t{}", gateway_masq_text(fam));
+        }
+        for fam in &FAMS {
+            let _ = writeln!(s, "\t\t{}", gateway_snat_text(fam));
         }
     }
     let _ = writeln!(s, "\t}}");

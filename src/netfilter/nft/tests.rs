@@ -97,6 +97,7 @@ fn upsert_message_bytes() {
     let mut nft = Nft::open().unwrap();
     nft.batch_start();
     let e = Element {
+        gateway: None,
         addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
         access: tcp(22),
         timeout_ms: 30_000,
@@ -147,12 +148,14 @@ fn delete_message_bytes() {
     let mut nft = Nft::open().unwrap();
     nft.batch_start();
     let v4 = Element {
+        gateway: None,
         addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
         access: tcp(22),
         timeout_ms: 30_000,
         nat: None,
     };
     let v6 = Element {
+        gateway: None,
         addr: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
         access: tcp(443),
         timeout_ms: 30_000,
@@ -202,6 +205,7 @@ fn delete_message_bytes() {
 fn zero_timeout_is_refused() {
     let mut nft = Nft::open().unwrap();
     let e = Element {
+        gateway: None,
         addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
         access: tcp(22),
         timeout_ms: 0,
@@ -242,6 +246,7 @@ fn shipped_file_is_render_of_defaults() {
 #[test]
 fn render_follows_the_spec() {
     let spec = RulesetSpec {
+        gateway_nets: Vec::new(),
         knock_port: 1000,
         queue: 3,
         backend: QueueBackend::Compat,
@@ -472,6 +477,7 @@ fn compat_spec() -> RulesetSpec {
 
 fn v4(a: u8, port: u16, timeout_ms: u64) -> Element {
     Element {
+        gateway: None,
         addr: IpAddr::V4(Ipv4Addr::new(198, 51, 100, a)),
         access: tcp(port),
         timeout_ms,
@@ -606,6 +612,7 @@ fn v6_grants_and_chunked_batches() {
         let a6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x42));
         let mut many: Vec<Element> = (0..3000u32)
             .map(|i| Element {
+                gateway: None,
                 addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)),
                 access: tcp(22),
                 timeout_ms: 60_000,
@@ -613,6 +620,7 @@ fn v6_grants_and_chunked_batches() {
             })
             .collect();
         many.push(Element {
+            gateway: None,
             addr: a6,
             access: Access {
                 proto: Proto::Udp,
@@ -653,6 +661,7 @@ fn delete_removes_only_the_named_grants_and_skips_absent_ones() {
         let mut nft = Nft::open().unwrap();
         nft.install(&compat_spec(), &[]).unwrap();
         let a6 = Element {
+            gateway: None,
             addr: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7)),
             access: tcp(22),
             timeout_ms: 60_000,
@@ -1023,6 +1032,7 @@ fn upsert_latency() {
         let mut times = Vec::with_capacity(1000);
         for i in 0..1000u32 {
             let e = Element {
+                gateway: None,
                 addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + (i % 50))),
                 access: tcp(22),
                 timeout_ms: 60_000,
@@ -1214,6 +1224,7 @@ fn nat_install_lists_like_render_and_grants_carry_their_translation() {
         ..v4(7, 2222, 30_000)
     };
     let g6 = Element {
+        gateway: None,
         addr: "2001:db8::7".parse().unwrap(),
         access: tcp(2222),
         timeout_ms: 30_000,
@@ -1310,5 +1321,126 @@ fn nat_install_lists_like_render_and_grants_carry_their_translation() {
     assert!(
         !listed.contains("nat_") && !listed.contains("masquerade") && !listed.contains("snat"),
         "NAT objects removed: {listed}"
+    );
+}
+
+/// Issue 10 §1 (`FORWARD_ALL`): with gateway networks, the table holds the gateway sets, the
+/// forward gate that closes those networks and the masquerade rule, and `nft list` prints them
+/// as [`render`] writes them; a gateway grant is one `source . network` element with the
+/// grant's timeout (also in the masquerade set when masqueraded), opens no port of this host,
+/// is revoked and restored like a grant; without gateway networks the sets go.
+#[test]
+fn gateway_install_lists_like_render_and_grants_are_source_network_ranges() {
+    let Some(ns) = Netns::new() else { return };
+    let spec = RulesetSpec {
+        nat: true,
+        gateway_nets: vec![
+            "10.80.0.0/24".parse().unwrap(),
+            "10.90.0.0/16".parse().unwrap(),
+            "fd80::/64".parse().unwrap(),
+        ],
+        ..compat_spec()
+    };
+    let gw = |net: &str, source| {
+        Some(crate::access::GatewayTo {
+            net: net.parse().unwrap(),
+            source,
+        })
+    };
+    let g4 = Element {
+        gateway: gw("10.80.0.0/24", crate::access::SourceNat::Masquerade),
+        ..v4(7, 22, 30_000)
+    };
+    let snat = Element {
+        gateway: gw(
+            "10.90.0.0/16",
+            crate::access::SourceNat::To("10.90.0.1".parse().unwrap()),
+        ),
+        ..v4(9, 22, 30_000)
+    };
+    let g6 = Element {
+        gateway: gw("fd80::/64", crate::access::SourceNat::Keep),
+        addr: "2001:db8::7".parse().unwrap(),
+        access: tcp(22),
+        timeout_ms: 30_000,
+        nat: None,
+    };
+    let s = spec.clone();
+    ns.run(move || {
+        let mut nft = Nft::open().unwrap();
+        nft.install(&s, &[]).unwrap();
+        nft.upsert(&[g4, g6, snat]).unwrap();
+    });
+    let listed = ns.nft(&["list", "table", "inet", "nfknock"]);
+    let bare: String = listed
+        .lines()
+        .filter(|l| !l.contains(" expires "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        normalized(&bare),
+        normalized(&render(&spec)),
+        "nft lists:\n{listed}"
+    );
+    let set = |name: &str| {
+        let rest = listed.split(&format!("set {name} {{")).nth(1).unwrap();
+        rest.split('}').next().unwrap().to_string()
+    };
+    assert!(
+        set(SET_GATEWAY_V4).contains("198.51.100.7 . 10.80.0.0/24 timeout 30s expires"),
+        "{listed}"
+    );
+    assert!(
+        set(SET_GATEWAY_V6).contains("2001:db8::7 . fd80::/64 timeout 30s expires"),
+        "{listed}"
+    );
+    assert!(
+        set(SET_GATEWAY_MASQUERADE_V4).contains("198.51.100.7 . 10.80.0.0/24 timeout 30s"),
+        "{listed}"
+    );
+    let map = listed
+        .split(&format!("map {MAP_GATEWAY_SNAT_V4} {{"))
+        .nth(1)
+        .unwrap();
+    assert!(
+        map.contains("198.51.100.9 . 10.90.0.0/16 timeout 30s expires")
+            && map.contains(": 10.90.0.1"),
+        "{listed}"
+    );
+    assert!(
+        !set(SET_GATEWAY_MASQUERADE_V6).contains("2001:db8::7"),
+        "not masqueraded: {listed}"
+    );
+    assert!(
+        !set(SET_ALLOW_V4).contains("198.51.100.7") && !set(SET_ALLOW_V6).contains("2001:db8::7"),
+        "a gateway grant opened a port of this host: {listed}"
+    );
+    // Revoked: gone; restored after a flush: back with its time.
+    let s = spec.clone();
+    ns.run(move || {
+        let mut nft = Nft::open().unwrap();
+        nft.delete(&[g4, g6, snat]).unwrap();
+    });
+    let listed = ns.nft(&["list", "set", "inet", "nfknock", SET_GATEWAY_V4]);
+    assert!(!listed.contains("198.51.100.7"), "{listed}");
+    ns.run(move || {
+        let mut nft = Nft::open().unwrap();
+        nft.remove_table().unwrap();
+        nft.install(&s, &[g4]).unwrap();
+    });
+    let listed = ns.nft(&["list", "set", "inet", "nfknock", SET_GATEWAY_V4]);
+    assert!(
+        listed.contains("198.51.100.7 . 10.80.0.0/24 timeout 30s expires"),
+        "{listed}"
+    );
+    // Without `gateway` in the config, its sets and rules go, and the restore drops the grant.
+    ns.run(move || {
+        let mut nft = Nft::open().unwrap();
+        nft.install(&compat_spec(), &[g4]).unwrap();
+    });
+    let listed = ns.nft(&["list", "table", "inet", "nfknock"]);
+    assert!(
+        !listed.contains("gateway"),
+        "gateway objects removed: {listed}"
     );
 }
