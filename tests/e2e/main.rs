@@ -39,6 +39,7 @@ mod dry_run;
 mod flood;
 mod fwknop;
 mod fwknop_client;
+mod gateway;
 mod grants;
 mod host_firewall;
 mod ipset;

@@ -1,0 +1,137 @@
+//! Gateway grants (issue 10 §1, fwknop `FORWARD_ALL`): a knock of a client with `gateway`
+//! lets its source open new flows into the named internal networks through the server, any
+//! port, for the grant's time; before the knock, and for every other source, new flows into
+//! those networks are dropped by the forward gate; a network not named is not gated at all.
+//!
+//! The client and the stranger route the internal networks through the server
+//! ([`Lab::route_internal_from_outside`]); the internal host answers each connection with the
+//! address it came from ([`whoami_server`]), so the test sees the masquerade too.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::*;
+
+/// Two different services of the internal host: a gateway opens every port.
+const PORTS: [u16; 2] = [22, 80];
+const CTR_PORT: u16 = 80;
+
+/// The address `to` sees a connection from `ns` come from, if one is accepted.
+fn seen_from(ns: &str, to: SocketAddr) -> Option<String> {
+    let mut out = String::new();
+    let mut c = tcp_connect(ns, to).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    c.read_to_string(&mut out).ok()?;
+    (!out.is_empty()).then_some(out)
+}
+
+#[test]
+fn a_knock_opens_the_named_networks_for_that_source_only_until_expiry() {
+    let mut lab = Lab::new();
+    let int = lab.add_internal();
+    lab.route_internal_from_outside();
+    let _services: Vec<Echo> = PORTS
+        .iter()
+        .flat_map(|&p| [sock(INT4, p), sock(INT6, p)])
+        .map(|a| whoami_server(&int, a))
+        .collect();
+    // A host outside the gateway networks, reached by routing (not published).
+    let _ctr = whoami_server(&lab.ctr, sock(CTR4, CTR_PORT));
+    let r = lab.run(&lab.cli, &["ip", "route", "add", "10.79.0.0/24", "via", SRV4]);
+    assert!(r.status.success(), "{r:?}");
+    let key = lab.keygen("alice.key");
+    lab.write_config(
+        "",
+        &format!(
+            "{}gateway = {{ networks = [\"10.80.0.0/24\", \"fd80::/64\"], masquerade = true }}\n",
+            alice(&key, &format!("\"tcp/{HOST_PORT}\""), 3)
+        ),
+    );
+    lab.start_daemon();
+    let ctr = sock(CTR4, CTR_PORT);
+    let int4 = |p| sock(INT4, p);
+    let int6 = |p| sock(INT6, p);
+
+    // Before the knock: the internal networks are closed to everyone, any port, both families.
+    for p in PORTS {
+        assert!(
+            !tcp_open(&lab.cli, int4(p), CLOSED_WITHIN),
+            "{INT4}:{p} open before the knock"
+        );
+        assert!(
+            !tcp_open(&lab.cli, int6(p), CLOSED_WITHIN),
+            "[{INT6}]:{p} open before the knock"
+        );
+    }
+    // ... while a host outside them is forwarded to as before (its forwarding is not gated).
+    // (The lab's "container runtime" masquerades what leaves towards it.)
+    assert!(
+        seen_from(&lab.cli, ctr).is_some(),
+        "forwarding outside the gateway networks was changed:\n{}",
+        lab.nft_list()
+    );
+
+    // IPv4 knock: the source reaches two different ports of the internal host, masqueraded.
+    lab.knock(
+        &lab.cli,
+        SRV4,
+        &["--key-file", key.to_str().unwrap(), "--access", "tcp/2222"],
+    );
+    for p in PORTS {
+        assert!(
+            opens(&lab.cli, int4(p)),
+            "{INT4}:{p} not opened by the gateway grant:\n{}\n{}",
+            lab.log(),
+            lab.nft_list()
+        );
+        assert_eq!(
+            seen_from(&lab.cli, int4(p)).as_deref(),
+            Some(SRV_INT4),
+            "not masqueraded"
+        );
+    }
+    let set = lab.run(
+        &lab.srv,
+        &["nft", "list", "set", "inet", "nfknock", "gateway_v4"],
+    );
+    let set = String::from_utf8_lossy(&set.stdout);
+    assert!(
+        set.contains(&format!("{CLI4} . 10.80.0.0/24 timeout 3s")),
+        "{set}"
+    );
+    assert!(
+        lab.log().contains("grant gateway"),
+        "no gateway grant line:\n{}",
+        lab.log()
+    );
+    // ... for that source only; and an IPv4 knock opens no IPv6 network.
+    for p in PORTS {
+        assert!(
+            !tcp_open(&lab.oth, int4(p), CLOSED_WITHIN),
+            "{INT4}:{p} open for a stranger"
+        );
+    }
+    assert!(!tcp_open(&lab.cli, int6(22), CLOSED_WITHIN));
+
+    // IPv6 knock: the same over IPv6 (the internal host has no IPv6 route back, so the
+    // answer proves the masquerade).
+    lab.knock(
+        &lab.cli,
+        SRV6,
+        &["--key-file", key.to_str().unwrap(), "--access", "tcp/2222"],
+    );
+    for p in PORTS {
+        assert!(opens(&lab.cli, int6(p)), "[{INT6}]:{p} not opened");
+        assert_eq!(seen_from(&lab.cli, int6(p)).as_deref(), Some(SRV_INT6));
+        assert!(!tcp_open(&lab.oth, int6(p), CLOSED_WITHIN), "v6 stranger");
+    }
+
+    // Expiry closes it again: new flows are dropped, the outside host still reachable.
+    assert!(
+        closes(&lab.cli, int4(80), Duration::from_secs(6)),
+        "the gateway grant did not expire"
+    );
+    assert!(closes(&lab.cli, int6(22), Duration::from_secs(3)));
+    assert!(seen_from(&lab.cli, ctr).is_some());
+}
