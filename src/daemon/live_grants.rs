@@ -369,4 +369,51 @@ mod tests {
         assert_eq!(owners, [70_001, NO_OWNER], "NO_OWNER saturates");
         assert_eq!(pack_live(u64::MAX, u32::MAX), u64::MAX);
     }
+
+    /// Gateway grants are kept beside the port grants: restored with their network, judged
+    /// with it on a reload, forgotten when they expire.
+    #[test]
+    fn gateway_grants_are_kept_restored_and_revised_with_their_network() {
+        use crate::access::{GatewayTo, SourceNat};
+        let mut live = LiveGrants::new();
+        let addr: IpAddr = "192.0.2.7".parse().unwrap();
+        let ssh: Access = "tcp/22".parse().unwrap();
+        let gw = |net: &str| GatewayTo {
+            net: net.parse().unwrap(),
+            source: SourceNat::Masquerade,
+        };
+        let grant = |gateway: Option<GatewayTo>, ms| Grant {
+            addr,
+            access: ssh,
+            timeout: Duration::from_millis(ms),
+            nat: None,
+            gateway,
+        };
+        live.record(
+            &[
+                grant(None, 60_000),
+                grant(Some(gw("10.80.0.0/24")), 60_000),
+                grant(Some(gw("10.90.0.0/24")), 60_000),
+                grant(Some(gw("10.99.0.0/24")), 0),
+            ],
+            &[0, 0, 0, 0],
+        );
+        let mut back: Vec<_> = live.remaining().iter().map(|g| g.gateway).collect();
+        back.sort_by_key(|g| g.map(|g| g.net));
+        assert_eq!(
+            back,
+            [None, Some(gw("10.80.0.0/24")), Some(gw("10.90.0.0/24"))]
+        );
+        assert_eq!(live.counts(), (4, 0), "until forgotten");
+        live.forget_expired();
+        assert_eq!(live.counts(), (3, 0));
+        let revoked = live.revise(|_, _, o, g| match g {
+            Some(g) if g.net.to_string() == "10.90.0.0/24" => Err("narrowed"),
+            _ => Ok(o),
+        });
+        assert_eq!(revoked.len(), 1);
+        assert_eq!(revoked[0].0.gateway, Some(gw("10.90.0.0/24")));
+        live.forget_expired();
+        assert_eq!(live.remaining().len(), 2);
+    }
 }

@@ -211,9 +211,9 @@ fn gateway_revocation(
     g: GatewayTo,
     now: u64,
 ) -> Option<&'static str> {
-    let still = is.and_then(|c| c.gateway.as_ref()).is_some_and(|gw| {
-        gw.source == g.source && gw.networks.contains(&g.net)
-    });
+    let still = is
+        .and_then(|c| c.gateway.as_ref())
+        .is_some_and(|gw| gw.source == g.source && gw.networks.contains(&g.net));
     if is.is_some() && !still {
         return Some("the client's gateway no longer leads to this network");
     }
@@ -361,5 +361,53 @@ mod tests {
             None,
             "the knock's source is not known"
         );
+    }
+
+    /// Issue 10 §1, `FORWARD_ALL`: a gateway grant stays while its client still has that
+    /// network with the same source translation and still authorises the knock that opened it;
+    /// a `nat` entry for the knocked port is no reason to revoke it.
+    #[test]
+    fn gateway_grants_follow_the_client_s_gateway() {
+        use crate::access::{GatewayTo, SourceNat};
+        use crate::config::{Gateway, NatRule, NatTo};
+        let addr: IpAddr = "192.0.2.7".parse().unwrap();
+        let ssh: Access = "tcp/22".parse().unwrap();
+        let g = GatewayTo {
+            net: "10.80.0.0/24".parse().unwrap(),
+            source: SourceNat::Masquerade,
+        };
+        let mut c = crate::policy::tests::client();
+        c.gateway = Some(Gateway {
+            networks: vec![g.net, "10.90.0.0/24".parse().unwrap()],
+            source: SourceNat::Masquerade,
+        });
+        let judge =
+            |is: Option<&config::ClientEntry>| gateway_revocation(Some(&c), is, addr, ssh, g, 100);
+        assert_eq!(judge(Some(&c)), None);
+        let mut nat = c.clone();
+        nat.nat = vec![NatRule {
+            access: ssh,
+            to: NatTo::Host("10.80.0.2:22".parse().unwrap()),
+            source: SourceNat::Keep,
+            dnat: true,
+        }];
+        assert_eq!(judge(Some(&nat)), None, "a nat entry does not revoke it");
+        let gone = "the client's gateway no longer leads to this network";
+        let mut narrowed = c.clone();
+        narrowed.gateway.as_mut().unwrap().networks = vec!["10.90.0.0/24".parse().unwrap()];
+        assert_eq!(judge(Some(&narrowed)), Some(gone));
+        let mut kept_source = c.clone();
+        kept_source.gateway.as_mut().unwrap().source = SourceNat::Keep;
+        assert_eq!(judge(Some(&kept_source)), Some(gone));
+        let mut none = c.clone();
+        none.gateway = None;
+        assert_eq!(judge(Some(&none)), Some(gone));
+        let mut a = c.clone();
+        a.allow = vec!["udp/53".parse().unwrap()];
+        assert_eq!(
+            judge(Some(&a)),
+            Some("access no longer in the client's allow")
+        );
+        assert_eq!(judge(None), Some("client removed from the config"));
     }
 }

@@ -38,7 +38,10 @@ fn a_knock_opens_the_named_networks_for_that_source_only_until_expiry() {
         .collect();
     // A host outside the gateway networks, reached by routing (not published).
     let _ctr = whoami_server(&lab.ctr, sock(CTR4, CTR_PORT));
-    let r = lab.run(&lab.cli, &["ip", "route", "add", "10.79.0.0/24", "via", SRV4]);
+    let r = lab.run(
+        &lab.cli,
+        &["ip", "route", "add", "10.79.0.0/24", "via", SRV4],
+    );
     assert!(r.status.success(), "{r:?}");
     let key = lab.keygen("alice.key");
     lab.write_config(

@@ -392,10 +392,7 @@ impl Lab {
     /// forwards their flows there unless its forward gate drops them.
     pub fn route_internal_from_outside(&self) {
         assert!(self.int.is_some(), "add_internal first");
-        for (ns, v4, v6) in [
-            (&self.cli, SRV4, SRV6),
-            (&self.oth, SRV_OTH4, SRV_OTH6),
-        ] {
+        for (ns, v4, v6) in [(&self.cli, SRV4, SRV6), (&self.oth, SRV_OTH4, SRV_OTH6)] {
             must(&["ip", "-n", ns, "route", "add", "10.80.0.0/24", "via", v4]);
             must(&["ip", "-n", ns, "-6", "route", "add", "fd80::/64", "via", v6]);
         }
