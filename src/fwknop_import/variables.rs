@@ -1,5 +1,5 @@
 //! The access.conf variables the import maps ([`MAPPED`]), and what it does with each of the
-//! others: warn, warn only when it says yes, or refuse the stanza ([`unmapped`]).
+//! others: warn, or warn only when it says yes ([`unmapped`]).
 
 /// What to do instead of GnuPG SPA, for every message about a GnuPG setting.
 pub(super) const GPG_ADVICE: &str = "GnuPG SPA is not supported; issue Rijndael+HMAC keys with `fwknop --key-gen` and give them to this client";
@@ -10,8 +10,6 @@ pub(super) enum Unmapped {
     Always(&'static str),
     /// Warn only when it says yes (`N` is what nfknock does anyway).
     IfYes(&'static str),
-    /// The stanza cannot be converted when it says yes.
-    RefuseIfYes(&'static str),
 }
 
 /// The import's answer for an unmapped variable; `None` for one fwknopd does not know either.
@@ -25,7 +23,6 @@ pub(super) fn unmapped(var: &str) -> Option<Unmapped> {
         "CMD_CYCLE_OPEN" => Always("nfknock runs no commands: it adds `source . proto . port` to its own nftables set with a kernel timeout, which is what most CMD_CYCLE nft/ipset scripts emulate; this stanza is imported as a plain grant of its `allow` list, so check that this is what you want"),
         "CMD_CYCLE_CLOSE" => Always("nfknock runs no commands; the kernel removes each grant when its timeout ends"),
         "CMD_CYCLE_TIMER" => Always("nfknock runs no commands; if this was the grant length, set the client's `timeout` to it"),
-        "FORWARD_ALL" => RefuseIfYes("SPA gateway mode (forward everything from the client) is not supported: nfknock gates forwarded flows it translates itself, per port; give the client a `nat` entry for each internal service it needs (`nat = [{ port = \"tcp/2222\", to = \"10.0.0.5:22\" }]`)"),
         _ if var.starts_with("GPG_") => Always(GPG_ADVICE),
         _ => return None,
     })
@@ -54,4 +51,5 @@ pub(super) const MAPPED: &[&str] = &[
     "FORCE_SNAT",
     "FORCE_MASQUERADE",
     "DISABLE_DNAT",
+    "FORWARD_ALL",
 ];
