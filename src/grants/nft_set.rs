@@ -361,7 +361,7 @@ impl GrantStore for NftStore {
                     access: e.access,
                     timeout: Duration::from_millis(e.timeout_ms),
                     nat: e.nat,
-                    gateway: None,
+                    gateway: e.gateway,
                 },
                 left: Duration::from_millis(e.expires_ms),
             })

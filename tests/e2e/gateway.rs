@@ -5,7 +5,8 @@
 //!
 //! The client and the stranger route the internal networks through the server
 //! ([`Lab::route_internal_from_outside`]); the internal host answers each connection with the
-//! address it came from ([`whoami_server`]), so the test sees the masquerade too.
+//! address it came from ([`whoami_server`]), so the test sees the masquerade too. A flush of
+//! the ruleset is repaired with the gateway grant in it.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -103,6 +104,12 @@ fn a_knock_opens_the_named_networks_for_that_source_only_until_expiry() {
         set.contains(&format!("{CLI4} . 10.80.0.0/24 timeout 3s")),
         "{set}"
     );
+    let st = status_json(&lab).unwrap();
+    assert!(
+        st.iter()
+            .any(|v| v["source"] == CLI4 && v["gateway"] == "10.80.0.0/24"),
+        "status lacks the gateway grant: {st:?}"
+    );
     assert!(
         lab.log().contains("grant gateway"),
         "no gateway grant line:\n{}",
@@ -116,6 +123,28 @@ fn a_knock_opens_the_named_networks_for_that_source_only_until_expiry() {
         );
     }
     assert!(!tcp_open(&lab.cli, int6(22), CLOSED_WITHIN));
+
+    // Someone flushes the ruleset: the daemon re-creates the table with the gateway grant.
+    let r = lab.run(&lab.srv, &["nft", "flush", "ruleset"]);
+    assert!(r.status.success(), "{r:?}");
+    let gateway_v4 = || {
+        let out = lab.run(
+            &lab.srv,
+            &["nft", "list", "set", "inet", "nfknock", "gateway_v4"],
+        );
+        String::from_utf8_lossy(&out.stdout).contains(CLI4)
+    };
+    assert!(
+        wait_until(RESTORED_WITHIN, gateway_v4).is_some(),
+        "gateway grant not restored after a flush:\n{}\n{}",
+        lab.log(),
+        lab.nft_list()
+    );
+    assert!(opens(&lab.cli, int4(80)), "closed after the repair");
+    assert!(
+        !tcp_open(&lab.oth, int4(80), CLOSED_WITHIN),
+        "the repaired gate lets a stranger in"
+    );
 
     // IPv6 knock: the same over IPv6 (the internal host has no IPv6 route back, so the
     // answer proves the masquerade).

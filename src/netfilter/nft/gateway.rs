@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use super::expr::data_value;
 use super::sets::SetDef;
 use super::*;
-use crate::access::SourceNat;
+use crate::access::{Access, GatewayTo, SourceNat};
 
 /// nft 1.0.6's userdata of a concatenated key (`ADDR . ADDR`): the same bytes as the other
 /// concatenations' ([`super::sets`]).
@@ -214,6 +214,10 @@ impl Nft {
             if add {
                 m.attr_u64(NFTA_SET_ELEM_TIMEOUT, e.timeout_ms);
                 m.attr_u64(NFTA_SET_ELEM_EXPIRATION, e.timeout_ms);
+                // The access whose knock opened it, as an nft comment (`nft list` shows it;
+                // `nfknock status` reads it back): the kernel keeps no other trace of it.
+                let (c, n) = access_comment(e.access);
+                m.attr(NFTA_SET_ELEM_USERDATA, c.get(..n).unwrap_or(&c));
                 // In the SNAT map: the address the flows leave with.
                 if let Some(SourceNat::To(a)) = e
                     .gateway
@@ -233,9 +237,130 @@ impl Nft {
     }
 }
 
+/// `access` as libnftnl's comment TLV: type, length (with the NUL), `proto/port`, NUL.
+fn access_comment(access: Access) -> ([u8; 16], usize) {
+    let text = access.to_string(); // at most "tcp/65535"
+    let mut c = [0u8; 16];
+    let n = text.len().min(12);
+    c[0] = NFTNL_UDATA_SET_ELEM_COMMENT;
+    c[1] = n as u8 + 1;
+    c[2..2 + n].copy_from_slice(&text.as_bytes()[..n]);
+    (c, n + 3)
+}
+
+/// The access in an element's comment, if it is one of ours.
+fn comment_access(udata: &[u8]) -> Option<Access> {
+    let (&ty, rest) = udata.split_first()?;
+    let (&len, rest) = rest.split_first()?;
+    let text = rest.get(..usize::from(len))?.strip_suffix(&[0])?;
+    (ty == NFTNL_UDATA_SET_ELEM_COMMENT)
+        .then(|| std::str::from_utf8(text).ok()?.parse().ok())
+        .flatten()
+}
+
+/// The network a pipapo element's first and last address span, if it is a prefix.
+fn span_net(first: IpAddr, last: IpAddr) -> Option<IpNet> {
+    let (a, b, bits) = match (first, last) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(u32::from(a)), u128::from(u32::from(b)), 32),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+        _ => return None,
+    };
+    let host = 128 - (a ^ b).leading_zeros();
+    let net = IpNet::new(first, (bits - host) as u8).ok()?;
+    (net.network() == first && net.broadcast() == last).then_some(net)
+}
+
+impl Nft {
+    /// The gateway grants of one family's set (none if the set is absent: no `gateway`).
+    pub(super) fn gateways(&mut self, v6: bool) -> Result<Vec<LiveElement>, NftError> {
+        let set = if v6 { SET_GATEWAY_V6 } else { SET_GATEWAY_V4 };
+        let n = if v6 { 16 } else { 4 };
+        let ip = |b: &[u8]| -> Option<IpAddr> {
+            Some(if v6 {
+                IpAddr::V6(<[u8; 16]>::try_from(b).ok()?.into())
+            } else {
+                IpAddr::V4(<[u8; 4]>::try_from(b).ok()?.into())
+            })
+        };
+        let mut out = Vec::new();
+        let r = self.request(
+            NFT_MSG_GETSETELEM,
+            true,
+            |m| {
+                m.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+                m.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+            },
+            |m| {
+                let Some((_, body)) = nfgen(m.payload) else {
+                    return;
+                };
+                let Some(list) = attr(body, NFTA_SET_ELEM_LIST_ELEMENTS) else {
+                    return;
+                };
+                out.extend(attrs(list).filter_map(|(_, elem)| {
+                    let key = attr(attr(elem, NFTA_SET_ELEM_KEY)?, NFTA_DATA_VALUE)?;
+                    let end = attr(attr(elem, NFTA_SET_ELEM_KEY_END)?, NFTA_DATA_VALUE)?;
+                    if key.len() != 2 * n || end.len() != 2 * n || key.get(..n) != end.get(..n) {
+                        return None;
+                    }
+                    let net = span_net(ip(key.get(n..)?)?, ip(end.get(n..)?)?)?;
+                    Some(LiveElement {
+                        addr: ip(key.get(..n)?)?,
+                        access: comment_access(attr(elem, NFTA_SET_ELEM_USERDATA)?)?,
+                        timeout_ms: attr(elem, NFTA_SET_ELEM_TIMEOUT)
+                            .and_then(be_u64)
+                            .unwrap_or(0),
+                        expires_ms: attr(elem, NFTA_SET_ELEM_EXPIRATION)
+                            .and_then(be_u64)
+                            .unwrap_or(0),
+                        nat: None,
+                        gateway: Some(GatewayTo {
+                            net,
+                            source: SourceNat::Keep,
+                        }),
+                    })
+                }));
+            },
+        );
+        match r {
+            Ok(Ok(())) => Ok(out),
+            Ok(Err(e)) if e == libc::ENOENT => Ok(out),
+            Ok(Err(e)) => Err(kernel_error("list the elements of", Object::Set(set), e)),
+            Err(source) => Err(NftError::Socket { op: "use", source }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn comments_carry_the_access_and_ranges_read_back_as_networks() {
+        for a in ["tcp/22", "udp/65535", "tcp/1"] {
+            let a: Access = a.parse().unwrap();
+            let (c, n) = access_comment(a);
+            assert_eq!(comment_access(&c[..n]), Some(a));
+        }
+        assert_eq!(comment_access(&[0, 3, b'x', b'y', 0]), None);
+        assert_eq!(comment_access(&[0, 9, b't']), None, "short");
+        assert_eq!(comment_access(&[]), None);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            span_net(ip("10.80.0.0"), ip("10.80.0.255")),
+            Some("10.80.0.0/24".parse().unwrap())
+        );
+        assert_eq!(
+            span_net(ip("10.80.0.7"), ip("10.80.0.7")),
+            Some("10.80.0.7/32".parse().unwrap())
+        );
+        assert_eq!(
+            span_net(ip("fd80::"), ip("fd80::ffff:ffff:ffff:ffff")),
+            Some("fd80::/64".parse().unwrap())
+        );
+        assert_eq!(span_net(ip("10.80.0.1"), ip("10.80.0.255")), None);
+        assert_eq!(span_net(ip("10.80.0.0"), ip("fd80::")), None);
+    }
 
     #[test]
     fn a_gateway_key_spans_the_network_after_the_source() {

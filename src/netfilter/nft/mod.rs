@@ -262,6 +262,9 @@ pub struct LiveElement {
     /// Its target, if the `nat_v4`/`nat_v6` map holds one, or a routed grant's from the
     /// `forward_v4`/`forward_v6` set (the source translation is not read back: `Keep`).
     pub nat: Option<NatTarget>,
+    /// A gateway grant from `gateway_v4`/`gateway_v6`: its network (the source translation is
+    /// not read back: `Keep`); `access` is the one its element's comment names.
+    pub gateway: Option<GatewayTo>,
 }
 
 /// An nftables object, for error messages: ``set `inet nfknock allow_v4` ``.

@@ -250,6 +250,8 @@ impl Nft {
             }
             let routed = self.forwards(v6)?;
             out.extend(routed);
+            let gateways = self.gateways(v6)?;
+            out.extend(gateways);
         }
         Ok(out)
     }
@@ -281,6 +283,7 @@ fn parse_live(elem: &[u8], v6: bool) -> Option<LiveElement> {
         timeout_ms,
         expires_ms,
         nat: None,
+        gateway: None,
     })
 }
 
@@ -854,6 +857,7 @@ impl Nft {
                             source: SourceNat::Keep,
                             dnat: false,
                         }),
+                        gateway: None,
                     })
                 }));
             },

@@ -1366,11 +1366,33 @@ fn gateway_install_lists_like_render_and_grants_are_source_network_ranges() {
         nat: None,
     };
     let s = spec.clone();
-    ns.run(move || {
+    let live = ns.run(move || {
         let mut nft = Nft::open().unwrap();
         nft.install(&s, &[]).unwrap();
         nft.upsert(&[g4, g6, snat]).unwrap();
+        nft.list().unwrap()
     });
+    // `list` reads them back with their network and the access of the knock (the comment).
+    let mut back: Vec<_> = live
+        .iter()
+        .map(|e| {
+            (
+                e.addr,
+                e.access,
+                e.gateway.map(|g| g.net.to_string()),
+                e.timeout_ms,
+            )
+        })
+        .collect();
+    back.sort();
+    assert_eq!(
+        back,
+        [
+            (g4.addr, tcp(22), Some("10.80.0.0/24".into()), 30_000),
+            (snat.addr, tcp(22), Some("10.90.0.0/16".into()), 30_000),
+            (g6.addr, tcp(22), Some("fd80::/64".into()), 30_000),
+        ]
+    );
     let listed = ns.nft(&["list", "table", "inet", "nfknock"]);
     let bare: String = listed
         .lines()
@@ -1387,7 +1409,8 @@ fn gateway_install_lists_like_render_and_grants_are_source_network_ranges() {
         rest.split('}').next().unwrap().to_string()
     };
     assert!(
-        set(SET_GATEWAY_V4).contains("198.51.100.7 . 10.80.0.0/24 timeout 30s expires"),
+        set(SET_GATEWAY_V4).contains("198.51.100.7 . 10.80.0.0/24 timeout 30s expires")
+            && set(SET_GATEWAY_V4).contains("comment \"tcp/22\""),
         "{listed}"
     );
     assert!(

@@ -118,6 +118,10 @@ pub const NFT_SET_MAP: u32 = 0x8;
 pub const NFTA_SET_DATA_TYPE: u16 = 6;
 pub const NFTA_SET_DATA_LEN: u16 = 7;
 pub const NFTA_SET_ELEM_DATA: u16 = 2;
+/// `NFTA_SET_ELEM_USERDATA`: opaque to the kernel; nft reads a comment from it.
+pub const NFTA_SET_ELEM_USERDATA: u16 = 6;
+/// libnftnl's `NFTNL_UDATA_SET_ELEM_COMMENT`: the TLV type nft prints as `comment "..."`.
+pub const NFTNL_UDATA_SET_ELEM_COMMENT: u8 = 0;
 pub const NF_INET_POST_ROUTING: u32 = 4;
 /// `NFT_REG_2`: the second 16-byte register (= `NFT_REG32_04`).
 pub const NFT_REG_2: u32 = 2;
