@@ -159,6 +159,19 @@ fn revocation(
     nat: Option<NatTarget>,
     now: u64,
 ) -> Option<&'static str> {
+    judged(was, is, addr, access, Some(nat), now)
+}
+
+/// [`revocation`]; `nat` = `None` leaves the `nat` checks out (a gateway grant forwards no
+/// port).
+fn judged(
+    was: Option<&config::ClientEntry>,
+    is: Option<&config::ClientEntry>,
+    addr: IpAddr,
+    access: Access,
+    nat: Option<Option<NatTarget>>,
+    now: u64,
+) -> Option<&'static str> {
     let (Some(was), Some(is)) = (was, is) else {
         return Some("client removed from the config");
     };
@@ -178,8 +191,8 @@ fn revocation(
         return Some("access no longer in the client's allow");
     }
     match (nat, is.nat_for(access, addr)) {
-        (None, None) => {}
-        (Some(t), Some(rule)) => {
+        (None, _) | (Some(None), None) => {}
+        (Some(Some(t)), Some(rule)) => {
             let same_to = match rule.to {
                 config::NatTo::Host(to) => to == t.to,
                 config::NatTo::Local(port) => port == t.to.port(),
@@ -188,8 +201,8 @@ fn revocation(
                 return Some("the client's nat now forwards this access elsewhere");
             }
         }
-        (Some(_), None) => return Some("access no longer forwarded by the client's nat"),
-        (None, Some(_)) => return Some("access now forwarded by the client's nat"),
+        (Some(Some(_)), None) => return Some("access no longer forwarded by the client's nat"),
+        (Some(None), Some(_)) => return Some("access now forwarded by the client's nat"),
     }
     if is.deny.contains(&access) {
         return Some("access now in the client's deny");
@@ -211,18 +224,20 @@ fn gateway_revocation(
     g: GatewayTo,
     now: u64,
 ) -> Option<&'static str> {
-    let still = is
-        .and_then(|c| c.gateway.as_ref())
-        .is_some_and(|gw| gw.source == g.source && gw.networks.contains(&g.net));
-    if is.is_some() && !still {
-        return Some("the client's gateway no longer leads to this network");
+    // The port-level checks first, without the `nat` ones (a gateway grant forwards no port).
+    if let Some(why) = judged(was, is, addr, access, None, now) {
+        return Some(why);
     }
-    // The port-level checks, without the `nat` ones (a gateway grant forwards no port).
-    let plain = is.map(|c| config::ClientEntry {
-        nat: Vec::new(),
-        ..c.clone()
-    });
-    revocation(was, plain.as_ref(), addr, access, None, now)
+    match is.and_then(|c| c.gateway.as_ref()) {
+        None => Some("the client is no longer a gateway"),
+        Some(gw) if !gw.networks.contains(&g.net) => {
+            Some("the client's gateway no longer leads to this network")
+        }
+        Some(gw) if gw.source != g.source => {
+            Some("the client's gateway now rewrites the source otherwise")
+        }
+        Some(_) => None,
+    }
 }
 
 /// Do two credentials accept the same knocks (same secret, same algorithms)?
@@ -398,10 +413,16 @@ mod tests {
         assert_eq!(judge(Some(&narrowed)), Some(gone));
         let mut kept_source = c.clone();
         kept_source.gateway.as_mut().unwrap().source = SourceNat::Keep;
-        assert_eq!(judge(Some(&kept_source)), Some(gone));
+        assert_eq!(
+            judge(Some(&kept_source)),
+            Some("the client's gateway now rewrites the source otherwise")
+        );
         let mut none = c.clone();
         none.gateway = None;
-        assert_eq!(judge(Some(&none)), Some(gone));
+        assert_eq!(
+            judge(Some(&none)),
+            Some("the client is no longer a gateway")
+        );
         let mut a = c.clone();
         a.allow = vec!["udp/53".parse().unwrap()];
         assert_eq!(

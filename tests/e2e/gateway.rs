@@ -167,3 +167,84 @@ fn a_knock_opens_the_named_networks_for_that_source_only_until_expiry() {
     assert!(closes(&lab.cli, int6(22), Duration::from_secs(3)));
     assert!(seen_from(&lab.cli, ctr).is_some());
 }
+
+/// A reload that changes the client's gateway revokes its live gateway grant at once (the
+/// kernel would otherwise keep it until it expires), and a new knock gets the new one; a config
+/// without any gateway takes the gateway sets and gate out of the table, so those networks are
+/// forwarded as before.
+#[test]
+fn a_reload_revokes_gateway_grants_it_no_longer_authorises() {
+    let mut lab = Lab::new();
+    let int = lab.add_internal();
+    lab.route_internal_from_outside();
+    let _svc = whoami_server(&int, sock(INT4, 22));
+    let key = lab.keygen("alice.key");
+    let client = |gateway: &str| {
+        format!(
+            "{}{gateway}",
+            alice(&key, &format!("\"tcp/{HOST_PORT}\""), 60)
+        )
+    };
+    lab.write_config(
+        "",
+        &client("gateway = { networks = [\"10.80.0.0/24\"], masquerade = true }\n"),
+    );
+    lab.start_daemon();
+    let target = sock(INT4, 22);
+    lab.knock(
+        &lab.cli,
+        SRV4,
+        &["--key-file", key.to_str().unwrap(), "--access", "tcp/2222"],
+    );
+    assert!(opens(&lab.cli, target), "{}", lab.log());
+
+    // The gateway now rewrites sources otherwise: the live grant (masquerade) is revoked on
+    // reload, and 10.80.0.0/24 stays closed to the client until it knocks again.
+    lab.write_config(
+        "",
+        &client(&format!(
+            "gateway = {{ networks = [\"10.80.0.0/24\"], snat = \"{SRV_INT4}\" }}\n"
+        )),
+    );
+    let config = lab.path("nfknock.toml");
+    let out = lab.nfknock(&lab.srv, &["reload", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !tcp_open(&lab.cli, target, CLOSED_WITHIN),
+        "a revoked gateway grant still forwards:\n{}\n{}",
+        lab.log(),
+        lab.nft_list()
+    );
+    assert!(
+        lab.log()
+            .contains("the client's gateway now rewrites the source otherwise"),
+        "{}",
+        lab.log()
+    );
+
+    lab.knock(
+        &lab.cli,
+        SRV4,
+        &["--key-file", key.to_str().unwrap(), "--access", "tcp/2222"],
+    );
+    assert!(opens(&lab.cli, target), "{}", lab.log());
+    let seen = lab.run(
+        &lab.srv,
+        &["nft", "list", "map", "inet", "nfknock", "gateway_snat_v4"],
+    );
+    assert!(
+        String::from_utf8_lossy(&seen.stdout).contains(&format!(": {SRV_INT4}")),
+        "{seen:?}"
+    );
+
+    // No gateway at all: no gateway objects; 10.80.0.0/24 is not gated any more (the host
+    // forwards it as it did before nfknock; it is the admin's network, not ours).
+    lab.write_config("", &client(""));
+    let out = lab.nfknock(&lab.srv, &["reload", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!lab.nft_list().contains("gateway"), "{}", lab.nft_list());
+    assert!(
+        opens(&lab.cli, target),
+        "forwarding into a network no longer named stays closed"
+    );
+}
