@@ -1440,6 +1440,7 @@ fn fill(
             access: SERVICE,
             timeout_ms: 600_000,
             nat: None,
+            gateway: None,
         })
         .collect();
     let t = Instant::now();

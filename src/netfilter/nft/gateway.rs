@@ -114,11 +114,14 @@ pub(super) const GATEWAY_SETS: &[SetDef] = &[
     },
 ];
 
+/// A pipapo key on the stack: buffer and used length.
+pub type RangeKey = ([u8; 32], usize);
+
 /// `source . network` as the first and the last key of a pipapo element: the source, then
 /// the network's first (or last) address; each field its address length (v4: 8 bytes, v6: 32).
 /// `None` when the families differ (policy never pairs them).
-pub fn gateway_keys(src: IpAddr, net: IpNet) -> Option<(([u8; 32], usize), ([u8; 32], usize))> {
-    let key = |last: IpAddr| -> Option<([u8; 32], usize)> {
+pub fn gateway_keys(src: IpAddr, net: IpNet) -> Option<(RangeKey, RangeKey)> {
+    let key = |last: IpAddr| -> Option<RangeKey> {
         let mut k = [0u8; 32];
         match (src, last) {
             (IpAddr::V4(s), IpAddr::V4(l)) => {
