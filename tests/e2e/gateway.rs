@@ -248,3 +248,81 @@ fn a_reload_revokes_gateway_grants_it_no_longer_authorises() {
         "forwarding into a network no longer named stays closed"
     );
 }
+
+/// The migration path, end to end: an fwknopd `FORWARD_ALL Y` stanza goes through
+/// `nfknock import-fwknop` (its FORCE_NAT host becomes the gateway's one network, with a
+/// warning to widen it), the imported client is served as written, and the real fwknop
+/// client's access message opens every port of that host for its source only.
+#[test]
+fn an_imported_forward_all_stanza_serves_the_real_fwknop_client() {
+    use super::fwknop::{fwknop, key_gen, Keys};
+    let mut lab = Lab::new();
+    let int = lab.add_internal();
+    lab.route_internal_from_outside();
+    let _services: Vec<Echo> = PORTS
+        .iter()
+        .map(|&p| whoami_server(&int, sock(INT4, p)))
+        .collect();
+    let keys = key_gen(&lab, "sha256");
+    let Keys::Base64 { key, hmac, .. } = &keys else {
+        panic!("fwknop --key-gen gave no base64 keys");
+    };
+    let access = lab.path("access.conf");
+    std::fs::write(
+        &access,
+        format!(
+            "SOURCE ANY\nKEY_BASE64 {key}\nHMAC_KEY_BASE64 {hmac}\nOPEN_PORTS tcp/{HOST_PORT}\n\
+             REQUIRE_SOURCE_ADDRESS Y\nFORWARD_ALL Y\nFORCE_NAT {INT4} 0\n"
+        ),
+    )
+    .unwrap();
+    let out = lab.nfknock(
+        &lab.srv,
+        &["import-fwknop", "--access-conf", access.to_str().unwrap()],
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stdout.contains(&format!(
+            "gateway = {{ networks = [\"{INT4}/32\"], masquerade = true }}"
+        )),
+        "{stdout}\n{stderr}"
+    );
+    assert!(stderr.contains("widen `networks`"), "{stderr}");
+    let client = &stdout[stdout.find("[[client]]").expect("no client imported")..];
+    let p = lab.write_config("", client);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    lab.start_daemon();
+
+    for p in PORTS {
+        assert!(
+            !tcp_open(&lab.cli, sock(INT4, p), CLOSED_WITHIN),
+            "open before the knock"
+        );
+    }
+    let mut args: Vec<String> = ["-A", &format!("tcp/{HOST_PORT}"), "-D", SRV4, "-a", CLI4]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(keys.client_args());
+    let out = fwknop(&lab, &lab.cli, &args);
+    assert!(out.status.success(), "fwknop {args:?}: {out:?}");
+    for p in PORTS {
+        assert!(
+            opens(&lab.cli, sock(INT4, p)),
+            "{INT4}:{p} not opened by the fwknop knock:\n{}",
+            lab.log()
+        );
+        assert_eq!(
+            seen_from(&lab.cli, sock(INT4, p)).as_deref(),
+            Some(SRV_INT4)
+        );
+        assert!(
+            !tcp_open(&lab.oth, sock(INT4, p), CLOSED_WITHIN),
+            "stranger"
+        );
+    }
+}
