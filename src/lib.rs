@@ -18,6 +18,7 @@
 //! | [`engine`] | the whole per-packet pipeline: parse → key lookup → authenticate → replay → policy; `engine/` has one file per format path and one for the native key-hint index |
 //! | [`config`] | pure: TOML bytes → validated [`config::Config`] (the daemon's) and [`config::KnockProfiles`] (the knock client's own file); reads files only through the [`config::Files`] it is given; every error names the file, line and key |
 //! | [`fwknop_import`] | translator: fwknopd's `access.conf`/`fwknopd.conf` → nfknock TOML with warnings; reads through the [`fwknop_import::Loader`] it is given |
+//! | [`command`] (`mod.rs`, `template.rs`, `split.rs`, `proto.rs`) | command cycles and command messages: per-client settings, argv templates with per-argument substitution, splitting a command string without a shell, the daemon → runner message format |
 //! | [`metrics`] | the daemon's counters and their Prometheus text exposition; the daemon passes in what it reads (kernel queue counters, journal size, live grants) |
 //! | [`grants`] (`grants/mod.rs`) | the grant seam: [`grants::Grant`] (with its NAT target, if forwarded), [`grants::GrantError`], the [`grants::GrantSink`] and [`grants::GrantStore`] traits, the [`grants::DryRun`] wrapper; [`grants::open`] and [`grants::existing`] only pick the backend `[server] backend` names, whose own file does the I/O |
 //!
@@ -31,6 +32,7 @@
 //! | [`state`] | the replay journal on disk (append, compact by write-then-rename); `state_dir` checks |
 //! | [`sys`] | the I/O edge: the CSPRNG behind the core's `Rng`; [`sys::FsLoader`], the one implementation of [`config::Files`] (config, key and importer files, opened once, checked on the descriptor, size-capped, regular files only); the user database; the switch from root to the service user |
 //! | [`grants::nft_set`] | the `nftables` grant backend (default): grants as set elements with timeouts (forwarded ones also as DNAT map and SNAT/masquerade elements, gateway ones as timed `source . network` ranges), the owned table and its gate, through [`netfilter::nft`] |
+//! | [`command::runner`], [`command::pending`] | the privilege-separated command runner (forked before the daemon drops root: execs named commands as their user, with timeouts and bounded output); the pending `on_expire` commands in `state_dir` |
 //! | [`netfilter::ipset`] | ipset over that layer: `hash:ip,port` sets, elements with timeouts (a re-add refreshes), listing |
 //! | [`netfilter::iptables`] | pure: the iptables-restore text of an iptables host's capture and gate, for the ipset backend |
 //! | [`grants::ipset`] | the `ipset` grant backend (iptables/firewalld hosts): grants as elements with timeouts in two ipsets it owns, through [`netfilter::ipset`] |
@@ -47,6 +49,7 @@
 
 pub mod access;
 pub mod cli;
+pub mod command;
 pub mod config;
 pub mod crypto;
 pub mod daemon;

@@ -17,7 +17,7 @@ pub const KNOCK_SECONDS_BUCKETS: [f64; 12] = [
 ];
 
 /// Every metric: name, type, help. docs/METRICS.md names each (test `metrics_are_documented`).
-pub const METRICS: [(&str, &str, &str); 14] = [
+pub const METRICS: [(&str, &str, &str); 16] = [
     ("nfknock_build_info", "gauge", "Build of the running daemon (always 1; the version is a label)."),
     ("nfknock_start_time_seconds", "gauge", "Unix time the daemon started serving."),
     ("nfknock_knocks_total", "counter", "Knocks the daemon decided, by decision (grant, reject), reason (ok, or the reject reason code) and format (native, fwknop, unknown)."),
@@ -29,6 +29,8 @@ pub const METRICS: [(&str, &str, &str); 14] = [
     ("nfknock_queue_malformed_total", "counter", "Queue messages the daemon could not parse (dropped)."),
     ("nfknock_queue_kernel_dropped_total", "counter", "Knocks the kernel dropped because the NFQUEUE was full (queue_dropped in /proc/net/netfilter/nfnetlink_queue)."),
     ("nfknock_queue_kernel_user_dropped_total", "counter", "Knocks the kernel could not send to the daemon's socket (user_dropped in /proc/net/netfilter/nfnetlink_queue)."),
+    ("nfknock_prefilter_dropped_total", "counter", "Packets the kernel's prefilter dropped before the queue, by kind: native (key hint not valid now) or fwknop (fwknop length from outside every fwknop client's sources)."),
+    ("nfknock_prefilter_hints", "gauge", "Key hints the kernel's prefilter holds (set knock_hints)."),
     ("nfknock_replay_journal_bytes", "gauge", "Size of the replay journal file in state_dir."),
     ("nfknock_ruleset_repairs_total", "counter", "Times the daemon re-created its table after someone else removed or changed it (e.g. nft flush ruleset)."),
     ("nfknock_reloads_total", "counter", "Reloads (SIGHUP), by result: ok (the new config is in force) or failed (the old one stays)."),
@@ -46,6 +48,8 @@ pub struct Snapshot {
     pub queue_malformed: u64,
     /// `None` when the journal file cannot be looked at.
     pub journal_bytes: Option<u64>,
+    /// The kernel's prefilter: `None` when off or unreadable.
+    pub prefilter: Option<crate::grants::PrefilterStats>,
 }
 
 /// One label set of `nfknock_knocks_total`.
@@ -235,6 +239,16 @@ impl Metrics {
             head(&mut s, "nfknock_queue_kernel_user_dropped_total");
             let _ = writeln!(s, "nfknock_queue_kernel_user_dropped_total {n}");
         }
+        if let Some(p) = snap.prefilter {
+            head(&mut s, "nfknock_prefilter_dropped_total");
+            let _ = writeln!(
+                s,
+                "nfknock_prefilter_dropped_total{{kind=\"native\"}} {}\nnfknock_prefilter_dropped_total{{kind=\"fwknop\"}} {}",
+                p.junk_native.0, p.junk_fwknop.0
+            );
+            head(&mut s, "nfknock_prefilter_hints");
+            let _ = writeln!(s, "nfknock_prefilter_hints {}", p.hints);
+        }
         if let Some(n) = snap.journal_bytes {
             head(&mut s, "nfknock_replay_journal_bytes");
             let _ = writeln!(s, "nfknock_replay_journal_bytes {n}");
@@ -306,13 +320,18 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
         }
-        // A counter that cannot be read is left out, not reported as zero.
-        assert!(!text.contains("nfknock_queue_kernel_user_dropped_total"));
+        // A counter that cannot be read is left out, not reported as zero (here: the user
+        // drop counter, and the prefilter, which the snapshot does not have).
+        let absent = [
+            "nfknock_queue_kernel_user_dropped_total",
+            "nfknock_prefilter_dropped_total",
+            "nfknock_prefilter_hints",
+        ];
+        for name in absent {
+            assert!(!text.contains(name), "{name}");
+        }
         // Every sample belongs to a metric with HELP and TYPE, each given once.
-        for (name, _, _) in METRICS
-            .iter()
-            .filter(|(n, _, _)| *n != "nfknock_queue_kernel_user_dropped_total")
-        {
+        for (name, _, _) in METRICS.iter().filter(|(n, _, _)| !absent.contains(n)) {
             assert_eq!(
                 text.matches(&format!("# TYPE {name} ")).count(),
                 1,

@@ -36,6 +36,8 @@ pub struct Knock {
     /// fwknop NAT target as sent, `host,port` (NAT messages, types 2, 4, 5, 6 only). Judged
     /// against the client's `nat` list; never used as a destination itself.
     pub nat_access: Option<String>,
+    /// The command text of an fwknop command message (type 0), as sent.
+    pub command: Option<String>,
 }
 
 /// Where the packet came from and went to, as the kernel saw it.
@@ -60,10 +62,20 @@ pub struct Grant {
     pub gateway: Vec<GatewayTo>,
 }
 
+/// Run a command message's `argv` (already split and matched against the client's
+/// allow-list; the runner checks it again) for the knock from `addr`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRun {
+    pub addr: IpAddr,
+    pub argv: Vec<String>,
+}
+
 /// The outcome for one packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Grant(Grant),
+    /// An allowed fwknop command message (type 0).
+    Command(CommandRun),
     Reject(Reason),
 }
 
@@ -108,6 +120,9 @@ pub enum Reason {
     NotAllowed(Access),
     /// A feature nfknock does not serve (fwknop command messages, GPG).
     Unsupported(&'static str),
+    /// A command message whose command is not in the client's `commands`/`command_prefixes`,
+    /// or cannot be split without a shell.
+    CommandNotAllowed,
     /// A NAT request for this access that the client's `nat` list does not allow: no entry
     /// for it, or not to the target the packet names (the packet never picks a destination).
     NatNotAllowed(Access),
@@ -137,6 +152,7 @@ impl Reason {
             Reason::NoAccess => "no-access",
             Reason::NotAllowed(_) => "not-allowed",
             Reason::Unsupported(_) => "unsupported",
+            Reason::CommandNotAllowed => "command-not-allowed",
             Reason::NatNotAllowed(_) => "nat-not-allowed",
             Reason::NatFamily(_) => "nat-family",
         }
@@ -189,6 +205,10 @@ impl fmt::Display for Reason {
             Reason::NoAccess => write!(f, "knock requests no access"),
             Reason::NotAllowed(a) => write!(f, "{a} is not allowed for this client"),
             Reason::Unsupported(what) => write!(f, "unsupported: {what}"),
+            Reason::CommandNotAllowed => write!(
+                f,
+                "command not in this client's `commands`/`command_prefixes` (or written with shell syntax)"
+            ),
             Reason::NatNotAllowed(a) => write!(
                 f,
                 "NAT request for {a} names a target this client's `nat` does not list for {a}; add the target to its `nat` if it should be reachable"
@@ -229,19 +249,23 @@ pub fn evaluate(
     now: u64,
 ) -> Decision {
     match check(knock, packet, client, max_age, not_before, now) {
-        Ok(grant) => Decision::Grant(grant),
+        Ok(d) => d,
         Err(reason) => Decision::Reject(reason),
     }
 }
 
 /// The fwknop message types nfknock serves (`fko_message_type_t`, lib/fko.h): access requests,
 /// `FKO_ACCESS_MSG` (1) and `FKO_CLIENT_TIMEOUT_ACCESS_MSG` (3); NAT access, types 2 and 4, and
-/// local NAT, 5 and 6 (judged against the client's `nat`, [`nat_request`]). Commands (0) would
-/// run programs, which is not a port opening.
-fn served_message_type(message_type: u8) -> Result<(), Reason> {
+/// local NAT, 5 and 6 (judged against the client's `nat`, [`nat_request`]); command messages
+/// (0) only for a client with an allow-list (`commands`/`command_prefixes`; refused by
+/// default, as fwknopd refuses them without `ENABLE_CMD_EXEC Y`).
+fn served_message_type(message_type: u8, client: &ClientEntry) -> Result<(), Reason> {
     match message_type {
         1..=6 => Ok(()),
-        _ => Err(Reason::Unsupported("fwknop command messages (type 0)")),
+        0 if client.commands.exec.is_some() && client.commands.user.is_some() => Ok(()),
+        _ => Err(Reason::Unsupported(
+            "fwknop command messages (type 0): this client has no `commands` allow-list",
+        )),
     }
 }
 
@@ -321,9 +345,9 @@ fn check(
     max_age: u64,
     not_before: u64,
     now: u64,
-) -> Result<Grant, Reason> {
+) -> Result<Decision, Reason> {
     if let Some(t) = knock.message_type {
-        served_message_type(t)?;
+        served_message_type(t, client)?;
     }
     if knock.timestamp < not_before {
         return Err(Reason::StateLost);
@@ -370,6 +394,9 @@ fn check(
         if knock.username.as_deref() != Some(required.as_str()) {
             return Err(Reason::UsernameMismatch);
         }
+    }
+    if knock.message_type == Some(0) {
+        return command(knock, client, addr);
     }
     if knock.access.is_empty() {
         return Err(Reason::NoAccess);
@@ -422,16 +449,39 @@ fn check(
     let gateway = client
         .gateway
         .iter()
-        .flat_map(|g| g.networks.iter().map(|&net| GatewayTo { net, source: g.source }))
+        .flat_map(|g| {
+            g.networks.iter().map(|&net| GatewayTo {
+                net,
+                source: g.source,
+            })
+        })
         .filter(|g| g.net.addr().is_ipv4() == addr.is_ipv4())
         .collect();
-    Ok(Grant {
+    Ok(Decision::Grant(Grant {
         addr,
         access,
         ttl,
         nat,
         gateway,
-    })
+    }))
+}
+
+/// A command message: split without a shell, then matched against the allow-list.
+fn command(knock: &Knock, client: &ClientEntry, addr: IpAddr) -> Result<Decision, Reason> {
+    let exec = client
+        .commands
+        .exec
+        .as_ref()
+        .ok_or(Reason::CommandNotAllowed)?;
+    let text = knock
+        .command
+        .as_deref()
+        .ok_or(Reason::Malformed("command message without a command"))?;
+    let argv = crate::command::split::split(text, false).map_err(|_| Reason::CommandNotAllowed)?;
+    if !exec.permits(&argv) {
+        return Err(Reason::CommandNotAllowed);
+    }
+    Ok(Decision::Command(CommandRun { addr, argv }))
 }
 
 /// `timestamp − now` as a signed number of seconds, saturating.

@@ -179,6 +179,7 @@ fn grant_of(r: &Value, out: &Outcome) -> Grant {
     match &out.decision {
         Decision::Grant(g) => g.clone(),
         Decision::Reject(reason) => panic!("{}: refused: {reason} ({})", case(r), reason.code()),
+        Decision::Command(c) => panic!("{}: a command: {c:?}", case(r)),
     }
 }
 
@@ -864,7 +865,9 @@ fn ctr_padding_respelled_without_hmac_is_a_replay() {
             let wire = std.encode(&v)[10..].to_string();
             let out = e.handle(wire.as_bytes(), packet_from(src), now + 1);
             match out.decision {
-                Decision::Grant(_) => panic!("padding of length {p} re-spelled: granted again"),
+                Decision::Grant(_) | Decision::Command(_) => {
+                    panic!("padding of length {p} re-spelled: granted again")
+                }
                 Decision::Reject(Reason::Replay) => replays += 1,
                 Decision::Reject(_) => {}
             }

@@ -38,8 +38,14 @@ fn import(extra: &[&str]) -> (Option<i32>, String, String) {
 }
 
 fn parse(stdout: &str) -> Config {
-    config::parse_str(stdout, Path::new("/tmp/imported.toml"))
-        .unwrap_or_else(|e| panic!("stdout is not a valid nfknock config:\n{e}\n---\n{stdout}"))
+    // `command_user` names are looked up on the server by `nfknock check`; here any will do.
+    config::parse(
+        stdout,
+        Path::new("/tmp/imported.toml"),
+        &config::MemFiles::new(),
+        &config::AnyUser,
+    )
+    .unwrap_or_else(|e| panic!("stdout is not a valid nfknock config:\n{e}\n---\n{stdout}"))
 }
 
 fn fwknop_key(c: &config::ClientEntry) -> &nfknock::wire::fwknop::FwknopKey {
@@ -87,6 +93,14 @@ fn imports_the_fixture_with_its_includes_and_names_what_it_dropped() {
     assert_eq!(phone.sources[0].to_string(), "0.0.0.0/0");
     assert_eq!(phone.expires_at, Some(1_896_048_000)); // 2030-01-31 UTC
     assert!(!phone.require_source_match);
+    // Its CMD_CYCLE_OPEN (an nft set element) is its grant, as fwknopd ran it: argv, no shell.
+    let c = &phone.commands;
+    assert_eq!(c.grant, nfknock::command::GrantMode::Command);
+    assert_eq!(
+        c.cycle.on_grant.as_ref().unwrap().source.join(" "),
+        "/usr/sbin/nft add element inet filter fwknop { $SRC . $PORT timeout 30s }"
+    );
+    assert!(c.cycle.on_expire.is_none() && c.exec.is_some());
 
     // Stanza 4, FORCE_NAT with FORCE_SNAT: its port forwarded, the source rewritten.
     let nat = &cfg.clients[3].nat;
@@ -109,9 +123,8 @@ fn imports_the_fixture_with_its_includes_and_names_what_it_dropped() {
 
     for needle in [
         "GPG_DECRYPT_ID: GnuPG SPA is not supported; issue Rijndael+HMAC keys with `fwknop --key-gen`",
-        "ENABLE_CMD_EXEC Y: command messages (type 0) are refused",
-        "CMD_CYCLE_OPEN: nfknock runs no commands",
-        "CMD_CYCLE_CLOSE: nfknock runs no commands",
+        "ENABLE_CMD_EXEC Y: fwknopd ran any command a client sent; nfknock runs only those listed",
+        "CMD_CYCLE_OPEN: imported as `grant = \"command\"`",
         "error: ",
         "extra.conf:16: stanza `fwknop-4`: FORCE_NAT 192.168.10.5 22: every port of this client's `allow` is forwarded to 192.168.10.5:22",
         "extra.conf:25: stanza `fwknop-5`: FORWARD_ALL Y without a FORCE_NAT host",

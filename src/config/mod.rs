@@ -33,7 +33,7 @@ use crate::crypto::NativeKey;
 use crate::wire::fwknop::FwknopKey;
 pub(crate) use files::too_long;
 pub use files::{
-    is_link_refused, link_refused, Account, Accounts, FileMeta, Files, Loaded, MemFiles,
+    is_link_refused, link_refused, Account, Accounts, AnyUser, FileMeta, Files, Loaded, MemFiles,
     NoAccounts, MAX_CONFIG_LEN, MAX_KEY_FILE_LEN,
 };
 
@@ -116,6 +116,8 @@ pub struct Server {
     pub ipset: IpsetNames,
     /// Who the daemon runs as once set up (`user`), resolved when the config was read.
     pub user: RunAs,
+    /// Commands running at once in the command runner (`max_commands`).
+    pub max_commands: u32,
     /// Where the daemon writes its Prometheus metrics every few seconds (`metrics_file`), for
     /// node_exporter's textfile collector; `None`: no metrics file.
     pub metrics_file: Option<PathBuf>,
@@ -239,6 +241,8 @@ pub struct ClientEntry {
     pub require_username: Option<String>,
     /// Unix time after which this client is refused (fwknop `ACCESS_EXPIRE(_EPOCH)`).
     pub expires_at: Option<u64>,
+    /// Command cycles and command messages (`grant`, `on_grant`, `commands`, ...).
+    pub commands: crate::command::ClientCommands,
     /// Ports of `allow` whose grants are forwarded elsewhere (`nat`; fwknop `FORCE_NAT`).
     pub nat: Vec<NatRule>,
     /// Networks a grant of this client also opens for forwarding from its source (`gateway`;
@@ -540,6 +544,21 @@ pub fn warnings(config: &Config) -> Vec<String> {
         if !c.require_source_match {
             out.push(format!(
                 "client `{n}`: require_source_match = false lets a knock open access for an address other than its source (anyone who captures it can aim it elsewhere); set it to true unless the client knocks for another host on purpose"
+            ));
+        }
+        if let Some(u) = c.commands.user.as_ref().filter(|u| u.net_admin) {
+            out.push(format!(
+                "client `{n}`: command_net_admin = true: its commands (as `{}`) may change any firewall rule, set and route of this host; keep them to fixed programs such as ipset or nft",
+                u.account.name
+            ));
+        }
+        if c.commands
+            .exec
+            .as_ref()
+            .is_some_and(|e| !e.prefixes.is_empty())
+        {
+            out.push(format!(
+                "client `{n}`: command_prefixes lets a knock add arguments after each prefix; prefer exact `commands` where the arguments are known"
             ));
         }
         for a in c.allow.iter().filter(|a| c.deny.contains(a)) {

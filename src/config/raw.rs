@@ -296,6 +296,8 @@ pub(crate) struct RawServer {
     pub(crate) ipset_v4: Option<Spanned<String>>,
     pub(crate) ipset_v6: Option<Spanned<String>>,
     pub(crate) user: Option<Spanned<String>>,
+    /// Commands running at once in the command runner (`crate::command`).
+    pub(crate) max_commands: Option<Spanned<i64>>,
     pub(crate) metrics_file: Option<Spanned<String>>,
 }
 
@@ -320,6 +322,17 @@ pub(crate) struct RawClient {
     /// A string `"YYYY-MM-DD"` or a bare TOML date.
     pub(crate) expires: Option<Spanned<toml::Value>>,
     pub(crate) expires_at: Option<Spanned<i64>>,
+    /// Command cycles and command messages (`crate::command`).
+    pub(crate) grant: Option<Spanned<crate::command::GrantMode>>,
+    pub(crate) on_grant: Option<SpannedList>,
+    pub(crate) on_expire: Option<SpannedList>,
+    pub(crate) command_user: Option<Spanned<String>>,
+    pub(crate) command_timeout: Option<Spanned<i64>>,
+    pub(crate) command_net_admin: Option<bool>,
+    pub(crate) commands: Option<Spanned<Vec<Vec<String>>>>,
+    pub(crate) command_prefixes: Option<Spanned<Vec<Vec<String>>>>,
+    pub(crate) command_sudo_user: Option<Spanned<String>>,
+    pub(crate) command_sudo_group: Option<Spanned<String>>,
     pub(crate) nat: Option<Spanned<Vec<super::server::RawNat>>>,
     pub(crate) gateway: Option<Spanned<super::server::RawGateway>>,
 }

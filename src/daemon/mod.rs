@@ -20,6 +20,7 @@
 //! | `run.rs` | [`Daemon`]: the loop, with a budget per turn; [`PacketSource`] |
 //! | `reload.rs` | a reload, and the revocation of grants the new config no longer authorises |
 //! | `live_grants.rs` | the grants this daemon wrote, to restore after a flush and to revoke |
+//! | `commands.rs` | command cycles and command messages: jobs for the runner (`crate::command::runner`), pending closes on disk, run from the tick |
 //! | `metrics_file.rs` | the metrics file for node_exporter, replaced whole (tmp + rename) |
 //! | `control.rs` | [`Control`]: SIGTERM/SIGINT/SIGHUP, or a [`ControlHandle`] (tests, requests); each reload's outcome for whoever asked |
 //! | `requests.rs` | the control socket (the instance lock's): `nfknock reload` asks, the daemon answers ok or why not |
@@ -27,6 +28,7 @@
 //! | `privileges.rs` | the switch to the service user ([`leave_root`]) and [`drop_privileges`] |
 //! | `tests.rs` | the real loop driven in-process, against a recording [`GrantSink`](crate::grants::GrantSink) |
 
+mod commands;
 mod control;
 mod instance;
 mod live_grants;
@@ -161,12 +163,24 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
     // Before anything in the kernel or the state directory is touched: a running daemon must
     // see no change at all.
     let instance = InstanceLock::acquire(Action::Serve)?;
+    // The command runner is forked while the daemon is still root and has one thread: after
+    // `leave_root` nothing could run a command as another user (crate::command::runner).
+    let runner = if opts.dry_run {
+        None
+    } else {
+        crate::command::runner::spawn(&config, config.server.user.switch_to(crate::sys::euid()))
+            .context("cannot start the command runner")?
+    };
     // Started as root (no unit's User=): become the service user before anything is created in
     // state_dir, so every file there is its own, as under systemd. The netlink work below
     // needs only the CAP_NET_ADMIN it keeps. (After the lock: a missing state_dir is created.)
     leave_root(&config, &opts.config)?;
     let now = unix_now();
     let (journal, cache) = open_journal(&config, &opts.config, now)?;
+    let pending = crate::command::pending::Pending::open(&config.server.state_dir).context(
+        "cannot read the pending on_expire commands; nfknock does not start without them",
+    )?;
+    let commands = commands::Commands::new(runner, pending, opts.dry_run);
 
     // The queue before any nftables change: if another program holds the number, nothing has
     // been diverted to it or gated in its name.
@@ -198,7 +212,9 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
         dry_run = opts.dry_run,
         "nfknock serving"
     );
-    let result = Daemon::new(engine, journal, queue, grants, opts.config.clone()).run(&control);
+    let result = Daemon::new(engine, journal, queue, grants, opts.config.clone())
+        .with_commands(commands)
+        .run(&control);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     result
 }

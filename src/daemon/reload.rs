@@ -17,6 +17,21 @@ use crate::access::{Access, GatewayTo, NatTarget};
 use crate::config::{self, Config};
 use crate::grants::{Grant, GrantSink};
 
+/// Do the command settings the runner was started with differ in `new`?
+fn commands_changed(old: &Config, new: &Config) -> bool {
+    let of = |c: &Config| {
+        let mut v: Vec<(String, crate::command::ClientCommands)> = c
+            .clients
+            .iter()
+            .filter(|c| c.commands.any())
+            .map(|c| (c.name.clone(), c.commands.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    old.server.max_commands != new.server.max_commands || of(old) != of(new)
+}
+
 impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
     /// Reload the config file: `Ok` with the warnings an operator should read once the new
     /// config is in force, `Err` with the reason when it was refused (the running config
@@ -55,6 +70,9 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                     let note = "`queue`, `state_dir`, `user` and `backend` changes take effect at the next restart (systemctl restart nfknock)";
                     warn!("{note}");
                     notes.push(note.to_string());
+                }
+                if commands_changed(&old, &new) {
+                    warn!("command settings (`grant`, `on_grant`, `on_expire`, `commands`, `command_*`, `max_commands`) changed: the command runner keeps the ones it was started with (it was forked with root's rights, which the daemon no longer has); they take effect at the next restart (systemctl restart nfknock)");
                 }
                 for w in config::warnings(&new) {
                     warn!("{w}");
@@ -430,5 +448,41 @@ mod tests {
             Some("access no longer in the client's allow")
         );
         assert_eq!(judge(None), Some("client removed from the config"));
+    }
+
+    /// The runner keeps the command settings it was forked with: a reload that changes them
+    /// (and only such a reload) is told to restart.
+    #[test]
+    fn a_reload_that_changes_command_settings_is_noticed() {
+        use crate::command::{CommandUser, Template};
+        let mut c = crate::policy::tests::client();
+        c.commands.grant = crate::command::GrantMode::Command;
+        c.commands.cycle.on_grant = Some(Template::parse(&["/bin/true".to_string()]).unwrap());
+        c.commands.user = Some(CommandUser {
+            account: config::Account {
+                name: "nobody".into(),
+                uid: 65534,
+                gid: 65534,
+            },
+            timeout_secs: 10,
+            net_admin: false,
+        });
+        let text = "[[client]]\nname = \"x\"\nkey = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\nallow = [\"tcp/22\"]\n";
+        let mut old = config::parse_str(text, std::path::Path::new("/test.toml")).unwrap();
+        old.clients = vec![c];
+        let mut same = old.clone();
+        same.clients[0].timeout = 99;
+        assert!(!commands_changed(&old, &same));
+        let mut other = old.clone();
+        other.clients[0]
+            .commands
+            .user
+            .as_mut()
+            .unwrap()
+            .timeout_secs = 11;
+        assert!(commands_changed(&old, &other));
+        let mut more = old.clone();
+        more.server.max_commands += 1;
+        assert!(commands_changed(&old, &more));
     }
 }

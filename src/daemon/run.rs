@@ -117,6 +117,8 @@ pub struct Daemon<Q, S> {
     pub(super) config_path: PathBuf,
     /// Held for the daemon's life; probes of it are dismissed at each tick.
     pub(super) instance: Option<InstanceLock>,
+    /// Command cycles and command messages (`None`: commands are skipped with an error).
+    pub(super) commands: Option<super::commands::Commands>,
     /// Counted here, written to `[server] metrics_file` every [`METRICS_EVERY`].
     pub(super) metrics: Metrics,
     metrics_file: MetricsFile,
@@ -142,10 +144,17 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
             warn_budget: WarnBudget::default(),
             config_path,
             instance: None,
+            commands: None,
             metrics: Metrics::new(env!("CARGO_PKG_VERSION"), unix_now()),
             metrics_file: MetricsFile::default(),
             hints_failed: None,
         }
+    }
+
+    /// Run command cycles and command messages through `commands`.
+    pub fn with_commands(mut self, commands: super::commands::Commands) -> Self {
+        self.commands = Some(commands);
+        self
     }
 
     /// Hold `lock` while serving.
@@ -210,6 +219,9 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                 // The kernel's hint timeouts were computed from the old clock: all anew.
                 self.sync_hints(step.is_some());
                 self.live.forget_expired();
+                if let Some(c) = self.commands.as_mut() {
+                    c.tick(now);
+                }
                 // A backend without change events (ipset) is asked once a tick whether its
                 // objects are still there.
                 if self.grants.event_fd().is_none() {
@@ -297,44 +309,53 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
         // The client each grant was made for, for revocation on reload.
         let mut owners = Vec::new();
         let config = self.engine.config().clone();
+        let now = unix_now();
         for (_, o) in outcomes {
             let format = o.format.map(|f| f.name());
             match &o.decision {
-                Decision::Grant(_) => self.metrics.knock(None, format),
+                // An accepted command message counts as an accepted knock.
+                Decision::Grant(_) | Decision::Command(_) => self.metrics.knock(None, format),
                 Decision::Reject(reason) => self.metrics.knock(Some(reason.code()), format),
             }
             let client = o.client.map(|i| config.clients[i].name.as_str());
+            let entry = o.client.and_then(|i| config.clients.get(i));
             let src = SrcDisplay(o.src);
             match &o.decision {
+                Decision::Grant(g) if entry.is_some_and(|c| c.commands.grant.command()) => {
+                    let c = entry.expect("checked above");
+                    info!(
+                        client = client.unwrap_or("?"),
+                        src = %src,
+                        addr = %g.addr,
+                        access = %format_list(&g.access),
+                        ttl = g.ttl,
+                        format = o.format.map_or("?", |f| f.name()),
+                        nft = c.commands.grant.nft(),
+                        "grant (command cycle)"
+                    );
+                    let user = o.knock.as_ref().and_then(|k| k.username.as_deref());
+                    self.command_cycle(c, g, user, now);
+                    if c.commands.grant.nft() {
+                        self.push_grants(g, o, &mut grants, &mut owners);
+                    }
+                }
+                Decision::Command(run) => {
+                    info!(
+                        client = client.unwrap_or("?"),
+                        src = %src,
+                        argv = ?run.argv,
+                        "command message accepted"
+                    );
+                    match (entry, self.commands.as_mut()) {
+                        (Some(c), Some(cmds)) => cmds.command(c, run),
+                        _ => error!(
+                            client = client.unwrap_or("?"),
+                            "command message skipped: commands are not set up in this daemon"
+                        ),
+                    }
+                }
                 Decision::Grant(g) => {
-                    let owner = o
-                        .client
-                        .and_then(|i| u32::try_from(i).ok())
-                        .unwrap_or(NO_OWNER);
-                    for a in &g.access {
-                        grants.push(Grant {
-                            addr: g.addr,
-                            access: *a,
-                            timeout: Duration::from_secs(u64::from(g.ttl)),
-                            nat: g.nat.iter().find(|(n, _)| n == a).map(|(_, t)| *t),
-                            gateway: None,
-                        });
-                        owners.push(owner);
-                    }
-                    // A gateway client's knock also opens its networks for the address
-                    // (fwknop FORWARD_ALL), keyed on the first access for logs and reloads.
-                    if let Some(first) = g.access.first() {
-                        for gw in &g.gateway {
-                            grants.push(Grant {
-                                addr: g.addr,
-                                access: *first,
-                                timeout: Duration::from_secs(u64::from(g.ttl)),
-                                nat: None,
-                                gateway: Some(*gw),
-                            });
-                            owners.push(owner);
-                        }
-                    }
+                    self.push_grants(g, o, &mut grants, &mut owners);
                     info!(
                         client = client.unwrap_or("?"),
                         src = %src,
@@ -353,6 +374,9 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                 }
                 Decision::Reject(reason) => self.log_reject(o, reason, &src, client),
             }
+        }
+        if let Some(c) = self.commands.as_mut() {
+            c.flush();
         }
         if grants.is_empty() {
             return Ok(());
@@ -381,6 +405,60 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
             }
         }
         Ok(())
+    }
+
+    /// A command-cycle client's grant: its `on_grant` (and pending `on_expire`).
+    fn command_cycle(
+        &mut self,
+        c: &crate::config::ClientEntry,
+        g: &crate::policy::Grant,
+        user: Option<&str>,
+        now: u64,
+    ) {
+        match self.commands.as_mut() {
+            Some(cmds) => cmds.grant(c, g, user, now),
+            None => {
+                error!(client = %c.name, "on_grant skipped: commands are not set up in this daemon")
+            }
+        }
+    }
+
+    /// The nft grants of a decision, with their owner.
+    fn push_grants(
+        &self,
+        g: &crate::policy::Grant,
+        o: &Outcome,
+        grants: &mut Vec<Grant>,
+        owners: &mut Vec<u32>,
+    ) {
+        let owner = o
+            .client
+            .and_then(|i| u32::try_from(i).ok())
+            .unwrap_or(NO_OWNER);
+        for a in &g.access {
+            grants.push(Grant {
+                addr: g.addr,
+                access: *a,
+                timeout: Duration::from_secs(u64::from(g.ttl)),
+                nat: g.nat.iter().find(|(n, _)| n == a).map(|(_, t)| *t),
+                gateway: None,
+            });
+            owners.push(owner);
+        }
+        // A gateway client's knock also opens its networks for the address (fwknop
+        // FORWARD_ALL), keyed on the first access for logs and reloads.
+        if let Some(first) = g.access.first() {
+            for gw in &g.gateway {
+                grants.push(Grant {
+                    addr: g.addr,
+                    access: *first,
+                    timeout: Duration::from_secs(u64::from(g.ttl)),
+                    nat: None,
+                    gateway: Some(*gw),
+                });
+                owners.push(owner);
+            }
+        }
     }
 
     fn log_reject(&mut self, o: &Outcome, reason: &Reason, src: &SrcDisplay, client: Option<&str>) {
@@ -450,6 +528,11 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
             queue_overruns,
             queue_malformed,
             journal_bytes: std::fs::metadata(self.journal.path()).ok().map(|m| m.len()),
+            prefilter: if self.engine.config().server.prefilter {
+                self.grants.prefilter().ok().flatten()
+            } else {
+                None
+            },
         };
         let text = self.metrics.render(&snap);
         self.metrics_file.write(&path, &text);

@@ -142,7 +142,9 @@ impl Engine {
 /// `0.0.0.0` means "the packet's source" (fwknop `-s`); the message type stays for policy to
 /// judge ([`policy::evaluate`] serves access messages only).
 fn knock_of(msg: SpaMessage) -> Knock {
+    let command = msg.command().map(str::to_string);
     Knock {
+        command,
         timestamp: msg.timestamp,
         allow_ip: (!msg.allow_ip.is_unspecified()).then_some(IpAddr::V4(msg.allow_ip)),
         access: msg.access,

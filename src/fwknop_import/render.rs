@@ -110,6 +110,7 @@ pub(super) fn render_client(c: &ClientOut) -> Zeroizing<String> {
     if let Some((t, note)) = &c.expires_at {
         line(&mut o, format!("expires_at = {t}   # {}", comment(note)));
     }
+    o.push_str(&super::commands::render(&c.commands, quote));
     if let Some((to, source, dnat)) = &c.nat {
         let mut extra = match source {
             SourceNat::Keep => String::new(),

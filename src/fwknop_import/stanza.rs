@@ -41,6 +41,7 @@ pub(super) struct ClientOut {
     pub(super) key: KeyText,
     pub(super) hmac: Option<(KeyText, HmacType)>,
     pub(super) mode: EncMode,
+    pub(super) commands: super::commands::CommandsOut,
     /// `FORCE_NAT IP PORT` (+ `FORCE_SNAT` / `FORCE_MASQUERADE`): every allowed port is
     /// forwarded there, as fwknopd does with any request of this stanza; `false` with
     /// `DISABLE_DNAT Y` (routed: `dnat = false`).
@@ -142,15 +143,12 @@ pub(super) fn convert_stanza(
         if MAPPED.contains(&s.var.as_str()) {
             continue;
         }
-        let v = s.value.as_str();
         match unmapped(&s.var) {
             Some(Unmapped::Always(m)) => {
                 gpg |= s.var.starts_with("GPG_");
                 // Never echo a value that may be a secret (GPG_DECRYPT_PW).
                 d.warn(&s.origin, format!("{}: {m}", s.var));
             }
-            Some(Unmapped::IfYes(m)) if is_yes(v) => d.warn(&s.origin, format!("{} {v}: {m}", s.var)),
-            Some(Unmapped::IfYes(_)) => {}
             None => d.warn(&s.origin, format!("unknown access.conf variable `{}`; fwknopd ignores it too, and so does the import", s.var)),
         }
     }
@@ -243,8 +241,21 @@ pub(super) fn convert_stanza(
             },
         }
     };
+    let (commands, notes) = super::commands::convert(st);
+    for (is_error, origin, m) in notes {
+        if is_error {
+            d.error(&origin, m);
+        } else {
+            d.warn(&origin, m);
+        }
+    }
     let timeout = seconds(&mut d, "FW_ACCESS_TIMEOUT", FWKNOP_DEFAULT_TIMEOUT);
-    let mut max_timeout = seconds(&mut d, "MAX_FW_TIMEOUT", FWKNOP_DEFAULT_MAX_TIMEOUT);
+    let max_timeout = seconds(&mut d, "MAX_FW_TIMEOUT", FWKNOP_DEFAULT_MAX_TIMEOUT);
+    // CMD_CYCLE_TIMER is when the close runs: every grant lasts exactly that long.
+    let (timeout, mut max_timeout) = match commands.timer {
+        Some(t) => (Some(t), max_timeout.map(|_| t)),
+        None => (timeout, max_timeout),
+    };
     let mut timeout = timeout;
     let week = crate::config::MAX_MAX_TIMEOUT;
     if let Some(m) = max_timeout.filter(|&m| m > week) {
@@ -445,6 +456,7 @@ pub(super) fn convert_stanza(
         key: key?,
         hmac: hmac?,
         mode: mode?,
+        commands,
         nat: nat?,
         gateway: gateway?,
     })

@@ -778,16 +778,11 @@ fn key_limits_are_the_wire_formats() {
 #[test]
 fn unsupported_variables_are_named_with_what_to_do() {
     let text = stanza(
-        "ENABLE_CMD_EXEC Y\nCMD_EXEC_USER nobody\nCMD_CYCLE_OPEN /usr/sbin/nft add element inet filter fw { $SRC }\nCMD_CYCLE_CLOSE NONE\nCMD_CYCLE_TIMER 60\nGPG_DECRYPT_ID ABCD1234\nGPG_DECRYPT_PW s3cret-gpg-pass\nFORCE_SNAT 192.0.2.1\nFORCE_MASQUERADE Y\nDISABLE_DNAT N\nFORWARD_ALL N\nWHATEVER 1\n",
+        "GPG_DECRYPT_ID ABCD1234\nGPG_DECRYPT_PW s3cret-gpg-pass\nFORCE_SNAT 192.0.2.1\nFORCE_MASQUERADE Y\nDISABLE_DNAT N\nFORWARD_ALL N\nWHATEVER 1\n",
     );
     let i = run(&text);
     assert!(i.complete(), "warnings only: {:#?}", i.diags);
     for needle in [
-        "ENABLE_CMD_EXEC Y: command messages (type 0) are refused",
-        "CMD_EXEC_USER: only used for command messages",
-        "CMD_CYCLE_OPEN: nfknock runs no commands",
-        "CMD_CYCLE_CLOSE: nfknock runs no commands",
-        "CMD_CYCLE_TIMER: nfknock runs no commands",
         "GPG_DECRYPT_ID: GnuPG SPA is not supported; issue Rijndael+HMAC keys with `fwknop --key-gen`",
         "GPG_DECRYPT_PW: GnuPG SPA is not supported",
         "FORCE_SNAT without FORCE_NAT: nothing is forwarded",
@@ -1106,6 +1101,96 @@ fn fwknopd_conf_settings_reach_the_server_section() {
     );
 }
 
+/// The seed's CMD_CYCLE example becomes a command cycle: argv split as fwknopd's execvpe
+/// does, `$SRC`/`$CLIENT_TIMEOUT` kept, `NONE` → no `on_expire`, the timer the grant length;
+/// ENABLE_CMD_EXEC and sudo become an (empty) allow-list with the sudo user/group. The output
+/// passes the real checker.
+#[test]
+fn command_variables_are_imported() {
+    let text = stanza(
+        "CMD_CYCLE_OPEN /usr/sbin/ipset add whitelist $SRC timeout $CLIENT_TIMEOUT -exist\nCMD_CYCLE_CLOSE NONE\nCMD_CYCLE_TIMER 60\nENABLE_CMD_EXEC Y\nCMD_EXEC_USER fwk\nENABLE_CMD_SUDO_EXEC Y\nCMD_SUDO_EXEC_USER www\nCMD_SUDO_EXEC_GROUP web\n",
+    );
+    let i = run(&text);
+    assert!(i.complete(), "{:#?}", i.diags);
+    let toml = i.toml.as_ref().unwrap();
+    for line in [
+        "grant = \"command\"",
+        "on_grant = [\"/usr/sbin/ipset\", \"add\", \"whitelist\", \"$SRC\", \"timeout\", \"$CLIENT_TIMEOUT\", \"-exist\"]",
+        "commands = []",
+        "command_sudo_user = \"www\"",
+        "command_sudo_group = \"web\"",
+        "command_user = \"fwk\"",
+        "command_net_admin = true",
+        "timeout = 60",
+        "max_timeout = 60",
+    ] {
+        assert!(toml.contains(line), "{line}:\n{}", toml.as_str());
+    }
+    assert!(!toml.contains("on_expire"));
+    assert!(has(&i, Level::Warning, "fill in the exact argv"));
+    assert!(has(
+        &i,
+        Level::Warning,
+        "runs them as `command_user` with CAP_NET_ADMIN"
+    ));
+}
+
+/// A command line written for a shell cannot be carried over: refused, naming the stanza, the
+/// line and what the syntax would have meant.
+#[test]
+fn shell_command_lines_are_refused_with_the_line() {
+    for (line, what) in [
+        (
+            "CMD_CYCLE_OPEN /usr/sbin/ipset add wl $SRC && /bin/x",
+            "`&&`",
+        ),
+        ("CMD_CYCLE_OPEN /bin/rm /tmp/$SRC*", "a glob"),
+        (
+            "CMD_CYCLE_OPEN /usr/sbin/ipset add wl $SRC | /usr/bin/logger",
+            "a pipe",
+        ),
+        (
+            "CMD_CYCLE_OPEN /usr/sbin/ipset add wl $SRC > /tmp/x",
+            "a redirection",
+        ),
+        ("CMD_CYCLE_OPEN ipset add wl $SRC", "absolute path"),
+        (
+            "CMD_CYCLE_OPEN /usr/sbin/ipset add wl $PKT_SRC",
+            "no nfknock equivalent",
+        ),
+    ] {
+        let i = run(&stanza(&format!("{line}\nCMD_CYCLE_CLOSE NONE\n")));
+        assert_eq!(i.failed, 1, "{line}");
+        let e = i
+            .diags
+            .iter()
+            .find(|d| d.level == Level::Error)
+            .unwrap_or_else(|| panic!("{line}: {:#?}", i.diags));
+        assert!(
+            e.message.starts_with("CMD_CYCLE_OPEN cannot be imported: ")
+                && e.message.contains(what),
+            "{line}: {}",
+            e.message
+        );
+        assert_eq!(e.origin.as_ref().map(|o| o.1), Some(6), "{line}");
+        assert_eq!(e.stanza.as_deref(), Some("fwknop-1"));
+    }
+    let i = run(&stanza("CMD_CYCLE_OPEN /bin/true\n"));
+    assert!(has(
+        &i,
+        Level::Error,
+        "CMD_CYCLE_OPEN without CMD_CYCLE_CLOSE"
+    ));
+    let i = run(&stanza(
+        "CMD_CYCLE_OPEN /bin/true\nCMD_CYCLE_CLOSE /bin/false\n",
+    ));
+    assert!(has(
+        &i,
+        Level::Error,
+        "CMD_CYCLE_CLOSE without CMD_CYCLE_TIMER"
+    ));
+}
+
 #[test]
 fn the_reminder_says_umask() {
     let r = secrecy_reminder(Path::new("/etc/fwknop/access.conf"));
@@ -1118,6 +1203,7 @@ fn the_reminder_says_umask() {
 const SOURCES: &[(&str, &str)] = &[
     ("mod.rs", include_str!("mod.rs")),
     ("access_conf.rs", include_str!("access_conf.rs")),
+    ("commands.rs", include_str!("commands.rs")),
     ("convert.rs", include_str!("convert.rs")),
     ("fwknopd_conf.rs", include_str!("fwknopd_conf.rs")),
     ("render.rs", include_str!("render.rs")),
@@ -1188,7 +1274,7 @@ proptest::proptest! {
         let text = lines.join("\n");
         if let Ok(i) = import(&Mem::with(&[(ACCESS, &text)]), Path::new(ACCESS), None, &Options::default()) {
             if let Some(t) = &i.toml {
-                proptest::prop_assert!(crate::config::parse_str(t, Path::new("/x.toml")).is_ok(), "{}", t.as_str());
+                proptest::prop_assert!(crate::config::parse(t, Path::new("/x.toml"), &crate::config::MemFiles::new(), &crate::config::AnyUser).is_ok(), "{}", t.as_str());
             }
         }
     }

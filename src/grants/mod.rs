@@ -222,6 +222,11 @@ pub trait GrantSink {
         let _ = (hints, replace);
         Ok(())
     }
+    /// The kernel's prefilter as it stands (hints held, junk dropped), for the metrics.
+    /// Default: none.
+    fn prefilter(&mut self) -> Result<Option<PrefilterStats>, GrantError> {
+        Ok(None)
+    }
 }
 
 impl<S: GrantSink + ?Sized> GrantSink for Box<S> {
@@ -251,6 +256,9 @@ impl<S: GrantSink + ?Sized> GrantSink for Box<S> {
     }
     fn write_hints(&mut self, hints: &[KeyHint], replace: bool) -> Result<(), GrantError> {
         (**self).write_hints(hints, replace)
+    }
+    fn prefilter(&mut self) -> Result<Option<PrefilterStats>, GrantError> {
+        (**self).prefilter()
     }
 }
 
@@ -322,6 +330,10 @@ impl<S: GrantSink> GrantSink for DryRun<S> {
     /// a dry run writes them as the real daemon does.
     fn write_hints(&mut self, hints: &[KeyHint], replace: bool) -> Result<(), GrantError> {
         self.0.write_hints(hints, replace)
+    }
+
+    fn prefilter(&mut self) -> Result<Option<PrefilterStats>, GrantError> {
+        self.0.prefilter()
     }
 }
 

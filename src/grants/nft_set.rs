@@ -287,6 +287,10 @@ impl GrantSink for NftSet {
         Some(self.events.as_raw_fd())
     }
 
+    fn prefilter(&mut self) -> Result<Option<PrefilterStats>, GrantError> {
+        prefilter_of(&mut self.nft, &self.object)
+    }
+
     fn write_hints(&mut self, hints: &[KeyHint], replace: bool) -> Result<(), GrantError> {
         self.nft
             .write_hints(hints, replace)
@@ -310,6 +314,26 @@ impl GrantSink for NftSet {
         }
         Ok(changed)
     }
+}
+
+/// The prefilter's set and counters as the kernel holds them; `None` for a table without them
+/// (loaded from an older nft/nfknock.nft, or a daemon not restarted since the upgrade).
+fn prefilter_of(nft: &mut Nft, object: &str) -> Result<Option<PrefilterStats>, GrantError> {
+    let s = match nft.prefilter_stats() {
+        Ok(s) => s,
+        Err(NftError::NotFound { .. }) => return Ok(None),
+        Err(source) => {
+            return Err(GrantError::List {
+                object: object.to_string(),
+                source: source.into(),
+            })
+        }
+    };
+    Ok(Some(PrefilterStats {
+        hints: s.hints,
+        junk_native: s.junk_native,
+        junk_fwknop: s.junk_fwknop,
+    }))
 }
 
 /// The table as found in the kernel, for `nfknock status` and `nfknock uninstall`.
@@ -368,24 +392,8 @@ impl GrantStore for NftStore {
             .collect())
     }
 
-    /// `None` for a table without the prefilter's set and counters (loaded from an older
-    /// nft/nfknock.nft, or a daemon not restarted since the upgrade).
     fn prefilter(&mut self) -> Result<Option<PrefilterStats>, GrantError> {
-        let s = match self.nft.prefilter_stats() {
-            Ok(s) => s,
-            Err(NftError::NotFound { .. }) => return Ok(None),
-            Err(source) => {
-                return Err(GrantError::List {
-                    object: self.object.clone(),
-                    source: source.into(),
-                })
-            }
-        };
-        Ok(Some(PrefilterStats {
-            hints: s.hints,
-            junk_native: s.junk_native,
-            junk_fwknop: s.junk_fwknop,
-        }))
+        prefilter_of(&mut self.nft, &self.object)
     }
 
     fn remove(&mut self) -> Result<(), GrantError> {

@@ -23,6 +23,7 @@ pub(crate) fn client() -> ClientEntry {
         require_source_match: true,
         require_username: None,
         expires_at: None,
+        commands: Default::default(),
         nat: vec![],
     }
 }
@@ -46,6 +47,7 @@ fn req(access: &[Access]) -> Knock {
         username: None,
         message_type: None,
         nat_access: None,
+        command: None,
     }
 }
 
@@ -76,7 +78,7 @@ fn requested_timeout_is_capped() {
     r.timeout = 10;
     let ttl = |d| match d {
         Decision::Grant(g) => g.ttl,
-        Decision::Reject(r) => panic!("{r}"),
+        d => panic!("{d:?}"),
     };
     assert_eq!(ttl(evaluate(&r, &packet(), &client(), 120, 0, NOW)), 10);
     r.timeout = 100_000;
@@ -237,6 +239,7 @@ fn every_reason() -> Vec<Reason> {
         Reason::NoAccess,
         Reason::NotAllowed("tcp/23".parse().unwrap()),
         Reason::Unsupported("fwknop command messages"),
+        Reason::CommandNotAllowed,
         Reason::NatNotAllowed("tcp/2222".parse().unwrap()),
         Reason::NatFamily("tcp/2222".parse().unwrap()),
     ];
@@ -260,8 +263,8 @@ fn every_reason() -> Vec<Reason> {
             | Reason::NoAccess
             | Reason::NotAllowed(_)
             | Reason::Unsupported(_)
-            | Reason::NatNotAllowed(_)
-            | Reason::NatFamily(_) => {}
+            | Reason::CommandNotAllowed => {}
+            Reason::NatNotAllowed(_) | Reason::NatFamily(_) => {}
         }
     }
     all
@@ -293,6 +296,7 @@ fn every_reason_has_its_own_stable_code() {
             "no-access",
             "not-allowed",
             "unsupported",
+            "command-not-allowed",
             "nat-not-allowed",
             "nat-family",
         ]
@@ -327,6 +331,7 @@ fn every_reason_explains_itself_to_the_operator() {
         "knock requests no access",
         "tcp/23 is not allowed for this client",
         "unsupported: fwknop command messages",
+        "command not in this client's `commands`/`command_prefixes`",
         "NAT request for tcp/2222 names a target this client's `nat` does not list for tcp/2222; add the target",
         "tcp/2222 is forwarded only to addresses of the other IP family",
     ];
@@ -481,6 +486,87 @@ fn unsupported_type_then_lost_state_then_age() {
     );
 }
 
+/// Command messages (fwknop type 0): refused by default; with an allow-list, only an exact
+/// argv or a prefix without added options runs, split without a shell, and only after every
+/// other check (age, source, user name) has passed.
+#[test]
+fn command_messages_run_only_what_the_allow_list_names() {
+    use crate::command::{CommandUser, Exec};
+    let mut k = req(&[]);
+    k.message_type = Some(0);
+    k.username = Some("bob".into());
+    k.command = Some("/usr/bin/systemctl restart nginx".into());
+    assert!(matches!(
+        evaluate(&k, &packet(), &client(), 120, 0, NOW),
+        Decision::Reject(Reason::Unsupported(_))
+    ));
+    let mut c = client();
+    c.commands.exec = Some(Exec {
+        exact: vec![vec![
+            "/usr/bin/systemctl".into(),
+            "restart".into(),
+            "nginx".into(),
+        ]],
+        prefixes: vec![vec!["/usr/bin/touch".into()]],
+        sudo: None,
+    });
+    c.commands.user = Some(CommandUser {
+        account: crate::config::Account {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+        },
+        timeout_secs: 10,
+        net_admin: false,
+    });
+    let run_as = |c: &ClientEntry, text: &str| {
+        let mut k = k.clone();
+        k.command = Some(text.into());
+        evaluate(&k, &packet(), c, 120, 0, NOW)
+    };
+    let run = |text: &str| run_as(&c, text);
+    assert_eq!(
+        run("/usr/bin/systemctl restart nginx"),
+        Decision::Command(CommandRun {
+            addr: SRC.parse().unwrap(),
+            argv: vec![
+                "/usr/bin/systemctl".into(),
+                "restart".into(),
+                "nginx".into()
+            ],
+        })
+    );
+    assert!(
+        matches!(run("/usr/bin/touch '/tmp/a b'"), Decision::Command(r) if r.argv[1] == "/tmp/a b")
+    );
+    for refused in [
+        "/usr/bin/systemctl restart nginx; reboot",
+        "/usr/bin/systemctl stop nginx",
+        "/usr/bin/touch --reference=/etc/shadow /tmp/x",
+        "/usr/bin/touch $(id)",
+        "systemctl restart nginx",
+    ] {
+        assert_eq!(
+            run(refused),
+            Decision::Reject(Reason::CommandNotAllowed),
+            "{refused}"
+        );
+    }
+    // The other checks still come first.
+    let mut old = k.clone();
+    old.timestamp = NOW - 1000;
+    assert!(matches!(
+        evaluate(&old, &packet(), &c, 120, 0, NOW),
+        Decision::Reject(Reason::Stale { .. })
+    ));
+    let mut c = c.clone();
+    c.require_username = Some("alice".into());
+    assert_eq!(
+        run_as(&c, "/usr/bin/systemctl restart nginx"),
+        Decision::Reject(Reason::UsernameMismatch)
+    );
+}
+
 mod nat {
     //! NAT (issue 10 §1): the client's `nat` list decides every target; a packet only picks
     //! which of its forwarded ports it wants.
@@ -529,7 +615,7 @@ mod nat {
     fn granted(d: Decision) -> Grant {
         match d {
             Decision::Grant(g) => g,
-            Decision::Reject(r) => panic!("refused: {r}"),
+            d => panic!("not a grant: {d:?}"),
         }
     }
 
@@ -699,7 +785,7 @@ fn a_gateway_client_s_grant_opens_its_networks_of_the_address_family() {
     };
     let granted = |d| match d {
         Decision::Grant(g) => g,
-        Decision::Reject(r) => panic!("{r}"),
+        other => panic!("{other:?}"),
     };
     let g = granted(evaluate(&req(&ssh()), &packet(), &c, 120, 0, NOW));
     assert_eq!(g.gateway, [gw("10.80.0.0/24")]);

@@ -18,6 +18,7 @@
 //! | `privileges.rs` | capabilities, user switch, syscall filter, systemd unit, installer   |
 //! | `dry_run.rs`    | `serve --dry-run` with and without the gate                          |
 //! | `fwknop.rs`     | the real Debian fwknop client, access.conf migration                 |
+//! | `commands.rs`   | command cycles (ipset + iptables-legacy), restarts, timeouts, command messages |
 //! | `ipset.rs`      | the ipset backend under iptables-legacy/-nft: grant, refresh, expiry, repair |
 //! | `fwknop_client.rs` | `knock --fwknop` against the real fwknopd and nfknock; keygen QR    |
 //! | `host_firewall.rs` | beside a default-drop host firewall (examples/nftables-host.conf) |
@@ -35,6 +36,7 @@
 
 mod lab;
 
+mod commands;
 mod docker;
 mod dry_run;
 mod flood;

@@ -43,7 +43,7 @@ fn client_hint(key: &str) -> Option<&'static str> {
         "nat" => {
             "a list of tables, e.g. `nat = [{ port = \"tcp/2222\", to = \"192.168.10.2:22\" }]`"
         }
-        _ => return None,
+        other => return super::client_commands::hint(other),
     })
 }
 
@@ -62,6 +62,7 @@ pub(super) fn client(
     let (sources, destinations) = networks(sink, prefix, raw);
     let require_username = require_username(sink, prefix, raw, key.native);
     let expires_at = expiry(sink, prefix, raw);
+    let commands = super::client_commands::client_commands(sink, cx, prefix, &sec, key.native);
     let nat = super::nat::nat_rules(sink, prefix, raw.nat.as_ref(), &allow);
     let gateway = super::gateway::gateway(sink, prefix, raw.gateway.as_ref());
     Draft {
@@ -76,6 +77,7 @@ pub(super) fn client(
         require_source_match: raw.require_source_match.unwrap_or(true),
         require_username,
         expires_at,
+        commands,
         nat,
         gateway,
     }

@@ -76,7 +76,10 @@ pub(super) fn gateway(
             "is empty, so the gateway would lead nowhere; name the internal networks the client should reach, e.g. `networks = [\"10.80.0.0/24\"]`, or remove `gateway`",
         );
     }
-    let source = match (raw.get_ref().masquerade.unwrap_or(false), &raw.get_ref().snat) {
+    let source = match (
+        raw.get_ref().masquerade.unwrap_or(false),
+        &raw.get_ref().snat,
+    ) {
         (true, Some(s)) => {
             sink.at(
                 Some(s.span()),
@@ -88,9 +91,7 @@ pub(super) fn gateway(
         (true, None) => SourceNat::Masquerade,
         (false, None) => SourceNat::Keep,
         (false, Some(s)) => match s.get_ref().parse::<std::net::IpAddr>() {
-            Ok(a) if networks.iter().all(|n| n.addr().is_ipv4() == a.is_ipv4()) => {
-                SourceNat::To(a)
-            }
+            Ok(a) if networks.iter().all(|n| n.addr().is_ipv4() == a.is_ipv4()) => SourceNat::To(a),
             Ok(a) => {
                 sink.at(
                     Some(s.span()),

@@ -8,6 +8,7 @@
 //! `[client.fwknop]` key material; this file drives them and checks what spans them (unique
 //! names, `protect` covering every `allow`).
 
+mod client_commands;
 mod client_entry;
 mod fwknop_key;
 mod gateway;
@@ -78,6 +79,7 @@ pub(crate) struct ClientPlan {
     pub(crate) require_source_match: bool,
     pub(crate) require_username: Option<String>,
     pub(crate) expires_at: Option<u64>,
+    pub(crate) commands: crate::command::ClientCommands,
     pub(crate) nat: Vec<super::NatRule>,
     pub(crate) gateway: Option<super::Gateway>,
 }
@@ -111,6 +113,7 @@ impl Plan {
                 require_source_match: c.require_source_match,
                 require_username: c.require_username,
                 expires_at: c.expires_at,
+                commands: c.commands,
                 nat: c.nat,
                 gateway: c.gateway,
             })
@@ -181,6 +184,7 @@ struct Draft {
     require_source_match: bool,
     require_username: Option<String>,
     expires_at: Option<u64>,
+    commands: crate::command::ClientCommands,
     nat: Vec<super::NatRule>,
     gateway: Option<super::Gateway>,
 }
@@ -264,6 +268,7 @@ fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
         None => {
             let mut all: Vec<Access> = drafts
                 .iter()
+                .filter(|d| d.commands.grant.nft())
                 .flat_map(|d| d.allow.iter().map(|(a, _)| *a))
                 .collect();
             all.sort();
@@ -273,6 +278,10 @@ fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
         Some((list, list_span)) => {
             let list_line = sink.line(list_span.start);
             for (i, d) in drafts.iter().enumerate() {
+                // A command-only client's accesses are the command's business, not the gate's.
+                if !d.commands.grant.nft() {
+                    continue;
+                }
                 for (a, span) in d.allow.iter().filter(|(a, _)| !list.contains(a)) {
                     let who = d.name.as_ref().map_or_else(
                         || format!("client[{}]", i + 1),
@@ -350,6 +359,7 @@ fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
             require_source_match: d.require_source_match,
             require_username: d.require_username,
             expires_at: d.expires_at,
+            commands: d.commands,
             nat: d.nat,
             gateway: d.gateway,
         });

@@ -31,6 +31,7 @@ fn server_hint(key: &str) -> Option<&'static str> {
         "rate_limit_v4_prefix" => "the prefix length an IPv4 source is metered by, from 1 to 32, e.g. `rate_limit_v4_prefix = 32`",
         "rate_limit_v6_prefix" => "the prefix length an IPv6 source is metered by, from 1 to 128, e.g. `rate_limit_v6_prefix = 64`",
         "user" => "a quoted user name, e.g. `user = \"nfknock\"`",
+        "max_commands" => "the number of commands that may run at once, from 1 to 64, e.g. `max_commands = 4`",
         "metrics_file" => "a quoted absolute path ending in `.prom`, e.g. `metrics_file = \"/var/lib/prometheus/node-exporter/nfknock.prom\"`",
         _ => return None,
     })
@@ -94,6 +95,15 @@ pub(super) fn server_settings(
         (1, 128),
         crate::config::DEFAULT_RATE_LIMIT_V6_PREFIX.into(),
         "rate_limit_v6_prefix (the IPv6 prefix length one rate budget covers)",
+    );
+
+    let max_commands = int(
+        sink,
+        &raw.max_commands,
+        "max_commands",
+        (1, 64),
+        crate::command::DEFAULT_MAX_COMMANDS.into(),
+        "max_commands (commands running at once)",
     );
 
     let state_dir = match &raw.state_dir {
@@ -162,6 +172,7 @@ pub(super) fn server_settings(
         rate_limit_v6_prefix: u8::try_from(rate_limit_v6_prefix)
             .unwrap_or(crate::config::DEFAULT_RATE_LIMIT_V6_PREFIX),
         user: run_as(sink, cx.accounts, raw.user.as_ref()),
+        max_commands: u32::try_from(max_commands).unwrap_or(crate::command::DEFAULT_MAX_COMMANDS),
         metrics_file,
     };
     (server, protect)

@@ -108,6 +108,16 @@ fn a_gateway_needs_nftables_and_the_forward_gate() {
         .message
         .contains("set `gate_forward = true` or remove `gateway`"));
     let ps = problems(&format!(
+        "{}grant = \"command\"\non_grant = [\"/bin/true\"]\ncommand_user = \"nobody\"\n",
+        gw
+    ));
+    assert!(
+        ps.iter()
+            .any(|p| p.key.as_deref() == Some("client[1].gateway")
+                && p.message.contains("`grant = \"command\"` writes none")),
+        "{ps:?}"
+    );
+    let ps = problems(&format!(
         "[server]\nbackend = \"ipset\"\ngate_forward = false\n{gw}"
     ));
     assert!(ps.iter().any(|p| p

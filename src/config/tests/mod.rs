@@ -97,6 +97,7 @@ fn write_private(path: &Path, content: &str, mode: u32) {
 }
 
 mod client_entry;
+mod commands;
 mod files;
 mod fwknop_key;
 mod gateway;
