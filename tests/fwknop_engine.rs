@@ -263,11 +263,11 @@ fn access_records_are_granted_once_with_fwknopds_timeout() {
         assert_eq!(
             g,
             Grant {
-                gateway: Vec::new(),
                 addr: src,
                 access: access_of(r),
                 ttl: ttl_of(r),
                 nat: vec![],
+                gateway: Vec::new(),
             },
             "{c}"
         );
@@ -336,11 +336,11 @@ fn zero_allow_ip_depends_on_require_source_match() {
         assert_eq!(
             grant_of(r, &out),
             Grant {
-                gateway: Vec::new(),
                 addr: src,
                 access: access_of(r),
                 ttl: ttl_of(r),
                 nat: vec![],
+                gateway: Vec::new(),
             },
             "{c}"
         );

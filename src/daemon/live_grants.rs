@@ -274,11 +274,11 @@ mod tests {
     fn live_grants_round_trip_both_families_and_forget_expired_ones() {
         let mut live = LiveGrants::new();
         let e = |addr: &str, access: &str, timeout_ms| Grant {
-            gateway: None,
             addr: addr.parse().unwrap(),
             access: access.parse().unwrap(),
             timeout: Duration::from_millis(timeout_ms),
             nat: None,
+            gateway: None,
         };
         live.record(
             &[
@@ -315,11 +315,11 @@ mod tests {
         let _: &HashMap<u64, u64> = &live.v4;
         let _: &HashMap<(u128, u8, u16), u64> = &live.v6;
         let e = |addr: &str, access: &str| Grant {
-            gateway: None,
             addr: addr.parse().unwrap(),
             access: access.parse().unwrap(),
             timeout: Duration::from_secs(60),
             nat: None,
+            gateway: None,
         };
         live.record(
             &[

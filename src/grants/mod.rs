@@ -419,11 +419,11 @@ mod tests {
     #[test]
     fn a_dry_run_sets_up_the_objects_of_any_sink_but_writes_no_grant() {
         let g = Grant {
-            gateway: None,
             addr: "192.0.2.7".parse().unwrap(),
             access: "tcp/22".parse().unwrap(),
             timeout: Duration::from_secs(30),
             nat: None,
+            gateway: None,
         };
         let config = crate::config::parse_str(
             "[server]\n[[client]]\nname = \"a\"\nkey = \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"\nallow = [\"tcp/22\"]\n",

@@ -6,7 +6,6 @@ use crate::wire::fwknop::{EncMode, FwknopKey, HmacType};
 
 pub(crate) fn client() -> ClientEntry {
     ClientEntry {
-        gateway: None,
         name: "alice".into(),
         credential: Credential::Fwknop(FwknopKey {
             key: zeroize::Zeroizing::new(b"k".to_vec()),
@@ -25,6 +24,7 @@ pub(crate) fn client() -> ClientEntry {
         expires_at: None,
         commands: Default::default(),
         nat: vec![],
+        gateway: None,
     }
 }
 
@@ -62,11 +62,11 @@ fn grants_allowed_access_for_the_default_timeout() {
     assert_eq!(
         d,
         Decision::Grant(Grant {
-            gateway: Vec::new(),
             addr: SRC.parse().unwrap(),
             access: a,
             ttl: 30,
             nat: vec![],
+            gateway: Vec::new(),
         })
     );
 }
@@ -476,11 +476,11 @@ fn unsupported_type_then_lost_state_then_age() {
     assert_eq!(
         evaluate(&k, &packet(), &client(), 600, not_before, NOW),
         Decision::Grant(Grant {
-            gateway: Vec::new(),
             addr: SRC.parse().unwrap(),
             access: a,
             ttl: 30,
             nat: vec![],
+            gateway: Vec::new(),
         }),
         "stamped exactly at the bound: granted"
     );

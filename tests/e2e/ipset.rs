@@ -525,11 +525,11 @@ fn ipset_sink_sets_up_notices_restores_and_follows_a_rename() {
         );
         let mut sink = grants::open(&managed, options).unwrap();
         let g4 = Grant {
-            gateway: None,
             addr: "192.0.2.7".parse().unwrap(),
             access: "tcp/22".parse().unwrap(),
             timeout: Duration::from_millis(29_500),
             nat: None,
+            gateway: None,
         };
         let g6 = Grant {
             addr: "2001:db8::7".parse().unwrap(),

@@ -38,11 +38,11 @@ fn a_reload_changes_the_ruleset_only_where_the_config_did() {
 #[test]
 fn grant_timeouts_round_up_to_the_kernels_milliseconds() {
     let g = |timeout| Grant {
-        gateway: None,
         addr: "2001:db8::7".parse().unwrap(),
         access: "udp/53".parse().unwrap(),
         timeout,
         nat: None,
+        gateway: None,
     };
     let mut buf = Vec::new();
     let elems = elements(
@@ -90,11 +90,11 @@ fn the_backend_writes_lists_revokes_restores_and_removes_in_a_fresh_namespace() 
         assert_eq!(sink.objects(), "table `inet nfknock`");
         assert_eq!(store.list().unwrap(), []);
         let g = Grant {
-            gateway: None,
             addr: "198.51.100.7".parse().unwrap(),
             access: "tcp/22".parse().unwrap(),
             timeout: Duration::from_secs(30),
             nat: None,
+            gateway: None,
         };
         sink.write(&[g]).unwrap();
         let live = store.list().unwrap();
@@ -185,11 +185,11 @@ fn a_table_that_is_wrong_or_gone_is_reported_with_the_fix() {
 
         let mut sink = NftSet::open(&managed, true).unwrap();
         let g = Grant {
-            gateway: None,
             addr: "198.51.100.7".parse().unwrap(),
             access: "tcp/22".parse().unwrap(),
             timeout: Duration::from_secs(30),
             nat: None,
+            gateway: None,
         };
         nft("delete table inet nfknock");
         let text = sink.write(&[g]).unwrap_err().report().to_string();

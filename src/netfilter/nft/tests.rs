@@ -97,11 +97,11 @@ fn upsert_message_bytes() {
     let mut nft = Nft::open().unwrap();
     nft.batch_start();
     let e = Element {
-        gateway: None,
         addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
         access: tcp(22),
         timeout_ms: 30_000,
         nat: None,
+        gateway: None,
     };
     nft.grants(true, &[e], false);
     nft.grants(true, &[e], true); // no v6 element: no message
@@ -148,18 +148,18 @@ fn delete_message_bytes() {
     let mut nft = Nft::open().unwrap();
     nft.batch_start();
     let v4 = Element {
-        gateway: None,
         addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
         access: tcp(22),
         timeout_ms: 30_000,
         nat: None,
+        gateway: None,
     };
     let v6 = Element {
-        gateway: None,
         addr: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
         access: tcp(443),
         timeout_ms: 30_000,
         nat: None,
+        gateway: None,
     };
     nft.grants(false, &[v4, v6], false);
     nft.grants(false, &[v4, v6], true);
@@ -205,11 +205,11 @@ fn delete_message_bytes() {
 fn zero_timeout_is_refused() {
     let mut nft = Nft::open().unwrap();
     let e = Element {
-        gateway: None,
         addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
         access: tcp(22),
         timeout_ms: 0,
         nat: None,
+        gateway: None,
     };
     assert!(matches!(
         nft.upsert(&[e]),
@@ -477,11 +477,11 @@ fn compat_spec() -> RulesetSpec {
 
 fn v4(a: u8, port: u16, timeout_ms: u64) -> Element {
     Element {
-        gateway: None,
         addr: IpAddr::V4(Ipv4Addr::new(198, 51, 100, a)),
         access: tcp(port),
         timeout_ms,
         nat: None,
+        gateway: None,
     }
 }
 
@@ -612,15 +612,14 @@ fn v6_grants_and_chunked_batches() {
         let a6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x42));
         let mut many: Vec<Element> = (0..3000u32)
             .map(|i| Element {
-                gateway: None,
                 addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)),
                 access: tcp(22),
                 timeout_ms: 60_000,
                 nat: None,
+                gateway: None,
             })
             .collect();
         many.push(Element {
-            gateway: None,
             addr: a6,
             access: Access {
                 proto: Proto::Udp,
@@ -628,6 +627,7 @@ fn v6_grants_and_chunked_batches() {
             },
             timeout_ms: 30_000,
             nat: None,
+            gateway: None,
         });
         nft.upsert(&many).unwrap();
         let live = nft.list().unwrap();
@@ -661,11 +661,11 @@ fn delete_removes_only_the_named_grants_and_skips_absent_ones() {
         let mut nft = Nft::open().unwrap();
         nft.install(&compat_spec(), &[]).unwrap();
         let a6 = Element {
-            gateway: None,
             addr: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7)),
             access: tcp(22),
             timeout_ms: 60_000,
             nat: None,
+            gateway: None,
         };
         nft.upsert(&[
             v4(1, 22, 60_000),
@@ -1032,11 +1032,11 @@ fn upsert_latency() {
         let mut times = Vec::with_capacity(1000);
         for i in 0..1000u32 {
             let e = Element {
-                gateway: None,
                 addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + (i % 50))),
                 access: tcp(22),
                 timeout_ms: 60_000,
                 nat: None,
+                gateway: None,
             };
             let t = std::time::Instant::now();
             nft.upsert(&[e]).unwrap();
@@ -1224,7 +1224,6 @@ fn nat_install_lists_like_render_and_grants_carry_their_translation() {
         ..v4(7, 2222, 30_000)
     };
     let g6 = Element {
-        gateway: None,
         addr: "2001:db8::7".parse().unwrap(),
         access: tcp(2222),
         timeout_ms: 30_000,
@@ -1232,6 +1231,7 @@ fn nat_install_lists_like_render_and_grants_carry_their_translation() {
             "[fd10::2]:22",
             crate::access::SourceNat::To("fd10::1".parse().unwrap()),
         ),
+        gateway: None,
     };
     let live = ns.run(move || {
         let mut nft = Nft::open().unwrap();
