@@ -36,7 +36,7 @@
 //! | [`netfilter::ipset`] | ipset over that layer: `hash:ip,port` sets, elements with timeouts (a re-add refreshes), listing |
 //! | [`netfilter::iptables`] | pure: the iptables-restore text of an iptables host's capture and gate, for the ipset backend |
 //! | [`grants::ipset`] | the `ipset` grant backend (iptables/firewalld hosts): grants as elements with timeouts in two ipsets it owns, through [`netfilter::ipset`] |
-//! | [`daemon`] | wiring: queue → engine → grants → verdict; signals, reload, sd_notify, the control socket `nfknock reload` asks (on its own thread, so the loop never waits for a requester), the switch to the service user |
+//! | [`daemon`] | wiring: queue → engine → grants → verdict; one worker thread per queue for `queue = "a-b"`; signals, reload, sd_notify, the control socket `nfknock reload` asks (on its own thread, so the loop never waits for a requester), the switch to the service user |
 //! | [`cli`] | the command line: [`cli::Cli`], exit codes, `--config` and the dispatch in `cli/mod.rs`, one file per command family; `main.rs` is thin |
 //!
 //! Unit tests live beside their code: inline `#[cfg(test)] mod tests { … }` while they are

@@ -63,6 +63,7 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                 let old = self.engine.config().clone();
                 let mut notes = Vec::new();
                 if new.server.queue != old.server.queue
+                    || new.server.queue_count != old.server.queue_count
                     || new.server.state_dir != old.server.state_dir
                     || new.server.user != old.server.user
                     || new.server.backend != old.server.backend

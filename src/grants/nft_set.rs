@@ -27,6 +27,7 @@ pub fn ruleset_spec(config: &Config, backend: QueueBackend) -> RulesetSpec {
     RulesetSpec {
         knock_port: config.server.port,
         queue: config.server.queue,
+        queue_total: config.server.queue_count,
         backend,
         protect: config.server.protect.clone(),
         native_len: native::PACKET_LEN as u16,
@@ -107,6 +108,7 @@ fn gated(spec: RulesetSpec, gate: bool) -> RulesetSpec {
 fn respec(current: &RulesetSpec, gate: bool, config: &Config) -> RulesetSpec {
     RulesetSpec {
         queue: current.queue,
+        queue_total: current.queue_total,
         ..gated(ruleset_spec(config, current.backend), gate)
     }
 }

@@ -70,8 +70,13 @@ pub fn default_server() -> String {
 /// The `[server]` table of every lab config: the knock port, queue 3, `state_dir`, `user`, then
 /// the `extra` lines.
 pub fn server_table(state_dir: &Path, user: &str, extra: &str) -> String {
+    server_table_with_queue(state_dir, user, "3", extra)
+}
+
+/// [`server_table`] with another `queue` value (TOML), e.g. `"\"3-4\""` for two workers.
+pub fn server_table_with_queue(state_dir: &Path, user: &str, queue: &str, extra: &str) -> String {
     format!(
-        "[server]\nport = {KNOCK_PORT}\nqueue = 3\nstate_dir = \"{}\"\nuser = \"{user}\"\n{extra}\n",
+        "[server]\nport = {KNOCK_PORT}\nqueue = {queue}\nstate_dir = \"{}\"\nuser = \"{user}\"\n{extra}\n",
         state_dir.display()
     )
 }
@@ -434,6 +439,14 @@ impl Lab {
     pub fn write_config_raw(&self, server: &str, clients: &str) -> PathBuf {
         let p = self.path("nfknock.toml");
         let table = server_table(&self.path("state"), LAB_USER, server);
+        std::fs::write(&p, format!("{table}{clients}")).unwrap();
+        p
+    }
+
+    /// [`Lab::write_config_raw`] with another `queue` value (TOML), e.g. `"\"3-4\""`.
+    pub fn write_config_queue(&self, queue: &str, server: &str, clients: &str) -> PathBuf {
+        let p = self.path("nfknock.toml");
+        let table = server_table_with_queue(&self.path("state"), LAB_USER, queue, server);
         std::fs::write(&p, format!("{table}{clients}")).unwrap();
         p
     }

@@ -29,6 +29,7 @@
 //! | `docker.rs`     | the real Docker: a `-p` published port, docker and dockerd restarts  |
 //! | `package.rs`    | the .deb's sources in step (unit, assets); scripts/test-package runs it |
 //! | `prefilter.rs`  | junk dropped in the kernel by key hint and fwknop source; hint upkeep |
+//! | `workers.rs`    | `queue = "a-b"`: knocks spread over the queues, one replay cache     |
 //!
 //! Run them as root: `cargo test --test e2e` (all, in parallel), `cargo test --test e2e flood::`
 //! (one area). Measurements that are not asserted beyond a functional bound are `#[ignore]`d
@@ -58,6 +59,7 @@ mod reload;
 mod replay;
 mod shipped;
 mod state;
+mod workers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

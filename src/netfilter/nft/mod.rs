@@ -156,6 +156,8 @@ pub enum QueueBackend {
 pub struct RulesetSpec {
     pub knock_port: u16,
     pub queue: u16,
+    /// Queues `queue .. queue + queue_total`; the kernel picks one per flow (1 = just `queue`).
+    pub queue_total: u16,
     pub backend: QueueBackend,
     /// Protected proto/ports (elements of the `protected` set).
     pub protect: Vec<Access>,
@@ -200,6 +202,7 @@ impl Default for RulesetSpec {
         RulesetSpec {
             knock_port: 62201,
             queue: 0,
+            queue_total: 1,
             backend: QueueBackend::Native,
             protect: vec![Access {
                 proto: Proto::Tcp,

@@ -671,8 +671,8 @@ pub(super) fn add_all(nft: &mut Nft, spec: &RulesetSpec) {
     nft.add_rule(TABLE, CHAIN_INPUT, |m| {
         udp_dport(m, port);
         match spec.backend {
-            QueueBackend::Native => m.e_queue(spec.queue),
-            QueueBackend::Compat => m.e_compat_nfqueue(spec.queue),
+            QueueBackend::Native => m.e_queue_range(spec.queue, spec.queue_total.max(1)),
+            QueueBackend::Compat => m.e_compat_nfqueue_range(spec.queue, spec.queue_total.max(1)),
         }
     });
     if spec.gate_input {
@@ -848,7 +848,15 @@ pub fn render(spec: &RulesetSpec) -> String {
     );
     // nft prints the compat NFQUEUE target (xt NFQUEUE rev 3, one queue, no flags) and the
     // native queue expression alike.
-    let _ = writeln!(s, "\t\tudp dport {port} queue num {}", spec.queue);
+    let queues = match spec.queue_total {
+        0 | 1 => spec.queue.to_string(),
+        n => format!(
+            "{}-{}",
+            spec.queue,
+            u32::from(spec.queue) + u32::from(n) - 1
+        ),
+    };
+    let _ = writeln!(s, "\t\tudp dport {port} queue num {queues}");
     if spec.gate_input {
         for fam in &FAMS {
             let _ = writeln!(

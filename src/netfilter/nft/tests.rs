@@ -249,6 +249,7 @@ fn render_follows_the_spec() {
         gateway_nets: Vec::new(),
         knock_port: 1000,
         queue: 3,
+        queue_total: 1,
         backend: QueueBackend::Compat,
         protect: vec![
             tcp(22),
@@ -531,6 +532,27 @@ fn install_lists_like_render_with_other_rate_prefixes() {
             "/{v4} /{v6}: nft lists:\n{listed}"
         );
     }
+}
+
+/// Issue 11 §4: `queue = "7-8"` spreads knocks over two queues by flow (xt NFQUEUE rev 3
+/// `queues_total`, or the native expression's `NFTA_QUEUE_TOTAL`); nft lists it as rendered.
+#[test]
+fn a_queue_range_installs_and_lists_like_render() {
+    let Some(ns) = Netns::new() else { return };
+    let spec = RulesetSpec {
+        queue: 7,
+        queue_total: 2,
+        ..compat_spec()
+    };
+    assert!(render(&spec).contains("queue num 7-8\n"));
+    let s = spec.clone();
+    ns.run(move || Nft::open().unwrap().install(&s, &[]).unwrap());
+    let listed = ns.nft(&["list", "table", "inet", "nfknock"]);
+    assert_eq!(
+        normalized(&listed),
+        normalized(&render(&spec)),
+        "nft lists:\n{listed}"
+    );
 }
 
 /// `serve --dry-run` without `--with-gate`: switching a gated table to a gateless one removes
