@@ -1532,6 +1532,7 @@ fn fill(
             access: SERVICE,
             timeout_ms: 600_000,
             nat: None,
+            gateway: None,
         })
         .collect();
     let t = Instant::now();

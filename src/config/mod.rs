@@ -250,6 +250,20 @@ pub struct ClientEntry {
     pub commands: crate::command::ClientCommands,
     /// Ports of `allow` whose grants are forwarded elsewhere (`nat`; fwknop `FORCE_NAT`).
     pub nat: Vec<NatRule>,
+    /// Networks a grant of this client also opens for forwarding from its source (`gateway`;
+    /// fwknop `FORWARD_ALL`).
+    pub gateway: Option<Gateway>,
+}
+
+/// `gateway` (fwknop `FORWARD_ALL`): a grant of the client also lets its source open new
+/// forwarded flows, any protocol and port, into `networks`, for the grant's time. The forward
+/// gate closes these networks to every source without such a grant; others are untouched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gateway {
+    /// Never empty, never a /0.
+    pub networks: Vec<IpNet>,
+    /// What the source of those flows becomes (masquerade, SNAT, kept).
+    pub source: crate::access::SourceNat,
 }
 
 impl ClientEntry {

@@ -342,6 +342,7 @@ pub(crate) struct RawClient {
     pub(crate) command_sudo_user: Option<Spanned<String>>,
     pub(crate) command_sudo_group: Option<Spanned<String>>,
     pub(crate) nat: Option<Spanned<Vec<super::server::RawNat>>>,
+    pub(crate) gateway: Option<Spanned<super::server::RawGateway>>,
 }
 
 /// `[client.fwknop]`.

@@ -47,7 +47,6 @@ pub const INT4: &str = "10.80.0.2";
 pub const INT6: &str = "fd80::2";
 pub const SRV_INT4: &str = "10.80.0.1";
 /// What IPv6 flows masqueraded to the internal host come from.
-#[allow(dead_code)] // named with the rest of the lab
 pub const SRV_INT6: &str = "fd80::1";
 /// Host service gated in the input hook.
 pub const HOST_PORT: u16 = 2222;
@@ -391,6 +390,17 @@ impl Lab {
             "net.ipv6.conf.all.forwarding=1",
         ]);
         int
+    }
+
+    /// Give the client and the stranger routes to the internal networks through the server
+    /// (10.80.0.0/24, fd80::/64), as the clients of a gateway (VPN-like) have: the server then
+    /// forwards their flows there unless its forward gate drops them.
+    pub fn route_internal_from_outside(&self) {
+        assert!(self.int.is_some(), "add_internal first");
+        for (ns, v4, v6) in [(&self.cli, SRV4, SRV6), (&self.oth, SRV_OTH4, SRV_OTH6)] {
+            must(&["ip", "-n", ns, "route", "add", "10.80.0.0/24", "via", v4]);
+            must(&["ip", "-n", ns, "-6", "route", "add", "fd80::/64", "via", v6]);
+        }
     }
 
     fn link(&self, a: &str, a_dev: &str, b: &str, b_dev: &str) {
