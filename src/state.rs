@@ -313,29 +313,15 @@ impl ReplayJournal {
     ) -> Result<ReplayJournal, StateError> {
         let tmp = dir.join(JOURNAL_TMP_FILE);
         let bytes = replay::encode_journal(cache.refuse_before(), cache.iter());
-        {
-            // A leftover from a crash is removed (unlink removes a link, never its target), and
-            // the file is created afresh: O_EXCL fails rather than open anything already there,
-            // link or not, so the mode below is the file's mode.
-            match fs::remove_file(&tmp) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("remove the stale", &tmp)(e)),
-            }
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&tmp)
-                .map_err(io_err("create", &tmp))?;
-            f.write_all(&bytes).map_err(io_err("write", &tmp))?;
-            f.sync_all().map_err(io_err("sync", &tmp))?;
-        }
-        fs::rename(&tmp, &path).map_err(io_err("rename compacted", &path))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("sync directory of", &path))?;
+        // A leftover link from a crash (or a plant) is removed, never written through: see
+        // `sys::replace_file`.
+        sys::replace_file(&path, &tmp, &bytes, 0o600, sys::Durability::Synced).map_err(
+            |sys::ReplaceError { op, path, source }| StateError::Io {
+                op,
+                path,
+                cause: source,
+            },
+        )?;
         let file = open_append(&path)?;
         Ok(ReplayJournal {
             dir: dir.to_path_buf(),
