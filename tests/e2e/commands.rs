@@ -745,33 +745,13 @@ fn ipset_cycle_over_ipv6() {
 /// then runs as uid 1 with no capability at all, inheritable ones included.
 #[test]
 fn with_a_service_user_the_runner_leaves_root_too() {
-    use std::os::unix::fs::chown;
     let lab = Lab::new();
-    let nobody = 65534;
-    std::fs::set_permissions(lab.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    let home = lab.path("nobody");
-    std::fs::create_dir(&home).unwrap();
-    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let key = lab.keygen("nobody/alice.key");
-    let state = home.join("state");
-    init_state(&state);
-    let config = home.join("nfknock.toml");
-    let client = format!(
-        "{}grant = \"both\"\non_grant = [\"/bin/grep\", \"-E\", \"^(Uid|CapEff|CapInh|CapAmb):\", \"/proc/self/status\"]\ncommand_user = \"daemon\"\n",
-        alice(&key, &host_port(), 30)
-    );
-    std::fs::write(
-        &config,
+    let (key, config) = super::privileges::nobody_home(&lab, |key| {
         format!(
-            "{}{client}",
-            server_table(&state, "nobody", &default_server())
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
-    for p in [&home, &key, &state, &config] {
-        chown(p, Some(nobody), Some(nobody)).unwrap();
-    }
+            "{}grant = \"both\"\non_grant = [\"/bin/grep\", \"-E\", \"^(Uid|CapEff|CapInh|CapAmb):\", \"/proc/self/status\"]\ncommand_user = \"daemon\"\n",
+            alice(key, &host_port(), 30)
+        )
+    });
     let d = Daemon::start(&lab, &[], &config, &[], "debug", "nobody.log");
     let runner = pid_of(&d.log(), "command runner started").expect("runner pid");
     let status = proc_status(runner);
