@@ -121,6 +121,25 @@ pub struct NatTarget {
     pub dnat: bool,
 }
 
+/// Where a gateway grant (config `gateway`, fwknop `FORWARD_ALL`) lets its address forward
+/// to: every new flow, any protocol and port, into `net`; its source rewritten as `source` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GatewayTo {
+    pub net: ipnet::IpNet,
+    pub source: SourceNat,
+}
+
+impl fmt::Display for GatewayTo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.net)?;
+        match self.source {
+            SourceNat::Keep => Ok(()),
+            SourceNat::Masquerade => write!(f, " (masquerade)"),
+            SourceNat::To(a) => write!(f, " (snat {a})"),
+        }
+    }
+}
+
 /// What the source address of a forwarded flow becomes on its way to the internal host
 /// (fwknop `FORCE_SNAT` / `FORCE_MASQUERADE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

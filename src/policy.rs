@@ -12,7 +12,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::access::{Access, NatTarget};
+use crate::access::{Access, GatewayTo, NatTarget};
 use crate::config::{ClientEntry, NatRule, NatTo};
 use crate::wire::ip::is_ipv4_mapped;
 
@@ -56,6 +56,10 @@ pub struct Grant {
     pub ttl: u32,
     /// Forwarded accesses (each also in `access`) and where to: from the client's `nat`.
     pub nat: Vec<(Access, NatTarget)>,
+    /// The client's `gateway` networks of `addr`'s family (fwknop `FORWARD_ALL`): `addr` may
+    /// also open new forwarded flows into each of them, any port, for `ttl`. Empty for a
+    /// client without `gateway`.
+    pub gateway: Vec<GatewayTo>,
 }
 
 /// Run a command message's `argv` (already split and matched against the client's
@@ -440,11 +444,25 @@ fn check(
         0 => client.timeout,
         asked => asked.min(client.max_timeout),
     };
+    // A gateway opens with any granted knock of its client (fwknopd's FORWARD_ALL accepts
+    // the source in FORWARD whatever port it asked for), for the address granted.
+    let gateway = client
+        .gateway
+        .iter()
+        .flat_map(|g| {
+            g.networks.iter().map(|&net| GatewayTo {
+                net,
+                source: g.source,
+            })
+        })
+        .filter(|g| g.net.addr().is_ipv4() == addr.is_ipv4())
+        .collect();
     Ok(Decision::Grant(Grant {
         addr,
         access,
         ttl,
         nat,
+        gateway,
     }))
 }
 

@@ -267,6 +267,7 @@ fn access_records_are_granted_once_with_fwknopds_timeout() {
                 access: access_of(r),
                 ttl: ttl_of(r),
                 nat: vec![],
+                gateway: Vec::new(),
             },
             "{c}"
         );
@@ -339,6 +340,7 @@ fn zero_allow_ip_depends_on_require_source_match() {
                 access: access_of(r),
                 ttl: ttl_of(r),
                 nat: vec![],
+                gateway: Vec::new(),
             },
             "{c}"
         );

@@ -64,7 +64,7 @@ fn imports_the_fixture_with_its_includes_and_names_what_it_dropped() {
         "--protect",
         "tcp/22",
     ]);
-    // The FORWARD_ALL stanza cannot be converted: exit 1, the rest still printed.
+    // The FORWARD_ALL stanza names no network (no FORCE_NAT host): exit 1, the rest still printed.
     assert_eq!(code, Some(1), "stderr:\n{stderr}");
     let cfg = parse(&stdout);
     assert_eq!((cfg.server.port, cfg.server.max_age), (62202, 90));
@@ -127,7 +127,7 @@ fn imports_the_fixture_with_its_includes_and_names_what_it_dropped() {
         "CMD_CYCLE_OPEN: imported as `grant = \"command\"`",
         "error: ",
         "extra.conf:16: stanza `fwknop-4`: FORCE_NAT 192.168.10.5 22: every port of this client's `allow` is forwarded to 192.168.10.5:22",
-        "extra.conf:25: stanza `fwknop-5`: FORWARD_ALL Y: SPA gateway mode",
+        "extra.conf:25: stanza `fwknop-5`: FORWARD_ALL Y without a FORCE_NAT host",
         "keys/laptop.keys:4: stanza `laptop`: `OPEN_PORTS` in an %include_keys file is ignored",
         "fwknopd.conf:4: ENABLE_SPA_PACKET_AGING N: nfknock always checks the knock's age",
         "access.conf:3: `FW_ACCESS_TIMEOUT` comes before the first SOURCE",

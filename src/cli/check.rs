@@ -54,17 +54,31 @@ const IP_FORWARD: [(&str, bool); 2] = [
     ("/proc/sys/net/ipv6/conf/all/forwarding", true),
 ];
 
-/// Warnings for `nat` entries that forward to another host while this host does not forward
-/// that family; `read` reads a `/proc/sys` file (`None`: unreadable, said so too).
+/// Warnings for `nat` entries that forward to another host, and `gateway` networks, while this
+/// host does not forward that family; `read` reads a `/proc/sys` file (`None`: unreadable,
+/// said so too).
 fn forwarding_warnings(c: &config::Config, read: impl Fn(&str) -> Option<String>) -> Vec<String> {
     let mut out = Vec::new();
     for (path, v6) in IP_FORWARD {
-        let Some((client, rule)) = c.clients.iter().find_map(|cl| {
+        let nat = c.clients.iter().find_map(|cl| {
             cl.nat
                 .iter()
                 .find(|r| matches!(r.to, config::NatTo::Host(t) if t.is_ipv6() == v6))
-                .map(|r| (cl.name.as_str(), r))
-        }) else {
+                .map(|r| {
+                    (
+                        cl.name.as_str(),
+                        format!("forwards {} to {}", r.access, r.to),
+                    )
+                })
+        });
+        let gateway = || {
+            c.clients.iter().find_map(|cl| {
+                let g = cl.gateway.as_ref()?;
+                let net = g.networks.iter().find(|n| n.addr().is_ipv6() == v6)?;
+                Some((cl.name.as_str(), format!("is a gateway to {net}")))
+            })
+        };
+        let Some((client, what)) = nat.or_else(gateway) else {
             continue;
         };
         let key = if v6 {
@@ -75,12 +89,10 @@ fn forwarding_warnings(c: &config::Config, read: impl Fn(&str) -> Option<String>
         match read(path).as_deref().map(str::trim) {
             Some("1") => {}
             Some(v) => out.push(format!(
-                "client `{client}` forwards {} to {} but {path} is {v}: the kernel forwards nothing, so NAT grants open nothing; run `sysctl -w {key}=1` and make it permanent in /etc/sysctl.d/ (nfknock changes no sysctl)",
-                rule.access, rule.to
+                "client `{client}` {what} but {path} is {v}: the kernel forwards nothing, so NAT and gateway grants open nothing; run `sysctl -w {key}=1` and make it permanent in /etc/sysctl.d/ (nfknock changes no sysctl)"
             )),
             None => out.push(format!(
-                "client `{client}` forwards {} to {} but {path} cannot be read; make sure `{key} = 1`",
-                rule.access, rule.to
+                "client `{client}` {what} but {path} cannot be read; make sure `{key} = 1`"
             )),
         }
     }
@@ -120,5 +132,22 @@ mod tests {
         // Local NAT forwards nothing.
         let local = config("[{ port = \"tcp/2222\", to = \":22\" }]");
         assert!(forwarding_warnings(&local, |_| Some("0".into())).is_empty());
+    }
+
+    /// A gateway (fwknop FORWARD_ALL) needs forwarding of each family it has networks of.
+    #[test]
+    fn a_gateway_needs_forwarding_of_its_networks_families() {
+        let text = "[server]\n[[client]]\nname = \"a\"\nkey = \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"\nallow = [\"tcp/2222\"]\ngateway = { networks = [\"10.80.0.0/24\"] }\n";
+        let c = config::parse_str(text, Path::new("/etc/nfknock/nfknock.toml")).unwrap();
+        let w = forwarding_warnings(&c, |_| Some("0\n".into()));
+        assert_eq!(w.len(), 1, "only IPv4 networks: {w:?}");
+        assert!(
+            w[0].contains(
+                "client `a` is a gateway to 10.80.0.0/24 but /proc/sys/net/ipv4/ip_forward is 0"
+            ) && w[0].contains("sysctl -w net.ipv4.ip_forward=1"),
+            "{}",
+            w[0]
+        );
+        assert!(forwarding_warnings(&c, |_| Some("1".into())).is_empty());
     }
 }

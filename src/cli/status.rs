@@ -95,6 +95,8 @@ pub(super) fn status(config: &std::path::Path, json: bool) -> anyhow::Result<i32
                     "seconds_left": seconds_left(g) as u64,
                     // A forwarded grant (`nat`): where its new flows are translated to.
                     "forwarded_to": g.grant.nat.map(|n| n.to.to_string()),
+                    // A gateway grant: the network the source may forward into (any port).
+                    "gateway": g.grant.gateway.map(|w| w.net.to_string()),
                 })
             );
         }
@@ -108,11 +110,11 @@ pub(super) fn status(config: &std::path::Path, json: bool) -> anyhow::Result<i32
             "SOURCE", "ACCESS", "TIMEOUT", "LEFT"
         );
         for g in &grants {
-            let to = g
-                .grant
-                .nat
-                .map(|n| format!("  -> {}", n.to))
-                .unwrap_or_default();
+            let to = match (g.grant.nat, g.grant.gateway) {
+                (Some(n), _) => format!("  -> {}", n.to),
+                (None, Some(w)) => format!("  -> gateway {} (any port)", w.net),
+                (None, None) => String::new(),
+            };
             println!(
                 "{:<40} {:<12} {:>7}s {:>9}s{to}",
                 g.grant.addr.to_string(),

@@ -40,6 +40,8 @@ pub use files::{
 /// Defaults (also documented in the example config and `--help`).
 pub const DEFAULT_PORT: u16 = 62201;
 pub const DEFAULT_QUEUE: u16 = 0;
+/// Most queues (and so worker threads) `queue = "a-b"` may name.
+pub const MAX_QUEUES: u16 = 64;
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/nfknock";
 /// The `metrics_file` the docs, the example and the AppArmor profile suggest: the directory
 /// Debian's prometheus-node-exporter reads textfiles from. Not a default: unset, no file.
@@ -84,8 +86,11 @@ pub struct Config {
 pub struct Server {
     /// UDP port knocks arrive on.
     pub port: u16,
-    /// NFQUEUE number.
+    /// NFQUEUE number (the first of the range).
     pub queue: u16,
+    /// Queues `queue .. queue + queue_count`, one worker thread each; the kernel spreads
+    /// knocks over them by flow (`queue = "0-3"`). 1 = one queue, served by the main loop.
+    pub queue_count: u16,
     pub state_dir: PathBuf,
     /// Protected proto/ports (default: union of all clients' `allow`), sorted, deduplicated.
     pub protect: Vec<Access>,
@@ -245,6 +250,20 @@ pub struct ClientEntry {
     pub commands: crate::command::ClientCommands,
     /// Ports of `allow` whose grants are forwarded elsewhere (`nat`; fwknop `FORCE_NAT`).
     pub nat: Vec<NatRule>,
+    /// Networks a grant of this client also opens for forwarding from its source (`gateway`;
+    /// fwknop `FORWARD_ALL`).
+    pub gateway: Option<Gateway>,
+}
+
+/// `gateway` (fwknop `FORWARD_ALL`): a grant of the client also lets its source open new
+/// forwarded flows, any protocol and port, into `networks`, for the grant's time. The forward
+/// gate closes these networks to every source without such a grant; others are untouched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gateway {
+    /// Never empty, never a /0.
+    pub networks: Vec<IpNet>,
+    /// What the source of those flows becomes (masquerade, SNAT, kept).
+    pub source: crate::access::SourceNat,
 }
 
 impl ClientEntry {

@@ -276,12 +276,20 @@ impl<'de> serde::Deserialize<'de> for SecretText {
 /// A list of strings, each with its own span.
 pub(crate) type SpannedList = Spanned<Vec<Spanned<String>>>;
 
+/// `[server] queue`: a number, or a range of queues as text (`"0-3"`).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+pub(crate) enum QueueValue {
+    Number(i64),
+    Text(String),
+}
+
 /// `[server]`.
 #[derive(Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawServer {
     pub(crate) port: Option<Spanned<i64>>,
-    pub(crate) queue: Option<Spanned<i64>>,
+    pub(crate) queue: Option<Spanned<QueueValue>>,
     pub(crate) state_dir: Option<Spanned<String>>,
     pub(crate) protect: Option<SpannedList>,
     pub(crate) max_age: Option<Spanned<i64>>,
@@ -334,6 +342,7 @@ pub(crate) struct RawClient {
     pub(crate) command_sudo_user: Option<Spanned<String>>,
     pub(crate) command_sudo_group: Option<Spanned<String>>,
     pub(crate) nat: Option<Spanned<Vec<super::server::RawNat>>>,
+    pub(crate) gateway: Option<Spanned<super::server::RawGateway>>,
 }
 
 /// `[client.fwknop]`.

@@ -209,6 +209,7 @@ mod tests {
             access: vec!["tcp/22".parse().unwrap(), "udp/53".parse().unwrap()],
             ttl,
             nat: vec![],
+            gateway: vec![],
         }
     }
 

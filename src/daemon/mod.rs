@@ -2,7 +2,8 @@
 //!
 //! The only place a [`Decision`](crate::policy::Decision) becomes a grant, through the
 //! [`grants`] seam (which backend holds the grants is the config's choice). One thread, one
-//! `poll(2)` over the queue socket, the grant backend's event socket and a signal pipe: a
+//! `poll(2)` over the queue socket (with `queue = "a-b"`: an eventfd the queue workers signal,
+//! see `workers.rs`), the grant backend's event socket and a signal pipe: a
 //! signal never waits for a packet, and a turn of the loop spends at most `TURN` (50 ms) on
 //! packets before it serves signals, backend events and the tick again, so a flood never
 //! starves them. One daemon per network namespace ([`InstanceLock`]); a reload revokes the live
@@ -18,6 +19,7 @@
 //! | --- | --- |
 //! | `mod.rs` | [`serve`]: the wiring at start (config, lock, journal, queue, grant backend, privileges); clocks |
 //! | `run.rs` | [`Daemon`]: the loop, with a budget per turn; [`PacketSource`] |
+//! | `workers.rs` | [`Queues`]: one queue on the loop, or `queue = "a-b"`: one worker thread per queue ([`Fanin`]) receiving and dropping, the loop deciding |
 //! | `reload.rs` | a reload, and the revocation of grants the new config no longer authorises |
 //! | `live_grants.rs` | the grants this daemon wrote, to restore after a flush and to revoke |
 //! | `commands.rs` | command cycles and command messages: jobs for the runner (`crate::command::runner`), pending closes on disk, run from the tick |
@@ -37,6 +39,7 @@ mod privileges;
 mod reload;
 mod requests;
 mod run;
+mod workers;
 
 #[cfg(test)]
 mod tests;
@@ -47,6 +50,7 @@ pub use privileges::drop_privileges;
 use privileges::leave_root;
 pub use requests::{request_reload, RequestError, RELOAD_WAIT};
 pub use run::{Daemon, PacketSource};
+pub use workers::{Fanin, Queues};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -57,7 +61,6 @@ use tracing::{error, info, warn};
 use crate::config::{self, Config};
 use crate::engine::Engine;
 use crate::grants;
-use crate::netfilter::queue::{Queue, QueueConfig};
 use crate::state::{LoadReport, ReplayJournal};
 use crate::wire;
 
@@ -184,10 +187,7 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
 
     // The queue before any nftables change: if another program holds the number, nothing has
     // been diverted to it or gated in its name.
-    let queue = Queue::open(QueueConfig {
-        num: config.server.queue,
-        ..QueueConfig::default()
-    })?;
+    let queues = Queues::open(config.server.queue, config.server.queue_count)?;
     // The grant backend sets up its objects (for nftables: installs the table and the gate).
     let gate = !opts.dry_run || opts.with_gate;
     let grants = grants::open(
@@ -203,6 +203,9 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
     // The lock's socket answers `nfknock reload` from here on, on a thread that inherits the
     // dropped privileges; it holds the lock for the process's life.
     requests::spawn(instance, control.handle()?)?;
+    // Workers (queue = "a-b") start after the drop: threads inherit the capabilities of the
+    // thread that starts them.
+    let queue = Queues::start(queues).context("cannot start the queue worker threads")?;
     // No extra refusal bound: the cache carries it (and its journal keeps it across restarts).
     let engine = Engine::new(config.clone(), cache, 0, now);
     release_freed_memory();

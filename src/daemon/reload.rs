@@ -13,7 +13,7 @@ use super::control::ReloadOutcome;
 use super::live_grants::NO_OWNER;
 use super::run::{Daemon, PacketSource};
 use super::{release_freed_memory, unix_now};
-use crate::access::{Access, NatTarget};
+use crate::access::{Access, GatewayTo, NatTarget};
 use crate::config::{self, Config};
 use crate::grants::{Grant, GrantSink};
 
@@ -63,6 +63,7 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                 let old = self.engine.config().clone();
                 let mut notes = Vec::new();
                 if new.server.queue != old.server.queue
+                    || new.server.queue_count != old.server.queue_count
                     || new.server.state_dir != old.server.state_dir
                     || new.server.user != old.server.user
                     || new.server.backend != old.server.backend
@@ -89,7 +90,7 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                     .collect();
                 // The NAT targets of the live grants (few), to judge them against the new `nat`.
                 let nats = self.live.nat_targets();
-                let judge = |addr: IpAddr, access: Access, owner: u32| {
+                let judge = |addr: IpAddr, access: Access, owner: u32, gw: Option<GatewayTo>| {
                     let was = (owner != NO_OWNER)
                         .then(|| old.clients.get(owner as usize))
                         .flatten();
@@ -97,7 +98,11 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                     if new.server.revoke_on_reload {
                         let is = now_at.and_then(|i| new.clients.get(i));
                         let nat = nats.get(&(addr, access)).copied();
-                        if let Some(why) = revocation(was, is, addr, access, nat, now) {
+                        let why = match gw {
+                            Some(g) => gateway_revocation(was, is, addr, access, g, now),
+                            None => revocation(was, is, addr, access, nat, now),
+                        };
+                        if let Some(why) = why {
                             return Err(why);
                         }
                     }
@@ -110,7 +115,7 @@ impl<Q: PacketSource, S: GrantSink> Daemon<Q, S> {
                 // right now).
                 let keep = self
                     .live
-                    .remaining_where(|a, acc, o| judge(a, acc, o).is_ok());
+                    .remaining_where(|a, acc, o, gw| judge(a, acc, o, gw).is_ok());
                 if let Err(e) = self.grants.reconfigure(&new, &keep) {
                     let report = e.report();
                     error!("new config refused: {report}");
@@ -173,6 +178,19 @@ fn revocation(
     nat: Option<NatTarget>,
     now: u64,
 ) -> Option<&'static str> {
+    judged(was, is, addr, access, Some(nat), now)
+}
+
+/// [`revocation`]; `nat` = `None` leaves the `nat` checks out (a gateway grant forwards no
+/// port).
+fn judged(
+    was: Option<&config::ClientEntry>,
+    is: Option<&config::ClientEntry>,
+    addr: IpAddr,
+    access: Access,
+    nat: Option<Option<NatTarget>>,
+    now: u64,
+) -> Option<&'static str> {
     let (Some(was), Some(is)) = (was, is) else {
         return Some("client removed from the config");
     };
@@ -192,8 +210,8 @@ fn revocation(
         return Some("access no longer in the client's allow");
     }
     match (nat, is.nat_for(access, addr)) {
-        (None, None) => {}
-        (Some(t), Some(rule)) => {
+        (None, _) | (Some(None), None) => {}
+        (Some(Some(t)), Some(rule)) => {
             let same_to = match rule.to {
                 config::NatTo::Host(to) => to == t.to,
                 config::NatTo::Local(port) => port == t.to.port(),
@@ -202,8 +220,8 @@ fn revocation(
                 return Some("the client's nat now forwards this access elsewhere");
             }
         }
-        (Some(_), None) => return Some("access no longer forwarded by the client's nat"),
-        (None, Some(_)) => return Some("access now forwarded by the client's nat"),
+        (Some(Some(_)), None) => return Some("access no longer forwarded by the client's nat"),
+        (Some(None), Some(_)) => return Some("access now forwarded by the client's nat"),
     }
     if is.deny.contains(&access) {
         return Some("access now in the client's deny");
@@ -212,6 +230,33 @@ fn revocation(
         return Some("address no longer in the client's sources");
     }
     None
+}
+
+/// [`revocation`] for a gateway grant `g` opened by a knock for `access`: the client must
+/// still authorise that knock (its key, expiry, `allow`, `deny`, `sources`) and its `gateway`
+/// must still name `g`'s network with the same source translation.
+fn gateway_revocation(
+    was: Option<&config::ClientEntry>,
+    is: Option<&config::ClientEntry>,
+    addr: IpAddr,
+    access: Access,
+    g: GatewayTo,
+    now: u64,
+) -> Option<&'static str> {
+    // The port-level checks first, without the `nat` ones (a gateway grant forwards no port).
+    if let Some(why) = judged(was, is, addr, access, None, now) {
+        return Some(why);
+    }
+    match is.and_then(|c| c.gateway.as_ref()) {
+        None => Some("the client is no longer a gateway"),
+        Some(gw) if !gw.networks.contains(&g.net) => {
+            Some("the client's gateway no longer leads to this network")
+        }
+        Some(gw) if gw.source != g.source => {
+            Some("the client's gateway now rewrites the source otherwise")
+        }
+        Some(_) => None,
+    }
 }
 
 /// Do two credentials accept the same knocks (same secret, same algorithms)?
@@ -350,6 +395,60 @@ mod tests {
             None,
             "the knock's source is not known"
         );
+    }
+
+    /// Issue 10 §1, `FORWARD_ALL`: a gateway grant stays while its client still has that
+    /// network with the same source translation and still authorises the knock that opened it;
+    /// a `nat` entry for the knocked port is no reason to revoke it.
+    #[test]
+    fn gateway_grants_follow_the_client_s_gateway() {
+        use crate::access::{GatewayTo, SourceNat};
+        use crate::config::{Gateway, NatRule, NatTo};
+        let addr: IpAddr = "192.0.2.7".parse().unwrap();
+        let ssh: Access = "tcp/22".parse().unwrap();
+        let g = GatewayTo {
+            net: "10.80.0.0/24".parse().unwrap(),
+            source: SourceNat::Masquerade,
+        };
+        let mut c = crate::policy::tests::client();
+        c.gateway = Some(Gateway {
+            networks: vec![g.net, "10.90.0.0/24".parse().unwrap()],
+            source: SourceNat::Masquerade,
+        });
+        let judge =
+            |is: Option<&config::ClientEntry>| gateway_revocation(Some(&c), is, addr, ssh, g, 100);
+        assert_eq!(judge(Some(&c)), None);
+        let mut nat = c.clone();
+        nat.nat = vec![NatRule {
+            access: ssh,
+            to: NatTo::Host("10.80.0.2:22".parse().unwrap()),
+            source: SourceNat::Keep,
+            dnat: true,
+        }];
+        assert_eq!(judge(Some(&nat)), None, "a nat entry does not revoke it");
+        let gone = "the client's gateway no longer leads to this network";
+        let mut narrowed = c.clone();
+        narrowed.gateway.as_mut().unwrap().networks = vec!["10.90.0.0/24".parse().unwrap()];
+        assert_eq!(judge(Some(&narrowed)), Some(gone));
+        let mut kept_source = c.clone();
+        kept_source.gateway.as_mut().unwrap().source = SourceNat::Keep;
+        assert_eq!(
+            judge(Some(&kept_source)),
+            Some("the client's gateway now rewrites the source otherwise")
+        );
+        let mut none = c.clone();
+        none.gateway = None;
+        assert_eq!(
+            judge(Some(&none)),
+            Some("the client is no longer a gateway")
+        );
+        let mut a = c.clone();
+        a.allow = vec!["udp/53".parse().unwrap()];
+        assert_eq!(
+            judge(Some(&a)),
+            Some("access no longer in the client's allow")
+        );
+        assert_eq!(judge(None), Some("client removed from the config"));
     }
 
     /// The runner keeps the command settings it was forked with: a reload that changes them

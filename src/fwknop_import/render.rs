@@ -140,6 +140,20 @@ pub(super) fn render_client(c: &ClientOut) -> Zeroizing<String> {
             ),
         );
     }
+    if let Some((net, source)) = &c.gateway {
+        let extra = match source {
+            SourceNat::Keep => String::new(),
+            SourceNat::Masquerade => ", masquerade = true".to_string(),
+            SourceNat::To(a) => format!(", snat = {}", quote(&a.to_string())),
+        };
+        line(
+            &mut o,
+            format!(
+                "gateway = {{ networks = [{}]{extra} }}   # FORWARD_ALL: widen to the internal networks",
+                quote(&net.to_string())
+            ),
+        );
+    }
     line(&mut o, "[client.fwknop]".to_string());
     match &c.key {
         KeyText::Base64(k) => line(&mut o, format!("key_base64 = {}", quote(k))),

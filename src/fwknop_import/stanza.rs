@@ -46,6 +46,10 @@ pub(super) struct ClientOut {
     /// forwarded there, as fwknopd does with any request of this stanza; `false` with
     /// `DISABLE_DNAT Y` (routed: `dnat = false`).
     pub(super) nat: Option<(SocketAddr, SourceNat, bool)>,
+    /// `FORWARD_ALL Y` (gateway mode): the network the gateway leads to (the FORCE_NAT host,
+    /// which the admin is told to widen) and the source translation (fwknopd masquerades
+    /// unless FORCE_SNAT names an address, server/fw_util_iptables.c `snat_rule`).
+    pub(super) gateway: Option<(Ipv4Net, SourceNat)>,
 }
 
 /// Collects the messages of one stanza.
@@ -139,15 +143,12 @@ pub(super) fn convert_stanza(
         if MAPPED.contains(&s.var.as_str()) {
             continue;
         }
-        let v = s.value.as_str();
         match unmapped(&s.var) {
             Some(Unmapped::Always(m)) => {
                 gpg |= s.var.starts_with("GPG_");
                 // Never echo a value that may be a secret (GPG_DECRYPT_PW).
                 d.warn(&s.origin, format!("{}: {m}", s.var));
             }
-            Some(Unmapped::RefuseIfYes(m)) if is_yes(v) => d.error(&s.origin, format!("{} {v}: {m}", s.var)),
-            Some(Unmapped::RefuseIfYes(_)) => {}
             None => d.warn(&s.origin, format!("unknown access.conf variable `{}`; fwknopd ignores it too, and so does the import", s.var)),
         }
     }
@@ -430,7 +431,10 @@ pub(super) fn convert_stanza(
         }
     };
 
-    let nat = force_nat(&mut d, st, allow.as_deref());
+    let (nat, gateway) = match st.get("FORWARD_ALL").filter(|s| is_yes(&s.value)) {
+        Some(fa) => (Some(None), forward_all(&mut d, st, fa)),
+        None => (force_nat(&mut d, st, allow.as_deref()), Some(None)),
+    };
 
     if d.errors > 0 {
         return None;
@@ -454,7 +458,54 @@ pub(super) fn convert_stanza(
         mode: mode?,
         commands,
         nat: nat?,
+        gateway: gateway?,
     })
+}
+
+/// `FORWARD_ALL Y` (server/fw_util_iptables.c `forward_access_rule`: one FORWARD accept of
+/// everything from the source; `snat_rule`: MASQUERADE unless FORCE_SNAT) → a `gateway`.
+/// fwknopd names no network: everything the client sends through the host is accepted. nfknock's
+/// gate only closes what it is told, so the gateway needs named networks; the FORCE_NAT host is
+/// the one network the stanza names (as a /32, with a warning to widen it); without one, no
+/// network can be derived and the stanza is refused, saying what to write. `None` on an error.
+fn forward_all(
+    d: &mut StanzaDiags<'_>,
+    st: &Stanza,
+    fa: &Setting,
+) -> Option<Option<(Ipv4Net, SourceNat)>> {
+    let source = match st.get("FORCE_SNAT") {
+        Some(s) if st.get("FORCE_MASQUERADE").is_none_or(|m| !is_yes(&m.value)) => {
+            match s.value.parse::<std::net::Ipv4Addr>() {
+                Ok(a) => SourceNat::To(IpAddr::V4(a)),
+                Err(_) => {
+                    d.error(&s.origin, format!("FORCE_SNAT `{}` is not an IPv4 address; fix it (fwknopd refuses it too)", s.value.as_str()));
+                    return None;
+                }
+            }
+        }
+        _ => SourceNat::Masquerade,
+    };
+    let host = st.get("FORCE_NAT").and_then(|f| {
+        f.value
+            .split_whitespace()
+            .next()
+            .and_then(|ip| ip.parse::<std::net::Ipv4Addr>().ok())
+            .filter(|ip| !ip.is_unspecified() && !ip.is_loopback() && !ip.is_multicast())
+            .map(|ip| (f, ip))
+    });
+    let Some((fnat, ip)) = host else {
+        d.error(&fa.origin, "FORWARD_ALL Y without a FORCE_NAT host: fwknopd then forwards everything from the client, but nfknock's forward gate closes only networks it is told (closing all forwarding through this host would cut everyone else off); add `FORCE_NAT <an internal host> 0` to the stanza and widen the imported `gateway.networks` afterwards, or write the client's `gateway = { networks = [\"10.0.0.0/24\"], masquerade = true }` by hand".to_string());
+        return None;
+    };
+    let net = Ipv4Net::new(ip, 32).ok()?;
+    let nd = st.get("DISABLE_DNAT").filter(|s| is_yes(&s.value));
+    let how = if nd.is_some() {
+        "routed, as with DISABLE_DNAT"
+    } else {
+        "routed, not translated: fwknopd's FORWARD_ALL without DISABLE_DNAT sends all the client's traffic to that host (DNAT ALL); nfknock's gateway lets the client reach the internal hosts by their own addresses"
+    };
+    d.warn(&fnat.origin, format!("FORWARD_ALL Y with FORCE_NAT {}: imported as `gateway = {{ networks = [\"{net}\"] }}` ({how}); fwknopd accepts everything the client forwards, nfknock only the networks named: widen `networks` to the internal networks the client should reach (e.g. \"{}/24\"); the host needs forwarding on (`sysctl net.ipv4.ip_forward=1`)", fnat.value.as_str(), Ipv4Net::new(ip, 24).map(|n| n.trunc().network()).unwrap_or(ip)));
+    Some(Some((net, source)))
 }
 
 /// `FORCE_NAT IP PORT`, `FORCE_SNAT IP`, `FORCE_MASQUERADE Y` (server/access.c) → the target

@@ -875,7 +875,11 @@ fn disable_dnat_becomes_a_routed_nat_entry() {
 #[test]
 fn gateway_stanzas_are_refused() {
     for (extra, needle) in [
-        ("FORWARD_ALL Y\n", "FORWARD_ALL Y: SPA gateway mode"),
+        ("FORWARD_ALL Y\n", "FORWARD_ALL Y without a FORCE_NAT host"),
+        (
+            "FORWARD_ALL Y\nFORCE_NAT 0.0.0.0 0\n",
+            "FORWARD_ALL Y without a FORCE_NAT host",
+        ),
         (
             "FORCE_NAT 192.168.1.5 2222\nDISABLE_DNAT Y\n",
             "DISABLE_DNAT: the client connects to 192.168.1.5:2222 itself",
@@ -1274,4 +1278,55 @@ proptest::proptest! {
             }
         }
     }
+}
+
+/// Issue 10 §1: `FORWARD_ALL Y` (fwknopd's SPA gateway) becomes a `gateway` whose one network
+/// is the FORCE_NAT host, with a warning to widen it; fwknopd masquerades unless FORCE_SNAT
+/// names an address; the config it writes passes the real checker; no `nat` entries.
+#[test]
+fn forward_all_stanzas_become_gateways_to_the_force_nat_host() {
+    use crate::access::SourceNat;
+    for (extra, source) in [
+        ("", SourceNat::Masquerade),
+        ("DISABLE_DNAT Y\n", SourceNat::Masquerade),
+        ("FORCE_MASQUERADE Y\n", SourceNat::Masquerade),
+        (
+            "FORCE_SNAT 192.168.10.1\n",
+            SourceNat::To("192.168.10.1".parse().unwrap()),
+        ),
+    ] {
+        let i = run(&stanza(&format!(
+            "FORWARD_ALL Y\nFORCE_NAT 192.168.10.2 0\n{extra}"
+        )));
+        let c = &config(&i).clients[0];
+        let g = c.gateway.as_ref().unwrap_or_else(|| panic!("{extra}"));
+        assert_eq!(
+            (g.networks[0].to_string(), g.networks.len(), g.source),
+            ("192.168.10.2/32".to_string(), 1, source),
+            "{extra}"
+        );
+        assert!(c.nat.is_empty(), "{extra}");
+        assert!(
+            has(&i, Level::Warning, "FORWARD_ALL Y with FORCE_NAT 192.168.10.2 0")
+                && has(&i, Level::Warning, "widen `networks` to the internal networks the client should reach (e.g. \"192.168.10.0/24\")"),
+            "{extra}: {:#?}",
+            i.diags
+        );
+        assert!(
+            i.toml.as_ref().unwrap().contains("# FORWARD_ALL: widen"),
+            "{extra}"
+        );
+    }
+    let i = run(&stanza("FORWARD_ALL N\nFORCE_NAT 192.168.10.2 22\n"));
+    let c = &config(&i).clients[0];
+    assert!(c.gateway.is_none() && !c.nat.is_empty());
+    let i = run(&stanza(
+        "FORWARD_ALL Y\nFORCE_NAT 192.168.10.2 0\nFORCE_SNAT x\n",
+    ));
+    assert!(i.toml.is_none());
+    assert!(has(
+        &i,
+        Level::Error,
+        "FORCE_SNAT `x` is not an IPv4 address"
+    ));
 }

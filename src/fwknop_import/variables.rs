@@ -1,5 +1,5 @@
 //! The access.conf variables the import maps ([`MAPPED`]), and what it does with each of the
-//! others: warn, warn only when it says yes, or refuse the stanza ([`unmapped`]).
+//! others: warn ([`unmapped`]).
 
 /// What to do instead of GnuPG SPA, for every message about a GnuPG setting.
 pub(super) const GPG_ADVICE: &str = "GnuPG SPA is not supported; issue Rijndael+HMAC keys with `fwknop --key-gen` and give them to this client";
@@ -8,15 +8,12 @@ pub(super) const GPG_ADVICE: &str = "GnuPG SPA is not supported; issue Rijndael+
 pub(super) enum Unmapped {
     /// Warn whenever it is present.
     Always(&'static str),
-    /// The stanza cannot be converted when it says yes.
-    RefuseIfYes(&'static str),
 }
 
 /// The import's answer for an unmapped variable; `None` for one fwknopd does not know either.
 pub(super) fn unmapped(var: &str) -> Option<Unmapped> {
     use Unmapped::*;
     Some(match var {
-        "FORWARD_ALL" => RefuseIfYes("SPA gateway mode (forward everything from the client) is not supported: nfknock gates forwarded flows it translates itself, per port; give the client a `nat` entry for each internal service it needs (`nat = [{ port = \"tcp/2222\", to = \"10.0.0.5:22\" }]`)"),
         _ if var.starts_with("GPG_") => Always(GPG_ADVICE),
         _ => return None,
     })
@@ -56,4 +53,5 @@ pub(super) const MAPPED: &[&str] = &[
     "FORCE_SNAT",
     "FORCE_MASQUERADE",
     "DISABLE_DNAT",
+    "FORWARD_ALL",
 ];

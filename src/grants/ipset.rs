@@ -42,7 +42,9 @@ fn element(g: &Grant) -> Element {
 /// elements of `grants`, IPv4 in `bufs[0]`, IPv6 in `bufs[1]`.
 fn split(bufs: &mut [Vec<Element>; 2], grants: &[Grant]) {
     bufs.iter_mut().for_each(Vec::clear);
-    for g in grants {
+    // A gateway grant opens no port of this host, and this backend has no forward gate
+    // (config refuses `gateway` with it): it must never become a port grant here.
+    for g in grants.iter().filter(|g| g.gateway.is_none()) {
         bufs[usize::from(g.addr.is_ipv6())].push(element(g));
     }
 }
@@ -302,6 +304,7 @@ impl GrantStore for IpsetStore {
                         access: e.access,
                         timeout: left,
                         nat: None,
+                        gateway: None,
                     },
                     left,
                 }

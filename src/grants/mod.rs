@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use tracing::info;
 
-use crate::access::{Access, NatTarget};
+use crate::access::{Access, GatewayTo, NatTarget};
 use crate::config::{self, Config};
 
 /// `addr` may open `access` for `timeout` (then the backend removes it by itself); with `nat`,
@@ -45,6 +45,11 @@ pub struct Grant {
     pub timeout: Duration,
     /// Where the flows this grant opens are forwarded (config `nat`); `None`: to this host.
     pub nat: Option<NatTarget>,
+    /// A gateway grant (config `gateway`, fwknop `FORWARD_ALL`): `addr` may open new flows
+    /// into this network, any port, through this host; it opens no port of this host (`access`
+    /// is the one whose knock opened it, for logs) and has no `nat`. A backend without a
+    /// forward gate never gets one (config refuses `gateway` for it).
+    pub gateway: Option<GatewayTo>,
 }
 
 /// A key hint for the kernel's prefilter (issue 11): the 8 bytes a native knock carries after
@@ -418,6 +423,7 @@ mod tests {
             access: "tcp/22".parse().unwrap(),
             timeout: Duration::from_secs(30),
             nat: None,
+            gateway: None,
         };
         let config = crate::config::parse_str(
             "[server]\n[[client]]\nname = \"a\"\nkey = \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"\nallow = [\"tcp/22\"]\n",

@@ -27,6 +27,7 @@ pub fn ruleset_spec(config: &Config, backend: QueueBackend) -> RulesetSpec {
     RulesetSpec {
         knock_port: config.server.port,
         queue: config.server.queue,
+        queue_total: config.server.queue_count,
         backend,
         protect: config.server.protect.clone(),
         native_len: native::PACKET_LEN as u16,
@@ -41,7 +42,11 @@ pub fn ruleset_spec(config: &Config, backend: QueueBackend) -> RulesetSpec {
         rate_limit_v6_prefix: config.server.rate_limit_v6_prefix,
         gate_input: true,
         gate_forward: config.server.gate_forward,
-        nat: config.clients.iter().any(|c| !c.nat.is_empty()),
+        // A gateway's masquerade rules live in the NAT chains.
+        nat: config
+            .clients
+            .iter()
+            .any(|c| !c.nat.is_empty() || c.gateway.is_some()),
         forward_targets: config
             .clients
             .iter()
@@ -51,7 +56,21 @@ pub fn ruleset_spec(config: &Config, backend: QueueBackend) -> RulesetSpec {
                 _ => None,
             })
             .collect(),
+        gateway_nets: gateway_nets(config),
     }
+}
+
+/// The union of the clients' `gateway` networks (sorted, without repeats).
+fn gateway_nets(config: &Config) -> Vec<ipnet::IpNet> {
+    let mut nets: Vec<ipnet::IpNet> = config
+        .clients
+        .iter()
+        .filter_map(|c| c.gateway.as_ref())
+        .flat_map(|g| g.networks.iter().copied())
+        .collect();
+    nets.sort_unstable();
+    nets.dedup();
+    nets
 }
 
 /// The union of the fwknop clients' `sources` (sorted, without repeats: two configs with the
@@ -89,6 +108,7 @@ fn gated(spec: RulesetSpec, gate: bool) -> RulesetSpec {
 fn respec(current: &RulesetSpec, gate: bool, config: &Config) -> RulesetSpec {
     RulesetSpec {
         queue: current.queue,
+        queue_total: current.queue_total,
         ..gated(ruleset_spec(config, current.backend), gate)
     }
 }
@@ -110,6 +130,7 @@ fn element(g: &Grant) -> Element {
         access: g.access,
         timeout_ms: millis(g.timeout),
         nat: g.nat,
+        gateway: g.gateway,
     }
 }
 
@@ -366,6 +387,7 @@ impl GrantStore for NftStore {
                     access: e.access,
                     timeout: Duration::from_millis(e.timeout_ms),
                     nat: e.nat,
+                    gateway: e.gateway,
                 },
                 left: Duration::from_millis(e.expires_ms),
             })

@@ -24,6 +24,7 @@ pub(crate) fn client() -> ClientEntry {
         expires_at: None,
         commands: Default::default(),
         nat: vec![],
+        gateway: None,
     }
 }
 
@@ -65,6 +66,7 @@ fn grants_allowed_access_for_the_default_timeout() {
             access: a,
             ttl: 30,
             nat: vec![],
+            gateway: Vec::new(),
         })
     );
 }
@@ -478,6 +480,7 @@ fn unsupported_type_then_lost_state_then_age() {
             access: a,
             ttl: 30,
             nat: vec![],
+            gateway: Vec::new(),
         }),
         "stamped exactly at the bound: granted"
     );
@@ -760,4 +763,63 @@ mod nat {
             )]
         );
     }
+}
+
+/// Issue 10 §1, fwknop `FORWARD_ALL`: any granted knock of a gateway client also opens its
+/// networks of the granted address's family, for that address, with the grant's ttl; a
+/// refused knock opens nothing.
+#[test]
+fn a_gateway_client_s_grant_opens_its_networks_of_the_address_family() {
+    use crate::access::{GatewayTo, SourceNat};
+    let mut c = client();
+    c.gateway = Some(crate::config::Gateway {
+        networks: vec![
+            "10.80.0.0/24".parse().unwrap(),
+            "fd80::/64".parse().unwrap(),
+        ],
+        source: SourceNat::Masquerade,
+    });
+    let gw = |net: &str| GatewayTo {
+        net: net.parse().unwrap(),
+        source: SourceNat::Masquerade,
+    };
+    let granted = |d| match d {
+        Decision::Grant(g) => g,
+        other => panic!("{other:?}"),
+    };
+    let g = granted(evaluate(&req(&ssh()), &packet(), &c, 120, 0, NOW));
+    assert_eq!(g.gateway, [gw("10.80.0.0/24")]);
+    assert_eq!((g.addr, g.ttl), (SRC.parse().unwrap(), 30));
+    // Over IPv6, the IPv6 network.
+    let src6: IpAddr = "2001:db8::7".parse().unwrap();
+    let mut k = req(&["udp/53".parse().unwrap()]);
+    k.allow_ip = Some(src6);
+    k.timeout = 10;
+    let p6 = Packet {
+        src: src6,
+        dst: "2001:db8::1".parse().unwrap(),
+    };
+    let g = granted(evaluate(&k, &p6, &c, 120, 0, NOW));
+    assert_eq!((g.gateway, g.ttl), (vec![gw("fd80::/64")], 10));
+    // Keyed on the address granted: the allow-IP where the client may name another one.
+    c.require_source_match = false;
+    let mut k = req(&ssh());
+    k.allow_ip = Some("198.51.100.9".parse().unwrap());
+    let g = granted(evaluate(&k, &packet(), &c, 120, 0, NOW));
+    assert_eq!(g.addr, "198.51.100.9".parse::<IpAddr>().unwrap());
+    assert_eq!(g.gateway, [gw("10.80.0.0/24")]);
+    // A refused knock opens no gateway; a client without one gets none.
+    assert_eq!(
+        evaluate(
+            &req(&["tcp/80".parse().unwrap()]),
+            &packet(),
+            &c,
+            120,
+            0,
+            NOW
+        ),
+        Decision::Reject(Reason::NotAllowed("tcp/80".parse().unwrap()))
+    );
+    let g = granted(evaluate(&req(&ssh()), &packet(), &client(), 120, 0, NOW));
+    assert!(g.gateway.is_empty());
 }

@@ -16,7 +16,7 @@ mod user;
 pub use crate::config::is_link_refused;
 pub use files::{open_regular, FsLoader, Links, RegularFile};
 pub use privilege::{switch_user, SwitchError};
-pub use replace::{replace_file, Durability, ReplaceError};
+pub use replace::{replace_file, write_new, Durability, ReplaceError};
 pub use rng::OsRng;
 pub use user::{euid, user_by_name, Account, Accounts, SystemAccounts};
 

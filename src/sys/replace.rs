@@ -28,13 +28,9 @@ pub struct ReplaceError {
 }
 
 /// Replace `path` whole with `bytes`, so a reader sees the old file or the new one, never
-/// half of one: write `tmp` (in the same directory), then rename it over `path`.
-///
-/// A `tmp` left by a crash is removed first (`unlink` removes a link, never its target), then
-/// `tmp` is created afresh with `O_EXCL | O_NOFOLLOW`: nothing already there (a planted
-/// symbolic or hard link) is opened, so nothing outside is written or truncated. The file gets
-/// exactly `mode` (`fchmod` after the create, whatever the umask). With
-/// [`Durability::Synced`] the file is synced before the rename and the directory after it.
+/// half of one: write `tmp` (in the same directory) with [`write_new`], then rename it over
+/// `path`; with [`Durability::Synced`] the directory is synced after the rename, so the rename
+/// itself survives a crash.
 pub fn replace_file(
     path: &Path,
     tmp: &Path,
@@ -42,30 +38,7 @@ pub fn replace_file(
     mode: u32,
     durability: Durability,
 ) -> Result<(), ReplaceError> {
-    let fail = |op, p: &Path| {
-        let path = p.to_path_buf();
-        move |source| ReplaceError { op, path, source }
-    };
-    match std::fs::remove_file(tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(fail("remove the stale", tmp)(e)),
-    }
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(tmp)
-            .map_err(fail("create", tmp))?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(fail("chmod", tmp))?;
-        f.write_all(bytes).map_err(fail("write", tmp))?;
-        if durability == Durability::Synced {
-            f.sync_all().map_err(fail("sync", tmp))?;
-        }
-    }
+    drop(write_new(tmp, bytes, mode, durability)?);
     std::fs::rename(tmp, path).map_err(fail("rename over", path))?;
     if durability == Durability::Synced {
         let dir = match path.parent() {
@@ -77,6 +50,46 @@ pub fn replace_file(
             .map_err(fail("sync the directory of", path))?;
     }
     Ok(())
+}
+
+/// Write `bytes` to a new file `tmp` and return it open for writing, for a caller that renames
+/// it itself (the journal's compaction off the packet loop, which appends to it first).
+///
+/// A `tmp` left by a crash is removed first (`unlink` removes a link, never its target), then
+/// `tmp` is created afresh with `O_EXCL | O_NOFOLLOW`: nothing already there (a planted
+/// symbolic or hard link) is opened, so nothing outside is written or truncated. The file gets
+/// exactly `mode` (`fchmod` after the create, whatever the umask). With
+/// [`Durability::Synced`] it is synced before this returns.
+pub fn write_new(
+    tmp: &Path,
+    bytes: &[u8],
+    mode: u32,
+    durability: Durability,
+) -> Result<File, ReplaceError> {
+    match std::fs::remove_file(tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail("remove the stale", tmp)(e)),
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(tmp)
+        .map_err(fail("create", tmp))?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(fail("chmod", tmp))?;
+    f.write_all(bytes).map_err(fail("write", tmp))?;
+    if durability == Durability::Synced {
+        f.sync_all().map_err(fail("sync", tmp))?;
+    }
+    Ok(f)
+}
+
+fn fail(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ReplaceError {
+    let path = path.to_path_buf();
+    move |source| ReplaceError { op, path, source }
 }
 
 #[cfg(test)]

@@ -511,6 +511,7 @@ fn ipset_sink_sets_up_notices_restores_and_follows_a_rename() {
             access: "tcp/22".parse().unwrap(),
             timeout: Duration::from_millis(29_500),
             nat: None,
+            gateway: None,
         };
         let g6 = Grant {
             addr: "2001:db8::7".parse().unwrap(),

@@ -47,7 +47,6 @@ pub const INT4: &str = "10.80.0.2";
 pub const INT6: &str = "fd80::2";
 pub const SRV_INT4: &str = "10.80.0.1";
 /// What IPv6 flows masqueraded to the internal host come from.
-#[allow(dead_code)] // named with the rest of the lab
 pub const SRV_INT6: &str = "fd80::1";
 /// Host service gated in the input hook.
 pub const HOST_PORT: u16 = 2222;
@@ -71,8 +70,13 @@ pub fn default_server() -> String {
 /// The `[server]` table of every lab config: the knock port, queue 3, `state_dir`, `user`, then
 /// the `extra` lines.
 pub fn server_table(state_dir: &Path, user: &str, extra: &str) -> String {
+    server_table_with_queue(state_dir, user, "3", extra)
+}
+
+/// [`server_table`] with another `queue` value (TOML), e.g. `"\"3-4\""` for two workers.
+pub fn server_table_with_queue(state_dir: &Path, user: &str, queue: &str, extra: &str) -> String {
     format!(
-        "[server]\nport = {KNOCK_PORT}\nqueue = 3\nstate_dir = \"{}\"\nuser = \"{user}\"\n{extra}\n",
+        "[server]\nport = {KNOCK_PORT}\nqueue = {queue}\nstate_dir = \"{}\"\nuser = \"{user}\"\n{extra}\n",
         state_dir.display()
     )
 }
@@ -388,6 +392,17 @@ impl Lab {
         int
     }
 
+    /// Give the client and the stranger routes to the internal networks through the server
+    /// (10.80.0.0/24, fd80::/64), as the clients of a gateway (VPN-like) have: the server then
+    /// forwards their flows there unless its forward gate drops them.
+    pub fn route_internal_from_outside(&self) {
+        assert!(self.int.is_some(), "add_internal first");
+        for (ns, v4, v6) in [(&self.cli, SRV4, SRV6), (&self.oth, SRV_OTH4, SRV_OTH6)] {
+            must(&["ip", "-n", ns, "route", "add", "10.80.0.0/24", "via", v4]);
+            must(&["ip", "-n", ns, "-6", "route", "add", "fd80::/64", "via", v6]);
+        }
+    }
+
     fn link(&self, a: &str, a_dev: &str, b: &str, b_dev: &str) {
         must(&[
             "ip", "link", "add", a_dev, "netns", a, "type", "veth", "peer", "name", b_dev, "netns",
@@ -424,6 +439,14 @@ impl Lab {
     pub fn write_config_raw(&self, server: &str, clients: &str) -> PathBuf {
         let p = self.path("nfknock.toml");
         let table = server_table(&self.path("state"), LAB_USER, server);
+        std::fs::write(&p, format!("{table}{clients}")).unwrap();
+        p
+    }
+
+    /// [`Lab::write_config_raw`] with another `queue` value (TOML), e.g. `"\"3-4\""`.
+    pub fn write_config_queue(&self, queue: &str, server: &str, clients: &str) -> PathBuf {
+        let p = self.path("nfknock.toml");
+        let table = server_table_with_queue(&self.path("state"), LAB_USER, queue, server);
         std::fs::write(&p, format!("{table}{clients}")).unwrap();
         p
     }

@@ -24,10 +24,12 @@
 //! | `host_firewall.rs` | beside a default-drop host firewall (examples/nftables-host.conf) |
 //! | `metrics.rs`    | the metrics file, read by a real Prometheus parser; status --metrics |
 //! | `nat.rs`        | NAT grants to an internal host: native and fwknop, IPv4 and IPv6     |
+//! | `gateway.rs`    | gateway grants (FORWARD_ALL): named networks, any port, one source; import |
 //! | `shipped.rs`    | shipped nft files load with this nft; the AppArmor profile parses   |
 //! | `docker.rs`     | the real Docker: a `-p` published port, docker and dockerd restarts  |
 //! | `package.rs`    | the .deb's sources in step (unit, assets); scripts/test-package runs it |
 //! | `prefilter.rs`  | junk dropped in the kernel by key hint and fwknop source; hint upkeep |
+//! | `workers.rs`    | `queue = "a-b"`: knocks spread over the queues, one replay cache     |
 //!
 //! Run them as root: `cargo test --test e2e` (all, in parallel), `cargo test --test e2e flood::`
 //! (one area). Measurements that are not asserted beyond a functional bound are `#[ignore]`d
@@ -41,6 +43,7 @@ mod dry_run;
 mod flood;
 mod fwknop;
 mod fwknop_client;
+mod gateway;
 mod grants;
 mod host_firewall;
 mod ipset;
@@ -56,6 +59,7 @@ mod reload;
 mod replay;
 mod shipped;
 mod state;
+mod workers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -96,6 +96,13 @@ pub(super) fn client_commands(
             "forwards ports through the nft grant, but `grant = \"command\"` writes none; use `grant = \"both\"` or remove `nat`",
         );
     }
+    if let (Some(gw), false) = (&raw.gateway, grant.nft()) {
+        sink.at(
+            Some(gw.span()),
+            &k("gateway"),
+            "opens its networks with the nft grant, but `grant = \"command\"` writes none; use `grant = \"both\"` or remove `gateway`",
+        );
+    }
     if raw.on_expire.is_some() && raw.on_grant.is_none() {
         sink.at(
             raw.on_expire.as_ref().map(|l| l.span()),

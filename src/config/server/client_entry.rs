@@ -37,6 +37,9 @@ fn client_hint(key: &str) -> Option<&'static str> {
         // `expires` (any TOML value, see `expiry`) and `fwknop` (a nested section) explain
         // a wrong value themselves: no hint.
         "expires_at" => "a Unix time, e.g. `expires_at = 1801353600`",
+        "gateway" => {
+            "a table, e.g. `gateway = { networks = [\"10.80.0.0/24\"], masquerade = true }`"
+        }
         "nat" => {
             "a list of tables, e.g. `nat = [{ port = \"tcp/2222\", to = \"192.168.10.2:22\" }]`"
         }
@@ -61,6 +64,7 @@ pub(super) fn client(
     let expires_at = expiry(sink, prefix, raw);
     let commands = super::client_commands::client_commands(sink, cx, prefix, &sec, key.native);
     let nat = super::nat::nat_rules(sink, prefix, raw.nat.as_ref(), &allow);
+    let gateway = super::gateway::gateway(sink, prefix, raw.gateway.as_ref());
     Draft {
         name,
         secret: key.secret,
@@ -75,6 +79,7 @@ pub(super) fn client(
         expires_at,
         commands,
         nat,
+        gateway,
     }
 }
 

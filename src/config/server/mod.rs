@@ -11,10 +11,12 @@
 mod client_commands;
 mod client_entry;
 mod fwknop_key;
+mod gateway;
 mod nat;
 mod settings;
 
 use client_entry::{client, CLIENT};
+pub(crate) use gateway::RawGateway;
 pub(crate) use nat::RawNat;
 use settings::{server_settings, SERVER};
 
@@ -79,6 +81,7 @@ pub(crate) struct ClientPlan {
     pub(crate) expires_at: Option<u64>,
     pub(crate) commands: crate::command::ClientCommands,
     pub(crate) nat: Vec<super::NatRule>,
+    pub(crate) gateway: Option<super::Gateway>,
 }
 
 /// A fully validated config, native keys not derived yet.
@@ -112,6 +115,7 @@ impl Plan {
                 expires_at: c.expires_at,
                 commands: c.commands,
                 nat: c.nat,
+                gateway: c.gateway,
             })
             .collect();
         Config {
@@ -182,6 +186,7 @@ struct Draft {
     expires_at: Option<u64>,
     commands: crate::command::ClientCommands,
     nat: Vec<super::NatRule>,
+    gateway: Option<super::Gateway>,
 }
 
 fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
@@ -299,6 +304,13 @@ fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
     // NAT grants are nftables maps and chains: the ipset backend has none.
     if server.backend != super::Backend::Nftables {
         for (i, d) in drafts.iter().enumerate() {
+            if d.gateway.is_some() {
+                sink.at(
+                    None,
+                    &indexed("client", i + 1, "gateway"),
+                    format!("`gateway` needs `[server] backend = \"nftables\"` (the forward gate and its sets live in table `inet nfknock`); the {} backend cannot gate forwarding: remove `gateway` or switch the backend", server.backend.name()),
+                );
+            }
             if !d.nat.is_empty() {
                 sink.at(
                     None,
@@ -312,6 +324,13 @@ fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
     // A routed (`dnat = false`) target is closed by the forward gate, which must be on.
     if !server.gate_forward {
         for (i, d) in drafts.iter().enumerate() {
+            if d.gateway.is_some() {
+                sink.at(
+                    None,
+                    &indexed("client", i + 1, "gateway"),
+                    "a gateway is closed to everyone else by the forward gate, but `[server] gate_forward = false`; set `gate_forward = true` or remove `gateway`",
+                );
+            }
             if let Some(r) = d.nat.iter().find(|r| !r.dnat) {
                 sink.at(
                     None,
@@ -342,6 +361,7 @@ fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
             expires_at: d.expires_at,
             commands: d.commands,
             nat: d.nat,
+            gateway: d.gateway,
         });
     }
     Some(Plan {

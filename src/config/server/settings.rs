@@ -7,7 +7,7 @@ use toml::Spanned;
 use super::*;
 use crate::access::Access;
 use crate::config::files::Accounts;
-use crate::config::raw::{join, RawServer, Section, Shape, Sink};
+use crate::config::raw::{join, QueueValue, RawServer, Section, Shape, Sink};
 use crate::config::values::{self, int_in};
 use crate::config::{RunAs, Server};
 
@@ -20,7 +20,7 @@ pub(super) const SERVER: Shape = Shape {
 fn server_hint(key: &str) -> Option<&'static str> {
     Some(match key {
         "port" => "the UDP port knocks arrive on, a number from 1 to 65535, e.g. `port = 62201`",
-        "queue" => "the NFQUEUE number, from 0 to 65535, e.g. `queue = 0`",
+        "queue" => "the NFQUEUE number from 0 to 65535, or a range of queues served by one worker each, e.g. `queue = 0` or `queue = \"0-3\"`",
         "state_dir" => "a quoted absolute path, e.g. `state_dir = \"/var/lib/nfknock\"`",
         "protect" => "a list of accesses, e.g. `protect = [\"tcp/22\", \"tcp/443\"]`",
         "max_age" => "seconds, from 1 to 3600, e.g. `max_age = 120`",
@@ -56,14 +56,7 @@ pub(super) fn server_settings(
         crate::config::DEFAULT_PORT.into(),
         "the knock port",
     );
-    let queue = int(
-        sink,
-        &raw.queue,
-        "queue",
-        (0, 65535),
-        crate::config::DEFAULT_QUEUE.into(),
-        "the NFQUEUE number",
-    );
+    let (queue, queue_count) = queues(sink, raw.queue.as_ref());
     let max_age = int(
         sink,
         &raw.max_age,
@@ -156,7 +149,8 @@ pub(super) fn server_settings(
 
     let server = Server {
         port: u16::try_from(port).unwrap_or(crate::config::DEFAULT_PORT),
-        queue: u16::try_from(queue).unwrap_or(crate::config::DEFAULT_QUEUE),
+        queue,
+        queue_count,
         state_dir,
         protect: Vec::new(),
         max_age: u64::try_from(max_age).unwrap_or(crate::config::DEFAULT_MAX_AGE),
@@ -239,6 +233,63 @@ fn ipset_names(sink: &mut Sink<'_>, raw: &RawServer) -> crate::config::IpsetName
         );
     }
     names
+}
+
+/// `[server] queue`: a number, or `"first-last"` (one worker per queue). Returns the first
+/// queue and how many.
+fn queues(sink: &mut Sink<'_>, value: Option<&Spanned<QueueValue>>) -> (u16, u16) {
+    let key = "server.queue";
+    let default = (crate::config::DEFAULT_QUEUE, 1);
+    let Some(v) = value else { return default };
+    let usage = "e.g. `queue = 0` for one queue or `queue = \"0-3\"` for four, one worker each";
+    let num = |t: &str| t.trim().parse::<i64>().ok();
+    let (first, last) = match v.get_ref() {
+        QueueValue::Number(n) => (*n, *n),
+        QueueValue::Text(t) => {
+            let parsed = match t.split_once('-') {
+                Some((a, b)) => num(a).zip(num(b)),
+                None => num(t).map(|n| (n, n)),
+            };
+            let Some(range) = parsed else {
+                sink.at(
+                    Some(v.span()),
+                    key,
+                    format!("\"{t}\" is neither a queue number nor a range of them; {usage}"),
+                );
+                return default;
+            };
+            range
+        }
+    };
+    for n in [first, last] {
+        if !(0..=65535).contains(&n) {
+            sink.at(
+                Some(v.span()),
+                key,
+                format!("{n} is out of range: an NFQUEUE number must be from 0 to 65535"),
+            );
+            return default;
+        }
+    }
+    if last < first {
+        sink.at(
+            Some(v.span()),
+            key,
+            format!("the range {first}-{last} is backwards; give the first queue first, e.g. `queue = \"{last}-{first}\"`"),
+        );
+        return default;
+    }
+    let count = last - first + 1;
+    let max = i64::from(crate::config::MAX_QUEUES);
+    if count > max {
+        sink.at(
+            Some(v.span()),
+            key,
+            format!("{count} queues: at most {max} (one worker thread each); a few more than the CPUs is plenty"),
+        );
+        return default;
+    }
+    (first as u16, count as u16)
 }
 
 /// Resolve `[server] user` (or the default, [`crate::config::DEFAULT_USER`], if the local user

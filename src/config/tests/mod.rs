@@ -100,6 +100,7 @@ mod client_entry;
 mod commands;
 mod files;
 mod fwknop_key;
+mod gateway;
 mod settings;
 mod syntax;
 mod users;

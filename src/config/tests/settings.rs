@@ -511,3 +511,35 @@ fn prefilter_can_be_turned_off() {
         .message
         .contains("backend = \"nftables\""));
 }
+
+/// Issue 11 §4: `queue = "0-3"` is a range of queues, one worker each; a number is one queue.
+#[test]
+fn queue_takes_a_number_or_a_range_of_queues() {
+    for (setting, first, count) in [
+        ("queue = 5", 5, 1),
+        ("queue = \"5\"", 5, 1),
+        ("queue = \"0-3\"", 0, 4),
+        ("queue = \"7-8\"", 7, 2),
+        ("queue = \"65534-65535\"", 65534, 2),
+    ] {
+        let p = plan(&format!("[server]\n{setting}\n{}", native_client("")));
+        assert_eq!(
+            (p.server.queue, p.server.queue_count),
+            (first, count),
+            "{setting}"
+        );
+    }
+    for (setting, says) in [
+        ("queue = \"3-1\"", "first"),
+        ("queue = \"0-70000\"", "from 0 to 65535"),
+        ("queue = \"a-b\"", "`queue = \"0-3\"`"),
+        ("queue = \"0-\"", "`queue = \"0-3\"`"),
+        ("queue = \"0-64\"", "at most 64"),
+        ("queue = true", "queue"),
+    ] {
+        let ps = problems(&format!("[server]\n{setting}\n{}", native_client("")));
+        let p = at(&ps, "server.queue");
+        assert_eq!(p.line, Some(2), "{setting}");
+        assert!(p.message.contains(says), "{setting}: {}", p.message);
+    }
+}

@@ -42,6 +42,7 @@ fn grant_timeouts_round_up_to_the_kernels_milliseconds() {
         access: "udp/53".parse().unwrap(),
         timeout,
         nat: None,
+        gateway: None,
     };
     let mut buf = Vec::new();
     let elems = elements(
@@ -93,6 +94,7 @@ fn the_backend_writes_lists_revokes_restores_and_removes_in_a_fresh_namespace() 
             access: "tcp/22".parse().unwrap(),
             timeout: Duration::from_secs(30),
             nat: None,
+            gateway: None,
         };
         sink.write(&[g]).unwrap();
         let live = store.list().unwrap();
@@ -187,6 +189,7 @@ fn a_table_that_is_wrong_or_gone_is_reported_with_the_fix() {
             access: "tcp/22".parse().unwrap(),
             timeout: Duration::from_secs(30),
             nat: None,
+            gateway: None,
         };
         nft("delete table inet nfknock");
         let text = sink.write(&[g]).unwrap_err().report().to_string();

@@ -181,9 +181,15 @@ impl Exprs<'_> {
     /// The native `queue` expression (`nft_queue`): one queue, no flags — in particular no
     /// `bypass`, so knocks are dropped (fail closed) while no daemon listens.
     pub fn e_queue(&mut self, num: u16) {
+        self.e_queue_range(num, 1);
+    }
+
+    /// `queue num NUM-(NUM+TOTAL-1)`: without the CPU-fanout flag the kernel picks the queue by
+    /// a hash of the packet's addresses (`nfqueue_hash`), so one flow stays on one queue.
+    pub fn e_queue_range(&mut self, num: u16, total: u16) {
         let e = self.expr("queue");
         self.0.attr(1, &num.to_be_bytes()); // NFTA_QUEUE_NUM
-        self.0.attr(2, &1u16.to_be_bytes()); // NFTA_QUEUE_TOTAL
+        self.0.attr(2, &total.to_be_bytes()); // NFTA_QUEUE_TOTAL
         self.0.attr(3, &0u16.to_be_bytes()); // NFTA_QUEUE_FLAGS
         self.expr_end(e);
     }
@@ -192,12 +198,17 @@ impl Exprs<'_> {
     /// { u16 queuenum; u16 queues_total; u16 flags; }` in host order, padded to `XT_ALIGN`
     /// (8 bytes) because `xt_check_target` insists on the aligned size.
     pub fn e_compat_nfqueue(&mut self, num: u16) {
+        self.e_compat_nfqueue_range(num, 1);
+    }
+
+    /// The xt target with `queues_total`: the same hash by addresses as [`Self::e_queue_range`].
+    pub fn e_compat_nfqueue_range(&mut self, num: u16, total: u16) {
         let e = self.expr("target");
         self.0.attr_str(1, "NFQUEUE"); // NFTA_TARGET_NAME
         self.0.attr_u32(2, 3); // NFTA_TARGET_REV
         let mut info = [0u8; 8];
         info[0..2].copy_from_slice(&num.to_ne_bytes());
-        info[2..4].copy_from_slice(&1u16.to_ne_bytes());
+        info[2..4].copy_from_slice(&total.to_ne_bytes());
         self.0.attr(3, &info); // NFTA_TARGET_INFO
         self.expr_end(e);
     }

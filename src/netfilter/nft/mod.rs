@@ -16,6 +16,7 @@
 //! | `mod.rs` | names, the public types and errors, the [`Nft`] handle | opens its socket |
 //! | `table.rs` | the owned table as a whole: exists?, queue backend probe, install, remove | yes |
 //! | `sets.rs` | set definitions, element keys, grants: upsert, delete, list | yes |
+//! | `gateway.rs` | gateway grants (`FORWARD_ALL`): their sets, `source . network` elements | none |
 //! | `prefilter.rs` | the junk filter's sets and counters: key hints, fwknop source intervals, stats | yes |
 //! | `rules.rs` | the rules (the knock chain and the gate), as netlink and as nft text | none |
 //! | `events.rs` | [`NftEvents`]: notice a flush of our table by someone else | yes |
@@ -26,6 +27,7 @@
 mod batch;
 mod events;
 mod expr;
+mod gateway;
 mod prefilter;
 mod rules;
 mod sets;
@@ -33,6 +35,7 @@ mod table;
 pub mod uapi;
 
 pub use events::NftEvents;
+pub use gateway::gateway_keys;
 pub use prefilter::{interval_elements, merged_ranges};
 pub use rules::render;
 pub use sets::{decode_key, element_key, protected_key};
@@ -44,7 +47,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use super::netlink::*;
-use crate::access::{Access, NatTarget, Proto};
+use crate::access::{Access, GatewayTo, NatTarget, Proto};
 use batch::Op;
 use uapi::*;
 
@@ -87,6 +90,19 @@ pub const SET_FORWARD_V6: &str = "forward_v6";
 /// ... and the targets the forward gate closes to everyone else: `target . proto . port`.
 pub const SET_FORWARD_PROTECTED_V4: &str = "forward_protected_v4";
 pub const SET_FORWARD_PROTECTED_V6: &str = "forward_protected_v6";
+/// Gateway grants (config `gateway`, fwknop `FORWARD_ALL`): the union of the gateway networks,
+/// which the forward gate closes to every source without a gateway grant (`flags interval`)...
+pub const SET_GATEWAY_NETS_V4: &str = "gateway_nets_v4";
+pub const SET_GATEWAY_NETS_V6: &str = "gateway_nets_v6";
+/// ... the grants, `source . network` with timeouts (`flags interval, timeout`) ...
+pub const SET_GATEWAY_V4: &str = "gateway_v4";
+pub const SET_GATEWAY_V6: &str = "gateway_v6";
+/// ... and those whose flows are masqueraded, the same keys.
+pub const SET_GATEWAY_MASQUERADE_V4: &str = "gateway_masquerade_v4";
+pub const SET_GATEWAY_MASQUERADE_V6: &str = "gateway_masquerade_v6";
+/// ... and those whose source is rewritten: `source . network` → address.
+pub const MAP_GATEWAY_SNAT_V4: &str = "gateway_snat_v4";
+pub const MAP_GATEWAY_SNAT_V6: &str = "gateway_snat_v6";
 pub const CHAIN_NAT_PREROUTING: &str = "nat_prerouting";
 pub const CHAIN_NAT_POSTROUTING: &str = "nat_postrouting";
 /// `priority dstnat` and `priority srcnat` (nft's names for NF_IP_PRI_NAT_DST/SRC).
@@ -140,6 +156,8 @@ pub enum QueueBackend {
 pub struct RulesetSpec {
     pub knock_port: u16,
     pub queue: u16,
+    /// Queues `queue .. queue + queue_total`; the kernel picks one per flow (1 = just `queue`).
+    pub queue_total: u16,
     pub backend: QueueBackend,
     /// Protected proto/ports (elements of the `protected` set).
     pub protect: Vec<Access>,
@@ -170,6 +188,10 @@ pub struct RulesetSpec {
     pub nat: bool,
     /// Routed targets (`dnat = false`) the forward gate closes (with `nat` and `gate_forward`).
     pub forward_targets: Vec<(IpAddr, Access)>,
+    /// The union of the clients' `gateway` networks (sorted, no repeats): with `gate_forward`,
+    /// the gateway sets and the forward gate that closes these networks to every source
+    /// without a gateway grant; with `nat` (which a gateway implies), its masquerade rules.
+    pub gateway_nets: Vec<ipnet::IpNet>,
 }
 
 impl Default for RulesetSpec {
@@ -180,6 +202,7 @@ impl Default for RulesetSpec {
         RulesetSpec {
             knock_port: 62201,
             queue: 0,
+            queue_total: 1,
             backend: QueueBackend::Native,
             protect: vec![Access {
                 proto: Proto::Tcp,
@@ -199,6 +222,7 @@ impl Default for RulesetSpec {
             gate_forward: true,
             nat: false,
             forward_targets: Vec::new(),
+            gateway_nets: Vec::new(),
         }
     }
 }
@@ -211,6 +235,8 @@ pub struct Element {
     pub access: Access,
     pub timeout_ms: u64,
     pub nat: Option<NatTarget>,
+    /// A gateway grant: only `addr . network` goes in (the gateway sets), nothing else.
+    pub gateway: Option<GatewayTo>,
 }
 
 /// One key hint for [`SET_KNOCK_HINTS`]: the 8 bytes, and the milliseconds until its epoch
@@ -239,6 +265,9 @@ pub struct LiveElement {
     /// Its target, if the `nat_v4`/`nat_v6` map holds one, or a routed grant's from the
     /// `forward_v4`/`forward_v6` set (the source translation is not read back: `Keep`).
     pub nat: Option<NatTarget>,
+    /// A gateway grant from `gateway_v4`/`gateway_v6`: its network (the source translation is
+    /// not read back: `Keep`); `access` is the one its element's comment names.
+    pub gateway: Option<GatewayTo>,
 }
 
 /// An nftables object, for error messages: ``set `inet nfknock allow_v4` ``.

@@ -122,6 +122,13 @@ impl Nft {
     /// being built, so the change is atomic with the rest of it).
     pub(super) fn fwknop_sources(&mut self, nets: &[IpNet]) {
         for (set, v6) in [(SET_FWKNOP_SRC_V4, false), (SET_FWKNOP_SRC_V6, true)] {
+            self.interval_set(set, nets, v6);
+        }
+    }
+
+    /// Replace the elements of the interval `set` of one family with `nets` (flush + add).
+    pub(super) fn interval_set(&mut self, set: &'static str, nets: &[IpNet], v6: bool) {
+        {
             self.flush_set(set);
             let elems = interval_elements(nets, v6);
             for chunk in elems.chunks(ELEMS_PER_MSG) {

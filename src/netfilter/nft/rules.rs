@@ -32,6 +32,11 @@ struct Fam {
     fwd_protected: &'static str,
     daddr_off: u32,
     daddr: &'static str,
+    /// Gateway grants: the networks closed, the `source . network` grants, the masqueraded.
+    gw_nets: &'static str,
+    gw: &'static str,
+    gw_masq: &'static str,
+    gw_snat: &'static str,
 }
 
 const FAMS: [Fam; 2] = [
@@ -53,6 +58,10 @@ const FAMS: [Fam; 2] = [
         fwd_protected: SET_FORWARD_PROTECTED_V4,
         daddr_off: 16,
         daddr: "ip daddr",
+        gw_nets: SET_GATEWAY_NETS_V4,
+        gw: SET_GATEWAY_V4,
+        gw_masq: SET_GATEWAY_MASQUERADE_V4,
+        gw_snat: MAP_GATEWAY_SNAT_V4,
     },
     Fam {
         nfproto: NFPROTO_IPV6,
@@ -72,6 +81,10 @@ const FAMS: [Fam; 2] = [
         fwd_protected: SET_FORWARD_PROTECTED_V6,
         daddr_off: 24,
         daddr: "ip6 daddr",
+        gw_nets: SET_GATEWAY_NETS_V6,
+        gw: SET_GATEWAY_V6,
+        gw_masq: SET_GATEWAY_MASQUERADE_V6,
+        gw_snat: MAP_GATEWAY_SNAT_V6,
     },
 ];
 
@@ -284,11 +297,138 @@ fn gate_routed_text(fam: &Fam) -> String {
     )
 }
 
+/// `SADDR . DADDR` into registers 1.. (a gateway set's key).
+fn saddr_daddr(m: &mut Exprs<'_>, fam: &Fam) {
+    m.e_payload(
+        NFT_PAYLOAD_NETWORK_HEADER,
+        fam.saddr_off,
+        fam.saddr_len,
+        NFT_REG_1,
+    );
+    m.e_payload(
+        NFT_PAYLOAD_NETWORK_HEADER,
+        fam.daddr_off,
+        fam.saddr_len,
+        reg32(fam.saddr_len / 4),
+    );
+}
+
+/// `ct status ! dnat ct state ! established,related DADDR @gateway_nets SADDR . DADDR !=
+/// @gateway drop`: a new flow routed into a gateway network passes only for a source holding
+/// a gateway grant that covers its destination (fwknop `FORWARD_ALL`). Translated flows are
+/// judged by the NAT gates ([`gate_nated`]), not here: a `nat` grant to a host of a gateway
+/// network needs no gateway grant.
+fn gate_gateway(m: &mut Exprs<'_>, fam: &Fam) {
+    m.e_ct(NFT_CT_STATUS, None, NFT_REG_1);
+    m.e_bitwise_and(NFT_REG_1, IPS_DST_NAT);
+    m.e_cmp(NFT_REG_1, NFT_CMP_EQ, &0u32.to_ne_bytes());
+    ct_not_established(m);
+    nfproto(m, fam.nfproto);
+    m.e_payload(
+        NFT_PAYLOAD_NETWORK_HEADER,
+        fam.daddr_off,
+        fam.saddr_len,
+        NFT_REG_1,
+    );
+    m.e_lookup(fam.gw_nets, NFT_REG_1, 0);
+    saddr_daddr(m, fam);
+    m.e_lookup(fam.gw, NFT_REG_1, NFT_LOOKUP_F_INV);
+    m.e_verdict(NF_DROP);
+}
+
+fn gate_gateway_text(fam: &Fam) -> String {
+    format!(
+        "ct status ! dnat ct state ! established,related {d} @{} {} . {d} != @{} drop",
+        fam.gw_nets,
+        fam.saddr,
+        fam.gw,
+        d = fam.daddr
+    )
+}
+
+/// `SADDR . DADDR @gateway_masquerade masquerade` (nat postrouting).
+fn gateway_masq(m: &mut Exprs<'_>, fam: &Fam) {
+    nfproto(m, fam.nfproto);
+    saddr_daddr(m, fam);
+    m.e_lookup(fam.gw_masq, NFT_REG_1, 0);
+    m.e_masq();
+}
+
+/// `snat ADDR to SADDR . DADDR map @gateway_snat` (nat postrouting).
+fn gateway_snat(m: &mut Exprs<'_>, fam: &Fam) {
+    nfproto(m, fam.nfproto);
+    saddr_daddr(m, fam);
+    m.e_lookup_map(fam.gw_snat, NFT_REG_1, NFT_REG_1);
+    m.e_nat(NFT_NAT_SNAT, fam.nfproto, NFT_REG_1, None);
+}
+
+fn gateway_snat_text(fam: &Fam) -> String {
+    format!(
+        "snat {} to {} . {} map @{}",
+        fam.word, fam.saddr, fam.daddr, fam.gw_snat
+    )
+}
+
+fn gateway_masq_text(fam: &Fam) -> String {
+    format!("{} . {} @{} masquerade", fam.saddr, fam.daddr, fam.gw_masq)
+}
+
+/// The gateway sets as nft text (after the NAT sets, as the kernel lists them).
+fn render_gateway_sets(s: &mut String, spec: &RulesetSpec) {
+    for fam in &FAMS {
+        let v6 = fam.nfproto == NFPROTO_IPV6;
+        let ty = if v6 { "ipv6_addr" } else { "ipv4_addr" };
+        let _ = writeln!(
+            s,
+            "
+	set {} {{
+		type {ty}
+		flags interval",
+            fam.gw_nets
+        );
+        let elems = super::prefilter::intervals_text(&spec.gateway_nets, v6);
+        if !elems.is_empty() {
+            let _ = writeln!(s, "		elements = {{ {} }}", elems.join(", "));
+        }
+        let _ = writeln!(s, "	}}");
+    }
+    for set in [|f: &Fam| f.gw, |f: &Fam| f.gw_masq] {
+        for fam in &FAMS {
+            let ty = if fam.nfproto == NFPROTO_IPV6 {
+                "ipv6_addr"
+            } else {
+                "ipv4_addr"
+            };
+            let _ = writeln!(
+                s,
+                "
+	set {} {{
+		type {ty} . {ty}
+		flags interval,timeout
+	}}",
+                set(fam)
+            );
+        }
+    }
+    for fam in &FAMS {
+        let ty = if fam.nfproto == NFPROTO_IPV6 {
+            "ipv6_addr"
+        } else {
+            "ipv4_addr"
+        };
+        let _ = writeln!(
+            s,
+            "\n\tmap {} {{\n\t\ttype {ty} . {ty} : {ty}\n\t\tflags interval,timeout\n\t}}",
+            fam.gw_snat
+        );
+    }
+}
+
 /// The NAT chains (issue 10 §1): a forwarded grant's new flows are translated by the element
 /// its grant wrote, which the kernel expires with it. Conntrack NATs only a flow's first
 /// packet, so an established flow keeps its translation after the element expires, as it
 /// keeps its way through the gate.
-fn add_nat(nft: &mut Nft) {
+fn add_nat(nft: &mut Nft, spec: &RulesetSpec) {
     for fam in &FAMS {
         nft.add_rule(TABLE, CHAIN_NAT_PREROUTING, |m| {
             flow_key(m, fam, Dport::Th);
@@ -311,6 +451,14 @@ fn add_nat(nft: &mut Nft) {
             m.e_lookup_map(fam.snat, NFT_REG_1, NFT_REG_1);
             m.e_nat(NFT_NAT_SNAT, fam.nfproto, NFT_REG_1, None);
         });
+    }
+    if !spec.gateway_nets.is_empty() {
+        for fam in &FAMS {
+            nft.add_rule(TABLE, CHAIN_NAT_POSTROUTING, |m| gateway_masq(m, fam));
+        }
+        for fam in &FAMS {
+            nft.add_rule(TABLE, CHAIN_NAT_POSTROUTING, |m| gateway_snat(m, fam));
+        }
     }
 }
 
@@ -391,7 +539,7 @@ fn render_nat(s: &mut String, spec: &RulesetSpec) {
     }
 }
 
-fn render_nat_chains(s: &mut String) {
+fn render_nat_chains(s: &mut String, spec: &RulesetSpec) {
     let key = |fam: &Fam| format!("{} . meta l4proto . th dport", fam.saddr);
     let orig = |fam: &Fam| format!("{} . meta l4proto . ct original proto-dst", fam.saddr);
     let _ = writeln!(
@@ -421,6 +569,14 @@ fn render_nat_chains(s: &mut String) {
             orig(fam),
             fam.snat
         );
+    }
+    if !spec.gateway_nets.is_empty() {
+        for fam in &FAMS {
+            let _ = writeln!(s, "\t\t{}", gateway_masq_text(fam));
+        }
+        for fam in &FAMS {
+            let _ = writeln!(s, "\t\t{}", gateway_snat_text(fam));
+        }
     }
     let _ = writeln!(s, "\t}}");
 }
@@ -515,8 +671,8 @@ pub(super) fn add_all(nft: &mut Nft, spec: &RulesetSpec) {
     nft.add_rule(TABLE, CHAIN_INPUT, |m| {
         udp_dport(m, port);
         match spec.backend {
-            QueueBackend::Native => m.e_queue(spec.queue),
-            QueueBackend::Compat => m.e_compat_nfqueue(spec.queue),
+            QueueBackend::Native => m.e_queue_range(spec.queue, spec.queue_total.max(1)),
+            QueueBackend::Compat => m.e_compat_nfqueue_range(spec.queue, spec.queue_total.max(1)),
         }
     });
     if spec.gate_input {
@@ -548,9 +704,14 @@ pub(super) fn add_all(nft: &mut Nft, spec: &RulesetSpec) {
                 nft.add_rule(TABLE, CHAIN_FORWARD, |m| gate_routed(m, fam));
             }
         }
+        if !spec.gateway_nets.is_empty() {
+            for fam in &FAMS {
+                nft.add_rule(TABLE, CHAIN_FORWARD, |m| gate_gateway(m, fam));
+            }
+        }
     }
     if spec.nat {
-        add_nat(nft);
+        add_nat(nft, spec);
     }
 }
 
@@ -629,6 +790,9 @@ pub fn render(spec: &RulesetSpec) -> String {
         // line before the first chain is written below.
         s.pop();
         render_nat(&mut s, spec);
+        if !spec.gateway_nets.is_empty() {
+            render_gateway_sets(&mut s, spec);
+        }
         s.push('\n');
     }
     let _ = writeln!(
@@ -684,7 +848,15 @@ pub fn render(spec: &RulesetSpec) -> String {
     );
     // nft prints the compat NFQUEUE target (xt NFQUEUE rev 3, one queue, no flags) and the
     // native queue expression alike.
-    let _ = writeln!(s, "\t\tudp dport {port} queue num {}", spec.queue);
+    let queues = match spec.queue_total {
+        0 | 1 => spec.queue.to_string(),
+        n => format!(
+            "{}-{}",
+            spec.queue,
+            u32::from(spec.queue) + u32::from(n) - 1
+        ),
+    };
+    let _ = writeln!(s, "\t\tudp dport {port} queue num {queues}");
     if spec.gate_input {
         for fam in &FAMS {
             let _ = writeln!(
@@ -712,10 +884,15 @@ pub fn render(spec: &RulesetSpec) -> String {
                 let _ = writeln!(s, "\t\t{}", gate_routed_text(fam));
             }
         }
+        if !spec.gateway_nets.is_empty() {
+            for fam in &FAMS {
+                let _ = writeln!(s, "\t\t{}", gate_gateway_text(fam));
+            }
+        }
         let _ = writeln!(s, "\t}}");
     }
     if spec.nat {
-        render_nat_chains(&mut s);
+        render_nat_chains(&mut s, spec);
     }
     let _ = writeln!(s, "}}");
     s

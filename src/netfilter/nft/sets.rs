@@ -25,6 +25,19 @@ impl Nft {
         }
         // Required by nf_tables_newset even when nothing refers to the set by id.
         m.attr_u32(NFTA_SET_ID, def.id);
+        if def.flags & NFT_SET_CONCAT != 0 {
+            // A concatenation of ranges (pipapo): the kernel needs each field's length; ours
+            // are two addresses of one family.
+            let d = m.nest(NFTA_SET_DESC);
+            let c = m.nest(NFTA_SET_DESC_CONCAT);
+            for _ in 0..2 {
+                let f = m.nest(NFTA_LIST_ELEM);
+                m.attr_u32(NFTA_SET_FIELD_LEN, def.key_len / 2);
+                m.nest_end(f);
+            }
+            m.nest_end(c);
+            m.nest_end(d);
+        }
         if let Some((timeout_ms, size)) = def.dynamic {
             let d = m.nest(NFTA_SET_DESC);
             m.attr_u32(NFTA_SET_DESC_SIZE, size);
@@ -95,7 +108,8 @@ impl Nft {
     pub(super) fn grants(&mut self, add: bool, elems: &[Element], v6: bool) {
         let set = if v6 { SET_ALLOW_V6 } else { SET_ALLOW_V4 };
         // A routed NAT grant opens no port of this host: its element is in `forward_v*`.
-        let routed = |e: &Element| e.nat.is_some_and(|n| !n.dnat);
+        // A gateway grant opens no port of this host either: its element is in `gateway_v*`.
+        let routed = |e: &Element| e.nat.is_some_and(|n| !n.dnat) || e.gateway.is_some();
         let mut it = elems
             .iter()
             .filter(|e| e.addr.is_ipv6() == v6 && !routed(e))
@@ -108,6 +122,7 @@ impl Nft {
             self.set_elements(add, set, chunk);
         }
         self.nat_elements(add, elems, v6);
+        self.gateway_elements(add, elems, v6);
     }
 
     /// `(key type, key length, flags)` of an existing set of our table, `None` if absent.
@@ -235,6 +250,8 @@ impl Nft {
             }
             let routed = self.forwards(v6)?;
             out.extend(routed);
+            let gateways = self.gateways(v6)?;
+            out.extend(gateways);
         }
         Ok(out)
     }
@@ -266,6 +283,7 @@ fn parse_live(elem: &[u8], v6: bool) -> Option<LiveElement> {
         timeout_ms,
         expires_ms,
         nat: None,
+        gateway: None,
     })
 }
 
@@ -315,7 +333,7 @@ pub fn protected_key(access: Access) -> [u8; 8] {
 }
 
 /// A set of the owned table.
-pub(super) struct SetDef {
+pub(crate) struct SetDef {
     pub(super) name: &'static str,
     /// Transaction-local id (`NFTA_SET_ID`).
     pub(super) id: u32,
@@ -839,6 +857,7 @@ impl Nft {
                             source: SourceNat::Keep,
                             dnat: false,
                         }),
+                        gateway: None,
                     })
                 }));
             },

@@ -4,6 +4,7 @@
 
 use super::batch::batch_error;
 use super::expr::Exprs;
+use super::gateway::GATEWAY_SETS;
 use super::sets::{FORWARD_SETS, NAT_SETS, SETS};
 use super::*;
 
@@ -109,7 +110,9 @@ impl Nft {
         } else {
             (&[][..], &[][..])
         };
-        for def in SETS.iter().chain(nat_sets).chain(fwd_sets) {
+        let gateway = !spec.gateway_nets.is_empty();
+        let gw_sets = if gateway { GATEWAY_SETS } else { &[][..] };
+        for def in SETS.iter().chain(nat_sets).chain(fwd_sets).chain(gw_sets) {
             if let Some((kt, kl, fl)) = self.set_shape(def.name)? {
                 if kt != def.key_type || kl != def.key_len || fl != def.flags {
                     return Err(NftError::Incompatible {
@@ -121,9 +124,22 @@ impl Nft {
         let drop_forward = !spec.gate_forward && self.chain_exists(CHAIN_FORWARD)?;
         // NAT went out of the config: its chains and maps go (with the translations in them).
         let drop_nat = !spec.nat && self.chain_exists(CHAIN_NAT_PREROUTING)?;
+        // `gateway` went out of the config: its sets go (with the gateway grants in them).
+        let drop_gateway = !gateway && self.set_shape(SET_GATEWAY_V4)?.is_some();
         // Without the NAT maps, a translated grant is restored without its translation (a
         // grant of its port), and a routed one not at all (it never opened a port here).
         let stripped: Vec<Element>;
+        let no_gateway: Vec<Element>;
+        let restore = if !gateway && restore.iter().any(|e| e.gateway.is_some()) {
+            no_gateway = restore
+                .iter()
+                .filter(|e| e.gateway.is_none())
+                .copied()
+                .collect();
+            &no_gateway[..]
+        } else {
+            restore
+        };
         let restore = if !spec.nat && restore.iter().any(|e| e.nat.is_some()) {
             stripped = restore
                 .iter()
@@ -184,7 +200,18 @@ impl Nft {
                 self.del_set(def.name);
             }
         }
+        if gateway {
+            for def in GATEWAY_SETS {
+                self.add_set(def);
+            }
+        }
         super::rules::add_all(self, spec);
+        // After the rules: a rule that used them is gone by now in this batch.
+        if drop_gateway {
+            for def in GATEWAY_SETS {
+                self.del_set(def.name);
+            }
+        }
 
         self.flush_set(SET_PROTECTED);
         if !spec.protect.is_empty() {
@@ -212,6 +239,9 @@ impl Nft {
                     self.set_elements(true, set, keys);
                 }
             }
+        }
+        if gateway {
+            self.gateway_nets(&spec.gateway_nets);
         }
         self.grants(true, restore, false);
         self.grants(true, restore, true);

@@ -101,6 +101,7 @@ fn upsert_message_bytes() {
         access: tcp(22),
         timeout_ms: 30_000,
         nat: None,
+        gateway: None,
     };
     nft.grants(true, &[e], false);
     nft.grants(true, &[e], true); // no v6 element: no message
@@ -151,12 +152,14 @@ fn delete_message_bytes() {
         access: tcp(22),
         timeout_ms: 30_000,
         nat: None,
+        gateway: None,
     };
     let v6 = Element {
         addr: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
         access: tcp(443),
         timeout_ms: 30_000,
         nat: None,
+        gateway: None,
     };
     nft.grants(false, &[v4, v6], false);
     nft.grants(false, &[v4, v6], true);
@@ -206,6 +209,7 @@ fn zero_timeout_is_refused() {
         access: tcp(22),
         timeout_ms: 0,
         nat: None,
+        gateway: None,
     };
     assert!(matches!(
         nft.upsert(&[e]),
@@ -242,8 +246,10 @@ fn shipped_file_is_render_of_defaults() {
 #[test]
 fn render_follows_the_spec() {
     let spec = RulesetSpec {
+        gateway_nets: Vec::new(),
         knock_port: 1000,
         queue: 3,
+        queue_total: 1,
         backend: QueueBackend::Compat,
         protect: vec![
             tcp(22),
@@ -476,6 +482,7 @@ fn v4(a: u8, port: u16, timeout_ms: u64) -> Element {
         access: tcp(port),
         timeout_ms,
         nat: None,
+        gateway: None,
     }
 }
 
@@ -525,6 +532,27 @@ fn install_lists_like_render_with_other_rate_prefixes() {
             "/{v4} /{v6}: nft lists:\n{listed}"
         );
     }
+}
+
+/// Issue 11 §4: `queue = "7-8"` spreads knocks over two queues by flow (xt NFQUEUE rev 3
+/// `queues_total`, or the native expression's `NFTA_QUEUE_TOTAL`); nft lists it as rendered.
+#[test]
+fn a_queue_range_installs_and_lists_like_render() {
+    let Some(ns) = Netns::new() else { return };
+    let spec = RulesetSpec {
+        queue: 7,
+        queue_total: 2,
+        ..compat_spec()
+    };
+    assert!(render(&spec).contains("queue num 7-8\n"));
+    let s = spec.clone();
+    ns.run(move || Nft::open().unwrap().install(&s, &[]).unwrap());
+    let listed = ns.nft(&["list", "table", "inet", "nfknock"]);
+    assert_eq!(
+        normalized(&listed),
+        normalized(&render(&spec)),
+        "nft lists:\n{listed}"
+    );
 }
 
 /// `serve --dry-run` without `--with-gate`: switching a gated table to a gateless one removes
@@ -610,6 +638,7 @@ fn v6_grants_and_chunked_batches() {
                 access: tcp(22),
                 timeout_ms: 60_000,
                 nat: None,
+                gateway: None,
             })
             .collect();
         many.push(Element {
@@ -620,6 +649,7 @@ fn v6_grants_and_chunked_batches() {
             },
             timeout_ms: 30_000,
             nat: None,
+            gateway: None,
         });
         nft.upsert(&many).unwrap();
         let live = nft.list().unwrap();
@@ -657,6 +687,7 @@ fn delete_removes_only_the_named_grants_and_skips_absent_ones() {
             access: tcp(22),
             timeout_ms: 60_000,
             nat: None,
+            gateway: None,
         };
         nft.upsert(&[
             v4(1, 22, 60_000),
@@ -1027,6 +1058,7 @@ fn upsert_latency() {
                 access: tcp(22),
                 timeout_ms: 60_000,
                 nat: None,
+                gateway: None,
             };
             let t = std::time::Instant::now();
             nft.upsert(&[e]).unwrap();
@@ -1221,6 +1253,7 @@ fn nat_install_lists_like_render_and_grants_carry_their_translation() {
             "[fd10::2]:22",
             crate::access::SourceNat::To("fd10::1".parse().unwrap()),
         ),
+        gateway: None,
     };
     let live = ns.run(move || {
         let mut nft = Nft::open().unwrap();
@@ -1310,5 +1343,149 @@ fn nat_install_lists_like_render_and_grants_carry_their_translation() {
     assert!(
         !listed.contains("nat_") && !listed.contains("masquerade") && !listed.contains("snat"),
         "NAT objects removed: {listed}"
+    );
+}
+
+/// Issue 10 §1 (`FORWARD_ALL`): with gateway networks, the table holds the gateway sets, the
+/// forward gate that closes those networks and the masquerade rule, and `nft list` prints them
+/// as [`render`] writes them; a gateway grant is one `source . network` element with the
+/// grant's timeout (also in the masquerade set when masqueraded), opens no port of this host,
+/// is revoked and restored like a grant; without gateway networks the sets go.
+#[test]
+fn gateway_install_lists_like_render_and_grants_are_source_network_ranges() {
+    let Some(ns) = Netns::new() else { return };
+    let spec = RulesetSpec {
+        nat: true,
+        gateway_nets: vec![
+            "10.80.0.0/24".parse().unwrap(),
+            "10.90.0.0/16".parse().unwrap(),
+            "fd80::/64".parse().unwrap(),
+        ],
+        ..compat_spec()
+    };
+    let gw = |net: &str, source| {
+        Some(crate::access::GatewayTo {
+            net: net.parse().unwrap(),
+            source,
+        })
+    };
+    let g4 = Element {
+        gateway: gw("10.80.0.0/24", crate::access::SourceNat::Masquerade),
+        ..v4(7, 22, 30_000)
+    };
+    let snat = Element {
+        gateway: gw(
+            "10.90.0.0/16",
+            crate::access::SourceNat::To("10.90.0.1".parse().unwrap()),
+        ),
+        ..v4(9, 22, 30_000)
+    };
+    let g6 = Element {
+        gateway: gw("fd80::/64", crate::access::SourceNat::Keep),
+        addr: "2001:db8::7".parse().unwrap(),
+        access: tcp(22),
+        timeout_ms: 30_000,
+        nat: None,
+    };
+    let s = spec.clone();
+    let live = ns.run(move || {
+        let mut nft = Nft::open().unwrap();
+        nft.install(&s, &[]).unwrap();
+        nft.upsert(&[g4, g6, snat]).unwrap();
+        nft.list().unwrap()
+    });
+    // `list` reads them back with their network and the access of the knock (the comment).
+    let mut back: Vec<_> = live
+        .iter()
+        .map(|e| {
+            (
+                e.addr,
+                e.access,
+                e.gateway.map(|g| g.net.to_string()),
+                e.timeout_ms,
+            )
+        })
+        .collect();
+    back.sort();
+    assert_eq!(
+        back,
+        [
+            (g4.addr, tcp(22), Some("10.80.0.0/24".into()), 30_000),
+            (snat.addr, tcp(22), Some("10.90.0.0/16".into()), 30_000),
+            (g6.addr, tcp(22), Some("fd80::/64".into()), 30_000),
+        ]
+    );
+    let listed = ns.nft(&["list", "table", "inet", "nfknock"]);
+    let bare: String = listed
+        .lines()
+        .filter(|l| !l.contains(" expires "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        normalized(&bare),
+        normalized(&render(&spec)),
+        "nft lists:\n{listed}"
+    );
+    let set = |name: &str| {
+        let rest = listed.split(&format!("set {name} {{")).nth(1).unwrap();
+        rest.split('}').next().unwrap().to_string()
+    };
+    assert!(
+        set(SET_GATEWAY_V4).contains("198.51.100.7 . 10.80.0.0/24 timeout 30s expires")
+            && set(SET_GATEWAY_V4).contains("comment \"tcp/22\""),
+        "{listed}"
+    );
+    assert!(
+        set(SET_GATEWAY_V6).contains("2001:db8::7 . fd80::/64 timeout 30s expires"),
+        "{listed}"
+    );
+    assert!(
+        set(SET_GATEWAY_MASQUERADE_V4).contains("198.51.100.7 . 10.80.0.0/24 timeout 30s"),
+        "{listed}"
+    );
+    let map = listed
+        .split(&format!("map {MAP_GATEWAY_SNAT_V4} {{"))
+        .nth(1)
+        .unwrap();
+    assert!(
+        map.contains("198.51.100.9 . 10.90.0.0/16 timeout 30s expires")
+            && map.contains(": 10.90.0.1"),
+        "{listed}"
+    );
+    assert!(
+        !set(SET_GATEWAY_MASQUERADE_V6).contains("2001:db8::7"),
+        "not masqueraded: {listed}"
+    );
+    assert!(
+        !set(SET_ALLOW_V4).contains("198.51.100.7") && !set(SET_ALLOW_V6).contains("2001:db8::7"),
+        "a gateway grant opened a port of this host: {listed}"
+    );
+    // Revoked: gone; restored after a flush: back with its time.
+    let s = spec.clone();
+    ns.run(move || {
+        let mut nft = Nft::open().unwrap();
+        nft.delete(&[g4, g6, snat]).unwrap();
+    });
+    let listed = ns.nft(&["list", "set", "inet", "nfknock", SET_GATEWAY_V4]);
+    assert!(!listed.contains("198.51.100.7"), "{listed}");
+    ns.run(move || {
+        let mut nft = Nft::open().unwrap();
+        nft.remove_table().unwrap();
+        nft.install(&s, &[g4]).unwrap();
+    });
+    let listed = ns.nft(&["list", "set", "inet", "nfknock", SET_GATEWAY_V4]);
+    assert!(
+        listed.contains("198.51.100.7 . 10.80.0.0/24 timeout 30s expires"),
+        "{listed}"
+    );
+    // Without `gateway` in the config, its sets and rules go, and the restore drops the grant.
+    ns.run(move || {
+        let mut nft = Nft::open().unwrap();
+        nft.install(&compat_spec(), &[g4]).unwrap();
+    });
+    let listed = ns.nft(&["list", "table", "inet", "nfknock"]);
+    assert!(
+        !listed.contains("gateway"),
+        "gateway objects removed: {listed}"
     );
 }

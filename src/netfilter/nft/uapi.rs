@@ -47,6 +47,14 @@ pub const NFTA_SET_ID: u16 = 10;
 pub const NFTA_SET_TIMEOUT: u16 = 11;
 pub const NFTA_SET_USERDATA: u16 = 13;
 pub const NFTA_SET_DESC_SIZE: u16 = 1;
+/// `NFTA_SET_DESC_CONCAT`: the field lengths of a concatenated interval key (pipapo sets).
+pub const NFTA_SET_DESC_CONCAT: u16 = 2;
+pub const NFTA_SET_FIELD_LEN: u16 = 1;
+/// `NFT_SET_CONCAT`: the key is a concatenation of ranges (nft sets it for `a . b` with
+/// `flags interval`; the kernel then picks the pipapo set type).
+pub const NFT_SET_CONCAT: u32 = 0x80;
+/// `NFTA_SET_ELEM_KEY_END`: the last key of an element's range (pipapo sets).
+pub const NFTA_SET_ELEM_KEY_END: u16 = 10;
 pub const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 pub const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 pub const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -110,6 +118,10 @@ pub const NFT_SET_MAP: u32 = 0x8;
 pub const NFTA_SET_DATA_TYPE: u16 = 6;
 pub const NFTA_SET_DATA_LEN: u16 = 7;
 pub const NFTA_SET_ELEM_DATA: u16 = 2;
+/// `NFTA_SET_ELEM_USERDATA`: opaque to the kernel; nft reads a comment from it.
+pub const NFTA_SET_ELEM_USERDATA: u16 = 6;
+/// libnftnl's `NFTNL_UDATA_SET_ELEM_COMMENT`: the TLV type nft prints as `comment "..."`.
+pub const NFTNL_UDATA_SET_ELEM_COMMENT: u8 = 0;
 pub const NF_INET_POST_ROUTING: u32 = 4;
 /// `NFT_REG_2`: the second 16-byte register (= `NFT_REG32_04`).
 pub const NFT_REG_2: u32 = 2;
