@@ -171,4 +171,20 @@ mod tests {
         assert_eq!((e.op, e.path), ("rename over", target));
         assert_eq!(fs::read(&path).unwrap(), b"old");
     }
+
+    #[test]
+    fn write_new_hands_back_the_file_for_its_caller_to_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join("j.tmp");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        let mut f = write_new(&tmp, b"head", 0o600, Durability::Synced).unwrap();
+        // What the caller writes next lands after the content, in the new file only.
+        f.write_all(b"+tail").unwrap();
+        drop(f);
+        assert_eq!(fs::read(&tmp).unwrap(), b"head+tail");
+        assert_eq!(mode_of(&tmp), 0o600);
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+    }
 }
