@@ -611,16 +611,7 @@ fn max_commands_bounds_the_commands_running_at_once() {
     let client = both_client(&key, &alice_allows_both(), "[\"/bin/sleep\", \"1\"]", "");
     lab.write_config("max_commands = 1\n", &client);
     lab.start_daemon();
-    lab.knock(
-        &lab.cli,
-        SRV4,
-        &[
-            "--key-file",
-            key.to_str().unwrap(),
-            "--access",
-            "tcp/2222,tcp/8080",
-        ],
-    );
+    knock_access(&lab, &key, "tcp/2222,tcp/8080", &[]);
     await_log(
         || lab.log(),
         6,
