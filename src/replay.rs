@@ -383,7 +383,7 @@ fn upgrade_v1_expiry(expires_at: u64) -> u64 {
 
 /// Decode a whole journal file, keeping the records live at `now`.
 ///
-/// A format-1 journal decodes too: its expiries are converted ([`upgrade_v1_expiry`]) and
+/// A format-1 journal decodes too: its expiries are converted (`upgrade_v1_expiry`) and
 /// `format_version` says so. It cannot say which packets its daemon had already forgotten
 /// under a smaller `max_age`; the caller must refuse older knocks as after a lost journal.
 ///

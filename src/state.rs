@@ -526,11 +526,9 @@ impl ReplayJournal {
     ) -> Result<ReplayJournal, StateError> {
         let tmp = dir.join(JOURNAL_TMP_FILE);
         let bytes = replay::encode_journal(cache.refuse_before(), cache.iter());
-        drop(write_synced(&tmp, &bytes)?);
-        fs::rename(&tmp, &path).map_err(io_err("rename compacted", &path))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("sync directory of", &path))?;
+        // A leftover link from a crash (or a plant) is removed, never written through: see
+        // `sys::write_new`.
+        sys::replace_file(&path, &tmp, &bytes, 0o600, sys::Durability::Synced).map_err(state_io)?;
         let file = open_append(&path)?;
         Ok(ReplayJournal {
             dir: dir.to_path_buf(),
@@ -543,27 +541,19 @@ impl ReplayJournal {
     }
 }
 
-/// Write `bytes` to a new file `tmp` (mode 0600) and fsync it.
-///
-/// A leftover from a crash is removed (unlink removes a link, never its target), and the file is
-/// created afresh: O_EXCL fails rather than open anything already there, link or not, so the
-/// mode is the file's mode.
+/// Write `bytes` to a new file `tmp` (mode 0600) and fsync it ([`sys::write_new`]: a leftover
+/// link is removed, never written through).
 fn write_synced(tmp: &Path, bytes: &[u8]) -> Result<File, StateError> {
-    match fs::remove_file(tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err("remove the stale", tmp)(e)),
+    sys::write_new(tmp, bytes, 0o600, sys::Durability::Synced).map_err(state_io)
+}
+
+/// A failed step of writing a journal file, as the journal's error.
+fn state_io(e: sys::ReplaceError) -> StateError {
+    StateError::Io {
+        op: e.op,
+        path: e.path,
+        cause: e.source,
     }
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(tmp)
-        .map_err(io_err("create", tmp))?;
-    f.write_all(bytes).map_err(io_err("write", tmp))?;
-    f.sync_all().map_err(io_err("sync", tmp))?;
-    Ok(f)
 }
 
 /// What is at the first-start marker's path.

@@ -15,7 +15,20 @@ fn nfknock(args: &[&str]) -> Output {
 }
 
 fn nfknock_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nfknock"));
+    nfknock_in(Command::new(env!("CARGO_BIN_EXE_nfknock")), args, env)
+}
+
+/// `nfknock ARGS` with `env` in a new, empty network namespace of its own (`unshare --net`,
+/// root): nothing it might send could leave.
+fn nfknock_unshared(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--net", env!("CARGO_BIN_EXE_nfknock")]);
+    nfknock_in(cmd, args, env)
+}
+
+/// Run `cmd ARGS` (nfknock, or what runs it) with the log settings of the caller's shell
+/// removed and `env` set.
+fn nfknock_in(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.args(args)
         .env_remove("JOURNAL_STREAM")
         .env_remove("NFKNOCK_LOG")
@@ -23,7 +36,19 @@ fn nfknock_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("run nfknock")
+    cmd.output()
+        .expect("run nfknock (`unshare` of util-linux, as root, for a namespace of its own)")
+}
+
+/// Each `knock ARGS` of `cases` is a usage error (exit 2) whose whole output is the one line
+/// `nfknock: error: SAYS` on stderr; in a namespace of its own, so nothing could leave.
+fn knock_usage_errors(cases: &[(&[&str], &str)]) {
+    for (args, says) in cases {
+        let (code, stdout, stderr) = run(nfknock_unshared(&[&["knock"][..], args].concat(), &[]));
+        assert_eq!(code, EXIT_USAGE, "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert_eq!(stderr, format!("nfknock: error: {says}\n"), "{args:?}");
+    }
 }
 
 fn text(b: &[u8]) -> String {
@@ -174,18 +199,8 @@ fn under_journald_log_lines_carry_no_timestamp() {
         dir.path(),
         &format!("rate_limit = 0\nstate_dir = \"{}\"\n", state.display()),
     );
-    let serve = |env: &[(&str, &str)]| {
-        let mut cmd = Command::new("unshare");
-        cmd.args(["--net", env!("CARGO_BIN_EXE_nfknock"), "serve", "--config"])
-            .arg(&path)
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("NFKNOCK_LOG")
-            .env_remove("RUST_LOG");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        run(cmd.output().expect("run unshare (util-linux) as root"))
-    };
+    let path = path.to_str().unwrap();
+    let serve = |env: &[(&str, &str)]| run(nfknock_unshared(&["serve", "--config", path], env));
     let warning = "WARN [server] rate_limit = 0: knocks are not rate limited in the kernel";
     for (env, stamped) in [
         (&[][..], true),
@@ -415,17 +430,7 @@ fn knock_names_the_missing_or_bad_flag_and_sends_nothing() {
             "--access must list 1 to 16 entries",
         ),
     ];
-    for (args, says) in cases {
-        let mut cmd = Command::new("unshare");
-        cmd.args(["--net", env!("CARGO_BIN_EXE_nfknock"), "knock"])
-            .args(*args)
-            .env_remove("NFKNOCK_LOG")
-            .env_remove("RUST_LOG");
-        let (code, stdout, stderr) = run(cmd.output().expect("run unshare (util-linux) as root"));
-        assert_eq!(code, EXIT_USAGE, "{args:?}: {stderr}");
-        assert!(stdout.is_empty(), "{args:?}: {stdout}");
-        assert_eq!(stderr, format!("nfknock: error: {says}\n"), "{args:?}");
-    }
+    knock_usage_errors(cases);
 }
 
 #[test]
@@ -471,17 +476,7 @@ fn fwknop_knock_names_the_missing_or_bad_flag_and_sends_nothing() {
             "--user `a:b`: fwknop accepts 1 to 48 letters, digits and `_.-@`",
         ),
     ];
-    for (args, says) in cases {
-        let mut cmd = Command::new("unshare");
-        cmd.args(["--net", env!("CARGO_BIN_EXE_nfknock"), "knock"])
-            .args(*args)
-            .env_remove("NFKNOCK_LOG")
-            .env_remove("RUST_LOG");
-        let (code, stdout, stderr) = run(cmd.output().expect("run unshare (util-linux) as root"));
-        assert_eq!(code, EXIT_USAGE, "{args:?}: {stderr}");
-        assert!(stdout.is_empty(), "{args:?}: {stdout}");
-        assert_eq!(stderr, format!("nfknock: error: {says}\n"), "{args:?}");
-    }
+    knock_usage_errors(cases);
 
     // A `format = "fwknop"` stanza without `allow_ip` names the stanza and the key to add.
     let profile = dir.path().join("client.toml");

@@ -15,9 +15,7 @@
 //! the daemon refuses to start and says which line is wrong and what to do (as it refuses a
 //! state directory it cannot trust), because its closes might otherwise never run.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use super::template::{valid_user, Values};
@@ -156,35 +154,19 @@ impl Pending {
         }
         let path = self.dir.join(FILE);
         let tmp = self.dir.join(TMP);
-        let io = |op, p: &Path| {
-            let p = p.to_path_buf();
-            move |source| PendingError::Io {
-                op,
-                path: p,
-                source,
-            }
-        };
-        match fs::remove_file(&tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io("remove the stale", &tmp)(e)),
-        }
-        {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&tmp)
-                .map_err(io("create", &tmp))?;
-            f.write_all(render(&self.closes).as_bytes())
-                .map_err(io("write", &tmp))?;
-            f.sync_all().map_err(io("sync", &tmp))?;
-        }
-        fs::rename(&tmp, &path).map_err(io("rename", &path))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("sync the directory of", &path))?;
+        let bytes = render(&self.closes);
+        sys::replace_file(
+            &path,
+            &tmp,
+            bytes.as_bytes(),
+            0o600,
+            sys::Durability::Synced,
+        )
+        .map_err(|sys::ReplaceError { op, path, source }| PendingError::Io {
+            op,
+            path,
+            source,
+        })?;
         self.dirty = false;
         Ok(())
     }
@@ -257,6 +239,7 @@ fn parse(text: &str) -> Result<Vec<Close>, (usize, &'static str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn close(deadline: u64, src: &str, port: u16) -> Close {
         Close {

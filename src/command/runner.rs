@@ -14,7 +14,7 @@
 //! thread, confines the child (bounding set, user, `no_new_privs`), then executes
 //! `/proc/self/exe __command-runner` ([`runner_main`]): the runner is a fresh image holding
 //! none of the daemon's memory (no key), its capabilities carried over the exec as ambient ones
-//! and cleared at once. The daemon sends it the command settings (one JSON [`CatalogEntry`]
+//! and cleared at once. The daemon sends it the command settings (one JSON `CatalogEntry`
 //! per client, checked again), then jobs.
 //!
 //! **What it trusts.** The daemon faces the network, so the runner takes it for the less trusted

@@ -63,7 +63,7 @@ pub enum Piece {
     Var(Var),
 }
 
-/// A checked argv template: argv[0] is an absolute path without variables.
+/// A checked argv template: `argv[0]` is an absolute path without variables.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     /// The text as written (for the runner's catalog and messages).

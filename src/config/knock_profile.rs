@@ -359,6 +359,104 @@ fn pick<'a, T>(
     }
 }
 
+/// Where a stanza's secret (`NAME` inline or `NAME_file`) comes from, given as `fields` of a
+/// stanza: its inline text and its file.
+type SecretFields<'a> = (
+    &'a Option<Spanned<raw::SecretText>>,
+    &'a Option<Spanned<String>>,
+);
+
+/// A stanza's secret, read.
+enum Secret<B> {
+    /// Its bytes; the key file they came from (`None` when inline), where and under which key
+    /// it was given.
+    Found {
+        file: Option<PathBuf>,
+        bytes: B,
+        span: std::ops::Range<usize>,
+        key: String,
+    },
+    /// Given, but wrong; the problem is in the sink.
+    Bad,
+    /// Neither the stanza nor `[default]` gives it.
+    Absent,
+}
+
+/// Read the secret `name` (the Rijndael or native `key`, the fwknop `hmac_key`) given inline as
+/// `NAME` or in a file as `NAME_file`: the stanza's own if it gives either, otherwise
+/// `[default]`'s (a stanza never mixes its own file with a default inline key). `decode(text,
+/// file)` turns the text into bytes, or says what is wrong with it (naming `file` when it came
+/// from one); a key file must be private to the user who runs the knock.
+#[allow(clippy::too_many_arguments)]
+fn read_secret<'a, B>(
+    sink: &mut Sink<'_>,
+    path: &Path,
+    env: &KnockEnv<'_>,
+    prefix: &str,
+    name: &str,
+    own: SecretFields<'a>,
+    default: SecretFields<'a>,
+    decode: impl Fn(&str, Option<&Path>) -> Result<B, String>,
+) -> Secret<B> {
+    let file_name = format!("{name}_file");
+    let (text, file) = if own.0.is_some() || own.1.is_some() {
+        (
+            own.0.as_ref().map(|k| (k, join(prefix, name))),
+            own.1.as_ref().map(|f| (f, join(prefix, &file_name))),
+        )
+    } else {
+        (
+            default.0.as_ref().map(|k| (k, join("default", name))),
+            default.1.as_ref().map(|f| (f, join("default", &file_name))),
+        )
+    };
+    match (text, file) {
+        (Some(_), Some((f, key))) => {
+            sink.at(
+                Some(f.span()),
+                &key,
+                format!(
+                    "`{name}` is already given; use either `{name}` or `{file_name}`, not both"
+                ),
+            );
+            Secret::Bad
+        }
+        (Some((k, key)), None) => match decode(&k.get_ref().0, None) {
+            Ok(bytes) => Secret::Found {
+                file: None,
+                bytes,
+                span: k.span(),
+                key,
+            },
+            Err(m) => {
+                sink.at(Some(k.span()), &key, m);
+                Secret::Bad
+            }
+        },
+        (None, Some((f, key))) => {
+            let r = secret::resolve(f.get_ref(), path, env.home).and_then(|p| {
+                let owner = secret::Owner::running_as(env.euid);
+                let text = secret::read_key_file(env.files, &p, &owner)?;
+                let bytes = decode(&text, Some(&p))?;
+                Ok((p, bytes))
+            });
+            match r {
+                Ok((p, bytes)) => Secret::Found {
+                    file: Some(p),
+                    bytes,
+                    span: f.span(),
+                    key,
+                },
+                Err(m) => {
+                    sink.at(Some(f.span()), &key, m);
+                    Secret::Bad
+                }
+            }
+        }
+        (None, None) => Secret::Absent,
+    }
+}
+
 fn profile(
     sink: &mut Sink<'_>,
     path: &Path,
@@ -410,23 +508,6 @@ fn profile(
         None => Some(super::DEFAULT_PORT),
     };
 
-    // A stanza's own key (inline or file) overrides any key in [default].
-    let (key_text, key_file) = if raw.key.is_some() || raw.key_file.is_some() {
-        (
-            raw.key.as_ref().map(|k| (k, join(&prefix, "key"))),
-            raw.key_file
-                .as_ref()
-                .map(|f| (f, join(&prefix, "key_file"))),
-        )
-    } else {
-        (
-            default.key.as_ref().map(|k| (k, join("default", "key"))),
-            default
-                .key_file
-                .as_ref()
-                .map(|f| (f, join("default", "key_file"))),
-        )
-    };
     let format = match pick(&raw.format, &default.format, &prefix, "format") {
         None => Some(false),
         Some((f, _)) if f.get_ref() == "native" => Some(false),
@@ -441,48 +522,39 @@ fn profile(
         }
     };
     let is_fwknop = format == Some(true);
-    let decode = |text: &str| -> Result<KeyBytes, String> {
-        if is_fwknop {
+    let decode = |text: &str, file: Option<&Path>| -> Result<KeyBytes, String> {
+        let bytes = if is_fwknop {
             decode_key_base64(text).map(KeyBytes::Fwknop).ok_or_else(|| {
                 "is not valid base64; use the KEY_BASE64 value printed by `nfknock keygen --fwknop`"
                     .to_string()
             })
         } else {
             secret::decode_native_secret(text).map(KeyBytes::Native)
-        }
+        };
+        bytes.map_err(|m| match file {
+            None => format!("the key {m}"),
+            Some(p) => format!("key file {} {m}", p.display()),
+        })
     };
-    let key = match (key_text, key_file) {
-        (Some(_), Some((f, key))) => {
-            sink.at(
-                Some(f.span()),
-                &key,
-                "`key` is already given; use either `key` or `key_file`, not both",
-            );
-            None
-        }
-        (Some((k, key)), None) => match decode(&k.get_ref().0) {
-            Ok(bytes) => Some((None, bytes, k.span(), key)),
-            Err(m) => {
-                sink.at(Some(k.span()), &key, format!("the key {m}"));
-                None
-            }
-        },
-        (None, Some((f, key))) => {
-            let r = secret::resolve(f.get_ref(), path, env.home).and_then(|p| {
-                let owner = secret::Owner::running_as(env.euid);
-                let text = secret::read_key_file(env.files, &p, &owner)?;
-                let bytes = decode(&text).map_err(|m| format!("key file {} {m}", p.display()))?;
-                Ok((Some(p), bytes))
-            });
-            match r {
-                Ok((p, b)) => Some((p, b, f.span(), key)),
-                Err(m) => {
-                    sink.at(Some(f.span()), &key, m);
-                    None
-                }
-            }
-        }
-        (None, None) => {
+    let own = (&raw.key, &raw.key_file);
+    let key = match read_secret(
+        sink,
+        path,
+        env,
+        &prefix,
+        "key",
+        own,
+        (&default.key, &default.key_file),
+        decode,
+    ) {
+        Secret::Found {
+            file,
+            bytes,
+            span,
+            key,
+        } => Some((file, bytes, span, key)),
+        Secret::Bad => None,
+        Secret::Absent => {
             if !sec.failed("key") {
                 missing(
                     sink,

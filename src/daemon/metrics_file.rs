@@ -3,12 +3,11 @@
 //! user), then renamed over `PATH`, so a reader sees the old file or the new one, never half.
 //! The collector reads only `*.prom`, so it never reads the temporary file.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tracing::{error, info};
+
+use crate::sys::{self, Durability};
 
 /// The writer; remembers the last failure so a lasting one is logged once, not every 5 s.
 #[derive(Default)]
@@ -42,8 +41,9 @@ pub(super) fn tmp_path(path: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Write `text` to `PATH.tmp` (not following a symlink there), make it 0644, rename it over
-/// `path`. The error names the file, the failed step and what to do.
+/// Write `text` to `PATH.tmp` (created afresh: a link planted there is removed, never written
+/// through), make it 0644, rename it over `path` ([`sys::replace_file`], without `fsync`: the
+/// file is rewritten every 5 s). The error names the file, the failed step and what to do.
 pub(super) fn write_atomic(path: &Path, text: &str) -> Result<(), String> {
     let tmp = tmp_path(path);
     let fail = |op: &str, file: &Path, e: std::io::Error| {
@@ -58,25 +58,15 @@ pub(super) fn write_atomic(path: &Path, text: &str) -> Result<(), String> {
             dir.display()
         )
     };
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&tmp)
-        .map_err(|e| fail("create", &tmp, e))?;
-    f.set_permissions(fs::Permissions::from_mode(0o644))
-        .map_err(|e| fail("chmod", &tmp, e))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| fail("write", &tmp, e))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(|e| fail("rename over", path, e))
+    sys::replace_file(path, &tmp, text.as_bytes(), 0o644, Durability::Unsynced)
+        .map_err(|e| fail(e.op, &e.path, e.source))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn replaces_the_file_whole_with_mode_0644_and_leaves_no_temporary() {
@@ -98,9 +88,10 @@ mod tests {
         let victim = dir.path().join("victim");
         fs::write(&victim, "keep").unwrap();
         std::os::unix::fs::symlink(&victim, tmp_path(&path)).unwrap();
-        let e = write_atomic(&path, "x\n").unwrap_err();
-        assert!(e.contains("cannot create metrics file"), "{e}");
+        write_atomic(&path, "x\n").unwrap();
         assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "x\n");
+        assert!(fs::symlink_metadata(tmp_path(&path)).is_err());
     }
 
     #[test]

@@ -127,10 +127,10 @@ impl Engine {
     }
 
     /// The key hints the kernel's prefilter set should get at `now` (issue 11): with `all`,
-    /// every hint of the window ([`hints::kernel_epochs`]) — at start, after a reload, a flush
+    /// every hint of the window (`hints::kernel_epochs`) — at start, after a reload, a flush
     /// repair or a clock step, written over the set's old content; otherwise only the epochs
     /// that entered the window since the last call (normally nothing, or one epoch's hints
-    /// every ten minutes, [`hints::KERNEL_HINT_LEAD_SECS`] before they can be needed), added
+    /// every ten minutes, `hints::KERNEL_HINT_LEAD_SECS` before they can be needed), added
     /// beside what the kernel holds. Each with its timeout from `now`.
     pub fn kernel_hints(&mut self, now: u64, all: bool) -> Vec<KernelHint> {
         let max_age = self.config.server.max_age;

@@ -1,19 +1,22 @@
 //! The operating system's side of the core's inputs, for the shells: the CSPRNG ([`OsRng`]),
 //! files read with their checks made on the open descriptor ([`FsLoader`], the one
 //! implementation of [`crate::config::Files`]: config files, key files, the importer's files),
-//! the user database, leaving root for the service user, and the clocks ([`clock`]). The pure
-//! core only sees traits and values passed in: [`crate::crypto::Rng`],
+//! replacing a file whole ([`replace_file`]: the journal's compaction, the pending closes, the
+//! metrics file), the user database, leaving root for the service user, and the clocks
+//! ([`clock`]). The pure core only sees traits and values passed in: [`crate::crypto::Rng`],
 //! [`crate::config::Files`], [`Accounts`].
 
 pub mod clock;
 mod files;
 mod privilege;
+mod replace;
 mod rng;
 mod user;
 
 pub use crate::config::is_link_refused;
 pub use files::{open_regular, FsLoader, Links, RegularFile};
 pub use privilege::{switch_user, SwitchError};
+pub use replace::{replace_file, write_new, Durability, ReplaceError};
 pub use rng::OsRng;
 pub use user::{euid, user_by_name, Account, Accounts, SystemAccounts};
 

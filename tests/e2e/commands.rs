@@ -21,38 +21,30 @@ fn cycle_port() -> SocketAddr {
     sock(SRV4, CYCLE_PORT)
 }
 
-/// The whitelist set and the iptables-legacy rules of the seed's example, in the server
-/// namespace: tcp/2223 accepted from members of `whitelist`, dropped for everyone else.
-fn ipset_gate(lab: &Lab) {
+/// The seed's example in the server namespace: the ipset `set` (`hash:ip`, IPv6 with `v6`) and
+/// the iptables-legacy (ip6tables-legacy) rules that accept tcp/2223 from its members and drop
+/// it for everyone else.
+fn ipset_gate(lab: &Lab, set: &str, v6: bool) {
+    let (iptables, family): (&str, &[&str]) = if v6 {
+        ("ip6tables-legacy", &["family", "inet6"])
+    } else {
+        ("iptables-legacy", &[])
+    };
+    let port = CYCLE_PORT.to_string();
+    let rule = [iptables, "-A", "INPUT", "-p", "tcp", "--dport", &port];
     for args in [
-        vec![IPSET, "create", "whitelist", "hash:ip", "timeout", "600"],
-        vec![
-            "iptables-legacy",
-            "-A",
-            "INPUT",
-            "-p",
-            "tcp",
-            "--dport",
-            "2223",
-            "-m",
-            "set",
-            "--match-set",
-            "whitelist",
-            "src",
-            "-j",
-            "ACCEPT",
-        ],
-        vec![
-            "iptables-legacy",
-            "-A",
-            "INPUT",
-            "-p",
-            "tcp",
-            "--dport",
-            "2223",
-            "-j",
-            "DROP",
-        ],
+        [
+            &[IPSET, "create", set, "hash:ip"],
+            family,
+            &["timeout", "600"],
+        ]
+        .concat(),
+        [
+            &rule[..],
+            &["-m", "set", "--match-set", set, "src", "-j", "ACCEPT"],
+        ]
+        .concat(),
+        [&rule[..], &["-j", "DROP"]].concat(),
     ] {
         let out = lab.run(&lab.srv, &args);
         assert!(
@@ -61,6 +53,25 @@ fn ipset_gate(lab: &Lab) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// `ipset ARGS` as a TOML argv array, for `on_grant`/`on_expire`.
+fn ipset_argv(args: &[&str]) -> String {
+    let quoted: Vec<String> = [&[IPSET], args]
+        .concat()
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// The cycle `on_grant` = add `$SRC` to `set` (no ipset timeout: only `on_expire` empties it),
+/// `on_expire` = delete it.
+fn add_del(set: &str) -> (String, String) {
+    (
+        ipset_argv(&["add", set, "$SRC", "-exist"]),
+        ipset_argv(&["del", set, "$SRC", "-exist"]),
+    )
 }
 
 /// The members of `whitelist`.
@@ -88,12 +99,43 @@ fn server_lines() -> String {
     format!("protect = [\"tcp/{HOST_PORT}\"]\nmax_age = 120\n")
 }
 
-fn knock_cycle(lab: &Lab, key: &Path) {
+/// A native knock from the client for the cycle's tcp/2223 on `server`.
+fn knock_cycle(lab: &Lab, key: &Path, server: &str) {
     lab.knock(
         &lab.cli,
-        SRV4,
+        server,
         &["--key-file", key.to_str().unwrap(), "--access", "tcp/2223"],
     );
+}
+
+/// Alice with her own nft grant (`allow`, 30 s) and `on_grant` = `argv` run as nobody
+/// (`grant = "both"`), plus `extra` client lines.
+fn both_client(key: &Path, allow: &str, argv: &str, extra: &str) -> String {
+    format!(
+        "{}grant = \"both\"\non_grant = {argv}\ncommand_user = \"nobody\"\n{extra}",
+        alice(key, allow, 30)
+    )
+}
+
+/// A lab with alice as a [`both_client`] of the host port, and the daemon running.
+fn started_both(argv: &str, extra: &str) -> (Lab, PathBuf) {
+    let mut lab = Lab::new();
+    let key = lab.keygen("alice.key");
+    lab.write_config("", &both_client(&key, &host_port(), argv, extra));
+    lab.start_daemon();
+    (lab, key)
+}
+
+/// Alice's `allow` of the host port alone.
+fn host_port() -> String {
+    format!("\"tcp/{HOST_PORT}\"")
+}
+
+/// Wait up to `secs` for the daemon's log (as `log` reads it) to satisfy `cond`; fail with
+/// `what` and the log.
+fn await_log(log: impl Fn() -> String, secs: u64, what: &str, cond: impl Fn(&str) -> bool) {
+    let met = wait_until(Duration::from_secs(secs), || cond(&log())).is_some();
+    assert!(met, "{what} (waited {secs} s); the log:\n{}", log());
 }
 
 /// The log lines of one command (`command="on_expire"`, ...) that finished.
@@ -113,11 +155,18 @@ fn finished(log: &str, what: &str) -> usize {
 #[test]
 fn ipset_cycle_opens_the_port_and_on_expire_closes_it() {
     let mut lab = Lab::new();
-    ipset_gate(&lab);
+    ipset_gate(&lab, "whitelist", false);
     let _echo = echo_server(&lab.srv, cycle_port());
     let key = lab.keygen("alice.key");
-    let on_grant = format!("[\"{IPSET}\", \"add\", \"whitelist\", \"$SRC\", \"timeout\", \"$CLIENT_TIMEOUT\", \"-exist\"]");
-    let on_expire = format!("[\"{IPSET}\", \"del\", \"whitelist\", \"$SRC\", \"-exist\"]");
+    let on_grant = ipset_argv(&[
+        "add",
+        "whitelist",
+        "$SRC",
+        "timeout",
+        "$CLIENT_TIMEOUT",
+        "-exist",
+    ]);
+    let (_, on_expire) = add_del("whitelist");
     lab.write_config_raw(
         &server_lines(),
         &cycle_client(&key, 3, &on_grant, &on_expire, ""),
@@ -127,22 +176,22 @@ fn ipset_cycle_opens_the_port_and_on_expire_closes_it() {
         !tcp_open(&lab.cli, cycle_port(), CLOSED_WITHIN),
         "open before any knock"
     );
-    knock_cycle(&lab, &key);
+    knock_cycle(&lab, &key, SRV4);
     assert!(
         opens(&lab.cli, cycle_port()),
         "not reachable after the knock:\n{}",
         lab.log()
     );
     assert_eq!(members(&lab), [CLI4]);
-    wait_until(Duration::from_secs(2), || {
-        finished(&lab.log(), "on_grant") == 1
-    });
-    let log = lab.log();
-    assert!(
-        log.contains("command started")
-            && log.contains("user=nobody")
-            && finished(&log, "on_grant") == 1,
-        "{log}"
+    await_log(
+        || lab.log(),
+        2,
+        "on_grant did not run as nobody",
+        |log| {
+            log.contains("command started")
+                && log.contains("user=nobody")
+                && finished(log, "on_grant") == 1
+        },
     );
     let allow = lab.run(
         &lab.srv,
@@ -154,12 +203,11 @@ fn ipset_cycle_opens_the_port_and_on_expire_closes_it() {
         "grant = \"command\" wrote to the nft set: {allow}"
     );
     // The on_expire runs at the deadline (3 s), before ipset's own timeout would matter.
-    assert!(
-        wait_until(Duration::from_secs(6), || finished(&lab.log(), "on_expire")
-            == 1)
-        .is_some(),
-        "on_expire did not run:\n{}",
-        lab.log()
+    await_log(
+        || lab.log(),
+        6,
+        "on_expire did not run",
+        |log| finished(log, "on_expire") == 1,
     );
     assert!(
         members(&lab).is_empty(),
@@ -175,17 +223,16 @@ fn ipset_cycle_opens_the_port_and_on_expire_closes_it() {
 #[test]
 fn on_expire_runs_after_a_daemon_restart() {
     let mut lab = Lab::new();
-    ipset_gate(&lab);
+    ipset_gate(&lab, "whitelist", false);
     let _echo = echo_server(&lab.srv, cycle_port());
     let key = lab.keygen("alice.key");
-    let on_grant = format!("[\"{IPSET}\", \"add\", \"whitelist\", \"$SRC\", \"-exist\"]");
-    let on_expire = format!("[\"{IPSET}\", \"del\", \"whitelist\", \"$SRC\", \"-exist\"]");
+    let (on_grant, on_expire) = add_del("whitelist");
     lab.write_config_raw(
         &server_lines(),
         &cycle_client(&key, 4, &on_grant, &on_expire, ""),
     );
     lab.start_daemon();
-    knock_cycle(&lab, &key);
+    knock_cycle(&lab, &key, SRV4);
     assert!(opens(&lab.cli, cycle_port()), "{}", lab.log());
     let (_, status) = lab.stop_daemon();
     assert!(status.success());
@@ -196,12 +243,11 @@ fn on_expire_runs_after_a_daemon_restart() {
     );
     assert_eq!(finished(&lab.log(), "on_expire"), 0);
     lab.start_daemon();
-    assert!(
-        wait_until(Duration::from_secs(8), || finished(&lab.log(), "on_expire")
-            == 1)
-        .is_some(),
-        "the restarted daemon did not run the close:\n{}",
-        lab.log()
+    await_log(
+        || lab.log(),
+        8,
+        "the restarted daemon did not run the close",
+        |log| finished(log, "on_expire") == 1,
     );
     assert!(members(&lab).is_empty());
     assert!(closes(&lab.cli, cycle_port(), Duration::from_secs(2)));
@@ -209,44 +255,20 @@ fn on_expire_runs_after_a_daemon_restart() {
     assert_eq!(pending.lines().count(), 1, "{pending}");
 }
 
-/// The `pid=N` of the first "command started" line.
-fn started_pid(log: &str) -> Option<u32> {
-    let line = log.lines().find(|l| l.contains("command started"))?;
-    let at = line.find("pid=")? + 4;
-    line[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
-}
-
 /// A command that hangs is killed at its `command_timeout` (its whole process group), and the
 /// log says so; the packet loop went on meanwhile.
 #[test]
 fn a_hanging_command_is_killed_at_its_timeout() {
-    let mut lab = Lab::new();
-    let key = lab.keygen("alice.key");
-    let client = format!(
-        "{}grant = \"both\"\non_grant = [\"/bin/sleep\", \"60\"]\ncommand_user = \"nobody\"\ncommand_timeout = 1\n",
-        alice(&key, &format!("\"tcp/{HOST_PORT}\""), 30)
-    );
-    lab.write_config("", &client);
-    lab.start_daemon();
+    let (lab, key) = started_both("[\"/bin/sleep\", \"60\"]", "command_timeout = 1\n");
     let _echo = echo_server(&lab.srv, sock(SRV4, HOST_PORT));
-    lab.knock(
-        &lab.cli,
-        SRV4,
-        &["--key-file", key.to_str().unwrap(), "--access", "tcp/2222"],
-    );
+    knock_host(&lab, &key, &[]);
     // grant = "both": the nft grant is there at once, whatever the command does.
     assert!(opens(&lab.cli, sock(SRV4, HOST_PORT)), "{}", lab.log());
-    assert!(
-        wait_until(Duration::from_secs(6), || lab
-            .log()
-            .contains("command failed"))
-        .is_some(),
-        "{}",
-        lab.log()
+    await_log(
+        || lab.log(),
+        6,
+        "the command did not fail",
+        |log| log.contains("command failed"),
     );
     let log = lab.log();
     assert!(
@@ -254,7 +276,7 @@ fn a_hanging_command_is_killed_at_its_timeout() {
         "{log}"
     );
     assert!(log.contains("signal: 15"), "{log}");
-    let pid = started_pid(&log).expect("no pid logged");
+    let pid = pid_of(&log, "command started").expect("no pid logged");
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),
         "sleep {pid} still runs"
@@ -295,17 +317,6 @@ fn fwknop_cli(lab: &Lab, keys: &Keys, args: &[&str]) {
     );
 }
 
-fn rejections(lab: &Lab, code: &str) -> usize {
-    lab.log()
-        .lines()
-        .filter(|l| {
-            l.contains("rejected knock")
-                && (l.contains(&format!("reason=\"{code}\""))
-                    || l.contains(&format!("reason={code} ")))
-        })
-        .count()
-}
-
 /// Command messages from the real client (`fwknop --server-cmd`): the allowed command runs as
 /// `command_user`; one that is not listed, or that carries shell syntax, is refused and runs
 /// nothing.
@@ -342,14 +353,11 @@ fn fwknop_command_messages_run_only_the_listed_command() {
             ),
         ],
     );
-    assert!(
-        wait_until(Duration::from_secs(3), || rejections(
-            &lab,
-            "command-not-allowed"
-        ) == 2)
-        .is_some(),
-        "{}",
-        lab.log()
+    await_log(
+        || lab.log(),
+        3,
+        "two refusals expected",
+        |log| rejections(log, "command-not-allowed") == 2,
     );
     fwknop_cli(
         &lab,
@@ -367,14 +375,11 @@ fn fwknop_command_messages_run_only_the_listed_command() {
         "not run as nobody"
     );
     assert!(!other.exists() && !pwned.exists());
-    assert!(
-        wait_until(Duration::from_secs(3), || finished(
-            &lab.log(),
-            "command message"
-        ) == 1)
-        .is_some(),
-        "{}",
-        lab.log()
+    await_log(
+        || lab.log(),
+        3,
+        "the command message did not finish",
+        |log| finished(log, "command message") == 1,
     );
 }
 
@@ -391,31 +396,30 @@ fn command_messages_are_refused_by_default_and_values_never_become_options() {
         "grant = \"both\"\non_grant = [\"/usr/bin/touch\", \"$USER\"]\n",
     );
     fwknop_cli(&lab, &keys, &["--server-cmd", "/usr/bin/id"]);
-    assert!(
-        wait_until(Duration::from_secs(3), || rejections(&lab, "unsupported")
-            == 1)
-        .is_some(),
-        "{}",
-        lab.log()
+    await_log(
+        || lab.log(),
+        3,
+        "not refused as unsupported",
+        |log| rejections(log, "unsupported") == 1,
     );
     fwknop_cli(&lab, &keys, &["-A", "tcp/2222", "-U", "-la"]);
-    assert!(
-        wait_until(Duration::from_secs(3), || lab.log().contains(
-            "on_grant refused: the knock's user name \"-la\" cannot be a command argument"
-        ))
-        .is_some(),
-        "{}",
-        lab.log()
+    await_log(
+        || lab.log(),
+        3,
+        "the option was not refused",
+        |log| {
+            log.contains(
+                "on_grant refused: the knock's user name \"-la\" cannot be a command argument",
+            )
+        },
     );
     assert!(!lab.log().contains("command started"), "{}", lab.log());
     fwknop_cli(&lab, &keys, &["-A", "tcp/2222", "-U", "bob"]);
-    assert!(
-        wait_until(Duration::from_secs(5), || lab
-            .log()
-            .contains("command started"))
-        .is_some(),
-        "{}",
-        lab.log()
+    await_log(
+        || lab.log(),
+        5,
+        "no command started",
+        |log| log.contains("command started"),
     );
     assert!(
         lab.log().contains("\"/usr/bin/touch\", \"bob\""),
@@ -435,16 +439,6 @@ fn pid_of(log: &str, what: &str) -> Option<u32> {
         .ok()
 }
 
-/// `name:\tvalue` of /proc/PID/status.
-fn proc_status(pid: u32, name: &str) -> String {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
-        .trim()
-        .to_string()
-}
-
 /// What a command runs with, as it sees it (its output is in the log): the configured user, no
 /// supplementary groups, CAP_NET_ADMIN as its only (ambient) capability, no_new_privs, an
 /// environment of PATH and LC_ALL only. The runner itself keeps CAP_SETUID, CAP_SETGID,
@@ -460,11 +454,12 @@ fn commands_run_confined_as_their_user_with_a_clean_environment() {
     );
     lab.start_daemon();
     let runner = pid_of(&lab.log(), "command runner started").expect("runner pid");
+    let status = proc_status(runner);
     for set in ["CapEff", "CapPrm", "CapBnd"] {
-        assert_eq!(proc_status(runner, set), "00000000000010e0", "runner {set}");
+        assert_eq!(status[set], "00000000000010e0", "runner {set}");
     }
-    assert_eq!(proc_status(runner, "NoNewPrivs"), "1");
-    assert_eq!(proc_status(runner, "CapAmb"), "0000000000000000");
+    assert_eq!(status["NoNewPrivs"], "1");
+    assert_eq!(status["CapAmb"], "0000000000000000");
     // A program of its own (executed, not just forked): none of the daemon's memory, keys
     // included, is in it.
     let cmdline = std::fs::read(format!("/proc/{runner}/cmdline")).unwrap();
@@ -472,13 +467,12 @@ fn commands_run_confined_as_their_user_with_a_clean_environment() {
         cmdline, b"nfknock\x00__command-runner\x004\x00",
         "runner {runner}"
     );
-    knock_cycle(&lab, &key);
-    assert!(
-        wait_until(Duration::from_secs(5), || finished(&lab.log(), "on_expire")
-            == 1)
-        .is_some(),
-        "{}",
-        lab.log()
+    knock_cycle(&lab, &key, SRV4);
+    await_log(
+        || lab.log(),
+        5,
+        "on_expire did not run",
+        |log| finished(log, "on_expire") == 1,
     );
     let log = lab.log();
     for want in [
@@ -511,14 +505,7 @@ fn commands_run_confined_as_their_user_with_a_clean_environment() {
 /// to restart nfknock.
 #[test]
 fn a_dead_runner_is_reported_and_nft_grants_go_on() {
-    let mut lab = Lab::new();
-    let key = lab.keygen("alice.key");
-    let client = format!(
-        "{}grant = \"both\"\non_grant = [\"/bin/true\"]\ncommand_user = \"nobody\"\n",
-        alice(&key, &format!("\"tcp/{HOST_PORT}\""), 30)
-    );
-    lab.write_config("", &client);
-    lab.start_daemon();
+    let (lab, key) = started_both("[\"/bin/true\"]", "");
     let _echo = echo_server(&lab.srv, sock(SRV4, HOST_PORT));
     let runner = pid_of(&lab.log(), "command runner started").expect("runner pid");
     let out = Command::new("kill")
@@ -526,27 +513,23 @@ fn a_dead_runner_is_reported_and_nft_grants_go_on() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(
-        wait_until(Duration::from_secs(3), || lab.log().contains(
-            "the command runner was killed by signal 9: no command runs until nfknock is restarted"
-        ))
-        .is_some(),
-        "{}",
-        lab.log()
+    await_log(
+        || lab.log(),
+        3,
+        "the runner's death not reported",
+        |log| {
+            log.contains(
+            "the command runner was killed by signal 9: no command runs until nfknock is restarted",
+        )
+        },
     );
-    lab.knock(
-        &lab.cli,
-        SRV4,
-        &["--key-file", key.to_str().unwrap(), "--access", "tcp/2222"],
-    );
+    knock_host(&lab, &key, &[]);
     assert!(opens(&lab.cli, sock(SRV4, HOST_PORT)), "{}", lab.log());
-    assert!(
-        wait_until(Duration::from_secs(2), || lab.log().contains(
-            "command skipped: the command runner is gone; restart nfknock"
-        ))
-        .is_some(),
-        "{}",
-        lab.log()
+    await_log(
+        || lab.log(),
+        2,
+        "the command was not skipped",
+        |log| log.contains("command skipped: the command runner is gone; restart nfknock"),
     );
     assert!(!lab.log().contains("command started"));
 }
@@ -558,10 +541,7 @@ fn a_dead_runner_is_reported_and_nft_grants_go_on() {
 fn without_setuid_capabilities_a_daemon_with_commands_refuses_to_start() {
     let lab = Lab::new();
     let key = lab.keygen("alice.key");
-    let client = format!(
-        "{}grant = \"both\"\non_grant = [\"/bin/true\"]\ncommand_user = \"nobody\"\n",
-        alice(&key, &format!("\"tcp/{HOST_PORT}\""), 30)
-    );
+    let client = both_client(&key, &host_port(), "[\"/bin/true\"]", "");
     let config = lab.write_config("", &client);
     let out = lab.run(
         &lab.srv,
@@ -588,29 +568,16 @@ fn without_setuid_capabilities_a_daemon_with_commands_refuses_to_start() {
 /// then exits; nothing is left behind.
 #[test]
 fn a_command_outliving_the_daemon_is_still_killed_at_its_timeout() {
-    let mut lab = Lab::new();
-    let key = lab.keygen("alice.key");
-    let client = format!(
-        "{}grant = \"both\"\non_grant = [\"/bin/sleep\", \"60\"]\ncommand_user = \"nobody\"\ncommand_timeout = 2\n",
-        alice(&key, &format!("\"tcp/{HOST_PORT}\""), 30)
-    );
-    lab.write_config("", &client);
-    lab.start_daemon();
+    let (mut lab, key) = started_both("[\"/bin/sleep\", \"60\"]", "command_timeout = 2\n");
     let runner = pid_of(&lab.log(), "command runner started").expect("runner pid");
-    lab.knock(
-        &lab.cli,
-        SRV4,
-        &["--key-file", key.to_str().unwrap(), "--access", "tcp/2222"],
+    knock_host(&lab, &key, &[]);
+    await_log(
+        || lab.log(),
+        3,
+        "no command started",
+        |log| log.contains("command started"),
     );
-    assert!(
-        wait_until(Duration::from_secs(3), || lab
-            .log()
-            .contains("command started"))
-        .is_some(),
-        "{}",
-        lab.log()
-    );
-    let sleeper = started_pid(&lab.log()).unwrap();
+    let sleeper = pid_of(&lab.log(), "command started").unwrap();
     let (_, status) = lab.stop_daemon();
     assert!(status.success());
     // Gone, or a zombie its new parent has not reaped yet.
@@ -641,28 +608,15 @@ fn a_command_outliving_the_daemon_is_still_killed_at_its_timeout() {
 fn max_commands_bounds_the_commands_running_at_once() {
     let mut lab = Lab::new();
     let key = lab.keygen("alice.key");
-    let client = format!(
-        "{}grant = \"both\"\non_grant = [\"/bin/sleep\", \"1\"]\ncommand_user = \"nobody\"\n",
-        alice(&key, &alice_allows_both(), 30)
-    );
+    let client = both_client(&key, &alice_allows_both(), "[\"/bin/sleep\", \"1\"]", "");
     lab.write_config("max_commands = 1\n", &client);
     lab.start_daemon();
-    lab.knock(
-        &lab.cli,
-        SRV4,
-        &[
-            "--key-file",
-            key.to_str().unwrap(),
-            "--access",
-            "tcp/2222,tcp/8080",
-        ],
-    );
-    assert!(
-        wait_until(Duration::from_secs(6), || finished(&lab.log(), "on_grant")
-            == 2)
-        .is_some(),
-        "{}",
-        lab.log()
+    knock_access(&lab, &key, "tcp/2222,tcp/8080", &[]);
+    await_log(
+        || lab.log(),
+        6,
+        "two on_grant expected",
+        |log| finished(log, "on_grant") == 2,
     );
     let log = lab.log();
     let events: Vec<&str> = log
@@ -685,16 +639,15 @@ fn max_commands_bounds_the_commands_running_at_once() {
 #[test]
 fn a_close_that_can_no_longer_run_is_reported_with_what_to_do() {
     let mut lab = Lab::new();
-    ipset_gate(&lab);
+    ipset_gate(&lab, "whitelist", false);
     let key = lab.keygen("alice.key");
-    let on_grant = format!("[\"{IPSET}\", \"add\", \"whitelist\", \"$SRC\", \"-exist\"]");
-    let on_expire = format!("[\"{IPSET}\", \"del\", \"whitelist\", \"$SRC\", \"-exist\"]");
+    let (on_grant, on_expire) = add_del("whitelist");
     lab.write_config_raw(
         &server_lines(),
         &cycle_client(&key, 2, &on_grant, &on_expire, ""),
     );
     lab.start_daemon();
-    knock_cycle(&lab, &key);
+    knock_cycle(&lab, &key, SRV4);
     assert!(
         wait_until(Duration::from_secs(3), || members(&lab) == [CLI4]).is_some(),
         "{}",
@@ -708,15 +661,16 @@ fn a_close_that_can_no_longer_run_is_reported_with_what_to_do() {
     lab.write_config_raw(&server_lines(), &without_close);
     lab.start_daemon();
     let want = format!("close=\"{CLI4} tcp/{CYCLE_PORT}\"");
-    assert!(
-        wait_until(Duration::from_secs(5), || lab.log().lines().any(|l| l
-            .contains(
-                "on_expire not run: the client has no on_expire; run this close by hand"
-            )
-            && l.contains(&want)))
-        .is_some(),
-        "{}",
-        lab.log()
+    await_log(
+        || lab.log(),
+        5,
+        "the lost close was not reported",
+        |log| {
+            log.lines().any(|l| {
+                l.contains("on_expire not run: the client has no on_expire; run this close by hand")
+                    && l.contains(&want)
+            })
+        },
     );
     assert_eq!(members(&lab), [CLI4], "nothing ran");
 }
@@ -727,7 +681,7 @@ fn a_close_that_can_no_longer_run_is_reported_with_what_to_do() {
 fn a_corrupt_pending_closes_file_stops_the_start_with_the_fix() {
     let lab = Lab::new();
     let key = lab.keygen("alice.key");
-    let config = lab.write_config("", &alice(&key, &format!("\"tcp/{HOST_PORT}\""), 30));
+    let config = lab.write_config("", &alice(&key, &host_port(), 30));
     std::fs::write(
         lab.path("state/pending-closes"),
         "nfknock pending-closes 1\n100 alice 10.77.0.2 tcp 2223 30 -\nthis is not a close\n",
@@ -751,57 +705,11 @@ fn a_corrupt_pending_closes_file_stops_the_start_with_the_fix() {
 #[test]
 fn ipset_cycle_over_ipv6() {
     let mut lab = Lab::new();
-    for args in [
-        vec![
-            IPSET,
-            "create",
-            "whitelist6",
-            "hash:ip",
-            "family",
-            "inet6",
-            "timeout",
-            "600",
-        ],
-        vec![
-            "ip6tables-legacy",
-            "-A",
-            "INPUT",
-            "-p",
-            "tcp",
-            "--dport",
-            "2223",
-            "-m",
-            "set",
-            "--match-set",
-            "whitelist6",
-            "src",
-            "-j",
-            "ACCEPT",
-        ],
-        vec![
-            "ip6tables-legacy",
-            "-A",
-            "INPUT",
-            "-p",
-            "tcp",
-            "--dport",
-            "2223",
-            "-j",
-            "DROP",
-        ],
-    ] {
-        let out = lab.run(&lab.srv, &args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    ipset_gate(&lab, "whitelist6", true);
     let port6 = sock(SRV6, CYCLE_PORT);
     let _echo = echo_server(&lab.srv, port6);
     let key = lab.keygen("alice.key");
-    let on_grant = format!("[\"{IPSET}\", \"add\", \"whitelist6\", \"$SRC\", \"-exist\"]");
-    let on_expire = format!("[\"{IPSET}\", \"del\", \"whitelist6\", \"$SRC\", \"-exist\"]");
+    let (on_grant, on_expire) = add_del("whitelist6");
     lab.write_config_raw(
         &server_lines(),
         &cycle_client(&key, 2, &on_grant, &on_expire, ""),
@@ -811,18 +719,13 @@ fn ipset_cycle_over_ipv6() {
         !tcp_open(&lab.cli, port6, CLOSED_WITHIN),
         "open before any knock"
     );
-    lab.knock(
-        &lab.cli,
-        SRV6,
-        &["--key-file", key.to_str().unwrap(), "--access", "tcp/2223"],
-    );
+    knock_cycle(&lab, &key, SRV6);
     assert!(opens(&lab.cli, port6), "{}", lab.log());
-    assert!(
-        wait_until(Duration::from_secs(5), || finished(&lab.log(), "on_expire")
-            == 1)
-        .is_some(),
-        "{}",
-        lab.log()
+    await_log(
+        || lab.log(),
+        5,
+        "on_expire did not run",
+        |log| finished(log, "on_expire") == 1,
     );
     assert!(lab.log().contains(&format!("\"{CLI6}\"")), "{}", lab.log());
     assert!(closes(&lab.cli, port6, Duration::from_secs(2)));
@@ -833,58 +736,27 @@ fn ipset_cycle_over_ipv6() {
 /// then runs as uid 1 with no capability at all, inheritable ones included.
 #[test]
 fn with_a_service_user_the_runner_leaves_root_too() {
-    use std::os::unix::fs::chown;
     let lab = Lab::new();
-    let nobody = 65534;
-    std::fs::set_permissions(lab.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    let home = lab.path("nobody");
-    std::fs::create_dir(&home).unwrap();
-    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let key = lab.keygen("nobody/alice.key");
-    let state = home.join("state");
-    init_state(&state);
-    let config = home.join("nfknock.toml");
-    let client = format!(
-        "{}grant = \"both\"\non_grant = [\"/bin/grep\", \"-E\", \"^(Uid|CapEff|CapInh|CapAmb):\", \"/proc/self/status\"]\ncommand_user = \"daemon\"\n",
-        alice(&key, &format!("\"tcp/{HOST_PORT}\""), 30)
-    );
-    std::fs::write(
-        &config,
+    let (key, config) = super::privileges::nobody_home(&lab, |key| {
         format!(
-            "{}{client}",
-            server_table(&state, "nobody", &default_server())
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
-    for p in [&home, &key, &state, &config] {
-        chown(p, Some(nobody), Some(nobody)).unwrap();
-    }
+            "{}grant = \"both\"\non_grant = [\"/bin/grep\", \"-E\", \"^(Uid|CapEff|CapInh|CapAmb):\", \"/proc/self/status\"]\ncommand_user = \"daemon\"\n",
+            alice(key, &host_port(), 30)
+        )
+    });
     let d = Daemon::start(&lab, &[], &config, &[], "debug", "nobody.log");
     let runner = pid_of(&d.log(), "command runner started").expect("runner pid");
-    assert!(proc_status(runner, "Uid")
-        .split_whitespace()
-        .all(|u| u == "65534"));
+    let status = proc_status(runner);
+    assert!(status["Uid"].split_whitespace().all(|u| u == "65534"));
     for set in ["CapEff", "CapPrm", "CapBnd"] {
-        assert_eq!(proc_status(runner, set), "00000000000000e0", "runner {set}");
+        assert_eq!(status[set], "00000000000000e0", "runner {set}");
     }
     let client_key = super::privileges::client_copy(&lab, &key);
-    lab.knock(
-        &lab.cli,
-        SRV4,
-        &[
-            "--key-file",
-            client_key.to_str().unwrap(),
-            "--access",
-            "tcp/2222",
-        ],
-    );
-    assert!(
-        wait_until(Duration::from_secs(5), || finished(&d.log(), "on_grant")
-            == 1)
-        .is_some(),
-        "{}",
-        d.log()
+    knock_host(&lab, &client_key, &[]);
+    await_log(
+        || d.log(),
+        5,
+        "on_grant did not run",
+        |log| finished(log, "on_grant") == 1,
     );
     let log = d.log();
     for want in [

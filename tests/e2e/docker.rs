@@ -227,16 +227,7 @@ fn a_docker_published_port_opens_for_the_knocker_only_across_docker_restarts() {
     assert!(closed(&lab.cli, from_cli), "open before the knock");
     assert!(closed(&lab.oth, from_oth), "open to a stranger");
 
-    lab.knock(
-        &lab.cli,
-        SRV4,
-        &[
-            "--key-file",
-            key.to_str().unwrap(),
-            "--access",
-            &format!("tcp/{DOCKER_PORT}"),
-        ],
-    );
+    knock_access(&lab, &key, &format!("tcp/{DOCKER_PORT}"), &[]);
     assert!(
         opens(&lab.cli, from_cli),
         "the knock opened nothing:\n{}",

@@ -6,6 +6,7 @@
 //! expired; an ipset destroyed by hand is re-created with the live grants; IPv6 alike;
 //! `status` reads the ipsets, `uninstall` destroys them and refuses while a rule uses them.
 
+use std::net::SocketAddr;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -154,6 +155,38 @@ impl IptLab {
         self.lab.knock(&self.lab.cli, server, &args);
     }
 
+    /// Closed before the knock; a knock to `server` opens tcp/2222 there for the client and
+    /// not for the stranger (who reaches the server at `stranger`). Returns the client's target.
+    fn knock_opens_for_the_client_only(&self, server: &str, stranger: &str) -> SocketAddr {
+        let (lab, target) = (&self.lab, sock(server, HOST_PORT));
+        assert!(
+            !tcp_open(&lab.cli, target, CLOSED_WITHIN),
+            "{server}: open before any knock"
+        );
+        self.knock(server, &[]);
+        assert!(
+            opens(&lab.cli, target),
+            "{server}: did not open:\n{}",
+            self.daemon.log()
+        );
+        assert!(
+            !tcp_open(&lab.oth, sock(stranger, HOST_PORT), CLOSED_WITHIN),
+            "{server}: opened for a stranger"
+        );
+        target
+    }
+
+    /// An admin destroys `set` by hand, after taking away the gate rules (of `tool`,
+    /// iptables-legacy or ip6tables-legacy) that use it.
+    fn destroy_by_hand(&self, tool: &str, set: &str) {
+        let lab = &self.lab;
+        ok(&lab.run(&lab.srv, &[tool, "-F", "nfknock-gate"]), tool);
+        ok(
+            &lab.run(&lab.srv, &["ipset", "destroy", set]),
+            "ipset destroy",
+        );
+    }
+
     fn status(&self) -> Vec<serde_json::Value> {
         let config = self.config.to_str().unwrap();
         let out = self
@@ -171,7 +204,6 @@ fn ipset_backend_opens_for_the_source_only_refreshes_expires_and_recreates_destr
     let t = ipt_lab(3);
     let lab = &t.lab;
     let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
-    let target = sock(SRV4, HOST_PORT);
 
     // The daemon, switched to its user, keeps only CAP_NET_ADMIN; it made its ipsets (of type
     // hash:ip,port, with timeouts) and no nftables table.
@@ -191,19 +223,8 @@ fn ipset_backend_opens_for_the_source_only_refreshes_expires_and_recreates_destr
         "the ipset backend made an nftables table"
     );
 
-    // 1. closed before any knock
-    assert!(
-        !tcp_open(&lab.cli, target, CLOSED_WITHIN),
-        "open before any knock"
-    );
-
-    // 2. a knock opens it for this source, not for another
-    t.knock(SRV4, &[]);
-    assert!(opens(&lab.cli, target), "did not open:\n{}", t.daemon.log());
-    assert!(
-        !tcp_open(&lab.oth, sock(SRV_OTH4, HOST_PORT), CLOSED_WITHIN),
-        "opened for a stranger"
-    );
+    // 1. closed before any knock; 2. a knock opens it for this source, not for another
+    let target = t.knock_opens_for_the_client_only(SRV4, SRV_OTH4);
     // The element carries the protocol; `status` reads it from the ipset.
     let member = format!("{CLI4},tcp:{HOST_PORT}");
     let left = member_timeout(lab, SET4, &member).expect("no element in the ipset");
@@ -232,14 +253,7 @@ fn ipset_backend_opens_for_the_source_only_refreshes_expires_and_recreates_destr
 
     // 4. destroyed by hand (after taking the rule that uses it away): re-created with the live
     //    grant within the daemon's tick, and the gate put back opens for the same source.
-    ok(
-        &lab.run(&lab.srv, &["iptables-legacy", "-F", "nfknock-gate"]),
-        "iptables -F",
-    );
-    ok(
-        &lab.run(&lab.srv, &["ipset", "destroy", SET4]),
-        "ipset destroy",
-    );
+    t.destroy_by_hand("iptables-legacy", SET4);
     assert!(
         wait_until(RESTORED_WITHIN + Duration::from_secs(1), || member_timeout(
             lab, SET4, &member
@@ -274,18 +288,7 @@ fn ipset_backend_gates_ipv6_and_uninstall_refuses_while_rules_use_the_sets() {
     let mut t = ipt_lab(3);
     let lab = &t.lab;
     let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
-    let target = sock(SRV6, HOST_PORT);
-
-    assert!(
-        !tcp_open(&lab.cli, target, CLOSED_WITHIN),
-        "open before any knock"
-    );
-    t.knock(SRV6, &[]);
-    assert!(opens(&lab.cli, target), "did not open:\n{}", t.daemon.log());
-    assert!(
-        !tcp_open(&lab.oth, sock(SRV_OTH6, HOST_PORT), CLOSED_WITHIN),
-        "opened for a stranger"
-    );
+    let target = t.knock_opens_for_the_client_only(SRV6, SRV_OTH6);
     let member = format!("{CLI6},tcp:{HOST_PORT}");
     assert!(member_timeout(lab, SET6, &member).is_some());
     assert!(
@@ -299,14 +302,7 @@ fn ipset_backend_gates_ipv6_and_uninstall_refuses_while_rules_use_the_sets() {
     );
 
     // The IPv6 set destroyed: re-created too.
-    ok(
-        &lab.run(&lab.srv, &["ip6tables-legacy", "-F", "nfknock-gate"]),
-        "ip6tables -F",
-    );
-    ok(
-        &lab.run(&lab.srv, &["ipset", "destroy", SET6]),
-        "ipset destroy",
-    );
+    t.destroy_by_hand("ip6tables-legacy", SET6);
     assert!(
         wait_until(RESTORED_WITHIN + Duration::from_secs(1), || ipset_list(
             lab, SET6
@@ -385,21 +381,7 @@ fn ipset_backend_works_under_iptables_nft_too() {
     let out = lab.run(&lab.srv, &["iptables-nft", "-S", "nfknock-gate"]);
     assert!(ok(&out, "iptables-nft -S").contains(&format!("--match-set {SET4} src,dst")));
     for (server, stranger) in [(SRV4, SRV_OTH4), (SRV6, SRV_OTH6)] {
-        let target = sock(server, HOST_PORT);
-        assert!(
-            !tcp_open(&lab.cli, target, CLOSED_WITHIN),
-            "{server}: open before a knock"
-        );
-        t.knock(server, &[]);
-        assert!(
-            opens(&lab.cli, target),
-            "{server}: did not open:\n{}",
-            t.daemon.log()
-        );
-        assert!(
-            !tcp_open(&lab.oth, sock(stranger, HOST_PORT), CLOSED_WITHIN),
-            "{server}: opened for a stranger"
-        );
+        let target = t.knock_opens_for_the_client_only(server, stranger);
         assert!(
             closes(&lab.cli, target, Duration::from_secs(5)),
             "{server}: did not expire"

@@ -132,7 +132,13 @@ const NO_PREFILTER: &str = "prefilter = false\n";
 
 /// A native knock from the client for tcp/2222 on the server's first address.
 fn knock_host(lab: &Lab, key: &Path, extra: &[&str]) {
-    let mut args = vec!["--key-file", key.to_str().unwrap(), "--access", "tcp/2222"];
+    knock_access(lab, key, "tcp/2222", extra);
+}
+
+/// A native knock from the client for `access` (e.g. `tcp/2222,tcp/8080`) on the server's
+/// first address, with `extra` flags.
+fn knock_access(lab: &Lab, key: &Path, access: &str, extra: &[&str]) {
+    let mut args = vec!["--key-file", key.to_str().unwrap(), "--access", access];
     args.extend_from_slice(extra);
     lab.knock(&lab.cli, SRV4, &args);
 }

@@ -144,16 +144,13 @@ pub(crate) fn client_copy(lab: &Lab, key: &Path) -> PathBuf {
     client_key
 }
 
-/// What systemd does with `User=nfknock` + `AmbientCapabilities=CAP_NET_ADMIN` +
-/// `CapabilityBoundingSet=CAP_NET_ADMIN`, done with setpriv: the daemon starts as uid 65534
-/// with a key file, config and state directory owned by that user, serves, and grants.
-#[test]
-fn daemon_runs_as_an_unprivileged_user_with_ambient_cap_net_admin() {
+/// A home for `nobody` (uid 65534) in the lab: its directory (reachable through the lab's,
+/// which is root's 0700), alice's key, an initialised state directory and a 0600 config with
+/// `user = "nobody"` and the `[[client]]` lines `client(key)` returns, all owned by nobody.
+/// Returns the key and the config.
+pub(crate) fn nobody_home(lab: &Lab, client: impl FnOnce(&Path) -> String) -> (PathBuf, PathBuf) {
     use std::os::unix::fs::{chown, PermissionsExt};
-    let lab = Lab::new();
-    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
     let nobody = 65534;
-    // The lab's directory is root's 0700; the user's own directory inside it must be reachable.
     std::fs::set_permissions(lab.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     let home = lab.path("nobody");
     std::fs::create_dir(&home).unwrap();
@@ -162,21 +159,25 @@ fn daemon_runs_as_an_unprivileged_user_with_ambient_cap_net_admin() {
     let state = home.join("state");
     init_state(&state);
     let config = home.join("nfknock.toml");
-    // systemd's `User=` already switched: the config names that user, as the shipped one
-    // does by default (`nfknock`).
-    std::fs::write(
-        &config,
-        format!(
-            "{}{}",
-            server_table(&state, "nobody", &default_server()),
-            alice(&key, "\"tcp/2222\"", 5)
-        ),
-    )
-    .unwrap();
+    let server = server_table(&state, "nobody", &default_server());
+    std::fs::write(&config, format!("{server}{}", client(&key))).unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
     for p in [&home, &key, &state, &config] {
         chown(p, Some(nobody), Some(nobody)).unwrap();
     }
+    (key, config)
+}
+
+/// What systemd does with `User=nfknock` + `AmbientCapabilities=CAP_NET_ADMIN` +
+/// `CapabilityBoundingSet=CAP_NET_ADMIN`, done with setpriv: the daemon starts as uid 65534
+/// with a key file, config and state directory owned by that user, serves, and grants.
+#[test]
+fn daemon_runs_as_an_unprivileged_user_with_ambient_cap_net_admin() {
+    let lab = Lab::new();
+    let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
+    // systemd's `User=` already switched: the config names that user, as the shipped one
+    // does by default (`nfknock`).
+    let (key, config) = nobody_home(&lab, |key| alice(key, "\"tcp/2222\"", 5));
     let prefix = [
         "setpriv",
         "--reuid=65534",
@@ -210,9 +211,9 @@ fn daemon_runs_as_an_unprivileged_user_with_ambient_cap_net_admin() {
     );
     assert!(!stranger_open(&lab));
     // The journal the unprivileged daemon wrote is its own and private.
-    let meta = std::fs::metadata(state.join("replay.journal")).unwrap();
+    let meta = std::fs::metadata(lab.path("nobody/state/replay.journal")).unwrap();
     use std::os::unix::fs::MetadataExt;
-    assert_eq!((meta.uid(), meta.mode() & 0o777), (nobody, 0o600));
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (65534, 0o600));
     assert!(d.stop().success(), "{}", d.log());
 }
 

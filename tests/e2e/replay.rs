@@ -54,17 +54,11 @@ fn sigkill_keeps_grants_in_the_kernel_until_they_expire_and_old_knocks_stay_repl
     let _svc = echo_server(&lab.srv, sock("::", HOST_PORT));
     let (k1, k2) = (lab.path("k1.bin"), lab.path("k2.bin"));
     knock_host(&lab, &key, &["--save-packet", k1.to_str().unwrap()]);
-    lab.knock(
-        &lab.cli,
-        SRV4,
-        &[
-            "--key-file",
-            key.to_str().unwrap(),
-            "--access",
-            "tcp/8080",
-            "--save-packet",
-            k2.to_str().unwrap(),
-        ],
+    knock_access(
+        &lab,
+        &key,
+        "tcp/8080",
+        &["--save-packet", k2.to_str().unwrap()],
     );
     assert!(
         wait_until(OPEN_WITHIN, || client_open(&lab)).is_some(),

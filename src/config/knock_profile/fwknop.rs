@@ -9,8 +9,7 @@ use std::path::Path;
 use zeroize::Zeroizing;
 
 use super::super::raw::{join, RawProfile, Section, Sink};
-use super::super::secret;
-use super::{pick, FwknopProfile, KnockEnv};
+use super::{pick, read_secret, FwknopProfile, KnockEnv, Secret};
 use crate::wire::fwknop::{
     decode_key_base64, valid_username, DigestType, EncMode, FwknopKey, HmacType, MAX_HMAC_KEY_LEN,
     MAX_KEY_LEN, MAX_USERNAME_LEN, PLACEHOLDER_KEY,
@@ -71,56 +70,20 @@ pub(super) fn settings(
 ) -> Option<FwknopSettings> {
     let raw = &sec.raw;
     let mut ok = true;
-    let (text, file) = if raw.hmac_key.is_some() || raw.hmac_key_file.is_some() {
-        (
-            raw.hmac_key.as_ref().map(|k| (k, join(prefix, "hmac_key"))),
-            raw.hmac_key_file
-                .as_ref()
-                .map(|f| (f, join(prefix, "hmac_key_file"))),
-        )
-    } else {
-        (
-            default
-                .hmac_key
-                .as_ref()
-                .map(|k| (k, join("default", "hmac_key"))),
-            default
-                .hmac_key_file
-                .as_ref()
-                .map(|f| (f, join("default", "hmac_key_file"))),
-        )
+    let decode = |text: &str, file: Option<&Path>| {
+        decode_key_base64(text).ok_or_else(|| match file {
+            None => "is not valid base64; use the HMAC_KEY_BASE64 value printed by `nfknock keygen --fwknop`".to_string(),
+            Some(p) => format!("key file {} is not valid base64; it must hold the HMAC key written by `nfknock keygen --fwknop --out`", p.display()),
+        })
     };
-    let hmac_key = match (text, file) {
-        (Some(_), Some((f, key))) => {
-            sink.at(
-                Some(f.span()),
-                &key,
-                "`hmac_key` is already given; use either `hmac_key` or `hmac_key_file`, not both",
-            );
-            None
-        }
-        (Some((k, key)), None) => match decode_key_base64(&k.get_ref().0) {
-            Some(b) => Some((b, k.span(), key)),
-            None => {
-                sink.at(Some(k.span()), &key, "is not valid base64; use the HMAC_KEY_BASE64 value printed by `nfknock keygen --fwknop`");
-                None
-            }
-        },
-        (None, Some((f, key))) => {
-            let r = secret::resolve(f.get_ref(), path, env.home).and_then(|p| {
-                let owner = secret::Owner::running_as(env.euid);
-                let text = secret::read_key_file(env.files, &p, &owner)?;
-                decode_key_base64(&text).ok_or_else(|| format!("key file {} is not valid base64; it must hold the HMAC key written by `nfknock keygen --fwknop --out`", p.display()))
-            });
-            match r {
-                Ok(b) => Some((b, f.span(), key)),
-                Err(m) => {
-                    sink.at(Some(f.span()), &key, m);
-                    None
-                }
-            }
-        }
-        (None, None) => {
+    let own = (&raw.hmac_key, &raw.hmac_key_file);
+    let defaults = (&default.hmac_key, &default.hmac_key_file);
+    let hmac_key = match read_secret(sink, path, env, prefix, "hmac_key", own, defaults, decode) {
+        Secret::Found {
+            bytes, span, key, ..
+        } => Some((bytes, span, key)),
+        Secret::Bad => None,
+        Secret::Absent => {
             if !sec.failed("hmac_key") && !sec.failed("hmac_key_file") {
                 sink.at(
                     Some(sec.span.clone()),

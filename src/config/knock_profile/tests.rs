@@ -398,3 +398,43 @@ fn fwknop_key_files_must_be_private() {
         p.message
     );
 }
+
+/// The HMAC key is found like the key (one code path, `read_secret`): inline or from its file,
+/// the stanza's own or `[default]`'s, never both; each mistake named where it was made.
+#[test]
+fn fwknop_hmac_key_is_read_like_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (k, h) = fw_keys();
+    let bad = dir.path().join("bad.hmac");
+    std::fs::write(&bad, "not base64!\n").unwrap();
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let both = fw_stanza(&format!("hmac_key_file = \"{}\"\n", bad.display()));
+    let stanza = |hmac: &str| {
+        format!("[server.gw]\nformat = \"fwknop\"\nserver = \"h\"\nkey = \"{k}\"\naccess = [\"tcp/22\"]\n{hmac}")
+    };
+    let cases: &[(&str, &str, String)] = &[
+        (&both, "server.gw.hmac_key_file", "`hmac_key` is already given; use either `hmac_key` or `hmac_key_file`, not both".into()),
+        (&stanza("hmac_key = \"not base64!\"\n"), "server.gw.hmac_key", "is not valid base64; use the HMAC_KEY_BASE64 value printed by `nfknock keygen --fwknop`".into()),
+        (&stanza(&format!("hmac_key_file = \"{}\"\n", bad.display())), "server.gw.hmac_key_file", format!("key file {} is not valid base64; it must hold the HMAC key written by `nfknock keygen --fwknop --out`", bad.display())),
+        (&format!("[default]\nhmac_key = \"not base64!\"\n{}", stanza("")), "default.hmac_key", "is not valid base64".into()),
+        (&format!("{}key_file = \"{}\"\n", fw_stanza(""), bad.display()), "server.gw.key_file", "`key` is already given; use either `key` or `key_file`, not both".into()),
+        (&stanza(&format!("hmac_key = \"{h}\"\n")).replace(&k, "not base64!"), "server.gw.key", "the key is not valid base64; use the KEY_BASE64 value printed by `nfknock keygen --fwknop`".into()),
+    ];
+    for (text, key, says) in cases {
+        let ps = errs(text);
+        let p = at(&ps, key);
+        assert!(p.message.contains(says.as_str()), "{key}: {}", p.message);
+    }
+    // A stanza that gives neither takes [default]'s.
+    let plan = ok(
+        &format!("[default]\nhmac_key = \"{h}\"\n{}", stanza("")),
+        None,
+    );
+    let PlanSecret::Fwknop(f) = &plan.profiles[0].secret else {
+        panic!("not an fwknop stanza")
+    };
+    assert_eq!(
+        f.key.hmac_key.as_deref().map(Vec::as_slice),
+        Some(&[6u8; 64][..])
+    );
+}

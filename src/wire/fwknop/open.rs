@@ -65,7 +65,7 @@ const MESSAGE_ID_LABEL: &[u8] = b"nfknock fwknop message id v1\0";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened {
     pub message: SpaMessage,
-    /// SHA-256 of [`MESSAGE_ID_LABEL`] and the authenticated plaintext (every field and the
+    /// SHA-256 of `MESSAGE_ID_LABEL` and the authenticated plaintext (every field and the
     /// inner digest, as the inner digest was verified over them).
     ///
     /// Every spelling of a packet that opens at all yields the same plaintext, so it has this

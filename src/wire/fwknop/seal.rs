@@ -103,7 +103,7 @@ pub fn seal_random(
     seal(key, msg, salt, &rand_value, digest)
 }
 
-/// fwknop's random value: [`fields::RAND_LEN`] decimal digits (`FKO_RAND_VAL_SIZE`), each
+/// fwknop's random value: `fields::RAND_LEN` decimal digits (`FKO_RAND_VAL_SIZE`), each
 /// uniform (bytes ≥ 250 are drawn again, so no digit is favoured).
 pub fn random_digits(rng: &mut dyn Rng) -> String {
     let mut out = String::with_capacity(fields::RAND_LEN);
