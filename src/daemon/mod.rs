@@ -27,7 +27,7 @@
 //! | `control.rs` | [`Control`]: SIGTERM/SIGINT/SIGHUP, or a [`ControlHandle`] (tests, requests); each reload's outcome for whoever asked |
 //! | `requests.rs` | the control socket (the instance lock's): `nfknock reload` asks, the daemon answers ok or why not |
 //! | `instance.rs` | [`InstanceLock`]: one daemon per network namespace |
-//! | `privileges.rs` | the switch to the service user ([`leave_root`]) and [`drop_privileges`] |
+//! | `privileges.rs` | the switch to the service user (`leave_root`) and [`drop_privileges`] |
 //! | `tests.rs` | the real loop driven in-process, against a recording [`GrantSink`](crate::grants::GrantSink) |
 
 mod commands;
