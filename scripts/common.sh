@@ -16,6 +16,9 @@ nfk_elevate() {
 
 # Debian packages the build and the lab need.
 NFK_PACKAGES=(nftables iproute2 tcpdump iptables fwknop-client procps strace systemd)
+# The fleet relay: etcd-client's build script runs protoc (with the well-known .proto files of
+# libprotobuf-dev); the fleet e2e tests run a real etcd with TLS certificates made by openssl.
+NFK_PACKAGES+=(protobuf-compiler libprotobuf-dev etcd-server etcd-client openssl)
 
 nfk_install_deps() {
     local missing=()

@@ -18,6 +18,7 @@
 //! | [`engine`] | the whole per-packet pipeline: parse → key lookup → authenticate → replay → policy; `engine/` has one file per format path and one for the native key-hint index |
 //! | [`config`] | pure: TOML bytes → validated [`config::Config`] (the daemon's) and [`config::KnockProfiles`] (the knock client's own file); reads files only through the [`config::Files`] it is given; every error names the file, line and key |
 //! | [`fwknop_import`] | translator: fwknopd's `access.conf`/`fwknopd.conf` → nfknock TOML with warnings; reads through the [`fwknop_import::Loader`] it is given |
+//! | [`fleet::record`], [`fleet::settings`] | the fleet relay's etcd records (key layout, value, the caps a remote grant must pass, lease arithmetic) and its `fleet.toml`, as pure functions |
 //! | [`grants`] (`grants/mod.rs`) | the grant seam: [`grants::Grant`], [`grants::GrantError`], the [`grants::GrantSink`] and [`grants::GrantStore`] traits, the [`grants::DryRun`] wrapper; [`grants::open`] and [`grants::existing`] only pick the backend `[server] backend` names, whose own file does the I/O |
 //!
 //! Shells (I/O, nothing clever):
@@ -31,6 +32,7 @@
 //! | [`sys`] | the I/O edge: the CSPRNG behind the core's `Rng`; [`sys::FsLoader`], the one implementation of [`config::Files`] (config, key and importer files, opened once, checked on the descriptor, size-capped, regular files only); the user database; the switch from root to the service user |
 //! | [`grants::nft_set`] | the `nftables` grant backend (default): grants as set elements with timeouts, the owned table and its gate, through [`netfilter::nft`] |
 //! | [`daemon`] | wiring: queue → engine → grants → verdict; signals, reload, sd_notify, the switch to the service user |
+//! | `fleet::relay` (feature `fleet`) | the fleet relay of the `nfknock-fleet` binary: etcd client, the allow sets' events, the loop; the `nfknock` daemon binary never links it |
 //! | [`cli`] | the command line: [`cli::Cli`], exit codes, `--config` and the dispatch in `cli/mod.rs`, one file per command family; `main.rs` is thin |
 //!
 //! Unit tests live beside their code: inline `#[cfg(test)] mod tests { … }` while they are
@@ -47,6 +49,7 @@ pub mod config;
 pub mod crypto;
 pub mod daemon;
 pub mod engine;
+pub mod fleet;
 pub mod fwknop_import;
 pub mod grants;
 pub mod netfilter;
