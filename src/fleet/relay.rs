@@ -108,8 +108,6 @@ pub fn run(config: FleetConfig, tls: Option<TlsPem>) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let mut relay = Relay {
-        mark: element_comment(&mark(&config.host_id))
-            .ok_or_else(|| anyhow!("host_id too long for an element comment"))?,
         config,
         nft,
         caps,
@@ -152,9 +150,6 @@ fn event_thread(mut events: NftEvents, tx: mpsc::Sender<ElemEvent>, lost: Arc<At
 
 struct Relay {
     config: FleetConfig,
-    /// The element userdata of what this relay writes: comment `fleet:<this host>`.
-    /// (The origin host is named in the log and in etcd; the mark only says "not ours".)
-    mark: Vec<u8>,
     nft: Nft,
     caps: Caps,
     caps_at: Instant,
@@ -324,6 +319,8 @@ impl Relay {
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         let now = Instant::now();
         let mut in_etcd: HashMap<GrantKey, String> = HashMap::new();
+        // Time left of each remote key's grant (lower bound), applied or not.
+        let mut etcd_left: HashMap<GrantKey, u64> = HashMap::new();
         let mut apply: Vec<(GrantKey, u64, String)> = Vec::new();
         for kv in resp.kvs() {
             let Some((g, v)) = self.parse(kv.key(), kv.value()) else {
@@ -341,6 +338,7 @@ impl Relay {
             else {
                 continue;
             };
+            etcd_left.insert(g, left);
             if let Err(e) = check_remote(&g, left, &self.caps) {
                 warn!(grant = %g, origin = %v.origin, reason = %e, "remote grant refused");
                 continue;
@@ -361,7 +359,10 @@ impl Relay {
                 access: e.access,
             };
             have.insert(g, e.expires_ms);
-            if is_mark(element_comment_text(udata)) {
+            // A marked element with clearly more time than its key's grant was refreshed here
+            // (a knock on this host keeps the element's mark): it is this host's own now.
+            let refreshed_here = etcd_left.get(&g).is_some_and(|&l| e.expires_ms > l + 1_000);
+            if is_mark(element_comment_text(udata)) && !refreshed_here {
                 if !in_etcd.contains_key(&g) && e.expires_ms > 1_000 {
                     revoke.push(element(g, e.timeout_ms.max(1)));
                 }
@@ -422,8 +423,9 @@ impl Relay {
 
     /// Write a remote grant into the local allow set, marked.
     fn write_remote(&mut self, g: GrantKey, left_ms: u64, origin: &str) -> anyhow::Result<()> {
+        let udata = element_comment(&mark(origin)).unwrap_or_default();
         self.nft
-            .upsert_marked(&[element(g, left_ms)], &self.mark)
+            .upsert_marked(&[element(g, left_ms)], &udata)
             .with_context(|| format!("write remote grant {g} into this host's allow set"))?;
         info!(source = %g.addr, access = %g.access, ttl_ms = left_ms, origin, "fleet grant written");
         self.remote.insert(
@@ -534,6 +536,11 @@ impl Relay {
                     return;
                 }
                 let deadline = Instant::now() + Duration::from_millis(v.remaining_ms);
+                // A newer publication by the origin of the copy held here replaces it, shorter
+                // or longer (the origin republishes after an etcd restart, whose leases restart
+                // their time); anyone else's only counts if it extends what is held.
+                let same_origin = self.remote.get(&g).is_some_and(|(_, o)| *o == v.origin)
+                    && !self.own.contains_key(&g);
                 let known = self
                     .own
                     .get(&g)
@@ -541,7 +548,7 @@ impl Relay {
                     .into_iter()
                     .chain(self.remote.get(&g).map(|(d, _)| *d))
                     .max();
-                if known.is_some_and(|k| k + EXTEND_SLACK >= deadline) {
+                if !same_origin && known.is_some_and(|k| k + EXTEND_SLACK >= deadline) {
                     return; // already held here at least as long
                 }
                 self.own.remove(&g);

@@ -16,6 +16,7 @@
 //! | `rate_limit.rs` | the per-source (per /64) limit; a flood with the limit off           |
 //! | `privileges.rs` | capabilities, user switch, syscall filter, systemd unit, installer   |
 //! | `dry_run.rs`    | `serve --dry-run` with and without the gate                          |
+//! | `fleet.rs`      | three hosts sharing grants through etcd: spread, expiry, faults, trust |
 //! | `fwknop.rs`     | the real Debian fwknop client, access.conf migration                 |
 //!
 //! Run them as root: `cargo test --test e2e` (all, in parallel), `cargo test --test e2e flood::`
@@ -25,6 +26,7 @@
 mod lab;
 
 mod dry_run;
+mod fleet;
 mod flood;
 mod fwknop;
 mod grants;
