@@ -701,3 +701,55 @@ fn fleet_refuses_foreign_writers_malformed_values_and_grants_over_its_caps() {
         "{err}"
     );
 }
+
+/// A knock captured on host 0 and replayed to host 1: host 1 has never seen it, so it
+/// authenticates there, but it can only re-grant what it names — the client's own address
+/// and access, which the fleet already granted everywhere — and only within `max_age` of
+/// the knock. The stranger who replays it gains nothing; host 0 refuses it as a replay.
+/// (docs/FLEET.md, "Replays across the fleet".)
+#[test]
+fn fleet_a_knock_replayed_to_another_host_opens_nothing_for_the_replayer() {
+    let f = Fleet::new(4);
+    let (cli, oth) = (f.pool.cli.clone(), f.pool.oth.clone());
+    let pkt = f.pool.path("captured.knock");
+    f.knock(&cli, 0, &["--save-packet", pkt.to_str().unwrap()]);
+    for i in 0..3 {
+        assert!(
+            wait_until(Duration::from_secs(3), || f.open(&cli, i)).is_some(),
+            "host {i} did not open for the client"
+        );
+    }
+    let knocked = Instant::now();
+    let packet = read(&pkt);
+    send_udp(&oth, sock(&f.pool.addr(1), KNOCK_PORT), packet.clone());
+    send_udp(&oth, sock(&f.pool.addr(0), KNOCK_PORT), packet);
+    assert!(
+        wait_until(Duration::from_secs(3), || rejections(
+            &f.pool.log(0),
+            "replay"
+        ) >= 1)
+        .is_some(),
+        "host 0 did not refuse its own knock replayed:\n{}",
+        f.pool.log(0)
+    );
+    // Host 1 had never seen the knock: it granted it again, to the address inside it.
+    assert!(
+        wait_until(Duration::from_secs(2), || grant_lines(&f.pool.log(1)) >= 1).is_some(),
+        "host 1 did not grant the replayed knock (if fleet-wide replay identities were added, say so in docs/FLEET.md and here):\n{}",
+        f.pool.log(1)
+    );
+    for i in 0..3 {
+        assert!(!f.open(&oth, i), "host {i} opened for the replayer");
+    }
+    // The client's grant may have been refreshed by the replay (by at most the replay's
+    // delay, here well under a second); it still ends everywhere within the grant's time of
+    // the replay.
+    for i in 0..3 {
+        assert!(
+            wait_until(Duration::from_secs(7), || !f.open(&cli, i)).is_some(),
+            "host {i} still open {:?} after a 4 s grant",
+            knocked.elapsed()
+        );
+    }
+    assert!(knocked.elapsed() < Duration::from_secs(7));
+}
