@@ -44,6 +44,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const EVENT_QUEUE: usize = 16_384;
 /// How often the `protected` set (the caps on remote grants) is read again.
 const CAPS_EVERY: Duration = Duration::from_secs(10);
+/// Puts per etcd transaction (etcd's default `--max-txn-ops` is 128).
+const TXN_OPS: usize = 128;
+/// Local events handled (and published) together.
+const EVENT_BATCH: usize = 1024;
 /// A remote grant that would not extend what this host has by more than this is not written.
 const EXTEND_SLACK: Duration = Duration::from_millis(250);
 
@@ -117,6 +121,7 @@ pub fn run(config: FleetConfig, tls: Option<TlsPem>) -> anyhow::Result<()> {
         own: HashMap::new(),
         remote: HashMap::new(),
         etcd_origin: HashMap::new(),
+        leases: Vec::new(),
     };
     rt.block_on(relay.run(tls))
 }
@@ -162,6 +167,9 @@ struct Relay {
     remote: HashMap<GrantKey, (Instant, String)>,
     /// Origin of the last value seen under each key (a DELETE names no origin).
     etcd_origin: HashMap<GrantKey, String>,
+    /// Leases granted for publications, with when each ends: grants ending in the same
+    /// second share one.
+    leases: Vec<(Instant, i64)>,
 }
 
 enum Step {
@@ -264,21 +272,37 @@ impl Relay {
             tokio::select! {
                 ev = self.rx.recv() => {
                     let Some(ev) = ev else { return Err(anyhow!("the event thread stopped")) };
-                    if matches!(ev, ElemEvent::Reset) {
+                    let mut batch = vec![ev];
+                    while batch.len() < EVENT_BATCH {
+                        match self.rx.try_recv() {
+                            Ok(ev) => batch.push(ev),
+                            Err(_) => break,
+                        }
+                    }
+                    if batch.iter().any(|ev| matches!(ev, ElemEvent::Reset)) {
                         // Our table was re-created (daemon start, a flush repair): the remote
                         // grants in it are gone; read everything again.
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         return Ok(Step::Resync);
                     }
-                    self.local(client, ev).await?;
+                    let mut to_publish = Vec::new();
+                    for ev in batch {
+                        self.local(client, ev, &mut to_publish).await?;
+                    }
+                    self.publish_many(client, &to_publish).await?;
                 }
                 msg = watch.message() => {
                     let resp = msg.context("watch")?.ok_or_else(|| anyhow!("etcd ended the watch"))?;
                     if resp.canceled() {
                         return Err(anyhow!("etcd cancelled the watch ({}); resynchronising", resp.cancel_reason()));
                     }
+                    let mut writes = Vec::new();
                     for ev in resp.events() {
-                        self.remote_event(ev.event_type(), ev.kv().map(|kv| (kv.key(), kv.value())));
+                        self.remote_event(ev.event_type(), ev.kv().map(|kv| (kv.key(), kv.value())), &mut writes);
+                    }
+                    if let Err(e) = self.write_remote_many(writes) {
+                        warn!(error = %format!("{e:#}"), "cannot write remote grants; they will be written at the next resync");
+                        self.lost.store(true, Ordering::Relaxed);
                     }
                 }
                 _ = tick.tick() => {
@@ -381,20 +405,17 @@ impl Relay {
                 .delete(&revoke)
                 .context("remove revoked remote grants")?;
         }
-        let mut written = 0usize;
-        for (g, left, origin) in apply {
-            if have
-                .get(&g)
-                .is_some_and(|&h| h + EXTEND_SLACK.as_millis() as u64 >= left)
-            {
-                continue;
-            }
-            self.write_remote(g, left, &origin)?;
-            written += 1;
-        }
-        for (g, left) in &publish {
-            self.publish(client, *g, *left).await?;
-        }
+        let writes: Vec<_> = apply
+            .into_iter()
+            .filter(|(g, left, _)| {
+                !have
+                    .get(g)
+                    .is_some_and(|&h| h + EXTEND_SLACK.as_millis() as u64 >= *left)
+            })
+            .collect();
+        let written = writes.len();
+        self.write_remote_many(writes)?;
+        self.publish_many(client, &publish).await?;
         info!(
             revision,
             remote_written = written,
@@ -421,49 +442,93 @@ impl Relay {
         }
     }
 
-    /// Write a remote grant into the local allow set, marked.
-    fn write_remote(&mut self, g: GrantKey, left_ms: u64, origin: &str) -> anyhow::Result<()> {
-        let udata = element_comment(&mark(origin)).unwrap_or_default();
-        self.nft
-            .upsert_marked(&[element(g, left_ms)], &udata)
-            .with_context(|| format!("write remote grant {g} into this host's allow set"))?;
-        info!(source = %g.addr, access = %g.access, ttl_ms = left_ms, origin, "fleet grant written");
-        self.remote.insert(
-            g,
-            (
-                Instant::now() + Duration::from_millis(left_ms),
-                origin.to_string(),
-            ),
-        );
+    /// Write remote grants into the local allow sets, marked with their origin: one batch
+    /// per origin.
+    fn write_remote_many(
+        &mut self,
+        mut writes: Vec<(GrantKey, u64, String)>,
+    ) -> anyhow::Result<()> {
+        writes.sort_by(|a, b| a.2.cmp(&b.2));
+        for group in writes.chunk_by(|a, b| a.2 == b.2) {
+            let origin = &group[0].2;
+            let udata = element_comment(&mark(origin)).unwrap_or_default();
+            let elems: Vec<Element> = group.iter().map(|(g, l, _)| element(*g, *l)).collect();
+            self.nft.upsert_marked(&elems, &udata).with_context(|| {
+                format!(
+                    "write {} remote grant(s) from {origin} into this host's allow sets",
+                    elems.len()
+                )
+            })?;
+            let now = Instant::now();
+            for (g, left_ms, _) in group {
+                info!(source = %g.addr, access = %g.access, ttl_ms = left_ms, origin = %origin, "fleet grant written");
+                self.remote
+                    .insert(*g, (now + Duration::from_millis(*left_ms), origin.clone()));
+            }
+        }
         Ok(())
     }
 
-    /// Publish one of this host's grants.
-    async fn publish(
+    /// Publish grants of this host: puts in transactions of [`TXN_OPS`], each key on a lease
+    /// that ends with its grant (rounded up to the second). Grants ending in the same second
+    /// share a lease, so a burst of knocks costs one lease and one transaction per
+    /// [`TXN_OPS`] grants, not two round trips each.
+    async fn publish_many(
         &mut self,
         client: &mut Client,
-        g: GrantKey,
-        left_ms: u64,
+        grants: &[(GrantKey, u64)],
     ) -> anyhow::Result<()> {
-        let lease = client
-            .lease_grant(lease_ttl_secs(left_ms), None)
-            .await
-            .context("grant a lease")?;
-        let value = GrantValue::new(&self.config.host_id, left_ms).encode();
-        client
-            .put(
-                self.config.layout.key(&g),
-                value,
-                Some(PutOptions::new().with_lease(lease.id())),
-            )
-            .await
-            .with_context(|| format!("publish grant {g}"))?;
-        debug!(grant = %g, ttl_ms = left_ms, "published");
+        let now = Instant::now();
+        self.leases.retain(|(end, _)| *end > now);
+        for chunk in grants.chunks(TXN_OPS) {
+            let mut ops = Vec::with_capacity(chunk.len());
+            for &(g, left_ms) in chunk {
+                let end = now + Duration::from_millis(left_ms);
+                let found = self
+                    .leases
+                    .iter()
+                    .find(|(e, _)| *e >= end && *e <= end + Duration::from_secs(1))
+                    .map(|&(_, id)| id);
+                let lease = match found {
+                    Some(id) => id,
+                    None => {
+                        let r = client
+                            .lease_grant(lease_ttl_secs(left_ms), None)
+                            .await
+                            .context("grant a lease")?;
+                        // etcd may have raised the TTL to its minimum: the lease ends then.
+                        let ttl = u64::try_from(r.ttl()).unwrap_or(0);
+                        self.leases.push((now + Duration::from_secs(ttl), r.id()));
+                        r.id()
+                    }
+                };
+                let value = GrantValue::new(&self.config.host_id, left_ms).encode();
+                ops.push(TxnOp::put(
+                    self.config.layout.key(&g),
+                    value,
+                    Some(PutOptions::new().with_lease(lease)),
+                ));
+            }
+            client
+                .txn(Txn::new().and_then(ops))
+                .await
+                .with_context(|| format!("publish {} grant(s)", chunk.len()))?;
+        }
+        if !grants.is_empty() {
+            debug!(count = grants.len(), "published");
+        }
         Ok(())
     }
 
     /// A change of the local allow sets by someone else than this relay.
-    async fn local(&mut self, client: &mut Client, ev: ElemEvent) -> anyhow::Result<()> {
+    /// Added grants go to `to_publish` (published together by the caller); removals are
+    /// withdrawn at once.
+    async fn local(
+        &mut self,
+        client: &mut Client,
+        ev: ElemEvent,
+        to_publish: &mut Vec<(GrantKey, u64)>,
+    ) -> anyhow::Result<()> {
         let ElemEvent::Grant {
             added, elem, udata, ..
         } = ev
@@ -486,7 +551,8 @@ impl Relay {
             self.own
                 .insert(g, Instant::now() + Duration::from_millis(left));
             self.remote.remove(&g);
-            return self.publish(client, g, left).await;
+            to_publish.push((g, left));
+            return Ok(());
         }
         // Removed here before its time by someone else than the relay (a revocation): remove
         // the key too, only if it is still this host's publication.
@@ -518,7 +584,13 @@ impl Relay {
     }
 
     /// One watch event from etcd.
-    fn remote_event(&mut self, ty: EventType, kv: Option<(&[u8], &[u8])>) {
+    /// Grants to write go to `writes` (written together by the caller).
+    fn remote_event(
+        &mut self,
+        ty: EventType,
+        kv: Option<(&[u8], &[u8])>,
+        writes: &mut Vec<(GrantKey, u64, String)>,
+    ) {
         let Some((key, value)) = kv else {
             return;
         };
@@ -552,10 +624,8 @@ impl Relay {
                     return; // already held here at least as long
                 }
                 self.own.remove(&g);
-                if let Err(e) = self.write_remote(g, v.remaining_ms, &v.origin) {
-                    warn!(error = %format!("{e:#}"), "cannot write a remote grant; it will be retried at the next resync");
-                    self.lost.store(true, Ordering::Relaxed);
-                }
+                self.remote.insert(g, (deadline, v.origin.clone()));
+                writes.push((g, v.remaining_ms, v.origin));
             }
             EventType::Delete => {
                 let Ok(g) = self.config.layout.parse_key(key) else {

@@ -753,3 +753,126 @@ fn fleet_a_knock_replayed_to_another_host_opens_nothing_for_the_replayer() {
     }
     assert!(knocked.elapsed() < Duration::from_secs(7));
 }
+
+/// Watch host `i`'s allow sets from inside its namespace (a thread) until `want` grants for
+/// addresses `pick` accepts have been added there, or `limit` passes: when each arrived.
+fn watch_grants(
+    pool: &Pool,
+    i: usize,
+    want: usize,
+    limit: Duration,
+    pick: fn(std::net::IpAddr) -> bool,
+) -> std::thread::JoinHandle<Vec<(std::net::IpAddr, Instant)>> {
+    use nfknock::netfilter::nft::{ElemEvent, NftEvents};
+    let ns = pool.hosts[i].clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        in_ns(&ns, move || {
+            let mut events = NftEvents::open(&[]).expect("subscribe to nftables events");
+            ready_tx.send(()).unwrap();
+            let start = Instant::now();
+            let mut seen = std::collections::HashMap::new();
+            let mut buf = Vec::new();
+            while seen.len() < want && start.elapsed() < limit {
+                buf.clear();
+                events
+                    .wait_elements(Duration::from_millis(100), &mut buf)
+                    .unwrap();
+                let now = Instant::now();
+                for ev in &buf {
+                    if let ElemEvent::Grant {
+                        added: true, elem, ..
+                    } = ev
+                    {
+                        if pick(elem.addr) {
+                            seen.entry(elem.addr).or_insert(now);
+                        }
+                    }
+                }
+            }
+            seen.into_iter().collect()
+        })
+    });
+    ready_rx.recv().unwrap();
+    h
+}
+
+/// Figures for BENCHMARKS.md ("Fleet"): knock on host 0 → element on host 1, p50/p99 over
+/// 100 knocks, and grants per second carried from host 0's set to host 1's. Not asserted
+/// beyond working (noisy machines):
+/// `cargo test --release --test e2e fleet_propagation_figures -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn fleet_propagation_figures() {
+    use nfknock::wire::native;
+    let f = Fleet::new(60);
+    let key = nfknock::config::read_native_key_file(
+        &nfknock::sys::FsLoader,
+        &f.key,
+        nfknock::sys::euid(),
+    )
+    .unwrap();
+    let access: nfknock::access::Access = format!("tcp/{PORT}").parse().unwrap();
+
+    // 1. Latency: one knock at a time, each for a new address 10.88.2.k.
+    const N: usize = 100;
+    let mut lat = Vec::new();
+    for k in 1..=N {
+        let addr: std::net::IpAddr = format!("10.88.2.{k}").parse().unwrap();
+        let req = native::Plaintext {
+            timestamp: nfknock::daemon::unix_now(),
+            timeout: 0,
+            allow_ip: Some(addr),
+            access: vec![access],
+        };
+        let pkt = native::seal(&key, &req, &mut nfknock::sys::OsRng).unwrap();
+        let w = watch_grants(&f.pool, 1, 1, Duration::from_secs(5), |a| {
+            a.to_string().starts_with("10.88.2.")
+        });
+        let sent = Instant::now();
+        send_udp(&f.pool.cli, sock(&f.pool.addr(0), KNOCK_PORT), pkt.to_vec());
+        let got = w.join().unwrap();
+        let (_, at) = got
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .unwrap_or_else(|| panic!("knock {k} did not reach host 1"));
+        lat.push(at.duration_since(sent));
+        std::thread::sleep(Duration::from_millis(60)); // under the per-source rate limit
+    }
+    lat.sort();
+    let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+    eprintln!(
+        "fleet propagation knock@host0 → element@host1 over {N} knocks: p50 {:?}, p99 {:?}, max {:?}",
+        p(0.50),
+        p(0.99),
+        lat[lat.len() - 1]
+    );
+
+    // 2. Throughput: K grants written to host 0's set in one batch (as a burst of knocks
+    //    would be), carried to host 1.
+    const K: usize = 2000;
+    let mut text = String::from("add element inet nfknock allow_v4 { ");
+    for n in 0..K {
+        text.push_str(&format!("10.90.{}.{} . tcp . {PORT} timeout 120s, ", n / 250, n % 250 + 1));
+    }
+    text.push_str("}\n");
+    let file = f.pool.path("burst.nft");
+    std::fs::write(&file, text).unwrap();
+    let w = watch_grants(&f.pool, 1, K, Duration::from_secs(120), |a| {
+        a.to_string().starts_with("10.90.")
+    });
+    let start = Instant::now();
+    let out = f
+        .pool
+        .run(&f.pool.hosts[0], &["nft", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = w.join().unwrap();
+    let last = got.iter().map(|(_, t)| *t).max().unwrap();
+    let secs = last.duration_since(start).as_secs_f64();
+    eprintln!(
+        "fleet throughput: {} of {K} grants carried host0 → host1 in {secs:.2} s = {:.0} grants/s",
+        got.len(),
+        got.len() as f64 / secs
+    );
+    assert_eq!(got.len(), K, "not every grant reached host 1");
+}
