@@ -150,6 +150,13 @@ max_timeout = 3600
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let c = p(include_str!("../../examples/fleet.toml")).unwrap();
+        assert_eq!(c.layout.fleet_prefix(), "/nfknock/prod/");
+        assert!(c.tls.is_some());
+    }
+
+    #[test]
     fn a_tls_config_is_accepted() {
         let c = p(TLS).unwrap();
         assert_eq!(c.layout.grants_prefix(), "/nfknock/prod/grants/");
