@@ -408,9 +408,9 @@ impl Relay {
         let writes: Vec<_> = apply
             .into_iter()
             .filter(|(g, left, _)| {
-                !have
+                have
                     .get(g)
-                    .is_some_and(|&h| h + EXTEND_SLACK.as_millis() as u64 >= *left)
+                    .is_none_or(|&h| h + (EXTEND_SLACK.as_millis() as u64) < *left)
             })
             .collect();
         let written = writes.len();

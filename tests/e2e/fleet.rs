@@ -269,7 +269,7 @@ fn etcdctl_raw(pool: &Pool, pki: &Pki, user: &str, args: &[&str]) -> Output {
         "--endpoints",
         ETCD_URL,
         "--cacert",
-        &pki.dir.join("ca.pem").to_str().unwrap().to_string(),
+        &pki.pem("ca"),
         "--cert",
         &cert,
         "--key",
