@@ -606,6 +606,54 @@ fn fleet_knock_on_one_host_opens_every_host_for_that_source_and_survives_etcd_an
         .is_some(),
         "host 0's refresh made while its relay was down did not reach host 1"
     );
+
+    // 5. Someone flushes host 1's ruleset: its daemon re-creates the table with its own
+    //    grants, and the relay puts the fleet's back.
+    let out = f.pool.run(&f.pool.hosts[1], &["nft", "flush", "ruleset"]);
+    assert!(out.status.success());
+    assert!(
+        wait_until(Duration::from_secs(5), || f.open(&cli, 1)
+            && f.open(&oth, 1))
+        .is_some(),
+        "host 1 did not get the fleet's grants back after a flush:\n{}",
+        f.relays[1].log_text()
+    );
+}
+
+/// A grant revoked at its origin (a reload that removes the client, `revoke_on_reload`) is
+/// withdrawn from etcd, and the other hosts remove their copies.
+#[test]
+fn fleet_a_revocation_at_the_origin_removes_the_copies_everywhere() {
+    let f = Fleet::new(300);
+    let cli = f.pool.cli.clone();
+    f.knock(&cli, 0, &[]);
+    for i in 0..3 {
+        assert!(
+            wait_until(Duration::from_secs(3), || f.open(&cli, i)).is_some(),
+            "host {i} did not open"
+        );
+    }
+    // Host 0's config loses alice (bob stays); a reload revokes her grant there.
+    let bob = f.pool.path("bob.key");
+    tool(&[bin(), "keygen", "--out", bob.to_str().unwrap()]);
+    let bob = format!(
+        "[[client]]\nname = \"bob\"\nkey_file = \"{}\"\nallow = [\"tcp/{PORT}\"]\n",
+        bob.display()
+    );
+    f.pool.write_config(
+        0,
+        &format!("protect = [\"tcp/{PORT}\"]\nmax_age = 120\n"),
+        &bob,
+    );
+    f.pool.signal(0, "HUP");
+    for i in 0..3 {
+        assert!(
+            wait_until(Duration::from_secs(5), || !f.open(&cli, i)).is_some(),
+            "host {i} still open after the origin revoked the grant:\n{}",
+            f.relays[i].log_text()
+        );
+    }
+    assert!(f.relays[0].log_text().contains("withdrawn from the fleet"));
 }
 
 #[test]
@@ -705,7 +753,9 @@ fn fleet_refuses_foreign_writers_malformed_values_and_grants_over_its_caps() {
 /// A knock captured on host 0 and replayed to host 1: host 1 has never seen it, so it
 /// authenticates there, but it can only re-grant what it names — the client's own address
 /// and access, which the fleet already granted everywhere — and only within `max_age` of
-/// the knock. The stranger who replays it gains nothing; host 0 refuses it as a replay.
+/// the knock. The stranger who replays it gains nothing; host 0 refuses it as a replay. (The
+/// lab's alice has `require_source_match = false`, so the replay needs no spoofed source; with
+/// the default `true` host 1 would refuse a replay from another address outright.)
 /// (docs/FLEET.md, "Replays across the fleet".)
 #[test]
 fn fleet_a_knock_replayed_to_another_host_opens_nothing_for_the_replayer() {
@@ -853,7 +903,11 @@ fn fleet_propagation_figures() {
     const K: usize = 2000;
     let mut text = String::from("add element inet nfknock allow_v4 { ");
     for n in 0..K {
-        text.push_str(&format!("10.90.{}.{} . tcp . {PORT} timeout 120s, ", n / 250, n % 250 + 1));
+        text.push_str(&format!(
+            "10.90.{}.{} . tcp . {PORT} timeout 120s, ",
+            n / 250,
+            n % 250 + 1
+        ));
     }
     text.push_str("}\n");
     let file = f.pool.path("burst.nft");
@@ -865,7 +919,11 @@ fn fleet_propagation_figures() {
     let out = f
         .pool
         .run(&f.pool.hosts[0], &["nft", "-f", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got = w.join().unwrap();
     let last = got.iter().map(|(_, t)| *t).max().unwrap();
     let secs = last.duration_since(start).as_secs_f64();

@@ -695,6 +695,12 @@ impl Pool {
         std::fs::read_to_string(self.host_dir(i).join("daemon.log")).unwrap_or_default()
     }
 
+    /// Send `sig` (e.g. `HUP`) to host `i`'s daemon.
+    pub fn signal(&self, i: usize, sig: &str) {
+        let pid = self.daemons[i].as_ref().expect("daemon not running").id();
+        must(&["kill", &format!("-{sig}"), &pid.to_string()]);
+    }
+
     pub fn run(&self, ns: &str, args: &[&str]) -> Output {
         let mut all = vec!["ip", "netns", "exec", ns];
         all.extend_from_slice(args);
