@@ -187,7 +187,7 @@ impl Relay {
                         match self.session(&mut client).await {
                             Ok(Step::Resync) => continue,
                             Err(e) => {
-                                warn!(error = %format!("{e:#}"), "etcd connection lost; local knocks are unaffected; reconnecting");
+                                warn!(error = %format!("{e:#}"), "fleet session ended (etcd or this host's table unavailable); local knocks are unaffected; reconnecting");
                                 break;
                             }
                         }
@@ -408,8 +408,7 @@ impl Relay {
         let writes: Vec<_> = apply
             .into_iter()
             .filter(|(g, left, _)| {
-                have
-                    .get(g)
+                have.get(g)
                     .is_none_or(|&h| h + (EXTEND_SLACK.as_millis() as u64) < *left)
             })
             .collect();
