@@ -934,3 +934,33 @@ fn fleet_propagation_figures() {
     );
     assert_eq!(got.len(), K, "not every grant reached host 1");
 }
+
+/// The relay's unit is hardened like the daemon's (it also reaches etcd over IP):
+/// `systemd-analyze security --offline=true systemd/nfknock-fleet.service` scores ≤ 1.5, and
+/// it runs the binary and config path docs/FLEET.md names.
+#[test]
+fn fleet_unit_exposure_is_at_most_1_5() {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/nfknock-fleet.service");
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze (Debian: systemd) is needed for this test");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| l.split_once("Overall exposure level for nfknock-fleet.service:"))
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no score in:\n{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(score <= 1.5, "exposure {score} > 1.5:\n{text}");
+    let body = std::fs::read_to_string(&unit).unwrap();
+    assert!(
+        body.contains("ExecStart=/usr/local/sbin/nfknock-fleet --config /etc/nfknock/fleet.toml")
+    );
+}
