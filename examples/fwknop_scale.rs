@@ -6,13 +6,16 @@
 //! configured LAST, for:
 //!
 //! - 1 client;
-//! - N clients that all accept `0.0.0.0/0` (the worst case: N HMACs per packet);
+//! - N (at most 256) clients that all accept `0.0.0.0/0` (the worst case: N HMACs per packet);
 //! - N clients whose `sources` are small networks, 4 clients per /24, the packet coming from the
 //!   last /24 (a realistic deployment: the source narrows the search to a few);
 //! - a forged packet (right shape, unknown key) against N clients on `0.0.0.0/0`: what each
 //!   packet of a flood costs.
 //!
 //! Run: `cargo run --release --example fwknop_scale [-- N [ITERATIONS]]` (default N = 1000).
+//! The wide-open cases use at most `MAX_FWKNOP_CANDIDATES` (256) clients: a config with more
+//! fwknop clients admitting one address is refused (issue 11 §2), so that is the worst case;
+//! the forged-packet case is shown at 1, 16, 64 and 256 clients.
 //! Prints the median, 10th and 90th percentile per packet. Every packet is distinct (fresh
 //! salt), so none is a replay.
 
@@ -181,11 +184,15 @@ fn main() {
         &run(config(1, false), &packets(Some(0), one), src_any, true),
     );
 
-    let cfg_any = config(n, false);
-    let k = iters_for(n);
+    // A config may not have more fwknop clients admitting one address than are tried per
+    // packet (issue 11 §2): the wide-open cases stop at that bound.
+    let cap = nfknock::config::MAX_FWKNOP_CANDIDATES;
+    let n_any = n.min(cap);
+    let cfg_any = config(n_any, false);
+    let k = iters_for(n_any);
     show(
-        &format!("{n} clients, all sources 0.0.0.0/0"),
-        &run(cfg_any.clone(), &packets(Some(last), k), src_any, true),
+        &format!("{n_any} clients, all sources 0.0.0.0/0"),
+        &run(cfg_any.clone(), &packets(Some(n_any - 1), k), src_any, true),
     );
 
     let cfg_narrow = config(n, true);
@@ -195,8 +202,22 @@ fn main() {
         &run(cfg_narrow, &packets(Some(last), k4), src_narrow, true),
     );
 
-    show(
-        &format!("{n} clients on 0.0.0.0/0, forged packet (unknown key)"),
-        &run(cfg_any, &packets(None, k), src_any, false),
-    );
+    // What each packet of a forged flood costs as the wide-open fwknop clients grow, up to
+    // the bound (a config with more is refused, so this is the most one packet can cost).
+    let mut steps: Vec<usize> = [1, 16, 64, cap]
+        .into_iter()
+        .filter(|&m| m < n_any)
+        .collect();
+    steps.push(n_any);
+    for m in steps {
+        let cfg = if m == n_any {
+            cfg_any.clone()
+        } else {
+            config(m, false)
+        };
+        show(
+            &format!("{m} clients on 0.0.0.0/0, forged packet (unknown key)"),
+            &run(cfg, &packets(None, iters_for(m)), src_any, false),
+        );
+    }
 }

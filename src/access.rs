@@ -1,8 +1,10 @@
 //! `proto/port` pairs: what a knock asks for, what a client may have, what the gate protects.
 //!
 //! The text form is fwknop's: lowercase `tcp/22`, `udp/53`. Parsing never panics.
+//! [`NatTarget`]: where a forwarded grant leads (config `nat`, fwknop `FORCE_NAT`).
 
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 /// Transport protocol of a gated service. The discriminant is the IP protocol number, which is
@@ -104,6 +106,65 @@ pub fn format_list(list: &[Access]) -> String {
         .map(Access::to_string)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Where a forwarded grant's new flows are translated to (a `nat` entry of the config, carried
+/// by the grant to the backend): the destination after DNAT and what the source becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NatTarget {
+    /// The internal host and port (or this host's own address, for local NAT).
+    pub to: SocketAddr,
+    pub source: SourceNat,
+    /// `true`: the client connects to this host's port and its flow is translated to `to`.
+    /// `false` (fwknop `DISABLE_DNAT`): the client connects to `to` itself, routed through
+    /// this host, whose forward gate lets exactly that flow through.
+    pub dnat: bool,
+}
+
+/// Where a gateway grant (config `gateway`, fwknop `FORWARD_ALL`) lets its address forward
+/// to: every new flow, any protocol and port, into `net`; its source rewritten as `source` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GatewayTo {
+    pub net: ipnet::IpNet,
+    pub source: SourceNat,
+}
+
+impl fmt::Display for GatewayTo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.net)?;
+        match self.source {
+            SourceNat::Keep => Ok(()),
+            SourceNat::Masquerade => write!(f, " (masquerade)"),
+            SourceNat::To(a) => write!(f, " (snat {a})"),
+        }
+    }
+}
+
+/// What the source address of a forwarded flow becomes on its way to the internal host
+/// (fwknop `FORCE_SNAT` / `FORCE_MASQUERADE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SourceNat {
+    /// Kept: the internal host must route its answers back through this host.
+    #[default]
+    Keep,
+    /// The address of the interface the flow leaves by (`masquerade`).
+    Masquerade,
+    /// This address (`snat to`); of the target's family.
+    To(IpAddr),
+}
+
+impl fmt::Display for NatTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.to)?;
+        if !self.dnat {
+            write!(f, " (routed, no DNAT)")?;
+        }
+        match self.source {
+            SourceNat::Keep => Ok(()),
+            SourceNat::Masquerade => write!(f, " (masquerade)"),
+            SourceNat::To(a) => write!(f, " (snat {a})"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,14 @@
 use clap::Parser;
 
 fn main() {
+    // The command runner `nfknock serve` executes (src/command/runner.rs): not a command of
+    // the command line, and useless without the socket it is handed on descriptor 3.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(std::ffi::OsStr::new(nfknock::command::runner::RUNNER_ARG)) {
+        init_logging();
+        let max = args.next().unwrap_or_default();
+        nfknock::command::runner::runner_main(&max.to_string_lossy());
+    }
     let cli = match nfknock::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -10,10 +10,10 @@
 //! [`Decision`].
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use crate::access::Access;
-use crate::config::ClientEntry;
+use crate::access::{Access, GatewayTo, NatTarget};
+use crate::config::{ClientEntry, NatRule, NatTo};
 use crate::wire::ip::is_ipv4_mapped;
 
 /// What an authenticated knock asks for, whatever its wire format. The engine builds it from
@@ -33,8 +33,11 @@ pub struct Knock {
     /// fwknop message type (`fko_message_type_t`, lib/fko.h); native knocks have none (every
     /// native knock is an access request).
     pub message_type: Option<u8>,
-    /// fwknop NAT target as sent (NAT messages only, which are refused).
+    /// fwknop NAT target as sent, `host,port` (NAT messages, types 2, 4, 5, 6 only). Judged
+    /// against the client's `nat` list; never used as a destination itself.
     pub nat_access: Option<String>,
+    /// The command text of an fwknop command message (type 0), as sent.
+    pub command: Option<String>,
 }
 
 /// Where the packet came from and went to, as the kernel saw it.
@@ -44,18 +47,35 @@ pub struct Packet {
     pub dst: IpAddr,
 }
 
-/// Open `access` for `addr` for `ttl` seconds.
+/// Open `access` for `addr` for `ttl` seconds; those of `access` named in `nat` are forwarded
+/// to their target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     pub addr: IpAddr,
     pub access: Vec<Access>,
     pub ttl: u32,
+    /// Forwarded accesses (each also in `access`) and where to: from the client's `nat`.
+    pub nat: Vec<(Access, NatTarget)>,
+    /// The client's `gateway` networks of `addr`'s family (fwknop `FORWARD_ALL`): `addr` may
+    /// also open new forwarded flows into each of them, any port, for `ttl`. Empty for a
+    /// client without `gateway`.
+    pub gateway: Vec<GatewayTo>,
+}
+
+/// Run a command message's `argv` (already split and matched against the client's
+/// allow-list; the runner checks it again) for the knock from `addr`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRun {
+    pub addr: IpAddr,
+    pub argv: Vec<String>,
 }
 
 /// The outcome for one packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Grant(Grant),
+    /// An allowed fwknop command message (type 0).
+    Command(CommandRun),
     Reject(Reason),
 }
 
@@ -98,8 +118,16 @@ pub enum Reason {
     NoAccess,
     /// The client may not open this access.
     NotAllowed(Access),
-    /// A feature nfknock does not serve (fwknop command or NAT messages, GPG).
+    /// A feature nfknock does not serve (fwknop command messages, GPG).
     Unsupported(&'static str),
+    /// A command message whose command is not in the client's `commands`/`command_prefixes`,
+    /// or cannot be split without a shell.
+    CommandNotAllowed,
+    /// A NAT request for this access that the client's `nat` list does not allow: no entry
+    /// for it, or not to the target the packet names (the packet never picks a destination).
+    NatNotAllowed(Access),
+    /// The client's `nat` forwards this access only to addresses of the other IP family.
+    NatFamily(Access),
 }
 
 impl Reason {
@@ -124,6 +152,9 @@ impl Reason {
             Reason::NoAccess => "no-access",
             Reason::NotAllowed(_) => "not-allowed",
             Reason::Unsupported(_) => "unsupported",
+            Reason::CommandNotAllowed => "command-not-allowed",
+            Reason::NatNotAllowed(_) => "nat-not-allowed",
+            Reason::NatFamily(_) => "nat-family",
         }
     }
 
@@ -174,6 +205,18 @@ impl fmt::Display for Reason {
             Reason::NoAccess => write!(f, "knock requests no access"),
             Reason::NotAllowed(a) => write!(f, "{a} is not allowed for this client"),
             Reason::Unsupported(what) => write!(f, "unsupported: {what}"),
+            Reason::CommandNotAllowed => write!(
+                f,
+                "command not in this client's `commands`/`command_prefixes` (or written with shell syntax)"
+            ),
+            Reason::NatNotAllowed(a) => write!(
+                f,
+                "NAT request for {a} names a target this client's `nat` does not list for {a}; add the target to its `nat` if it should be reachable"
+            ),
+            Reason::NatFamily(a) => write!(
+                f,
+                "{a} is forwarded only to addresses of the other IP family; add a `nat` target of this family or knock over the other one"
+            ),
         }
     }
 }
@@ -206,24 +249,92 @@ pub fn evaluate(
     now: u64,
 ) -> Decision {
     match check(knock, packet, client, max_age, not_before, now) {
-        Ok(grant) => Decision::Grant(grant),
+        Ok(d) => d,
         Err(reason) => Decision::Reject(reason),
     }
 }
 
 /// The fwknop message types nfknock serves (`fko_message_type_t`, lib/fko.h): access requests,
-/// `FKO_ACCESS_MSG` (1) and `FKO_CLIENT_TIMEOUT_ACCESS_MSG` (3). Commands would run programs
-/// and NAT messages would rewrite the firewall's forwarding; neither is a port opening.
-fn served_message_type(message_type: u8) -> Result<(), Reason> {
+/// `FKO_ACCESS_MSG` (1) and `FKO_CLIENT_TIMEOUT_ACCESS_MSG` (3); NAT access, types 2 and 4, and
+/// local NAT, 5 and 6 (judged against the client's `nat`, [`nat_request`]); command messages
+/// (0) only for a client with an allow-list (`commands`/`command_prefixes`; refused by
+/// default, as fwknopd refuses them without `ENABLE_CMD_EXEC Y`).
+fn served_message_type(message_type: u8, client: &ClientEntry) -> Result<(), Reason> {
     match message_type {
-        1 | 3 => Ok(()),
-        0 => Err(Reason::Unsupported("fwknop command messages (type 0)")),
-        2 | 4 => Err(Reason::Unsupported(
-            "fwknop NAT access messages (types 2, 4)",
-        )),
+        1..=6 => Ok(()),
+        0 if client.commands.exec.is_some() && client.commands.user.is_some() => Ok(()),
         _ => Err(Reason::Unsupported(
-            "fwknop local NAT messages (types 5, 6)",
+            "fwknop command messages (type 0): this client has no `commands` allow-list",
         )),
+    }
+}
+
+/// fwknop's NAT message kinds (`fko_message_type_t`, lib/fko.h).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NatKind {
+    /// 2 `FKO_NAT_ACCESS_MSG`, 4 `FKO_CLIENT_TIMEOUT_NAT_ACCESS_MSG`: forward to a host.
+    Forward,
+    /// 5 `FKO_LOCAL_NAT_ACCESS_MSG`, 6 `FKO_CLIENT_TIMEOUT_LOCAL_NAT_ACCESS_MSG`: to a local port.
+    Local,
+}
+
+fn nat_kind(message_type: Option<u8>) -> Option<NatKind> {
+    match message_type? {
+        2 | 4 => Some(NatKind::Forward),
+        5 | 6 => Some(NatKind::Local),
+        _ => None,
+    }
+}
+
+/// An fwknop NAT message asks to forward `access` (the first spec of its access message:
+/// fwknopd forwards that one only, server/fw_util_ipt.c) to the `host,port` of its NAT field.
+/// Allowed only when the client's `nat` names exactly that target for `access` (local NAT:
+/// that port of this host); the packet's target is compared, never used.
+fn nat_request(
+    kind: NatKind,
+    field: Option<&str>,
+    access: Access,
+    client: &ClientEntry,
+    addr: IpAddr,
+) -> Result<(), Reason> {
+    let refused = Reason::NatNotAllowed(access);
+    let (host, port) = field
+        .and_then(|f| f.split_once(','))
+        .ok_or(Reason::Malformed(
+            "NAT message without a `host,port` NAT field",
+        ))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| Reason::Malformed("NAT field port is not a number from 1 to 65535"))?;
+    let rule = client.nat_for(access, addr).ok_or(refused)?;
+    let allowed = match (kind, rule.to) {
+        // A host name would have to be resolved (fwknop ENABLE_NAT_DNS): refused, as is any
+        // address other than the configured one.
+        (NatKind::Forward, NatTo::Host(to)) => host
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| SocketAddr::new(ip, port) == to),
+        // fwknop's client names the server as it was told (`-D`), maybe by name: the port is
+        // what the request is about.
+        (NatKind::Local, NatTo::Local(to)) => to == port,
+        _ => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(refused)
+    }
+}
+
+/// Where `rule` forwards a grant whose knock reached this host at `dst`.
+fn nat_target(rule: &NatRule, dst: IpAddr) -> NatTarget {
+    let to = match rule.to {
+        NatTo::Host(to) => to,
+        NatTo::Local(port) => SocketAddr::new(dst, port),
+    };
+    NatTarget {
+        to,
+        source: rule.source,
+        dnat: rule.dnat,
     }
 }
 
@@ -234,9 +345,9 @@ fn check(
     max_age: u64,
     not_before: u64,
     now: u64,
-) -> Result<Grant, Reason> {
+) -> Result<Decision, Reason> {
     if let Some(t) = knock.message_type {
-        served_message_type(t)?;
+        served_message_type(t, client)?;
     }
     if knock.timestamp < not_before {
         return Err(Reason::StateLost);
@@ -284,6 +395,9 @@ fn check(
             return Err(Reason::UsernameMismatch);
         }
     }
+    if knock.message_type == Some(0) {
+        return command(knock, client, addr);
+    }
     if knock.access.is_empty() {
         return Err(Reason::NoAccess);
     }
@@ -296,11 +410,78 @@ fn check(
             access.push(*a);
         }
     }
+    if let Some(kind) = nat_kind(knock.message_type) {
+        // fwknopd forwards the first spec only; so do we, and grant nothing else.
+        access.truncate(1);
+        let first = *access.first().ok_or(Reason::NoAccess)?;
+        nat_request(kind, knock.nat_access.as_deref(), first, client, addr)?;
+    }
+    // Every access the client's `nat` names is forwarded, whatever the knock's format
+    // (fwknop FORCE_NAT): the config picks the target, the knock only the port.
+    let mut nat = Vec::new();
+    for a in access.clone() {
+        match client.nat_for(a, addr) {
+            Some(rule) => {
+                let target = nat_target(rule, packet.dst);
+                if target.to.is_ipv4() != addr.is_ipv4() {
+                    return Err(Reason::NatFamily(a));
+                }
+                // Local NAT: the flow arrives at the local port, which the input gate judges
+                // by that port too (fwknopd adds an INPUT accept for it, fw_util_ipt.c).
+                if let NatTo::Local(port) = rule.to {
+                    let local = Access { port, ..a };
+                    if !access.contains(&local) {
+                        access.push(local);
+                    }
+                }
+                nat.push((a, target));
+            }
+            None if client.nat.iter().any(|r| r.access == a) => return Err(Reason::NatFamily(a)),
+            None => {}
+        }
+    }
     let ttl = match knock.timeout {
         0 => client.timeout,
         asked => asked.min(client.max_timeout),
     };
-    Ok(Grant { addr, access, ttl })
+    // A gateway opens with any granted knock of its client (fwknopd's FORWARD_ALL accepts
+    // the source in FORWARD whatever port it asked for), for the address granted.
+    let gateway = client
+        .gateway
+        .iter()
+        .flat_map(|g| {
+            g.networks.iter().map(|&net| GatewayTo {
+                net,
+                source: g.source,
+            })
+        })
+        .filter(|g| g.net.addr().is_ipv4() == addr.is_ipv4())
+        .collect();
+    Ok(Decision::Grant(Grant {
+        addr,
+        access,
+        ttl,
+        nat,
+        gateway,
+    }))
+}
+
+/// A command message: split without a shell, then matched against the allow-list.
+fn command(knock: &Knock, client: &ClientEntry, addr: IpAddr) -> Result<Decision, Reason> {
+    let exec = client
+        .commands
+        .exec
+        .as_ref()
+        .ok_or(Reason::CommandNotAllowed)?;
+    let text = knock
+        .command
+        .as_deref()
+        .ok_or(Reason::Malformed("command message without a command"))?;
+    let argv = crate::command::split::split(text, false).map_err(|_| Reason::CommandNotAllowed)?;
+    if !exec.permits(&argv) {
+        return Err(Reason::CommandNotAllowed);
+    }
+    Ok(Decision::Command(CommandRun { addr, argv }))
 }
 
 /// `timestamp − now` as a signed number of seconds, saturating.

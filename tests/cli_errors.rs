@@ -309,6 +309,50 @@ fn ruleset_prints_the_table_serve_installs() {
     assert_eq!(compat, native);
 }
 
+/// `ruleset --iptables` / `--ip6tables` print the rules of an iptables host for the config
+/// (its knock port, queue, protected ports and ipset names); with a config whose backend is not
+/// `ipset` they still print, with a warning that nothing would fill the sets; `--compat` does
+/// not go with them (usage error).
+#[test]
+fn ruleset_iptables_prints_the_rules_for_the_config_and_warns_without_the_ipset_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "port = 40001\nqueue = 7\nprotect = [\"tcp/22\"]\nbackend = \"ipset\"\nipset_v6 = \"g6\"",
+    );
+    let c = config.display().to_string();
+    let (code, v6, stderr) = run(nfknock(&["ruleset", "--ip6tables", "--config", &c]));
+    assert_eq!((code, stderr.as_str()), (0, ""));
+    assert!(
+        v6.contains("-A nfknock-gate -p udp -m udp --dport 40001 -j NFQUEUE --queue-num 7\n")
+            && v6.contains("--dport 22 -m conntrack ! --ctstate ESTABLISHED,RELATED -m set ! --match-set g6 src,dst -j DROP\n")
+            && v6.contains("ipset create g6 hash:ip,port family inet6"),
+        "{v6}"
+    );
+    let (code, v4, _) = run(nfknock(&["ruleset", "--iptables", "--config", &c]));
+    assert_eq!(code, 0);
+    assert!(v4.contains("--match-set nfknock_allow_v4 src,dst"), "{v4}");
+    let (code, _, stderr) = run(nfknock(&[
+        "ruleset",
+        "--iptables",
+        "--compat",
+        "--config",
+        &c,
+    ]));
+    assert_eq!(code, EXIT_USAGE, "{stderr}");
+
+    let nft = write_config(dir.path(), "");
+    let n = nft.display().to_string();
+    let (code, v4, stderr) = run(nfknock(&["ruleset", "--iptables", "--config", &n]));
+    assert_eq!(code, 0);
+    assert!(v4.contains("*filter"), "{v4}");
+    assert!(
+        stderr.contains("has backend = \"nftables\": nothing fills the ipsets")
+            && stderr.contains("set `backend = \"ipset\"`"),
+        "{stderr}"
+    );
+}
+
 /// `uninstall` removes table `inet nfknock`, gate and grants, and only it; run again (nothing
 /// left) it succeeds alike. In a network namespace of its own (`unshare --net`, root).
 #[test]
@@ -382,4 +426,163 @@ fn knock_names_the_missing_or_bad_flag_and_sends_nothing() {
         assert!(stdout.is_empty(), "{args:?}: {stdout}");
         assert_eq!(stderr, format!("nfknock: error: {says}\n"), "{args:?}");
     }
+}
+
+#[test]
+fn fwknop_knock_names_the_missing_or_bad_flag_and_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("gw.key");
+    let k = key.display().to_string();
+    let (code, _, stderr) = run(nfknock(&["keygen", "--fwknop", "--out", &k]));
+    assert_eq!(code, 0, "{stderr}");
+    let h = format!("{k}.hmac");
+    let native = dir.path().join("n.key").display().to_string();
+    assert_eq!(run(nfknock(&["keygen", "--out", &native])).0, 0);
+    let srv = ["--server", "192.0.2.1", "-A", "tcp/22"];
+    let fw = [&srv[..], &["--fwknop", "--key-file", &k]].concat();
+    let both = [&fw[..], &["--hmac-key-file", &h]].concat();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[&srv[..], &["--key-file", &native, "--hmac-key-file", &h]].concat(),
+            "--hmac-key-file applies to fwknop knocks only; add --fwknop (or use a `format = \"fwknop\"` stanza)",
+        ),
+        (
+            &[&fw[..], &["-a", "10.0.0.2"]].concat(),
+            "no HMAC key given: use --hmac-key-file PATH (the PATH.hmac `nfknock keygen --fwknop --out PATH` wrote); fwknop knocks are always sent with an HMAC",
+        ),
+        (
+            &both,
+            "an fwknop knock needs the address to open for: --allow-ip IP (an IPv4 address), or --allow-ip source to let the server use the packet's source (fwknop's -s)",
+        ),
+        (
+            &[&both[..], &["-a", "2001:db8::2"]].concat(),
+            "--allow-ip 2001:db8::2: fwknop packets carry only an IPv4 allow IP; give an IPv4 address, or `source`",
+        ),
+        (
+            &[&both[..], &["-a", "source", "--encryption-mode", "legacy"]].concat(),
+            "--encryption-mode legacy cannot be used with an HMAC (fwknop refuses it too); use cbc and update the server's stanza",
+        ),
+        (
+            &[&both[..], &["-a", "source", "--fw-timeout", "70000"]].concat(),
+            "--fw-timeout 70000: an fwknop packet asks for at most 65536 seconds",
+        ),
+        (
+            &[&both[..], &["-a", "source", "--user", "a:b"]].concat(),
+            "--user `a:b`: fwknop accepts 1 to 48 letters, digits and `_.-@`",
+        ),
+    ];
+    for (args, says) in cases {
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--net", env!("CARGO_BIN_EXE_nfknock"), "knock"])
+            .args(*args)
+            .env_remove("NFKNOCK_LOG")
+            .env_remove("RUST_LOG");
+        let (code, stdout, stderr) = run(cmd.output().expect("run unshare (util-linux) as root"));
+        assert_eq!(code, EXIT_USAGE, "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert_eq!(stderr, format!("nfknock: error: {says}\n"), "{args:?}");
+    }
+
+    // A `format = "fwknop"` stanza without `allow_ip` names the stanza and the key to add.
+    let profile = dir.path().join("client.toml");
+    std::fs::write(
+        &profile,
+        format!("[server.gw]\nformat = \"fwknop\"\nserver = \"192.0.2.1\"\nkey_file = \"{k}\"\nhmac_key_file = \"{h}\"\naccess = [\"tcp/22\"]\n"),
+    )
+    .unwrap();
+    let p = profile.display().to_string();
+    let (code, _, stderr) = run(nfknock(&["knock", "--client-config", &p, "-n", "gw"]));
+    assert_eq!(code, EXIT_USAGE, "{stderr}");
+    assert_eq!(stderr, "nfknock: error: an fwknop knock needs the address to open for: add `allow_ip = \"IP\"` (an IPv4 address) or `allow_ip = \"source\"` to stanza `[server.gw]`, or pass --allow-ip\n");
+    let (code, _, stderr) = run(nfknock(&[
+        "knock",
+        "--client-config",
+        &p,
+        "-n",
+        "gw",
+        "-a",
+        "source",
+        "--dry-run",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("built knock (fwknop tcp/22 for the packet's source"),
+        "{stderr}"
+    );
+
+    // A key file others can read is refused (exit 1), naming the fix.
+    std::fs::set_permissions(&h, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, stderr) = run(nfknock(
+        &[&["knock"][..], &both[..], &["-a", "source", "--dry-run"]].concat(),
+    ));
+    assert_eq!(code, EXIT_FAIL, "{stderr}");
+    assert!(stderr.contains(&format!("chmod 600 {h}")), "{stderr}");
+}
+
+#[test]
+fn keygen_fwknop_flags_need_fwknop_and_files_are_never_overwritten() {
+    let (code, _, stderr) = run(nfknock(&["keygen", "--qr"]));
+    assert_eq!(code, EXIT_USAGE, "{stderr}");
+    assert!(stderr.contains("--fwknop"), "{stderr}");
+    let (code, _, stderr) = run(nfknock(&[
+        "keygen",
+        "--fwknop",
+        "--hmac-digest-type",
+        "sha7",
+    ]));
+    assert_eq!(code, EXIT_USAGE, "{stderr}");
+    assert!(stderr.contains("sha3_512"), "{stderr}");
+
+    // HMAC key lengths as `fwknop --key-gen` draws them.
+    for (hmac, len) in [
+        ("md5", 16),
+        ("sha1", 20),
+        ("sha256", 64),
+        ("sha384", 128),
+        ("sha512", 128),
+    ] {
+        let (code, stdout, stderr) =
+            run(nfknock(&["keygen", "--fwknop", "--hmac-digest-type", hmac]));
+        assert_eq!(code, 0, "{stderr}");
+        use base64::Engine as _;
+        let field = |name: &str| {
+            let v = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap()
+                .trim();
+            base64::engine::general_purpose::STANDARD
+                .decode(v)
+                .unwrap()
+                .len()
+        };
+        assert_eq!(
+            (field("KEY_BASE64:"), field("HMAC_KEY_BASE64:")),
+            (32, len),
+            "{hmac}"
+        );
+        assert!(
+            stdout.contains(&format!("HMAC_DIGEST_TYPE    {hmac}\n")),
+            "{stdout}"
+        );
+        assert!(stdout.contains(&format!("hmac = \"{hmac}\"\n")), "{stdout}");
+    }
+
+    // --out refuses an existing HMAC file and then writes neither.
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("gw.key");
+    std::fs::write(dir.path().join("gw.key.hmac"), "keep me\n").unwrap();
+    let (code, _, stderr) = run(nfknock(&[
+        "keygen",
+        "--fwknop",
+        "--out",
+        key.to_str().unwrap(),
+    ]));
+    assert_eq!(code, EXIT_FAIL, "{stderr}");
+    assert!(stderr.contains("must not exist"), "{stderr}");
+    assert!(!key.exists(), "wrote the key without its HMAC key");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("gw.key.hmac")).unwrap(),
+        "keep me\n"
+    );
 }

@@ -38,8 +38,14 @@ fn import(extra: &[&str]) -> (Option<i32>, String, String) {
 }
 
 fn parse(stdout: &str) -> Config {
-    config::parse_str(stdout, Path::new("/tmp/imported.toml"))
-        .unwrap_or_else(|e| panic!("stdout is not a valid nfknock config:\n{e}\n---\n{stdout}"))
+    // `command_user` names are looked up on the server by `nfknock check`; here any will do.
+    config::parse(
+        stdout,
+        Path::new("/tmp/imported.toml"),
+        &config::MemFiles::new(),
+        &config::AnyUser,
+    )
+    .unwrap_or_else(|e| panic!("stdout is not a valid nfknock config:\n{e}\n---\n{stdout}"))
 }
 
 fn fwknop_key(c: &config::ClientEntry) -> &nfknock::wire::fwknop::FwknopKey {
@@ -58,12 +64,12 @@ fn imports_the_fixture_with_its_includes_and_names_what_it_dropped() {
         "--protect",
         "tcp/22",
     ]);
-    // The FORCE_NAT stanza cannot be converted: exit 1, the rest still printed.
+    // The FORWARD_ALL stanza names no network (no FORCE_NAT host): exit 1, the rest still printed.
     assert_eq!(code, Some(1), "stderr:\n{stderr}");
     let cfg = parse(&stdout);
     assert_eq!((cfg.server.port, cfg.server.max_age), (62202, 90));
     let names: Vec<&str> = cfg.clients.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["laptop", "fwknop-2", "fwknop-3"]);
+    assert_eq!(names, ["laptop", "fwknop-2", "fwknop-3", "fwknop-4"]);
 
     // Stanza 1: keys from the %include_keys file, netmask source, ports, policy.
     let laptop = &cfg.clients[0];
@@ -87,6 +93,26 @@ fn imports_the_fixture_with_its_includes_and_names_what_it_dropped() {
     assert_eq!(phone.sources[0].to_string(), "0.0.0.0/0");
     assert_eq!(phone.expires_at, Some(1_896_048_000)); // 2030-01-31 UTC
     assert!(!phone.require_source_match);
+    // Its CMD_CYCLE_OPEN (an nft set element) is its grant, as fwknopd ran it: argv, no shell.
+    let c = &phone.commands;
+    assert_eq!(c.grant, nfknock::command::GrantMode::Command);
+    assert_eq!(
+        c.cycle.on_grant.as_ref().unwrap().source.join(" "),
+        "/usr/sbin/nft add element inet filter fwknop { $SRC . $PORT timeout 30s }"
+    );
+    assert!(c.cycle.on_expire.is_none() && c.exec.is_some());
+
+    // Stanza 4, FORCE_NAT with FORCE_SNAT: its port forwarded, the source rewritten.
+    let nat = &cfg.clients[3].nat;
+    assert_eq!(nat.len(), 1);
+    assert_eq!(
+        (nat[0].access.to_string(), nat[0].to, nat[0].source),
+        (
+            "tcp/22".to_string(),
+            config::NatTo::Host("192.168.10.5:22".parse().unwrap()),
+            nfknock::access::SourceNat::To("192.168.10.1".parse().unwrap())
+        )
+    );
 
     // Stanza 3, from the %include'd file: no OPEN_PORTS, so the --protect list.
     let third = &cfg.clients[2];
@@ -97,18 +123,17 @@ fn imports_the_fixture_with_its_includes_and_names_what_it_dropped() {
 
     for needle in [
         "GPG_DECRYPT_ID: GnuPG SPA is not supported; issue Rijndael+HMAC keys with `fwknop --key-gen`",
-        "ENABLE_CMD_EXEC Y: command messages (type 0) are refused",
-        "CMD_CYCLE_OPEN: nfknock runs no commands",
-        "CMD_CYCLE_CLOSE: nfknock runs no commands",
+        "ENABLE_CMD_EXEC Y: fwknopd ran any command a client sent; nfknock runs only those listed",
+        "CMD_CYCLE_OPEN: imported as `grant = \"command\"`",
         "error: ",
-        "extra.conf:16: stanza `fwknop-4`: FORCE_NAT: DNAT to an internal host is not supported",
-        "FORCE_SNAT: only used with FORCE_NAT",
+        "extra.conf:16: stanza `fwknop-4`: FORCE_NAT 192.168.10.5 22: every port of this client's `allow` is forwarded to 192.168.10.5:22",
+        "extra.conf:25: stanza `fwknop-5`: FORWARD_ALL Y without a FORCE_NAT host",
         "keys/laptop.keys:4: stanza `laptop`: `OPEN_PORTS` in an %include_keys file is ignored",
         "fwknopd.conf:4: ENABLE_SPA_PACKET_AGING N: nfknock always checks the knock's age",
         "access.conf:3: `FW_ACCESS_TIMEOUT` comes before the first SOURCE",
         "REQUIRE_SOURCE_ADDRESS is off (fwknop's default)",
         "umask 077; nfknock import-fwknop",
-        "imported 3 clients; 1 stanza(s) could not be converted",
+        "imported 4 clients; 1 stanza(s) could not be converted",
     ] {
         assert!(stderr.contains(needle), "stderr lacks `{needle}`:\n{stderr}");
     }
@@ -129,7 +154,7 @@ fn without_protect_a_stanza_lacking_open_ports_says_what_to_pass() {
         "{stderr}"
     );
     let cfg = parse(&stdout);
-    assert_eq!(cfg.clients.len(), 2);
+    assert_eq!(cfg.clients.len(), 3);
     assert_eq!(
         (cfg.server.port, cfg.server.max_age),
         (62201, 120),

@@ -172,6 +172,44 @@ fn reading_key_files_frees_no_unwiped_copy_of_the_key() {
         "loading fwknop key files freed {n} unwiped copies of the key"
     );
 
+    // The fwknop knock client's key files (`nfknock knock --fwknop --key-file/--hmac-key-file`).
+    let secret = generate_secret_base64(&mut OsRng);
+    write_private(&key, &[&secret, "\n"]);
+    let n = unwiped_copies(&secret, || {
+        nfknock::config::read_fwknop_key_file(&FsLoader, &key, nfknock::sys::euid()).unwrap()
+    });
+    assert_eq!(
+        n, 0,
+        "reading an fwknop client key file freed {n} unwiped copies of the key"
+    );
+
+    // A `format = "fwknop"` stanza of the knock client's file naming both key files.
+    let secret = generate_secret_base64(&mut OsRng);
+    let hmac_secret = generate_secret_base64(&mut OsRng);
+    write_private(&key, &[&secret, "\n"]);
+    write_private(&hmac, &[&hmac_secret, "\n"]);
+    let profile = dir.path().join("client.toml");
+    let stanza = format!(
+        "[server.gw]\nformat = \"fwknop\"\nserver = \"192.0.2.1\"\nkey_file = \"{}\"\nhmac_key_file = \"{}\"\naccess = [\"tcp/22\"]\n",
+        key.display(),
+        hmac.display()
+    );
+    write_private(&profile, &[&stanza]);
+    let env = nfknock::config::KnockEnv {
+        files: &FsLoader,
+        euid: nfknock::sys::euid(),
+        home: None,
+    };
+    for s in [&secret, &hmac_secret] {
+        let n = unwiped_copies(s, || {
+            nfknock::config::load_knock_profiles(&profile, &env).unwrap()
+        });
+        assert_eq!(
+            n, 0,
+            "loading an fwknop knock profile freed {n} unwiped copies of a key"
+        );
+    }
+
     // A key inline in the config (the config file is read the same way).
     let secret = generate_secret_base64(&mut OsRng);
     write_private(&config, &[&head, "key = \"", &secret, "\"\n"]);

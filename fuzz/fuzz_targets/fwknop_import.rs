@@ -44,7 +44,10 @@ fuzz_target!(|text: &str| {
     let fwknopd_path = fwknopd.map(|_| Path::new(FWKNOPD));
     if let Ok(out) = import(&loader, Path::new("/fuzz/access.conf"), fwknopd_path, &opts) {
         if let Some(toml) = out.toml {
-            if let Err(e) = nfknock::config::parse_str(&toml, Path::new("/fuzz/nfknock.toml")) {
+            // `command_user` names are looked up on the server; any name will do here.
+            let files = nfknock::config::MemFiles::new();
+            let path = Path::new("/fuzz/nfknock.toml");
+            if let Err(e) = nfknock::config::parse(&toml, path, &files, &nfknock::config::AnyUser) {
                 panic!(
                     "import produced a config that check refuses: {e}\n{}",
                     toml.as_str()

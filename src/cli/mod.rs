@@ -9,10 +9,11 @@
 //! | --- | --- |
 //! | `serve.rs` | `serve` (its flags become [`crate::daemon::Options`]) |
 //! | `check.rs` | `check` |
+//! | `reload.rs` | `reload` (ask the running daemon over its control socket; the unit's `ExecReload=`) |
 //! | `table.rs` | `ruleset`, `uninstall` (the `inet nfknock` table as a whole) |
 //! | `status.rs` | `status` (the live grants) |
 //! | `state.rs` | `init-state` |
-//! | `keys.rs` | `keygen` |
+//! | `keys.rs` | `keygen` (native and `--fwknop`; `qr.rs` draws its QR code) |
 //! | `knock.rs` | `knock` (the client; its own client config, `--client-config` and `-n NAME`) |
 //! | `verify.rs` | `verify` |
 //! | `import.rs` | `import-fwknop` |
@@ -27,6 +28,8 @@ mod check;
 mod import;
 mod keys;
 mod knock;
+mod qr;
+mod reload;
 mod serve;
 mod state;
 mod status;
@@ -42,7 +45,7 @@ pub use knock::KnockArgs;
 pub use serve::ServeArgs;
 pub use state::InitStateArgs;
 pub use status::StatusArgs;
-pub use table::RulesetArgs;
+pub use table::{RulesetArgs, UninstallArgs};
 pub use verify::VerifyArgs;
 
 /// Where the server config lives unless `--config` says otherwise (the systemd unit's path).
@@ -111,7 +114,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print a new random 256-bit client key (base64) for a `[[client]]` entry and its key file.
+    /// Print a new random 256-bit client key (base64) for a `[[client]]` entry and its key file;
+    /// with --fwknop, an fwknop key pair, its access.conf and nfknock lines, and a QR code for
+    /// the Android Fwknop2 app (--qr).
     Keygen(KeygenArgs),
     /// Run the daemon in the foreground (logs to stderr; journald-friendly).
     Serve(ServeArgs),
@@ -130,18 +135,30 @@ pub enum Command {
     InitState(InitStateArgs),
     /// Validate a server config; print every problem with file, line and key.
     Check(ConfigArg),
-    /// Send one knock (native format).
+    /// Check the config, then have the running daemon load it; wait for its answer.
+    ///
+    /// Exit status 0 only once the daemon serves the new config (warnings, e.g. a `queue`
+    /// change that waits for a restart, are printed); 1 with the reason when the config fails
+    /// the check or the daemon refused it (it keeps serving its current config), or when no
+    /// daemon answers within 30 s. The unit's `ExecReload=`: `systemctl reload nfknock`.
+    /// The daemon answers root and its own user only. SIGHUP still reloads, without an answer.
+    Reload(ConfigArg),
+    /// Send one knock: native, or an fwknop 2.x packet with --fwknop (for fwknopd or an
+    /// nfknock `[client.fwknop]` entry).
     Knock(KnockArgs),
-    /// List live grants from the kernel: source, proto/port, seconds left.
+    /// List live grants from the kernel: source, proto/port, seconds left (or, with
+    /// `--metrics`, the daemon's Prometheus metrics).
     Status(StatusArgs),
     /// Explain offline what the daemon would do with one packet (no kernel, no replay cache).
     Verify(VerifyArgs),
     /// Print the nftables ruleset the daemon installs for a config (to load it yourself with
-    /// `nft -f` and `manage_ruleset = false`, or to review it).
+    /// `nft -f` and `manage_ruleset = false`, or to review it); with `--iptables` or
+    /// `--ip6tables`, the rules of an iptables host for `backend = "ipset"`.
     Ruleset(RulesetArgs),
-    /// Remove table `inet nfknock` (the gate and every grant) from the kernel. Refused (exit 2)
-    /// while `nfknock serve` runs in this network namespace: it would re-create the table.
-    Uninstall,
+    /// Remove table `inet nfknock` (the gate and every grant) from the kernel, or with
+    /// `backend = "ipset"` in the config the two ipsets. Refused (exit 2) while `nfknock serve`
+    /// runs in this network namespace: it would re-create them.
+    Uninstall(UninstallArgs),
     /// Convert fwknopd's access.conf (and fwknopd.conf) into an nfknock config on stdout.
     ///
     /// The output holds the keys: `umask 077; nfknock import-fwknop ... > /etc/nfknock/nfknock.toml`.
@@ -174,15 +191,17 @@ impl ConfigArg {
 /// Run a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Keygen(args) => keys::keygen(args.out.as_deref()),
+        Command::Keygen(args) => keys::keygen(args),
         Command::Serve(args) => serve::serve(args),
         Command::InitState(args) => state::init_state(args.config.path(), args.state_dir),
         Command::Check(config) => check::check(config.path()),
+        Command::Reload(config) => reload::reload(config.path()),
         Command::Knock(args) => knock::knock(args),
-        Command::Status(args) => status::status(args.json),
+        Command::Status(args) if args.metrics => status::metrics(args.config.path()),
+        Command::Status(args) => status::status(args.config.path(), args.json),
         Command::Verify(args) => verify::verify(args),
-        Command::Ruleset(args) => table::ruleset(args.config.path(), args.compat),
-        Command::Uninstall => table::uninstall(),
+        Command::Ruleset(args) => table::ruleset(&args),
+        Command::Uninstall(args) => table::uninstall(args.config.path()),
         Command::ImportFwknop(args) => import::import_fwknop(&args),
     }
 }

@@ -9,13 +9,15 @@ use clap::{CommandFactory, Parser};
 use super::{Cli, DEFAULT_CONFIG};
 
 /// The commands that take a server config with `-c, --config PATH`.
-const WITH_CONFIG: [&str; 6] = [
+const WITH_CONFIG: [&str; 8] = [
     "serve",
     "init-state",
     "check",
+    "reload",
     "status",
     "verify",
     "ruleset",
+    "uninstall",
 ];
 
 /// The smallest valid command line for each of them (verify needs a source and a packet).

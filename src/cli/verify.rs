@@ -82,6 +82,7 @@ pub(super) fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
     let client = out.client.map(|i| config.clients[i].name.clone());
     let (decision, reason, timeout, granted) = match &out.decision {
         Decision::Grant(g) => ("grant", None, Some(g.ttl), Some(g)),
+        Decision::Command(_) => ("command", None, None, None),
         Decision::Reject(r) => ("reject", Some(*r), None, None),
     };
     if args.json {
@@ -102,17 +103,35 @@ pub(super) fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
             "timeout": timeout,
             "requested_timeout": k.map(|k| k.timeout),
             "nat_access": k.and_then(|k| k.nat_access.clone()),
+            "command": match &out.decision {
+                Decision::Command(c) => Some(c.argv.clone()),
+                _ => None,
+            },
+            // The ports the grant forwards, and where to (the client's `nat`).
+            "forwarded": granted.map(|g| g.nat.iter().map(|(a, t)| serde_json::json!({"access": a.to_string(), "to": t.to.to_string()})).collect::<Vec<_>>()),
         });
         println!("{v}");
     } else {
         match &out.decision {
-            Decision::Grant(g) => println!(
-                "grant: client {} ({}), open {} for {} during {}s",
+            Decision::Grant(g) => {
+                println!(
+                    "grant: client {} ({}), open {} for {} during {}s",
+                    client.as_deref().unwrap_or("?"),
+                    out.format.map_or("?", |f| f.name()),
+                    access::format_list(&g.access),
+                    g.addr,
+                    g.ttl
+                );
+                for (a, t) in &g.nat {
+                    println!("  {a} forwarded to {t}");
+                }
+            }
+            Decision::Command(c) => println!(
+                "command: client {} ({}), run {:?} for {}",
                 client.as_deref().unwrap_or("?"),
                 out.format.map_or("?", |f| f.name()),
-                access::format_list(&g.access),
-                g.addr,
-                g.ttl
+                c.argv,
+                c.addr
             ),
             Decision::Reject(r) => println!(
                 "reject: {r} (format {}, client {})",
@@ -121,7 +140,7 @@ pub(super) fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
             ),
         }
     }
-    Ok(if decision == "grant" {
+    Ok(if decision == "grant" || decision == "command" {
         EXIT_OK
     } else {
         EXIT_FAIL

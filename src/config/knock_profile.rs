@@ -16,6 +16,7 @@ use super::values::{self, int_in, valid_name};
 use super::{ConfigErrors, Problem};
 use crate::access::Access;
 use crate::crypto::{NativeKey, SECRET_LEN};
+use crate::wire::fwknop::{decode_key_base64, DigestType, FwknopKey, MAX_CLIENT_TIMEOUT};
 
 /// One `[server.NAME]` stanza with `[default]` applied.
 #[derive(Debug, Clone)]
@@ -28,12 +29,31 @@ pub struct KnockProfile {
     pub port: u16,
     /// The key file the key was read from; `None` for an inline `key`.
     pub key_file: Option<PathBuf>,
-    pub key: NativeKey,
+    /// The packet format and its key (`format = "native"`, the default, or `"fwknop"`).
+    pub key: ProfileKey,
     /// What to ask for.
     pub access: Vec<Access>,
     /// Grant length to ask for; `None` lets the server use the client's default.
     pub timeout: Option<u32>,
     pub allow_ip: AllowIp,
+}
+
+/// What a stanza knocks with: a native key, or fwknop credentials and settings.
+#[derive(Debug, Clone)]
+pub enum ProfileKey {
+    Native(NativeKey),
+    Fwknop(FwknopProfile),
+}
+
+/// A `format = "fwknop"` stanza's packet settings: what `nfknock knock --fwknop` sends.
+#[derive(Debug, Clone)]
+pub struct FwknopProfile {
+    /// Rijndael key (`key`/`key_file`), HMAC key (`hmac_key`/`hmac_key_file`), `hmac`, `mode`.
+    pub key: FwknopKey,
+    /// The inner digest (`digest`, fwknop's `--digest-type`); default SHA-256.
+    pub digest: DigestType,
+    /// The user name in the packet (`user`, fwknop's `-U`); `None`: the login name.
+    pub user: Option<String>,
 }
 
 /// Which address the grant is for.
@@ -163,6 +183,13 @@ fn profile_hint(key: &str) -> Option<&'static str> {
         "access" => "a list of accesses, e.g. `access = [\"tcp/22\"]`",
         "timeout" => "seconds, e.g. `timeout = 60`",
         "allow_ip" => "\"source\" or a quoted address, e.g. `allow_ip = \"source\"`",
+        "format" => "\"native\" (the default) or \"fwknop\"",
+        "hmac_key" => "the quoted HMAC_KEY_BASE64 value printed by `nfknock keygen --fwknop`",
+        "hmac_key_file" => "a quoted path to the HMAC key file from `nfknock keygen --fwknop --out`",
+        "hmac" => "one of \"md5\", \"sha1\", \"sha256\", \"sha384\", \"sha512\", \"sha3_256\", \"sha3_512\"",
+        "digest" => "one of \"md5\", \"sha1\", \"sha256\", \"sha384\", \"sha512\", \"sha3_256\", \"sha3_512\"",
+        "mode" => "one of \"cbc\", \"ctr\", \"cfb\", \"ofb\", \"ecb\"",
+        "user" => "a quoted user name, e.g. `user = \"alice\"`",
         _ => return None,
     })
 }
@@ -173,10 +200,27 @@ pub(crate) struct ProfilePlan {
     server: String,
     port: u16,
     key_file: Option<PathBuf>,
-    secret: Zeroizing<[u8; SECRET_LEN]>,
+    secret: PlanSecret,
     access: Vec<Access>,
     timeout: Option<u32>,
     allow_ip: AllowIp,
+}
+
+/// A stanza's key before the native key is derived.
+pub(crate) enum PlanSecret {
+    Native(Zeroizing<[u8; SECRET_LEN]>),
+    Fwknop(FwknopProfile),
+}
+
+#[cfg(test)]
+impl PlanSecret {
+    /// The native secret (tests of native stanzas).
+    fn native(&self) -> &[u8; SECRET_LEN] {
+        match self {
+            PlanSecret::Native(s) => s,
+            PlanSecret::Fwknop(_) => panic!("an fwknop stanza"),
+        }
+    }
 }
 
 pub(crate) struct ClientPlan {
@@ -190,7 +234,10 @@ impl ClientPlan {
             .profiles
             .into_iter()
             .map(|p| KnockProfile {
-                key: NativeKey::derive(&p.secret),
+                key: match p.secret {
+                    PlanSecret::Native(s) => ProfileKey::Native(NativeKey::derive(&s)),
+                    PlanSecret::Fwknop(f) => ProfileKey::Fwknop(f),
+                },
                 name: p.name,
                 server: p.server,
                 port: p.port,
@@ -380,6 +427,30 @@ fn profile(
                 .map(|f| (f, join("default", "key_file"))),
         )
     };
+    let format = match pick(&raw.format, &default.format, &prefix, "format") {
+        None => Some(false),
+        Some((f, _)) if f.get_ref() == "native" => Some(false),
+        Some((f, _)) if f.get_ref() == "fwknop" => Some(true),
+        Some((f, key)) => {
+            sink.at(
+                Some(f.span()),
+                &key,
+                format!("`{}` is not a knock format; write `format = \"native\"` (nfknock's own, the default) or `format = \"fwknop\"` (fwknop 2.x packets, for fwknopd or an nfknock `[client.fwknop]`)", f.get_ref()),
+            );
+            None
+        }
+    };
+    let is_fwknop = format == Some(true);
+    let decode = |text: &str| -> Result<KeyBytes, String> {
+        if is_fwknop {
+            decode_key_base64(text).map(KeyBytes::Fwknop).ok_or_else(|| {
+                "is not valid base64; use the KEY_BASE64 value printed by `nfknock keygen --fwknop`"
+                    .to_string()
+            })
+        } else {
+            secret::decode_native_secret(text).map(KeyBytes::Native)
+        }
+    };
     let key = match (key_text, key_file) {
         (Some(_), Some((f, key))) => {
             sink.at(
@@ -389,8 +460,8 @@ fn profile(
             );
             None
         }
-        (Some((k, key)), None) => match secret::decode_native_secret(&k.get_ref().0) {
-            Ok(bytes) => Some((None, bytes)),
+        (Some((k, key)), None) => match decode(&k.get_ref().0) {
+            Ok(bytes) => Some((None, bytes, k.span(), key)),
             Err(m) => {
                 sink.at(Some(k.span()), &key, format!("the key {m}"));
                 None
@@ -400,12 +471,11 @@ fn profile(
             let r = secret::resolve(f.get_ref(), path, env.home).and_then(|p| {
                 let owner = secret::Owner::running_as(env.euid);
                 let text = secret::read_key_file(env.files, &p, &owner)?;
-                let bytes = secret::decode_native_secret(&text)
-                    .map_err(|m| format!("key file {} {m}", p.display()))?;
+                let bytes = decode(&text).map_err(|m| format!("key file {} {m}", p.display()))?;
                 Ok((Some(p), bytes))
             });
             match r {
-                Ok(v) => Some(v),
+                Ok((p, b)) => Some((p, b, f.span(), key)),
                 Err(m) => {
                     sink.at(Some(f.span()), &key, m);
                     None
@@ -423,6 +493,23 @@ fn profile(
             None
         }
     };
+    let key = match key {
+        Some((file, KeyBytes::Native(secret), _, _)) => Some((file, PlanSecret::Native(secret))),
+        Some((file, KeyBytes::Fwknop(bytes), span, key)) => {
+            fwknop::profile(sink, path, env, &prefix, sec, default, bytes, span, &key)
+                .map(|f| (file, PlanSecret::Fwknop(f)))
+        }
+        None => {
+            if is_fwknop {
+                // Still report the fwknop settings' own problems.
+                let _ = fwknop::settings(sink, path, env, &prefix, sec, default);
+            }
+            None
+        }
+    };
+    if format == Some(false) {
+        fwknop::native_only(sink, &prefix, sec);
+    }
 
     let access = match pick(&raw.access, &default.access, &prefix, "access") {
         Some((list, key)) => {
@@ -482,6 +569,30 @@ fn profile(
 
     let (server, port, (key_file, secret), access, timeout, allow_ip) =
         (server?, port?, key?, access?, timeout?, allow_ip?);
+    if is_fwknop {
+        // An fwknop packet carries an IPv4 allow IP (FWKNOP-WIRE.md §2.3) and a client timeout
+        // of at most 65536 s (§2.1).
+        if let (AllowIp::Addr(IpAddr::V6(_)), Some((a, key))) = (
+            allow_ip,
+            pick(&raw.allow_ip, &default.allow_ip, &prefix, "allow_ip"),
+        ) {
+            sink.at(Some(a.span()), &key, "fwknop packets carry only an IPv4 allow IP; write an IPv4 address, or `allow_ip = \"source\"` to let the server use the packet's source");
+            ok = false;
+        }
+        if let (Some(t), Some((span, key))) = (
+            timeout,
+            pick(&raw.timeout, &default.timeout, &prefix, "timeout"),
+        ) {
+            if t > MAX_CLIENT_TIMEOUT {
+                sink.at(
+                    Some(span.span()),
+                    &key,
+                    format!("fwknop packets ask for at most {MAX_CLIENT_TIMEOUT} seconds"),
+                );
+                ok = false;
+            }
+        }
+    }
     ok.then_some(ProfilePlan {
         name: name.to_string(),
         server,
@@ -492,6 +603,12 @@ fn profile(
         timeout,
         allow_ip,
     })
+}
+
+/// A key decoded for its format, before any derivation.
+enum KeyBytes {
+    Native(Zeroizing<[u8; SECRET_LEN]>),
+    Fwknop(Zeroizing<Vec<u8>>),
 }
 
 /// A host name (RFC 1123 labels) or an IPv4/IPv6 address.
@@ -513,5 +630,6 @@ fn check_host(host: &str) -> Result<(), String> {
     }
 }
 
+mod fwknop;
 #[cfg(test)]
 mod tests;

@@ -33,18 +33,30 @@ use crate::crypto::NativeKey;
 use crate::wire::fwknop::FwknopKey;
 pub(crate) use files::too_long;
 pub use files::{
-    is_link_refused, link_refused, Account, Accounts, FileMeta, Files, Loaded, MemFiles,
+    is_link_refused, link_refused, Account, Accounts, AnyUser, FileMeta, Files, Loaded, MemFiles,
     NoAccounts, MAX_CONFIG_LEN, MAX_KEY_FILE_LEN,
 };
 
 /// Defaults (also documented in the example config and `--help`).
 pub const DEFAULT_PORT: u16 = 62201;
 pub const DEFAULT_QUEUE: u16 = 0;
+/// Most queues (and so worker threads) `queue = "a-b"` may name.
+pub const MAX_QUEUES: u16 = 64;
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/nfknock";
+/// The `metrics_file` the docs, the example and the AppArmor profile suggest: the directory
+/// Debian's prometheus-node-exporter reads textfiles from. Not a default: unset, no file.
+pub const NODE_EXPORTER_METRICS_FILE: &str = "/var/lib/prometheus/node-exporter/nfknock.prom";
 pub const DEFAULT_MAX_AGE: u64 = 120;
 pub const DEFAULT_TIMEOUT: u32 = 30;
 pub const DEFAULT_MAX_TIMEOUT: u32 = 3600;
 pub const DEFAULT_RATE_LIMIT: u32 = 20;
+/// At most this many fwknop clients may admit one source address (issue 11 §2). An fwknop
+/// packet carries no key hint, so it is tried under each such client in turn, one HMAC each:
+/// this bounds what one forged packet costs (about 0.36 µs per client measured, so under
+/// 0.1 ms). A config in which a client would come later than this for some address is refused
+/// rather than loaded with that client unreachable from there: no client is silently locked
+/// out. The engine stops at the same bound whatever it is given.
+pub const MAX_FWKNOP_CANDIDATES: usize = 256;
 /// The knock rate limit meters an IPv4 source per address...
 pub const DEFAULT_RATE_LIMIT_V4_PREFIX: u8 = 32;
 /// ... and an IPv6 source per /64: one host commonly holds a whole /64, so per-address
@@ -74,8 +86,11 @@ pub struct Config {
 pub struct Server {
     /// UDP port knocks arrive on.
     pub port: u16,
-    /// NFQUEUE number.
+    /// NFQUEUE number (the first of the range).
     pub queue: u16,
+    /// Queues `queue .. queue + queue_count`, one worker thread each; the kernel spreads
+    /// knocks over them by flow (`queue = "0-3"`). 1 = one queue, served by the main loop.
+    pub queue_count: u16,
     pub state_dir: PathBuf,
     /// Protected proto/ports (default: union of all clients' `allow`), sorted, deduplicated.
     pub protect: Vec<Access>,
@@ -95,10 +110,22 @@ pub struct Server {
     /// removed, its key changed, it expired, the access left its `allow` or entered its
     /// `deny`, or the address left its `sources`). `false` lets them run out their time.
     pub revoke_on_reload: bool,
+    /// Drop native-length packets whose key hint is not valid right now, and fwknop-length
+    /// packets from outside every fwknop client's `sources`, in the kernel, before the queue
+    /// (`prefilter`, default on). Off: every knock-shaped packet reaches the daemon, which
+    /// then can tell a skewed client's clock from junk (`stale by N seconds`).
+    pub prefilter: bool,
     /// Where grants are written ([`crate::grants`] opens it).
     pub backend: Backend,
+    /// The ipsets of `backend = "ipset"` (`ipset_v4`, `ipset_v6`).
+    pub ipset: IpsetNames,
     /// Who the daemon runs as once set up (`user`), resolved when the config was read.
     pub user: RunAs,
+    /// Commands running at once in the command runner (`max_commands`).
+    pub max_commands: u32,
+    /// Where the daemon writes its Prometheus metrics every few seconds (`metrics_file`), for
+    /// node_exporter's textfile collector; `None`: no metrics file.
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// `[server] backend`: where grants are written. Each variant is one file under `src/grants/`.
@@ -108,6 +135,70 @@ pub enum Backend {
     /// Elements with timeouts in the allow sets of table `inet nfknock`, gated by its chains.
     #[default]
     Nftables,
+    /// Elements with timeouts in two ipsets of type `hash:ip,port` (one per family), for hosts
+    /// that filter with iptables or firewalld; their gate is `nfknock ruleset --iptables`.
+    Ipset,
+}
+
+impl Backend {
+    /// As written in `[server] backend`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Nftables => "nftables",
+            Backend::Ipset => "ipset",
+        }
+    }
+}
+
+/// Default `[server] ipset_v4`: the IPv4 ipset of `backend = "ipset"`.
+pub const DEFAULT_IPSET_V4: &str = "nfknock_allow_v4";
+/// Default `[server] ipset_v6`.
+pub const DEFAULT_IPSET_V6: &str = "nfknock_allow_v6";
+/// Longest ipset name, bytes: the kernel's `IPSET_MAXNAMELEN` (32) holds the terminating NUL
+/// (`include/uapi/linux/netfilter/ipset/ip_set.h`).
+pub const IPSET_NAME_MAX: usize = 31;
+
+/// The two ipsets of `backend = "ipset"`, one per address family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpsetNames {
+    pub v4: String,
+    pub v6: String,
+}
+
+impl Default for IpsetNames {
+    fn default() -> IpsetNames {
+        IpsetNames {
+            v4: DEFAULT_IPSET_V4.to_string(),
+            v6: DEFAULT_IPSET_V6.to_string(),
+        }
+    }
+}
+
+impl IpsetNames {
+    /// The set of `v6`'s family.
+    pub fn of(&self, v6: bool) -> &str {
+        if v6 {
+            &self.v6
+        } else {
+            &self.v4
+        }
+    }
+}
+
+/// Why `name` cannot be an ipset name (`None`: it can): 1 to [`IPSET_NAME_MAX`] bytes of
+/// printable ASCII without spaces, as the `ipset` tool and iptables' `--match-set` take it.
+pub fn ipset_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty")
+    } else if name.len() > IPSET_NAME_MAX {
+        Some("is longer than the kernel's 31 bytes")
+    } else if !name.bytes().all(|b| b.is_ascii_graphic()) {
+        Some("holds a space, a control character or a non-ASCII character")
+    } else if name.starts_with('-') {
+        Some("starts with `-` (the ipset and iptables tools would take it for an option)")
+    } else {
+        None
+    }
 }
 
 /// `[server] user`, resolved against the user database.
@@ -155,6 +246,85 @@ pub struct ClientEntry {
     pub require_username: Option<String>,
     /// Unix time after which this client is refused (fwknop `ACCESS_EXPIRE(_EPOCH)`).
     pub expires_at: Option<u64>,
+    /// Command cycles and command messages (`grant`, `on_grant`, `commands`, ...).
+    pub commands: crate::command::ClientCommands,
+    /// Ports of `allow` whose grants are forwarded elsewhere (`nat`; fwknop `FORCE_NAT`).
+    pub nat: Vec<NatRule>,
+    /// Networks a grant of this client also opens for forwarding from its source (`gateway`;
+    /// fwknop `FORWARD_ALL`).
+    pub gateway: Option<Gateway>,
+}
+
+/// `gateway` (fwknop `FORWARD_ALL`): a grant of the client also lets its source open new
+/// forwarded flows, any protocol and port, into `networks`, for the grant's time. The forward
+/// gate closes these networks to every source without such a grant; others are untouched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gateway {
+    /// Never empty, never a /0.
+    pub networks: Vec<IpNet>,
+    /// What the source of those flows becomes (masquerade, SNAT, kept).
+    pub source: crate::access::SourceNat,
+}
+
+impl ClientEntry {
+    /// The `nat` rule that forwards `access` for a grant to an address of `addr`'s family.
+    pub fn nat_for(&self, access: Access, addr: std::net::IpAddr) -> Option<&NatRule> {
+        self.nat
+            .iter()
+            .find(|r| r.access == access && r.fits_family(addr))
+    }
+}
+
+/// One `nat` entry: a grant of `access` is forwarded to `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatRule {
+    /// The port the client connects to on this host (one of its `allow`).
+    pub access: Access,
+    pub to: NatTo,
+    pub source: crate::access::SourceNat,
+    /// `false` (`dnat = false`, fwknop `DISABLE_DNAT`): no translation; the client connects
+    /// to the target itself (then `port` is the target's), and the forward gate closes the
+    /// target to everyone else.
+    pub dnat: bool,
+}
+
+/// Where a `nat` entry forwards to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatTo {
+    /// An internal host (fwknop NAT access, `FORCE_NAT`).
+    Host(std::net::SocketAddr),
+    /// A port of this host, at the address the knock was sent to (fwknop local NAT).
+    Local(u16),
+}
+
+impl std::fmt::Display for NatTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NatTo::Host(a) => write!(f, "{a}"),
+            NatTo::Local(p) => write!(f, ":{p}"),
+        }
+    }
+}
+
+impl NatRule {
+    /// Can a grant for `addr` use this rule? (A local target fits both families.)
+    pub fn fits_family(&self, addr: std::net::IpAddr) -> bool {
+        match self.to {
+            NatTo::Host(t) => t.is_ipv4() == addr.is_ipv4(),
+            NatTo::Local(_) => match self.source {
+                crate::access::SourceNat::To(s) => s.is_ipv4() == addr.is_ipv4(),
+                _ => true,
+            },
+        }
+    }
+
+    /// Would both rules serve a grant of the same family?
+    pub(crate) fn same_family(&self, other: &NatRule) -> bool {
+        match (self.to, other.to) {
+            (NatTo::Host(a), NatTo::Host(b)) => a.is_ipv4() == b.is_ipv4(),
+            _ => true,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -194,10 +364,10 @@ impl std::fmt::Display for Problem {
 pub struct ConfigErrors(pub Vec<Problem>);
 
 pub use knock_profile::{
-    knock_profiles_path, load_knock_profiles, parse_knock_profiles, AllowIp, KnockEnv,
-    KnockProfile, KnockProfiles,
+    knock_profiles_path, load_knock_profiles, parse_knock_profiles, AllowIp, FwknopProfile,
+    KnockEnv, KnockProfile, KnockProfiles, ProfileKey,
 };
-pub use secret::{decode_native_secret, read_native_key_file};
+pub use secret::{decode_native_secret, read_fwknop_key_file, read_native_key_file};
 pub use server::{MAX_MAX_AGE, MAX_MAX_TIMEOUT};
 pub use values::valid_name;
 
@@ -379,6 +549,21 @@ pub fn warnings(config: &Config) -> Vec<String> {
         if !c.require_source_match {
             out.push(format!(
                 "client `{n}`: require_source_match = false lets a knock open access for an address other than its source (anyone who captures it can aim it elsewhere); set it to true unless the client knocks for another host on purpose"
+            ));
+        }
+        if let Some(u) = c.commands.user.as_ref().filter(|u| u.net_admin) {
+            out.push(format!(
+                "client `{n}`: command_net_admin = true: its commands (as `{}`) may change any firewall rule, set and route of this host; keep them to fixed programs such as ipset or nft",
+                u.account.name
+            ));
+        }
+        if c.commands
+            .exec
+            .as_ref()
+            .is_some_and(|e| !e.prefixes.is_empty())
+        {
+            out.push(format!(
+                "client `{n}`: command_prefixes lets a knock add arguments after each prefix; prefer exact `commands` where the arguments are known"
             ));
         }
         for a in c.allow.iter().filter(|a| c.deny.contains(a)) {

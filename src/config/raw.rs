@@ -276,23 +276,37 @@ impl<'de> serde::Deserialize<'de> for SecretText {
 /// A list of strings, each with its own span.
 pub(crate) type SpannedList = Spanned<Vec<Spanned<String>>>;
 
+/// `[server] queue`: a number, or a range of queues as text (`"0-3"`).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+pub(crate) enum QueueValue {
+    Number(i64),
+    Text(String),
+}
+
 /// `[server]`.
 #[derive(Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawServer {
     pub(crate) port: Option<Spanned<i64>>,
-    pub(crate) queue: Option<Spanned<i64>>,
+    pub(crate) queue: Option<Spanned<QueueValue>>,
     pub(crate) state_dir: Option<Spanned<String>>,
     pub(crate) protect: Option<SpannedList>,
     pub(crate) max_age: Option<Spanned<i64>>,
     pub(crate) manage_ruleset: Option<bool>,
     pub(crate) gate_forward: Option<bool>,
     pub(crate) revoke_on_reload: Option<bool>,
+    pub(crate) prefilter: Option<bool>,
     pub(crate) rate_limit: Option<Spanned<i64>>,
     pub(crate) rate_limit_v4_prefix: Option<Spanned<i64>>,
     pub(crate) rate_limit_v6_prefix: Option<Spanned<i64>>,
     pub(crate) backend: Option<super::Backend>,
+    pub(crate) ipset_v4: Option<Spanned<String>>,
+    pub(crate) ipset_v6: Option<Spanned<String>>,
     pub(crate) user: Option<Spanned<String>>,
+    /// Commands running at once in the command runner (`crate::command`).
+    pub(crate) max_commands: Option<Spanned<i64>>,
+    pub(crate) metrics_file: Option<Spanned<String>>,
 }
 
 /// `[[client]]`. `fwknop` is taken out before deserializing (see [`Shape::nested`]); the field
@@ -316,6 +330,19 @@ pub(crate) struct RawClient {
     /// A string `"YYYY-MM-DD"` or a bare TOML date.
     pub(crate) expires: Option<Spanned<toml::Value>>,
     pub(crate) expires_at: Option<Spanned<i64>>,
+    /// Command cycles and command messages (`crate::command`).
+    pub(crate) grant: Option<Spanned<crate::command::GrantMode>>,
+    pub(crate) on_grant: Option<SpannedList>,
+    pub(crate) on_expire: Option<SpannedList>,
+    pub(crate) command_user: Option<Spanned<String>>,
+    pub(crate) command_timeout: Option<Spanned<i64>>,
+    pub(crate) command_net_admin: Option<bool>,
+    pub(crate) commands: Option<Spanned<Vec<Vec<String>>>>,
+    pub(crate) command_prefixes: Option<Spanned<Vec<Vec<String>>>>,
+    pub(crate) command_sudo_user: Option<Spanned<String>>,
+    pub(crate) command_sudo_group: Option<Spanned<String>>,
+    pub(crate) nat: Option<Spanned<Vec<super::server::RawNat>>>,
+    pub(crate) gateway: Option<Spanned<super::server::RawGateway>>,
 }
 
 /// `[client.fwknop]`.
@@ -362,4 +389,12 @@ pub(crate) struct RawProfile {
     pub(crate) access: Option<SpannedList>,
     pub(crate) timeout: Option<Spanned<i64>>,
     pub(crate) allow_ip: Option<Spanned<String>>,
+    // `format = "fwknop"` stanzas (knock_profile.rs): the fwknop packet's settings.
+    pub(crate) format: Option<Spanned<String>>,
+    pub(crate) hmac_key: Option<Spanned<SecretText>>,
+    pub(crate) hmac_key_file: Option<Spanned<String>>,
+    pub(crate) hmac: Option<Spanned<crate::wire::fwknop::HmacType>>,
+    pub(crate) digest: Option<Spanned<crate::wire::fwknop::DigestType>>,
+    pub(crate) mode: Option<Spanned<crate::wire::fwknop::EncMode>>,
+    pub(crate) user: Option<Spanned<String>>,
 }

@@ -234,6 +234,23 @@ pub fn read_native_key_file(
     Ok(crate::crypto::NativeKey::derive(&secret))
 }
 
+/// Read an fwknop key file (as written by `nfknock keygen --fwknop --out`: one line of base64,
+/// padded or not) for the client: private, `euid`'s or root's. Its length is the caller's to
+/// check.
+pub fn read_fwknop_key_file(
+    files: &dyn Files,
+    path: &Path,
+    euid: u32,
+) -> Result<Zeroizing<Vec<u8>>, String> {
+    let text = read_key_file(files, path, &Owner::running_as(euid))?;
+    crate::wire::fwknop::decode_key_base64(&text).ok_or_else(|| {
+        format!(
+            "key file {} is not valid base64; it must hold one line as written by `nfknock keygen --fwknop --out` (or printed by `fwknop --key-gen`)",
+            path.display()
+        )
+    })
+}
+
 /// Read a key file through `files` ([`Files::read_key`]: a regular file, not a symbolic
 /// link, size-capped), private and `owner`'s (see [`check_private`]; checked on what was
 /// read), one line of text, surrounding whitespace trimmed. The content is returned

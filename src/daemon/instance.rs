@@ -61,11 +61,11 @@ impl std::fmt::Display for AlreadyRunning {
         match self.action {
             Action::Serve => write!(
                 f,
-                "another nfknock daemon ({who}) already manages table `{FAMILY} {TABLE}` in this network namespace; nothing was changed. Stop it first (`systemctl stop nfknock`{kill}), or give it a new config with `systemctl reload nfknock` (SIGHUP)"
+                "another nfknock daemon ({who}) already manages table `{FAMILY} {TABLE}` (or, with backend = \"ipset\", its ipsets) in this network namespace; nothing was changed. Stop it first (`systemctl stop nfknock`{kill}), or give it a new config with `systemctl reload nfknock` (SIGHUP)"
             ),
             Action::Uninstall => write!(
                 f,
-                "the nfknock daemon ({who}) manages table `{FAMILY} {TABLE}` in this network namespace and would re-create it at once; nothing was removed. Stop it first (`systemctl stop nfknock`{kill}), then run `nfknock uninstall` again"
+                "the nfknock daemon ({who}) manages table `{FAMILY} {TABLE}` (or, with backend = \"ipset\", its ipsets) in this network namespace and would re-create them at once; nothing was removed. Stop it first (`systemctl stop nfknock`{kill}), then run `nfknock uninstall` again"
             ),
         }
     }
@@ -122,6 +122,20 @@ impl InstanceLock {
         }
     }
 
+    /// Connect to the lock's holder, for a request (`super::requests`). `NotFound`-like errors
+    /// (`ConnectionRefused`) mean no daemon holds it in this network namespace.
+    pub(super) fn connect() -> std::io::Result<std::os::unix::net::UnixStream> {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(Self::name().as_bytes())?;
+        std::os::unix::net::UnixStream::connect_addr(&addr)
+    }
+
+    /// The listening socket, for the thread that answers requests on it; the lock is held as
+    /// long as that thread keeps it.
+    pub(super) fn into_listener(self) -> UnixListener {
+        self.listener
+    }
+
     /// Accept and close the connections of processes that asked who holds the lock (without
     /// blocking), so the backlog never fills and every later one gets its answer.
     pub fn dismiss_probes(&self) {
@@ -171,13 +185,18 @@ fn holder(name: &[u8]) -> Option<libc::ucred> {
     if rc != 0 {
         return None;
     }
+    peer_cred(fd.as_raw_fd())
+}
+
+/// `SO_PEERCRED` of a connected `AF_UNIX` socket: the peer's pid, uid and gid.
+pub(super) fn peer_cred(fd: std::os::fd::RawFd) -> Option<libc::ucred> {
     // SAFETY: ucred is plain data; all-zero is a valid value.
     let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
     let mut clen = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: `cred` has room for `clen` bytes, which the kernel updates.
     let rc = unsafe {
         libc::getsockopt(
-            fd.as_raw_fd(),
+            fd,
             libc::SOL_SOCKET,
             libc::SO_PEERCRED,
             std::ptr::addr_of_mut!(cred).cast(),

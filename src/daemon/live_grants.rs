@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::access::{Access, Proto};
+use crate::access::{Access, GatewayTo, NatTarget, Proto};
 use crate::grants::Grant;
 
 /// Bits of a [`LiveGrants`] value that hold the index of the client the grant was made for;
@@ -38,6 +38,13 @@ pub(super) struct LiveGrants {
     /// `addr << 24 | proto << 16 | port` → `deadline << OWNER_BITS | client`.
     v4: HashMap<u64, u64>,
     v6: HashMap<(u128, u8, u16), u64>,
+    /// The NAT targets of forwarded grants (few: only clients with `nat` have them), so a
+    /// restore re-creates their translations too. An entry outlives its grant until the next
+    /// [`LiveGrants::forget_expired`].
+    nat: HashMap<(IpAddr, Access), NatTarget>,
+    /// Gateway grants (few: only clients with `gateway` have them), by address and network:
+    /// the packed value, the gateway, and the access whose knock opened it.
+    gateways: HashMap<(IpAddr, ipnet::IpNet), (u64, GatewayTo, Access)>,
 }
 
 impl LiveGrants {
@@ -46,6 +53,8 @@ impl LiveGrants {
             base: Instant::now(),
             v4: HashMap::new(),
             v6: HashMap::new(),
+            nat: HashMap::new(),
+            gateways: HashMap::new(),
         }
     }
 
@@ -59,7 +68,15 @@ impl LiveGrants {
         for (e, &owner) in grants.iter().zip(owners) {
             let timeout_ms = u64::try_from(e.timeout.as_millis()).unwrap_or(u64::MAX);
             let v = pack_live(now.saturating_add(timeout_ms), owner);
+            if let Some(g) = e.gateway {
+                self.gateways.insert((e.addr, g.net), (v, g, e.access));
+                continue;
+            }
             let (proto, port) = (e.access.proto.number(), e.access.port);
+            match e.nat {
+                Some(t) => self.nat.insert((e.addr, e.access), t),
+                None => self.nat.remove(&(e.addr, e.access)),
+            };
             match e.addr {
                 IpAddr::V4(a) => {
                     let key =
@@ -73,10 +90,21 @@ impl LiveGrants {
         }
     }
 
+    /// The NAT targets of the forwarded grants (a copy: few entries), for judging them.
+    pub(super) fn nat_targets(&self) -> HashMap<(IpAddr, Access), NatTarget> {
+        self.nat.clone()
+    }
+
     pub(super) fn forget_expired(&mut self) {
         let now = self.now_ms();
         self.v4.retain(|_, v| live_deadline(*v) > now);
         self.v6.retain(|_, v| live_deadline(*v) > now);
+        self.gateways.retain(|_, (v, _, _)| live_deadline(*v) > now);
+        if !self.nat.is_empty() {
+            let (v4, v6) = (&self.v4, &self.v6);
+            self.nat
+                .retain(|&(addr, a), _| live_value(v4, v6, addr, a).is_some());
+        }
     }
 
     /// Every live grant: address, access, packed value.
@@ -96,27 +124,51 @@ impl LiveGrants {
         v4.chain(v6)
     }
 
-    /// Every live grant with the time it has left.
-    pub(super) fn remaining(&self) -> Vec<Grant> {
-        self.remaining_where(|_, _, _| true)
+    /// How many grants are live (not yet forgotten as expired): IPv4, IPv6.
+    pub(super) fn counts(&self) -> (u64, u64) {
+        let gw6 = self.gateways.keys().filter(|(a, _)| a.is_ipv6()).count() as u64;
+        let gw4 = self.gateways.len() as u64 - gw6;
+        (self.v4.len() as u64 + gw4, self.v6.len() as u64 + gw6)
     }
 
-    /// The live grants `keep(addr, access, client)` accepts, with the time they have left.
+    /// Every live grant with the time it has left.
+    pub(super) fn remaining(&self) -> Vec<Grant> {
+        self.remaining_where(|_, _, _, _| true)
+    }
+
+    /// The live grants `keep(addr, access, client, gateway)` accepts, with the time they have
+    /// left.
     pub(super) fn remaining_where(
         &self,
-        mut keep: impl FnMut(IpAddr, Access, u32) -> bool,
+        mut keep: impl FnMut(IpAddr, Access, u32, Option<GatewayTo>) -> bool,
     ) -> Vec<Grant> {
         let now = self.now_ms();
-        self.entries()
+        let mut out: Vec<Grant> = self
+            .entries()
             .filter_map(|(addr, access, v)| {
                 let (access, deadline) = (access?, live_deadline(v));
-                (deadline > now && keep(addr, access, live_owner(v))).then_some(Grant {
+                (deadline > now && keep(addr, access, live_owner(v), None)).then_some(Grant {
                     addr,
                     access,
                     timeout: Duration::from_millis(deadline - now),
+                    nat: self.nat.get(&(addr, access)).copied(),
+                    gateway: None,
                 })
             })
-            .collect()
+            .collect();
+        for (&(addr, _), &(v, g, access)) in &self.gateways {
+            let deadline = live_deadline(v);
+            if deadline > now && keep(addr, access, live_owner(v), Some(g)) {
+                out.push(Grant {
+                    addr,
+                    access,
+                    timeout: Duration::from_millis(deadline - now),
+                    nat: None,
+                    gateway: Some(g),
+                });
+            }
+        }
+        out
     }
 
     /// Ask `judge(addr, access, client)` about every live grant: `Ok(new client index)` keeps
@@ -124,10 +176,11 @@ impl LiveGrants {
     /// they had left, their client and `why`; expired grants are dropped silently.
     pub(super) fn revise<R>(
         &mut self,
-        mut judge: impl FnMut(IpAddr, Access, u32) -> Result<u32, R>,
+        mut judge: impl FnMut(IpAddr, Access, u32, Option<GatewayTo>) -> Result<u32, R>,
     ) -> Vec<(Grant, u32, R)> {
         let now = self.now_ms();
         let mut revoked = Vec::new();
+        let nat = &self.nat;
         let mut one = |addr: IpAddr, proto: u8, port: u16, v: &mut u64| -> bool {
             let deadline = live_deadline(*v);
             let Some(access) = Proto::from_number(proto).and_then(|p| Access::new(p, port)) else {
@@ -137,7 +190,7 @@ impl LiveGrants {
                 return false;
             }
             let owner = live_owner(*v);
-            match judge(addr, access, owner) {
+            match judge(addr, access, owner, None) {
                 Ok(new_owner) => {
                     *v = pack_live(deadline, new_owner);
                     true
@@ -149,6 +202,8 @@ impl LiveGrants {
                             addr,
                             access,
                             timeout,
+                            nat: nat.get(&(addr, access)).copied(),
+                            gateway: None,
                         },
                         owner,
                         why,
@@ -164,7 +219,50 @@ impl LiveGrants {
         self.v6.retain(|&(a, proto, port), v| {
             one(IpAddr::V6(std::net::Ipv6Addr::from(a)), proto, port, v)
         });
+        self.gateways.retain(|&(addr, _), (v, g, access)| {
+            let deadline = live_deadline(*v);
+            if deadline <= now {
+                return false;
+            }
+            let owner = live_owner(*v);
+            match judge(addr, *access, owner, Some(*g)) {
+                Ok(new_owner) => {
+                    *v = pack_live(deadline, new_owner);
+                    true
+                }
+                Err(why) => {
+                    revoked.push((
+                        Grant {
+                            addr,
+                            access: *access,
+                            timeout: Duration::from_millis(deadline - now),
+                            nat: None,
+                            gateway: Some(*g),
+                        },
+                        owner,
+                        why,
+                    ));
+                    false
+                }
+            }
+        });
         revoked
+    }
+}
+
+/// The packed value of the live grant `addr . access`, if there is one.
+fn live_value(
+    v4: &HashMap<u64, u64>,
+    v6: &HashMap<(u128, u8, u16), u64>,
+    addr: IpAddr,
+    a: Access,
+) -> Option<u64> {
+    let (proto, port) = (a.proto.number(), a.port);
+    match addr {
+        IpAddr::V4(v) => v4
+            .get(&(u64::from(u32::from(v)) << 24 | u64::from(proto) << 16 | u64::from(port)))
+            .copied(),
+        IpAddr::V6(v) => v6.get(&(u128::from(v), proto, port)).copied(),
     }
 }
 
@@ -179,6 +277,8 @@ mod tests {
             addr: addr.parse().unwrap(),
             access: access.parse().unwrap(),
             timeout: Duration::from_millis(timeout_ms),
+            nat: None,
+            gateway: None,
         };
         live.record(
             &[
@@ -218,6 +318,8 @@ mod tests {
             addr: addr.parse().unwrap(),
             access: access.parse().unwrap(),
             timeout: Duration::from_secs(60),
+            nat: None,
+            gateway: None,
         };
         live.record(
             &[
@@ -228,7 +330,7 @@ mod tests {
             &[3, NO_OWNER + 5, 70_000],
         );
         let mut owners: Vec<(IpAddr, u32)> = Vec::new();
-        live.remaining_where(|a, _, o| {
+        live.remaining_where(|a, _, o, _| {
             owners.push((a, o));
             true
         });
@@ -241,7 +343,7 @@ mod tests {
                 ("2001:db8::7".parse().unwrap(), 70_000),
             ]
         );
-        let revoked = live.revise(|_, _, o| if o == 3 { Err("gone") } else { Ok(o + 1) });
+        let revoked = live.revise(|_, _, o, _| if o == 3 { Err("gone") } else { Ok(o + 1) });
         assert_eq!(revoked.len(), 1);
         let (g, owner, why) = revoked[0];
         assert_eq!(
@@ -259,12 +361,59 @@ mod tests {
             "{left:?}"
         );
         let mut owners: Vec<u32> = Vec::new();
-        live.remaining_where(|_, _, o| {
+        live.remaining_where(|_, _, o, _| {
             owners.push(o);
             true
         });
         owners.sort();
         assert_eq!(owners, [70_001, NO_OWNER], "NO_OWNER saturates");
         assert_eq!(pack_live(u64::MAX, u32::MAX), u64::MAX);
+    }
+
+    /// Gateway grants are kept beside the port grants: restored with their network, judged
+    /// with it on a reload, forgotten when they expire.
+    #[test]
+    fn gateway_grants_are_kept_restored_and_revised_with_their_network() {
+        use crate::access::{GatewayTo, SourceNat};
+        let mut live = LiveGrants::new();
+        let addr: IpAddr = "192.0.2.7".parse().unwrap();
+        let ssh: Access = "tcp/22".parse().unwrap();
+        let gw = |net: &str| GatewayTo {
+            net: net.parse().unwrap(),
+            source: SourceNat::Masquerade,
+        };
+        let grant = |gateway: Option<GatewayTo>, ms| Grant {
+            addr,
+            access: ssh,
+            timeout: Duration::from_millis(ms),
+            nat: None,
+            gateway,
+        };
+        live.record(
+            &[
+                grant(None, 60_000),
+                grant(Some(gw("10.80.0.0/24")), 60_000),
+                grant(Some(gw("10.90.0.0/24")), 60_000),
+                grant(Some(gw("10.99.0.0/24")), 0),
+            ],
+            &[0, 0, 0, 0],
+        );
+        let mut back: Vec<_> = live.remaining().iter().map(|g| g.gateway).collect();
+        back.sort_by_key(|g| g.map(|g| g.net));
+        assert_eq!(
+            back,
+            [None, Some(gw("10.80.0.0/24")), Some(gw("10.90.0.0/24"))]
+        );
+        assert_eq!(live.counts(), (4, 0), "until forgotten");
+        live.forget_expired();
+        assert_eq!(live.counts(), (3, 0));
+        let revoked = live.revise(|_, _, o, g| match g {
+            Some(g) if g.net.to_string() == "10.90.0.0/24" => Err("narrowed"),
+            _ => Ok(o),
+        });
+        assert_eq!(revoked.len(), 1);
+        assert_eq!(revoked[0].0.gateway, Some(gw("10.90.0.0/24")));
+        live.forget_expired();
+        assert_eq!(live.remaining().len(), 2);
     }
 }

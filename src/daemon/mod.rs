@@ -2,7 +2,8 @@
 //!
 //! The only place a [`Decision`](crate::policy::Decision) becomes a grant, through the
 //! [`grants`] seam (which backend holds the grants is the config's choice). One thread, one
-//! `poll(2)` over the queue socket, the grant backend's event socket and a signal pipe: a
+//! `poll(2)` over the queue socket (with `queue = "a-b"`: an eventfd the queue workers signal,
+//! see `workers.rs`), the grant backend's event socket and a signal pipe: a
 //! signal never waits for a packet, and a turn of the loop spends at most `TURN` (50 ms) on
 //! packets before it serves signals, backend events and the tick again, so a flood never
 //! starves them. One daemon per network namespace ([`InstanceLock`]); a reload revokes the live
@@ -18,28 +19,38 @@
 //! | --- | --- |
 //! | `mod.rs` | [`serve`]: the wiring at start (config, lock, journal, queue, grant backend, privileges); clocks |
 //! | `run.rs` | [`Daemon`]: the loop, with a budget per turn; [`PacketSource`] |
+//! | `workers.rs` | [`Queues`]: one queue on the loop, or `queue = "a-b"`: one worker thread per queue ([`Fanin`]) receiving and dropping, the loop deciding |
 //! | `reload.rs` | a reload, and the revocation of grants the new config no longer authorises |
 //! | `live_grants.rs` | the grants this daemon wrote, to restore after a flush and to revoke |
-//! | `control.rs` | [`Control`]: SIGTERM/SIGINT/SIGHUP, or a [`ControlHandle`] in tests |
+//! | `commands.rs` | command cycles and command messages: jobs for the runner (`crate::command::runner`), pending closes on disk, run from the tick |
+//! | `metrics_file.rs` | the metrics file for node_exporter, replaced whole (tmp + rename) |
+//! | `control.rs` | [`Control`]: SIGTERM/SIGINT/SIGHUP, or a [`ControlHandle`] (tests, requests); each reload's outcome for whoever asked |
+//! | `requests.rs` | the control socket (the instance lock's): `nfknock reload` asks, the daemon answers ok or why not |
 //! | `instance.rs` | [`InstanceLock`]: one daemon per network namespace |
 //! | `privileges.rs` | the switch to the service user ([`leave_root`]) and [`drop_privileges`] |
 //! | `tests.rs` | the real loop driven in-process, against a recording [`GrantSink`](crate::grants::GrantSink) |
 
+mod commands;
 mod control;
 mod instance;
 mod live_grants;
+mod metrics_file;
 mod privileges;
 mod reload;
+mod requests;
 mod run;
+mod workers;
 
 #[cfg(test)]
 mod tests;
 
-pub use control::{Control, ControlHandle};
+pub use control::{Control, ControlHandle, ReloadOutcome};
 pub use instance::{Action, AlreadyRunning, InstanceLock};
 pub use privileges::drop_privileges;
 use privileges::leave_root;
+pub use requests::{request_reload, RequestError, RELOAD_WAIT};
 pub use run::{Daemon, PacketSource};
+pub use workers::{Fanin, Queues};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,7 +61,6 @@ use tracing::{error, info, warn};
 use crate::config::{self, Config};
 use crate::engine::Engine;
 use crate::grants;
-use crate::netfilter::queue::{Queue, QueueConfig};
 use crate::state::{LoadReport, ReplayJournal};
 use crate::wire;
 
@@ -156,19 +166,28 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
     // Before anything in the kernel or the state directory is touched: a running daemon must
     // see no change at all.
     let instance = InstanceLock::acquire(Action::Serve)?;
+    // The command runner is forked while the daemon is still root and has one thread: after
+    // `leave_root` nothing could run a command as another user (crate::command::runner).
+    let runner = if opts.dry_run {
+        None
+    } else {
+        crate::command::runner::spawn(&config, config.server.user.switch_to(crate::sys::euid()))
+            .context("cannot start the command runner")?
+    };
     // Started as root (no unit's User=): become the service user before anything is created in
     // state_dir, so every file there is its own, as under systemd. The netlink work below
     // needs only the CAP_NET_ADMIN it keeps. (After the lock: a missing state_dir is created.)
     leave_root(&config, &opts.config)?;
     let now = unix_now();
     let (journal, cache) = open_journal(&config, &opts.config, now)?;
+    let pending = crate::command::pending::Pending::open(&config.server.state_dir).context(
+        "cannot read the pending on_expire commands; nfknock does not start without them",
+    )?;
+    let commands = commands::Commands::new(runner, pending, opts.dry_run);
 
     // The queue before any nftables change: if another program holds the number, nothing has
     // been diverted to it or gated in its name.
-    let queue = Queue::open(QueueConfig {
-        num: config.server.queue,
-        ..QueueConfig::default()
-    })?;
+    let queues = Queues::open(config.server.queue, config.server.queue_count)?;
     // The grant backend sets up its objects (for nftables: installs the table and the gate).
     let gate = !opts.dry_run || opts.with_gate;
     let grants = grants::open(
@@ -181,6 +200,12 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
 
     let control = Control::register()?;
     drop_privileges()?;
+    // The lock's socket answers `nfknock reload` from here on, on a thread that inherits the
+    // dropped privileges; it holds the lock for the process's life.
+    requests::spawn(instance, control.handle()?)?;
+    // Workers (queue = "a-b") start after the drop: threads inherit the capabilities of the
+    // thread that starts them.
+    let queue = Queues::start(queues).context("cannot start the queue worker threads")?;
     // No extra refusal bound: the cache carries it (and its journal keeps it across restarts).
     let engine = Engine::new(config.clone(), cache, 0, now);
     release_freed_memory();
@@ -191,7 +216,7 @@ pub fn serve(opts: &Options) -> anyhow::Result<()> {
         "nfknock serving"
     );
     let result = Daemon::new(engine, journal, queue, grants, opts.config.clone())
-        .holding(instance)
+        .with_commands(commands)
         .run(&control);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     result

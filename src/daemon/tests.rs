@@ -70,6 +70,9 @@ impl PacketSource for ScriptedQueue {
 /// were given.
 type Install = (Vec<Access>, Vec<Grant>);
 
+/// One key-hint write: the hints, and whether they replaced the whole set.
+type HintWrite = (Vec<[u8; 8]>, bool);
+
 /// A grant backend that records what the loop asks of it. Built from the config as a real one
 /// is: `protect` is what its objects gate, and a reload changes it. Its objects are "changed by
 /// someone else" (a flush) when the test rings `flush`.
@@ -89,6 +92,8 @@ struct Recorder {
     fail_restores: Arc<AtomicU32>,
     fail_reconfigures: Arc<AtomicU32>,
     fail_revokes: Arc<AtomicU32>,
+    /// Key-hint writes for the kernel's prefilter: the hints, and whether they replaced all.
+    hints: Arc<Mutex<Vec<HintWrite>>>,
 }
 
 /// Counts one failure off `budget`; true if this call is to fail.
@@ -119,6 +124,7 @@ impl Recorder {
             fail_restores: Default::default(),
             fail_reconfigures: Default::default(),
             fail_revokes: Default::default(),
+            hints: Default::default(),
         }
     }
 }
@@ -182,6 +188,15 @@ impl GrantSink for Recorder {
     }
     fn event_fd(&self) -> Option<RawFd> {
         Some(self.events.as_raw_fd())
+    }
+    fn write_hints(
+        &mut self,
+        hints: &[crate::grants::KeyHint],
+        replace: bool,
+    ) -> Result<(), GrantError> {
+        let keys = hints.iter().map(|(k, _)| *k).collect();
+        self.hints.lock().unwrap().push((keys, replace));
+        Ok(())
     }
     fn drain(&mut self) -> Result<bool, GrantError> {
         let mut buf = [0u8; 64];
@@ -280,6 +295,15 @@ fn start_with<Q: PacketSource + Send + 'static>(
     allow: &str,
     make: impl FnOnce(Script, UnixStream) -> Q,
 ) -> Harness {
+    start_with_sink(allow, make, |r| Box::new(r))
+}
+
+/// [`start_with`], the loop given the sink `wrap` makes of the recorder.
+fn start_with_sink<Q: PacketSource + Send + 'static>(
+    allow: &str,
+    make: impl FnOnce(Script, UnixStream) -> Q,
+    wrap: impl FnOnce(Recorder) -> Box<dyn GrantSink + Send>,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let secret = crate::crypto::generate_secret_base64(&mut OsRng);
     let key = NativeKey::from_base64(&secret).unwrap();
@@ -305,7 +329,7 @@ fn start_with<Q: PacketSource + Send + 'static>(
     let engine = Engine::new(config, cache, 0, now);
     let queue = make(script.clone(), ring);
     // Boxed, as `serve` hands the backend to the loop.
-    let boxed: Box<dyn GrantSink + Send> = Box::new(sink.clone());
+    let boxed: Box<dyn GrantSink + Send> = wrap(sink.clone());
     let d = Daemon::new(engine, journal, queue, boxed, path);
     let logs = Logs::default();
     let subscriber = tracing_subscriber::fmt()
@@ -410,6 +434,78 @@ fn grants_once_drops_every_packet_restores_after_a_flush_and_stops_on_request() 
         "a refused config reached the grant backend"
     );
 
+    h.handle.terminate();
+    h.thread.join().unwrap().unwrap();
+}
+
+/// A backend that sends no change events (ipset): its objects gone, as its `drain` says.
+struct Uneventful {
+    inner: Recorder,
+    gone: Arc<std::sync::atomic::AtomicBool>,
+    asked: Arc<AtomicU32>,
+}
+
+impl GrantSink for Uneventful {
+    fn objects(&self) -> &str {
+        self.inner.objects()
+    }
+    fn write(&mut self, grants: &[Grant]) -> Result<(), GrantError> {
+        self.inner.write(grants)
+    }
+    fn revoke(&mut self, grants: &[Grant]) -> Result<(), GrantError> {
+        self.inner.revoke(grants)
+    }
+    fn restore(&mut self, grants: &[Grant]) -> Result<(), GrantError> {
+        self.inner.restore(grants)
+    }
+    fn reconfigure(&mut self, config: &Config, keep: &[Grant]) -> Result<(), GrantError> {
+        self.inner.reconfigure(config, keep)
+    }
+    fn event_fd(&self) -> Option<RawFd> {
+        None
+    }
+    fn drain(&mut self) -> Result<bool, GrantError> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        Ok(self.gone.swap(false, Ordering::SeqCst))
+    }
+}
+
+/// A backend without change events is asked once a tick whether its objects are still there;
+/// when they are gone, they are restored with the live grants.
+#[test]
+fn a_backend_without_events_is_checked_on_the_tick_and_restored() {
+    let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let asked = Arc::new(AtomicU32::new(0));
+    let (g, a) = (gone.clone(), asked.clone());
+    let h = start_with_sink(
+        "\"tcp/22\"",
+        |script, ring| ScriptedQueue {
+            script,
+            ring,
+            next_id: 0,
+        },
+        move |inner| {
+            Box::new(Uneventful {
+                inner,
+                gone: g,
+                asked: a,
+            })
+        },
+    );
+    h.script.push(knock(&h, "tcp/22"));
+    wait_for("the grant", || !h.sink.written.lock().unwrap().is_empty());
+    wait_for("a check on the tick", || asked.load(Ordering::SeqCst) > 0);
+    assert!(
+        h.sink.restores.lock().unwrap().is_empty(),
+        "restored while present"
+    );
+    gone.store(true, Ordering::SeqCst);
+    wait_for("the restore", || {
+        !h.sink.restores.lock().unwrap().is_empty()
+    });
+    let (_, restored) = h.sink.restores.lock().unwrap()[0].clone();
+    assert_eq!(keys(&restored), [src_grant("tcp/22")]);
+    assert!(h.logs.text().contains("re-created it"), "{}", h.logs.text());
     h.handle.terminate();
     h.thread.join().unwrap().unwrap();
 }
@@ -947,4 +1043,102 @@ fn open_journal_names_state_dir_on_failure_and_logs_a_corrupt_journal() {
             && logs.contains(&format!("refused for the next {}s", config.server.max_age)),
         "{logs}"
     );
+}
+
+/// Issue 12 §4: the metrics file counts reloads by result and knocks by decision, and the
+/// daemon writes it one last time as it stops, so the final counts are not lost.
+#[test]
+fn metrics_count_reloads_by_result_and_are_written_at_shutdown() {
+    let h = start();
+    let prom = h.dir.path().join("nfknock.prom");
+    let path = write_clients(
+        h.dir.path(),
+        &format!("metrics_file = \"{}\"", prom.display()),
+        &[("alice", &h.secret, "\"tcp/22\"")],
+    );
+    h.handle.reload();
+    wait_for("the good reload", || {
+        !h.sink.reconfigures.lock().unwrap().is_empty()
+    });
+    std::fs::write(&path, "[server]\nport = 0\n").unwrap();
+    h.handle.reload();
+    h.script.push(knock(&h, "tcp/22"));
+    wait_for("the grant", || h.sink.written.lock().unwrap().len() == 1);
+    h.handle.terminate();
+    h.thread.join().unwrap().unwrap();
+    let text = std::fs::read_to_string(&prom).unwrap();
+    for line in [
+        "nfknock_reloads_total{result=\"ok\"} 1",
+        "nfknock_reloads_total{result=\"failed\"} 1",
+        "nfknock_knocks_total{decision=\"grant\",reason=\"ok\",format=\"native\"} 1",
+        "nfknock_grants_written_total 1",
+        "nfknock_knock_seconds_count 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
+}
+
+/// Issue 12 §3: a reload requested through the handle (what the control socket's thread does
+/// for `nfknock reload`) gets the loop's answer: `Ok` once the new config is in force (the
+/// next knock is judged by it), `Err` with the reason when the config is broken or the backend
+/// refuses it, and the running config stays.
+#[test]
+fn a_requested_reload_answers_ok_only_once_the_new_config_is_in_force() {
+    let h = start();
+    let wait = Duration::from_secs(10);
+
+    write_config(h.dir.path(), &h.secret, "\"tcp/22\", \"tcp/443\"");
+    assert_eq!(h.handle.reload_and_wait(wait), Some(Ok(vec![])));
+    // No waiting: the answer came after the new config was in force.
+    h.script.push(knock(&h, "tcp/443"));
+    wait_for("the grant", || h.sink.written.lock().unwrap().len() == 1);
+
+    std::fs::write(h.dir.path().join("nfknock.toml"), "[server]\nport = 0\n").unwrap();
+    let refused = h.handle.reload_and_wait(wait).unwrap().unwrap_err();
+    assert!(
+        refused.contains("nfknock.toml") && refused.contains("port"),
+        "{refused}"
+    );
+
+    h.sink.fail_reconfigures.store(1, Ordering::SeqCst);
+    write_config(h.dir.path(), &h.secret, "\"tcp/80\"");
+    let refused = h.handle.reload_and_wait(wait).unwrap().unwrap_err();
+    assert!(!refused.is_empty());
+    // The config of the first reload still serves.
+    h.script.push(knock(&h, "tcp/443"));
+    wait_for("a grant under the running config", || {
+        h.sink.written.lock().unwrap().len() == 2
+    });
+}
+
+/// Issue 11: the kernel's key-hint set gets the whole window (replacing what it held) before
+/// the first packet, after a flush repair, and after a reload, which swaps a removed client's
+/// hints for the new client's.
+#[test]
+fn the_kernel_hint_set_is_written_at_start_and_replaced_on_repair_and_reload() {
+    let h = start();
+    let hint = |key: &NativeKey| native::hint(key, native::epoch_of(unix_now()));
+    let writes = |h: &Harness| h.sink.hints.lock().unwrap().clone();
+    wait_for("the first hints", || !writes(&h).is_empty());
+    let (first, replace) = writes(&h)[0].clone();
+    assert!(replace && first.contains(&hint(&h.key)), "{first:?}");
+
+    (&h.flush).write_all(&[1]).unwrap();
+    wait_for("the hints after the repair", || writes(&h).len() >= 2);
+    assert!(writes(&h)[1].1, "a repair replaces the whole set");
+
+    let bob = crate::crypto::generate_secret_base64(&mut OsRng);
+    write_clients(h.dir.path(), "", &[("bob", &bob, "\"tcp/22\"")]);
+    h.handle.reload();
+    let bob_key = NativeKey::from_base64(&bob).unwrap();
+    wait_for("bob's hints", || {
+        writes(&h)
+            .iter()
+            .any(|(keys, _)| keys.contains(&hint(&bob_key)))
+    });
+    let (after, replace) = writes(&h).last().unwrap().clone();
+    assert!(replace && !after.contains(&hint(&h.key)), "{after:?}");
+
+    h.handle.terminate();
+    h.thread.join().unwrap().unwrap();
 }

@@ -80,6 +80,10 @@ impl Engine {
         let mut seen: Option<ReplayKey> = None;
         let mut any_source = false;
         let mut non_canonical = false;
+        // Issue 11 §2: at most MAX_FWKNOP_CANDIDATES HMACs per packet. A config that loaded
+        // never has more candidates for one source (the config refuses it, naming the client
+        // that would be cut off); this bound holds whatever the engine is given.
+        let mut tried = 0usize;
         for idx in 0..self.fwknop_clients.len() {
             let entry = &self.fwknop_clients[idx];
             let i = entry.index as usize;
@@ -88,6 +92,10 @@ impl Engine {
             {
                 continue;
             }
+            if tried == crate::config::MAX_FWKNOP_CANDIDATES {
+                break;
+            }
+            tried += 1;
             any_source = true;
             let opened = match fwknop::open_prepared(&entry.key, wire) {
                 Ok(o) => o,
@@ -134,7 +142,9 @@ impl Engine {
 /// `0.0.0.0` means "the packet's source" (fwknop `-s`); the message type stays for policy to
 /// judge ([`policy::evaluate`] serves access messages only).
 fn knock_of(msg: SpaMessage) -> Knock {
+    let command = msg.command().map(str::to_string);
     Knock {
+        command,
         timestamp: msg.timestamp,
         allow_ip: (!msg.allow_ip.is_unspecified()).then_some(IpAddr::V4(msg.allow_ip)),
         access: msg.access,

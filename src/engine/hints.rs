@@ -7,6 +7,41 @@ use std::collections::{HashMap, VecDeque};
 use crate::config::{Config, Credential};
 use crate::wire::native;
 
+/// How long before an epoch's hints can first be needed the daemon writes them to the kernel's
+/// prefilter set (issue 11): its tick runs once a second, so a minute is ample even for a busy
+/// daemon, and costs 10 % more elements on average.
+pub const KERNEL_HINT_LEAD_SECS: u64 = 60;
+/// Extra life of a hint element in the kernel: the kernel counts a timeout from the instant it
+/// got the element, the daemon's `now` is whole seconds (rounded down).
+const KERNEL_HINT_SLACK_SECS: u64 = 1;
+
+/// The epochs whose hints the kernel's prefilter set holds at `now`: those a timestamp within
+/// `max_age` of now can fall in (the knocks the engine can grant), plus the next one
+/// [`KERNEL_HINT_LEAD_SECS`] before it is needed. Not the engine's wider skew-diagnosis window
+/// (`SKEW_DIAGNOSIS_SECS`): in the kernel each epoch costs one element per native client, and
+/// a knock outside `max_age` is refused anyway; what is lost is the "stale by N seconds" log
+/// line for it (`prefilter = false` brings it back).
+pub fn kernel_epochs(now: u64, max_age: u64) -> std::ops::RangeInclusive<u64> {
+    let lo = native::epoch_of(now.saturating_sub(max_age));
+    let hi = native::epoch_of(
+        now.saturating_add(max_age)
+            .saturating_add(KERNEL_HINT_LEAD_SECS),
+    );
+    lo..=hi
+}
+
+/// Milliseconds from `now` until `epoch` leaves the acceptance window: its last second,
+/// `(epoch + 1) × EPOCH_SECS − 1`, is then more than `max_age` in the past. The element's
+/// timeout in the kernel, so the kernel expires hints as it expires grants.
+pub fn kernel_hint_timeout_ms(epoch: u64, max_age: u64, now: u64) -> u64 {
+    let end = epoch
+        .saturating_add(1)
+        .saturating_mul(native::EPOCH_SECS)
+        .saturating_add(max_age)
+        .saturating_add(KERNEL_HINT_SLACK_SECS);
+    end.saturating_sub(now).saturating_mul(1000)
+}
+
 /// Native key hints for every epoch inside the timestamp window, so a packet's client is found
 /// with one hash lookup (DESIGN.md: no per-client trial decryption).
 ///
@@ -123,6 +158,22 @@ impl HintIndex {
         }
     }
 
+    /// Every native client's hint for `epoch`: from the index when it holds the epoch, else
+    /// computed (one HMAC per client).
+    pub(super) fn hints_of_epoch(&self, config: &Config, epoch: u64) -> Vec<u64> {
+        if let Some((_, hints)) = self.epochs.iter().find(|(e, _)| *e == epoch) {
+            return hints.clone();
+        }
+        config
+            .clients
+            .iter()
+            .filter_map(|c| match &c.credential {
+                Credential::Native(key) => Some(u64::from_be_bytes(native::hint(key, epoch))),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The (client, epoch) pairs whose hint is `hint`.
     pub(super) fn get(
         &self,
@@ -200,6 +251,71 @@ mod tests {
             assert_eq!(epochs, window.collect::<Vec<_>>(), "step to {now}");
             assert_eq!(e.hints.len(), 2 * epochs.len(), "step to {now}");
         }
+    }
+
+    /// Issue 11: every timestamp the engine can grant at `now` (within `max_age`) has its
+    /// epoch in the kernel window, written at least a minute before it was first needed; each
+    /// element lives exactly until its epoch's last second is `max_age` old (+ 1 s of slack).
+    #[test]
+    fn kernel_window_covers_every_grantable_timestamp_and_no_more() {
+        let e = 3_000_000u64; // an epoch
+        assert_eq!(kernel_epochs(e * 600 + 300, 120), e..=e);
+        assert_eq!(
+            kernel_epochs(e * 600 + 420, 120),
+            e..=e + 1,
+            "next epoch, 60 s ahead"
+        );
+        assert_eq!(kernel_epochs(e * 600 + 50, 120), e - 1..=e);
+        assert_eq!(kernel_hint_timeout_ms(e, 120, e * 600 + 300), 421_000);
+        for max_age in [1, 120, 599, 600, 3600] {
+            for now in e * 600 - 1300..e * 600 + 1300 {
+                let w = kernel_epochs(now, max_age);
+                let early = kernel_epochs(now - KERNEL_HINT_LEAD_SECS + 1, max_age);
+                for t in [now - max_age, now, now + max_age] {
+                    let ep = native::epoch_of(t);
+                    assert!(
+                        w.contains(&ep) && early.contains(&ep),
+                        "{max_age} {now} {t}"
+                    );
+                    assert!(kernel_hint_timeout_ms(ep, max_age, now) > 0);
+                }
+                // The oldest epoch of the window still has a grantable second; an element
+                // expires within the slack after its epoch's last grantable instant.
+                let last = (w.start() + 1) * 600 - 1;
+                assert!(last + max_age >= now, "{max_age} {now}");
+                let dies = now * 1000 + kernel_hint_timeout_ms(*w.start(), max_age, now);
+                assert_eq!(dies, (last + max_age + 2) * 1000);
+            }
+        }
+    }
+
+    /// Issue 11: the engine hands out the whole window at start (all native clients' hints),
+    /// then only what enters the window, then the whole window again after a loss.
+    #[test]
+    fn kernel_hints_are_the_window_then_only_new_epochs() {
+        let mut e = engine(); // two native clients, max_age 120
+        let now = (NOW / 600) * 600 + 300;
+        let all = e.kernel_hints(now, true);
+        assert_eq!(all.len(), 2, "one epoch, two clients: {all:?}");
+        let hint_of = |p: &[u8]| <[u8; 8]>::try_from(&p[1..9]).unwrap();
+        for n in [1, 9] {
+            let h = hint_of(&knock(n, now, 0));
+            let ms = all.iter().find(|(k, _)| *k == h).map(|(_, ms)| *ms);
+            assert_eq!(ms, Some(421_000), "client {n}");
+        }
+        assert!(e.kernel_hints(now + 1, false).is_empty());
+        let ahead = now + 120; // 420 s into the epoch: the next one is 60 s away from needed
+        e.tick(ahead, 1);
+        let next = e.kernel_hints(ahead, false);
+        let h = hint_of(&knock(1, (NOW / 600 + 1) * 600, 0));
+        assert_eq!(next.len(), 2);
+        assert!(next
+            .iter()
+            .any(|(k, ms)| *k == h && *ms == (600 + 120 + 1 + 180) * 1000));
+        assert!(e.kernel_hints(ahead + 1, false).is_empty());
+        e.kernel_hints_lost();
+        assert_eq!(e.kernel_hints(ahead + 1, false).len(), 4);
+        assert_eq!(e.kernel_hints(ahead + 1, true).len(), 4);
     }
 
     #[test]

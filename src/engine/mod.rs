@@ -77,7 +77,14 @@ pub struct Engine {
     replay: ReplayCache,
     /// Knocks with a timestamp before this are refused (the replay journal was lost).
     refuse_before: u64,
+    /// The newest epoch whose hints were handed out for the kernel's prefilter set
+    /// ([`Engine::kernel_hints`]); `None`: none yet, or they must all be written again.
+    kernel_through: Option<u64>,
 }
+
+/// One key hint for the kernel's prefilter set: its 8 bytes, and the milliseconds until its
+/// epoch leaves the acceptance window (the element's timeout).
+pub type KernelHint = ([u8; wire::native::HINT_LEN], u64);
 
 impl Engine {
     pub fn new(config: Arc<Config>, replay: ReplayCache, refuse_before: u64, now: u64) -> Engine {
@@ -89,6 +96,7 @@ impl Engine {
             fwknop_clients,
             replay,
             refuse_before,
+            kernel_through: None,
         }
     }
 
@@ -116,6 +124,36 @@ impl Engine {
     pub fn tick(&mut self, now: u64, mono: u64) -> Option<i64> {
         self.hints.refresh(&self.config, now);
         self.replay.prune(now, mono)
+    }
+
+    /// The key hints the kernel's prefilter set should get at `now` (issue 11): with `all`,
+    /// every hint of the window ([`hints::kernel_epochs`]) — at start, after a reload, a flush
+    /// repair or a clock step, written over the set's old content; otherwise only the epochs
+    /// that entered the window since the last call (normally nothing, or one epoch's hints
+    /// every ten minutes, [`hints::KERNEL_HINT_LEAD_SECS`] before they can be needed), added
+    /// beside what the kernel holds. Each with its timeout from `now`.
+    pub fn kernel_hints(&mut self, now: u64, all: bool) -> Vec<KernelHint> {
+        let max_age = self.config.server.max_age;
+        let window = hints::kernel_epochs(now, max_age);
+        let (lo, hi) = (*window.start(), *window.end());
+        let from = match self.kernel_through {
+            Some(t) if !all => t.saturating_add(1).max(lo),
+            _ => lo,
+        };
+        let mut out = Vec::new();
+        for epoch in from..=hi {
+            let ms = hints::kernel_hint_timeout_ms(epoch, max_age, now);
+            let hints = self.hints.hints_of_epoch(&self.config, epoch);
+            out.extend(hints.into_iter().map(|h| (h.to_be_bytes(), ms)));
+        }
+        self.kernel_through = Some(hi);
+        out
+    }
+
+    /// The kernel did not take the last [`Engine::kernel_hints`]: hand out the whole window
+    /// at the next call.
+    pub fn kernel_hints_lost(&mut self) {
+        self.kernel_through = None;
     }
 
     /// Decide one queued packet (a raw IP packet as NFQUEUE delivers it). The daemon's path.

@@ -68,6 +68,7 @@ impl Engine {
 /// What an authenticated native plaintext asks for, in the terms policy judges.
 fn knock_of(p: native::Plaintext) -> Knock {
     Knock {
+        command: None,
         timestamp: p.timestamp,
         allow_ip: p.allow_ip,
         access: p.access,
@@ -94,7 +95,7 @@ mod tests {
         assert_eq!(out.format, Some(Format::Native));
         match &out.decision {
             Decision::Grant(g) => assert_eq!((g.addr, g.ttl), (packet().src, 30)),
-            Decision::Reject(r) => panic!("{r}"),
+            d => panic!("{d:?}"),
         }
         assert_eq!(
             out.record.map(|(_, exp)| exp),

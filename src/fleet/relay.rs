@@ -662,5 +662,7 @@ fn element(g: GrantKey, timeout_ms: u64) -> Element {
         addr: g.addr,
         access: g.access,
         timeout_ms,
+        nat: None,
+        gateway: None,
     }
 }

@@ -59,7 +59,13 @@ fn names(stanzas: &[Stanza], diags: &mut Vec<Diag>) -> Vec<String> {
 /// What `nfknock check` would refuse in `doc`, as errors: about one stanza's client (`judged`:
 /// where the stanza starts and the client's name) or about the whole imported config (`None`).
 fn judge(doc: &str, judged: Option<(&Origin, &String)>) -> Vec<Diag> {
-    let Err(errs) = crate::config::parse_str(doc, Path::new("<imported>")) else {
+    let files = crate::config::MemFiles::new();
+    let Err(errs) = crate::config::parse(
+        doc,
+        Path::new("<imported>"),
+        &files,
+        &crate::config::AnyUser,
+    ) else {
         return Vec::new();
     };
     let what = judged.map_or("the imported config is", |_| {

@@ -43,6 +43,7 @@
 //! | `render` | the TOML text |
 
 mod access_conf;
+mod commands;
 mod convert;
 mod fwknopd_conf;
 mod render;

@@ -7,6 +7,7 @@ use zeroize::Zeroizing;
 use super::fwknopd_conf::DaemonSettings;
 use super::stanza::{ClientOut, KeyText};
 use super::{FWKNOP_DEFAULT_MAX_AGE, FWKNOP_DEFAULT_PORT};
+use crate::access::SourceNat;
 use crate::wire::fwknop::EncMode;
 
 /// A TOML basic or literal string, quoted and escaped by the toml crate.
@@ -108,6 +109,50 @@ pub(super) fn render_client(c: &ClientOut) -> Zeroizing<String> {
     }
     if let Some((t, note)) = &c.expires_at {
         line(&mut o, format!("expires_at = {t}   # {}", comment(note)));
+    }
+    o.push_str(&super::commands::render(&c.commands, quote));
+    if let Some((to, source, dnat)) = &c.nat {
+        let mut extra = match source {
+            SourceNat::Keep => String::new(),
+            SourceNat::Masquerade => ", masquerade = true".to_string(),
+            SourceNat::To(a) => format!(", snat = {}", quote(&a.to_string())),
+        };
+        if !dnat {
+            extra.push_str(", dnat = false");
+        }
+        let entries: Vec<String> = c
+            .allow
+            .iter()
+            .map(|a| {
+                format!(
+                    "{{ port = {}, to = {}{extra} }}",
+                    quote(&a.to_string()),
+                    quote(&to.to_string())
+                )
+            })
+            .collect();
+        line(
+            &mut o,
+            format!(
+                "nat = [{}]   # FORCE_NAT{}",
+                entries.join(", "),
+                if *dnat { "" } else { ", DISABLE_DNAT" }
+            ),
+        );
+    }
+    if let Some((net, source)) = &c.gateway {
+        let extra = match source {
+            SourceNat::Keep => String::new(),
+            SourceNat::Masquerade => ", masquerade = true".to_string(),
+            SourceNat::To(a) => format!(", snat = {}", quote(&a.to_string())),
+        };
+        line(
+            &mut o,
+            format!(
+                "gateway = {{ networks = [{}]{extra} }}   # FORWARD_ALL: widen to the internal networks",
+                quote(&net.to_string())
+            ),
+        );
     }
     line(&mut o, "[client.fwknop]".to_string());
     match &c.key {

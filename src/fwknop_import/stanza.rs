@@ -10,7 +10,9 @@ use super::syntax::is_yes;
 use super::values::{hmac_type, parse_expire_date, parse_nets, parse_ports, parse_seconds};
 use super::variables::{unmapped, Unmapped, GPG_ADVICE, MAPPED};
 use super::{Diag, Level, Options, FWKNOP_DEFAULT_MAX_TIMEOUT, FWKNOP_DEFAULT_TIMEOUT};
-use crate::access::Access;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::access::{Access, SourceNat};
 use crate::wire::fwknop::{EncMode, HmacType, MAX_HMAC_KEY_LEN, MAX_KEY_LEN};
 
 /// A key as written in access.conf.
@@ -39,6 +41,15 @@ pub(super) struct ClientOut {
     pub(super) key: KeyText,
     pub(super) hmac: Option<(KeyText, HmacType)>,
     pub(super) mode: EncMode,
+    pub(super) commands: super::commands::CommandsOut,
+    /// `FORCE_NAT IP PORT` (+ `FORCE_SNAT` / `FORCE_MASQUERADE`): every allowed port is
+    /// forwarded there, as fwknopd does with any request of this stanza; `false` with
+    /// `DISABLE_DNAT Y` (routed: `dnat = false`).
+    pub(super) nat: Option<(SocketAddr, SourceNat, bool)>,
+    /// `FORWARD_ALL Y` (gateway mode): the network the gateway leads to (the FORCE_NAT host,
+    /// which the admin is told to widen) and the source translation (fwknopd masquerades
+    /// unless FORCE_SNAT names an address, server/fw_util_iptables.c `snat_rule`).
+    pub(super) gateway: Option<(Ipv4Net, SourceNat)>,
 }
 
 /// Collects the messages of one stanza.
@@ -132,17 +143,12 @@ pub(super) fn convert_stanza(
         if MAPPED.contains(&s.var.as_str()) {
             continue;
         }
-        let v = s.value.as_str();
         match unmapped(&s.var) {
             Some(Unmapped::Always(m)) => {
                 gpg |= s.var.starts_with("GPG_");
                 // Never echo a value that may be a secret (GPG_DECRYPT_PW).
                 d.warn(&s.origin, format!("{}: {m}", s.var));
             }
-            Some(Unmapped::IfYes(m)) if is_yes(v) => d.warn(&s.origin, format!("{} {v}: {m}", s.var)),
-            Some(Unmapped::RefuseIfYes(m)) if is_yes(v) => d.error(&s.origin, format!("{} {v}: {m}", s.var)),
-            Some(Unmapped::IfYes(_)) | Some(Unmapped::RefuseIfYes(_)) => {}
-            Some(Unmapped::Refuse(m)) => d.error(&s.origin, format!("{}: {m}", s.var)),
             None => d.warn(&s.origin, format!("unknown access.conf variable `{}`; fwknopd ignores it too, and so does the import", s.var)),
         }
     }
@@ -235,8 +241,21 @@ pub(super) fn convert_stanza(
             },
         }
     };
+    let (commands, notes) = super::commands::convert(st);
+    for (is_error, origin, m) in notes {
+        if is_error {
+            d.error(&origin, m);
+        } else {
+            d.warn(&origin, m);
+        }
+    }
     let timeout = seconds(&mut d, "FW_ACCESS_TIMEOUT", FWKNOP_DEFAULT_TIMEOUT);
-    let mut max_timeout = seconds(&mut d, "MAX_FW_TIMEOUT", FWKNOP_DEFAULT_MAX_TIMEOUT);
+    let max_timeout = seconds(&mut d, "MAX_FW_TIMEOUT", FWKNOP_DEFAULT_MAX_TIMEOUT);
+    // CMD_CYCLE_TIMER is when the close runs: every grant lasts exactly that long.
+    let (timeout, mut max_timeout) = match commands.timer {
+        Some(t) => (Some(t), max_timeout.map(|_| t)),
+        None => (timeout, max_timeout),
+    };
     let mut timeout = timeout;
     let week = crate::config::MAX_MAX_TIMEOUT;
     if let Some(m) = max_timeout.filter(|&m| m > week) {
@@ -412,6 +431,11 @@ pub(super) fn convert_stanza(
         }
     };
 
+    let (nat, gateway) = match st.get("FORWARD_ALL").filter(|s| is_yes(&s.value)) {
+        Some(fa) => (Some(None), forward_all(&mut d, st, fa)),
+        None => (force_nat(&mut d, st, allow.as_deref()), Some(None)),
+    };
+
     if d.errors > 0 {
         return None;
     }
@@ -432,5 +456,120 @@ pub(super) fn convert_stanza(
         key: key?,
         hmac: hmac?,
         mode: mode?,
+        commands,
+        nat: nat?,
+        gateway: gateway?,
     })
+}
+
+/// `FORWARD_ALL Y` (server/fw_util_iptables.c `forward_access_rule`: one FORWARD accept of
+/// everything from the source; `snat_rule`: MASQUERADE unless FORCE_SNAT) → a `gateway`.
+/// fwknopd names no network: everything the client sends through the host is accepted. nfknock's
+/// gate only closes what it is told, so the gateway needs named networks; the FORCE_NAT host is
+/// the one network the stanza names (as a /32, with a warning to widen it); without one, no
+/// network can be derived and the stanza is refused, saying what to write. `None` on an error.
+fn forward_all(
+    d: &mut StanzaDiags<'_>,
+    st: &Stanza,
+    fa: &Setting,
+) -> Option<Option<(Ipv4Net, SourceNat)>> {
+    let source = match st.get("FORCE_SNAT") {
+        Some(s) if st.get("FORCE_MASQUERADE").is_none_or(|m| !is_yes(&m.value)) => {
+            match s.value.parse::<std::net::Ipv4Addr>() {
+                Ok(a) => SourceNat::To(IpAddr::V4(a)),
+                Err(_) => {
+                    d.error(&s.origin, format!("FORCE_SNAT `{}` is not an IPv4 address; fix it (fwknopd refuses it too)", s.value.as_str()));
+                    return None;
+                }
+            }
+        }
+        _ => SourceNat::Masquerade,
+    };
+    let host = st.get("FORCE_NAT").and_then(|f| {
+        f.value
+            .split_whitespace()
+            .next()
+            .and_then(|ip| ip.parse::<std::net::Ipv4Addr>().ok())
+            .filter(|ip| !ip.is_unspecified() && !ip.is_loopback() && !ip.is_multicast())
+            .map(|ip| (f, ip))
+    });
+    let Some((fnat, ip)) = host else {
+        d.error(&fa.origin, "FORWARD_ALL Y without a FORCE_NAT host: fwknopd then forwards everything from the client, but nfknock's forward gate closes only networks it is told (closing all forwarding through this host would cut everyone else off); add `FORCE_NAT <an internal host> 0` to the stanza and widen the imported `gateway.networks` afterwards, or write the client's `gateway = { networks = [\"10.0.0.0/24\"], masquerade = true }` by hand".to_string());
+        return None;
+    };
+    let net = Ipv4Net::new(ip, 32).ok()?;
+    let nd = st.get("DISABLE_DNAT").filter(|s| is_yes(&s.value));
+    let how = if nd.is_some() {
+        "routed, as with DISABLE_DNAT"
+    } else {
+        "routed, not translated: fwknopd's FORWARD_ALL without DISABLE_DNAT sends all the client's traffic to that host (DNAT ALL); nfknock's gateway lets the client reach the internal hosts by their own addresses"
+    };
+    d.warn(&fnat.origin, format!("FORWARD_ALL Y with FORCE_NAT {}: imported as `gateway = {{ networks = [\"{net}\"] }}` ({how}); fwknopd accepts everything the client forwards, nfknock only the networks named: widen `networks` to the internal networks the client should reach (e.g. \"{}/24\"); the host needs forwarding on (`sysctl net.ipv4.ip_forward=1`)", fnat.value.as_str(), Ipv4Net::new(ip, 24).map(|n| n.trunc().network()).unwrap_or(ip)));
+    Some(Some((net, source)))
+}
+
+/// `FORCE_NAT IP PORT`, `FORCE_SNAT IP`, `FORCE_MASQUERADE Y` (server/access.c) → the target
+/// every allowed port of the client is forwarded to. `None` on an error (reported).
+fn force_nat(
+    d: &mut StanzaDiags<'_>,
+    st: &Stanza,
+    allow: Option<&[Access]>,
+) -> Option<Option<(SocketAddr, SourceNat, bool)>> {
+    let snat = st.get("FORCE_SNAT");
+    let masq = st.get("FORCE_MASQUERADE").filter(|s| is_yes(&s.value));
+    let no_dnat = st.get("DISABLE_DNAT").filter(|s| is_yes(&s.value));
+    let Some(fnat) = st.get("FORCE_NAT") else {
+        for s in [snat, masq, no_dnat].into_iter().flatten() {
+            d.warn(&s.origin, format!("{} without FORCE_NAT: nothing is forwarded for this client, so there is no source to rewrite; dropped", s.var));
+        }
+        return Some(None);
+    };
+    let mut words = fnat.value.split_whitespace();
+    let to = match (words.next(), words.next(), words.next()) {
+        (Some(ip), Some(port), None) => {
+            match (ip.parse::<std::net::Ipv4Addr>(), port.parse::<u16>()) {
+                (Ok(ip), Ok(port)) if port != 0 && !ip.is_unspecified() && !ip.is_loopback() => {
+                    Some(SocketAddr::new(IpAddr::V4(ip), port))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    let Some(to) = to else {
+        d.error(&fnat.origin, format!("FORCE_NAT `{}` is not `IPv4-ADDRESS PORT` (e.g. `FORCE_NAT 192.168.10.2 22`); fix it (fwknopd refuses it too)", fnat.value.as_str()));
+        return None;
+    };
+    let source = match (masq, snat) {
+        (Some(m), Some(s)) => {
+            d.warn(&s.origin, format!("FORCE_SNAT and FORCE_MASQUERADE are both set; fwknopd masquerades ({}), and so does the import", m.var));
+            SourceNat::Masquerade
+        }
+        (Some(_), None) => SourceNat::Masquerade,
+        (None, Some(s)) => {
+            match s.value.parse::<std::net::Ipv4Addr>() {
+                Ok(a) => SourceNat::To(IpAddr::V4(a)),
+                Err(_) => {
+                    d.error(&s.origin, format!("FORCE_SNAT `{}` is not an IPv4 address; fix it (fwknopd refuses it too)", s.value.as_str()));
+                    return None;
+                }
+            }
+        }
+        (None, None) => SourceNat::Keep,
+    };
+    if let Some(nd) = no_dnat {
+        // Routed: the client connects to the target itself, so each allowed port must be it.
+        if source != SourceNat::Keep {
+            d.error(&nd.origin, "DISABLE_DNAT with FORCE_SNAT/FORCE_MASQUERADE: nfknock rewrites the source of translated flows only; drop one of them".to_string());
+            return None;
+        }
+        if let Some(a) = allow.and_then(|l| l.iter().find(|a| a.port != to.port())) {
+            d.error(&nd.origin, format!("DISABLE_DNAT: the client connects to {to} itself, so every port it may open must be {}; {a} is not (split the stanza, or drop DISABLE_DNAT)", to.port()));
+            return None;
+        }
+        d.warn(&fnat.origin, format!("FORCE_NAT {} with DISABLE_DNAT: the client routes to {to} through this host (`dnat = false`); nfknock's forward gate closes {to} to everyone else (needs `gate_forward = true`, the default, and forwarding on: `sysctl net.ipv4.ip_forward=1`)", fnat.value.as_str()));
+        return Some(Some((to, source, false)));
+    }
+    d.warn(&fnat.origin, format!("FORCE_NAT {}: every port of this client's `allow` is forwarded to {to} (`nat`); the host needs forwarding on (`sysctl net.ipv4.ip_forward=1`; nfknock changes no sysctl, `nfknock check` warns), and {to} must route its answers back through this host unless the source is rewritten (FORCE_SNAT / FORCE_MASQUERADE)", fnat.value.as_str()));
+    Some(Some((to, source, true)))
 }

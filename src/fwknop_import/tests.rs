@@ -778,20 +778,15 @@ fn key_limits_are_the_wire_formats() {
 #[test]
 fn unsupported_variables_are_named_with_what_to_do() {
     let text = stanza(
-        "ENABLE_CMD_EXEC Y\nCMD_EXEC_USER nobody\nCMD_CYCLE_OPEN /usr/sbin/nft add element inet filter fw { $SRC }\nCMD_CYCLE_CLOSE NONE\nCMD_CYCLE_TIMER 60\nGPG_DECRYPT_ID ABCD1234\nGPG_DECRYPT_PW s3cret-gpg-pass\nFORCE_SNAT 192.0.2.1\nFORCE_MASQUERADE Y\nDISABLE_DNAT N\nFORWARD_ALL N\nWHATEVER 1\n",
+        "GPG_DECRYPT_ID ABCD1234\nGPG_DECRYPT_PW s3cret-gpg-pass\nFORCE_SNAT 192.0.2.1\nFORCE_MASQUERADE Y\nDISABLE_DNAT N\nFORWARD_ALL N\nWHATEVER 1\n",
     );
     let i = run(&text);
     assert!(i.complete(), "warnings only: {:#?}", i.diags);
     for needle in [
-        "ENABLE_CMD_EXEC Y: command messages (type 0) are refused",
-        "CMD_EXEC_USER: only used for command messages",
-        "CMD_CYCLE_OPEN: nfknock runs no commands",
-        "CMD_CYCLE_CLOSE: nfknock runs no commands",
-        "CMD_CYCLE_TIMER: nfknock runs no commands",
         "GPG_DECRYPT_ID: GnuPG SPA is not supported; issue Rijndael+HMAC keys with `fwknop --key-gen`",
         "GPG_DECRYPT_PW: GnuPG SPA is not supported",
-        "FORCE_SNAT: only used with FORCE_NAT",
-        "FORCE_MASQUERADE Y: only used with FORCE_NAT",
+        "FORCE_SNAT without FORCE_NAT: nothing is forwarded",
+        "FORCE_MASQUERADE without FORCE_NAT",
         "unknown access.conf variable `WHATEVER`",
     ] {
         assert!(has(&i, Level::Warning, needle), "{needle}: {:#?}", i.diags);
@@ -807,14 +802,92 @@ fn unsupported_variables_are_named_with_what_to_do() {
         .any(|d| d.message.contains("s3cret-gpg-pass")));
 }
 
+/// Issue 10 §1: FORCE_NAT becomes the client's `nat` (every allowed port forwarded to the
+/// host), with FORCE_SNAT / FORCE_MASQUERADE as its source translation; the checker accepts
+/// the output.
 #[test]
-fn nat_and_gateway_stanzas_are_refused() {
-    for (extra, needle) in [
+fn force_nat_stanzas_become_nat_entries() {
+    use crate::access::SourceNat;
+    use crate::config::NatTo;
+    for (extra, source) in [
+        ("", SourceNat::Keep),
         (
-            "FORCE_NAT 192.168.1.5 22\n",
-            "FORCE_NAT: DNAT to an internal host is not supported",
+            "FORCE_SNAT 192.168.10.1\n",
+            SourceNat::To("192.168.10.1".parse().unwrap()),
         ),
-        ("FORWARD_ALL Y\n", "FORWARD_ALL Y: SPA gateway mode"),
+        ("FORCE_MASQUERADE Y\n", SourceNat::Masquerade),
+        (
+            "FORCE_SNAT 192.168.10.1\nFORCE_MASQUERADE Y\n",
+            SourceNat::Masquerade,
+        ),
+    ] {
+        let text = format!(
+            "SOURCE ANY\nKEY_BASE64 {A_KEY}\nHMAC_KEY_BASE64 {A_HMAC}\nOPEN_PORTS tcp/22,tcp/80\nREQUIRE_SOURCE_ADDRESS Y\nFORCE_NAT 192.168.10.2 2222\n{extra}"
+        );
+        let i = run(&text);
+        let c = &config(&i).clients[0];
+        let to = NatTo::Host("192.168.10.2:2222".parse().unwrap());
+        let got: Vec<_> = c
+            .nat
+            .iter()
+            .map(|r| (r.access.to_string(), r.to, r.source))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("tcp/22".to_string(), to, source),
+                ("tcp/80".to_string(), to, source)
+            ],
+            "{extra}"
+        );
+        assert!(has(&i, Level::Warning, "FORCE_NAT 192.168.10.2 2222: every port of this client's `allow` is forwarded to 192.168.10.2:2222"));
+    }
+    for bad in [
+        "FORCE_NAT 192.168.10.2\n",
+        "FORCE_NAT host 22\n",
+        "FORCE_NAT 192.168.10.2 0\n",
+        "FORCE_NAT 192.168.10.2 22\nFORCE_SNAT nowhere\n",
+    ] {
+        let i = run(&stanza(bad));
+        assert!(i.toml.is_none(), "{bad}");
+        assert!(has(&i, Level::Error, "FORCE_"), "{bad}: {:#?}", i.diags);
+    }
+}
+
+/// FORCE_NAT with DISABLE_DNAT Y: a routed target (`dnat = false`).
+#[test]
+fn disable_dnat_becomes_a_routed_nat_entry() {
+    let i = run(&stanza("FORCE_NAT 192.168.10.2 22\nDISABLE_DNAT Y\n"));
+    let c = &config(&i).clients[0];
+    assert_eq!(c.nat.len(), 1);
+    assert!(!c.nat[0].dnat);
+    assert_eq!(c.nat[0].to.to_string(), "192.168.10.2:22");
+    assert!(has(
+        &i,
+        Level::Warning,
+        "with DISABLE_DNAT: the client routes to 192.168.10.2:22"
+    ));
+    // Without FORCE_NAT there is nothing to route.
+    let i = run(&stanza("DISABLE_DNAT Y\n"));
+    assert!(has(&i, Level::Warning, "DISABLE_DNAT without FORCE_NAT"));
+}
+
+#[test]
+fn gateway_stanzas_are_refused() {
+    for (extra, needle) in [
+        ("FORWARD_ALL Y\n", "FORWARD_ALL Y without a FORCE_NAT host"),
+        (
+            "FORWARD_ALL Y\nFORCE_NAT 0.0.0.0 0\n",
+            "FORWARD_ALL Y without a FORCE_NAT host",
+        ),
+        (
+            "FORCE_NAT 192.168.1.5 2222\nDISABLE_DNAT Y\n",
+            "DISABLE_DNAT: the client connects to 192.168.1.5:2222 itself",
+        ),
+        (
+            "FORCE_NAT 192.168.1.5 22\nDISABLE_DNAT Y\nFORCE_MASQUERADE Y\n",
+            "DISABLE_DNAT with FORCE_SNAT/FORCE_MASQUERADE",
+        ),
         (
             "ENCRYPTION_MODE asymmetric\n",
             "ENCRYPTION_MODE asymmetric: GnuPG SPA is not supported",
@@ -1028,6 +1101,96 @@ fn fwknopd_conf_settings_reach_the_server_section() {
     );
 }
 
+/// The seed's CMD_CYCLE example becomes a command cycle: argv split as fwknopd's execvpe
+/// does, `$SRC`/`$CLIENT_TIMEOUT` kept, `NONE` → no `on_expire`, the timer the grant length;
+/// ENABLE_CMD_EXEC and sudo become an (empty) allow-list with the sudo user/group. The output
+/// passes the real checker.
+#[test]
+fn command_variables_are_imported() {
+    let text = stanza(
+        "CMD_CYCLE_OPEN /usr/sbin/ipset add whitelist $SRC timeout $CLIENT_TIMEOUT -exist\nCMD_CYCLE_CLOSE NONE\nCMD_CYCLE_TIMER 60\nENABLE_CMD_EXEC Y\nCMD_EXEC_USER fwk\nENABLE_CMD_SUDO_EXEC Y\nCMD_SUDO_EXEC_USER www\nCMD_SUDO_EXEC_GROUP web\n",
+    );
+    let i = run(&text);
+    assert!(i.complete(), "{:#?}", i.diags);
+    let toml = i.toml.as_ref().unwrap();
+    for line in [
+        "grant = \"command\"",
+        "on_grant = [\"/usr/sbin/ipset\", \"add\", \"whitelist\", \"$SRC\", \"timeout\", \"$CLIENT_TIMEOUT\", \"-exist\"]",
+        "commands = []",
+        "command_sudo_user = \"www\"",
+        "command_sudo_group = \"web\"",
+        "command_user = \"fwk\"",
+        "command_net_admin = true",
+        "timeout = 60",
+        "max_timeout = 60",
+    ] {
+        assert!(toml.contains(line), "{line}:\n{}", toml.as_str());
+    }
+    assert!(!toml.contains("on_expire"));
+    assert!(has(&i, Level::Warning, "fill in the exact argv"));
+    assert!(has(
+        &i,
+        Level::Warning,
+        "runs them as `command_user` with CAP_NET_ADMIN"
+    ));
+}
+
+/// A command line written for a shell cannot be carried over: refused, naming the stanza, the
+/// line and what the syntax would have meant.
+#[test]
+fn shell_command_lines_are_refused_with_the_line() {
+    for (line, what) in [
+        (
+            "CMD_CYCLE_OPEN /usr/sbin/ipset add wl $SRC && /bin/x",
+            "`&&`",
+        ),
+        ("CMD_CYCLE_OPEN /bin/rm /tmp/$SRC*", "a glob"),
+        (
+            "CMD_CYCLE_OPEN /usr/sbin/ipset add wl $SRC | /usr/bin/logger",
+            "a pipe",
+        ),
+        (
+            "CMD_CYCLE_OPEN /usr/sbin/ipset add wl $SRC > /tmp/x",
+            "a redirection",
+        ),
+        ("CMD_CYCLE_OPEN ipset add wl $SRC", "absolute path"),
+        (
+            "CMD_CYCLE_OPEN /usr/sbin/ipset add wl $PKT_SRC",
+            "no nfknock equivalent",
+        ),
+    ] {
+        let i = run(&stanza(&format!("{line}\nCMD_CYCLE_CLOSE NONE\n")));
+        assert_eq!(i.failed, 1, "{line}");
+        let e = i
+            .diags
+            .iter()
+            .find(|d| d.level == Level::Error)
+            .unwrap_or_else(|| panic!("{line}: {:#?}", i.diags));
+        assert!(
+            e.message.starts_with("CMD_CYCLE_OPEN cannot be imported: ")
+                && e.message.contains(what),
+            "{line}: {}",
+            e.message
+        );
+        assert_eq!(e.origin.as_ref().map(|o| o.1), Some(6), "{line}");
+        assert_eq!(e.stanza.as_deref(), Some("fwknop-1"));
+    }
+    let i = run(&stanza("CMD_CYCLE_OPEN /bin/true\n"));
+    assert!(has(
+        &i,
+        Level::Error,
+        "CMD_CYCLE_OPEN without CMD_CYCLE_CLOSE"
+    ));
+    let i = run(&stanza(
+        "CMD_CYCLE_OPEN /bin/true\nCMD_CYCLE_CLOSE /bin/false\n",
+    ));
+    assert!(has(
+        &i,
+        Level::Error,
+        "CMD_CYCLE_CLOSE without CMD_CYCLE_TIMER"
+    ));
+}
+
 #[test]
 fn the_reminder_says_umask() {
     let r = secrecy_reminder(Path::new("/etc/fwknop/access.conf"));
@@ -1040,6 +1203,7 @@ fn the_reminder_says_umask() {
 const SOURCES: &[(&str, &str)] = &[
     ("mod.rs", include_str!("mod.rs")),
     ("access_conf.rs", include_str!("access_conf.rs")),
+    ("commands.rs", include_str!("commands.rs")),
     ("convert.rs", include_str!("convert.rs")),
     ("fwknopd_conf.rs", include_str!("fwknopd_conf.rs")),
     ("render.rs", include_str!("render.rs")),
@@ -1110,8 +1274,59 @@ proptest::proptest! {
         let text = lines.join("\n");
         if let Ok(i) = import(&Mem::with(&[(ACCESS, &text)]), Path::new(ACCESS), None, &Options::default()) {
             if let Some(t) = &i.toml {
-                proptest::prop_assert!(crate::config::parse_str(t, Path::new("/x.toml")).is_ok(), "{}", t.as_str());
+                proptest::prop_assert!(crate::config::parse(t, Path::new("/x.toml"), &crate::config::MemFiles::new(), &crate::config::AnyUser).is_ok(), "{}", t.as_str());
             }
         }
     }
+}
+
+/// Issue 10 §1: `FORWARD_ALL Y` (fwknopd's SPA gateway) becomes a `gateway` whose one network
+/// is the FORCE_NAT host, with a warning to widen it; fwknopd masquerades unless FORCE_SNAT
+/// names an address; the config it writes passes the real checker; no `nat` entries.
+#[test]
+fn forward_all_stanzas_become_gateways_to_the_force_nat_host() {
+    use crate::access::SourceNat;
+    for (extra, source) in [
+        ("", SourceNat::Masquerade),
+        ("DISABLE_DNAT Y\n", SourceNat::Masquerade),
+        ("FORCE_MASQUERADE Y\n", SourceNat::Masquerade),
+        (
+            "FORCE_SNAT 192.168.10.1\n",
+            SourceNat::To("192.168.10.1".parse().unwrap()),
+        ),
+    ] {
+        let i = run(&stanza(&format!(
+            "FORWARD_ALL Y\nFORCE_NAT 192.168.10.2 0\n{extra}"
+        )));
+        let c = &config(&i).clients[0];
+        let g = c.gateway.as_ref().unwrap_or_else(|| panic!("{extra}"));
+        assert_eq!(
+            (g.networks[0].to_string(), g.networks.len(), g.source),
+            ("192.168.10.2/32".to_string(), 1, source),
+            "{extra}"
+        );
+        assert!(c.nat.is_empty(), "{extra}");
+        assert!(
+            has(&i, Level::Warning, "FORWARD_ALL Y with FORCE_NAT 192.168.10.2 0")
+                && has(&i, Level::Warning, "widen `networks` to the internal networks the client should reach (e.g. \"192.168.10.0/24\")"),
+            "{extra}: {:#?}",
+            i.diags
+        );
+        assert!(
+            i.toml.as_ref().unwrap().contains("# FORWARD_ALL: widen"),
+            "{extra}"
+        );
+    }
+    let i = run(&stanza("FORWARD_ALL N\nFORCE_NAT 192.168.10.2 22\n"));
+    let c = &config(&i).clients[0];
+    assert!(c.gateway.is_none() && !c.nat.is_empty());
+    let i = run(&stanza(
+        "FORWARD_ALL Y\nFORCE_NAT 192.168.10.2 0\nFORCE_SNAT x\n",
+    ));
+    assert!(i.toml.is_none());
+    assert!(has(
+        &i,
+        Level::Error,
+        "FORCE_SNAT `x` is not an IPv4 address"
+    ));
 }

@@ -1,5 +1,5 @@
 //! The access.conf variables the import maps ([`MAPPED`]), and what it does with each of the
-//! others: warn, warn only when it says yes, or refuse the stanza ([`unmapped`]).
+//! others: warn ([`unmapped`]).
 
 /// What to do instead of GnuPG SPA, for every message about a GnuPG setting.
 pub(super) const GPG_ADVICE: &str = "GnuPG SPA is not supported; issue Rijndael+HMAC keys with `fwknop --key-gen` and give them to this client";
@@ -8,28 +8,12 @@ pub(super) const GPG_ADVICE: &str = "GnuPG SPA is not supported; issue Rijndael+
 pub(super) enum Unmapped {
     /// Warn whenever it is present.
     Always(&'static str),
-    /// Warn only when it says yes (`N` is what nfknock does anyway).
-    IfYes(&'static str),
-    /// The stanza cannot be converted when it is present (and says yes, for booleans).
-    Refuse(&'static str),
-    RefuseIfYes(&'static str),
 }
 
 /// The import's answer for an unmapped variable; `None` for one fwknopd does not know either.
 pub(super) fn unmapped(var: &str) -> Option<Unmapped> {
     use Unmapped::*;
-    const CMD: &str = "only used for command messages (type 0), which nfknock refuses; dropped";
     Some(match var {
-        "ENABLE_CMD_EXEC" => IfYes("command messages (type 0) are refused by nfknock, which never runs commands; run them from your own tooling (e.g. over ssh once the port is open)"),
-        "ENABLE_CMD_SUDO_EXEC" | "CMD_EXEC_USER" | "CMD_EXEC_GROUP" | "CMD_SUDO_EXEC_USER"
-        | "CMD_SUDO_EXEC_GROUP" | "CMD_REGEX" => Always(CMD),
-        "CMD_CYCLE_OPEN" => Always("nfknock runs no commands: it adds `source . proto . port` to its own nftables set with a kernel timeout, which is what most CMD_CYCLE nft/ipset scripts emulate; this stanza is imported as a plain grant of its `allow` list, so check that this is what you want"),
-        "CMD_CYCLE_CLOSE" => Always("nfknock runs no commands; the kernel removes each grant when its timeout ends"),
-        "CMD_CYCLE_TIMER" => Always("nfknock runs no commands; if this was the grant length, set the client's `timeout` to it"),
-        "FORCE_NAT" => Refuse("DNAT to an internal host is not supported: nfknock only opens ports on this host and gates ports you publish yourself; publish the service with your own nft DNAT rule, set `[server] gate_forward = true`, and add this client by hand with the published port in `allow`"),
-        "FORWARD_ALL" => RefuseIfYes("SPA gateway mode (forward everything from the client) is not supported: nfknock grants single proto/ports; list the ports the client needs in a `[[client]]` by hand"),
-        "FORCE_SNAT" => Always("only used with FORCE_NAT / FORWARD_ALL, which nfknock does not support; dropped"),
-        "FORCE_MASQUERADE" | "DISABLE_DNAT" => IfYes("only used with FORCE_NAT / FORWARD_ALL, which nfknock does not support; dropped"),
         _ if var.starts_with("GPG_") => Always(GPG_ADVICE),
         _ => return None,
     })
@@ -54,4 +38,20 @@ pub(super) const MAPPED: &[&str] = &[
     "REQUIRE_SOURCE",
     "ACCESS_EXPIRE",
     "ACCESS_EXPIRE_EPOCH",
+    // Commands: `super::commands`.
+    "CMD_CYCLE_OPEN",
+    "CMD_CYCLE_CLOSE",
+    "CMD_CYCLE_TIMER",
+    "ENABLE_CMD_EXEC",
+    "CMD_EXEC_USER",
+    "CMD_EXEC_GROUP",
+    "CMD_REGEX",
+    "ENABLE_CMD_SUDO_EXEC",
+    "CMD_SUDO_EXEC_USER",
+    "CMD_SUDO_EXEC_GROUP",
+    "FORCE_NAT",
+    "FORCE_SNAT",
+    "FORCE_MASQUERADE",
+    "DISABLE_DNAT",
+    "FORWARD_ALL",
 ];

@@ -11,6 +11,7 @@
 //! | file | backend | I/O |
 //! | --- | --- | --- |
 //! | `nft_set.rs` | `nftables` (default): set elements with timeouts in table `inet nfknock`, which it owns (the gate, the knock rules) | through [`crate::netfilter::nft`] |
+//! | `ipset.rs` | `ipset`: elements with timeouts in two `hash:ip,port` ipsets, which it owns; the host's iptables rules match them | through [`crate::netfilter::ipset`] |
 //!
 //! Adding a backend: a file here implementing [`GrantSink`] (and [`GrantStore`]), a variant of
 //! [`config::Backend`], and its arm in [`open`] and [`existing`].
@@ -21,6 +22,7 @@
 //!
 //! [`write`]: GrantSink::write
 
+pub mod ipset;
 pub mod nft_set;
 
 use std::net::IpAddr;
@@ -29,16 +31,40 @@ use std::time::Duration;
 
 use tracing::info;
 
-use crate::access::Access;
+use crate::access::{Access, GatewayTo, NatTarget};
 use crate::config::{self, Config};
 
-/// `addr` may open `access` for `timeout` (then the backend removes it by itself).
+/// `addr` may open `access` for `timeout` (then the backend removes it by itself); with `nat`,
+/// its new flows to `access` are forwarded to the target instead (DNAT, and SNAT or
+/// masquerade as the target says), and expire with the grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grant {
     pub addr: IpAddr,
     pub access: Access,
     /// Each backend rounds it up to its own resolution (nftables: milliseconds).
     pub timeout: Duration,
+    /// Where the flows this grant opens are forwarded (config `nat`); `None`: to this host.
+    pub nat: Option<NatTarget>,
+    /// A gateway grant (config `gateway`, fwknop `FORWARD_ALL`): `addr` may open new flows
+    /// into this network, any port, through this host; it opens no port of this host (`access`
+    /// is the one whose knock opened it, for logs) and has no `nat`. A backend without a
+    /// forward gate never gets one (config refuses `gateway` for it).
+    pub gateway: Option<GatewayTo>,
+}
+
+/// A key hint for the kernel's prefilter (issue 11): the 8 bytes a native knock carries after
+/// its version byte, and the milliseconds until its epoch leaves the acceptance window.
+pub type KeyHint = ([u8; 8], u64);
+
+/// The kernel's prefilter as a backend reads it back, for `nfknock status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PrefilterStats {
+    /// Key hints held.
+    pub hints: usize,
+    /// (packets, bytes) of native-length junk dropped before the queue.
+    pub junk_native: (u64, u64),
+    /// (packets, bytes) of fwknop-length packets from outside the fwknop sources dropped.
+    pub junk_fwknop: (u64, u64),
 }
 
 /// A grant read back from a backend.
@@ -104,6 +130,13 @@ pub enum GrantError {
     #[error("cannot update {object} for the new config")]
     Reconfigure {
         object: String,
+        #[source]
+        source: Cause,
+    },
+    #[error("cannot write {count} key hint(s) to {object} (native knocks whose hint is missing are dropped in the kernel until a later try succeeds; nfknock tries again within 30 s, or set `prefilter = false`)")]
+    Hints {
+        object: String,
+        count: usize,
         #[source]
         source: Cause,
     },
@@ -182,6 +215,18 @@ pub trait GrantSink {
     fn writes_grants(&self) -> bool {
         true
     }
+    /// Put `hints` into the kernel's prefilter, if this backend has one (the nftables one
+    /// does: its knock chain drops native knocks whose hint it does not hold). With `replace`
+    /// they take the place of every hint held, in one atomic step. Default: no prefilter.
+    fn write_hints(&mut self, hints: &[KeyHint], replace: bool) -> Result<(), GrantError> {
+        let _ = (hints, replace);
+        Ok(())
+    }
+    /// The kernel's prefilter as it stands (hints held, junk dropped), for the metrics.
+    /// Default: none.
+    fn prefilter(&mut self) -> Result<Option<PrefilterStats>, GrantError> {
+        Ok(None)
+    }
 }
 
 impl<S: GrantSink + ?Sized> GrantSink for Box<S> {
@@ -209,6 +254,12 @@ impl<S: GrantSink + ?Sized> GrantSink for Box<S> {
     fn writes_grants(&self) -> bool {
         (**self).writes_grants()
     }
+    fn write_hints(&mut self, hints: &[KeyHint], replace: bool) -> Result<(), GrantError> {
+        (**self).write_hints(hints, replace)
+    }
+    fn prefilter(&mut self) -> Result<Option<PrefilterStats>, GrantError> {
+        (**self).prefilter()
+    }
 }
 
 /// A backend's objects as found in the kernel, opened without a config and without changing
@@ -220,6 +271,10 @@ pub trait GrantStore {
     fn list(&mut self) -> Result<Vec<LiveGrant>, GrantError>;
     /// Remove the backend's objects and every grant in them; already gone is no error.
     fn remove(&mut self) -> Result<(), GrantError>;
+    /// The kernel's prefilter, if this backend has one. Default: none.
+    fn prefilter(&mut self) -> Result<Option<PrefilterStats>, GrantError> {
+        Ok(None)
+    }
 }
 
 /// `nfknock serve --dry-run`: the backend's objects are set up, repaired and reconfigured as
@@ -235,7 +290,8 @@ impl<S: GrantSink> GrantSink for DryRun<S> {
 
     fn write(&mut self, grants: &[Grant]) -> Result<(), GrantError> {
         for g in grants {
-            info!(addr = %g.addr, access = %g.access, timeout_ms = g.timeout.as_millis() as u64, "dry run: would add grant");
+            let to = g.nat.map(|n| n.to.to_string());
+            info!(addr = %g.addr, access = %g.access, timeout_ms = g.timeout.as_millis() as u64, forwarded_to = to.as_deref().unwrap_or("-"), "dry run: would add grant");
         }
         Ok(())
     }
@@ -269,6 +325,16 @@ impl<S: GrantSink> GrantSink for DryRun<S> {
     fn writes_grants(&self) -> bool {
         false
     }
+
+    /// Key hints are not grants: without them the prefilter would drop every native knock, so
+    /// a dry run writes them as the real daemon does.
+    fn write_hints(&mut self, hints: &[KeyHint], replace: bool) -> Result<(), GrantError> {
+        self.0.write_hints(hints, replace)
+    }
+
+    fn prefilter(&mut self) -> Result<Option<PrefilterStats>, GrantError> {
+        self.0.prefilter()
+    }
 }
 
 /// How [`open`] sets the backend up.
@@ -286,6 +352,7 @@ pub struct Options {
 pub fn open(config: &Config, options: Options) -> Result<Box<dyn GrantSink>, GrantError> {
     let sink: Box<dyn GrantSink> = match config.server.backend {
         config::Backend::Nftables => Box::new(nft_set::NftSet::open(config, options.gate)?),
+        config::Backend::Ipset => Box::new(ipset::IpsetSink::open(config)?),
     };
     Ok(if options.dry_run {
         Box::new(DryRun(sink))
@@ -294,10 +361,15 @@ pub fn open(config: &Config, options: Options) -> Result<Box<dyn GrantSink>, Gra
     })
 }
 
-/// Open what `backend` left in the kernel, changing nothing (`nfknock status`, `uninstall`).
-pub fn existing(backend: config::Backend) -> Result<Box<dyn GrantStore>, GrantError> {
+/// Open what `backend` left in the kernel, changing nothing (`nfknock status`, `uninstall`);
+/// `ipset` names the sets of the `ipset` backend.
+pub fn existing(
+    backend: config::Backend,
+    ipset: &config::IpsetNames,
+) -> Result<Box<dyn GrantStore>, GrantError> {
     Ok(match backend {
         config::Backend::Nftables => Box::new(nft_set::NftStore::open()?),
+        config::Backend::Ipset => Box::new(ipset::IpsetStore::open(ipset)?),
     })
 }
 
@@ -350,6 +422,8 @@ mod tests {
             addr: "192.0.2.7".parse().unwrap(),
             access: "tcp/22".parse().unwrap(),
             timeout: Duration::from_secs(30),
+            nat: None,
+            gateway: None,
         };
         let config = crate::config::parse_str(
             "[server]\n[[client]]\nname = \"a\"\nkey = \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"\nallow = [\"tcp/22\"]\n",

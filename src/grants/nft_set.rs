@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::{Grant, GrantError, GrantSink, GrantStore, LiveGrant};
+use super::{Grant, GrantError, GrantSink, GrantStore, KeyHint, LiveGrant, PrefilterStats};
 use crate::access::format_list;
 use crate::config::{self, Config};
 use crate::netfilter::nft::{
@@ -27,6 +27,7 @@ pub fn ruleset_spec(config: &Config, backend: QueueBackend) -> RulesetSpec {
     RulesetSpec {
         knock_port: config.server.port,
         queue: config.server.queue,
+        queue_total: config.server.queue_count,
         backend,
         protect: config.server.protect.clone(),
         native_len: native::PACKET_LEN as u16,
@@ -34,12 +35,57 @@ pub fn ruleset_spec(config: &Config, backend: QueueBackend) -> RulesetSpec {
             .clients
             .iter()
             .any(|c| matches!(c.credential, config::Credential::Fwknop(_))),
+        prefilter: config.server.prefilter,
+        fwknop_sources: fwknop_sources(config),
         rate_limit: config.server.rate_limit,
         rate_limit_v4_prefix: config.server.rate_limit_v4_prefix,
         rate_limit_v6_prefix: config.server.rate_limit_v6_prefix,
         gate_input: true,
         gate_forward: config.server.gate_forward,
+        // A gateway's masquerade rules live in the NAT chains.
+        nat: config
+            .clients
+            .iter()
+            .any(|c| !c.nat.is_empty() || c.gateway.is_some()),
+        forward_targets: config
+            .clients
+            .iter()
+            .flat_map(|c| c.nat.iter())
+            .filter_map(|r| match r.to {
+                config::NatTo::Host(to) if !r.dnat => Some((to.ip(), r.access)),
+                _ => None,
+            })
+            .collect(),
+        gateway_nets: gateway_nets(config),
     }
+}
+
+/// The union of the clients' `gateway` networks (sorted, without repeats).
+fn gateway_nets(config: &Config) -> Vec<ipnet::IpNet> {
+    let mut nets: Vec<ipnet::IpNet> = config
+        .clients
+        .iter()
+        .filter_map(|c| c.gateway.as_ref())
+        .flat_map(|g| g.networks.iter().copied())
+        .collect();
+    nets.sort_unstable();
+    nets.dedup();
+    nets
+}
+
+/// The union of the fwknop clients' `sources` (sorted, without repeats: two configs with the
+/// same union ask for the same ruleset): no other source can send an fwknop knock that some
+/// client accepts.
+fn fwknop_sources(config: &Config) -> Vec<ipnet::IpNet> {
+    let mut nets: Vec<ipnet::IpNet> = config
+        .clients
+        .iter()
+        .filter(|c| matches!(c.credential, config::Credential::Fwknop(_)))
+        .flat_map(|c| c.sources.iter().copied())
+        .collect();
+    nets.sort_unstable();
+    nets.dedup();
+    nets
 }
 
 /// `spec` without its gate rules unless `gate`: a dry run without `--with-gate` still queues
@@ -62,6 +108,7 @@ fn gated(spec: RulesetSpec, gate: bool) -> RulesetSpec {
 fn respec(current: &RulesetSpec, gate: bool, config: &Config) -> RulesetSpec {
     RulesetSpec {
         queue: current.queue,
+        queue_total: current.queue_total,
         ..gated(ruleset_spec(config, current.backend), gate)
     }
 }
@@ -82,6 +129,8 @@ fn element(g: &Grant) -> Element {
         addr: g.addr,
         access: g.access,
         timeout_ms: millis(g.timeout),
+        nat: g.nat,
+        gateway: g.gateway,
     }
 }
 
@@ -240,6 +289,20 @@ impl GrantSink for NftSet {
         Some(self.events.as_raw_fd())
     }
 
+    fn prefilter(&mut self) -> Result<Option<PrefilterStats>, GrantError> {
+        prefilter_of(&mut self.nft, &self.object)
+    }
+
+    fn write_hints(&mut self, hints: &[KeyHint], replace: bool) -> Result<(), GrantError> {
+        self.nft
+            .write_hints(hints, replace)
+            .map_err(|source| GrantError::Hints {
+                object: self.object.clone(),
+                count: hints.len(),
+                source: source.into(),
+            })
+    }
+
     fn drain(&mut self) -> Result<bool, GrantError> {
         let changed = self.events.drain().map_err(|source| GrantError::Watch {
             object: self.object.clone(),
@@ -253,6 +316,26 @@ impl GrantSink for NftSet {
         }
         Ok(changed)
     }
+}
+
+/// The prefilter's set and counters as the kernel holds them; `None` for a table without them
+/// (loaded from an older nft/nfknock.nft, or a daemon not restarted since the upgrade).
+fn prefilter_of(nft: &mut Nft, object: &str) -> Result<Option<PrefilterStats>, GrantError> {
+    let s = match nft.prefilter_stats() {
+        Ok(s) => s,
+        Err(NftError::NotFound { .. }) => return Ok(None),
+        Err(source) => {
+            return Err(GrantError::List {
+                object: object.to_string(),
+                source: source.into(),
+            })
+        }
+    };
+    Ok(Some(PrefilterStats {
+        hints: s.hints,
+        junk_native: s.junk_native,
+        junk_fwknop: s.junk_fwknop,
+    }))
 }
 
 /// The table as found in the kernel, for `nfknock status` and `nfknock uninstall`.
@@ -303,10 +386,16 @@ impl GrantStore for NftStore {
                     addr: e.addr,
                     access: e.access,
                     timeout: Duration::from_millis(e.timeout_ms),
+                    nat: e.nat,
+                    gateway: e.gateway,
                 },
                 left: Duration::from_millis(e.expires_ms),
             })
             .collect())
+    }
+
+    fn prefilter(&mut self) -> Result<Option<PrefilterStats>, GrantError> {
+        prefilter_of(&mut self.nft, &self.object)
     }
 
     fn remove(&mut self) -> Result<(), GrantError> {

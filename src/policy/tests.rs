@@ -22,6 +22,9 @@ pub(crate) fn client() -> ClientEntry {
         require_source_match: true,
         require_username: None,
         expires_at: None,
+        commands: Default::default(),
+        nat: vec![],
+        gateway: None,
     }
 }
 
@@ -44,6 +47,7 @@ fn req(access: &[Access]) -> Knock {
         username: None,
         message_type: None,
         nat_access: None,
+        command: None,
     }
 }
 
@@ -60,7 +64,9 @@ fn grants_allowed_access_for_the_default_timeout() {
         Decision::Grant(Grant {
             addr: SRC.parse().unwrap(),
             access: a,
-            ttl: 30
+            ttl: 30,
+            nat: vec![],
+            gateway: Vec::new(),
         })
     );
 }
@@ -72,7 +78,7 @@ fn requested_timeout_is_capped() {
     r.timeout = 10;
     let ttl = |d| match d {
         Decision::Grant(g) => g.ttl,
-        Decision::Reject(r) => panic!("{r}"),
+        d => panic!("{d:?}"),
     };
     assert_eq!(ttl(evaluate(&r, &packet(), &client(), 120, 0, NOW)), 10);
     r.timeout = 100_000;
@@ -233,6 +239,9 @@ fn every_reason() -> Vec<Reason> {
         Reason::NoAccess,
         Reason::NotAllowed("tcp/23".parse().unwrap()),
         Reason::Unsupported("fwknop command messages"),
+        Reason::CommandNotAllowed,
+        Reason::NatNotAllowed("tcp/2222".parse().unwrap()),
+        Reason::NatFamily("tcp/2222".parse().unwrap()),
     ];
     for r in &all {
         match r {
@@ -253,7 +262,9 @@ fn every_reason() -> Vec<Reason> {
             | Reason::UsernameMismatch
             | Reason::NoAccess
             | Reason::NotAllowed(_)
-            | Reason::Unsupported(_) => {}
+            | Reason::Unsupported(_)
+            | Reason::CommandNotAllowed => {}
+            Reason::NatNotAllowed(_) | Reason::NatFamily(_) => {}
         }
     }
     all
@@ -285,6 +296,9 @@ fn every_reason_has_its_own_stable_code() {
             "no-access",
             "not-allowed",
             "unsupported",
+            "command-not-allowed",
+            "nat-not-allowed",
+            "nat-family",
         ]
     );
     let mut unique = codes.clone();
@@ -317,6 +331,9 @@ fn every_reason_explains_itself_to_the_operator() {
         "knock requests no access",
         "tcp/23 is not allowed for this client",
         "unsupported: fwknop command messages",
+        "command not in this client's `commands`/`command_prefixes`",
+        "NAT request for tcp/2222 names a target this client's `nat` does not list for tcp/2222; add the target",
+        "tcp/2222 is forwarded only to addresses of the other IP family",
     ];
     for (text, want) in texts.iter().zip(expect) {
         assert!(text.contains(want), "{text:?} lacks {want:?}");
@@ -409,8 +426,9 @@ fn ipv4_mapped_allow_ip_is_refused() {
 }
 
 /// fwknop message types (`fko_message_type_t`, lib/fko.h): access requests (1, and 3 with a
-/// client timeout) are served; command (0), NAT access (2, 4) and local NAT (5, 6) messages
-/// are refused as unsupported, naming which. A native knock has no message type.
+/// client timeout) are served; command (0) messages are refused as unsupported; NAT access
+/// (2, 4) and local NAT (5, 6) messages are refused for a client without `nat` (issue 10).
+/// A native knock has no message type.
 #[test]
 fn only_fwknop_access_messages_are_served() {
     let a = ssh();
@@ -422,16 +440,18 @@ fn only_fwknop_access_messages_are_served() {
     for (t, want) in [
         (0, Some("command")),
         (1, None),
-        (2, Some("NAT access")),
+        (2, Some("nat")),
         (3, None),
-        (4, Some("NAT access")),
-        (5, Some("local NAT")),
-        (6, Some("local NAT")),
+        (4, Some("nat")),
+        (5, Some("nat")),
+        (6, Some("nat")),
     ] {
         k.message_type = Some(t);
+        k.nat_access = (t >= 2 && t != 3).then(|| "192.168.10.2,22".to_string());
         match (evaluate(&k, &packet(), &client(), 120, 0, NOW), want) {
             (Decision::Grant(_), None) => {}
             (Decision::Reject(Reason::Unsupported(what)), Some(w)) if what.contains(w) => {}
+            (Decision::Reject(Reason::NatNotAllowed(a)), Some("nat")) if a == ssh()[0] => {}
             (d, _) => panic!("type {t}: {d:?}"),
         }
     }
@@ -458,8 +478,348 @@ fn unsupported_type_then_lost_state_then_age() {
         Decision::Grant(Grant {
             addr: SRC.parse().unwrap(),
             access: a,
-            ttl: 30
+            ttl: 30,
+            nat: vec![],
+            gateway: Vec::new(),
         }),
         "stamped exactly at the bound: granted"
     );
+}
+
+/// Command messages (fwknop type 0): refused by default; with an allow-list, only an exact
+/// argv or a prefix without added options runs, split without a shell, and only after every
+/// other check (age, source, user name) has passed.
+#[test]
+fn command_messages_run_only_what_the_allow_list_names() {
+    use crate::command::{CommandUser, Exec};
+    let mut k = req(&[]);
+    k.message_type = Some(0);
+    k.username = Some("bob".into());
+    k.command = Some("/usr/bin/systemctl restart nginx".into());
+    assert!(matches!(
+        evaluate(&k, &packet(), &client(), 120, 0, NOW),
+        Decision::Reject(Reason::Unsupported(_))
+    ));
+    let mut c = client();
+    c.commands.exec = Some(Exec {
+        exact: vec![vec![
+            "/usr/bin/systemctl".into(),
+            "restart".into(),
+            "nginx".into(),
+        ]],
+        prefixes: vec![vec!["/usr/bin/touch".into()]],
+        sudo: None,
+    });
+    c.commands.user = Some(CommandUser {
+        account: crate::config::Account {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+        },
+        timeout_secs: 10,
+        net_admin: false,
+    });
+    let run_as = |c: &ClientEntry, text: &str| {
+        let mut k = k.clone();
+        k.command = Some(text.into());
+        evaluate(&k, &packet(), c, 120, 0, NOW)
+    };
+    let run = |text: &str| run_as(&c, text);
+    assert_eq!(
+        run("/usr/bin/systemctl restart nginx"),
+        Decision::Command(CommandRun {
+            addr: SRC.parse().unwrap(),
+            argv: vec![
+                "/usr/bin/systemctl".into(),
+                "restart".into(),
+                "nginx".into()
+            ],
+        })
+    );
+    assert!(
+        matches!(run("/usr/bin/touch '/tmp/a b'"), Decision::Command(r) if r.argv[1] == "/tmp/a b")
+    );
+    for refused in [
+        "/usr/bin/systemctl restart nginx; reboot",
+        "/usr/bin/systemctl stop nginx",
+        "/usr/bin/touch --reference=/etc/shadow /tmp/x",
+        "/usr/bin/touch $(id)",
+        "systemctl restart nginx",
+    ] {
+        assert_eq!(
+            run(refused),
+            Decision::Reject(Reason::CommandNotAllowed),
+            "{refused}"
+        );
+    }
+    // The other checks still come first.
+    let mut old = k.clone();
+    old.timestamp = NOW - 1000;
+    assert!(matches!(
+        evaluate(&old, &packet(), &c, 120, 0, NOW),
+        Decision::Reject(Reason::Stale { .. })
+    ));
+    let mut c = c.clone();
+    c.require_username = Some("alice".into());
+    assert_eq!(
+        run_as(&c, "/usr/bin/systemctl restart nginx"),
+        Decision::Reject(Reason::UsernameMismatch)
+    );
+}
+
+mod nat {
+    //! NAT (issue 10 §1): the client's `nat` list decides every target; a packet only picks
+    //! which of its forwarded ports it wants.
+    use super::*;
+    use crate::access::{NatTarget, SourceNat};
+    use crate::config::{NatRule, NatTo};
+
+    fn fwd() -> Access {
+        "tcp/2222".parse().unwrap()
+    }
+
+    fn nat_client() -> ClientEntry {
+        let mut c = client();
+        c.allow.push(fwd());
+        c.allow.push("tcp/2200".parse().unwrap());
+        c.nat = vec![
+            NatRule {
+                access: fwd(),
+                to: NatTo::Host("192.168.10.2:22".parse().unwrap()),
+                source: SourceNat::Keep,
+                dnat: true,
+            },
+            NatRule {
+                access: fwd(),
+                to: NatTo::Host("[fd10::2]:22".parse().unwrap()),
+                source: SourceNat::Masquerade,
+                dnat: true,
+            },
+            NatRule {
+                access: "tcp/2200".parse().unwrap(),
+                to: NatTo::Local(22),
+                source: SourceNat::Keep,
+                dnat: true,
+            },
+        ];
+        c
+    }
+
+    fn nat_knock(t: u8, field: &str) -> Knock {
+        let mut k = req(&[fwd()]);
+        k.message_type = Some(t);
+        k.nat_access = Some(field.into());
+        k
+    }
+
+    fn granted(d: Decision) -> Grant {
+        match d {
+            Decision::Grant(g) => g,
+            d => panic!("not a grant: {d:?}"),
+        }
+    }
+
+    fn target(to: &str, source: SourceNat) -> NatTarget {
+        NatTarget {
+            to: to.parse().unwrap(),
+            source,
+            dnat: true,
+        }
+    }
+
+    #[test]
+    fn a_native_or_plain_fwknop_knock_for_a_forwarded_port_gets_the_configured_target() {
+        for t in [None, Some(1), Some(3)] {
+            let mut k = req(&[fwd(), "tcp/22".parse().unwrap()]);
+            k.message_type = t;
+            let g = granted(evaluate(&k, &packet(), &nat_client(), 120, 0, NOW));
+            assert_eq!(g.access, [fwd(), "tcp/22".parse().unwrap()]);
+            assert_eq!(g.nat, [(fwd(), target("192.168.10.2:22", SourceNat::Keep))]);
+        }
+    }
+
+    #[test]
+    fn a_nat_message_is_granted_only_for_the_configured_host_and_port() {
+        for t in [2, 4] {
+            let g = granted(evaluate(
+                &nat_knock(t, "192.168.10.2,22"),
+                &packet(),
+                &nat_client(),
+                120,
+                0,
+                NOW,
+            ));
+            assert_eq!(g.nat, [(fwd(), target("192.168.10.2:22", SourceNat::Keep))]);
+            for other in [
+                "192.168.10.3,22",
+                "192.168.10.2,23",
+                "internal.example,22",
+                "10.0.0.1,80",
+            ] {
+                assert_eq!(
+                    evaluate(&nat_knock(t, other), &packet(), &nat_client(), 120, 0, NOW),
+                    Decision::Reject(Reason::NatNotAllowed(fwd())),
+                    "type {t} asking for {other}"
+                );
+            }
+            for junk in ["192.168.10.2", "192.168.10.2,x", "192.168.10.2,70000"] {
+                assert!(matches!(
+                    evaluate(&nat_knock(t, junk), &packet(), &nat_client(), 120, 0, NOW),
+                    Decision::Reject(Reason::Malformed(_))
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn a_nat_message_for_a_port_without_nat_is_refused_even_if_the_port_is_allowed() {
+        let mut k = nat_knock(2, "192.168.10.2,22");
+        k.access = ssh();
+        assert_eq!(
+            evaluate(&k, &packet(), &nat_client(), 120, 0, NOW),
+            Decision::Reject(Reason::NatNotAllowed(ssh()[0]))
+        );
+    }
+
+    #[test]
+    fn an_ipv6_knock_gets_the_ipv6_target_and_a_family_without_one_is_refused() {
+        let src: IpAddr = "2001:db8::7".parse().unwrap();
+        let p = Packet {
+            src,
+            dst: "2001:db8::1".parse().unwrap(),
+        };
+        let mut k = req(&[fwd()]);
+        k.allow_ip = Some(src);
+        let g = granted(evaluate(&k, &p, &nat_client(), 120, 0, NOW));
+        assert_eq!(
+            g.nat,
+            [(fwd(), target("[fd10::2]:22", SourceNat::Masquerade))]
+        );
+        let mut c = nat_client();
+        c.nat
+            .retain(|r| !matches!(r.to, NatTo::Host(h) if h.is_ipv6()));
+        assert_eq!(
+            evaluate(&k, &p, &c, 120, 0, NOW),
+            Decision::Reject(Reason::NatFamily(fwd()))
+        );
+    }
+
+    #[test]
+    fn local_nat_forwards_to_the_knocked_address_and_opens_the_local_port() {
+        let local: Access = "tcp/2200".parse().unwrap();
+        let mut k = nat_knock(5, "server.example,22");
+        k.access = vec![local];
+        let g = granted(evaluate(&k, &packet(), &nat_client(), 120, 0, NOW));
+        assert_eq!(g.nat, [(local, target("192.0.2.1:22", SourceNat::Keep))]);
+        assert_eq!(g.access, [local, "tcp/22".parse().unwrap()]);
+        k.nat_access = Some("server.example,23".into());
+        assert_eq!(
+            evaluate(&k, &packet(), &nat_client(), 120, 0, NOW),
+            Decision::Reject(Reason::NatNotAllowed(local))
+        );
+        // A local NAT message cannot reach an internal host's entry, nor the reverse.
+        let mut k = nat_knock(6, "192.168.10.2,22");
+        assert_eq!(
+            evaluate(&k, &packet(), &nat_client(), 120, 0, NOW),
+            Decision::Reject(Reason::NatNotAllowed(fwd()))
+        );
+        k.message_type = Some(2);
+        k.access = vec![local];
+        k.nat_access = Some("192.0.2.1,22".into());
+        assert_eq!(
+            evaluate(&k, &packet(), &nat_client(), 120, 0, NOW),
+            Decision::Reject(Reason::NatNotAllowed(local))
+        );
+    }
+
+    #[test]
+    fn a_nat_message_forwards_its_first_port_only() {
+        let mut k = nat_knock(2, "192.168.10.2,22");
+        k.access = vec![fwd(), "tcp/22".parse().unwrap()];
+        let g = granted(evaluate(&k, &packet(), &nat_client(), 120, 0, NOW));
+        assert_eq!(g.access, [fwd()]);
+    }
+
+    #[test]
+    fn a_routed_entry_grants_its_port_with_a_routed_target() {
+        let mut c = client();
+        c.nat = vec![NatRule {
+            access: ssh()[0],
+            to: NatTo::Host("192.168.10.2:22".parse().unwrap()),
+            source: SourceNat::Keep,
+            dnat: false,
+        }];
+        let g = granted(evaluate(&req(&ssh()), &packet(), &c, 120, 0, NOW));
+        assert_eq!(g.access, ssh());
+        assert_eq!(
+            g.nat,
+            [(
+                ssh()[0],
+                NatTarget {
+                    to: "192.168.10.2:22".parse().unwrap(),
+                    source: SourceNat::Keep,
+                    dnat: false,
+                }
+            )]
+        );
+    }
+}
+
+/// Issue 10 §1, fwknop `FORWARD_ALL`: any granted knock of a gateway client also opens its
+/// networks of the granted address's family, for that address, with the grant's ttl; a
+/// refused knock opens nothing.
+#[test]
+fn a_gateway_client_s_grant_opens_its_networks_of_the_address_family() {
+    use crate::access::{GatewayTo, SourceNat};
+    let mut c = client();
+    c.gateway = Some(crate::config::Gateway {
+        networks: vec![
+            "10.80.0.0/24".parse().unwrap(),
+            "fd80::/64".parse().unwrap(),
+        ],
+        source: SourceNat::Masquerade,
+    });
+    let gw = |net: &str| GatewayTo {
+        net: net.parse().unwrap(),
+        source: SourceNat::Masquerade,
+    };
+    let granted = |d| match d {
+        Decision::Grant(g) => g,
+        other => panic!("{other:?}"),
+    };
+    let g = granted(evaluate(&req(&ssh()), &packet(), &c, 120, 0, NOW));
+    assert_eq!(g.gateway, [gw("10.80.0.0/24")]);
+    assert_eq!((g.addr, g.ttl), (SRC.parse().unwrap(), 30));
+    // Over IPv6, the IPv6 network.
+    let src6: IpAddr = "2001:db8::7".parse().unwrap();
+    let mut k = req(&["udp/53".parse().unwrap()]);
+    k.allow_ip = Some(src6);
+    k.timeout = 10;
+    let p6 = Packet {
+        src: src6,
+        dst: "2001:db8::1".parse().unwrap(),
+    };
+    let g = granted(evaluate(&k, &p6, &c, 120, 0, NOW));
+    assert_eq!((g.gateway, g.ttl), (vec![gw("fd80::/64")], 10));
+    // Keyed on the address granted: the allow-IP where the client may name another one.
+    c.require_source_match = false;
+    let mut k = req(&ssh());
+    k.allow_ip = Some("198.51.100.9".parse().unwrap());
+    let g = granted(evaluate(&k, &packet(), &c, 120, 0, NOW));
+    assert_eq!(g.addr, "198.51.100.9".parse::<IpAddr>().unwrap());
+    assert_eq!(g.gateway, [gw("10.80.0.0/24")]);
+    // A refused knock opens no gateway; a client without one gets none.
+    assert_eq!(
+        evaluate(
+            &req(&["tcp/80".parse().unwrap()]),
+            &packet(),
+            &c,
+            120,
+            0,
+            NOW
+        ),
+        Decision::Reject(Reason::NotAllowed("tcp/80".parse().unwrap()))
+    );
+    let g = granted(evaluate(&req(&ssh()), &packet(), &client(), 120, 0, NOW));
+    assert!(g.gateway.is_empty());
 }

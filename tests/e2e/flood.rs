@@ -91,7 +91,7 @@ fn flood_bounds() -> (u64, Duration) {
 }
 
 /// Extra flood sources on the client's veth: 10.77.0.10 … 10.77.0.(10+n-1).
-fn add_flood_sources(lab: &Lab, n: u8) -> Vec<IpAddr> {
+pub(super) fn add_flood_sources(lab: &Lab, n: u8) -> Vec<IpAddr> {
     let addrs: Vec<IpAddr> = (0..n)
         .map(|i| format!("10.77.0.{}", 10 + u16::from(i)).parse().unwrap())
         .collect();
@@ -266,8 +266,10 @@ pub(super) fn junk_flood(rate_limit: u32, legit_min: f64) {
         .map(|i| format!("\"tcp/{}\"", base_port + i))
         .collect();
     let ports = ports.join(", ");
+    // The daemon's own resilience: random junk must reach the queue, so the kernel's junk
+    // filter is off (prefilter.rs floods with it on).
     lab.write_config_raw(
-        &format!("protect = [{ports}]\nmax_age = 120\nrate_limit = {rate_limit}\n"),
+        &format!("protect = [{ports}]\nmax_age = 120\nrate_limit = {rate_limit}\n{NO_PREFILTER}"),
         &alice(&key_path, &ports, 60),
     );
     // Production log level: rejected junk is logged at debug, i.e. not at all.

@@ -5,6 +5,10 @@
 //!   cli (10.77.0.2, fd77::2) ──veth── srv (10.77.0.1, fd77::1) ──veth── ctr (10.79.0.2)
 //!                                      │ 10.78.0.1, fd78::1        "container": listens on :80,
 //!   oth (10.78.0.2, fd78::2) ──veth────┘                            published as srv:8080 (DNAT)
+//!                                      │ 10.80.0.1, fd80::1
+//!                                      └──veth── int (10.80.0.2, fd80::2), only after
+//!                                                [`Lab::add_internal`]: a host behind the
+//!                                                server that NAT grants forward to
 //! ```
 //! Every lab has its own uniquely named namespaces (`nfk-<pid>-<n>-<role>`), removed on drop, so
 //! tests run in parallel and after a crashed run. Traffic never leaves these namespaces. Its
@@ -38,6 +42,12 @@ pub const SRV_OTH6: &str = "fd78::1";
 #[allow(dead_code)] // named with the rest of the lab, no test connects to it yet
 pub const OTH6: &str = "fd78::2";
 pub const CTR4: &str = "10.79.0.2";
+/// The internal host behind the server ([`Lab::add_internal`]) and the server's side of it.
+pub const INT4: &str = "10.80.0.2";
+pub const INT6: &str = "fd80::2";
+pub const SRV_INT4: &str = "10.80.0.1";
+/// What IPv6 flows masqueraded to the internal host come from.
+pub const SRV_INT6: &str = "fd80::1";
 /// Host service gated in the input hook.
 pub const HOST_PORT: u16 = 2222;
 /// DNAT-published container port gated in the forward hook (→ ctr:80).
@@ -60,8 +70,13 @@ pub fn default_server() -> String {
 /// The `[server]` table of every lab config: the knock port, queue 3, `state_dir`, `user`, then
 /// the `extra` lines.
 pub fn server_table(state_dir: &Path, user: &str, extra: &str) -> String {
+    server_table_with_queue(state_dir, user, "3", extra)
+}
+
+/// [`server_table`] with another `queue` value (TOML), e.g. `"\"3-4\""` for two workers.
+pub fn server_table_with_queue(state_dir: &Path, user: &str, queue: &str, extra: &str) -> String {
     format!(
-        "[server]\nport = {KNOCK_PORT}\nqueue = 3\nstate_dir = \"{}\"\nuser = \"{user}\"\n{extra}\n",
+        "[server]\nport = {KNOCK_PORT}\nqueue = {queue}\nstate_dir = \"{}\"\nuser = \"{user}\"\n{extra}\n",
         state_dir.display()
     )
 }
@@ -147,6 +162,32 @@ pub fn echo_server(ns: &str, addr: SocketAddr) -> Echo {
     Echo { stop }
 }
 
+/// A TCP service in a namespace that answers each connection with the address it came from
+/// (what a host behind a NAT sees), then closes it; runs until dropped.
+pub fn whoami_server(ns: &str, addr: SocketAddr) -> Echo {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let path = format!("/run/netns/{ns}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        enter(&path);
+        let l = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        l.set_nonblocking(true).unwrap();
+        tx.send(()).unwrap();
+        while !s.load(Ordering::SeqCst) {
+            match l.accept() {
+                Ok((mut c, peer)) => {
+                    let _ = c.set_nonblocking(false);
+                    let _ = c.write_all(peer.ip().to_string().as_bytes());
+                }
+                Err(_) => thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    rx.recv().expect("whoami server did not start");
+    Echo { stop }
+}
+
 /// Can `ns` open a TCP connection to `to` (SYN answered within `within`)?
 pub fn tcp_open(ns: &str, to: SocketAddr, within: Duration) -> bool {
     in_ns(ns, move || TcpStream::connect_timeout(&to, within).is_ok())
@@ -194,6 +235,8 @@ pub struct Lab {
     pub cli: String,
     pub oth: String,
     pub ctr: String,
+    /// The internal host's namespace, once [`Lab::add_internal`] made it.
+    pub int: Option<String>,
     pub dir: tempfile::TempDir,
     daemon: Option<Child>,
     log_path: PathBuf,
@@ -219,6 +262,7 @@ impl Lab {
             cli,
             oth,
             ctr,
+            int: None,
             log_path: dir.path().join("daemon.log"),
             dir,
             daemon: None,
@@ -287,6 +331,78 @@ impl Lab {
         lab
     }
 
+    /// Add the internal host `int` behind the server (for NAT grants) and return its
+    /// namespace: reached from the server over `to-int`, from nowhere else (the client has no
+    /// route to it). Its IPv4 default route is the server; it has NO IPv6 default route, so
+    /// an IPv6 flow forwarded to it is answered only if its source was masqueraded to the
+    /// server's `fd80::1`. The server forwards both families (the daemon changes no sysctl:
+    /// an admin switches forwarding on, as here).
+    pub fn add_internal(&mut self) -> String {
+        assert!(self.int.is_none(), "internal host already added");
+        let int = format!("{}-int", self.name);
+        let _ = sh(&["ip", "netns", "del", &int]);
+        must(&["ip", "netns", "add", &int]);
+        must(&["ip", "-n", &int, "link", "set", "lo", "up"]);
+        self.int = Some(int.clone());
+        let srv = self.srv.clone();
+        self.link(&srv, "to-int", &int, "to-srv");
+        must(&[
+            "ip",
+            "-n",
+            &srv,
+            "addr",
+            "add",
+            "10.80.0.1/24",
+            "dev",
+            "to-int",
+        ]);
+        must(&[
+            "ip",
+            "-n",
+            &int,
+            "addr",
+            "add",
+            "10.80.0.2/24",
+            "dev",
+            "to-srv",
+        ]);
+        for (n, a) in [(&srv, "fd80::1/64"), (&int, "fd80::2/64")] {
+            must(&[
+                "ip",
+                "-n",
+                n,
+                "addr",
+                "add",
+                a,
+                "dev",
+                if n == &srv { "to-int" } else { "to-srv" },
+                "nodad",
+            ]);
+        }
+        must(&["ip", "-n", &int, "route", "add", "default", "via", SRV_INT4]);
+        must(&[
+            "ip",
+            "netns",
+            "exec",
+            &srv,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.forwarding=1",
+        ]);
+        int
+    }
+
+    /// Give the client and the stranger routes to the internal networks through the server
+    /// (10.80.0.0/24, fd80::/64), as the clients of a gateway (VPN-like) have: the server then
+    /// forwards their flows there unless its forward gate drops them.
+    pub fn route_internal_from_outside(&self) {
+        assert!(self.int.is_some(), "add_internal first");
+        for (ns, v4, v6) in [(&self.cli, SRV4, SRV6), (&self.oth, SRV_OTH4, SRV_OTH6)] {
+            must(&["ip", "-n", ns, "route", "add", "10.80.0.0/24", "via", v4]);
+            must(&["ip", "-n", ns, "-6", "route", "add", "fd80::/64", "via", v6]);
+        }
+    }
+
     fn link(&self, a: &str, a_dev: &str, b: &str, b_dev: &str) {
         must(&[
             "ip", "link", "add", a_dev, "netns", a, "type", "veth", "peer", "name", b_dev, "netns",
@@ -323,6 +439,14 @@ impl Lab {
     pub fn write_config_raw(&self, server: &str, clients: &str) -> PathBuf {
         let p = self.path("nfknock.toml");
         let table = server_table(&self.path("state"), LAB_USER, server);
+        std::fs::write(&p, format!("{table}{clients}")).unwrap();
+        p
+    }
+
+    /// [`Lab::write_config_raw`] with another `queue` value (TOML), e.g. `"\"3-4\""`.
+    pub fn write_config_queue(&self, queue: &str, server: &str, clients: &str) -> PathBuf {
+        let p = self.path("nfknock.toml");
+        let table = server_table_with_queue(&self.path("state"), LAB_USER, queue, server);
         std::fs::write(&p, format!("{table}{clients}")).unwrap();
         p
     }
@@ -530,7 +654,10 @@ impl Drop for Daemon {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.kill_daemon();
-        for n in [&self.srv, &self.cli, &self.oth, &self.ctr] {
+        for n in [&self.srv, &self.cli, &self.oth, &self.ctr]
+            .into_iter()
+            .chain(self.int.as_ref())
+        {
             let _ = sh(&["ip", "netns", "del", n]);
         }
         if thread::panicking() {

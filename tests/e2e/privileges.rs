@@ -20,6 +20,12 @@ fn caps(status: &HashMap<String, String>, set: &str) -> u64 {
 /// of an internet family: none of its socket inodes appears in its namespace's tcp/udp/raw
 /// tables, while its netlink sockets do appear in the netlink table.
 fn assert_least_privilege(pid: u32) {
+    assert_least_privilege_with(pid, 3);
+}
+
+/// [`assert_least_privilege`] for a daemon with at least `netlink` netlink sockets (the ipset
+/// backend has 2: the queue and ipset; nftables 3: the queue, commands and events).
+pub(crate) fn assert_least_privilege_with(pid: u32, netlink_sockets: usize) {
     let st = proc_status(pid);
     for set in ["CapEff", "CapPrm", "CapBnd"] {
         assert_eq!(
@@ -46,8 +52,8 @@ fn assert_least_privilege(pid: u32) {
         }
     }
     assert!(
-        inodes.len() >= 3,
-        "expected the queue, nft and event netlink sockets, found {inodes:?}"
+        inodes.len() >= netlink_sockets,
+        "expected the queue and the grant backend's netlink sockets, found {inodes:?}"
     );
     let column = |table: &str, col: usize| -> Vec<String> {
         std::fs::read_to_string(format!("/proc/{pid}/net/{table}"))
@@ -67,7 +73,7 @@ fn assert_least_privilege(pid: u32) {
     let netlink = column("netlink", 9);
     let nl = inodes.iter().filter(|i| netlink.contains(i)).count();
     assert!(
-        nl >= 3,
+        nl >= netlink_sockets,
         "netlink sockets not found in /proc/{pid}/net/netlink: {inodes:?}"
     );
     // Every socket is netlink or the signal pipe (AF_UNIX).
@@ -130,7 +136,7 @@ fn default_user_lookup_leaves_no_nss_module_in_the_daemon() {
 
 /// The client's copy of a key the daemon's user owns: root's, mode 0600 (the knock runs as
 /// root here).
-fn client_copy(lab: &Lab, key: &Path) -> PathBuf {
+pub(crate) fn client_copy(lab: &Lab, key: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let client_key = lab.path("client.key");
     std::fs::copy(key, &client_key).unwrap();
@@ -214,7 +220,7 @@ fn daemon_runs_as_an_unprivileged_user_with_ambient_cap_net_admin() {
 /// way `scripts/install` creates `nfknock` (`nfknock` itself is left alone: on a host that has
 /// it, every daemon started as root without `user` would switch to it). Its own account rather
 /// than `nobody`: what a test hands to it belongs to nothing else. Returns (uid, gid).
-fn test_user() -> (u32, u32) {
+pub(crate) fn test_user() -> (u32, u32) {
     const NAME: &str = "nfknock-test";
     let id = |flag: &str| {
         let out = Command::new("id").args([flag, NAME]).output().unwrap();
@@ -577,6 +583,14 @@ fn every_syscall_of_the_daemon_passes_the_units_filter() {
             .contains("config reloaded"))
         .is_some(),
         "{}",
+        d.log()
+    );
+    // The unit's ExecReload=: a request over the control socket, answered by its thread.
+    let out = lab.nfknock(&lab.srv, &["reload", "--config", config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
         d.log()
     );
     let _ = Command::new("kill").args(["-TERM", &daemon_pid]).status();

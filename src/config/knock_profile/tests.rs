@@ -5,6 +5,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use std::os::unix::fs::PermissionsExt;
 
+use crate::wire::fwknop::{EncMode, HmacType};
+
 const PATH: &str = "/home/u/.config/nfknock/client.toml";
 
 fn key() -> String {
@@ -59,7 +61,7 @@ fn the_example_is_valid() {
         (home.timeout, home.allow_ip, &home.key_file),
         (Some(60), AllowIp::Auto, &None)
     );
-    assert_eq!(home.secret.len(), SECRET_LEN);
+    assert_eq!(home.secret.native().len(), SECRET_LEN);
     let c = check_client(
         include_str!("../../../examples/client.toml"),
         Path::new(PATH),
@@ -107,7 +109,7 @@ fn key_files_expand_tilde_and_must_be_private() {
     let text = "[server.home]\nserver = \"h\"\nkey_file = \"~/.config/nfknock/home.key\"\naccess = [\"tcp/22\"]\n";
     let plan = ok(text, Some(dir.path()));
     assert_eq!(plan.profiles[0].key_file.as_deref(), Some(kpath.as_path()));
-    assert_eq!(*plan.profiles[0].secret, [4u8; 32]);
+    assert_eq!(*plan.profiles[0].secret.native(), [4u8; 32]);
 
     std::fs::set_permissions(&kpath, std::fs::Permissions::from_mode(0o604)).unwrap();
     let c = check_client(text, Path::new(PATH), &env(Some(dir.path())));
@@ -305,4 +307,94 @@ fn a_bad_inline_key_names_what_keygen_prints() {
     assert!(p.message.starts_with("the key "), "{}", p.message);
     assert!(p.message.contains("nfknock keygen"), "{}", p.message);
     assert_eq!(p.line, Some(3));
+}
+
+/// fwknop keys as `nfknock keygen --fwknop` prints them (32-byte key, 64-byte HMAC key).
+fn fw_keys() -> (String, String) {
+    (STANDARD.encode([5u8; 32]), STANDARD.encode([6u8; 64]))
+}
+
+fn fw_stanza(extra: &str) -> String {
+    let (k, h) = fw_keys();
+    format!("[server.gw]\nformat = \"fwknop\"\nserver = \"gw.example.org\"\nkey = \"{k}\"\nhmac_key = \"{h}\"\naccess = [\"tcp/22\"]\n{extra}")
+}
+
+#[test]
+fn fwknop_stanza_carries_its_keys_and_algorithms() {
+    let text = fw_stanza("hmac = \"sha512\"\ndigest = \"sha3_256\"\nmode = \"ctr\"\nuser = \"alice\"\nallow_ip = \"source\"\ntimeout = 90\n");
+    let plan = ok(&text, None);
+    let PlanSecret::Fwknop(f) = &plan.profiles[0].secret else {
+        panic!("not an fwknop stanza")
+    };
+    assert_eq!(f.key.key.as_slice(), &[5u8; 32]);
+    assert_eq!(
+        f.key.hmac_key.as_deref().map(Vec::as_slice),
+        Some(&[6u8; 64][..])
+    );
+    assert_eq!(f.key.hmac_type, HmacType::Sha512);
+    assert_eq!(f.key.mode, EncMode::Ctr);
+    assert_eq!(f.digest, DigestType::Sha3_256);
+    assert_eq!(f.user.as_deref(), Some("alice"));
+    assert_eq!(plan.profiles[0].allow_ip, AllowIp::Source);
+
+    // Defaults: SHA-256 HMAC and digest, CBC, the login name.
+    let plan = ok(&fw_stanza(""), None);
+    let PlanSecret::Fwknop(f) = &plan.profiles[0].secret else {
+        panic!("not an fwknop stanza")
+    };
+    assert_eq!(
+        (f.key.hmac_type, f.key.mode, f.digest, f.user.as_deref()),
+        (HmacType::Sha256, EncMode::Cbc, DigestType::Sha256, None)
+    );
+}
+
+#[test]
+fn fwknop_stanza_mistakes_are_named() {
+    let (k, _) = fw_keys();
+    let cases: &[(&str, &str, &str)] = &[
+        (&fw_stanza("").replace("format = \"fwknop\"", "format = \"gpg\""), "server.gw.format", "not a knock format"),
+        (&format!("[server.gw]\nformat = \"fwknop\"\nserver = \"h\"\nkey = \"{k}\"\naccess = [\"tcp/22\"]\n"), "server.gw.hmac_key_file", "no HMAC key"),
+        (&fw_stanza("mode = \"legacy\"\n"), "server.gw.mode", "legacy"),
+        (&fw_stanza("user = \"a:b\"\n"), "server.gw.user", "user name"),
+        (&fw_stanza("allow_ip = \"2001:db8::7\"\n"), "server.gw.allow_ip", "IPv4"),
+        (&fw_stanza("timeout = 70000\n"), "server.gw.timeout", "65536"),
+        (&fw_stanza("").replace(&fw_keys().1, &k), "server.gw.hmac_key", "same as the encryption key"),
+        (&fw_stanza("").replace(&k, &STANDARD.encode([5u8; 33])), "server.gw.key", "1 to 32 bytes"),
+        (&fw_stanza("").replace(&k, "not base64!"), "server.gw.key", "not valid base64"),
+        (&format!("[server.n]\nserver = \"h\"\nkey = \"{}\"\naccess = [\"tcp/22\"]\nhmac = \"sha1\"\n", key()), "server.n.hmac", "fwknop stanzas"),
+    ];
+    for (text, key, needle) in cases {
+        let ps = errs(text);
+        let p = at(&ps, key);
+        assert!(p.message.contains(needle), "{key}: {}", p.message);
+    }
+}
+
+#[test]
+fn fwknop_key_files_must_be_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let (k, h) = fw_keys();
+    let (kp, hp) = (dir.path().join("gw.key"), dir.path().join("gw.key.hmac"));
+    for (p, v) in [(&kp, &k), (&hp, &h)] {
+        std::fs::write(p, format!("{v}\n")).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let text = format!(
+        "[server.gw]\nformat = \"fwknop\"\nserver = \"h\"\nkey_file = \"{}\"\nhmac_key_file = \"{}\"\naccess = [\"tcp/22\"]\n",
+        kp.display(),
+        hp.display()
+    );
+    let plan = ok(&text, None);
+    let PlanSecret::Fwknop(f) = &plan.profiles[0].secret else {
+        panic!("not an fwknop stanza")
+    };
+    assert_eq!(f.key.key.as_slice(), &[5u8; 32]);
+    std::fs::set_permissions(&hp, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let c = check_client(&text, Path::new(PATH), &env(None));
+    let p = at(&c.problems, "server.gw.hmac_key_file");
+    assert!(
+        p.message.contains(&format!("`chmod 600 {}`", hp.display())),
+        "{}",
+        p.message
+    );
 }

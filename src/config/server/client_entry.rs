@@ -37,7 +37,13 @@ fn client_hint(key: &str) -> Option<&'static str> {
         // `expires` (any TOML value, see `expiry`) and `fwknop` (a nested section) explain
         // a wrong value themselves: no hint.
         "expires_at" => "a Unix time, e.g. `expires_at = 1801353600`",
-        _ => return None,
+        "gateway" => {
+            "a table, e.g. `gateway = { networks = [\"10.80.0.0/24\"], masquerade = true }`"
+        }
+        "nat" => {
+            "a list of tables, e.g. `nat = [{ port = \"tcp/2222\", to = \"192.168.10.2:22\" }]`"
+        }
+        other => return super::client_commands::hint(other),
     })
 }
 
@@ -56,6 +62,9 @@ pub(super) fn client(
     let (sources, destinations) = networks(sink, prefix, raw);
     let require_username = require_username(sink, prefix, raw, key.native);
     let expires_at = expiry(sink, prefix, raw);
+    let commands = super::client_commands::client_commands(sink, cx, prefix, &sec, key.native);
+    let nat = super::nat::nat_rules(sink, prefix, raw.nat.as_ref(), &allow);
+    let gateway = super::gateway::gateway(sink, prefix, raw.gateway.as_ref());
     Draft {
         name,
         secret: key.secret,
@@ -68,6 +77,9 @@ pub(super) fn client(
         require_source_match: raw.require_source_match.unwrap_or(true),
         require_username,
         expires_at,
+        commands,
+        nat,
+        gateway,
     }
 }
 

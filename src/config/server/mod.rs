@@ -8,11 +8,16 @@
 //! `[client.fwknop]` key material; this file drives them and checks what spans them (unique
 //! names, `protect` covering every `allow`).
 
+mod client_commands;
 mod client_entry;
 mod fwknop_key;
+mod gateway;
+mod nat;
 mod settings;
 
 use client_entry::{client, CLIENT};
+pub(crate) use gateway::RawGateway;
+pub(crate) use nat::RawNat;
 use settings::{server_settings, SERVER};
 
 use std::ops::Range;
@@ -74,6 +79,9 @@ pub(crate) struct ClientPlan {
     pub(crate) require_source_match: bool,
     pub(crate) require_username: Option<String>,
     pub(crate) expires_at: Option<u64>,
+    pub(crate) commands: crate::command::ClientCommands,
+    pub(crate) nat: Vec<super::NatRule>,
+    pub(crate) gateway: Option<super::Gateway>,
 }
 
 /// A fully validated config, native keys not derived yet.
@@ -105,6 +113,9 @@ impl Plan {
                 require_source_match: c.require_source_match,
                 require_username: c.require_username,
                 expires_at: c.expires_at,
+                commands: c.commands,
+                nat: c.nat,
+                gateway: c.gateway,
             })
             .collect();
         Config {
@@ -173,6 +184,9 @@ struct Draft {
     require_source_match: bool,
     require_username: Option<String>,
     expires_at: Option<u64>,
+    commands: crate::command::ClientCommands,
+    nat: Vec<super::NatRule>,
+    gateway: Option<super::Gateway>,
 }
 
 fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
@@ -254,6 +268,7 @@ fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
         None => {
             let mut all: Vec<Access> = drafts
                 .iter()
+                .filter(|d| d.commands.grant.nft())
                 .flat_map(|d| d.allow.iter().map(|(a, _)| *a))
                 .collect();
             all.sort();
@@ -263,6 +278,10 @@ fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
         Some((list, list_span)) => {
             let list_line = sink.line(list_span.start);
             for (i, d) in drafts.iter().enumerate() {
+                // A command-only client's accesses are the command's business, not the gate's.
+                if !d.commands.grant.nft() {
+                    continue;
+                }
                 for (a, span) in d.allow.iter().filter(|(a, _)| !list.contains(a)) {
                     let who = d.name.as_ref().map_or_else(
                         || format!("client[{}]", i + 1),
@@ -278,6 +297,47 @@ fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
                 }
             }
             server.protect = list;
+        }
+    }
+
+    fwknop_candidates(sink, &drafts);
+    // NAT grants are nftables maps and chains: the ipset backend has none.
+    if server.backend != super::Backend::Nftables {
+        for (i, d) in drafts.iter().enumerate() {
+            if d.gateway.is_some() {
+                sink.at(
+                    None,
+                    &indexed("client", i + 1, "gateway"),
+                    format!("`gateway` needs `[server] backend = \"nftables\"` (the forward gate and its sets live in table `inet nfknock`); the {} backend cannot gate forwarding: remove `gateway` or switch the backend", server.backend.name()),
+                );
+            }
+            if !d.nat.is_empty() {
+                sink.at(
+                    None,
+                    &indexed("client", i + 1, "nat"),
+                    format!("`nat` needs `[server] backend = \"nftables\"` (the DNAT maps and NAT chains live in table `inet nfknock`); the {} backend cannot forward: remove `nat` or switch the backend", server.backend.name()),
+                );
+            }
+        }
+    }
+
+    // A routed (`dnat = false`) target is closed by the forward gate, which must be on.
+    if !server.gate_forward {
+        for (i, d) in drafts.iter().enumerate() {
+            if d.gateway.is_some() {
+                sink.at(
+                    None,
+                    &indexed("client", i + 1, "gateway"),
+                    "a gateway is closed to everyone else by the forward gate, but `[server] gate_forward = false`; set `gate_forward = true` or remove `gateway`",
+                );
+            }
+            if let Some(r) = d.nat.iter().find(|r| !r.dnat) {
+                sink.at(
+                    None,
+                    &indexed("client", i + 1, "nat"),
+                    format!("{} is forwarded with `dnat = false`, which the forward gate closes, but `[server] gate_forward = false`; set `gate_forward = true` or drop `dnat = false`", r.access),
+                );
+            }
         }
     }
 
@@ -299,6 +359,9 @@ fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
             require_source_match: d.require_source_match,
             require_username: d.require_username,
             expires_at: d.expires_at,
+            commands: d.commands,
+            nat: d.nat,
+            gateway: d.gateway,
         });
     }
     Some(Plan {
@@ -306,6 +369,52 @@ fn check(sink: &mut Sink<'_>, cx: &mut Cx<'_>, text: &str) -> Option<Plan> {
         server,
         clients,
     })
+}
+
+/// Issue 11 §2: refuse a config in which some fwknop client comes after
+/// [`MAX_FWKNOP_CANDIDATES`](super::MAX_FWKNOP_CANDIDATES) other fwknop clients that admit the
+/// same source address: the engine never tries it for packets from there. The addresses
+/// checked are the network addresses of every fwknop `sources` entry: the clients admitting
+/// an address are those with an entry containing it, and prefixes nest, so the most crowded
+/// addresses include one of those.
+fn fwknop_candidates(sink: &mut Sink<'_>, drafts: &[Draft]) {
+    let cap = super::MAX_FWKNOP_CANDIDATES;
+    let fw: Vec<(usize, &Draft)> = drafts
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| matches!(d.secret, Some(Secret::Fwknop(_))))
+        .collect();
+    if fw.len() <= cap {
+        return;
+    }
+    let mut points: Vec<std::net::IpAddr> = fw
+        .iter()
+        .flat_map(|(_, d)| d.sources.iter().map(|n| n.network()))
+        .collect();
+    points.sort_unstable();
+    points.dedup();
+    let mut reported = vec![false; drafts.len()];
+    for p in points {
+        let admitting = fw
+            .iter()
+            .filter(|(_, d)| d.sources.iter().any(|n| n.contains(&p)));
+        for (i, d) in admitting.skip(cap) {
+            if std::mem::replace(&mut reported[*i], true) {
+                continue;
+            }
+            let who = d.name.as_ref().map_or_else(
+                || format!("client[{}]", i + 1),
+                |(n, _)| format!("client `{n}`"),
+            );
+            sink.at(
+                d.name.as_ref().map(|(_, span)| span.clone()),
+                &indexed("client", i + 1, "sources"),
+                format!(
+                    "{who} comes after {cap} other fwknop clients whose `sources` admit {p}: an fwknop packet carries no key hint, so nfknock tries at most {cap} fwknop clients per packet, in file order, and would never try this one for packets from there; narrow the `sources` of the fwknop clients, or give some of them native keys (`nfknock keygen`)"
+                ),
+            );
+        }
+    }
 }
 
 /// An explicit `protect` list and where it is written.

@@ -312,3 +312,171 @@ fn require_username_must_be_a_name_a_knock_can_carry() {
         assert_eq!(p.line, Some(4));
     }
 }
+
+/// `n` fwknop clients named `fw0`.., each with `sources(i)` (a TOML list's inside).
+fn fwknop_clients(n: usize, sources: impl Fn(usize) -> String) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "[[client]]\nname = \"fw{i}\"\nallow = [\"tcp/22\"]\nsources = [{}]\n[client.fwknop]\nkey_base64 = \"{}\"\nhmac_key_base64 = \"{}\"\n\n",
+                sources(i),
+                fw_key(),
+                fw_hmac()
+            )
+        })
+        .collect()
+}
+
+/// Issue 11 §2: an fwknop packet is tried under at most `MAX_FWKNOP_CANDIDATES` clients. A
+/// client that would come later for some source address is refused by name (never loaded
+/// unreachable), also when the crowd is of narrower networks inside its own `sources`; many
+/// fwknop clients with their own networks are fine.
+#[test]
+fn more_fwknop_clients_per_source_than_are_tried_are_refused_by_name() {
+    let cap = crate::config::MAX_FWKNOP_CANDIDATES;
+    let all = |_| "\"0.0.0.0/0\", \"::/0\"".to_string();
+    assert_eq!(plan(&fwknop_clients(cap, all)).clients.len(), cap);
+
+    let ps = problems(&fwknop_clients(cap + 2, all));
+    assert_eq!(ps.len(), 2, "{ps:?}");
+    let p = at(&ps, &format!("client[{}].sources", cap + 1));
+    assert!(
+        p.message.starts_with(&format!(
+            "client `fw{cap}` comes after {cap} other fwknop clients whose `sources` admit 0.0.0.0"
+        )) && p.message.contains("narrow the `sources`")
+            && p.message.contains("nfknock keygen"),
+        "{}",
+        p.message
+    );
+
+    // 256 clients on one /32, then one on 0.0.0.0/0: it is the 257th for that address.
+    let mut text = fwknop_clients(cap, |_| "\"192.0.2.7/32\"".into());
+    text.push_str(&fwknop_clients(1, all).replace("fw0", "wide"));
+    let ps = problems(&text);
+    assert_eq!(ps.len(), 1, "{ps:?}");
+    assert!(ps[0].message.contains("client `wide`") && ps[0].message.contains("admit 192.0.2.7"));
+
+    // 1000 clients, each on its own /24: never more than one candidate.
+    let own = |i: usize| format!("\"10.{}.{}.0/24\"", i / 256, i % 256);
+    assert_eq!(plan(&fwknop_clients(1000, own)).clients.len(), 1000);
+}
+
+/// Issue 10 §1: `nat` entries forward ports of `allow`; every mistake is named with its line
+/// and what to write instead.
+#[test]
+fn nat_entries_forward_allowed_ports_to_one_target_per_family() {
+    use crate::access::SourceNat;
+    use crate::config::NatTo;
+    let ok = plan(&native_client(
+        "nat = [{ port = \"tcp/22\", to = \"192.168.10.2:2222\", snat = \"192.168.10.1\" },\n  { port = \"tcp/22\", to = \"[fd10::2]:22\", masquerade = true }]\n",
+    ));
+    let got: Vec<_> = ok.clients[0]
+        .nat
+        .iter()
+        .map(|r| (r.to.to_string(), r.source))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "192.168.10.2:2222".to_string(),
+                SourceNat::To("192.168.10.1".parse().unwrap())
+            ),
+            ("[fd10::2]:22".to_string(), SourceNat::Masquerade)
+        ]
+    );
+    let nat = |text: &str| problems(&native_client(&format!("nat = [{text}]\n")));
+    // Two IPv4 targets for one port: the second is refused.
+    let ps = nat("{ port = \"tcp/22\", to = \"192.168.10.2:22\" }, { port = \"tcp/22\", to = \"192.168.10.3:22\" }");
+    assert!(at(&ps, "client[1].nat[2].port")
+        .message
+        .contains("already forwards to 192.168.10.2:22"));
+    // A port the client may not open.
+    let ps = nat("{ port = \"tcp/2222\", to = \"192.168.10.2:22\" }");
+    let p = at(&ps, "client[1].nat[1].port");
+    assert_eq!(p.line, Some(5));
+    assert!(
+        p.message
+            .contains("tcp/2222 is not in this client's `allow`; add \"tcp/2222\""),
+        "{}",
+        p.message
+    );
+    for (entry, key, needle) in [
+        ("{ port = \"tcp/22\", to = \"internal:22\" }", "to", "host names are not resolved"),
+        ("{ port = \"tcp/22\", to = \"127.0.0.1:22\" }", "to", "other than loopback"),
+        ("{ port = \"tcp/0\", to = \"192.168.10.2:22\" }", "port", "is not an access"),
+        ("{ port = \"tcp/22\", to = \"192.168.10.2:22\", snat = \"x\" }", "snat", "is not an IP address"),
+        ("{ port = \"tcp/22\", to = \"192.168.10.2:22\", snat = \"fd10::1\" }", "snat", "not of the family"),
+        ("{ port = \"tcp/22\", to = \"192.168.10.2:22\", snat = \"10.0.0.1\", masquerade = true }", "snat", "exclude each other"),
+    ] {
+        let ps = nat(entry);
+        let p = at(&ps, &format!("client[1].nat[1].{key}"));
+        assert!(p.message.contains(needle), "{entry}: {}", p.message);
+    }
+    let ps = nat("{ port = \"tcp/22\", to = \"192.168.10.2:22\", tos = 1 }");
+    assert!(
+        ps.iter().any(|p| p.message.contains("unknown field `tos`")),
+        "{ps:?}"
+    );
+    let c = crate::config::parse_str(
+        &format!(
+            "[server]\n{}",
+            native_client("nat = [{ port = \"tcp/22\", to = \":2200\" }]\n")
+        ),
+        Path::new(PATH),
+    )
+    .unwrap();
+    assert_eq!(c.clients[0].nat[0].to, NatTo::Local(2200));
+    assert_eq!(c.clients[0].nat[0].source, SourceNat::Keep);
+}
+
+/// `dnat = false` (fwknop DISABLE_DNAT): a routed target on another host whose port is the
+/// access itself, without source NAT, and only with the forward gate on.
+#[test]
+fn routed_nat_entries_name_the_target_port_and_need_the_forward_gate() {
+    let ok = plan(&native_client(
+        "nat = [{ port = \"tcp/22\", to = \"192.168.10.2:22\", dnat = false }]\n",
+    ));
+    assert!(!ok.clients[0].nat[0].dnat);
+    for (entry, needle) in [
+        (
+            "{ port = \"tcp/22\", to = \"192.168.10.2:2222\", dnat = false }",
+            "so `port` must be tcp/2222",
+        ),
+        (
+            "{ port = \"tcp/22\", to = \":2222\", dnat = false }",
+            "needs a target on another host",
+        ),
+        (
+            "{ port = \"tcp/22\", to = \"192.168.10.2:22\", dnat = false, masquerade = true }",
+            "rewrite only translated flows",
+        ),
+    ] {
+        let ps = problems(&native_client(&format!("nat = [{entry}]\n")));
+        let p = at(&ps, "client[1].nat[1].dnat");
+        assert!(p.message.contains(needle), "{entry}: {}", p.message);
+    }
+    let ps = problems(&format!(
+        "[server]\ngate_forward = false\n{}",
+        native_client("nat = [{ port = \"tcp/22\", to = \"192.168.10.2:22\", dnat = false }]\n")
+    ));
+    assert!(at(&ps, "client[1].nat")
+        .message
+        .contains("set `gate_forward = true`"));
+}
+
+/// The ipset backend has no DNAT maps: a client with `nat` is refused there, saying why.
+#[test]
+fn nat_needs_the_nftables_backend() {
+    let ps = problems(&format!(
+        "[server]\nbackend = \"ipset\"\ngate_forward = false\n{}",
+        native_client("nat = [{ port = \"tcp/22\", to = \"192.168.10.2:22\" }]\n")
+    ));
+    let p = at(&ps, "client[1].nat");
+    assert!(
+        p.message
+            .contains("`nat` needs `[server] backend = \"nftables\"`"),
+        "{}",
+        p.message
+    );
+}

@@ -97,8 +97,10 @@ fn write_private(path: &Path, content: &str, mode: u32) {
 }
 
 mod client_entry;
+mod commands;
 mod files;
 mod fwknop_key;
+mod gateway;
 mod settings;
 mod syntax;
 mod users;

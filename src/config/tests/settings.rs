@@ -11,6 +11,7 @@ fn the_example_is_valid_and_means_what_it_says() {
         (32, 64)
     );
     assert_eq!(p.server.protect, vec![a("tcp/22"), a("tcp/443")]);
+    assert!(p.server.prefilter);
     assert_eq!(p.clients.len(), 2);
     let alice = &p.clients[0];
     assert_eq!(alice.name, "alice");
@@ -38,7 +39,7 @@ fn defaults_fill_everything_not_given() {
     );
     assert_eq!((s.rate_limit_v4_prefix, s.rate_limit_v6_prefix), (32, 64));
     assert_eq!(s.state_dir, Path::new("/var/lib/nfknock"));
-    assert!(s.manage_ruleset && s.gate_forward && s.revoke_on_reload);
+    assert!(s.manage_ruleset && s.gate_forward && s.revoke_on_reload && s.prefilter);
     let c = &p.clients[0];
     assert_eq!((c.timeout, c.max_timeout), (30, 3600));
     let sources: Vec<String> = c.sources.iter().map(|n| n.to_string()).collect();
@@ -349,8 +350,8 @@ fn rate_limit_prefixes_are_read_and_a_per_address_ipv6_meter_is_warned_about() {
         .contains("rate_limit_v6_prefix"));
 }
 
-/// `[server] backend` picks where grants are written: `nftables` (the default, the only one so
-/// far); anything else is refused on its line, naming the choices.
+/// `[server] backend` picks where grants are written: `nftables` (the default) or `ipset`;
+/// anything else is refused on its line, naming the choices.
 #[test]
 fn backend_is_nftables_by_default_and_a_wrong_one_names_the_choices() {
     assert_eq!(plan(&native_client("")).server.backend, Backend::Nftables);
@@ -359,22 +360,186 @@ fn backend_is_nftables_by_default_and_a_wrong_one_names_the_choices() {
         native_client("")
     ));
     assert_eq!(p.server.backend, Backend::Nftables);
+    let p = plan(&format!(
+        "[server]\nbackend = \"ipset\"\n{}",
+        native_client("")
+    ));
+    assert_eq!(p.server.backend, Backend::Ipset);
+    assert_eq!(p.server.ipset, IpsetNames::default());
     let ps = problems(&format!(
-        "[server]\nport = 62201\nbackend = \"ipset\"\n{}",
+        "[server]\nport = 62201\nbackend = \"iptables\"\n{}",
         native_client("")
     ));
     let p = at(&ps, "server.backend");
     assert_eq!(p.line, Some(3));
     assert!(
-        p.message.contains("ipset") && p.message.contains("`nftables`"),
+        p.message.contains("iptables")
+            && p.message.contains("`nftables`")
+            && p.message.contains("`ipset`"),
         "{}",
         p.message
     );
     let ps = problems(&format!("[server]\nbackend = 1\n{}", native_client("")));
     let p = at(&ps, "server.backend");
     assert!(
-        p.message.contains("backend = \"nftables\""),
+        p.message.contains("backend = \"nftables\"") && p.message.contains("backend = \"ipset\""),
         "{}",
         p.message
     );
+}
+
+/// `ipset_v4` / `ipset_v6` name the ipsets of `backend = "ipset"`: taken as given when they
+/// are ipset names (≤ 31 printable bytes, no space, no leading `-`), refused on their line
+/// otherwise, refused when both name one set, and refused with another backend (where they
+/// would do nothing).
+#[test]
+fn ipset_names_are_checked_and_only_go_with_the_ipset_backend() {
+    let cfg = |lines: &str| {
+        format!(
+            "[server]\nbackend = \"ipset\"\n{lines}{}",
+            native_client("")
+        )
+    };
+    let p = plan(&cfg("ipset_v4 = \"grants4\"\nipset_v6 = \"grants6\"\n"));
+    assert_eq!(
+        p.server.ipset,
+        IpsetNames {
+            v4: "grants4".into(),
+            v6: "grants6".into()
+        }
+    );
+    let long = "x".repeat(32);
+    for (bad, why) in [
+        ("", "is empty"),
+        (long.as_str(), "longer than the kernel's 31 bytes"),
+        ("my set", "holds a space"),
+        ("-set", "starts with `-`"),
+        ("s\\u00e9t", "non-ASCII"),
+    ] {
+        let ps = problems(&cfg(&format!("ipset_v4 = \"{bad}\"\n")));
+        let p = at(&ps, "server.ipset_v4");
+        assert_eq!(p.line, Some(3), "{bad:?}");
+        assert!(
+            p.message.contains(why) && p.message.contains("ipset_v4 = \"nfknock_allow_v4\""),
+            "{bad:?}: {}",
+            p.message
+        );
+    }
+    assert_eq!(
+        plan(&cfg(&format!("ipset_v4 = \"{}\"\n", "x".repeat(31))))
+            .server
+            .ipset
+            .v4
+            .len(),
+        31
+    );
+    let ps = problems(&cfg("ipset_v4 = \"same\"\nipset_v6 = \"same\"\n"));
+    let p = at(&ps, "server.ipset_v6");
+    assert!(
+        p.message.contains("each family needs its own set"),
+        "{}",
+        p.message
+    );
+    // The nftables table's forward gate does not exist with this backend.
+    let ps = problems(&cfg("gate_forward = true\n"));
+    assert!(
+        at(&ps, "server.gate_forward")
+            .message
+            .contains("does not install"),
+        "{ps:?}"
+    );
+    assert!(!plan(&cfg("gate_forward = false\n")).server.gate_forward);
+    let ps = problems(&format!(
+        "[server]\nipset_v6 = \"g6\"\n{}",
+        native_client("")
+    ));
+    let p = at(&ps, "server.ipset_v6");
+    assert_eq!(p.line, Some(2));
+    assert!(
+        p.message.contains("only with `backend = \"ipset\"`") && p.message.contains("`nftables`"),
+        "{}",
+        p.message
+    );
+}
+
+/// Issue 12 §4: `[server] metrics_file` is off unless set, and must be an absolute path to a
+/// `.prom` file (node_exporter's textfile collector reads only those).
+#[test]
+fn metrics_file_is_off_by_default_and_an_absolute_prom_path() {
+    assert_eq!(plan(&native_client("")).server.metrics_file, None);
+    let p = plan(&format!(
+        "[server]\nmetrics_file = \"{}\"\n{}",
+        crate::config::NODE_EXPORTER_METRICS_FILE,
+        native_client("")
+    ));
+    assert_eq!(
+        p.server.metrics_file.as_deref(),
+        Some(Path::new("/var/lib/prometheus/node-exporter/nfknock.prom"))
+    );
+    for bad in ["nfknock.prom", "/var/lib/nfknock/metrics.txt", "/"] {
+        let ps = problems(&format!(
+            "[server]\nmetrics_file = \"{bad}\"\n{}",
+            native_client("")
+        ));
+        let m = &at(&ps, "server.metrics_file").message;
+        assert!(
+            m.contains("metrics_file = \"/var/lib/prometheus/node-exporter/nfknock.prom\""),
+            "{m}"
+        );
+    }
+}
+
+/// Issue 11: `prefilter = false` turns the kernel's junk filter off (clock-skew debugging);
+/// the ipset backend has no knock chain to filter in: off there, and `true` is refused.
+#[test]
+fn prefilter_can_be_turned_off() {
+    let p = plan(&format!(
+        "[server]\nprefilter = false\n{}",
+        native_client("")
+    ));
+    assert!(!p.server.prefilter);
+    let p = plan(&format!(
+        "[server]\nbackend = \"ipset\"\n{}",
+        native_client("")
+    ));
+    assert!(!p.server.prefilter);
+    let ps = problems(&format!(
+        "[server]\nbackend = \"ipset\"\nprefilter = true\n{}",
+        native_client("")
+    ));
+    assert!(at(&ps, "server.prefilter")
+        .message
+        .contains("backend = \"nftables\""));
+}
+
+/// Issue 11 §4: `queue = "0-3"` is a range of queues, one worker each; a number is one queue.
+#[test]
+fn queue_takes_a_number_or_a_range_of_queues() {
+    for (setting, first, count) in [
+        ("queue = 5", 5, 1),
+        ("queue = \"5\"", 5, 1),
+        ("queue = \"0-3\"", 0, 4),
+        ("queue = \"7-8\"", 7, 2),
+        ("queue = \"65534-65535\"", 65534, 2),
+    ] {
+        let p = plan(&format!("[server]\n{setting}\n{}", native_client("")));
+        assert_eq!(
+            (p.server.queue, p.server.queue_count),
+            (first, count),
+            "{setting}"
+        );
+    }
+    for (setting, says) in [
+        ("queue = \"3-1\"", "first"),
+        ("queue = \"0-70000\"", "from 0 to 65535"),
+        ("queue = \"a-b\"", "`queue = \"0-3\"`"),
+        ("queue = \"0-\"", "`queue = \"0-3\"`"),
+        ("queue = \"0-64\"", "at most 64"),
+        ("queue = true", "queue"),
+    ] {
+        let ps = problems(&format!("[server]\n{setting}\n{}", native_client("")));
+        let p = at(&ps, "server.queue");
+        assert_eq!(p.line, Some(2), "{setting}");
+        assert!(p.message.contains(says), "{setting}: {}", p.message);
+    }
 }

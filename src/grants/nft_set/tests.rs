@@ -41,6 +41,8 @@ fn grant_timeouts_round_up_to_the_kernels_milliseconds() {
         addr: "2001:db8::7".parse().unwrap(),
         access: "udp/53".parse().unwrap(),
         timeout,
+        nat: None,
+        gateway: None,
     };
     let mut buf = Vec::new();
     let elems = elements(
@@ -91,6 +93,8 @@ fn the_backend_writes_lists_revokes_restores_and_removes_in_a_fresh_namespace() 
             addr: "198.51.100.7".parse().unwrap(),
             access: "tcp/22".parse().unwrap(),
             timeout: Duration::from_secs(30),
+            nat: None,
+            gateway: None,
         };
         sink.write(&[g]).unwrap();
         let live = store.list().unwrap();
@@ -184,6 +188,8 @@ fn a_table_that_is_wrong_or_gone_is_reported_with_the_fix() {
             addr: "198.51.100.7".parse().unwrap(),
             access: "tcp/22".parse().unwrap(),
             timeout: Duration::from_secs(30),
+            nat: None,
+            gateway: None,
         };
         nft("delete table inet nfknock");
         let text = sink.write(&[g]).unwrap_err().report().to_string();

@@ -1,7 +1,7 @@
 //! The one netlink layer under every netfilter shell: NFQUEUE ([`super::queue`]), nf_tables and
-//! its event watcher ([`super::nft`]), and whatever subsystem comes next (ipset is
-//! `NFNL_SUBSYS_IPSET`: its messages are [`MsgBuf`] messages of that subsystem, its requests
-//! [`NlSocket::request`]s, with `NLA_F_NET_BYTEORDER` on its integer attributes).
+//! its event watcher ([`super::nft`]), and ipset ([`super::ipset`], `NFNL_SUBSYS_IPSET`: its
+//! messages are [`MsgBuf`] messages of that subsystem, its requests [`NlSocket::request`]s,
+//! with `NLA_F_NET_BYTEORDER` on its integer attributes).
 //!
 //! | file | what | I/O |
 //! | --- | --- | --- |

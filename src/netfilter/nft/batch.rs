@@ -47,6 +47,17 @@ impl Nft {
 
     /// A base chain (with `hook`: hook number and priority) or a regular one.
     pub(super) fn add_chain(&mut self, table: &str, name: &'static str, hook: Option<(u32, i32)>) {
+        self.add_chain_of_type(table, name, hook, "filter");
+    }
+
+    /// [`Nft::add_chain`] of chain type `ty` (`filter`, `nat`) for a base chain.
+    pub(super) fn add_chain_of_type(
+        &mut self,
+        table: &str,
+        name: &'static str,
+        hook: Option<(u32, i32)>,
+        ty: &str,
+    ) {
         let object = Object::Chain(name);
         let (s, m) = self.begin(
             NFT_MSG_NEWCHAIN,
@@ -58,7 +69,7 @@ impl Nft {
         m.attr_str(NFTA_CHAIN_TABLE, table);
         m.attr_str(NFTA_CHAIN_NAME, name);
         if let Some((hooknum, prio)) = hook {
-            m.attr_str(NFTA_CHAIN_TYPE, "filter");
+            m.attr_str(NFTA_CHAIN_TYPE, ty);
             m.attr_u32(NFTA_CHAIN_POLICY, NF_ACCEPT);
             let h = m.nest(NFTA_CHAIN_HOOK);
             m.attr_u32(NFTA_HOOK_HOOKNUM, hooknum);

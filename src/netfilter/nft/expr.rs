@@ -103,6 +103,43 @@ impl Exprs<'_> {
         self.expr_end(e);
     }
 
+    /// `counter name "NAME"`: count the packet in the table's named counter `NAME`.
+    pub fn e_counter_ref(&mut self, name: &str) {
+        let e = self.expr("objref");
+        self.0.attr_u32(1, NFT_OBJECT_COUNTER); // NFTA_OBJREF_IMM_TYPE
+        self.0.attr_str(2, name); // NFTA_OBJREF_IMM_NAME
+        self.expr_end(e);
+    }
+
+    /// `lookup` in a map: the data of the element found is loaded into `dreg`.
+    pub fn e_lookup_map(&mut self, set: &str, sreg: u32, dreg: u32) {
+        let e = self.expr("lookup");
+        self.0.attr_str(1, set); // NFTA_LOOKUP_SET
+        self.0.attr_u32(2, sreg); // NFTA_LOOKUP_SREG
+        self.0.attr_u32(3, dreg); // NFTA_LOOKUP_DREG
+        self.expr_end(e);
+    }
+
+    /// `snat`/`dnat` of family `nfproto` to the address in `reg_addr` and, if given, the port
+    /// in `reg_proto` (nft_nat.c derives the range flags from which registers are set).
+    pub fn e_nat(&mut self, ty: u32, nfproto: u8, reg_addr: u32, reg_proto: Option<u32>) {
+        let e = self.expr("nat");
+        self.0.attr_u32(1, ty); // NFTA_NAT_TYPE
+        self.0.attr_u32(2, u32::from(nfproto)); // NFTA_NAT_FAMILY
+        self.0.attr_u32(3, reg_addr); // NFTA_NAT_REG_ADDR_MIN
+        if let Some(r) = reg_proto {
+            self.0.attr_u32(5, r); // NFTA_NAT_REG_PROTO_MIN
+        }
+        self.expr_end(e);
+    }
+
+    /// `masquerade`: the source becomes the address of the outgoing interface.
+    pub fn e_masq(&mut self) {
+        let elem = self.0.nest(NFTA_LIST_ELEM);
+        self.0.attr_str(NFTA_EXPR_NAME, "masq");
+        self.0.nest_end(elem);
+    }
+
     pub fn e_notrack(&mut self) {
         let elem = self.0.nest(NFTA_LIST_ELEM);
         self.0.attr_str(NFTA_EXPR_NAME, "notrack");
@@ -144,9 +181,15 @@ impl Exprs<'_> {
     /// The native `queue` expression (`nft_queue`): one queue, no flags — in particular no
     /// `bypass`, so knocks are dropped (fail closed) while no daemon listens.
     pub fn e_queue(&mut self, num: u16) {
+        self.e_queue_range(num, 1);
+    }
+
+    /// `queue num NUM-(NUM+TOTAL-1)`: without the CPU-fanout flag the kernel picks the queue by
+    /// a hash of the packet's addresses (`nfqueue_hash`), so one flow stays on one queue.
+    pub fn e_queue_range(&mut self, num: u16, total: u16) {
         let e = self.expr("queue");
         self.0.attr(1, &num.to_be_bytes()); // NFTA_QUEUE_NUM
-        self.0.attr(2, &1u16.to_be_bytes()); // NFTA_QUEUE_TOTAL
+        self.0.attr(2, &total.to_be_bytes()); // NFTA_QUEUE_TOTAL
         self.0.attr(3, &0u16.to_be_bytes()); // NFTA_QUEUE_FLAGS
         self.expr_end(e);
     }
@@ -155,12 +198,17 @@ impl Exprs<'_> {
     /// { u16 queuenum; u16 queues_total; u16 flags; }` in host order, padded to `XT_ALIGN`
     /// (8 bytes) because `xt_check_target` insists on the aligned size.
     pub fn e_compat_nfqueue(&mut self, num: u16) {
+        self.e_compat_nfqueue_range(num, 1);
+    }
+
+    /// The xt target with `queues_total`: the same hash by addresses as [`Self::e_queue_range`].
+    pub fn e_compat_nfqueue_range(&mut self, num: u16, total: u16) {
         let e = self.expr("target");
         self.0.attr_str(1, "NFQUEUE"); // NFTA_TARGET_NAME
         self.0.attr_u32(2, 3); // NFTA_TARGET_REV
         let mut info = [0u8; 8];
         info[0..2].copy_from_slice(&num.to_ne_bytes());
-        info[2..4].copy_from_slice(&1u16.to_ne_bytes());
+        info[2..4].copy_from_slice(&total.to_ne_bytes());
         self.0.attr(3, &info); // NFTA_TARGET_INFO
         self.expr_end(e);
     }

@@ -2,7 +2,9 @@
 //! sets (add or refresh, revoke, list). Builds messages; talks to the kernel through
 //! [`Nft::commit`] and [`Nft::request`].
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::access::SourceNat;
 
 use super::batch::{batch_error, BatchFail};
 use super::expr::data_value;
@@ -17,8 +19,25 @@ impl Nft {
         m.attr_u32(NFTA_SET_FLAGS, def.flags);
         m.attr_u32(NFTA_SET_KEY_TYPE, def.key_type);
         m.attr_u32(NFTA_SET_KEY_LEN, def.key_len);
+        if let Some((ty, len)) = def.data {
+            m.attr_u32(NFTA_SET_DATA_TYPE, ty);
+            m.attr_u32(NFTA_SET_DATA_LEN, len);
+        }
         // Required by nf_tables_newset even when nothing refers to the set by id.
         m.attr_u32(NFTA_SET_ID, def.id);
+        if def.flags & NFT_SET_CONCAT != 0 {
+            // A concatenation of ranges (pipapo): the kernel needs each field's length; ours
+            // are two addresses of one family.
+            let d = m.nest(NFTA_SET_DESC);
+            let c = m.nest(NFTA_SET_DESC_CONCAT);
+            for _ in 0..2 {
+                let f = m.nest(NFTA_LIST_ELEM);
+                m.attr_u32(NFTA_SET_FIELD_LEN, def.key_len / 2);
+                m.nest_end(f);
+            }
+            m.nest_end(c);
+            m.nest_end(d);
+        }
         if let Some((timeout_ms, size)) = def.dynamic {
             let d = m.nest(NFTA_SET_DESC);
             m.attr_u32(NFTA_SET_DESC_SIZE, size);
@@ -26,6 +45,15 @@ impl Nft {
             m.attr_u64(NFTA_SET_TIMEOUT, timeout_ms);
         }
         m.attr(NFTA_SET_USERDATA, def.userdata);
+        m.end(s);
+    }
+
+    /// `delete set` (its elements go with it).
+    pub(super) fn del_set(&mut self, name: &'static str) {
+        let object = Object::Set(name);
+        let (s, m) = self.begin(NFT_MSG_DELSET, 0, NFPROTO_INET, "delete", object);
+        m.attr_str(NFTA_SET_TABLE, TABLE);
+        m.attr_str(NFTA_SET_NAME, name);
         m.end(s);
     }
 
@@ -106,7 +134,13 @@ impl Nft {
         udata: Option<&[u8]>,
     ) {
         let set = if v6 { SET_ALLOW_V6 } else { SET_ALLOW_V4 };
-        let mut it = elems.iter().filter(|e| e.addr.is_ipv6() == v6).peekable();
+        // A routed NAT grant opens no port of this host: its element is in `forward_v*`.
+        // A gateway grant opens no port of this host either: its element is in `gateway_v*`.
+        let routed = |e: &Element| e.nat.is_some_and(|n| !n.dnat) || e.gateway.is_some();
+        let mut it = elems
+            .iter()
+            .filter(|e| e.addr.is_ipv6() == v6 && !routed(e))
+            .peekable();
         while it.peek().is_some() {
             let chunk = it.by_ref().take(ELEMS_PER_MSG).map(|e| {
                 let key = GrantKey(element_key(e.addr, e.access));
@@ -114,6 +148,8 @@ impl Nft {
             });
             self.set_elements_marked(add, set, chunk, udata);
         }
+        self.nat_elements(add, elems, v6);
+        self.gateway_elements(add, elems, v6);
     }
 
     /// `(key type, key length, flags)` of an existing set of our table, `None` if absent.
@@ -316,12 +352,30 @@ impl Nft {
                 Err(source) => return Err(NftError::Socket { op: "use", source }),
             }
         }
+        for v6 in [false, true] {
+            for (addr, access, to) in self.nat_targets(v6)? {
+                if let Some(e) = out
+                    .iter_mut()
+                    .find(|e| e.addr == addr && e.access == access)
+                {
+                    e.nat = Some(NatTarget {
+                        to,
+                        source: SourceNat::Keep,
+                        dnat: true,
+                    });
+                }
+            }
+            let routed = self.forwards(v6)?;
+            out.extend(routed);
+            let gateways = self.gateways(v6)?;
+            out.extend(gateways);
+        }
         Ok(out)
     }
 }
 
 /// The key of an allow-set element, on the stack: [`element_key`]'s buffer and used length.
-pub(super) struct GrantKey(([u8; 24], usize));
+pub(super) struct GrantKey(pub(super) ([u8; 24], usize));
 
 impl AsRef<[u8]> for GrantKey {
     fn as_ref(&self) -> &[u8] {
@@ -345,6 +399,8 @@ pub(super) fn parse_live(elem: &[u8], v6: bool) -> Option<LiveElement> {
         access,
         timeout_ms,
         expires_ms,
+        nat: None,
+        gateway: None,
     })
 }
 
@@ -396,12 +452,12 @@ pub fn decode_protected_key(key: &[u8]) -> Option<Access> {
 }
 
 /// An element's userdata holding `comment` the way nft writes an element comment
-/// (`NFTNL_UDATA_SET_ELEM_COMMENT` = 0: type, length, the text NUL-terminated), so `nft list`
+/// ([`NFTNL_UDATA_SET_ELEM_COMMENT`]: type, length, the text NUL-terminated), so `nft list`
 /// shows it as `comment "…"`. `None` if it does not fit one TLV (255 bytes with the NUL).
 pub fn element_comment(comment: &str) -> Option<Vec<u8>> {
     let len = u8::try_from(comment.len() + 1).ok()?;
     let mut u = Vec::with_capacity(comment.len() + 3);
-    u.extend_from_slice(&[0, len]);
+    u.extend_from_slice(&[NFTNL_UDATA_SET_ELEM_COMMENT, len]);
     u.extend_from_slice(comment.as_bytes());
     u.push(0);
     Some(u)
@@ -412,7 +468,7 @@ pub fn element_comment_text(udata: &[u8]) -> Option<&str> {
     let (&ty, rest) = udata.split_first()?;
     let (&len, rest) = rest.split_first()?;
     let text = rest.get(..usize::from(len))?;
-    if ty != 0 {
+    if ty != NFTNL_UDATA_SET_ELEM_COMMENT {
         return None;
     }
     std::str::from_utf8(text.strip_suffix(&[0])?).ok()
@@ -427,7 +483,7 @@ pub fn protected_key(access: Access) -> [u8; 8] {
 }
 
 /// A set of the owned table.
-pub(super) struct SetDef {
+pub(crate) struct SetDef {
     pub(super) name: &'static str,
     /// Transaction-local id (`NFTA_SET_ID`).
     pub(super) id: u32,
@@ -438,6 +494,8 @@ pub(super) struct SetDef {
     pub(super) flags: u32,
     /// `(default timeout ms, size)` of a dynamic set.
     pub(super) dynamic: Option<(u64, u32)>,
+    /// A map's `(data type, data length)` (nft datatype ids as for `key_type`).
+    pub(super) data: Option<(u32, u32)>,
     /// nft's `NFTNL_UDATA_SET_*` TLVs (key byte order, concatenation info), byte for byte what
     /// nft 1.0.6 sends for the same declaration, so `nft list` prints these sets as it would
     /// have printed its own. The kernel stores them opaquely.
@@ -448,6 +506,14 @@ const UDATA_CONCAT: &[u8] = &[
     0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x03, 0x08, 0x00, 0x04, 0x0d, 0x00, 0x00, 0x00, 0x01, 0x00,
 ];
 const UDATA_ADDR: &[u8] = &[0x00, 0x04, 0x02, 0x00, 0x00, 0x00];
+/// `typeof @th,72,64` as nft 1.0.6 records it: key byte order big endian, then the typeof
+/// expression (`payload`, base transport header, offset 72 bits, length 64 bits), so that
+/// `nft list` prints the declaration back instead of a bare `type integer`.
+const UDATA_TYPEOF_HINT: &[u8] = &[
+    0x00, 0x04, 0x02, 0x00, 0x00, 0x00, 0x03, 0x26, 0x00, 0x04, 0x07, 0x00, 0x00, 0x00, 0x01, 0x1e,
+    0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x01, 0x04, 0x00, 0x00, 0x00, 0x00, 0x02, 0x04, 0x03, 0x00,
+    0x00, 0x00, 0x03, 0x04, 0x48, 0x00, 0x00, 0x00, 0x04, 0x04, 0x40, 0x00, 0x00, 0x00,
+];
 const fn concat3(a: u32, b: u32, c: u32) -> u32 {
     (a << 12) | (b << 6) | c
 }
@@ -460,6 +526,7 @@ pub(super) const SETS: &[SetDef] = &[
         key_len: 12,
         flags: NFT_SET_TIMEOUT,
         dynamic: None,
+        data: None,
         userdata: UDATA_CONCAT,
     },
     SetDef {
@@ -469,6 +536,7 @@ pub(super) const SETS: &[SetDef] = &[
         key_len: 24,
         flags: NFT_SET_TIMEOUT,
         dynamic: None,
+        data: None,
         userdata: UDATA_CONCAT,
     },
     SetDef {
@@ -478,6 +546,7 @@ pub(super) const SETS: &[SetDef] = &[
         key_len: 8,
         flags: 0,
         dynamic: None,
+        data: None,
         userdata: UDATA_CONCAT,
     },
     SetDef {
@@ -487,6 +556,7 @@ pub(super) const SETS: &[SetDef] = &[
         key_len: 4,
         flags: NFT_SET_TIMEOUT | NFT_SET_EVAL,
         dynamic: Some((KNOCK_RATE_TIMEOUT_MS, KNOCK_RATE_SIZE)),
+        data: None,
         userdata: UDATA_ADDR,
     },
     SetDef {
@@ -496,6 +566,457 @@ pub(super) const SETS: &[SetDef] = &[
         key_len: 16,
         flags: NFT_SET_TIMEOUT | NFT_SET_EVAL,
         dynamic: Some((KNOCK_RATE_TIMEOUT_MS, KNOCK_RATE_SIZE)),
+        data: None,
+        userdata: UDATA_ADDR,
+    },
+    SetDef {
+        name: SET_KNOCK_HINTS,
+        id: 6,
+        // nft's `integer` datatype: a raw payload key.
+        key_type: 4,
+        key_len: 8,
+        flags: NFT_SET_TIMEOUT,
+        dynamic: None,
+        data: None,
+        userdata: UDATA_TYPEOF_HINT,
+    },
+    SetDef {
+        name: SET_FWKNOP_SRC_V4,
+        id: 7,
+        key_type: 7,
+        key_len: 4,
+        flags: NFT_SET_INTERVAL,
+        dynamic: None,
+        data: None,
+        userdata: UDATA_ADDR,
+    },
+    SetDef {
+        name: SET_FWKNOP_SRC_V6,
+        id: 8,
+        key_type: 8,
+        key_len: 16,
+        flags: NFT_SET_INTERVAL,
+        dynamic: None,
+        data: None,
         userdata: UDATA_ADDR,
     },
 ];
+
+/// nft 1.0.6's userdata for a map `ADDR . inet_proto . inet_service : ADDR . inet_service`
+/// (key and data byte order, the concatenations' field lengths), so `nft list` prints it.
+const UDATA_NAT_MAP: &[u8] = &[
+    0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x01, 0x04, 0x00, 0x00, 0x00, 0x00, 0x03, 0x08, 0x00, 0x04,
+    0x0d, 0x00, 0x00, 0x00, 0x01, 0x00, 0x04, 0x08, 0x00, 0x04, 0x0d, 0x00, 0x00, 0x00, 0x01, 0x00,
+    0x06, 0x04, 0x00, 0x00, 0x00, 0x00,
+];
+/// ... and for a map `ADDR . inet_proto . inet_service : ADDR`.
+const UDATA_SNAT_MAP: &[u8] = &[
+    0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x01, 0x04, 0x02, 0x00, 0x00, 0x00, 0x03, 0x08, 0x00, 0x04,
+    0x0d, 0x00, 0x00, 0x00, 0x01, 0x00, 0x06, 0x04, 0x00, 0x00, 0x00, 0x00,
+];
+
+/// The NAT maps and sets, created only while some client has `nat` ([`RulesetSpec::nat`]).
+pub(super) const NAT_SETS: &[SetDef] = &[
+    SetDef {
+        name: MAP_NAT_V4,
+        id: 9,
+        key_type: concat3(7, 12, 13),
+        key_len: 12,
+        flags: NFT_SET_MAP | NFT_SET_TIMEOUT,
+        dynamic: None,
+        data: Some(((7 << 6) | 13, 8)),
+        userdata: UDATA_NAT_MAP,
+    },
+    SetDef {
+        name: MAP_NAT_V6,
+        id: 10,
+        key_type: concat3(8, 12, 13),
+        key_len: 24,
+        flags: NFT_SET_MAP | NFT_SET_TIMEOUT,
+        dynamic: None,
+        data: Some(((8 << 6) | 13, 20)),
+        userdata: UDATA_NAT_MAP,
+    },
+    SetDef {
+        name: SET_MASQUERADE_V4,
+        id: 11,
+        key_type: concat3(7, 12, 13),
+        key_len: 12,
+        flags: NFT_SET_TIMEOUT,
+        dynamic: None,
+        data: None,
+        userdata: UDATA_CONCAT,
+    },
+    SetDef {
+        name: SET_MASQUERADE_V6,
+        id: 12,
+        key_type: concat3(8, 12, 13),
+        key_len: 24,
+        flags: NFT_SET_TIMEOUT,
+        dynamic: None,
+        data: None,
+        userdata: UDATA_CONCAT,
+    },
+    SetDef {
+        name: MAP_SNAT_V4,
+        id: 13,
+        key_type: concat3(7, 12, 13),
+        key_len: 12,
+        flags: NFT_SET_MAP | NFT_SET_TIMEOUT,
+        dynamic: None,
+        data: Some((7, 4)),
+        userdata: UDATA_SNAT_MAP,
+    },
+    SetDef {
+        name: MAP_SNAT_V6,
+        id: 14,
+        key_type: concat3(8, 12, 13),
+        key_len: 24,
+        flags: NFT_SET_MAP | NFT_SET_TIMEOUT,
+        dynamic: None,
+        data: Some((8, 16)),
+        userdata: UDATA_SNAT_MAP,
+    },
+];
+
+/// The data of a DNAT map element: `addr . port`, the port big-endian padded to 4 bytes
+/// (v4: 8 bytes, v6: 20).
+pub fn nat_data(to: SocketAddr) -> ([u8; 20], usize) {
+    let mut d = [0u8; 20];
+    let a = addr_bytes(&mut d, to.ip());
+    d[a..a + 2].copy_from_slice(&to.port().to_be_bytes());
+    (d, a + 4)
+}
+
+/// The inverse of [`nat_data`].
+pub fn decode_nat_data(data: &[u8], v6: bool) -> Option<SocketAddr> {
+    let a = if v6 { 16 } else { 4 };
+    if data.len() != a + 4 {
+        return None;
+    }
+    let ip = if v6 {
+        IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(data.get(..16)?).ok()?))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(data.get(..4)?).ok()?))
+    };
+    let port = u16::from_be_bytes(data.get(a..a + 2)?.try_into().ok()?);
+    Some(SocketAddr::new(ip, port))
+}
+
+/// `addr` at the start of `buf`; returns its length.
+fn addr_bytes(buf: &mut [u8; 20], addr: IpAddr) -> usize {
+    match addr {
+        IpAddr::V4(a) => {
+            buf[..4].copy_from_slice(&a.octets());
+            4
+        }
+        IpAddr::V6(a) => {
+            buf[..16].copy_from_slice(&a.octets());
+            16
+        }
+    }
+}
+
+/// A map element's data on the stack: buffer and used length.
+pub(super) struct Data(([u8; 20], usize));
+
+impl AsRef<[u8]> for Data {
+    fn as_ref(&self) -> &[u8] {
+        let (d, len) = &self.0;
+        d.get(..*len).unwrap_or(d)
+    }
+}
+
+impl Nft {
+    /// The translation elements of the forwarded grants of one family in `elems`: the DNAT
+    /// map element (`source . proto . port : target . port`) and, as the target says, a
+    /// masquerade element or an SNAT map element (the grant's key too), all with
+    /// the grant's timeout; or their removal. Nothing for a burst without NAT grants.
+    pub(super) fn nat_elements(&mut self, add: bool, elems: &[Element], v6: bool) {
+        let fam = |e: &&Element| e.addr.is_ipv6() == v6 && e.nat.is_some();
+        if !elems.iter().any(|e| fam(&e)) {
+            return;
+        }
+        let (nat, masq, snat) = if v6 {
+            (MAP_NAT_V6, SET_MASQUERADE_V6, MAP_SNAT_V6)
+        } else {
+            (MAP_NAT_V4, SET_MASQUERADE_V4, MAP_SNAT_V4)
+        };
+        let timeout = |e: &Element| add.then_some(e.timeout_ms);
+        let all: Vec<(&Element, NatTarget)> = elems
+            .iter()
+            .filter(fam)
+            .filter_map(|e| Some((e, e.nat?)))
+            .collect();
+        let (nats, routed): (Vec<_>, Vec<_>) = all.into_iter().partition(|(_, t)| t.dnat);
+        let fwd = if v6 { SET_FORWARD_V6 } else { SET_FORWARD_V4 };
+        for chunk in routed.chunks(ELEMS_PER_MSG) {
+            self.set_elements(
+                add,
+                fwd,
+                chunk.iter().map(|(e, t)| {
+                    (
+                        ForwardKey(forward_key(e.addr, t.to.ip(), e.access)),
+                        timeout(e),
+                    )
+                }),
+            );
+        }
+        for chunk in nats.chunks(ELEMS_PER_MSG) {
+            self.map_elements(
+                add,
+                nat,
+                chunk.iter().map(|(e, t)| {
+                    let key = GrantKey(element_key(e.addr, e.access));
+                    (key, Some(Data(nat_data(t.to))), timeout(e))
+                }),
+            );
+        }
+        // The source translation has the grant's key too: postrouting looks it up by the port
+        // the client connected to (`ct original proto-dst`).
+        let after = |e: &Element, _: &NatTarget| GrantKey(element_key(e.addr, e.access));
+        let masqs: Vec<_> = nats
+            .iter()
+            .filter(|(_, t)| t.source == SourceNat::Masquerade)
+            .collect();
+        for chunk in masqs.chunks(ELEMS_PER_MSG) {
+            self.set_elements(
+                add,
+                masq,
+                chunk.iter().map(|(e, t)| (after(e, t), timeout(e))),
+            );
+        }
+        let snats: Vec<_> = nats
+            .iter()
+            .filter_map(|(e, t)| match t.source {
+                SourceNat::To(a) if a.is_ipv6() == v6 => Some((e, t, a)),
+                _ => None,
+            })
+            .collect();
+        for chunk in snats.chunks(ELEMS_PER_MSG) {
+            self.map_elements(
+                add,
+                snat,
+                chunk.iter().map(|(e, t, a)| {
+                    let mut d = [0u8; 20];
+                    let len = addr_bytes(&mut d, *a);
+                    (after(e, t), Some(Data((d, len))), timeout(e))
+                }),
+            );
+        }
+    }
+
+    /// [`Nft::set_elements`] for a map: each element with its data (on add).
+    fn map_elements(
+        &mut self,
+        add: bool,
+        set: &'static str,
+        elems: impl Iterator<Item = (GrantKey, Option<Data>, Option<u64>)>,
+    ) {
+        let (msg, flags, op) = if add {
+            (NFT_MSG_NEWSETELEM, NLM_F_CREATE, "add elements to")
+        } else {
+            (NFT_MSG_DELSETELEM, 0, "delete elements from")
+        };
+        let (s, m) = self.begin(msg, flags, NFPROTO_INET, op, Object::Set(set));
+        m.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+        m.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+        let list = m.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+        for (key, data, timeout) in elems {
+            let e = m.nest(NFTA_LIST_ELEM);
+            data_value(m, NFTA_SET_ELEM_KEY, key.as_ref());
+            if let Some(ms) = timeout {
+                m.attr_u64(NFTA_SET_ELEM_TIMEOUT, ms);
+                m.attr_u64(NFTA_SET_ELEM_EXPIRATION, ms);
+            }
+            if let (true, Some(d)) = (add, data) {
+                data_value(m, NFTA_SET_ELEM_DATA, d.as_ref());
+            }
+            m.nest_end(e);
+        }
+        m.nest_end(list);
+        m.end(s);
+    }
+
+    /// The DNAT targets in the map of one family (`None` if the map is absent: no `nat`).
+    fn nat_targets(&mut self, v6: bool) -> Result<Vec<(IpAddr, Access, SocketAddr)>, NftError> {
+        let map = if v6 { MAP_NAT_V6 } else { MAP_NAT_V4 };
+        let mut out = Vec::new();
+        let r = self.request(
+            NFT_MSG_GETSETELEM,
+            true,
+            |m| {
+                m.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+                m.attr_str(NFTA_SET_ELEM_LIST_SET, map);
+            },
+            |m| {
+                let Some((_, body)) = nfgen(m.payload) else {
+                    return;
+                };
+                let Some(list) = attr(body, NFTA_SET_ELEM_LIST_ELEMENTS) else {
+                    return;
+                };
+                out.extend(attrs(list).filter_map(|(_, elem)| {
+                    let key = attr(attr(elem, NFTA_SET_ELEM_KEY)?, NFTA_DATA_VALUE)?;
+                    let data = attr(attr(elem, NFTA_SET_ELEM_DATA)?, NFTA_DATA_VALUE)?;
+                    let (addr, access) = decode_key(key, v6)?;
+                    Some((addr, access, decode_nat_data(data, v6)?))
+                }));
+            },
+        );
+        match r {
+            Ok(Ok(())) => Ok(out),
+            Ok(Err(e)) if e == libc::ENOENT => Ok(out),
+            Ok(Err(e)) => Err(kernel_error("list the elements of", Object::Set(map), e)),
+            Err(source) => Err(NftError::Socket { op: "use", source }),
+        }
+    }
+}
+
+/// The key of a `forward_v*` element: `source . target . proto . port`, each field padded to
+/// 4 bytes (v4: 16 bytes, v6: 40); the port is the target's (`dnat = false` requires `port`
+/// to be it). Returns the buffer and the used length.
+pub fn forward_key(src: IpAddr, target: IpAddr, access: Access) -> ([u8; 40], usize) {
+    let mut k = [0u8; 40];
+    let a = match (src, target) {
+        (IpAddr::V4(s), IpAddr::V4(t)) => {
+            k[..4].copy_from_slice(&s.octets());
+            k[4..8].copy_from_slice(&t.octets());
+            8
+        }
+        (IpAddr::V6(s), IpAddr::V6(t)) => {
+            k[..16].copy_from_slice(&s.octets());
+            k[16..32].copy_from_slice(&t.octets());
+            32
+        }
+        // Policy never pairs families (`nat-family`); an empty key matches nothing.
+        _ => return (k, 0),
+    };
+    k[a] = access.proto.number();
+    k[a + 4..a + 6].copy_from_slice(&access.port.to_be_bytes());
+    (k, a + 8)
+}
+
+/// The inverse of [`forward_key`].
+fn decode_forward_key(key: &[u8], v6: bool) -> Option<(IpAddr, SocketAddr, Access)> {
+    let n = if v6 { 16 } else { 4 };
+    if key.len() != 2 * n + 8 {
+        return None;
+    }
+    let ip = |b: &[u8]| -> Option<IpAddr> {
+        Some(if v6 {
+            IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(b).ok()?))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(b).ok()?))
+        })
+    };
+    let src = ip(key.get(..n)?)?;
+    let dst = ip(key.get(n..2 * n)?)?;
+    let proto = Proto::from_number(*key.get(2 * n)?)?;
+    let port = u16::from_be_bytes(key.get(2 * n + 4..2 * n + 6)?.try_into().ok()?);
+    Some((src, SocketAddr::new(dst, port), Access::new(proto, port)?))
+}
+
+/// A `forward_v*` key on the stack.
+pub(super) struct ForwardKey(([u8; 40], usize));
+
+impl AsRef<[u8]> for ForwardKey {
+    fn as_ref(&self) -> &[u8] {
+        let (k, len) = &self.0;
+        k.get(..*len).unwrap_or(k)
+    }
+}
+
+/// The routed forwards and the targets the forward gate closes (created with the NAT sets).
+pub(super) const FORWARD_SETS: &[SetDef] = &[
+    SetDef {
+        name: SET_FORWARD_V4,
+        id: 15,
+        key_type: (7 << 18) | concat3(7, 12, 13),
+        key_len: 16,
+        flags: NFT_SET_TIMEOUT,
+        dynamic: None,
+        data: None,
+        userdata: UDATA_CONCAT,
+    },
+    SetDef {
+        name: SET_FORWARD_V6,
+        id: 16,
+        key_type: (8 << 18) | concat3(8, 12, 13),
+        key_len: 40,
+        flags: NFT_SET_TIMEOUT,
+        dynamic: None,
+        data: None,
+        userdata: UDATA_CONCAT,
+    },
+    SetDef {
+        name: SET_FORWARD_PROTECTED_V4,
+        id: 17,
+        key_type: concat3(7, 12, 13),
+        key_len: 12,
+        flags: 0,
+        dynamic: None,
+        data: None,
+        userdata: UDATA_CONCAT,
+    },
+    SetDef {
+        name: SET_FORWARD_PROTECTED_V6,
+        id: 18,
+        key_type: concat3(8, 12, 13),
+        key_len: 24,
+        flags: 0,
+        dynamic: None,
+        data: None,
+        userdata: UDATA_CONCAT,
+    },
+];
+
+impl Nft {
+    /// The routed grants of one family's `forward_v*` set (none if the set is absent).
+    fn forwards(&mut self, v6: bool) -> Result<Vec<LiveElement>, NftError> {
+        let set = if v6 { SET_FORWARD_V6 } else { SET_FORWARD_V4 };
+        let mut out = Vec::new();
+        let r = self.request(
+            NFT_MSG_GETSETELEM,
+            true,
+            |m| {
+                m.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+                m.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+            },
+            |m| {
+                let Some((_, body)) = nfgen(m.payload) else {
+                    return;
+                };
+                let Some(list) = attr(body, NFTA_SET_ELEM_LIST_ELEMENTS) else {
+                    return;
+                };
+                out.extend(attrs(list).filter_map(|(_, elem)| {
+                    let key = attr(attr(elem, NFTA_SET_ELEM_KEY)?, NFTA_DATA_VALUE)?;
+                    let (addr, to, access) = decode_forward_key(key, v6)?;
+                    Some(LiveElement {
+                        addr,
+                        access,
+                        timeout_ms: attr(elem, NFTA_SET_ELEM_TIMEOUT)
+                            .and_then(be_u64)
+                            .unwrap_or(0),
+                        expires_ms: attr(elem, NFTA_SET_ELEM_EXPIRATION)
+                            .and_then(be_u64)
+                            .unwrap_or(0),
+                        nat: Some(NatTarget {
+                            to,
+                            source: SourceNat::Keep,
+                            dnat: false,
+                        }),
+                        gateway: None,
+                    })
+                }));
+            },
+        );
+        match r {
+            Ok(Ok(())) => Ok(out),
+            Ok(Err(e)) if e == libc::ENOENT => Ok(out),
+            Ok(Err(e)) => Err(kernel_error("list the elements of", Object::Set(set), e)),
+            Err(source) => Err(NftError::Socket { op: "use", source }),
+        }
+    }
+}

@@ -100,6 +100,8 @@ fn upsert_message_bytes() {
         addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
         access: tcp(22),
         timeout_ms: 30_000,
+        nat: None,
+        gateway: None,
     };
     nft.grants(true, &[e], false);
     nft.grants(true, &[e], true); // no v6 element: no message
@@ -149,11 +151,15 @@ fn delete_message_bytes() {
         addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
         access: tcp(22),
         timeout_ms: 30_000,
+        nat: None,
+        gateway: None,
     };
     let v6 = Element {
         addr: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
         access: tcp(443),
         timeout_ms: 30_000,
+        nat: None,
+        gateway: None,
     };
     nft.grants(false, &[v4, v6], false);
     nft.grants(false, &[v4, v6], true);
@@ -202,6 +208,8 @@ fn zero_timeout_is_refused() {
         addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
         access: tcp(22),
         timeout_ms: 0,
+        nat: None,
+        gateway: None,
     };
     assert!(matches!(
         nft.upsert(&[e]),
@@ -238,8 +246,10 @@ fn shipped_file_is_render_of_defaults() {
 #[test]
 fn render_follows_the_spec() {
     let spec = RulesetSpec {
+        gateway_nets: Vec::new(),
         knock_port: 1000,
         queue: 3,
+        queue_total: 1,
         backend: QueueBackend::Compat,
         protect: vec![
             tcp(22),
@@ -250,17 +260,22 @@ fn render_follows_the_spec() {
         ],
         native_len: 100,
         fwknop: false,
+        prefilter: false,
+        fwknop_sources: Vec::new(),
         rate_limit: 0,
         rate_limit_v4_prefix: 24,
         rate_limit_v6_prefix: 48,
         gate_input: false,
         gate_forward: false,
+        nat: false,
+        forward_targets: vec![],
     };
     let text = render(&spec);
     assert!(text.contains("udp dport 1000 udp length != 108 drop\n"));
     assert!(text.contains("udp dport 1000 queue num 3\n"));
     assert!(text.contains("elements = { tcp . 22, udp . 53 }"));
     assert!(!text.contains("limit rate"));
+    assert!(!text.contains("@knock_hints") && !text.contains("@fwknop_src"));
     assert!(!text.contains(CHAIN_FORWARD));
     assert!(
         !text.contains("@allow_v4"),
@@ -302,7 +317,13 @@ fn render_follows_the_spec() {
     let input = no_forward.split("chain gate_input").nth(1).unwrap();
     for saddr in ["ip saddr", "ip6 saddr"] {
         assert!(
-            input.contains(&format!("\t\tct status dnat ct state ! established,related meta l4proto . ct original proto-dst @protected {saddr} . meta l4proto . ct original proto-dst != @allow_v")),
+            input.contains(&format!("\t\tct status dnat ct state ! established,related meta l4proto tcp meta l4proto . ct original proto-dst @protected {saddr} . meta l4proto . ct original proto-dst != @allow_v")),
+            "{no_forward}"
+        );
+        // Issue 12 §6: one rule per protocol, so nft < 1.0.7 (Debian 12's 1.0.6) can type
+        // `ct original proto-dst` inside the concatenation.
+        assert!(
+            input.contains(&format!("\t\tct status dnat ct state ! established,related meta l4proto udp meta l4proto . ct original proto-dst @protected {saddr} . meta l4proto . ct original proto-dst != @allow_v")),
             "{no_forward}"
         );
         assert!(input.contains(&format!(
@@ -322,7 +343,11 @@ fn render_follows_the_spec() {
 fn knock_rate_rules_mask_the_source_and_fail_closed() {
     let mut nft = Nft::open().unwrap();
     nft.batch_start();
-    rules::add_all(&mut nft, &RulesetSpec::default());
+    let spec = RulesetSpec {
+        prefilter: false,
+        ..RulesetSpec::default()
+    };
+    rules::add_all(&mut nft, &spec);
     let mut rules = Vec::new();
     for m in messages(nft.batch.bytes()).map_while(Result::ok) {
         if m.ty != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE {
@@ -456,6 +481,8 @@ fn v4(a: u8, port: u16, timeout_ms: u64) -> Element {
         addr: IpAddr::V4(Ipv4Addr::new(198, 51, 100, a)),
         access: tcp(port),
         timeout_ms,
+        nat: None,
+        gateway: None,
     }
 }
 
@@ -505,6 +532,27 @@ fn install_lists_like_render_with_other_rate_prefixes() {
             "/{v4} /{v6}: nft lists:\n{listed}"
         );
     }
+}
+
+/// Issue 11 §4: `queue = "7-8"` spreads knocks over two queues by flow (xt NFQUEUE rev 3
+/// `queues_total`, or the native expression's `NFTA_QUEUE_TOTAL`); nft lists it as rendered.
+#[test]
+fn a_queue_range_installs_and_lists_like_render() {
+    let Some(ns) = Netns::new() else { return };
+    let spec = RulesetSpec {
+        queue: 7,
+        queue_total: 2,
+        ..compat_spec()
+    };
+    assert!(render(&spec).contains("queue num 7-8\n"));
+    let s = spec.clone();
+    ns.run(move || Nft::open().unwrap().install(&s, &[]).unwrap());
+    let listed = ns.nft(&["list", "table", "inet", "nfknock"]);
+    assert_eq!(
+        normalized(&listed),
+        normalized(&render(&spec)),
+        "nft lists:\n{listed}"
+    );
 }
 
 /// `serve --dry-run` without `--with-gate`: switching a gated table to a gateless one removes
@@ -589,6 +637,8 @@ fn v6_grants_and_chunked_batches() {
                 addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)),
                 access: tcp(22),
                 timeout_ms: 60_000,
+                nat: None,
+                gateway: None,
             })
             .collect();
         many.push(Element {
@@ -598,6 +648,8 @@ fn v6_grants_and_chunked_batches() {
                 port: 53,
             },
             timeout_ms: 30_000,
+            nat: None,
+            gateway: None,
         });
         nft.upsert(&many).unwrap();
         let live = nft.list().unwrap();
@@ -634,6 +686,8 @@ fn delete_removes_only_the_named_grants_and_skips_absent_ones() {
             addr: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7)),
             access: tcp(22),
             timeout_ms: 60_000,
+            nat: None,
+            gateway: None,
         };
         nft.upsert(&[
             v4(1, 22, 60_000),
@@ -877,7 +931,12 @@ fn full_knock_rate_set_drops_new_sources_instead_of_letting_them_through() {
     let v4 = ["10.99.0.2", "10.99.0.3", "10.99.0.4"];
     let v6 = ["fd99:0:0:1::2", "fd99:0:0:2::2", "fd99:0:0:3::2"];
     knock_lab(&ns, &[&v4[..], &v6[..]].concat());
-    ns.run(|| Nft::open().unwrap().install(&compat_spec(), &[]).unwrap());
+    // The packets carry no valid key hint: measure the rate rules alone.
+    let spec = RulesetSpec {
+        prefilter: false,
+        ..compat_spec()
+    };
+    ns.run(move || Nft::open().unwrap().install(&spec, &[]).unwrap());
     // Shrink the installed sets to 2 elements with a 2 s timeout (the kernel applies a new
     // `size` and `timeout` to an existing set of the same type and flags).
     for (set, ty) in [
@@ -952,7 +1011,12 @@ fn knock_rate_is_metered_per_ipv6_slash_64() {
     ];
     let other64 = "fd99:0:0:2::a";
     knock_lab(&ns, &[&same64[..], &[other64]].concat());
-    ns.run(|| Nft::open().unwrap().install(&compat_spec(), &[]).unwrap());
+    // The packets carry no valid key hint: measure the rate rules alone.
+    let spec = RulesetSpec {
+        prefilter: false,
+        ..compat_spec()
+    };
+    ns.run(move || Nft::open().unwrap().install(&spec, &[]).unwrap());
 
     // 4 × 30 knocks from one /64 at once: the /64 shares one bucket of 40 (+20/s), where
     // per-address buckets would let all 120 through.
@@ -993,6 +1057,8 @@ fn upsert_latency() {
                 addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + (i % 50))),
                 access: tcp(22),
                 timeout_ms: 60_000,
+                nat: None,
+                gateway: None,
             };
             let t = std::time::Instant::now();
             nft.upsert(&[e]).unwrap();
@@ -1004,4 +1070,422 @@ fn upsert_latency() {
             times[500], times[900], times[990]
         );
     });
+}
+
+// ---- the prefilter (issue 11) ----
+
+fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
+    list.iter().map(|n| n.parse().unwrap()).collect()
+}
+
+/// Nested, adjacent and single-address sources merge into the intervals nft would list; the
+/// elements are what nft 1.0.6 sends (a leading end at 0, an end after each range but the one
+/// that runs to the last address).
+#[test]
+fn fwknop_sources_become_merged_intervals() {
+    let n = nets(&[
+        "10.1.0.0/16",
+        "10.0.0.0/8",
+        "192.0.2.2/32",
+        "192.0.2.1/32",
+        "192.0.2.9/32",
+        "2001:db8::/32",
+    ]);
+    let v4 = |a: &str| u128::from(u32::from(a.parse::<Ipv4Addr>().unwrap()));
+    assert_eq!(
+        prefilter::merged_ranges(&n, false),
+        [
+            (v4("10.0.0.0"), v4("10.255.255.255")),
+            (v4("192.0.2.1"), v4("192.0.2.2")),
+            (v4("192.0.2.9"), v4("192.0.2.9"))
+        ]
+    );
+    assert_eq!(
+        interval_elements(&n, false),
+        [
+            (0, true),
+            (v4("10.0.0.0"), false),
+            (v4("11.0.0.0"), true),
+            (v4("192.0.2.1"), false),
+            (v4("192.0.2.3"), true),
+            (v4("192.0.2.9"), false),
+            (v4("192.0.2.10"), true)
+        ]
+    );
+    assert_eq!(
+        prefilter::intervals_text(&n, false),
+        ["10.0.0.0/8", "192.0.2.1-192.0.2.2", "192.0.2.9"]
+    );
+    assert_eq!(prefilter::intervals_text(&n, true), ["2001:db8::/32"]);
+    let all = nets(&["0.0.0.0/0", "::/0"]);
+    assert_eq!(interval_elements(&all, false), [(0, false)]);
+    assert_eq!(interval_elements(&all, true), [(0, false)]);
+    assert_eq!(prefilter::intervals_text(&all, true), ["::/0"]);
+    assert!(interval_elements(&nets(&["::/0"]), false).is_empty());
+}
+
+/// The junk rules in netlink: the hint is the 8 bytes at transport offset 9 (nft's
+/// `@th,72,64`), looked up inverted in `knock_hints`, counted, dropped; the fwknop rule looks
+/// the source up inverted in the family's interval set. No root needed.
+#[test]
+fn prefilter_rules_load_the_hint_and_the_source() {
+    let mut nft = Nft::open().unwrap();
+    nft.batch_start();
+    rules::add_all(&mut nft, &RulesetSpec::default());
+    let bytes = nft.batch.bytes().to_vec();
+    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    // payload: dreg 1, base transport (2), offset 9, len 8
+    let mut hint_load = Vec::new();
+    for (ty, v) in [(1u16, 1u32), (2, 2), (3, 9), (4, 8)] {
+        hint_load.extend_from_slice(&8u16.to_ne_bytes());
+        hint_load.extend_from_slice(&ty.to_ne_bytes());
+        hint_load.extend_from_slice(&v.to_be_bytes());
+    }
+    assert!(has(&hint_load), "no @th,72,64 load");
+    for name in [
+        SET_KNOCK_HINTS,
+        SET_FWKNOP_SRC_V4,
+        SET_FWKNOP_SRC_V6,
+        COUNTER_JUNK_NATIVE,
+        COUNTER_JUNK_FWKNOP,
+    ] {
+        assert!(has(name.as_bytes()), "{name} not referenced");
+    }
+    let off = RulesetSpec {
+        prefilter: false,
+        ..RulesetSpec::default()
+    };
+    nft.batch_start();
+    rules::add_all(&mut nft, &off);
+    let bytes = nft.batch.bytes().to_vec();
+    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    assert!(!has(SET_KNOCK_HINTS.as_bytes()) && !has(b"objref"));
+}
+
+/// In the kernel: fwknop sources of every shape list as rendered; hints written, replaced and
+/// counted; the junk counters read back.
+#[test]
+fn prefilter_sets_list_like_render_and_hints_are_replaced() {
+    let Some(ns) = Netns::new() else { return };
+    let spec = RulesetSpec {
+        fwknop_sources: nets(&[
+            "10.0.0.0/8",
+            "10.1.0.0/16",
+            "192.0.2.1/32",
+            "192.0.2.2/32",
+            "2001:db8::/32",
+        ]),
+        ..compat_spec()
+    };
+    let s = spec.clone();
+    let (first, second) = ns.run(move || {
+        let mut nft = Nft::open().unwrap();
+        nft.install(&s, &[]).unwrap();
+        let hints: Vec<HintElement> = (1..=300u64).map(|i| (i.to_be_bytes(), 60_000)).collect();
+        nft.write_hints(&hints, true).unwrap();
+        nft.write_hints(&[(301u64.to_be_bytes(), 60_000)], false)
+            .unwrap();
+        let first = nft.prefilter_stats().unwrap();
+        nft.write_hints(&hints[..5], true).unwrap();
+        // A re-install (reload with the same sources) keeps the hints.
+        nft.install(&s, &[]).unwrap();
+        (first, nft.prefilter_stats().unwrap())
+    });
+    assert_eq!(first.hints, 301);
+    assert_eq!((first.junk_native, first.junk_fwknop), ((0, 0), (0, 0)));
+    assert_eq!(second.hints, 5);
+    let listed = ns.nft(&["list", "table", "inet", "nfknock"]);
+    let without_hints: Vec<String> = normalized(&listed)
+        .into_iter()
+        .filter(|l| !(l.starts_with("elements = { 0x") || l.starts_with("0x")))
+        .collect();
+    assert_eq!(
+        without_hints,
+        normalized(&render(&spec)),
+        "nft lists:\n{listed}"
+    );
+    assert!(listed.contains("elements = { 10.0.0.0/8, 192.0.2.1-192.0.2.2 }"));
+    assert!(listed.contains("0x1 timeout 1m expires"), "{listed}");
+}
+
+/// Issue 10 §1: with `nat`, the table gains the NAT maps (element timeouts), the DNAT chain
+/// and the SNAT/masquerade chain, and `nft list` prints them as [`render`] writes them; a NAT
+/// grant writes its allow element, its DNAT map element and its masquerade element in one
+/// batch, `list` reads the target back, and a revocation removes all of them. Without `nat`
+/// again, the NAT chains and maps go.
+#[test]
+fn nat_install_lists_like_render_and_grants_carry_their_translation() {
+    let Some(ns) = Netns::new() else { return };
+    let spec = RulesetSpec {
+        nat: true,
+        forward_targets: vec![
+            ("192.168.10.5".parse().unwrap(), tcp(80)),
+            ("fd10::5".parse().unwrap(), tcp(80)),
+        ],
+        ..compat_spec()
+    };
+    let s = spec.clone();
+    // A routed grant (`dnat = false`): no allow element, a `forward_v4` one.
+    let routed = Element {
+        nat: Some(NatTarget {
+            to: "192.168.10.5:80".parse().unwrap(),
+            source: crate::access::SourceNat::Keep,
+            dnat: false,
+        }),
+        ..v4(8, 80, 30_000)
+    };
+    let nat = |to: &str, source| {
+        Some(NatTarget {
+            to: to.parse().unwrap(),
+            source,
+            dnat: true,
+        })
+    };
+    let g4 = Element {
+        nat: nat("192.168.10.2:22", crate::access::SourceNat::Masquerade),
+        ..v4(7, 2222, 30_000)
+    };
+    let g6 = Element {
+        addr: "2001:db8::7".parse().unwrap(),
+        access: tcp(2222),
+        timeout_ms: 30_000,
+        nat: nat(
+            "[fd10::2]:22",
+            crate::access::SourceNat::To("fd10::1".parse().unwrap()),
+        ),
+        gateway: None,
+    };
+    let live = ns.run(move || {
+        let mut nft = Nft::open().unwrap();
+        nft.install(&s, &[]).unwrap();
+        nft.upsert(&[g4, g6, routed]).unwrap();
+        nft.list().unwrap()
+    });
+    let listed = ns.nft(&["list", "table", "inet", "nfknock"]);
+    let bare: String = {
+        // The elements aside, the table is what render says.
+        let mut out = String::new();
+        for l in listed.lines().filter(|l| !l.contains(" expires ")) {
+            out.push_str(l);
+            out.push('\n');
+        }
+        out
+    };
+    assert_eq!(
+        normalized(&bare),
+        normalized(&render(&spec)),
+        "nft lists:\n{listed}"
+    );
+    assert!(
+        listed.contains("198.51.100.7 . tcp . 2222 timeout 30s expires"),
+        "{listed}"
+    );
+    assert!(listed.contains(": 192.168.10.2 . 22"), "{listed}");
+    assert!(listed.contains(": fd10::2 . 22"), "{listed}");
+    assert!(listed.contains(": fd10::1"), "{listed}");
+    let masq = listed.split("set masquerade_v4").nth(1).unwrap();
+    assert!(
+        masq.contains("198.51.100.7 . tcp . 2222 timeout 30s"),
+        "masquerade element keyed like the grant (the port connected to): {listed}"
+    );
+    let fwd = listed.split("set forward_v4").nth(1).unwrap();
+    assert!(
+        fwd.contains("198.51.100.8 . 192.168.10.5 . tcp . 80 timeout 30s"),
+        "{listed}"
+    );
+    let allow = listed.split("set allow_v4").nth(1).unwrap();
+    let allow = allow.split('}').next().unwrap();
+    assert!(
+        !allow.contains("198.51.100.8"),
+        "a routed grant opened a local port: {listed}"
+    );
+    let mut back: Vec<_> = live
+        .iter()
+        .map(|e| (e.addr, e.access, e.nat.map(|n| (n.to, n.dnat))))
+        .collect();
+    back.sort();
+    assert_eq!(
+        back,
+        [
+            (
+                g4.addr,
+                tcp(2222),
+                Some(("192.168.10.2:22".parse().unwrap(), true))
+            ),
+            (
+                routed.addr,
+                tcp(80),
+                Some(("192.168.10.5:80".parse().unwrap(), false))
+            ),
+            (
+                g6.addr,
+                tcp(2222),
+                Some(("[fd10::2]:22".parse().unwrap(), true))
+            ),
+        ]
+    );
+    let s = spec.clone();
+    ns.run(move || {
+        let mut nft = Nft::open().unwrap();
+        nft.delete(&[g4, g6, routed]).unwrap();
+        assert!(nft.list().unwrap().is_empty());
+        // A restore with NAT grants after a flush re-creates the translations too.
+        nft.remove_table().unwrap();
+        nft.install(&s, &[g4]).unwrap();
+    });
+    let listed = ns.nft(&["list", "map", "inet", "nfknock", MAP_NAT_V4]);
+    assert!(listed.contains(": 192.168.10.2 . 22"), "{listed}");
+    ns.run(move || {
+        let mut nft = Nft::open().unwrap();
+        nft.install(&compat_spec(), &[g4]).unwrap();
+    });
+    let listed = ns.nft(&["list", "table", "inet", "nfknock"]);
+    assert!(
+        !listed.contains("nat_") && !listed.contains("masquerade") && !listed.contains("snat"),
+        "NAT objects removed: {listed}"
+    );
+}
+
+/// Issue 10 §1 (`FORWARD_ALL`): with gateway networks, the table holds the gateway sets, the
+/// forward gate that closes those networks and the masquerade rule, and `nft list` prints them
+/// as [`render`] writes them; a gateway grant is one `source . network` element with the
+/// grant's timeout (also in the masquerade set when masqueraded), opens no port of this host,
+/// is revoked and restored like a grant; without gateway networks the sets go.
+#[test]
+fn gateway_install_lists_like_render_and_grants_are_source_network_ranges() {
+    let Some(ns) = Netns::new() else { return };
+    let spec = RulesetSpec {
+        nat: true,
+        gateway_nets: vec![
+            "10.80.0.0/24".parse().unwrap(),
+            "10.90.0.0/16".parse().unwrap(),
+            "fd80::/64".parse().unwrap(),
+        ],
+        ..compat_spec()
+    };
+    let gw = |net: &str, source| {
+        Some(crate::access::GatewayTo {
+            net: net.parse().unwrap(),
+            source,
+        })
+    };
+    let g4 = Element {
+        gateway: gw("10.80.0.0/24", crate::access::SourceNat::Masquerade),
+        ..v4(7, 22, 30_000)
+    };
+    let snat = Element {
+        gateway: gw(
+            "10.90.0.0/16",
+            crate::access::SourceNat::To("10.90.0.1".parse().unwrap()),
+        ),
+        ..v4(9, 22, 30_000)
+    };
+    let g6 = Element {
+        gateway: gw("fd80::/64", crate::access::SourceNat::Keep),
+        addr: "2001:db8::7".parse().unwrap(),
+        access: tcp(22),
+        timeout_ms: 30_000,
+        nat: None,
+    };
+    let s = spec.clone();
+    let live = ns.run(move || {
+        let mut nft = Nft::open().unwrap();
+        nft.install(&s, &[]).unwrap();
+        nft.upsert(&[g4, g6, snat]).unwrap();
+        nft.list().unwrap()
+    });
+    // `list` reads them back with their network and the access of the knock (the comment).
+    let mut back: Vec<_> = live
+        .iter()
+        .map(|e| {
+            (
+                e.addr,
+                e.access,
+                e.gateway.map(|g| g.net.to_string()),
+                e.timeout_ms,
+            )
+        })
+        .collect();
+    back.sort();
+    assert_eq!(
+        back,
+        [
+            (g4.addr, tcp(22), Some("10.80.0.0/24".into()), 30_000),
+            (snat.addr, tcp(22), Some("10.90.0.0/16".into()), 30_000),
+            (g6.addr, tcp(22), Some("fd80::/64".into()), 30_000),
+        ]
+    );
+    let listed = ns.nft(&["list", "table", "inet", "nfknock"]);
+    let bare: String = listed
+        .lines()
+        .filter(|l| !l.contains(" expires "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        normalized(&bare),
+        normalized(&render(&spec)),
+        "nft lists:\n{listed}"
+    );
+    let set = |name: &str| {
+        let rest = listed.split(&format!("set {name} {{")).nth(1).unwrap();
+        rest.split('}').next().unwrap().to_string()
+    };
+    assert!(
+        set(SET_GATEWAY_V4).contains("198.51.100.7 . 10.80.0.0/24 timeout 30s expires")
+            && set(SET_GATEWAY_V4).contains("comment \"tcp/22\""),
+        "{listed}"
+    );
+    assert!(
+        set(SET_GATEWAY_V6).contains("2001:db8::7 . fd80::/64 timeout 30s expires"),
+        "{listed}"
+    );
+    assert!(
+        set(SET_GATEWAY_MASQUERADE_V4).contains("198.51.100.7 . 10.80.0.0/24 timeout 30s"),
+        "{listed}"
+    );
+    let map = listed
+        .split(&format!("map {MAP_GATEWAY_SNAT_V4} {{"))
+        .nth(1)
+        .unwrap();
+    assert!(
+        map.contains("198.51.100.9 . 10.90.0.0/16 timeout 30s expires")
+            && map.contains(": 10.90.0.1"),
+        "{listed}"
+    );
+    assert!(
+        !set(SET_GATEWAY_MASQUERADE_V6).contains("2001:db8::7"),
+        "not masqueraded: {listed}"
+    );
+    assert!(
+        !set(SET_ALLOW_V4).contains("198.51.100.7") && !set(SET_ALLOW_V6).contains("2001:db8::7"),
+        "a gateway grant opened a port of this host: {listed}"
+    );
+    // Revoked: gone; restored after a flush: back with its time.
+    let s = spec.clone();
+    ns.run(move || {
+        let mut nft = Nft::open().unwrap();
+        nft.delete(&[g4, g6, snat]).unwrap();
+    });
+    let listed = ns.nft(&["list", "set", "inet", "nfknock", SET_GATEWAY_V4]);
+    assert!(!listed.contains("198.51.100.7"), "{listed}");
+    ns.run(move || {
+        let mut nft = Nft::open().unwrap();
+        nft.remove_table().unwrap();
+        nft.install(&s, &[g4]).unwrap();
+    });
+    let listed = ns.nft(&["list", "set", "inet", "nfknock", SET_GATEWAY_V4]);
+    assert!(
+        listed.contains("198.51.100.7 . 10.80.0.0/24 timeout 30s expires"),
+        "{listed}"
+    );
+    // Without `gateway` in the config, its sets and rules go, and the restore drops the grant.
+    ns.run(move || {
+        let mut nft = Nft::open().unwrap();
+        nft.install(&compat_spec(), &[g4]).unwrap();
+    });
+    let listed = ns.nft(&["list", "table", "inet", "nfknock"]);
+    assert!(
+        !listed.contains("gateway"),
+        "gateway objects removed: {listed}"
+    );
 }

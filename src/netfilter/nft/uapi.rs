@@ -17,6 +17,8 @@ pub const NFT_MSG_DELSET: u16 = 11;
 pub const NFT_MSG_NEWSETELEM: u16 = 12;
 pub const NFT_MSG_GETSETELEM: u16 = 13;
 pub const NFT_MSG_DELSETELEM: u16 = 14;
+pub const NFT_MSG_NEWOBJ: u16 = 18;
+pub const NFT_MSG_GETOBJ: u16 = 19;
 pub const NFT_MSG_DESTROYTABLE: u16 = 26;
 pub const NFT_MSG_DESTROYSETELEM: u16 = 30;
 
@@ -45,18 +47,37 @@ pub const NFTA_SET_ID: u16 = 10;
 pub const NFTA_SET_TIMEOUT: u16 = 11;
 pub const NFTA_SET_USERDATA: u16 = 13;
 pub const NFTA_SET_DESC_SIZE: u16 = 1;
+/// `NFTA_SET_DESC_CONCAT`: the field lengths of a concatenated interval key (pipapo sets).
+pub const NFTA_SET_DESC_CONCAT: u16 = 2;
+pub const NFTA_SET_FIELD_LEN: u16 = 1;
+/// `NFT_SET_CONCAT`: the key is a concatenation of ranges (nft sets it for `a . b` with
+/// `flags interval`; the kernel then picks the pipapo set type).
+pub const NFT_SET_CONCAT: u32 = 0x80;
+/// `NFTA_SET_ELEM_KEY_END`: the last key of an element's range (pipapo sets).
+pub const NFTA_SET_ELEM_KEY_END: u16 = 10;
 pub const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 pub const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 pub const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 pub const NFTA_SET_ELEM_KEY: u16 = 1;
+pub const NFTA_SET_ELEM_FLAGS: u16 = 3;
 pub const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
 pub const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
-pub const NFTA_SET_ELEM_USERDATA: u16 = 6;
+pub const NFTA_OBJ_TABLE: u16 = 1;
+pub const NFTA_OBJ_NAME: u16 = 2;
+pub const NFTA_OBJ_TYPE: u16 = 3;
+pub const NFTA_OBJ_DATA: u16 = 4;
+pub const NFTA_COUNTER_BYTES: u16 = 1;
+pub const NFTA_COUNTER_PACKETS: u16 = 2;
 pub const NFTA_DATA_VALUE: u16 = 1;
 pub const NFTA_DATA_VERDICT: u16 = 2;
 pub const NFTA_VERDICT_CODE: u16 = 1;
 
+pub const NFT_SET_INTERVAL: u32 = 0x4;
 pub const NFT_SET_TIMEOUT: u32 = 0x10;
+/// `NFT_SET_ELEM_INTERVAL_END`: this element ends an interval (the first address after it).
+pub const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
+/// `NFT_OBJECT_COUNTER`: a named counter (`counter NAME { }`).
+pub const NFT_OBJECT_COUNTER: u32 = 1;
 pub const NFT_SET_EVAL: u32 = 0x20;
 
 pub const NF_INET_PRE_ROUTING: u32 = 0;
@@ -76,6 +97,8 @@ pub const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
 pub const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
 pub const NFT_CMP_EQ: u32 = 0;
 pub const NFT_CMP_NEQ: u32 = 1;
+pub const NFT_CMP_LTE: u32 = 3;
+pub const NFT_CMP_GTE: u32 = 5;
 pub const NFT_RANGE_NEQ: u32 = 1;
 pub const NFT_CT_STATE: u32 = 0;
 pub const NFT_CT_STATUS: u32 = 2;
@@ -89,3 +112,19 @@ pub const NFT_LIMIT_F_INV: u32 = 1;
 pub const CT_STATE_ESTABLISHED_RELATED: u32 = 0x2 | 0x4;
 /// `IPS_DST_NAT` (linux/netfilter/nf_conntrack_common.h).
 pub const IPS_DST_NAT: u32 = 1 << 5;
+
+// ---- NAT (issue 10 §1): maps, the nat/masq expressions, the nat hooks ----
+pub const NFT_SET_MAP: u32 = 0x8;
+pub const NFTA_SET_DATA_TYPE: u16 = 6;
+pub const NFTA_SET_DATA_LEN: u16 = 7;
+pub const NFTA_SET_ELEM_DATA: u16 = 2;
+/// `NFTA_SET_ELEM_USERDATA`: opaque to the kernel; nft reads a comment from it.
+pub const NFTA_SET_ELEM_USERDATA: u16 = 6;
+/// libnftnl's `NFTNL_UDATA_SET_ELEM_COMMENT`: the TLV type nft prints as `comment "..."`.
+pub const NFTNL_UDATA_SET_ELEM_COMMENT: u8 = 0;
+pub const NF_INET_POST_ROUTING: u32 = 4;
+/// `NFT_REG_2`: the second 16-byte register (= `NFT_REG32_04`).
+pub const NFT_REG_2: u32 = 2;
+/// `enum nft_nat_types` (linux/netfilter/nf_tables.h).
+pub const NFT_NAT_SNAT: u32 = 0;
+pub const NFT_NAT_DNAT: u32 = 1;

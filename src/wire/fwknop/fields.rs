@@ -18,6 +18,8 @@ use crate::access::{Access, Proto};
 pub(super) const RAND_LEN: usize = 16;
 /// `MAX_SPA_USERNAME_SIZE`: limit of the *base64* username field.
 const MAX_USERNAME_B64: usize = 64;
+/// The longest user name that fits that field: 48 bytes.
+pub const MAX_USERNAME_LEN: usize = b64::decoded_len(MAX_USERNAME_B64);
 /// `MAX_SPA_TIMESTAMP_SIZE`.
 const MAX_TIMESTAMP_LEN: usize = 12;
 /// `MAX_SPA_VERSION_SIZE`.
@@ -34,7 +36,7 @@ const MAX_HOSTNAME_LEN: usize = 70;
 /// `MAX_PORT_STR_LEN`.
 const MAX_PORT_DIGITS: usize = 5;
 /// Client timeout upper bound: `2 << 15` in `parse_client_timeout()`.
-const MAX_CLIENT_TIMEOUT: u32 = 65536;
+pub const MAX_CLIENT_TIMEOUT: u32 = 65536;
 /// Fields before the digest: rand, user, timestamp, version, type, message and at most three
 /// of nat / server_auth / timeout (`MAX_SPA_FIELDS` = 9).
 const MAX_FIELDS: usize = 9;
@@ -188,7 +190,7 @@ fn all_digits(s: &str) -> bool {
 
 /// `validate_username()` (lib/fko_util.c): non-empty; each byte alphanumeric, or printable
 /// ASCII other than `" / \ [ ] : ; | = , + * ? < >`.
-pub(super) fn valid_username(name: &[u8]) -> bool {
+pub fn valid_username(name: &[u8]) -> bool {
     !name.is_empty()
         && name.iter().all(|&c| {
             c.is_ascii_alphanumeric()

@@ -52,6 +52,23 @@ pub enum FwknopKeyError {
 pub const MAX_KEY_LEN: usize = 32;
 /// `MAX_DIGEST_BLOCK_LEN` (lib/fko_limits.h): the SHA3-256 block size bounds HMAC keys.
 pub const MAX_HMAC_KEY_LEN: usize = 136;
+/// The Rijndael key length `fwknop --key-gen` draws (`RIJNDAEL_MAX_KEYSIZE`, lib/fko_funcs.c
+/// `fko_key_gen`); `nfknock keygen --fwknop` draws the same.
+pub const KEYGEN_KEY_LEN: usize = MAX_KEY_LEN;
+
+/// The HMAC key length `fwknop --key-gen --hmac-digest-type T` draws (lib/fko_funcs.c
+/// `fko_key_gen`: the hash's block size for SHA-256/384/512, its digest size for MD5 and
+/// SHA-1). fwknop 2.6.10 refuses to pick one for SHA3 (FWKNOP-WIRE.md §3.1); nfknock draws 64
+/// bytes there, within both SHA3 block sizes.
+pub fn keygen_hmac_len(hmac: HmacType) -> usize {
+    match hmac {
+        HmacType::Md5 => 16,
+        HmacType::Sha1 => 20,
+        HmacType::Sha256 | HmacType::Sha3_256 | HmacType::Sha3_512 => 64,
+        HmacType::Sha384 | HmacType::Sha512 => 128,
+    }
+}
+
 /// The placeholder key of fwknopd's shipped access.conf, which fwknopd refuses
 /// (server/access.c); config parsing and the importer refuse it too.
 pub const PLACEHOLDER_KEY: &str = "__CHANGEME__";

@@ -18,7 +18,8 @@
 //! authenticated plaintext, not of its spelling on the wire: see [`Opened`].
 //!
 //! Nothing allocates before the HMAC has verified: the ciphertext is decoded into a stack
-//! buffer. [`seal`] is the encoder (tests, benchmarks, our own client).
+//! buffer. [`seal`] is the encoder (tests, benchmarks); [`seal_random`] is what our own client
+//! (`nfknock knock --fwknop`) sends.
 //!
 //! Submodules, one concern each: `names` (HMAC, mode and digest types and their spellings),
 //! `key` (credentials and their limits), `open` (the receiver), `seal` (the encoder), `hmac`
@@ -37,13 +38,16 @@ mod open;
 mod seal;
 
 pub use b64::decode_b64_lenient;
+pub use fields::{valid_username, MAX_CLIENT_TIMEOUT, MAX_USERNAME_LEN};
 pub use key::{
-    decode_key_base64, FwknopKey, FwknopKeyError, PreparedKey, MAX_HMAC_KEY_LEN, MAX_KEY_LEN,
-    PLACEHOLDER_KEY,
+    decode_key_base64, keygen_hmac_len, FwknopKey, FwknopKeyError, PreparedKey, KEYGEN_KEY_LEN,
+    MAX_HMAC_KEY_LEN, MAX_KEY_LEN, PLACEHOLDER_KEY,
 };
 pub use names::{DigestType, EncMode, HmacType, ParseNameError};
 pub use open::{looks_like_gpg, open, open_prepared, precheck, prechecked, Opened, Prechecked};
-pub use seal::{seal, seal_raw_plaintext, SealRequest, PROTOCOL_VERSION};
+pub use seal::{
+    random_digits, seal, seal_random, seal_raw_plaintext, SealRequest, PROTOCOL_VERSION,
+};
 
 use std::net::Ipv4Addr;
 

@@ -13,6 +13,7 @@ use super::open::precheck;
 use super::{b64, cipher, fields};
 use super::{FwknopError, MAX_PLAINTEXT, MIN_PLAINTEXT, SALTED_MAGIC, SALTED_PREFIX};
 use crate::access::Access;
+use crate::crypto::Rng;
 
 /// What [`seal`] puts in a packet (§2.1). The allow IP is the first item of `message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +85,38 @@ pub fn seal(
     }
     let encoded = Zeroizing::new(fields::build(msg, rand_value)?);
     seal_encoded(key, encoded.as_bytes(), salt, Some(digest))
+}
+
+/// [`seal`] with a fresh salt and random value drawn from `rng`: what a client sends
+/// (`nfknock knock --fwknop`). libfko takes both from /dev/urandom (`lib/fko_rand_value.c`,
+/// `lib/cipher_funcs.c:get_random_data`); the salt and the 16 digits make every packet, and its
+/// replay identity, unique.
+pub fn seal_random(
+    key: &FwknopKey,
+    msg: &SealRequest,
+    digest: DigestType,
+    rng: &mut dyn Rng,
+) -> Result<String, FwknopError> {
+    let mut salt = [0u8; 8];
+    rng.fill(&mut salt);
+    let rand_value = random_digits(rng);
+    seal(key, msg, salt, &rand_value, digest)
+}
+
+/// fwknop's random value: [`fields::RAND_LEN`] decimal digits (`FKO_RAND_VAL_SIZE`), each
+/// uniform (bytes ≥ 250 are drawn again, so no digit is favoured).
+pub fn random_digits(rng: &mut dyn Rng) -> String {
+    let mut out = String::with_capacity(fields::RAND_LEN);
+    let mut buf = [0u8; 32];
+    while out.len() < fields::RAND_LEN {
+        rng.fill(&mut buf);
+        for b in buf {
+            if b < 250 && out.len() < fields::RAND_LEN {
+                out.push(char::from(b'0' + b % 10));
+            }
+        }
+    }
+    out
 }
 
 /// Seal an arbitrary encoded message, without [`seal`]'s field checks: for fuzzing (so the
