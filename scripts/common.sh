@@ -25,6 +25,10 @@ NFK_PACKAGES+=(apparmor python3 python3-prometheus-client)
 # under systemd-nspawn, the real Docker, the .deb's tools and lint.
 NFK_PACKAGES+=(systemd-container debootstrap docker.io busybox-static lintian dpkg-dev)
 
+# The fleet relay: etcd-client's build script runs protoc (with the well-known .proto files of
+# libprotobuf-dev); the fleet e2e tests run a real etcd with TLS certificates made by openssl.
+NFK_PACKAGES+=(protobuf-compiler libprotobuf-dev etcd-server etcd-client openssl)
+
 # cargo-deb, pinned (scripts/package); installed only when a package is built.
 NFK_CARGO_DEB_VERSION=3.8.0
 

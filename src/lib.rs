@@ -20,6 +20,7 @@
 //! | [`fwknop_import`] | translator: fwknopd's `access.conf`/`fwknopd.conf` → nfknock TOML with warnings; reads through the [`fwknop_import::Loader`] it is given |
 //! | [`command`] (`mod.rs`, `template.rs`, `split.rs`, `proto.rs`) | command cycles and command messages: per-client settings, argv templates with per-argument substitution, splitting a command string without a shell, the daemon → runner message format |
 //! | [`metrics`] | the daemon's counters and their Prometheus text exposition; the daemon passes in what it reads (kernel queue counters, journal size, live grants) |
+//! | [`fleet::record`], [`fleet::settings`] | the fleet relay's etcd records (key layout, value, the caps a remote grant must pass, lease arithmetic) and its `fleet.toml`, as pure functions |
 //! | [`grants`] (`grants/mod.rs`) | the grant seam: [`grants::Grant`] (with its NAT target, if forwarded), [`grants::GrantError`], the [`grants::GrantSink`] and [`grants::GrantStore`] traits, the [`grants::DryRun`] wrapper; [`grants::open`] and [`grants::existing`] only pick the backend `[server] backend` names, whose own file does the I/O |
 //!
 //! Shells (I/O, nothing clever):
@@ -37,6 +38,7 @@
 //! | [`netfilter::iptables`] | pure: the iptables-restore text of an iptables host's capture and gate, for the ipset backend |
 //! | [`grants::ipset`] | the `ipset` grant backend (iptables/firewalld hosts): grants as elements with timeouts in two ipsets it owns, through [`netfilter::ipset`] |
 //! | [`daemon`] | wiring: queue → engine → grants → verdict; one worker thread per queue for `queue = "a-b"`; signals, reload, sd_notify, the control socket `nfknock reload` asks (on its own thread, so the loop never waits for a requester), the switch to the service user |
+//! | `fleet::relay` (feature `fleet`) | the fleet relay of the `nfknock-fleet` binary: etcd client, the allow sets' events, the loop; the `nfknock` daemon binary never links it |
 //! | [`cli`] | the command line: [`cli::Cli`], exit codes, `--config` and the dispatch in `cli/mod.rs`, one file per command family; `main.rs` is thin |
 //!
 //! Unit tests live beside their code: inline `#[cfg(test)] mod tests { … }` while they are
@@ -54,6 +56,7 @@ pub mod config;
 pub mod crypto;
 pub mod daemon;
 pub mod engine;
+pub mod fleet;
 pub mod fwknop_import;
 pub mod grants;
 pub mod metrics;

@@ -684,3 +684,188 @@ pub fn init_state(dir: &Path) {
 pub fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap()
 }
+
+/// The first three octets of a [`Pool`]'s network.
+pub const POOL_NET: &str = "10.88.0";
+/// A [`Pool`]'s client and stranger.
+pub const POOL_CLI4: &str = "10.88.0.100";
+pub const POOL_OTH4: &str = "10.88.0.101";
+/// A [`Pool`]'s service namespace (where a test runs etcd).
+pub const POOL_SVC4: &str = "10.88.0.200";
+
+/// Several server namespaces on one bridge, each with its own `nfknock serve`, plus a client,
+/// a stranger and a service namespace (for etcd): the rig of the fleet tests.
+///
+/// ```text
+///   host0 (10.88.0.1)  host1 (10.88.0.2) …  cli (.100)  oth (.101)  svc (.200)
+///        └──────────────┴───── bridge br0 in namespace `hub` ────┴──────────┘
+/// ```
+/// Host `i` has its own config, state directory and daemon log under `dir/host{i}/`.
+pub struct Pool {
+    pub hub: String,
+    pub hosts: Vec<String>,
+    pub cli: String,
+    pub oth: String,
+    pub svc: String,
+    pub dir: tempfile::TempDir,
+    daemons: Vec<Option<Child>>,
+}
+
+impl Pool {
+    pub fn new(n: usize) -> Pool {
+        let name = format!(
+            "nfk-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("nfknock-pool-")
+            .tempdir()
+            .unwrap();
+        let pool = Pool {
+            hub: format!("{name}-hub"),
+            hosts: (0..n).map(|i| format!("{name}-h{i}")).collect(),
+            cli: format!("{name}-cli"),
+            oth: format!("{name}-oth"),
+            svc: format!("{name}-svc"),
+            dir,
+            daemons: (0..n).map(|_| None).collect(),
+        };
+        let hub = pool.hub.clone();
+        let _ = sh(&["ip", "netns", "del", &hub]);
+        must(&["ip", "netns", "add", &hub]);
+        must(&["ip", "-n", &hub, "link", "add", "br0", "type", "bridge"]);
+        must(&["ip", "-n", &hub, "link", "set", "br0", "up"]);
+        let mut members: Vec<(String, String)> = pool
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.clone(), format!("{POOL_NET}.{}", i + 1)))
+            .collect();
+        members.push((pool.cli.clone(), POOL_CLI4.into()));
+        members.push((pool.oth.clone(), POOL_OTH4.into()));
+        members.push((pool.svc.clone(), POOL_SVC4.into()));
+        for (k, (ns, addr)) in members.iter().enumerate() {
+            let _ = sh(&["ip", "netns", "del", ns]);
+            must(&["ip", "netns", "add", ns]);
+            must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            let port = format!("p{k}");
+            must(&[
+                "ip", "link", "add", &port, "netns", &hub, "type", "veth", "peer", "name", "eth0",
+                "netns", ns,
+            ]);
+            must(&[
+                "ip", "-n", &hub, "link", "set", &port, "master", "br0", "up",
+            ]);
+            must(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "eth0",
+            ]);
+            must(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+        }
+        for i in 0..n {
+            std::fs::create_dir_all(pool.host_dir(i)).unwrap();
+            init_state(&pool.host_dir(i).join("state"));
+        }
+        pool
+    }
+
+    pub fn addr(&self, i: usize) -> String {
+        format!("{POOL_NET}.{}", i + 1)
+    }
+
+    pub fn host_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("host{i}"))
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Write host `i`'s `nfknock.toml`: the lab's `[server]` table with `server` lines, then
+    /// `clients`.
+    pub fn write_config(&self, i: usize, server: &str, clients: &str) -> PathBuf {
+        let p = self.host_dir(i).join("nfknock.toml");
+        let table = server_table(&self.host_dir(i).join("state"), LAB_USER, server);
+        std::fs::write(&p, format!("{table}{clients}")).unwrap();
+        p
+    }
+
+    /// Start `nfknock serve` on host `i` and wait until it serves.
+    pub fn start_daemon(&mut self, i: usize) {
+        assert!(self.daemons[i].is_none(), "daemon {i} already running");
+        let config = self.host_dir(i).join("nfknock.toml");
+        let log = self.host_dir(i).join("daemon.log");
+        let want = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("nfknock serving")
+            .count()
+            + 1;
+        self.daemons[i] = Some(spawn_serve(
+            &self.hosts[i],
+            &[],
+            &config,
+            &[],
+            "debug",
+            &log,
+            want,
+        ));
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.host_dir(i).join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Send `sig` (e.g. `HUP`) to host `i`'s daemon.
+    pub fn signal(&self, i: usize, sig: &str) {
+        let pid = self.daemons[i].as_ref().expect("daemon not running").id();
+        must(&["kill", &format!("-{sig}"), &pid.to_string()]);
+    }
+
+    pub fn run(&self, ns: &str, args: &[&str]) -> Output {
+        let mut all = vec!["ip", "netns", "exec", ns];
+        all.extend_from_slice(args);
+        sh(&all)
+    }
+
+    /// Knock host `i` from `ns` with `args` appended to `knock --server ADDR --port 62201`.
+    pub fn knock(&self, ns: &str, i: usize, args: &[&str]) {
+        let server = self.addr(i);
+        let mut all = vec![bin(), "knock", "--server", &server, "--port", "62201"];
+        all.extend_from_slice(args);
+        let out = self.run(ns, &all);
+        assert!(
+            out.status.success(),
+            "knock failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for c in self.daemons.iter_mut().filter_map(Option::take) {
+            let mut c = c;
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if thread::panicking() {
+            for i in 0..self.hosts.len() {
+                eprintln!("--- daemon log of host {i} ---\n{}", self.log(i));
+            }
+        }
+        for n in self
+            .hosts
+            .iter()
+            .chain([&self.cli, &self.oth, &self.svc, &self.hub])
+        {
+            let _ = sh(&["ip", "netns", "del", n]);
+        }
+    }
+}

@@ -17,6 +17,7 @@
 //! | `rate_limit.rs` | the per-source (per /64) limit; a flood with the limit off           |
 //! | `privileges.rs` | capabilities, user switch, syscall filter, systemd unit, installer   |
 //! | `dry_run.rs`    | `serve --dry-run` with and without the gate                          |
+//! | `fleet.rs`      | three hosts sharing grants through etcd: spread, expiry, faults, trust |
 //! | `fwknop.rs`     | the real Debian fwknop client, access.conf migration                 |
 //! | `commands.rs`   | command cycles (ipset + iptables-legacy), restarts, timeouts, command messages |
 //! | `ipset.rs`      | the ipset backend under iptables-legacy/-nft: grant, refresh, expiry, repair |
@@ -40,6 +41,7 @@ mod lab;
 mod commands;
 mod docker;
 mod dry_run;
+mod fleet;
 mod flood;
 mod fwknop;
 mod fwknop_client;

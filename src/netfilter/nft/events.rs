@@ -1,5 +1,7 @@
 //! Ruleset events: notice when someone else deletes or flushes our table (`nft flush ruleset`,
-//! a firewall reload), so the daemon can put it back. Reads its own subscribed socket.
+//! a firewall reload), so the daemon can put it back; and, for the fleet relay, follow the
+//! grants written to the allow sets ([`NftEvents::wait_elements`]). Reads its own subscribed
+//! socket.
 
 use super::*;
 
@@ -72,6 +74,95 @@ impl NftEvents {
                 }
             }
         }
+    }
+}
+
+/// A change of the allow sets (or of the table holding them) seen by
+/// [`NftEvents::wait_elements`], made by someone other than the `own` sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ElemEvent {
+    /// A grant added or refreshed (`added`) or removed, by the socket with port id `pid`
+    /// (0: the kernel itself), with the element's userdata (empty if none).
+    Grant {
+        added: bool,
+        elem: LiveElement,
+        udata: Vec<u8>,
+        pid: u32,
+    },
+    /// Our table or an allow set was created or deleted (an install, a flush and its repair),
+    /// or events were lost: what the sets hold must be read again.
+    Reset,
+}
+
+impl NftEvents {
+    /// Wait up to `timeout` for events, then append every pending change of the allow sets to
+    /// `out` (nothing when none came). Events of the `own` sockets are filtered out.
+    pub fn wait_elements(
+        &mut self,
+        timeout: Duration,
+        out: &mut Vec<ElemEvent>,
+    ) -> Result<(), NftError> {
+        let sock_err = |source| NftError::Socket {
+            op: "read nftables events from",
+            source,
+        };
+        self.sock.poll_in(timeout).map_err(sock_err)?;
+        loop {
+            match self.sock.try_recv(&mut self.buf).map_err(sock_err)? {
+                None => return Ok(()),
+                Some(Recv::Overrun) => out.push(ElemEvent::Reset),
+                Some(Recv::Datagram(d)) => {
+                    for m in messages(d).map_while(Result::ok) {
+                        if m.pid == 0 || !self.own.contains(&m.pid) {
+                            element_events(&m, out);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The [`ElemEvent`]s of one message of subsystem nftables.
+fn element_events(m: &Msg<'_>, out: &mut Vec<ElemEvent>) {
+    if m.subsys() != NFNL_SUBSYS_NFTABLES {
+        return;
+    }
+    let Some((family, body)) = nfgen(m.payload) else {
+        return;
+    };
+    if family != NFPROTO_INET || attr(body, 1).map(str_attr) != Some(TABLE.as_bytes()) {
+        return;
+    }
+    let allow_set = |name: Option<&[u8]>| match name.map(str_attr) {
+        Some(n) if n == SET_ALLOW_V4.as_bytes() => Some(false),
+        Some(n) if n == SET_ALLOW_V6.as_bytes() => Some(true),
+        _ => None,
+    };
+    match m.nfnl_msg() {
+        NFT_MSG_NEWTABLE | NFT_MSG_DELTABLE => out.push(ElemEvent::Reset),
+        NFT_MSG_NEWSET | NFT_MSG_DELSET if allow_set(attr(body, NFTA_SET_NAME)).is_some() => {
+            out.push(ElemEvent::Reset)
+        }
+        msg @ (NFT_MSG_NEWSETELEM | NFT_MSG_DELSETELEM) => {
+            let Some(v6) = allow_set(attr(body, NFTA_SET_ELEM_LIST_SET)) else {
+                return;
+            };
+            let Some(list) = attr(body, NFTA_SET_ELEM_LIST_ELEMENTS) else {
+                return;
+            };
+            for (_, e) in attrs(list) {
+                if let Some(elem) = super::sets::parse_live(e, v6) {
+                    out.push(ElemEvent::Grant {
+                        added: msg == NFT_MSG_NEWSETELEM,
+                        elem,
+                        udata: attr(e, NFTA_SET_ELEM_USERDATA).unwrap_or(&[]).to_vec(),
+                        pid: m.pid,
+                    });
+                }
+            }
+        }
+        _ => {}
     }
 }
 

@@ -34,11 +34,15 @@ mod sets;
 mod table;
 pub mod uapi;
 
+pub use events::ElemEvent;
 pub use events::NftEvents;
 pub use gateway::gateway_keys;
 pub use prefilter::{interval_elements, merged_ranges};
 pub use rules::render;
-pub use sets::{decode_key, element_key, protected_key};
+pub use sets::{
+    decode_key, decode_protected_key, element_comment, element_comment_text, element_key,
+    protected_key,
+};
 
 use std::fmt;
 use std::io;

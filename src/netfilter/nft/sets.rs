@@ -80,6 +80,19 @@ impl Nft {
         set: &'static str,
         elems: impl Iterator<Item = (K, Option<u64>)>,
     ) {
+        self.set_elements_marked(add, set, elems, None)
+    }
+
+    /// [`Nft::set_elements`], each added element carrying `udata` (`NFTA_SET_ELEM_USERDATA`,
+    /// stored opaquely by the kernel, kept when the element is later refreshed, shown by
+    /// `nft list` as the element's comment when it is an [`element_comment`]).
+    pub(super) fn set_elements_marked<K: AsRef<[u8]>>(
+        &mut self,
+        add: bool,
+        set: &'static str,
+        elems: impl Iterator<Item = (K, Option<u64>)>,
+        udata: Option<&[u8]>,
+    ) {
         let (msg, flags, op) = if add {
             (NFT_MSG_NEWSETELEM, NLM_F_CREATE, "add elements to")
         } else {
@@ -96,6 +109,9 @@ impl Nft {
                 m.attr_u64(NFTA_SET_ELEM_TIMEOUT, ms);
                 m.attr_u64(NFTA_SET_ELEM_EXPIRATION, ms);
             }
+            if let (true, Some(u)) = (add, udata) {
+                m.attr(NFTA_SET_ELEM_USERDATA, u);
+            }
             m.nest_end(e);
         }
         m.nest_end(list);
@@ -106,6 +122,17 @@ impl Nft {
     /// allow set, [`ELEMS_PER_MSG`] per message. Keys are built on the stack one by one: no
     /// allocation on the hot path.
     pub(super) fn grants(&mut self, add: bool, elems: &[Element], v6: bool) {
+        self.grants_marked(add, elems, v6, None)
+    }
+
+    /// [`Nft::grants`], each added element carrying `udata` (the fleet relay's origin mark).
+    pub(super) fn grants_marked(
+        &mut self,
+        add: bool,
+        elems: &[Element],
+        v6: bool,
+        udata: Option<&[u8]>,
+    ) {
         let set = if v6 { SET_ALLOW_V6 } else { SET_ALLOW_V4 };
         // A routed NAT grant opens no port of this host: its element is in `forward_v*`.
         // A gateway grant opens no port of this host either: its element is in `gateway_v*`.
@@ -119,7 +146,7 @@ impl Nft {
                 let key = GrantKey(element_key(e.addr, e.access));
                 (key, add.then_some(e.timeout_ms))
             });
-            self.set_elements(add, set, chunk);
+            self.set_elements_marked(add, set, chunk, udata);
         }
         self.nat_elements(add, elems, v6);
         self.gateway_elements(add, elems, v6);
@@ -175,6 +202,96 @@ impl Nft {
             self.commit().map_err(batch_error)?;
         }
         Ok(())
+    }
+
+    /// [`Nft::upsert`] for grants that another host made (the fleet relay): each element
+    /// carries `udata` (an [`element_comment`]), so the relay can tell them from this host's
+    /// own grants in events and listings. A refresh of an element keeps the udata it had.
+    pub fn upsert_marked(&mut self, elems: &[Element], udata: &[u8]) -> Result<(), NftError> {
+        if let Some(e) = elems.iter().find(|e| e.timeout_ms == 0) {
+            return Err(NftError::ZeroTimeout {
+                addr: e.addr,
+                access: e.access,
+            });
+        }
+        for chunk in elems.chunks(UPSERT_BATCH) {
+            self.batch_start();
+            self.grants_marked(true, chunk, false, Some(udata));
+            self.grants_marked(true, chunk, true, Some(udata));
+            self.commit().map_err(batch_error)?;
+        }
+        Ok(())
+    }
+
+    /// Live grants of both allow sets, each with its element userdata (empty when it has
+    /// none): the fleet relay tells remote grants (its mark) from this host's own.
+    pub fn list_marked(&mut self) -> Result<Vec<(LiveElement, Vec<u8>)>, NftError> {
+        let mut out = Vec::new();
+        for (set, v6) in [(SET_ALLOW_V4, false), (SET_ALLOW_V6, true)] {
+            let r = self.request(
+                NFT_MSG_GETSETELEM,
+                true,
+                |m| {
+                    m.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+                    m.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+                },
+                |m| {
+                    let Some((_, body)) = nfgen(m.payload) else {
+                        return;
+                    };
+                    let Some(list) = attr(body, NFTA_SET_ELEM_LIST_ELEMENTS) else {
+                        return;
+                    };
+                    out.extend(attrs(list).filter_map(|(_, elem)| {
+                        let live = parse_live(elem, v6)?;
+                        let udata = attr(elem, NFTA_SET_ELEM_USERDATA).unwrap_or(&[]);
+                        Some((live, udata.to_vec()))
+                    }));
+                },
+            );
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return Err(kernel_error("list the elements of", Object::Set(set), e))
+                }
+                Err(source) => return Err(NftError::Socket { op: "use", source }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The proto/ports of the `protected` set: what the gate closes on this host.
+    pub fn list_protected(&mut self) -> Result<Vec<Access>, NftError> {
+        let mut out = Vec::new();
+        let r = self.request(
+            NFT_MSG_GETSETELEM,
+            true,
+            |m| {
+                m.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+                m.attr_str(NFTA_SET_ELEM_LIST_SET, SET_PROTECTED);
+            },
+            |m| {
+                let Some((_, body)) = nfgen(m.payload) else {
+                    return;
+                };
+                let Some(list) = attr(body, NFTA_SET_ELEM_LIST_ELEMENTS) else {
+                    return;
+                };
+                out.extend(attrs(list).filter_map(|(_, elem)| {
+                    let key = attr(attr(elem, NFTA_SET_ELEM_KEY)?, NFTA_DATA_VALUE)?;
+                    decode_protected_key(key)
+                }));
+            },
+        );
+        match r {
+            Ok(Ok(())) => Ok(out),
+            Ok(Err(e)) => Err(kernel_error(
+                "list the elements of",
+                Object::Set(SET_PROTECTED),
+                e,
+            )),
+            Err(source) => Err(NftError::Socket { op: "use", source }),
+        }
     }
 
     /// Remove grants from the allow sets (a revocation): one batch per `UPSERT_BATCH` grants.
@@ -268,7 +385,7 @@ impl AsRef<[u8]> for GrantKey {
 }
 
 /// One element of a GETSETELEM dump → a grant, if its key is one of ours.
-fn parse_live(elem: &[u8], v6: bool) -> Option<LiveElement> {
+pub(super) fn parse_live(elem: &[u8], v6: bool) -> Option<LiveElement> {
     let key = attr(attr(elem, NFTA_SET_ELEM_KEY)?, NFTA_DATA_VALUE)?;
     let (addr, access) = decode_key(key, v6)?;
     let timeout_ms = attr(elem, NFTA_SET_ELEM_TIMEOUT)
@@ -322,6 +439,39 @@ pub fn decode_key(key: &[u8], v6: bool) -> Option<(IpAddr, Access)> {
     let proto = Proto::from_number(*key.get(a)?)?;
     let port = u16::from_be_bytes(key.get(a + 4..a + 6)?.try_into().ok()?);
     Some((addr, Access::new(proto, port)?))
+}
+
+/// The inverse of [`protected_key`]; `None` for a key that is not one of ours.
+pub fn decode_protected_key(key: &[u8]) -> Option<Access> {
+    if key.len() != 8 {
+        return None;
+    }
+    let proto = Proto::from_number(*key.first()?)?;
+    let port = u16::from_be_bytes(key.get(4..6)?.try_into().ok()?);
+    Access::new(proto, port)
+}
+
+/// An element's userdata holding `comment` the way nft writes an element comment
+/// ([`NFTNL_UDATA_SET_ELEM_COMMENT`]: type, length, the text NUL-terminated), so `nft list`
+/// shows it as `comment "…"`. `None` if it does not fit one TLV (255 bytes with the NUL).
+pub fn element_comment(comment: &str) -> Option<Vec<u8>> {
+    let len = u8::try_from(comment.len() + 1).ok()?;
+    let mut u = Vec::with_capacity(comment.len() + 3);
+    u.extend_from_slice(&[NFTNL_UDATA_SET_ELEM_COMMENT, len]);
+    u.extend_from_slice(comment.as_bytes());
+    u.push(0);
+    Some(u)
+}
+
+/// The comment in an element's userdata, if it holds one written as [`element_comment`] does.
+pub fn element_comment_text(udata: &[u8]) -> Option<&str> {
+    let (&ty, rest) = udata.split_first()?;
+    let (&len, rest) = rest.split_first()?;
+    let text = rest.get(..usize::from(len))?;
+    if ty != NFTNL_UDATA_SET_ELEM_COMMENT {
+        return None;
+    }
+    std::str::from_utf8(text.strip_suffix(&[0])?).ok()
 }
 
 /// The key of a `protected` element: proto(1)+pad(3) | port big-endian(2)+pad(2).
