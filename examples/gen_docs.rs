@@ -59,6 +59,10 @@ pub fn generate(out: &Path) -> std::io::Result<Vec<PathBuf>> {
             .bin_name(format!("nfknock {}", sub.get_name()));
         written.push(page(sub, man.join(format!("{name}.8")))?);
     }
+    written.push(page(
+        nfknock::fleet::Cli::command(),
+        man.join("nfknock-fleet.8"),
+    )?);
     let toml5 = Path::new(env!("CARGO_MANIFEST_DIR")).join("man/nfknock.toml.5");
     std::fs::copy(&toml5, man.join("nfknock.toml.5"))?;
     written.push(man.join("nfknock.toml.5"));

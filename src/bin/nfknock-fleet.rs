@@ -2,22 +2,10 @@
 //! other hosts of its fleet through etcd, and writes theirs here. A binary of its own so that
 //! the SPA daemon (`nfknock`) never links the etcd, gRPC and TLS client code.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-
-/// Share nfknock grants across a fleet of hosts through etcd (docs/FLEET.md).
-#[derive(Parser, Debug)]
-#[command(name = "nfknock-fleet", version)]
-struct Cli {
-    /// The relay's config file.
-    #[arg(long, short = 'c', default_value = "/etc/nfknock/fleet.toml")]
-    config: PathBuf,
-    /// Check the config (and read the certificates it names), then exit.
-    #[arg(long)]
-    check: bool,
-}
+use nfknock::fleet::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

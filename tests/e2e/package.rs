@@ -14,17 +14,23 @@ fn repo(path: &str) -> std::path::PathBuf {
 /// the same unit, `ExecStart=`, `ExecStartPre=` and `ExecReload=` in /usr/sbin.
 #[test]
 fn the_packaged_unit_is_the_shipped_unit_with_usr_sbin_paths() {
-    let out = Command::new(repo("scripts/package"))
-        .arg("unit")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let made = String::from_utf8(out.stdout).unwrap();
+    for name in ["nfknock", "nfknock-fleet"] {
+        let out = Command::new(repo("scripts/package"))
+            .args(["unit", name])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let made = String::from_utf8(out.stdout).unwrap();
+        let packaged = std::fs::read_to_string(repo(&format!("debian/{name}.service"))).unwrap();
+        assert_eq!(
+            packaged, made,
+            "debian/{name}.service is stale: run ./scripts/package unit {name} > debian/{name}.service"
+        );
+        for exec in packaged.lines().filter(|l| l.starts_with("Exec")) {
+            assert!(exec.contains("=/usr/sbin/"), "{name}: {exec}");
+        }
+    }
     let packaged = std::fs::read_to_string(repo("debian/nfknock.service")).unwrap();
-    assert_eq!(
-        packaged, made,
-        "debian/nfknock.service is stale: run ./scripts/package unit > debian/nfknock.service"
-    );
     for key in ["ExecStartPre=", "ExecStart=", "ExecReload="] {
         let line = packaged
             .lines()
