@@ -62,6 +62,8 @@ const NFKNOCK_LEGIT_EVERY: Duration = Duration::from_millis(50);
 /// ... and for fwknopd, whose grant path (two or three `iptables` forks per grant, ≈ 37
 /// grants/s at best here) must not be what the junk rows measure.
 const FWKNOPD_LEGIT_EVERY: Duration = Duration::from_millis(100);
+/// Nice value of the grant watcher in the prefilter ladders (see [`Watcher::start_nice`]).
+const WATCHER_NICE: i32 = -10;
 /// Pause between filling the allow set and measuring it (see `run_scale`).
 const SETTLE: Duration = Duration::from_secs(2);
 
@@ -452,12 +454,27 @@ fn fwknopd_grant(body: &[u8]) -> Option<Ipv4Addr> {
 
 impl Watcher {
     fn start(lab: &Lab, peer: Peer) -> Result<Watcher> {
+        Watcher::start_nice(lab, peer, None)
+    }
+
+    /// [`Watcher::start`], the watching thread at `nice` (e.g. -10): the grant's timestamp is
+    /// taken when this thread returns from `recv`, so where junk senders keep both CPUs busy a
+    /// watcher at the senders' priority waits for a CPU and adds its own wait to the latency.
+    fn start_nice(lab: &Lab, peer: Peer, nice: Option<i32>) -> Result<Watcher> {
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
         let lost = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (l, s, srv) = (lost.clone(), stop.clone(), lab.srv.clone());
         thread::spawn(move || {
+            if let Some(n) = nice {
+                // SAFETY: setpriority on this thread's own tid (PRIO_PROCESS takes a tid on
+                // Linux); plain integers.
+                unsafe {
+                    let tid = libc::gettid();
+                    libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, n);
+                }
+            }
             let fd =
                 match lab::enter(&srv).and_then(|()| nl_socket(1 << (nl::NFNLGRP_NFTABLES - 1))) {
                     Ok(fd) => {
@@ -1837,7 +1854,7 @@ prefilter = {on}"
             ),
             &keys.clients(),
         )?;
-        let mut w = Watcher::start(&lab, Peer::Nfknock)?;
+        let mut w = Watcher::start_nice(&lab, Peer::Nfknock, Some(WATCHER_NICE))?;
         let (w2, warm) = latency(&lab, w, keys, Format::Native, 0, 1, false)?;
         w = w2;
         let pf = prefilter_stats(&lab);
