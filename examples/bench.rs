@@ -62,7 +62,8 @@ const NFKNOCK_LEGIT_EVERY: Duration = Duration::from_millis(50);
 /// ... and for fwknopd, whose grant path (two or three `iptables` forks per grant, ≈ 37
 /// grants/s at best here) must not be what the junk rows measure.
 const FWKNOPD_LEGIT_EVERY: Duration = Duration::from_millis(100);
-/// Nice value of the grant watcher in the prefilter ladders (see [`Watcher::start_nice`]).
+/// Nice value of the grant watcher and of the thread sending the legit knocks in the prefilter
+/// ladders (see [`Watcher::start_nice`]): the instruments, not the daemon or the junk senders.
 const WATCHER_NICE: i32 = -10;
 /// Pause between filling the allow set and measuring it (see `run_scale`).
 const SETTLE: Duration = Duration::from_secs(2);
@@ -468,12 +469,7 @@ impl Watcher {
         let (l, s, srv) = (lost.clone(), stop.clone(), lab.srv.clone());
         thread::spawn(move || {
             if let Some(n) = nice {
-                // SAFETY: setpriority on this thread's own tid (PRIO_PROCESS takes a tid on
-                // Linux); plain integers.
-                unsafe {
-                    let tid = libc::gettid();
-                    libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, n);
-                }
+                set_thread_nice(n);
             }
             let fd =
                 match lab::enter(&srv).and_then(|()| nl_socket(1 << (nl::NFNLGRP_NFTABLES - 1))) {
@@ -612,6 +608,22 @@ impl Daemon {
             .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
             .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
             .sum()
+    }
+
+    /// Time all the daemon's threads spent runnable but waiting for a CPU, ns, and how many
+    /// times they were scheduled in (`/proc/PID/task/*/schedstat`, fields 2 and 3): with junk
+    /// senders on the same cores, the wait is what a knock can spend before the daemon runs.
+    fn runq_wait(&self) -> (u64, u64) {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return (0, 0);
+        };
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+            .filter_map(|s| {
+                let mut f = s.split_whitespace().skip(1).map(str::parse::<u64>);
+                Some((f.next()?.ok()?, f.next()?.ok()?))
+            })
+            .fold((0, 0), |(w, n), (a, b)| (w + a, n + b))
     }
 
     fn log_text(&self) -> String {
@@ -1343,6 +1355,7 @@ fn flood_step(c: &FloodCtx, w: &mut Watcher, ips: &mut Ips, rate: u64, secs: f64
         None
     };
     let cpu0 = c.daemon.cpu_ns();
+    let wait0 = c.daemon.runq_wait();
     // Two sender threads: on veth the sender also runs the kernel's receive path (nftables,
     // NFQUEUE enqueue) for every packet, so one thread alone cannot offer the top rates.
     let senders: Vec<_> = (0..SENDERS)
@@ -1386,6 +1399,11 @@ fn flood_step(c: &FloodCtx, w: &mut Watcher, ips: &mut Ips, rate: u64, secs: f64
         took = took.max(t);
     }
     let cpu = c.daemon.cpu_ns().saturating_sub(cpu0);
+    let wait1 = c.daemon.runq_wait();
+    let (waited, slices) = (
+        wait1.0.saturating_sub(wait0.0),
+        wait1.1.saturating_sub(wait0.1),
+    );
     let mut lat = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(2);
     for (ip, t) in &legit {
@@ -1428,6 +1446,7 @@ fn flood_step(c: &FloodCtx, w: &mut Watcher, ips: &mut Ips, rate: u64, secs: f64
         "junk_sent": sent,
         "sent_pps": sent as f64 / took,
         "kernel_junk_native": kernel_native, "kernel_junk_fwknop": kernel_fwknop,
+        "daemon_runq_wait_us_per_run": if slices > 0 { Some(waited as f64 / 1e3 / slices as f64) } else { None },
         "daemon_cpu_ns_per_junk": if sent > 0 { Some(cpu as f64 / sent as f64) } else { None },
         "queued_pps": queued.map(|q| q as f64 / took),
         "queue_dropped": qdrop, "socket_dropped": udrop,
@@ -1662,6 +1681,18 @@ impl Mode {
     }
 }
 
+/// Set the calling thread's nice value (on Linux `PRIO_PROCESS` with a tid is one thread);
+/// returns the previous one.
+fn set_thread_nice(n: i32) -> i32 {
+    // SAFETY: get/setpriority on this thread's own tid; plain integers.
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        let old = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, n);
+        old
+    }
+}
+
 /// `CLOCK_MONOTONIC`, ns.
 fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -1878,7 +1909,12 @@ prefilter = {on}"
             legit: lab.udp_sockets(100, LEGIT_SOURCES)?,
             legit_sent: Default::default(),
         };
-        let mut ladder = flood_ladder(&ctx, &mut w, ips, &m.pf_rates, m.step_secs, true)?;
+        // The legit knocks go out from this thread, which timestamps each before its `send`: at
+        // the junk senders' priority it could wait for a CPU in between, counted as latency.
+        let old_nice = set_thread_nice(WATCHER_NICE);
+        let ladder = flood_ladder(&ctx, &mut w, ips, &m.pf_rates, m.step_secs, true);
+        set_thread_nice(old_nice);
+        let mut ladder = ladder?;
         // The highest junk rate actually sent with every legit knock granted, whether or not
         // the senders reached the offered rate (with the prefilter on, the top step is the
         // senders' maximum, not the daemon's).
@@ -2329,13 +2365,13 @@ fn report(r: &Value) -> String {
             "\n**Native-length junk, kernel prefilter on and off** (`rate_limit = 0`; random 128-byte payloads and native knocks under an unknown key, alternately, udp length 136; a legit knock every {} ms, each from an address of its own; kernel drops = the `junk_native` counter of `inet nfknock`; CPU = all the daemon's threads ÷ junk packets sent)\n",
             NFKNOCK_LEGIT_EVERY.as_millis()
         );
-        let _ = writeln!(s, "| prefilter | offered/s | sent/s | kernel drops (`junk_native`) | queued/s | queue drops | daemon CPU | CPU ns / junk packet | legit granted | legit p50 / p99 | load |");
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "| prefilter | offered/s | sent/s | kernel drops (`junk_native`) | queued/s | queue drops | daemon CPU | CPU ns / junk packet | daemon's wait for a CPU per run | legit granted | legit p50 / p99 | load |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
         for (name, lad) in [("on", &pf["on"]), ("off", &pf["off"])] {
             for st in lad["steps"].as_array().into_iter().flatten() {
                 let _ = writeln!(
                     s,
-                    "| {name} | {} | {} | {} | {} | {} | {}% | {} | {}/{} | {} / {} ms | {} |",
+                    "| {name} | {} | {} | {} | {} | {} | {}% | {} | {} µs | {}/{} | {} / {} ms | {} |",
                     st["rate"],
                     f(&st["sent_pps"], 0),
                     f(&st["kernel_junk_native"], 0),
@@ -2343,6 +2379,7 @@ fn report(r: &Value) -> String {
                     f(&st["queue_dropped"], 0),
                     f(&st["daemon_cpu_pct"], 1),
                     f(&st["daemon_cpu_ns_per_junk"], 1),
+                    f(&st["daemon_runq_wait_us_per_run"], 0),
                     st["legit_granted"],
                     st["legit_sent"],
                     f(&st["legit_ms"]["p50"], 2),
