@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::expr::data_value;
-use super::sets::SetDef;
+use super::sets::{IfAbsent, SetDef};
 use super::*;
 use crate::access::{Access, GatewayTo, SourceNat};
 
@@ -285,52 +285,29 @@ impl Nft {
                 IpAddr::V4(<[u8; 4]>::try_from(b).ok()?.into())
             })
         };
-        let mut out = Vec::new();
-        let r = self.request(
-            NFT_MSG_GETSETELEM,
-            true,
-            |m| {
-                m.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
-                m.attr_str(NFTA_SET_ELEM_LIST_SET, set);
-            },
-            |m| {
-                let Some((_, body)) = nfgen(m.payload) else {
-                    return;
-                };
-                let Some(list) = attr(body, NFTA_SET_ELEM_LIST_ELEMENTS) else {
-                    return;
-                };
-                out.extend(attrs(list).filter_map(|(_, elem)| {
-                    let key = attr(attr(elem, NFTA_SET_ELEM_KEY)?, NFTA_DATA_VALUE)?;
-                    let end = attr(attr(elem, NFTA_SET_ELEM_KEY_END)?, NFTA_DATA_VALUE)?;
-                    if key.len() != 2 * n || end.len() != 2 * n || key.get(..n) != end.get(..n) {
-                        return None;
-                    }
-                    let net = span_net(ip(key.get(n..)?)?, ip(end.get(n..)?)?)?;
-                    Some(LiveElement {
-                        addr: ip(key.get(..n)?)?,
-                        access: comment_access(attr(elem, NFTA_SET_ELEM_USERDATA)?)?,
-                        timeout_ms: attr(elem, NFTA_SET_ELEM_TIMEOUT)
-                            .and_then(be_u64)
-                            .unwrap_or(0),
-                        expires_ms: attr(elem, NFTA_SET_ELEM_EXPIRATION)
-                            .and_then(be_u64)
-                            .unwrap_or(0),
-                        nat: None,
-                        gateway: Some(GatewayTo {
-                            net,
-                            source: SourceNat::Keep,
-                        }),
-                    })
-                }));
-            },
-        );
-        match r {
-            Ok(Ok(())) => Ok(out),
-            Ok(Err(e)) if e == libc::ENOENT => Ok(out),
-            Ok(Err(e)) => Err(kernel_error("list the elements of", Object::Set(set), e)),
-            Err(source) => Err(NftError::Socket { op: "use", source }),
-        }
+        self.elements(set, IfAbsent::Empty, |elem| {
+            let key = attr(attr(elem, NFTA_SET_ELEM_KEY)?, NFTA_DATA_VALUE)?;
+            let end = attr(attr(elem, NFTA_SET_ELEM_KEY_END)?, NFTA_DATA_VALUE)?;
+            if key.len() != 2 * n || end.len() != 2 * n || key.get(..n) != end.get(..n) {
+                return None;
+            }
+            let net = span_net(ip(key.get(n..)?)?, ip(end.get(n..)?)?)?;
+            Some(LiveElement {
+                addr: ip(key.get(..n)?)?,
+                access: comment_access(attr(elem, NFTA_SET_ELEM_USERDATA)?)?,
+                timeout_ms: attr(elem, NFTA_SET_ELEM_TIMEOUT)
+                    .and_then(be_u64)
+                    .unwrap_or(0),
+                expires_ms: attr(elem, NFTA_SET_ELEM_EXPIRATION)
+                    .and_then(be_u64)
+                    .unwrap_or(0),
+                nat: None,
+                gateway: Some(GatewayTo {
+                    net,
+                    source: SourceNat::Keep,
+                }),
+            })
+        })
     }
 }
 

@@ -10,6 +10,7 @@ use ipnet::IpNet;
 
 use super::batch::batch_error;
 use super::expr::data_value;
+use super::sets::IfAbsent;
 use super::*;
 
 /// The networks of one family in `nets` as sorted, disjoint, non-adjacent inclusive ranges
@@ -179,28 +180,9 @@ impl Nft {
 
     /// The hint set's size and the junk counters, read from the kernel.
     pub fn prefilter_stats(&mut self) -> Result<PrefilterStats, NftError> {
-        let mut hints = 0usize;
-        let r = self.request(
-            NFT_MSG_GETSETELEM,
-            true,
-            |m| {
-                m.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
-                m.attr_str(NFTA_SET_ELEM_LIST_SET, SET_KNOCK_HINTS);
-            },
-            |m| {
-                if let Some(list) =
-                    nfgen(m.payload).and_then(|(_, b)| attr(b, NFTA_SET_ELEM_LIST_ELEMENTS))
-                {
-                    hints += attrs(list).count();
-                }
-            },
-        );
-        let object = Object::Set(SET_KNOCK_HINTS);
-        match r {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(kernel_error("list the elements of", object, e)),
-            Err(source) => return Err(NftError::Socket { op: "use", source }),
-        }
+        let hints = self
+            .elements(SET_KNOCK_HINTS, IfAbsent::Fail, |_| Some(()))?
+            .len();
         Ok(PrefilterStats {
             hints,
             junk_native: self.counter(COUNTER_JUNK_NATIVE)?,

@@ -228,70 +228,21 @@ impl Nft {
     pub fn list_marked(&mut self) -> Result<Vec<(LiveElement, Vec<u8>)>, NftError> {
         let mut out = Vec::new();
         for (set, v6) in [(SET_ALLOW_V4, false), (SET_ALLOW_V6, true)] {
-            let r = self.request(
-                NFT_MSG_GETSETELEM,
-                true,
-                |m| {
-                    m.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
-                    m.attr_str(NFTA_SET_ELEM_LIST_SET, set);
-                },
-                |m| {
-                    let Some((_, body)) = nfgen(m.payload) else {
-                        return;
-                    };
-                    let Some(list) = attr(body, NFTA_SET_ELEM_LIST_ELEMENTS) else {
-                        return;
-                    };
-                    out.extend(attrs(list).filter_map(|(_, elem)| {
-                        let live = parse_live(elem, v6)?;
-                        let udata = attr(elem, NFTA_SET_ELEM_USERDATA).unwrap_or(&[]);
-                        Some((live, udata.to_vec()))
-                    }));
-                },
-            );
-            match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    return Err(kernel_error("list the elements of", Object::Set(set), e))
-                }
-                Err(source) => return Err(NftError::Socket { op: "use", source }),
-            }
+            out.extend(self.elements(set, IfAbsent::Fail, |elem| {
+                let live = parse_live(elem, v6)?;
+                let udata = attr(elem, NFTA_SET_ELEM_USERDATA).unwrap_or(&[]);
+                Some((live, udata.to_vec()))
+            })?);
         }
         Ok(out)
     }
 
     /// The proto/ports of the `protected` set: what the gate closes on this host.
     pub fn list_protected(&mut self) -> Result<Vec<Access>, NftError> {
-        let mut out = Vec::new();
-        let r = self.request(
-            NFT_MSG_GETSETELEM,
-            true,
-            |m| {
-                m.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
-                m.attr_str(NFTA_SET_ELEM_LIST_SET, SET_PROTECTED);
-            },
-            |m| {
-                let Some((_, body)) = nfgen(m.payload) else {
-                    return;
-                };
-                let Some(list) = attr(body, NFTA_SET_ELEM_LIST_ELEMENTS) else {
-                    return;
-                };
-                out.extend(attrs(list).filter_map(|(_, elem)| {
-                    let key = attr(attr(elem, NFTA_SET_ELEM_KEY)?, NFTA_DATA_VALUE)?;
-                    decode_protected_key(key)
-                }));
-            },
-        );
-        match r {
-            Ok(Ok(())) => Ok(out),
-            Ok(Err(e)) => Err(kernel_error(
-                "list the elements of",
-                Object::Set(SET_PROTECTED),
-                e,
-            )),
-            Err(source) => Err(NftError::Socket { op: "use", source }),
-        }
+        self.elements(SET_PROTECTED, IfAbsent::Fail, |elem| {
+            let key = attr(attr(elem, NFTA_SET_ELEM_KEY)?, NFTA_DATA_VALUE)?;
+            decode_protected_key(key)
+        })
     }
 
     /// Remove grants from the allow sets (a revocation): one batch per `UPSERT_BATCH` grants.
@@ -327,30 +278,7 @@ impl Nft {
     pub fn list(&mut self) -> Result<Vec<LiveElement>, NftError> {
         let mut out = Vec::new();
         for (set, v6) in [(SET_ALLOW_V4, false), (SET_ALLOW_V6, true)] {
-            let r = self.request(
-                NFT_MSG_GETSETELEM,
-                true,
-                |m| {
-                    m.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
-                    m.attr_str(NFTA_SET_ELEM_LIST_SET, set);
-                },
-                |m| {
-                    let Some((_, body)) = nfgen(m.payload) else {
-                        return;
-                    };
-                    let Some(list) = attr(body, NFTA_SET_ELEM_LIST_ELEMENTS) else {
-                        return;
-                    };
-                    out.extend(attrs(list).filter_map(|(_, elem)| parse_live(elem, v6)));
-                },
-            );
-            match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    return Err(kernel_error("list the elements of", Object::Set(set), e))
-                }
-                Err(source) => return Err(NftError::Socket { op: "use", source }),
-            }
+            out.extend(self.elements(set, IfAbsent::Fail, |elem| parse_live(elem, v6))?);
         }
         for v6 in [false, true] {
             for (addr, access, to) in self.nat_targets(v6)? {
@@ -841,35 +769,12 @@ impl Nft {
     /// The DNAT targets in the map of one family (`None` if the map is absent: no `nat`).
     fn nat_targets(&mut self, v6: bool) -> Result<Vec<(IpAddr, Access, SocketAddr)>, NftError> {
         let map = if v6 { MAP_NAT_V6 } else { MAP_NAT_V4 };
-        let mut out = Vec::new();
-        let r = self.request(
-            NFT_MSG_GETSETELEM,
-            true,
-            |m| {
-                m.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
-                m.attr_str(NFTA_SET_ELEM_LIST_SET, map);
-            },
-            |m| {
-                let Some((_, body)) = nfgen(m.payload) else {
-                    return;
-                };
-                let Some(list) = attr(body, NFTA_SET_ELEM_LIST_ELEMENTS) else {
-                    return;
-                };
-                out.extend(attrs(list).filter_map(|(_, elem)| {
-                    let key = attr(attr(elem, NFTA_SET_ELEM_KEY)?, NFTA_DATA_VALUE)?;
-                    let data = attr(attr(elem, NFTA_SET_ELEM_DATA)?, NFTA_DATA_VALUE)?;
-                    let (addr, access) = decode_key(key, v6)?;
-                    Some((addr, access, decode_nat_data(data, v6)?))
-                }));
-            },
-        );
-        match r {
-            Ok(Ok(())) => Ok(out),
-            Ok(Err(e)) if e == libc::ENOENT => Ok(out),
-            Ok(Err(e)) => Err(kernel_error("list the elements of", Object::Set(map), e)),
-            Err(source) => Err(NftError::Socket { op: "use", source }),
-        }
+        self.elements(map, IfAbsent::Empty, |elem| {
+            let key = attr(attr(elem, NFTA_SET_ELEM_KEY)?, NFTA_DATA_VALUE)?;
+            let data = attr(attr(elem, NFTA_SET_ELEM_DATA)?, NFTA_DATA_VALUE)?;
+            let (addr, access) = decode_key(key, v6)?;
+            Some((addr, access, decode_nat_data(data, v6)?))
+        })
     }
 }
 
@@ -975,6 +880,47 @@ impl Nft {
     /// The routed grants of one family's `forward_v*` set (none if the set is absent).
     fn forwards(&mut self, v6: bool) -> Result<Vec<LiveElement>, NftError> {
         let set = if v6 { SET_FORWARD_V6 } else { SET_FORWARD_V4 };
+        self.elements(set, IfAbsent::Empty, |elem| {
+            let key = attr(attr(elem, NFTA_SET_ELEM_KEY)?, NFTA_DATA_VALUE)?;
+            let (addr, to, access) = decode_forward_key(key, v6)?;
+            Some(LiveElement {
+                addr,
+                access,
+                timeout_ms: attr(elem, NFTA_SET_ELEM_TIMEOUT)
+                    .and_then(be_u64)
+                    .unwrap_or(0),
+                expires_ms: attr(elem, NFTA_SET_ELEM_EXPIRATION)
+                    .and_then(be_u64)
+                    .unwrap_or(0),
+                nat: Some(NatTarget {
+                    to,
+                    source: SourceNat::Keep,
+                    dnat: false,
+                }),
+                gateway: None,
+            })
+        })
+    }
+}
+
+/// What [`Nft::elements`] makes of a set that is not there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum IfAbsent {
+    /// No elements: the set exists only while the config needs it (NAT, gateway).
+    Empty,
+    /// An error naming the set.
+    Fail,
+}
+
+impl Nft {
+    /// Every element of `set` that `decode` accepts (it gets each element's attributes; what
+    /// it returns `None` for is skipped): the one dump of set elements every listing uses.
+    pub(super) fn elements<T>(
+        &mut self,
+        set: &'static str,
+        if_absent: IfAbsent,
+        mut decode: impl FnMut(&[u8]) -> Option<T>,
+    ) -> Result<Vec<T>, NftError> {
         let mut out = Vec::new();
         let r = self.request(
             NFT_MSG_GETSETELEM,
@@ -990,31 +936,12 @@ impl Nft {
                 let Some(list) = attr(body, NFTA_SET_ELEM_LIST_ELEMENTS) else {
                     return;
                 };
-                out.extend(attrs(list).filter_map(|(_, elem)| {
-                    let key = attr(attr(elem, NFTA_SET_ELEM_KEY)?, NFTA_DATA_VALUE)?;
-                    let (addr, to, access) = decode_forward_key(key, v6)?;
-                    Some(LiveElement {
-                        addr,
-                        access,
-                        timeout_ms: attr(elem, NFTA_SET_ELEM_TIMEOUT)
-                            .and_then(be_u64)
-                            .unwrap_or(0),
-                        expires_ms: attr(elem, NFTA_SET_ELEM_EXPIRATION)
-                            .and_then(be_u64)
-                            .unwrap_or(0),
-                        nat: Some(NatTarget {
-                            to,
-                            source: SourceNat::Keep,
-                            dnat: false,
-                        }),
-                        gateway: None,
-                    })
-                }));
+                out.extend(attrs(list).filter_map(|(_, elem)| decode(elem)));
             },
         );
         match r {
             Ok(Ok(())) => Ok(out),
-            Ok(Err(e)) if e == libc::ENOENT => Ok(out),
+            Ok(Err(e)) if e == libc::ENOENT && if_absent == IfAbsent::Empty => Ok(out),
             Ok(Err(e)) => Err(kernel_error("list the elements of", Object::Set(set), e)),
             Err(source) => Err(NftError::Socket { op: "use", source }),
         }
