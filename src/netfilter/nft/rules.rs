@@ -39,6 +39,17 @@ struct Fam {
     gw_snat: &'static str,
 }
 
+impl Fam {
+    /// nft's name for this family's address type, in rendered set and map types.
+    fn addr_type(&self) -> &'static str {
+        if self.nfproto == NFPROTO_IPV4 {
+            "ipv4_addr"
+        } else {
+            "ipv6_addr"
+        }
+    }
+}
+
 const FAMS: [Fam; 2] = [
     Fam {
         nfproto: NFPROTO_IPV4,
@@ -464,60 +475,43 @@ fn add_nat(nft: &mut Nft, spec: &RulesetSpec) {
 
 /// [`add_nat`]'s maps and chains as nft text.
 fn render_nat(s: &mut String, spec: &RulesetSpec) {
-    for fam in &FAMS {
-        let ty = if fam.nfproto == NFPROTO_IPV4 {
-            "ipv4_addr"
-        } else {
-            "ipv6_addr"
-        };
-        let _ = writeln!(
-            s,
-            "\n\tmap {} {{\n\t\ttype {ty} . inet_proto . inet_service : {ty} . inet_service\n\t\tflags timeout\n\t}}",
-            fam.nat
-        );
+    // The timed maps and sets, each for IPv4 then IPv6, in the order add_nat creates them.
+    type Name = fn(&Fam) -> &'static str;
+    type Type = fn(&str) -> String;
+    let timed: [(&str, Name, Type); 4] = [
+        (
+            "map",
+            |f| f.nat,
+            |ty| format!("{ty} . inet_proto . inet_service : {ty} . inet_service"),
+        ),
+        (
+            "set",
+            |f| f.masq,
+            |ty| format!("{ty} . inet_proto . inet_service"),
+        ),
+        (
+            "map",
+            |f| f.snat,
+            |ty| format!("{ty} . inet_proto . inet_service : {ty}"),
+        ),
+        (
+            "set",
+            |f| f.fwd,
+            |ty| format!("{ty} . {ty} . inet_proto . inet_service"),
+        ),
+    ];
+    for (kind, name, ty) in timed {
+        for fam in &FAMS {
+            let _ = writeln!(
+                s,
+                "\n\t{kind} {} {{\n\t\ttype {}\n\t\tflags timeout\n\t}}",
+                name(fam),
+                ty(fam.addr_type())
+            );
+        }
     }
     for fam in &FAMS {
-        let ty = if fam.nfproto == NFPROTO_IPV4 {
-            "ipv4_addr"
-        } else {
-            "ipv6_addr"
-        };
-        let _ = writeln!(
-            s,
-            "\n\tset {} {{\n\t\ttype {ty} . inet_proto . inet_service\n\t\tflags timeout\n\t}}",
-            fam.masq
-        );
-    }
-    for fam in &FAMS {
-        let ty = if fam.nfproto == NFPROTO_IPV4 {
-            "ipv4_addr"
-        } else {
-            "ipv6_addr"
-        };
-        let _ = writeln!(
-            s,
-            "\n\tmap {} {{\n\t\ttype {ty} . inet_proto . inet_service : {ty}\n\t\tflags timeout\n\t}}",
-            fam.snat
-        );
-    }
-    for fam in &FAMS {
-        let ty = if fam.nfproto == NFPROTO_IPV4 {
-            "ipv4_addr"
-        } else {
-            "ipv6_addr"
-        };
-        let _ = writeln!(
-            s,
-            "\n\tset {} {{\n\t\ttype {ty} . {ty} . inet_proto . inet_service\n\t\tflags timeout\n\t}}",
-            fam.fwd
-        );
-    }
-    for fam in &FAMS {
-        let ty = if fam.nfproto == NFPROTO_IPV4 {
-            "ipv4_addr"
-        } else {
-            "ipv6_addr"
-        };
+        let ty = fam.addr_type();
         let mut targets: Vec<String> = spec
             .forward_targets
             .iter()
