@@ -9,22 +9,10 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::expr::data_value;
-use super::sets::{IfAbsent, SetDef};
+use super::nat::UDATA_SNAT_MAP;
+use super::sets::{IfAbsent, SetDef, UDATA_ADDR, UDATA_CONCAT};
 use super::*;
 use crate::access::{Access, GatewayTo, SourceNat};
-
-/// nft 1.0.6's userdata of a concatenated key (`ADDR . ADDR`): the same bytes as the other
-/// concatenations' ([`super::sets`]).
-const UDATA_CONCAT: &[u8] = &[
-    0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x03, 0x08, 0x00, 0x04, 0x0d, 0x00, 0x00, 0x00, 0x01, 0x00,
-];
-/// ... of a map `ADDR . ADDR : ADDR` (checked with strace: nft 1.0.6's bytes)...
-const UDATA_SNAT_MAP: &[u8] = &[
-    0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x01, 0x04, 0x02, 0x00, 0x00, 0x00, 0x03, 0x08, 0x00, 0x04,
-    0x0d, 0x00, 0x00, 0x00, 0x01, 0x00, 0x06, 0x04, 0x00, 0x00, 0x00, 0x00,
-];
-/// ... and of a single address key.
-const UDATA_ADDR: &[u8] = &[0x00, 0x04, 0x02, 0x00, 0x00, 0x00];
 
 /// Flags of a timed `source . network` set: what nft 1.0.6 sends for `type ADDR . ADDR;
 /// flags interval,timeout` (checked with strace): the kernel picks its pipapo set type.

@@ -28,6 +28,7 @@ mod batch;
 mod events;
 mod expr;
 mod gateway;
+mod nat;
 mod prefilter;
 mod rules;
 mod sets;

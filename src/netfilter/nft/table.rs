@@ -5,7 +5,8 @@
 use super::batch::batch_error;
 use super::expr::Exprs;
 use super::gateway::GATEWAY_SETS;
-use super::sets::{FORWARD_SETS, NAT_SETS, SETS};
+use super::nat::{FORWARD_SETS, NAT_SETS};
+use super::sets::SETS;
 use super::*;
 
 impl Nft {
