@@ -33,7 +33,7 @@
 //! | [`state`] | the replay journal on disk (append, compact by write-then-rename); `state_dir` checks |
 //! | [`sys`] | the I/O edge: the CSPRNG behind the core's `Rng`; [`sys::FsLoader`], the one implementation of [`config::Files`] (config, key and importer files, opened once, checked on the descriptor, size-capped, regular files only); [`sys::replace_file`], the one way a file is replaced whole (tmp, `O_EXCL`, rename); the user database; the switch from root to the service user |
 //! | [`grants::nft_set`] | the `nftables` grant backend (default): grants as set elements with timeouts (forwarded ones also as DNAT map and SNAT/masquerade elements, gateway ones as timed `source . network` ranges), the owned table and its gate, through [`netfilter::nft`] |
-//! | [`command::runner`], [`command::pending`] | the privilege-separated command runner (forked before the daemon drops root: execs named commands as their user, with timeouts and bounded output); the pending `on_expire` commands in `state_dir` |
+//! | [`command::runner`], [`command::pending`] | the privilege-separated command runner (forked before the daemon drops root, `runner/jobs.rs` its job loop: execs named commands as their user, with timeouts and bounded output); the pending `on_expire` commands in `state_dir` |
 //! | [`netfilter::ipset`] | ipset over that layer: `hash:ip,port` sets, elements with timeouts (a re-add refreshes), listing |
 //! | [`netfilter::iptables`] | pure: the iptables-restore text of an iptables host's capture and gate, for the ipset backend |
 //! | [`grants::ipset`] | the `ipset` grant backend (iptables/firewalld hosts): grants as elements with timeouts in two ipsets it owns, through [`netfilter::ipset`] |
