@@ -226,11 +226,7 @@ const NATED_PROTOS: [Proto; 2] = [Proto::Tcp, Proto::Udp];
 /// original port: a flow whose destination was NATed (DNAT, REDIRECT) is judged by the port
 /// the client asked for.
 fn gate_nated(m: &mut Exprs<'_>, fam: &Fam, proto: Proto) {
-    m.e_ct(NFT_CT_STATUS, None, NFT_REG_1);
-    m.e_bitwise_and(NFT_REG_1, IPS_DST_NAT);
-    m.e_cmp(NFT_REG_1, NFT_CMP_NEQ, &0u32.to_ne_bytes());
-    ct_not_established(m);
-    nfproto(m, fam.nfproto);
+    new_flow(m, fam, true);
     m.e_meta(NFT_META_L4PROTO, NFT_REG_1);
     m.e_cmp(NFT_REG_1, NFT_CMP_EQ, &[proto as u8]);
     gate(m, fam, Dport::CtOriginal);
@@ -253,11 +249,21 @@ fn flow_key(m: &mut Exprs<'_>, fam: &Fam, dport: Dport) {
     dport.load(m, reg32(after + 1));
 }
 
-/// `ct status dnat`: the flow's destination was translated (by our map, or anyone's).
-fn ct_dnat(m: &mut Exprs<'_>) {
+/// `ct status dnat` (`translated`: the flow's destination was translated, by our map or
+/// anyone's) or `ct status ! dnat`.
+fn ct_dnat(m: &mut Exprs<'_>, translated: bool) {
     m.e_ct(NFT_CT_STATUS, None, NFT_REG_1);
     m.e_bitwise_and(NFT_REG_1, IPS_DST_NAT);
-    m.e_cmp(NFT_REG_1, NFT_CMP_NEQ, &0u32.to_ne_bytes());
+    let op = if translated { NFT_CMP_NEQ } else { NFT_CMP_EQ };
+    m.e_cmp(NFT_REG_1, op, &0u32.to_ne_bytes());
+}
+
+/// `ct status [!] dnat ct state ! established,related` and `fam`'s protocol: the start of every
+/// forward-gate rule, for a new flow translated or not.
+fn new_flow(m: &mut Exprs<'_>, fam: &Fam, translated: bool) {
+    ct_dnat(m, translated);
+    ct_not_established(m);
+    nfproto(m, fam.nfproto);
 }
 
 /// `ct status ! dnat ct state ! established,related DADDR . meta l4proto . th dport
@@ -265,11 +271,7 @@ fn ct_dnat(m: &mut Exprs<'_>) {
 /// routed (not translated) to a `dnat = false` target passes only for a source that knocked
 /// for it (fwknop `DISABLE_DNAT`). Translated flows are judged by [`gate_nated`].
 fn gate_routed(m: &mut Exprs<'_>, fam: &Fam) {
-    m.e_ct(NFT_CT_STATUS, None, NFT_REG_1);
-    m.e_bitwise_and(NFT_REG_1, IPS_DST_NAT);
-    m.e_cmp(NFT_REG_1, NFT_CMP_EQ, &0u32.to_ne_bytes());
-    ct_not_established(m);
-    nfproto(m, fam.nfproto);
+    new_flow(m, fam, false);
     let n = fam.saddr_len / 4;
     m.e_payload(
         NFT_PAYLOAD_NETWORK_HEADER,
@@ -330,11 +332,7 @@ fn saddr_daddr(m: &mut Exprs<'_>, fam: &Fam) {
 /// judged by the NAT gates ([`gate_nated`]), not here: a `nat` grant to a host of a gateway
 /// network needs no gateway grant.
 fn gate_gateway(m: &mut Exprs<'_>, fam: &Fam) {
-    m.e_ct(NFT_CT_STATUS, None, NFT_REG_1);
-    m.e_bitwise_and(NFT_REG_1, IPS_DST_NAT);
-    m.e_cmp(NFT_REG_1, NFT_CMP_EQ, &0u32.to_ne_bytes());
-    ct_not_established(m);
-    nfproto(m, fam.nfproto);
+    new_flow(m, fam, false);
     m.e_payload(
         NFT_PAYLOAD_NETWORK_HEADER,
         fam.daddr_off,
@@ -449,7 +447,7 @@ fn add_nat(nft: &mut Nft, spec: &RulesetSpec) {
     }
     for fam in &FAMS {
         nft.add_rule(TABLE, CHAIN_NAT_POSTROUTING, |m| {
-            ct_dnat(m);
+            ct_dnat(m, true);
             flow_key(m, fam, Dport::CtOriginal);
             m.e_lookup(fam.masq, NFT_REG_1, 0);
             m.e_masq();
@@ -457,7 +455,7 @@ fn add_nat(nft: &mut Nft, spec: &RulesetSpec) {
     }
     for fam in &FAMS {
         nft.add_rule(TABLE, CHAIN_NAT_POSTROUTING, |m| {
-            ct_dnat(m);
+            ct_dnat(m, true);
             flow_key(m, fam, Dport::CtOriginal);
             m.e_lookup_map(fam.snat, NFT_REG_1, NFT_REG_1);
             m.e_nat(NFT_NAT_SNAT, fam.nfproto, NFT_REG_1, None);
