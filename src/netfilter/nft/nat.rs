@@ -7,7 +7,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::access::SourceNat;
 
-use super::expr::data_value;
 use super::sets::{concat3, GrantKey, IfAbsent, SetDef, UDATA_CONCAT};
 use super::*;
 
@@ -222,29 +221,7 @@ impl Nft {
         set: &'static str,
         elems: impl Iterator<Item = (GrantKey, Option<Data>, Option<u64>)>,
     ) {
-        let (msg, flags, op) = if add {
-            (NFT_MSG_NEWSETELEM, NLM_F_CREATE, "add elements to")
-        } else {
-            (NFT_MSG_DELSETELEM, 0, "delete elements from")
-        };
-        let (s, m) = self.begin(msg, flags, NFPROTO_INET, op, Object::Set(set));
-        m.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
-        m.attr_str(NFTA_SET_ELEM_LIST_SET, set);
-        let list = m.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
-        for (key, data, timeout) in elems {
-            let e = m.nest(NFTA_LIST_ELEM);
-            data_value(m, NFTA_SET_ELEM_KEY, key.as_ref());
-            if let Some(ms) = timeout {
-                m.attr_u64(NFTA_SET_ELEM_TIMEOUT, ms);
-                m.attr_u64(NFTA_SET_ELEM_EXPIRATION, ms);
-            }
-            if let (true, Some(d)) = (add, data) {
-                data_value(m, NFTA_SET_ELEM_DATA, d.as_ref());
-            }
-            m.nest_end(e);
-        }
-        m.nest_end(list);
-        m.end(s);
+        self.elements_msg(add, set, elems, None)
     }
 
     /// The DNAT targets in the map of one family (`None` if the map is absent: no `nat`).

@@ -93,6 +93,20 @@ impl Nft {
         elems: impl Iterator<Item = (K, Option<u64>)>,
         udata: Option<&[u8]>,
     ) {
+        let elems = elems.map(|(key, timeout)| (key, None::<[u8; 0]>, timeout));
+        self.elements_msg(add, set, elems, udata)
+    }
+
+    /// The one element message every writer uses: NEWSETELEM or DELSETELEM for `set`, each
+    /// element with its key, its timeout (see [`Nft::set_elements`]), and on add its map data
+    /// and `udata`.
+    pub(super) fn elements_msg<K: AsRef<[u8]>, D: AsRef<[u8]>>(
+        &mut self,
+        add: bool,
+        set: &'static str,
+        elems: impl Iterator<Item = (K, Option<D>, Option<u64>)>,
+        udata: Option<&[u8]>,
+    ) {
         let (msg, flags, op) = if add {
             (NFT_MSG_NEWSETELEM, NLM_F_CREATE, "add elements to")
         } else {
@@ -102,15 +116,20 @@ impl Nft {
         m.attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
         m.attr_str(NFTA_SET_ELEM_LIST_SET, set);
         let list = m.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
-        for (key, timeout) in elems {
+        for (key, data, timeout) in elems {
             let e = m.nest(NFTA_LIST_ELEM);
             data_value(m, NFTA_SET_ELEM_KEY, key.as_ref());
             if let Some(ms) = timeout {
                 m.attr_u64(NFTA_SET_ELEM_TIMEOUT, ms);
                 m.attr_u64(NFTA_SET_ELEM_EXPIRATION, ms);
             }
-            if let (true, Some(u)) = (add, udata) {
-                m.attr(NFTA_SET_ELEM_USERDATA, u);
+            if add {
+                if let Some(d) = data {
+                    data_value(m, NFTA_SET_ELEM_DATA, d.as_ref());
+                }
+                if let Some(u) = udata {
+                    m.attr(NFTA_SET_ELEM_USERDATA, u);
+                }
             }
             m.nest_end(e);
         }
