@@ -254,6 +254,23 @@ struct Harness {
     logs: Logs,
 }
 
+impl Harness {
+    /// Ask the loop to stop and wait for it to end without error.
+    fn stop(self) {
+        self.handle.terminate();
+        self.thread.join().unwrap().unwrap();
+    }
+
+    /// Signal a flush of the backend's objects and wait for the repair: the grants restored.
+    fn flush_and_repair(&self) -> Vec<(IpAddr, String)> {
+        (&self.flush).write_all(&[1]).unwrap();
+        wait_for("the repair", || {
+            !self.sink.restores.lock().unwrap().is_empty()
+        });
+        keys(&self.sink.restores.lock().unwrap()[0].1)
+    }
+}
+
 fn write_config(dir: &Path, secret: &str, allow: &str) -> PathBuf {
     write_clients(dir, "", &[("alice", secret, allow)])
 }
@@ -434,8 +451,7 @@ fn grants_once_drops_every_packet_restores_after_a_flush_and_stops_on_request() 
         "a refused config reached the grant backend"
     );
 
-    h.handle.terminate();
-    h.thread.join().unwrap().unwrap();
+    h.stop();
 }
 
 /// A backend that sends no change events (ipset): its objects gone, as its `drain` says.
@@ -506,8 +522,7 @@ fn a_backend_without_events_is_checked_on_the_tick_and_restored() {
     let (_, restored) = h.sink.restores.lock().unwrap()[0].clone();
     assert_eq!(keys(&restored), [src_grant("tcp/22")]);
     assert!(h.logs.text().contains("re-created it"), "{}", h.logs.text());
-    h.handle.terminate();
-    h.thread.join().unwrap().unwrap();
+    h.stop();
 }
 
 #[test]
@@ -538,8 +553,7 @@ fn a_valid_reload_changes_what_is_allowed_and_the_gate() {
     h.script.push(knock(&h, "tcp/443"));
     wait_for("the grant", || !h.sink.written.lock().unwrap().is_empty());
 
-    h.handle.terminate();
-    h.thread.join().unwrap().unwrap();
+    h.stop();
 }
 
 /// A flood the daemon never catches up with: every receive hands over as many junk
@@ -685,8 +699,7 @@ fn a_reload_that_removes_a_client_revokes_its_grants_and_a_flush_does_not_restor
     h.script.push(knock(&h, "tcp/22"));
     judged(&h, 2);
     assert_eq!(h.sink.written.lock().unwrap().len(), 1);
-    h.handle.terminate();
-    h.thread.join().unwrap().unwrap();
+    h.stop();
 }
 
 /// A reload that narrows `allow` revokes the grants it no longer allows and keeps the
@@ -716,8 +729,7 @@ fn a_reload_that_narrows_allow_revokes_only_what_it_no_longer_allows() {
     let (protect, restore) = h.sink.restores.lock().unwrap()[0].clone();
     assert_eq!(protect, vec!["tcp/443".parse().unwrap()]);
     assert_eq!(keys(&restore), [src_grant("tcp/443")]);
-    h.handle.terminate();
-    h.thread.join().unwrap().unwrap();
+    h.stop();
 }
 
 /// `revoke_on_reload = false`: grants outlive their client's removal until they expire,
@@ -739,14 +751,8 @@ fn revoke_on_reload_false_keeps_the_grants_of_a_removed_client() {
     judged(&h, 2);
     assert_eq!(h.sink.written.lock().unwrap().len(), 1, "reload not done");
     assert!(h.sink.revoked.lock().unwrap().is_empty());
-    (&h.flush).write_all(&[1]).unwrap();
-    wait_for("the repair", || !h.sink.restores.lock().unwrap().is_empty());
-    assert_eq!(
-        keys(&h.sink.restores.lock().unwrap()[0].1),
-        [src_grant("tcp/22")]
-    );
-    h.handle.terminate();
-    h.thread.join().unwrap().unwrap();
+    assert_eq!(h.flush_and_repair(), [src_grant("tcp/22")]);
+    h.stop();
 }
 
 /// The kernel refuses a grant once (e.g. ENOBUFS): the daemon re-creates its objects and
@@ -773,8 +779,7 @@ fn a_grant_the_kernel_refuses_once_is_written_again_after_a_re_creation() {
         keys(&h.sink.restores.lock().unwrap()[1].1),
         [src_grant("tcp/22")]
     );
-    h.handle.terminate();
-    h.thread.join().unwrap().unwrap();
+    h.stop();
 }
 
 /// A grant the kernel refuses twice is lost: nothing opens, the daemon keeps serving, and a
@@ -808,8 +813,7 @@ fn a_grant_the_kernel_refuses_twice_is_lost_and_never_restored() {
     wait_for("the next grant", || {
         h.sink.written.lock().unwrap().len() == 1
     });
-    h.handle.terminate();
-    h.thread.join().unwrap().unwrap();
+    h.stop();
 }
 
 /// A repair the kernel refuses, and changes the daemon cannot read, are logged and do not stop
@@ -835,14 +839,8 @@ fn a_failed_repair_or_unreadable_changes_do_not_stop_the_daemon() {
     });
     assert!(h.sink.restores.lock().unwrap().is_empty());
 
-    (&h.flush).write_all(&[1]).unwrap();
-    wait_for("the repair", || !h.sink.restores.lock().unwrap().is_empty());
-    assert_eq!(
-        keys(&h.sink.restores.lock().unwrap()[0].1),
-        [src_grant("tcp/22")]
-    );
-    h.handle.terminate();
-    h.thread.join().unwrap().unwrap();
+    assert_eq!(h.flush_and_repair(), [src_grant("tcp/22")]);
+    h.stop();
 }
 
 /// A reload the grant backend cannot apply is refused as a whole: the running config stays in
@@ -873,8 +871,7 @@ fn a_reload_the_backend_cannot_apply_keeps_the_running_config() {
     );
     assert!(h.sink.reconfigures.lock().unwrap().is_empty());
     assert!(h.sink.revoked.lock().unwrap().is_empty());
-    h.handle.terminate();
-    h.thread.join().unwrap().unwrap();
+    h.stop();
 }
 
 /// A revocation the kernel refuses after a reload: the new config is in force all the same,
@@ -894,14 +891,8 @@ fn a_revocation_the_kernel_refuses_is_not_restored_by_a_repair() {
     assert!(h.sink.revoked.lock().unwrap().is_empty());
     assert_eq!(h.sink.reconfigures.lock().unwrap().len(), 1);
 
-    (&h.flush).write_all(&[1]).unwrap();
-    wait_for("the repair", || !h.sink.restores.lock().unwrap().is_empty());
-    assert_eq!(
-        keys(&h.sink.restores.lock().unwrap()[0].1),
-        [src_grant("tcp/443")]
-    );
-    h.handle.terminate();
-    h.thread.join().unwrap().unwrap();
+    assert_eq!(h.flush_and_repair(), [src_grant("tcp/443")]);
+    h.stop();
 }
 
 /// A flood of rejected knocks: the first ten a second are logged at `warn` with the source
@@ -942,8 +933,7 @@ fn rejected_knocks_are_logged_at_warn_ten_a_second_then_summed_up() {
     assert_eq!(warned + debugged, 21, "{logs}");
     assert!((10..=20).contains(&warned), "{logs}");
     assert!(h.sink.written.lock().unwrap().is_empty());
-    h.handle.terminate();
-    h.thread.join().unwrap().unwrap();
+    h.stop();
 }
 
 /// What `serve` logs about a state directory whose journal is gone (it exists, without a
@@ -1064,8 +1054,7 @@ fn metrics_count_reloads_by_result_and_are_written_at_shutdown() {
     h.handle.reload();
     h.script.push(knock(&h, "tcp/22"));
     wait_for("the grant", || h.sink.written.lock().unwrap().len() == 1);
-    h.handle.terminate();
-    h.thread.join().unwrap().unwrap();
+    h.stop();
     let text = std::fs::read_to_string(&prom).unwrap();
     for line in [
         "nfknock_reloads_total{result=\"ok\"} 1",
@@ -1139,6 +1128,5 @@ fn the_kernel_hint_set_is_written_at_start_and_replaced_on_repair_and_reload() {
     let (after, replace) = writes(&h).last().unwrap().clone();
     assert!(replace && !after.contains(&hint(&h.key)), "{after:?}");
 
-    h.handle.terminate();
-    h.thread.join().unwrap().unwrap();
+    h.stop();
 }
