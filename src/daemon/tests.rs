@@ -1054,7 +1054,9 @@ fn metrics_count_reloads_by_result_and_are_written_at_shutdown() {
     h.handle.reload();
     h.script.push(knock(&h, "tcp/22"));
     wait_for("the grant", || h.sink.written.lock().unwrap().len() == 1);
-    h.stop();
+    // Stopped, not dropped: the metrics file lives in the harness's directory.
+    h.handle.terminate();
+    h.thread.join().unwrap().unwrap();
     let text = std::fs::read_to_string(&prom).unwrap();
     for line in [
         "nfknock_reloads_total{result=\"ok\"} 1",
